@@ -1,0 +1,3 @@
+from biobank.cli import main
+
+main()

@@ -1,0 +1,48 @@
+"""Opening the database an entry point works on.
+
+The embedded SQLite default is created and migrated on first use; a server database that is
+behind refuses to start and says which command to run. A new database gets its first admin.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from biobank import migrate
+from biobank.db import make_engine, uow
+from biobank.models import UserRead
+from biobank.services.users import ensure_bootstrap_admin
+from biobank.settings import Settings
+
+
+@dataclass
+class OpenDatabase:
+    engine: Engine
+    created_admin: UserRead | None
+
+    def unit_of_work(self, *, readonly: bool = False) -> AbstractContextManager[Session]:
+        """What front ends use for each use case (see `biobank.db.uow`)."""
+        return uow(self.engine, readonly=readonly)
+
+
+def open_database(settings: Settings, *, check_schema: bool = True) -> OpenDatabase:
+    engine = make_engine(settings.database_url)
+    if not check_schema:
+        return OpenDatabase(engine, None)
+    migrate.ensure_current(engine, auto_upgrade=settings.is_embedded)
+    return OpenDatabase(engine, bootstrap(engine))
+
+
+def bootstrap(engine: Engine) -> UserRead | None:
+    """Give a database without users its first admin; return it when created."""
+    with uow(engine) as session:
+        return ensure_bootstrap_admin(session)
+
+
+FIRST_ADMIN_HINT = (
+    "Created the first user, 'admin' (no PIN yet). Set its PIN with: biobank user set-pin admin"
+)

@@ -1,0 +1,108 @@
+"""The `biobank` command. With no subcommand it opens the technicians' terminal UI."""
+
+from __future__ import annotations
+
+import typer
+from typer.core import TyperGroup
+
+from biobank import __version__
+from biobank.cli import (
+    audit_commands,
+    config_commands,
+    db_commands,
+    study_commands,
+    user_commands,
+)
+from biobank.cli.common import CliState, JsonOption, emit_json, message, state, work
+from biobank.errors import BiobankError
+
+
+class BiobankGroup(TyperGroup):
+    """Maps domain errors to one line on stderr and the error's exit code, in one place."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except BiobankError as error:
+            typer.echo(f"biobank: error: {error.message}", err=True)
+            raise typer.Exit(error.exit_code) from None
+        finally:
+            if isinstance(ctx.obj, CliState):
+                ctx.obj.close()
+
+
+app = typer.Typer(
+    cls=BiobankGroup,
+    help="Specimen biobank inventory. Run without a command to open the terminal UI.",
+    invoke_without_command=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(db_commands.app, name="db")
+app.add_typer(config_commands.app, name="config")
+app.add_typer(user_commands.app, name="user")
+app.add_typer(study_commands.study_app, name="study")
+app.add_typer(study_commands.participant_app, name="participant")
+app.add_typer(study_commands.visit_app, name="visit")
+app.add_typer(audit_commands.app, name="audit")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"biobank {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    user: str | None = typer.Option(
+        None, "--user", "-u", help="Act as this user (default: BIOBANK_USER, or the only user)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    ctx.obj = CliState(user=user)
+    if ctx.invoked_subcommand is None:
+        tui(ctx)
+
+
+@app.command()
+def tui(ctx: typer.Context) -> None:
+    """Open the terminal UI (the default when no command is given)."""
+    from tui.app import run  # imported here: the CLI must not pay for Textual
+
+    cli = state(ctx)
+    run(settings=cli.settings, database=cli.database())
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    participants: int = typer.Option(300, "--participants", "-n", min=1, max=100_000),
+    seed: int = typer.Option(7, "--seed", help="Same seed, same cohort."),
+    if_empty: bool = typer.Option(
+        False, "--if-empty", help="Do nothing (and succeed) when the database has data."
+    ),
+    json: JsonOption = False,
+) -> None:
+    """Seed a synthetic lupus cohort into an empty database (deterministic for a seed)."""
+    from biobank.services.demo import is_empty, seed_demo, sign_in_hint
+
+    with work(ctx) as (session, actor):
+        if if_empty and not is_empty(session):
+            message("the database already has data; demo not loaded")
+            return
+        summary = seed_demo(session, actor=actor, participants=participants, seed=seed)
+    if json:
+        emit_json(summary.__dict__)
+        return
+    message(
+        f"demo cohort loaded: study {summary.study}, {summary.participants} participants, "
+        f"{summary.visits} visits; {sign_in_hint()}"
+    )
+
+
+def main() -> None:
+    app(prog_name="biobank")

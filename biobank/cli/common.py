@@ -1,0 +1,116 @@
+"""What every CLI command shares: settings, the database, the acting user, and output.
+
+Data goes to stdout (a table, or JSON with `--json`); messages and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from sqlmodel import Session
+
+from biobank.bootstrap import FIRST_ADMIN_HINT, OpenDatabase, open_database
+from biobank.errors import ValidationError
+from biobank.permissions import Actor
+from biobank.services.users import actor_for
+from biobank.settings import Settings, load_settings
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+@dataclass
+class CliState:
+    user: str | None = None
+    _settings: Settings | None = None
+    _database: OpenDatabase | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings()
+        return self._settings
+
+    def database(self) -> OpenDatabase:
+        if self._database is None:
+            self._database = open_database(self.settings)
+            if self._database.created_admin is not None:
+                message(FIRST_ADMIN_HINT)
+        return self._database
+
+    def close(self) -> None:
+        if self._database is not None:
+            self._database.engine.dispose()
+
+
+def state(ctx: typer.Context) -> CliState:
+    return ctx.find_root().obj
+
+
+@contextmanager
+def work(ctx: typer.Context, *, readonly: bool = False) -> Iterator[tuple[Session, Actor]]:
+    """One use case: a unit of work and the actor it runs as."""
+    cli = state(ctx)
+    with cli.database().unit_of_work(readonly=readonly) as session:
+        username = cli.user or cli.settings.user
+        actor = actor_for(session, username=username, workstation=cli.settings.workstation)
+        yield session, actor
+
+
+def message(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json.dumps(_plain(data), indent=2, ensure_ascii=False, default=str))
+
+
+def emit_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A plain aligned table on stdout (readable in a terminal, easy to grep)."""
+    text_rows = [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in text_rows]) for i, c in enumerate(columns)]
+    line = "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
+    typer.echo(line.rstrip())
+    for row in text_rows:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def emit_record(pairs: Sequence[tuple[str, Any]]) -> None:
+    width = max(len(k) for k, _ in pairs)
+    for key, value in pairs:
+        typer.echo(f"{key.ljust(width)}  {'' if value is None else value}")
+
+
+def parse_date(value: str | None, field_name: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(
+            f"{field_name} must be a date as YYYY-MM-DD", field=field_name, value=value
+        ) from None
+
+
+def read_pin(*, from_stdin: bool, confirm: bool = True) -> str:
+    """A PIN from a hidden prompt (twice), or one line of stdin for scripts."""
+    if from_stdin:
+        return sys.stdin.readline().strip()
+    return typer.prompt("PIN", hide_input=True, confirmation_prompt=confirm)

@@ -1,0 +1,110 @@
+"""Engines and the unit of work.
+
+SQLite (the embedded default) runs in WAL mode with foreign keys on, a busy timeout, and write
+transactions begun with `BEGIN IMMEDIATE` so two writers queue instead of failing half-way.
+PostgreSQL (shared by several workstations) pings pooled connections before use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Session
+
+from biobank.errors import BiobankError, ConstraintViolation, DatabaseUnavailable
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def make_engine(url: str) -> Engine:
+    """Build an engine for `url` with the settings each engine needs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return sa.create_engine(parsed, pool_pre_ping=True)
+
+
+def _sqlite_engine(url: sa.URL) -> Engine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see `_on_begin`).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        mode = "DEFERRED" if connection.get_execution_options().get("readonly") else "IMMEDIATE"
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+@contextmanager
+def uow(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
+    """One unit of work: commits once at the end, or rolls everything back.
+
+    Services never commit; front ends wrap each use case in one `uow`. Driver errors that
+    escape the services are turned into domain errors here, in one place.
+    """
+    bind = engine.execution_options(readonly=True) if readonly else engine
+    with Session(bind, expire_on_commit=False) as session:
+        try:
+            yield session
+            if readonly:
+                session.rollback()
+            else:
+                session.commit()
+        except BiobankError:
+            session.rollback()
+            raise
+        except exc.IntegrityError as error:
+            session.rollback()
+            raise constraint_error(error) from error
+        except exc.OperationalError as error:
+            session.rollback()
+            raise DatabaseUnavailable(f"database error: {_first_line(error.orig)}") from error
+
+
+def constraint_error(error: exc.IntegrityError) -> ConstraintViolation:
+    """Name the constraint and its columns instead of showing a driver traceback."""
+    orig = error.orig
+    diag = getattr(orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    detail = getattr(diag, "message_detail", None)
+    text = _first_line(orig)
+    if name is None:
+        match = re.search(r"constraint failed: (.+)$", text)
+        name = match.group(1) if match else text
+    message = f"the database refused the change ({name})"
+    if detail:
+        message += f": {detail}"
+    return ConstraintViolation(message, field=name)
+
+
+def _first_line(error: object) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def flush(session: Session) -> None:
+    """Flush now so a refused constraint is reported by the service that caused it."""
+    try:
+        session.flush()
+    except exc.IntegrityError as error:
+        raise constraint_error(error) from error

@@ -1,0 +1,560 @@
+"""The data model: SQLModel tables and the plain read models services return.
+
+Alembic migrations are the only thing that creates these tables; the metadata here is what
+`biobank db check` compares the database against. Timestamps are timezone-aware UTC; every
+table has an integer key and human-facing identifiers live in separate unique columns.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_N_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _enum_type(enum_cls: type[enum.Enum]) -> sa.Enum:
+    """Enums are stored as their values in a VARCHAR with a CHECK (no native PostgreSQL types,
+    so later migrations add values the same way on both engines)."""
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", enum_cls.__name__).lower()
+    return sa.Enum(
+        enum_cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=32,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+
+
+# --- Enumerations -------------------------------------------------------------------------
+
+
+class Role(enum.StrEnum):
+    technician = "technician"
+    pi = "pi"
+    admin = "admin"
+
+
+class Sex(enum.StrEnum):
+    """MIABIS donor sex."""
+
+    female = "female"
+    male = "male"
+    unknown = "unknown"
+    undifferentiated = "undifferentiated"
+
+
+class ParticipantStatus(enum.StrEnum):
+    active = "active"
+    withdrawn = "withdrawn"
+    lost_to_follow_up = "lost_to_follow_up"
+    deceased = "deceased"
+    completed = "completed"
+
+
+class PhenotypeType(enum.StrEnum):
+    integer = "integer"
+    decimal = "decimal"
+    boolean = "boolean"
+    choice = "choice"
+    multi_choice = "multi_choice"
+    date = "date"
+    text = "text"
+
+
+class PhenotypeScope(enum.StrEnum):
+    participant = "participant"
+    visit = "visit"
+
+
+class WithdrawalDisposition(enum.StrEnum):
+    destroy = "destroy"
+    keep_no_use = "keep_no_use"
+    return_to_participant = "return"
+
+
+class SpecimenKind(enum.StrEnum):
+    primary = "primary"
+    aliquot = "aliquot"
+    derivative = "derivative"
+    pool = "pool"
+
+
+class SpecimenStatus(enum.StrEnum):
+    available = "available"
+    reserved = "reserved"
+    checked_out = "checked_out"
+    distributed = "distributed"
+    depleted = "depleted"
+    disposed = "disposed"
+    missing = "missing"
+    quarantined = "quarantined"
+
+
+class QuantityUnit(enum.StrEnum):
+    uL = "uL"
+    mL = "mL"
+    mg = "mg"
+    ug = "ug"
+    cells = "cells"
+
+
+class PositionLabels(enum.StrEnum):
+    """`A1` letters for rows and numbers for columns, or `1..N` row by row."""
+
+    letter_number = "letter_number"
+    numeric = "numeric"
+
+
+class DeidentificationMode(enum.StrEnum):
+    safe_harbor = "safe_harbor"
+    limited = "limited"
+    identified = "identified"
+
+
+# --- People -------------------------------------------------------------------------------
+
+
+class UserBase(SQLModel):
+    username: str = Field(max_length=64)
+    display_name: str = Field(default="", max_length=200)
+    role: Role = Field(sa_type=_enum_type(Role))
+
+
+class User(UserBase, table=True):
+    __tablename__ = "app_user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64, unique=True)
+    pin_hash: str | None = Field(default=None, max_length=255)
+    badge: str | None = Field(default=None, max_length=64, unique=True)
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class UserRead(UserBase):
+    id: int
+    active: bool
+    has_pin: bool
+    badge: str | None = None
+    created_at: datetime
+
+
+class Study(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=32, unique=True)
+    title: str = Field(max_length=300)
+    id_prefix: str = Field(max_length=8, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class StudyRead(SQLModel):
+    id: int
+    code: str
+    title: str
+    id_prefix: str
+    created_at: datetime
+
+
+class Participant(SQLModel, table=True):
+    """A pseudonymous research participant. PHI lives only in ParticipantIdentity."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    study_id: int = Field(foreign_key="study.id", index=True, ondelete="RESTRICT")
+    code: str = Field(max_length=32, unique=True)
+    sex: Sex = Field(default=Sex.unknown, sa_type=_enum_type(Sex))
+    birth_year: int | None = None
+    enrolled_on: date | None = None
+    status: ParticipantStatus = Field(
+        default=ParticipantStatus.active, sa_type=_enum_type(ParticipantStatus)
+    )
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ParticipantIdentity(SQLModel, table=True):
+    """Protected health information. Only admins read it; no export ever touches it."""
+
+    __tablename__ = "participant_identity"
+
+    id: int | None = Field(default=None, primary_key=True)
+    participant_id: int = Field(foreign_key="participant.id", unique=True, ondelete="RESTRICT")
+    mrn: str | None = Field(default=None, max_length=64, unique=True)
+    family_name: str | None = Field(default=None, max_length=200)
+    given_name: str | None = Field(default=None, max_length=200)
+    date_of_birth: date | None = None
+
+
+class IdentityRead(SQLModel):
+    mrn: str | None = None
+    family_name: str | None = None
+    given_name: str | None = None
+    date_of_birth: date | None = None
+
+
+class Visit(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("participant_id", "label"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    participant_id: int = Field(foreign_key="participant.id", index=True, ondelete="RESTRICT")
+    label: str = Field(max_length=64)
+    visit_date: date
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class VisitRead(SQLModel):
+    id: int
+    participant_code: str
+    label: str
+    visit_date: date
+
+
+class ParticipantRead(SQLModel):
+    id: int
+    study_code: str
+    code: str
+    sex: Sex
+    birth_year: int | None
+    enrolled_on: date | None
+    status: ParticipantStatus
+    visits: list[VisitRead] = []
+    identity: IdentityRead | None = None
+
+
+# --- Phenotypes ---------------------------------------------------------------------------
+
+
+class PhenotypeVariable(SQLModel, table=True):
+    """One entry of the data dictionary (the lupus core ships with the system)."""
+
+    __tablename__ = "phenotype_variable"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True)
+    label: str = Field(max_length=300)
+    value_type: PhenotypeType = Field(sa_type=_enum_type(PhenotypeType))
+    scope: PhenotypeScope = Field(default=PhenotypeScope.visit, sa_type=_enum_type(PhenotypeScope))
+    unit: str | None = Field(default=None, max_length=32)
+    min_value: float | None = None
+    max_value: float | None = None
+    choices: list[dict[str, str]] | None = Field(default=None, sa_type=sa.JSON())
+    code_system: str | None = Field(default=None, max_length=64)
+    code: str | None = Field(default=None, max_length=64)
+    category: str | None = Field(default=None, max_length=64)
+    description: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PhenotypeValue(SQLModel, table=True):
+    """A typed value of a participant (scope participant) or of a visit (scope visit)."""
+
+    __tablename__ = "phenotype_value"
+    __table_args__ = (
+        sa.Index("ix_phenotype_value_lookup", "participant_id", "variable_id", "observed_on"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    participant_id: int = Field(foreign_key="participant.id", ondelete="RESTRICT")
+    visit_id: int | None = Field(
+        default=None, foreign_key="visit.id", index=True, ondelete="RESTRICT"
+    )
+    variable_id: int = Field(foreign_key="phenotype_variable.id", ondelete="RESTRICT")
+    observed_on: date | None = None
+    value_number: float | None = None
+    value_text: str | None = None
+    value_date: date | None = None
+    source: str | None = Field(default=None, max_length=64)
+    recorded_at: datetime = Field(default_factory=utcnow)
+
+
+# --- Consent ------------------------------------------------------------------------------
+
+
+class ConsentStatement(SQLModel, table=True):
+    __tablename__ = "consent_statement"
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=64, unique=True)
+    text: str
+
+
+class ConsentDocument(SQLModel, table=True):
+    __tablename__ = "consent_document"
+    __table_args__ = (sa.UniqueConstraint("code", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=64)
+    version: str = Field(max_length=32)
+    title: str = Field(max_length=300)
+    effective_on: date
+
+
+class ConsentDocumentStatement(SQLModel, table=True):
+    """The statements a consent document asks, in order."""
+
+    __tablename__ = "consent_document_statement"
+    __table_args__ = (sa.UniqueConstraint("document_id", "statement_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    document_id: int = Field(foreign_key="consent_document.id", ondelete="RESTRICT")
+    statement_id: int = Field(foreign_key="consent_statement.id", ondelete="RESTRICT")
+    position: int = 0
+
+
+class ParticipantConsent(SQLModel, table=True):
+    """A signed consent document."""
+
+    __tablename__ = "participant_consent"
+
+    id: int | None = Field(default=None, primary_key=True)
+    participant_id: int = Field(foreign_key="participant.id", index=True, ondelete="RESTRICT")
+    document_id: int = Field(foreign_key="consent_document.id", ondelete="RESTRICT")
+    signed_on: date
+    recorded_by_id: int | None = Field(default=None, foreign_key="app_user.id", ondelete="RESTRICT")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ConsentAnswer(SQLModel, table=True):
+    __tablename__ = "consent_answer"
+    __table_args__ = (sa.UniqueConstraint("participant_consent_id", "statement_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    participant_consent_id: int = Field(foreign_key="participant_consent.id", ondelete="RESTRICT")
+    statement_id: int = Field(foreign_key="consent_statement.id", ondelete="RESTRICT")
+    answer: bool
+
+
+class ConsentWithdrawal(SQLModel, table=True):
+    """A withdrawal of one statement (statement_id set) or of everything (statement_id null)."""
+
+    __tablename__ = "consent_withdrawal"
+
+    id: int | None = Field(default=None, primary_key=True)
+    participant_id: int = Field(foreign_key="participant.id", index=True, ondelete="RESTRICT")
+    statement_id: int | None = Field(
+        default=None, foreign_key="consent_statement.id", ondelete="RESTRICT"
+    )
+    withdrawn_on: date
+    requested_by: str = Field(max_length=200)
+    disposition: WithdrawalDisposition = Field(sa_type=_enum_type(WithdrawalDisposition))
+    reason: str | None = None
+    recorded_by_id: int | None = Field(default=None, foreign_key="app_user.id", ondelete="RESTRICT")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# --- Storage and specimens ----------------------------------------------------------------
+
+
+class StorageUnit(SQLModel, table=True):
+    """One node of the storage tree (site > freezer > shelf > rack > box, kinds configurable).
+
+    A unit sits at a position of its parent the way a tube sits at a position of its box; the
+    unique constraint on (parent, row, column) makes a double-booked position impossible.
+    """
+
+    __tablename__ = "storage_unit"
+    __table_args__ = (
+        sa.UniqueConstraint("parent_id", "position_row", "position_col"),
+        sa.UniqueConstraint("parent_id", "name"),
+        sa.CheckConstraint(
+            "(position_row IS NULL) = (position_col IS NULL)", name="position_complete"
+        ),
+        sa.CheckConstraint(
+            "(grid_rows IS NULL AND grid_cols IS NULL) OR (grid_rows > 0 AND grid_cols > 0)",
+            name="grid_positive",
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    parent_id: int | None = Field(
+        default=None, foreign_key="storage_unit.id", index=True, ondelete="RESTRICT"
+    )
+    kind: str = Field(max_length=32)
+    name: str = Field(max_length=120)
+    barcode: str = Field(max_length=64, unique=True)
+    grid_rows: int | None = None
+    grid_cols: int | None = None
+    position_labels: PositionLabels = Field(
+        default=PositionLabels.letter_number, sa_type=_enum_type(PositionLabels)
+    )
+    position_row: int | None = None
+    position_col: int | None = None
+    temperature_class: str | None = Field(default=None, max_length=32)
+    allowed_types: list[str] | None = Field(default=None, sa_type=sa.JSON())
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Specimen(SQLModel, table=True):
+    __table_args__ = (
+        sa.UniqueConstraint("box_id", "position_row", "position_col"),
+        sa.CheckConstraint("quantity >= 0", name="quantity_not_negative"),
+        sa.CheckConstraint("initial_quantity >= 0", name="initial_quantity_not_negative"),
+        sa.CheckConstraint("freeze_thaw_count >= 0", name="freeze_thaws_not_negative"),
+        sa.CheckConstraint(
+            "(box_id IS NULL AND position_row IS NULL AND position_col IS NULL)"
+            " OR (box_id IS NOT NULL AND position_row IS NOT NULL AND position_col IS NOT NULL)",
+            name="location_complete",
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    accession_id: str = Field(max_length=32, unique=True)
+    legacy_id: str | None = Field(default=None, max_length=64, index=True)
+    participant_id: int = Field(foreign_key="participant.id", index=True, ondelete="RESTRICT")
+    visit_id: int | None = Field(
+        default=None, foreign_key="visit.id", index=True, ondelete="RESTRICT"
+    )
+    parent_id: int | None = Field(
+        default=None, foreign_key="specimen.id", index=True, ondelete="RESTRICT"
+    )
+    kind: SpecimenKind = Field(sa_type=_enum_type(SpecimenKind))
+    specimen_type: str = Field(max_length=3, index=True)
+    container_type: str | None = Field(default=None, max_length=3)
+    sprec_code: str | None = Field(default=None, max_length=40)
+    collected_at: datetime | None = None
+    received_at: datetime | None = None
+    processed_at: datetime | None = None
+    frozen_at: datetime | None = None
+    initial_quantity: float
+    quantity: float
+    unit: QuantityUnit = Field(sa_type=_enum_type(QuantityUnit))
+    status: SpecimenStatus = Field(
+        default=SpecimenStatus.available, sa_type=_enum_type(SpecimenStatus), index=True
+    )
+    freeze_thaw_count: int = 0
+    box_id: int | None = Field(default=None, foreign_key="storage_unit.id", ondelete="RESTRICT")
+    position_row: int | None = None
+    position_col: int | None = None
+    notes: str | None = None
+    version: int = 1
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class SpecimenPoolSource(SQLModel, table=True):
+    """The parents of a pool and how much each gave."""
+
+    __tablename__ = "specimen_pool_source"
+    __table_args__ = (sa.UniqueConstraint("pool_id", "source_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    pool_id: int = Field(foreign_key="specimen.id", ondelete="RESTRICT")
+    source_id: int = Field(foreign_key="specimen.id", index=True, ondelete="RESTRICT")
+    quantity_used: float
+
+
+class SpecimenEvent(SQLModel, table=True):
+    """Custody history: accessioned, aliquoted, moved, checked out/in, thawed, printed…"""
+
+    __tablename__ = "specimen_event"
+    __table_args__ = (sa.Index("ix_specimen_event_history", "specimen_id", "occurred_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    specimen_id: int = Field(foreign_key="specimen.id", ondelete="RESTRICT")
+    event_type: str = Field(max_length=32)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    actor_id: int | None = Field(default=None, foreign_key="app_user.id", ondelete="RESTRICT")
+    workstation: str | None = Field(default=None, max_length=120)
+    from_box_id: int | None = Field(
+        default=None, foreign_key="storage_unit.id", ondelete="RESTRICT"
+    )
+    from_row: int | None = None
+    from_col: int | None = None
+    to_box_id: int | None = Field(default=None, foreign_key="storage_unit.id", ondelete="RESTRICT")
+    to_row: int | None = None
+    to_col: int | None = None
+    quantity_change: float | None = None
+    status_before: str | None = Field(default=None, max_length=32)
+    status_after: str | None = Field(default=None, max_length=32)
+    reason: str | None = None
+    details: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON())
+
+
+# --- Audit and exports --------------------------------------------------------------------
+
+
+class AuditEntry(SQLModel, table=True):
+    """Append-only, hash-chained record of every change (the database refuses UPDATE/DELETE).
+
+    `before` and `after` hold canonical JSON text, so the hash is computed over exactly the
+    stored bytes on every engine. `prev_hash` is unique: two writers cannot fork the chain.
+    """
+
+    __tablename__ = "audit_entry"
+    __table_args__ = (sa.Index("ix_audit_entry_entity", "entity", "entity_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    actor: str = Field(max_length=64)
+    workstation: str = Field(max_length=120)
+    action: str = Field(max_length=64)
+    entity: str = Field(max_length=64)
+    entity_id: str = Field(max_length=64)
+    before: str | None = None
+    after: str | None = None
+    reason: str | None = None
+    prev_hash: str = Field(max_length=64, unique=True)
+    hash: str = Field(max_length=64, unique=True)
+
+
+class AuditEntryRead(SQLModel):
+    id: int
+    occurred_at: datetime
+    actor: str
+    workstation: str
+    action: str
+    entity: str
+    entity_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    reason: str | None
+
+
+class ExportRun(SQLModel, table=True):
+    """The manifest of a PI export: enough to audit it or replay it."""
+
+    __tablename__ = "export_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_code: str = Field(max_length=40, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    actor_id: int = Field(foreign_key="app_user.id", ondelete="RESTRICT")
+    query: dict[str, Any] = Field(sa_type=sa.JSON())
+    uses: list[str] = Field(sa_type=sa.JSON())
+    mode: DeidentificationMode = Field(sa_type=_enum_type(DeidentificationMode))
+    formats: list[str] = Field(sa_type=sa.JSON())
+    dua_reference: str | None = Field(default=None, max_length=120)
+    reserve_request: str | None = Field(default=None, max_length=120)
+    software_version: str = Field(max_length=32)
+    counts: dict[str, Any] = Field(sa_type=sa.JSON())
+    exclusions: dict[str, Any] = Field(sa_type=sa.JSON())
+    files: dict[str, Any] = Field(sa_type=sa.JSON())
+    manifest_sha256: str = Field(max_length=64)
+
+
+class ExportRunSpecimen(SQLModel, table=True):
+    """Which specimens an export included, for withdrawal impact reports."""
+
+    __tablename__ = "export_run_specimen"
+    __table_args__ = (sa.UniqueConstraint("export_run_id", "specimen_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    export_run_id: int = Field(foreign_key="export_run.id", ondelete="RESTRICT")
+    specimen_id: int = Field(foreign_key="specimen.id", index=True, ondelete="RESTRICT")

@@ -1,0 +1,177 @@
+"""The audit trail: every change appends a hash-chained entry in the same transaction.
+
+Each entry's hash covers its own fields and the previous entry's hash, so altering, removing
+or reordering any row behind the application's back breaks the chain at that row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, SQLModel, select
+
+from biobank.errors import AuditChainBroken
+from biobank.models import AuditEntry, AuditEntryRead, utcnow
+from biobank.permissions import Actor, Permission, require
+
+GENESIS_HASH = "0" * 64
+_ADVISORY_LOCK_KEY = 0x62696F62  # "biob": serialises appends on PostgreSQL
+_TAIL_KEY = "biobank.audit_tail"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot record {type(value).__name__} in the audit trail")
+
+
+def canonical_json(data: dict[str, Any] | None) -> str | None:
+    if data is None:
+        return None
+    return json.dumps(
+        data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
+    )
+
+
+def snapshot(row: SQLModel, *, hide: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A row's column values for `before`/`after`; secrets in `hide` show only whether set."""
+    data = {}
+    for column in row.__table__.columns:  # type: ignore[attr-defined]
+        value = getattr(row, column.key)
+        data[column.key] = (value is not None) if column.key in hide else value
+    return data
+
+
+def entry_hash(entry: AuditEntry) -> str:
+    fields = {
+        "occurred_at": entry.occurred_at.isoformat(),
+        "actor": entry.actor,
+        "workstation": entry.workstation,
+        "action": entry.action,
+        "entity": entry.entity,
+        "entity_id": entry.entity_id,
+        "before": entry.before,
+        "after": entry.after,
+        "reason": entry.reason,
+        "prev_hash": entry.prev_hash,
+    }
+    return hashlib.sha256(canonical_json(fields).encode()).hexdigest()
+
+
+def _tail_hash(session: Session) -> str:
+    """The hash to chain onto, taken once per transaction under a lock and then carried on."""
+    transaction = session.get_transaction()
+    cached = session.info.get(_TAIL_KEY)
+    if cached is not None and cached[0] is transaction:
+        return cached[1]
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+    last = session.exec(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)).first()
+    return last or GENESIS_HASH
+
+
+def record(
+    session: Session,
+    *,
+    actor: Actor,
+    action: str,
+    entity: str,
+    entity_id: object,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    reason: str | None = None,
+) -> None:
+    """Append one audit entry to the caller's transaction."""
+    entry = AuditEntry(
+        occurred_at=utcnow(),
+        actor=actor.username,
+        workstation=actor.workstation,
+        action=action,
+        entity=entity,
+        entity_id=str(entity_id),
+        before=canonical_json(before),
+        after=canonical_json(after),
+        reason=reason,
+        prev_hash=_tail_hash(session),
+    )
+    entry.hash = entry_hash(entry)
+    session.add(entry)
+    session.info[_TAIL_KEY] = (session.get_transaction(), entry.hash)
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    entries: int
+    last_hash: str
+
+
+def verify_chain(session: Session, *, actor: Actor) -> ChainReport:
+    """Walk the whole chain; raise AuditChainBroken naming the first entry that does not fit."""
+    require(actor, Permission.view_audit)
+    expected_prev = GENESIS_HASH
+    count = 0
+    rows = session.exec(
+        select(AuditEntry).order_by(AuditEntry.id).execution_options(yield_per=2000)
+    )
+    for entry in rows:
+        if entry.prev_hash != expected_prev:
+            raise AuditChainBroken(
+                f"audit entry {entry.id} does not follow the entry before it "
+                "(an entry was removed, inserted or reordered)",
+                field="audit_entry.id",
+                value=entry.id,
+            )
+        if entry_hash(entry) != entry.hash:
+            raise AuditChainBroken(
+                f"audit entry {entry.id} ({entry.action} {entry.entity} {entry.entity_id}) "
+                "was altered after it was written",
+                field="audit_entry.id",
+                value=entry.id,
+            )
+        expected_prev = entry.hash
+        count += 1
+        session.expunge(entry)
+    return ChainReport(entries=count, last_hash=expected_prev)
+
+
+def audit_log(
+    session: Session,
+    *,
+    actor: Actor,
+    entity: str | None = None,
+    entity_id: str | None = None,
+    limit: int = 100,
+) -> list[AuditEntryRead]:
+    """The newest entries first, optionally for one entity or one record."""
+    require(actor, Permission.view_audit)
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if entity is not None:
+        query = query.where(AuditEntry.entity == entity)
+    if entity_id is not None:
+        query = query.where(AuditEntry.entity_id == str(entity_id))
+    return [
+        AuditEntryRead(
+            id=e.id,
+            occurred_at=e.occurred_at,
+            actor=e.actor,
+            workstation=e.workstation,
+            action=e.action,
+            entity=e.entity,
+            entity_id=e.entity_id,
+            before=json.loads(e.before) if e.before else None,
+            after=json.loads(e.after) if e.after else None,
+            reason=e.reason,
+        )
+        for e in session.exec(query)
+    ]

@@ -1,0 +1,30 @@
+"""Counts for the home screen: what the inventory holds at a glance."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from sqlmodel import Session, func, select
+
+from biobank.models import Participant, Specimen, SpecimenStatus, Study, Visit
+from biobank.permissions import Actor, Permission, require
+
+
+class Overview(BaseModel):
+    studies: int
+    participants: int
+    visits: int
+    specimens_available: int
+
+
+def inventory_overview(session: Session, *, actor: Actor) -> Overview:
+    require(actor, Permission.view_inventory)
+
+    def count(model, *where) -> int:
+        return session.exec(select(func.count()).select_from(model).where(*where)).one()
+
+    return Overview(
+        studies=count(Study),
+        participants=count(Participant),
+        visits=count(Visit),
+        specimens_available=count(Specimen, Specimen.status == SpecimenStatus.available),
+    )

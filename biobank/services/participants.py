@@ -1,0 +1,289 @@
+"""Participants and their visits. Codes are pseudonymous; PHI goes only to the identity table,
+which only admins write or read."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import date
+
+from sqlmodel import Session, select
+
+from biobank.db import flush
+from biobank.errors import AlreadyExists, NotFound, ValidationError
+from biobank.models import (
+    IdentityRead,
+    Participant,
+    ParticipantIdentity,
+    ParticipantRead,
+    ParticipantStatus,
+    Sex,
+    Study,
+    Visit,
+    VisitRead,
+)
+from biobank.permissions import Actor, Permission, require
+from biobank.services import audit
+from biobank.services.studies import get_study
+
+PARTICIPANT_CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,31}$")
+# No 0/O, 1/I, 2/Z, 5/S or 8/B: codes are read aloud and copied by hand.
+CODE_ALPHABET = "34679ACDEFGHJKLMNPQRTUVWXY"
+CODE_LENGTH = 6
+
+
+def new_participant_code(study_code: str, token: str | None = None) -> str:
+    """A random pseudonymous code, `STUDY-XXXXXX`; nothing about the person goes into it."""
+    token = token or "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    return f"{study_code}-{token}"
+
+
+def _identity_read(identity: ParticipantIdentity | None) -> IdentityRead | None:
+    if identity is None:
+        return None
+    return IdentityRead.model_validate(identity, from_attributes=True)
+
+
+def _read(
+    participant: Participant,
+    study_code: str,
+    visits: list[Visit] | None = None,
+    identity: ParticipantIdentity | None = None,
+) -> ParticipantRead:
+    return ParticipantRead(
+        id=participant.id,
+        study_code=study_code,
+        code=participant.code,
+        sex=participant.sex,
+        birth_year=participant.birth_year,
+        enrolled_on=participant.enrolled_on,
+        status=participant.status,
+        visits=[_visit_read(v, participant.code) for v in visits or []],
+        identity=_identity_read(identity),
+    )
+
+
+def _visit_read(visit: Visit, participant_code: str) -> VisitRead:
+    return VisitRead(
+        id=visit.id,
+        participant_code=participant_code,
+        label=visit.label,
+        visit_date=visit.visit_date,
+    )
+
+
+def get_participant_row(session: Session, code: str) -> Participant:
+    participant = session.exec(
+        select(Participant).where(Participant.code == code.strip().upper())
+    ).first()
+    if participant is None:
+        raise NotFound(f"no participant with code {code!r}", field="participant", value=code)
+    return participant
+
+
+def _enum(enum_cls, value, field: str):
+    try:
+        return enum_cls(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum_cls)
+        raise ValidationError(
+            f"{value!r} is not a valid {field} (allowed: {allowed})", field=field, value=value
+        ) from None
+
+
+def _check_dates(
+    *, birth_year: int | None, date_of_birth: date | None, enrolled_on: date | None
+) -> int | None:
+    today = date.today()
+    if date_of_birth is not None:
+        if date_of_birth > today:
+            raise ValidationError(
+                "date of birth is in the future", field="date_of_birth", value=date_of_birth
+            )
+        if birth_year is not None and birth_year != date_of_birth.year:
+            raise ValidationError(
+                f"birth year {birth_year} does not match date of birth {date_of_birth}",
+                field="birth_year",
+                value=birth_year,
+            )
+        birth_year = date_of_birth.year
+    if birth_year is not None and not 1900 <= birth_year <= today.year:
+        raise ValidationError(
+            f"birth year must be between 1900 and {today.year}",
+            field="birth_year",
+            value=birth_year,
+        )
+    if enrolled_on is not None:
+        if enrolled_on > today:
+            raise ValidationError(
+                "enrolment date is in the future", field="enrolled_on", value=enrolled_on
+            )
+        if birth_year is not None and enrolled_on.year < birth_year:
+            raise ValidationError(
+                "enrolment date is before birth", field="enrolled_on", value=enrolled_on
+            )
+    return birth_year
+
+
+def add_participant(
+    session: Session,
+    *,
+    actor: Actor,
+    study: str,
+    code: str | None = None,
+    sex: Sex | str = Sex.unknown,
+    birth_year: int | None = None,
+    enrolled_on: date | None = None,
+    mrn: str | None = None,
+    family_name: str | None = None,
+    given_name: str | None = None,
+    date_of_birth: date | None = None,
+) -> ParticipantRead:
+    """Register a participant. Identity fields (PHI) need an admin and go only to the
+    identity table; the pseudonymous code is generated unless given."""
+    require(actor, Permission.register_participants)
+    phi = {"mrn": mrn, "family_name": family_name, "given_name": given_name}
+    has_phi = any(v for v in phi.values()) or date_of_birth is not None
+    if has_phi:
+        require(actor, Permission.read_phi)
+    study_row = get_study(session, study)
+    sex = _enum(Sex, sex, "sex")
+    birth_year = _check_dates(
+        birth_year=birth_year, date_of_birth=date_of_birth, enrolled_on=enrolled_on
+    )
+    mrn = mrn.strip() if mrn else None
+    if code is None:
+        code = _unused_code(session, study_row)
+    code = code.strip().upper()
+    if not PARTICIPANT_CODE.match(code):
+        raise ValidationError(
+            "a participant code is 3-32 characters: A-Z, 0-9 and '-'", field="code", value=code
+        )
+    if mrn and mrn.upper() in code:
+        raise ValidationError(
+            "a participant code must not contain the MRN", field="code", value=code
+        )
+    if session.exec(select(Participant.id).where(Participant.code == code)).first():
+        raise AlreadyExists(f"participant {code} already exists", field="code", value=code)
+    if (
+        mrn
+        and session.exec(
+            select(ParticipantIdentity.id).where(ParticipantIdentity.mrn == mrn)
+        ).first()
+    ):
+        raise AlreadyExists("another participant has this MRN", field="mrn", value="(hidden)")
+
+    participant = Participant(
+        study_id=study_row.id, code=code, sex=sex, birth_year=birth_year, enrolled_on=enrolled_on
+    )
+    session.add(participant)
+    flush(session)
+    audit.record(
+        session,
+        actor=actor,
+        action="participant.add",
+        entity="participant",
+        entity_id=participant.id,
+        after=audit.snapshot(participant),
+    )
+    identity = None
+    if has_phi:
+        identity = ParticipantIdentity(
+            participant_id=participant.id,
+            mrn=mrn,
+            family_name=family_name,
+            given_name=given_name,
+            date_of_birth=date_of_birth,
+        )
+        session.add(identity)
+        flush(session)
+        audit.record(
+            session,
+            actor=actor,
+            action="participant_identity.add",
+            entity="participant_identity",
+            entity_id=identity.id,
+            after=audit.snapshot(identity),
+        )
+    return _read(participant, study_row.code, identity=identity)
+
+
+def _unused_code(session: Session, study: Study) -> str:
+    while True:
+        code = new_participant_code(study.code)
+        if not session.exec(select(Participant.id).where(Participant.code == code)).first():
+            return code
+
+
+def show_participant(
+    session: Session, *, actor: Actor, code: str, with_identity: bool = False
+) -> ParticipantRead:
+    require(actor, Permission.view_inventory)
+    if with_identity:
+        require(actor, Permission.read_phi)
+    participant = get_participant_row(session, code)
+    study = session.get(Study, participant.study_id)
+    visits = session.exec(
+        select(Visit)
+        .where(Visit.participant_id == participant.id)
+        .order_by(Visit.visit_date, Visit.id)
+    ).all()
+    identity = None
+    if with_identity:
+        identity = session.exec(
+            select(ParticipantIdentity).where(ParticipantIdentity.participant_id == participant.id)
+        ).first()
+    return _read(participant, study.code, list(visits), identity)
+
+
+def list_participants(
+    session: Session,
+    *,
+    actor: Actor,
+    study: str | None = None,
+    status: ParticipantStatus | str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[ParticipantRead]:
+    require(actor, Permission.view_inventory)
+    query = (
+        select(Participant, Study.code)
+        .join(Study, Study.id == Participant.study_id)
+        .order_by(Participant.code)
+        .limit(limit)
+        .offset(offset)
+    )
+    if study is not None:
+        query = query.where(Study.id == get_study(session, study).id)
+    if status is not None:
+        query = query.where(Participant.status == _enum(ParticipantStatus, status, "status"))
+    return [_read(p, study_code) for p, study_code in session.exec(query)]
+
+
+def add_visit(
+    session: Session, *, actor: Actor, participant: str, label: str, visit_date: date
+) -> VisitRead:
+    require(actor, Permission.register_participants)
+    row = get_participant_row(session, participant)
+    label = " ".join(label.split()).lower()
+    if not label or len(label) > 64:
+        raise ValidationError("a visit label is 1-64 characters", field="label", value=label)
+    if row.birth_year is not None and visit_date.year < row.birth_year:
+        raise ValidationError("visit date is before birth", field="visit_date", value=visit_date)
+    existing = select(Visit.id).where(Visit.participant_id == row.id, Visit.label == label)
+    if session.exec(existing).first():
+        raise AlreadyExists(
+            f"participant {row.code} already has a visit {label!r}", field="label", value=label
+        )
+    visit = Visit(participant_id=row.id, label=label, visit_date=visit_date)
+    session.add(visit)
+    flush(session)
+    audit.record(
+        session,
+        actor=actor,
+        action="visit.add",
+        entity="visit",
+        entity_id=visit.id,
+        after=audit.snapshot(visit),
+    )
+    return _visit_read(visit, row.code)

@@ -1,0 +1,91 @@
+"""Settings from `BIOBANK_*` environment variables and a TOML file in the platform config dir.
+
+Environment variables win over the file; the file wins over the defaults. Nothing is read at
+import time: entry points call `load_settings()` and pass the result on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+APP_NAME = "biobank"
+
+
+def config_path() -> Path:
+    """The settings file: `BIOBANK_CONFIG`, or `config.toml` in the platform config dir."""
+    explicit = os.environ.get("BIOBANK_CONFIG")
+    if explicit:
+        return Path(explicit)
+    return platformdirs.user_config_path(APP_NAME) / "config.toml"
+
+
+def default_database_url() -> str:
+    """The embedded default: a SQLite file in the platform data dir."""
+    return f"sqlite:///{platformdirs.user_data_path(APP_NAME) / 'biobank.db'}"
+
+
+class PrinterProfile(BaseModel):
+    """A label printer of this workstation (used by the labels feature)."""
+
+    kind: Literal["zpl-tcp", "cups", "pdf-folder"] = "pdf-folder"
+    host: str | None = None
+    port: int = 9100
+    queue: str | None = None
+    folder: Path | None = None
+    dpi: Literal[203, 300] = 203
+    label: str = "cryo-1.05x0.5in"
+
+
+class ScannerSettings(BaseModel):
+    """How a keyboard-wedge scanner is told apart from a person typing."""
+
+    max_key_interval_ms: int = Field(default=35, ge=1, le=500)
+    min_length: int = Field(default=4, ge=1)
+    prefix: str = ""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BIOBANK_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    database_url: str = Field(default_factory=default_database_url)
+    workstation: str = Field(default_factory=socket.gethostname)
+    user: str | None = None
+    idle_lock_minutes: int = Field(default=10, ge=1)
+    default_printer: str | None = None
+    printers: dict[str, PrinterProfile] = Field(default_factory=dict)
+    scanner: ScannerSettings = Field(default_factory=ScannerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
+        return (init_settings, env_settings, toml)
+
+    @property
+    def is_embedded(self) -> bool:
+        """SQLite is the embedded engine: created and upgraded on first use."""
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)

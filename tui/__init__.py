@@ -1,0 +1,1 @@
+"""The technicians' terminal UI (Textual), a thin front end over `biobank.services`."""
