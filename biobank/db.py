@@ -15,8 +15,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine, make_url
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
+import biobank.models  # noqa: F401  (fills the metadata constraint names are looked up in)
 from biobank.errors import BiobankError, ConstraintViolation, DatabaseUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -83,19 +84,33 @@ def uow(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
 
 
 def constraint_error(error: exc.IntegrityError) -> ConstraintViolation:
-    """Name the constraint and its columns instead of showing a driver traceback."""
+    """Name the constraint (and its columns) instead of showing a driver traceback."""
     orig = error.orig
     diag = getattr(orig, "diag", None)
     name = getattr(diag, "constraint_name", None)
     detail = getattr(diag, "message_detail", None)
-    text = _first_line(orig)
     if name is None:
-        match = re.search(r"constraint failed: (.+)$", text)
-        name = match.group(1) if match else text
+        name, detail = _sqlite_constraint(_first_line(orig))
     message = f"the database refused the change ({name})"
     if detail:
         message += f": {detail}"
     return ConstraintViolation(message, field=name)
+
+
+def _sqlite_constraint(text: str) -> tuple[str, str | None]:
+    """SQLite names a unique constraint by its columns; find the constraint's own name."""
+    match = re.search(r"UNIQUE constraint failed: (.+)$", text)
+    if not match:
+        match = re.search(r"constraint failed: (.+)$", text)
+        return (match.group(1) if match else text), None
+    columns = [c.strip() for c in match.group(1).split(",")]
+    table_name = columns[0].split(".")[0]
+    wanted = {c.split(".")[1] for c in columns}
+    table = SQLModel.metadata.tables.get(table_name)
+    for constraint in table.constraints if table is not None else ():
+        if isinstance(constraint, sa.UniqueConstraint) and {c.name for c in constraint} == wanted:
+            return str(constraint.name), f"{', '.join(columns)} already in use"
+    return match.group(1), "already in use"
 
 
 def _first_line(error: object) -> str:

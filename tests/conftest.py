@@ -1,0 +1,177 @@
+"""Shared fixtures: real databases on both engines, migrated with Alembic.
+
+Database tests run on a SQLite file and on PostgreSQL. PostgreSQL comes from
+`BIOBANK_TEST_POSTGRES_URL` (a database the tests may create siblings of); without it the
+PostgreSQL half is skipped on a developer machine and fails in CI (`CI=true`).
+
+Each test gets its own database, copied from one migrated per run (a file copy for SQLite,
+`CREATE DATABASE … TEMPLATE` for PostgreSQL), so tests never share state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from biobank import migrate
+from biobank.bootstrap import bootstrap
+from biobank.db import make_engine, uow
+from biobank.models import Role
+from biobank.permissions import Actor
+from biobank.services.users import actor_for, add_user
+
+ENGINES = ("sqlite", "postgres")
+_names = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path_factory, monkeypatch):
+    """Never touch the developer's own settings or data: platform dirs point into tmp."""
+    home = tmp_path_factory.mktemp("home")
+    for var in ("BIOBANK_DATABASE_URL", "BIOBANK_USER", "BIOBANK_WORKSTATION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("BIOBANK_CONFIG", str(home / "config" / "biobank" / "config.toml"))
+
+
+def postgres_base_url() -> str:
+    url = os.environ.get("BIOBANK_TEST_POSTGRES_URL")
+    if url:
+        return url
+    if os.environ.get("CI"):
+        pytest.fail("BIOBANK_TEST_POSTGRES_URL is not set: CI runs every PostgreSQL test")
+    pytest.skip("PostgreSQL tests need BIOBANK_TEST_POSTGRES_URL")
+
+
+class PostgresDatabases:
+    """Creates and drops throwaway databases beside the one the tests were given."""
+
+    def __init__(self, base_url: str):
+        self.base = make_url(base_url)
+        if self.base.drivername == "postgresql":
+            self.base = self.base.set(drivername="postgresql+psycopg")
+        self.admin = sa.create_engine(self.base, isolation_level="AUTOCOMMIT")
+        self.created: list[str] = []
+
+    def create(self, template: str | None = None) -> str:
+        name = f"{self.base.database}_{os.getpid()}_{next(_names)}"
+        clause = f' TEMPLATE "{template}"' if template else ""
+        with self.admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"{clause}')
+        self.created.append(name)
+        return self.base.set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        with self.admin.connect() as connection:
+            for name in self.created:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[PostgresDatabases]:
+    databases = PostgresDatabases(postgres_base_url())
+    yield databases
+    databases.drop_all()
+
+
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory) -> dict[str, object]:
+    """Filled lazily: one migrated database per engine, the template for every test's copy."""
+    return {}
+
+
+def _fresh_database(request, engine_name: str, *, migrated: bool) -> str:
+    if engine_name == "sqlite":
+        path = request.getfixturevalue("tmp_path") / f"db{next(_names)}.sqlite"
+        if migrated:
+            shutil.copy(_sqlite_template(request), path)
+        return f"sqlite:///{path}"
+    databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
+    if not migrated:
+        return databases.create()
+    return databases.create(template=_postgres_template(request, databases))
+
+
+def _sqlite_template(request) -> Path:
+    templates = request.getfixturevalue("migrated_templates")
+    if "sqlite" not in templates:
+        path = request.getfixturevalue("tmp_path_factory").mktemp("template") / "t.sqlite"
+        engine = make_engine(f"sqlite:///{path}")
+        migrate.upgrade(engine)
+        engine.dispose()  # the last connection to close checkpoints the WAL into the file
+        templates["sqlite"] = path
+    return templates["sqlite"]
+
+
+def _postgres_template(request, databases: PostgresDatabases) -> str:
+    templates = request.getfixturevalue("migrated_templates")
+    if "postgres" not in templates:
+        url = databases.create()
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        engine.dispose()
+        templates["postgres"] = make_url(url).database
+    return templates["postgres"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine_name(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def empty_db_url(request, engine_name) -> str:
+    """A new, empty database (no tables)."""
+    return _fresh_database(request, engine_name, migrated=False)
+
+
+@pytest.fixture
+def db_url(request, engine_name) -> str:
+    """A new database migrated to head, without users."""
+    return _fresh_database(request, engine_name, migrated=True)
+
+
+@pytest.fixture
+def engine(db_url) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    bootstrap(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_engine(request) -> Iterator[Engine]:
+    """A migrated PostgreSQL database, for what only PostgreSQL has."""
+    engine = make_engine(_fresh_database(request, "postgres", migrated=True))
+    bootstrap(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def admin(engine) -> Actor:
+    with uow(engine) as session:
+        return actor_for(session, username="admin", workstation="test-bench")
+
+
+@pytest.fixture
+def actors(engine, admin) -> dict[Role, Actor]:
+    """One signed-in actor per role (PINs: 4444)."""
+    result = {Role.admin: admin}
+    with uow(engine) as session:
+        for role in (Role.technician, Role.pi):
+            add_user(session, actor=admin, username=f"{role.value}1", role=role, pin="4444")
+    for role in (Role.technician, Role.pi):
+        with uow(engine) as session:
+            result[role] = actor_for(session, username=f"{role.value}1", workstation="test-bench")
+    return result

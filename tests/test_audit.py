@@ -1,0 +1,140 @@
+"""The audit trail: one entry per change in the same transaction, append-only in the
+database itself, and a hash chain that names the first entry tampered with."""
+
+import itertools
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import exc
+
+from biobank.db import uow
+from biobank.errors import AuditChainBroken, NotFound
+from biobank.services import audit, studies, users
+
+
+def _seed(engine, admin, count=5):
+    with uow(engine) as session:
+        for i in range(count):
+            users.add_user(session, actor=admin, username=f"user{i}", role="technician")
+
+
+def _rows(engine):
+    with engine.connect() as connection:
+        return connection.execute(sa.text("SELECT * FROM audit_entry ORDER BY id")).all()
+
+
+def test_each_change_appends_one_chained_entry(engine, admin):
+    start = len(_rows(engine))  # the bootstrap admin's own entry
+    _seed(engine, admin, count=3)
+    rows = _rows(engine)
+    assert len(rows) == start + 3
+    assert rows[0].prev_hash == audit.GENESIS_HASH
+    for previous, current in itertools.pairwise(rows):
+        assert current.prev_hash == previous.hash
+    newest = rows[-1]
+    assert (newest.actor, newest.workstation, newest.action, newest.entity) == (
+        "admin",
+        "test-bench",
+        "user.add",
+        "user",
+    )
+    assert '"username":"user2"' in newest.after
+    assert '"pin_hash":false' in newest.after  # secrets are never written out
+    with uow(engine) as session:
+        assert audit.verify_chain(session, actor=admin).entries == start + 3
+
+
+def test_a_failed_change_leaves_no_entry(engine, admin):
+    before = len(_rows(engine))
+    with pytest.raises(NotFound), uow(engine) as session:
+        studies.add_study(session, actor=admin, code="ABC", title="A study")
+        users.set_pin(session, actor=admin, username="nobody", pin="1234")
+    assert len(_rows(engine)) == before
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_entry SET actor = 'mallory'",
+        "DELETE FROM audit_entry",
+    ],
+)
+def test_database_refuses_update_and_delete(engine, admin, statement):
+    _seed(engine, admin, count=2)
+    with pytest.raises(exc.DatabaseError, match="append-only"), engine.begin() as connection:
+        connection.exec_driver_sql(statement)
+    assert len(_rows(engine)) == 3
+
+
+def test_postgres_refuses_truncate(pg_engine):
+    with pytest.raises(exc.DatabaseError, match="append-only"), pg_engine.begin() as connection:
+        connection.exec_driver_sql("TRUNCATE audit_entry")
+
+
+def _behind_the_applications_back(engine, statement: str) -> None:
+    """What a person with raw database access could do: lift the guard, change, restore."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.exec_driver_sql("ALTER TABLE audit_entry DISABLE TRIGGER USER")
+            connection.exec_driver_sql(statement)
+            connection.exec_driver_sql("ALTER TABLE audit_entry ENABLE TRIGGER USER")
+        else:
+            triggers = (
+                connection.exec_driver_sql(
+                    "SELECT sql FROM sqlite_master WHERE type = 'trigger' "
+                    "AND tbl_name = 'audit_entry'"
+                )
+                .scalars()
+                .all()
+            )
+            connection.exec_driver_sql("DROP TRIGGER audit_entry_no_update")
+            connection.exec_driver_sql("DROP TRIGGER audit_entry_no_delete")
+            connection.exec_driver_sql(statement)
+            for trigger in triggers:
+                connection.exec_driver_sql(trigger)
+
+
+def test_verify_names_an_altered_entry(engine, admin):
+    _seed(engine, admin, count=5)
+    target = _rows(engine)[3].id
+    _behind_the_applications_back(
+        engine,
+        f"UPDATE audit_entry SET after = replace(after, 'user2', 'userX') WHERE id = {target}",
+    )
+    with pytest.raises(AuditChainBroken, match=f"audit entry {target} .*altered") as caught:
+        with uow(engine) as session:
+            audit.verify_chain(session, actor=admin)
+    assert caught.value.value == target
+
+
+def test_verify_names_the_entry_after_a_removed_one(engine, admin):
+    _seed(engine, admin, count=5)
+    rows = _rows(engine)
+    _behind_the_applications_back(engine, f"DELETE FROM audit_entry WHERE id = {rows[2].id}")
+    with pytest.raises(AuditChainBroken, match=f"audit entry {rows[3].id} does not follow"):
+        with uow(engine) as session:
+            audit.verify_chain(session, actor=admin)
+
+
+def test_log_filters_by_entity_and_id(engine, admin):
+    _seed(engine, admin, count=2)
+    with uow(engine) as session:
+        entries = audit.audit_log(session, actor=admin, entity="user")
+        user2 = users.list_users(session, actor=admin)[-1]
+        one = audit.audit_log(session, actor=admin, entity="user", entity_id=str(user2.id))
+    assert [e.action for e in entries] == ["user.add"] * 3
+    assert len(one) == 1 and one[0].after["username"] == user2.username
+
+
+def test_concurrent_writers_never_fork_the_chain(engine, admin):
+    """Several threads appending at once still leave one unbroken chain."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def add(i: int) -> None:
+        with uow(engine) as session:
+            users.add_user(session, actor=admin, username=f"para{i}", role="pi")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(add, range(16)))
+    with uow(engine) as session:
+        assert audit.verify_chain(session, actor=admin).entries == 17
