@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 from typer.core import TyperGroup
 
@@ -65,6 +67,10 @@ def root(
 ) -> None:
     ctx.obj = CliState(user=user)
     if ctx.invoked_subcommand is None:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            typer.echo(ctx.get_help())
+            message("biobank: the terminal UI needs a terminal; run a command instead")
+            raise typer.Exit(2)
         tui(ctx)
 
 
@@ -90,10 +96,12 @@ def demo(
     """Seed a synthetic lupus cohort into an empty database (deterministic for a seed)."""
     from biobank.services.demo import is_empty, seed_demo, sign_in_hint
 
+    if if_empty:
+        with state(ctx).database().unit_of_work(readonly=True) as session:
+            if not is_empty(session):
+                message("the database already has data; demo not loaded")
+                return
     with work(ctx) as (session, actor):
-        if if_empty and not is_empty(session):
-            message("the database already has data; demo not loaded")
-            return
         summary = seed_demo(session, actor=actor, participants=participants, seed=seed)
     if json:
         emit_json(summary.__dict__)
