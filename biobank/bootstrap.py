@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from biobank import migrate
-from biobank.db import make_engine, uow
+from biobank.db import check_connection, make_engine, uow
 from biobank.models import UserRead
 from biobank.services.users import ensure_bootstrap_admin
 from biobank.settings import Settings
@@ -29,10 +29,9 @@ class OpenDatabase:
         return uow(self.engine, readonly=readonly)
 
 
-def open_database(settings: Settings, *, check_schema: bool = True) -> OpenDatabase:
+def open_database(settings: Settings) -> OpenDatabase:
     engine = make_engine(settings.database_url)
-    if not check_schema:
-        return OpenDatabase(engine, None)
+    check_connection(engine)
     migrate.ensure_current(engine, auto_upgrade=settings.is_embedded)
     return OpenDatabase(engine, bootstrap(engine))
 

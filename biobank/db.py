@@ -30,7 +30,28 @@ def make_engine(url: str) -> Engine:
         return _sqlite_engine(parsed)
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
-    return sa.create_engine(parsed, pool_pre_ping=True)
+    try:
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    except ModuleNotFoundError as error:
+        raise DatabaseUnavailable(
+            f"no driver for {parsed.drivername} ({error.name} is not installed); "
+            "for PostgreSQL install biobank[postgres]",
+            field="database_url",
+        ) from error
+
+
+def check_connection(engine: Engine) -> None:
+    """Fail early, with the (password-free) URL, when the database cannot be reached."""
+    try:
+        with engine.connect():
+            pass
+    except exc.DBAPIError as error:
+        url = engine.url.render_as_string(hide_password=True)
+        raise DatabaseUnavailable(
+            f"cannot open the database at {url}: {_first_line(error.orig)}",
+            field="database_url",
+            value=url,
+        ) from error
 
 
 def _sqlite_engine(url: sa.URL) -> Engine:

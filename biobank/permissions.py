@@ -26,6 +26,15 @@ class Permission(enum.StrEnum):
     manage_users = "manage_users"
     view_audit = "view_audit"
 
+    @property
+    def description(self) -> str:
+        special = {
+            "read_phi": "read or record protected health information",
+            "export_identified": "export identified data",
+            "view_audit": "read the audit trail",
+        }
+        return special.get(self.value, self.value.replace("_", " "))
+
 
 MATRIX: dict[Role, frozenset[Permission]] = {
     Role.technician: frozenset(
@@ -67,7 +76,7 @@ SYSTEM = Actor(user_id=None, username="system", role=Role.admin, workstation="bi
 def require(actor: Actor, permission: Permission) -> None:
     if not actor.can(permission):
         raise PermissionDenied(
-            f"{actor.username} ({actor.role.value}) may not {permission.value.replace('_', ' ')}",
+            f"{actor.username} ({actor.role.value}) may not {permission.description}",
             field="permission",
             value=permission.value,
         )

@@ -119,3 +119,15 @@ def test_without_a_terminal_no_command_prints_help(tmp_path):
     result = _run(sys.executable, "-m", "biobank", env=env)
     assert result.returncode == 2
     assert "Usage: biobank" in result.stdout and "needs a terminal" in result.stderr
+
+
+def test_an_unreachable_database_is_one_clear_line(monkeypatch):
+    monkeypatch.setenv("BIOBANK_DATABASE_URL", "postgresql://someone:secret@127.0.0.1:9/biobank")
+    for args in (["participant", "list"], ["db", "current"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 8, result.stderr
+        assert result.stderr.startswith(
+            "biobank: error: cannot open the database at "
+            "postgresql+psycopg://someone:***@127.0.0.1:9/biobank"
+        )
+        assert "secret" not in result.stderr

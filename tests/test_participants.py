@@ -59,8 +59,8 @@ def test_phi_lives_only_in_the_identity_table(engine, admin, study):
 
 def test_only_admins_write_or_read_phi(engine, actors, study):
     tech, pi = actors[Role.technician], actors[Role.pi]
-    with pytest.raises(PermissionDenied, match="read phi"), uow(engine) as session:
-        participants.add_participant(session, actor=tech, study="SLE", mrn="MRN1")
+    with pytest.raises(PermissionDenied, match="protected health information"), uow(engine) as s:
+        participants.add_participant(s, actor=tech, study="SLE", mrn="MRN1")
     with uow(engine) as session:
         code = participants.add_participant(session, actor=tech, study="SLE", sex="female").code
     for actor in (tech, pi):

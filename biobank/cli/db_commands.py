@@ -7,13 +7,15 @@ import typer
 from biobank import migrate
 from biobank.bootstrap import FIRST_ADMIN_HINT, bootstrap
 from biobank.cli.common import JsonOption, emit_json, emit_record, message, state
-from biobank.db import make_engine
+from biobank.db import check_connection, make_engine
 
 app = typer.Typer(help="Create, upgrade and check the database schema.", no_args_is_help=True)
 
 
 def _engine(ctx: typer.Context):
-    return make_engine(state(ctx).settings.database_url)
+    engine = make_engine(state(ctx).settings.database_url)
+    check_connection(engine)
+    return engine
 
 
 @app.command()
