@@ -8,17 +8,18 @@ PostgreSQL (shared by several workstations) pings pooled connections before use.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import exc as orm_exc
 from sqlmodel import Session, SQLModel
 
 import biobank.models  # noqa: F401  (fills the metadata constraint names are looked up in)
-from biobank.errors import BiobankError, ConstraintViolation, DatabaseUnavailable
+from biobank.errors import ConcurrentChange, ConstraintViolation, DatabaseUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -93,15 +94,33 @@ def uow(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
                 session.rollback()
             else:
                 session.commit()
-        except BiobankError:
+        except BaseException as error:
             session.rollback()
+            _after_rollback(engine, session)
+            if isinstance(error, exc.IntegrityError):
+                raise constraint_error(error) from error
+            if isinstance(error, orm_exc.StaleDataError):
+                raise _stale() from error
+            if isinstance(error, exc.OperationalError):
+                raise DatabaseUnavailable(f"database error: {_first_line(error.orig)}") from error
             raise
-        except exc.IntegrityError as error:
-            session.rollback()
-            raise constraint_error(error) from error
-        except exc.OperationalError as error:
-            session.rollback()
-            raise DatabaseUnavailable(f"database error: {_first_line(error.orig)}") from error
+
+
+_ROLLBACK_HOOKS = "biobank.after_rollback"
+
+
+def after_rollback(session: Session, hook: Callable[[sa.Connection], None]) -> None:
+    """Run `hook` in a fresh transaction if this unit of work rolls back (for what must
+    outlive a rollback, such as burning specimen serials that were handed out)."""
+    session.info.setdefault(_ROLLBACK_HOOKS, []).append(hook)
+
+
+def _after_rollback(engine: Engine, session: Session) -> None:
+    hooks = session.info.pop(_ROLLBACK_HOOKS, [])
+    if hooks:
+        with engine.begin() as connection:
+            for hook in hooks:
+                hook(connection)
 
 
 def constraint_error(error: exc.IntegrityError) -> ConstraintViolation:
@@ -144,3 +163,12 @@ def flush(session: Session) -> None:
         session.flush()
     except exc.IntegrityError as error:
         raise constraint_error(error) from error
+    except orm_exc.StaleDataError as error:
+        raise _stale() from error
+
+
+def _stale() -> ConcurrentChange:
+    return ConcurrentChange(
+        "the record was changed at another terminal since it was read; reload and try again",
+        field="version",
+    )

@@ -55,6 +55,12 @@ class ConstraintViolation(BiobankError):
     exit_code = 5
 
 
+class ConcurrentChange(BiobankError):
+    """Someone else changed the record since it was read; reload and try again."""
+
+    exit_code = 5
+
+
 class PositionOccupied(BiobankError):
     exit_code = 5
 

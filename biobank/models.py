@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import declared_attr
 from sqlmodel import Field, SQLModel
 
 SQLModel.metadata.naming_convention = {
@@ -114,6 +115,13 @@ class QuantityUnit(enum.StrEnum):
     mg = "mg"
     ug = "ug"
     cells = "cells"
+
+
+class FillOrder(enum.StrEnum):
+    """The order auto-allocation fills a box: across each row, or down each column."""
+
+    row_major = "row_major"
+    column_major = "column_major"
 
 
 class PositionLabels(enum.StrEnum):
@@ -379,6 +387,14 @@ class StorageUnit(SQLModel, table=True):
             "(grid_rows IS NULL AND grid_cols IS NULL) OR (grid_rows > 0 AND grid_cols > 0)",
             name="grid_positive",
         ),
+        sa.CheckConstraint("free_slots IS NULL OR free_slots >= 0", name="free_slots_valid"),
+        # Freezer-wide allocation walks this index: boxes with room, in physical order.
+        sa.Index(
+            "ix_storage_unit_free_boxes",
+            "sort_key",
+            sqlite_where=sa.text("free_slots > 0"),
+            postgresql_where=sa.text("free_slots > 0"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -397,8 +413,27 @@ class StorageUnit(SQLModel, table=True):
     position_col: int | None = None
     temperature_class: str | None = Field(default=None, max_length=32)
     allowed_types: list[str] | None = Field(default=None, sa_type=sa.JSON())
+    holds_specimens: bool = False
+    fill_order: FillOrder = Field(default=FillOrder.row_major, sa_type=_enum_type(FillOrder))
+    # Maintained occupancy (boxes only): allocation never scans positions to find room.
+    free_slots: int | None = None
+    # Physical order in the tree, e.g. "0001.0003.0012": a subtree is a range of sort keys.
+    sort_key: str = Field(default="", max_length=255, index=True)
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class SerialCounter(SQLModel, table=True):
+    """Specimen serials on SQLite (PostgreSQL uses the `specimen_serial` sequence).
+
+    A serial handed out in a transaction that rolls back is burned afterwards, never reissued.
+    """
+
+    __tablename__ = "serial_counter"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=32, unique=True)
+    next_value: int = 1
 
 
 class Specimen(SQLModel, table=True):
@@ -432,6 +467,9 @@ class Specimen(SQLModel, table=True):
     received_at: datetime | None = None
     processed_at: datetime | None = None
     frozen_at: datetime | None = None
+    precentrifugation_temperature: str | None = Field(default=None, max_length=8)
+    postcentrifugation_temperature: str | None = Field(default=None, max_length=8)
+    storage_temperature: str | None = Field(default=None, max_length=32)
     initial_quantity: float
     quantity: float
     unit: QuantityUnit = Field(sa_type=_enum_type(QuantityUnit))
@@ -439,6 +477,8 @@ class Specimen(SQLModel, table=True):
         default=SpecimenStatus.available, sa_type=_enum_type(SpecimenStatus), index=True
     )
     freeze_thaw_count: int = 0
+    checked_out_at: datetime | None = None
+    minutes_out: int = 0
     box_id: int | None = Field(default=None, foreign_key="storage_unit.id", ondelete="RESTRICT")
     position_row: int | None = None
     position_col: int | None = None
@@ -446,6 +486,12 @@ class Specimen(SQLModel, table=True):
     version: int = 1
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+    @declared_attr
+    def __mapper_args__(cls) -> dict[str, Any]:
+        # Optimistic locking: an UPDATE names the version it read, so a stale edit from a
+        # second terminal is refused instead of silently overwriting the first.
+        return {"version_id_col": cls.__table__.c.version}
 
 
 class SpecimenPoolSource(SQLModel, table=True):

@@ -12,6 +12,8 @@ from biobank.cli import (
     audit_commands,
     config_commands,
     db_commands,
+    specimen_commands,
+    storage_commands,
     study_commands,
     user_commands,
 )
@@ -46,7 +48,10 @@ app.add_typer(user_commands.app, name="user")
 app.add_typer(study_commands.study_app, name="study")
 app.add_typer(study_commands.participant_app, name="participant")
 app.add_typer(study_commands.visit_app, name="visit")
+app.add_typer(specimen_commands.app, name="specimen")
+app.add_typer(storage_commands.app, name="storage")
 app.add_typer(audit_commands.app, name="audit")
+app.command("scan")(specimen_commands.scan_command)
 
 
 def _version(value: bool) -> None:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any
 
 import typer
@@ -107,6 +107,22 @@ def parse_date(value: str | None, field_name: str) -> date | None:
         raise ValidationError(
             f"{field_name} must be a date as YYYY-MM-DD", field=field_name, value=value
         ) from None
+
+
+def parse_datetime(value: str | None, field_name: str) -> datetime | None:
+    """ISO 8601 (`2025-03-01T09:30`, `2025-03-01 09:30+01:00`); without an offset the time is
+    taken as this workstation's local time."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValidationError(
+            f"{field_name} must be a date and time as YYYY-MM-DDTHH:MM",
+            field=field_name,
+            value=value,
+        ) from None
+    return parsed if parsed.tzinfo else parsed.astimezone()
 
 
 def read_pin(*, from_stdin: bool, confirm: bool = True) -> str:

@@ -1,0 +1,356 @@
+"""`biobank specimen …` and `biobank scan`: accession, lineage and custody."""
+
+from __future__ import annotations
+
+import typer
+
+from biobank.cli.common import (
+    JsonOption,
+    emit_json,
+    emit_record,
+    emit_table,
+    message,
+    parse_datetime,
+    state,
+    work,
+)
+from biobank.errors import ValidationError
+from biobank.services import custody, scan, specimens
+from biobank.services.specimen_read import SpecimenRead
+
+app = typer.Typer(help="Accession specimens, split aliquots, and keep custody of tubes.")
+
+Destination = typer.Option(
+    None, "--to", "-t", help="Box barcode, or a rack/shelf/freezer to auto-allocate in."
+)
+Position = typer.Option(None, "--position", help="Position in the box, e.g. A1.")
+Reason = typer.Option(None, "--reason", help="Why (kept in the history and audit trail).")
+
+
+def _summary(read: SpecimenRead) -> str:
+    where = read.location or "not placed"
+    return f"{read.accession_id}  {read.specimen_type} {read.quantity:g} {read.unit}  {where}"
+
+
+def _emit(reads: list[SpecimenRead], json: bool) -> None:
+    if json:
+        emit_json(reads if len(reads) != 1 else reads[0])
+        return
+    for read in reads:
+        typer.echo(read.accession_id)
+        message(_summary(read))
+        for warning in read.warnings:
+            message(f"warning: {warning}")
+
+
+@app.command("accession")
+def accession_(
+    ctx: typer.Context,
+    participant: str = typer.Option(..., "--participant", "-p"),
+    specimen_type: str = typer.Option(..., "--type", help="SPREC type: SER, PL1, BUF, CEL…"),
+    quantity: float = typer.Option(..., "--quantity", "-q"),
+    unit: str = typer.Option("uL", "--unit", help="uL, mL, mg, ug or cells."),
+    visit: str | None = typer.Option(None, "--visit", "-v", help="Visit label, e.g. baseline."),
+    container: str | None = typer.Option(None, "--container", help="SPREC container: SST…"),
+    collected: str | None = typer.Option(None, "--collected", help="YYYY-MM-DDTHH:MM"),
+    received: str | None = typer.Option(None, "--received", help="Default: now."),
+    processed: str | None = typer.Option(None, "--processed"),
+    frozen: str | None = typer.Option(None, "--frozen"),
+    pre_temp: str | None = typer.Option(None, "--pre-temp", help="RT, 2-10C or 35-38C."),
+    post_temp: str | None = typer.Option(None, "--post-temp", help="RT or 2-10C."),
+    centrifugation: str | None = typer.Option(None, "--centrifugation", help="SPREC letter."),
+    storage: str | None = typer.Option(None, "--storage", help="SPREC long-term storage."),
+    sprec: str | None = typer.Option(None, "--sprec", help="A whole SPREC code instead."),
+    legacy_id: str | None = typer.Option(None, "--legacy-id"),
+    aliquots: int | None = typer.Option(None, "--aliquots", help="Then split N aliquots…"),
+    volume: float | None = typer.Option(None, "--volume", help="…of this volume each."),
+    to: str | None = Destination,
+    position: str | None = Position,
+    json: JsonOption = False,
+) -> None:
+    """Receive a primary specimen (and split aliquots from it, all in one transaction)."""
+    if (aliquots is None) != (volume is None):
+        raise ValidationError("--aliquots and --volume go together", field="aliquots")
+    with work(ctx) as (session, actor):
+        primary = specimens.accession(
+            session,
+            actor=actor,
+            participant=participant,
+            visit=visit,
+            specimen_type=specimen_type,
+            container_type=container,
+            quantity=quantity,
+            unit=unit,
+            collected_at=parse_datetime(collected, "collected"),
+            received_at=parse_datetime(received, "received"),
+            processed_at=parse_datetime(processed, "processed"),
+            frozen_at=parse_datetime(frozen, "frozen"),
+            precentrifugation_temperature=pre_temp,
+            postcentrifugation_temperature=post_temp,
+            centrifugation=centrifugation,
+            storage=storage,
+            sprec_code=sprec,
+            legacy_id=legacy_id,
+            destination=to,
+            position=position,
+        )
+        made = [primary]
+        if aliquots is not None:
+            made += specimens.aliquot(
+                session,
+                actor=actor,
+                parent=primary.accession_id,
+                count=aliquots,
+                volume=volume,
+                destination=to,
+            )
+            made[0] = specimens.show_specimen(
+                session, actor=actor, accession=primary.accession_id
+            ).specimen
+    _emit(made, json)
+
+
+@app.command()
+def aliquot(
+    ctx: typer.Context,
+    parent: str,
+    count: int = typer.Option(..., "--count", "-n"),
+    volume: float = typer.Option(..., "--volume", help="Each, in the parent's unit."),
+    to: str | None = Destination,
+    json: JsonOption = False,
+) -> None:
+    """Split aliquots from a specimen (the parent's quantity goes down)."""
+    with work(ctx) as (session, actor):
+        made = specimens.aliquot(
+            session, actor=actor, parent=parent, count=count, volume=volume, destination=to
+        )
+    _emit(made, json)
+
+
+@app.command()
+def derive(
+    ctx: typer.Context,
+    parent: str,
+    specimen_type: str = typer.Option(..., "--type", help="e.g. DNA, RNA."),
+    quantity: float = typer.Option(..., "--quantity", "-q"),
+    unit: str = typer.Option(..., "--unit"),
+    used: float | None = typer.Option(None, "--used", help="Drawn from the parent."),
+    to: str | None = Destination,
+    position: str | None = Position,
+    json: JsonOption = False,
+) -> None:
+    """Make a derivative of a new type (DNA from buffy coat)."""
+    with work(ctx) as (session, actor):
+        made = specimens.derive(
+            session,
+            actor=actor,
+            parent=parent,
+            specimen_type=specimen_type,
+            quantity=quantity,
+            unit=unit,
+            used=used,
+            destination=to,
+            position=position,
+        )
+    _emit([made], json)
+
+
+@app.command("pool")
+def pool_(
+    ctx: typer.Context,
+    sources: list[str] = typer.Argument(..., help="ID:QUANTITY of each source."),
+    to: str | None = Destination,
+    position: str | None = Position,
+    json: JsonOption = False,
+) -> None:
+    """Pool specimens of one participant into a new tube."""
+    parsed = []
+    for item in sources:
+        accession_id, _, amount = item.rpartition(":")
+        try:
+            parsed.append((accession_id, float(amount)))
+        except ValueError:
+            raise ValidationError(
+                f"{item!r} is not ID:QUANTITY", field="sources", value=item
+            ) from None
+    with work(ctx) as (session, actor):
+        made = specimens.pool(
+            session, actor=actor, sources=parsed, destination=to, position=position
+        )
+    _emit([made], json)
+
+
+@app.command()
+def show(ctx: typer.Context, specimen: str, json: JsonOption = False) -> None:
+    """A specimen with its location and history."""
+    with work(ctx, readonly=True) as (session, actor):
+        detail = specimens.show_specimen(session, actor=actor, accession=specimen)
+    if json:
+        emit_json(detail)
+        return
+    s = detail.specimen
+    emit_record(
+        [
+            ("specimen", s.accession_id),
+            ("legacy ID", s.legacy_id),
+            ("participant", s.participant_code),
+            ("visit", s.visit_label),
+            ("kind", s.kind),
+            ("parent", s.parent_accession_id),
+            ("type", f"{s.specimen_type} in {s.container_type or '?'}"),
+            ("SPREC", s.sprec_code),
+            ("quantity", f"{s.quantity:g} of {s.initial_quantity:g} {s.unit}"),
+            ("status", s.status),
+            ("location", s.location),
+            ("freeze-thaws", s.freeze_thaw_count),
+            ("minutes out", s.minutes_out),
+            ("collected", s.collected_at),
+            ("children", ", ".join(detail.children)),
+        ]
+    )
+    typer.echo("")
+    emit_table(
+        ["time (UTC)", "event", "by", "from", "to", "change", "reason"],
+        [
+            (
+                e.occurred_at.strftime("%Y-%m-%d %H:%M"),
+                e.event_type,
+                e.actor,
+                e.from_location,
+                e.to_location,
+                "" if e.quantity_change is None else f"{e.quantity_change:+g}",
+                e.reason,
+            )
+            for e in detail.events
+        ],
+    )
+
+
+@app.command()
+def lineage(ctx: typer.Context, specimen: str, json: JsonOption = False) -> None:
+    """Ancestors and descendants."""
+    with work(ctx, readonly=True) as (session, actor):
+        tree = specimens.lineage(session, actor=actor, accession=specimen)
+    if json:
+        emit_json(tree)
+        return
+    rows = [("ancestor", a) for a in tree.ancestors] + [("this", tree.specimen)]
+    rows += [("descendant", d) for d in tree.descendants]
+    emit_table(
+        ["relation", "specimen", "kind", "type", "quantity", "status"],
+        [
+            (rel, r.accession_id, r.kind, r.specimen_type, f"{r.quantity:g} {r.unit}", r.status)
+            for rel, r in rows
+        ],
+    )
+
+
+def _custody(ctx: typer.Context, json: bool, call, **kwargs) -> None:
+    with work(ctx) as (session, actor):
+        read = call(session, actor=actor, **kwargs)
+    _emit([read], json)
+
+
+@app.command()
+def move(
+    ctx: typer.Context,
+    specimen: str,
+    to: str = typer.Argument(..., help="Box barcode, or a rack/freezer to auto-allocate in."),
+    position: str | None = typer.Argument(None, help="Position, e.g. A1 (default: next free)."),
+    reason: str | None = Reason,
+    json: JsonOption = False,
+) -> None:
+    """Place or move a tube."""
+    _custody(
+        ctx,
+        json,
+        custody.move,
+        accession=specimen,
+        destination=to,
+        position=position,
+        reason=reason,
+    )
+
+
+@app.command("check-out")
+def check_out(
+    ctx: typer.Context, specimen: str, reason: str | None = Reason, json: JsonOption = False
+) -> None:
+    """Take a tube out; its position stays held."""
+    _custody(ctx, json, custody.check_out, accession=specimen, reason=reason)
+
+
+@app.command("check-in")
+def check_in(
+    ctx: typer.Context,
+    specimen: str,
+    to: str | None = Destination,
+    position: str | None = Position,
+    reason: str | None = Reason,
+    json: JsonOption = False,
+) -> None:
+    """Put a tube back (in its held position unless told otherwise)."""
+    _custody(
+        ctx,
+        json,
+        custody.check_in,
+        accession=specimen,
+        destination=to,
+        position=position,
+        reason=reason,
+    )
+
+
+@app.command()
+def thaw(
+    ctx: typer.Context, specimen: str, reason: str | None = Reason, json: JsonOption = False
+) -> None:
+    """Record a freeze-thaw cycle."""
+    _custody(ctx, json, custody.record_thaw, accession=specimen, reason=reason)
+
+
+@app.command()
+def deplete(
+    ctx: typer.Context, specimen: str, reason: str | None = Reason, json: JsonOption = False
+) -> None:
+    """Mark a tube used up."""
+    _custody(ctx, json, custody.deplete, accession=specimen, reason=reason)
+
+
+@app.command()
+def dispose(
+    ctx: typer.Context,
+    specimen: str,
+    reason: str = typer.Option(..., "--reason", help="Why it was destroyed."),
+    json: JsonOption = False,
+) -> None:
+    """Destroy a tube; its position is freed, its record and ID kept."""
+    _custody(ctx, json, custody.dispose, accession=specimen, reason=reason)
+
+
+def scan_command(
+    ctx: typer.Context,
+    scanned: str = typer.Argument(..., help="What the scanner typed."),
+    json: JsonOption = False,
+) -> None:
+    """Resolve a scan to a specimen, box, participant or badge (exit 4 unknown, 2 misread)."""
+    cli = state(ctx)
+    with work(ctx, readonly=True) as (session, actor):
+        result = scan.resolve_scan(
+            session, actor=actor, scanned=scanned, scanner_prefix=cli.settings.scanner.prefix
+        )
+    if json:
+        emit_json(result)
+    elif result.specimen is not None:
+        typer.echo(result.specimen.accession_id)
+        message(_summary(result.specimen))
+    elif result.unit is not None:
+        typer.echo(result.unit.barcode)
+        message(f"{result.unit.kind} {result.unit.path}")
+    else:
+        typer.echo(result.participant_code or result.username or "")
+        message(result.message)
+    if result.kind == "misread":
+        raise typer.Exit(2)
+    if result.kind == "unknown":
+        raise typer.Exit(4)

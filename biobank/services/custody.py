@@ -1,0 +1,488 @@
+"""Where tubes are and what happens to them: placement, allocation, moves, check-out and -in,
+thaws, depletion and disposal. Each step is a custody event and an audit entry.
+
+Allocation locks the box row it fills (`SELECT … FOR UPDATE`, `SKIP LOCKED` when any box of a
+freezer will do), so concurrent terminals fill different boxes instead of colliding; the
+unique constraint on (box, row, column) stays the final guard. Boxes keep a free-slot count,
+so finding room in a freezer of thousands of boxes is one index range, not a scan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from biobank.db import flush
+from biobank.errors import PositionOccupied, ValidationError
+from biobank.lifecycle import IN_STORAGE, check_transition
+from biobank.models import Specimen, SpecimenStatus, StorageUnit, utcnow
+from biobank.permissions import Actor, Permission, require
+from biobank.positions import fill_sequence, parse_position
+from biobank.services import audit
+from biobank.services.events import record_event
+from biobank.services.specimen_read import SpecimenRead, get_specimen, specimen_read
+from biobank.services.storage import get_unit, subtree_range
+
+# Freeze-thaw cycles after which a warning is shown (most analytes degrade beyond these).
+THAW_WARNING = {"RNA": 1, "CEL": 1, "SER": 3, "PL1": 3, "PL2": 3, "URN": 3, "URM": 3}
+DEFAULT_THAW_WARNING = 5
+
+
+@dataclass(frozen=True)
+class Slot:
+    box: StorageUnit
+    row: int
+    col: int
+
+
+def _lock(session: Session, box_id: int) -> StorageUnit:
+    return session.exec(select(StorageUnit).where(StorageUnit.id == box_id).with_for_update()).one()
+
+
+def _check_box_accepts(box: StorageUnit, specimen_type: str) -> None:
+    if not box.holds_specimens:
+        raise ValidationError(f"{box.barcode} is a {box.kind}, not a box", field="box")
+    if box.allowed_types and specimen_type not in box.allowed_types:
+        raise ValidationError(
+            f"{box.barcode} takes only {', '.join(box.allowed_types)}, not {specimen_type}",
+            field="specimen_type",
+            value=specimen_type,
+        )
+
+
+def _taken(session: Session, box: StorageUnit) -> set[tuple[int, int]]:
+    return set(
+        session.exec(
+            select(Specimen.position_row, Specimen.position_col).where(Specimen.box_id == box.id)
+        ).all()
+    )
+
+
+def _free_in_box(session: Session, box: StorageUnit, count: int) -> list[Slot]:
+    taken = _taken(session, box)
+    free = (p for p in fill_sequence(box.grid_rows, box.grid_cols, box.fill_order))
+    return [Slot(box, r, c) for r, c in free if (r, c) not in taken][:count]
+
+
+def find_slots(
+    session: Session, *, target: StorageUnit, specimen_type: str, count: int = 1
+) -> list[Slot]:
+    """`count` free positions in a box, or anywhere below a rack, shelf or freezer.
+
+    A set stays in one box when some box has room for all of it; otherwise it fills boxes in
+    physical order. Raises when there is not enough room.
+    """
+    if target.holds_specimens:
+        box = _lock(session, target.id)
+        _check_box_accepts(box, specimen_type)
+        slots = _free_in_box(session, box, count)
+        if len(slots) < count:
+            raise PositionOccupied(
+                f"{box.barcode} has {len(slots)} free positions, {count} needed",
+                field="box",
+                value=box.barcode,
+            )
+        return slots
+    slots = _slots_below(session, target, specimen_type, count, together=True)
+    if len(slots) < count:
+        slots = _slots_below(session, target, specimen_type, count, together=False)
+    if len(slots) < count:
+        raise PositionOccupied(
+            f"not enough room for {count} {specimen_type} below {target.barcode} ({target.name})",
+            field="destination",
+            value=target.barcode,
+        )
+    return slots
+
+
+def _slots_below(
+    session: Session, target: StorageUnit, specimen_type: str, count: int, *, together: bool
+) -> list[Slot]:
+    low, high = subtree_range(target)
+    slots: list[Slot] = []
+    passed: list[int] = []
+    while len(slots) < count:
+        need = count - len(slots) if together else 1
+        query = (
+            select(StorageUnit)
+            .where(
+                StorageUnit.free_slots > 0,  # the partial index's condition, for the planner
+                StorageUnit.free_slots >= need,
+                StorageUnit.sort_key >= low,
+                StorageUnit.sort_key < high,
+                StorageUnit.holds_specimens,
+                StorageUnit.active,
+            )
+            .order_by(StorageUnit.sort_key)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        if passed:
+            query = query.where(StorageUnit.id.not_in(passed))
+        box = session.exec(query).first()
+        if box is None:
+            return slots
+        passed.append(box.id)
+        if box.allowed_types and specimen_type not in box.allowed_types:
+            continue
+        slots += _free_in_box(session, box, count - len(slots))
+        if together and len(slots) < count:
+            return slots
+    return slots
+
+
+def resolve_destination(
+    session: Session,
+    *,
+    destination: str,
+    position: str | None,
+    specimen_type: str,
+    count: int = 1,
+) -> list[Slot]:
+    """A box (and position), or a rack/shelf/freezer to auto-allocate in."""
+    target = get_unit(session, destination, field="destination")
+    if position is None:
+        return find_slots(session, target=target, specimen_type=specimen_type, count=count)
+    if count != 1:
+        raise ValidationError("give a position for one tube only", field="position")
+    box = _lock(session, target.id)
+    _check_box_accepts(box, specimen_type)
+    row, col = parse_position(
+        position, rows=box.grid_rows, cols=box.grid_cols, scheme=box.position_labels
+    )
+    occupant = session.exec(
+        select(Specimen.accession_id).where(
+            Specimen.box_id == box.id, Specimen.position_row == row, Specimen.position_col == col
+        )
+    ).first()
+    if occupant is not None:
+        raise PositionOccupied(
+            f"{box.barcode} {position.upper()} is occupied by {occupant}",
+            field="position",
+            value=position,
+        )
+    return [Slot(box, row, col)]
+
+
+def _adjust_free(session: Session, box_id: int, delta: int) -> None:
+    session.execute(
+        sa.update(StorageUnit)
+        .where(StorageUnit.id == box_id)
+        .values(free_slots=StorageUnit.free_slots + delta)
+    )
+
+
+def occupy(session: Session, specimen: Specimen, slot: Slot) -> None:
+    specimen.box_id, specimen.position_row, specimen.position_col = (
+        slot.box.id,
+        slot.row,
+        slot.col,
+    )
+    _adjust_free(session, slot.box.id, -1)
+
+
+def _vacate(session: Session, specimen: Specimen) -> tuple[int | None, int | None, int | None]:
+    old = (specimen.box_id, specimen.position_row, specimen.position_col)
+    if specimen.box_id is not None:
+        _adjust_free(session, specimen.box_id, +1)
+        specimen.box_id = specimen.position_row = specimen.position_col = None
+    return old
+
+
+def _slot_tuple(specimen: Specimen) -> tuple[int | None, int | None, int | None]:
+    return (specimen.box_id, specimen.position_row, specimen.position_col)
+
+
+def _save(
+    session: Session,
+    *,
+    actor: Actor,
+    specimen: Specimen,
+    action: str,
+    before: dict,
+    reason: str | None,
+) -> SpecimenRead:
+    specimen.updated_at = utcnow()
+    session.add(specimen)
+    flush(session)
+    audit.record(
+        session,
+        actor=actor,
+        action=f"specimen.{action}",
+        entity="specimen",
+        entity_id=specimen.id,
+        before=before,
+        after=audit.snapshot(specimen),
+        reason=reason,
+    )
+    return specimen_read(session, specimen)
+
+
+def _editable(session: Session, accession: str, expected_version: int | None) -> Specimen:
+    specimen = get_specimen(session, accession)
+    if expected_version is not None and specimen.version != expected_version:
+        raise ValidationError(
+            f"{specimen.accession_id} changed since it was read (version {expected_version}, "
+            f"now {specimen.version}); reload and try again",
+            field="version",
+            value=expected_version,
+        )
+    return specimen
+
+
+def move(
+    session: Session,
+    *,
+    actor: Actor,
+    accession: str,
+    destination: str,
+    position: str | None = None,
+    reason: str | None = None,
+    expected_version: int | None = None,
+) -> SpecimenRead:
+    """Put a tube at a position, or at the next free one in a box, rack or freezer."""
+    require(actor, Permission.move)
+    specimen = _editable(session, accession, expected_version)
+    if specimen.status not in IN_STORAGE and specimen.status != SpecimenStatus.missing:
+        raise ValidationError(
+            f"{specimen.accession_id} is {specimen.status.value} and cannot be placed",
+            field="status",
+            value=specimen.status.value,
+        )
+    before = audit.snapshot(specimen)
+    (slot,) = resolve_destination(
+        session,
+        destination=destination,
+        position=position,
+        specimen_type=specimen.specimen_type,
+    )
+    old = _vacate(session, specimen)
+    flush(session)  # free the old position before taking the new one
+    occupy(session, specimen, slot)
+    status_before = specimen.status.value
+    if specimen.status == SpecimenStatus.missing:
+        specimen.status = SpecimenStatus.available
+    record_event(
+        session,
+        actor=actor,
+        specimen=specimen,
+        event_type="moved" if old[0] is not None else "placed",
+        from_slot=old,
+        to_slot=_slot_tuple(specimen),
+        status_before=status_before,
+        reason=reason,
+    )
+    return _save(
+        session, actor=actor, specimen=specimen, action="move", before=before, reason=reason
+    )
+
+
+def _transition(
+    session: Session,
+    *,
+    actor: Actor,
+    accession: str,
+    new_status: SpecimenStatus,
+    expected_version: int | None,
+) -> tuple[Specimen, dict, str]:
+    require(actor, Permission.move)
+    specimen = _editable(session, accession, expected_version)
+    check_transition(specimen.status, new_status, specimen=specimen.accession_id)
+    before = audit.snapshot(specimen)
+    status_before = specimen.status.value
+    specimen.status = new_status
+    return specimen, before, status_before
+
+
+def check_out(
+    session: Session,
+    *,
+    actor: Actor,
+    accession: str,
+    reason: str | None = None,
+    expected_version: int | None = None,
+) -> SpecimenRead:
+    """Take a tube out of the freezer; its position stays held for it."""
+    specimen, before, status_before = _transition(
+        session,
+        actor=actor,
+        accession=accession,
+        new_status=SpecimenStatus.checked_out,
+        expected_version=expected_version,
+    )
+    specimen.checked_out_at = utcnow()
+    record_event(
+        session,
+        actor=actor,
+        specimen=specimen,
+        event_type="checked_out",
+        from_slot=_slot_tuple(specimen),
+        status_before=status_before,
+        reason=reason,
+    )
+    return _save(
+        session, actor=actor, specimen=specimen, action="check_out", before=before, reason=reason
+    )
+
+
+def check_in(
+    session: Session,
+    *,
+    actor: Actor,
+    accession: str,
+    destination: str | None = None,
+    position: str | None = None,
+    reason: str | None = None,
+    expected_version: int | None = None,
+) -> SpecimenRead:
+    """Back to its held position (or to a new one), adding the minutes it was out."""
+    specimen, before, status_before = _transition(
+        session,
+        actor=actor,
+        accession=accession,
+        new_status=SpecimenStatus.available,
+        expected_version=expected_version,
+    )
+    minutes = 0
+    if specimen.checked_out_at is not None:
+        minutes = max(0, round((utcnow() - specimen.checked_out_at).total_seconds() / 60))
+    specimen.minutes_out += minutes
+    specimen.checked_out_at = None
+    old = _slot_tuple(specimen)
+    if destination is not None or specimen.box_id is None:
+        if destination is None:
+            raise ValidationError(
+                f"{specimen.accession_id} has no held position: say where it goes",
+                field="destination",
+            )
+        (slot,) = resolve_destination(
+            session,
+            destination=destination,
+            position=position,
+            specimen_type=specimen.specimen_type,
+        )
+        _vacate(session, specimen)
+        flush(session)
+        occupy(session, specimen, slot)
+    record_event(
+        session,
+        actor=actor,
+        specimen=specimen,
+        event_type="checked_in",
+        from_slot=old,
+        to_slot=_slot_tuple(specimen),
+        status_before=status_before,
+        reason=reason,
+        details={"minutes_out": minutes},
+    )
+    return _save(
+        session, actor=actor, specimen=specimen, action="check_in", before=before, reason=reason
+    )
+
+
+def record_thaw(
+    session: Session,
+    *,
+    actor: Actor,
+    accession: str,
+    reason: str | None = None,
+    expected_version: int | None = None,
+) -> SpecimenRead:
+    """One more freeze-thaw cycle; warns past the type's limit."""
+    require(actor, Permission.move)
+    specimen = _editable(session, accession, expected_version)
+    if specimen.status not in {SpecimenStatus.available, SpecimenStatus.checked_out}:
+        raise ValidationError(
+            f"{specimen.accession_id} is {specimen.status.value}; only a stored tube thaws",
+            field="status",
+            value=specimen.status.value,
+        )
+    before = audit.snapshot(specimen)
+    specimen.freeze_thaw_count += 1
+    record_event(
+        session,
+        actor=actor,
+        specimen=specimen,
+        event_type="thawed",
+        status_before=specimen.status.value,
+        reason=reason,
+        details={"freeze_thaw_count": specimen.freeze_thaw_count},
+    )
+    read = _save(
+        session, actor=actor, specimen=specimen, action="thaw", before=before, reason=reason
+    )
+    limit = THAW_WARNING.get(specimen.specimen_type, DEFAULT_THAW_WARNING)
+    if specimen.freeze_thaw_count > limit:
+        read.warnings.append(
+            f"{specimen.accession_id} has been thawed {specimen.freeze_thaw_count} times; "
+            f"{specimen.specimen_type} is advised at most {limit}"
+        )
+    return read
+
+
+def deplete(
+    session: Session,
+    *,
+    actor: Actor,
+    accession: str,
+    reason: str | None = None,
+    expected_version: int | None = None,
+) -> SpecimenRead:
+    """Used up: nothing left, the empty tube still in its position until disposed."""
+    specimen, before, status_before = _transition(
+        session,
+        actor=actor,
+        accession=accession,
+        new_status=SpecimenStatus.depleted,
+        expected_version=expected_version,
+    )
+    change = -specimen.quantity
+    specimen.quantity = 0
+    record_event(
+        session,
+        actor=actor,
+        specimen=specimen,
+        event_type="depleted",
+        quantity_change=change,
+        status_before=status_before,
+        reason=reason,
+    )
+    return _save(
+        session, actor=actor, specimen=specimen, action="deplete", before=before, reason=reason
+    )
+
+
+def dispose(
+    session: Session,
+    *,
+    actor: Actor,
+    accession: str,
+    reason: str,
+    expected_version: int | None = None,
+) -> SpecimenRead:
+    """Destroyed: the position is freed; the record and its ID stay forever."""
+    if not reason or not reason.strip():
+        raise ValidationError("a disposal needs a reason", field="reason")
+    specimen, before, status_before = _transition(
+        session,
+        actor=actor,
+        accession=accession,
+        new_status=SpecimenStatus.disposed,
+        expected_version=expected_version,
+    )
+    old = _vacate(session, specimen)
+    record_event(
+        session,
+        actor=actor,
+        specimen=specimen,
+        event_type="disposed",
+        from_slot=old,
+        quantity_change=-specimen.quantity if specimen.quantity else None,
+        status_before=status_before,
+        reason=reason,
+    )
+    return _save(
+        session, actor=actor, specimen=specimen, action="dispose", before=before, reason=reason
+    )

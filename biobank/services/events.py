@@ -1,0 +1,94 @@
+"""Custody events: every step of a tube's life, with who, when, from, to, quantity and why."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlmodel import Session, select
+
+from biobank.models import Specimen, SpecimenEvent, StorageUnit, User
+from biobank.permissions import Actor
+from biobank.positions import position_label
+
+
+class EventRead(BaseModel):
+    occurred_at: datetime
+    event_type: str
+    actor: str | None
+    workstation: str | None
+    from_location: str | None
+    to_location: str | None
+    quantity_change: float | None
+    status_before: str | None
+    status_after: str | None
+    reason: str | None
+    details: dict[str, Any] | None
+
+
+def record_event(
+    session: Session,
+    *,
+    actor: Actor,
+    specimen: Specimen,
+    event_type: str,
+    from_slot: tuple[int | None, int | None, int | None] = (None, None, None),
+    to_slot: tuple[int | None, int | None, int | None] = (None, None, None),
+    quantity_change: float | None = None,
+    status_before: str | None = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        SpecimenEvent(
+            specimen_id=specimen.id,
+            event_type=event_type,
+            actor_id=actor.user_id,
+            workstation=actor.workstation,
+            from_box_id=from_slot[0],
+            from_row=from_slot[1],
+            from_col=from_slot[2],
+            to_box_id=to_slot[0],
+            to_row=to_slot[1],
+            to_col=to_slot[2],
+            quantity_change=quantity_change,
+            status_before=status_before,
+            status_after=specimen.status.value,
+            reason=reason,
+            details=details,
+        )
+    )
+
+
+def _location(session: Session, box_id: int | None, row: int | None, col: int | None):
+    if box_id is None:
+        return None
+    box = session.get(StorageUnit, box_id)
+    label = position_label(row, col, cols=box.grid_cols, scheme=box.position_labels)
+    return f"{box.barcode} {label}"
+
+
+def specimen_events(session: Session, specimen: Specimen) -> list[EventRead]:
+    rows = session.exec(
+        select(SpecimenEvent, User.username)
+        .join(User, User.id == SpecimenEvent.actor_id, isouter=True)
+        .where(SpecimenEvent.specimen_id == specimen.id)
+        .order_by(SpecimenEvent.occurred_at, SpecimenEvent.id)
+    ).all()
+    return [
+        EventRead(
+            occurred_at=e.occurred_at,
+            event_type=e.event_type,
+            actor=username,
+            workstation=e.workstation,
+            from_location=_location(session, e.from_box_id, e.from_row, e.from_col),
+            to_location=_location(session, e.to_box_id, e.to_row, e.to_col),
+            quantity_change=e.quantity_change,
+            status_before=e.status_before,
+            status_after=e.status_after,
+            reason=e.reason,
+            details=e.details,
+        )
+        for e, username in rows
+    ]

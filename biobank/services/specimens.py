@@ -1,0 +1,678 @@
+"""Accession and lineage: primary specimens, aliquots, derivatives and pools.
+
+Children inherit their parent's participant and visit (and so its consent). The SPREC code is
+computed from what was captured where the captured values determine an element, and checked
+element by element when given whole.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+from sqlmodel import Session, select
+
+from biobank import sprec
+from biobank.db import flush
+from biobank.errors import NotFound, ValidationError
+from biobank.lifecycle import check_transition
+from biobank.models import (
+    Participant,
+    QuantityUnit,
+    Specimen,
+    SpecimenKind,
+    SpecimenPoolSource,
+    SpecimenStatus,
+    Study,
+    Visit,
+    utcnow,
+)
+from biobank.permissions import Actor, Permission, require
+from biobank.services import audit
+from biobank.services.custody import Slot, occupy, resolve_destination
+from biobank.services.events import EventRead, record_event, specimen_events
+from biobank.services.participants import get_participant_row
+from biobank.services.specimen_ids import allocate_accession_ids
+from biobank.services.specimen_read import SpecimenRead, get_specimen, specimen_read
+
+# Derivatives extracted in the lab; not SPREC primary types.
+DERIVATIVE_TYPES = frozenset({"DNA", "RNA", "PRO", "CDN"})
+TEMPERATURES = ("RT", "2-10C", "35-38C")
+CLOCK_SKEW = timedelta(minutes=10)
+QUANTITY_EPSILON = 1e-9
+
+
+class Lineage(BaseModel):
+    specimen: SpecimenRead
+    ancestors: list[SpecimenRead]
+    descendants: list[SpecimenRead]
+
+
+class SpecimenDetail(BaseModel):
+    specimen: SpecimenRead
+    children: list[str]
+    events: list[EventRead]
+
+
+def _unit(value: QuantityUnit | str) -> QuantityUnit:
+    try:
+        return QuantityUnit(value)
+    except ValueError:
+        allowed = ", ".join(u.value for u in QuantityUnit)
+        raise ValidationError(
+            f"unknown unit {value!r} (allowed: {allowed})", field="unit", value=value
+        ) from None
+
+
+def _quantity(value: float, field: str = "quantity") -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValidationError(f"{field} must be a number", field=field, value=value)
+    if value <= 0:
+        raise ValidationError(f"{field} must be more than zero", field=field, value=value)
+    return round(float(value), 6)
+
+
+def _type(value: str, *, derivative: bool = False) -> str:
+    code = value.strip().upper()
+    known = sprec.is_fluid_type(code) or code in sprec.solid_types()
+    if not known and not (derivative and code in DERIVATIVE_TYPES):
+        raise ValidationError(
+            f"unknown specimen type {value!r}: use a SPREC type code such as SER, PL1, BUF, "
+            f"CEL, URN or TIS{' (or DNA, RNA, PRO)' if derivative else ''}",
+            field="specimen_type",
+            value=value,
+        )
+    return code
+
+
+def _temperature(value: str | None, field: str) -> str | None:
+    if value is None:
+        return None
+    text = value.strip().upper().replace("°", "")
+    if text not in TEMPERATURES:
+        raise ValidationError(
+            f"{field} must be one of {', '.join(TEMPERATURES)}", field=field, value=value
+        )
+    return text
+
+
+def _check_times(times: dict[str, datetime | None]) -> None:
+    now = utcnow()
+    for field, value in times.items():
+        if value is None:
+            continue
+        if value.tzinfo is None:
+            raise ValidationError(f"{field} needs a time zone", field=field, value=value)
+        if value > now + CLOCK_SKEW:
+            raise ValidationError(f"{field} is in the future", field=field, value=value)
+    order = ["collected_at", "processed_at", "frozen_at"]
+    present = [(f, times[f]) for f in order if times.get(f) is not None]
+    for (first, a), (second, b) in itertools.pairwise(present):
+        if b < a:
+            raise ValidationError(f"{second} is before {first}", field=second, value=b)
+    received, collected = times.get("received_at"), times.get("collected_at")
+    if received and collected and received < collected:
+        raise ValidationError(
+            "received_at is before collected_at", field="received_at", value=received
+        )
+
+
+def _sprec_code(
+    *,
+    given: str | None,
+    specimen_type: str,
+    container: str | None,
+    collected_at: datetime | None,
+    processed_at: datetime | None,
+    frozen_at: datetime | None,
+    precentrifugation_temperature: str | None,
+    postcentrifugation_temperature: str | None,
+    centrifugation: str | None,
+    second_centrifugation: str | None,
+    storage: str | None,
+) -> str | None:
+    if given:
+        code = sprec.parse_sprec(given.strip().upper())
+        if code.type != specimen_type:
+            raise ValidationError(
+                f"SPREC code {given} is for type {code.type}, not {specimen_type}",
+                field="sprec_code",
+                value=given,
+            )
+        if container and isinstance(code, sprec.FluidSprec) and code.container != container:
+            raise ValidationError(
+                f"SPREC code {given} names container {code.container}, not {container}",
+                field="sprec_code",
+                value=given,
+            )
+        return str(code)
+    if not sprec.is_fluid_type(specimen_type):
+        return None
+    pre = "X"
+    if collected_at and processed_at:
+        pre = sprec.precentrifugation_delay(
+            collected_at, processed_at, precentrifugation_temperature
+        )
+    post = "X"
+    if processed_at and frozen_at:
+        post = sprec.postcentrifugation_delay(
+            processed_at, frozen_at, postcentrifugation_temperature
+        )
+    return sprec.fluid_code(
+        type=specimen_type,
+        container=container or "XXX",
+        precentrifugation=pre,
+        centrifugation=(centrifugation or "X").upper(),
+        second_centrifugation=(second_centrifugation or "X").upper(),
+        postcentrifugation=post,
+        storage=(storage or "X").upper(),
+    )
+
+
+def _record_new(
+    session: Session,
+    *,
+    actor: Actor,
+    specimen: Specimen,
+    slot: Slot | None,
+    event_type: str,
+    details: dict | None = None,
+) -> None:
+    session.add(specimen)
+    flush(session)
+    if slot is not None:
+        occupy(session, specimen, slot)
+        flush(session)
+    record_event(
+        session,
+        actor=actor,
+        specimen=specimen,
+        event_type=event_type,
+        to_slot=(specimen.box_id, specimen.position_row, specimen.position_col),
+        quantity_change=specimen.quantity,
+        details=details,
+    )
+    audit.record(
+        session,
+        actor=actor,
+        action=f"specimen.{event_type}",
+        entity="specimen",
+        entity_id=specimen.id,
+        after=audit.snapshot(specimen),
+    )
+
+
+def _slots(
+    session: Session,
+    *,
+    destination: str | None,
+    position: str | None,
+    specimen_type: str,
+    count: int,
+) -> list[Slot | None]:
+    if destination is None:
+        if position is not None:
+            raise ValidationError("a position needs a box", field="position", value=position)
+        return [None] * count
+    return resolve_destination(
+        session,
+        destination=destination,
+        position=position,
+        specimen_type=specimen_type,
+        count=count,
+    )
+
+
+def accession(
+    session: Session,
+    *,
+    actor: Actor,
+    participant: str,
+    specimen_type: str,
+    quantity: float,
+    unit: QuantityUnit | str,
+    visit: str | None = None,
+    container_type: str | None = None,
+    collected_at: datetime | None = None,
+    received_at: datetime | None = None,
+    processed_at: datetime | None = None,
+    frozen_at: datetime | None = None,
+    precentrifugation_temperature: str | None = None,
+    postcentrifugation_temperature: str | None = None,
+    centrifugation: str | None = None,
+    second_centrifugation: str | None = None,
+    storage: str | None = None,
+    sprec_code: str | None = None,
+    legacy_id: str | None = None,
+    notes: str | None = None,
+    destination: str | None = None,
+    position: str | None = None,
+) -> SpecimenRead:
+    """Receive a primary specimen for a participant's visit, optionally placing it."""
+    require(actor, Permission.accession)
+    owner = get_participant_row(session, participant)
+    study = session.get(Study, owner.study_id)
+    visit_row = _visit(session, owner, visit)
+    specimen_type = _type(specimen_type)
+    container = container_type.strip().upper() if container_type else None
+    fluid = sprec.is_fluid_type(specimen_type)
+    if container and fluid and container not in sprec.allowed_values("fluid", "container"):
+        raise ValidationError(
+            f"unknown primary container {container_type!r} (a SPREC container code such as "
+            "SST, PED, SCI or CPT)",
+            field="container_type",
+            value=container_type,
+        )
+    quantity = _quantity(quantity)
+    unit = _unit(unit)
+    received_at = received_at or utcnow()
+    _check_times(
+        {
+            "collected_at": collected_at,
+            "received_at": received_at,
+            "processed_at": processed_at,
+            "frozen_at": frozen_at,
+        }
+    )
+    code = _sprec_code(
+        given=sprec_code,
+        specimen_type=specimen_type,
+        container=container,
+        collected_at=collected_at,
+        processed_at=processed_at,
+        frozen_at=frozen_at,
+        precentrifugation_temperature=_temperature(
+            precentrifugation_temperature, "precentrifugation_temperature"
+        ),
+        postcentrifugation_temperature=_temperature(
+            postcentrifugation_temperature, "postcentrifugation_temperature"
+        ),
+        centrifugation=centrifugation,
+        second_centrifugation=second_centrifugation,
+        storage=storage,
+    )
+    if legacy_id is not None:
+        legacy_id = legacy_id.strip()
+        if session.exec(select(Specimen.id).where(Specimen.legacy_id == legacy_id)).first():
+            raise ValidationError(
+                f"legacy ID {legacy_id} is already recorded", field="legacy_id", value=legacy_id
+            )
+    (slot,) = _slots(
+        session, destination=destination, position=position, specimen_type=specimen_type, count=1
+    )
+    (accession_id,) = allocate_accession_ids(session, prefix=study.id_prefix, count=1)
+    specimen = Specimen(
+        accession_id=accession_id,
+        legacy_id=legacy_id,
+        participant_id=owner.id,
+        visit_id=visit_row.id if visit_row else None,
+        kind=SpecimenKind.primary,
+        specimen_type=specimen_type,
+        container_type=container,
+        sprec_code=code,
+        collected_at=collected_at,
+        received_at=received_at,
+        processed_at=processed_at,
+        frozen_at=frozen_at,
+        precentrifugation_temperature=precentrifugation_temperature,
+        postcentrifugation_temperature=postcentrifugation_temperature,
+        initial_quantity=quantity,
+        quantity=quantity,
+        unit=unit,
+        notes=notes,
+    )
+    _record_new(session, actor=actor, specimen=specimen, slot=slot, event_type="accessioned")
+    return specimen_read(session, specimen)
+
+
+def _visit(session: Session, participant: Participant, label: str | None) -> Visit | None:
+    if label is None:
+        return None
+    visit = session.exec(
+        select(Visit).where(
+            Visit.participant_id == participant.id,
+            Visit.label == " ".join(label.split()).lower(),
+        )
+    ).first()
+    if visit is None:
+        raise NotFound(
+            f"participant {participant.code} has no visit {label!r}", field="visit", value=label
+        )
+    return visit
+
+
+def _draw(specimen: Specimen, amount: float, *, field: str) -> None:
+    """Take `amount` from a specimen; over-drawing is refused, reaching zero depletes it."""
+    if specimen.status not in {SpecimenStatus.available, SpecimenStatus.checked_out}:
+        raise ValidationError(
+            f"{specimen.accession_id} is {specimen.status.value}; nothing can be drawn from it",
+            field="parent",
+            value=specimen.accession_id,
+        )
+    if amount > specimen.quantity + QUANTITY_EPSILON:
+        raise ValidationError(
+            f"{specimen.accession_id} has {specimen.quantity:g} {specimen.unit.value} left, "
+            f"{amount:g} {specimen.unit.value} asked",
+            field=field,
+            value=amount,
+        )
+    specimen.quantity = round(max(0.0, specimen.quantity - amount), 6)
+    if specimen.quantity <= QUANTITY_EPSILON:
+        check_transition(specimen.status, SpecimenStatus.depleted, specimen=specimen.accession_id)
+        specimen.status = SpecimenStatus.depleted
+
+
+def _child(parent: Specimen, accession_id: str, **fields) -> Specimen:
+    inherited = {
+        "participant_id": parent.participant_id,
+        "visit_id": parent.visit_id,
+        "collected_at": parent.collected_at,
+        "received_at": parent.received_at,
+        "processed_at": parent.processed_at,
+        "frozen_at": parent.frozen_at,
+    }
+    return Specimen(accession_id=accession_id, parent_id=parent.id, **inherited | fields)
+
+
+def _save_parent(
+    session: Session,
+    *,
+    actor: Actor,
+    parent: Specimen,
+    before: dict,
+    event_type: str,
+    used: float,
+    details: dict,
+) -> None:
+    parent.updated_at = utcnow()
+    session.add(parent)
+    flush(session)
+    record_event(
+        session,
+        actor=actor,
+        specimen=parent,
+        event_type=event_type,
+        quantity_change=-used,
+        status_before=before["status"].value,
+        details=details,
+    )
+    audit.record(
+        session,
+        actor=actor,
+        action=f"specimen.{event_type}",
+        entity="specimen",
+        entity_id=parent.id,
+        before=before,
+        after=audit.snapshot(parent),
+    )
+
+
+def _prefix(session: Session, specimen: Specimen) -> str:
+    participant = session.get(Participant, specimen.participant_id)
+    return session.get(Study, participant.study_id).id_prefix
+
+
+def aliquot(
+    session: Session,
+    *,
+    actor: Actor,
+    parent: str,
+    count: int,
+    volume: float,
+    destination: str | None = None,
+    position: str | None = None,
+    expected_version: int | None = None,
+) -> list[SpecimenRead]:
+    """Split `count` aliquots of `volume` (the parent's unit) from a parent."""
+    require(actor, Permission.accession)
+    if not isinstance(count, int) or not 1 <= count <= 500:
+        raise ValidationError("count must be 1-500", field="count", value=count)
+    volume = _quantity(volume, "volume")
+    source = get_specimen(session, parent, field="parent")
+    if expected_version is not None and source.version != expected_version:
+        raise ValidationError(
+            f"{source.accession_id} changed since it was read; reload and try again",
+            field="version",
+            value=expected_version,
+        )
+    before = audit.snapshot(source)
+    _draw(source, count * volume, field="volume")
+    slots = _slots(
+        session,
+        destination=destination,
+        position=position,
+        specimen_type=source.specimen_type,
+        count=count,
+    )
+    ids = allocate_accession_ids(session, prefix=_prefix(session, source), count=count)
+    children = []
+    for accession_id, slot in zip(ids, slots, strict=True):
+        child = _child(
+            source,
+            accession_id,
+            kind=SpecimenKind.aliquot,
+            specimen_type=source.specimen_type,
+            container_type=source.container_type,
+            sprec_code=source.sprec_code,
+            initial_quantity=volume,
+            quantity=volume,
+            unit=source.unit,
+            freeze_thaw_count=source.freeze_thaw_count,
+        )
+        _record_new(
+            session,
+            actor=actor,
+            specimen=child,
+            slot=slot,
+            event_type="aliquoted_from",
+            details={"parent": source.accession_id},
+        )
+        children.append(child)
+    _save_parent(
+        session,
+        actor=actor,
+        parent=source,
+        before=before,
+        event_type="aliquoted",
+        used=count * volume,
+        details={"children": [c.accession_id for c in children]},
+    )
+    return [specimen_read(session, c) for c in children]
+
+
+def derive(
+    session: Session,
+    *,
+    actor: Actor,
+    parent: str,
+    specimen_type: str,
+    quantity: float,
+    unit: QuantityUnit | str,
+    used: float | None = None,
+    destination: str | None = None,
+    position: str | None = None,
+    notes: str | None = None,
+) -> SpecimenRead:
+    """A derivative of a new type and unit (DNA from buffy coat), drawing `used` from the
+    parent in the parent's unit."""
+    require(actor, Permission.accession)
+    source = get_specimen(session, parent, field="parent")
+    specimen_type = _type(specimen_type, derivative=True)
+    quantity, unit = _quantity(quantity), _unit(unit)
+    before = audit.snapshot(source)
+    drawn = _quantity(used, "used") if used is not None else 0.0
+    if drawn:
+        _draw(source, drawn, field="used")
+    elif source.status not in {SpecimenStatus.available, SpecimenStatus.checked_out}:
+        _draw(source, 0.0, field="used")  # refuses with the parent's status
+    (slot,) = _slots(
+        session, destination=destination, position=position, specimen_type=specimen_type, count=1
+    )
+    (accession_id,) = allocate_accession_ids(session, prefix=_prefix(session, source), count=1)
+    child = _child(
+        source,
+        accession_id,
+        kind=SpecimenKind.derivative,
+        specimen_type=specimen_type,
+        initial_quantity=quantity,
+        quantity=quantity,
+        unit=unit,
+        notes=notes,
+    )
+    _record_new(
+        session,
+        actor=actor,
+        specimen=child,
+        slot=slot,
+        event_type="derived_from",
+        details={"parent": source.accession_id},
+    )
+    _save_parent(
+        session,
+        actor=actor,
+        parent=source,
+        before=before,
+        event_type="derived",
+        used=drawn,
+        details={"derivative": child.accession_id},
+    )
+    return specimen_read(session, child)
+
+
+def pool(
+    session: Session,
+    *,
+    actor: Actor,
+    sources: list[tuple[str, float]],
+    destination: str | None = None,
+    position: str | None = None,
+) -> SpecimenRead:
+    """Combine specimens of one participant (and unit) into a pool.
+
+    Pools across participants are refused: consent and phenotypes follow one participant.
+    """
+    require(actor, Permission.accession)
+    if len(sources) < 2:
+        raise ValidationError("a pool needs at least two sources", field="sources")
+    rows = [
+        (get_specimen(session, acc, field="sources"), _quantity(q, "used")) for acc, q in sources
+    ]
+    first = rows[0][0]
+    if len({s.id for s, _ in rows}) != len(rows):
+        raise ValidationError("a source is named twice", field="sources")
+    for specimen, _ in rows[1:]:
+        for attribute, label in (
+            ("participant_id", "participant"),
+            ("specimen_type", "type"),
+            ("unit", "unit"),
+        ):
+            if getattr(specimen, attribute) != getattr(first, attribute):
+                raise ValidationError(
+                    f"{specimen.accession_id} differs from {first.accession_id} in {label}: "
+                    "a pool combines one participant's specimens of one type and unit",
+                    field="sources",
+                    value=specimen.accession_id,
+                )
+    befores = [(s, audit.snapshot(s), used) for s, used in rows]
+    for specimen, used in rows:
+        _draw(specimen, used, field="used")
+    total = round(sum(used for _, used in rows), 6)
+    (slot,) = _slots(
+        session,
+        destination=destination,
+        position=position,
+        specimen_type=first.specimen_type,
+        count=1,
+    )
+    (accession_id,) = allocate_accession_ids(session, prefix=_prefix(session, first), count=1)
+    same_visit = len({s.visit_id for s, _ in rows}) == 1
+    child = Specimen(
+        accession_id=accession_id,
+        participant_id=first.participant_id,
+        visit_id=first.visit_id if same_visit else None,
+        kind=SpecimenKind.pool,
+        specimen_type=first.specimen_type,
+        container_type=first.container_type,
+        initial_quantity=total,
+        quantity=total,
+        unit=first.unit,
+    )
+    _record_new(
+        session,
+        actor=actor,
+        specimen=child,
+        slot=slot,
+        event_type="pooled_from",
+        details={"sources": [s.accession_id for s, _ in rows]},
+    )
+    for specimen, before, used in befores:
+        session.add(SpecimenPoolSource(pool_id=child.id, source_id=specimen.id, quantity_used=used))
+        _save_parent(
+            session,
+            actor=actor,
+            parent=specimen,
+            before=before,
+            event_type="pooled",
+            used=used,
+            details={"pool": child.accession_id},
+        )
+    return specimen_read(session, child)
+
+
+def _parents_of(session: Session, ids: set[int]) -> set[int]:
+    direct = session.exec(
+        select(Specimen.parent_id).where(Specimen.id.in_(ids), Specimen.parent_id.is_not(None))
+    ).all()
+    pooled = session.exec(
+        select(SpecimenPoolSource.source_id).where(SpecimenPoolSource.pool_id.in_(ids))
+    ).all()
+    return set(direct) | set(pooled)
+
+
+def _children_of(session: Session, ids: set[int]) -> set[int]:
+    direct = session.exec(select(Specimen.id).where(Specimen.parent_id.in_(ids))).all()
+    pooled = session.exec(
+        select(SpecimenPoolSource.pool_id).where(SpecimenPoolSource.source_id.in_(ids))
+    ).all()
+    return set(direct) | set(pooled)
+
+
+def _walk(session: Session, start: int, step) -> list[int]:
+    seen: list[int] = []
+    frontier = {start}
+    while frontier:
+        frontier = step(session, frontier) - set(seen) - {start}
+        seen += sorted(frontier)
+    return seen
+
+
+def lineage(session: Session, *, actor: Actor, accession: str) -> Lineage:
+    """Every ancestor and every descendant, through aliquots, derivatives and pools."""
+    require(actor, Permission.view_inventory)
+    specimen = get_specimen(session, accession)
+
+    def reads(ids: list[int]) -> list[SpecimenRead]:
+        return [specimen_read(session, session.get(Specimen, i)) for i in ids]
+
+    return Lineage(
+        specimen=specimen_read(session, specimen),
+        ancestors=reads(_walk(session, specimen.id, _parents_of)),
+        descendants=reads(_walk(session, specimen.id, _children_of)),
+    )
+
+
+def show_specimen(session: Session, *, actor: Actor, accession: str) -> SpecimenDetail:
+    require(actor, Permission.view_inventory)
+    specimen = get_specimen(session, accession)
+    children = session.exec(
+        select(Specimen.accession_id)
+        .where(Specimen.parent_id == specimen.id)
+        .order_by(Specimen.accession_id)
+    ).all()
+    return SpecimenDetail(
+        specimen=specimen_read(session, specimen),
+        children=list(children),
+        events=specimen_events(session, specimen),
+    )

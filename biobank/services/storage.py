@@ -1,0 +1,398 @@
+"""The storage tree (site > freezer > shelf > rack > box) and its grids.
+
+Units sit at positions of their parent as tubes sit at positions of a box. Each unit keeps a
+`sort_key` (its physical place in the tree) so a subtree is one index range, and each box keeps
+`free_slots` so allocation never scans positions to find room.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlmodel import Session, select
+
+from biobank.db import flush
+from biobank.errors import AlreadyExists, NotFound, ValidationError
+from biobank.models import FillOrder, PositionLabels, Specimen, StorageUnit
+from biobank.permissions import Actor, Permission, require
+from biobank.positions import parse_position, position_label
+from biobank.services import audit
+
+BARCODE_PREFIX = {"site": "ST", "freezer": "FR", "shelf": "SH", "rack": "RK", "box": "BX"}
+SPECIMEN_HOLDERS = frozenset({"box"})
+
+
+class UnitRead(BaseModel):
+    id: int
+    kind: str
+    name: str
+    barcode: str
+    path: str
+    parent_barcode: str | None
+    position: str | None
+    grid: str | None
+    holds_specimens: bool
+    capacity: int | None
+    free_slots: int | None
+    temperature_class: str | None
+    allowed_types: list[str] | None
+
+
+class TreeNode(BaseModel):
+    depth: int
+    unit: UnitRead
+
+
+class BoxCell(BaseModel):
+    row: int
+    col: int
+    label: str
+    accession_id: str | None = None
+    specimen_type: str | None = None
+    status: str | None = None
+
+
+class BoxView(BaseModel):
+    unit: UnitRead
+    rows: int
+    cols: int
+    cells: list[BoxCell]
+
+
+def get_unit(session: Session, barcode: str, *, field: str = "unit") -> StorageUnit:
+    unit = session.exec(
+        select(StorageUnit).where(StorageUnit.barcode == barcode.strip().upper())
+    ).first()
+    if unit is None:
+        raise NotFound(f"no storage unit with barcode {barcode!r}", field=field, value=barcode)
+    return unit
+
+
+def unit_path(session: Session, unit: StorageUnit) -> str:
+    """`Main lab > -80 #3 > Shelf 1 > Rack 2 > Box 7`."""
+    names = [unit.name]
+    parent_id = unit.parent_id
+    while parent_id is not None:
+        parent = session.get(StorageUnit, parent_id)
+        names.append(parent.name)
+        parent_id = parent.parent_id
+    return " > ".join(reversed(names))
+
+
+def unit_read(session: Session, unit: StorageUnit) -> UnitRead:
+    parent = session.get(StorageUnit, unit.parent_id) if unit.parent_id else None
+    position = None
+    if parent is not None and unit.position_row is not None:
+        position = position_label(
+            unit.position_row,
+            unit.position_col,
+            cols=parent.grid_cols,
+            scheme=parent.position_labels,
+        )
+    has_grid = unit.grid_rows is not None
+    return UnitRead(
+        id=unit.id,
+        kind=unit.kind,
+        name=unit.name,
+        barcode=unit.barcode,
+        path=unit_path(session, unit),
+        parent_barcode=parent.barcode if parent else None,
+        position=position,
+        grid=f"{unit.grid_rows}x{unit.grid_cols}" if has_grid else None,
+        holds_specimens=unit.holds_specimens,
+        capacity=unit.grid_rows * unit.grid_cols if has_grid else None,
+        free_slots=unit.free_slots,
+        temperature_class=unit.temperature_class,
+        allowed_types=unit.allowed_types,
+    )
+
+
+def _segment(unit: StorageUnit) -> str:
+    if unit.position_row is not None:
+        return f"{unit.position_row:03d}{unit.position_col:03d}"
+    return f"z{unit.id:07d}"
+
+
+def subtree_range(unit: StorageUnit) -> tuple[str, str]:
+    """Every descendant's sort key lies in [low, high): '/' sorts just before '0'."""
+    return unit.sort_key + "/", unit.sort_key + "0"
+
+
+def _sort_key(parent: StorageUnit | None, unit: StorageUnit) -> str:
+    return (parent.sort_key + "/" if parent else "") + _segment(unit)
+
+
+def add_unit(
+    session: Session,
+    *,
+    actor: Actor,
+    kind: str,
+    name: str,
+    parent: str | None = None,
+    position: str | None = None,
+    grid: tuple[int, int] | None = None,
+    barcode: str | None = None,
+    holds_specimens: bool | None = None,
+    position_labels: PositionLabels | str = PositionLabels.letter_number,
+    fill_order: FillOrder | str = FillOrder.row_major,
+    temperature_class: str | None = None,
+    allowed_types: list[str] | None = None,
+) -> UnitRead:
+    require(actor, Permission.manage_storage)
+    unit = _create_unit(
+        session,
+        actor=actor,
+        kind=kind,
+        name=name,
+        parent=get_unit(session, parent, field="parent") if parent else None,
+        position=position,
+        grid=grid,
+        barcode=barcode,
+        holds_specimens=holds_specimens,
+        position_labels=PositionLabels(position_labels),
+        fill_order=FillOrder(fill_order),
+        temperature_class=temperature_class,
+        allowed_types=allowed_types,
+    )
+    return unit_read(session, unit)
+
+
+def _create_unit(
+    session: Session,
+    *,
+    actor: Actor,
+    kind: str,
+    name: str,
+    parent: StorageUnit | None,
+    position: str | tuple[int, int] | None,
+    grid: tuple[int, int] | None,
+    barcode: str | None,
+    holds_specimens: bool | None,
+    position_labels: PositionLabels,
+    fill_order: FillOrder,
+    temperature_class: str | None,
+    allowed_types: list[str] | None,
+) -> StorageUnit:
+    kind = kind.strip().lower()
+    name = name.strip()
+    if not kind.isidentifier():
+        raise ValidationError("a unit kind is one word, like box or rack", field="kind", value=kind)
+    if not name:
+        raise ValidationError("a storage unit needs a name", field="name", value=name)
+    holds = kind in SPECIMEN_HOLDERS if holds_specimens is None else holds_specimens
+    if holds and grid is None:
+        raise ValidationError(f"a {kind} that holds tubes needs a grid", field="grid")
+    row = col = None
+    if parent is not None:
+        if parent.holds_specimens:
+            raise ValidationError(
+                f"{parent.barcode} holds tubes, not storage units", field="parent"
+            )
+        if position is not None:
+            if parent.grid_rows is None:
+                raise ValidationError(
+                    f"{parent.barcode} has no grid: give no position", field="position"
+                )
+            row, col = (
+                position
+                if isinstance(position, tuple)
+                else parse_position(
+                    position,
+                    rows=parent.grid_rows,
+                    cols=parent.grid_cols,
+                    scheme=parent.position_labels,
+                )
+            )
+        elif parent.grid_rows is not None:
+            row, col = _first_free_unit_position(session, parent)
+        if session.exec(
+            select(StorageUnit.id).where(
+                StorageUnit.parent_id == parent.id, StorageUnit.name == name
+            )
+        ).first():
+            raise AlreadyExists(
+                f"{parent.name} already has a unit named {name!r}", field="name", value=name
+            )
+    if barcode is not None:
+        barcode = barcode.strip().upper()
+        if session.exec(select(StorageUnit.id).where(StorageUnit.barcode == barcode)).first():
+            raise AlreadyExists(
+                f"barcode {barcode} is already in use", field="barcode", value=barcode
+            )
+    unit = StorageUnit(
+        parent_id=parent.id if parent else None,
+        kind=kind,
+        name=name,
+        barcode=barcode or f"tmp-{uuid.uuid4().hex}",
+        grid_rows=grid[0] if grid else None,
+        grid_cols=grid[1] if grid else None,
+        position_labels=position_labels,
+        position_row=row,
+        position_col=col,
+        temperature_class=temperature_class,
+        allowed_types=[t.upper() for t in allowed_types] if allowed_types else None,
+        holds_specimens=holds,
+        fill_order=fill_order,
+        free_slots=grid[0] * grid[1] if holds and grid else None,
+    )
+    session.add(unit)
+    flush(session)
+    if barcode is None:
+        unit.barcode = f"{BARCODE_PREFIX.get(kind, kind[:2].upper())}{unit.id:06d}"
+    unit.sort_key = _sort_key(parent, unit)
+    flush(session)
+    audit.record(
+        session,
+        actor=actor,
+        action="storage.add",
+        entity="storage_unit",
+        entity_id=unit.id,
+        after=audit.snapshot(unit),
+    )
+    return unit
+
+
+def _first_free_unit_position(session: Session, parent: StorageUnit) -> tuple[int, int]:
+    taken = set(
+        session.exec(
+            select(StorageUnit.position_row, StorageUnit.position_col).where(
+                StorageUnit.parent_id == parent.id
+            )
+        ).all()
+    )
+    for row in range(1, parent.grid_rows + 1):
+        for col in range(1, parent.grid_cols + 1):
+            if (row, col) not in taken:
+                return row, col
+    raise ValidationError(f"{parent.barcode} ({parent.name}) is full", field="parent")
+
+
+def add_freezer(
+    session: Session,
+    *,
+    actor: Actor,
+    name: str,
+    parent: str | None = None,
+    shelves: int,
+    racks_per_shelf: int,
+    boxes_per_rack: int,
+    box_grid: tuple[int, int] = (9, 9),
+    temperature_class: str | None = "-80C",
+    position_labels: PositionLabels | str = PositionLabels.letter_number,
+    fill_order: FillOrder | str = FillOrder.row_major,
+    allowed_types: list[str] | None = None,
+) -> UnitRead:
+    """A freezer from a template: shelves, racks on each shelf, boxes in each rack."""
+    require(actor, Permission.manage_storage)
+    for field, value in (
+        ("shelves", shelves),
+        ("racks_per_shelf", racks_per_shelf),
+        ("boxes_per_rack", boxes_per_rack),
+    ):
+        if not 1 <= value <= 1000:
+            raise ValidationError(f"{field} must be 1-1000", field=field, value=value)
+    common = {
+        "actor": actor,
+        "barcode": None,
+        "position_labels": PositionLabels.letter_number,
+        "fill_order": FillOrder.row_major,
+        "temperature_class": temperature_class,
+        "allowed_types": None,
+        "holds_specimens": False,
+    }
+    freezer = _create_unit(
+        session,
+        kind="freezer",
+        name=name,
+        parent=get_unit(session, parent, field="parent") if parent else None,
+        position=None,
+        grid=(shelves, 1),
+        **common,
+    )
+    for s in range(1, shelves + 1):
+        shelf = _create_unit(
+            session,
+            kind="shelf",
+            name=f"Shelf {s}",
+            parent=freezer,
+            position=(s, 1),
+            grid=(1, racks_per_shelf),
+            **common,
+        )
+        for r in range(1, racks_per_shelf + 1):
+            rack = _create_unit(
+                session,
+                kind="rack",
+                name=f"Rack {r}",
+                parent=shelf,
+                position=(1, r),
+                grid=(boxes_per_rack, 1),
+                **common,
+            )
+            for b in range(1, boxes_per_rack + 1):
+                _create_unit(
+                    session,
+                    kind="box",
+                    name=f"Box {b}",
+                    parent=rack,
+                    position=(b, 1),
+                    grid=box_grid,
+                    **{
+                        **common,
+                        "holds_specimens": True,
+                        "position_labels": PositionLabels(position_labels),
+                        "fill_order": FillOrder(fill_order),
+                        "allowed_types": allowed_types,
+                    },
+                )
+    return unit_read(session, freezer)
+
+
+def storage_tree(session: Session, *, actor: Actor, root: str | None = None) -> list[TreeNode]:
+    """Units in physical order with their depth below the root."""
+    require(actor, Permission.view_inventory)
+    query = select(StorageUnit).where(StorageUnit.active).order_by(StorageUnit.sort_key)
+    if root is not None:
+        top = get_unit(session, root)
+        low, high = subtree_range(top)
+        query = query.where(
+            sa.or_(
+                StorageUnit.id == top.id,
+                sa.and_(StorageUnit.sort_key >= low, StorageUnit.sort_key < high),
+            )
+        )
+    units = session.exec(query).all()
+    base = min((u.sort_key.count("/") for u in units), default=0)
+    return [TreeNode(depth=u.sort_key.count("/") - base, unit=unit_read(session, u)) for u in units]
+
+
+def box_view(session: Session, *, actor: Actor, barcode: str) -> BoxView:
+    """A box's grid with what occupies each position."""
+    require(actor, Permission.view_inventory)
+    box = get_unit(session, barcode)
+    if not box.holds_specimens:
+        raise ValidationError(f"{box.barcode} is a {box.kind}, not a box", field="box")
+    occupants = {
+        (s.position_row, s.position_col): s
+        for s in session.exec(select(Specimen).where(Specimen.box_id == box.id))
+    }
+    cells = []
+    for row in range(1, box.grid_rows + 1):
+        for col in range(1, box.grid_cols + 1):
+            label = position_label(row, col, cols=box.grid_cols, scheme=box.position_labels)
+            tube = occupants.get((row, col))
+            cells.append(
+                BoxCell(
+                    row=row,
+                    col=col,
+                    label=label,
+                    accession_id=tube.accession_id if tube else None,
+                    specimen_type=tube.specimen_type if tube else None,
+                    status=tube.status.value if tube else None,
+                )
+            )
+    return BoxView(
+        unit=unit_read(session, box), rows=box.grid_rows, cols=box.grid_cols, cells=cells
+    )
