@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, select
 
 from biobank.db import flush
-from biobank.errors import AlreadyExists, NotFound, ValidationError
+from biobank.errors import AlreadyExists, NotFound, PositionOccupied, ValidationError
 from biobank.models import FillOrder, PositionLabels, Specimen, StorageUnit
 from biobank.permissions import Actor, Permission, require
 from biobank.positions import parse_position, position_label
@@ -205,6 +205,19 @@ def _create_unit(
                     scheme=parent.position_labels,
                 )
             )
+            occupant = session.exec(
+                select(StorageUnit.name).where(
+                    StorageUnit.parent_id == parent.id,
+                    StorageUnit.position_row == row,
+                    StorageUnit.position_col == col,
+                )
+            ).first()
+            if occupant is not None:
+                raise PositionOccupied(
+                    f"{parent.name} {position} is taken by {occupant}",
+                    field="position",
+                    value=position,
+                )
         elif parent.grid_rows is not None:
             row, col = _first_free_unit_position(session, parent)
         if session.exec(

@@ -1,0 +1,226 @@
+"""Accession, SPREC codes, IDs that are never reused, and lineage."""
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from inventory import NOW, seed_inventory, serum
+
+from biobank.db import uow
+from biobank.errors import NotFound, PermissionDenied, ValidationError
+from biobank.identifiers import check_specimen_id
+from biobank.models import Role
+from biobank.services import specimens
+
+
+def _count(engine, table: str) -> int:
+    with engine.connect() as connection:
+        return connection.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+
+
+def test_accession_computes_sprec_and_places(engine, admin):
+    layout = seed_inventory(engine, admin)
+    with uow(engine) as session:
+        tube = specimens.accession(
+            session,
+            actor=admin,
+            participant="sle-0001",
+            visit="Baseline",
+            specimen_type="ser",
+            container_type="sst",
+            quantity=2000,
+            unit="uL",
+            collected_at=NOW - timedelta(hours=5),
+            processed_at=NOW - timedelta(hours=2),
+            frozen_at=NOW - timedelta(hours=1, minutes=30),
+            precentrifugation_temperature="RT",
+            postcentrifugation_temperature="2-10C",
+            centrifugation="B",
+            storage="D",
+            destination=layout["boxes"][0],
+        )
+    assert check_specimen_id(tube.accession_id) == "valid"
+    assert tube.accession_id.startswith("SLE-")
+    # RT 3 h before centrifugation = C; 30 min at 2-10 °C after = A
+    assert tube.sprec_code == "SER-SST-C-B-X-A-D"
+    assert (tube.participant_code, tube.visit_label, tube.position) == (
+        "SLE-0001",
+        "baseline",
+        "A1",
+    )
+    assert (tube.quantity, tube.unit, tube.status, tube.kind) == (
+        2000,
+        "uL",
+        "available",
+        "primary",
+    )
+
+
+def test_a_whole_sprec_code_is_checked(engine, admin):
+    seed_inventory(engine, admin)
+    with uow(engine) as session:
+        tube = serum(session, admin, sprec_code="ser-sst-a-b-n-a-d")
+    assert tube.sprec_code == "SER-SST-A-B-N-A-D"
+    with pytest.raises(ValidationError, match="pre-centrifugation") as caught:
+        with uow(engine) as session:
+            serum(session, admin, sprec_code="SER-SST-Q-B-N-A-D")
+    assert caught.value.field == "sprec_code"
+    with pytest.raises(ValidationError, match="for type PL1"), uow(engine) as session:
+        serum(session, admin, sprec_code="PL1-SST-A-B-N-A-D")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"specimen_type": "XYZ"}, "specimen_type"),
+        ({"container_type": "CUP"}, "container_type"),
+        ({"quantity": -5}, "quantity"),
+        ({"quantity": float("nan")}, "quantity"),
+        ({"quantity": 0}, "quantity"),
+        ({"unit": "gallons"}, "unit"),
+        ({"visit": "month 99"}, "visit"),
+        ({"participant": "SLE-9999"}, "participant"),
+        ({"collected_at": NOW + timedelta(days=1)}, "collected_at"),
+        ({"processed_at": NOW - timedelta(days=2)}, "processed_at"),
+        ({"precentrifugation_temperature": "warm"}, "precentrifugation_temperature"),
+        ({"destination": "NOPE"}, "destination"),
+        ({"position": "A1"}, "position"),
+    ],
+)
+def test_bad_accession_values_change_nothing(engine, admin, changes, field):
+    seed_inventory(engine, admin)
+    kwargs = {
+        "participant": "SLE-0001",
+        "visit": "baseline",
+        "specimen_type": "SER",
+        "container_type": "SST",
+        "quantity": 500,
+        "unit": "uL",
+        "collected_at": NOW - timedelta(hours=3),
+        "processed_at": NOW - timedelta(hours=2),
+    } | changes
+    audit_before = _count(engine, "audit_entry")
+    with pytest.raises((ValidationError, NotFound)) as caught, uow(engine) as session:
+        specimens.accession(session, actor=admin, **kwargs)
+    assert caught.value.field == field
+    assert _count(engine, "specimen") == 0
+    assert _count(engine, "audit_entry") == audit_before
+
+
+def test_ids_are_never_reused_after_a_rollback(engine, admin):
+    seed_inventory(engine, admin)
+    with uow(engine) as session:
+        first = serum(session, admin).accession_id
+    with pytest.raises(RuntimeError), uow(engine) as session:
+        burned = serum(session, admin).accession_id
+        raise RuntimeError("the label printer caught fire")
+    with uow(engine) as session:
+        after = serum(session, admin).accession_id
+    assert len({first, burned, after}) == 3
+    assert after > burned > first
+
+
+def test_pi_cannot_accession(engine, actors):
+    seed_inventory(engine, actors[Role.admin])
+    with pytest.raises(PermissionDenied), uow(engine) as session:
+        serum(session, actors[Role.pi])
+    with uow(engine) as session:
+        serum(session, actors[Role.technician])
+
+
+def test_aliquots_draw_from_the_parent(engine, admin):
+    layout = seed_inventory(engine, admin)
+    with uow(engine) as session:
+        parent = serum(session, admin, quantity=1000)
+        children = specimens.aliquot(
+            session,
+            actor=admin,
+            parent=parent.accession_id,
+            count=4,
+            volume=200,
+            destination=layout["boxes"][1],
+        )
+    assert [c.position for c in children] == ["A1", "A2", "A3", "A4"]
+    assert {c.parent_accession_id for c in children} == {parent.accession_id}
+    assert {(c.participant_code, c.visit_label, c.sprec_code) for c in children} == {
+        ("SLE-0001", "baseline", parent.sprec_code)
+    }
+    with uow(engine) as session:
+        shown = specimens.show_specimen(session, actor=admin, accession=parent.accession_id)
+    assert shown.specimen.quantity == pytest.approx(200)
+    assert shown.children == sorted(c.accession_id for c in children)
+    assert [e.event_type for e in shown.events] == ["accessioned", "aliquoted"]
+    with pytest.raises(ValidationError, match="has 200 uL left, 250 uL asked"):
+        with uow(engine) as session:
+            specimens.aliquot(session, actor=admin, parent=parent.accession_id, count=1, volume=250)
+    with uow(engine) as session:
+        specimens.aliquot(session, actor=admin, parent=parent.accession_id, count=2, volume=100)
+        emptied = specimens.show_specimen(session, actor=admin, accession=parent.accession_id)
+    assert (emptied.specimen.quantity, emptied.specimen.status) == (0, "depleted")
+
+
+def test_derivatives_pools_and_lineage(engine, admin):
+    seed_inventory(engine, admin)
+    with uow(engine) as session:
+        buffy = specimens.accession(
+            session,
+            actor=admin,
+            participant="SLE-0001",
+            visit="baseline",
+            specimen_type="BUF",
+            quantity=500,
+            unit="uL",
+        )
+        dna = specimens.derive(
+            session,
+            actor=admin,
+            parent=buffy.accession_id,
+            specimen_type="dna",
+            quantity=25,
+            unit="ug",
+            used=300,
+        )
+        a, b = specimens.aliquot(session, actor=admin, parent=dna.accession_id, count=2, volume=5)
+        pooled = specimens.pool(
+            session, actor=admin, sources=[(a.accession_id, 5), (b.accession_id, 2.5)]
+        )
+        tree = specimens.lineage(session, actor=admin, accession=dna.accession_id)
+        pool_tree = specimens.lineage(session, actor=admin, accession=pooled.accession_id)
+    assert (dna.kind, dna.specimen_type, dna.unit, dna.quantity) == ("derivative", "DNA", "ug", 25)
+    assert [x.accession_id for x in tree.ancestors] == [buffy.accession_id]
+    assert {x.accession_id for x in tree.descendants} == {
+        a.accession_id,
+        b.accession_id,
+        pooled.accession_id,
+    }
+    assert {x.accession_id for x in pool_tree.ancestors} == {
+        a.accession_id,
+        b.accession_id,
+        dna.accession_id,
+        buffy.accession_id,
+    }
+    assert (pooled.kind, pooled.quantity, pooled.visit_label) == ("pool", 7.5, "baseline")
+
+
+def test_pools_stay_within_one_participant(engine, admin):
+    from biobank.services import participants
+
+    seed_inventory(engine, admin)
+    with uow(engine) as session:
+        participants.add_participant(session, actor=admin, study="SLE", code="SLE-0002")
+        one = serum(session, admin)
+        other = specimens.accession(
+            session,
+            actor=admin,
+            participant="SLE-0002",
+            specimen_type="SER",
+            quantity=100,
+            unit="uL",
+        )
+    with pytest.raises(ValidationError, match=r"differs .* in participant"):
+        with uow(engine) as session:
+            specimens.pool(
+                session,
+                actor=admin,
+                sources=[(one.accession_id, 10), (other.accession_id, 10)],
+            )

@@ -1,0 +1,134 @@
+"""The storage tree, templates, grids and position labels."""
+
+import pytest
+from inventory import seed_inventory, serum
+
+from biobank.db import uow
+from biobank.errors import (
+    AlreadyExists,
+    NotFound,
+    PermissionDenied,
+    PositionOccupied,
+    ValidationError,
+)
+from biobank.models import FillOrder, PositionLabels, Role
+from biobank.positions import fill_sequence, parse_grid, parse_position, position_label
+from biobank.services import storage
+
+
+def test_position_labels_round_trip():
+    for scheme in PositionLabels:
+        for rows, cols in [(9, 9), (10, 10), (8, 12), (30, 2)]:
+            for row, col in fill_sequence(rows, cols, FillOrder.row_major):
+                label = position_label(row, col, cols=cols, scheme=scheme)
+                assert parse_position(label, rows=rows, cols=cols, scheme=scheme) == (row, col)
+    assert position_label(27, 1, cols=2, scheme=PositionLabels.letter_number) == "AA1"
+    assert parse_position(" a01 ", rows=9, cols=9, scheme=PositionLabels.letter_number) == (1, 1)
+    assert parse_position("I9", rows=9, cols=9, scheme=PositionLabels.numeric) == (9, 9)
+    assert position_label(2, 3, cols=12, scheme=PositionLabels.numeric) == "15"
+
+
+@pytest.mark.parametrize("label", ["J1", "A10", "A0", "82", "0", "1A", "", "A-1"])
+def test_positions_outside_the_grid_name_the_grid(label):
+    with pytest.raises(ValidationError) as caught:
+        parse_position(label, rows=9, cols=9, scheme=PositionLabels.numeric)
+    assert caught.value.field == "position"
+
+
+def test_fill_orders():
+    assert list(fill_sequence(2, 3, FillOrder.row_major))[:4] == [(1, 1), (1, 2), (1, 3), (2, 1)]
+    assert list(fill_sequence(2, 3, FillOrder.column_major))[:3] == [(1, 1), (2, 1), (1, 2)]
+    assert parse_grid("8x12") == (8, 12) and parse_grid("10 × 10") == (10, 10)
+    with pytest.raises(ValidationError):
+        parse_grid("9by9")
+
+
+def test_freezer_template_builds_the_tree(engine, admin):
+    with uow(engine) as session:
+        freezer = storage.add_freezer(
+            session,
+            actor=admin,
+            name="-80 #3",
+            shelves=5,
+            racks_per_shelf=4,
+            boxes_per_rack=12,
+            box_grid=(9, 9),
+        )
+        nodes = storage.storage_tree(session, actor=admin, root=freezer.barcode)
+    kinds = [n.unit.kind for n in nodes]
+    assert kinds.count("shelf") == 5 and kinds.count("rack") == 20 and kinds.count("box") == 240
+    assert nodes[0].unit.name == "-80 #3" and nodes[0].depth == 0
+    box = nodes[3].unit
+    assert (nodes[3].depth, box.path) == (3, "-80 #3 > Shelf 1 > Rack 1 > Box 1")
+    assert (box.capacity, box.free_slots, box.grid) == (81, 81, "9x9")
+    # physical order: shelf 1 rack 1 boxes 1..12, then rack 2
+    boxes = [n.unit for n in nodes if n.unit.kind == "box"]
+    assert [b.path.split(" > ")[2:] for b in boxes[11:13]] == [
+        ["Rack 1", "Box 12"],
+        ["Rack 2", "Box 1"],
+    ]
+
+
+def test_units_by_hand_and_their_rules(engine, admin):
+    with uow(engine) as session:
+        site = storage.add_unit(session, actor=admin, kind="site", name="Main lab")
+        freezer = storage.add_unit(
+            session,
+            actor=admin,
+            kind="freezer",
+            name="LN2 tank",
+            parent=site.barcode,
+            grid=(2, 1),
+            temperature_class="LN2",
+        )
+        box = storage.add_unit(
+            session,
+            actor=admin,
+            kind="box",
+            name="PBMC 1",
+            parent=freezer.barcode,
+            position="B1",
+            grid=(10, 10),
+            barcode="pbmc-0001",
+            allowed_types=["cel"],
+            position_labels="numeric",
+        )
+    assert box.barcode == "PBMC-0001" and box.position == "B1"
+    assert box.allowed_types == ["CEL"] and box.path == "Main lab > LN2 tank > PBMC 1"
+    cases = [
+        ({"kind": "box", "name": "x", "parent": freezer.barcode, "position": "B1",
+          "grid": (9, 9)}, "position"),
+        ({"kind": "box", "name": "PBMC 1", "parent": freezer.barcode, "grid": (9, 9)}, "name"),
+        ({"kind": "box", "name": "y", "parent": freezer.barcode, "position": "C1",
+          "grid": (9, 9)}, "position"),
+        ({"kind": "rack", "name": "z", "parent": box.barcode}, "parent"),
+        ({"kind": "box", "name": "w"}, "grid"),
+        ({"kind": "box", "name": "v", "grid": (9, 9), "barcode": "PBMC-0001"}, "barcode"),
+        ({"kind": "box", "name": "u", "grid": (9, 9), "parent": "NOPE"}, "parent"),
+    ]  # fmt: skip
+    for kwargs, field in cases:
+        with pytest.raises((ValidationError, AlreadyExists, NotFound, PositionOccupied)) as caught:
+            with uow(engine) as session:
+                storage.add_unit(session, actor=admin, **kwargs)
+        assert field in (caught.value.field or ""), (kwargs, caught.value)
+
+
+def test_only_admins_change_the_layout(engine, actors):
+    for role in (Role.technician, Role.pi):
+        with pytest.raises(PermissionDenied), uow(engine) as session:
+            storage.add_unit(session, actor=actors[role], kind="site", name="x")
+
+
+def test_box_view_shows_occupancy(engine, admin):
+    layout = seed_inventory(engine, admin)
+    with uow(engine) as session:
+        tube = serum(session, admin, destination=layout["boxes"][0], position="C4")
+        view = storage.box_view(session, actor=admin, barcode=layout["boxes"][0])
+    assert (view.rows, view.cols, len(view.cells)) == (9, 9, 81)
+    occupied = [c for c in view.cells if c.accession_id]
+    assert [(c.label, c.accession_id, c.status) for c in occupied] == [
+        ("C4", tube.accession_id, "available")
+    ]
+    assert view.unit.free_slots == 80
+    with pytest.raises(ValidationError, match="not a box"), uow(engine) as session:
+        storage.box_view(session, actor=admin, barcode=layout["freezer"])
