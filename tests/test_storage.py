@@ -132,3 +132,47 @@ def test_box_view_shows_occupancy(engine, admin):
     assert view.unit.free_slots == 80
     with pytest.raises(ValidationError, match="not a box"), uow(engine) as session:
         storage.box_view(session, actor=admin, barcode=layout["freezer"])
+
+
+def test_a_box_moves_with_its_tubes(engine, admin):
+    layout = seed_inventory(engine, admin)
+    box = layout["boxes"][0]
+    with uow(engine) as session:
+        tube = serum(session, admin, destination=box, position="B3")
+        other = storage.add_freezer(
+            session, actor=admin, name="-80 #2", shelves=1, racks_per_shelf=1, boxes_per_rack=1
+        )
+        rack = next(
+            n.unit
+            for n in storage.storage_tree(session, actor=admin, root=other.barcode)
+            if n.unit.kind == "rack"
+        )
+    with pytest.raises(ValidationError, match="is full"), uow(engine) as session:
+        storage.move_unit(session, actor=admin, unit=box, destination=rack.barcode)
+    with uow(engine) as session:
+        spare = storage.add_unit(session, actor=admin, kind="rack", name="Rack 9", grid=(3, 1))
+    with uow(engine) as session:
+        moved = storage.move_unit(
+            session,
+            actor=admin,
+            unit=box,
+            destination=spare.barcode,
+            position="C1",
+            reason="freezer defrost",
+        )
+    assert moved.path == "Rack 9 > Box 1" and moved.position == "C1"
+    from biobank.services import specimens
+
+    with uow(engine) as session:
+        detail = specimens.show_specimen(session, actor=admin, accession=tube.accession_id)
+        nodes = storage.storage_tree(session, actor=admin, root=spare.barcode)
+    assert detail.specimen.location == "Rack 9 > Box 1 B3"
+    assert detail.events[-1].event_type == "moved_with_unit"
+    assert [n.unit.barcode for n in nodes if n.unit.kind == "box"][-1] == box
+    with pytest.raises(ValidationError, match="inside itself"), uow(engine) as session:
+        shelf = next(
+            n.unit
+            for n in storage.storage_tree(session, actor=admin, root=other.barcode)
+            if n.unit.kind == "shelf"
+        )
+        storage.move_unit(session, actor=admin, unit=other.barcode, destination=shelf.barcode)

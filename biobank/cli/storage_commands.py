@@ -132,3 +132,23 @@ def show(ctx: typer.Context, box: str, json: JsonOption = False) -> None:
             ["pos", "specimen", "type", "status"],
             [(c.label, c.accession_id, c.specimen_type, c.status) for c in occupied],
         )
+
+
+@app.command()
+def move(
+    ctx: typer.Context,
+    unit: str = typer.Argument(..., help="Barcode of the box, rack… to move."),
+    to: str = typer.Argument(..., help="Barcode of the new parent."),
+    position: str | None = typer.Argument(None, help="Position in the parent."),
+    reason: str | None = typer.Option(None, "--reason"),
+    json: JsonOption = False,
+) -> None:
+    """Move a unit with everything in it."""
+    with work(ctx) as (session, actor):
+        moved = storage.move_unit(
+            session, actor=actor, unit=unit, destination=to, position=position, reason=reason
+        )
+    if json:
+        emit_json(moved)
+    else:
+        message(f"moved {moved.barcode} to {moved.path} {moved.position or ''}".rstrip())

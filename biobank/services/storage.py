@@ -19,6 +19,7 @@ from biobank.models import FillOrder, PositionLabels, Specimen, StorageUnit
 from biobank.permissions import Actor, Permission, require
 from biobank.positions import parse_position, position_label
 from biobank.services import audit
+from biobank.services.events import record_event
 
 BARCODE_PREFIX = {"site": "ST", "freezer": "FR", "shelf": "SH", "rack": "RK", "box": "BX"}
 SPECIMEN_HOLDERS = frozenset({"box"})
@@ -409,3 +410,106 @@ def box_view(session: Session, *, actor: Actor, barcode: str) -> BoxView:
     return BoxView(
         unit=unit_read(session, box), rows=box.grid_rows, cols=box.grid_cols, cells=cells
     )
+
+
+def move_unit(
+    session: Session,
+    *,
+    actor: Actor,
+    unit: str,
+    destination: str,
+    position: str | None = None,
+    reason: str | None = None,
+) -> UnitRead:
+    """Move a box (or a rack, a shelf…) with everything in it; each tube inside gets a
+    `moved_with_unit` event, since its location changed."""
+    require(actor, Permission.manage_storage)
+    moving = get_unit(session, unit)
+    target = get_unit(session, destination, field="destination")
+    low, high = subtree_range(moving)
+    if target.id == moving.id or low <= target.sort_key < high:
+        raise ValidationError(
+            f"{moving.barcode} cannot go inside itself", field="destination", value=destination
+        )
+    if target.holds_specimens:
+        raise ValidationError(
+            f"{target.barcode} holds tubes, not storage units", field="destination"
+        )
+    before = audit.snapshot(moving)
+    row = col = None
+    if target.grid_rows is not None:
+        if position is None:
+            row, col = _first_free_unit_position(session, target)
+        else:
+            row, col = parse_position(
+                position,
+                rows=target.grid_rows,
+                cols=target.grid_cols,
+                scheme=target.position_labels,
+            )
+            taken = session.exec(
+                select(StorageUnit.name).where(
+                    StorageUnit.parent_id == target.id,
+                    StorageUnit.position_row == row,
+                    StorageUnit.position_col == col,
+                )
+            ).first()
+            if taken is not None:
+                raise PositionOccupied(
+                    f"{target.name} {position} is taken by {taken}",
+                    field="position",
+                    value=position,
+                )
+    if session.exec(
+        select(StorageUnit.id).where(
+            StorageUnit.parent_id == target.id,
+            StorageUnit.name == moving.name,
+            StorageUnit.id != moving.id,
+        )
+    ).first():
+        raise AlreadyExists(f"{target.name} already has a unit named {moving.name!r}", field="name")
+    old_key = moving.sort_key
+    moving.parent_id, moving.position_row, moving.position_col = target.id, row, col
+    moving.sort_key = _sort_key(target, moving)
+    session.add(moving)
+    flush(session)
+    session.execute(
+        sa.update(StorageUnit)
+        .where(StorageUnit.sort_key >= low, StorageUnit.sort_key < high)
+        .values(sort_key=moving.sort_key + sa.func.substr(StorageUnit.sort_key, len(old_key) + 1))
+        .execution_options(synchronize_session=False)
+    )
+    new_low, new_high = subtree_range(moving)
+    inner = session.exec(
+        select(StorageUnit.id).where(
+            StorageUnit.sort_key >= new_low,
+            StorageUnit.sort_key < new_high,
+            StorageUnit.holds_specimens,
+        )
+    ).all()
+    boxes = [moving.id, *inner]
+    for tube in session.exec(select(Specimen).where(Specimen.box_id.in_(boxes))):
+        slot = (tube.box_id, tube.position_row, tube.position_col)
+        record_event(
+            session,
+            actor=actor,
+            specimen=tube,
+            event_type="moved_with_unit",
+            from_slot=slot,
+            to_slot=slot,
+            status_before=tube.status.value,
+            reason=reason,
+            details={"unit": moving.barcode, "to": target.barcode},
+        )
+    audit.record(
+        session,
+        actor=actor,
+        action="storage.move",
+        entity="storage_unit",
+        entity_id=moving.id,
+        before=before,
+        after=audit.snapshot(moving),
+        reason=reason,
+    )
+    session.expire_all()
+    return unit_read(session, session.get(StorageUnit, moving.id))
