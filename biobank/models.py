@@ -419,6 +419,9 @@ class StorageUnit(SQLModel, table=True):
     free_slots: int | None = None
     # Physical order in the tree, e.g. "0001.0003.0012": a subtree is a range of sort keys.
     sort_key: str = Field(default="", max_length=255, index=True)
+    # Names from the root, e.g. "-80 #3 > Shelf 1 > Rack 2 > Box 7": a tube's location is
+    # one join away, which keeps scan lookups fast.
+    path: str = ""
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
 

@@ -19,7 +19,7 @@ from biobank.errors import PositionOccupied, ValidationError
 from biobank.lifecycle import IN_STORAGE, check_transition
 from biobank.models import Specimen, SpecimenStatus, StorageUnit, utcnow
 from biobank.permissions import Actor, Permission, require
-from biobank.positions import fill_sequence, parse_position
+from biobank.positions import fill_sequence, parse_position, position_label
 from biobank.services import audit
 from biobank.services.events import record_event
 from biobank.services.specimen_read import SpecimenRead, get_specimen, specimen_read
@@ -486,3 +486,165 @@ def dispose(
     return _save(
         session, actor=actor, specimen=specimen, action="dispose", before=before, reason=reason
     )
+
+
+def mark_missing(
+    session: Session,
+    *,
+    actor: Actor,
+    accession: str,
+    reason: str | None = None,
+    expected_version: int | None = None,
+) -> SpecimenRead:
+    """Not found where it should be: its position is freed for the tube really there; placing
+    it again (a move) makes it available."""
+    specimen, before, status_before = _transition(
+        session,
+        actor=actor,
+        accession=accession,
+        new_status=SpecimenStatus.missing,
+        expected_version=expected_version,
+    )
+    old = _vacate(session, specimen)
+    record_event(
+        session,
+        actor=actor,
+        specimen=specimen,
+        event_type="missing",
+        from_slot=old,
+        status_before=status_before,
+        reason=reason,
+    )
+    return _save(
+        session, actor=actor, specimen=specimen, action="mark_missing", before=before, reason=reason
+    )
+
+
+def release_position(
+    session: Session,
+    *,
+    actor: Actor,
+    accession: str,
+    reason: str | None = None,
+    expected_version: int | None = None,
+) -> SpecimenRead:
+    """A checked-out tube gives up the position held for it (another tube is there now);
+    checking it in then needs a destination."""
+    require(actor, Permission.move)
+    specimen = _editable(session, accession, expected_version)
+    if specimen.status != SpecimenStatus.checked_out or specimen.box_id is None:
+        raise ValidationError(
+            f"{specimen.accession_id} is {specimen.status.value} and holds no position "
+            "while out; only a checked-out tube's held position is released",
+            field="status",
+            value=specimen.status.value,
+        )
+    before = audit.snapshot(specimen)
+    old = _vacate(session, specimen)
+    record_event(
+        session,
+        actor=actor,
+        specimen=specimen,
+        event_type="position_released",
+        from_slot=old,
+        status_before=specimen.status.value,
+        reason=reason,
+    )
+    return _save(
+        session,
+        actor=actor,
+        specimen=specimen,
+        action="release_position",
+        before=before,
+        reason=reason,
+    )
+
+
+# What may be put in a box: a stored tube, or a missing one that turned up.
+PLACEABLE = IN_STORAGE | {SpecimenStatus.missing}
+
+
+def _check_placeable(specimen: Specimen) -> None:
+    if specimen.status not in PLACEABLE:
+        raise ValidationError(
+            f"{specimen.accession_id} is {specimen.status.value} and cannot be placed",
+            field="status",
+            value=specimen.status.value,
+        )
+
+
+def rearrange(
+    session: Session,
+    *,
+    actor: Actor,
+    box: str,
+    placements: dict[str, str],
+    reason: str | None = None,
+) -> list[SpecimenRead]:
+    """Put several tubes at positions of one box at once (accession ID → position), so tubes
+    can swap or rotate places: every tube leaves its old position before any takes its new one.
+    Each is a move, with its event and audit entry."""
+    require(actor, Permission.move)
+    target = _lock(session, get_unit(session, box, field="box").id)
+    planned: dict[tuple[int, int], Specimen] = {}
+    for accession, position in placements.items():
+        specimen = get_specimen(session, accession)
+        _check_placeable(specimen)
+        _check_box_accepts(target, specimen.specimen_type)
+        key = parse_position(
+            position, rows=target.grid_rows, cols=target.grid_cols, scheme=target.position_labels
+        )
+        if any(s.id == specimen.id for s in planned.values()):
+            raise ValidationError(
+                f"{specimen.accession_id} is placed twice", field="placements", value=accession
+            )
+        if key in planned:
+            raise ValidationError(
+                f"{planned[key].accession_id} and {specimen.accession_id} are both placed at "
+                f"{position}",
+                field="placements",
+                value=position,
+            )
+        planned[key] = specimen
+    moving = {s.id for s in planned.values()}
+    for occupant in session.exec(select(Specimen).where(Specimen.box_id == target.id)):
+        key = (occupant.position_row, occupant.position_col)
+        if key in planned and occupant.id not in moving:
+            label = position_label(*key, cols=target.grid_cols, scheme=target.position_labels)
+            raise PositionOccupied(
+                f"{target.barcode} {label} is occupied by {occupant.accession_id}",
+                field="position",
+                value=label,
+            )
+    moves = [
+        (specimen, Slot(target, *key), audit.snapshot(specimen), _vacate(session, specimen))
+        for key, specimen in planned.items()
+    ]
+    flush(session)  # every old position is free before any new one is taken
+    reads = []
+    for specimen, slot, before, old in moves:
+        occupy(session, specimen, slot)
+        status_before = specimen.status.value
+        if specimen.status == SpecimenStatus.missing:
+            specimen.status = SpecimenStatus.available
+        record_event(
+            session,
+            actor=actor,
+            specimen=specimen,
+            event_type="moved" if old[0] is not None else "placed",
+            from_slot=old,
+            to_slot=_slot_tuple(specimen),
+            status_before=status_before,
+            reason=reason,
+        )
+        reads.append(
+            _save(
+                session,
+                actor=actor,
+                specimen=specimen,
+                action="move",
+                before=before,
+                reason=reason,
+            )
+        )
+    return reads

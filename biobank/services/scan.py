@@ -15,9 +15,9 @@ from pydantic import BaseModel
 from sqlmodel import Session, select
 
 from biobank.identifiers import check_specimen_id, normalize_scan
-from biobank.models import Participant, Specimen, StorageUnit, User
+from biobank.models import Participant, StorageUnit, User
 from biobank.permissions import Actor, Permission, require
-from biobank.services.specimen_read import SpecimenRead, specimen_read
+from biobank.services.specimen_read import SpecimenRead, find_specimen
 from biobank.services.storage import UnitRead, unit_read
 
 ScanKind = Literal["specimen", "unit", "participant", "user", "misread", "unknown"]
@@ -47,22 +47,20 @@ def resolve_scan(
         return result("unknown", "empty scan")
     shape = check_specimen_id(code)
     if shape == "valid":
-        specimen = session.exec(select(Specimen).where(Specimen.accession_id == code)).first()
+        specimen = find_specimen(session, code)
         if specimen is not None:
-            return result("specimen", f"specimen {code}", specimen=specimen_read(session, specimen))
+            return result("specimen", f"specimen {code}", specimen=specimen)
     unit = session.exec(select(StorageUnit).where(StorageUnit.barcode == code)).first()
     if unit is not None:
         return result(
             "unit", f"{unit.kind} {unit.barcode} ({unit.name})", unit=unit_read(session, unit)
         )
-    legacy = session.exec(
-        select(Specimen).where(Specimen.legacy_id.in_({scanned.strip(), code}))
-    ).first()
+    legacy = find_specimen(session, scanned.strip()) or find_specimen(session, code)
     if legacy is not None:
         return result(
             "specimen",
             f"specimen {legacy.accession_id} (legacy ID {legacy.legacy_id})",
-            specimen=specimen_read(session, legacy),
+            specimen=legacy,
         )
     participant = session.exec(select(Participant.code).where(Participant.code == code)).first()
     if participant is not None:

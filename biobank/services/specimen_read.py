@@ -1,9 +1,15 @@
-"""The read model of a specimen, and finding one by accession ID."""
+"""The read model of a specimen, built by one Core query for every caller.
+
+Scans look specimens up all day, so this path stays lean: one SELECT with its joins (the
+box's path is stored on the box), statements built once, no ORM objects.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 
+import sqlalchemy as sa
 from pydantic import BaseModel, Field
 from sqlmodel import Session, select
 
@@ -40,8 +46,86 @@ class SpecimenRead(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
 
+_OWN_COLUMNS = (
+    "id", "accession_id", "legacy_id", "kind", "specimen_type", "container_type", "sprec_code",
+    "collected_at", "received_at", "processed_at", "frozen_at", "initial_quantity", "quantity",
+    "unit", "status", "freeze_thaw_count", "minutes_out", "position_row", "position_col",
+    "version",
+)  # fmt: skip
+
+
+@cache
+def _query() -> sa.Select:
+    specimen = Specimen.__table__
+    participant, visit, box = Participant.__table__, Visit.__table__, StorageUnit.__table__
+    parent = specimen.alias("parent")
+    return sa.select(
+        *(specimen.c[name] for name in _OWN_COLUMNS),
+        participant.c.code.label("participant_code"),
+        visit.c.label.label("visit_label"),
+        parent.c.accession_id.label("parent_accession_id"),
+        box.c.barcode.label("box_barcode"),
+        box.c.path.label("box_path"),
+        box.c.grid_cols.label("box_cols"),
+        box.c.position_labels.label("box_labels"),
+    ).select_from(
+        specimen.join(participant, participant.c.id == specimen.c.participant_id)
+        .outerjoin(visit, visit.c.id == specimen.c.visit_id)
+        .outerjoin(parent, parent.c.id == specimen.c.parent_id)
+        .outerjoin(box, box.c.id == specimen.c.box_id)
+    )
+
+
+@cache
+def _by(column: str) -> sa.Select:
+    return _query().where(Specimen.__table__.c[column] == sa.bindparam("value"))
+
+
+def _read(row: sa.Row) -> SpecimenRead:
+    data = row._mapping
+    position = location = None
+    if data["box_barcode"] is not None:
+        position = position_label(
+            data["position_row"], data["position_col"], cols=data["box_cols"],
+            scheme=data["box_labels"],
+        )  # fmt: skip
+        location = f"{data['box_path']} {position}"
+    return SpecimenRead(
+        **{
+            name: data[name]
+            for name in _OWN_COLUMNS
+            if name not in {"position_row", "position_col"}
+        }
+        | {
+            "kind": data["kind"].value,
+            "unit": data["unit"].value,
+            "status": data["status"].value,
+            "participant_code": data["participant_code"],
+            "visit_label": data["visit_label"],
+            "parent_accession_id": data["parent_accession_id"],
+            "box_barcode": data["box_barcode"],
+            "position": position,
+            "location": location,
+        }
+    )
+
+
+def find_specimen(session: Session, code: str) -> SpecimenRead | None:
+    """By accession ID, or else by legacy ID; None when neither matches."""
+    for column, value in (("accession_id", code.strip().upper()), ("legacy_id", code.strip())):
+        row = session.execute(_by(column), {"value": value}).first()
+        if row is not None:
+            return _read(row)
+    return None
+
+
+def specimen_read(session: Session, specimen: Specimen) -> SpecimenRead:
+    session.flush()
+    return _read(session.execute(_by("id"), {"value": specimen.id}).one())
+
+
 def get_specimen(session: Session, accession: str, *, field: str = "specimen") -> Specimen:
-    """By accession ID (or, failing that, by legacy ID)."""
+    """The row to change, by accession ID (or, failing that, by legacy ID)."""
     text = accession.strip().upper()
     specimen = session.exec(select(Specimen).where(Specimen.accession_id == text)).first()
     if specimen is None:
@@ -51,46 +135,3 @@ def get_specimen(session: Session, accession: str, *, field: str = "specimen") -
     if specimen is None:
         raise NotFound(f"no specimen {accession!r}", field=field, value=accession)
     return specimen
-
-
-def specimen_read(session: Session, specimen: Specimen) -> SpecimenRead:
-    from biobank.services.storage import unit_path
-
-    participant = session.get(Participant, specimen.participant_id)
-    visit = session.get(Visit, specimen.visit_id) if specimen.visit_id else None
-    parent = session.get(Specimen, specimen.parent_id) if specimen.parent_id else None
-    box = session.get(StorageUnit, specimen.box_id) if specimen.box_id else None
-    position = None
-    if box is not None:
-        position = position_label(
-            specimen.position_row,
-            specimen.position_col,
-            cols=box.grid_cols,
-            scheme=box.position_labels,
-        )
-    return SpecimenRead(
-        id=specimen.id,
-        accession_id=specimen.accession_id,
-        legacy_id=specimen.legacy_id,
-        participant_code=participant.code,
-        visit_label=visit.label if visit else None,
-        parent_accession_id=parent.accession_id if parent else None,
-        kind=specimen.kind.value,
-        specimen_type=specimen.specimen_type,
-        container_type=specimen.container_type,
-        sprec_code=specimen.sprec_code,
-        collected_at=specimen.collected_at,
-        received_at=specimen.received_at,
-        processed_at=specimen.processed_at,
-        frozen_at=specimen.frozen_at,
-        initial_quantity=specimen.initial_quantity,
-        quantity=specimen.quantity,
-        unit=specimen.unit.value,
-        status=specimen.status.value,
-        freeze_thaw_count=specimen.freeze_thaw_count,
-        minutes_out=specimen.minutes_out,
-        box_barcode=box.barcode if box else None,
-        position=position,
-        location=f"{unit_path(session, box)} {position}" if box else None,
-        version=specimen.version,
-    )

@@ -71,15 +71,7 @@ def get_unit(session: Session, barcode: str, *, field: str = "unit") -> StorageU
     return unit
 
 
-def unit_path(session: Session, unit: StorageUnit) -> str:
-    """`Main lab > -80 #3 > Shelf 1 > Rack 2 > Box 7`."""
-    names = [unit.name]
-    parent_id = unit.parent_id
-    while parent_id is not None:
-        parent = session.get(StorageUnit, parent_id)
-        names.append(parent.name)
-        parent_id = parent.parent_id
-    return " > ".join(reversed(names))
+PATH_SEPARATOR = " > "
 
 
 def unit_read(session: Session, unit: StorageUnit) -> UnitRead:
@@ -98,7 +90,7 @@ def unit_read(session: Session, unit: StorageUnit) -> UnitRead:
         kind=unit.kind,
         name=unit.name,
         barcode=unit.barcode,
-        path=unit_path(session, unit),
+        path=unit.path,
         parent_barcode=parent.barcode if parent else None,
         position=position,
         grid=f"{unit.grid_rows}x{unit.grid_cols}" if has_grid else None,
@@ -256,6 +248,7 @@ def _create_unit(
     if barcode is None:
         unit.barcode = f"{BARCODE_PREFIX.get(kind, kind[:2].upper())}{unit.id:06d}"
     unit.sort_key = _sort_key(parent, unit)
+    unit.path = (parent.path + PATH_SEPARATOR if parent else "") + unit.name
     flush(session)
     audit.record(
         session,
@@ -468,15 +461,19 @@ def move_unit(
         )
     ).first():
         raise AlreadyExists(f"{target.name} already has a unit named {moving.name!r}", field="name")
-    old_key = moving.sort_key
+    old_key, old_path = moving.sort_key, moving.path
     moving.parent_id, moving.position_row, moving.position_col = target.id, row, col
     moving.sort_key = _sort_key(target, moving)
+    moving.path = target.path + PATH_SEPARATOR + moving.name
     session.add(moving)
     flush(session)
     session.execute(
         sa.update(StorageUnit)
         .where(StorageUnit.sort_key >= low, StorageUnit.sort_key < high)
-        .values(sort_key=moving.sort_key + sa.func.substr(StorageUnit.sort_key, len(old_key) + 1))
+        .values(
+            sort_key=moving.sort_key + sa.func.substr(StorageUnit.sort_key, len(old_key) + 1),
+            path=moving.path + sa.func.substr(StorageUnit.path, len(old_path) + 1),
+        )
         .execution_options(synchronize_session=False)
     )
     new_low, new_high = subtree_range(moving)

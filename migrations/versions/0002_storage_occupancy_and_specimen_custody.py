@@ -75,6 +75,9 @@ def upgrade() -> None:
                 server_default="",
             )
         )
+        batch_op.add_column(
+            sa.Column("path", sqlmodel.sql.sqltypes.AutoString(), nullable=False, server_default="")
+        )
         batch_op.create_index(
             "ix_storage_unit_free_boxes",
             ["sort_key"],
@@ -106,6 +109,7 @@ def downgrade() -> None:
             sqlite_where=sa.text("free_slots > 0"),
             postgresql_where=sa.text("free_slots > 0"),
         )
+        batch_op.drop_column("path")
         batch_op.drop_column("sort_key")
         batch_op.drop_column("free_slots")
         batch_op.drop_column("fill_order")
