@@ -343,14 +343,18 @@ def _visit(session: Session, participant: Participant, label: str | None) -> Vis
     return visit
 
 
-def _draw(specimen: Specimen, amount: float, *, field: str) -> None:
-    """Take `amount` from a specimen; over-drawing is refused, reaching zero depletes it."""
+def _check_drawable(specimen: Specimen) -> None:
     if specimen.status not in {SpecimenStatus.available, SpecimenStatus.checked_out}:
         raise ValidationError(
             f"{specimen.accession_id} is {specimen.status.value}; nothing can be drawn from it",
             field="parent",
             value=specimen.accession_id,
         )
+
+
+def _draw(specimen: Specimen, amount: float, *, field: str) -> None:
+    """Take `amount` from a specimen; over-drawing is refused, reaching zero depletes it."""
+    _check_drawable(specimen)
     if amount > specimen.quantity + QUANTITY_EPSILON:
         raise ValidationError(
             f"{specimen.accession_id} has {specimen.quantity:g} {specimen.unit.value} left, "
@@ -503,10 +507,9 @@ def derive(
     quantity, unit = _quantity(quantity), _unit(unit)
     before = audit.snapshot(source)
     drawn = _quantity(used, "used") if used is not None else 0.0
+    _check_drawable(source)
     if drawn:
         _draw(source, drawn, field="used")
-    elif source.status not in {SpecimenStatus.available, SpecimenStatus.checked_out}:
-        _draw(source, 0.0, field="used")  # refuses with the parent's status
     (slot,) = _slots(
         session, destination=destination, position=position, specimen_type=specimen_type, count=1
     )
