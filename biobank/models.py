@@ -472,7 +472,6 @@ class Specimen(SQLModel, table=True):
     frozen_at: datetime | None = None
     precentrifugation_temperature: str | None = Field(default=None, max_length=8)
     postcentrifugation_temperature: str | None = Field(default=None, max_length=8)
-    storage_temperature: str | None = Field(default=None, max_length=32)
     initial_quantity: float
     quantity: float
     unit: QuantityUnit = Field(sa_type=_enum_type(QuantityUnit))

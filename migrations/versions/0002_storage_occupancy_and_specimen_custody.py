@@ -43,11 +43,6 @@ def upgrade() -> None:
             )
         )
         batch_op.add_column(
-            sa.Column(
-                "storage_temperature", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True
-            )
-        )
-        batch_op.add_column(
             sa.Column("checked_out_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True)
         )
         batch_op.add_column(
@@ -118,7 +113,6 @@ def downgrade() -> None:
     with op.batch_alter_table("specimen", schema=None) as batch_op:
         batch_op.drop_column("minutes_out")
         batch_op.drop_column("checked_out_at")
-        batch_op.drop_column("storage_temperature")
         batch_op.drop_column("postcentrifugation_temperature")
         batch_op.drop_column("precentrifugation_temperature")
 
