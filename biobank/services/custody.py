@@ -30,6 +30,19 @@ THAW_WARNING = {"RNA": 1, "CEL": 1, "SER": 3, "PL1": 3, "PL2": 3, "URN": 3, "URM
 DEFAULT_THAW_WARNING = 5
 
 
+# What may be put in a box: a stored tube, or a missing one that turned up.
+PLACEABLE = IN_STORAGE | {SpecimenStatus.missing}
+
+
+def _check_placeable(specimen: Specimen) -> None:
+    if specimen.status not in PLACEABLE:
+        raise ValidationError(
+            f"{specimen.accession_id} is {specimen.status.value} and cannot be placed",
+            field="status",
+            value=specimen.status.value,
+        )
+
+
 @dataclass(frozen=True)
 class Slot:
     box: StorageUnit
@@ -37,7 +50,8 @@ class Slot:
     col: int
 
 
-def _lock(session: Session, box_id: int) -> StorageUnit:
+def lock_box(session: Session, box_id: int) -> StorageUnit:
+    """The box row, locked until commit on PostgreSQL (SQLite writers are serial anyway)."""
     return session.exec(select(StorageUnit).where(StorageUnit.id == box_id).with_for_update()).one()
 
 
@@ -75,7 +89,7 @@ def find_slots(
     physical order. Raises when there is not enough room.
     """
     if target.holds_specimens:
-        box = _lock(session, target.id)
+        box = lock_box(session, target.id)
         _check_box_accepts(box, specimen_type)
         slots = _free_in_box(session, box, count)
         if len(slots) < count:
@@ -147,7 +161,7 @@ def resolve_destination(
         return find_slots(session, target=target, specimen_type=specimen_type, count=count)
     if count != 1:
         raise ValidationError("give a position for one tube only", field="position")
-    box = _lock(session, target.id)
+    box = lock_box(session, target.id)
     _check_box_accepts(box, specimen_type)
     row, col = parse_position(
         position, rows=box.grid_rows, cols=box.grid_cols, scheme=box.position_labels
@@ -245,12 +259,7 @@ def move(
     """Put a tube at a position, or at the next free one in a box, rack or freezer."""
     require(actor, Permission.move)
     specimen = _editable(session, accession, expected_version)
-    if specimen.status not in IN_STORAGE and specimen.status != SpecimenStatus.missing:
-        raise ValidationError(
-            f"{specimen.accession_id} is {specimen.status.value} and cannot be placed",
-            field="status",
-            value=specimen.status.value,
-        )
+    _check_placeable(specimen)
     before = audit.snapshot(specimen)
     (slot,) = resolve_destination(
         session,
@@ -293,6 +302,8 @@ def _transition(
     before = audit.snapshot(specimen)
     status_before = specimen.status.value
     specimen.status = new_status
+    if new_status not in {SpecimenStatus.checked_out, SpecimenStatus.available}:
+        specimen.checked_out_at = None  # check-in counts the minutes out; nothing else does
     return specimen, before, status_before
 
 
@@ -560,19 +571,6 @@ def release_position(
     )
 
 
-# What may be put in a box: a stored tube, or a missing one that turned up.
-PLACEABLE = IN_STORAGE | {SpecimenStatus.missing}
-
-
-def _check_placeable(specimen: Specimen) -> None:
-    if specimen.status not in PLACEABLE:
-        raise ValidationError(
-            f"{specimen.accession_id} is {specimen.status.value} and cannot be placed",
-            field="status",
-            value=specimen.status.value,
-        )
-
-
 def rearrange(
     session: Session,
     *,
@@ -585,7 +583,7 @@ def rearrange(
     can swap or rotate places: every tube leaves its old position before any takes its new one.
     Each is a move, with its event and audit entry."""
     require(actor, Permission.move)
-    target = _lock(session, get_unit(session, box, field="box").id)
+    target = lock_box(session, get_unit(session, box, field="box").id)
     planned: dict[tuple[int, int], Specimen] = {}
     for accession, position in placements.items():
         specimen = get_specimen(session, accession)

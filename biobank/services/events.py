@@ -61,7 +61,8 @@ def record_event(
     )
 
 
-def _location(session: Session, box_id: int | None, row: int | None, col: int | None):
+def slot_text(session: Session, box_id: int | None, row: int | None, col: int | None) -> str | None:
+    """`BX000004 C7`, or None for no position."""
     if box_id is None:
         return None
     box = session.get(StorageUnit, box_id)
@@ -82,8 +83,8 @@ def specimen_events(session: Session, specimen: Specimen) -> list[EventRead]:
             event_type=e.event_type,
             actor=username,
             workstation=e.workstation,
-            from_location=_location(session, e.from_box_id, e.from_row, e.from_col),
-            to_location=_location(session, e.to_box_id, e.to_row, e.to_col),
+            from_location=slot_text(session, e.from_box_id, e.from_row, e.from_col),
+            to_location=slot_text(session, e.to_box_id, e.to_row, e.to_col),
             quantity_change=e.quantity_change,
             status_before=e.status_before,
             status_after=e.status_after,

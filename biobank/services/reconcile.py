@@ -27,7 +27,8 @@ from biobank.models import Specimen, SpecimenStatus, StorageUnit
 from biobank.permissions import Actor, Permission, require
 from biobank.positions import parse_position, position_label
 from biobank.services import audit, custody
-from biobank.services.storage import get_unit, unit_path
+from biobank.services.events import slot_text
+from biobank.services.storage import get_unit
 
 Status = Literal["match", "moved", "unexpected", "missing", "unread", "empty"]
 STATUSES: tuple[Status, ...] = ("match", "moved", "unexpected", "missing", "unread", "empty")
@@ -140,23 +141,22 @@ def read_rack_scan(text: str) -> list[ScanRow]:
     for cells in reader:
         if not any(cell.strip() for cell in cells):
             continue
-
-        def cell(role: str, cells=cells) -> str:
-            i = index[role]
-            return cells[i].strip() if i is not None and i < len(cells) else ""
-
-        if not cell("position"):
+        value = {
+            role: cells[i].strip() if i is not None and i < len(cells) else ""
+            for role, i in index.items()
+        }
+        if not value["position"]:
             raise ValidationError(
                 "the row has no position", field="position", value="", row=reader.line_num
             )
         rows.append(
             ScanRow(
                 row=reader.line_num,
-                rack=cell("rack") or None,
-                position=cell("position"),
-                reading=_reading(cell("tube"), cell("status")),
-                raw=cell("tube"),
-                code=normalize_scan(cell("tube")),
+                rack=value["rack"] or None,
+                position=value["position"],
+                reading=_reading(value["tube"], value["status"]),
+                raw=value["tube"],
+                code=normalize_scan(value["tube"]),
             )
         )
     return rows
@@ -209,7 +209,8 @@ def _identify(
             )
         ):
             by_accession[specimen.accession_id] = specimen
-            by_legacy.setdefault(specimen.legacy_id, specimen)
+            if specimen.legacy_id is not None:
+                by_legacy.setdefault(specimen.legacy_id, specimen)
     found: dict[tuple[int, int], Specimen] = {}
     first_row: dict[int, ScanRow] = {}
     for key, line in tubes.items():
@@ -230,16 +231,6 @@ def _identify(
         first_row[specimen.id] = line
         found[key] = specimen
     return found
-
-
-def _location(session: Session, specimen: Specimen) -> str | None:
-    if specimen.box_id is None:
-        return None
-    box = session.get(StorageUnit, specimen.box_id)
-    label = position_label(
-        specimen.position_row, specimen.position_col, cols=box.grid_cols, scheme=box.position_labels
-    )
-    return f"{box.barcode} {label}"
 
 
 @dataclass
@@ -267,20 +258,23 @@ def _compare(
     found_at = {s.id: key for key, s in found.items() if s.status in custody.PLACEABLE}
     plan = _Plan([], [], [], [])
 
-    def gone(tube: Specimen) -> str:
-        """A tube recorded here and seen nowhere: missing, unless it is out of the freezer."""
+    def gone(tube: Specimen) -> str | None:
+        """A tube recorded here and seen nowhere is missing, unless it is out of the freezer
+        (then only a tube found in its held position takes that position from it)."""
         if tube.status == SpecimenStatus.checked_out:
             plan.released.append(tube.accession_id)
-            return f"{tube.accession_id} is checked out: its held position is released"
+            return "checked out: its held position is released"
         plan.missing.append(tube.accession_id)
         if SpecimenStatus.missing not in ALLOWED[tube.status]:
-            return f"{tube.accession_id} is {tube.status.value} and cannot be marked missing"
-        return f"{tube.accession_id} not found: it is marked missing"
+            return f"{tube.status.value}: cannot be marked missing"
+        return None
 
     for key in ((r, c) for r in range(1, box.grid_rows + 1) for c in range(1, box.grid_cols + 1)):
         line, expected, tube = grid.get(key), recorded.get(key), found.get(key)
-        out = ReconcileLine(
-            position=label(key), status="unread", expected=expected and expected.accession_id
+        out = ReconcileLine(  # unread, unless the scan says more
+            position=label(key),
+            status="unread",
+            expected=expected.accession_id if expected is not None else None,
         )
         if line is None:
             out.note = "not in the scan file"
@@ -299,11 +293,21 @@ def _compare(
             out.note = f"recorded as {tube.status.value}"
         elif tube is not None:
             out.status, out.found = "moved", tube.accession_id
-            origin = _location(session, tube)
-            out.note = f"recorded at {origin}" if origin else f"recorded as {tube.status.value}"
-            plan.moves.append(PlannedMove(accession_id=tube.accession_id, from_location=origin, to_position=out.position))
+            origin = slot_text(session, tube.box_id, tube.position_row, tube.position_col)
+            out.note = (
+                f"recorded at {origin}"
+                if origin
+                else "recorded as missing"
+                if tube.status == SpecimenStatus.missing
+                else "not placed"
+            )
+            plan.moves.append(
+                PlannedMove(
+                    accession_id=tube.accession_id, from_location=origin, to_position=out.position
+                )
+            )
             if expected is not None and expected.id not in found_at:
-                out.note += f"; {gone(expected)}"
+                out.note += f"; {expected.accession_id} " + (gone(expected) or "not found: missing")
         elif line.reading == "empty":
             out.status = "empty"
             if expected is not None and expected.id in found_at:
@@ -311,8 +315,7 @@ def _compare(
             elif expected is not None and expected.status == SpecimenStatus.checked_out:
                 out.note = "checked out: its position is held"
             elif expected is not None:
-                out.status = "missing"
-                out.note = gone(expected)
+                out.status, out.note = "missing", gone(expected)
         plan.lines.append(out)
     return plan
 
@@ -339,13 +342,13 @@ def reconcile_box(
     if not unit.holds_specimens:
         raise ValidationError(f"{unit.barcode} is a {unit.kind}, not a box", field="box", value=box)
     if commit:
-        unit = custody._lock(session, unit.id)
+        unit = custody.lock_box(session, unit.id)
     grid = _grid(read_rack_scan(scan), unit)
     plan = _compare(session, unit, grid, _identify(session, grid))
     counts = {status: sum(line.status == status for line in plan.lines) for status in STATUSES}
     report = ReconcileReport(
         box=unit.barcode,
-        path=unit_path(session, unit),
+        path=unit.path,
         source=source,
         committed=commit,
         lines=plan.lines,
