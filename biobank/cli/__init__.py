@@ -12,6 +12,7 @@ from biobank.cli import (
     audit_commands,
     config_commands,
     db_commands,
+    reconcile_commands,
     specimen_commands,
     storage_commands,
     study_commands,
@@ -52,6 +53,7 @@ app.add_typer(specimen_commands.app, name="specimen")
 app.add_typer(storage_commands.app, name="storage")
 app.add_typer(audit_commands.app, name="audit")
 app.command("scan")(specimen_commands.scan_command)
+app.command("reconcile")(reconcile_commands.reconcile_command)
 
 
 def _version(value: bool) -> None:
