@@ -93,6 +93,8 @@ def uow(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
             if readonly:
                 session.rollback()
             else:
+                for hook in session.info.pop(_COMMIT_HOOKS, {}).values():
+                    hook(session)
                 session.commit()
         except BaseException as error:
             session.rollback()
@@ -107,6 +109,12 @@ def uow(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
 
 
 _ROLLBACK_HOOKS = "biobank.after_rollback"
+_COMMIT_HOOKS = "biobank.before_commit"
+
+
+def before_commit(session: Session, key: str, hook: Callable[[Session], None]) -> None:
+    """Run `hook` once, just before this unit of work commits (inside its transaction)."""
+    session.info.setdefault(_COMMIT_HOOKS, {}).setdefault(key, hook)
 
 
 def after_rollback(session: Session, hook: Callable[[sa.Connection], None]) -> None:

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from inventory import seed_inventory, serum
 
 from biobank.db import uow
-from biobank.errors import InvalidTransition, PositionOccupied, ValidationError
+from biobank.errors import ConcurrentChange, InvalidTransition, PositionOccupied, ValidationError
 from biobank.lifecycle import ALLOWED
 from biobank.models import SpecimenStatus
 from biobank.services import custody, specimens, storage
@@ -178,7 +178,7 @@ def test_stale_versions_are_refused(engine, admin):
         tube = serum(session, admin)
     with uow(engine) as session:
         custody.record_thaw(session, actor=admin, accession=tube.accession_id)
-    with pytest.raises(ValidationError, match="changed since it was read"):
+    with pytest.raises(ConcurrentChange, match="changed at another terminal"):
         with uow(engine) as session:
             custody.record_thaw(
                 session,

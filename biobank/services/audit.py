@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, select
 
+from biobank.db import before_commit
 from biobank.errors import AuditChainBroken
 from biobank.models import AuditEntry, AuditEntryRead, utcnow
 from biobank.permissions import Actor, Permission, require
 
 GENESIS_HASH = "0" * 64
 _ADVISORY_LOCK_KEY = 0x62696F62  # "biob": serialises appends on PostgreSQL
-_TAIL_KEY = "biobank.audit_tail"
+_PENDING_KEY = "biobank.audit_pending"
 
 
 def _json_default(value: Any) -> Any:
@@ -53,7 +56,7 @@ def snapshot(row: SQLModel, *, hide: frozenset[str] = frozenset()) -> dict[str, 
     return data
 
 
-def entry_hash(entry: AuditEntry) -> str:
+def entry_hash(entry: AuditEntry | SimpleNamespace) -> str:
     fields = {
         "occurred_at": entry.occurred_at.isoformat(),
         "actor": entry.actor,
@@ -69,16 +72,24 @@ def entry_hash(entry: AuditEntry) -> str:
     return hashlib.sha256(canonical_json(fields).encode()).hexdigest()
 
 
-def _tail_hash(session: Session) -> str:
-    """The hash to chain onto, taken once per transaction under a lock and then carried on."""
-    transaction = session.get_transaction()
-    cached = session.info.get(_TAIL_KEY)
-    if cached is not None and cached[0] is transaction:
-        return cached[1]
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
-    last = session.exec(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)).first()
-    return last or GENESIS_HASH
+def _pending(session: Session) -> list[dict[str, Any]]:
+    """Entries wait in the session and are chained just before commit (see `_seal`)."""
+    before_commit(session, "audit", _seal)
+    return session.info.setdefault(_PENDING_KEY, [])
+
+
+def _entry(actor: Actor, item: Mapping[str, Any], occurred_at: datetime) -> dict[str, Any]:
+    return {
+        "occurred_at": occurred_at,
+        "actor": actor.username,
+        "workstation": actor.workstation,
+        "action": item["action"],
+        "entity": item["entity"],
+        "entity_id": str(item["entity_id"]),
+        "before": canonical_json(item.get("before")),
+        "after": canonical_json(item.get("after")),
+        "reason": item.get("reason"),
+    }
 
 
 def record(
@@ -93,21 +104,37 @@ def record(
     reason: str | None = None,
 ) -> None:
     """Append one audit entry to the caller's transaction."""
-    entry = AuditEntry(
-        occurred_at=utcnow(),
-        actor=actor.username,
-        workstation=actor.workstation,
-        action=action,
-        entity=entity,
-        entity_id=str(entity_id),
-        before=canonical_json(before),
-        after=canonical_json(after),
-        reason=reason,
-        prev_hash=_tail_hash(session),
-    )
-    entry.hash = entry_hash(entry)
-    session.add(entry)
-    session.info[_TAIL_KEY] = (session.get_transaction(), entry.hash)
+    item = {"action": action, "entity": entity, "entity_id": entity_id}
+    item |= {"before": before, "after": after, "reason": reason}
+    _pending(session).append(_entry(actor, item, utcnow()))
+
+
+def record_many(session: Session, *, actor: Actor, entries: Iterable[Mapping[str, Any]]) -> None:
+    """Append many entries at once (imports write thousands); each item holds the keyword
+    arguments of `record` (action, entity, entity_id, and optionally before, after, reason)."""
+    occurred_at = utcnow()
+    _pending(session).extend(_entry(actor, item, occurred_at) for item in entries)
+
+
+def _seal(session: Session) -> None:
+    """Chain the transaction's entries onto the tail and insert them in one executemany.
+
+    Appends are serialised only here, for the last moment of the transaction: PostgreSQL
+    takes an advisory lock held until commit; SQLite writers are serial already.
+    """
+    entries = session.info.pop(_PENDING_KEY, [])
+    if not entries:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+    tail = session.execute(
+        sa.select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
+    ).scalar()
+    prev_hash = tail or GENESIS_HASH
+    for entry in entries:
+        entry["prev_hash"] = prev_hash
+        entry["hash"] = prev_hash = entry_hash(SimpleNamespace(**entry))
+    session.execute(sa.insert(AuditEntry.__table__), entries)
 
 
 @dataclass(frozen=True)

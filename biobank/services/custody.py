@@ -137,6 +137,9 @@ def _slots_below(
             query = query.where(StorageUnit.id.not_in(passed))
         box = session.exec(query).first()
         if box is None:
+            # Every box with room is being filled at another terminal: wait for the first.
+            box = session.exec(query.with_for_update()).first()
+        if box is None:
             return slots
         passed.append(box.id)
         if box.allowed_types and specimen_type not in box.allowed_types:
@@ -234,18 +237,6 @@ def _save(
     return specimen_read(session, specimen)
 
 
-def _editable(session: Session, accession: str, expected_version: int | None) -> Specimen:
-    specimen = get_specimen(session, accession)
-    if expected_version is not None and specimen.version != expected_version:
-        raise ValidationError(
-            f"{specimen.accession_id} changed since it was read (version {expected_version}, "
-            f"now {specimen.version}); reload and try again",
-            field="version",
-            value=expected_version,
-        )
-    return specimen
-
-
 def move(
     session: Session,
     *,
@@ -258,7 +249,7 @@ def move(
 ) -> SpecimenRead:
     """Put a tube at a position, or at the next free one in a box, rack or freezer."""
     require(actor, Permission.move)
-    specimen = _editable(session, accession, expected_version)
+    specimen = get_specimen(session, accession, expected_version=expected_version)
     _check_placeable(specimen)
     before = audit.snapshot(specimen)
     (slot,) = resolve_destination(
@@ -297,7 +288,7 @@ def _transition(
     expected_version: int | None,
 ) -> tuple[Specimen, dict, str]:
     require(actor, Permission.move)
-    specimen = _editable(session, accession, expected_version)
+    specimen = get_specimen(session, accession, expected_version=expected_version)
     check_transition(specimen.status, new_status, specimen=specimen.accession_id)
     before = audit.snapshot(specimen)
     status_before = specimen.status.value
@@ -403,7 +394,7 @@ def record_thaw(
 ) -> SpecimenRead:
     """One more freeze-thaw cycle; warns past the type's limit."""
     require(actor, Permission.move)
-    specimen = _editable(session, accession, expected_version)
+    specimen = get_specimen(session, accession, expected_version=expected_version)
     if specimen.status not in {SpecimenStatus.available, SpecimenStatus.checked_out}:
         raise ValidationError(
             f"{specimen.accession_id} is {specimen.status.value}; only a stored tube thaws",
@@ -542,7 +533,7 @@ def release_position(
     """A checked-out tube gives up the position held for it (another tube is there now);
     checking it in then needs a destination."""
     require(actor, Permission.move)
-    specimen = _editable(session, accession, expected_version)
+    specimen = get_specimen(session, accession, expected_version=expected_version)
     if specimen.status != SpecimenStatus.checked_out or specimen.box_id is None:
         raise ValidationError(
             f"{specimen.accession_id} is {specimen.status.value} and holds no position "

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 from sqlmodel import Session, select
 
-from biobank.errors import NotFound
+from biobank.errors import ConcurrentChange, NotFound
 from biobank.models import Participant, Specimen, StorageUnit, Visit
 from biobank.positions import position_label
 
@@ -124,8 +124,15 @@ def specimen_read(session: Session, specimen: Specimen) -> SpecimenRead:
     return _read(session.execute(_by("id"), {"value": specimen.id}).one())
 
 
-def get_specimen(session: Session, accession: str, *, field: str = "specimen") -> Specimen:
-    """The row to change, by accession ID (or, failing that, by legacy ID)."""
+def get_specimen(
+    session: Session,
+    accession: str,
+    *,
+    field: str = "specimen",
+    expected_version: int | None = None,
+) -> Specimen:
+    """The row to change, by accession ID (or, failing that, by legacy ID). With the version
+    a screen showed, a change made elsewhere since is refused rather than overwritten."""
     text = accession.strip().upper()
     specimen = session.exec(select(Specimen).where(Specimen.accession_id == text)).first()
     if specimen is None:
@@ -134,4 +141,11 @@ def get_specimen(session: Session, accession: str, *, field: str = "specimen") -
         ).first()
     if specimen is None:
         raise NotFound(f"no specimen {accession!r}", field=field, value=accession)
+    if expected_version is not None and specimen.version != expected_version:
+        raise ConcurrentChange(
+            f"{specimen.accession_id} was changed at another terminal since it was read "
+            f"(version {expected_version}, now {specimen.version}); reload and try again",
+            field="version",
+            value=expected_version,
+        )
     return specimen

@@ -434,13 +434,7 @@ def aliquot(
     if not isinstance(count, int) or not 1 <= count <= 500:
         raise ValidationError("count must be 1-500", field="count", value=count)
     volume = _quantity(volume, "volume")
-    source = get_specimen(session, parent, field="parent")
-    if expected_version is not None and source.version != expected_version:
-        raise ValidationError(
-            f"{source.accession_id} changed since it was read; reload and try again",
-            field="version",
-            value=expected_version,
-        )
+    source = get_specimen(session, parent, field="parent", expected_version=expected_version)
     before = audit.snapshot(source)
     _draw(source, count * volume, field="volume")
     slots = _slots(
