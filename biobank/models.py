@@ -496,6 +496,25 @@ class Specimen(SQLModel, table=True):
         return {"version_id_col": cls.__table__.c.version}
 
 
+class ReservedAccession(SQLModel, table=True):
+    """An accession ID printed on a collection kit before the draw, for one participant's
+    visit; accessioning the tube at receipt uses it (`specimen_id` then set)."""
+
+    __tablename__ = "reserved_accession"
+
+    id: int | None = Field(default=None, primary_key=True)
+    accession_id: str = Field(max_length=32, unique=True)
+    kit_code: str = Field(max_length=40, index=True)
+    participant_id: int = Field(foreign_key="participant.id", ondelete="RESTRICT")
+    visit_id: int = Field(foreign_key="visit.id", ondelete="RESTRICT")
+    specimen_type: str | None = Field(default=None, max_length=3)
+    reserved_at: datetime = Field(default_factory=utcnow)
+    reserved_by_id: int | None = Field(default=None, foreign_key="app_user.id", ondelete="RESTRICT")
+    specimen_id: int | None = Field(
+        default=None, foreign_key="specimen.id", unique=True, ondelete="RESTRICT"
+    )
+
+
 class SpecimenPoolSource(SQLModel, table=True):
     """The parents of a pool and how much each gave."""
 

@@ -215,6 +215,21 @@ def _unused_code(session: Session, study: Study) -> str:
             return code
 
 
+def find_visit(session: Session, participant: Participant, label: str) -> Visit:
+    """A participant's visit by label (labels are kept in single-spaced lower case)."""
+    visit = session.exec(
+        select(Visit).where(
+            Visit.participant_id == participant.id,
+            Visit.label == " ".join(label.split()).lower(),
+        )
+    ).first()
+    if visit is None:
+        raise NotFound(
+            f"participant {participant.code} has no visit {label!r}", field="visit", value=label
+        )
+    return visit
+
+
 def show_participant(
     session: Session, *, actor: Actor, code: str, with_identity: bool = False
 ) -> ParticipantRead:

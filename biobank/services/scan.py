@@ -17,10 +17,11 @@ from sqlmodel import Session, select
 from biobank.identifiers import check_specimen_id, normalize_scan
 from biobank.models import Participant, StorageUnit, User
 from biobank.permissions import Actor, Permission, require
+from biobank.services.kits import ReservedRead, find_reserved
 from biobank.services.specimen_read import SpecimenRead, find_specimen
 from biobank.services.storage import UnitRead, unit_read
 
-ScanKind = Literal["specimen", "unit", "participant", "user", "misread", "unknown"]
+ScanKind = Literal["specimen", "kit", "unit", "participant", "user", "misread", "unknown"]
 
 
 class ScanResult(BaseModel):
@@ -32,6 +33,7 @@ class ScanResult(BaseModel):
     unit: UnitRead | None = None
     participant_code: str | None = None
     username: str | None = None
+    reserved: ReservedRead | None = None
 
 
 def resolve_scan(
@@ -50,6 +52,14 @@ def resolve_scan(
         specimen = find_specimen(session, code)
         if specimen is not None:
             return result("specimen", f"specimen {code}", specimen=specimen)
+        reserved = find_reserved(session, code)
+        if reserved is not None:
+            return result(
+                "kit",
+                f"kit tube {code} for {reserved.participant_code} {reserved.visit_label}: "
+                "not accessioned yet",
+                reserved=reserved,
+            )
     unit = session.exec(select(StorageUnit).where(StorageUnit.barcode == code)).first()
     if unit is not None:
         return result(

@@ -16,11 +16,12 @@ from sqlmodel import Session, select
 
 from biobank import sprec
 from biobank.db import flush
-from biobank.errors import NotFound, ValidationError
+from biobank.errors import ValidationError
 from biobank.lifecycle import check_transition
 from biobank.models import (
     Participant,
     QuantityUnit,
+    ReservedAccession,
     Specimen,
     SpecimenKind,
     SpecimenPoolSource,
@@ -33,7 +34,7 @@ from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
 from biobank.services.custody import Slot, occupy, resolve_destination
 from biobank.services.events import EventRead, record_event, specimen_events
-from biobank.services.participants import get_participant_row
+from biobank.services.participants import find_visit, get_participant_row
 from biobank.services.specimen_ids import allocate_accession_ids
 from biobank.services.specimen_read import SpecimenRead, get_specimen, specimen_read
 
@@ -249,13 +250,19 @@ def accession(
     notes: str | None = None,
     destination: str | None = None,
     position: str | None = None,
+    kit_id: str | None = None,
 ) -> SpecimenRead:
-    """Receive a primary specimen for a participant's visit, optionally placing it."""
+    """Receive a primary specimen for a participant's visit, optionally placing it. A tube
+    from a collection kit (`kit_id`, the scanned label) keeps the ID reserved for it."""
     require(actor, Permission.accession)
     owner = get_participant_row(session, participant)
     study = session.get(Study, owner.study_id)
     visit_row = _visit(session, owner, visit)
     specimen_type = _type(specimen_type)
+    reserved = None
+    if kit_id is not None:
+        reserved = _claim(session, kit_id, owner=owner, visit=visit_row, type_code=specimen_type)
+        visit_row = session.get(Visit, reserved.visit_id)
     container = container_type.strip().upper() if container_type else None
     fluid = sprec.is_fluid_type(specimen_type)
     if container and fluid and container not in sprec.allowed_values("fluid", "container"):
@@ -302,7 +309,10 @@ def accession(
     (slot,) = _slots(
         session, destination=destination, position=position, specimen_type=specimen_type, count=1
     )
-    (accession_id,) = allocate_accession_ids(session, prefix=study.id_prefix, count=1)
+    if reserved is not None:
+        accession_id = reserved.accession_id
+    else:
+        (accession_id,) = allocate_accession_ids(session, prefix=study.id_prefix, count=1)
     specimen = Specimen(
         accession_id=accession_id,
         legacy_id=legacy_id,
@@ -324,23 +334,47 @@ def accession(
         notes=notes,
     )
     _record_new(session, actor=actor, specimen=specimen, slot=slot, event_type="accessioned")
+    if reserved is not None:
+        reserved.specimen_id = specimen.id
+        session.add(reserved)
     return specimen_read(session, specimen)
 
 
-def _visit(session: Session, participant: Participant, label: str | None) -> Visit | None:
-    if label is None:
-        return None
-    visit = session.exec(
-        select(Visit).where(
-            Visit.participant_id == participant.id,
-            Visit.label == " ".join(label.split()).lower(),
-        )
+def _claim(
+    session: Session, kit_id: str, *, owner: Participant, visit: Visit | None, type_code: str
+) -> ReservedAccession:
+    """The reservation a kit tube's label names, checked against what is being accessioned."""
+    code = kit_id.strip().upper()
+    reserved = session.exec(
+        select(ReservedAccession).where(ReservedAccession.accession_id == code)
     ).first()
-    if visit is None:
-        raise NotFound(
-            f"participant {participant.code} has no visit {label!r}", field="visit", value=label
+    if reserved is None:
+        raise ValidationError(f"{code} is not a reserved kit ID", field="kit_id", value=kit_id)
+    if reserved.specimen_id is not None:
+        raise ValidationError(f"{code} is already accessioned", field="kit_id", value=kit_id)
+    if reserved.participant_id != owner.id:
+        raise ValidationError(
+            f"{code} was reserved for another participant, not {owner.code}",
+            field="participant",
+            value=owner.code,
         )
-    return visit
+    if visit is not None and reserved.visit_id != visit.id:
+        raise ValidationError(
+            f"{code} was reserved for another visit, not {visit.label}",
+            field="visit",
+            value=visit.label,
+        )
+    if reserved.specimen_type and reserved.specimen_type != type_code:
+        raise ValidationError(
+            f"{code} was reserved for {reserved.specimen_type}, not {type_code}",
+            field="specimen_type",
+            value=type_code,
+        )
+    return reserved
+
+
+def _visit(session: Session, participant: Participant, label: str | None) -> Visit | None:
+    return find_visit(session, participant, label) if label is not None else None
 
 
 def _check_drawable(specimen: Specimen) -> None:
