@@ -1,0 +1,105 @@
+"""`biobank import …`: bring in what a lab kept before this system."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from biobank.cli.common import JsonOption, emit_json, emit_table, message, work
+from biobank.errors import ValidationError
+from biobank.services import legacy_import
+from biobank.services.legacy_import import ImportReport
+
+app = typer.Typer(help="Import data kept in other systems.", no_args_is_help=True)
+
+
+@app.command()
+def inventory(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV, one row per tube."),
+    study: str = typer.Option(..., "--study", help="Study to register into (must exist)."),
+    mapping: Path | None = typer.Option(
+        None, "--mapping", exists=True, dir_okay=False, help="TOML: settings and [columns]."
+    ),
+    column: list[str] = typer.Option(
+        [], "--column", help='FIELD=HEADER, e.g. subject="Patient" (repeatable).'
+    ),
+    date_format: str | None = typer.Option(
+        None, "--date-format", help="strptime format of dates (default %m/%d/%Y)."
+    ),
+    unit: str | None = typer.Option(
+        None, "--unit", help="Volume unit (default: from the header, e.g. 'Volume (uL)')."
+    ),
+    timezone: str | None = typer.Option(
+        None, "--timezone", help="The lab's zone, e.g. America/New_York (default: local)."
+    ),
+    box_grid: str | None = typer.Option(
+        None, "--box-grid", help="Grid of the boxes it creates (default 9x9)."
+    ),
+    pre_temp: str | None = typer.Option(
+        None, "--pre-temp", help="Temperature before centrifugation: RT, 2-10C or 35-38C."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check and report; change nothing."),
+    json: JsonOption = False,
+) -> None:
+    """Import a legacy inventory spreadsheet: all rows, or (if any row is faulty) none."""
+    sheet = legacy_import.sheet_format(
+        mapping,
+        columns=_pairs(column),
+        date_format=date_format,
+        unit=unit,
+        timezone=timezone,
+        box_grid=box_grid,
+        precentrifugation_temperature=pre_temp,
+    )
+    with work(ctx, readonly=dry_run) as (session, actor):
+        plan = legacy_import.check_inventory(
+            session, actor=actor, path=file, study=study, sheet=sheet
+        )
+        report = plan.report
+        if not (dry_run or report.fault_count):
+            with typer.progressbar(length=report.rows, label="importing", file=sys.stderr) as bar:
+                report = legacy_import.write_inventory(
+                    session, actor=actor, plan=plan, progress=bar.update
+                )
+    _emit(report, dry_run=dry_run, json=json)
+    if report.fault_count:
+        raise typer.Exit(2)
+
+
+def _pairs(items: list[str]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, sign, header = item.partition("=")
+        if not sign:
+            raise ValidationError(f"{item!r} is not FIELD=HEADER", field="column", value=item)
+        pairs[name.strip()] = header.strip().strip("\"'")
+    return pairs
+
+
+def _emit(report: ImportReport, *, dry_run: bool, json: bool) -> None:
+    if json:
+        emit_json({"dry_run": dry_run, **report.model_dump(mode="json")})
+    elif report.faults:
+        emit_table(
+            ["row", "line", "column", "value", "reason"],
+            [(f.row, f.line, f.column, f.value, f.reason) for f in report.faults],
+        )
+    for notice in report.notices:
+        message(f"note: {notice}")
+    new = (
+        f"{report.new_participants} participants, {report.new_visits} visits and "
+        f"{report.new_units} storage units"
+    )
+    fine = report.rows - report.faulty_rows
+    if report.fault_count:
+        message(
+            f"{report.file}: {report.rows} rows, {fine} fine, {report.faulty_rows} faulty "
+            f"({report.fault_count} faults); nothing was imported"
+        )
+    elif dry_run:
+        message(f"{report.file}: all {report.rows} rows fine; would create {new}; dry run")
+    else:
+        message(f"{report.file}: imported {report.imported} specimens; created {new}")

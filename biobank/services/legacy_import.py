@@ -1,0 +1,1020 @@
+"""Importing the spreadsheet a lab kept before this system: one row per tube, with its subject,
+visit, type, volume, collection and processing times, freezer, rack, box and position.
+
+Checking reads the whole file and reports every fault (data row, file line, column, value,
+reason) before anything is written, so a file with any faulty row changes nothing. It looks
+rows up in the database a thousand at a time and spools the checked rows to a temporary file
+rather than holding them. Writing then goes through SQLAlchemy Core, a thousand rows per
+statement: specimens, their custody events and their hash-chained audit entries, with the
+participants, visits and storage units the file names created when missing, all in the
+caller's one transaction.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import pickle
+import re
+import tempfile
+import tomllib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from functools import lru_cache
+from itertools import islice
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlmodel import Session, select
+
+from biobank.errors import ValidationError
+from biobank.models import (
+    Participant,
+    PositionLabels,
+    QuantityUnit,
+    Specimen,
+    SpecimenEvent,
+    SpecimenKind,
+    StorageUnit,
+    Study,
+    Visit,
+)
+from biobank.permissions import Actor, Permission, require
+from biobank.positions import parse_grid, parse_position
+from biobank.services import audit
+from biobank.services.custody import _adjust_free, _check_box_accepts
+from biobank.services.participants import PARTICIPANT_CODE
+from biobank.services.specimen_ids import allocate_accession_ids
+from biobank.services.specimens import _check_times, _quantity, _sprec_code, _temperature, _type
+from biobank.services.storage import PATH_SEPARATOR, _sort_key, subtree_range
+from biobank.services.studies import get_study
+
+FIELDS: dict[str, str] = {
+    "legacy_id": "Sample ID",
+    "subject": "Subject",
+    "visit": "Visit",
+    "specimen_type": "Sample type",
+    "volume": "Volume (uL)",
+    "date_collected": "Date collected",
+    "time_collected": "Time collected",
+    "time_processed": "Time processed",
+    "freezer": "Freezer",
+    "rack": "Rack",
+    "box": "Box",
+    "position": "Position",
+    "thaws": "Thaws",
+    "comments": "Comments",
+}
+"""What the import reads → the header it looks for unless mapped otherwise."""
+
+OPTIONAL_FIELDS = frozenset({"visit", "time_collected", "time_processed", "thaws", "comments"})
+STORAGE_KINDS = ("freezer", "rack", "box")  # outermost first; each sits in the one before
+DELIMITERS = ",;\t"
+TIME_FORMATS = ("%H:%M", "%H:%M:%S", "%I:%M %p", "%I:%M:%S %p")
+FALLBACK_ENCODINGS = ("cp1252", "latin-1")  # what Excel writes in the West; latin-1 reads all
+CLOCK_SKEW = timedelta(days=1)  # the lab's calendar may be a day ahead of this workstation's
+MAX_LISTED_FAULTS = 1000
+BATCH_ROWS = 1000
+
+
+# --- The sheet's format -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SheetFormat:
+    """How a lab's sheet is laid out and what its values mean (build it with `sheet_format`,
+    which checks every value)."""
+
+    columns: Mapping[str, str] = field(default_factory=lambda: dict(FIELDS))
+    date_format: str = "%m/%d/%Y"
+    unit: QuantityUnit | None = None  # None: the volume header's "(uL)", else uL
+    timezone: tzinfo | None = None  # None: this workstation's zone
+    box_grid: tuple[int, int] = (9, 9)  # of the boxes the import creates
+    precentrifugation_temperature: str | None = None  # None: unknown, SPREC delay X
+
+
+def sheet_format(
+    mapping: Path | None = None,
+    *,
+    columns: Mapping[str, str] | None = None,
+    date_format: str | None = None,
+    unit: str | None = None,
+    timezone: str | None = None,
+    box_grid: str | None = None,
+    precentrifugation_temperature: str | None = None,
+) -> SheetFormat:
+    """The defaults, overridden by a TOML mapping file (these settings at the top level and a
+    `[columns]` table of field = "Header"), overridden in turn by what is given here."""
+    settings = _read_toml(mapping) if mapping is not None else {}
+    file_columns = settings.pop("columns", {})
+    given = {
+        "date_format": date_format,
+        "unit": unit,
+        "timezone": timezone,
+        "box_grid": box_grid,
+        "precentrifugation_temperature": precentrifugation_temperature,
+    }
+    unknown = sorted(settings.keys() - given.keys())
+    if unknown:
+        raise ValidationError(
+            f"unknown setting {unknown[0]!r} in {mapping} (settings: {', '.join(given)} "
+            "and a [columns] table)",
+            field="mapping",
+            value=unknown[0],
+        )
+    chosen = settings | {name: value for name, value in given.items() if value is not None}
+    return SheetFormat(
+        columns=dict(FIELDS) | _columns(file_columns) | _columns(columns or {}),
+        date_format=_date_format(chosen.get("date_format", SheetFormat.date_format)),
+        unit=_unit(chosen["unit"], field="unit") if "unit" in chosen else None,
+        timezone=_zone(chosen["timezone"]) if "timezone" in chosen else None,
+        box_grid=_grid(chosen.get("box_grid", SheetFormat.box_grid)),
+        precentrifugation_temperature=_temperature(
+            chosen.get("precentrifugation_temperature"), "precentrifugation_temperature"
+        ),
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ValidationError(
+            f"cannot read the mapping {path}: {error}", field="mapping", value=str(path)
+        ) from None
+
+
+def _columns(given: object) -> dict[str, str]:
+    if not isinstance(given, Mapping):
+        raise ValidationError("columns must map fields to headers", field="columns", value=given)
+    for name, header in given.items():
+        if name not in FIELDS:
+            raise ValidationError(
+                f"unknown field {name!r} (fields: {', '.join(FIELDS)})", field="columns", value=name
+            )
+        if not isinstance(header, str) or not header.strip():
+            raise ValidationError(f"the header of {name} must be text", field=name, value=header)
+    return {name: header.strip() for name, header in given.items()}
+
+
+def _date_format(pattern: object) -> str:
+    sample = date(2017, 4, 28)
+    try:
+        readable = datetime.strptime(sample.strftime(str(pattern)), str(pattern)).date() == sample
+    except ValueError:
+        readable = False
+    if not readable:
+        raise ValidationError(
+            f"date format {pattern!r} must give day, month and year, like %m/%d/%Y",
+            field="date_format",
+            value=pattern,
+        )
+    return str(pattern)
+
+
+def _unit(text: object, *, field: str) -> QuantityUnit:
+    """`uL`, `ul`, `µL`, `mL`…"""
+    plain = str(text).strip().replace("µ", "u").replace("μ", "u").lower()
+    for unit in QuantityUnit:
+        if unit.value.lower() == plain:
+            return unit
+    allowed = ", ".join(u.value for u in QuantityUnit)
+    raise ValidationError(f"unknown unit {text!r} (allowed: {allowed})", field=field, value=text)
+
+
+def _zone(name: object) -> tzinfo:
+    try:
+        return ZoneInfo(str(name))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(
+            f"unknown time zone {name!r} (an IANA name such as America/New_York)",
+            field="timezone",
+            value=name,
+        ) from None
+
+
+def _grid(value: object) -> tuple[int, int]:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        value = f"{value[0]}x{value[1]}"
+    return parse_grid(str(value), field="box_grid")
+
+
+# --- The report ---------------------------------------------------------------------------
+
+
+class Fault(BaseModel):
+    """One thing wrong. `row` counts data rows from 1 (the header and blank lines do not
+    count); `line` is the line of the file the row starts on. No row: the file as a whole."""
+
+    row: int | None
+    line: int | None
+    column: str | None
+    value: str | None
+    reason: str
+
+
+class ImportReport(BaseModel):
+    file: str
+    study: str
+    encoding: str
+    delimiter: str
+    rows: int = 0
+    faulty_rows: int = 0
+    fault_count: int = 0
+    faults: list[Fault] = []  # the first MAX_LISTED_FAULTS
+    notices: list[str] = []
+    new_participants: int = 0
+    new_visits: int = 0
+    new_units: int = 0
+    imported: int = 0
+
+
+# --- Reading the file ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Source:
+    path: Path
+    encoding: str
+    delimiter: str
+
+    def records(self) -> Iterator[tuple[int, list[str]]]:
+        """(first line, cells) of each record that is not blank."""
+        with self.path.open(encoding=self.encoding, newline="") as file:
+            reader = csv.reader(file, delimiter=self.delimiter)
+            last_line = 0
+            for cells in reader:
+                line, last_line = last_line + 1, reader.line_num
+                if any(cell.strip() for cell in cells):
+                    yield line, cells
+
+
+def _open_source(path: Path, notices: list[str]) -> _Source:
+    try:
+        encoding = _encoding(path)
+        with path.open(encoding=encoding, newline="") as file:
+            sample = [line for line in file.readlines(1 << 16) if line.strip()]
+    except OSError as error:
+        raise ValidationError(
+            f"cannot read {path}: {error.strerror}", field="file", value=str(path)
+        ) from None
+    if encoding in FALLBACK_ENCODINGS:
+        notices.append(
+            f"{path.name} is not UTF-8: it was read as {encoding}; check accented characters "
+            "(or save it from the spreadsheet as CSV UTF-8)"
+        )
+    return _Source(path, encoding, _delimiter(sample))
+
+
+def _encoding(path: Path) -> str:
+    """UTF-8 (with or without a BOM), UTF-16 with a BOM, else what Excel writes in the West."""
+    with path.open("rb") as file:
+        head = file.read(4)
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    return next(e for e in ("utf-8", *FALLBACK_ENCODINGS) if _decodes(path, e))
+
+
+def _decodes(path: Path, encoding: str) -> bool:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    with path.open("rb") as file:
+        try:
+            while chunk := file.read(1 << 20):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+def _delimiter(lines: list[str]) -> str:
+    """Sniffed from the first lines that are not blank; else the one the header uses most."""
+    try:
+        return csv.Sniffer().sniff("".join(lines), delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return max(DELIMITERS, key=lines[0].count) if lines else ","
+
+
+def _key(header: str) -> str:
+    """Headers match without regard to case or spacing."""
+    return " ".join(header.split()).casefold()
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+# --- One row ------------------------------------------------------------------------------
+
+
+class _Tube(NamedTuple):
+    legacy_id: str
+    subject: str
+    visit: str | None
+    specimen_type: str
+    quantity: float
+    collected_on: date
+    collected_at: datetime | None
+    processed_at: datetime | None
+    freezer: str
+    rack: str
+    box: str
+    position: str
+    thaws: int
+    notes: str | None
+
+
+RowFault = tuple[str | None, str | None, str]  # field, value, reason
+
+
+def _text(limit: int) -> Callable[[str], str]:
+    def check(raw: str) -> str:
+        if len(raw) > limit:
+            raise ValidationError(f"longer than {limit} characters")
+        return raw
+
+    return check
+
+
+def _subject(raw: str) -> str:
+    code = raw.upper()
+    if not PARTICIPANT_CODE.match(code):
+        raise ValidationError("a participant code is 3-32 characters: A-Z, 0-9 and '-'")
+    return code
+
+
+def _visit_label(raw: str) -> str:
+    """As `add_visit` keeps labels: single spaces, lower case."""
+    return _text(64)(" ".join(raw.split()).lower())
+
+
+def _volume(raw: str) -> float:
+    try:
+        number = float(raw)
+    except ValueError:
+        raise ValidationError("volume must be a number") from None
+    return _quantity(number, "volume")
+
+
+def _thaws(raw: str) -> int:
+    if not raw.isdigit():
+        raise ValidationError("thaws must be a whole number, 0 or more")
+    return int(raw)
+
+
+@lru_cache(maxsize=4096)
+def _clock(raw: str) -> time:
+    for pattern in TIME_FORMATS:
+        try:
+            return datetime.strptime(raw.upper(), pattern).time()
+        except ValueError:
+            continue
+    raise ValidationError("not a time of day like 09:30 or 9:30 AM")
+
+
+@lru_cache(maxsize=65536)
+def _day(raw: str, pattern: str) -> date:
+    try:
+        day = datetime.strptime(raw, pattern).date()
+    except ValueError:
+        example = date(2017, 4, 28).strftime(pattern)
+        raise ValidationError(f"not a date like {example} ({pattern})") from None
+    if day > date.today() + CLOCK_SKEW:
+        raise ValidationError("the collection date is in the future")
+    return day
+
+
+def _local(day: date, clock: time | None, sheet: SheetFormat) -> datetime | None:
+    """The lab's clock time on `day`, in UTC."""
+    if clock is None:
+        return None
+    moment = datetime.combine(day, clock)
+    local = moment.replace(tzinfo=sheet.timezone) if sheet.timezone else moment.astimezone()
+    return local.astimezone(UTC)
+
+
+def _read_tube(
+    cells: list[str], columns: Mapping[str, int], sheet: SheetFormat, faults: list[RowFault]
+) -> _Tube | None:
+    """The values of one row, or None (and `faults` filled) if any is wrong."""
+    found = len(faults)
+
+    def value(name: str) -> str:
+        index = columns.get(name)
+        return cells[index].strip() if index is not None and index < len(cells) else ""
+
+    def parse(name: str, convert: Callable[[str], Any]) -> Any:
+        raw = value(name)
+        if not raw:
+            if name not in OPTIONAL_FIELDS:
+                faults.append((name, raw, "a value is required"))
+            return None
+        try:
+            return convert(raw)
+        except ValidationError as error:
+            faults.append((name, raw, error.message))
+            return None
+
+    values = {
+        "legacy_id": parse("legacy_id", _text(64)),
+        "subject": parse("subject", _subject),
+        "visit": parse("visit", _visit_label),
+        "specimen_type": parse("specimen_type", _type),
+        "quantity": parse("volume", _volume),
+        "collected_on": parse("date_collected", lambda raw: _day(raw, sheet.date_format)),
+    }
+    clocks = [parse(name, _clock) for name in ("time_collected", "time_processed")]
+    tube = _Tube(
+        **values,
+        collected_at=values["collected_on"] and _local(values["collected_on"], clocks[0], sheet),
+        processed_at=values["collected_on"] and _local(values["collected_on"], clocks[1], sheet),
+        freezer=parse("freezer", _text(64)),
+        rack=parse("rack", _text(64)),
+        box=parse("box", _text(64)),
+        position=parse("position", str),
+        thaws=parse("thaws", _thaws) or 0,
+        notes=value("comments") or None,
+    )
+    if len(faults) > found:
+        return None
+    try:
+        _check_times({"collected_at": tube.collected_at, "processed_at": tube.processed_at})
+    except ValidationError as error:
+        name = "time_processed" if error.field == "processed_at" else "time_collected"
+        faults.append((name, value(name), error.message))
+        return None
+    return tube
+
+
+# --- Checking -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Unit:
+    """A storage unit the file names: found in the database by barcode, or to be created."""
+
+    kind: str
+    barcode: str
+    name: str
+    parent: str | None  # the parent's barcode, as the first row naming it says
+    row: int
+    grid: tuple[int, int, PositionLabels] | None
+    existing: StorageUnit | None = None
+    created: StorageUnit | None = None
+    fault: str | None = None
+    taken: dict[tuple[int, int], str] = field(default_factory=dict)  # → accession ID
+
+    @property
+    def stored(self) -> StorageUnit:
+        return self.existing or self.created
+
+
+@dataclass
+class _Person:
+    id: int | None  # None: to be created
+    fault: str | None = None
+
+
+@dataclass
+class _PlannedVisit:
+    id: int | None  # None: to be created, dated by its earliest collection
+    visit_date: date
+
+
+@dataclass
+class ImportPlan:
+    """What checking a file found: its report, and the checked rows writing needs."""
+
+    report: ImportReport
+    study: Study
+    sheet: SheetFormat
+    unit: QuantityUnit
+    participants: dict[str, _Person]
+    visits: dict[tuple[str, str], _PlannedVisit]
+    units: dict[str, _Unit]
+    spool: IO[bytes]  # batches of (row, tube, (grid row, grid column)), pickled
+
+
+def check_inventory(
+    session: Session,
+    *,
+    actor: Actor,
+    path: Path,
+    study: str,
+    sheet: SheetFormat | None = None,
+) -> ImportPlan:
+    """Read and check a whole file, against itself and the database; write nothing.
+
+    The plan's report lists every fault; `write_inventory` writes a plan that has none."""
+    require(actor, Permission.import_data)
+    return _Checker(session, path, get_study(session, study), sheet or sheet_format()).run()
+
+
+class _Checker:
+    def __init__(self, session: Session, path: Path, study: Study, sheet: SheetFormat):
+        self.session = session
+        self.study = study
+        self.sheet = sheet
+        notices: list[str] = []
+        self.source = _open_source(path, notices)
+        self.report = ImportReport(
+            file=path.name,
+            study=study.code,
+            encoding=self.source.encoding,
+            delimiter=self.source.delimiter,
+            notices=notices,
+        )
+        self.headers: dict[str, str] = {}  # field → its header as the file spells it
+        self.participants: dict[str, _Person] = {}
+        self.visits: dict[tuple[str, str], _PlannedVisit] = {}
+        self.units: dict[str, _Unit] = {}
+        self.stored_units: dict[str, StorageUnit | None] = {}  # barcode → as found
+        self.legacy_rows: dict[str, int] = {}
+        self.recorded: set[str] = set()  # legacy IDs of the current batch already recorded
+        self.places: dict[tuple[str, int, int], int] = {}
+        self.faulty: set[int] = set()
+        self.spool = tempfile.TemporaryFile()  # noqa: SIM115  (the plan owns it; writing closes it)
+
+    def run(self) -> ImportPlan:
+        records = self.source.records()
+        header = next(records, None)
+        if header is None:
+            self.fault(None, None, None, None, "the file is empty")
+        columns, unit = self.read_header(*header) if header else ({}, QuantityUnit.uL)
+        if columns:
+            for batch in _chunks(enumerate(records, start=1), BATCH_ROWS):
+                self.check_batch(batch, columns, width=len(header[1]))
+        self.summarise()
+        return ImportPlan(
+            report=self.report,
+            study=self.study,
+            sheet=self.sheet,
+            unit=unit,
+            participants=self.participants,
+            visits=self.visits,
+            units=self.units,
+            spool=self.spool,
+        )
+
+    def fault(self, row: int | None, line: int | None, name: str | None, value, reason: str):
+        self.report.fault_count += 1
+        if row is not None:
+            self.faulty.add(row)
+        if len(self.report.faults) < MAX_LISTED_FAULTS:
+            column = (self.headers.get(name) or self.sheet.columns[name]) if name else None
+            self.report.faults.append(
+                Fault(row=row, line=line, column=column, value=value, reason=reason)
+            )
+
+    def read_header(self, line: int, cells: list[str]) -> tuple[dict[str, int], QuantityUnit]:
+        """Each field's column; nothing if a column is missing or named twice."""
+        keys = [_key(header) for header in cells]
+        columns: dict[str, int] = {}
+        for name, header in self.sheet.columns.items():
+            if _key(header) in keys:
+                columns[name] = keys.index(_key(header))
+                self.headers[name] = cells[columns[name]].strip()
+                if keys.count(_key(header)) > 1:
+                    self.fault(None, line, name, None, f"two columns are named {header!r}")
+            elif name not in OPTIONAL_FIELDS:
+                self.fault(
+                    None,
+                    line,
+                    name,
+                    None,
+                    f"no column {header!r} (name the column of {name} with "
+                    f"--column {name}=HEADER or in a mapping file)",
+                )
+        ignored = [
+            c.strip() for i, c in enumerate(cells) if c.strip() and i not in columns.values()
+        ]
+        if ignored:
+            self.report.notices.append(f"columns not imported: {', '.join(ignored)}")
+        unit = self.volume_unit(line)
+        return ({} if self.report.fault_count else columns), unit
+
+    def volume_unit(self, line: int) -> QuantityUnit:
+        """As given, else as the volume header says ("Volume (uL)"), else uL."""
+        written = re.search(r"\(([^)]*)\)\s*$", self.headers.get("volume", ""))
+        if self.sheet.unit is not None or written is None:
+            return self.sheet.unit or QuantityUnit.uL
+        try:
+            return _unit(written.group(1), field="volume")
+        except ValidationError as error:
+            reason = f"{error.message}; give the unit with --unit"
+            self.fault(None, line, "volume", self.headers["volume"], reason)
+            return QuantityUnit.uL
+
+    def check_batch(self, batch: list, columns: dict[str, int], width: int) -> None:
+        read = []
+        for row, (line, cells) in batch:
+            faults: list[RowFault] = []
+            if any(cell.strip() for cell in cells[width:]):
+                reason = f"{len(cells)} values for {width} columns (quote values holding "
+                faults.append((None, None, reason + f"the delimiter {self.source.delimiter!r})"))
+            read.append((row, line, _read_tube(cells, columns, self.sheet, faults), faults))
+        self.look_up([tube for _, _, tube, _ in read if tube is not None])
+        checked = []
+        for row, line, tube, faults in read:
+            place = self.check_tube(tube, row, faults) if tube is not None else None
+            for name, value, reason in faults:
+                self.fault(row, line, name, value, reason)
+            checked.append((row, tube, place))
+        self.report.rows = batch[-1][0]
+        if not self.report.fault_count:  # once a row is faulty, nothing will be written
+            pickle.dump(checked, self.spool, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def look_up(self, tubes: list[_Tube]) -> None:
+        """What the database knows of a batch's participants, units and legacy IDs, with a
+        few queries for the whole batch."""
+        session = self.session
+        codes = {t.subject for t in tubes} - self.participants.keys()
+        found = session.exec(
+            select(Participant.code, Participant.id, Participant.study_id).where(
+                Participant.code.in_(codes)
+            )
+        ).all()
+        for code in codes:
+            self.participants[code] = _Person(None)
+        for code, participant_id, study_id in found:
+            person = self.participants[code] = _Person(participant_id)
+            if study_id != self.study.id:
+                other = session.get(Study, study_id).code
+                person.fault = f"participant {code} is in study {other}, not {self.study.code}"
+        codes_by_id = {participant_id: code for code, participant_id, _ in found}
+        for participant_id, label, visit_id, visit_date in session.exec(
+            select(Visit.participant_id, Visit.label, Visit.id, Visit.visit_date).where(
+                Visit.participant_id.in_(codes_by_id)
+            )
+        ):
+            self.visits[codes_by_id[participant_id], label] = _PlannedVisit(visit_id, visit_date)
+        barcodes = {n.upper() for t in tubes for n in (t.freezer, t.rack, t.box)}
+        barcodes -= self.stored_units.keys()
+        self.stored_units |= dict.fromkeys(barcodes)
+        for unit in session.exec(select(StorageUnit).where(StorageUnit.barcode.in_(barcodes))):
+            self.stored_units[unit.barcode] = unit
+        self.recorded = set(
+            session.exec(
+                select(Specimen.legacy_id).where(
+                    Specimen.legacy_id.in_({t.legacy_id for t in tubes})
+                )
+            )
+        )
+
+    def check_tube(self, tube: _Tube, row: int, faults: list[RowFault]) -> tuple[int, int] | None:
+        first = self.legacy_rows.setdefault(tube.legacy_id, row)
+        if first != row:
+            faults.append(("legacy_id", tube.legacy_id, f"the same ID is on row {first}"))
+        elif tube.legacy_id in self.recorded:
+            faults.append(("legacy_id", tube.legacy_id, "a specimen with this ID is recorded"))
+        person = self.participants[tube.subject]
+        if person.fault:
+            faults.append(("subject", tube.subject, person.fault))
+        elif tube.visit is not None:
+            planned = self.visits.setdefault(
+                (tube.subject, tube.visit), _PlannedVisit(None, tube.collected_on)
+            )
+            if planned.id is None:
+                planned.visit_date = min(planned.visit_date, tube.collected_on)
+        box = self.place(tube, row, faults)
+        return self.check_position(tube, box, row, faults) if box else None
+
+    def place(self, tube: _Tube, row: int, faults: list[RowFault]) -> _Unit | None:
+        """The tube's freezer > rack > box, each found or planned; None if any is wrong."""
+        parent = unit = None
+        for kind in STORAGE_KINDS:
+            name = getattr(tube, kind)
+            unit = self.units.get(name.upper()) or self.new_unit(kind, name, parent, row)
+            reason = unit.fault
+            if unit.kind != kind:
+                reason = f"{unit.barcode} is a {unit.kind} on row {unit.row}"
+            elif unit.parent != parent:
+                reason = f"{kind} {unit.barcode} is in {unit.parent} on row {unit.row}"
+            if reason:
+                faults.append((kind, name, reason))
+                return None
+            parent = unit.barcode
+        return unit
+
+    def new_unit(self, kind: str, name: str, parent: str | None, row: int) -> _Unit:
+        barcode = name.upper()
+        existing = self.stored_units[barcode]
+        grid = (*self.sheet.box_grid, PositionLabels.letter_number) if kind == "box" else None
+        unit = self.units[barcode] = _Unit(kind, barcode, name, parent, row, grid, existing)
+        if existing is None:
+            return unit
+        container = self.units[parent].existing if parent else None
+        if existing.holds_specimens != (kind == "box"):
+            unit.fault = f"{barcode} is a {existing.kind} in the database, not a {kind}"
+        elif parent and not (container and _inside(existing, container)):
+            unit.fault = f"{barcode} is in {existing.path} in the database, not in {parent}"
+        elif kind == "box":
+            unit.grid = (existing.grid_rows, existing.grid_cols, existing.position_labels)
+            unit.taken = {
+                (r, c): accession_id
+                for accession_id, r, c in self.session.exec(
+                    select(
+                        Specimen.accession_id, Specimen.position_row, Specimen.position_col
+                    ).where(Specimen.box_id == existing.id)
+                )
+            }
+        return unit
+
+    def check_position(
+        self, tube: _Tube, box: _Unit, row: int, faults: list[RowFault]
+    ) -> tuple[int, int] | None:
+        if box.existing is not None:
+            try:
+                _check_box_accepts(box.existing, tube.specimen_type)
+            except ValidationError as error:
+                faults.append(("specimen_type", tube.specimen_type, error.message))
+        rows, cols, labels = box.grid
+        try:
+            place = parse_position(tube.position, rows=rows, cols=cols, scheme=labels)
+        except ValidationError as error:
+            faults.append(("position", tube.position, error.message))
+            return None
+        if place in box.taken:
+            occupant = box.taken[place]
+            faults.append(
+                ("position", tube.position, f"{box.barcode} {tube.position} holds {occupant}")
+            )
+        first = self.places.setdefault((box.barcode, *place), row)
+        if first != row:
+            faults.append(("position", tube.position, f"row {first} is in the same position"))
+        return place
+
+    def summarise(self) -> None:
+        report = self.report
+        report.faulty_rows = len(self.faulty)
+        report.new_participants = sum(p.id is None for p in self.participants.values())
+        report.new_visits = sum(v.id is None for v in self.visits.values())
+        report.new_units = sum(u.existing is None for u in self.units.values())
+        if report.fault_count > len(report.faults):
+            report.notices.append(f"{len(report.faults)} of {report.fault_count} faults listed")
+
+
+def _inside(unit: StorageUnit, container: StorageUnit) -> bool:
+    low, high = subtree_range(container)
+    return low <= unit.sort_key < high
+
+
+# --- Writing ------------------------------------------------------------------------------
+
+
+def write_inventory(
+    session: Session,
+    *,
+    actor: Actor,
+    plan: ImportPlan,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Write a checked file into the caller's transaction; `progress` is told how many more
+    rows were written after each batch."""
+    require(actor, Permission.import_data)
+    report = plan.report
+    if report.fault_count:
+        raise ValidationError(
+            f"{report.file} has {report.fault_count} faults in {report.faulty_rows} rows; "
+            "nothing was imported",
+            field="file",
+            value=report.file,
+        )
+    writer = _Writer(session, actor, plan)
+    writer.create_participants()
+    writer.create_visits()
+    writer.create_units()
+    filled: dict[int, int] = {}
+    with plan.spool:
+        plan.spool.seek(0)
+        while batch := _unspool(plan.spool):
+            for box_id in writer.write_tubes(batch):
+                filled[box_id] = filled.get(box_id, 0) + 1
+            if progress:
+                progress(len(batch))
+    for box_id, count in filled.items():
+        _adjust_free(session, box_id, -count)
+    return report.model_copy(update={"imported": sum(filled.values())})
+
+
+def _unspool(spool: IO[bytes]) -> list[tuple[int, _Tube, tuple[int, int]]]:
+    try:
+        return pickle.load(spool)
+    except EOFError:
+        return []
+
+
+@lru_cache(maxsize=4096)
+def _sprec(specimen_type: str, delay: timedelta | None, temperature: str | None) -> str | None:
+    """`_sprec_code` of what a legacy row tells (cached: types and delays repeat)."""
+    start = datetime(2000, 1, 1, tzinfo=UTC)
+    return _sprec_code(
+        given=None,
+        specimen_type=specimen_type,
+        container=None,
+        collected_at=start if delay is not None else None,
+        processed_at=start + delay if delay is not None else None,
+        frozen_at=None,
+        precentrifugation_temperature=temperature,
+        postcentrifugation_temperature=None,
+        centrifugation=None,
+        second_centrifugation=None,
+        storage=None,
+    )
+
+
+def _default(column: sa.Column) -> Any:
+    default = column.default
+    if default is None:
+        return None
+    return default.arg if default.is_scalar else default.arg(None)  # `utcnow`: the import's time
+
+
+class _Writer:
+    def __init__(self, session: Session, actor: Actor, plan: ImportPlan):
+        self.session = session
+        self.actor = actor
+        self.plan = plan
+        self.reason = f"legacy import of {plan.report.file}"
+        self.defaults: dict[str, dict[str, Any]] = {}
+
+    def row(self, table: sa.Table, **values: Any) -> dict[str, Any]:
+        """Every column but the key: the values given, else the column's default, so an audit
+        entry shows the whole row as `audit.snapshot` of an ORM object would."""
+        if table.name not in self.defaults:
+            self.defaults[table.name] = {
+                column.key: _default(column) for column in table.columns if not column.primary_key
+            }
+        return self.defaults[table.name] | values
+
+    def insert(self, table: sa.Table, rows: list[dict[str, Any]], *key: str) -> list[int]:
+        """One executemany, then the new ids read back by a unique key (on SQLite, RETURNING
+        in the rows' order would cost one statement per row)."""
+        if not rows:
+            return []
+        self.session.execute(sa.insert(table), rows)
+        wanted = [tuple(row[k] for k in key) for row in rows]
+        found: dict[tuple, int] = {}
+        first = table.c[key[0]]
+        for chunk in _chunks(sorted({w[0] for w in wanted}), BATCH_ROWS):
+            query = sa.select(table.c.id, *(table.c[k] for k in key)).where(first.in_(chunk))
+            found |= {tuple(r[1:]): r[0] for r in self.session.execute(query)}
+        return [found[w] for w in wanted]
+
+    def audit(self, action: str, table: sa.Table, rows, ids, reasons: Iterable[str] = ()):
+        audit.record_many(
+            self.session,
+            actor=self.actor,
+            entries=(
+                {
+                    "action": action,
+                    "entity": table.name,
+                    "entity_id": row_id,
+                    "after": row | {"id": row_id},
+                    "reason": reason or self.reason,
+                }
+                for row, row_id, reason in zip(rows, ids, reasons or [None] * len(ids), strict=True)
+            ),
+        )
+
+    def create_participants(self) -> None:
+        table = Participant.__table__
+        new = [code for code, person in self.plan.participants.items() if person.id is None]
+        rows = [self.row(table, study_id=self.plan.study.id, code=code) for code in new]
+        ids = self.insert(table, rows, "code")
+        self.audit("participant.add", table, rows, ids)
+        for code, participant_id in zip(new, ids, strict=True):
+            self.plan.participants[code].id = participant_id
+
+    def create_visits(self) -> None:
+        table = Visit.__table__
+        new = [(key, visit) for key, visit in self.plan.visits.items() if visit.id is None]
+        rows = [
+            self.row(
+                table,
+                participant_id=self.plan.participants[code].id,
+                label=label,
+                visit_date=visit.visit_date,
+            )
+            for (code, label), visit in new
+        ]
+        ids = self.insert(table, rows, "participant_id", "label")
+        self.audit("visit.add", table, rows, ids)
+        for (_, visit), visit_id in zip(new, ids, strict=True):
+            visit.id = visit_id
+
+    def create_units(self) -> None:
+        """Freezers, then their racks, then the racks' boxes, placed in the tree as `storage`
+        places units (sort key and path); each box's slots are free until tubes fill them."""
+        table = StorageUnit.__table__
+        for kind in STORAGE_KINDS:
+            new = [u for u in self.plan.units.values() if u.kind == kind and u.existing is None]
+            parents = [self.plan.units[u.parent].stored if u.parent else None for u in new]
+            for unit, parent in zip(new, parents, strict=True):
+                rows, cols, labels = unit.grid or (None, None, PositionLabels.letter_number)
+                unit.created = StorageUnit(
+                    **self.row(
+                        table,
+                        parent_id=parent.id if parent else None,
+                        kind=kind,
+                        name=unit.name,
+                        barcode=unit.barcode,
+                        grid_rows=rows,
+                        grid_cols=cols,
+                        position_labels=labels,
+                        holds_specimens=kind == "box",
+                        free_slots=rows * cols if rows else None,
+                        path=(parent.path + PATH_SEPARATOR if parent else "") + unit.name,
+                    )
+                )
+            ids = self.insert(table, [_values(u.created) for u in new], "barcode")
+            for unit, parent, unit_id in zip(new, parents, ids, strict=True):
+                unit.created.id = unit_id
+                unit.created.sort_key = _sort_key(parent, unit.created)
+            if new:
+                self.session.execute(
+                    sa.update(table)
+                    .where(table.c.id == sa.bindparam("unit_id"))
+                    .values(sort_key=sa.bindparam("new_sort_key")),
+                    [{"unit_id": u.created.id, "new_sort_key": u.created.sort_key} for u in new],
+                )
+            self.audit("storage.add", table, [_values(u.created) for u in new], ids)
+
+    def write_tubes(self, batch: list[tuple[int, _Tube, tuple[int, int]]]) -> list[int]:
+        """Specimens, their `accessioned` events and audit entries; returns their boxes."""
+        table = Specimen.__table__
+        accession_ids = allocate_accession_ids(
+            self.session, prefix=self.plan.study.id_prefix, count=len(batch)
+        )
+        specimens = [
+            self.specimen(tube, place, accession_id)
+            for (_, tube, place), accession_id in zip(batch, accession_ids, strict=True)
+        ]
+        ids = self.insert(table, specimens, "accession_id")
+        reasons = [f"{self.reason}, row {row}" for row, _, _ in batch]
+        events = SpecimenEvent.__table__
+        self.session.execute(
+            sa.insert(events),
+            [
+                self.row(
+                    events,
+                    specimen_id=specimen_id,
+                    event_type="accessioned",
+                    actor_id=self.actor.user_id,
+                    workstation=self.actor.workstation,
+                    to_box_id=specimen["box_id"],
+                    to_row=specimen["position_row"],
+                    to_col=specimen["position_col"],
+                    quantity_change=specimen["quantity"],
+                    status_after=specimen["status"].value,
+                    reason=reason,
+                )
+                for specimen, specimen_id, reason in zip(specimens, ids, reasons, strict=True)
+            ],
+        )
+        self.audit("specimen.accessioned", table, specimens, ids, reasons)
+        return [specimen["box_id"] for specimen in specimens]
+
+    def specimen(self, tube: _Tube, place: tuple[int, int], accession_id: str) -> dict[str, Any]:
+        plan = self.plan
+        visit = plan.visits[tube.subject, tube.visit] if tube.visit else None
+        delay = (
+            tube.processed_at - tube.collected_at
+            if tube.collected_at and tube.processed_at
+            else None
+        )
+        temperature = plan.sheet.precentrifugation_temperature
+        return self.row(
+            Specimen.__table__,
+            accession_id=accession_id,
+            legacy_id=tube.legacy_id,
+            participant_id=plan.participants[tube.subject].id,
+            visit_id=visit.id if visit else None,
+            kind=SpecimenKind.primary,
+            specimen_type=tube.specimen_type,
+            sprec_code=_sprec(tube.specimen_type, delay, temperature),
+            collected_at=tube.collected_at,
+            processed_at=tube.processed_at,
+            precentrifugation_temperature=temperature,
+            initial_quantity=tube.quantity,
+            quantity=tube.quantity,
+            unit=plan.unit,
+            freeze_thaw_count=tube.thaws,
+            box_id=plan.units[tube.box.upper()].stored.id,
+            position_row=place[0],
+            position_col=place[1],
+            notes=tube.notes,
+        )
+
+
+def _values(unit: StorageUnit) -> dict[str, Any]:
+    return {k: v for k, v in audit.snapshot(unit).items() if k != "id"}
