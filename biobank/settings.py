@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     workstation: str = Field(default_factory=socket.gethostname)
     user: str | None = None
     idle_lock_minutes: int = Field(default=10, ge=1)
+    # Specimen labels show the participant's pseudonymous code only where this is on.
+    labels_show_participant: bool = False
     default_printer: str | None = None
     printers: dict[str, PrinterProfile] = Field(default_factory=dict)
     scanner: ScannerSettings = Field(default_factory=ScannerSettings)

@@ -12,6 +12,8 @@ from biobank.cli import (
     audit_commands,
     config_commands,
     db_commands,
+    import_commands,
+    label_commands,
     reconcile_commands,
     specimen_commands,
     storage_commands,
@@ -52,7 +54,9 @@ app.add_typer(study_commands.visit_app, name="visit")
 app.add_typer(specimen_commands.app, name="specimen")
 app.add_typer(storage_commands.app, name="storage")
 app.add_typer(audit_commands.app, name="audit")
+app.add_typer(import_commands.app, name="import")
 app.command("scan")(specimen_commands.scan_command)
+app.command("label")(label_commands.label_command)
 app.command("reconcile")(reconcile_commands.reconcile_command)
 
 

@@ -1,0 +1,125 @@
+"""`biobank label …`: render labels to files or send them to a printer."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from biobank.cli.common import message, state, work
+from biobank.errors import ValidationError
+from biobank.services import label_data
+from biobank.settings import PrinterProfile, Settings
+
+
+class Format(StrEnum):
+    png = "png"
+    svg = "svg"
+    pdf = "pdf"
+    zpl = "zpl"
+
+
+DEFAULT_TEMPLATE = {Format.pdf: "letter-4x20"}
+
+
+def _profile(settings: Settings, name: str) -> PrinterProfile:
+    if name not in settings.printers:
+        known = ", ".join(sorted(settings.printers)) or "none configured"
+        raise ValidationError(
+            f"no printer profile {name!r} on this workstation ({known})",
+            field="printer",
+            value=name,
+        )
+    return settings.printers[name]
+
+
+def _write(labels, fmt: Format, out: Path | None, template_name: str, dpi: int) -> str:
+    import labels as render
+
+    stock = render.template(template_name)
+    if fmt in (Format.png, Format.svg):
+        if out is None:
+            raise ValidationError(f"{fmt} labels need --out DIRECTORY", field="out")
+        out.mkdir(parents=True, exist_ok=True)
+        for label in labels:
+            path = out / f"{label.id}.{fmt}"
+            if fmt == Format.png:
+                path.write_bytes(render.render_png(label, stock, dpi=dpi))
+            else:
+                path.write_text(render.render_svg(label, stock))
+        return str(out)
+    if fmt == Format.zpl:
+        text = render.render_zpl(labels, stock, dpi=dpi)
+        if out is None:
+            sys.stdout.write(text)
+            return "stdout"
+        out.write_text(text)
+        return str(out)
+    if out is None:
+        raise ValidationError("PDF labels need --out FILE.pdf", field="out")
+    out.write_bytes(render.render_pdf(labels, stock))
+    return str(out)
+
+
+def label_command(
+    ctx: typer.Context,
+    specimens: list[str] = typer.Argument(None, help="Accession IDs of the tubes to label."),
+    box: list[str] = typer.Option([], "--box", help="Barcode of a box (repeatable)."),
+    kit: str | None = typer.Option(None, "--kit", help="Visit label: print a collection kit."),
+    participant: str | None = typer.Option(None, "--participant", help="The kit's participant."),
+    count: int = typer.Option(4, "--count", "-n", help="Tubes in the kit."),
+    kit_type: str | None = typer.Option(None, "--type", help="The kit tubes' SPREC type."),
+    fmt: Format = typer.Option(Format.pdf, "--format", "-f"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="File, or folder for png/svg."),
+    printer: str | None = typer.Option(None, "--printer", "-p", help="A printer profile name."),
+    template: str | None = typer.Option(None, "--template", help="Label stock (see labels/)."),
+    dpi: int = typer.Option(300, "--dpi", help="203 or 300 (png and zpl)."),
+    reason: str | None = typer.Option(None, "--reason", help="Why (required for a reprint)."),
+) -> None:
+    """Make labels for tubes, boxes or a collection kit: files (--format/--out) or a printer
+    (--printer, or the workstation's default printer when no --out is given)."""
+    cli = state(ctx)
+    settings = cli.settings
+    specimens = specimens or []
+    if sum(bool(x) for x in (specimens, box, kit)) != 1:
+        raise ValidationError(
+            "label either specimens, --box BOX or --kit VISIT (one of them)", field="labels"
+        )
+    if kit and not participant:
+        raise ValidationError("--kit needs --participant", field="participant")
+    printer = printer or (settings.default_printer if out is None and fmt == Format.pdf else None)
+    show = settings.labels_show_participant
+    with work(ctx) as (session, actor):
+        if specimens:
+            label_data.check_reprints(session, actor=actor, accession_ids=specimens, reason=reason)
+            made = label_data.specimen_labels(
+                session, actor=actor, accession_ids=specimens, show_participant=show
+            )
+        elif box:
+            made = label_data.box_labels(session, actor=actor, barcodes=box)
+        else:
+            made = label_data.kit_labels(
+                session,
+                actor=actor,
+                participant=participant,
+                visit=kit,
+                count=count,
+                specimen_type=kit_type,
+                show_participant=show,
+            )
+        if printer:
+            import labels
+
+            target = labels.print_labels(_profile(settings, printer), made)
+        else:
+            chosen = template or DEFAULT_TEMPLATE.get(fmt, "cryo-1.05x0.5in")
+            target = _write(made, fmt, out, chosen, dpi)
+        if specimens:
+            label_data.record_printed(
+                session, actor=actor, accession_ids=specimens, target=target, reason=reason
+            )
+    message(f"{len(made)} label(s) -> {target}")
+    if kit:
+        message("kit IDs: " + " ".join(label.id for label in made))

@@ -1,0 +1,135 @@
+"""What goes on labels, from the inventory: the bridge between read models and `labels/`.
+
+Printing is recorded: every specimen label printed is a `label_printed` custody event, and a
+reprint (a tube whose label was printed before) needs a reason.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session, select
+
+from biobank.errors import ValidationError
+from biobank.models import SpecimenEvent
+from biobank.permissions import Actor, Permission, require
+from biobank.services import audit
+from biobank.services.events import record_event
+from biobank.services.kits import reserve_kit
+from biobank.services.specimen_read import get_specimen, specimen_read
+from biobank.services.storage import PATH_SEPARATOR, get_unit
+from labels import BoxLabel, KitLabel, SpecimenLabel
+
+PRINTED = "label_printed"
+
+
+def specimen_labels(
+    session: Session, *, actor: Actor, accession_ids: list[str], show_participant: bool = False
+) -> list[SpecimenLabel]:
+    require(actor, Permission.print_labels)
+    labels = []
+    for accession in accession_ids:
+        read = specimen_read(session, get_specimen(session, accession))
+        labels.append(
+            SpecimenLabel(
+                read.accession_id,
+                specimen_type=read.specimen_type,
+                collected=read.collected_at.date() if read.collected_at else None,
+                participant=read.participant_code if show_participant else None,
+            )
+        )
+    return labels
+
+
+def box_labels(session: Session, *, actor: Actor, barcodes: list[str]) -> list[BoxLabel]:
+    require(actor, Permission.print_labels)
+    labels = []
+    for barcode in barcodes:
+        unit = get_unit(session, barcode, field="box")
+        parent_path = unit.path.rpartition(PATH_SEPARATOR)[0] or None
+        labels.append(BoxLabel(unit.barcode, name=unit.name, path=parent_path))
+    return labels
+
+
+def kit_labels(
+    session: Session,
+    *,
+    actor: Actor,
+    participant: str,
+    visit: str,
+    count: int,
+    specimen_type: str | None = None,
+    show_participant: bool = False,
+) -> list[KitLabel]:
+    """Reserve a collection kit's IDs and give their labels."""
+    require(actor, Permission.print_labels)
+    kit = reserve_kit(
+        session,
+        actor=actor,
+        participant=participant,
+        visit=visit,
+        count=count,
+        specimen_type=specimen_type,
+    )
+    return [
+        KitLabel(
+            accession_id,
+            visit=kit.visit_label,
+            specimen_type=specimen_type.upper() if specimen_type else None,
+            participant=kit.participant_code if show_participant else None,
+        )
+        for accession_id in kit.accession_ids
+    ]
+
+
+def check_reprints(
+    session: Session, *, actor: Actor, accession_ids: list[str], reason: str | None
+) -> None:
+    """Refuse, before anything is printed, a reprint that gives no reason."""
+    require(actor, Permission.print_labels)
+    if reason and reason.strip():
+        return
+    for accession in accession_ids:
+        specimen = get_specimen(session, accession)
+        printed = session.exec(
+            select(SpecimenEvent.id).where(
+                SpecimenEvent.specimen_id == specimen.id, SpecimenEvent.event_type == PRINTED
+            )
+        ).first()
+        if printed is not None:
+            raise ValidationError(
+                f"the label of {specimen.accession_id} was printed before: "
+                "a reprint needs a reason (--reason)",
+                field="reason",
+                value=specimen.accession_id,
+            )
+
+
+def record_printed(
+    session: Session,
+    *,
+    actor: Actor,
+    accession_ids: list[str],
+    target: str,
+    reason: str | None = None,
+) -> None:
+    """One `label_printed` event (and audit entry) per specimen label that went out."""
+    require(actor, Permission.print_labels)
+    for accession in accession_ids:
+        specimen = get_specimen(session, accession)
+        record_event(
+            session,
+            actor=actor,
+            specimen=specimen,
+            event_type=PRINTED,
+            status_before=specimen.status.value,
+            reason=reason,
+            details={"target": target},
+        )
+        audit.record(
+            session,
+            actor=actor,
+            action="specimen.label_printed",
+            entity="specimen",
+            entity_id=specimen.id,
+            reason=reason,
+            after={"target": target},
+        )
