@@ -27,6 +27,7 @@ from biobank.permissions import Actor, Permission, require
 GENESIS_HASH = "0" * 64
 _ADVISORY_LOCK_KEY = 0x62696F62  # "biob": serialises appends on PostgreSQL
 _PENDING_KEY = "biobank.audit_pending"
+SEAL_BATCH = 5000
 
 
 def _json_default(value: Any) -> Any:
@@ -113,7 +114,10 @@ def record_many(session: Session, *, actor: Actor, entries: Iterable[Mapping[str
     """Append many entries at once (imports write thousands); each item holds the keyword
     arguments of `record` (action, entity, entity_id, and optionally before, after, reason)."""
     occurred_at = utcnow()
-    _pending(session).extend(_entry(actor, item, occurred_at) for item in entries)
+    pending = _pending(session)
+    pending.extend(_entry(actor, item, occurred_at) for item in entries)
+    if len(pending) >= SEAL_BATCH:
+        _seal(session)  # keeps a large import's memory flat; the lock is then held to commit
 
 
 def _seal(session: Session) -> None:

@@ -55,7 +55,7 @@ def lock_box(session: Session, box_id: int) -> StorageUnit:
     return session.exec(select(StorageUnit).where(StorageUnit.id == box_id).with_for_update()).one()
 
 
-def _check_box_accepts(box: StorageUnit, specimen_type: str) -> None:
+def check_box_accepts(box: StorageUnit, specimen_type: str) -> None:
     if not box.holds_specimens:
         raise ValidationError(f"{box.barcode} is a {box.kind}, not a box", field="box")
     if box.allowed_types and specimen_type not in box.allowed_types:
@@ -90,7 +90,7 @@ def find_slots(
     """
     if target.holds_specimens:
         box = lock_box(session, target.id)
-        _check_box_accepts(box, specimen_type)
+        check_box_accepts(box, specimen_type)
         slots = _free_in_box(session, box, count)
         if len(slots) < count:
             raise PositionOccupied(
@@ -165,7 +165,7 @@ def resolve_destination(
     if count != 1:
         raise ValidationError("give a position for one tube only", field="position")
     box = lock_box(session, target.id)
-    _check_box_accepts(box, specimen_type)
+    check_box_accepts(box, specimen_type)
     row, col = parse_position(
         position, rows=box.grid_rows, cols=box.grid_cols, scheme=box.position_labels
     )
@@ -183,7 +183,7 @@ def resolve_destination(
     return [Slot(box, row, col)]
 
 
-def _adjust_free(session: Session, box_id: int, delta: int) -> None:
+def adjust_free_slots(session: Session, box_id: int, delta: int) -> None:
     session.execute(
         sa.update(StorageUnit)
         .where(StorageUnit.id == box_id)
@@ -197,13 +197,13 @@ def occupy(session: Session, specimen: Specimen, slot: Slot) -> None:
         slot.row,
         slot.col,
     )
-    _adjust_free(session, slot.box.id, -1)
+    adjust_free_slots(session, slot.box.id, -1)
 
 
 def _vacate(session: Session, specimen: Specimen) -> tuple[int | None, int | None, int | None]:
     old = (specimen.box_id, specimen.position_row, specimen.position_col)
     if specimen.box_id is not None:
-        _adjust_free(session, specimen.box_id, +1)
+        adjust_free_slots(session, specimen.box_id, +1)
         specimen.box_id = specimen.position_row = specimen.position_col = None
     return old
 
@@ -579,7 +579,7 @@ def rearrange(
     for accession, position in placements.items():
         specimen = get_specimen(session, accession)
         _check_placeable(specimen)
-        _check_box_accepts(target, specimen.specimen_type)
+        check_box_accepts(target, specimen.specimen_type)
         key = parse_position(
             position, rows=target.grid_rows, cols=target.grid_cols, scheme=target.position_labels
         )

@@ -15,7 +15,7 @@ from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
 from biobank.services.participants import CODE_ALPHABET, find_visit, get_participant_row
 from biobank.services.specimen_ids import allocate_accession_ids
-from biobank.services.specimens import _type as specimen_type_code
+from biobank.services.specimens import specimen_type_code
 
 MAX_KIT = 50
 

@@ -46,11 +46,17 @@ from biobank.models import (
 from biobank.permissions import Actor, Permission, require
 from biobank.positions import parse_grid, parse_position
 from biobank.services import audit
-from biobank.services.custody import _adjust_free, _check_box_accepts
-from biobank.services.participants import PARTICIPANT_CODE
+from biobank.services.custody import adjust_free_slots, check_box_accepts
+from biobank.services.participants import PARTICIPANT_CODE, visit_label
 from biobank.services.specimen_ids import allocate_accession_ids
-from biobank.services.specimens import _check_times, _quantity, _sprec_code, _temperature, _type
-from biobank.services.storage import PATH_SEPARATOR, _sort_key, subtree_range
+from biobank.services.specimens import (
+    check_times,
+    positive_quantity,
+    specimen_type_code,
+    sprec_code_for,
+    temperature_code,
+)
+from biobank.services.storage import place_in_tree, subtree_range
 from biobank.services.studies import get_study
 
 FIELDS: dict[str, str] = {
@@ -133,7 +139,7 @@ def sheet_format(
         unit=_unit(chosen["unit"], field="unit") if "unit" in chosen else None,
         timezone=_zone(chosen["timezone"]) if "timezone" in chosen else None,
         box_grid=_grid(chosen.get("box_grid", SheetFormat.box_grid)),
-        precentrifugation_temperature=_temperature(
+        precentrifugation_temperature=temperature_code(
             chosen.get("precentrifugation_temperature"), "precentrifugation_temperature"
         ),
     )
@@ -353,8 +359,7 @@ def _subject(raw: str) -> str:
 
 
 def _visit_label(raw: str) -> str:
-    """As `add_visit` keeps labels: single spaces, lower case."""
-    return _text(64)(" ".join(raw.split()).lower())
+    return _text(64)(visit_label(raw))
 
 
 def _volume(raw: str) -> float:
@@ -362,7 +367,7 @@ def _volume(raw: str) -> float:
         number = float(raw)
     except ValueError:
         raise ValidationError("volume must be a number") from None
-    return _quantity(number, "volume")
+    return positive_quantity(number, "volume")
 
 
 def _thaws(raw: str) -> int:
@@ -428,7 +433,7 @@ def _read_tube(
         "legacy_id": parse("legacy_id", _text(64)),
         "subject": parse("subject", _subject),
         "visit": parse("visit", _visit_label),
-        "specimen_type": parse("specimen_type", _type),
+        "specimen_type": parse("specimen_type", specimen_type_code),
         "quantity": parse("volume", _volume),
         "collected_on": parse("date_collected", lambda raw: _day(raw, sheet.date_format)),
     }
@@ -447,7 +452,7 @@ def _read_tube(
     if len(faults) > found:
         return None
     try:
-        _check_times({"collected_at": tube.collected_at, "processed_at": tube.processed_at})
+        check_times({"collected_at": tube.collected_at, "processed_at": tube.processed_at})
     except ValidationError as error:
         name = "time_processed" if error.field == "processed_at" else "time_collected"
         faults.append((name, value(name), error.message))
@@ -734,7 +739,7 @@ class _Checker:
     ) -> tuple[int, int] | None:
         if box.existing is not None:
             try:
-                _check_box_accepts(box.existing, tube.specimen_type)
+                check_box_accepts(box.existing, tube.specimen_type)
             except ValidationError as error:
                 faults.append(("specimen_type", tube.specimen_type, error.message))
         rows, cols, labels = box.grid
@@ -802,7 +807,7 @@ def write_inventory(
             if progress:
                 progress(len(batch))
     for box_id, count in filled.items():
-        _adjust_free(session, box_id, -count)
+        adjust_free_slots(session, box_id, -count)
     return report.model_copy(update={"imported": sum(filled.values())})
 
 
@@ -815,9 +820,9 @@ def _unspool(spool: IO[bytes]) -> list[tuple[int, _Tube, tuple[int, int]]]:
 
 @lru_cache(maxsize=4096)
 def _sprec(specimen_type: str, delay: timedelta | None, temperature: str | None) -> str | None:
-    """`_sprec_code` of what a legacy row tells (cached: types and delays repeat)."""
+    """`sprec_code_for` of what a legacy row tells (cached: types and delays repeat)."""
     start = datetime(2000, 1, 1, tzinfo=UTC)
-    return _sprec_code(
+    return sprec_code_for(
         given=None,
         specimen_type=specimen_type,
         container=None,
@@ -933,19 +938,25 @@ class _Writer:
                         position_labels=labels,
                         holds_specimens=kind == "box",
                         free_slots=rows * cols if rows else None,
-                        path=(parent.path + PATH_SEPARATOR if parent else "") + unit.name,
                     )
                 )
             ids = self.insert(table, [_values(u.created) for u in new], "barcode")
             for unit, parent, unit_id in zip(new, parents, ids, strict=True):
                 unit.created.id = unit_id
-                unit.created.sort_key = _sort_key(parent, unit.created)
+                place_in_tree(unit.created, parent)
             if new:
                 self.session.execute(
                     sa.update(table)
                     .where(table.c.id == sa.bindparam("unit_id"))
-                    .values(sort_key=sa.bindparam("new_sort_key")),
-                    [{"unit_id": u.created.id, "new_sort_key": u.created.sort_key} for u in new],
+                    .values(sort_key=sa.bindparam("new_sort_key"), path=sa.bindparam("new_path")),
+                    [
+                        {
+                            "unit_id": u.created.id,
+                            "new_sort_key": u.created.sort_key,
+                            "new_path": u.created.path,
+                        }
+                        for u in new
+                    ],
                 )
             self.audit("storage.add", table, [_values(u.created) for u in new], ids)
 

@@ -215,12 +215,15 @@ def _unused_code(session: Session, study: Study) -> str:
             return code
 
 
+def visit_label(text: str) -> str:
+    """Visit labels are kept single-spaced and lower case: "Month  6" is "month 6"."""
+    return " ".join(text.split()).lower()
+
+
 def find_visit(session: Session, participant: Participant, label: str) -> Visit:
-    """A participant's visit by label (labels are kept in single-spaced lower case)."""
     visit = session.exec(
         select(Visit).where(
-            Visit.participant_id == participant.id,
-            Visit.label == " ".join(label.split()).lower(),
+            Visit.participant_id == participant.id, Visit.label == visit_label(label)
         )
     ).first()
     if visit is None:
@@ -280,7 +283,7 @@ def add_visit(
 ) -> VisitRead:
     require(actor, Permission.register_participants)
     row = get_participant_row(session, participant)
-    label = " ".join(label.split()).lower()
+    label = visit_label(label)
     if not label or len(label) > 64:
         raise ValidationError("a visit label is 1-64 characters", field="label", value=label)
     if row.birth_year is not None and visit_date.year < row.birth_year:

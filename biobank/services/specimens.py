@@ -7,7 +7,6 @@ element by element when given whole.
 
 from __future__ import annotations
 
-import itertools
 import math
 from datetime import datetime, timedelta
 
@@ -67,7 +66,7 @@ def _unit(value: QuantityUnit | str) -> QuantityUnit:
         ) from None
 
 
-def _quantity(value: float, field: str = "quantity") -> float:
+def positive_quantity(value: float, field: str = "quantity") -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValidationError(f"{field} must be a number", field=field, value=value)
     if value <= 0:
@@ -75,7 +74,7 @@ def _quantity(value: float, field: str = "quantity") -> float:
     return round(float(value), 6)
 
 
-def _type(value: str, *, derivative: bool = False) -> str:
+def specimen_type_code(value: str, *, derivative: bool = False) -> str:
     code = value.strip().upper()
     known = sprec.is_fluid_type(code) or code in sprec.solid_types()
     if not known and not (derivative and code in DERIVATIVE_TYPES):
@@ -88,7 +87,7 @@ def _type(value: str, *, derivative: bool = False) -> str:
     return code
 
 
-def _temperature(value: str | None, field: str) -> str | None:
+def temperature_code(value: str | None, field: str) -> str | None:
     if value is None:
         return None
     text = value.strip().upper().replace("°", "")
@@ -99,28 +98,38 @@ def _temperature(value: str | None, field: str) -> str | None:
     return text
 
 
-def _check_times(times: dict[str, datetime | None]) -> None:
+TIME_WORDS = {
+    "collected_at": "collection time",
+    "received_at": "receipt time",
+    "processed_at": "processing time",
+    "frozen_at": "freezing time",
+}
+
+
+def check_times(times: dict[str, datetime | None]) -> None:
+    """Times are zoned, not in the future, and in order: collected, processed, frozen; and
+    received after collected."""
     now = utcnow()
     for field, value in times.items():
         if value is None:
             continue
         if value.tzinfo is None:
-            raise ValidationError(f"{field} needs a time zone", field=field, value=value)
+            raise ValidationError(
+                f"{TIME_WORDS[field]} needs a time zone", field=field, value=value
+            )
         if value > now + CLOCK_SKEW:
-            raise ValidationError(f"{field} is in the future", field=field, value=value)
-    order = ["collected_at", "processed_at", "frozen_at"]
-    present = [(f, times[f]) for f in order if times.get(f) is not None]
-    for (first, a), (second, b) in itertools.pairwise(present):
-        if b < a:
-            raise ValidationError(f"{second} is before {first}", field=second, value=b)
-    received, collected = times.get("received_at"), times.get("collected_at")
-    if received and collected and received < collected:
-        raise ValidationError(
-            "received_at is before collected_at", field="received_at", value=received
-        )
+            raise ValidationError(f"{TIME_WORDS[field]} is in the future", field=field, value=value)
+    pairs = [("collected_at", "processed_at"), ("processed_at", "frozen_at")]
+    pairs += [("collected_at", "frozen_at"), ("collected_at", "received_at")]
+    for first, second in pairs:
+        earlier, later = times.get(first), times.get(second)
+        if earlier and later and later < earlier:
+            raise ValidationError(
+                f"{TIME_WORDS[second]} is before {TIME_WORDS[first]}", field=second, value=later
+            )
 
 
-def _sprec_code(
+def sprec_code_for(
     *,
     given: str | None,
     specimen_type: str,
@@ -258,7 +267,7 @@ def accession(
     owner = get_participant_row(session, participant)
     study = session.get(Study, owner.study_id)
     visit_row = _visit(session, owner, visit)
-    specimen_type = _type(specimen_type)
+    specimen_type = specimen_type_code(specimen_type)
     reserved = None
     if kit_id is not None:
         reserved = _claim(session, kit_id, owner=owner, visit=visit_row, type_code=specimen_type)
@@ -272,10 +281,10 @@ def accession(
             field="container_type",
             value=container_type,
         )
-    quantity = _quantity(quantity)
+    quantity = positive_quantity(quantity)
     unit = _unit(unit)
     received_at = received_at or utcnow()
-    _check_times(
+    check_times(
         {
             "collected_at": collected_at,
             "received_at": received_at,
@@ -283,17 +292,17 @@ def accession(
             "frozen_at": frozen_at,
         }
     )
-    code = _sprec_code(
+    code = sprec_code_for(
         given=sprec_code,
         specimen_type=specimen_type,
         container=container,
         collected_at=collected_at,
         processed_at=processed_at,
         frozen_at=frozen_at,
-        precentrifugation_temperature=_temperature(
+        precentrifugation_temperature=temperature_code(
             precentrifugation_temperature, "precentrifugation_temperature"
         ),
-        postcentrifugation_temperature=_temperature(
+        postcentrifugation_temperature=temperature_code(
             postcentrifugation_temperature, "postcentrifugation_temperature"
         ),
         centrifugation=centrifugation,
@@ -467,7 +476,7 @@ def aliquot(
     require(actor, Permission.accession)
     if not isinstance(count, int) or not 1 <= count <= 500:
         raise ValidationError("count must be 1-500", field="count", value=count)
-    volume = _quantity(volume, "volume")
+    volume = positive_quantity(volume, "volume")
     source = get_specimen(session, parent, field="parent", expected_version=expected_version)
     before = audit.snapshot(source)
     _draw(source, count * volume, field="volume")
@@ -531,10 +540,10 @@ def derive(
     parent in the parent's unit."""
     require(actor, Permission.accession)
     source = get_specimen(session, parent, field="parent")
-    specimen_type = _type(specimen_type, derivative=True)
-    quantity, unit = _quantity(quantity), _unit(unit)
+    specimen_type = specimen_type_code(specimen_type, derivative=True)
+    quantity, unit = positive_quantity(quantity), _unit(unit)
     before = audit.snapshot(source)
-    drawn = _quantity(used, "used") if used is not None else 0.0
+    drawn = positive_quantity(used, "used") if used is not None else 0.0
     _check_drawable(source)
     if drawn:
         _draw(source, drawn, field="used")
@@ -588,7 +597,8 @@ def pool(
     if len(sources) < 2:
         raise ValidationError("a pool needs at least two sources", field="sources")
     rows = [
-        (get_specimen(session, acc, field="sources"), _quantity(q, "used")) for acc, q in sources
+        (get_specimen(session, acc, field="sources"), positive_quantity(q, "used"))
+        for acc, q in sources
     ]
     first = rows[0][0]
     if len({s.id for s, _ in rows}) != len(rows):

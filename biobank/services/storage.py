@@ -113,8 +113,10 @@ def subtree_range(unit: StorageUnit) -> tuple[str, str]:
     return unit.sort_key + "/", unit.sort_key + "0"
 
 
-def _sort_key(parent: StorageUnit | None, unit: StorageUnit) -> str:
-    return (parent.sort_key + "/" if parent else "") + _segment(unit)
+def place_in_tree(unit: StorageUnit, parent: StorageUnit | None) -> None:
+    """Set a unit's sort key and path from its parent's (the unit needs its id)."""
+    unit.sort_key = (parent.sort_key + "/" if parent else "") + _segment(unit)
+    unit.path = (parent.path + PATH_SEPARATOR if parent else "") + unit.name
 
 
 def add_unit(
@@ -247,8 +249,7 @@ def _create_unit(
     flush(session)
     if barcode is None:
         unit.barcode = f"{BARCODE_PREFIX.get(kind, kind[:2].upper())}{unit.id:06d}"
-    unit.sort_key = _sort_key(parent, unit)
-    unit.path = (parent.path + PATH_SEPARATOR if parent else "") + unit.name
+    place_in_tree(unit, parent)
     flush(session)
     audit.record(
         session,
@@ -463,8 +464,7 @@ def move_unit(
         raise AlreadyExists(f"{target.name} already has a unit named {moving.name!r}", field="name")
     old_key, old_path = moving.sort_key, moving.path
     moving.parent_id, moving.position_row, moving.position_col = target.id, row, col
-    moving.sort_key = _sort_key(target, moving)
-    moving.path = target.path + PATH_SEPARATOR + moving.name
+    place_in_tree(moving, target)
     session.add(moving)
     flush(session)
     session.execute(
