@@ -138,3 +138,25 @@ def test_concurrent_writers_never_fork_the_chain(engine, admin):
         list(pool.map(add, range(16)))
     with uow(engine) as session:
         assert audit.verify_chain(session, actor=admin).entries == 17
+
+
+def test_a_large_batch_is_sealed_in_parts_and_still_one_chain(engine, admin):
+    """`record_many` seals every SEAL_BATCH entries (flat memory for imports); the chain
+    stays one, in order, with entries recorded one by one before and after."""
+    before = len(_rows(engine))
+    count = audit.SEAL_BATCH * 2 + 7
+    with uow(engine) as session:
+        users.add_user(session, actor=admin, username="first", role="pi")
+        audit.record_many(
+            session,
+            actor=admin,
+            entries=(
+                {"action": "bulk.test", "entity": "thing", "entity_id": i} for i in range(count)
+            ),
+        )
+        users.add_user(session, actor=admin, username="last", role="pi")
+    rows = _rows(engine)
+    assert len(rows) == before + count + 2
+    assert [r.entity_id for r in rows[before + 1 : before + 4]] == ["0", "1", "2"]
+    with uow(engine) as session:
+        assert audit.verify_chain(session, actor=admin).entries == len(rows)
