@@ -62,6 +62,7 @@ def accession_(
     storage: str | None = typer.Option(None, "--storage", help="SPREC long-term storage."),
     sprec: str | None = typer.Option(None, "--sprec", help="A whole SPREC code instead."),
     legacy_id: str | None = typer.Option(None, "--legacy-id"),
+    kit_id: str | None = typer.Option(None, "--kit-id", help="A collection kit tube's ID."),
     aliquots: int | None = typer.Option(None, "--aliquots", help="Then split N aliquots…"),
     volume: float | None = typer.Option(None, "--volume", help="…of this volume each."),
     to: str | None = Destination,
@@ -91,6 +92,7 @@ def accession_(
             storage=storage,
             sprec_code=sprec,
             legacy_id=legacy_id,
+            kit_id=kit_id,
             destination=to,
             position=position,
         )
