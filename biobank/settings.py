@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from biobank.errors import ValidationError
+
 APP_NAME = "biobank"
 
 
@@ -82,6 +84,19 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
         return (init_settings, env_settings, toml)
+
+    def printer_profile(self, name: str | None = None) -> PrinterProfile:
+        """A printer of this workstation by name, or the default printer."""
+        name = name or self.default_printer
+        if name is None or name not in self.printers:
+            known = ", ".join(sorted(self.printers)) or "none configured"
+            wanted = f"no printer profile {name!r}" if name else "no default printer"
+            raise ValidationError(
+                f"{wanted} on this workstation ({known}); see `biobank config path`",
+                field="printer",
+                value=name,
+            )
+        return self.printers[name]
 
     @property
     def is_embedded(self) -> bool:

@@ -108,7 +108,7 @@ def test_kit_labels_reserve_ids_and_go_to_a_zebra(lab, tmp_path, monkeypatch):
     )  # fmt: skip
     zpl = printer.close()
     assert zpl.count("^XA") == 3 and zpl.count("^XZ") == 3
-    kit_ids = result.stderr.split("kit IDs: ")[1].split()
+    kit_ids = result.stderr.split("kit IDs: ")[1].splitlines()[0].split()
     assert len(kit_ids) == 3 and all(f"QM,A{i}" in zpl for i in kit_ids)
     with uow(engine) as session:
         from biobank.services.users import actor_for

@@ -11,7 +11,6 @@ import typer
 from biobank.cli.common import message, state, work
 from biobank.errors import ValidationError
 from biobank.services import label_data
-from biobank.settings import PrinterProfile, Settings
 
 
 class Format(StrEnum):
@@ -22,17 +21,6 @@ class Format(StrEnum):
 
 
 DEFAULT_TEMPLATE = {Format.pdf: "letter-4x20"}
-
-
-def _profile(settings: Settings, name: str) -> PrinterProfile:
-    if name not in settings.printers:
-        known = ", ".join(sorted(settings.printers)) or "none configured"
-        raise ValidationError(
-            f"no printer profile {name!r} on this workstation ({known})",
-            field="printer",
-            value=name,
-        )
-    return settings.printers[name]
 
 
 def _write(labels, fmt: Format, out: Path | None, template_name: str, dpi: int) -> str:
@@ -91,35 +79,39 @@ def label_command(
         raise ValidationError("--kit needs --participant", field="participant")
     printer = printer or (settings.default_printer if out is None and fmt == Format.pdf else None)
     show = settings.labels_show_participant
-    with work(ctx) as (session, actor):
-        if specimens:
-            label_data.check_reprints(session, actor=actor, accession_ids=specimens, reason=reason)
-            made = label_data.specimen_labels(
-                session, actor=actor, accession_ids=specimens, show_participant=show
-            )
-        elif box:
-            made = label_data.box_labels(session, actor=actor, barcodes=box)
-        else:
-            made = label_data.kit_labels(
-                session,
-                actor=actor,
-                participant=participant,
-                visit=kit,
-                count=count,
-                specimen_type=kit_type,
-                show_participant=show,
-            )
+
+    def output(made) -> str:
         if printer:
             import labels
 
-            target = labels.print_labels(_profile(settings, printer), made)
-        else:
-            chosen = template or DEFAULT_TEMPLATE.get(fmt, "cryo-1.05x0.5in")
-            target = _write(made, fmt, out, chosen, dpi)
+            return labels.print_labels(settings.printer_profile(printer), made)
+        chosen = template or DEFAULT_TEMPLATE.get(fmt, "cryo-1.05x0.5in")
+        return _write(made, fmt, out, chosen, dpi)
+
+    with work(ctx) as (session, actor):
         if specimens:
-            label_data.record_printed(
-                session, actor=actor, accession_ids=specimens, target=target, reason=reason
+            target = label_data.issue_specimen_labels(
+                session,
+                actor=actor,
+                accession_ids=specimens,
+                output=output,
+                reason=reason,
+                show_participant=show,
             )
-    message(f"{len(made)} label(s) -> {target}")
+        else:
+            if box:
+                made = label_data.box_labels(session, actor=actor, barcodes=box)
+            else:
+                made = label_data.kit_labels(
+                    session,
+                    actor=actor,
+                    participant=participant,
+                    visit=kit,
+                    count=count,
+                    specimen_type=kit_type,
+                    show_participant=show,
+                )
+            target = output(made)
     if kit:
         message("kit IDs: " + " ".join(label.id for label in made))
+    message(f"label(s) -> {target}")

@@ -6,6 +6,8 @@ reprint (a tube whose label was printed before) needs a reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from sqlmodel import Session, select
 
 from biobank.errors import ValidationError
@@ -16,7 +18,7 @@ from biobank.services.events import record_event
 from biobank.services.kits import reserve_kit
 from biobank.services.specimen_read import get_specimen, specimen_read
 from biobank.services.storage import PATH_SEPARATOR, get_unit
-from labels import BoxLabel, KitLabel, SpecimenLabel
+from labels import BoxLabel, KitLabel, Label, SpecimenLabel
 
 PRINTED = "label_printed"
 
@@ -133,3 +135,24 @@ def record_printed(
             reason=reason,
             after={"target": target},
         )
+
+
+def issue_specimen_labels(
+    session: Session,
+    *,
+    actor: Actor,
+    accession_ids: list[str],
+    output: Callable[[Sequence[Label]], str],
+    reason: str | None = None,
+    show_participant: bool = False,
+) -> str:
+    """The one way specimen labels go out, from any front end: reprints need a reason (checked
+    before anything is printed), `output` prints or writes them and says where, and each is
+    recorded as printed."""
+    check_reprints(session, actor=actor, accession_ids=accession_ids, reason=reason)
+    made = specimen_labels(
+        session, actor=actor, accession_ids=accession_ids, show_participant=show_participant
+    )
+    target = output(made)
+    record_printed(session, actor=actor, accession_ids=accession_ids, target=target, reason=reason)
+    return target

@@ -179,6 +179,14 @@ def authenticate(session: Session, *, username: str, pin: str, workstation: str)
     return _actor(user, workstation)
 
 
+def authenticate_badge(session: Session, *, badge: str, workstation: str) -> Actor:
+    """Sign in by scanning a user badge (the badge is the credential)."""
+    user = session.exec(select(User).where(User.badge == badge.strip().upper())).first()
+    if user is None or not user.active:
+        raise AuthenticationFailed("unknown or inactive badge", field="badge")
+    return _actor(user, workstation)
+
+
 def actor_for(session: Session, *, username: str | None, workstation: str) -> Actor:
     """The actor a trusted front end names (the CLI's `--user`). Without a name, the only
     active user of a single-user database; otherwise the caller must say who they are."""
