@@ -1,45 +1,45 @@
-"""The terminal UI driven as a technician would: typing at the sign-in screen."""
+"""The workstation driven as a technician would: typing at human speed, scanning in bursts."""
 
 import asyncio
 
+import sqlalchemy as sa
+from inventory import NOW
 from textual.widgets import Static
+from tui_helpers import make_app, scan, settle, sign_in
 
-from biobank.bootstrap import open_database
 from biobank.db import uow
-from biobank.services.demo import seed_demo
-from biobank.settings import Settings
-from tui.app import BiobankApp, HomeScreen, SignInScreen
+from biobank.services import specimens, storage, users
+from tui.screens.box import BoxScreen
+from tui.screens.home import HomeScreen
+from tui.screens.sign_in import SignInScreen
+from tui.screens.specimen import SpecimenScreen
+from tui.widgets.box_grid import BoxGrid
 
 
-def _app(db_url: str, admin) -> BiobankApp:
-    database = open_database(Settings(database_url=db_url))
-    with uow(database.engine) as session:
-        seed_demo(session, actor=admin, participants=5, seed=1)
-    return BiobankApp(
-        settings=Settings(database_url=db_url, workstation="bench-1"), database=database
-    )
+def _stock(engine, admin) -> dict:
+    """A box with one tube of the first demo participant."""
+    with uow(engine) as session:
+        box = storage.add_unit(session, actor=admin, kind="box", name="Bench box", grid=(9, 9))
+        other = storage.add_unit(session, actor=admin, kind="box", name="Spare", grid=(10, 10))
+        code = session.execute(sa.text("SELECT code FROM participant ORDER BY code")).scalar()
+        tube = specimens.accession(
+            session, actor=admin, participant=code, visit="baseline", specimen_type="SER",
+            quantity=500, unit="uL", collected_at=NOW, destination=box.barcode, position="B2",
+        )  # fmt: skip
+        users.add_user(session, actor=admin, username="badgeuser", role="technician",
+                       badge="BADGE-0042")  # fmt: skip
+    return {"box": box.barcode, "other": other.barcode, "tube": tube.accession_id}
 
 
-async def _type(pilot, text: str) -> None:
-    await pilot.press(*text)
-    await pilot.press("enter")
-
-
-def test_sign_in_shows_the_inventory_and_locks(db_url, admin):
+def test_sign_in_shows_the_inventory_and_locks(db_url, admin, engine):
     async def scenario():
-        app = _app(db_url, admin)
+        app = make_app(db_url, admin)
         async with app.run_test() as pilot:
             assert isinstance(app.screen, SignInScreen)
-            await _type(pilot, "tech")
-            await _type(pilot, "1111")
-            await app.workers.wait_for_complete()
-            await pilot.pause()
-            assert isinstance(app.screen, HomeScreen)
-            assert app.actor.username == "tech"
-            await app.workers.wait_for_complete()
-            await pilot.pause()
-            text = str(app.screen.query_one("#overview", Static).content)
-            assert "Participants: 5" in text
+            await sign_in(app, pilot)
+            assert isinstance(app.screen, HomeScreen) and app.actor.username == "tech"
+            await settle(app, pilot)
+            assert "Participants: 5" in str(app.screen.query_one("#overview", Static).content)
             await pilot.press("ctrl+l")
             await pilot.pause()
             assert isinstance(app.screen, SignInScreen) and app.actor is None
@@ -48,16 +48,76 @@ def test_sign_in_shows_the_inventory_and_locks(db_url, admin):
     asyncio.run(scenario())
 
 
-def test_wrong_pin_is_refused_with_a_notification(db_url, admin):
+def test_wrong_pin_is_refused_and_a_badge_signs_in(db_url, admin, engine):
     async def scenario():
-        app = _app(db_url, admin)
+        app = make_app(db_url, admin)
+        _stock(app.database.engine, admin)
         async with app.run_test() as pilot:
-            await _type(pilot, "tech")
-            await _type(pilot, "9999")
-            await app.workers.wait_for_complete()
-            await pilot.pause()
+            await sign_in(app, pilot, pin="9999")
             assert isinstance(app.screen, SignInScreen)
             assert any("wrong PIN" in n.message for n in app._notifications)
+            await scan(app, pilot, "BADGE-0042")
+            assert app.actor is not None and app.actor.username == "badgeuser"
+        app.database.engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_scan_a_tube_then_a_box_moves_it(db_url, admin, engine):
+    async def scenario():
+        app = make_app(db_url, admin)
+        stock = _stock(app.database.engine, admin)
+        async with app.run_test() as pilot:
+            await sign_in(app, pilot)
+            focused = app.focused
+            await scan(app, pilot, stock["tube"].lower())  # Caps Lock off: still found
+            assert isinstance(app.screen, SpecimenScreen)
+            assert focused is None or getattr(focused, "value", "") == ""  # nothing typed into it
+            detail = str(app.screen.query_one("#detail", Static).content)
+            assert f"{stock['box']}" not in detail and "Bench box B2" in detail
+            await scan(app, pilot, stock["other"])
+            await settle(app, pilot)
+            detail = str(app.screen.query_one("#detail", Static).content)
+            assert "Spare A1" in detail
+            await pilot.press("o")
+            await settle(app, pilot)
+            assert "CHECKED_OUT" in str(app.screen.query_one("#specimen-title", Static).content)
+        app.database.engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_a_misread_says_so_loudly(db_url, admin, engine):
+    async def scenario():
+        app = make_app(db_url, admin)
+        stock = _stock(app.database.engine, admin)
+        wrong = stock["tube"][:-1] + ("B" if stock["tube"][-1] != "B" else "C")
+        async with app.run_test() as pilot:
+            await sign_in(app, pilot)
+            await scan(app, pilot, wrong)
+            assert isinstance(app.screen, HomeScreen)
+            assert any(n.title == "MISREAD" for n in app._notifications)
+        app.database.engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_a_box_scan_opens_its_grid_and_enter_opens_a_tube(db_url, admin, engine):
+    async def scenario():
+        app = make_app(db_url, admin)
+        stock = _stock(app.database.engine, admin)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await sign_in(app, pilot)
+            await scan(app, pilot, stock["box"])
+            assert isinstance(app.screen, BoxScreen)
+            grid = app.screen.query_one(BoxGrid)
+            assert grid.region.right <= 80 and grid.region.bottom <= 24
+            for key in ("down", "right", "enter"):
+                await pilot.press(key)
+                await pilot.pause(0.1)
+            await settle(app, pilot)
+            assert isinstance(app.screen, SpecimenScreen)
+            assert app.screen.accession_id == stock["tube"]
         app.database.engine.dispose()
 
     asyncio.run(scenario())

@@ -1,143 +1,267 @@
-"""The Textual application: sign-in, then the home screen.
+"""The technicians' workstation: a scan-first Textual application over `biobank.services`.
 
-Database work runs in thread workers, one unit of work each; results come back to the UI
-thread. Service errors are shown in one place (`BiobankApp.show_error`).
+- Scans: every key passes the scan detector first (`on_event`), so a scanner's burst never
+  lands in the focused field; the scan is resolved and routed to the screen that wants it,
+  or opens the right view.
+- Database work runs in thread workers (`run_db`), one unit of work each; results come back
+  to the UI thread, and every service error is shown in one place (`show_error`).
+- The screen locks after the configured idle time.
 """
 
 from __future__ import annotations
 
-from textual import work
-from textual.app import App, ComposeResult
+import time
+from collections.abc import Callable
+from typing import Any
+
+from textual import events
+from textual.app import App
 from textual.binding import Binding
-from textual.containers import Vertical
-from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, Static
+from textual.command import Hit, Hits, Provider
 
 from biobank.bootstrap import OpenDatabase
 from biobank.errors import BiobankError
 from biobank.permissions import Actor
-from biobank.services.overview import Overview, inventory_overview
-from biobank.services.users import authenticate
+from biobank.services.scan import ScanResult, resolve_scan
+from biobank.services.users import authenticate, authenticate_badge
 from biobank.settings import Settings
+from tui.scanner import ScanDetector
 
 
-class SignInScreen(Screen):
-    """Username and PIN. Every change made afterwards is made as this user."""
+class ActionCommands(Provider):
+    """Every action of the current screen and of the app, in the command palette."""
 
-    DEFAULT_CSS = """
-    SignInScreen { align: center middle; }
-    #sign-in { width: 44; height: auto; border: round $primary; padding: 1 2; }
-    #sign-in Input { margin-bottom: 1; }
-    """
-
-    def compose(self) -> ComposeResult:
-        yield Header()
-        with Vertical(id="sign-in"):
-            yield Label("Sign in")
-            yield Input(placeholder="username", id="username")
-            yield Input(placeholder="PIN", password=True, id="pin")
-            yield Button("Sign in", id="submit", variant="primary")
-        yield Footer()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "username":
-            self.query_one("#pin", Input).focus()
-        else:
-            self.submit()
-
-    def on_button_pressed(self, _event: Button.Pressed) -> None:
-        self.submit()
-
-    def submit(self) -> None:
-        username = self.query_one("#username", Input).value
-        pin = self.query_one("#pin", Input).value
-        self.query_one("#pin", Input).value = ""
-        self.app.sign_in(username, pin)
-
-
-class HomeScreen(Screen):
-    BINDINGS = [  # noqa: RUF012
-        Binding("ctrl+l", "app.lock", "Lock", id="lock"),
-        Binding("r", "refresh", "Refresh", id="refresh"),
-    ]
-
-    def __init__(self, actor: Actor) -> None:
-        super().__init__()
-        self.actor = actor
-
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static(
-            f"Signed in as {self.actor.username} ({self.actor.role.value}) "
-            f"at {self.actor.workstation}",
-            id="who",
-        )
-        yield Static("Loading…", id="overview")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.action_refresh()
-
-    def action_refresh(self) -> None:
-        self.app.load_overview(self.actor)
-
-    def show_overview(self, overview: Overview) -> None:
-        self.query_one("#overview", Static).update(
-            f"Studies: {overview.studies}   Participants: {overview.participants}   "
-            f"Visits: {overview.visits}   Specimens available: {overview.specimens_available}"
-        )
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        app = self.app
+        seen = set()
+        for node in (app.screen, app):
+            for binding in node.BINDINGS:
+                if not isinstance(binding, Binding) or binding.action in seen:
+                    continue
+                seen.add(binding.action)
+                score = matcher.match(binding.description)
+                if score > 0:
+                    action = binding.action
+                    target = app if node is app else app.screen
+                    yield Hit(
+                        score,
+                        matcher.highlight(binding.description),
+                        lambda target=target, action=action: app.call_later(
+                            target.run_action, action
+                        ),
+                        help=f"key: {binding.key}",
+                    )
 
 
 class BiobankApp(App):
     TITLE = "biobank"
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", id="quit", priority=True)]  # noqa: RUF012
+    CSS_PATH = "biobank.tcss"
+    COMMANDS = App.COMMANDS | {ActionCommands}
+    BINDINGS = [  # noqa: RUF012
+        Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
+        Binding("ctrl+l", "lock", "Lock the screen", id="lock"),
+        Binding("f1", "help", "Help: keys", id="help"),
+        Binding("ctrl+f", "freezers", "Freezers", id="freezers"),
+        Binding("ctrl+n", "accession", "Accession", id="accession"),
+        Binding("ctrl+r", "reconcile", "Reconcile a box", id="reconcile"),
+        Binding("ctrl+j", "print_queue", "Print queue", id="print_queue"),
+    ]
 
     def __init__(self, *, settings: Settings, database: OpenDatabase) -> None:
         super().__init__()
         self.settings = settings
         self.database = database
         self.actor: Actor | None = None
+        scanner = settings.scanner
+        self.detector: ScanDetector[events.Key] = ScanDetector(
+            max_interval=scanner.max_key_interval_ms / 1000, min_length=scanner.min_length
+        )
+        self._release_timer = None
+        self.last_activity = time.monotonic()
+        self.print_log: list[tuple[str, str, int]] = []
+
+    # --- lifecycle ---------------------------------------------------------------------
 
     def on_mount(self) -> None:
+        from tui.screens.sign_in import SignInScreen
+
         self.sub_title = self.settings.workstation
         self.push_screen(SignInScreen())
+        self.set_interval(5, self._check_idle)
+
+    def _check_idle(self) -> None:
+        idle = time.monotonic() - self.last_activity
+        if self.actor is not None and idle > self.settings.idle_lock_minutes * 60:
+            self.action_lock()
+            self.notify("Locked after inactivity", severity="warning")
+
+    # --- scans -------------------------------------------------------------------------
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            self.last_activity = time.monotonic()
+            decision = self.detector.feed(event, event.key, event.character, event.time)
+            for held in decision.release:
+                await super().on_event(held)
+            if decision.scan is not None:
+                self.handle_scan(decision.scan)
+                return
+            if decision.held:
+                self._schedule_release()
+                return
+        await super().on_event(event)
+
+    def _schedule_release(self) -> None:
+        if self._release_timer is not None:
+            self._release_timer.stop()
+        self._release_timer = self.set_timer(
+            self.detector.max_interval * 2, self._release_held, name="scan-release"
+        )
+
+    async def _release_held(self) -> None:
+        for key in self.detector.flush():
+            await super().on_event(key)
+
+    def handle_scan(self, text: str) -> None:
+        """A scan (or an ID typed into a scan box): sign in by badge, or resolve and route."""
+        if self.actor is None:
+            self.run_db(
+                lambda session: authenticate_badge(
+                    session, badge=text, workstation=self.settings.workstation
+                ),
+                self.signed_in,
+                authenticated=False,
+            )
+            return
+        self.run_db(
+            lambda session: resolve_scan(
+                session, actor=self.actor, scanned=text, scanner_prefix=self.settings.scanner.prefix
+            ),
+            self.route_scan,
+            readonly=True,
+        )
+
+    def route_scan(self, result: ScanResult) -> None:
+        """The screen that is waiting for a scan takes it; otherwise open the right view."""
+        if result.kind == "misread":
+            self.bell()
+            self.notify(result.message, title="MISREAD", severity="error", timeout=10)
+            return
+        taker = getattr(self.screen, "take_scan", None)
+        if taker is not None and taker(result):
+            return
+        if result.kind == "specimen":
+            from tui.screens.specimen import SpecimenScreen
+
+            self.push_screen(SpecimenScreen(result.specimen.accession_id))
+        elif result.kind == "unit" and result.unit.holds_specimens:
+            from tui.screens.box import BoxScreen
+
+            self.push_screen(BoxScreen(result.unit.barcode))
+        elif result.kind == "unit":
+            from tui.screens.freezers import FreezerScreen
+
+            self.push_screen(FreezerScreen(result.unit.barcode))
+        elif result.kind == "participant":
+            from tui.screens.participant import ParticipantScreen
+
+            self.push_screen(ParticipantScreen(result.participant_code))
+        else:
+            self.notify(result.message, severity="warning")
+
+    # --- database work -----------------------------------------------------------------
+
+    def run_db(
+        self,
+        call: Callable[[Any], Any],
+        done: Callable[[Any], None] | None = None,
+        *,
+        readonly: bool = False,
+        authenticated: bool = True,
+    ) -> None:
+        """Run `call(session)` in a thread worker, in one unit of work; hand the result to
+        `done` on the UI thread. Service errors go to `show_error`."""
+        if authenticated and self.actor is None:
+            return
+
+        def work() -> None:
+            try:
+                with self.database.unit_of_work(readonly=readonly) as session:
+                    result = call(session)
+            except BiobankError as error:
+                self.call_from_thread(self.show_error, error)
+                return
+            except Exception as error:  # a bug: say so, keep the workstation running
+                self.log.error(repr(error))
+                self.call_from_thread(
+                    self.show_error, BiobankError(f"unexpected {type(error).__name__}: {error}")
+                )
+                return
+            if done is not None:
+                self.call_from_thread(done, result)  # a UI bug here fails the test run loudly
+
+        self.run_worker(work, thread=True, group="db", exit_on_error=False)
 
     def show_error(self, error: BiobankError) -> None:
-        self.notify(error.message, title="Not done", severity="error", timeout=8)
+        self.bell()
+        self.notify(error.message, title="Not done", severity="error", timeout=10)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="db")
+    # --- sign-in and navigation ----------------------------------------------------------
+
     def sign_in(self, username: str, pin: str) -> None:
-        try:
-            with self.database.unit_of_work(readonly=True) as session:
-                actor = authenticate(
-                    session, username=username, pin=pin, workstation=self.settings.workstation
-                )
-        except BiobankError as error:
-            self.call_from_thread(self.show_error, error)
-            return
-        self.call_from_thread(self._signed_in, actor)
+        self.run_db(
+            lambda session: authenticate(
+                session, username=username, pin=pin, workstation=self.settings.workstation
+            ),
+            self.signed_in,
+            readonly=True,
+            authenticated=False,
+        )
 
-    def _signed_in(self, actor: Actor) -> None:
+    def signed_in(self, actor: Actor) -> None:
+        from tui.screens.home import HomeScreen
+
         self.actor = actor
-        self.switch_screen(HomeScreen(actor))
+        self.last_activity = time.monotonic()
+        self.switch_screen(HomeScreen())
 
     def action_lock(self) -> None:
+        from tui.screens.sign_in import SignInScreen
+
         self.actor = None
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
         self.switch_screen(SignInScreen())
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="db")
-    def load_overview(self, actor: Actor) -> None:
-        try:
-            with self.database.unit_of_work(readonly=True) as session:
-                overview = inventory_overview(session, actor=actor)
-        except BiobankError as error:
-            self.call_from_thread(self.show_error, error)
-            return
-        self.call_from_thread(self._show_overview, overview)
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
 
-    def _show_overview(self, overview: Overview) -> None:
-        if isinstance(self.screen, HomeScreen):
-            self.screen.show_overview(overview)
+        self.push_screen(HelpScreen())
+
+    def action_freezers(self) -> None:
+        from tui.screens.freezers import FreezerScreen
+
+        if self.actor is not None:
+            self.push_screen(FreezerScreen())
+
+    def action_accession(self) -> None:
+        from tui.screens.accession import AccessionScreen
+
+        if self.actor is not None:
+            self.push_screen(AccessionScreen())
+
+    def action_reconcile(self) -> None:
+        from tui.screens.reconcile import ReconcileScreen
+
+        if self.actor is not None:
+            self.push_screen(ReconcileScreen())
+
+    def action_print_queue(self) -> None:
+        from tui.screens.print_queue import PrintQueueScreen
+
+        if self.actor is not None:
+            self.push_screen(PrintQueueScreen())
 
 
 def run(*, settings: Settings, database: OpenDatabase) -> None:

@@ -1,0 +1,48 @@
+"""What every signed-in screen shares: the scan line at the top and the footer."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input
+
+
+class ScanLine(Horizontal):
+    """Where a typed ID goes (a scanner's burst is caught before any field sees it)."""
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="Scan, or type an ID and press Enter", id="scan-box")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        text = event.value.strip()
+        event.input.value = ""
+        if text:
+            self.app.handle_scan(text)
+
+
+class WorkScreen(Screen):
+    # Nothing takes focus by itself, so single keys act at once; "/" focuses the scan box.
+    AUTO_FOCUS = ""
+    BINDINGS = [  # noqa: RUF012
+        Binding("escape", "back", "Back", id="back"),
+        Binding("slash", "focus_scan", "Type an ID", id="focus_scan"),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield ScanLine(id="scan-line")
+        yield from self.compose_body()
+        yield Footer()
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+
+    def action_focus_scan(self) -> None:
+        self.query_one("#scan-box", Input).focus()

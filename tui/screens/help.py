@@ -1,0 +1,24 @@
+"""Every key binding of the app and of the screen underneath, with its id."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import ModalScreen
+from textual.widgets import DataTable
+
+
+class HelpScreen(ModalScreen):
+    BINDINGS = [Binding("escape,f1", "dismiss", "Close", id="close_help")]  # noqa: RUF012
+    DEFAULT_CSS = "HelpScreen { align: center middle; } HelpScreen DataTable { width: 80%; }"
+
+    def compose(self) -> ComposeResult:
+        table = DataTable(zebra_stripes=True)
+        table.add_columns("key", "action", "id", "where")
+        under = self.app.screen_stack[-1] if self.app.screen_stack else None
+        for where, node in (("everywhere", self.app), ("this screen", under)):
+            for binding in getattr(node, "BINDINGS", []):
+                if isinstance(binding, Binding):
+                    table.add_row(binding.key, binding.description, binding.id or "", where)
+        table.add_row("(scan)", "open what was scanned", "", "everywhere")
+        yield table

@@ -1,0 +1,165 @@
+"""A specimen: what it is, where it is, its lineage and history, and what can be done to it.
+
+Scanning a box here moves the tube there (scan the tube, scan the box: two actions).
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Input, Label, Static
+
+from biobank.services import custody
+from biobank.services.scan import ScanResult
+from biobank.services.specimens import SpecimenDetail, show_specimen
+from tui.printing import print_specimen_labels
+from tui.screens.base import WorkScreen
+
+
+class ReasonPrompt(ModalScreen[str | None]):
+    """Asks why (disposal, reprint…); Escape cancels."""
+
+    DEFAULT_CSS = """
+    ReasonPrompt { align: center middle; }
+    ReasonPrompt Vertical { width: 60; height: auto; border: round $warning; padding: 1 2; }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="cancel_reason")]  # noqa: RUF012
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.question)
+            yield Input(placeholder="reason", id="reason")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class SpecimenScreen(WorkScreen):
+    BINDINGS = [  # noqa: RUF012
+        Binding("o", "check_out", "Check out", id="check_out"),
+        Binding("i", "check_in", "Check in", id="check_in"),
+        Binding("t", "thaw", "Record a thaw", id="thaw"),
+        Binding("d", "deplete", "Deplete", id="deplete"),
+        Binding("x", "dispose", "Dispose", id="dispose"),
+        Binding("p", "print_label", "Print label", id="print_label"),
+        Binding("P", "reprint_label", "Reprint label (asks why)", id="reprint_label"),
+        Binding("r", "refresh", "Refresh", id="refresh_specimen"),
+    ]
+
+    def __init__(self, accession_id: str) -> None:
+        super().__init__()
+        self.accession_id = accession_id
+        self.version: int | None = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(self.accession_id, id="specimen-title", classes="title")
+        yield Static("Loading…", id="detail")
+        yield Static("Scan a box to move the tube there.", classes="muted")
+        table = DataTable(id="history", zebra_stripes=True, cursor_type="row")
+        table.add_columns("when (UTC)", "event", "by", "from", "to", "change", "reason")
+        yield table
+
+    def on_mount(self) -> None:
+        self.action_refresh()
+
+    def action_refresh(self) -> None:
+        self.app.run_db(
+            lambda session: show_specimen(
+                session, actor=self.app.actor, accession=self.accession_id
+            ),
+            self.show,
+            readonly=True,
+        )
+
+    def show(self, detail: SpecimenDetail) -> None:
+        s = detail.specimen
+        self.version = s.version
+        self.query_one("#specimen-title", Static).update(
+            f"{s.accession_id}  {s.specimen_type} {s.kind}  [{s.status.upper()}]"
+        )
+        lines = [
+            f"Participant {s.participant_code}  visit {s.visit_label or '-'}",
+            f"Quantity {s.quantity:g} of {s.initial_quantity:g} {s.unit}   "
+            f"freeze-thaws {s.freeze_thaw_count}   minutes out {s.minutes_out}",
+            f"Location {s.location or 'not placed'}",
+            f"SPREC {s.sprec_code or '-'}   legacy ID {s.legacy_id or '-'}",
+            f"Parent {s.parent_accession_id or '-'}   children {', '.join(detail.children) or '-'}",
+        ]
+        lines += [f"⚠ {w}" for w in s.warnings]
+        self.query_one("#detail", Static).update("\n".join(lines))
+        table = self.query_one("#history", DataTable)
+        table.clear()
+        for e in detail.events:
+            table.add_row(
+                e.occurred_at.strftime("%Y-%m-%d %H:%M"),
+                e.event_type,
+                e.actor or "",
+                e.from_location or "",
+                e.to_location or "",
+                "" if e.quantity_change is None else f"{e.quantity_change:+g}",
+                e.reason or "",
+            )
+
+    def _act(self, call, **kwargs) -> None:
+        def change(session):
+            read = call(
+                session,
+                actor=self.app.actor,
+                accession=self.accession_id,
+                expected_version=self.version,
+                **kwargs,
+            )
+            return show_specimen(session, actor=self.app.actor, accession=read.accession_id), read
+
+        def done(result) -> None:
+            detail, read = result
+            for warning in read.warnings:
+                self.app.notify(warning, severity="warning", timeout=8)
+            self.show(detail)
+
+        self.app.run_db(change, done)
+
+    def take_scan(self, result: ScanResult) -> bool:
+        if result.kind == "unit" and result.unit.holds_specimens:
+            self._act(custody.move, destination=result.unit.barcode)
+            self.app.notify(f"Moving {self.accession_id} to {result.unit.barcode}")
+            return True
+        return False
+
+    def action_check_out(self) -> None:
+        self._act(custody.check_out)
+
+    def action_check_in(self) -> None:
+        self._act(custody.check_in)
+
+    def action_thaw(self) -> None:
+        self._act(custody.record_thaw)
+
+    def action_deplete(self) -> None:
+        self._act(custody.deplete)
+
+    def action_dispose(self) -> None:
+        def answered(reason: str | None) -> None:
+            if reason:
+                self._act(custody.dispose, reason=reason)
+
+        self.app.push_screen(ReasonPrompt(f"Why is {self.accession_id} disposed?"), answered)
+
+    def action_print_label(self) -> None:
+        print_specimen_labels(self.app, [self.accession_id])
+
+    def action_reprint_label(self) -> None:
+        def answered(reason: str | None) -> None:
+            if reason:
+                print_specimen_labels(self.app, [self.accession_id], reason=reason)
+
+        self.app.push_screen(ReasonPrompt(f"Why reprint {self.accession_id}?"), answered)

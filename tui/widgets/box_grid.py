@@ -1,0 +1,95 @@
+"""A box's grid: positions coloured by status, free ones visible, an arrow-key cursor.
+
+Drawn as one block of text (not a widget per position), so a 10x10 or 8x12 box renders at
+once and fits an 80x24 terminal.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from biobank.services.storage import BoxCell, BoxView
+
+STATUS_STYLE = {
+    "available": "bold green",
+    "reserved": "bold yellow",
+    "checked_out": "bold cyan",
+    "quarantined": "bold magenta",
+    "depleted": "dim",
+}
+CELL = 4
+
+
+class BoxGrid(Widget, can_focus=True):
+    BINDINGS = [  # noqa: RUF012
+        Binding("up", "move(-1, 0)", "Up", show=False, id="grid_up"),
+        Binding("down", "move(1, 0)", "Down", show=False, id="grid_down"),
+        Binding("left", "move(0, -1)", "Left", show=False, id="grid_left"),
+        Binding("right", "move(0, 1)", "Right", show=False, id="grid_right"),
+        Binding("enter", "choose", "Open position", id="grid_choose"),
+    ]
+
+    cursor: reactive[tuple[int, int]] = reactive((1, 1))
+
+    class Chosen(Message):
+        def __init__(self, cell: BoxCell) -> None:
+            super().__init__()
+            self.cell = cell
+
+    def __init__(self, view: BoxView, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.view = view
+
+    def update_view(self, view: BoxView) -> None:
+        self.view = view
+        self.refresh(layout=True)
+
+    @property
+    def current(self) -> BoxCell:
+        row, col = self.cursor
+        return self.view.cells[(row - 1) * self.view.cols + (col - 1)]
+
+    def action_move(self, rows: int, cols: int) -> None:
+        row, col = self.cursor
+        self.cursor = (
+            min(max(1, row + rows), self.view.rows),
+            min(max(1, col + cols), self.view.cols),
+        )
+
+    def action_choose(self) -> None:
+        self.post_message(self.Chosen(self.current))
+
+    def get_content_height(self, container, viewport, width) -> int:
+        return self.view.rows + 2
+
+    def get_content_width(self, container, viewport) -> int:
+        return 3 + CELL * self.view.cols
+
+    def render(self) -> Text:
+        view = self.view
+        numeric = view.cells[0].label.isdigit()
+        text = Text("   " + "".join(f"{c:>{CELL}}" for c in range(1, view.cols + 1)) + "\n")
+        for r in range(view.rows):
+            cells = view.cells[r * view.cols : (r + 1) * view.cols]
+            row_name = "" if numeric else cells[0].label.rstrip("0123456789")
+            text.append(f"{row_name:>2} ")
+            for cell in cells:
+                mark = cell.specimen_type or "·"
+                style = STATUS_STYLE.get(cell.status, "") if cell.accession_id else "dim"
+                if (cell.row, cell.col) == self.cursor:
+                    style = f"{style} reverse" if style else "reverse"
+                text.append(f"{mark:>{CELL - 1}} ", style=style)
+            text.append("\n")
+        free = sum(1 for c in view.cells if not c.accession_id)
+        here = self.current
+        what = (
+            f"{here.accession_id} {here.specimen_type} {here.status}"
+            if here.accession_id
+            else "free"
+        )
+        text.append(f"{here.label}: {what}   ({free} free of {len(view.cells)})", style="italic")
+        return text
