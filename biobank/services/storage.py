@@ -11,13 +11,14 @@ import uuid
 
 import sqlalchemy as sa
 from pydantic import BaseModel
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 from biobank.db import flush
 from biobank.errors import AlreadyExists, NotFound, PositionOccupied, ValidationError
 from biobank.models import FillOrder, PositionLabels, Specimen, StorageUnit
 from biobank.permissions import Actor, Permission, require
-from biobank.positions import parse_position, position_label
+from biobank.positions import fill_sequence, parse_position, position_label
 from biobank.services import audit
 from biobank.services.events import record_event
 
@@ -181,48 +182,8 @@ def _create_unit(
         raise ValidationError(f"a {kind} that holds tubes needs a grid", field="grid")
     row = col = None
     if parent is not None:
-        if parent.holds_specimens:
-            raise ValidationError(
-                f"{parent.barcode} holds tubes, not storage units", field="parent"
-            )
-        if position is not None:
-            if parent.grid_rows is None:
-                raise ValidationError(
-                    f"{parent.barcode} has no grid: give no position", field="position"
-                )
-            row, col = (
-                position
-                if isinstance(position, tuple)
-                else parse_position(
-                    position,
-                    rows=parent.grid_rows,
-                    cols=parent.grid_cols,
-                    scheme=parent.position_labels,
-                )
-            )
-            occupant = session.exec(
-                select(StorageUnit.name).where(
-                    StorageUnit.parent_id == parent.id,
-                    StorageUnit.position_row == row,
-                    StorageUnit.position_col == col,
-                )
-            ).first()
-            if occupant is not None:
-                raise PositionOccupied(
-                    f"{parent.name} {position} is taken by {occupant}",
-                    field="position",
-                    value=position,
-                )
-        elif parent.grid_rows is not None:
-            row, col = _first_free_unit_position(session, parent)
-        if session.exec(
-            select(StorageUnit.id).where(
-                StorageUnit.parent_id == parent.id, StorageUnit.name == name
-            )
-        ).first():
-            raise AlreadyExists(
-                f"{parent.name} already has a unit named {name!r}", field="name", value=name
-            )
+        row, col = _position_in(session, parent, position, field="parent")
+        _check_name_free(session, parent, name)
     if barcode is not None:
         barcode = barcode.strip().upper()
         if session.exec(select(StorageUnit.id).where(StorageUnit.barcode == barcode)).first():
@@ -260,6 +221,60 @@ def _create_unit(
         after=audit.snapshot(unit),
     )
     return unit
+
+
+def _position_in(
+    session: Session,
+    parent: StorageUnit,
+    position: str | tuple[int, int] | None,
+    *,
+    field: str,
+) -> tuple[int | None, int | None]:
+    """Where a unit goes in `parent`: the position given (which must be free), else the first
+    free one; nowhere in particular when the parent has no grid."""
+    if parent.holds_specimens:
+        raise ValidationError(f"{parent.barcode} holds tubes, not storage units", field=field)
+    if parent.grid_rows is None:
+        if position is not None:
+            raise ValidationError(
+                f"{parent.barcode} has no grid: give no position", field="position"
+            )
+        return None, None
+    if position is None:
+        return _first_free_unit_position(session, parent)
+    row, col = (
+        position
+        if isinstance(position, tuple)
+        else parse_position(
+            position, rows=parent.grid_rows, cols=parent.grid_cols, scheme=parent.position_labels
+        )
+    )
+    occupant = session.exec(
+        select(StorageUnit.name).where(
+            StorageUnit.parent_id == parent.id,
+            StorageUnit.position_row == row,
+            StorageUnit.position_col == col,
+        )
+    ).first()
+    if occupant is not None:
+        raise PositionOccupied(
+            f"{parent.name} {position} is taken by {occupant}", field="position", value=position
+        )
+    return row, col
+
+
+def _check_name_free(
+    session: Session, parent: StorageUnit, name: str, *, moving_id: int | None = None
+) -> None:
+    query = select(StorageUnit.id).where(
+        StorageUnit.parent_id == parent.id, StorageUnit.name == name
+    )
+    if moving_id is not None:
+        query = query.where(StorageUnit.id != moving_id)
+    if session.exec(query).first():
+        raise AlreadyExists(
+            f"{parent.name} already has a unit named {name!r}", field="name", value=name
+        )
 
 
 def _first_free_unit_position(session: Session, parent: StorageUnit) -> tuple[int, int]:
@@ -425,43 +440,9 @@ def move_unit(
         raise ValidationError(
             f"{moving.barcode} cannot go inside itself", field="destination", value=destination
         )
-    if target.holds_specimens:
-        raise ValidationError(
-            f"{target.barcode} holds tubes, not storage units", field="destination"
-        )
     before = audit.snapshot(moving)
-    row = col = None
-    if target.grid_rows is not None:
-        if position is None:
-            row, col = _first_free_unit_position(session, target)
-        else:
-            row, col = parse_position(
-                position,
-                rows=target.grid_rows,
-                cols=target.grid_cols,
-                scheme=target.position_labels,
-            )
-            taken = session.exec(
-                select(StorageUnit.name).where(
-                    StorageUnit.parent_id == target.id,
-                    StorageUnit.position_row == row,
-                    StorageUnit.position_col == col,
-                )
-            ).first()
-            if taken is not None:
-                raise PositionOccupied(
-                    f"{target.name} {position} is taken by {taken}",
-                    field="position",
-                    value=position,
-                )
-    if session.exec(
-        select(StorageUnit.id).where(
-            StorageUnit.parent_id == target.id,
-            StorageUnit.name == moving.name,
-            StorageUnit.id != moving.id,
-        )
-    ).first():
-        raise AlreadyExists(f"{target.name} already has a unit named {moving.name!r}", field="name")
+    row, col = _position_in(session, target, position, field="destination")
+    _check_name_free(session, target, moving.name, moving_id=moving.id)
     old_key, old_path = moving.sort_key, moving.path
     moving.parent_id, moving.position_row, moving.position_col = target.id, row, col
     place_in_tree(moving, target)
@@ -510,3 +491,85 @@ def move_unit(
     )
     session.expire_all()
     return unit_read(session, session.get(StorageUnit, moving.id))
+
+
+class UnitBranch(BaseModel):
+    """A unit as a branch of the tree: how many units are inside it, and the free positions
+    and capacity of every box in it (a box counts its own)."""
+
+    unit: UnitRead
+    units_inside: int
+    free: int
+    capacity: int
+
+
+def storage_children(
+    session: Session, *, actor: Actor, parent: str | None = None
+) -> list[UnitBranch]:
+    """The units directly in `parent` (without it, the top-level units) in physical order: one
+    level of the tree, so a browser opens a freezer of thousands of boxes branch by branch."""
+    require(actor, Permission.view_inventory)
+    top = get_unit(session, parent, field="parent") if parent else None
+    placed = StorageUnit.parent_id == top.id if top else StorageUnit.parent_id.is_(None)
+    children = session.exec(
+        select(StorageUnit).where(placed, StorageUnit.active).order_by(StorageUnit.sort_key)
+    ).all()
+    inner = aliased(StorageUnit)
+    # [key, key + "0") is the unit and its subtree (see `subtree_range`).
+    totals = {
+        unit_id: (count, free, capacity)
+        for unit_id, count, free, capacity in session.exec(
+            select(
+                StorageUnit.id,
+                sa.func.count(inner.id),
+                sa.func.coalesce(sa.func.sum(inner.free_slots), 0),
+                sa.func.coalesce(
+                    sa.func.sum(
+                        sa.case((inner.holds_specimens, inner.grid_rows * inner.grid_cols), else_=0)
+                    ),
+                    0,
+                ),
+            )
+            .join(
+                inner,
+                sa.and_(
+                    inner.sort_key >= StorageUnit.sort_key,
+                    inner.sort_key < StorageUnit.sort_key + "0",
+                    inner.active,
+                ),
+            )
+            .where(StorageUnit.id.in_([u.id for u in children]))
+            .group_by(StorageUnit.id)
+        )
+    }
+    return [
+        UnitBranch(
+            unit=unit_read(session, u),
+            units_inside=totals[u.id][0] - 1,
+            free=totals[u.id][1],
+            capacity=totals[u.id][2],
+        )
+        for u in children
+    ]
+
+
+def storage_path(session: Session, *, actor: Actor, barcode: str) -> list[UnitRead]:
+    """The unit and every unit it sits in, outermost first."""
+    require(actor, Permission.view_inventory)
+    trail = [get_unit(session, barcode)]
+    while trail[-1].parent_id is not None:
+        trail.append(session.get(StorageUnit, trail[-1].parent_id))
+    return [unit_read(session, unit) for unit in reversed(trail)]
+
+
+def fill_positions(session: Session, *, actor: Actor, barcode: str) -> list[str]:
+    """A box's position labels in its fill order: the order tubes go in, whether allocated or
+    scanned into it one by one."""
+    require(actor, Permission.view_inventory)
+    box = get_unit(session, barcode, field="box")
+    if not box.holds_specimens:
+        raise ValidationError(f"{box.barcode} is a {box.kind}, not a box", field="box")
+    return [
+        position_label(row, col, cols=box.grid_cols, scheme=box.position_labels)
+        for row, col in fill_sequence(box.grid_rows, box.grid_cols, box.fill_order)
+    ]
