@@ -144,5 +144,7 @@ def test_list_pages_and_filters(engine, admin, study):
     with uow(engine) as session:
         page = participants.list_participants(session, actor=admin, study="SLE", limit=2, offset=2)
         vax = participants.list_participants(session, actor=admin, study="vax")
+        found = participants.list_participants(session, actor=admin, code_contains="e-000")
     assert [p.code for p in page] == ["SLE-0002", "SLE-0003"]
+    assert [p.code for p in found] == [f"SLE-{i:04d}" for i in range(5)]
     assert [p.code for p in vax] == ["VAX-0001"]

@@ -167,6 +167,12 @@ class BiobankApp(App):
             from tui.screens.participant import ParticipantScreen
 
             self.push_screen(ParticipantScreen(result.participant_code))
+        elif result.kind == "kit":
+            from tui.screens.accession import AccessionScreen
+
+            form = AccessionScreen()
+            self.push_screen(form)
+            self.call_after_refresh(form.take_scan, result)
         else:
             self.notify(result.message, severity="warning")
 
@@ -179,9 +185,11 @@ class BiobankApp(App):
         *,
         readonly: bool = False,
         authenticated: bool = True,
+        failed: Callable[[BiobankError], None] | None = None,
     ) -> None:
         """Run `call(session)` in a thread worker, in one unit of work; hand the result to
-        `done` on the UI thread. Service errors go to `show_error`."""
+        `done` on the UI thread. Service errors go to `show_error`, and to `failed` (a form
+        marks the field the error names)."""
         if authenticated and self.actor is None:
             return
 
@@ -189,14 +197,13 @@ class BiobankApp(App):
             try:
                 with self.database.unit_of_work(readonly=readonly) as session:
                     result = call(session)
-            except BiobankError as error:
+            except Exception as error:
+                if not isinstance(error, BiobankError):  # a bug: say so, keep running
+                    self.log.error(repr(error))
+                    error = BiobankError(f"unexpected {type(error).__name__}: {error}")
                 self.call_from_thread(self.show_error, error)
-                return
-            except Exception as error:  # a bug: say so, keep the workstation running
-                self.log.error(repr(error))
-                self.call_from_thread(
-                    self.show_error, BiobankError(f"unexpected {type(error).__name__}: {error}")
-                )
+                if failed is not None:
+                    self.call_from_thread(failed, error)
                 return
             if done is not None:
                 self.call_from_thread(done, result)  # a UI bug here fails the test run loudly

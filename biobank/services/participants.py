@@ -260,6 +260,7 @@ def list_participants(
     actor: Actor,
     study: str | None = None,
     status: ParticipantStatus | str | None = None,
+    code_contains: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> list[ParticipantRead]:
@@ -275,6 +276,8 @@ def list_participants(
         query = query.where(Study.id == get_study(session, study).id)
     if status is not None:
         query = query.where(Participant.status == _enum(ParticipantStatus, status, "status"))
+    if code_contains:
+        query = query.where(Participant.code.contains(code_contains.strip().upper()))
     return [_read(p, study_code) for p, study_code in session.exec(query)]
 
 
