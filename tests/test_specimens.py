@@ -10,7 +10,7 @@ from biobank.db import uow
 from biobank.errors import NotFound, PermissionDenied, ValidationError
 from biobank.identifiers import check_specimen_id
 from biobank.models import Role
-from biobank.services import specimens
+from biobank.services import participants, specimens
 
 
 def _count(engine, table: str) -> int:
@@ -224,3 +224,26 @@ def test_pools_stay_within_one_participant(engine, admin):
                 actor=admin,
                 sources=[(one.accession_id, 10), (other.accession_id, 10)],
             )
+
+
+def test_a_participants_specimens_in_the_order_they_were_made(engine, admin):
+    layout = seed_inventory(engine, admin)
+    with uow(engine) as session:
+        participants.add_participant(session, actor=admin, study="SLE", code="SLE-0002")
+        parent = serum(session, admin, destination=layout["boxes"][0])
+        children = specimens.aliquot(
+            session, actor=admin, parent=parent.accession_id, count=2, volume=100
+        )
+        specimens.accession(
+            session, actor=admin, participant="SLE-0002", specimen_type="SER", quantity=1,
+            unit="mL",
+        )  # fmt: skip
+        listed = specimens.list_specimens(session, actor=admin, participant="sle-0001")
+        others = specimens.list_specimens(session, actor=admin, participant="SLE-0002")
+    assert [s.accession_id for s in listed] == [parent.accession_id] + [
+        c.accession_id for c in children
+    ]
+    assert listed[0].location == "-80 #1 > Shelf 1 > Rack 1 > Box 1 A1"
+    assert [s.participant_code for s in others] == ["SLE-0002"]
+    with pytest.raises(NotFound), uow(engine, readonly=True) as session:
+        specimens.list_specimens(session, actor=admin, participant="SLE-9999")

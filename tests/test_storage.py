@@ -176,3 +176,48 @@ def test_a_box_moves_with_its_tubes(engine, admin):
             if n.unit.kind == "shelf"
         )
         storage.move_unit(session, actor=admin, unit=other.barcode, destination=shelf.barcode)
+
+
+def test_the_tree_opens_one_level_at_a_time_with_free_counts(engine, admin):
+    layout = seed_inventory(engine, admin)  # -80 #1: 1 shelf, 2 racks of 2 9x9 boxes
+    with uow(engine) as session:
+        serum(session, admin, destination=layout["boxes"][0])
+        storage.add_unit(session, actor=admin, kind="freezer", name="-20 #1")
+        top = storage.storage_children(session, actor=admin)
+        (shelf,) = storage.storage_children(session, actor=admin, parent=layout["freezer"])
+        racks = storage.storage_children(session, actor=admin, parent=shelf.unit.barcode)
+        boxes = storage.storage_children(session, actor=admin, parent=racks[0].unit.barcode)
+        trail = storage.storage_path(session, actor=admin, barcode=boxes[1].unit.barcode)
+    counts = [(b.unit.name, b.units_inside, b.free, b.capacity) for b in top]
+    assert counts == [("-80 #1", 7, 323, 324), ("-20 #1", 0, 0, 0)]
+    assert (shelf.unit.name, shelf.units_inside, shelf.free) == ("Shelf 1", 6, 323)
+    assert [(r.unit.name, r.units_inside, r.free, r.capacity) for r in racks] == [
+        ("Rack 1", 2, 161, 162),
+        ("Rack 2", 2, 162, 162),
+    ]
+    assert [(b.unit.name, b.units_inside, b.free) for b in boxes] == [
+        ("Box 1", 0, 80),
+        ("Box 2", 0, 81),
+    ]
+    assert [u.name for u in trail] == ["-80 #1", "Shelf 1", "Rack 1", "Box 2"]
+    with pytest.raises(NotFound), uow(engine, readonly=True) as session:
+        storage.storage_children(session, actor=admin, parent="RK999999")
+
+
+def test_fill_positions_follow_the_fill_order(engine, admin):
+    with uow(engine) as session:
+        rack = storage.add_unit(session, actor=admin, kind="rack", name="R", grid=(2, 1))
+        for name, fill, labels in (
+            ("down", FillOrder.column_major, PositionLabels.letter_number),
+            ("counted", FillOrder.row_major, PositionLabels.numeric),
+        ):
+            storage.add_unit(
+                session, actor=admin, kind="box", name=name, barcode=name, grid=(2, 3),
+                fill_order=fill, position_labels=labels,
+            )  # fmt: skip
+        down = storage.fill_positions(session, actor=admin, barcode="down")
+        counted = storage.fill_positions(session, actor=admin, barcode="counted")
+        with pytest.raises(ValidationError, match="not a box"):
+            storage.fill_positions(session, actor=admin, barcode=rack.barcode)
+    assert down == ["A1", "B1", "A2", "B2", "A3", "B3"]
+    assert counted == ["1", "2", "3", "4", "5", "6"]

@@ -35,7 +35,13 @@ from biobank.services.custody import Slot, occupy, resolve_destination
 from biobank.services.events import EventRead, record_event, specimen_events
 from biobank.services.participants import find_visit, get_participant_row
 from biobank.services.specimen_ids import allocate_accession_ids
-from biobank.services.specimen_read import SpecimenRead, get_specimen, specimen_read
+from biobank.services.specimen_read import (
+    SpecimenRead,
+    _query,
+    _read,
+    get_specimen,
+    specimen_read,
+)
 
 # Derivatives extracted in the lab; not SPREC primary types.
 DERIVATIVE_TYPES = frozenset({"DNA", "RNA", "PRO", "CDN"})
@@ -717,3 +723,13 @@ def show_specimen(session: Session, *, actor: Actor, accession: str) -> Specimen
         children=list(children),
         events=specimen_events(session, specimen),
     )
+
+
+def list_specimens(session: Session, *, actor: Actor, participant: str) -> list[SpecimenRead]:
+    """A participant's specimens in the order they were made (a primary before its aliquots),
+    by the lean read path scans use."""
+    require(actor, Permission.view_inventory)
+    row = get_participant_row(session, participant)
+    table = Specimen.__table__
+    query = _query().where(table.c.participant_id == row.id).order_by(table.c.id)
+    return [_read(found) for found in session.execute(query)]
