@@ -418,7 +418,13 @@ class StorageUnit(SQLModel, table=True):
     # Maintained occupancy (boxes only): allocation never scans positions to find room.
     free_slots: int | None = None
     # Physical order in the tree, e.g. "0001.0003.0012": a subtree is a range of sort keys.
-    sort_key: str = Field(default="", max_length=255, index=True)
+    # Compared byte by byte on PostgreSQL too ("C" collation): subtree ranges rely on '/'
+    # sorting just before '0', which a language collation does not promise.
+    sort_key: str = Field(
+        default="",
+        index=True,
+        sa_type=sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql"),
+    )
     # Names from the root, e.g. "-80 #3 > Shelf 1 > Rack 2 > Box 7": a tube's location is
     # one join away, which keeps scan lookups fast.
     path: str = ""

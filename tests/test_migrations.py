@@ -83,3 +83,15 @@ def test_database_newer_than_the_code_refuses(db_url):
     engine.dispose()
     with pytest.raises(DatabaseNotReady, match="newer than this version"):
         open_database(Settings(database_url=db_url))
+
+
+def test_sort_keys_compare_byte_by_byte_on_postgres(pg_engine):
+    """Subtree ranges need '/' just before '0' whatever the server's locale."""
+    with pg_engine.connect() as connection:
+        collation = connection.execute(
+            sa.text(
+                "SELECT collation_name FROM information_schema.columns "
+                "WHERE table_name = 'storage_unit' AND column_name = 'sort_key'"
+            )
+        ).scalar()
+    assert collation == "C"

@@ -18,6 +18,7 @@ from textual import events
 from textual.app import App
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
+from textual.screen import ModalScreen
 
 from biobank.bootstrap import OpenDatabase
 from biobank.errors import BiobankError
@@ -79,7 +80,7 @@ class BiobankApp(App):
         )
         self._release_timer = None
         self.last_activity = time.monotonic()
-        self.print_log: list[tuple[str, str, int]] = []
+        self.print_log: list[tuple[str, str, str]] = []  # (time, what, where it went)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -144,6 +145,10 @@ class BiobankApp(App):
 
     def route_scan(self, result: ScanResult) -> None:
         """The screen that is waiting for a scan takes it; otherwise open the right view."""
+        if isinstance(self.screen, ModalScreen):
+            self.bell()  # a question is open: answer it first
+            self.notify("Answer the open question first; the scan was not used", severity="warning")
+            return
         if result.kind == "misread":
             self.bell()
             self.notify(result.message, title="MISREAD", severity="error", timeout=10)

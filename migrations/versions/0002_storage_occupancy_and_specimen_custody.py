@@ -65,7 +65,7 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column(
                 "sort_key",
-                sqlmodel.sql.sqltypes.AutoString(length=255),
+                sa.String(length=255).with_variant(sa.String(255, collation="C"), "postgresql"),
                 nullable=False,
                 server_default="",
             )

@@ -15,7 +15,7 @@ class HelpScreen(ModalScreen):
     def compose(self) -> ComposeResult:
         table = DataTable(zebra_stripes=True)
         table.add_columns("key", "action", "id", "where")
-        under = self.app.screen_stack[-1] if self.app.screen_stack else None
+        under = self.app.screen_stack[-2] if len(self.app.screen_stack) > 1 else None
         for where, node in (("everywhere", self.app), ("this screen", under)):
             for binding in getattr(node, "BINDINGS", []):
                 if isinstance(binding, Binding):

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Input, Label, Static
+from textual.widgets import DataTable, Input, Static
 
 from biobank.services import custody
 from biobank.services.scan import ScanResult
@@ -33,7 +33,7 @@ class ReasonPrompt(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.question)
+            yield Static(self.question)
             yield Input(placeholder="reason", id="reason")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

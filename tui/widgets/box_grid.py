@@ -72,7 +72,7 @@ class BoxGrid(Widget, can_focus=True):
     def render(self) -> Text:
         view = self.view
         numeric = view.cells[0].label.isdigit()
-        text = Text("   " + "".join(f"{c:>{CELL}}" for c in range(1, view.cols + 1)) + "\n")
+        text = Text("   " + "".join(f"{c:>{CELL - 1}} " for c in range(1, view.cols + 1)) + "\n")
         for r in range(view.rows):
             cells = view.cells[r * view.cols : (r + 1) * view.cols]
             row_name = "" if numeric else cells[0].label.rstrip("0123456789")
