@@ -90,6 +90,10 @@ class BiobankApp(App):
         self.sub_title = self.settings.workstation
         self.push_screen(SignInScreen())
         self.set_interval(5, self._check_idle)
+        if self.settings.is_embedded:
+            from tui.screens.first_run import offer_demo
+
+            offer_demo(self)
 
     def _check_idle(self) -> None:
         idle = time.monotonic() - self.last_activity
@@ -159,7 +163,10 @@ class BiobankApp(App):
         if result.kind == "specimen":
             from tui.screens.specimen import SpecimenScreen
 
-            self.push_screen(SpecimenScreen(result.specimen.accession_id))
+            if isinstance(self.screen, SpecimenScreen):  # reuse it: no new screen to build
+                self.screen.open(result.specimen.accession_id)
+            else:
+                self.push_screen(SpecimenScreen(result.specimen.accession_id))
         elif result.kind == "unit" and result.unit.holds_specimens:
             from tui.screens.box import BoxScreen
 

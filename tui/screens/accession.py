@@ -130,7 +130,7 @@ def parse_number(text: str, field: str, convert: type = float) -> float | int:
 
 def row(label: str, *widgets: Widget, field: str | None = None) -> Horizontal:
     """One line of the form: label, widgets, and where a refusal of `field` is shown."""
-    errors = [Static("", id=f"{field}-error", classes="field-error")] if field else []
+    errors = [Static("", id=f"{field}-error", classes="field-error", markup=False)] if field else []
     return Horizontal(Label(label, classes="field-label"), *widgets, *errors, classes="field-row")
 
 
@@ -156,7 +156,7 @@ class AccessionScreen(WorkScreen):
             yield row(
                 "Participant",
                 Input(placeholder="scan, or part of the code ⏎", id="participant", compact=True),
-                Static("", id="participant-note", classes="note"),
+                Static("", id="participant-note", classes="note", markup=False),
                 field="participant",
             )
             yield OptionList(id="matches")
@@ -209,17 +209,17 @@ class AccessionScreen(WorkScreen):
                 Static("×", classes="times"),
                 Input(remembered.volume, type="number", id="volume", compact=True),
                 Static(defaults.unit, classes="unit"),
-                Static("", id="count-error", classes="field-error"),
+                Static("", id="count-error", classes="field-error", markup=False),
                 field="volume",
             )
             yield row(
                 "Destination",
                 Input(placeholder="scan a box, or a barcode", id="destination", compact=True),
-                Static("", id="destination-note", classes="note"),
+                Static("", id="destination-note", classes="note", markup=False),
                 field="destination",
             )
             yield Checkbox("Print labels on save", True, id="print_labels", compact=True)
-            yield Static("", id="saved")
+            yield Static("", id="saved", markup=False)
 
     def on_mount(self) -> None:
         self.query_one("#matches", OptionList).display = False

@@ -22,7 +22,7 @@ class BoxScreen(WorkScreen):
         self.barcode = barcode
 
     def compose_body(self) -> ComposeResult:
-        yield Static(self.barcode, id="box-title", classes="title")
+        yield Static(self.barcode, id="box-title", classes="title", markup=False)
         yield Static("Loading…", id="box-loading", classes="muted")
 
     def on_mount(self) -> None:

@@ -19,6 +19,7 @@ class HomeScreen(WorkScreen):
             f"Signed in as {actor.username} ({actor.role.value}) at {actor.workstation}",
             id="who",
             classes="title",
+            markup=False,
         )
         yield Static("Loading…", id="overview", classes="muted")
         yield Static(

@@ -22,8 +22,8 @@ class ParticipantScreen(WorkScreen):
         self.code = code
 
     def compose_body(self) -> ComposeResult:
-        yield Static(self.code, id="participant-title", classes="title")
-        yield Static("Loading…", id="participant-detail", classes="muted")
+        yield Static(self.code, id="participant-title", classes="title", markup=False)
+        yield Static("Loading…", id="participant-detail", classes="muted", markup=False)
         table = DataTable(id="participant-specimens", zebra_stripes=True, cursor_type="row")
         table.add_columns("ID", "type", "visit", "quantity", "status", "location")
         yield table

@@ -61,14 +61,19 @@ class SpecimenScreen(WorkScreen):
         self.version: int | None = None
 
     def compose_body(self) -> ComposeResult:
-        yield Static(self.accession_id, id="specimen-title", classes="title")
-        yield Static("Loading…", id="detail")
+        yield Static(self.accession_id, id="specimen-title", classes="title", markup=False)
+        yield Static("Loading…", id="detail", markup=False)
         yield Static("Scan a box to move the tube there.", classes="muted")
         table = DataTable(id="history", zebra_stripes=True, cursor_type="row")
         table.add_columns("when (UTC)", "event", "by", "from", "to", "change", "reason")
         yield table
 
     def on_mount(self) -> None:
+        self.action_refresh()
+
+    def open(self, accession_id: str) -> None:
+        """Show another tube in this screen (a scan while a tube is shown)."""
+        self.accession_id, self.version = accession_id, None
         self.action_refresh()
 
     def action_refresh(self) -> None:

@@ -1,0 +1,74 @@
+"""The first run of the embedded database: an empty inventory, and the offer of the demo cohort.
+
+Only for the embedded single-workstation database, where loading the demo as the bootstrap
+admin harms no one; a shared server database is filled by its administrators.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Label
+
+from biobank.services.demo import DEMO_USERS, DemoSummary, is_empty, seed_demo, sign_in_hint
+from biobank.services.users import BOOTSTRAP_ADMIN, actor_for
+
+if TYPE_CHECKING:
+    from tui.app import BiobankApp
+
+_USER, _, _, _PIN = DEMO_USERS[0]
+
+
+class FirstRunScreen(ModalScreen[bool]):
+    """Asks whether to load the demo cohort into the empty inventory."""
+
+    DEFAULT_CSS = """
+    FirstRunScreen { align: center middle; }
+    FirstRunScreen Vertical { width: 64; height: auto; border: round $primary; padding: 1 2; }
+    """
+    BINDINGS = [  # noqa: RUF012
+        Binding("y", "answer(True)", "Load the demo", id="load_demo"),
+        Binding("n,escape", "answer(False)", "Start empty", id="skip_demo"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(
+                "The inventory is empty. Load the demo cohort (synthetic lupus registry; "
+                f"sign in as {_USER} / {_PIN})? [y/n]",
+                markup=False,
+            )
+
+    def action_answer(self, load: bool) -> None:
+        self.dismiss(load)
+
+
+def offer_demo(app: BiobankApp) -> None:
+    """Ask whether to load the demo when the inventory is empty; load it as the bootstrap
+    admin when the answer is yes."""
+
+    def load(session) -> DemoSummary:
+        admin = actor_for(session, username=BOOTSTRAP_ADMIN, workstation=app.settings.workstation)
+        return seed_demo(session, actor=admin)
+
+    def loaded(summary: DemoSummary) -> None:
+        app.notify(
+            f"Demo cohort loaded: {summary.participants} participants, {summary.visits} "
+            f"visits; {sign_in_hint()}",
+            timeout=15,
+        )
+
+    def answered(load_it: bool | None) -> None:
+        if load_it:
+            app.notify("Loading the demo cohort…")
+            app.run_db(load, loaded, authenticated=False)
+
+    def checked(empty: bool) -> None:
+        if empty:
+            app.push_screen(FirstRunScreen(), answered)
+
+    app.run_db(is_empty, checked, readonly=True, authenticated=False)
