@@ -121,3 +121,44 @@ def test_a_box_scan_opens_its_grid_and_enter_opens_a_tube(db_url, admin, engine)
         app.database.engine.dispose()
 
     asyncio.run(scenario())
+
+
+def test_every_binding_has_an_id():
+    import importlib
+    import pkgutil
+
+    from textual.binding import Binding
+
+    import tui.screens
+    from tui.app import BiobankApp
+
+    classes = [BiobankApp, BoxGrid]
+    for module in pkgutil.iter_modules(tui.screens.__path__):
+        loaded = importlib.import_module(f"tui.screens.{module.name}")
+        classes += [v for v in vars(loaded).values() if isinstance(v, type)]
+    ours = {cls for cls in classes if cls.__module__.startswith("tui.")}
+    bindings = [
+        b for cls in ours for b in cls.__dict__.get("BINDINGS", []) if isinstance(b, Binding)
+    ]
+    assert len(bindings) > 30
+    assert [b for b in bindings if not b.id] == []
+
+
+def test_an_admin_reads_a_tubes_audit_entries(db_url, admin, engine):
+    async def scenario():
+        app = make_app(db_url, admin)
+        stock = _stock(app.database.engine, admin)
+        with uow(app.database.engine) as session:
+            users.set_pin(session, actor=admin, username="admin", pin="9876")
+        async with app.run_test() as pilot:
+            await sign_in(app, pilot, "admin", "9876")
+            await scan(app, pilot, stock["tube"])
+            await pilot.press("a")
+            await settle(app, pilot)
+            from textual.widgets import DataTable
+
+            table = app.screen.query_one(DataTable)
+            assert table.row_count == 1 and "specimen.accessioned" in str(table.get_row_at(0))
+        app.database.engine.dispose()
+
+    asyncio.run(scenario())

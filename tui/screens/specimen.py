@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
 from biobank.services import custody
+from biobank.services.audit import AuditEntryRead, audit_log
 from biobank.services.scan import ScanResult
 from biobank.services.specimens import SpecimenDetail, show_specimen
 from tui.printing import print_specimen_labels
@@ -43,6 +44,33 @@ class ReasonPrompt(ModalScreen[str | None]):
         self.dismiss(None)
 
 
+class AuditEntries(ModalScreen):
+    """The audit trail of one specimen: who changed what, from what, to what, and why."""
+
+    DEFAULT_CSS = "AuditEntries { align: center middle; } AuditEntries DataTable { width: 95%; }"
+    BINDINGS = [Binding("escape", "dismiss", "Close", id="close_audit")]  # noqa: RUF012
+
+    def __init__(self, entries: list[AuditEntryRead]) -> None:
+        super().__init__()
+        self.entries = entries
+
+    def compose(self) -> ComposeResult:
+        table = DataTable(zebra_stripes=True)
+        table.add_columns("when (UTC)", "who", "where", "action", "changed", "reason")
+        for entry in self.entries:
+            before, after = entry.before or {}, entry.after or {}
+            changed = [k for k in after if before.get(k) != after.get(k) and k != "updated_at"]
+            table.add_row(
+                entry.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
+                entry.actor,
+                entry.workstation,
+                entry.action,
+                ", ".join(changed) if before else "created",
+                entry.reason or "",
+            )
+        yield table
+
+
 class SpecimenScreen(WorkScreen):
     BINDINGS = [  # noqa: RUF012
         Binding("o", "check_out", "Check out", id="check_out"),
@@ -53,6 +81,7 @@ class SpecimenScreen(WorkScreen):
         Binding("p", "print_label", "Print label", id="print_label"),
         Binding("P", "reprint_label", "Reprint label (asks why)", id="reprint_label"),
         Binding("r", "refresh", "Refresh", id="refresh_specimen"),
+        Binding("a", "audit", "Audit entries (admins)", id="specimen_audit"),
     ]
 
     def __init__(self, accession_id: str) -> None:
@@ -158,6 +187,20 @@ class SpecimenScreen(WorkScreen):
                 self._act(custody.dispose, reason=reason)
 
         self.app.push_screen(ReasonPrompt(f"Why is {self.accession_id} disposed?"), answered)
+
+    def action_audit(self) -> None:
+        def entries(session):
+            specimen = show_specimen(session, actor=self.app.actor, accession=self.accession_id)
+            return audit_log(
+                session,
+                actor=self.app.actor,
+                entity="specimen",
+                entity_id=str(specimen.specimen.id),
+            )
+
+        self.app.run_db(
+            entries, lambda found: self.app.push_screen(AuditEntries(found)), readonly=True
+        )
 
     def action_print_label(self) -> None:
         print_specimen_labels(self.app, [self.accession_id])
