@@ -196,11 +196,10 @@ def _record_new(
     event_type: str,
     details: dict | None = None,
 ) -> None:
+    if slot is not None:
+        occupy(session, specimen, slot)  # placed as it is inserted: one INSERT, no UPDATE
     session.add(specimen)
     flush(session)
-    if slot is not None:
-        occupy(session, specimen, slot)
-        flush(session)
     record_event(
         session,
         actor=actor,

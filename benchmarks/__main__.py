@@ -1,0 +1,147 @@
+"""`python -m benchmarks`: build the inventory on each engine, run every benchmark, report.
+
+The table goes to stdout, progress to stderr; `--json` writes the results with the machine they
+ran on, and `--write-readme` puts them in README.md's performance section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import allocation, concurrency, labels_bench, legacy, lookup, report, tui_bench
+from benchmarks.databases import ENGINES, POSTGRES_ENV, Unreachable, bench_database
+from benchmarks.dataset import build
+from benchmarks.measure import Result, progress
+from biobank.db import make_engine
+
+DEFAULT_SIZE = 1_000_000
+QUICK_SIZE = 20_000
+MIN_SIZE = 2_000
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many times each benchmark runs."""
+
+    lookups: int
+    allocations: int
+    accessions: int
+    import_rows: int
+
+    @classmethod
+    def of(cls, quick: bool) -> Plan:
+        if quick:
+            return cls(lookups=2_000, allocations=200, accessions=100, import_rows=2_000)
+        return cls(lookups=5_000, allocations=500, accessions=300, import_rows=20_000)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--size", type=int, help=f"specimens (default {DEFAULT_SIZE:,})")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_SIZE:,} specimens, fewer repetitions"
+    )
+    parser.add_argument(
+        "--engines",
+        default=",".join(ENGINES),
+        help=f"comma-separated, of {', '.join(ENGINES)} (PostgreSQL: ${POSTGRES_ENV}, default "
+        "postgresql://postgres@127.0.0.1:5432/postgres as the maintenance database)",
+    )
+    parser.add_argument("--json", type=Path, help="write the results and machine info here")
+    parser.add_argument(
+        "--write-readme", action="store_true", help="rewrite README.md's performance section"
+    )
+    parser.add_argument(
+        "--from-json", type=Path, help="run nothing: report the results of an earlier --json"
+    )
+    parser.add_argument("--dir", type=Path, help="where the SQLite file goes (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
+    parser.add_argument("--seed", type=int, default=1, help="the dataset's seed (default 1)")
+    args = parser.parse_args(argv)
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = set(engines) - set(ENGINES)
+    if unknown or not engines:
+        parser.error(f"--engines takes {', '.join(ENGINES)}, not {args.engines!r}")
+    args.engines = engines
+    if args.size is not None and args.size < MIN_SIZE:
+        parser.error(f"--size must be at least {MIN_SIZE:,}")
+    return args
+
+
+def run(args: argparse.Namespace) -> tuple[dict, list[Result]]:
+    size = args.size or (QUICK_SIZE if args.quick else DEFAULT_SIZE)
+    plan = Plan.of(args.quick)
+    versions: dict[str, object] = {"build_seconds": {}, "load_at_start": os.getloadavg()}
+    results: list[Result] = []
+    for engine_name in args.engines:
+        with bench_database(engine_name, size=size, directory=args.dir, keep=args.keep) as db:
+            if engine_name == "postgres":
+                versions["postgres"] = db.server_version()
+            engine = make_engine(db.url)
+            say = _say(engine_name)
+            say(f"building the inventory: {size:,} specimens")
+            started = time.perf_counter()
+            dataset = build(engine, size=size, seed=args.seed, progress=say)
+            versions["build_seconds"][engine_name] = round(time.perf_counter() - started, 1)
+            rng = random.Random(args.seed)
+            say(f"scan lookups x {plan.lookups:,}")
+            results += lookup.run(db, engine, dataset, lookups=plan.lookups, rng=rng)
+            say(f"allocations x {plan.allocations:,}, accessions x {plan.accessions:,}")
+            results += allocation.run(
+                db,
+                engine,
+                dataset,
+                allocations=plan.allocations,
+                accessions=min(plan.accessions, dataset.free_positions // 4),
+                rng=rng,
+            )
+            results += concurrency.run(db, dataset, rng=rng)
+            say(f"legacy import of {plan.import_rows:,} rows")
+            results += legacy.run(db, engine, dataset, rows=plan.import_rows, say=say)
+            say("TUI views")
+            results += tui_bench.run(db, dataset, rng=rng)
+            engine.dispose()
+    if "sqlite" in args.engines:
+        results.append(tui_bench.cold_start())
+    progress("labels")
+    results += labels_bench.run()
+    info = report.machine(size=size, seed=args.seed, quick=args.quick, versions=versions)
+    return info, results
+
+
+def _say(engine_name: str):
+    return lambda message: progress(f"[{engine_name}] {message}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.from_json:
+        info, results = report.read_json(args.from_json)
+    else:
+        try:
+            info, results = run(args)
+        except Unreachable as error:
+            progress(str(error))
+            return 8
+        if args.json:
+            report.write_json(args.json, info, results)
+            progress(f"wrote {args.json}")
+    print(report.table(results))
+    if args.write_readme:
+        report.write_readme(README, info, results)
+    for miss in report.missing_notes(results):
+        progress(f"missed, and no note in benchmarks/report.py: {miss.benchmark} ({miss.engine})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

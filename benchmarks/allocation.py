@@ -1,0 +1,120 @@
+"""Auto-allocation in a freezer of thousands of boxes, the first free position deep inside.
+
+Timed: `custody.find_slots` for one serum tube below the freezer (the allocation itself, in
+a unit of work that is rolled back), and a whole `specimens.accession` into the freezer in its
+own unit of work (committed). Baseline: the raw SQL that finds the first box with room, in
+physical order, on a reused cursor.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from contextlib import closing
+
+from sqlalchemy.engine import Engine
+
+from benchmarks.databases import BenchDatabase
+from benchmarks.dataset import Dataset, accession_tube
+from benchmarks.measure import Result, median, p99, timed
+from biobank.db import uow
+from biobank.services.custody import find_slots
+from biobank.services.storage import get_unit, subtree_range
+
+GOAL_SECONDS = 0.015
+WARMUP = 10
+RAW = (
+    "SELECT id FROM storage_unit WHERE free_slots > 0 AND sort_key >= ? AND sort_key < ? "
+    "AND holds_specimens AND active ORDER BY sort_key LIMIT 1"
+)
+
+
+def run(
+    db: BenchDatabase,
+    engine: Engine,
+    dataset: Dataset,
+    *,
+    allocations: int,
+    accessions: int,
+    rng: random.Random,
+) -> list[Result]:
+    with uow(engine, readonly=True) as session:
+        low, high = subtree_range(get_unit(session, dataset.freezer))
+    lock = " FOR UPDATE SKIP LOCKED" if db.engine_name == "postgres" else ""
+    raw = _raw(db, RAW + lock, (low, high), allocations)
+
+    def allocate() -> tuple[float, str]:
+        """Seconds find_slots took (loading the freezer row is not counted), and the box."""
+        with uow(engine, readonly=True) as session:
+            freezer = get_unit(session, dataset.freezer)
+            start = time.perf_counter()
+            (slot,) = find_slots(session, target=freezer, specimen_type="SER", count=1)
+            return time.perf_counter() - start, slot.box.path
+
+    allocation, boxes = zip(*(allocate() for _ in range(allocations + WARMUP)), strict=True)
+
+    def accession(_: int) -> None:
+        with uow(engine) as session:
+            tube = accession_tube(
+                session,
+                actor=dataset.technician,
+                participant=rng.choice(dataset.participants),
+                destination=dataset.freezer,
+            )
+        if tube.box_barcode is None:
+            raise AssertionError(f"{tube.accession_id} was not placed")
+
+    full = timed(accession, range(accessions + WARMUP), warmup=WARMUP)
+    baseline = (
+        f"baseline: raw {db.engine_name} driver, SELECT of the first box with free_slots > 0 "
+        f"in sort_key order below the freezer{lock}, on a reused cursor"
+    )
+    where = f"the first box with room is box {dataset.first_free_box:,} of {dataset.boxes:,}"
+    return [
+        _result(
+            db,
+            "allocation in freezer (find_slots)",
+            list(allocation[WARMUP:]),
+            raw,
+            f"find_slots for one SER tube below the freezer, {allocations:,} times, each in a "
+            f"unit of work rolled back after; {where} ({boxes[-1]}); {baseline}",
+        ),
+        _result(
+            db,
+            "accession into freezer (full)",
+            full,
+            raw,
+            f"specimens.accession with destination=freezer, {accessions:,} tubes, each in its "
+            f"own committed unit of work; {baseline}",
+        ),
+    ]
+
+
+def _result(db: BenchDatabase, name: str, times: list[float], raw: list[float], how: str):
+    return Result(
+        benchmark=name,
+        engine=db.engine_name,
+        kind="latency",
+        median=median(times),
+        p99=p99(times),
+        baseline=median(raw),
+        goal=f"≤ {GOAL_SECONDS * 1000:g} ms",
+        passed=median(times) <= GOAL_SECONDS,
+        how=how,
+        details={"runs": len(times), "baseline_p99": p99(raw)},
+    )
+
+
+def _raw(db: BenchDatabase, query: str, params: tuple, runs: int) -> list[float]:
+    query = db.sql(query)
+    with closing(db.connect()) as connection:
+        cursor = connection.cursor()
+        options = {"prepare": True} if db.engine_name == "postgres" else {}
+
+        def first_box(_: int) -> None:
+            cursor.execute(query, params, **options)
+            if cursor.fetchone() is None:
+                raise AssertionError("raw allocation found no box with room")
+            connection.rollback()
+
+        return timed(first_box, range(runs + WARMUP), warmup=WARMUP)

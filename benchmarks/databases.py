@@ -1,0 +1,122 @@
+"""The throwaway databases a run works on, and raw driver connections to them.
+
+SQLite is a file in a temporary directory (or `--dir`); PostgreSQL is a fresh database
+`biobank_bench_<size>` created beside the maintenance database `BIOBANK_BENCH_POSTGRES_URL`
+names. Both are removed after the run unless `--keep`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+ENGINES = ("sqlite", "postgres")
+POSTGRES_ENV = "BIOBANK_BENCH_POSTGRES_URL"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@dataclass(frozen=True)
+class BenchDatabase:
+    engine_name: str  # "sqlite" or "postgres"
+    url: str  # for biobank.db.make_engine
+
+    def connect(self):
+        """A raw DB-API connection (sqlite3 in autocommit mode, or psycopg)."""
+        parsed = make_url(self.url)
+        if self.engine_name == "sqlite":
+            connection = sqlite3.connect(parsed.database, isolation_level=None, timeout=10)
+            connection.execute("PRAGMA busy_timeout=10000")
+            return connection
+        import psycopg
+
+        return psycopg.connect(
+            parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        )
+
+    def driver(self):
+        """The DB-API module, for its exception classes."""
+        if self.engine_name == "sqlite":
+            return sqlite3
+        import psycopg
+
+        return psycopg
+
+    def sql(self, query: str) -> str:
+        """`?` placeholders in the driver's own style."""
+        return query if self.engine_name == "sqlite" else query.replace("?", "%s")
+
+    def server_version(self) -> str:
+        if self.engine_name == "sqlite":
+            return sqlite3.sqlite_version
+        with self.connect() as connection:
+            return connection.execute("SHOW server_version").fetchone()[0]
+
+
+class Unreachable(Exception):
+    """The PostgreSQL server to benchmark cannot be reached."""
+
+
+def postgres_maintenance_url() -> str:
+    return os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES_URL)
+
+
+@contextmanager
+def bench_database(
+    engine_name: str, *, size: int, directory: Path | None, keep: bool
+) -> Iterator[BenchDatabase]:
+    name = f"biobank_bench_{size}"
+    if engine_name == "sqlite":
+        with _sqlite_file(name, directory, keep) as path:
+            yield BenchDatabase("sqlite", f"sqlite:///{path}")
+        return
+    maintenance = make_url(postgres_maintenance_url()).set(drivername="postgresql+psycopg")
+    admin = sa.create_engine(maintenance, isolation_level="AUTOCOMMIT")
+    try:
+        connection = admin.connect()
+    except sa.exc.OperationalError as error:
+        raise Unreachable(
+            f"cannot reach PostgreSQL at {maintenance.render_as_string()} ({error.orig}); "
+            f"set {POSTGRES_ENV} or run with --engines sqlite"
+        ) from error
+    with connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        url = maintenance.set(database=name).render_as_string(hide_password=False)
+        yield BenchDatabase("postgres", url)
+    finally:
+        if keep:
+            print(f"kept PostgreSQL database {name}", file=sys.stderr)
+        else:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@contextmanager
+def _sqlite_file(name: str, directory: Path | None, keep: bool) -> Iterator[Path]:
+    folder = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="biobank_bench_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.sqlite"
+    for stale in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+        stale.unlink(missing_ok=True)
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"kept SQLite database {path}", file=sys.stderr)
+        elif directory:
+            for file in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+                file.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,168 @@
+"""Legacy import throughput: a lab's spreadsheet through `legacy_import`, beside the raw driver
+inserting the same rows.
+
+The sheet is shaped like the lab's (tests/data/legacy_inventory.csv): sample ID, subject, visit,
+type, volume, US date, clock times, freezer > rack > box > position, thaws, comments; its
+tubes fill new boxes of a new freezer, and its subjects are new participants. Timed: checking
+and writing the file in one committed unit of work, and the writing alone. Baseline: the rows
+that import writes (every table; taken from a dry run that is rolled back), inserted with the
+raw driver's executemany in one transaction (rolled back too, so the import can follow).
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import closing
+from datetime import date, timedelta
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel
+
+from benchmarks.databases import BenchDatabase
+from benchmarks.dataset import STUDY, WORKSTATION, Dataset
+from benchmarks.measure import Result
+from benchmarks.raw import RawInsert
+from biobank.db import uow
+from biobank.models import FillOrder, PositionLabels
+from biobank.positions import fill_sequence, position_label
+from biobank.services import legacy_import
+from biobank.services.users import actor_for
+
+GOAL_SHARE = 0.5
+BASELINE_RUNS = 3
+TUBES_PER_SUBJECT = 20
+BOXES_PER_RACK = 12
+VISITS = (("baseline", 0), ("month_6", 182), ("month_12", 365))
+TYPES = (("CEL", 1000), ("BUF", 250), ("PL1", 500), ("SER", 500))
+COMMENTS = ("", "", "", "slightly hemolyzed", "low volume")
+
+
+def run(
+    db: BenchDatabase, engine: Engine, dataset: Dataset, *, rows: int, say: Callable
+) -> list[Result]:
+    with uow(engine) as session:
+        admin = actor_for(session, username="admin", workstation=WORKSTATION)
+    with TemporaryDirectory() as folder:
+        path = Path(folder) / "legacy_inventory.csv"
+        write_sheet(path, rows)
+        say("legacy import: dry run to learn what it writes")
+        written = _dry_run(engine, admin, path)
+        say(f"legacy import: raw executemany of {sum(map(len, written.values())):,} rows")
+        baseline = statistics.median(_raw_insert(db, written) for _ in range(BASELINE_RUNS))
+        say("legacy import: through the service")
+        check, write = _import(engine, admin, path, rows)
+    tables = {t.name: len(r) for t, r in written.items()}
+    how = (
+        f"check_inventory + write_inventory of a {rows:,}-row sheet in one committed unit of "
+        f"work; it writes {tables}; baseline: those rows with the raw driver's executemany, "
+        f"one transaction (rolled back), median of {BASELINE_RUNS}"
+    )
+    return [
+        _result(db, "legacy import (check + write)", rows / (check + write), rows / baseline, how),
+        _result(db, "legacy import (write only)", rows / write, rows / baseline, how),
+    ]
+
+
+def _result(db: BenchDatabase, name: str, rate: float, baseline: float, how: str) -> Result:
+    return Result(
+        benchmark=name,
+        engine=db.engine_name,
+        kind="throughput",
+        median=rate,
+        p99=None,
+        baseline=baseline,
+        goal=f"≥ {GOAL_SHARE:g}× raw",
+        passed=rate >= GOAL_SHARE * baseline,
+        how=how,
+    )
+
+
+def write_sheet(path: Path, rows: int) -> None:
+    """A legacy sheet of `rows` tubes, 20 per subject over three visits, boxes filled in order."""
+    positions = [
+        position_label(r, c, cols=9, scheme=PositionLabels.letter_number)
+        for r, c in fill_sequence(9, 9, FillOrder.row_major)
+    ]
+    with path.open("w", newline="") as file:
+        sheet = csv.writer(file)
+        sheet.writerow(legacy_import.FIELDS.values())
+        for n in range(rows):
+            person, tube = divmod(n, TUBES_PER_SUBJECT)
+            subject = f"LEG{person + 1:05d}"
+            visit, days = VISITS[tube * len(VISITS) // TUBES_PER_SUBJECT]
+            specimen_type, volume = TYPES[n % len(TYPES)]
+            box, slot = divmod(n, len(positions))
+            collected = date(2016, 1, 4) + timedelta(days=person % 1500 + days)
+            sheet.writerow(
+                [
+                    f"{subject}-{visit[:2].upper()}-{specimen_type}-{tube + 1:02d}",
+                    subject,
+                    visit,
+                    specimen_type,
+                    volume,
+                    collected.strftime("%m/%d/%Y"),
+                    "09:00",
+                    f"{10 + n % 3}:00",
+                    "FRZ-01",
+                    f"R{box // BOXES_PER_RACK + 1:02d}",
+                    f"BOX-{box + 1:04d}",
+                    positions[slot],
+                    n % 3,
+                    COMMENTS[n % len(COMMENTS)],
+                ]
+            )
+
+
+def _import(engine: Engine, admin, path: Path, rows: int) -> tuple[float, float]:
+    """Seconds checking, and seconds writing and committing."""
+    start = time.perf_counter()
+    with uow(engine) as session:
+        plan = legacy_import.check_inventory(session, actor=admin, path=path, study=STUDY)
+        checked = time.perf_counter()
+        report = legacy_import.write_inventory(session, actor=admin, plan=plan)
+    done = time.perf_counter()
+    if report.imported != rows:
+        raise AssertionError(f"the import wrote {report.imported} of {rows} rows: {report}")
+    return checked - start, done - checked
+
+
+def _dry_run(engine: Engine, admin, path: Path) -> dict[sa.Table, list[dict[str, Any]]]:
+    """Every row the import inserts, table by table (parents first), read back before the
+    transaction is rolled back."""
+    tables = [t for t in SQLModel.metadata.sorted_tables if "id" in t.c]
+    with Session(engine) as session:
+        last = {t: session.execute(sa.select(sa.func.max(t.c.id))).scalar() or 0 for t in tables}
+        plan = legacy_import.check_inventory(session, actor=admin, path=path, study=STUDY)
+        legacy_import.write_inventory(session, actor=admin, plan=plan)
+        written = {
+            t: [
+                dict(row._mapping)
+                for row in session.execute(sa.select(t).where(t.c.id > last[t]).order_by(t.c.id))
+            ]
+            for t in tables
+        }
+        session.rollback()
+    return {t: rows for t, rows in written.items() if rows}
+
+
+def _raw_insert(db: BenchDatabase, written: dict[sa.Table, list[dict[str, Any]]]) -> float:
+    """Seconds the raw driver takes to insert the rows, one executemany per table."""
+    inserts = {t: RawInsert(db, t, with_id=True) for t in written}
+    params = {t: [inserts[t].params(row) for row in rows] for t, rows in written.items()}
+    with closing(db.connect()) as connection:
+        cursor = connection.cursor()
+        start = time.perf_counter()
+        if db.engine_name == "sqlite":
+            cursor.execute("BEGIN IMMEDIATE")
+        for table, insert in inserts.items():
+            cursor.executemany(insert.sql, params[table])
+        elapsed = time.perf_counter() - start
+        connection.rollback()
+    return elapsed

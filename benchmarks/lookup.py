@@ -1,0 +1,89 @@
+"""Lookup by scanned ID: `scan.resolve_scan` beside a raw SELECT on a reused cursor.
+
+The service is timed two ways: a read-only unit of work per scan (what a TUI worker does: one
+session per worker) and one session reused for every scan. The baseline selects the same
+specimen columns by accession ID with the driver's prepared statement.
+"""
+
+from __future__ import annotations
+
+import random
+from contextlib import closing
+
+from sqlalchemy.engine import Engine
+
+from benchmarks.databases import BenchDatabase
+from benchmarks.dataset import Dataset
+from benchmarks.measure import Result, median, p99, timed
+from biobank.db import uow
+from biobank.services.scan import resolve_scan
+from biobank.services.specimen_read import _OWN_COLUMNS
+
+GOAL_RATIO = 5.0
+WARMUP = 200
+RAW = f"SELECT {', '.join(_OWN_COLUMNS)} FROM specimen WHERE accession_id = ?"
+
+
+def run(
+    db: BenchDatabase, engine: Engine, dataset: Dataset, *, lookups: int, rng: random.Random
+) -> list[Result]:
+    codes = dataset.random_accession_ids(lookups + WARMUP, rng)
+    actor = dataset.technician
+    raw = _raw(db, codes)
+
+    def per_scan(code: str) -> None:
+        with uow(engine, readonly=True) as session:
+            _check(resolve_scan(session, actor=actor, scanned=code))
+
+    runs = {"per scan": timed(per_scan, codes, warmup=WARMUP)}
+    with uow(engine, readonly=True) as session:
+        runs["one session"] = timed(
+            lambda code: _check(resolve_scan(session, actor=actor, scanned=code)),
+            codes,
+            warmup=WARMUP,
+        )
+    hows = {
+        "per scan": "a read-only unit of work per scan, as a TUI worker does",
+        "one session": "one read-only session reused for every scan",
+    }
+    results = []
+    for name, times in runs.items():
+        ratio = median(times) / median(raw)
+        results.append(
+            Result(
+                benchmark=f"scan lookup ({name})",
+                engine=db.engine_name,
+                kind="latency",
+                median=median(times),
+                p99=p99(times),
+                baseline=median(raw),
+                goal=f"≤ {GOAL_RATIO:g}× raw",
+                passed=ratio <= GOAL_RATIO,
+                how=f"resolve_scan of {lookups:,} random existing IDs, {hows[name]}; "
+                f"baseline: raw {db.engine_name} driver, SELECT of the same specimen columns "
+                "by accession_id on a reused cursor",
+                details={"lookups": lookups, "baseline_p99": p99(raw)},
+            )
+        )
+    return results
+
+
+def _check(result) -> None:
+    if result.kind != "specimen":
+        raise AssertionError(f"scan of {result.scanned} found {result.kind}: {result.message}")
+
+
+def _raw(db: BenchDatabase, codes: list[str]) -> list[float]:
+    query = db.sql(RAW)
+    with closing(db.connect()) as connection:
+        if db.engine_name == "postgres":
+            connection.autocommit = True
+        cursor = connection.cursor()
+        options = {"prepare": True} if db.engine_name == "postgres" else {}
+
+        def lookup(code: str) -> None:
+            cursor.execute(query, (code,), **options)
+            if cursor.fetchone() is None:
+                raise AssertionError(f"raw lookup found no {code}")
+
+        return timed(lookup, codes, warmup=WARMUP)

@@ -1,0 +1,62 @@
+"""Timing and the result of one benchmark on one engine."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class Result:
+    """`median` and `baseline` are seconds for a latency and items per second for a
+    throughput; `p99` is always a latency in seconds (None when there is only one run)."""
+
+    benchmark: str
+    engine: str
+    kind: Literal["latency", "throughput"]
+    median: float
+    p99: float | None
+    baseline: float | None
+    goal: str | None
+    passed: bool | None
+    how: str = ""  # what exactly was timed
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        """Service over baseline: times slower for a latency, share of it for a throughput."""
+        return self.median / self.baseline if self.baseline else None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"ratio": self.ratio}
+
+
+def timed(action: Callable[[T], object], items: Iterable[T], *, warmup: int = 0) -> list[float]:
+    """Seconds each call took; the first `warmup` calls are run but not counted."""
+    times = []
+    for n, item in enumerate(items):
+        start = time.perf_counter()
+        action(item)
+        if n >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def median(times: list[float]) -> float:
+    return statistics.median(times)
+
+
+def p99(times: list[float]) -> float:
+    ordered = sorted(times)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,307 @@
+"""The workstation's speed: cold start to the sign-in screen (goal ≤ 1 s), a scan to the
+specimen detail on screen (goal ≤ 50 ms median, at 1M specimens) and a box grid on screen
+(goal ≤ 50 ms).
+
+The application runs headless (`App.run_test`, as in the tests). A view counts as shown once
+its data has arrived and the screen has refreshed after it (`call_after_refresh`), so the thread
+workers' database work, the hand-off to the UI thread, layout and rendering are all inside the
+figure. The baseline of a view is the same service calls in the same units of work without the
+UI; the baseline of the cold start is a bare interpreter start.
+
+`python -m benchmarks.tui_bench` builds the inventory as `python -m benchmarks` does and prints
+the table; `cold_start()` and `run()` return the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual.screen import Screen
+from textual.widget import Widget
+
+from benchmarks import report
+from benchmarks.databases import ENGINES, BenchDatabase, Unreachable, bench_database
+from benchmarks.dataset import BOX_GRID, Dataset, build
+from benchmarks.measure import Result, median, p99, progress, timed
+from biobank.bootstrap import OpenDatabase, open_database
+from biobank.db import make_engine
+from biobank.permissions import Actor
+from biobank.services.demo import seed_demo
+from biobank.services.scan import resolve_scan
+from biobank.services.specimens import show_specimen
+from biobank.services.storage import box_view, storage_tree
+from biobank.services.users import BOOTSTRAP_ADMIN, actor_for
+from biobank.settings import Settings
+from tui.app import BiobankApp
+from tui.screens.box import BoxScreen
+from tui.screens.specimen import SpecimenScreen
+from tui.widgets.box_grid import BoxGrid
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SIZE, QUICK_SIZE = 1_000_000, 20_000
+STARTS = 7
+SCANS = 50
+BOXES = 20
+WARMUP = 5
+START_GOAL, VIEW_GOAL = 1.0, 0.050  # seconds
+SIZE = (80, 24)
+POLL = 0.0005  # seconds between looks at the screen
+WORKSTATION = "benchmark"
+
+# What `biobank` does before the sign-in screen shows; prints the moment it has.
+COLD_START = """
+import asyncio, time
+import biobank.cli  # the entry point's own imports
+from biobank.bootstrap import open_database
+from biobank.settings import load_settings
+from tui.app import BiobankApp
+from tui.screens.sign_in import SignInScreen
+
+settings = load_settings()
+app = BiobankApp(settings=settings, database=open_database(settings))
+
+async def shown(pilot):
+    while not isinstance(app.screen, SignInScreen):
+        await asyncio.sleep(0.001)
+    refreshed = asyncio.Event()
+    app.screen.call_after_refresh(refreshed.set)
+    await refreshed.wait()
+    app.exit(time.monotonic())
+
+print(app.run(headless=True, auto_pilot=shown, size=(80, 24)))
+"""
+BARE_START = "import time; print(time.monotonic())"
+
+
+# --- cold start ---------------------------------------------------------------------------
+
+
+def cold_start(*, runs: int = STARTS) -> Result:
+    """A new process, the embedded database holding the demo cohort, to the sign-in screen."""
+    progress(f"TUI cold start x {runs}")
+    with tempfile.TemporaryDirectory(prefix="biobank_tui_") as folder:
+        env = os.environ | {
+            "BIOBANK_DATABASE_URL": f"sqlite:///{Path(folder) / 'biobank.db'}",
+            "BIOBANK_CONFIG": str(Path(folder) / "config.toml"),
+        }
+        database = open_database(Settings(database_url=env["BIOBANK_DATABASE_URL"]))
+        with database.unit_of_work() as session:
+            admin = actor_for(session, username=BOOTSTRAP_ADMIN, workstation=WORKSTATION)
+            seed_demo(session, actor=admin, participants=20)
+        database.engine.dispose()
+        _started(COLD_START, env)  # the first start also fills the file cache: not counted
+        starts = [_started(COLD_START, env) for _ in range(runs)]
+        bare = [_started(BARE_START, env) for _ in range(runs)]
+    return Result(
+        benchmark="TUI: cold start to sign-in",
+        engine="sqlite",
+        kind="latency",
+        median=median(starts),
+        p99=None,
+        baseline=median(bare),
+        goal=f"≤ {START_GOAL:g} s",
+        passed=median(starts) <= START_GOAL,
+        how="a new `python -c` process importing the CLI and the TUI, opening the embedded "
+        "database and running the app headless until the sign-in screen has refreshed; "
+        f"median of {runs}; baseline: a bare interpreter start",
+        details={"runs": starts, "baseline_runs": bare},
+    )
+
+
+def _started(script: str, env: dict[str, str]) -> float:
+    """Seconds from spawning `python -c script` to the moment it prints (CLOCK_MONOTONIC is
+    one clock for every process)."""
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the cold start failed:\n{done.stderr}")
+    return float(done.stdout.split()[-1]) - began
+
+
+# --- views on a large inventory -------------------------------------------------------------
+
+
+def run(
+    db: BenchDatabase,
+    dataset: Dataset,
+    *,
+    rng: random.Random,
+    scans: int = SCANS,
+    boxes: int = BOXES,
+) -> list[Result]:
+    """Scan → specimen detail, and a box's grid, on the inventory `dataset` built."""
+    settings = Settings(database_url=db.url, workstation=WORKSTATION)
+    database = open_database(settings)
+    actor = dataset.technician
+    codes = dataset.random_accession_ids(scans + WARMUP, rng)
+    with database.unit_of_work(readonly=True) as session:
+        tree = storage_tree(session, actor=actor, root=dataset.freezer)
+    barcodes = rng.sample([n.unit.barcode for n in tree if n.unit.holds_specimens], boxes + WARMUP)
+
+    progress(f"[{db.engine_name}] TUI: {scans} scans, {boxes} box grids")
+    app = BiobankApp(settings=settings, database=database)
+    scan_times, grid_times = asyncio.run(_drive(app, actor, codes, barcodes))
+    scan_services = timed(
+        lambda code: _detail_services(database, actor, code), codes, warmup=WARMUP
+    )
+    grid_services = timed(
+        lambda barcode: _grid_services(database, actor, barcode), barcodes, warmup=WARMUP
+    )
+    database.engine.dispose()
+    return [
+        _view_result(
+            "TUI: scan → specimen detail",
+            db,
+            scan_times,
+            scan_services,
+            how=f"handle_scan of {scans} random existing IDs from the home screen (what Enter "
+            "after a scanner's burst starts) until the specimen screen has shown the detail; "
+            "baseline: resolve_scan and show_specimen, each in its read-only unit of work",
+        ),
+        _view_result(
+            "TUI: box grid",
+            db,
+            grid_times,
+            grid_services,
+            how=f"BoxScreen of {boxes} random {BOX_GRID[0]}x{BOX_GRID[1]} boxes of the freezer "
+            "pushed until its grid has rendered; baseline: box_view in a read-only unit of work",
+        ),
+    ]
+
+
+def _view_result(
+    name: str, db: BenchDatabase, times: list[float], services: list[float], *, how: str
+) -> Result:
+    return Result(
+        benchmark=name,
+        engine=db.engine_name,
+        kind="latency",
+        median=median(times),
+        p99=p99(times),
+        baseline=median(services),
+        goal=f"≤ {VIEW_GOAL * 1000:g} ms",
+        passed=median(times) <= VIEW_GOAL,
+        how=how,
+        details={"views": len(times), "baseline_p99": p99(services)},
+    )
+
+
+async def _drive(
+    app: BiobankApp, actor: Actor, codes: list[str], barcodes: list[str]
+) -> tuple[list[float], list[float]]:
+    async with app.run_test(size=SIZE) as pilot:
+        app.signed_in(actor)
+        await _idle(app, pilot)
+
+        def detail_of(code: str) -> Callable[[Screen], Widget | None]:
+            def shown(screen: Screen) -> Widget | None:
+                ready = isinstance(screen, SpecimenScreen) and screen.version is not None
+                return (
+                    screen.query_one("#detail") if ready and screen.accession_id == code else None
+                )
+
+            return shown
+
+        def grid_of(screen: Screen) -> Widget | None:
+            grids = screen.query(BoxGrid) if isinstance(screen, BoxScreen) else ()
+            return grids.first() if grids and grids.first().is_mounted else None
+
+        scans = [
+            await _until_shown(app, pilot, lambda code=code: app.handle_scan(code), detail_of(code))
+            for code in codes
+        ]
+        grids = [
+            await _until_shown(
+                app, pilot, lambda barcode=barcode: app.push_screen(BoxScreen(barcode)), grid_of
+            )
+            for barcode in barcodes
+        ]
+    return scans[WARMUP:], grids[WARMUP:]
+
+
+async def _until_shown(
+    app: BiobankApp, pilot, start: Callable[[], object], shown: Callable[[Screen], Widget | None]
+) -> float:
+    """Seconds from `start()` until the widget `shown` finds has refreshed; then back home."""
+    began = time.perf_counter()
+    start()
+    while (widget := shown(app.screen)) is None:
+        await asyncio.sleep(POLL)
+    refreshed = asyncio.Event()
+    widget.call_after_refresh(refreshed.set)
+    await refreshed.wait()
+    elapsed = time.perf_counter() - began
+    app.pop_screen()
+    await _idle(app, pilot)
+    return elapsed
+
+
+async def _idle(app: BiobankApp, pilot) -> None:
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def _detail_services(database: OpenDatabase, actor: Actor, code: str) -> None:
+    with database.unit_of_work(readonly=True) as session:
+        found = resolve_scan(session, actor=actor, scanned=code)
+    with database.unit_of_work(readonly=True) as session:
+        show_specimen(session, actor=actor, accession=found.specimen.accession_id)
+
+
+def _grid_services(database: OpenDatabase, actor: Actor, barcode: str) -> None:
+    with database.unit_of_work(readonly=True) as session:
+        box_view(session, actor=actor, barcode=barcode)
+
+
+# --- on its own -----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.tui_bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--size", type=int, help=f"specimens (default {DEFAULT_SIZE:,})")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_SIZE:,} specimens")
+    parser.add_argument("--engines", default=",".join(ENGINES), help=", ".join(ENGINES))
+    parser.add_argument("--dir", type=Path, help="where the SQLite file goes (default: a temp dir)")
+    parser.add_argument("--seed", type=int, default=1, help="the dataset's seed (default 1)")
+    args = parser.parse_args(argv)
+    size = args.size or (QUICK_SIZE if args.quick else DEFAULT_SIZE)
+    results = [cold_start()]
+    try:
+        for engine_name in [e.strip() for e in args.engines.split(",") if e.strip()]:
+            results += _on_inventory(engine_name, size=size, directory=args.dir, seed=args.seed)
+    except Unreachable as error:
+        progress(str(error))
+        return 8
+    print(report.table(results))
+    return 0
+
+
+def _on_inventory(
+    engine_name: str, *, size: int, directory: Path | None, seed: int
+) -> list[Result]:
+    def say(message: str) -> None:
+        progress(f"[{engine_name}] {message}")
+
+    with bench_database(engine_name, size=size, directory=directory, keep=False) as db:
+        engine = make_engine(db.url)
+        say(f"building the inventory: {size:,} specimens")
+        dataset = build(engine, size=size, seed=seed, progress=say)
+        engine.dispose()
+        return run(db, dataset, rng=random.Random(seed))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

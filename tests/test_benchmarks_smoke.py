@@ -1,0 +1,53 @@
+"""The benchmark suite runs end to end at a tiny size on both engines, so it cannot rot."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import postgres_base_url
+
+ROOT = Path(__file__).resolve().parent.parent
+PROCESSES = {"sqlite": 4, "postgres": 8}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine_name", ["sqlite", "postgres"])
+def test_every_benchmark_runs_and_reports(engine_name, tmp_path):
+    env = dict(os.environ)
+    if engine_name == "postgres":
+        env["BIOBANK_BENCH_POSTGRES_URL"] = postgres_base_url()
+    results_file = tmp_path / "results.json"
+    command = [sys.executable, "-m", "benchmarks", "--quick", "--size", "2000"]
+    command += ["--engines", engine_name, "--json", str(results_file), "--dir", str(tmp_path)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+
+    document = json.loads(results_file.read_text())
+    labels = [r for r in document["results"] if r["engine"] == "none"]
+    assert len(labels) >= 2 and all(r["passed"] is not None for r in labels)
+    results = {r["benchmark"]: r for r in document["results"] if r["engine"] != "none"}
+    tui = {"TUI: scan → specimen detail", "TUI: box grid"}
+    if engine_name == "sqlite":
+        tui.add("TUI: cold start to sign-in")
+    assert set(results) == tui | {
+        "scan lookup (per scan)",
+        "scan lookup (one session)",
+        "allocation in freezer (find_slots)",
+        "accession into freezer (full)",
+        f"{PROCESSES[engine_name]} processes placing",
+        "legacy import (check + write)",
+        "legacy import (write only)",
+    }
+    for result in results.values():
+        assert result["engine"] == engine_name
+        assert result["median"] > 0 and result["baseline"] > 0, result
+        assert (result["passed"] is None) == (result["goal"] is None), result
+    placing = results[f"{PROCESSES[engine_name]} processes placing"]["details"]
+    assert placing["integrity_problems"] == []
+    assert placing["placements"] >= PROCESSES[engine_name]
+    assert document["machine"]["size"] == 2000
+    assert "scan lookup (per scan)" in done.stdout
+    assert not list(tmp_path.glob("*.sqlite")), "the SQLite database was not removed"
