@@ -162,3 +162,19 @@ def test_an_admin_reads_a_tubes_audit_entries(db_url, admin, engine):
         app.database.engine.dispose()
 
     asyncio.run(scenario())
+
+
+def test_the_screen_locks_after_the_idle_time(db_url, admin, engine):
+    async def scenario():
+        app = make_app(db_url, admin, idle_lock_minutes=2)
+        async with app.run_test() as pilot:
+            await sign_in(app, pilot)
+            app._check_idle()
+            assert app.actor is not None  # just active
+            app.last_activity -= 3 * 60  # three idle minutes later
+            app._check_idle()
+            await pilot.pause()
+            assert app.actor is None and isinstance(app.screen, SignInScreen)
+        app.database.engine.dispose()
+
+    asyncio.run(scenario())
