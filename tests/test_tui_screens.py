@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from textual.widgets import DataTable, Footer, Static, Tree
-from tui_helpers import make_app, scan, settle, sign_in, type_text
+from tui_helpers import make_app, scan, settle, sign_in, type_text, until
 
 from biobank.db import uow
 from biobank.services import participants, specimens, storage
@@ -127,7 +127,14 @@ def test_the_freezer_tree_opens_down_to_a_box_and_boxes_fit_80x24(db_url, admin)
             await scan(app, pilot, rack.barcode)
             tree = app.screen.query_one(Tree)
             assert isinstance(app.screen, FreezerScreen) and app.screen.barcode == rack.barcode
-            assert tree.cursor_node.data.unit.barcode == rack.barcode
+            await until(
+                app,
+                pilot,
+                lambda: (
+                    tree.cursor_node is not None
+                    and tree.cursor_node.data.unit.barcode == rack.barcode
+                ),
+            )
             assert tree.cursor_node.is_expanded
             await _keys(app, pilot, "down", "down", "enter")
             assert isinstance(app.screen, BoxScreen) and app.screen.barcode == boxes[-1].barcode

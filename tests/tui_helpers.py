@@ -53,3 +53,13 @@ async def scan(app, pilot, code: str) -> None:
 async def sign_in(app, pilot, username: str = "tech", pin: str = "1111") -> None:
     await type_text(app, pilot, username)
     await type_text(app, pilot, pin)
+
+
+async def until(app, pilot, condition, *, seconds: float = 10.0) -> None:
+    """Wait for a view that loads in several steps (each step a worker started by the last)."""
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await pilot.pause(0.05)
+        await app.workers.wait_for_complete()
+    assert condition(), "the screen did not get there in time"
