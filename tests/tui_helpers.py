@@ -25,8 +25,12 @@ def make_app(db_url: str, admin, *, participants: int = 5, **settings) -> Bioban
 
 
 async def settle(app, pilot) -> None:
-    """Let held keys go and database workers finish."""
+    """Let held keys go and database workers finish (however loaded the machine is)."""
     await pilot.pause(0.1)
+    for _ in range(100):
+        if not app.detector.holding:
+            break
+        await pilot.pause(0.05)
     await app.workers.wait_for_complete()
     await pilot.pause()
 
