@@ -61,3 +61,19 @@ def test_only_into_an_empty_database_and_only_by_admins(engine, actors):
         demo.seed_demo(session, actor=actors[Role.admin], participants=3)
     with pytest.raises(ValidationError, match="empty database"), uow(engine) as session:
         demo.seed_demo(session, actor=actors[Role.admin], participants=3)
+
+
+def test_the_demo_freezer_holds_serum_and_aliquots(engine, admin):
+    with uow(engine) as session:
+        summary = demo.seed_demo(session, actor=admin, participants=20, seed=5, with_specimens=True)
+    with engine.connect() as connection:
+        kinds = dict(
+            connection.execute(sa.text("SELECT kind, count(*) FROM specimen GROUP BY kind")).all()
+        )
+        unplaced = connection.execute(
+            sa.text("SELECT count(*) FROM specimen WHERE box_id IS NULL")
+        ).scalar_one()
+    assert summary.specimens == sum(kinds.values()) == 4 * kinds["primary"]
+    assert kinds["aliquot"] == 3 * kinds["primary"] and unplaced == 0
+    with uow(engine) as session:
+        assert audit.verify_chain(session, actor=admin).entries > summary.specimens

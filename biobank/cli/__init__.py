@@ -102,6 +102,9 @@ def demo(
     if_empty: bool = typer.Option(
         False, "--if-empty", help="Do nothing (and succeed) when the database has data."
     ),
+    specimens: bool = typer.Option(
+        True, "--specimens/--no-specimens", help="Also a freezer of serum tubes."
+    ),
     json: JsonOption = False,
 ) -> None:
     """Seed a synthetic lupus cohort into an empty database (deterministic for a seed)."""
@@ -113,13 +116,19 @@ def demo(
                 message("the database already has data; demo not loaded")
                 return
     with work(ctx) as (session, actor):
-        summary = seed_demo(session, actor=actor, participants=participants, seed=seed)
+        summary = seed_demo(
+            session,
+            actor=actor,
+            participants=participants,
+            seed=seed,
+            with_specimens=specimens,
+        )
     if json:
         emit_json(summary.__dict__)
         return
     message(
         f"demo cohort loaded: study {summary.study}, {summary.participants} participants, "
-        f"{summary.visits} visits; {sign_in_hint()}"
+        f"{summary.visits} visits, {summary.specimens} specimens; {sign_in_hint()}"
     )
 
 

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from sqlmodel import Session, func, select
 
 from biobank.errors import ValidationError
 from biobank.models import Participant, Role, Sex, Study
 from biobank.permissions import Actor, Permission, require
+from biobank.services.custody import check_out, record_thaw
 from biobank.services.participants import (
     CODE_ALPHABET,
     add_participant,
     add_visit,
     new_participant_code,
 )
+from biobank.services.specimens import accession, aliquot
+from biobank.services.storage import add_freezer
 from biobank.services.studies import add_study
 from biobank.services.users import add_user
 
@@ -29,6 +32,7 @@ DEMO_USERS = (
     ("tech", Role.technician, "Demo Technician", "1111"),
     ("pi", Role.pi, "Demo Investigator", "2222"),
 )
+DEMO_SPECIMEN_VISITS = 120  # 480 tubes: a populated freezer without a long wait
 VISIT_SCHEDULE = (("baseline", 0), ("month 6", 182), ("month 12", 365))
 GIVEN = (
     "Ana", "Maria", "Grace", "Aisha", "Mei", "Sofia", "Priya", "Olivia", "Fatima", "Lucia",
@@ -51,6 +55,7 @@ class DemoSummary:
     participants: int
     visits: int
     users: list[str]
+    specimens: int = 0
 
 
 def is_empty(session: Session) -> bool:
@@ -61,8 +66,15 @@ def is_empty(session: Session) -> bool:
 
 
 def seed_demo(
-    session: Session, *, actor: Actor, participants: int = 300, seed: int = 7
+    session: Session,
+    *,
+    actor: Actor,
+    participants: int = 300,
+    seed: int = 7,
+    with_specimens: bool = False,
 ) -> DemoSummary:
+    """Study, users, participants and visits; with `with_specimens`, also a freezer holding
+    serum from the first visits (a primary and three aliquots each), some of it in use."""
     require(actor, Permission.manage_studies)
     if participants < 1:
         raise ValidationError(
@@ -87,6 +99,7 @@ def seed_demo(
 
     used_codes: set[str] = set()
     visits = 0
+    drawn: list[tuple[str, str, date]] = []
     for _ in range(participants):
         code = _unique_code(rng, used_codes)
         sex = Sex.female if rng.random() < 0.9 else Sex.male
@@ -110,7 +123,57 @@ def seed_demo(
             visit_date = enrolled + timedelta(days=offset + jitter)
             add_visit(session, actor=actor, participant=code, label=label, visit_date=visit_date)
             visits += 1
-    return DemoSummary(study=DEMO_STUDY, participants=participants, visits=visits, users=users)
+            drawn.append((code, label, visit_date))
+    specimens = _stock_freezer(session, actor, rng, drawn) if with_specimens else 0
+    return DemoSummary(
+        study=DEMO_STUDY,
+        participants=participants,
+        visits=visits,
+        users=users,
+        specimens=specimens,
+    )
+
+
+def _stock_freezer(
+    session: Session, actor: Actor, rng: random.Random, drawn: list[tuple[str, str, date]]
+) -> int:
+    """One -80 °C freezer; serum of the first DEMO_SPECIMEN_VISITS visits, processed within
+    one to three hours at room temperature, split into aliquots; a few checked out or thawed."""
+    freezer = add_freezer(
+        session, actor=actor, name="-80 #1", shelves=2, racks_per_shelf=2, boxes_per_rack=4
+    )
+    made = 0
+    for code, label, day in drawn[:DEMO_SPECIMEN_VISITS]:
+        collected = datetime.combine(day, time(9, rng.randrange(60)), tzinfo=UTC)
+        primary = accession(
+            session,
+            actor=actor,
+            participant=code,
+            visit=label,
+            specimen_type="SER",
+            container_type="SST",
+            quantity=2000,
+            unit="uL",
+            collected_at=collected,
+            received_at=collected + timedelta(minutes=30),
+            processed_at=collected + timedelta(minutes=rng.randrange(60, 180)),
+            precentrifugation_temperature="RT",
+            destination=freezer.barcode,
+        )
+        tubes = aliquot(
+            session,
+            actor=actor,
+            parent=primary.accession_id,
+            count=3,
+            volume=400,
+            destination=freezer.barcode,
+        )
+        made += 1 + len(tubes)
+        if rng.random() < 0.1:
+            record_thaw(session, actor=actor, accession=tubes[0].accession_id)
+        if rng.random() < 0.05:
+            check_out(session, actor=actor, accession=tubes[-1].accession_id, reason="ELISA")
+    return made
 
 
 def _unique_code(rng: random.Random, used: set[str]) -> str:

@@ -53,7 +53,7 @@ def offer_demo(app: BiobankApp) -> None:
 
     def load(session) -> DemoSummary:
         admin = actor_for(session, username=BOOTSTRAP_ADMIN, workstation=app.settings.workstation)
-        return seed_demo(session, actor=admin)
+        return seed_demo(session, actor=admin, with_specimens=True)
 
     def loaded(summary: DemoSummary) -> None:
         app.notify(
