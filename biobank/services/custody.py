@@ -220,7 +220,13 @@ def _save(
     action: str,
     before: dict,
     reason: str | None,
+    event_type: str,
+    **event,
 ) -> SpecimenRead:
+    """One custody step kept: its event, the row, and its audit entry."""
+    record_event(
+        session, actor=actor, specimen=specimen, event_type=event_type, reason=reason, **event
+    )
     specimen.updated_at = utcnow()
     session.add(specimen)
     flush(session)
@@ -260,22 +266,37 @@ def move(
     )
     old = _vacate(session, specimen)
     flush(session)  # free the old position before taking the new one
+    return _place(
+        session, actor=actor, specimen=specimen, slot=slot, old=old, before=before, reason=reason
+    )
+
+
+def _place(
+    session: Session,
+    *,
+    actor: Actor,
+    specimen: Specimen,
+    slot: Slot,
+    old: tuple[int | None, int | None, int | None],
+    before: dict,
+    reason: str | None,
+) -> SpecimenRead:
+    """Take a (vacated) tube to `slot`; a missing tube that turns up is available again."""
     occupy(session, specimen, slot)
     status_before = specimen.status.value
     if specimen.status == SpecimenStatus.missing:
         specimen.status = SpecimenStatus.available
-    record_event(
+    return _save(
         session,
         actor=actor,
         specimen=specimen,
+        action="move",
+        before=before,
+        reason=reason,
         event_type="moved" if old[0] is not None else "placed",
         from_slot=old,
         to_slot=_slot_tuple(specimen),
         status_before=status_before,
-        reason=reason,
-    )
-    return _save(
-        session, actor=actor, specimen=specimen, action="move", before=before, reason=reason
     )
 
 
@@ -315,17 +336,16 @@ def check_out(
         expected_version=expected_version,
     )
     specimen.checked_out_at = utcnow()
-    record_event(
+    return _save(
         session,
         actor=actor,
         specimen=specimen,
+        action="check_out",
+        before=before,
+        reason=reason,
         event_type="checked_out",
         from_slot=_slot_tuple(specimen),
         status_before=status_before,
-        reason=reason,
-    )
-    return _save(
-        session, actor=actor, specimen=specimen, action="check_out", before=before, reason=reason
     )
 
 
@@ -368,19 +388,18 @@ def check_in(
         _vacate(session, specimen)
         flush(session)
         occupy(session, specimen, slot)
-    record_event(
+    return _save(
         session,
         actor=actor,
         specimen=specimen,
+        action="check_in",
+        before=before,
+        reason=reason,
         event_type="checked_in",
         from_slot=old,
         to_slot=_slot_tuple(specimen),
         status_before=status_before,
-        reason=reason,
         details={"minutes_out": minutes},
-    )
-    return _save(
-        session, actor=actor, specimen=specimen, action="check_in", before=before, reason=reason
     )
 
 
@@ -403,17 +422,16 @@ def record_thaw(
         )
     before = audit.snapshot(specimen)
     specimen.freeze_thaw_count += 1
-    record_event(
+    read = _save(
         session,
         actor=actor,
         specimen=specimen,
+        action="thaw",
+        before=before,
+        reason=reason,
         event_type="thawed",
         status_before=specimen.status.value,
-        reason=reason,
         details={"freeze_thaw_count": specimen.freeze_thaw_count},
-    )
-    read = _save(
-        session, actor=actor, specimen=specimen, action="thaw", before=before, reason=reason
     )
     limit = THAW_WARNING.get(specimen.specimen_type, DEFAULT_THAW_WARNING)
     if specimen.freeze_thaw_count > limit:
@@ -442,17 +460,16 @@ def deplete(
     )
     change = -specimen.quantity
     specimen.quantity = 0
-    record_event(
+    return _save(
         session,
         actor=actor,
         specimen=specimen,
+        action="deplete",
+        before=before,
+        reason=reason,
         event_type="depleted",
         quantity_change=change,
         status_before=status_before,
-        reason=reason,
-    )
-    return _save(
-        session, actor=actor, specimen=specimen, action="deplete", before=before, reason=reason
     )
 
 
@@ -475,18 +492,17 @@ def dispose(
         expected_version=expected_version,
     )
     old = _vacate(session, specimen)
-    record_event(
+    return _save(
         session,
         actor=actor,
         specimen=specimen,
+        action="dispose",
+        before=before,
+        reason=reason,
         event_type="disposed",
         from_slot=old,
         quantity_change=-specimen.quantity if specimen.quantity else None,
         status_before=status_before,
-        reason=reason,
-    )
-    return _save(
-        session, actor=actor, specimen=specimen, action="dispose", before=before, reason=reason
     )
 
 
@@ -508,17 +524,16 @@ def mark_missing(
         expected_version=expected_version,
     )
     old = _vacate(session, specimen)
-    record_event(
+    return _save(
         session,
         actor=actor,
         specimen=specimen,
+        action="mark_missing",
+        before=before,
+        reason=reason,
         event_type="missing",
         from_slot=old,
         status_before=status_before,
-        reason=reason,
-    )
-    return _save(
-        session, actor=actor, specimen=specimen, action="mark_missing", before=before, reason=reason
     )
 
 
@@ -543,15 +558,6 @@ def release_position(
         )
     before = audit.snapshot(specimen)
     old = _vacate(session, specimen)
-    record_event(
-        session,
-        actor=actor,
-        specimen=specimen,
-        event_type="position_released",
-        from_slot=old,
-        status_before=specimen.status.value,
-        reason=reason,
-    )
     return _save(
         session,
         actor=actor,
@@ -559,6 +565,9 @@ def release_position(
         action="release_position",
         before=before,
         reason=reason,
+        event_type="position_released",
+        from_slot=old,
+        status_before=specimen.status.value,
     )
 
 
@@ -610,30 +619,15 @@ def rearrange(
         for key, specimen in planned.items()
     ]
     flush(session)  # every old position is free before any new one is taken
-    reads = []
-    for specimen, slot, before, old in moves:
-        occupy(session, specimen, slot)
-        status_before = specimen.status.value
-        if specimen.status == SpecimenStatus.missing:
-            specimen.status = SpecimenStatus.available
-        record_event(
+    return [
+        _place(
             session,
             actor=actor,
             specimen=specimen,
-            event_type="moved" if old[0] is not None else "placed",
-            from_slot=old,
-            to_slot=_slot_tuple(specimen),
-            status_before=status_before,
+            slot=slot,
+            old=old,
+            before=before,
             reason=reason,
         )
-        reads.append(
-            _save(
-                session,
-                actor=actor,
-                specimen=specimen,
-                action="move",
-                before=before,
-                reason=reason,
-            )
-        )
-    return reads
+        for specimen, slot, before, old in moves
+    ]
