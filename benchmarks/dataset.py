@@ -371,6 +371,7 @@ def specimen_row(
         "position_row": row,
         "position_col": col,
         "notes": None,
+        "consent_withdrawal_id": None,
         "version": 1,
         "created_at": received_at,
         "updated_at": received_at,

@@ -15,6 +15,7 @@ from sqlmodel import Session
 from biobank import migrate
 from biobank.db import check_connection, make_engine, uow
 from biobank.models import UserRead
+from biobank.services.reference_data import install_reference_data
 from biobank.services.users import ensure_bootstrap_admin
 from biobank.settings import Settings
 
@@ -37,8 +38,10 @@ def open_database(settings: Settings) -> OpenDatabase:
 
 
 def bootstrap(engine: Engine) -> UserRead | None:
-    """Give a database without users its first admin; return it when created."""
+    """Add the shipped reference data that is missing and give a database without users its
+    first admin; return that admin when created."""
     with uow(engine) as session:
+        install_reference_data(session)
         return ensure_bootstrap_admin(session)
 
 

@@ -207,6 +207,8 @@ class ParticipantIdentity(SQLModel, table=True):
     family_name: str | None = Field(default=None, max_length=200)
     given_name: str | None = Field(default=None, max_length=200)
     date_of_birth: date | None = None
+    # Other identifiers an import brings (a REDCap field marked `Identifier? = y`), by name.
+    other: dict[str, str] | None = Field(default=None, sa_type=sa.JSON())
 
 
 class IdentityRead(SQLModel):
@@ -214,6 +216,7 @@ class IdentityRead(SQLModel):
     family_name: str | None = None
     given_name: str | None = None
     date_of_birth: date | None = None
+    other: dict[str, str] | None = None
 
 
 class Visit(SQLModel, table=True):
@@ -270,11 +273,25 @@ class PhenotypeVariable(SQLModel, table=True):
 
 
 class PhenotypeValue(SQLModel, table=True):
-    """A typed value of a participant (scope participant) or of a visit (scope visit)."""
+    """A typed value of a participant (scope participant) or of a visit (scope visit).
+
+    Numbers, booleans (1/0) go to `value_number`; choice codes and text to `value_text`
+    (several choices joined by `|`); dates to `value_date`. One value per visit and variable,
+    and one visit-less value per participant and variable.
+    """
 
     __tablename__ = "phenotype_value"
     __table_args__ = (
         sa.Index("ix_phenotype_value_lookup", "participant_id", "variable_id", "observed_on"),
+        sa.Index("uq_phenotype_value_visit", "visit_id", "variable_id", unique=True),
+        sa.Index(
+            "uq_phenotype_value_participant",
+            "participant_id",
+            "variable_id",
+            unique=True,
+            sqlite_where=sa.text("visit_id IS NULL"),
+            postgresql_where=sa.text("visit_id IS NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -491,6 +508,10 @@ class Specimen(SQLModel, table=True):
     position_row: int | None = None
     position_col: int | None = None
     notes: str | None = None
+    # Set when a consent withdrawal covers the tube: flagged, never deleted.
+    consent_withdrawal_id: int | None = Field(
+        default=None, foreign_key="consent_withdrawal.id", index=True, ondelete="RESTRICT"
+    )
     version: int = 1
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

@@ -20,6 +20,7 @@ class Permission(enum.StrEnum):
     export_identified = "export_identified"
     read_phi = "read_phi"
     manage_consent = "manage_consent"
+    record_phenotypes = "record_phenotypes"
     import_data = "import_data"
     manage_studies = "manage_studies"
     manage_storage = "manage_storage"

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     workstation: str = Field(default_factory=socket.gethostname)
     user: str | None = None
     idle_lock_minutes: int = Field(default=10, ge=1)
+    # How far back "the phenotype at collection" may reach when the specimen's own visit has
+    # no value for a variable: the latest value observed within this many days before.
+    phenotype_window_days: int = Field(default=90, ge=0)
     # Specimen labels show the participant's pseudonymous code only where this is on.
     labels_show_participant: bool = False
     default_printer: str | None = None

@@ -25,6 +25,7 @@ from biobank.bootstrap import bootstrap
 from biobank.db import make_engine, uow
 from biobank.models import Role
 from biobank.permissions import Actor
+from biobank.services.reference_data import install_reference_data
 from biobank.services.users import actor_for, add_user
 
 ENGINES = ("sqlite", "postgres")
@@ -102,12 +103,19 @@ def _fresh_database(request, engine_name: str, *, migrated: bool) -> str:
     return databases.create(template=_postgres_template(request, databases))
 
 
+def _migrate_with_reference_data(engine: Engine) -> None:
+    """What every opened database has: the schema and the shipped reference data."""
+    migrate.upgrade(engine)
+    with uow(engine) as session:
+        install_reference_data(session)
+
+
 def _sqlite_template(request) -> Path:
     templates = request.getfixturevalue("migrated_templates")
     if "sqlite" not in templates:
         path = request.getfixturevalue("tmp_path_factory").mktemp("template") / "t.sqlite"
         engine = make_engine(f"sqlite:///{path}")
-        migrate.upgrade(engine)
+        _migrate_with_reference_data(engine)
         engine.dispose()  # the last connection to close checkpoints the WAL into the file
         templates["sqlite"] = path
     return templates["sqlite"]
@@ -118,7 +126,7 @@ def _postgres_template(request, databases: PostgresDatabases) -> str:
     if "postgres" not in templates:
         url = databases.create()
         engine = make_engine(url)
-        migrate.upgrade(engine)
+        _migrate_with_reference_data(engine)
         engine.dispose()
         templates["postgres"] = make_url(url).database
     return templates["postgres"]

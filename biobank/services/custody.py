@@ -10,6 +10,7 @@ so finding room in a freezer of thousands of boxes is one index range, not a sca
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
@@ -21,6 +22,7 @@ from biobank.models import Specimen, SpecimenStatus, StorageUnit, utcnow
 from biobank.permissions import Actor, Permission, require
 from biobank.positions import fill_sequence, parse_position, position_label
 from biobank.services import audit
+from biobank.services.consent_checks import refuse_if_withdrawn, require_consent
 from biobank.services.events import record_event
 from biobank.services.specimen_read import SpecimenRead, get_specimen, specimen_read
 from biobank.services.storage import get_unit, subtree_range
@@ -335,6 +337,9 @@ def check_out(
         new_status=SpecimenStatus.checked_out,
         expected_version=expected_version,
     )
+    refuse_if_withdrawn(
+        session, participant_id=specimen.participant_id, what=f"check-out of {accession}"
+    )
     specimen.checked_out_at = utcnow()
     return _save(
         session,
@@ -503,6 +508,49 @@ def dispose(
         from_slot=old,
         quantity_change=-specimen.quantity if specimen.quantity else None,
         status_before=status_before,
+    )
+
+
+def distribute(
+    session: Session,
+    *,
+    actor: Actor,
+    accession: str,
+    recipient: str,
+    uses: list[str],
+    reason: str | None = None,
+    expected_version: int | None = None,
+) -> SpecimenRead:
+    """Send a tube out to a recipient for named uses; the participant's consent must allow
+    every one of them today. The position is freed: the tube has left the biobank."""
+    if not recipient or not recipient.strip():
+        raise ValidationError("a distribution names its recipient", field="recipient")
+    specimen, before, status_before = _transition(
+        session,
+        actor=actor,
+        accession=accession,
+        new_status=SpecimenStatus.distributed,
+        expected_version=expected_version,
+    )
+    require_consent(
+        session,
+        participant_id=specimen.participant_id,
+        uses=uses,
+        as_of=date.today(),
+        what=f"distribution of {specimen.accession_id}",
+    )
+    old = _vacate(session, specimen)
+    return _save(
+        session,
+        actor=actor,
+        specimen=specimen,
+        action="distribute",
+        before=before,
+        reason=reason,
+        event_type="distributed",
+        from_slot=old,
+        status_before=status_before,
+        details={"recipient": recipient.strip(), "uses": [u.strip().upper() for u in uses]},
     )
 
 

@@ -43,6 +43,7 @@ class SpecimenRead(BaseModel):
     position: str | None
     location: str | None
     version: int
+    consent_withdrawal_id: int | None = None
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -50,7 +51,7 @@ _OWN_COLUMNS = (
     "id", "accession_id", "legacy_id", "kind", "specimen_type", "container_type", "sprec_code",
     "collected_at", "received_at", "processed_at", "frozen_at", "initial_quantity", "quantity",
     "unit", "status", "freeze_thaw_count", "minutes_out", "position_row", "position_col",
-    "version",
+    "version", "consent_withdrawal_id",
 )  # fmt: skip
 
 
@@ -117,6 +118,12 @@ def find_specimen(session: Session, code: str) -> SpecimenRead | None:
         if row is not None:
             return _read(row)
     return None
+
+
+def specimens_where(session: Session, condition: sa.ColumnElement[bool]) -> list[SpecimenRead]:
+    """The specimens matching `condition` (over the specimen table), in the order made."""
+    query = _query().where(condition).order_by(Specimen.__table__.c.id)
+    return [_read(row) for row in session.execute(query)]
 
 
 def specimen_read(session: Session, specimen: Specimen) -> SpecimenRead:

@@ -31,16 +31,16 @@ from biobank.models import (
 )
 from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
+from biobank.services.consent_checks import refuse_if_withdrawn
 from biobank.services.custody import Slot, occupy, resolve_destination
 from biobank.services.events import EventRead, record_event, specimen_events
 from biobank.services.participants import find_visit, get_participant_row
 from biobank.services.specimen_ids import allocate_accession_ids
 from biobank.services.specimen_read import (
     SpecimenRead,
-    _query,
-    _read,
     get_specimen,
     specimen_read,
+    specimens_where,
 )
 
 # Derivatives extracted in the lab; not SPREC primary types.
@@ -270,6 +270,7 @@ def accession(
     from a collection kit (`kit_id`, the scanned label) keeps the ID reserved for it."""
     require(actor, Permission.accession)
     owner = get_participant_row(session, participant)
+    refuse_if_withdrawn(session, participant_id=owner.id, what="accession")
     study = session.get(Study, owner.study_id)
     visit_row = _visit(session, owner, visit)
     specimen_type = specimen_type_code(specimen_type)
@@ -483,6 +484,7 @@ def aliquot(
         raise ValidationError("count must be 1-500", field="count", value=count)
     volume = positive_quantity(volume, "volume")
     source = get_specimen(session, parent, field="parent", expected_version=expected_version)
+    refuse_if_withdrawn(session, participant_id=source.participant_id, what="aliquoting")
     before = audit.snapshot(source)
     _draw(source, count * volume, field="volume")
     slots = _slots(
@@ -545,6 +547,7 @@ def derive(
     parent in the parent's unit."""
     require(actor, Permission.accession)
     source = get_specimen(session, parent, field="parent")
+    refuse_if_withdrawn(session, participant_id=source.participant_id, what="deriving")
     specimen_type = specimen_type_code(specimen_type, derivative=True)
     quantity, unit = positive_quantity(quantity), _unit(unit)
     before = audit.snapshot(source)
@@ -606,6 +609,7 @@ def pool(
         for acc, q in sources
     ]
     first = rows[0][0]
+    refuse_if_withdrawn(session, participant_id=first.participant_id, what="pooling")
     if len({s.id for s, _ in rows}) != len(rows):
         raise ValidationError("a source is named twice", field="sources")
     for specimen, _ in rows[1:]:
@@ -729,6 +733,4 @@ def list_specimens(session: Session, *, actor: Actor, participant: str) -> list[
     by the lean read path scans use."""
     require(actor, Permission.view_inventory)
     row = get_participant_row(session, participant)
-    table = Specimen.__table__
-    query = _query().where(table.c.participant_id == row.id).order_by(table.c.id)
-    return [_read(found) for found in session.execute(query)]
+    return specimens_where(session, Specimen.__table__.c.participant_id == row.id)

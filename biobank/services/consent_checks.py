@@ -1,0 +1,128 @@
+"""Asking the consent rule (`biobank.consent`) of the database: the one place every capability
+that uses a participant's specimens or data checks it, as of a date."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from biobank.consent import Decision, SignedAnswer, Withdrawal, decide, withdrawn_entirely
+from biobank.errors import ConsentDenied, ValidationError
+from biobank.models import (
+    ConsentAnswer,
+    ConsentStatement,
+    ConsentWithdrawal,
+    Participant,
+    ParticipantConsent,
+)
+
+
+def consent_acts(
+    session: Session, participant_ids: Iterable[int] | None
+) -> tuple[dict[int, list[SignedAnswer]], dict[int, list[Withdrawal]]]:
+    """Every signed answer and withdrawal of the participants (all when None)."""
+    answers: dict[int, list[SignedAnswer]] = defaultdict(list)
+    withdrawals: dict[int, list[Withdrawal]] = defaultdict(list)
+    answer_query = (
+        sa.select(
+            ParticipantConsent.participant_id,
+            ConsentStatement.code,
+            ParticipantConsent.signed_on,
+            ConsentAnswer.answer,
+            ParticipantConsent.id,
+        )
+        .join(ConsentAnswer, ConsentAnswer.participant_consent_id == ParticipantConsent.id)
+        .join(ConsentStatement, ConsentStatement.id == ConsentAnswer.statement_id)
+    )
+    withdrawal_query = sa.select(
+        ConsentWithdrawal.participant_id,
+        ConsentStatement.code,
+        ConsentWithdrawal.withdrawn_on,
+        ConsentWithdrawal.id,
+    ).outerjoin(ConsentStatement, ConsentStatement.id == ConsentWithdrawal.statement_id)
+    if participant_ids is not None:
+        ids = list(participant_ids)
+        answer_query = answer_query.where(ParticipantConsent.participant_id.in_(ids))
+        withdrawal_query = withdrawal_query.where(ConsentWithdrawal.participant_id.in_(ids))
+    for pid, code, signed_on, answer, order in session.execute(answer_query):
+        answers[pid].append(SignedAnswer(code, signed_on, answer, order))
+    for pid, code, withdrawn_on, order in session.execute(withdrawal_query):
+        withdrawals[pid].append(Withdrawal(code, withdrawn_on, order))
+    return answers, withdrawals
+
+
+def known_uses(session: Session, uses: Iterable[str]) -> list[str]:
+    """The uses, upper-cased and checked against the consent statements."""
+    wanted = [u.strip().upper() for u in uses]
+    known = set(session.exec(select(ConsentStatement.code)).all())
+    unknown = [u for u in wanted if u not in known]
+    if unknown:
+        raise ValidationError(
+            f"unknown use {unknown[0]!r} (consent statements: {', '.join(sorted(known))})",
+            field="uses",
+            value=unknown[0],
+        )
+    if not wanted:
+        raise ValidationError("name at least one intended use", field="uses")
+    return wanted
+
+
+def consent_decisions(
+    session: Session,
+    *,
+    participant_ids: Iterable[int] | None,
+    uses: Iterable[str],
+    as_of: date,
+) -> dict[int, Decision]:
+    """The decision for each participant (every participant when `participant_ids` is None)."""
+    uses = known_uses(session, uses)
+    if participant_ids is None:
+        answers, withdrawals = consent_acts(session, None)
+        ids = list(session.exec(select(Participant.id)).all())
+    else:
+        ids = list(participant_ids)
+        answers, withdrawals = consent_acts(session, ids)
+    return {pid: decide(uses, answers[pid], withdrawals[pid], as_of) for pid in ids}
+
+
+def require_consent(
+    session: Session, *, participant_id: int, uses: Iterable[str], as_of: date, what: str
+) -> None:
+    """Refuse (ConsentDenied) unless the participant's consent allows every use."""
+    decision = consent_decisions(session, participant_ids=[participant_id], uses=uses, as_of=as_of)[
+        participant_id
+    ]
+    if not decision.allowed:
+        code = session.get(Participant, participant_id).code
+        raise ConsentDenied(
+            f"{what}: consent of {code} as of {as_of} does not allow it ({decision.reason()})",
+            field="uses",
+            value=",".join(decision.denied),
+        )
+
+
+def refuse_if_withdrawn(
+    session: Session, *, participant_id: int, what: str, as_of: date | None = None
+) -> None:
+    """Refuse new work (collection, processing, taking a tube out) on the specimens of a
+    participant who has withdrawn everything."""
+    any_full = select(ConsentWithdrawal.id).where(
+        ConsentWithdrawal.participant_id == participant_id,
+        ConsentWithdrawal.statement_id.is_(None),
+    )
+    if session.exec(any_full.limit(1)).first() is None:
+        return  # the common case, in one indexed look-up
+    as_of = as_of or date.today()
+    answers, withdrawals = consent_acts(session, [participant_id])
+    found = withdrawn_entirely(answers[participant_id], withdrawals[participant_id], as_of)
+    if found is not None:
+        code = session.get(Participant, participant_id).code
+        raise ConsentDenied(
+            f"{what}: {code} withdrew consent on {found.withdrawn_on}",
+            field="participant",
+            value=code,
+        )

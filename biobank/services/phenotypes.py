@@ -1,0 +1,413 @@
+"""The phenotype data dictionary and the values of participants and visits.
+
+"The value at a specimen's collection" is the value of the specimen's own visit or, failing
+that, the latest value observed on or before the collection date within a window (settings:
+`phenotype_window_days`); a participant-level value (sex-like facts, classification, diagnosis
+date) applies to every specimen of the participant.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlmodel import Session, select
+
+from biobank.db import flush
+from biobank.errors import AlreadyExists, NotFound, ValidationError
+from biobank.models import (
+    Participant,
+    PhenotypeScope,
+    PhenotypeType,
+    PhenotypeValue,
+    PhenotypeVariable,
+    Specimen,
+    Visit,
+)
+from biobank.permissions import Actor, Permission, require
+from biobank.phenotypes import Spec, Stored, display, parse_value, typed
+from biobank.services import audit
+from biobank.services.participants import find_visit, get_participant_row
+from biobank.services.specimen_read import get_specimen
+
+VARIABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+DEFAULT_WINDOW_DAYS = 90
+
+
+class VariableRead(BaseModel):
+    name: str
+    label: str
+    value_type: PhenotypeType
+    scope: PhenotypeScope
+    unit: str | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    choices: list[dict[str, str]] | None = None
+    code_system: str | None = None
+    code: str | None = None
+    category: str | None = None
+    description: str | None = None
+
+
+class ValueRead(BaseModel):
+    variable: str
+    label: str
+    visit: str | None
+    observed_on: date | None
+    value: Any
+    display: str
+    source: str | None
+
+
+class ChangeOutcome(BaseModel):
+    """What storing a value did: `added`, `changed` or `same`."""
+
+    outcome: str
+    value: ValueRead
+
+
+# --- Dictionary ------------------------------------------------------------------------------
+
+
+def variable_read(row: PhenotypeVariable) -> VariableRead:
+    return VariableRead.model_validate(row, from_attributes=True)
+
+
+def get_variable(session: Session, name: str) -> PhenotypeVariable:
+    row = session.exec(
+        select(PhenotypeVariable).where(PhenotypeVariable.name == name.strip().lower())
+    ).first()
+    if row is None:
+        raise NotFound(f"no phenotype variable {name!r}", field="variable", value=name)
+    return row
+
+
+def list_variables(
+    session: Session, *, actor: Actor, category: str | None = None
+) -> list[VariableRead]:
+    require(actor, Permission.view_inventory)
+    query = select(PhenotypeVariable).order_by(PhenotypeVariable.id)
+    if category:
+        query = query.where(PhenotypeVariable.category == category.strip().lower())
+    return [variable_read(r) for r in session.exec(query)]
+
+
+def check_definition(definition: VariableRead) -> VariableRead:
+    """A dictionary entry that makes sense: a name, choices for a choice, a range in order."""
+    name = definition.name
+    if not VARIABLE_NAME.match(name):
+        raise ValidationError(
+            "a variable name is 1-64 of a-z, 0-9 and '_', starting with a letter",
+            field="name",
+            value=name,
+        )
+    if not definition.label.strip():
+        raise ValidationError(f"{name}: a variable needs a label", field="label", value=name)
+    choosing = definition.value_type in (PhenotypeType.choice, PhenotypeType.multi_choice)
+    if choosing and not definition.choices:
+        raise ValidationError(f"{name}: a choice variable lists its choices", field="choices")
+    if not choosing and definition.choices:
+        raise ValidationError(f"{name}: only a choice variable has choices", field="choices")
+    codes = [c.get("code", "") for c in definition.choices or []]
+    if any(not c or "|" in c for c in codes) or len(set(codes)) != len(codes):
+        raise ValidationError(
+            f"{name}: choice codes are non-empty, distinct and without '|'", field="choices"
+        )
+    low, high = definition.min_value, definition.max_value
+    if low is not None and high is not None and low > high:
+        raise ValidationError(
+            f"{name}: the minimum {low:g} is above the maximum {high:g}", field="min_value"
+        )
+    return definition
+
+
+def add_variable(session: Session, *, actor: Actor, definition: VariableRead) -> VariableRead:
+    require(actor, Permission.record_phenotypes)
+    definition = check_definition(definition)
+    if session.exec(
+        select(PhenotypeVariable.id).where(PhenotypeVariable.name == definition.name)
+    ).first():
+        raise AlreadyExists(
+            f"phenotype variable {definition.name} exists", field="name", value=definition.name
+        )
+    row = PhenotypeVariable(**definition.model_dump())
+    session.add(row)
+    flush(session)
+    audit.record(
+        session,
+        actor=actor,
+        action="phenotype_variable.add",
+        entity="phenotype_variable",
+        entity_id=row.id,
+        after=audit.snapshot(row),
+    )
+    return variable_read(row)
+
+
+# --- Values ---------------------------------------------------------------------------------
+
+
+def _stored(row: PhenotypeValue) -> Stored:
+    return Stored(number=row.value_number, text=row.value_text, day=row.value_date)
+
+
+def _value_read(
+    row: PhenotypeValue, variable: PhenotypeVariable, visit_label: str | None
+) -> ValueRead:
+    spec, stored = Spec.of(variable), _stored(row)
+    return ValueRead(
+        variable=variable.name,
+        label=variable.label,
+        visit=visit_label,
+        observed_on=row.observed_on,
+        value=typed(spec, stored),
+        display=display(spec, stored),
+        source=row.source,
+    )
+
+
+def store_value(
+    session: Session,
+    *,
+    actor: Actor,
+    participant: Participant,
+    variable: PhenotypeVariable,
+    visit: Visit | None,
+    stored: Stored,
+    source: str | None,
+    observed_on: date | None = None,
+) -> ChangeOutcome:
+    """Add a value, or change the one already there (audited with before and after), or
+    leave an equal one alone: storing the same thing twice changes nothing."""
+    if variable.scope is PhenotypeScope.visit and visit is None:
+        raise ValidationError(
+            f"{variable.name} is recorded per visit: name the visit",
+            field="visit",
+            value=variable.name,
+        )
+    if variable.scope is PhenotypeScope.participant:
+        visit = None
+    where = [PhenotypeValue.variable_id == variable.id]
+    if visit is not None:
+        where.append(PhenotypeValue.visit_id == visit.id)
+        observed_on = visit.visit_date
+    else:
+        where += [
+            PhenotypeValue.participant_id == participant.id,
+            PhenotypeValue.visit_id.is_(None),
+        ]
+    row = session.exec(select(PhenotypeValue).where(*where)).first()
+    label = visit.label if visit is not None else None
+    if row is not None and _stored(row) == stored and row.observed_on == observed_on:
+        return ChangeOutcome(outcome="same", value=_value_read(row, variable, label))
+    before = audit.snapshot(row) if row is not None else None
+    outcome = "changed" if row is not None else "added"
+    if row is None:
+        row = PhenotypeValue(
+            participant_id=participant.id,
+            visit_id=visit.id if visit is not None else None,
+            variable_id=variable.id,
+        )
+    row.observed_on = observed_on
+    row.value_number, row.value_text, row.value_date = stored.number, stored.text, stored.day
+    row.source = source
+    session.add(row)
+    flush(session)
+    audit.record(
+        session,
+        actor=actor,
+        action=f"phenotype_value.{'add' if outcome == 'added' else 'change'}",
+        entity="phenotype_value",
+        entity_id=row.id,
+        before=before,
+        after={"participant": participant.code, "variable": variable.name, "visit": label}
+        | audit.snapshot(row),
+    )
+    return ChangeOutcome(outcome=outcome, value=_value_read(row, variable, label))
+
+
+def set_value(
+    session: Session,
+    *,
+    actor: Actor,
+    participant: str,
+    variable: str,
+    value: object,
+    visit: str | None = None,
+    observed_on: date | None = None,
+    source: str = "manual",
+) -> ChangeOutcome:
+    """Record one value, checked against the dictionary."""
+    require(actor, Permission.record_phenotypes)
+    person = get_participant_row(session, participant)
+    entry = get_variable(session, variable)
+    visit_row = find_visit(session, person, visit) if visit else None
+    if observed_on is not None and observed_on > date.today():
+        raise ValidationError("the observation date is in the future", field="observed_on")
+    stored = parse_value(Spec.of(entry), value)
+    return store_value(
+        session,
+        actor=actor,
+        participant=person,
+        variable=entry,
+        visit=visit_row,
+        stored=stored,
+        source=source,
+        observed_on=observed_on,
+    )
+
+
+def participant_phenotypes(session: Session, *, actor: Actor, participant: str) -> list[ValueRead]:
+    """The timeline: participant-level values first, then each visit's in date order."""
+    require(actor, Permission.view_inventory)
+    person = get_participant_row(session, participant)
+    rows = session.execute(
+        sa.select(PhenotypeValue, PhenotypeVariable, Visit.label)
+        .join(PhenotypeVariable, PhenotypeVariable.id == PhenotypeValue.variable_id)
+        .outerjoin(Visit, Visit.id == PhenotypeValue.visit_id)
+        .where(PhenotypeValue.participant_id == person.id)
+        .order_by(
+            PhenotypeValue.visit_id.is_not(None),
+            PhenotypeValue.observed_on.is_not(None),  # undated first on every engine
+            PhenotypeValue.observed_on,
+            PhenotypeValue.visit_id,
+            PhenotypeVariable.id,
+        )
+    ).all()
+    return [_value_read(value, variable, label) for value, variable, label in rows]
+
+
+# --- The value at collection ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Collected:
+    """A specimen as the linkage sees it."""
+
+    specimen_id: int
+    participant_id: int
+    visit_id: int | None
+    collected_on: date | None
+
+    @classmethod
+    def of(cls, row: sa.Row) -> Collected:
+        """A row of `collection_dates_query`: the day drawn, else its visit's date, else the
+        day received. A time counts on this workstation's calendar, where it was entered
+        (SQLite cannot cast a timestamp to a date, so the day is taken here)."""
+        specimen_id, participant_id, visit_id, collected_at, visit_date, received_at = row
+        if collected_at is not None:
+            day = collected_at.astimezone().date()
+        elif visit_date is not None:
+            day = visit_date
+        else:
+            day = received_at.astimezone().date() if received_at is not None else None
+        return cls(specimen_id, participant_id, visit_id, day)
+
+
+def collection_dates_query() -> sa.Select:
+    """What dates each specimen's collection (see `Collected.of`)."""
+    return sa.select(
+        Specimen.id,
+        Specimen.participant_id,
+        Specimen.visit_id,
+        Specimen.collected_at,
+        Visit.visit_date,
+        Specimen.received_at,
+    ).outerjoin(Visit, Visit.id == Specimen.visit_id)
+
+
+def values_at_collection(
+    session: Session,
+    *,
+    specimens: Iterable[Collected],
+    variables: Iterable[PhenotypeVariable],
+    window_days: int = DEFAULT_WINDOW_DAYS,
+) -> dict[int, dict[str, Any]]:
+    """For each specimen, each variable's typed value at collection (absent when none)."""
+    specimens, variables = list(specimens), list(variables)
+    if not specimens or not variables:
+        return {s.specimen_id: {} for s in specimens}
+    by_id = {v.id: v for v in variables}
+    specs = {v.id: Spec.of(v) for v in variables}
+    participants = sorted({s.participant_id for s in specimens})
+    own: dict[tuple[int, int], Any] = {}  # (visit, variable) -> value
+    fixed: dict[tuple[int, int], Any] = {}  # (participant, variable) -> value
+    dated: dict[tuple[int, int], list[tuple[date, Any]]] = defaultdict(list)
+    for start in range(0, len(participants), 1000):
+        chunk = participants[start : start + 1000]
+        rows = session.execute(
+            sa.select(
+                PhenotypeValue.participant_id,
+                PhenotypeValue.visit_id,
+                PhenotypeValue.variable_id,
+                PhenotypeValue.observed_on,
+                PhenotypeValue.value_number,
+                PhenotypeValue.value_text,
+                PhenotypeValue.value_date,
+            ).where(
+                PhenotypeValue.participant_id.in_(chunk),
+                PhenotypeValue.variable_id.in_(list(by_id)),
+            )
+        )
+        for pid, visit_id, var_id, observed_on, number, text, day in rows:
+            value = typed(specs[var_id], Stored(number, text, day))
+            if by_id[var_id].scope is PhenotypeScope.participant or visit_id is None:
+                if by_id[var_id].scope is PhenotypeScope.participant:
+                    fixed[(pid, var_id)] = value
+                elif observed_on is not None:
+                    dated[(pid, var_id)].append((observed_on, value))
+                continue
+            own[(visit_id, var_id)] = value
+            if observed_on is not None:
+                dated[(pid, var_id)].append((observed_on, value))
+    for series in dated.values():
+        series.sort(key=lambda item: item[0])
+    window = timedelta(days=window_days)
+    result: dict[int, dict[str, Any]] = {}
+    for s in specimens:
+        found: dict[str, Any] = {}
+        for var_id, variable in by_id.items():
+            if variable.scope is PhenotypeScope.participant:
+                if (s.participant_id, var_id) in fixed:
+                    found[variable.name] = fixed[(s.participant_id, var_id)]
+                continue
+            if s.visit_id is not None and (s.visit_id, var_id) in own:
+                found[variable.name] = own[(s.visit_id, var_id)]
+                continue
+            series = dated.get((s.participant_id, var_id))
+            if not series or s.collected_on is None:
+                continue
+            at = bisect.bisect_right(series, s.collected_on, key=lambda item: item[0]) - 1
+            if at >= 0 and s.collected_on - series[at][0] <= window:
+                found[variable.name] = series[at][1]
+        result[s.specimen_id] = found
+    return result
+
+
+def specimen_phenotypes(
+    session: Session,
+    *,
+    actor: Actor,
+    accession: str,
+    window_days: int = DEFAULT_WINDOW_DAYS,
+) -> dict[str, Any]:
+    """One specimen's phenotype at collection, by variable name (aliquots share theirs)."""
+    require(actor, Permission.view_inventory)
+    if window_days < 0:
+        raise ValidationError("the window is zero or more days", field="window_days")
+    specimen = get_specimen(session, accession)
+    row = session.execute(collection_dates_query().where(Specimen.id == specimen.id)).one()
+    variables = session.exec(select(PhenotypeVariable).order_by(PhenotypeVariable.id)).all()
+    return values_at_collection(
+        session,
+        specimens=[Collected.of(row)],
+        variables=variables,
+        window_days=window_days,
+    )[specimen.id]

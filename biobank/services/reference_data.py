@@ -1,0 +1,61 @@
+"""The reference data every inventory starts with: the lupus core phenotype dictionary and the
+standard consent statements (`biobank/reference/lupus_core.json`).
+
+Installing adds what is missing and never changes an entry already there: a site may have
+edited one. It runs whenever a database is opened, so a new release's additions arrive on
+their own; each addition is in the audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+from sqlmodel import Session, select
+
+from biobank.db import flush
+from biobank.models import ConsentStatement, PhenotypeVariable
+from biobank.permissions import SYSTEM
+from biobank.services import audit
+from biobank.services.phenotypes import VariableRead, check_definition
+
+
+@cache
+def lupus_core() -> dict[str, Any]:
+    return json.loads(files("biobank").joinpath("reference/lupus_core.json").read_text("utf-8"))
+
+
+def install_reference_data(session: Session) -> int:
+    """Add the missing core statements and variables; return how many were added."""
+    core = lupus_core()
+    have_statements = set(session.exec(select(ConsentStatement.code)).all())
+    have_variables = set(session.exec(select(PhenotypeVariable.name)).all())
+    added: list[ConsentStatement | PhenotypeVariable] = [
+        ConsentStatement(**s) for s in core["statements"] if s["code"] not in have_statements
+    ]
+    added += [
+        PhenotypeVariable(**check_definition(VariableRead(**v)).model_dump())
+        for v in core["variables"]
+        if v["name"] not in have_variables
+    ]
+    if not added:
+        return 0
+    session.add_all(added)
+    flush(session)
+    audit.record_many(
+        session,
+        actor=SYSTEM,
+        entries=[
+            {
+                "action": f"{row.__tablename__}.add",
+                "entity": row.__tablename__,
+                "entity_id": row.id,
+                "after": audit.snapshot(row),
+                "reason": "reference data shipped with biobank",
+            }
+            for row in added
+        ],
+    )
+    return len(added)
