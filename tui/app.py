@@ -67,6 +67,7 @@ class BiobankApp(App):
         Binding("ctrl+n", "accession", "Accession", id="accession"),
         Binding("ctrl+r", "reconcile", "Reconcile a box", id="reconcile"),
         Binding("ctrl+j", "print_queue", "Print queue", id="print_queue"),
+        Binding("ctrl+o", "pull_list", "Pull list (consent withdrawals)", id="pull_list"),
     ]
 
     def __init__(self, *, settings: Settings, database: OpenDatabase) -> None:
@@ -281,6 +282,12 @@ class BiobankApp(App):
 
         if self.actor is not None:
             self.push_screen(PrintQueueScreen())
+
+    def action_pull_list(self) -> None:
+        from tui.screens.pull_list import PullListScreen
+
+        if self.actor is not None:
+            self.push_screen(PullListScreen())
 
 
 def run(*, settings: Settings, database: OpenDatabase) -> None:

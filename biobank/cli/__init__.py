@@ -11,9 +11,11 @@ from biobank import __version__
 from biobank.cli import (
     audit_commands,
     config_commands,
+    consent_commands,
     db_commands,
     import_commands,
     label_commands,
+    phenotype_commands,
     reconcile_commands,
     specimen_commands,
     storage_commands,
@@ -55,6 +57,8 @@ app.add_typer(specimen_commands.app, name="specimen")
 app.add_typer(storage_commands.app, name="storage")
 app.add_typer(audit_commands.app, name="audit")
 app.add_typer(import_commands.app, name="import")
+app.add_typer(consent_commands.app, name="consent")
+app.add_typer(phenotype_commands.app, name="phenotype")
 app.command("scan")(specimen_commands.scan_command)
 app.command("label")(label_commands.label_command)
 app.command("reconcile")(reconcile_commands.reconcile_command)

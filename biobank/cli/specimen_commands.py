@@ -330,6 +330,29 @@ def dispose(
     _custody(ctx, json, custody.dispose, accession=specimen, reason=reason)
 
 
+@app.command()
+def distribute(
+    ctx: typer.Context,
+    specimen: str,
+    recipient: str = typer.Option(..., "--to", "-t", help="Who receives it."),
+    use: list[str] = typer.Option(
+        ..., "--use", help="An intended use, e.g. GENETIC (repeatable); consent must allow each."
+    ),
+    reason: str | None = Reason,
+    json: JsonOption = False,
+) -> None:
+    """Send a tube out; its position is freed (exit 6 when consent does not allow a use)."""
+    _custody(
+        ctx,
+        json,
+        custody.distribute,
+        accession=specimen,
+        recipient=recipient,
+        uses=use,
+        reason=reason,
+    )
+
+
 def scan_command(
     ctx: typer.Context,
     scanned: str = typer.Argument(..., help="What the scanner typed."),

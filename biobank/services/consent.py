@@ -21,6 +21,7 @@ from sqlmodel import Session, select
 from biobank.consent import Decision, StatementState, statement_status, withdrawn_entirely
 from biobank.db import flush
 from biobank.errors import AlreadyExists, NotFound, ValidationError
+from biobank.lifecycle import IN_STORAGE
 from biobank.models import (
     ConsentAnswer,
     ConsentDocument,
@@ -556,13 +557,12 @@ def _impact(session: Session, person: Participant, statement: str | None) -> Imp
         .group_by(ExportRun.id, ExportRun.run_code, ExportRun.created_at, ExportRun.mode)
         .order_by(ExportRun.created_at)
     ).all()
-    in_storage = {"available", "reserved", "checked_out", "quarantined", "depleted"}
     return ImpactReport(
         participant_code=person.code,
         statement=statement,
         specimens=ordered,
         distributed=[s.accession_id for s in specimens if s.status == "distributed"],
-        in_storage=sum(1 for s in specimens if s.status in in_storage),
+        in_storage=sum(1 for s in specimens if s.status in IN_STORAGE),
         exports=[
             ImpactExport(run_code=run, created_at=at, mode=mode.value, specimens=count)
             for run, at, mode, count in exports

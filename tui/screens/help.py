@@ -20,5 +20,11 @@ class HelpScreen(ModalScreen):
             for binding in getattr(node, "BINDINGS", []):
                 if isinstance(binding, Binding):
                     table.add_row(binding.key, binding.description, binding.id or "", where)
-        table.add_row("(scan)", "open what was scanned", "", "everywhere")
+        scan_help = getattr(under, "SCAN_HELP", None)  # a screen that takes scans itself
+        table.add_row(
+            "(scan)",
+            scan_help or "open what was scanned",
+            "",
+            "this screen" if scan_help else "everywhere",
+        )
         yield table

@@ -1,52 +1,191 @@
-"""A participant by pseudonymous code: visits and specimens; Enter opens a specimen.
+"""A participant by pseudonymous code, in three tabs: specimens (Enter opens one), the
+phenotype timeline, and consent per statement; `w` records a consent withdrawal (admins).
 
 The identity (name, MRN, date of birth) is never read here: it stays with the admins' CLI.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Static
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
+from biobank.errors import PermissionDenied
+from biobank.permissions import Permission, require
+from biobank.services.consent import ConsentStatusRead, WithdrawalRead, consent_status
 from biobank.services.participants import show_participant
+from biobank.services.phenotypes import ValueRead, participant_phenotypes
+from biobank.services.specimen_read import SpecimenRead
 from biobank.services.specimens import list_specimens
 from tui.screens.base import WorkScreen
 
+STATE_MARK = {"granted": "✓", "refused": "✗", "withdrawn": "⊘", "not_asked": "–"}
+STATE_STYLE = {"granted": "green", "refused": "red", "withdrawn": "bold red", "not_asked": "dim"}
+
+
+@dataclass(frozen=True)
+class ParticipantView:
+    participant: Any  # ParticipantRead, without the identity
+    specimens: list[SpecimenRead]
+    phenotypes: list[ValueRead]
+    consent: ConsentStatusRead
+
+
+def load_participant(session, *, actor, code: str) -> ParticipantView:
+    """Everything the screen shows, in one unit of work."""
+    return ParticipantView(
+        participant=show_participant(session, actor=actor, code=code),
+        specimens=list_specimens(session, actor=actor, participant=code),
+        phenotypes=participant_phenotypes(session, actor=actor, participant=code),
+        consent=consent_status(session, actor=actor, participant=code),
+    )
+
+
+# --- consent, as the participant and specimen screens show it ---------------------------------
+
+
+def short_codes(codes: Iterable[str]) -> dict[str, str]:
+    """A statement's first word (FUTURE_RESEARCH → FUTURE), unless another shares it."""
+    codes = list(codes)
+    firsts = [code.split("_")[0] for code in codes]
+    return {
+        code: first if firsts.count(first) == 1 else code
+        for code, first in zip(codes, firsts, strict=True)
+    }
+
+
+def full_withdrawal(status: ConsentStatusRead) -> WithdrawalRead | None:
+    """The withdrawal of everything in force as of the status date, if any."""
+    if not status.withdrawn_entirely:
+        return None
+    return next((w for w in reversed(status.withdrawals) if w.statement is None), None)
+
+
+def withdrawal_words(withdrawal: WithdrawalRead) -> str:
+    scope = withdrawal.statement or "all uses"
+    return f"{scope} · {withdrawal.disposition.value}, {withdrawal.withdrawn_on}"
+
+
+def consent_badge(status: ConsentStatusRead) -> Text:
+    """One line: each statement's short code and mark, or the withdrawal of everything."""
+    gone = full_withdrawal(status)
+    if gone is not None:
+        return Text(f"Consent: WITHDRAWN ({withdrawal_words(gone)})", style="bold red")
+    if not status.signatures and not status.withdrawals:
+        return Text("Consent: none on record", style="bold yellow")
+    short = short_codes(s.code for s in status.statements)
+    badge = Text("Consent:")
+    for s in status.statements:
+        badge.append(f" {short[s.code]} ")
+        badge.append(STATE_MARK[s.state.value], style=STATE_STYLE[s.state.value])
+    return badge
+
+
+def consent_lines(status: ConsentStatusRead) -> Text:
+    """Each statement's state and since when, then the signatures and withdrawals behind it."""
+    width = max((len(s.code) for s in status.statements), default=0)
+    lines = []
+    for s in status.statements:
+        state = s.state.value
+        line = Text(f"{STATE_MARK[state]} ", style=STATE_STYLE[state])
+        line.append(f"{s.code:<{width}}  {state.replace('_', ' '):<9}")
+        if s.since:
+            line.append(f"  since {s.since}")
+        lines.append(line)
+    for signed in status.signatures:
+        by = f" (recorded by {signed.recorded_by})" if signed.recorded_by else ""
+        lines.append(
+            Text(f"Signed {signed.document} v{signed.version} on {signed.signed_on}{by}", "dim")
+        )
+    for w in status.withdrawals:
+        reason = f": {w.reason}" if w.reason else ""
+        lines.append(
+            Text(
+                f"Withdrawn {w.statement or 'all statements'} on {w.withdrawn_on}, requested by "
+                f"{w.requested_by}, {w.disposition.value}{reason}",
+                style="red",
+            )
+        )
+    if not status.signatures and not status.withdrawals:
+        lines.append(Text("No signed consent on record.", style="bold yellow"))
+    return Text("\n").join(lines)
+
+
+# --- phenotypes ---------------------------------------------------------------------------------
+
+
+def short_label(value: ValueRead) -> str:
+    """A one-word label (C3, SLEDAI-2K) reads best; a longer one gives way to the short name."""
+    return value.label if " " not in value.label else value.variable
+
+
+def timeline(values: list[ValueRead]) -> Text:
+    """One line per group, in the service's order: participant-level values, then each visit."""
+    groups: dict[tuple[str | None, Any], list[ValueRead]] = {}
+    for value in values:
+        key = (value.visit, value.observed_on if value.visit else None)
+        groups.setdefault(key, []).append(value)
+    lines = []
+    for (visit, on), group in groups.items():
+        line = Text(f"{visit} {on}" if visit else "Participant", style="bold")
+        line.append(": " + " · ".join(f"{short_label(v)} {v.display}" for v in group))
+        lines.append(line)
+    return Text("\n").join(lines) if lines else Text("No phenotype values recorded.", "dim")
+
 
 class ParticipantScreen(WorkScreen):
-    BINDINGS = [Binding("r", "refresh", "Refresh", id="refresh_participant")]  # noqa: RUF012
+    BINDINGS = [  # noqa: RUF012
+        Binding("1", "show_tab('specimens')", "Specimens", id="participant_specimens"),
+        Binding("2", "show_tab('phenotypes')", "Phenotypes", id="participant_phenotypes"),
+        Binding("3", "show_tab('consent')", "Consent", id="participant_consent"),
+        Binding("w", "withdraw", "Withdraw consent (admins)", id="withdraw_consent"),
+        Binding("r", "refresh", "Refresh", id="refresh_participant"),
+    ]
 
     def __init__(self, code: str) -> None:
         super().__init__()
         self.code = code
+        self.view: ParticipantView | None = None
 
     def compose_body(self) -> ComposeResult:
         yield Static(self.code, id="participant-title", classes="title", markup=False)
         yield Static("Loading…", id="participant-detail", classes="muted", markup=False)
-        table = DataTable(id="participant-specimens", zebra_stripes=True, cursor_type="row")
-        table.add_columns("ID", "type", "visit", "quantity", "status", "location")
-        yield table
+        banner = Static("", id="withdrawn-banner", classes="withdrawn-flag", markup=False)
+        banner.display = False
+        yield banner
+        with TabbedContent(id="participant-tabs"):
+            with TabPane("Specimens 1", id="specimens"):
+                table = DataTable(id="participant-specimens", zebra_stripes=True, cursor_type="row")
+                table.add_columns("ID", "type", "visit", "quantity", "status", "location")
+                yield table
+            with TabPane("Phenotypes 2", id="phenotypes"), VerticalScroll(id="phenotypes-scroll"):
+                yield Static("", id="participant-phenotypes")
+            with TabPane("Consent 3", id="consent"), VerticalScroll(id="consent-scroll"):
+                yield Static("", id="participant-consent")
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).focus()
+        self.query_one("#participant-specimens", DataTable).focus()
 
     def on_screen_resume(self) -> None:
-        self.action_refresh()  # back from a specimen: it may have changed
+        self.action_refresh()  # back from a specimen or a withdrawal: it may have changed
 
     def action_refresh(self) -> None:
         actor = self.app.actor
+        self.app.run_db(
+            lambda session: load_participant(session, actor=actor, code=self.code),
+            self.show,
+            readonly=True,
+        )
 
-        def load(session):
-            return (
-                show_participant(session, actor=actor, code=self.code),
-                list_specimens(session, actor=actor, participant=self.code),
-            )
-
-        self.app.run_db(load, self.show, readonly=True)
-
-    def show(self, loaded) -> None:
-        participant, specimens = loaded
+    def show(self, view: ParticipantView) -> None:
+        self.view = view
+        participant, specimens = view.participant, view.specimens
         self.query_one("#participant-title", Static).update(
             f"{participant.code}  study {participant.study_code}  "
             f"[{participant.status.value.upper()}]  {len(specimens)} specimens"
@@ -56,7 +195,14 @@ class ParticipantScreen(WorkScreen):
             f"Sex {participant.sex.value}   birth year {participant.birth_year or '-'}   "
             f"enrolled {participant.enrolled_on or '-'}\nVisits: {visits or 'none'}"
         )
-        table = self.query_one(DataTable)
+        gone = full_withdrawal(view.consent)
+        banner = self.query_one("#withdrawn-banner", Static)
+        banner.display = gone is not None
+        if gone is not None:
+            banner.update(f"⊘ CONSENT WITHDRAWN  {withdrawal_words(gone)}")
+        self.query_one("#participant-phenotypes", Static).update(timeline(view.phenotypes))
+        self.query_one("#participant-consent", Static).update(consent_lines(view.consent))
+        table = self.query_one("#participant-specimens", DataTable)
         table.clear()
         for s in specimens:
             table.add_row(
@@ -68,6 +214,24 @@ class ParticipantScreen(WorkScreen):
                 s.location or "not placed",
                 key=s.accession_id,
             )
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+        focus = {"specimens": "#participant-specimens"}.get(tab, f"#{tab}-scroll")
+        self.query_one(focus).focus()
+
+    def action_withdraw(self) -> None:
+        """Admins only: others are told so at once rather than after filling in the form."""
+        from tui.screens.withdrawal import WithdrawalScreen
+
+        try:
+            require(self.app.actor, Permission.manage_consent)
+        except PermissionDenied as error:
+            self.app.show_error(error)
+            return
+        if self.view is not None:
+            statements = [s.code for s in self.view.consent.statements]
+            self.app.push_screen(WithdrawalScreen(self.code, statements))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         from tui.screens.specimen import SpecimenScreen

@@ -5,6 +5,9 @@ Scanning a box here moves the tube there (scan the tube, scan the box: two actio
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -13,10 +16,34 @@ from textual.widgets import DataTable, Input, Static
 
 from biobank.services import custody
 from biobank.services.audit import AuditEntryRead, audit_log
+from biobank.services.consent import ConsentStatusRead, consent_status, pull_list
 from biobank.services.scan import ScanResult
 from biobank.services.specimens import SpecimenDetail, show_specimen
 from tui.printing import print_specimen_labels
 from tui.screens.base import WorkScreen
+from tui.screens.participant import consent_badge, withdrawal_words
+
+
+@dataclass(frozen=True)
+class SpecimenView:
+    detail: SpecimenDetail
+    consent: ConsentStatusRead  # the participant's, as of today
+    on_pull_list: bool
+
+
+def load_specimen(session, *, actor, accession: str) -> SpecimenView:
+    """The tube and its participant's consent, in the one worker round trip a scan costs."""
+    detail = show_specimen(session, actor=actor, accession=accession)
+    s = detail.specimen
+    pulled = s.consent_withdrawal_id is not None and any(
+        item.accession_id == s.accession_id
+        for item in pull_list(session, actor=actor, participant=s.participant_code)
+    )
+    return SpecimenView(
+        detail=detail,
+        consent=consent_status(session, actor=actor, participant=s.participant_code),
+        on_pull_list=pulled,
+    )
 
 
 class ReasonPrompt(ModalScreen[str | None]):
@@ -91,6 +118,9 @@ class SpecimenScreen(WorkScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static(self.accession_id, id="specimen-title", classes="title", markup=False)
+        flag = Static("", id="consent-flag", classes="withdrawn-flag", markup=False)
+        flag.display = False
+        yield flag
         yield Static("Loading…", id="detail", markup=False)
         yield Static("Scan a box to move the tube there.", classes="muted")
         table = DataTable(id="history", zebra_stripes=True, cursor_type="row")
@@ -107,21 +137,24 @@ class SpecimenScreen(WorkScreen):
 
     def action_refresh(self) -> None:
         self.app.run_db(
-            lambda session: show_specimen(
+            lambda session: load_specimen(
                 session, actor=self.app.actor, accession=self.accession_id
             ),
             self.show,
             readonly=True,
         )
 
-    def show(self, detail: SpecimenDetail) -> None:
+    def show(self, view: SpecimenView) -> None:
+        detail = view.detail
         s = detail.specimen
         self.version = s.version
         self.query_one("#specimen-title", Static).update(
             f"{s.accession_id}  {s.specimen_type} {s.kind}  [{s.status.upper()}]"
         )
+        self.show_consent_flag(view)
         lines = [
             f"Participant {s.participant_code}  visit {s.visit_label or '-'}",
+            consent_badge(view.consent),
             f"Quantity {s.quantity:g} of {s.initial_quantity:g} {s.unit}   "
             f"freeze-thaws {s.freeze_thaw_count}   minutes out {s.minutes_out}",
             f"Location {s.location or 'not placed'}",
@@ -129,7 +162,9 @@ class SpecimenScreen(WorkScreen):
             f"Parent {s.parent_accession_id or '-'}   children {', '.join(detail.children) or '-'}",
         ]
         lines += [f"⚠ {w}" for w in s.warnings]
-        self.query_one("#detail", Static).update("\n".join(lines))
+        self.query_one("#detail", Static).update(
+            Text("\n").join(Text(line) if isinstance(line, str) else line for line in lines)
+        )
         table = self.query_one("#history", DataTable)
         table.clear()
         for e in detail.events:
@@ -143,6 +178,18 @@ class SpecimenScreen(WorkScreen):
                 e.reason or "",
             )
 
+    def show_consent_flag(self, view: SpecimenView) -> None:
+        """A tube whose participant withdrew consent says so before anything else."""
+        flag = self.query_one("#consent-flag", Static)
+        withdrawal_id = view.detail.specimen.consent_withdrawal_id
+        flag.display = withdrawal_id is not None
+        if withdrawal_id is None:
+            return
+        withdrawal = next((w for w in view.consent.withdrawals if w.id == withdrawal_id), None)
+        words = f"  {withdrawal_words(withdrawal)}" if withdrawal else ""
+        pulled = " — on the pull list" if view.on_pull_list else ""
+        flag.update(f"⊘ CONSENT WITHDRAWN{words}{pulled}")
+
     def _act(self, call, **kwargs) -> None:
         def change(session):
             read = call(
@@ -152,13 +199,14 @@ class SpecimenScreen(WorkScreen):
                 expected_version=self.version,
                 **kwargs,
             )
-            return show_specimen(session, actor=self.app.actor, accession=read.accession_id), read
+            view = load_specimen(session, actor=self.app.actor, accession=read.accession_id)
+            return view, read
 
         def done(result) -> None:
-            detail, read = result
+            view, read = result
             for warning in read.warnings:
                 self.app.notify(warning, severity="warning", timeout=8)
-            self.show(detail)
+            self.show(view)
 
         self.app.run_db(change, done)
 

@@ -1,0 +1,142 @@
+"""`biobank phenotype …`: the data dictionary, participants' values, and a specimen's
+phenotype at collection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from biobank.cli.common import (
+    JsonOption,
+    emit_json,
+    emit_table,
+    message,
+    parse_date,
+    state,
+    work,
+)
+from biobank.services import phenotypes
+from biobank.services.phenotypes import VariableRead
+
+app = typer.Typer(help="Phenotype data: the dictionary and each participant's values.")
+
+OUTCOME_WORDS = {"added": "added", "changed": "changed", "same": "unchanged"}
+
+
+def _range(v: VariableRead) -> str:
+    low, high = v.min_value, v.max_value
+    if low is not None and high is not None:
+        return f"{low:g}..{high:g}"
+    if low is not None:
+        return f">= {low:g}"
+    return "" if high is None else f"<= {high:g}"
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return "|".join(value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+@app.command()
+def dictionary(
+    ctx: typer.Context,
+    category: str | None = typer.Option(None, "--category", help="e.g. labs, activity."),
+    json: JsonOption = False,
+) -> None:
+    """The phenotype data dictionary."""
+    with work(ctx, readonly=True) as (session, actor):
+        rows = phenotypes.list_variables(session, actor=actor, category=category)
+    if json:
+        emit_json(rows)
+        return
+    emit_table(
+        ["name", "label", "type", "scope", "unit", "range", "choices", "code"],
+        [
+            (
+                v.name,
+                v.label,
+                v.value_type.value,
+                v.scope.value,
+                v.unit,
+                _range(v),
+                ", ".join(c["code"] for c in v.choices or []),
+                v.code,
+            )
+            for v in rows
+        ],
+    )
+
+
+@app.command("set")
+def set_(
+    ctx: typer.Context,
+    participant: str,
+    variable: str,
+    value: str,
+    visit: str | None = typer.Option(None, "--visit", "-v", help="Visit label, e.g. baseline."),
+    observed: str | None = typer.Option(
+        None, "--date", help="YYYY-MM-DD observed (a visit's value takes the visit's date)."
+    ),
+    json: JsonOption = False,
+) -> None:
+    """Record one value, checked against the dictionary (prints added, changed or unchanged)."""
+    with work(ctx) as (session, actor):
+        change = phenotypes.set_value(
+            session,
+            actor=actor,
+            participant=participant,
+            variable=variable,
+            value=value,
+            visit=visit,
+            observed_on=parse_date(observed, "date"),
+        )
+    if json:
+        emit_json(change)
+        return
+    typer.echo(OUTCOME_WORDS[change.outcome])
+    where = f" at {change.value.visit}" if change.value.visit else ""
+    message(f"{participant.upper()} {change.value.variable}{where}: {change.value.display}")
+
+
+@app.command()
+def show(ctx: typer.Context, participant: str, json: JsonOption = False) -> None:
+    """A participant's values: participant-level first, then each visit's in date order."""
+    with work(ctx, readonly=True) as (session, actor):
+        rows = phenotypes.participant_phenotypes(session, actor=actor, participant=participant)
+    if json:
+        emit_json(rows)
+        return
+    emit_table(
+        ["visit", "observed", "variable", "value", "source"],
+        [(r.visit, r.observed_on, r.variable, r.display, r.source) for r in rows],
+    )
+
+
+@app.command()
+def at(
+    ctx: typer.Context,
+    specimen: str,
+    window_days: int | None = typer.Option(
+        None, "--window-days", help="How far back a value may reach (default: the settings)."
+    ),
+    json: JsonOption = False,
+) -> None:
+    """A specimen's phenotype at its collection (aliquots share their parent's)."""
+    if window_days is None:
+        window_days = state(ctx).settings.phenotype_window_days
+    with work(ctx, readonly=True) as (session, actor):
+        values = phenotypes.specimen_phenotypes(
+            session, actor=actor, accession=specimen, window_days=window_days
+        )
+    if json:
+        emit_json(values)
+        return
+    emit_table(["variable", "value"], [(name, _text(v)) for name, v in values.items()])
