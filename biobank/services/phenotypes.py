@@ -30,6 +30,7 @@ from biobank.models import (
     PhenotypeVariable,
     Specimen,
     Visit,
+    utcnow,
 )
 from biobank.permissions import Actor, Permission, require
 from biobank.phenotypes import Spec, Stored, display, parse_value, typed
@@ -231,6 +232,59 @@ def store_value(
         | audit.snapshot(row),
     )
     return ChangeOutcome(outcome=outcome, value=_value_read(row, variable, label))
+
+
+def add_values(
+    session: Session,
+    *,
+    actor: Actor,
+    participant: Participant,
+    values: list[tuple[Visit | None, PhenotypeVariable, Stored]],
+    source: str,
+) -> int:
+    """A participant's new values in one statement, each audited as `store_value` audits an
+    addition. For bulk loads where nothing is there to change (a new participant): one at a
+    time, `store_value` looks for a value to change and flushes for each. The unique indexes
+    refuse a value that is there already."""
+    rows = []
+    for visit, variable, stored in values:
+        if (visit is None) != (variable.scope is PhenotypeScope.participant):
+            raise ValidationError(
+                f"{variable.name} is recorded per {variable.scope.value}",
+                field="visit",
+                value=variable.name,
+            )
+        rows.append(
+            {
+                "participant_id": participant.id,
+                "visit_id": visit.id if visit else None,
+                "variable_id": variable.id,
+                "observed_on": visit.visit_date if visit else None,
+                "value_number": stored.number,
+                "value_text": stored.text,
+                "value_date": stored.day,
+                "source": source,
+                "recorded_at": utcnow(),
+            }
+        )
+    if not rows:
+        return 0
+    table = PhenotypeValue.__table__
+    inserted = session.execute(
+        sa.insert(table).returning(table.c.id, table.c.visit_id, table.c.variable_id), rows
+    )
+    ids = {(visit_id, variable_id): row_id for row_id, visit_id, variable_id in inserted}
+    entries = []
+    for row, (visit, variable, _) in zip(rows, values, strict=True):
+        row_id = ids[(row["visit_id"], row["variable_id"])]
+        after = {"participant": participant.code, "variable": variable.name, "id": row_id}
+        after["visit"] = visit.label if visit else None
+        entries.append(
+            {"action": "phenotype_value.add", "entity": "phenotype_value", "entity_id": row_id,
+             "after": after | row}
+        )  # fmt: skip
+    audit.record_many(session, actor=actor, entries=entries)
+    return len(rows)
 
 
 def set_value(
