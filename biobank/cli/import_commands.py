@@ -9,8 +9,9 @@ import typer
 
 from biobank.cli.common import JsonOption, emit_json, emit_table, message, work
 from biobank.errors import ValidationError
-from biobank.services import legacy_import
+from biobank.services import legacy_import, redcap_import
 from biobank.services.legacy_import import ImportReport
+from biobank.services.redcap_import import RedcapReport
 
 app = typer.Typer(help="Import data kept in other systems.", no_args_is_help=True)
 
@@ -103,3 +104,84 @@ def _emit(report: ImportReport, *, dry_run: bool, json: bool) -> None:
         message(f"{report.file}: all {report.rows} rows fine; would create {new}; dry run")
     else:
         message(f"{report.file}: imported {report.imported} specimens; created {new}")
+
+
+@app.command()
+def redcap(
+    ctx: typer.Context,
+    dictionary: Path = typer.Option(
+        ..., "--dictionary", exists=True, dir_okay=False, help="The REDCap data dictionary (CSV)."
+    ),
+    records: Path = typer.Option(
+        ...,
+        "--records",
+        exists=True,
+        dir_okay=False,
+        help='A "raw" records export (CSV), one row per record per event.',
+    ),
+    study: str | None = typer.Option(
+        None, "--study", help="Study to register into (default: the only study)."
+    ),
+    mapping: Path | None = typer.Option(
+        None,
+        "--mapping",
+        exists=True,
+        dir_okay=False,
+        help="TOML: which fields are what (default: the shipped redcap_mapping.toml).",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check and report; change nothing."),
+    json: JsonOption = False,
+) -> None:
+    """Import a REDCap project: participants, visits, phenotypes, consent and identity; all
+    rows, or (if any row is faulty) none. Importing the same files again changes nothing."""
+    given = redcap_import.redcap_mapping(mapping)
+    with work(ctx, readonly=dry_run) as (session, actor):
+        plan = redcap_import.check_redcap(
+            session,
+            actor=actor,
+            dictionary=dictionary,
+            records=records,
+            study=study,
+            mapping=given,
+        )
+        report = plan.report
+        if not (dry_run or report.fault_count):
+            with typer.progressbar(length=report.rows, label="importing", file=sys.stderr) as bar:
+                report = redcap_import.write_redcap(
+                    session, actor=actor, plan=plan, progress=bar.update
+                )
+    _emit_redcap(report, dry_run=dry_run, json=json)
+    if report.fault_count:
+        raise typer.Exit(2)
+
+
+def _emit_redcap(report: RedcapReport, *, dry_run: bool, json: bool) -> None:
+    if json:
+        emit_json({"dry_run": dry_run, **report.model_dump(mode="json")})
+    elif report.faults:
+        emit_table(
+            ["file", "row", "line", "field", "value", "reason"],
+            [(f.file, f.row, f.line, f.column, f.value, f.reason) for f in report.faults],
+        )
+    for notice in report.notices:
+        message(f"note: {notice}")
+    if report.fault_count:
+        fine = report.rows - report.faulty_rows
+        message(
+            f"{report.records}: {report.rows} rows, {fine} fine, {report.faulty_rows} faulty "
+            f"({report.fault_count} faults in all); nothing was imported"
+        )
+        return
+    counted = [
+        (name, getattr(report, name))
+        for name in ("participants", "identities", "visits", "variables", "values", "consents")
+    ]
+    for name, counts in counted:
+        message(
+            f"  {name:<12} {counts.added:>7} new {counts.changed:>7} changed "
+            f"{counts.unchanged:>7} unchanged"
+        )
+    for document in report.documents:
+        message(f"  consent document {document}: {'to be ' if dry_run else ''}created")
+    done = "checked; dry run, nothing changed" if dry_run else "imported"
+    message(f"{report.records}: all {report.rows} rows {done}")

@@ -12,17 +12,13 @@ caller's one transaction.
 
 from __future__ import annotations
 
-import codecs
-import csv
 import pickle
 import re
 import tempfile
-import tomllib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
-from itertools import islice
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -58,6 +54,7 @@ from biobank.services.specimens import (
 )
 from biobank.services.storage import place_in_tree, subtree_range
 from biobank.services.studies import get_study
+from biobank.tabular import chunks, open_source, read_toml
 
 FIELDS: dict[str, str] = {
     "legacy_id": "Sample ID",
@@ -79,9 +76,7 @@ FIELDS: dict[str, str] = {
 
 OPTIONAL_FIELDS = frozenset({"visit", "time_collected", "time_processed", "thaws", "comments"})
 STORAGE_KINDS = ("freezer", "rack", "box")  # outermost first; each sits in the one before
-DELIMITERS = ",;\t"
 TIME_FORMATS = ("%H:%M", "%H:%M:%S", "%I:%M %p", "%I:%M:%S %p")
-FALLBACK_ENCODINGS = ("cp1252", "latin-1")  # what Excel writes in the West; latin-1 reads all
 CLOCK_SKEW = timedelta(days=1)  # the lab's calendar may be a day ahead of this workstation's
 MAX_LISTED_FAULTS = 1000
 BATCH_ROWS = 1000
@@ -115,7 +110,7 @@ def sheet_format(
 ) -> SheetFormat:
     """The defaults, overridden by a TOML mapping file (these settings at the top level and a
     `[columns]` table of field = "Header"), overridden in turn by what is given here."""
-    settings = _read_toml(mapping) if mapping is not None else {}
+    settings = read_toml(mapping) if mapping is not None else {}
     file_columns = settings.pop("columns", {})
     given = {
         "date_format": date_format,
@@ -143,16 +138,6 @@ def sheet_format(
             chosen.get("precentrifugation_temperature"), "precentrifugation_temperature"
         ),
     )
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as file:
-            return tomllib.load(file)
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise ValidationError(
-            f"cannot read the mapping {path}: {error}", field="mapping", value=str(path)
-        ) from None
 
 
 def _columns(given: object) -> dict[str, str]:
@@ -243,80 +228,9 @@ class ImportReport(BaseModel):
 # --- Reading the file ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Source:
-    path: Path
-    encoding: str
-    delimiter: str
-
-    def records(self) -> Iterator[tuple[int, list[str]]]:
-        """(first line, cells) of each record that is not blank."""
-        with self.path.open(encoding=self.encoding, newline="") as file:
-            reader = csv.reader(file, delimiter=self.delimiter)
-            last_line = 0
-            for cells in reader:
-                line, last_line = last_line + 1, reader.line_num
-                if any(cell.strip() for cell in cells):
-                    yield line, cells
-
-
-def _open_source(path: Path, notices: list[str]) -> _Source:
-    try:
-        encoding = _encoding(path)
-        with path.open(encoding=encoding, newline="") as file:
-            sample = [line for line in file.readlines(1 << 16) if line.strip()]
-    except OSError as error:
-        raise ValidationError(
-            f"cannot read {path}: {error.strerror}", field="file", value=str(path)
-        ) from None
-    if encoding in FALLBACK_ENCODINGS:
-        notices.append(
-            f"{path.name} is not UTF-8: it was read as {encoding}; check accented characters "
-            "(or save it from the spreadsheet as CSV UTF-8)"
-        )
-    return _Source(path, encoding, _delimiter(sample))
-
-
-def _encoding(path: Path) -> str:
-    """UTF-8 (with or without a BOM), UTF-16 with a BOM, else what Excel writes in the West."""
-    with path.open("rb") as file:
-        head = file.read(4)
-    if head.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    return next(e for e in ("utf-8", *FALLBACK_ENCODINGS) if _decodes(path, e))
-
-
-def _decodes(path: Path, encoding: str) -> bool:
-    decoder = codecs.getincrementaldecoder(encoding)()
-    with path.open("rb") as file:
-        try:
-            while chunk := file.read(1 << 20):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return False
-    return True
-
-
-def _delimiter(lines: list[str]) -> str:
-    """Sniffed from the first lines that are not blank; else the one the header uses most."""
-    try:
-        return csv.Sniffer().sniff("".join(lines), delimiters=DELIMITERS).delimiter
-    except csv.Error:
-        return max(DELIMITERS, key=lines[0].count) if lines else ","
-
-
 def _key(header: str) -> str:
     """Headers match without regard to case or spacing."""
     return " ".join(header.split()).casefold()
-
-
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 # --- One row ------------------------------------------------------------------------------
@@ -530,7 +444,7 @@ class _Checker:
         self.study = study
         self.sheet = sheet
         notices: list[str] = []
-        self.source = _open_source(path, notices)
+        self.source = open_source(path, notices)
         self.report = ImportReport(
             file=path.name,
             study=study.code,
@@ -556,7 +470,7 @@ class _Checker:
             self.fault(None, None, None, None, "the file is empty")
         columns, unit = self.read_header(*header) if header else ({}, QuantityUnit.uL)
         if columns:
-            for batch in _chunks(enumerate(records, start=1), BATCH_ROWS):
+            for batch in chunks(enumerate(records, start=1), BATCH_ROWS):
                 self.check_batch(batch, columns, width=len(header[1]))
         self.summarise()
         return ImportPlan(
@@ -870,7 +784,7 @@ class _Writer:
         wanted = [tuple(row[k] for k in key) for row in rows]
         found: dict[tuple, int] = {}
         first = table.c[key[0]]
-        for chunk in _chunks(sorted({w[0] for w in wanted}), BATCH_ROWS):
+        for chunk in chunks(sorted({w[0] for w in wanted}), BATCH_ROWS):
             query = sa.select(table.c.id, *(table.c[k] for k in key)).where(first.in_(chunk))
             found |= {tuple(r[1:]): r[0] for r in self.session.execute(query)}
         return [found[w] for w in wanted]

@@ -91,7 +91,7 @@ def _enum(enum_cls, value, field: str):
         ) from None
 
 
-def _check_dates(
+def check_person_dates(
     *, birth_year: int | None, date_of_birth: date | None, enrolled_on: date | None
 ) -> int | None:
     today = date.today()
@@ -148,7 +148,7 @@ def add_participant(
         require(actor, Permission.read_phi)
     study_row = get_study(session, study)
     sex = _enum(Sex, sex, "sex")
-    birth_year = _check_dates(
+    birth_year = check_person_dates(
         birth_year=birth_year, date_of_birth=date_of_birth, enrolled_on=enrolled_on
     )
     mrn = mrn.strip() if mrn else None

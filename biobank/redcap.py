@@ -1,0 +1,328 @@
+"""A REDCap project as this system reads it: the data dictionary (the standard 18 columns) and
+the cells of a "raw" records export, checked against each field's type, range and choices.
+
+Pure: it reads the rows it is handed and knows nothing of the database; the import service
+(`services.redcap_import`) decides what each field becomes.
+
+Field types map onto phenotype types: text with validation integer → integer, number (and
+number_Ndp) → decimal, date_ymd/mdy/dmy → date (raw exports write YYYY-MM-DD whatever the
+entry format), other text and notes → text; radio and dropdown → choice; checkbox →
+multi_choice (exported as one `field___code` column of 1/0 per choice); yesno and truefalse →
+boolean; calc → decimal; slider → integer 0-100. Descriptive and file fields hold no value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from biobank.errors import ValidationError
+from biobank.models import PhenotypeType
+from biobank.phenotypes import Spec, parse_value, typed
+
+COLUMNS: dict[str, str] = {
+    "name": "Variable / Field Name",
+    "form": "Form Name",
+    "field_type": "Field Type",
+    "label": "Field Label",
+    "choices": "Choices, Calculations, OR Slider Labels",
+    "note": "Field Note",
+    "validation": "Text Validation Type OR Show Slider Number",
+    "min": "Text Validation Min",
+    "max": "Text Validation Max",
+    "identifier": "Identifier?",
+}
+"""What is read → its header in a data dictionary (the other columns steer data entry)."""
+
+SKIPPED_TYPES = frozenset({"descriptive", "file"})
+CHOICE_TYPES = {"radio": PhenotypeType.choice, "dropdown": PhenotypeType.choice}
+FIXED_TYPES = {
+    "checkbox": PhenotypeType.multi_choice,
+    "yesno": PhenotypeType.boolean,
+    "truefalse": PhenotypeType.boolean,
+    "calc": PhenotypeType.decimal,
+    "slider": PhenotypeType.integer,
+    "notes": PhenotypeType.text,
+    "sql": PhenotypeType.text,  # a dropdown filled by a query: its stored keys, as text
+}
+FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+EVENT_NAME = re.compile(r"^([a-z0-9][a-z0-9_]*?)_arm_\d+$")
+NUMBER_VALIDATION = re.compile(r"^number(_\d+dp)?(_comma_decimal)?$")
+DATE_VALIDATION = re.compile(r"^date_(ymd|mdy|dmy)$")
+SLIDER_RANGE = (0.0, 100.0)
+RANGED_TYPES = (PhenotypeType.integer, PhenotypeType.decimal, PhenotypeType.date)
+TAG = re.compile(r"<[^>]*>")
+LABEL_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class Field:
+    """One variable of the dictionary, as far as its values go."""
+
+    name: str
+    form: str
+    field_type: str
+    label: str
+    value_type: PhenotypeType
+    line: int
+    choices: tuple[tuple[str, str], ...] = ()
+    min_value: float | None = None
+    max_value: float | None = None
+    earliest: date | None = None  # a date field's Text Validation Min
+    latest: date | None = None
+    comma_decimal: bool = False
+    identifier: bool = False
+    note: str | None = None
+
+    @property
+    def spec(self) -> Spec:
+        return Spec(
+            name=self.name,
+            value_type=self.value_type,
+            min_value=self.min_value,
+            max_value=self.max_value,
+            choices=self.choices,
+        )
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The records export's columns of this field."""
+        if self.value_type is PhenotypeType.multi_choice:
+            return tuple(checkbox_column(self.name, code) for code, _ in self.choices)
+        return (self.name,)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A fault of the dictionary: its line, the field (for the header: the column) and the
+    value at fault; the reason names the dictionary's column."""
+
+    line: int | None
+    field: str | None
+    value: str | None
+    reason: str
+
+
+@dataclass
+class Dictionary:
+    fields: dict[str, Field] = field(default_factory=dict)  # in the dictionary's order
+    skipped: list[str] = field(default_factory=list)  # descriptive and file fields
+    faulty: list[str] = field(default_factory=list)  # fields with a problem
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def forms(self) -> set[str]:
+        return {f.form for f in self.fields.values()}
+
+
+def checkbox_column(name: str, code: str) -> str:
+    """REDCap's export column of one checkbox choice: `field___code`, the code lower-cased
+    and anything but letters, digits and '_' written as '_'."""
+    return f"{name}___{re.sub(r'[^a-z0-9_]', '_', code.lower())}"
+
+
+def parse_choices(text: str) -> tuple[tuple[str, str], ...]:
+    """`1, Female | 2, Male` → (("1", "Female"), ("2", "Male")); a label may hold commas."""
+    choices: list[tuple[str, str]] = []
+    for part in text.split("|"):
+        if not part.strip():
+            continue
+        code, comma, label = part.partition(",")
+        code, label = code.strip(), " ".join(label.split())
+        if not comma or not code or not label:
+            raise ValidationError(f"{part.strip()!r} is not 'code, label'")
+        if "|" in code or code in dict(choices):
+            raise ValidationError(f"the choice code {code!r} is given twice")
+        choices.append((code, label))
+    if not choices:
+        raise ValidationError("a choice field lists its choices as 'code, label | code, label'")
+    return tuple(choices)
+
+
+def _key(header: str) -> str:
+    return " ".join(header.split()).casefold()
+
+
+def _plain(text: str) -> str:
+    """A label without REDCap's HTML and piping, single-spaced and short enough to store."""
+    return " ".join(TAG.sub(" ", text).split())[:LABEL_LIMIT]
+
+
+def _bound(text: str, value_type: PhenotypeType) -> float | date | None:
+    if not text:
+        return None
+    if value_type is PhenotypeType.date:
+        if text.casefold() == "today":
+            return None  # the future is refused anyway
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            raise ValidationError(f"{text!r} is not a date (YYYY-MM-DD) or 'today'") from None
+    try:
+        return float(text.replace(",", "."))
+    except ValueError:
+        raise ValidationError(f"{text!r} is not a number") from None
+
+
+def _value_type(field_type: str, validation: str) -> PhenotypeType:
+    if field_type in CHOICE_TYPES:
+        return CHOICE_TYPES[field_type]
+    if field_type in FIXED_TYPES:
+        return FIXED_TYPES[field_type]
+    if field_type != "text":
+        known = ", ".join(sorted({"text", *CHOICE_TYPES, *FIXED_TYPES, *SKIPPED_TYPES}))
+        raise ValidationError(f"unknown field type {field_type!r} (known: {known})")
+    if validation == "integer":
+        return PhenotypeType.integer
+    if NUMBER_VALIDATION.match(validation):
+        return PhenotypeType.decimal
+    if DATE_VALIDATION.match(validation):
+        return PhenotypeType.date
+    return PhenotypeType.text  # email, phone, time, datetime…: kept as written
+
+
+def read_dictionary(records: Iterable[tuple[int, list[str]]]) -> Dictionary:
+    """The fields of a data dictionary given as (line, cells), header first; every fault of
+    the file is a `Problem` in the result, none raised."""
+    result = Dictionary()
+    rows = iter(records)
+    header = next(rows, None)
+    if header is None:
+        result.problems.append(Problem(None, None, None, "the data dictionary is empty"))
+        return result
+    line, cells = header
+    keys = [_key(c) for c in cells]
+    index: dict[str, int] = {}
+    for name, title in COLUMNS.items():
+        if _key(title) in keys:
+            index[name] = keys.index(_key(title))
+        else:
+            result.problems.append(Problem(line, title, None, f"no column {title!r}"))
+    if result.problems:
+        return result
+    for line, cells in rows:
+        _read_field(
+            result, line, {n: cells[i].strip() if i < len(cells) else "" for n, i in index.items()}
+        )
+    return result
+
+
+def _read_field(result: Dictionary, line: int, cell: Mapping[str, str]) -> None:
+    name, field_type = cell["name"], cell["field_type"].lower()
+
+    def problem(column: str, value: str, reason: str) -> None:
+        result.problems.append(Problem(line, name or None, value, f"{COLUMNS[column]}: {reason}"))
+        if name:
+            result.faulty.append(name)
+
+    if not FIELD_NAME.match(name) or len(name) > 64:
+        return problem("name", name, "a field name is 1-64 of a-z, 0-9 and '_', from a letter")
+    if name in result.fields or name in result.skipped:
+        return problem("name", name, "the field is listed twice")
+    if not cell["form"]:
+        return problem("form", "", "the field has no form")
+    if field_type in SKIPPED_TYPES:
+        result.skipped.append(name)
+        return None
+    validation = cell["validation"].lower() if field_type == "text" else ""
+    try:
+        value_type = _value_type(field_type, validation)
+    except ValidationError as error:
+        return problem("field_type", cell["field_type"], error.message)
+    choices: tuple[tuple[str, str], ...] = ()
+    if field_type in CHOICE_TYPES or field_type == "checkbox":
+        try:
+            choices = parse_choices(cell["choices"])
+        except ValidationError as error:
+            return problem("choices", cell["choices"], error.message)
+    bounds: list[Any] = [None, None]
+    if field_type in ("text", "slider") and value_type in RANGED_TYPES:  # not times, emails…
+        for at, side in enumerate(("min", "max")):
+            try:
+                bounds[at] = _bound(cell[side], value_type)
+            except ValidationError as error:
+                return problem(side, cell[side], error.message)
+    low, high = bounds
+    if field_type == "slider":
+        low, high = (
+            (SLIDER_RANGE[0] if low is None else low),
+            (SLIDER_RANGE[1] if high is None else high),
+        )
+    if low is not None and high is not None and low > high:
+        return problem(
+            "min", cell["min"], f"the minimum {cell['min']} is above the maximum {cell['max']}"
+        )
+    dated = value_type is PhenotypeType.date
+    result.fields[name] = Field(
+        name=name,
+        form=cell["form"].lower(),
+        field_type=field_type,
+        label=_plain(cell["label"]) or name,
+        value_type=value_type,
+        line=line,
+        choices=choices,
+        min_value=None if dated else low,
+        max_value=None if dated else high,
+        earliest=low if dated else None,
+        latest=high if dated else None,
+        comma_decimal=validation.endswith("_comma_decimal"),
+        identifier=cell["identifier"].lower() == "y",
+        note=_plain(cell["note"]) or None,
+    )
+    return None
+
+
+def read_cell(field: Field, raw: str) -> Any:
+    """One cell of a raw export as Python (int, float, bool, date, text, or a choice code),
+    checked against the field; ValidationError names the field and the value."""
+    raw = raw.strip()
+    if field.value_type is PhenotypeType.choice and raw in dict(field.choices):
+        return raw  # a raw export writes codes; a code that is another choice's label is a code
+    if field.comma_decimal:
+        raw = raw.replace(",", ".")
+    spec = field.spec
+    value = typed(spec, parse_value(spec, raw))
+    if isinstance(value, date):
+        if field.earliest is not None and value < field.earliest:
+            raise ValidationError(
+                f"{field.name}: {value} is before the earliest {field.earliest}",
+                field=field.name,
+                value=raw,
+            )
+        if field.latest is not None and value > field.latest:
+            raise ValidationError(
+                f"{field.name}: {value} is after the latest {field.latest}",
+                field=field.name,
+                value=raw,
+            )
+    return value
+
+
+def read_checkboxes(field: Field, cells: Mapping[str, str]) -> list[str]:
+    """The codes ticked, from each choice's `field___code` cell (1/0; empty: not exported)."""
+    ticked = []
+    for code, _ in field.choices:
+        column = checkbox_column(field.name, code)
+        raw = cells.get(column, "").strip()
+        if raw not in ("", "0", "1"):
+            raise ValidationError(
+                f"{column}: {raw!r} is not 1 (ticked) or 0", field=column, value=raw
+            )
+        if raw == "1":
+            ticked.append(code)
+    return ticked
+
+
+def event_name(raw: str) -> str:
+    """The event of a unique event name without its arm: `month_6_arm_1` → `month_6`."""
+    found = EVENT_NAME.match(raw.strip())
+    if found is None:
+        raise ValidationError(
+            f"{raw!r} is not a REDCap event name like baseline_arm_1",
+            field="redcap_event_name",
+            value=raw,
+        )
+    return found.group(1)

@@ -1,0 +1,611 @@
+"""Importing a REDCap project (data dictionary + raw longitudinal export): participants, visits,
+phenotype values, consent and identity; every fault reported and nothing written when any row
+is faulty; the same files again change nothing; a changed value is changed and audited."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from biobank.cli import app
+from biobank.db import uow
+from biobank.errors import PermissionDenied, ValidationError
+from biobank.models import Role
+from biobank.services import (
+    audit,
+    consent,
+    consent_checks,
+    participants,
+    phenotypes,
+    redcap_import,
+    studies,
+)
+from biobank.services.redcap_import import Counts
+
+DATA = Path(__file__).parent / "data" / "redcap"
+DICTIONARY = DATA / "redcap_data_dictionary.csv"  # the samples, as the registry gave them
+RECORDS = DATA / "redcap_records.csv"
+EXTRA_DICTIONARY = DATA / "extra_dictionary.csv"  # every other field type, another mapping
+EXTRA_RECORDS = DATA / "extra_records.csv"
+EXTRA_MAPPING = DATA / "extra_mapping.toml"
+NOT_VARIABLES = {"record_id", "redcap_event_name", "mrn", "sex", "birth_year", "visit_date"}
+CONSENT = {
+    "consent_future": "FUTURE_RESEARCH",
+    "consent_genetic": "GENETIC",
+    "consent_commercial": "COMMERCIAL",
+    "consent_share": "DATA_SHARING",
+    "consent_recontact": "RECONTACT",
+}
+
+
+@pytest.fixture
+def study(engine, admin):
+    with uow(engine) as session:
+        studies.add_study(session, actor=admin, code="SLE", title="Lupus registry")
+
+
+def _rows(path: Path = RECORDS) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def _write(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as file:
+        writer = csv.DictWriter(file, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _row(rows: list[dict[str, str]], code: str, event: str) -> int:
+    """The index of a record's event row (its data row number is one more)."""
+    return next(
+        i for i, r in enumerate(rows) if (r["record_id"], r["redcap_event_name"]) == (code, event)
+    )
+
+
+def _variable_cells(rows: list[dict[str, str]]) -> int:
+    """The values the sample holds: the filled cells of fields that are phenotype variables."""
+    skip = NOT_VARIABLES | {"consent_version", "consent_date", *CONSENT}
+    return sum(1 for r in rows for name, cell in r.items() if name not in skip and cell)
+
+
+def _check(engine, actor, records=RECORDS, **options) -> redcap_import.RedcapReport:
+    with uow(engine, readonly=True) as session:
+        return redcap_import.check_redcap(
+            session,
+            actor=actor,
+            dictionary=options.pop("dictionary", DICTIONARY),
+            records=records,
+            **options,
+        ).report
+
+
+def _import(engine, actor, records=RECORDS, **options) -> redcap_import.RedcapReport:
+    with uow(engine) as session:
+        plan = redcap_import.check_redcap(
+            session,
+            actor=actor,
+            dictionary=options.pop("dictionary", DICTIONARY),
+            records=records,
+            **options,
+        )
+        assert plan.report.faults == [], plan.report.faults[:5]
+        return redcap_import.write_redcap(session, actor=actor, plan=plan)
+
+
+def _tables(engine) -> list[str]:
+    return [t for t in sa.inspect(engine).get_table_names() if t != "alembic_version"]
+
+
+def _state(engine) -> tuple[dict[str, int], str]:
+    """Every table's row count and the audit chain's tail."""
+    tables = _tables(engine)
+    with engine.connect() as connection:
+        counts = {
+            t: connection.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one() for t in tables
+        }
+        tail = connection.execute(
+            sa.text("SELECT hash FROM audit_entry ORDER BY id DESC LIMIT 1")
+        ).scalar_one()
+    return counts, tail
+
+
+def _audit_since(engine, last_id: int) -> list[tuple[str, dict | None, dict | None]]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text("SELECT action, before, after FROM audit_entry WHERE id > :id ORDER BY id"),
+            {"id": last_id},
+        ).all()
+    return [(a, json.loads(b) if b else None, json.loads(c) if c else None) for a, b, c in rows]
+
+
+def _last_audit_id(engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(sa.text("SELECT max(id) FROM audit_entry")).scalar_one()
+
+
+# --- The samples ---------------------------------------------------------------------------
+
+
+def test_the_samples_import(engine, admin, study):
+    rows = _rows()
+    codes = {r["record_id"] for r in rows}
+    signed = [r for r in rows if r["consent_version"]]
+    last = _last_audit_id(engine)
+    report = _import(engine, admin)
+
+    assert (report.rows, report.fault_count, report.notices) == (len(rows), 0, [])
+    assert report.participants == Counts(added=len(codes))
+    assert report.identities == Counts(added=len(codes))
+    assert report.visits == Counts(added=len(rows))
+    assert report.variables == Counts(unchanged=18)  # all in the lupus core: matched
+    assert report.values == Counts(added=_variable_cells(rows))
+    assert report.consents == Counts(added=len(signed))
+    assert report.documents == ["SLE-REGISTRY v2.1", "SLE-REGISTRY v3.0"]
+    counts, _ = _state(engine)
+    assert counts["participant"] == counts["participant_identity"] == len(codes) == 24
+    assert Counter(action for action, _, _ in _audit_since(engine, last)) == {
+        "participant.add": 24,
+        "participant_identity.add": 24,
+        "visit.add": len(rows),
+        "phenotype_value.add": report.values.added,
+        "consent_document.add": 2,
+        "consent.sign": len(signed),
+    }
+    assert counts["visit"] == len(rows) and counts["phenotype_value"] == report.values.added
+    assert counts["participant_consent"] == len(signed)
+    assert counts["consent_answer"] == len(signed) * 5
+
+    with uow(engine, readonly=True) as session:
+        first = participants.show_participant(session, actor=admin, code="SLE0001")
+        documents = consent.list_documents(session, actor=admin)
+        values = phenotypes.participant_phenotypes(session, actor=admin, participant="SLE0012")
+        nephritis = phenotypes.participant_phenotypes(session, actor=admin, participant="SLE0020")
+        status = consent.consent_status(session, actor=admin, participant="SLE0017")
+        assert audit.verify_chain(session, actor=admin).entries == counts["audit_entry"]
+    assert (first.sex, first.birth_year) == ("male", 1970)
+    assert [(v.label, v.visit_date) for v in first.visits] == [
+        ("baseline", date(2017, 4, 28)),
+        ("month 6", date(2017, 10, 24)),
+        ("month 12", date(2018, 4, 25)),
+    ]
+    for version in ("v2.1", "v3.0"):
+        document = next(d for d in documents if d.version == version)
+        earliest = min(r["consent_date"] for r in signed if r["consent_version"] == version)
+        assert document.effective_on == date.fromisoformat(earliest)
+        assert document.statements == list(CONSENT.values())
+    by_name = {(v.variable, v.visit): v for v in values}
+    # REDCap codes become the lupus core's codes, matched by label: 6 "More than one", 4 "IV"
+    assert by_name["race", None].value == "multiple" and by_name["ethnicity", None].value == "yes"
+    assert by_name["dx_date", None].value == date(2006, 10, 11)
+    assert by_name["ln_class", "baseline"].value == "IV"
+    assert by_name["ln_biopsy", "baseline"].value is True
+    assert by_name["upcr", "baseline"].value == 0.274
+    assert by_name["sledai2k", "baseline"].observed_on == date(2016, 8, 14)
+    assert by_name["sledai2k", "baseline"].source == "redcap"
+    assert {(v.variable, v.visit): v.value for v in nephritis}["ln_class", "baseline"] == "IV+V"
+    assert status.signatures[0].version == "v3.0"
+    assert status.signatures[0].answers == {
+        "FUTURE_RESEARCH": True,
+        "GENETIC": False,
+        "COMMERCIAL": True,
+        "DATA_SHARING": True,
+        "RECONTACT": True,
+    }
+
+
+def test_mrns_are_only_in_the_identity_table(engine, admin, study):
+    mrns = {r["mrn"] for r in _rows() if r["mrn"]}
+    _import(engine, admin)
+    tables = _tables(engine)
+    with engine.connect() as connection:
+        stored = set(connection.execute(sa.text("SELECT mrn FROM participant_identity")).scalars())
+        assert stored == mrns
+        for table in tables:
+            if table in ("participant_identity", "audit_entry"):
+                continue
+            for row in connection.execute(sa.text(f"SELECT * FROM {table}")):
+                cells = " ".join(str(cell) for cell in row)
+                assert not [m for m in mrns if m in cells], (table, row)
+        entries = connection.execute(
+            sa.text("SELECT entity, action, before, after, reason FROM audit_entry")
+        ).all()
+    # The audit trail (admins only) snapshots the identity rows it records, and nothing else
+    holding = [e for e in entries if any(m in " ".join(map(str, e[2:])) for m in mrns)]
+    assert sorted((e.entity, e.action) for e in holding) == [
+        ("participant_identity", "participant_identity.add")
+    ] * len(mrns)
+
+
+def test_consent_as_of_after_the_import(engine, admin, study):
+    _import(engine, admin)
+    with uow(engine, readonly=True) as session:
+        ids = {
+            p.code: p.id for p in participants.list_participants(session, actor=admin, limit=100)
+        }
+
+        def decision(code: str, use: str, as_of: date):
+            return consent_checks.consent_decisions(
+                session, participant_ids=[ids[code]], uses=[use], as_of=as_of
+            )[ids[code]]
+
+        refused = decision("SLE0017", "GENETIC", date(2024, 1, 1))  # answered 0
+        assert not refused.allowed and refused.denied == {"GENETIC": "refused"}
+        assert decision("SLE0001", "GENETIC", date(2024, 1, 1)).allowed
+        assert decision("SLE0001", "COMMERCIAL", date(2024, 1, 1)).denied == {
+            "COMMERCIAL": "refused"
+        }
+        before = decision("SLE0001", "GENETIC", date(2017, 4, 27))  # the day before signing
+        assert before.denied == {"GENETIC": "not_asked"}
+
+
+# --- Again, and changed ---------------------------------------------------------------------
+
+
+def test_a_dry_run_and_a_second_import_change_nothing(engine, admin, study):
+    empty = _state(engine)
+    dry = _check(engine, admin)
+    assert _state(engine) == empty
+    first = _import(engine, admin)
+    assert dry == first  # the check says what the import then does
+    imported = _state(engine)
+    again = _import(engine, admin)
+    assert _state(engine) == imported
+    total = first.values.added
+    assert again.values == Counts(unchanged=total) and again.documents == []
+    assert again.participants == again.identities == Counts(unchanged=24)
+    assert again.visits == Counts(unchanged=47) and again.consents == Counts(unchanged=24)
+
+
+def test_a_changed_value_changes_that_value_and_one_audit_entry(engine, admin, study, tmp_path):
+    _import(engine, admin)
+    rows = _rows()
+    at = _row(rows, "SLE0002", "month_6_arm_1")
+    assert rows[at]["sledai2k"] == "0"
+    rows[at]["sledai2k"] = "4"
+    counts, _ = _state(engine)
+    last = _last_audit_id(engine)
+    report = _import(engine, admin, _write(tmp_path / "changed.csv", rows))
+    assert report.values == Counts(changed=1, unchanged=_variable_cells(rows) - 1)
+    assert report.participants == Counts(unchanged=24) and report.visits == Counts(unchanged=47)
+    after_counts, _ = _state(engine)
+    assert after_counts == counts | {"audit_entry": counts["audit_entry"] + 1}
+    [(action, before, after)] = _audit_since(engine, last)
+    assert action == "phenotype_value.change"
+    assert (before["value_number"], after["value_number"]) == (0, 4)
+    assert (after["participant"], after["variable"], after["visit"]) == (
+        "SLE0002",
+        "sledai2k",
+        "month 6",
+    )
+    with uow(engine, readonly=True) as session:
+        values = phenotypes.participant_phenotypes(session, actor=admin, participant="SLE0002")
+    assert {(v.variable, v.visit): v.value for v in values}["sledai2k", "month 6"] == 4
+
+
+def test_changed_dates_sex_and_mrn_are_updated_and_audited(engine, admin, study, tmp_path):
+    _import(engine, admin)
+    rows = _rows()
+    baseline, month_6 = (
+        _row(rows, "SLE0001", "baseline_arm_1"),
+        _row(rows, "SLE0001", "month_6_arm_1"),
+    )
+    rows[month_6]["visit_date"] = "2017-10-31"
+    rows[baseline]["sex"], rows[baseline]["mrn"] = "1", "53464098"
+    last = _last_audit_id(engine)
+    report = _import(engine, admin, _write(tmp_path / "changed.csv", rows))
+    assert report.visits == Counts(changed=1, unchanged=46)
+    assert report.participants == Counts(changed=1, unchanged=23)
+    assert report.identities == Counts(changed=1, unchanged=23)
+    assert report.values == Counts(unchanged=_variable_cells(rows))
+    entries = _audit_since(engine, last)
+    month_6_values = sum(
+        1 for name, cell in rows[month_6].items() if cell and name not in NOT_VARIABLES
+    )
+    assert Counter(action for action, _, _ in entries) == {
+        "participant.change": 1,
+        "participant_identity.change": 1,
+        "visit.change": 1,
+        "phenotype_value.change": month_6_values,  # observed on the visit's new date
+    }
+    visit = next(e for e in entries if e[0] == "visit.change")
+    assert (visit[1]["visit_date"], visit[2]["visit_date"]) == ("2017-10-24", "2017-10-31")
+    with uow(engine, readonly=True) as session:
+        person = participants.show_participant(
+            session, actor=admin, code="SLE0001", with_identity=True
+        )
+        values = phenotypes.participant_phenotypes(session, actor=admin, participant="SLE0001")
+    assert (person.sex, person.identity.mrn) == ("female", "53464098")
+    assert {v.observed_on for v in values if v.visit == "month 6"} == {date(2017, 10, 31)}
+
+
+def test_a_signed_consent_is_not_changed_by_an_import(engine, admin, study, tmp_path):
+    _import(engine, admin)
+    rows = _rows()
+    at = _row(rows, "SLE0017", "baseline_arm_1")
+    rows[at]["consent_genetic"] = "1"
+    state = _state(engine)
+    report = _check(engine, admin, _write(tmp_path / "changed.csv", rows))
+    [fault] = report.faults
+    assert (fault.row, fault.column, fault.value) == (at + 1, "consent_genetic", "1")
+    assert "SLE-REGISTRY v3.0 signed 2017-06-27 is recorded with other answers" in fault.reason
+    assert _state(engine) == state
+
+
+# --- Faults ----------------------------------------------------------------------------------
+
+
+def test_every_faulty_row_is_reported_and_nothing_is_imported(engine, admin, study, tmp_path):
+    rows = _rows()
+    expected = []
+
+    def spoil(code: str, event: str, name: str, value: str) -> None:
+        at = _row(rows, code, event)
+        rows[at][name] = value
+        expected.append((at + 1, at + 2, name, value))
+
+    spoil("SLE0002", "baseline_arm_1", "sledai2k", "106")  # above the maximum 105
+    spoil("SLE0003", "baseline_arm_1", "race", "9")  # no such choice
+    spoil("SLE0004", "baseline_arm_1", "visit_date", "2017-02-30")  # no such day
+    spoil("SLE0005", "month_6_arm_1", "pga", "high")  # not a number
+    spoil("SLE0010", "month_6_arm_1", "redcap_event_name", "month6")  # no arm
+    spoil("SLE0011", "month_6_arm_1", "record_id", "")  # no record ID
+    rows.append(dict(rows[_row(rows, "SLE0012", "baseline_arm_1")]))  # the same record and event
+    expected.append((len(rows), len(rows) + 1, "redcap_event_name", "baseline_arm_1"))
+    for r in rows:
+        r["favourite_colour"] = "blue"  # a field the dictionary does not have
+    expected.append((None, 1, "favourite_colour", "favourite_colour"))
+    faulty = _write(tmp_path / "faulty.csv", rows)
+    state = _state(engine)
+
+    with uow(engine) as session:
+        plan = redcap_import.check_redcap(
+            session, actor=admin, dictionary=DICTIONARY, records=faulty
+        )
+        with pytest.raises(ValidationError, match="nothing was imported"):
+            redcap_import.write_redcap(session, actor=admin, plan=plan)
+    report = plan.report
+    found = [(f.row, f.line, f.column, f.value) for f in report.faults]
+    assert sorted(found, key=str) == sorted(expected, key=str)
+    assert (report.fault_count, report.faulty_rows, report.rows) == (8, 7, len(rows))
+    reasons = {f.column: f.reason for f in report.faults}
+    assert reasons["sledai2k"] == "sledai2k: 106 is above the maximum 105"
+    assert reasons["race"].startswith("race: '9' is not one of the choices: 1 (White),")
+    assert reasons["visit_date"] == "visit_date: '2017-02-30' is not a date (YYYY-MM-DD)"
+    assert reasons["pga"] == "pga: 'high' is not a number"
+    assert reasons["record_id"] == "a record ID is required"
+    assert reasons["favourite_colour"] == "not a field of the data dictionary"
+    by_row = {f.row: f.reason for f in report.faults}
+    month6 = _row(rows, "SLE0010", "month6") + 1
+    assert by_row[month6].startswith("'month6' is not a REDCap event name like baseline_arm_1")
+    first = _row(rows, "SLE0012", "baseline_arm_1") + 1
+    assert by_row[len(rows)] == f"row {first} has the same record and event (SLE0012, baseline)"
+    assert _state(engine) == state
+
+
+def test_dictionary_faults_name_the_line_field_and_value(engine, admin, study, tmp_path):
+    text = DICTIONARY.read_text(encoding="utf-8")
+    text = text.replace("SLEDAI-2K,,,integer,0,105", "SLEDAI-2K,,,,,")  # text, not integer
+    text = text.replace('"1, White | 2, Black', '"1, White | 8, Martian | 2, Black')
+    text = text.replace("ln_biopsy,visit,,yesno", "ln_biopsy,visit,,fancy")
+    text = text.replace("Visit date,,,date_ymd", "Visit date,,,")
+    text += 'hcq_split,visit,,dropdown,Split dose,"1, Once | 1, Twice",,,,,,,,,,,,\n'
+    dictionary = tmp_path / "dictionary.csv"
+    dictionary.write_text(text, encoding="utf-8")
+    report = _check(engine, admin, dictionary=dictionary)
+    assert {f.file for f in report.faults} == {"dictionary.csv"}
+    assert [(f.line, f.column, f.value, f.reason) for f in report.faults] == [
+        (
+            6,
+            "race",
+            "8, Martian",
+            "race: the choice 8, Martian is none of the variable's (white (White), black (Black "
+            "or African American), asian (Asian), aian (American Indian or Alaska Native), nhpi "
+            "(Native Hawaiian or Other Pacific Islander), multiple (More than one), unknown "
+            "(Unknown))",
+        ),
+        (
+            11,
+            "visit_date",
+            "text",
+            "visit_date (visit_date in the mapping) must be of type date, not text",
+        ),
+        (
+            12,
+            "sledai2k",
+            "text",
+            "the variable sledai2k is of type integer here; the dictionary makes it text",
+        ),
+        (
+            18,
+            "ln_biopsy",
+            "fancy",
+            "Field Type: unknown field type 'fancy' (known: calc, checkbox, descriptive, "
+            "dropdown, file, notes, radio, slider, sql, text, truefalse, yesno)",
+        ),
+        (
+            32,
+            "hcq_split",
+            "1, Once | 1, Twice",
+            "Choices, Calculations, OR Slider Labels: the choice code '1' is given twice",
+        ),
+    ]
+    assert report.notices == ["the records were not checked: fix the faults above first"]
+
+
+def test_faults_of_identifiers_do_not_show_them(engine, admin, study, tmp_path):
+    rows = _rows()
+    first, second = _row(rows, "SLE0001", "baseline_arm_1"), _row(rows, "SLE0002", "baseline_arm_1")
+    rows[second]["mrn"] = rows[first]["mrn"]
+    report = _check(engine, admin, _write(tmp_path / "same_mrn.csv", rows))
+    assert [(f.row, f.column, f.value, f.reason) for f in report.faults] == [
+        (second + 1, "mrn", "(hidden)", "record SLE0001 has the same MRN")
+    ]
+    assert rows[first]["mrn"] not in report.model_dump_json()
+
+
+def test_a_participant_of_another_study_is_a_fault(engine, admin, study):
+    _import(engine, admin)
+    with uow(engine) as session:
+        studies.add_study(session, actor=admin, code="OTHER", title="Another")
+    report = _check(engine, admin, study="OTHER")
+    assert report.faulty_rows == report.rows == 47
+    assert report.faults[0].reason == "participant SLE0001 is in study SLE, not OTHER"
+    with pytest.raises(ValidationError, match="--study"):
+        _check(engine, admin)  # two studies: name one
+
+
+def test_only_an_admin_imports(engine, actors, study):
+    with pytest.raises(PermissionDenied):
+        _check(engine, actors[Role.technician])
+
+
+# --- Other field types and another mapping -------------------------------------------------
+
+
+def test_other_field_types_become_variables(engine, admin, study):
+    mapping = redcap_import.redcap_mapping(EXTRA_MAPPING)
+    report = _import(engine, admin, EXTRA_RECORDS, dictionary=EXTRA_DICTIONARY, mapping=mapping)
+    assert report.notices == ["fields without values (descriptive, file): intro, signed_form"]
+    assert report.variables == Counts(added=5)
+    assert report.participants == report.identities == Counts(added=2)
+    assert report.visits == Counts(added=3) and report.consents == Counts()
+    with uow(engine, readonly=True) as session:
+        made = {
+            v.name: v
+            for v in phenotypes.list_variables(session, actor=admin)
+            if v.name in ("smoking", "symptoms", "fatigue", "bmi", "comments")
+        }
+        first = participants.show_participant(
+            session, actor=admin, code="EX-001", with_identity=True
+        )
+        second = participants.show_participant(
+            session, actor=admin, code="EX-002", with_identity=True
+        )
+        values = phenotypes.participant_phenotypes(session, actor=admin, participant="EX-001")
+    assert {n: (v.value_type, v.scope) for n, v in made.items()} == {
+        "smoking": ("choice", "participant"),
+        "symptoms": ("multi_choice", "visit"),
+        "fatigue": ("integer", "visit"),
+        "bmi": ("decimal", "visit"),
+        "comments": ("text", "visit"),
+    }
+    assert (made["fatigue"].min_value, made["fatigue"].max_value) == (0, 100)
+    assert made["bmi"].label == "Body mass index" and made["bmi"].description == "kg/m2"
+    assert made["smoking"].choices[1] == {"code": "1", "label": "Former"}
+    assert (first.sex, first.birth_year, second.sex) == ("female", 1980, "male")
+    assert [(v.label, v.visit_date) for v in first.visits] == [
+        ("screening", date(2023, 1, 10)),
+        ("week 4", date(2023, 2, 7)),
+    ]
+    assert second.visits[0].label == "screening"  # arm 2's screening, by [visit_labels]
+    assert first.identity.other == {"zip_code": "02139"}  # an identifier, kept as written
+    assert first.identity.mrn is None
+    by_name = {(v.variable, v.visit): v.value for v in values}
+    assert by_name == {
+        ("smoking", None): "1",
+        ("symptoms", "screening"): ["1", "3"],
+        ("fatigue", "screening"): 35,
+        ("bmi", "screening"): 24.2,
+        ("comments", "screening"): "Feels well, some rash",
+        ("fatigue", "week 4"): 60,  # no box ticked: no value
+    }
+    tables = _tables(engine)
+    with engine.connect() as connection:
+        for table in tables:
+            if table not in ("participant_identity", "audit_entry"):
+                for row in connection.execute(sa.text(f"SELECT * FROM {table}")):
+                    assert "02139" not in " ".join(map(str, row)), table
+    again = _import(engine, admin, EXTRA_RECORDS, dictionary=EXTRA_DICTIONARY, mapping=mapping)
+    assert again.variables == Counts(unchanged=5) and again.values.added == 0
+
+
+def test_a_bad_mapping_is_refused(tmp_path):
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text('record_id = "id"\nvisit_dates = "seen"\n', encoding="utf-8")
+    with pytest.raises(ValidationError, match=r"wrong\.toml: visit_dates is not a setting"):
+        redcap_import.redcap_mapping(wrong)
+    wrong.write_text('[identity]\nssn = "ssn"\n', encoding="utf-8")
+    with pytest.raises(ValidationError, match=r"identity\.ssn is not an identity column"):
+        redcap_import.redcap_mapping(wrong)
+    wrong.write_text('sex = "record_id"\n', encoding="utf-8")
+    with pytest.raises(ValidationError, match="names the field record_id for two things"):
+        redcap_import.redcap_mapping(wrong)
+
+
+# --- The command line ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(monkeypatch, empty_db_url):
+    monkeypatch.setenv("BIOBANK_DATABASE_URL", empty_db_url)
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0):
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
+        return result
+
+    run("db", "upgrade")
+    run("study", "add", "SLE", "--title", "Lupus registry")
+    return run
+
+
+def test_cli_dry_run_import_and_again(cli):
+    files = ("--dictionary", DICTIONARY, "--records", RECORDS)
+    dry = json.loads(cli("import", "redcap", *files, "--dry-run", "--json").stdout)
+    assert dry["dry_run"] and dry["participants"]["added"] == 24
+    assert dry["documents"] == ["SLE-REGISTRY v2.1", "SLE-REGISTRY v3.0"]
+    assert json.loads(cli("participant", "list", "--json").stdout) == []
+    done = cli("import", "redcap", *files, "--study", "SLE")
+    assert done.stdout == "" and "importing" in done.stderr  # the progress bar, on stderr
+    assert "redcap_records.csv: all 47 rows imported" in done.stderr
+    assert "consent document SLE-REGISTRY v3.0: created" in done.stderr
+    again = json.loads(cli("import", "redcap", *files, "--json").stdout)
+    assert again["values"]["added"] == again["values"]["changed"] == 0
+    assert "chain intact" in cli("audit", "verify").stderr
+
+
+def test_cli_lists_the_faults_and_imports_nothing(cli, tmp_path):
+    rows = _rows()
+    rows[_row(rows, "SLE0002", "baseline_arm_1")]["sledai2k"] = "106"
+    rows[_row(rows, "SLE0005", "month_6_arm_1")]["pga"] = "high"
+    faulty = _write(tmp_path / "faulty.csv", rows)
+    result = cli("import", "redcap", "--dictionary", DICTIONARY, "--records", faulty, code=2)
+    header, *lines = result.stdout.splitlines()
+    assert header.split() == ["FILE", "ROW", "LINE", "FIELD", "VALUE", "REASON"]
+    assert lines[0].split()[:5] == ["faulty.csv", "4", "5", "sledai2k", "106"]
+    assert lines[1].split()[:5] == ["faulty.csv", "9", "10", "pga", "high"]
+    assert "2 faulty (2 faults in all); nothing was imported" in result.stderr
+    assert json.loads(cli("participant", "list", "--json").stdout) == []
+    mapped = cli(
+        "import", "redcap", "--dictionary", EXTRA_DICTIONARY, "--records", EXTRA_RECORDS,
+        "--mapping", EXTRA_MAPPING, "--dry-run",
+    )  # fmt: skip
+    assert "all 3 rows checked; dry run" in mapped.stderr
+
+
+def test_the_installed_command(tmp_path):
+    biobank = Path(sys.executable).parent / "biobank"
+    env = {**os.environ, "BIOBANK_DATABASE_URL": f"sqlite:///{tmp_path / 'redcap.db'}"}
+
+    def run(*args) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [biobank, *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+        )
+
+    assert run("study", "add", "SLE", "--title", "Lupus registry").returncode == 0
+    done = run("import", "redcap", "--dictionary", DICTIONARY, "--records", RECORDS, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["participants"]["added"] == 24 and report["visits"]["added"] == 47
+    assert "Traceback" not in done.stderr
