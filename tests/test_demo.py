@@ -180,10 +180,7 @@ def test_everyone_consents_and_a_few_withdraw_after_their_tubes_were_stored(engi
     assert 0.6 < sum(d.allowed for d in genetic.values()) / len(genetic) < 0.97
     states = Counter(d.statuses["GENETIC"].state for d in genetic.values())
     assert states[StatementState.refused] and states[StatementState.withdrawn]
-    # Version 2.1 did not ask about recontact: its signers who never signed 3.0 were not asked.
-    assert any(
-        d.statuses["RECONTACT"].state is StatementState.not_asked for d in recontact.values()
-    )
+    assert any(d.statuses["RECONTACT"].state is StatementState.refused for d in recontact.values())
 
 
 def test_every_phenotype_value_fits_the_dictionary_and_looks_like_lupus(engine, admin):

@@ -132,7 +132,9 @@ def demo(
         return
     message(
         f"demo cohort loaded: study {summary.study}, {summary.participants} participants, "
-        f"{summary.visits} visits, {summary.specimens} specimens; {sign_in_hint()}"
+        f"{summary.visits} visits, {summary.specimens} specimens, {summary.consents} signed "
+        f"consents ({summary.withdrawals} withdrawals), {summary.phenotype_values} phenotype "
+        f"values; {sign_in_hint()}"
     )
 
 

@@ -196,11 +196,17 @@ def list_statements(session: Session, *, actor: Actor) -> list[StatementRead]:
     return [StatementRead(code=r.code, text=r.text) for r in rows]
 
 
+def document_version(text: str) -> str:
+    """Versions are compared as written, but "v2.1" and "2.1" name one version."""
+    text = text.strip()
+    return text[1:] if len(text) > 1 and text[0] in "vV" and text[1].isdigit() else text
+
+
 def _document(session: Session, code: str, version: str) -> ConsentDocument:
     row = session.exec(
         select(ConsentDocument).where(
             ConsentDocument.code == code.strip().upper(),
-            ConsentDocument.version == version.strip(),
+            ConsentDocument.version == document_version(version),
         )
     ).first()
     if row is None:
@@ -246,7 +252,7 @@ def add_document(
 ) -> DocumentRead:
     """A version of a consent form and the statements it asks, in order."""
     require(actor, Permission.manage_consent)
-    code, version = code.strip().upper(), version.strip()
+    code, version = code.strip().upper(), document_version(version)
     if not STATEMENT_CODE.match(code.replace("-", "_")):
         raise ValidationError(
             "a document code is 2-64 of A-Z, 0-9, '_' and '-'", field="code", value=code

@@ -55,14 +55,12 @@ FAMILY = (
     "Silva", "Chen", "Mensah", "Lopez", "Ivanova", "Brown", "Tanaka", "Diaz", "Cohen",
 )  # fmt: skip
 CONSENT_DOCUMENT = "SLE-REGISTRY"
-CONSENT_VERSIONS = (
-    ("2.1", date(2015, 1, 1), ("FUTURE_RESEARCH", "GENETIC", "COMMERCIAL", "DATA_SHARING")),
-    (
-        "3.0",
-        date(2018, 1, 1),
-        ("FUTURE_RESEARCH", "GENETIC", "COMMERCIAL", "DATA_SHARING", "RECONTACT"),
-    ),
-)
+# The registry's two forms as its REDCap project records them (both ask all five), so a
+# demo database takes the sample REDCap export without conflict.
+_STATEMENTS = ("FUTURE_RESEARCH", "GENETIC", "COMMERCIAL", "DATA_SHARING", "RECONTACT")
+CONSENT_VERSIONS = (("2.1", date(2015, 1, 1), _STATEMENTS), ("3.0", date(2017, 1, 1), _STATEMENTS))
+# Clinics used up the old forms: new enrolments signed 3.0 only from this day.
+NEW_FORM_FROM = date(2018, 1, 1)
 YES_RATES = {
     "FUTURE_RESEARCH": 0.98, "GENETIC": 0.85, "COMMERCIAL": 0.55, "DATA_SHARING": 0.80,
     "RECONTACT": 0.75,
@@ -263,11 +261,13 @@ def _sign(
     documents: list[DocumentRead],
     day: date,
 ) -> DocumentRead | None:
-    """Sign the version in effect on `day`; someone signing again mostly answers as before."""
+    """Sign at enrolment the form the clinic used that day (the old one until NEW_FORM_FROM),
+    or again, the newest; someone signing again mostly answers as before."""
     in_effect = [d for d in documents if d.effective_on <= day]
     if not in_effect or day > date.today():
         return None
-    form = in_effect[-1]
+    first = not member.answers
+    form = in_effect[0] if first and day < NEW_FORM_FROM else in_effect[-1]
     answers = {}
     for statement in form.statements:
         keep = statement in member.answers and rng.random() < 0.9

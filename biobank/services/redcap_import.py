@@ -838,6 +838,7 @@ class _Checker:
             r.faults.append((given.signed_on, signed_raw, "a consent needs the date it was signed"))
         if not version or len(version) > 32 or signed_on is None:
             return None
+        version = consent.document_version(version)
         return _Signature(r.row, r.line, version, signed_on, answers, statements)
 
     def look_up(self, codes: set[str]) -> None:
