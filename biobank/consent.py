@@ -116,10 +116,13 @@ def decide(
 def withdrawn_entirely(
     answers: Iterable[SignedAnswer], withdrawals: Iterable[Withdrawal], as_of: date
 ) -> Withdrawal | None:
-    """The withdrawal of everything in force as of `as_of`, if any: no signature after it."""
+    """The withdrawal of everything in force as of `as_of`, if any: in force while no
+    statement is granted again after it (by `statement_status`, the same rule as every use)."""
+    answers, withdrawals = list(answers), list(withdrawals)
     full = [w for w in withdrawals if w.statement is None and w.withdrawn_on <= as_of]
     if not full:
         return None
-    last = max(full, key=lambda w: (w.withdrawn_on, w.order))
-    resigned = any(last.withdrawn_on < a.signed_on <= as_of for a in answers)
-    return None if resigned else last
+    asked = {a.statement for a in answers}
+    if any(statement_status(s, answers, withdrawals, as_of).allowed for s in asked):
+        return None
+    return max(full, key=lambda w: (w.withdrawn_on, w.order))

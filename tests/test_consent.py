@@ -792,3 +792,75 @@ def test_the_services_agree_with_the_rule(engine, admin, seed):
             }
             assert got == want, day
             assert read.withdrawn_entirely == (withdrawn_entirely(answers, gone, day) is not None)
+
+
+def test_a_full_withdrawal_stays_in_force_until_a_use_is_granted_again():
+    """One rule: a later form that grants nothing (here only RECONTACT, answered no) does not
+    end a withdrawal of everything."""
+    answers = [yes(F, D0), yes(G, D0)]
+    gone = [Withdrawal(None, D0 + timedelta(days=10))]
+    later = D0 + timedelta(days=20)
+    assert withdrawn_entirely([*answers, no("RECONTACT", later)], gone, later) is not None
+    assert withdrawn_entirely([*answers, yes(G, later)], gone, later) is None
+
+
+def test_a_later_destroy_takes_over_an_earlier_keep_and_fills_the_pull_list(engine, admin):
+    layout = seed_inventory(engine, admin)
+    _form(engine, admin)
+    _sign(engine, admin)
+    family = _family(engine, admin, layout)
+    keep, _ = _withdraw(engine, admin, withdrawn_on=date(2025, 6, 1))
+    destroy, _ = _withdraw(engine, admin, withdrawn_on=date(2025, 7, 1), disposition="destroy")
+    assert keep.flagged == destroy.flagged == len(family)
+    assert set(_flags(engine).values()) == {destroy.id}
+    with uow(engine, readonly=True) as session:
+        pulled = consent.pull_list(session, actor=admin)
+        status = consent.consent_status(session, actor=admin, participant="SLE-0001")
+    assert sorted(p.accession_id for p in pulled) == sorted(family)
+    assert status.full_withdrawal.id == destroy.id
+    assert [w.flagged for w in status.withdrawals] == [0, len(family)]
+
+
+def test_a_withdrawal_dated_before_a_later_signature_is_refused(engine, admin):
+    seed_inventory(engine, admin)
+    _form(engine, admin)
+    _sign(engine, admin, on=date(2024, 6, 1))
+    _family(engine, admin)
+    audit_before = _count(engine, AuditEntry)
+    with pytest.raises(ValidationError, match="signed again on 2024-06-01") as caught:
+        _withdraw(engine, admin, withdrawn_on=date(2024, 3, 1), disposition="destroy")
+    assert caught.value.field == "withdrawn_on"
+    assert _count(engine, ConsentWithdrawal) == 0 and _count(engine, AuditEntry) == audit_before
+    assert set(_flags(engine).values()) == {None}
+
+
+def test_a_backdated_signature_does_not_lift_a_later_withdrawal(engine, admin):
+    seed_inventory(engine, admin)
+    _form(engine, admin)
+    _sign(engine, admin, on=date(2024, 6, 1))
+    family = _family(engine, admin)
+    full, _ = _withdraw(engine, admin, withdrawn_on=date(2025, 6, 1), disposition="destroy")
+    _sign(engine, admin, on=date(2025, 3, 1))  # a paper form entered late
+    with uow(engine, readonly=True) as session:
+        status = participants.get_participant_row(session, "SLE-0001").status
+        pulled = consent.pull_list(session, actor=admin)
+    assert status is ParticipantStatus.withdrawn
+    assert set(_flags(engine).values()) == {full.id} and len(pulled) == len(family)
+
+
+def test_consenting_again_lifts_the_flags_and_empties_the_pull_list(engine, admin):
+    seed_inventory(engine, admin)
+    _form(engine, admin)
+    _sign(engine, admin, on=date(2024, 6, 1))
+    family = _family(engine, admin)
+    _withdraw(engine, admin, withdrawn_on=date(2025, 6, 1), disposition="destroy")
+    _withdraw(engine, admin, statement=C, withdrawn_on=date(2025, 6, 1))  # flags nothing new
+    _sign(engine, admin, on=date(2025, 8, 1), **{F: True, G: False, C: False})
+    with uow(engine, readonly=True) as session:
+        pulled = consent.pull_list(session, actor=admin)
+        status = participants.get_participant_row(session, "SLE-0001").status
+    assert pulled == [] and status is ParticipantStatus.active
+    assert set(_flags(engine).values()) == {None}
+    renewed = _events(engine, family, "consent_renewed")
+    assert sorted(a for a, _ in renewed) == sorted(family)
+    assert renewed[0][1] == {"statement": "ALL"}

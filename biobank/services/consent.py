@@ -102,6 +102,7 @@ class ConsentStatusRead(BaseModel):
     participant_code: str
     as_of: date
     withdrawn_entirely: bool
+    full_withdrawal: WithdrawalRead | None = None  # the one in force, when withdrawn entirely
     statements: list[StatementStatusRead]
     signatures: list[SignatureRead]
     withdrawals: list[WithdrawalRead]
@@ -384,17 +385,57 @@ def record_consent(
         entity_id=signature.id,
         after={"participant": person.code} | read.model_dump(mode="json"),
     )
-    _reactivate(session, actor=actor, person=person, signed_on=signed_on)
+    _reconsider(session, actor=actor, person=person)
     return read
 
 
-def _reactivate(session: Session, *, actor: Actor, person: Participant, signed_on: date) -> None:
-    """A participant who signs again after withdrawing everything is active again."""
-    if person.status != ParticipantStatus.withdrawn:
-        return
+def _reconsider(session: Session, *, actor: Actor, person: Participant) -> None:
+    """After a signature, as of today: a participant no longer withdrawn entirely is active
+    again, and specimen flags whose withdrawal the signature lifted are cleared (each an
+    event and an audit entry), which takes those tubes off the pull list."""
+    today = date.today()
     answers, withdrawals = consent_acts(session, [person.id])
-    if withdrawn_entirely(answers[person.id], withdrawals[person.id], signed_on) is None:
+    mine, gone = answers[person.id], withdrawals[person.id]
+    full = withdrawn_entirely(mine, gone, today)
+    if person.status == ParticipantStatus.withdrawn and full is None:
         _set_status(session, actor=actor, person=person, status=ParticipantStatus.active)
+    rows = session.execute(
+        sa.select(Specimen, ConsentStatement.code)
+        .join(ConsentWithdrawal, ConsentWithdrawal.id == Specimen.consent_withdrawal_id)
+        .outerjoin(ConsentStatement, ConsentStatement.id == ConsentWithdrawal.statement_id)
+        .where(Specimen.participant_id == person.id)
+        .order_by(Specimen.id)
+    ).all()
+    for specimen, statement in rows:
+        if statement is None:
+            lifted = full is None
+        else:
+            lifted = statement_status(statement, mine, gone, today).state is not (
+                StatementState.withdrawn
+            )
+        if not lifted:
+            continue
+        before = audit.snapshot(specimen)
+        specimen.consent_withdrawal_id = None
+        record_event(
+            session,
+            actor=actor,
+            specimen=specimen,
+            event_type="consent_renewed",
+            status_before=specimen.status.value,
+            details={"statement": statement or "ALL"},
+        )
+        session.add(specimen)
+        flush(session)
+        audit.record(
+            session,
+            actor=actor,
+            action="specimen.consent_renewed",
+            entity="specimen",
+            entity_id=specimen.id,
+            before=before,
+            after=audit.snapshot(specimen),
+        )
 
 
 def _set_status(
@@ -439,17 +480,20 @@ def consent_status(
     answers, withdrawals = consent_acts(session, [person.id])
     mine, gone = answers[person.id], withdrawals[person.id]
     statements = session.exec(select(ConsentStatement).order_by(ConsentStatement.id)).all()
+    full = withdrawn_entirely(mine, gone, as_of)
+    reads = _withdrawal_reads(session, person)
     return ConsentStatusRead(
         participant_code=person.code,
         as_of=as_of,
-        withdrawn_entirely=withdrawn_entirely(mine, gone, as_of) is not None,
+        withdrawn_entirely=full is not None,
+        full_withdrawal=next((w for w in reads if full and w.id == full.order), None),
         statements=[
             StatementStatusRead(code=s.code, text=s.text, state=status.state, since=status.since)
             for s in statements
             for status in [statement_status(s.code, mine, gone, as_of)]
         ],
         signatures=_signatures(session, person.id),
-        withdrawals=_withdrawal_reads(session, person),
+        withdrawals=reads,
     )
 
 
@@ -506,7 +550,14 @@ def _withdrawal_reads(session: Session, person: Participant) -> list[WithdrawalR
         .where(ConsentWithdrawal.participant_id == person.id)
         .order_by(ConsentWithdrawal.withdrawn_on, ConsentWithdrawal.id)
     ).all()
-    return [_withdrawal_read(row, person.code, code) for row, code in rows]
+    flagged = dict(
+        session.execute(
+            sa.select(Specimen.consent_withdrawal_id, sa.func.count())
+            .where(Specimen.participant_id == person.id)
+            .group_by(Specimen.consent_withdrawal_id)
+        ).all()
+    )
+    return [_withdrawal_read(row, person.code, code, flagged.get(row.id, 0)) for row, code in rows]
 
 
 # --- Withdrawal, its impact and the pull list ---------------------------------------------------
@@ -617,6 +668,7 @@ def withdraw(
         )
     if not requested_by or not requested_by.strip():
         raise ValidationError("say who requested the withdrawal", field="requested_by")
+    _check_not_superseded(session, person, statement_row, withdrawn_on)
     row = ConsentWithdrawal(
         participant_id=person.id,
         statement_id=statement_row.id if statement_row else None,
@@ -644,6 +696,32 @@ def withdraw(
     return _withdrawal_read(row, person.code, code, flagged), _impact(session, person, code)
 
 
+def _check_not_superseded(
+    session: Session,
+    person: Participant,
+    statement: ConsentStatement | None,
+    withdrawn_on: date,
+) -> None:
+    """A withdrawal dated before a signature that answers what it withdraws would never be in
+    force (the later signature decides), so it is refused rather than recorded as a flag
+    that contradicts the rule."""
+    query = (
+        select(sa.func.max(ParticipantConsent.signed_on))
+        .join(ConsentAnswer, ConsentAnswer.participant_consent_id == ParticipantConsent.id)
+        .where(ParticipantConsent.participant_id == person.id)
+    )
+    if statement is not None:
+        query = query.where(ConsentAnswer.statement_id == statement.id)
+    latest = session.exec(query).one()
+    if latest is not None and latest > withdrawn_on:
+        raise ValidationError(
+            f"{person.code} signed again on {latest}, after {withdrawn_on}; a withdrawal dated "
+            f"before that signature is not in force: date it on or after {latest}",
+            field="withdrawn_on",
+            value=withdrawn_on,
+        )
+
+
 def _flag_specimens(
     session: Session,
     *,
@@ -652,19 +730,11 @@ def _flag_specimens(
     withdrawal: ConsentWithdrawal,
     statement: str | None,
 ) -> int:
-    """Mark every specimen still held or sent out; a withdrawal of everything outranks an
-    earlier one of a single statement, never the other way round."""
-    full = (
-        select(ConsentWithdrawal.id)
-        .where(ConsentWithdrawal.statement_id.is_(None))
-        .scalar_subquery()
-    )
+    """Mark every specimen still held or sent out. A withdrawal of everything takes over every
+    earlier flag (its disposition is the one that stands); one of a single statement only
+    marks what is not marked yet."""
     query = select(Specimen).where(
-        Specimen.participant_id == person.id,
-        Specimen.status.not_in(_GONE),
-        sa.or_(
-            Specimen.consent_withdrawal_id.is_(None), Specimen.consent_withdrawal_id.not_in(full)
-        ),
+        Specimen.participant_id == person.id, Specimen.status.not_in(_GONE)
     )
     if statement is not None:
         query = query.where(Specimen.consent_withdrawal_id.is_(None))
@@ -734,15 +804,25 @@ def pull_list(session: Session, *, actor: Actor, participant: str | None = None)
     order = {pid: rank for rank, pid in enumerate(found)}
     reads = specimens_where(session, Specimen.__table__.c.id.in_(list(found)))
     reads.sort(key=lambda s: order[s.id])
-    return [
-        PullItem(
-            accession_id=s.accession_id, participant_code=s.participant_code,
-            specimen_type=s.specimen_type, status=s.status, box_barcode=s.box_barcode,
-            position=s.position, location=s.location, disposition=found[s.id][0],
-            withdrawn_on=found[s.id][1],
-        )
-        for s in reads
-    ]  # fmt: skip
+    return [_pull_item(s, *found[s.id]) for s in reads]
+
+
+def pull_item(session: Session, *, actor: Actor, specimen_id: int) -> PullItem | None:
+    """The tube's line on the pull list, or None when it is not on it."""
+    require(actor, Permission.view_inventory)
+    found = session.execute(_pull_query().where(Specimen.id == specimen_id)).first()
+    if found is None:
+        return None
+    (read,) = specimens_where(session, Specimen.__table__.c.id == specimen_id)
+    return _pull_item(read, found[1], found[2])
+
+
+def _pull_item(s: SpecimenRead, disposition: WithdrawalDisposition, on: date) -> PullItem:
+    return PullItem(
+        accession_id=s.accession_id, participant_code=s.participant_code,
+        specimen_type=s.specimen_type, status=s.status, box_barcode=s.box_barcode,
+        position=s.position, location=s.location, disposition=disposition, withdrawn_on=on,
+    )  # fmt: skip
 
 
 def pull(session: Session, *, actor: Actor, accession: str) -> SpecimenRead:
