@@ -168,7 +168,9 @@ class _Parser:
 
     def fail(self, reason: str) -> ValidationError:
         shown = " ".join(t for _, t in self.tokens[self.at : self.at + 3]) or "the end"
-        return ValidationError(f"{reason} at {shown!r}", field="where", value=self.text)
+        return ValidationError(
+            f"{reason} at {shown!r} in the condition {self.text!r}", field="where", value=self.text
+        )
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.at] if self.at < len(self.tokens) else None

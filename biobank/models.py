@@ -621,6 +621,20 @@ class AuditEntryRead(SQLModel):
     reason: str | None
 
 
+class SavedQuery(SQLModel, table=True):
+    """A named cohort query (`biobank.cohort.CohortQuery` as JSON), kept to run again."""
+
+    __tablename__ = "saved_query"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=120, unique=True)
+    description: str | None = None
+    query: dict[str, Any] = Field(sa_type=sa.JSON())
+    created_by_id: int | None = Field(default=None, foreign_key="app_user.id", ondelete="RESTRICT")
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class ExportRun(SQLModel, table=True):
     """The manifest of a PI export: enough to audit it or replay it."""
 

@@ -10,6 +10,7 @@ from typer.core import TyperGroup
 from biobank import __version__
 from biobank.cli import (
     audit_commands,
+    cohort_commands,
     config_commands,
     consent_commands,
     db_commands,
@@ -59,6 +60,7 @@ app.add_typer(audit_commands.app, name="audit")
 app.add_typer(import_commands.app, name="import")
 app.add_typer(consent_commands.app, name="consent")
 app.add_typer(phenotype_commands.app, name="phenotype")
+app.add_typer(cohort_commands.app, name="cohort")
 app.command("scan")(specimen_commands.scan_command)
 app.command("label")(label_commands.label_command)
 app.command("reconcile")(reconcile_commands.reconcile_command)

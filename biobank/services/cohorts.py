@@ -1,0 +1,487 @@
+"""Selecting a cohort: the specimens a query (`biobank.cohort`) names, their participants'
+consent asked for the export's uses as of a date, counted before anything is written.
+
+Specimen and participant filters run in the database; phenotype conditions are evaluated on
+each specimen's values at collection (`services.phenotypes.values_at_collection`) or on every
+value ever recorded, a participant at a time, so memory stays flat however large the cohort.
+A specimen without a value for a compared variable does not match (except `exists`, which asks
+exactly that). Consent is asked through the one rule (`consent_checks.consent_decisions`):
+a specimen whose participant is not allowed every use is left out and counted by reason.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlmodel import Session, select
+
+from biobank.cohort import CohortQuery, Condition, Group, load_query
+from biobank.db import flush
+from biobank.errors import AlreadyExists, NotFound, ValidationError
+from biobank.models import (
+    Participant,
+    PhenotypeValue,
+    PhenotypeVariable,
+    SavedQuery,
+    Sex,
+    Specimen,
+    SpecimenStatus,
+    StorageUnit,
+    User,
+    Visit,
+    utcnow,
+)
+from biobank.permissions import Actor, Permission, require
+from biobank.phenotypes import Spec, Stored, parse_value, typed
+from biobank.services import audit
+from biobank.services.consent_checks import consent_decisions, known_uses
+from biobank.services.phenotypes import DEFAULT_WINDOW_DAYS, Collected, values_at_collection
+from biobank.services.specimens import specimen_type_code
+from biobank.services.storage import get_unit, subtree_range
+
+CHUNK_SPECIMENS = 5000  # whole participants at a time, about this many specimens
+COMPARE = {
+    "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Selected:
+    """One specimen of the cohort and what an export needs of it."""
+
+    specimen_id: int
+    participant_id: int
+    collected_on: date | None
+    age_at_collection: int | None
+    phenotypes: dict[str, Any]  # every dictionary variable's value at collection
+
+
+@dataclass
+class Tally:
+    """Counts kept while a cohort streams by."""
+
+    specimens: int = 0
+    participants: set[int] = field(default_factory=set)
+    matched_before_consent: int = 0
+    excluded_specimens: Counter = field(default_factory=Counter)  # reason -> specimens
+    excluded_participants: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+
+    def exclusions(self) -> dict[str, dict[str, int]]:
+        return {
+            reason: {
+                "specimens": count,
+                "participants": len(self.excluded_participants[reason]),
+            }
+            for reason, count in sorted(self.excluded_specimens.items())
+        }
+
+
+class CohortPreview(BaseModel):
+    specimens: int
+    participants: int
+    matched_before_consent: int
+    excluded_by_consent: int
+    exclusions: dict[str, dict[str, int]]
+    uses: list[str]
+    as_of: date
+
+
+class SavedQueryRead(BaseModel):
+    name: str
+    description: str | None
+    query: CohortQuery
+    created_by: str | None
+    updated_at: Any
+
+
+# --- Checking a query against the dictionary -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    query: CohortQuery
+    variables: dict[str, PhenotypeVariable]  # every variable, by name (values at collection)
+    specs: dict[str, Spec]
+    conditions: Group | None
+
+
+def _coerce(spec: Spec, value: Any, variable: str) -> Any:
+    """A condition's value as the variable's values are typed (a choice label becomes its
+    code), checked like any value of that variable but without its range."""
+    loose = Spec(name=variable, value_type=spec.value_type, choices=spec.choices, unit=spec.unit)
+    try:
+        return typed(loose, parse_value(loose, value))
+    except ValidationError as error:
+        raise ValidationError(error.message, field="where", value=value) from None
+
+
+def _prepare_group(group: Group, specs: dict[str, Spec]) -> Group:
+    conditions: list[Condition | Group] = []
+    for c in group.conditions:
+        if isinstance(c, Group):
+            conditions.append(_prepare_group(c, specs))
+            continue
+        if c.variable not in specs:
+            raise NotFound(
+                f"no phenotype variable {c.variable!r} (see `biobank phenotype dictionary`)",
+                field="where",
+                value=c.variable,
+            )
+        spec = specs[c.variable]
+        if c.op in ("<", "<=", ">", ">=") and spec.value_type.value in (
+            "boolean", "choice", "multi_choice", "text",
+        ):  # fmt: skip
+            raise ValidationError(
+                f"{c.variable} is {spec.value_type.value}: compare it with =, != or in",
+                field="where",
+                value=c.op,
+            )
+        value = c.value
+        if c.op in ("in", "not in"):
+            value = [_coerce(spec, v, c.variable) for v in c.value]
+        elif c.op != "exists":
+            value = _coerce(spec, c.value, c.variable)
+        conditions.append(c.model_copy(update={"value": value}))
+    return Group(match=group.match, conditions=conditions)
+
+
+def prepare(session: Session, query: CohortQuery) -> _Prepared:
+    """Check every name and value of a query; a bad one is refused, naming it."""
+    for status in query.statuses:
+        try:
+            SpecimenStatus(status)
+        except ValueError:
+            allowed = ", ".join(s.value for s in SpecimenStatus)
+            raise ValidationError(
+                f"{status!r} is not a status ({allowed})", field="statuses", value=status
+            ) from None
+    for sex in query.sex:
+        try:
+            Sex(sex)
+        except ValueError:
+            allowed = ", ".join(s.value for s in Sex)
+            raise ValidationError(
+                f"{sex!r} is not a sex ({allowed})", field="sex", value=sex
+            ) from None
+    types = [specimen_type_code(t, derivative=True) for t in query.specimen_types]
+    if query.storage:
+        get_unit(session, query.storage)
+    variables = {v.name: v for v in session.exec(select(PhenotypeVariable)).all()}
+    specs = {name: Spec.of(v) for name, v in variables.items()}
+    conditions = _prepare_group(query.phenotypes, specs) if query.phenotypes else None
+    query = query.model_copy(update={"specimen_types": types})
+    return _Prepared(query=query, variables=variables, specs=specs, conditions=conditions)
+
+
+# --- Running it --------------------------------------------------------------------------------
+
+
+def _base_query(session: Session, query: CohortQuery) -> sa.Select:
+    """Specimen and participant filters the database answers, participant by participant."""
+    stmt = (
+        sa.select(
+            Specimen.id,
+            Specimen.participant_id,
+            Specimen.visit_id,
+            Specimen.collected_at,
+            Visit.visit_date,
+            Specimen.received_at,
+            Participant.birth_year,
+        )
+        .join(Participant, Participant.id == Specimen.participant_id)
+        .outerjoin(Visit, Visit.id == Specimen.visit_id)
+        .where(Specimen.status.in_([SpecimenStatus(s) for s in query.statuses]))
+        .order_by(Specimen.participant_id, Specimen.id)
+    )
+    if query.specimen_types:
+        stmt = stmt.where(Specimen.specimen_type.in_(query.specimen_types))
+    if query.min_quantity is not None:
+        stmt = stmt.where(Specimen.quantity >= query.min_quantity)
+    if query.max_freeze_thaws is not None:
+        stmt = stmt.where(Specimen.freeze_thaw_count <= query.max_freeze_thaws)
+    if query.sex:
+        stmt = stmt.where(Participant.sex.in_([Sex(s) for s in query.sex]))
+    if query.storage:
+        unit = get_unit(session, query.storage)
+        low, high = subtree_range(unit)
+        boxes = sa.select(StorageUnit.id).where(
+            sa.or_(
+                StorageUnit.id == unit.id,
+                sa.and_(StorageUnit.sort_key >= low, StorageUnit.sort_key < high),
+            )
+        )
+        stmt = stmt.where(Specimen.box_id.in_(boxes))
+    return stmt
+
+
+def _chunks(session: Session, stmt: sa.Select) -> Iterator[list[sa.Row]]:
+    """The rows in runs of whole participants, about CHUNK_SPECIMENS at a time."""
+    rows = session.execute(stmt.execution_options(yield_per=CHUNK_SPECIMENS))
+    chunk: list[sa.Row] = []
+    for row in rows:
+        if len(chunk) >= CHUNK_SPECIMENS and row.participant_id != chunk[-1].participant_id:
+            yield chunk
+            chunk = []
+        chunk.append(row)
+    if chunk:
+        yield chunk
+
+
+def _ever(
+    session: Session, participant_ids: list[int], variables: list[PhenotypeVariable]
+) -> dict[tuple[int, str], list[Any]]:
+    """Every value each participant ever had of the variables."""
+    found: dict[tuple[int, str], list[Any]] = defaultdict(list)
+    if not variables:
+        return found
+    by_id = {v.id: v for v in variables}
+    rows = session.execute(
+        sa.select(
+            PhenotypeValue.participant_id,
+            PhenotypeValue.variable_id,
+            PhenotypeValue.value_number,
+            PhenotypeValue.value_text,
+            PhenotypeValue.value_date,
+        ).where(
+            PhenotypeValue.participant_id.in_(participant_ids),
+            PhenotypeValue.variable_id.in_(list(by_id)),
+        )
+    )
+    for pid, var_id, number, text, day in rows:
+        variable = by_id[var_id]
+        found[(pid, variable.name)].append(typed(Spec.of(variable), Stored(number, text, day)))
+    return found
+
+
+def _holds(c: Condition, value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, list):  # a multi-choice value: any of its codes
+        return any(_holds(c, v) for v in value)
+    if c.op == "exists":
+        return True
+    if c.op == "in":
+        return value in c.value
+    if c.op == "not in":
+        return value not in c.value
+    try:
+        return COMPARE[c.op](value, c.value)
+    except TypeError:
+        return False
+
+
+def _matches(group: Group, at_collection: dict[str, Any], ever: dict[str, list[Any]]) -> bool:
+    results = (
+        _matches(c, at_collection, ever)
+        if isinstance(c, Group)
+        else (
+            any(_holds(c, v) for v in ever.get(c.variable, []))
+            if c.when == "ever"
+            else _holds(c, at_collection.get(c.variable))
+        )
+        for c in group.conditions
+    )
+    return all(results) if group.match == "all" else any(results)
+
+
+def _ever_variables(group: Group | None) -> set[str]:
+    if group is None:
+        return set()
+    names: set[str] = set()
+    for c in group.conditions:
+        if isinstance(c, Group):
+            names |= _ever_variables(c)
+        elif c.when == "ever":
+            names.add(c.variable)
+    return names
+
+
+def select_cohort(
+    session: Session,
+    *,
+    query: CohortQuery,
+    uses: list[str],
+    as_of: date,
+    window_days: int = DEFAULT_WINDOW_DAYS,
+    tally: Tally | None = None,
+) -> Iterator[Selected]:
+    """The specimens of the cohort, participant by participant, with every variable's value at
+    collection; `tally` counts them and the consent exclusions as they go by."""
+    prepared = prepare(session, query)
+    uses = known_uses(session, uses)
+    query, tally = prepared.query, tally if tally is not None else Tally()
+    variables = list(prepared.variables.values())
+    ever_variables = [prepared.variables[n] for n in _ever_variables(prepared.conditions)]
+    for chunk in _chunks(session, _base_query(session, query)):
+        collected = [Collected.of(row[:6]) for row in chunk]
+        births = {row.id: row.birth_year for row in chunk}
+        kept = [
+            c
+            for c in collected
+            if _collected_fits(query, c.collected_on)
+            and _age_fits(query, _age(c, births[c.specimen_id]))
+        ]
+        if not kept:
+            continue
+        participant_ids = sorted({c.participant_id for c in kept})
+        at_collection = values_at_collection(
+            session, specimens=kept, variables=variables, window_days=window_days
+        )
+        ever = _ever(session, participant_ids, ever_variables)
+        decisions = consent_decisions(
+            session, participant_ids=participant_ids, uses=uses, as_of=as_of
+        )
+        for c in kept:
+            values = at_collection[c.specimen_id]
+            if prepared.conditions is not None:
+                mine = {v.name: ever.get((c.participant_id, v.name), []) for v in ever_variables}
+                if not _matches(prepared.conditions, values, mine):
+                    continue
+            tally.matched_before_consent += 1
+            decision = decisions[c.participant_id]
+            if not decision.allowed:
+                reason = decision.reason()
+                tally.excluded_specimens[reason] += 1
+                tally.excluded_participants[reason].add(c.participant_id)
+                continue
+            tally.specimens += 1
+            tally.participants.add(c.participant_id)
+            yield Selected(
+                specimen_id=c.specimen_id,
+                participant_id=c.participant_id,
+                collected_on=c.collected_on,
+                age_at_collection=_age(c, births[c.specimen_id]),
+                phenotypes=values,
+            )
+
+
+def _age(c: Collected, birth_year: int | None) -> int | None:
+    """Whole years at collection, from the birth year (all the registry keeps outside PHI)."""
+    if birth_year is None or c.collected_on is None:
+        return None
+    return c.collected_on.year - birth_year
+
+
+def _collected_fits(query: CohortQuery, day: date | None) -> bool:
+    if query.collected_from is None and query.collected_to is None:
+        return True
+    if day is None:
+        return False
+    return (query.collected_from is None or day >= query.collected_from) and (
+        query.collected_to is None or day <= query.collected_to
+    )
+
+
+def _age_fits(query: CohortQuery, age: int | None) -> bool:
+    if query.min_age is None and query.max_age is None:
+        return True
+    if age is None:
+        return False
+    return (query.min_age is None or age >= query.min_age) and (
+        query.max_age is None or age <= query.max_age
+    )
+
+
+def preview_cohort(
+    session: Session,
+    *,
+    actor: Actor,
+    query: CohortQuery,
+    uses: list[str],
+    as_of: date | None = None,
+    window_days: int = DEFAULT_WINDOW_DAYS,
+) -> CohortPreview:
+    """The counts a PI sees before exporting: specimens, participants, and who consent left
+    out, by reason. Nothing is written."""
+    require(actor, Permission.query)
+    as_of = as_of or date.today()
+    tally = Tally()
+    for _ in select_cohort(
+        session, query=query, uses=uses, as_of=as_of, window_days=window_days, tally=tally
+    ):
+        pass
+    return CohortPreview(
+        specimens=tally.specimens,
+        participants=len(tally.participants),
+        matched_before_consent=tally.matched_before_consent,
+        excluded_by_consent=sum(tally.excluded_specimens.values()),
+        exclusions=tally.exclusions(),
+        uses=known_uses(session, uses),
+        as_of=as_of,
+    )
+
+
+# --- Saved queries -------------------------------------------------------------------------------
+
+
+def _saved_read(session: Session, row: SavedQuery) -> SavedQueryRead:
+    creator = session.get(User, row.created_by_id) if row.created_by_id else None
+    return SavedQueryRead(
+        name=row.name,
+        description=row.description,
+        query=load_query(row.query),
+        created_by=creator.username if creator else None,
+        updated_at=row.updated_at,
+    )
+
+
+def save_query(
+    session: Session,
+    *,
+    actor: Actor,
+    name: str,
+    query: CohortQuery,
+    description: str | None = None,
+    replace: bool = False,
+) -> SavedQueryRead:
+    """Keep a query under a name; replacing one is audited with what it was."""
+    require(actor, Permission.query)
+    name = name.strip()
+    if not name or len(name) > 120:
+        raise ValidationError("a query name is 1-120 characters", field="name", value=name)
+    prepare(session, query)
+    row = session.exec(select(SavedQuery).where(SavedQuery.name == name)).first()
+    if row is not None and not replace:
+        raise AlreadyExists(
+            f"a saved query {name!r} exists (replace it with --replace)", field="name", value=name
+        )
+    before = audit.snapshot(row) if row is not None else None
+    if row is None:
+        row = SavedQuery(name=name, created_by_id=actor.user_id)
+    row.query = query.model_dump(mode="json")
+    row.description = description.strip() if description else None
+    row.updated_at = utcnow()
+    session.add(row)
+    flush(session)
+    audit.record(
+        session,
+        actor=actor,
+        action="saved_query.replace" if before else "saved_query.add",
+        entity="saved_query",
+        entity_id=row.id,
+        before=before,
+        after=audit.snapshot(row),
+    )
+    return _saved_read(session, row)
+
+
+def get_saved_query(session: Session, *, actor: Actor, name: str) -> SavedQueryRead:
+    require(actor, Permission.query)
+    row = session.exec(select(SavedQuery).where(SavedQuery.name == name.strip())).first()
+    if row is None:
+        raise NotFound(f"no saved query {name!r}", field="name", value=name)
+    return _saved_read(session, row)
+
+
+def list_saved_queries(session: Session, *, actor: Actor) -> list[SavedQueryRead]:
+    require(actor, Permission.query)
+    rows = session.exec(select(SavedQuery).order_by(SavedQuery.name)).all()
+    return [_saved_read(session, r) for r in rows]

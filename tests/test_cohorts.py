@@ -1,0 +1,206 @@
+"""Selecting a cohort through the real services on both engines: filters, phenotypes at
+collection and ever, consent exclusions counted by reason, and saved queries."""
+
+from datetime import date, datetime
+
+import pytest
+from typer.testing import CliRunner
+
+from biobank.cli import app
+from biobank.cohort import CohortQuery, parse_conditions
+from biobank.db import uow
+from biobank.errors import AlreadyExists, NotFound, PermissionDenied, ValidationError
+from biobank.models import Role
+from biobank.services import cohorts, consent, custody, participants, phenotypes, specimens, studies
+
+STATEMENTS = ["FUTURE_RESEARCH", "GENETIC", "COMMERCIAL"]
+# code: (sex, birth year, genetic consent, withdrawn, baseline values, month 6 values)
+PEOPLE = {
+    "P-0001": ("female", 1980, True, False, {"ln_class": "IV", "upcr": "0.6"}, {"upcr": "0.2"}),
+    "P-0002": ("female", 1990, True, False, {"ln_class": "II", "upcr": "0.3"}, {}),
+    "P-0003": ("male", 1950, False, False, {"ln_class": "III", "upcr": "1.1"}, {}),
+    "P-0004": ("female", 1985, True, True, {"ln_class": "III", "upcr": "0.9"}, {}),
+    "P-0005": ("female", 2000, True, False, {"sledai2k": "8"}, {"ln_class": "V"}),
+}
+
+
+@pytest.fixture
+def cohort_db(engine, admin):
+    """Five participants, two visits each, one serum tube per visit (500 µL, the month 6 one
+    thawed twice); P-0003 refused genetic use, P-0004 withdrew everything."""
+    with uow(engine) as session:
+        studies.add_study(session, actor=admin, code="SLE", title="Lupus registry")
+        consent.add_document(
+            session, actor=admin, code="MAIN", version="1", title="Consent",
+            effective_on=date(2015, 1, 1), statements=STATEMENTS,
+        )  # fmt: skip
+        for code, (sex, born, genetic, _, baseline, month6) in PEOPLE.items():
+            participants.add_participant(
+                session, actor=admin, study="SLE", code=code, sex=sex, birth_year=born
+            )
+            for label, day, values in (
+                ("baseline", date(2020, 3, 1), baseline),
+                ("month 6", date(2020, 9, 1), month6),
+            ):
+                participants.add_visit(
+                    session, actor=admin, participant=code, label=label, visit_date=day
+                )
+                for variable, value in values.items():
+                    phenotypes.set_value(
+                        session, actor=admin, participant=code, variable=variable,
+                        value=value, visit=label,
+                    )  # fmt: skip
+                tube = specimens.accession(
+                    session, actor=admin, participant=code, visit=label, specimen_type="SER",
+                    quantity=500, unit="uL",
+                    collected_at=datetime(day.year, day.month, day.day, 9, 0).astimezone(),
+                )  # fmt: skip
+                if label == "month 6":
+                    for _ in range(2):
+                        custody.record_thaw(session, actor=admin, accession=tube.accession_id)
+            consent.record_consent(
+                session, actor=admin, participant=code, document="MAIN", version="1",
+                signed_on=date(2020, 3, 1),
+                answers={"FUTURE_RESEARCH": True, "GENETIC": genetic, "COMMERCIAL": False},
+            )  # fmt: skip
+        consent.withdraw(
+            session, actor=admin, participant="P-0004", withdrawn_on=date(2021, 1, 1),
+            requested_by="participant", disposition="keep_no_use",
+        )  # fmt: skip
+    return engine
+
+
+def _select(engine, actor, *, uses=("GENETIC",), as_of=date(2026, 1, 1), window=90, **query):
+    with uow(engine, readonly=True) as session:
+        tally = cohorts.Tally()
+        rows = list(
+            cohorts.select_cohort(
+                session, query=CohortQuery(**query), uses=list(uses), as_of=as_of,
+                window_days=window, tally=tally,
+            )
+        )  # fmt: skip
+        codes = {
+            r.specimen_id: participants.show_participant(
+                session, actor=actor, code=_code(session, r.participant_id)
+            ).code
+            for r in rows
+        }
+    return rows, codes, tally
+
+
+def _code(session, participant_id):
+    from biobank.models import Participant
+
+    return session.get(Participant, participant_id).code
+
+
+def test_the_pi_question_selects_and_counts_consent_exclusions(cohort_db, admin):
+    where = parse_conditions("ln_class in (III, IV) and upcr >= 0.25")
+    rows, codes, tally = _select(cohort_db, admin, specimen_types=["SER"], phenotypes=where)
+    # P-0001 baseline (IV, 0.6); P-0003 refused GENETIC; P-0004 withdrew; month 6 of P-0001
+    # has upcr 0.2 and no biopsy within the window (the baseline is 184 days before).
+    assert sorted(codes.values()) == ["P-0001"]
+    assert tally.matched_before_consent == 3
+    assert tally.exclusions() == {
+        "GENETIC refused": {"specimens": 1, "participants": 1},
+        "GENETIC withdrawn": {"specimens": 1, "participants": 1},
+    }
+    assert rows[0].phenotypes["ln_class"] == "IV" and rows[0].phenotypes["upcr"] == 0.6
+    assert rows[0].age_at_collection == 40
+
+
+def test_a_wider_window_carries_an_earlier_value_to_a_later_collection(cohort_db, admin):
+    where = parse_conditions("ln_class = IV")
+    narrow, _, _ = _select(cohort_db, admin, phenotypes=where, window=90)
+    wide, _, _ = _select(cohort_db, admin, phenotypes=where, window=200)
+    assert len(narrow) == 1 and len(wide) == 2
+
+
+def test_ever_looks_at_every_visit(cohort_db, admin):
+    at_collection, _, _ = _select(cohort_db, admin, phenotypes=parse_conditions("ln_class = V"))
+    _, codes, _ = _select(cohort_db, admin, phenotypes=parse_conditions("ever(ln_class = V)"))
+    assert len(at_collection) == 1 and sorted(codes.values()) == ["P-0005", "P-0005"]
+
+
+def test_specimen_and_participant_filters(cohort_db, admin):
+    def count(**query):
+        return len(_select(cohort_db, admin, uses=("FUTURE_RESEARCH",), **query)[0])
+
+    assert count() == 8  # P-0004's two tubes are left out (withdrawn)
+    assert count(max_freeze_thaws=1) == 4
+    assert count(min_quantity=501) == 0
+    assert count(sex=["male"]) == 2
+    assert count(min_age=60) == 2  # P-0003, born 1950, 70 at collection
+    assert count(max_age=25) == 2  # P-0005, born 2000
+    assert count(collected_from=date(2020, 6, 1)) == 4
+    assert count(statuses=["checked_out"]) == 0
+    assert count(phenotypes=parse_conditions("sledai2k exists")) == 1
+
+
+def test_consent_as_of_a_date_before_the_withdrawal_includes_it(cohort_db, admin):
+    _, codes, tally = _select(cohort_db, admin, uses=("FUTURE_RESEARCH",), as_of=date(2020, 12, 31))
+    assert "P-0004" in codes.values() and tally.exclusions() == {}
+
+
+@pytest.mark.parametrize(
+    ("where", "field"),
+    [
+        ("no_such_variable = 1", "where"),
+        ("ln_class in (IX)", "where"),
+        ("upcr >= high", "where"),
+        ("ln_class > III", "where"),
+    ],
+)
+def test_a_bad_condition_is_refused_naming_it(cohort_db, admin, where, field):
+    with pytest.raises((ValidationError, NotFound)) as caught:
+        _select(cohort_db, admin, phenotypes=parse_conditions(where))
+    assert caught.value.field == field
+
+
+def test_a_bad_use_or_filter_is_refused(cohort_db, admin):
+    with pytest.raises(ValidationError, match="unknown use"):
+        _select(cohort_db, admin, uses=("TELEPATHY",))
+    with pytest.raises(ValidationError, match="not a status"):
+        _select(cohort_db, admin, statuses=["lost"])
+    with pytest.raises(ValidationError, match="unknown specimen type"):
+        _select(cohort_db, admin, specimen_types=["BLOOD"])
+    with pytest.raises(NotFound):
+        _select(cohort_db, admin, storage="NOPE")
+
+
+def test_preview_and_saved_queries(cohort_db, actors):
+    pi, technician = actors[Role.pi], actors[Role.technician]
+    query = CohortQuery(phenotypes=parse_conditions("upcr >= 0.25"))
+    with uow(cohort_db) as session:
+        preview = cohorts.preview_cohort(session, actor=pi, query=query, uses=["genetic"])
+        cohorts.save_query(session, actor=pi, name="proteinuria", query=query)
+    assert (preview.specimens, preview.participants, preview.excluded_by_consent) == (2, 2, 2)
+    assert preview.uses == ["GENETIC"]
+    with pytest.raises(AlreadyExists), uow(cohort_db) as session:
+        cohorts.save_query(session, actor=pi, name="proteinuria", query=CohortQuery())
+    with uow(cohort_db) as session:
+        cohorts.save_query(session, actor=pi, name="proteinuria", query=CohortQuery(), replace=True)
+        kept = cohorts.list_saved_queries(session, actor=pi)
+    assert [(k.name, k.query, k.created_by) for k in kept] == [
+        ("proteinuria", CohortQuery(), pi.username)
+    ]
+    with pytest.raises(PermissionDenied), uow(cohort_db, readonly=True) as session:
+        cohorts.preview_cohort(session, actor=technician, query=query, uses=["GENETIC"])
+
+
+def test_cli_preview_save_and_run_saved(cohort_db, db_url, monkeypatch):
+    monkeypatch.setenv("BIOBANK_DATABASE_URL", str(cohort_db.url.render_as_string(False)))
+    runner = CliRunner()
+    where = "ln_class in (III, IV) and upcr >= 0.25"
+    saved = runner.invoke(
+        app, ["-u", "admin", "cohort", "save", "ln", "--type", "SER", "--where", where]
+    )
+    assert saved.exit_code == 0, saved.output
+    shown = runner.invoke(app, ["-u", "admin", "cohort", "preview", "--saved", "ln", "--use",
+                                "GENETIC", "--json"])  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    import json
+
+    assert json.loads(shown.stdout)["specimens"] == 1
+    bad = runner.invoke(app, ["-u", "admin", "cohort", "preview", "--where", "upcr >>= 1"])
+    assert bad.exit_code == 2 and "upcr" in bad.stderr
