@@ -1,17 +1,20 @@
 """Reading the files labs keep: CSV in whatever encoding and delimiter a spreadsheet or an
-export tool wrote, and the TOML mapping files that say how to read them. Shared by every
-importer so each reads files the same way and reports the same notices."""
+export tool wrote, and the TOML mapping files that say how to read them; and the spool a
+checked file waits in before it is written. Shared by every importer so each reads files the
+same way and reports the same notices."""
 
 from __future__ import annotations
 
 import codecs
 import csv
+import pickle
+import tempfile
 import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from biobank.errors import ValidationError
 
@@ -98,3 +101,28 @@ def chunks(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
+
+
+def new_spool() -> IO[bytes]:
+    """A temporary file for the checked batches of a file too large to hold in memory; the
+    plan that holds it owns it, and `unspool` closes it."""
+    return tempfile.TemporaryFile()
+
+
+def spool_batch(file: IO[bytes], batch: Any) -> None:
+    pickle.dump(batch, file, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unspool(file: IO[bytes], *, close: bool = True) -> Iterator[Any]:
+    """The batches spooled, in order, from the start; the file is closed after the last
+    unless it is to be read again (`close=False`)."""
+    file.seek(0)
+    try:
+        while True:
+            try:
+                yield pickle.load(file)
+            except EOFError:
+                return
+    finally:
+        if close:
+            file.close()

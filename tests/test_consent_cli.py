@@ -193,10 +193,15 @@ def test_distribute_impact_withdraw_and_the_pull_list(cli, tubes, monkeypatch):
     one = cli(*withdraw, "destroy", "--statement", "GENETIC", "--yes", code=2)
     assert "keep_no_use" in one.stderr
     assert "'shred'" in cli(*withdraw, "shred", "--yes", code=2).stderr
-    cli(
-        "-u", "technician1", "consent", "withdraw", "SLE-0001", "--date", "2025-06-01",
-        "--requested-by", "x", "--disposition", "destroy", "--yes", code=3,
-    )  # fmt: skip
+    with monkeypatch.context() as patched:  # at a terminal, a technician is refused unasked
+        patched.setattr(consent_commands, "_can_ask", lambda: True)
+        technician = cli(
+            "-u", "technician1", "consent", "withdraw", "SLE-0001", "--date", "2025-06-01",
+            "--requested-by", "x", "--disposition", "destroy", input="y\n", code=3,
+        )  # fmt: skip
+    assert "Record this withdrawal" not in technician.stdout + technician.stderr
+    assert "withdrawal of everything" not in technician.stderr
+    assert "may not manage consent" in technician.stderr
     status = json.loads(cli("-u", "pi1", "consent", "status", "SLE-0001", "--json").stdout)
     assert status["withdrawals"] == [] and not status["withdrawn_entirely"]
     assert json.loads(cli("-u", "pi1", "consent", "pull-list", "--json").stdout) == []

@@ -454,6 +454,59 @@ def test_faults_of_identifiers_do_not_show_them(engine, admin, study, tmp_path):
     assert rows[first]["mrn"] not in report.model_dump_json()
 
 
+# Identifier values a faulty row holds, which no report or output may show.
+BAD_DOB, BAD_PHONE, OTHER_DOB = "1985-02-30", "617-555-0199", "1970-03-04"
+
+
+def _identifier_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A project whose date of birth goes to the identity table and whose (number-validated)
+    phone is another identifier: EX-001 has an impossible date of birth and a phone that is
+    not a number, EX-002 a birth year that its date of birth contradicts."""
+    header = DICTIONARY.read_text(encoding="utf-8").splitlines()[0]
+    fields = [
+        ["study_id", "enrolment", "", "text", "Study ID"],
+        ["dob", "enrolment", "", "text", "Date of birth", "", "", "date_ymd", "", "", "y"],
+        ["phone", "enrolment", "", "text", "Phone", "", "", "number", "", "", "y"],
+        ["sex", "enrolment", "", "radio", "Sex", "F, Female | M, Male"],
+        ["birth_year", "enrolment", "", "text", "Year of birth", "", "", "integer", "1920"],
+        ["seen_on", "followup", "", "text", "Visit date", "", "", "date_ymd"],
+    ]
+    dictionary = tmp_path / "identifiers_dictionary.csv"
+    with dictionary.open("w", encoding="utf-8", newline="") as file:
+        file.write(header + "\n")
+        csv.writer(file).writerows(f + [""] * (18 - len(f)) for f in fields)
+    records = _write(
+        tmp_path / "identifiers_records.csv",
+        [
+            {"study_id": "ex-001", "redcap_event_name": "screening_arm_1", "dob": BAD_DOB,
+             "phone": BAD_PHONE, "sex": "F", "birth_year": "1985", "seen_on": "2023-01-10"},
+            {"study_id": "ex-002", "redcap_event_name": "screening_arm_1", "dob": OTHER_DOB,
+             "phone": "6175550123", "sex": "M", "birth_year": "1971", "seen_on": "2023-03-01"},
+        ],
+    )  # fmt: skip
+    mapping = tmp_path / "identifiers_mapping.toml"
+    mapping.write_text(
+        'record_id = "study_id"\nvisit_date = "seen_on"\nparticipant_forms = ["enrolment"]\n'
+        '[identity]\ndate_of_birth = "dob"\n[consent]\n',
+        encoding="utf-8",
+    )
+    return dictionary, records, mapping
+
+
+def test_faults_of_identifiers_do_not_quote_them(engine, admin, study, tmp_path):
+    dictionary, records, mapping = _identifier_files(tmp_path)
+    report = _check(
+        engine, admin, records, dictionary=dictionary, mapping=redcap_import.redcap_mapping(mapping)
+    )
+    assert [(f.row, f.column, f.value, f.reason) for f in report.faults] == [
+        (1, "dob", "(hidden)", "dob: (hidden) is not a date (YYYY-MM-DD)"),
+        (1, "phone", "(hidden)", "phone: (hidden) is not a number"),
+        (2, "birth_year", "1971", "birth year 1971 does not match date of birth (hidden)"),
+    ]
+    shown = report.model_dump_json()
+    assert [v for v in (BAD_DOB, BAD_PHONE, OTHER_DOB) if v in shown] == []
+
+
 def test_a_participant_of_another_study_is_a_fault(engine, admin, study):
     _import(engine, admin)
     with uow(engine) as session:
@@ -593,6 +646,20 @@ def test_cli_lists_the_faults_and_imports_nothing(cli, tmp_path):
         "--mapping", EXTRA_MAPPING, "--dry-run",
     )  # fmt: skip
     assert "all 3 rows checked; dry run" in mapped.stderr
+
+
+def test_cli_faults_of_identifiers_do_not_quote_them(cli, tmp_path):
+    dictionary, records, mapping = _identifier_files(tmp_path)
+    files = ("--dictionary", dictionary, "--records", records, "--mapping", mapping)
+    table = cli("import", "redcap", *files, code=2)
+    as_json = cli("import", "redcap", *files, "--json", code=2)
+    faults = [line.split()[1:4] for line in table.stdout.splitlines()[1:]]
+    assert faults == [["1", "2", "dob"], ["1", "2", "phone"], ["2", "3", "birth_year"]]
+    assert [f["column"] for f in json.loads(as_json.stdout)["faults"]] == [
+        "dob", "phone", "birth_year",
+    ]  # fmt: skip
+    shown = table.stdout + table.stderr + as_json.stdout + as_json.stderr
+    assert [v for v in (BAD_DOB, BAD_PHONE, OTHER_DOB) if v in shown] == []
 
 
 def test_the_installed_command(tmp_path):

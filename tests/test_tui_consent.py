@@ -7,7 +7,7 @@ from datetime import date
 
 import sqlalchemy as sa
 from inventory import seed_inventory, serum
-from textual.widgets import DataTable, Select, Static, TabbedContent
+from textual.widgets import DataTable, Input, Select, Static, TabbedContent
 from tui_helpers import scan, settle, sign_in, type_text
 
 from biobank.bootstrap import open_database
@@ -274,6 +274,12 @@ def test_one_statement_keeps_the_specimens_and_escape_writes_nothing(db_url, adm
 
             await _keys(app, pilot, "w")
             form = app.screen
+            day = form.query_one("#withdrawn_on", Input)
+            day.value = "2025-02-30"
+            await _keys(app, pilot, "ctrl+s")  # refused at the field, before any review
+            assert _text(form, "#withdrawn_on-error") == "withdrawn_on must be a date as YYYY-MM-DD"
+            assert "withdrawn_on must be a date as YYYY-MM-DD" in _errors(app)
+            day.value = date.today().isoformat()
             await type_text(app, pilot, "phone call")
             await _keys(app, pilot, "enter", "down", "enter")  # destroy...
             await _keys(app, pilot, "shift+tab", "shift+tab", "shift+tab")

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from sqlmodel import Session
 
 from biobank.bootstrap import FIRST_ADMIN_HINT, OpenDatabase, open_database
+from biobank.dates import parse_day
 from biobank.errors import ValidationError
 from biobank.permissions import Actor
 from biobank.services.users import actor_for
@@ -99,14 +100,7 @@ def emit_record(pairs: Sequence[tuple[str, Any]]) -> None:
 
 
 def parse_date(value: str | None, field_name: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ValidationError(
-            f"{field_name} must be a date as YYYY-MM-DD", field=field_name, value=value
-        ) from None
+    return None if value is None else parse_day(value, field_name)
 
 
 def parse_datetime(value: str | None, field_name: str) -> datetime | None:

@@ -16,6 +16,7 @@ from biobank.cli.common import (
 )
 from biobank.errors import ConsentDenied, ValidationError
 from biobank.models import WithdrawalDisposition
+from biobank.permissions import Permission, require
 from biobank.services import consent
 from biobank.services.consent import ImpactReport
 
@@ -272,6 +273,7 @@ def withdraw(
     """Record a withdrawal after showing what it touches; specimens are flagged, never deleted."""
     withdrawn_on = parse_date(withdrawn, "date")
     with work(ctx, readonly=True) as (session, actor):
+        require(actor, Permission.manage_consent)  # refused before being asked to confirm
         report = consent.withdrawal_impact(
             session, actor=actor, participant=participant, statement=statement
         )

@@ -12,9 +12,7 @@ caller's one transaction.
 
 from __future__ import annotations
 
-import pickle
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -54,7 +52,7 @@ from biobank.services.specimens import (
 )
 from biobank.services.storage import place_in_tree, subtree_range
 from biobank.services.studies import get_study
-from biobank.tabular import chunks, open_source, read_toml
+from biobank.tabular import chunks, new_spool, open_source, read_toml, spool_batch, unspool
 
 FIELDS: dict[str, str] = {
     "legacy_id": "Sample ID",
@@ -461,7 +459,7 @@ class _Checker:
         self.recorded: set[str] = set()  # legacy IDs of the current batch already recorded
         self.places: dict[tuple[str, int, int], int] = {}
         self.faulty: set[int] = set()
-        self.spool = tempfile.TemporaryFile()  # noqa: SIM115  (the plan owns it; writing closes it)
+        self.spool = new_spool()
 
     def run(self) -> ImportPlan:
         records = self.source.records()
@@ -550,7 +548,7 @@ class _Checker:
             checked.append((row, tube, place))
         self.report.rows = batch[-1][0]
         if not self.report.fault_count:  # once a row is faulty, nothing will be written
-            pickle.dump(checked, self.spool, protocol=pickle.HIGHEST_PROTOCOL)
+            spool_batch(self.spool, checked)
 
     def look_up(self, tubes: list[_Tube]) -> None:
         """What the database knows of a batch's participants, units and legacy IDs, with a
@@ -713,23 +711,14 @@ def write_inventory(
     writer.create_visits()
     writer.create_units()
     filled: dict[int, int] = {}
-    with plan.spool:
-        plan.spool.seek(0)
-        while batch := _unspool(plan.spool):
-            for box_id in writer.write_tubes(batch):
-                filled[box_id] = filled.get(box_id, 0) + 1
-            if progress:
-                progress(len(batch))
+    for batch in unspool(plan.spool):
+        for box_id in writer.write_tubes(batch):
+            filled[box_id] = filled.get(box_id, 0) + 1
+        if progress:
+            progress(len(batch))
     for box_id, count in filled.items():
         adjust_free_slots(session, box_id, -count)
     return report.model_copy(update={"imported": sum(filled.values())})
-
-
-def _unspool(spool: IO[bytes]) -> list[tuple[int, _Tube, tuple[int, int]]]:
-    try:
-        return pickle.load(spool)
-    except EOFError:
-        return []
 
 
 @lru_cache(maxsize=4096)

@@ -18,8 +18,6 @@ and a changed value is changed with its before and after in the audit trail.
 
 from __future__ import annotations
 
-import pickle
-import tempfile
 import tomllib
 from collections import defaultdict
 from collections.abc import Callable
@@ -60,7 +58,7 @@ from biobank.services import audit, consent, participants, phenotypes
 from biobank.services.legacy_import import BATCH_ROWS, MAX_LISTED_FAULTS
 from biobank.services.legacy_import import Fault as SheetFault
 from biobank.services.studies import get_study
-from biobank.tabular import chunks, open_source, read_toml
+from biobank.tabular import chunks, new_spool, open_source, read_toml, spool_batch, unspool
 
 SOURCE = "redcap"
 EVENT_COLUMN = "redcap_event_name"
@@ -407,7 +405,7 @@ class _Checker:
         self.stored_values: dict[tuple[int, int], Stored] = {}  # (visit, variable) of a batch
         self.documents: dict[str, tuple[date, list[str]]] = {}
         self.faulty: set[int] = set()
-        self.spool = tempfile.TemporaryFile()  # noqa: SIM115  (the plan owns it; writing closes it)
+        self.spool = new_spool()
 
     def run(self) -> RedcapPlan:
         if not (self.read_dictionary() and self.read_records()):
@@ -430,10 +428,11 @@ class _Checker:
         self.report.fault_count += 1
         if row is not None:
             self.faulty.add(row)
+        if column in self.phi and value:
+            value, reason = HIDDEN, _hidden(reason, value)
         if len(self.report.faults) < MAX_LISTED_FAULTS:
-            shown = HIDDEN if column in self.phi and value else value
             self.report.faults.append(
-                Fault(file=file, row=row, line=line, column=column, value=shown, reason=reason)
+                Fault(file=file, row=row, line=line, column=column, value=value, reason=reason)
             )
 
     # --- The dictionary and the mapping ---
@@ -699,7 +698,7 @@ class _Checker:
         if not self.report.fault_count:  # once a row is faulty, nothing will be written
             visits = [(r.code, r.label) for r in rows]  # no fault: each row is a new visit
             people = [r.code for r in rows if self.people[r.code].row == r.row]  # first rows
-            pickle.dump((len(batch), people, visits, written), self.spool, pickle.HIGHEST_PROTOCOL)
+            spool_batch(self.spool, (len(batch), people, visits, written))
 
     def read_row(self, row: int, line: int, cells: list[str], width: int) -> _Row:
         """Every cell of one row checked against its field; faults collected, none raised."""
@@ -716,7 +715,10 @@ class _Checker:
             try:
                 return redcap.read_cell(f, raw)
             except ValidationError as error:
-                r.faults.append((f.name, raw, error.message))
+                reason = error.message
+                if f.name in self.phi:  # it may quote the cell as read (1,5 → 1.5)
+                    reason = _hidden(reason, error.value)
+                r.faults.append((f.name, raw, reason))
                 return None
 
         def fact(key: str, f: redcap.Field, value: Any) -> None:
@@ -997,16 +999,15 @@ class _Checker:
         birth_year = born.value if born else person.birth_year
         dob = facts.get("date_of_birth")
         stored_dob = person.identity.date_of_birth if person.identity else None
+        date_of_birth = dob.value if dob else stored_dob
         try:
             participants.check_person_dates(
-                birth_year=birth_year,
-                date_of_birth=dob.value if dob else stored_dob,
-                enrolled_on=None,
+                birth_year=birth_year, date_of_birth=date_of_birth, enrolled_on=None
             )
         except ValidationError as error:
             wrong = born if error.field == "birth_year" and born else dob or born
-            if wrong is not None:
-                self.person_fault(wrong, error.message)
+            if wrong is not None:  # a birth year's fault may quote the date of birth
+                self.person_fault(wrong, _hidden(error.message, date_of_birth))
         for visit in visits:
             if visit.visit_date and birth_year and visit.visit_date.year < birth_year:
                 self.fault(
@@ -1168,6 +1169,13 @@ class _Checker:
         return found
 
 
+def _hidden(reason: str, value: object) -> str:
+    """A fault's reason without the identifier value it quotes."""
+    if value is None or value == "":
+        return reason
+    return reason.replace(repr(value), HIDDEN).replace(str(value), HIDDEN)
+
+
 def _outcome(before: object, after: object) -> str:
     return "added" if before is None else "unchanged" if before == after else "changed"
 
@@ -1216,31 +1224,21 @@ def write_redcap(
     writer = _Writer(session, actor, plan)
     writer.create_documents()
     writer.create_variables()
-    with plan.spool:
-        plan.spool.seek(0)
-        while batch := _unspool(plan.spool):
-            rows, people, visits, values = batch
-            writer.write_people(people)
-            writer.write_visits(visits)
-            writer.write_values(values)
-            writer.write_values(
-                [
-                    (code, None, name, plan.people[code].facts[f"value:{name}"].value, added)
-                    for code in people
-                    for name, added in plan.people[code].new_values
-                ]
-            )
-            writer.write_signatures(people)
-            if progress:
-                progress(rows)
+    for rows, people, visits, values in unspool(plan.spool):
+        writer.write_people(people)
+        writer.write_visits(visits)
+        writer.write_values(values)
+        writer.write_values(
+            [
+                (code, None, name, plan.people[code].facts[f"value:{name}"].value, added)
+                for code in people
+                for name, added in plan.people[code].new_values
+            ]
+        )
+        writer.write_signatures(people)
+        if progress:
+            progress(rows)
     return report
-
-
-def _unspool(spool: IO[bytes]) -> tuple[int, list, list, list] | None:
-    try:
-        return pickle.load(spool)
-    except EOFError:
-        return None
 
 
 class _Writer:

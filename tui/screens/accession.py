@@ -31,7 +31,7 @@ from biobank.services.scan import ScanResult
 from biobank.services.specimen_read import SpecimenRead
 from biobank.services.storage import storage_tree
 from tui.printing import print_specimen_labels
-from tui.screens.base import WorkScreen
+from tui.screens.base import FormErrors, WorkScreen
 
 
 class TypeDefaults(NamedTuple):
@@ -134,7 +134,9 @@ def row(label: str, *widgets: Widget, field: str | None = None) -> Horizontal:
     return Horizontal(Label(label, classes="field-label"), *widgets, *errors, classes="field-row")
 
 
-class AccessionScreen(WorkScreen):
+class AccessionScreen(FormErrors, WorkScreen):
+    FIELDS = FIELDS
+    SHOWN_AT = SHOWN_AT
     BINDINGS = [  # noqa: RUF012
         Binding("ctrl+s", "save", "Save (and print labels)", id="save_accession"),
         Binding("n", "next_accession", "Next accession, same visit", id="next_accession"),
@@ -454,19 +456,3 @@ class AccessionScreen(WorkScreen):
         self.query_one("#saved", Static).update("")
         self.query_one("#accession-title", Static).update("New accession")
         self.refresh_bindings()
-
-    # --- refusals ----------------------------------------------------------------------
-
-    def refuse(self, error: BiobankError) -> None:
-        """A refusal found here: at its field, and as the app shows every error."""
-        self.show_at_field(error)
-        self.app.show_error(error)
-
-    def show_at_field(self, error: BiobankError) -> None:
-        field = SHOWN_AT.get(error.field, error.field)
-        if field in FIELDS:
-            self.query_one(f"#{field}-error", Static).update(error.message)
-
-    def clear_errors(self) -> None:
-        for field in FIELDS:
-            self.query_one(f"#{field}-error", Static).update("")

@@ -1,12 +1,17 @@
-"""What every signed-in screen shares: the scan line at the top and the footer."""
+"""What every signed-in screen shares: the scan line at the top and the footer; and what the
+form screens share: refusals shown at the field they name."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input
+from textual.widgets import Footer, Header, Input, Static
+
+from biobank.errors import BiobankError
 
 
 class ScanLine(Horizontal):
@@ -46,3 +51,25 @@ class WorkScreen(Screen):
 
     def action_focus_scan(self) -> None:
         self.query_one("#scan-box", Input).focus()
+
+
+class FormErrors:
+    """For a screen whose form has a `#<field>-error` line under each of its FIELDS: a
+    service error names its own field, and SHOWN_AT says which form field holds that value."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+    SHOWN_AT: ClassVar[dict[str, str]] = {}
+
+    def refuse(self, error: BiobankError) -> None:
+        """A refusal found here: at its field, and as the app shows every error."""
+        self.show_at_field(error)
+        self.app.show_error(error)
+
+    def show_at_field(self, error: BiobankError) -> None:
+        field = self.SHOWN_AT.get(error.field, error.field)
+        if field in self.FIELDS:
+            self.query_one(f"#{field}-error", Static).update(error.message)
+
+    def clear_errors(self) -> None:
+        for field in self.FIELDS:
+            self.query_one(f"#{field}-error", Static).update("")

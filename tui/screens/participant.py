@@ -60,13 +60,6 @@ def short_codes(codes: Iterable[str]) -> dict[str, str]:
     }
 
 
-def full_withdrawal(status: ConsentStatusRead) -> WithdrawalRead | None:
-    """The withdrawal of everything in force as of the status date, if any."""
-    if not status.withdrawn_entirely:
-        return None
-    return next((w for w in reversed(status.withdrawals) if w.statement is None), None)
-
-
 def withdrawal_words(withdrawal: WithdrawalRead) -> str:
     scope = withdrawal.statement or "all uses"
     return f"{scope} · {withdrawal.disposition.value}, {withdrawal.withdrawn_on}"
@@ -74,7 +67,7 @@ def withdrawal_words(withdrawal: WithdrawalRead) -> str:
 
 def consent_badge(status: ConsentStatusRead) -> Text:
     """One line: each statement's short code and mark, or the withdrawal of everything."""
-    gone = full_withdrawal(status)
+    gone = status.full_withdrawal
     if gone is not None:
         return Text(f"Consent: WITHDRAWN ({withdrawal_words(gone)})", style="bold red")
     if not status.signatures and not status.withdrawals:
@@ -195,7 +188,7 @@ class ParticipantScreen(WorkScreen):
             f"Sex {participant.sex.value}   birth year {participant.birth_year or '-'}   "
             f"enrolled {participant.enrolled_on or '-'}\nVisits: {visits or 'none'}"
         )
-        gone = full_withdrawal(view.consent)
+        gone = view.consent.full_withdrawal
         banner = self.query_one("#withdrawn-banner", Static)
         banner.display = gone is not None
         if gone is not None:

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Input, Static
 
 from biobank.services import custody
 from biobank.services.audit import AuditEntryRead, audit_log
-from biobank.services.consent import ConsentStatusRead, consent_status, pull_list
+from biobank.services.consent import ConsentStatusRead, consent_status, pull_item
 from biobank.services.scan import ScanResult
 from biobank.services.specimens import SpecimenDetail, show_specimen
 from tui.printing import print_specimen_labels
@@ -35,9 +35,9 @@ def load_specimen(session, *, actor, accession: str) -> SpecimenView:
     """The tube and its participant's consent, in the one worker round trip a scan costs."""
     detail = show_specimen(session, actor=actor, accession=accession)
     s = detail.specimen
-    pulled = s.consent_withdrawal_id is not None and any(
-        item.accession_id == s.accession_id
-        for item in pull_list(session, actor=actor, participant=s.participant_code)
+    pulled = (
+        s.consent_withdrawal_id is not None
+        and pull_item(session, actor=actor, specimen_id=s.id) is not None
     )
     return SpecimenView(
         detail=detail,

@@ -16,12 +16,13 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Input, Select, Static
 
+from biobank.dates import parse_day
 from biobank.errors import BiobankError, ValidationError
 from biobank.services import consent
 from biobank.services.consent import ImpactReport, PullItem, WithdrawalRead
 from biobank.services.scan import ScanResult
 from tui.screens.accession import row
-from tui.screens.base import WorkScreen
+from tui.screens.base import FormErrors, WorkScreen
 
 EVERYTHING = "*"  # the scope "all statements" (no statement code has a '*')
 DISPOSITIONS = [
@@ -33,15 +34,6 @@ PULLED = frozenset({"destroy", "return"})
 FIELDS = ("scope", "withdrawn_on", "requested_by", "disposition", "reason")
 SHOWN_AT = {"statement": "scope"}  # the service names the statement; the form calls it scope
 GONE = frozenset({"disposed", "distributed"})
-
-
-def parse_day(text: str) -> date:
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError:
-        raise ValidationError(
-            "the withdrawal date must be YYYY-MM-DD", field="withdrawn_on", value=text
-        ) from None
 
 
 def impact_text(report: ImpactReport, disposition: str) -> Text:
@@ -85,7 +77,9 @@ def impact_text(report: ImpactReport, disposition: str) -> Text:
     return Text("\n").join(lines)
 
 
-class WithdrawalScreen(WorkScreen):
+class WithdrawalScreen(FormErrors, WorkScreen):
+    FIELDS = FIELDS
+    SHOWN_AT = SHOWN_AT
     SCAN_HELP = "not used: finish or cancel the withdrawal first"
     BINDINGS = [  # noqa: RUF012
         Binding("ctrl+s", "review", "Review the impact", id="withdrawal_review"),
@@ -206,7 +200,7 @@ class WithdrawalScreen(WorkScreen):
         return {
             "participant": self.participant,
             "statement": None if scope == EVERYTHING else scope,
-            "withdrawn_on": parse_day(self.query_one("#withdrawn_on", Input).value),
+            "withdrawn_on": parse_day(self.query_one("#withdrawn_on", Input).value, "withdrawn_on"),
             "requested_by": self.query_one("#requested_by", Input).value.strip(),
             "disposition": self.query_one("#disposition", Select).value,
             "reason": reason or None,
@@ -289,18 +283,3 @@ class WithdrawalScreen(WorkScreen):
         from tui.screens.pull_list import PullListScreen
 
         self.app.switch_screen(PullListScreen())
-
-    # --- refusals ----------------------------------------------------------------------
-
-    def refuse(self, error: BiobankError) -> None:
-        self.show_at_field(error)
-        self.app.show_error(error)
-
-    def show_at_field(self, error: BiobankError) -> None:
-        field = SHOWN_AT.get(error.field, error.field)
-        if field in FIELDS:
-            self.query_one(f"#{field}-error", Static).update(error.message)
-
-    def clear_errors(self) -> None:
-        for field in FIELDS:
-            self.query_one(f"#{field}-error", Static).update("")
