@@ -651,6 +651,11 @@ class ExportRun(SQLModel, table=True):
     dua_reference: str | None = Field(default=None, max_length=120)
     reserve_request: str | None = Field(default=None, max_length=120)
     software_version: str = Field(max_length=32)
+    as_of: date  # consent was asked as of this day
+    window_days: int  # how far back a phenotype value at collection could reach
+    # The key of this export's participant and specimen codes: secret, kept so a replay
+    # gives the same codes and the biobank (only) can link them back.
+    code_key: str = Field(max_length=64)
     counts: dict[str, Any] = Field(sa_type=sa.JSON())
     exclusions: dict[str, Any] = Field(sa_type=sa.JSON())
     files: dict[str, Any] = Field(sa_type=sa.JSON())

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from cohort_seed import seed_cohort
 from sqlalchemy.engine import Engine, make_url
 
 from biobank import migrate
@@ -183,3 +184,9 @@ def actors(engine, admin) -> dict[Role, Actor]:
         with uow(engine) as session:
             result[role] = actor_for(session, username=f"{role.value}1", workstation="test-bench")
     return result
+
+
+@pytest.fixture
+def cohort_db(engine, admin) -> Engine:
+    """Five participants with phenotypes, consent, PHI and serum (tests/cohort_seed.py)."""
+    return seed_cohort(engine, admin)

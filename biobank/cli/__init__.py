@@ -14,6 +14,7 @@ from biobank.cli import (
     config_commands,
     consent_commands,
     db_commands,
+    export_commands,
     import_commands,
     label_commands,
     phenotype_commands,
@@ -61,6 +62,7 @@ app.add_typer(import_commands.app, name="import")
 app.add_typer(consent_commands.app, name="consent")
 app.add_typer(phenotype_commands.app, name="phenotype")
 app.add_typer(cohort_commands.app, name="cohort")
+app.add_typer(export_commands.app, name="export")
 app.command("scan")(specimen_commands.scan_command)
 app.command("label")(label_commands.label_command)
 app.command("reconcile")(reconcile_commands.reconcile_command)

@@ -38,7 +38,7 @@ Uses = Annotated[
 ]
 
 
-def _query(**given: object) -> CohortQuery:
+def build_query(**given: object) -> CohortQuery:
     where = given.pop("where")
     return load_query(
         given
@@ -74,7 +74,7 @@ def preview(
     json: JsonOption = False,
 ) -> None:
     """Counts before anything is written: specimens, participants, and who consent leaves out."""
-    query = _query(
+    query = build_query(
         where=where, specimen_types=specimen_types, statuses=statuses,
         min_quantity=min_quantity, collected_from=collected_from, collected_to=collected_to,
         max_freeze_thaws=max_freeze_thaws, storage=storage, sex=sex, min_age=min_age,
@@ -131,7 +131,7 @@ def save(
     json: JsonOption = False,
 ) -> None:
     """Keep a query by name (the filters as data, never SQL)."""
-    query = _query(
+    query = build_query(
         where=where, specimen_types=specimen_types, statuses=statuses,
         min_quantity=min_quantity, collected_from=collected_from, collected_to=collected_to,
         max_freeze_thaws=max_freeze_thaws, storage=storage, sex=sex, min_age=min_age,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import operator
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -26,6 +26,7 @@ from biobank.cohort import CohortQuery, Condition, Group, load_query
 from biobank.db import flush
 from biobank.errors import AlreadyExists, NotFound, ValidationError
 from biobank.models import (
+    ExportRunSpecimen,
     Participant,
     PhenotypeValue,
     PhenotypeVariable,
@@ -184,8 +185,20 @@ def prepare(session: Session, query: CohortQuery) -> _Prepared:
 # --- Running it --------------------------------------------------------------------------------
 
 
-def _base_query(session: Session, query: CohortQuery) -> sa.Select:
-    """Specimen and participant filters the database answers, participant by participant."""
+def _base_query(
+    session: Session, query: CohortQuery, reserved_by_run: int | None = None
+) -> sa.Select:
+    """Specimen and participant filters the database answers, participant by participant.
+    `reserved_by_run`: the specimens that export run reserved count as they were before."""
+    statuses = Specimen.status.in_([SpecimenStatus(s) for s in query.statuses])
+    if reserved_by_run is not None:
+        reserved = sa.select(ExportRunSpecimen.specimen_id).where(
+            ExportRunSpecimen.export_run_id == reserved_by_run
+        )
+        statuses = sa.or_(
+            statuses,
+            sa.and_(Specimen.status == SpecimenStatus.reserved, Specimen.id.in_(reserved)),
+        )
     stmt = (
         sa.select(
             Specimen.id,
@@ -198,7 +211,7 @@ def _base_query(session: Session, query: CohortQuery) -> sa.Select:
         )
         .join(Participant, Participant.id == Specimen.participant_id)
         .outerjoin(Visit, Visit.id == Specimen.visit_id)
-        .where(Specimen.status.in_([SpecimenStatus(s) for s in query.statuses]))
+        .where(statuses)
         .order_by(Specimen.participant_id, Specimen.id)
     )
     if query.specimen_types:
@@ -220,6 +233,15 @@ def _base_query(session: Session, query: CohortQuery) -> sa.Select:
         )
         stmt = stmt.where(Specimen.box_id.in_(boxes))
     return stmt
+
+
+def count_candidates(
+    session: Session, query: CohortQuery, reserved_by_run: int | None = None
+) -> int:
+    """How many specimens pass the database's filters: the length of a progress bar."""
+    query = prepare(session, query).query
+    stmt = _base_query(session, query, reserved_by_run).order_by(None)
+    return session.execute(sa.select(sa.func.count()).select_from(stmt.subquery())).scalar_one()
 
 
 def _chunks(session: Session, stmt: sa.Select) -> Iterator[list[sa.Row]]:
@@ -312,15 +334,20 @@ def select_cohort(
     as_of: date,
     window_days: int = DEFAULT_WINDOW_DAYS,
     tally: Tally | None = None,
+    progress: Callable[[int], None] | None = None,
+    reserved_by_run: int | None = None,
 ) -> Iterator[Selected]:
     """The specimens of the cohort, participant by participant, with every variable's value at
-    collection; `tally` counts them and the consent exclusions as they go by."""
+    collection; `tally` counts them and the consent exclusions as they go by, `progress` hears
+    how many candidates (see `count_candidates`) each step went through."""
     prepared = prepare(session, query)
     uses = known_uses(session, uses)
     query, tally = prepared.query, tally if tally is not None else Tally()
     variables = list(prepared.variables.values())
     ever_variables = [prepared.variables[n] for n in _ever_variables(prepared.conditions)]
-    for chunk in _chunks(session, _base_query(session, query)):
+    for chunk in _chunks(session, _base_query(session, query, reserved_by_run)):
+        if progress:
+            progress(len(chunk))
         collected = [Collected.of(row[:6]) for row in chunk]
         births = {row.id: row.birth_year for row in chunk}
         kept = [

@@ -1,0 +1,159 @@
+"""`biobank export …`: linked phenotype exports for investigators, their manifests, replays."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import typer
+
+from biobank.cli.cohort_commands import (
+    CollectedFrom,
+    CollectedTo,
+    MaxAge,
+    MaxThaws,
+    MinAge,
+    MinQuantity,
+    Sexes,
+    Statuses,
+    Storage,
+    Types,
+    Uses,
+    Where,
+    build_query,
+)
+from biobank.cli.common import JsonOption, emit_json, emit_table, message, parse_date, state, work
+from biobank.models import DeidentificationMode
+from biobank.services import cohorts, exports
+from biobank.services.exports import FORMATS, ExportRequest
+
+app = typer.Typer(help="Consent-enforced, de-identified exports of specimens and phenotypes.")
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    directory: Path = typer.Option(
+        Path("."), "--to", file_okay=False, help="Folder the export's own folder goes in."
+    ),
+    uses: Uses = [],  # noqa: B006 (typer reads the default)
+    mode: DeidentificationMode = typer.Option(
+        DeidentificationMode.safe_harbor, "--mode", help="De-identification."
+    ),
+    formats: list[str] = typer.Option(
+        [], "--format", help=f"One of {', '.join(FORMATS)} (repeatable; default csv)."
+    ),
+    per_participant: bool = typer.Option(
+        False, "--per-participant", help="Also one row per participant."
+    ),
+    dua: str | None = typer.Option(None, "--dua", help="Data-use agreement (limited mode)."),
+    reserve: str | None = typer.Option(
+        None, "--reserve", help="Reserve the exported specimens for this request."
+    ),
+    as_of: str | None = typer.Option(None, "--as-of", help="Consent as of (default today)."),
+    window_days: int | None = typer.Option(None, "--window-days"),
+    saved: str | None = typer.Option(None, "--saved", help="Export a saved query."),
+    where: Where = None,
+    specimen_types: Types = [],  # noqa: B006
+    statuses: Statuses = [],  # noqa: B006
+    min_quantity: MinQuantity = None,
+    collected_from: CollectedFrom = None,
+    collected_to: CollectedTo = None,
+    max_freeze_thaws: MaxThaws = None,
+    storage: Storage = None,
+    sex: Sexes = [],  # noqa: B006
+    min_age: MinAge = None,
+    max_age: MaxAge = None,
+    json: JsonOption = False,
+) -> None:
+    """Select, leave out what consent does not allow, de-identify, write the files and the
+    manifest last."""
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}")
+    query = build_query(
+        where=where, specimen_types=specimen_types, statuses=statuses,
+        min_quantity=min_quantity, collected_from=collected_from, collected_to=collected_to,
+        max_freeze_thaws=max_freeze_thaws, storage=storage, sex=sex, min_age=min_age,
+        max_age=max_age,
+    )  # fmt: skip
+    settings = state(ctx).settings
+    with work(ctx) as (session, actor):
+        if saved:
+            query = cohorts.get_saved_query(session, actor=actor, name=saved).query
+        request = ExportRequest(
+            query=query,
+            uses=uses or ["FUTURE_RESEARCH"],
+            mode=mode,
+            formats=formats or ["csv"],
+            per_participant=per_participant,
+            dua_reference=dua,
+            reserve_request=reserve,
+            as_of=parse_date(as_of, "as_of"),
+            window_days=settings.phenotype_window_days if window_days is None else window_days,
+        )
+        with ExitStack() as bars:
+            bar = None
+
+            def advance(done: int, total: int) -> None:
+                nonlocal bar
+                if bar is None:
+                    bar = bars.enter_context(
+                        typer.progressbar(length=total, label="exporting", file=sys.stderr)
+                    )
+                bar.update(done)
+
+            result = exports.run_export(
+                session, actor=actor, request=request, directory=directory, progress=advance
+            )
+    if json:
+        emit_json(result)
+        return
+    emit_table(
+        ["FILE", "ROWS", "SHA-256"], [[f.name, f.rows, f.sha256[:16] + "…"] for f in result.files]
+    )
+    left_out = ", ".join(f"{n['specimens']} ({reason})" for reason, n in result.exclusions.items())
+    message(
+        f"export {result.run_code}: {result.counts['specimens']} specimens of "
+        f"{result.counts['participants']} participants in {result.directory}"
+        + (f"; left out by consent: {left_out}" if left_out else "")
+    )
+
+
+@app.command()
+def replay(
+    ctx: typer.Context,
+    run_code: str = typer.Argument(..., help="The run, e.g. EX-20261123-1A2B3C."),
+    json: JsonOption = False,
+) -> None:
+    """Run an export again as recorded and say whether it comes out the same (exit 0) or
+    what differs (exit 1)."""
+    with work(ctx) as (session, actor):
+        result = exports.replay_export(session, actor=actor, run_code=run_code)
+    if json:
+        emit_json(result)
+    elif result.matches:
+        message(f"{result.run_code}: the same files again")
+    else:
+        message(f"{result.run_code}: differs:\n  " + "\n  ".join(result.differences))
+    if not result.matches:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_runs(ctx: typer.Context, json: JsonOption = False) -> None:
+    """The export runs, newest first."""
+    with work(ctx, readonly=True) as (session, actor):
+        rows = exports.list_runs(session, actor=actor)
+    if json:
+        emit_json(rows)
+        return
+    emit_table(
+        ["RUN", "WHEN", "BY", "MODE", "USES", "SPECIMENS", "RESERVED FOR"],
+        [
+            [r.run_code, f"{r.created_at:%Y-%m-%d %H:%M}", r.created_by or "", r.mode,
+             ", ".join(r.uses), r.counts.get("specimens", 0), r.reserve_request or ""]
+            for r in rows
+        ],
+    )  # fmt: skip

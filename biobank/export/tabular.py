@@ -1,0 +1,225 @@
+"""Row-per-specimen files: CSV, XLSX, Parquet, CSV under MIABIS names, and the data dictionary.
+
+CSV cells are what Python's `csv` writes: empty for None, `True`/`False`, ISO dates, numbers as
+`repr`. XLSX and Parquet keep the types of the column kinds. Each writer streams (see
+`files.Batches`) and writes atomically (see `files.write_atomically`). openpyxl and pyarrow are
+imported by the writer that needs them: importing biobank stays fast, and pyarrow is an extra.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+from zipfile import ZIP_DEFLATED, ZipFile, ZipInfo
+
+from biobank.errors import ValidationError
+from biobank.export.columns import (
+    DICTIONARY_HEADER,
+    Column,
+    Row,
+    checked,
+    dictionary_rows,
+)
+from biobank.export.files import Batches, Progress, Written, write_atomically
+
+XLSX_MAX_ROWS = 1_048_575  # a worksheet's 1,048,576 rows less the header
+FIXED_TIME = datetime(2000, 1, 1)  # in XLSX metadata, so the same rows give the same bytes
+
+
+def write_csv(
+    path: Path, columns: Iterable[Column], rows: Iterable[Row], progress: Progress | None = None
+) -> Written:
+    columns = checked(columns)
+    return _write_delimited(path, [c.name for c in columns], columns, rows, progress)
+
+
+def write_miabis_csv(
+    path: Path, columns: Iterable[Column], rows: Iterable[Row], progress: Progress | None = None
+) -> Written:
+    """Only the columns with a MIABIS name, headed by it."""
+    chosen = [c for c in checked(columns) if c.miabis]
+    if not chosen:
+        raise ValidationError("no column has a MIABIS name", field="columns")
+    return _write_delimited(path, [c.miabis for c in chosen], chosen, rows, progress)
+
+
+def write_dictionary(path: Path, columns: Iterable[Column]) -> Written:
+    """The data dictionary: one row per column (rows counts the columns)."""
+    columns = checked(columns)
+
+    def write(file: IO[str]) -> int:
+        writer = csv.writer(file)
+        writer.writerow(DICTIONARY_HEADER)
+        writer.writerows(dictionary_rows(columns))
+        return len(columns)
+
+    return write_atomically(path, write, text=True)
+
+
+def _write_delimited(
+    path: Path,
+    header: list[str],
+    columns: Sequence[Column],
+    rows: Iterable[Row],
+    progress: Progress | None,
+) -> Written:
+    names = [c.name for c in columns]
+
+    def write(file: IO[str]) -> int:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        batches = Batches(rows, progress)
+        for batch in batches:
+            writer.writerows(map(row.get, names) for row in batch)
+        return batches.done
+
+    return write_atomically(path, write, text=True)
+
+
+def write_xlsx(
+    path: Path, columns: Iterable[Column], rows: Iterable[Row], progress: Progress | None = None
+) -> Written:
+    """A `data` sheet with typed cells (dates as dates) and a `dictionary` sheet. A text that
+    starts with "=" stays text, never a formula."""
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+    from openpyxl.utils.exceptions import IllegalCharacterError
+    from openpyxl.writer.excel import ExcelWriter
+
+    columns = checked(columns)
+    names = [c.name for c in columns]
+    texts = [i for i, c in enumerate(columns) if c.kind == "string"]
+
+    def write(file: IO[bytes]) -> int:
+        workbook = Workbook(write_only=True)
+        data = workbook.create_sheet("data")
+        data.append(names)
+        batches = Batches(rows, progress)
+        try:
+            for batch in batches:
+                if batches.done + len(batch) > XLSX_MAX_ROWS:
+                    raise ValidationError(
+                        f"XLSX holds at most {XLSX_MAX_ROWS:,} rows: choose CSV or Parquet",
+                        field="format",
+                        value="xlsx",
+                    )
+                for number, row in enumerate(batch, start=batches.done + 1):
+                    values = list(map(row.get, names))
+                    for i in texts:
+                        if isinstance(values[i], str) and values[i].startswith("="):
+                            values[i] = WriteOnlyCell(data, values[i])
+                            values[i].data_type = "s"
+                    try:
+                        data.append(values)
+                    except IllegalCharacterError:
+                        name = next(
+                            n
+                            for n, v in zip(names, values, strict=True)
+                            if isinstance(v, str) and ILLEGAL_CHARACTERS_RE.search(v)
+                        )
+                        raise ValidationError(
+                            f"{name} holds a control character that XLSX cannot store",
+                            field=name,
+                            row=number,
+                        ) from None
+        except BaseException:
+            data.close()  # else openpyxl's sheet writer fails noisily when it is collected
+            raise
+        dictionary = workbook.create_sheet("dictionary")
+        dictionary.append(DICTIONARY_HEADER)
+        for entry in dictionary_rows(columns):
+            dictionary.append(entry)
+        workbook.properties.created = workbook.properties.modified = FIXED_TIME
+        ExcelWriter(workbook, _SteadyZip(file, "w", ZIP_DEFLATED, allowZip64=True)).save()
+        return batches.done
+
+    return write_atomically(path, write, text=False)
+
+
+class _SteadyZip(ZipFile):
+    """A zip whose entries carry a fixed time instead of the clock's, so that writing the same
+    rows again gives the same SHA-256 (a replayed export can be compared by its hashes)."""
+
+    _TIME = FIXED_TIME.timetuple()[:6]
+
+    def writestr(self, zinfo_or_arcname: Any, data: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(zinfo_or_arcname, str):
+            zinfo_or_arcname = self._entry(zinfo_or_arcname)
+        super().writestr(zinfo_or_arcname, data, *args, **kwargs)
+
+    def write(self, filename: Any, arcname: Any = None, *args: Any, **kwargs: Any) -> None:
+        """openpyxl writes a write-only sheet from its temporary file: copy it in blocks."""
+        entry = self._entry(arcname or os.path.basename(filename))
+        entry.file_size = os.path.getsize(filename)
+        with open(filename, "rb") as source, self.open(entry, "w") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+
+    def _entry(self, name: str) -> ZipInfo:
+        entry = ZipInfo(name, date_time=self._TIME)
+        entry.compress_type = self.compression
+        entry.external_attr = 0o600 << 16
+        return entry
+
+
+def write_parquet(
+    path: Path, columns: Iterable[Column], rows: Iterable[Row], progress: Progress | None = None
+) -> Written:
+    """One row group per batch; each field carries its label, unit and codes as metadata."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValidationError(
+            "Parquet needs the optional extra: pip install 'biobank[parquet]'",
+            field="format",
+            value="parquet",
+        ) from None
+
+    columns = checked(columns)
+    types = {
+        "string": pa.string(),
+        "integer": pa.int64(),
+        "decimal": pa.float64(),
+        "boolean": pa.bool_(),
+        "date": pa.date32(),
+        "year": pa.int32(),
+    }
+    schema = pa.schema([pa.field(c.name, types[c.kind], metadata=_metadata(c)) for c in columns])
+
+    def write(file: IO[bytes]) -> int:
+        with pq.ParquetWriter(file, schema) as writer:
+            batches = Batches(rows, progress)
+            for batch in batches:
+                arrays = []
+                for column, field in zip(columns, schema, strict=True):
+                    values = [row.get(column.name) for row in batch]
+                    try:
+                        arrays.append(pa.array(values, type=field.type))
+                    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as e:
+                        first = batches.done + 1
+                        raise ValidationError(
+                            f"{column.name} ({column.kind}) in rows {first}–"
+                            f"{first + len(batch) - 1}: {e}",
+                            field=column.name,
+                        ) from None
+                writer.write_batch(pa.record_batch(arrays, schema=schema))
+        return batches.done
+
+    return write_atomically(path, write, text=False)
+
+
+def _metadata(column: Column) -> dict[str, str]:
+    found = {
+        "label": column.label,
+        "unit": column.unit,
+        "code_system": column.code_system,
+        "code": column.code,
+        "description": column.description,
+    }
+    return {key: value for key, value in found.items() if value}

@@ -1,0 +1,584 @@
+"""Linked phenotype exports for investigators: a cohort, the uses its consent must allow,
+a de-identification mode, files in the formats asked for, and a manifest to audit and replay.
+
+- `safe_harbor` (the default): participant and specimen codes made for this export alone
+  (keyed hashes of internal ids under a random key kept with the run, so a replay gives the
+  same codes and two exports never do), dates reduced to the year, ages over 89 as "90+", no
+  free text and nothing from the identity table.
+- `limited`: dates kept; needs a data-use agreement reference.
+- `identified`: admins only; real participant codes, accession IDs and the identity columns.
+
+The cohort is selected once, de-identified rows are spooled to a temporary file (flat memory)
+and each format is written from it; files are written whole or not at all and the manifest
+comes last, so a file set with a manifest is complete.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel, Field
+from sqlmodel import Session, select
+
+from biobank import __version__
+from biobank.cohort import CohortQuery, load_query
+from biobank.consent import statement_status
+from biobank.db import flush
+from biobank.errors import NotFound, ValidationError
+from biobank.export import fhir, tabular
+from biobank.export.columns import Column
+from biobank.export.files import write_atomically
+from biobank.models import (
+    ConsentStatement,
+    DeidentificationMode,
+    ExportRun,
+    ExportRunSpecimen,
+    Participant,
+    ParticipantIdentity,
+    PhenotypeScope,
+    PhenotypeType,
+    PhenotypeVariable,
+    Specimen,
+    SpecimenStatus,
+    User,
+    utcnow,
+)
+from biobank.permissions import Actor, Permission, require
+from biobank.services import audit
+from biobank.services.cohorts import Selected, Tally, count_candidates, select_cohort
+from biobank.services.consent_checks import consent_acts, known_uses
+from biobank.services.events import record_event
+from biobank.services.phenotypes import DEFAULT_WINDOW_DAYS
+from biobank.tabular import chunks, new_spool, spool_batch, unspool
+
+Format = Literal["csv", "xlsx", "parquet", "fhir", "miabis"]
+FORMATS: tuple[str, ...] = ("csv", "xlsx", "parquet", "fhir", "miabis")
+BATCH = 1000
+OLDEST_SHOWN_AGE = 89  # Safe Harbor: older ages are one group, "90+"
+
+
+class ExportRequest(BaseModel):
+    query: CohortQuery
+    uses: list[str]
+    mode: DeidentificationMode = DeidentificationMode.safe_harbor
+    formats: list[Format] = Field(default_factory=lambda: ["csv"])
+    per_participant: bool = False
+    dua_reference: str | None = None
+    reserve_request: str | None = None
+    as_of: date | None = None
+    window_days: int = Field(default=DEFAULT_WINDOW_DAYS, ge=0)
+
+
+class ExportFile(BaseModel):
+    name: str
+    rows: int
+    sha256: str
+    bytes: int
+
+
+class ExportResult(BaseModel):
+    run_code: str
+    directory: Path
+    mode: DeidentificationMode
+    uses: list[str]
+    as_of: date
+    counts: dict[str, int]
+    exclusions: dict[str, dict[str, int]]
+    files: list[ExportFile]
+    manifest: Path
+
+
+class ReplayResult(BaseModel):
+    run_code: str
+    matches: bool
+    differences: list[str]
+
+
+# --- Columns ----------------------------------------------------------------------------------
+
+
+def _fixed_columns(mode: DeidentificationMode) -> list[Column]:
+    dated = "year" if mode is DeidentificationMode.safe_harbor else "date"
+    columns = [
+        Column("participant_code", "Participant (code for this export)", role="participant",
+               miabis="Donor ID"),
+        Column("sex", "Sex", role="participant", miabis="Sex"),
+        Column("specimen_code", "Specimen (code for this export)", role="specimen",
+               miabis="Sample ID"),
+        Column("parent_specimen_code", "Parent specimen", role="specimen"),
+        Column("specimen_kind", "Primary, aliquot, derivative or pool", role="specimen"),
+        Column("specimen_type", "SPREC specimen type", role="specimen", miabis="Material type"),
+        Column("container_type", "SPREC primary container", role="specimen"),
+        Column("sprec_code", "SPREC code", role="specimen"),
+        Column("collected", "Collected" + (" (year)" if dated == "year" else ""), kind=dated,
+               role="specimen", miabis="Sample collection date"),
+        Column("age_at_collection", "Age at collection (years; 90+ above 89)", role="specimen",
+               miabis="Age at sampling"),
+        Column("quantity", "Quantity left", kind="decimal", role="specimen"),
+        Column("unit", "Unit of quantity", role="specimen"),
+        Column("freeze_thaw_count", "Freeze-thaw cycles", kind="integer", role="specimen"),
+    ]  # fmt: skip
+    if mode is DeidentificationMode.identified:
+        columns += [
+            Column("mrn", "Medical record number", role="participant"),
+            Column("family_name", "Family name", role="participant"),
+            Column("given_name", "Given name", role="participant"),
+            Column("date_of_birth", "Date of birth", kind="date", role="participant"),
+        ]
+    return columns
+
+
+SCOPE_NOTE = {
+    PhenotypeScope.participant: "per participant",
+    PhenotypeScope.visit: "at collection (its visit, or the latest within the window)",
+}
+KINDS = {
+    PhenotypeType.integer: "integer", PhenotypeType.decimal: "decimal",
+    PhenotypeType.boolean: "boolean", PhenotypeType.choice: "string",
+    PhenotypeType.multi_choice: "string", PhenotypeType.date: "date", PhenotypeType.text: "string",
+}  # fmt: skip
+
+
+def _phenotype_columns(
+    variables: list[PhenotypeVariable], mode: DeidentificationMode
+) -> list[Column]:
+    """One column per dictionary variable, named from it; free text only when identified."""
+    columns = []
+    for v in variables:
+        if v.value_type is PhenotypeType.text and mode is not DeidentificationMode.identified:
+            continue
+        kind = KINDS[v.value_type]
+        if kind == "date" and mode is DeidentificationMode.safe_harbor:
+            kind = "year"
+        columns.append(
+            Column(
+                v.name, v.label, kind=kind, role="phenotype", unit=v.unit,
+                code_system=v.code_system, code=v.code,
+                choices=tuple((c["code"], c["label"]) for c in v.choices or ()),
+                description="; ".join(filter(None, (SCOPE_NOTE[v.scope], v.description))),
+            )
+        )  # fmt: skip
+    return columns
+
+
+# --- Codes and de-identification ----------------------------------------------------------------
+
+
+def export_code(key: str, prefix: str, internal_id: int) -> str:
+    """A code for one export: a keyed hash of the internal id, so it says nothing about the
+    person or the tube (HIPAA 164.514(c)) and only the biobank, holding the key, links it."""
+    digest = hmac.new(bytes.fromhex(key), f"{prefix}{internal_id}".encode(), hashlib.sha256)
+    return f"{prefix}-{base64.b32encode(digest.digest()[:5]).decode()}"
+
+
+def _year(value: Any) -> Any:
+    return value.year if isinstance(value, date) else value
+
+
+def _age(age: int | None, mode: DeidentificationMode) -> str | None:
+    if age is None:
+        return None
+    if mode is DeidentificationMode.safe_harbor and age > OLDEST_SHOWN_AGE:
+        return "90+"
+    return str(age)
+
+
+def _details_query() -> sa.Select:
+    parent = Specimen.__table__.alias("parent")
+    table = Specimen.__table__
+    return (
+        sa.select(
+            table.c.id, table.c.accession_id, table.c.parent_id, parent.c.accession_id,
+            table.c.kind, table.c.specimen_type, table.c.container_type, table.c.sprec_code,
+            table.c.quantity, table.c.unit, table.c.freeze_thaw_count,
+            Participant.code, Participant.sex,
+        )
+        .join(Participant, Participant.id == table.c.participant_id)
+        .outerjoin(parent, parent.c.id == table.c.parent_id)
+    )  # fmt: skip
+
+
+def _rows(
+    session: Session,
+    selected: Iterator[Selected],
+    *,
+    key: str,
+    mode: DeidentificationMode,
+    phenotype_columns: list[Column],
+    identities: bool,
+    on_batch: Callable[[list[Selected]], None],
+) -> Iterator[dict[str, Any]]:
+    """Each selected specimen as an export row, de-identified for the mode."""
+    safe = mode is DeidentificationMode.safe_harbor
+    identified = mode is DeidentificationMode.identified
+    names = [c.name for c in phenotype_columns]
+    for batch in chunks(selected, BATCH):
+        on_batch(batch)
+        ids = [s.specimen_id for s in batch]
+        details = {row[0]: row for row in session.execute(_details_query().where(
+            Specimen.__table__.c.id.in_(ids)))}  # fmt: skip
+        people = {}
+        if identities:
+            people = {
+                i.participant_id: i
+                for i in session.exec(
+                    select(ParticipantIdentity).where(
+                        ParticipantIdentity.participant_id.in_({s.participant_id for s in batch})
+                    )
+                )
+            }
+        for s in batch:
+            (_, accession, parent_id, parent_accession, kind, specimen_type, container, sprec_code,
+             quantity, unit, thaws, participant_code, sex) = details[s.specimen_id]  # fmt: skip
+            row = {
+                "participant_code": participant_code
+                if identified
+                else export_code(key, "P", s.participant_id),
+                "sex": sex.value,
+                "specimen_code": accession if identified else export_code(key, "S", s.specimen_id),
+                "parent_specimen_code": None
+                if parent_id is None
+                else parent_accession
+                if identified
+                else export_code(key, "S", parent_id),
+                "specimen_kind": kind.value,
+                "specimen_type": specimen_type,
+                "container_type": container,
+                "sprec_code": sprec_code,
+                "collected": _year(s.collected_on) if safe else s.collected_on,
+                "age_at_collection": _age(s.age_at_collection, mode),
+                "quantity": quantity,
+                "unit": unit.value,
+                "freeze_thaw_count": thaws,
+            }
+            for name in names:
+                value = s.phenotypes.get(name)
+                if isinstance(value, list):
+                    value = "|".join(value)
+                row[name] = _year(value) if safe else value
+            if identities:
+                person = people.get(s.participant_id)
+                for field in ("mrn", "family_name", "given_name", "date_of_birth"):
+                    row[field] = getattr(person, field) if person else None
+            yield row
+
+
+# --- Running an export --------------------------------------------------------------------------
+
+
+def _check(session: Session, actor: Actor, request: ExportRequest) -> list[str]:
+    require(actor, Permission.export)
+    if request.mode is DeidentificationMode.identified:
+        require(actor, Permission.export_identified)
+    if request.mode is DeidentificationMode.limited and not (
+        request.dua_reference and request.dua_reference.strip()
+    ):
+        raise ValidationError(
+            "a limited data set needs the data-use agreement's reference (--dua)",
+            field="dua_reference",
+        )
+    if not request.formats:
+        raise ValidationError("name at least one format", field="formats")
+    if request.reserve_request is not None and not request.reserve_request.strip():
+        raise ValidationError("a reservation names its request", field="reserve_request")
+    return known_uses(session, request.uses)
+
+
+def _consents(
+    session: Session, participant_ids: set[int], key: str, mode: DeidentificationMode, as_of: date
+) -> dict[str, dict[str, str]]:
+    """Each exported participant's consent per statement, for the FHIR Consent resources."""
+    statements = session.exec(select(ConsentStatement.code)).all()
+    found: dict[str, dict[str, str]] = {}
+    for chunk in chunks(sorted(participant_ids), BATCH):
+        answers, withdrawals = consent_acts(session, chunk)
+        codes: dict[int, str] = {}
+        if mode is DeidentificationMode.identified:
+            query = sa.select(Participant.id, Participant.code).where(Participant.id.in_(chunk))
+            codes = dict(session.execute(query).all())
+        for pid in chunk:
+            code = codes.get(pid) or export_code(key, "P", pid)
+            found[code] = {
+                s: statement_status(s, answers[pid], withdrawals[pid], as_of).state.value
+                for s in statements
+            }
+    return found
+
+
+def run_export(
+    session: Session,
+    *,
+    actor: Actor,
+    request: ExportRequest,
+    directory: Path,
+    progress: Callable[[int, int], None] | None = None,
+    _replay: ExportRun | None = None,
+) -> ExportResult:
+    """Select, de-identify and write the files, then the manifest; record the run (and, with
+    `reserve_request`, reserve every exported specimen for that request)."""
+    uses = _check(session, actor, request)
+    as_of = request.as_of or date.today()
+    mode = request.mode
+    run_code = _replay.run_code if _replay else _new_run_code()
+    key = _replay.code_key if _replay else secrets.token_hex(16)
+    variables = list(session.exec(select(PhenotypeVariable).order_by(PhenotypeVariable.id)))
+    phenotype_columns = _phenotype_columns(variables, mode)
+    columns = _fixed_columns(mode) + phenotype_columns
+    target = Path(directory) / run_code
+    try:
+        target.mkdir(parents=True, exist_ok=_replay is not None)
+    except OSError as error:
+        raise ValidationError(
+            f"cannot make the export folder {target}: {error.strerror}",
+            field="directory",
+            value=str(target),
+        ) from None
+    tally = Tally()
+    exported: list[int] = []
+    participants: set[int] = set()
+    run = _replay or ExportRun(
+        run_code=run_code, actor_id=actor.user_id, query=request.query.model_dump(mode="json"),
+        uses=uses, mode=mode, formats=list(request.formats), dua_reference=request.dua_reference,
+        reserve_request=request.reserve_request, software_version=__version__, counts={},
+        exclusions={}, files={}, manifest_sha256="", code_key=key, as_of=as_of,
+        window_days=request.window_days,
+    )  # fmt: skip
+    if _replay is None:
+        session.add(run)
+        flush(session)
+
+    def on_batch(batch: list[Selected]) -> None:
+        participants.update(s.participant_id for s in batch)
+        if _replay is None:
+            session.execute(
+                sa.insert(ExportRunSpecimen),
+                [{"export_run_id": run.id, "specimen_id": s.specimen_id} for s in batch],
+            )
+            if request.reserve_request:
+                exported.extend(s.specimen_id for s in batch)
+
+    reserved_by_run = _replay.id if _replay is not None and _replay.reserve_request else None
+    total = count_candidates(session, request.query, reserved_by_run)
+    selected = select_cohort(
+        session, query=request.query, uses=uses, as_of=as_of,
+        window_days=request.window_days, tally=tally, reserved_by_run=reserved_by_run,
+        progress=(lambda n: progress(n, total)) if progress else None,
+    )  # fmt: skip
+    spool = new_spool()
+    rows = _rows(
+        session, selected, key=key, mode=mode, phenotype_columns=phenotype_columns,
+        identities=mode is DeidentificationMode.identified, on_batch=on_batch,
+    )  # fmt: skip
+    for batch in chunks(rows, BATCH):
+        spool_batch(spool, batch)
+    written = [tabular.write_dictionary(target / "dictionary.csv", columns)]
+    consents = (
+        _consents(session, participants, key, mode, as_of) if "fhir" in request.formats else {}
+    )
+    writers = {
+        "csv": lambda path, rows: tabular.write_csv(path, columns, rows),
+        "xlsx": lambda path, rows: tabular.write_xlsx(path, columns, rows),
+        "parquet": lambda path, rows: tabular.write_parquet(path, columns, rows),
+        "miabis": lambda path, rows: tabular.write_miabis_csv(path, columns, rows),
+        "fhir": lambda path, rows: fhir.write_fhir_bundle(path, columns, rows, consents),
+    }
+    names = {"csv": "specimens.csv", "xlsx": "specimens.xlsx", "parquet": "specimens.parquet",
+             "miabis": "specimens_miabis.csv", "fhir": "bundle.json"}  # fmt: skip
+    for fmt in dict.fromkeys(request.formats):
+        written.append(writers[fmt](target / names[fmt], _read_spool(spool)))
+    if request.per_participant:
+        per_participant = {v.name for v in variables if v.scope is PhenotypeScope.participant}
+        written.append(_participant_file(target, spool, columns, per_participant))
+    spool.close()
+    counts = {
+        "specimens": tally.specimens,
+        "participants": len(tally.participants),
+        "matched_before_consent": tally.matched_before_consent,
+        "excluded_by_consent": sum(tally.excluded_specimens.values()),
+    }
+    files = [
+        ExportFile(name=w.path.name, rows=w.rows, sha256=w.sha256, bytes=w.bytes) for w in written
+    ]
+    manifest = {
+        "run": run_code,
+        "created_at": utcnow().isoformat() if _replay is None else run.created_at.isoformat(),
+        "created_by": actor.username,
+        "software": {"name": "biobank", "version": __version__},
+        "query": request.query.model_dump(mode="json"),
+        "uses": uses,
+        "consent_as_of": as_of.isoformat(),
+        "phenotype_window_days": request.window_days,
+        "mode": mode.value,
+        "dua_reference": request.dua_reference,
+        "reserve_request": request.reserve_request,
+        "counts": counts,
+        "exclusions": tally.exclusions(),
+        "files": {f.name: {"sha256": f.sha256, "rows": f.rows, "bytes": f.bytes} for f in files},
+    }
+    result = ExportResult(
+        run_code=run_code, directory=target, mode=mode, uses=uses, as_of=as_of, counts=counts,
+        exclusions=tally.exclusions(), files=files, manifest=target / "manifest.json",
+    )  # fmt: skip
+    if _replay is not None:
+        return result
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+
+    def write_manifest(file) -> int:
+        file.write(text)
+        return 0
+
+    manifest_file = write_atomically(result.manifest, write_manifest, text=True)
+    run.counts, run.exclusions = counts, tally.exclusions()
+    run.files = manifest["files"]
+    run.manifest_sha256 = manifest_file.sha256
+    session.add(run)
+    flush(session)
+    audit.record(
+        session,
+        actor=actor,
+        action="export.identified" if mode is DeidentificationMode.identified else "export.run",
+        entity="export_run",
+        entity_id=run.id,
+        after={k: v for k, v in manifest.items() if k != "files"}
+        | {"manifest": run.manifest_sha256},
+        reason=request.dua_reference,
+    )
+    if request.reserve_request:
+        _reserve(session, actor=actor, specimen_ids=exported, request=request.reserve_request,
+                 run_code=run_code)  # fmt: skip
+    return result
+
+
+def _new_run_code() -> str:
+    return f"EX-{date.today():%Y%m%d}-{secrets.token_hex(3).upper()}"
+
+
+def _read_spool(spool) -> Iterator[dict[str, Any]]:
+    for batch in unspool(spool, close=False):
+        yield from batch
+
+
+def _participant_file(target: Path, spool, columns: list[Column], per_participant: set[str]):
+    """One row per participant: participant-level columns and how many specimens."""
+    chosen = [c for c in columns if c.role == "participant" or c.name in per_participant]
+    count = Column("specimens", "Specimens exported", kind="integer", role="participant")
+
+    def people() -> Iterator[dict[str, Any]]:
+        current: dict[str, Any] | None = None
+        for row in _read_spool(spool):
+            if current is not None and current["participant_code"] == row["participant_code"]:
+                current["specimens"] += 1
+                continue
+            if current is not None:
+                yield current
+            current = {c.name: row.get(c.name) for c in chosen} | {"specimens": 1}
+        if current is not None:
+            yield current
+
+    return tabular.write_csv(target / "participants.csv", [*chosen, count], people())
+
+
+def _reserve(
+    session: Session, *, actor: Actor, specimen_ids: list[int], request: str, run_code: str
+) -> None:
+    """Mark exported specimens reserved for a request (available ones; others are left)."""
+    for chunk in chunks(specimen_ids, BATCH):
+        rows = session.exec(
+            select(Specimen).where(
+                Specimen.id.in_(chunk), Specimen.status == SpecimenStatus.available
+            )
+        ).all()
+        for specimen in rows:
+            specimen.status = SpecimenStatus.reserved
+            record_event(
+                session, actor=actor, specimen=specimen, event_type="reserved",
+                status_before=SpecimenStatus.available.value, reason=f"request {request}",
+                details={"request": request, "export": run_code},
+            )  # fmt: skip
+            session.add(specimen)
+        flush(session)
+        audit.record_many(
+            session,
+            actor=actor,
+            entries=[
+                {"action": "specimen.reserve", "entity": "specimen", "entity_id": s.id,
+                 "after": audit.snapshot(s), "reason": f"request {request} (export {run_code})"}
+                for s in rows
+            ],
+        )  # fmt: skip
+
+
+def replay_export(session: Session, *, actor: Actor, run_code: str) -> ReplayResult:
+    """Run an export again as recorded (its query, uses, mode and consent date, its codes) and
+    say whether every file comes out the same, and if not, what differs."""
+    run = session.exec(select(ExportRun).where(ExportRun.run_code == run_code.strip())).first()
+    if run is None:
+        raise NotFound(f"no export run {run_code!r}", field="run", value=run_code)
+    request = ExportRequest(
+        query=load_query(run.query), uses=run.uses, mode=run.mode, formats=run.formats,
+        dua_reference=run.dua_reference, as_of=run.as_of, window_days=run.window_days,
+        per_participant="participants.csv" in run.files,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="biobank-replay-") as folder:
+        again = run_export(session, actor=actor, request=request, directory=Path(folder),
+                           _replay=run)  # fmt: skip
+    differences = []
+    for name, before in run.files.items():
+        now = next((f for f in again.files if f.name == name), None)
+        if now is None:
+            differences.append(f"{name}: not written again")
+        elif now.sha256 != before["sha256"]:
+            differences.append(
+                f"{name}: {before['rows']} rows then, {now.rows} now; contents differ"
+            )
+    for key, value in run.counts.items():
+        if again.counts.get(key) != value:
+            differences.append(f"{key}: {value} then, {again.counts.get(key)} now")
+    audit.record(
+        session, actor=actor, action="export.replay", entity="export_run", entity_id=run.id,
+        after={"matches": not differences, "differences": differences},
+    )  # fmt: skip
+    return ReplayResult(run_code=run.run_code, matches=not differences, differences=differences)
+
+
+class ExportRunRead(BaseModel):
+    run_code: str
+    created_at: datetime
+    created_by: str | None = None
+    mode: DeidentificationMode
+    uses: list[str]
+    formats: list[str]
+    as_of: date
+    counts: dict[str, int]
+    exclusions: dict[str, Any]
+    files: dict[str, Any]
+    dua_reference: str | None
+    reserve_request: str | None
+    manifest_sha256: str
+
+
+def list_runs(session: Session, *, actor: Actor, limit: int = 200) -> list[ExportRunRead]:
+    """The export runs, newest first (never the key of their codes)."""
+    require(actor, Permission.export)
+    rows = session.execute(
+        sa.select(ExportRun, User.username)
+        .outerjoin(User, User.id == ExportRun.actor_id)
+        .order_by(ExportRun.created_at.desc(), ExportRun.id.desc())
+        .limit(limit)
+    ).all()
+    return [
+        ExportRunRead.model_validate(run, from_attributes=True).model_copy(
+            update={"created_by": username}
+        )
+        for run, username in rows
+    ]

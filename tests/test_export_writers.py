@@ -1,0 +1,629 @@
+"""The export file writers on their own (no database): every format holds the same rows with the
+same types, files appear only when complete, hashes are of the bytes on disk, and memory does not
+grow with the number of rows."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+import subprocess
+import sys
+import textwrap
+import zipfile
+from datetime import date, datetime
+from pathlib import Path
+
+import openpyxl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.bundle import Bundle
+
+from biobank.errors import ValidationError
+from biobank.export import (
+    BATCH_ROWS,
+    Column,
+    write_csv,
+    write_dictionary,
+    write_fhir_bundle,
+    write_miabis_csv,
+    write_parquet,
+    write_xlsx,
+)
+from biobank.export import tabular as tabular_writers
+
+ROOT = Path(__file__).resolve().parent.parent
+LOINC = "http://loinc.org"
+
+COLUMNS = [
+    Column("participant_code", "Participant", role="participant", miabis="Sample donor ID"),
+    Column("specimen_code", "Specimen", role="specimen", miabis="Sample ID"),
+    Column("parent_specimen_code", "Parent specimen", role="specimen"),
+    Column("specimen_type", "Type", role="specimen", miabis="Detailed sample type"),
+    Column("sprec_code", "SPREC code", role="specimen"),
+    Column("collected", "Collected", kind="year", role="specimen", miabis="Sample creation date"),
+    Column("quantity", "Quantity", kind="decimal", role="specimen"),
+    Column("unit", "Unit", role="specimen"),
+    Column("sex", "Sex", role="participant", miabis="Sex"),
+    Column("birth_year", "Birth year", kind="year", role="participant"),
+    Column("age_at_collection", "Age at collection", role="participant"),
+    Column("sledai2k", "SLEDAI-2K", kind="integer", description="Disease activity, 0–105"),
+    Column("upcr", "UPCR", kind="decimal", unit="g/g", code_system=LOINC, code="2890-2"),
+    Column("hcq_mg", "Hydroxychloroquine dose", kind="integer", unit="mg/day"),
+    Column("ln_biopsy", "Renal biopsy", kind="boolean"),
+    Column(
+        "ln_class",
+        "ISN/RPS class",
+        choices=[{"code": "III", "label": "Class III"}, {"code": "IV", "label": "Class IV"}],
+    ),
+    Column("dx_date", "Diagnosis", kind="date", code_system="http://snomed.info/sct"),
+    Column("cart_infusion_year", "CAR-T infusion", kind="year"),
+    Column("cart_product", "CAR-T product", description="free text"),
+]
+
+KINDS = {c.name: c.kind for c in COLUMNS}
+CONSENT_STATES = ("granted", "refused", "withdrawn", "not_asked")
+STATEMENTS = ("FUTURE_RESEARCH", "GENETIC", "COMMERCIAL")
+
+
+def make_rows(count: int = 50, seed: int = 7) -> list[dict]:
+    """Rows of 12 participants in no particular order: primaries, aliquots of earlier rows, one
+    aliquot whose parent is not exported; None in every column somewhere, "90+", "=…" text."""
+    chance = random.Random(seed)
+    rows = []
+    for i in range(count):
+        n = i % 12
+        parent = rows[i - 12]["specimen_code"] if i >= 24 and i % 3 == 0 else None
+        rows.append(
+            {
+                "participant_code": f"X{n:03d}",
+                "specimen_code": f"S{i:04d}",
+                "parent_specimen_code": "S9999" if i == 5 else parent,
+                "specimen_type": ("SER", "PL1", "CEL", "URN", None)[i % 5],
+                "sprec_code": "SER-SST-A-B-N-A-D" if i % 5 == 0 else None,
+                "collected": 2015 + i % 6 if i != 7 else None,
+                "quantity": round(chance.uniform(50, 500), 1) if i % 9 else None,
+                "unit": "µL" if i % 9 else None,
+                "sex": ("female", "male", "unknown", None)[n % 4],
+                "birth_year": 1950 + n if n % 4 != 3 else None,
+                "age_at_collection": "90+" if n == 0 else (None if n == 1 else str(20 + n)),
+                "sledai2k": chance.randint(0, 30) if i % 4 else None,
+                "upcr": round(chance.uniform(0, 3), 3) if i % 5 else None,
+                "hcq_mg": 200 if i % 2 else None,
+                "ln_biopsy": (True, False, None)[i % 3],
+                "ln_class": ("III", "IV", "II", None)[i % 4],
+                "dx_date": date(2010, 1 + n, 1 + i % 28) if i % 6 else None,
+                "cart_infusion_year": 2023 if i % 10 == 0 else None,
+                "cart_product": ("=1+1", 'ünïcode, "quoted"', "line\nbreak", None)[i % 4],
+            }
+        )
+    chance.shuffle(rows)
+    return rows
+
+
+def consents_for(rows: list[dict]) -> dict[str, dict[str, str]]:
+    codes = sorted({r["participant_code"] for r in rows})
+    return {
+        code: {s: CONSENT_STATES[(i + j) % 4] for j, s in enumerate(STATEMENTS)}
+        if i
+        else {s: "refused" for s in STATEMENTS}
+        for i, code in enumerate(codes)
+    }
+
+
+# Reading back, with one typing rule per kind -------------------------------------------------
+
+
+def typed(kind: str, text: str):
+    if text == "":
+        return None
+    return {
+        "string": str,
+        "integer": int,
+        "year": int,
+        "decimal": float,
+        "boolean": {"True": True, "False": False}.__getitem__,
+        "date": date.fromisoformat,
+    }[kind](text)
+
+
+def expected(rows: list[dict]) -> list[dict]:
+    """What a file of these rows reads back as: every column present, "" read as empty."""
+    return [
+        {c.name: (None if r.get(c.name) == "" else r.get(c.name)) for c in COLUMNS} for r in rows
+    ]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8", newline="") as file:
+        reader = csv.DictReader(file)
+        assert reader.fieldnames == [c.name for c in COLUMNS]
+        return [{k: typed(KINDS[k], v) for k, v in row.items()} for row in reader]
+
+
+def read_xlsx(path: Path) -> list[dict]:
+    workbook = openpyxl.load_workbook(path, read_only=True)
+    values = workbook["data"].iter_rows(values_only=True)
+    header = next(values)
+    assert list(header) == [c.name for c in COLUMNS]
+    rows = []
+    for line in values:  # a read-only sheet leaves out the empty cells that end a row
+        row = dict(zip(header, [*line, *[None] * (len(header) - len(line))], strict=True))
+        for name, value in row.items():
+            if KINDS[name] == "date" and value is not None:
+                assert isinstance(value, datetime), (name, value)
+                row[name] = value.date()
+        rows.append(row)
+    workbook.close()
+    return rows
+
+
+def read_parquet(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+def check_written(written, path: Path, rows: int) -> None:
+    assert written.path == path
+    assert written.rows == rows
+    assert written.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert written.bytes == path.stat().st_size
+
+
+# The tabular formats -------------------------------------------------------------------------
+
+
+def test_csv_xlsx_and_parquet_read_back_as_the_same_typed_rows(tmp_path):
+    rows = make_rows()
+    paths = {kind: tmp_path / f"export.{kind}" for kind in ("csv", "xlsx", "parquet")}
+    check_written(write_csv(paths["csv"], COLUMNS, iter(rows)), paths["csv"], 50)
+    check_written(write_xlsx(paths["xlsx"], COLUMNS, iter(rows)), paths["xlsx"], 50)
+    check_written(write_parquet(paths["parquet"], COLUMNS, iter(rows)), paths["parquet"], 50)
+
+    from_csv = read_csv(paths["csv"])
+    assert from_csv == expected(rows)
+    assert read_xlsx(paths["xlsx"]) == from_csv
+    assert read_parquet(paths["parquet"]) == from_csv
+    assert {r["age_at_collection"] for r in from_csv} >= {"90+", None}
+
+
+def test_xlsx_cells_are_typed_and_text_never_becomes_a_formula(tmp_path):
+    path = tmp_path / "export.xlsx"
+    write_xlsx(path, COLUMNS, make_rows())
+    sheet = openpyxl.load_workbook(path)["data"]
+    header = [cell.value for cell in sheet[1]]
+    by_name = {
+        name: [row[i] for row in sheet.iter_rows(min_row=2)] for i, name in enumerate(header)
+    }
+    formulas = [c for c in by_name["cart_product"] if c.value == "=1+1"]
+    assert formulas and all(c.data_type == "s" for c in formulas)
+    assert {c.data_type for c in by_name["ln_biopsy"] if c.value is not None} == {"b"}
+    assert all(c.is_date for c in by_name["dx_date"] if c.value is not None)
+    assert {c.data_type for c in by_name["sledai2k"] if c.value is not None} == {"n"}
+    dictionary = openpyxl.load_workbook(path)["dictionary"]
+    assert [row[0] for row in dictionary.iter_rows(min_row=2, values_only=True)] == [
+        c.name for c in COLUMNS
+    ]
+
+
+def test_xlsx_is_the_same_bytes_whenever_it_is_written(tmp_path):
+    path = tmp_path / "export.xlsx"
+    write_xlsx(path, COLUMNS, make_rows())
+    with zipfile.ZipFile(path) as archive:
+        assert {info.date_time for info in archive.infolist()} == {(2000, 1, 1, 0, 0, 0)}
+        core = archive.read("docProps/core.xml").decode()
+    assert "2000-01-01T00:00:00Z" in core and str(date.today().year) not in core
+    again = tmp_path / "again.xlsx"
+    assert (
+        write_xlsx(again, COLUMNS, make_rows()).sha256
+        == hashlib.sha256(path.read_bytes()).hexdigest()
+    )
+
+
+def test_parquet_schema_follows_the_column_kinds(tmp_path):
+    path = tmp_path / "export.parquet"
+    write_parquet(path, COLUMNS, make_rows())
+    schema = pq.read_schema(path)
+    assert schema.field("sledai2k").type == pa.int64()
+    assert schema.field("upcr").type == pa.float64()
+    assert schema.field("ln_biopsy").type == pa.bool_()
+    assert schema.field("dx_date").type == pa.date32()
+    assert schema.field("collected").type == pa.int32()
+    assert schema.field("age_at_collection").type == pa.string()
+    assert schema.field("upcr").metadata == {
+        b"label": b"UPCR",
+        b"unit": b"g/g",
+        b"code_system": LOINC.encode(),
+        b"code": b"2890-2",
+    }
+
+
+def test_parquet_refuses_a_value_of_the_wrong_kind(tmp_path):
+    rows = make_rows()
+    rows[3]["sledai2k"] = "high"
+    with pytest.raises(ValidationError) as error:
+        write_parquet(tmp_path / "export.parquet", COLUMNS, rows)
+    assert error.value.field == "sledai2k"
+    assert "rows 1–50" in error.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parquet_without_pyarrow_says_which_extra_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(ValidationError) as error:
+        write_parquet(tmp_path / "export.parquet", COLUMNS, make_rows())
+    assert error.value.message == (
+        "Parquet needs the optional extra: pip install 'biobank[parquet]'"
+    )
+    assert (error.value.field, error.value.value) == ("format", "parquet")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_miabis_csv_has_only_the_miabis_columns_under_their_miabis_names(tmp_path):
+    rows = make_rows()
+    path = tmp_path / "miabis.csv"
+    check_written(write_miabis_csv(path, COLUMNS, rows), path, 50)
+    with path.open(encoding="utf-8", newline="") as file:
+        lines = list(csv.reader(file))
+    assert lines[0] == [
+        "Sample donor ID",
+        "Sample ID",
+        "Detailed sample type",
+        "Sample creation date",
+        "Sex",
+    ]
+    names = ["participant_code", "specimen_code", "specimen_type", "collected", "sex"]
+    assert [
+        [typed(KINDS[n], v) for n, v in zip(names, line, strict=True)] for line in lines[1:]
+    ] == [[r[n] for n in names] for r in rows]
+
+
+def test_the_dictionary_lists_every_column(tmp_path):
+    path = tmp_path / "dictionary.csv"
+    check_written(write_dictionary(path, COLUMNS), path, len(COLUMNS))
+    with path.open(encoding="utf-8", newline="") as file:
+        entries = {row["name"]: row for row in csv.DictReader(file)}
+    assert list(entries) == [c.name for c in COLUMNS]
+    assert entries["ln_class"]["choices"] == "III=Class III; IV=Class IV"
+    assert entries["upcr"] | {"description": ""} == {
+        "name": "upcr",
+        "label": "UPCR",
+        "kind": "decimal",
+        "role": "phenotype",
+        "unit": "g/g",
+        "code_system": LOINC,
+        "code": "2890-2",
+        "choices": "",
+        "miabis": "",
+        "description": "",
+    }
+    assert entries["sledai2k"]["description"] == "Disease activity, 0–105"
+    assert entries["specimen_code"]["miabis"] == "Sample ID"
+
+
+def test_columns_are_checked_before_anything_is_written(tmp_path):
+    with pytest.raises(ValidationError, match="kind 'float'"):
+        Column("upcr", "UPCR", kind="float")
+    with pytest.raises(ValidationError, match="not snake_case"):
+        Column("UPCR ratio", "UPCR")
+    with pytest.raises(ValidationError, match="two columns have the name 'upcr'"):
+        write_csv(tmp_path / "x.csv", [*COLUMNS, Column("upcr", "again")], [])
+    with pytest.raises(ValidationError, match="no column has a MIABIS name"):
+        write_miabis_csv(tmp_path / "x.csv", [Column("upcr", "UPCR")], [])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_export_still_writes_headers(tmp_path):
+    assert write_csv(tmp_path / "x.csv", COLUMNS, []).rows == 0
+    assert (tmp_path / "x.csv").read_text().splitlines() == [",".join(c.name for c in COLUMNS)]
+    assert write_parquet(tmp_path / "x.parquet", COLUMNS, []).rows == 0
+    assert read_parquet(tmp_path / "x.parquet") == []
+    assert pq.read_schema(tmp_path / "x.parquet").names == [c.name for c in COLUMNS]
+    written = write_fhir_bundle(tmp_path / "x.json", COLUMNS, [], {})
+    assert Bundle.model_validate_json((tmp_path / "x.json").read_text()).entry is None
+    assert written.rows == 0
+
+
+# FHIR ----------------------------------------------------------------------------------------
+
+
+def test_fhir_bundle_validates_and_links_every_resource(tmp_path):
+    rows = make_rows()
+    consents = consents_for(rows)
+    path = tmp_path / "bundle.json"
+    check_written(write_fhir_bundle(path, COLUMNS, iter(rows), consents), path, 50)
+
+    text = path.read_text(encoding="utf-8")
+    bundle = Bundle.model_validate_json(text)
+    assert bundle.type == "collection"
+    entries = json.loads(text)["entry"]
+    for entry in entries:
+        resource = entry["resource"]
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+    urls = [e["fullUrl"] for e in entries]
+    assert len(set(urls)) == len(urls)
+    by_type: dict[str, list[dict]] = {}
+    for entry in entries:
+        by_type.setdefault(entry["resource"]["resourceType"], []).append(entry)
+    url_of = {e["fullUrl"]: e["resource"] for e in entries}
+
+    participants = {r["participant_code"] for r in rows}
+    patients = [e["resource"]["identifier"][0]["value"] for e in by_type["Patient"]]
+    assert sorted(patients) == sorted(participants)
+    consent_patients = [url_of[e["resource"]["patient"]["reference"]] for e in by_type["Consent"]]
+    assert sorted(p["identifier"][0]["value"] for p in consent_patients) == sorted(participants)
+
+    specimens = {e["resource"]["identifier"][0]["value"]: e for e in by_type["Specimen"]}
+    assert set(specimens) == {r["specimen_code"] for r in rows} | {"S9999"}
+    for row in rows:
+        specimen = specimens[row["specimen_code"]]["resource"]
+        subject = url_of[specimen["subject"]["reference"]]
+        assert subject["identifier"][0]["value"] == row["participant_code"]
+        if row["parent_specimen_code"]:
+            parent = url_of[specimen["parent"][0]["reference"]]
+            assert parent["resourceType"] == "Specimen"
+            assert parent["identifier"][0]["value"] == row["parent_specimen_code"]
+        else:
+            assert "parent" not in specimen
+    orphan_parent = specimens["S9999"]["resource"]
+    assert "type" not in orphan_parent and "note" in orphan_parent
+
+    observations = by_type["Observation"]
+    phenotypes = [c.name for c in COLUMNS if c.role == "phenotype"]
+    assert len(observations) == sum(r[n] is not None for r in rows for n in phenotypes)
+    for entry in observations:
+        observation = entry["resource"]
+        assert url_of[observation["specimen"]["reference"]]["resourceType"] == "Specimen"
+        assert url_of[observation["subject"]["reference"]]["resourceType"] == "Patient"
+
+
+def test_fhir_resources_carry_the_row_values(tmp_path):
+    rows = make_rows()
+    consents = consents_for(rows)
+    path = tmp_path / "bundle.json"
+    write_fhir_bundle(path, COLUMNS, rows, consents)
+    entries = [e["resource"] for e in json.loads(path.read_text())["entry"]]
+    identifier = {
+        (r["resourceType"], r["identifier"][0]["value"]): r for r in entries if "identifier" in r
+    }
+
+    serum = next(r for r in rows if r["sprec_code"])
+    specimen = identifier["Specimen", serum["specimen_code"]]
+    assert specimen["type"]["coding"] == [
+        {"system": "https://doi.org/10.1089/bio.2017.0109", "code": "SER"},
+        {"system": "http://snomed.info/sct", "code": "119364003"},
+        {"system": "https://doi.org/10.1089/bio.2017.0109", "code": "SER-SST-A-B-N-A-D"},
+    ]
+    assert specimen["collection"] == {"collectedDateTime": str(serum["collected"])}
+    plasma = next(r for r in rows if r["specimen_type"] == "PL1" and r["quantity"])
+    specimen = identifier["Specimen", plasma["specimen_code"]]
+    assert specimen["container"] == [
+        {"specimenQuantity": {"value": plasma["quantity"], "unit": "µL"}}
+    ]
+
+    first = next(r for r in rows if r["participant_code"] == "X000")
+    patient = identifier["Patient", "X000"]
+    assert patient == {
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:biobank:participant", "value": "X000"}],
+        "gender": "female",
+        "birthDate": str(first["birth_year"]),
+    }
+    assert "birthDate" not in identifier["Patient", "X003"]
+    assert identifier["Patient", "X002"]["gender"] == "unknown"
+
+    observations = [r for r in entries if r["resourceType"] == "Observation"]
+
+    def observation(row, name):
+        specimen_url = next(
+            e["fullUrl"]
+            for e in json.loads(path.read_text())["entry"]
+            if e["resource"].get("identifier", [{}])[0].get("value") == row["specimen_code"]
+            and e["resource"]["resourceType"] == "Specimen"
+        )
+        return next(
+            o
+            for o in observations
+            if o["specimen"]["reference"] == specimen_url
+            and o["code"]["coding"][-1]["code"] == name
+        )
+
+    row = next(r for r in rows if r["upcr"] is not None and r["collected"] is not None)
+    upcr = observation(row, "upcr")
+    assert upcr["valueQuantity"] == {"value": row["upcr"], "unit": "g/g"}
+    assert upcr["code"]["coding"][0] == {"system": LOINC, "code": "2890-2"}
+    assert upcr["effectiveDateTime"] == str(row["collected"])
+    row = next(r for r in rows if r["ln_class"] == "IV")
+    assert observation(row, "ln_class")["valueCodeableConcept"] == {
+        "coding": [
+            {"system": "urn:biobank:phenotype:ln_class", "code": "IV", "display": "Class IV"}
+        ],
+        "text": "Class IV",
+    }
+    row = next(r for r in rows if r["ln_class"] == "II")  # not a listed choice: kept as text
+    assert observation(row, "ln_class")["valueString"] == "II"
+    row = next(r for r in rows if r["ln_biopsy"] is False)
+    assert observation(row, "ln_biopsy")["valueBoolean"] is False
+    row = next(r for r in rows if r["sledai2k"] is not None)
+    assert observation(row, "sledai2k")["valueInteger"] == row["sledai2k"]
+    row = next(r for r in rows if r["dx_date"] is not None)
+    assert observation(row, "dx_date")["valueDateTime"] == row["dx_date"].isoformat()
+    row = next(r for r in rows if r["cart_infusion_year"] is not None)
+    assert observation(row, "cart_infusion_year")["valueDateTime"] == "2023"
+
+    consent_of = {url["fullUrl"]: url["resource"] for url in json.loads(path.read_text())["entry"]}
+    for consent in (r for r in entries if r["resourceType"] == "Consent"):
+        code = consent_of[consent["patient"]["reference"]]["identifier"][0]["value"]
+        states = consents[code]
+        assert consent["status"] == ("active" if "granted" in states.values() else "inactive")
+        assert "type" not in consent["provision"]
+        assert {p["purpose"][0]["code"]: p["type"] for p in consent["provision"]["provision"]} == {
+            s: "permit" if state == "granted" else "deny" for s, state in states.items()
+        }
+    assert sum(r["resourceType"] == "Consent" and r["status"] == "inactive" for r in entries) >= 1
+
+
+def test_fhir_refuses_a_missing_consent_a_repeated_specimen_and_an_unknown_sex(tmp_path):
+    rows = make_rows()
+    consents = consents_for(rows)
+    del consents["X004"]
+    with pytest.raises(ValidationError, match="no consent given for participant X004"):
+        write_fhir_bundle(tmp_path / "bundle.json", COLUMNS, rows, consents)
+    twice = [*rows, rows[0]]
+    with pytest.raises(ValidationError, match=f"specimen {rows[0]['specimen_code']} appears twice"):
+        write_fhir_bundle(tmp_path / "bundle.json", COLUMNS, twice, consents_for(rows))
+    rows[0]["sex"] = "F?"
+    with pytest.raises(ValidationError, match="sex 'F\\?'") as error:
+        write_fhir_bundle(tmp_path / "bundle.json", COLUMNS, rows, consents_for(rows))
+    assert error.value.row == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fhir_is_the_same_bytes_for_the_same_rows(tmp_path):
+    rows = make_rows()
+    first = write_fhir_bundle(tmp_path / "a.json", COLUMNS, rows, consents_for(rows))
+    second = write_fhir_bundle(tmp_path / "b.json", COLUMNS, rows, consents_for(rows))
+    assert first.sha256 == second.sha256
+
+
+# Atomic writing, progress, memory ------------------------------------------------------------
+
+WRITERS = {
+    "csv": write_csv,
+    "xlsx": write_xlsx,
+    "parquet": write_parquet,
+    "miabis": write_miabis_csv,
+    "fhir": lambda path, columns, rows, progress=None: write_fhir_bundle(
+        path, columns, rows, {f"X{n:03d}": {"GENETIC": "granted"} for n in range(12)}, progress
+    ),
+}
+
+
+def failing_rows():
+    """One whole batch (written to the temporary file), then a few rows, then a failure."""
+    template = make_rows(12)
+    for i in range(BATCH_ROWS + 10):
+        yield template[i % 12] | {"specimen_code": f"S{i}"}
+    raise RuntimeError("database went away")
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+def test_a_failed_export_leaves_no_file_behind(tmp_path, kind):
+    target = tmp_path / f"export.{kind}"
+    seen: list[int] = []
+    columns = COLUMNS[:3] if kind == "xlsx" else COLUMNS
+    with pytest.raises(RuntimeError, match="database went away"):
+        WRITERS[kind](target, columns, failing_rows(), progress=seen.append)
+    assert seen == [BATCH_ROWS]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_export_keeps_the_previous_complete_file(tmp_path):
+    target = tmp_path / "export.csv"
+    before = write_csv(target, COLUMNS, make_rows())
+    with pytest.raises(RuntimeError):
+        write_csv(target, COLUMNS, failing_rows())
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == before.sha256
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_xlsx_over_the_sheet_limit_is_refused_without_a_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(tabular_writers, "XLSX_MAX_ROWS", 30)
+    with pytest.raises(ValidationError, match="at most 30 rows"):
+        write_xlsx(tmp_path / "export.xlsx", COLUMNS, make_rows())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_control_character_is_refused_by_xlsx_naming_column_and_row(tmp_path):
+    rows = make_rows()
+    rows[4]["cart_product"] = "bell\x07"
+    with pytest.raises(ValidationError, match="cart_product holds a control character") as error:
+        write_xlsx(tmp_path / "export.xlsx", COLUMNS, rows)
+    assert (error.value.field, error.value.row) == ("cart_product", 5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_target_is_a_validation_error(tmp_path):
+    with pytest.raises(ValidationError, match="cannot write") as error:
+        write_csv(tmp_path / "missing" / "export.csv", COLUMNS, make_rows())
+    assert error.value.field == "path"
+
+
+def test_progress_moves_once_per_batch(tmp_path):
+    seen: list[int] = []
+    rows = (make_rows(1)[0] | {"specimen_code": f"S{i}"} for i in range(25_000))
+    written = write_csv(tmp_path / "export.csv", COLUMNS, rows, progress=seen.append)
+    assert seen == [10_000, 20_000, 25_000]
+    assert written.rows == 25_000
+
+
+class Live(dict):
+    """A row that counts how many of its kind are alive at once."""
+
+    alive = 0
+    most = 0
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        Live.alive += 1
+        Live.most = max(Live.most, Live.alive)
+
+    def __del__(self):
+        Live.alive -= 1
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+def test_writers_hold_at_most_two_batches_of_rows(tmp_path, kind):
+    template = make_rows(12)
+    count = 3 * BATCH_ROWS
+    # XLSX (~15 µs a cell) and FHIR (an entry per value) write the first columns of wide rows.
+    columns = COLUMNS[:3] if kind in ("xlsx", "fhir") else COLUMNS
+    rows = (Live(template[i % 12] | {"specimen_code": f"S{i}"}) for i in range(count))
+    Live.alive = Live.most = 0
+    written = WRITERS[kind](tmp_path / f"export.{kind}", columns, rows)
+    assert written.rows == count
+    assert Live.most <= 2 * BATCH_ROWS
+    assert Live.alive == 0
+
+
+def test_memory_stays_flat_for_200k_rows_of_csv_and_xlsx(tmp_path):
+    """In a process of its own: XLSX by the growth of its peak RSS (tracemalloc slows openpyxl
+    tenfold, and openpyxl takes ~15 µs a cell, so it writes two columns of the same wide rows),
+    then CSV by peak traced memory. Holding the rows would take ~250 MB."""
+    script = textwrap.dedent(
+        f"""
+        import resource, sys, tracemalloc
+        from pathlib import Path
+        sys.path.insert(0, {str(ROOT / "tests")!r})
+        from test_export_writers import COLUMNS, make_rows
+        from biobank.export import write_csv, write_xlsx
+
+        template = make_rows(12)
+
+        def rows(count):
+            for i in range(count):
+                yield template[i % 12] | {{"specimen_code": f"S{{i:07d}}", "sledai2k": i % 30}}
+
+        out = Path({str(tmp_path)!r})
+        two = [COLUMNS[1], COLUMNS[11]]
+        write_xlsx(out / "warm.xlsx", two, rows(100))
+        write_csv(out / "warm.csv", COLUMNS, rows(100))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        xlsx = write_xlsx(out / "big.xlsx", two, rows(200_000))
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        tracemalloc.start()
+        csv = write_csv(out / "big.csv", COLUMNS, rows(200_000))
+        print(xlsx.rows, grown * 1024, csv.rows, tracemalloc.get_traced_memory()[1])
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    xlsx_rows, xlsx_growth, csv_rows, csv_peak = (int(n) for n in result.stdout.split())
+    assert xlsx_rows == csv_rows == 200_000
+    assert xlsx_growth < 50 * 2**20
+    assert csv_peak < 50 * 2**20
+    assert (tmp_path / "big.csv").stat().st_size > 15 * 2**20

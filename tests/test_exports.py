@@ -1,0 +1,243 @@
+"""PI exports through the real services on both engines: consent enforced in every format,
+de-identification by mode, codes new for each export, manifests, replays and reservations."""
+
+import csv
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+
+import openpyxl
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+from fhir.resources.R4B.bundle import Bundle
+from typer.testing import CliRunner
+
+from biobank.cli import app
+from biobank.cohort import CohortQuery, parse_conditions
+from biobank.db import uow
+from biobank.errors import PermissionDenied, ValidationError
+from biobank.models import (
+    AuditEntry,
+    DeidentificationMode,
+    ExportRun,
+    ExportRunSpecimen,
+    Participant,
+    Role,
+    Specimen,
+    SpecimenEvent,
+    SpecimenStatus,
+)
+from biobank.services import exports, phenotypes
+from biobank.services.exports import ExportRequest, export_code
+
+ALL_FORMATS = ["csv", "xlsx", "parquet", "fhir", "miabis"]
+
+
+def _export(engine, actor, folder, **request):
+    request = {"query": CohortQuery(), "uses": ["GENETIC"], "formats": ALL_FORMATS} | request
+    with uow(engine) as session:
+        return exports.run_export(
+            session, actor=actor, request=ExportRequest(**request), directory=folder
+        )
+
+
+def _ids(engine, *codes):
+    with uow(engine, readonly=True) as session:
+        return session.execute(
+            sa.select(Participant.code, Participant.id).where(Participant.code.in_(codes))
+        ).all()
+
+
+def _contents(result) -> bytes:
+    return b"".join((result.directory / f.name).read_bytes() for f in result.files)
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+def _key(engine, run_code):
+    with uow(engine, readonly=True) as session:
+        run = session.exec(sa.select(ExportRun).where(ExportRun.run_code == run_code)).scalar_one()
+        return run.code_key
+
+
+def test_consent_is_enforced_in_every_format(cohort_db, admin, tmp_path):
+    result = _export(cohort_db, admin, tmp_path)
+    # P-0003 refused genetic use, P-0004 withdrew: 3 participants, 6 tubes remain
+    assert result.counts == {
+        "specimens": 6, "participants": 3, "matched_before_consent": 10, "excluded_by_consent": 4,
+    }  # fmt: skip
+    assert result.exclusions == {
+        "GENETIC refused": {"specimens": 2, "participants": 1},
+        "GENETIC withdrawn": {"specimens": 2, "participants": 1},
+    }
+    key = _key(cohort_db, result.run_code)
+    everything = _contents(result)
+    for code, pid in _ids(cohort_db, "P-0003", "P-0004"):
+        assert export_code(key, "P", pid).encode() not in everything, code
+    for code, pid in _ids(cohort_db, "P-0001", "P-0002", "P-0005"):
+        assert export_code(key, "P", pid).encode() in everything, code
+    with uow(cohort_db, readonly=True) as session:
+        exported = session.execute(
+            sa.select(Participant.code)
+            .join(Specimen, Specimen.participant_id == Participant.id)
+            .join(ExportRunSpecimen, ExportRunSpecimen.specimen_id == Specimen.id)
+        ).scalars()
+        assert sorted(set(exported)) == ["P-0001", "P-0002", "P-0005"]
+
+
+def test_safe_harbor_leaves_no_phi_and_reduces_dates_to_years(cohort_db, admin, tmp_path):
+    result = _export(cohort_db, admin, tmp_path)
+    everything = _contents(result) + result.manifest.read_bytes()
+    with uow(cohort_db, readonly=True) as session:
+        accessions = session.execute(sa.select(Specimen.accession_id)).scalars().all()
+    forbidden = [
+        "MRN00000", "Family", "Given", "-05-17",  # identity: MRNs, names, dates of birth
+        "P-0001", "P-0002", "P-0005", *accessions,  # internal codes
+        "2020-03-01", "2020-09-01",  # full collection dates
+    ]  # fmt: skip
+    for text in forbidden:
+        assert text.encode() not in everything, text
+    rows = _csv(result.directory / "specimens.csv")
+    assert {r["collected"] for r in rows} == {"2020"}
+    assert "mrn" not in rows[0] and "cart_product" not in rows[0]  # no PHI, no free text
+
+
+def test_codes_differ_between_two_exports(cohort_db, admin, tmp_path):
+    first = _csv(_export(cohort_db, admin, tmp_path, formats=["csv"]).directory / "specimens.csv")
+    second = _csv(_export(cohort_db, admin, tmp_path, formats=["csv"]).directory / "specimens.csv")
+    assert len(first) == len(second) == 6
+    for column in ("participant_code", "specimen_code"):
+        assert not {r[column] for r in first} & {r[column] for r in second}
+
+
+def test_xlsx_parquet_and_fhir_say_what_the_csv_says(cohort_db, admin, tmp_path):
+    result = _export(cohort_db, admin, tmp_path, per_participant=True)
+    folder = result.directory
+    rows = _csv(folder / "specimens.csv")
+    sheet = openpyxl.load_workbook(folder / "specimens.xlsx", read_only=True).active
+    header, *cells = list(sheet.iter_rows(values_only=True))
+    table = pq.read_table(folder / "specimens.parquet").to_pylist()
+
+    def same(value):
+        """A cell as all three formats can agree on it: None, a number, or text."""
+        if value is None or value == "":
+            return None
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return str(value)
+
+    width = len(header)
+    assert list(header) == list(rows[0])
+    as_csv = [[same(v) for v in r.values()] for r in rows]
+    assert [[same(v) for v in (*row, *[None] * (width - len(row)))] for row in cells] == as_csv
+    assert [[same(v) for v in r.values()] for r in table] == as_csv
+    bundle = Bundle.model_validate_json((folder / "bundle.json").read_text())
+    kinds = [entry.resource.get_resource_type() for entry in bundle.entry]
+    assert kinds.count("Specimen") == 6 and kinds.count("Patient") == kinds.count("Consent") == 3
+    miabis = _csv(folder / "specimens_miabis.csv")
+    assert "Sample ID" in miabis[0] and "participant_code" not in miabis[0]
+    people = _csv(folder / "participants.csv")
+    assert sorted(int(p["specimens"]) for p in people) == [2, 2, 2]
+    manifest = json.loads(result.manifest.read_text())
+    for f in result.files:
+        digest = hashlib.sha256((folder / f.name).read_bytes()).hexdigest()
+        assert manifest["files"][f.name]["sha256"] == digest == f.sha256
+    assert manifest["mode"] == "safe_harbor" and manifest["uses"] == ["GENETIC"]
+    assert manifest["software"]["name"] == "biobank"
+
+
+def test_replay_matches_and_names_what_changed(cohort_db, admin, tmp_path):
+    query = CohortQuery(phenotypes=parse_conditions("upcr >= 0.25"))
+    result = _export(cohort_db, admin, tmp_path, query=query, uses=["FUTURE_RESEARCH"])
+    with uow(cohort_db) as session:
+        assert exports.replay_export(session, actor=admin, run_code=result.run_code).matches
+    with uow(cohort_db) as session:
+        phenotypes.set_value(
+            session, actor=admin, participant="P-0002", variable="upcr", value="0.1",
+            visit="baseline",
+        )  # fmt: skip
+    with uow(cohort_db) as session:
+        replay = exports.replay_export(session, actor=admin, run_code=result.run_code)
+    assert not replay.matches
+    assert any(d.startswith("specimens.csv") for d in replay.differences)
+    assert "specimens: 3 then, 2 now" in replay.differences
+
+
+def test_reserve_marks_the_exported_tubes_and_replay_still_matches(cohort_db, admin, tmp_path):
+    result = _export(cohort_db, admin, tmp_path, formats=["csv"], reserve_request="REQ-42")
+    with uow(cohort_db, readonly=True) as session:
+        statuses = session.execute(
+            sa.select(Specimen.status, sa.func.count()).group_by(Specimen.status)
+        ).all()
+        events = session.execute(
+            sa.select(sa.func.count()).where(SpecimenEvent.event_type == "reserved")
+        ).scalar()
+    assert dict(statuses)[SpecimenStatus.reserved] == 6 and events == 6
+    with uow(cohort_db) as session:
+        assert exports.replay_export(session, actor=admin, run_code=result.run_code).matches
+
+
+def test_modes_need_their_permission_or_agreement(cohort_db, actors, admin, tmp_path):
+    pi = actors[Role.pi]
+    tmp_path = tmp_path / "exports"
+    tmp_path.mkdir()
+    with pytest.raises(PermissionDenied):
+        _export(cohort_db, pi, tmp_path, mode=DeidentificationMode.identified)
+    with pytest.raises(PermissionDenied):
+        _export(cohort_db, actors[Role.technician], tmp_path)
+    with pytest.raises(ValidationError) as caught:
+        _export(cohort_db, pi, tmp_path, mode=DeidentificationMode.limited)
+    assert caught.value.field == "dua_reference"
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+    limited = _export(
+        cohort_db, pi, tmp_path, mode=DeidentificationMode.limited, dua_reference="DUA-7",
+        formats=["csv"],
+    )  # fmt: skip
+    assert {r["collected"] for r in _csv(limited.directory / "specimens.csv")} == {
+        "2020-03-01", "2020-09-01",
+    }  # fmt: skip
+    identified = _export(
+        cohort_db, admin, tmp_path, mode=DeidentificationMode.identified, formats=["csv"]
+    )
+    rows = _csv(identified.directory / "specimens.csv")
+    assert {r["participant_code"] for r in rows} == {"P-0001", "P-0002", "P-0005"}
+    assert {r["mrn"] for r in rows} == {"MRN000001", "MRN000002", "MRN000005"}
+    with uow(cohort_db, readonly=True) as session:
+        actions = session.execute(
+            sa.select(AuditEntry.action).where(AuditEntry.entity == "export_run")
+        ).scalars()
+        assert list(actions) == ["export.run", "export.identified"]
+
+
+def test_cli_export_run_and_replay(cohort_db, monkeypatch, tmp_path):
+    monkeypatch.setenv("BIOBANK_DATABASE_URL", cohort_db.url.render_as_string(False))
+    runner = CliRunner()
+    done = runner.invoke(
+        app,
+        ["-u", "admin", "export", "run", "--to", str(tmp_path), "--use", "GENETIC", "--where",
+         "ln_class in (III, IV)", "--format", "csv", "--format", "fhir", "--json"],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout)
+    assert result["counts"]["specimens"] == 1 and Path(result["manifest"]).exists()
+    again = runner.invoke(app, ["-u", "admin", "export", "replay", result["run_code"]])
+    assert again.exit_code == 0 and "the same files again" in again.stderr
+    listed = runner.invoke(app, ["-u", "admin", "export", "list", "--json"])
+    assert json.loads(listed.stdout)[0]["run_code"] == result["run_code"]
+    assert "code_key" not in listed.stdout
+    bad = runner.invoke(app, ["-u", "admin", "export", "run", "--to", str(tmp_path),
+                              "--format", "pdf"])  # fmt: skip
+    assert bad.exit_code == 2
+
+
+def test_an_export_of_nobody_still_writes_its_manifest(cohort_db, admin, tmp_path):
+    query = CohortQuery(collected_from=date(2030, 1, 1))
+    result = _export(cohort_db, admin, tmp_path, query=query)
+    assert result.counts["specimens"] == 0 and result.manifest.exists()
+    assert _csv(result.directory / "specimens.csv") == []
