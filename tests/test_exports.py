@@ -142,6 +142,7 @@ def test_xlsx_parquet_and_fhir_say_what_the_csv_says(cohort_db, admin, tmp_path)
     assert kinds.count("Specimen") == 6 and kinds.count("Patient") == kinds.count("Consent") == 3
     miabis = _csv(folder / "specimens_miabis.csv")
     assert "Sample ID" in miabis[0] and "participant_code" not in miabis[0]
+    assert {(m["Sex"], m["Material type"]) for m in miabis} == {("Female", "Serum")}
     people = _csv(folder / "participants.csv")
     assert sorted(int(p["specimens"]) for p in people) == [2, 2, 2]
     manifest = json.loads(result.manifest.read_text())

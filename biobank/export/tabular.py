@@ -41,11 +41,23 @@ def write_csv(
 def write_miabis_csv(
     path: Path, columns: Iterable[Column], rows: Iterable[Row], progress: Progress | None = None
 ) -> Written:
-    """Only the columns with a MIABIS name, headed by it."""
+    """Only the columns with a MIABIS name, headed by it; a coded value is written as its
+    label (MIABIS names values, e.g. sex `Female`, material type `Serum`)."""
     chosen = [c for c in checked(columns) if c.miabis]
     if not chosen:
         raise ValidationError("no column has a MIABIS name", field="columns")
-    return _write_delimited(path, [c.miabis for c in chosen], chosen, rows, progress)
+    labels = {c.name: dict(c.choices) for c in chosen if c.choices}
+
+    def labelled(rows: Iterable[Row]) -> Iterable[Row]:
+        for row in rows:
+            yield {
+                name: labels[name].get(value, value) if name in labels else value
+                for name, value in row.items()
+            }
+
+    return _write_delimited(
+        path, [c.miabis for c in chosen], chosen, labelled(rows) if labels else rows, progress
+    )
 
 
 def write_dictionary(path: Path, columns: Iterable[Column]) -> Written:

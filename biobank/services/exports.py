@@ -107,17 +107,30 @@ class ReplayResult(BaseModel):
 # --- Columns ----------------------------------------------------------------------------------
 
 
+# MIABIS names for coded values (the MIABIS file writes the label; the others the code).
+MIABIS_SEX = (
+    ("female", "Female"), ("male", "Male"), ("unknown", "Unknown"),
+    ("undifferentiated", "Undifferentiated"),
+)  # fmt: skip
+MIABIS_MATERIAL = (
+    ("SER", "Serum"), ("PL1", "Plasma"), ("PL2", "Plasma"), ("BLD", "Whole blood"),
+    ("URN", "Urine"), ("SAL", "Saliva"), ("DNA", "DNA"), ("RNA", "RNA"),
+    ("BUF", "Buffy coat"), ("CEL", "Peripheral blood cells"),
+)  # fmt: skip
+
+
 def _fixed_columns(mode: DeidentificationMode) -> list[Column]:
     dated = "year" if mode is DeidentificationMode.safe_harbor else "date"
     columns = [
         Column("participant_code", "Participant (code for this export)", role="participant",
                miabis="Donor ID"),
-        Column("sex", "Sex", role="participant", miabis="Sex"),
+        Column("sex", "Sex", role="participant", miabis="Sex", choices=MIABIS_SEX),
         Column("specimen_code", "Specimen (code for this export)", role="specimen",
                miabis="Sample ID"),
         Column("parent_specimen_code", "Parent specimen", role="specimen"),
         Column("specimen_kind", "Primary, aliquot, derivative or pool", role="specimen"),
-        Column("specimen_type", "SPREC specimen type", role="specimen", miabis="Material type"),
+        Column("specimen_type", "SPREC specimen type", role="specimen", miabis="Material type",
+               choices=MIABIS_MATERIAL),
         Column("container_type", "SPREC primary container", role="specimen"),
         Column("sprec_code", "SPREC code", role="specimen"),
         Column("collected", "Collected" + (" (year)" if dated == "year" else ""), kind=dated,
