@@ -29,7 +29,7 @@ from biobank.models import (
     SpecimenEvent,
     SpecimenStatus,
 )
-from biobank.services import exports, phenotypes
+from biobank.services import consent, exports, phenotypes
 from biobank.services.exports import ExportRequest, export_code
 
 ALL_FORMATS = ["csv", "xlsx", "parquet", "fhir", "miabis"]
@@ -242,3 +242,10 @@ def test_an_export_of_nobody_still_writes_its_manifest(cohort_db, admin, tmp_pat
     result = _export(cohort_db, admin, tmp_path, query=query)
     assert result.counts["specimens"] == 0 and result.manifest.exists()
     assert _csv(result.directory / "specimens.csv") == []
+
+
+def test_a_withdrawal_after_an_export_lists_the_export_in_its_impact(cohort_db, admin, tmp_path):
+    result = _export(cohort_db, admin, tmp_path, formats=["csv"])
+    with uow(cohort_db) as session:
+        report = consent.withdrawal_impact(session, actor=admin, participant="P-0001")
+    assert [(e.run_code, e.specimens) for e in report.exports] == [(result.run_code, 2)]
