@@ -21,8 +21,8 @@ from textual.command import Hit, Hits, Provider
 from textual.screen import ModalScreen
 
 from biobank.bootstrap import OpenDatabase
-from biobank.errors import BiobankError
-from biobank.permissions import Actor
+from biobank.errors import BiobankError, PermissionDenied
+from biobank.permissions import Actor, Permission, require
 from biobank.services.scan import ScanResult, resolve_scan
 from biobank.services.users import authenticate, authenticate_badge
 from biobank.settings import Settings
@@ -68,6 +68,7 @@ class BiobankApp(App):
         Binding("ctrl+r", "reconcile", "Reconcile a box", id="reconcile"),
         Binding("ctrl+j", "print_queue", "Print queue", id="print_queue"),
         Binding("ctrl+o", "pull_list", "Pull list (consent withdrawals)", id="pull_list"),
+        Binding("ctrl+t", "export", "Export for a cohort", id="export"),
     ]
 
     def __init__(self, *, settings: Settings, database: OpenDatabase) -> None:
@@ -288,6 +289,19 @@ class BiobankApp(App):
 
         if self.actor is not None:
             self.push_screen(PullListScreen())
+
+    def action_export(self) -> None:
+        """PIs and admins: others are told so at once rather than after filling in the form."""
+        from tui.screens.export import ExportScreen
+
+        if self.actor is None or isinstance(self.screen, ExportScreen):
+            return
+        try:
+            require(self.actor, Permission.export)
+        except PermissionDenied as error:
+            self.show_error(error)
+            return
+        self.push_screen(ExportScreen())
 
 
 def run(*, settings: Settings, database: OpenDatabase) -> None:
