@@ -24,7 +24,8 @@ class HomeScreen(WorkScreen):
         yield Static("Loading…", id="overview", classes="muted")
         yield Static(
             "Scan a tube, a box or a participant at any time.  "
-            "Ctrl+N accession · Ctrl+F freezers · Ctrl+R reconcile · Ctrl+P all actions · F1 keys",
+            "Ctrl+N accession · Ctrl+F freezers · Ctrl+R reconcile · Ctrl+O pull list · "
+            "Ctrl+T export · Ctrl+P all actions · F1 keys",
             classes="muted",
         )
 
