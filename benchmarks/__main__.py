@@ -14,7 +14,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import allocation, concurrency, labels_bench, legacy, lookup, report, tui_bench
+from benchmarks import (
+    allocation,
+    concurrency,
+    export_bench,
+    labels_bench,
+    legacy,
+    lookup,
+    report,
+    tui_bench,
+)
 from benchmarks.databases import ENGINES, POSTGRES_ENV, Unreachable, bench_database
 from benchmarks.dataset import build
 from benchmarks.measure import Result, progress
@@ -95,6 +104,8 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Result]]:
             rng = random.Random(args.seed)
             say(f"scan lookups x {plan.lookups:,}")
             results += lookup.run(db, engine, dataset, lookups=plan.lookups, rng=rng)
+            say(f"linked phenotype export x {export_bench.RUNS}, raw join x {export_bench.RUNS}")
+            results += export_bench.run(db, dataset)
             say(f"allocations x {plan.allocations:,}, accessions x {plan.accessions:,}")
             results += allocation.run(
                 db,

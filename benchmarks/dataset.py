@@ -7,6 +7,12 @@ the services would have written: storage units take their sort key and path from
 `biobank.services.storage` (checked against a freezer the service builds, every run), and
 the audit entries are chained by `audit.record_many`.
 
+Each participant has phenotype values from the lupus core (race, ethnicity, diagnosis date,
+ACR 1997 criteria; SLEDAI-2K, C3, C4, anti-dsDNA and UPCR at most visits, the nephritis class
+at some flares), each checked by `phenotypes.parse_value`, and one signed consent document
+with an answer to every statement; a few participants have withdrawn (everything, or genetic
+research alone), with their specimens flagged as `consent.withdraw` flags them.
+
 The freezer fills front to back: every box is full except those at the back, which are about
 30% free, so about 3% of all positions are free and the first free one is deep in the
 freezer; allocation cannot find room in the first box it looks at.
@@ -32,19 +38,29 @@ from biobank.bootstrap import bootstrap
 from biobank.db import uow
 from biobank.identifiers import format_specimen_id, parse_specimen_id
 from biobank.models import (
+    ConsentAnswer,
+    ConsentDocument,
+    ConsentStatement,
+    ConsentWithdrawal,
     FillOrder,
     Participant,
+    ParticipantConsent,
+    PhenotypeValue,
+    PhenotypeVariable,
     PositionLabels,
     Role,
     Specimen,
     SpecimenEvent,
     StorageUnit,
     Visit,
+    WithdrawalDisposition,
     utcnow,
 )
 from biobank.permissions import Actor
+from biobank.phenotypes import Spec, parse_value
 from biobank.positions import fill_sequence
 from biobank.services import audit, specimens, storage
+from biobank.services.consent import add_document
 from biobank.services.demo import VISIT_SCHEDULE
 from biobank.services.participants import CODE_ALPHABET, new_participant_code
 from biobank.services.specimen_ids import COUNTER
@@ -71,6 +87,22 @@ QUANTITY_UL = 500.0
 BATCH = 5_000
 PROGRESS_EVERY = 100_000
 TREE_BUILT = datetime(2015, 1, 1, tzinfo=UTC)
+CONSENT_DOCUMENT, CONSENT_VERSION = "SLE-REGISTRY", "1"
+CONSENT_EFFECTIVE = date(2015, 1, 1)
+YES_SHARE = {  # of participants answering yes, per statement the document asks
+    "FUTURE_RESEARCH": 0.96,
+    "GENETIC": 0.85,
+    "COMMERCIAL": 0.55,
+    "DATA_SHARING": 0.8,
+    "RECONTACT": 0.9,
+}
+WITHDRAWN_ALL = 0.02  # of participants, after their last visit
+WITHDRAWN_GENETIC = 0.01
+LAB_VISITS = 0.92  # visits with a lab panel and a SLEDAI-2K
+FLARES = 0.2  # of those, visits during a flare
+BIOPSIED_FLARES = 0.4  # of flares, with a nephritis class
+PHENOTYPE_SOURCE = "benchmark"
+RACES = {"white": 40, "black": 30, "asian": 15, "multiple": 5, "aian": 2, "nhpi": 1, "unknown": 7}
 
 Progress = Callable[[str], None]
 
@@ -83,7 +115,7 @@ class Dataset:
     first_free_box: int  # 1-based, in freezer order
     free_positions: int
     last_serial: int
-    participants: tuple[str, ...]  # codes, in id order
+    participants: tuple[str, ...]  # codes of those new tubes may come from (not withdrawn)
     technician: Actor
 
     def random_accession_ids(self, count: int, rng: random.Random) -> list[str]:
@@ -136,6 +168,11 @@ def build(engine: Engine, *, size: int, seed: int, progress: Progress) -> Datase
         admin = actor_for(session, username="admin", workstation=WORKSTATION)
         add_user(session, actor=admin, username=TECHNICIAN, role=Role.technician)
         study_id = add_study(session, actor=admin, code=STUDY, title="Lupus registry").id
+        add_document(
+            session, actor=admin, code=CONSENT_DOCUMENT, version=CONSENT_VERSION,
+            title="Lupus registry consent", effective_on=CONSENT_EFFECTIVE,
+            statements=list(YES_SHARE),
+        )  # fmt: skip
     with uow(engine) as session:
         technician = actor_for(session, username=TECHNICIAN, workstation=WORKSTATION)
     check_unit_rows(engine, admin)
@@ -152,15 +189,25 @@ def build(engine: Engine, *, size: int, seed: int, progress: Progress) -> Datase
     _insert(engine, admin, "storage.add", (audit.snapshot(u) for u in units), progress)
 
     participants = _participants(rng, study_id, math.ceil(size / SPECIMENS_PER_PARTICIPANT))
+    linked = random.Random(f"{seed}:phenotypes and consent")
+    consent = Consent.plan(engine, linked, participants, admin)
     _insert(engine, admin, "participant.add", participants, progress)
     visits = list(_visits(participants))
     _insert(engine, admin, "visit.add", visits, progress)
+    values = _phenotype_values(engine, linked, participants, visits)
+    _insert(engine, admin, "phenotype_value.add", values, progress)
+    _insert(engine, admin, "consent.sign", consent.signatures, progress, children=consent.answers)
+    _insert(engine, admin, "consent.withdraw", consent.withdrawals, progress)
 
     stored = set(rng.sample(range(size), layout.placed))
     slots = layout.slots(box_ids)
     locations = (next(slots) if n in stored else (None, None, None) for n in range(size))
-    tubes = _specimens(size, visits, locations)
-    last_serial = _insert(engine, technician, "specimen.accessioned", tubes, progress)
+    tubes = (consent.flag(tube) for tube in _specimens(size, visits, locations))
+    last = _insert(
+        engine, technician, "specimen.accessioned", tubes, progress,
+        children=lambda batch: consent.events(batch, technician, admin),
+    )  # fmt: skip
+    last_serial = parse_specimen_id(last["accession_id"]).serial
     _finish(engine, last_serial)
     return Dataset(
         size=size,
@@ -169,7 +216,7 @@ def build(engine: Engine, *, size: int, seed: int, progress: Progress) -> Datase
         first_free_box=min(layout.holes) + 1,
         free_positions=layout.boxes * BOX_GRID[0] * BOX_GRID[1] - layout.placed,
         last_serial=last_serial,
-        participants=tuple(p["code"] for p in participants),
+        participants=tuple(p["code"] for p in participants if p["status"] == "active"),
         technician=technician,
     )
 
@@ -267,7 +314,7 @@ def check_unit_rows(engine: Engine, admin: Actor) -> None:
             raise AssertionError(f"dataset storage rows differ from the service's: {differ}")
 
 
-# --- Participants, visits, specimens ------------------------------------------------------
+# --- Participants and visits --------------------------------------------------------------
 
 
 def _participants(rng: random.Random, study_id: int, count: int) -> list[dict[str, Any]]:
@@ -308,6 +355,185 @@ def _visits(participants: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
                 "visit_date": day,
                 "created_at": datetime.combine(day, time(9), UTC),
             }
+
+
+# --- Phenotypes and consent ---------------------------------------------------------------
+
+
+def _phenotype_values(
+    engine: Engine,
+    rng: random.Random,
+    participants: list[dict[str, Any]],
+    visits: list[dict[str, Any]],
+) -> Iterator[dict[str, Any]]:
+    """Each participant's values, then each of their visits', as `phenotypes.add_values`
+    stores them (a visit's values observed on its date)."""
+    with Session(engine) as session:
+        variables = {v.name: (v.id, Spec.of(v)) for v in session.exec(select(PhenotypeVariable))}
+    ids = itertools.count(1)
+    per_participant = len(VISIT_SCHEDULE)
+    for person in participants:
+        own = visits[(person["id"] - 1) * per_participant : person["id"] * per_participant]
+        recorded = person["created_at"]
+        for visit, found in [(None, _participant_phenotypes(rng, person))] + [
+            (v, _visit_phenotypes(rng)) for v in own
+        ]:
+            for name, raw in found.items():
+                variable_id, spec = variables[name]
+                stored = parse_value(spec, raw)
+                yield {
+                    "id": next(ids),
+                    "participant_id": person["id"],
+                    "visit_id": visit["id"] if visit else None,
+                    "variable_id": variable_id,
+                    "observed_on": visit["visit_date"] if visit else None,
+                    "value_number": stored.number,
+                    "value_text": stored.text,
+                    "value_date": stored.day,
+                    "source": PHENOTYPE_SOURCE,
+                    "recorded_at": visit["created_at"] if visit else recorded,
+                }
+
+
+def _participant_phenotypes(rng: random.Random, person: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "race": rng.choices(list(RACES), weights=list(RACES.values()))[0],
+        "ethnicity": rng.choices(("no", "yes", "unknown"), weights=(80, 17, 3))[0],
+        "dx_date": person["enrolled_on"] - timedelta(days=rng.randrange(15 * 365)),
+        "acr1997_count": rng.randint(4, 11),
+    }
+
+
+def _visit_phenotypes(rng: random.Random) -> dict[str, Any]:
+    """A lab panel and SLEDAI-2K at most visits; flares run higher, with a nephritis class at
+    some of them (a biopsy)."""
+    if rng.random() >= LAB_VISITS:
+        return {}
+    flare = rng.random() < FLARES
+    found = {
+        "sledai2k": rng.choice((8, 10, 12, 16, 20) if flare else (0, 2, 2, 4, 4, 6)),
+        "c3": round(max(15.0, rng.gauss(70 if flare else 105, 20)), 1),
+        "c4": round(max(2.0, rng.gauss(10 if flare else 20, 6)), 1),
+        "anti_dsdna": round(rng.lognormvariate(4.5 if flare else 2.5, 1.0), 1),
+        "upcr": round(rng.lognormvariate(-0.3 if flare else -2.0, 0.8), 2),
+    }
+    if flare and rng.random() < BIOPSIED_FLARES:
+        found["ln_class"] = rng.choice(("II", "III", "IV", "IV", "V", "III+V", "IV+V"))
+    return found
+
+
+@dataclass(frozen=True)
+class Consent:
+    """One signature per participant (its id theirs) answering every statement of the
+    registry's document, and the withdrawals; `plan` marks the withdrawn participants."""
+
+    signatures: list[dict[str, Any]]
+    answers_given: dict[int, dict[int, bool]]  # signature id → statement id → answer
+    withdrawals: list[dict[str, Any]]
+    withdrawal_of: dict[int, dict[str, Any]]  # participant id → their withdrawal row
+    statements: dict[int, str]  # id → code
+
+    @classmethod
+    def plan(
+        cls,
+        engine: Engine,
+        rng: random.Random,
+        participants: list[dict[str, Any]],
+        admin: Actor,
+    ) -> Consent:
+        with Session(engine) as session:
+            ids = dict(session.exec(select(ConsentStatement.code, ConsentStatement.id)).all())
+            document_id = session.exec(
+                select(ConsentDocument.id).where(ConsentDocument.code == CONSENT_DOCUMENT)
+            ).one()
+        signatures, answers, withdrawals, withdrawal_of = [], {}, [], {}
+        for person in participants:
+            signed = person["enrolled_on"]
+            signatures.append(
+                {
+                    "id": person["id"],
+                    "participant_id": person["id"],
+                    "document_id": document_id,
+                    "signed_on": signed,
+                    "recorded_by_id": admin.user_id,
+                    "created_at": datetime.combine(signed, time(9, 30), UTC),
+                }
+            )
+            answers[person["id"]] = {ids[s]: rng.random() < share for s, share in YES_SHARE.items()}
+            draw = rng.random()
+            if draw >= WITHDRAWN_ALL + WITHDRAWN_GENETIC:
+                continue
+            everything = draw < WITHDRAWN_ALL
+            withdrawn_on = signed + timedelta(days=400 + rng.randrange(700))
+            row = {
+                "id": len(withdrawals) + 1,
+                "participant_id": person["id"],
+                "statement_id": None if everything else ids["GENETIC"],
+                "withdrawn_on": withdrawn_on,
+                "requested_by": "the participant",
+                "disposition": WithdrawalDisposition.keep_no_use,
+                "reason": None,
+                "recorded_by_id": admin.user_id,
+                "created_at": datetime.combine(withdrawn_on, time(11), UTC),
+            }
+            withdrawals.append(row)
+            withdrawal_of[person["id"]] = row
+            if everything:
+                person["status"] = "withdrawn"
+        return cls(signatures, answers, withdrawals, withdrawal_of, {v: k for k, v in ids.items()})
+
+    def answers(self, batch: list[dict[str, Any]]) -> dict[sa.Table, list[dict[str, Any]]]:
+        rows = [
+            {"participant_consent_id": s["id"], "statement_id": statement, "answer": answer}
+            for s in batch
+            for statement, answer in self.answers_given[s["id"]].items()
+        ]
+        return {ConsentAnswer.__table__: rows}
+
+    def flag(self, specimen: dict[str, Any]) -> dict[str, Any]:
+        """A withdrawn participant's tube as `consent.withdraw` leaves it: flagged, and
+        changed once more."""
+        withdrawal = self.withdrawal_of.get(specimen["participant_id"])
+        if withdrawal is None:
+            return specimen
+        return specimen | {
+            "consent_withdrawal_id": withdrawal["id"],
+            "version": specimen["version"] + 1,
+            "updated_at": withdrawal["created_at"],
+        }
+
+    def events(
+        self, batch: list[dict[str, Any]], technician: Actor, admin: Actor
+    ) -> dict[sa.Table, list[dict[str, Any]]]:
+        """Each tube's `accessioned` event and, when flagged, its `consent_withdrawn` one."""
+        rows = []
+        for specimen in batch:
+            rows.append(event_row(specimen["id"], specimen, technician))
+            if specimen["consent_withdrawal_id"] is None:
+                continue
+            withdrawal = self.withdrawal_of[specimen["participant_id"]]
+            statement = self.statements.get(withdrawal["statement_id"], "ALL")
+            rows.append(
+                event_row(specimen["id"], specimen, admin)
+                | {
+                    "event_type": "consent_withdrawn",
+                    "occurred_at": withdrawal["created_at"],
+                    "to_box_id": None,
+                    "to_row": None,
+                    "to_col": None,
+                    "quantity_change": None,
+                    "status_before": specimen["status"],
+                    "details": {
+                        "statement": statement,
+                        "disposition": withdrawal["disposition"].value,
+                        "withdrawn_on": withdrawal["withdrawn_on"].isoformat(),
+                    },
+                }
+            )
+        return {SpecimenEvent.__table__: rows}
+
+
+# --- Specimens ----------------------------------------------------------------------------
 
 
 def _specimens(
@@ -423,18 +649,29 @@ TABLES = {
     "storage.add": StorageUnit.__table__,
     "participant.add": Participant.__table__,
     "visit.add": Visit.__table__,
+    "phenotype_value.add": PhenotypeValue.__table__,
+    "consent.sign": ParticipantConsent.__table__,
+    "consent.withdraw": ConsentWithdrawal.__table__,
     "specimen.accessioned": Specimen.__table__,
 }
+Children = Callable[[list[dict[str, Any]]], dict[sa.Table, list[dict[str, Any]]]]
 
 
 def _insert(
-    engine: Engine, actor: Actor, action: str, rows: Iterable[dict[str, Any]], progress: Progress
-) -> int:
-    """Insert rows (with their ids) in batches, each batch with its audit entries and, for
-    specimens, their custody events; returns the last specimen serial written."""
+    engine: Engine,
+    actor: Actor,
+    action: str,
+    rows: Iterable[dict[str, Any]],
+    progress: Progress,
+    *,
+    children: Children | None = None,
+) -> dict[str, Any] | None:
+    """Insert rows (with their ids) in batches, each batch with its audit entries and the
+    rows `children` gives for it (without ids: custody events, consent answers); returns the
+    last row written."""
     table = TABLES[action]
     columns = set(table.c.keys())
-    done = last_serial = 0
+    done, last = 0, None
     rows = iter(rows)
     while batch := list(itertools.islice(rows, BATCH)):
         if set(batch[0]) != columns:
@@ -442,10 +679,8 @@ def _insert(
             raise AssertionError(f"{table.name} rows miss or add columns: {wrong}")
         with uow(engine) as session:
             session.execute(sa.insert(table), batch)
-            if table is Specimen.__table__:
-                events = [event_row(row["id"], row, actor) for row in batch]
-                session.execute(sa.insert(SpecimenEvent.__table__), events)
-                last_serial = parse_specimen_id(batch[-1]["accession_id"]).serial
+            for child, child_rows in (children(batch) if children else {}).items():
+                session.execute(sa.insert(child), child_rows)
             audit.record_many(
                 session,
                 actor=actor,
@@ -454,11 +689,11 @@ def _insert(
                     for r in batch
                 ),
             )
-        done += len(batch)
+        done, last = done + len(batch), batch[-1]
         if done % PROGRESS_EVERY < BATCH:
             progress(f"{table.name}: {done:,} rows so far")
     progress(f"{table.name}: {done:,} rows")
-    return last_serial
+    return last
 
 
 def _finish(engine: Engine, last_serial: int) -> None:

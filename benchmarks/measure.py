@@ -15,12 +15,13 @@ T = TypeVar("T")
 
 @dataclass
 class Result:
-    """`median` and `baseline` are seconds for a latency and items per second for a
-    throughput; `p99` is always a latency in seconds (None when there is only one run)."""
+    """`median` and `baseline` are seconds for a latency, items per second for a throughput
+    and megabytes for a memory peak; `p99` is always a latency in seconds (None when there is
+    only one run)."""
 
     benchmark: str
     engine: str
-    kind: Literal["latency", "throughput"]
+    kind: Literal["latency", "throughput", "memory"]
     median: float
     p99: float | None
     baseline: float | None
@@ -31,7 +32,8 @@ class Result:
 
     @property
     def ratio(self) -> float | None:
-        """Service over baseline: times slower for a latency, share of it for a throughput."""
+        """Service over baseline: times slower for a latency, share of it for a throughput,
+        times as much for a memory peak."""
         return self.median / self.baseline if self.baseline else None
 
     def to_json(self) -> dict[str, Any]:

@@ -40,14 +40,21 @@ def test_every_benchmark_runs_and_reports(engine_name, tmp_path):
         f"{PROCESSES[engine_name]} processes placing",
         "legacy import (check + write)",
         "legacy import (write only)",
+        "linked export to CSV",
+        "linked export peak memory",
     }
     for result in results.values():
         assert result["engine"] == engine_name
-        assert result["median"] > 0 and result["baseline"] > 0, result
+        assert result["median"] > 0, result
+        # a raw cursor streaming a small join may hold nothing more than before it
+        assert result["baseline"] > 0 or result["kind"] == "memory", result
         assert (result["passed"] is None) == (result["goal"] is None), result
     placing = results[f"{PROCESSES[engine_name]} processes placing"]["details"]
     assert placing["integrity_problems"] == []
     assert placing["placements"] >= PROCESSES[engine_name]
+    export = results["linked export to CSV"]["details"]
+    assert 0.2 < export["share_of_specimens"] < 0.4, export
+    assert export["counts"]["excluded_by_consent"] > 0, export
     assert document["machine"]["size"] == 2000
     assert "scan lookup (per scan)" in done.stdout
     assert not list(tmp_path.glob("*.sqlite")), "the SQLite database was not removed"

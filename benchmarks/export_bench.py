@@ -1,0 +1,237 @@
+"""Linked phenotype export: `exports.run_export` of about 30% of the specimens (serum collected
+since `COLLECTED_FROM`, for future research, Safe Harbor, CSV) beside a raw cursor writing the
+same join to CSV.
+
+Each run is a fresh child process that only runs one export: timed there (the service's in a
+committed unit of work, as the CLI runs it), and it reports its peak resident memory above what
+it held before the export (`ru_maxrss` over the resident size before). Baseline: one SQL
+statement through the raw driver (a server-side cursor on PostgreSQL, as the service streams)
+selecting the same specimens (the same filters; consent as the dataset records it, one
+signature each: a signed yes to the use and no withdrawal covering it as of the export date),
+with their participant, their parent's accession ID and every exported dictionary variable
+pivoted by conditional aggregation from their own visit's and their participant's values,
+written by `csv.writer`. Service and raw runs alternate; both must write the same number of
+rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import closing
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from benchmarks.databases import BenchDatabase
+from benchmarks.dataset import WORKSTATION, Dataset
+from benchmarks.measure import Result, median
+
+GOAL_SHARE = 0.5
+GOAL_PEAK_MB = 200.0
+RUNS = 3
+COLLECTED_FROM = date(2017, 1, 1)
+USE = "FUTURE_RESEARCH"
+SPECIMEN_TYPE = "SER"
+FETCH = 5000  # rows per server-side fetch, as `cohorts.CHUNK_SPECIMENS`
+ROOT = Path(__file__).resolve().parent.parent
+VALUE_COLUMNS = {
+    "integer": "value_number", "decimal": "value_number", "boolean": "value_number",
+    "choice": "value_text", "multi_choice": "value_text", "date": "value_date",
+}  # fmt: skip
+
+
+def run(db: BenchDatabase, dataset: Dataset) -> list[Result]:
+    as_of = date.today()
+    service, raw = [], []
+    for _ in range(RUNS):
+        service.append(_child(db, "service", as_of))
+        raw.append(_child(db, "raw", as_of))
+    rows = {r["rows"] for r in service + raw}
+    if len(rows) != 1:
+        raise AssertionError(f"the export and the raw join wrote different rows: {rows}")
+    exported = rows.pop()
+    rate = median([r["rows"] / r["seconds"] for r in service])
+    baseline = median([r["rows"] / r["seconds"] for r in raw])
+    peak, raw_peak = max(r["peak_mb"] for r in service), max(r["peak_mb"] for r in raw)
+    selection = (
+        f"{SPECIMEN_TYPE} specimens collected since {COLLECTED_FROM}, consented for {USE}, "
+        f"Safe Harbor, CSV: {exported:,} rows ({exported / dataset.size:.0%} of the specimens)"
+    )
+    details = {
+        "rows": exported,
+        "share_of_specimens": exported / dataset.size,
+        "counts": service[0]["counts"],
+        "seconds": [r["seconds"] for r in service],
+        "baseline_seconds": [r["seconds"] for r in raw],
+        "peak_mb": [r["peak_mb"] for r in service],
+        "baseline_peak_mb": [r["peak_mb"] for r in raw],
+        "csv_bytes": service[0]["bytes"],
+        "baseline_csv_bytes": raw[0]["bytes"],
+    }
+    return [
+        Result(
+            benchmark="linked export to CSV",
+            engine=db.engine_name,
+            kind="throughput",
+            median=rate,
+            p99=None,
+            baseline=baseline,
+            goal=f"≥ {GOAL_SHARE:g}× raw",
+            passed=rate >= GOAL_SHARE * baseline,
+            how=f"run_export of {selection}; rows/s, median of {RUNS} runs each in a fresh "
+            "process; baseline: one raw SQL join of the same specimens, participants and "
+            "pivoted phenotype values written by csv.writer",
+            details=details,
+        ),
+        Result(
+            benchmark="linked export peak memory",
+            engine=db.engine_name,
+            kind="memory",
+            median=peak,
+            p99=None,
+            baseline=raw_peak,
+            goal=f"≤ {GOAL_PEAK_MB:g} MB",
+            passed=peak <= GOAL_PEAK_MB,
+            how=f"the most a process running one export of {selection} held above what it "
+            f"held before it (ru_maxrss over the resident size before), the highest of {RUNS} "
+            "runs; baseline: the raw join's process",
+            details=details,
+        ),
+    ]
+
+
+def _child(db: BenchDatabase, side: str, as_of: date) -> dict[str, Any]:
+    """One export in a fresh process; its report."""
+    command = [sys.executable, "-m", "benchmarks.export_bench", side, db.engine_name, db.url]
+    command.append(as_of.isoformat())
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the {side} export failed:\n{done.stderr}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def _rss_mb() -> float:
+    """Resident now (the peak so far may be higher: imports come and go)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize() / 1024**2
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _service_export(db: BenchDatabase, as_of: date, folder: Path) -> dict[str, Any]:
+    from biobank.cohort import CohortQuery
+    from biobank.db import make_engine, uow
+    from biobank.services.exports import ExportRequest, run_export
+    from biobank.services.users import actor_for
+
+    engine = make_engine(db.url)
+    with uow(engine, readonly=True) as session:
+        admin = actor_for(session, username="admin", workstation=WORKSTATION)
+    request = ExportRequest(
+        query=CohortQuery(specimen_types=[SPECIMEN_TYPE], collected_from=COLLECTED_FROM),
+        uses=[USE],
+        formats=["csv"],
+        as_of=as_of,
+    )
+    before = _rss_mb()
+    start = time.perf_counter()
+    with uow(engine) as session:
+        result = run_export(session, actor=admin, request=request, directory=folder)
+    seconds = time.perf_counter() - start
+    specimens_csv = next(f for f in result.files if f.name == "specimens.csv")
+    return {
+        "seconds": seconds,
+        "rows": specimens_csv.rows,
+        "bytes": specimens_csv.bytes,
+        "counts": result.counts,
+        "peak_mb": max(0.0, _peak_mb() - before),
+    }
+
+
+def raw_join(db: BenchDatabase, connection) -> str:
+    """The baseline's statement: the selected specimens, one row each, with their values."""
+    variables = connection.execute(
+        "SELECT id, name, value_type FROM phenotype_variable ORDER BY id"
+    ).fetchall()
+    pivots = ",\n".join(
+        f'MAX(CASE WHEN v.variable_id = {var_id} THEN v.{VALUE_COLUMNS[kind]} END) AS "{name}"'
+        for var_id, name, kind in variables
+        if kind in VALUE_COLUMNS
+    )
+    return db.sql(
+        f"""
+        SELECT p.code, p.sex, s.accession_id, parent.accession_id AS parent_accession_id,
+            s.kind, s.specimen_type, s.container_type, s.sprec_code, s.collected_at,
+            p.birth_year, s.quantity, s.unit, s.freeze_thaw_count,
+            {pivots}
+        FROM specimen s
+        JOIN participant p ON p.id = s.participant_id
+        LEFT JOIN specimen parent ON parent.id = s.parent_id
+        LEFT JOIN phenotype_value v ON v.participant_id = s.participant_id
+            AND (v.visit_id = s.visit_id OR v.visit_id IS NULL)
+        WHERE s.status = 'available' AND s.specimen_type = ? AND s.collected_at >= ?
+            AND EXISTS (
+                SELECT 1 FROM participant_consent c
+                JOIN consent_answer a ON a.participant_consent_id = c.id
+                WHERE c.participant_id = s.participant_id AND a.statement_id = ?
+                    AND a.answer = ? AND c.signed_on <= ?)
+            AND NOT EXISTS (
+                SELECT 1 FROM consent_withdrawal w
+                WHERE w.participant_id = s.participant_id AND w.withdrawn_on <= ?
+                    AND (w.statement_id IS NULL OR w.statement_id = ?))
+        GROUP BY s.id, p.id, parent.id
+        ORDER BY s.participant_id, s.id
+        """
+    )
+
+
+def _raw_export(db: BenchDatabase, as_of: date, folder: Path) -> dict[str, Any]:
+    postgres = db.engine_name == "postgres"
+    path = folder / "specimens.csv"
+    with closing(db.connect()) as connection:
+        sql = raw_join(db, connection)
+        use = connection.execute(
+            db.sql("SELECT id FROM consent_statement WHERE code = ?"), (USE,)
+        ).fetchone()[0]
+        day = as_of if postgres else as_of.isoformat()
+        since = COLLECTED_FROM if postgres else COLLECTED_FROM.isoformat()
+        params = (SPECIMEN_TYPE, since, use, True, day, day, use)
+        before = _rss_mb()
+        start = time.perf_counter()
+        cursor = connection.cursor(name="export") if postgres else connection.cursor()
+        if postgres:
+            cursor.itersize = FETCH
+        cursor.execute(sql, params)
+        with path.open("w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(column[0] for column in cursor.description)
+            writer.writerows(cursor)
+        seconds = time.perf_counter() - start
+        cursor.close()
+    with path.open(newline="") as file:
+        rows = sum(1 for _ in csv.reader(file)) - 1
+    return {
+        "seconds": seconds,
+        "rows": rows,
+        "bytes": path.stat().st_size,
+        "peak_mb": max(0.0, _peak_mb() - before),
+    }
+
+
+def _main(side: str, engine_name: str, url: str, as_of: str) -> None:
+    db = BenchDatabase(engine_name, url)
+    export = {"service": _service_export, "raw": _raw_export}[side]
+    with tempfile.TemporaryDirectory(prefix="biobank_export_bench_") as folder:
+        print(json.dumps(export(db, date.fromisoformat(as_of), Path(folder))))
+
+
+if __name__ == "__main__":
+    _main(*sys.argv[1:])
