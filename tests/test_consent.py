@@ -607,6 +607,7 @@ def test_the_impact_report_shows_descendants_distributions_and_exports(engine, a
             run_code="EXP-2025-001", actor_id=admin.user_id, query={}, uses=[F],
             mode=DeidentificationMode.safe_harbor, formats=["csv"], software_version="test",
             counts={}, exclusions={}, files={}, manifest_sha256=hashlib.sha256(b"").hexdigest(),
+            as_of=date(2025, 5, 1), window_days=90, code_key="00" * 16,
         )  # fmt: skip
         session.add(run)
         session.flush()
