@@ -246,7 +246,8 @@ def count_candidates(
 
 def _chunks(session: Session, stmt: sa.Select) -> Iterator[list[sa.Row]]:
     """The rows in runs of whole participants, about CHUNK_SPECIMENS at a time."""
-    rows = session.execute(stmt.execution_options(yield_per=CHUNK_SPECIMENS))
+    # Core rows straight from the connection: the ORM result layer costs ~2 s a 100k cohort.
+    rows = session.connection().execute(stmt.execution_options(yield_per=CHUNK_SPECIMENS))
     chunk: list[sa.Row] = []
     for row in rows:
         if len(chunk) >= CHUNK_SPECIMENS and row.participant_id != chunk[-1].participant_id:

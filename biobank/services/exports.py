@@ -235,10 +235,13 @@ def _rows(
     safe = mode is DeidentificationMode.safe_harbor
     identified = mode is DeidentificationMode.identified
     names = [c.name for c in phenotype_columns]
+    to_year = {c.name for c in phenotype_columns if c.kind == "year"}
+    listed = {c.name for c in phenotype_columns if c.kind == "string"}  # multi-choice joined
+    participant_codes: dict[int, str] = {}  # rows come participant by participant
     for batch in chunks(selected, BATCH):
         on_batch(batch)
         ids = [s.specimen_id for s in batch]
-        details = {row[0]: row for row in session.execute(_details_query().where(
+        details = {row[0]: row for row in session.connection().execute(_details_query().where(
             Specimen.__table__.c.id.in_(ids)))}  # fmt: skip
         people = {}
         if identities:
@@ -253,10 +256,13 @@ def _rows(
         for s in batch:
             (_, accession, parent_id, parent_accession, kind, specimen_type, container, sprec_code,
              quantity, unit, thaws, participant_code, sex) = details[s.specimen_id]  # fmt: skip
+            if not identified and s.participant_id not in participant_codes:
+                participant_codes.clear()
+                participant_codes[s.participant_id] = export_code(key, "P", s.participant_id)
             row = {
                 "participant_code": participant_code
                 if identified
-                else export_code(key, "P", s.participant_id),
+                else participant_codes[s.participant_id],
                 "sex": sex.value,
                 "specimen_code": accession if identified else export_code(key, "S", s.specimen_id),
                 "parent_specimen_code": None
@@ -274,11 +280,14 @@ def _rows(
                 "unit": unit.value,
                 "freeze_thaw_count": thaws,
             }
-            for name in names:
-                value = s.phenotypes.get(name)
-                if isinstance(value, list):
-                    value = "|".join(value)
-                row[name] = _year(value) if safe else value
+            values = s.phenotypes
+            row |= dict.fromkeys(names)
+            row |= {name: values[name] for name in names if name in values}
+            for name in to_year & values.keys():
+                row[name] = _year(values[name])
+            for name in listed & values.keys():
+                if isinstance(values[name], list):
+                    row[name] = "|".join(values[name])
             if identities:
                 person = people.get(s.participant_id)
                 for field in ("mrn", "family_name", "given_name", "date_of_birth"):
@@ -373,8 +382,9 @@ def run_export(
     def on_batch(batch: list[Selected]) -> None:
         participants.update(s.participant_id for s in batch)
         if _replay is None:
-            session.execute(
-                sa.insert(ExportRunSpecimen),
+            # Core executemany: SQLAlchemy batches it into multi-row INSERTs on both engines
+            session.connection().execute(
+                sa.insert(ExportRunSpecimen.__table__),
                 [{"export_run_id": run.id, "specimen_id": s.specimen_id} for s in batch],
             )
             if request.reserve_request:

@@ -388,15 +388,17 @@ def values_at_collection(
     specimens, variables = list(specimens), list(variables)
     if not specimens or not variables:
         return {s.specimen_id: {} for s in specimens}
-    by_id = {v.id: v for v in variables}
+    # Plain lookups made once: the loops below run per value and per specimen.
+    names = {v.id: v.name for v in variables}
     specs = {v.id: Spec.of(v) for v in variables}
+    per_participant = {v.id for v in variables if v.scope is PhenotypeScope.participant}
     participants = sorted({s.participant_id for s in specimens})
-    own: dict[tuple[int, int], Any] = {}  # (visit, variable) -> value
-    fixed: dict[tuple[int, int], Any] = {}  # (participant, variable) -> value
-    dated: dict[tuple[int, int], list[tuple[date, Any]]] = defaultdict(list)
+    fixed: dict[int, dict[str, Any]] = defaultdict(dict)  # participant -> its own values
+    own: dict[int, dict[str, Any]] = defaultdict(dict)  # visit -> that visit's values
+    dated: dict[int, dict[str, list[tuple[date, Any]]]] = defaultdict(lambda: defaultdict(list))
     for start in range(0, len(participants), 1000):
         chunk = participants[start : start + 1000]
-        rows = session.execute(
+        rows = session.connection().execute(  # Core rows: no ORM result layer per value
             sa.select(
                 PhenotypeValue.participant_id,
                 PhenotypeValue.visit_id,
@@ -407,40 +409,35 @@ def values_at_collection(
                 PhenotypeValue.value_date,
             ).where(
                 PhenotypeValue.participant_id.in_(chunk),
-                PhenotypeValue.variable_id.in_(list(by_id)),
+                PhenotypeValue.variable_id.in_(list(names)),
             )
         )
         for pid, visit_id, var_id, observed_on, number, text, day in rows:
             value = typed(specs[var_id], Stored(number, text, day))
-            if by_id[var_id].scope is PhenotypeScope.participant or visit_id is None:
-                if by_id[var_id].scope is PhenotypeScope.participant:
-                    fixed[(pid, var_id)] = value
-                elif observed_on is not None:
-                    dated[(pid, var_id)].append((observed_on, value))
+            if var_id in per_participant:
+                fixed[pid][names[var_id]] = value
                 continue
-            own[(visit_id, var_id)] = value
+            if visit_id is not None:
+                own[visit_id][names[var_id]] = value
             if observed_on is not None:
-                dated[(pid, var_id)].append((observed_on, value))
-    for series in dated.values():
-        series.sort(key=lambda item: item[0])
+                dated[pid][names[var_id]].append((observed_on, value))
+    for series_by_name in dated.values():
+        for series in series_by_name.values():
+            series.sort(key=lambda item: item[0])
     window = timedelta(days=window_days)
     result: dict[int, dict[str, Any]] = {}
     for s in specimens:
-        found: dict[str, Any] = {}
-        for var_id, variable in by_id.items():
-            if variable.scope is PhenotypeScope.participant:
-                if (s.participant_id, var_id) in fixed:
-                    found[variable.name] = fixed[(s.participant_id, var_id)]
-                continue
-            if s.visit_id is not None and (s.visit_id, var_id) in own:
-                found[variable.name] = own[(s.visit_id, var_id)]
-                continue
-            series = dated.get((s.participant_id, var_id))
-            if not series or s.collected_on is None:
-                continue
-            at = bisect.bisect_right(series, s.collected_on, key=lambda item: item[0]) - 1
-            if at >= 0 and s.collected_on - series[at][0] <= window:
-                found[variable.name] = series[at][1]
+        found = dict(fixed.get(s.participant_id, ()))
+        if s.visit_id is not None:
+            found.update(own.get(s.visit_id, ()))
+        if s.collected_on is not None:
+            # only what the specimen's own visit lacks falls back to an earlier observation
+            for name, series in dated.get(s.participant_id, {}).items():
+                if name in found:
+                    continue
+                at = bisect.bisect_right(series, s.collected_on, key=lambda item: item[0]) - 1
+                if at >= 0 and s.collected_on - series[at][0] <= window:
+                    found[name] = series[at][1]
         result[s.specimen_id] = found
     return result
 
