@@ -188,3 +188,31 @@ def test_a_technician_cannot_open_the_export_screen_or_export(cohort_db, actors,
         app.database.engine.dispose()
 
     asyncio.run(scenario())
+
+
+def test_consent_is_asked_as_of_the_day_typed_and_a_bad_day_is_refused(cohort_db, actors):
+    async def scenario():
+        app = _app(cohort_db)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _open(app, pilot, "pi1")
+            screen = app.screen
+            await _keys(app, pilot, "ctrl+s")  # today: P-0004's withdrawal (2021) is in force
+            assert "FUTURE_RESEARCH withdrawn: 2 specimens, 1 participant" in _text(
+                screen, "#counts"
+            )
+
+            screen.query_one("#as_of", Input).focus()
+            await type_text(app, pilot, "2020-13-01", enter=False)
+            assert "Changed: Ctrl+S previews again" in _text(screen, "#counts")
+            await _keys(app, pilot, "ctrl+s")
+            assert "as_of must be a date as YYYY-MM-DD" in _text(screen, "#as_of-error")
+
+            screen.query_one("#as_of", Input).value = "2020-12-31"  # the day before it
+            await _keys(app, pilot, "ctrl+s")
+            counts = _text(screen, "#counts")
+            assert "withdrawn" not in counts and "as of 2020-12-31" in counts
+            assert _text(screen, "#as_of-error") == ""
+        assert _errors(app)[-1:] == ["as_of must be a date as YYYY-MM-DD"]
+        app.database.engine.dispose()
+
+    asyncio.run(scenario())

@@ -8,6 +8,7 @@ typed); the services decide the rest, and a refusal is shown at the field it nam
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 from rich.text import Text
@@ -36,7 +37,7 @@ IDENTIFIED = ("identified (admins, audited)", "identified")
 DEFAULT_USE = "FUTURE_RESEARCH"  # as the CLI: an export names at least one use
 FIELDS = (
     "saved", "specimen_types", "min_quantity", "max_freeze_thaws", "collected_from",
-    "collected_to", "sex", "min_age", "max_age", "where", "uses", "mode", "dua_reference",
+    "collected_to", "sex", "min_age", "max_age", "where", "uses", "as_of", "mode", "dua_reference",
     "formats", "directory", "reserve_request", "name",
 )  # fmt: skip
 # A service error names its own field; these are shown at the form field that holds the value.
@@ -51,7 +52,7 @@ FILTER_INPUTS = (  # form field, label, placeholder
     ("min_age", "Min age", "at collection"),
     ("max_age", "Max age", "at collection"),
 )
-COUNTED = {field for field, _, _ in FILTER_INPUTS} | {"where"}  # what the counts depend on
+COUNTED = {field for field, _, _ in FILTER_INPUTS} | {"where", "as_of"}  # what counts depend on
 
 
 def _words(text: str) -> list[str]:
@@ -188,6 +189,11 @@ class ExportScreen(FormErrors, WorkScreen):
             )
             yield Static("", id="where-error", classes="field-error", markup=False)
             yield row("Uses", Vertical(id="uses"), field="uses")
+            yield row(
+                "Consent as of",
+                Input(placeholder="today (YYYY-MM-DD)", id="as_of", compact=True),
+                field="as_of",
+            )
             yield row(
                 "Mode",
                 Select(modes, allow_blank=False, value="safe_harbor", id="mode", compact=True),
@@ -359,6 +365,10 @@ class ExportScreen(FormErrors, WorkScreen):
     def read_uses(self) -> list[str]:
         return [c.name for c in self.query(".use").results(Checkbox) if c.value]
 
+    def read_as_of(self) -> date | None:
+        """The day consent is asked as of; empty is today (a past day reproduces an export)."""
+        return _day(self.query_one("#as_of", Input).value, "as_of")
+
     def read_request(self) -> tuple[ExportRequest, Path]:
         directory = self.query_one("#directory", Input).value.strip()
         if not directory:
@@ -374,6 +384,7 @@ class ExportScreen(FormErrors, WorkScreen):
             per_participant=self.query_one("#per_participant", Checkbox).value,
             dua_reference=(dua or None) if mode == "limited" else None,
             reserve_request=reserve or None,
+            as_of=self.read_as_of(),
             window_days=self.app.settings.phenotype_window_days,
         )
         return request, Path(directory).expanduser()
@@ -383,7 +394,7 @@ class ExportScreen(FormErrors, WorkScreen):
     def action_preview(self) -> None:
         self.clear_errors()
         try:
-            query, uses = self.read_query(), self.read_uses()
+            query, uses, as_of = self.read_query(), self.read_uses(), self.read_as_of()
         except ValidationError as error:
             self.refuse(error)
             return
@@ -391,7 +402,7 @@ class ExportScreen(FormErrors, WorkScreen):
         self.query_one("#counts", Static).update("Counting…")
         self.app.run_db(
             lambda session: cohorts.preview_cohort(
-                session, actor=actor, query=query, uses=uses, window_days=window
+                session, actor=actor, query=query, uses=uses, as_of=as_of, window_days=window
             ),
             self.show_preview,
             readonly=True,
