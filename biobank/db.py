@@ -2,18 +2,21 @@
 
 SQLite (the embedded default) runs in WAL mode with foreign keys on, a busy timeout, and write
 transactions begun with `BEGIN IMMEDIATE` so two writers queue instead of failing half-way.
-PostgreSQL (shared by several workstations) pings pooled connections before use.
+PostgreSQL (shared by several workstations) pings pooled connections before use; its sessions
+run in UTC, as every time is stored (the driver then hands back times with the plain UTC zone,
+not a zone database entry that is slow to ask for its offset).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import exc as orm_exc
 from sqlmodel import Session, SQLModel
@@ -32,7 +35,8 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
-        return sa.create_engine(parsed, pool_pre_ping=True)
+        utc = {} if "options" in parsed.query else {"options": "-c TimeZone=UTC"}
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=utc)
     except ModuleNotFoundError as error:
         raise DatabaseUnavailable(
             f"no driver for {parsed.drivername} ({error.name} is not installed); "
@@ -106,6 +110,16 @@ def uow(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
             if isinstance(error, exc.OperationalError):
                 raise DatabaseUnavailable(f"database error: {_first_line(error.orig)}") from error
             raise
+
+
+def one_of(session: Session, column: sa.ColumnElement, values: Iterable) -> sa.ColumnElement:
+    """`column IN values`, for the long lists a batch asks about. On PostgreSQL one array
+    parameter (`= ANY`): an IN list of thousands of parameters costs SQLAlchemy and the driver
+    more to render and parse each time than the server takes to run it."""
+    values = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        return column == sa.any_(sa.bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)
 
 
 _ROLLBACK_HOOKS = "biobank.after_rollback"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -138,18 +139,21 @@ def parse_value(spec: Spec, raw: object, *, row: int | None = None) -> Stored:
 
 def typed(spec: Spec, stored: Stored) -> Any:
     """The stored value as Python: int, float, bool, str, list of codes or date."""
-    kind = spec.value_type
-    if kind is PhenotypeType.integer:
-        return None if stored.number is None else int(stored.number)
-    if kind is PhenotypeType.decimal:
-        return stored.number
-    if kind is PhenotypeType.boolean:
-        return None if stored.number is None else bool(stored.number)
-    if kind is PhenotypeType.date:
-        return stored.day
-    if kind is PhenotypeType.multi_choice:
-        return stored.text.split("|") if stored.text else []
-    return stored.text
+    return READERS[spec.value_type](stored.number, stored.text, stored.day)
+
+
+Reader = Callable[[float | None, str | None, date | None], Any]
+READERS: dict[PhenotypeType, Reader] = {
+    # a value of each type from its three stored columns (number, text, day); read per value,
+    # so bulk readers look the function up once per variable
+    PhenotypeType.integer: lambda number, _text, _day: None if number is None else int(number),
+    PhenotypeType.decimal: lambda number, _text, _day: number,
+    PhenotypeType.boolean: lambda number, _text, _day: None if number is None else bool(number),
+    PhenotypeType.date: lambda _number, _text, day: day,
+    PhenotypeType.multi_choice: lambda _number, text, _day: text.split("|") if text else [],
+    PhenotypeType.choice: lambda _number, text, _day: text,
+    PhenotypeType.text: lambda _number, text, _day: text,
+}
 
 
 def display(spec: Spec, stored: Stored) -> str:

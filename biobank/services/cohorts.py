@@ -15,15 +15,16 @@ import operator
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
-from typing import Any
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from pydantic import BaseModel
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 from biobank.cohort import CohortQuery, Condition, Group, load_query
-from biobank.db import flush
+from biobank.db import flush, one_of
 from biobank.errors import AlreadyExists, NotFound, ValidationError
 from biobank.models import (
     ExportRunSpecimen,
@@ -40,10 +41,15 @@ from biobank.models import (
     utcnow,
 )
 from biobank.permissions import Actor, Permission, require
-from biobank.phenotypes import Spec, Stored, parse_value, typed
+from biobank.phenotypes import READERS, Spec, parse_value, typed
 from biobank.services import audit
 from biobank.services.consent_checks import consent_decisions, known_uses
-from biobank.services.phenotypes import DEFAULT_WINDOW_DAYS, Collected, values_at_collection
+from biobank.services.phenotypes import (
+    DEFAULT_WINDOW_DAYS,
+    Collected,
+    stored_time,
+    values_at_collection,
+)
 from biobank.services.specimens import specimen_type_code
 from biobank.services.storage import get_unit, subtree_range
 
@@ -54,8 +60,7 @@ COMPARE = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Selected:
+class Selected(NamedTuple):
     """One specimen of the cohort and what an export needs of it."""
 
     specimen_id: int
@@ -63,6 +68,7 @@ class Selected:
     collected_on: date | None
     age_at_collection: int | None
     phenotypes: dict[str, Any]  # every dictionary variable's value at collection
+    specimen: sa.Row  # the base query's row: the specimen's columns an export writes
 
 
 @dataclass
@@ -199,23 +205,40 @@ def _base_query(
             statuses,
             sa.and_(Specimen.status == SpecimenStatus.reserved, Specimen.id.in_(reserved)),
         )
+    parent = aliased(Specimen, name="parent")
     stmt = (
         sa.select(
+            # first the columns `Collected.of` reads, then what an export writes
             Specimen.id,
             Specimen.participant_id,
             Specimen.visit_id,
-            Specimen.collected_at,
+            stored_time(Specimen.collected_at),
             Visit.visit_date,
-            Specimen.received_at,
+            stored_time(Specimen.received_at),
             Participant.birth_year,
+            Participant.code.label("participant_code"),
+            as_text(Participant.sex),
+            Specimen.accession_id,
+            Specimen.parent_id,
+            parent.accession_id.label("parent_accession_id"),
+            as_text(Specimen.kind),
+            Specimen.specimen_type,
+            Specimen.container_type,
+            Specimen.sprec_code,
+            Specimen.quantity,
+            as_text(Specimen.unit),
+            Specimen.freeze_thaw_count,
         )
         .join(Participant, Participant.id == Specimen.participant_id)
         .outerjoin(Visit, Visit.id == Specimen.visit_id)
+        .outerjoin(parent, parent.id == Specimen.parent_id)
         .where(statuses)
         .order_by(Specimen.participant_id, Specimen.id)
     )
     if query.specimen_types:
         stmt = stmt.where(Specimen.specimen_type.in_(query.specimen_types))
+    if query.collected_from is not None or query.collected_to is not None:
+        stmt = stmt.where(_may_be_collected_between(query.collected_from, query.collected_to))
     if query.min_quantity is not None:
         stmt = stmt.where(Specimen.quantity >= query.min_quantity)
     if query.max_freeze_thaws is not None:
@@ -233,6 +256,33 @@ def _base_query(
         )
         stmt = stmt.where(Specimen.box_id.in_(boxes))
     return stmt
+
+
+def as_text(column: sa.ColumnElement) -> sa.Label:
+    """A coded column read as its text (the enum's value), under its own name."""
+    return sa.type_coerce(column, sa.String).label(column.key)
+
+
+def _may_be_collected_between(start: date | None, end: date | None) -> sa.ColumnElement:
+    """The collection-date filter, coarsely, in the database: times are stored in UTC and a
+    local calendar day lies within a day either side of the UTC one, so this margin drops no
+    specimen that `_collected_fits` (the exact rule, on `Collected.of`'s day) would keep."""
+
+    def within(column, margin: timedelta) -> sa.ColumnElement:
+        def bound(day: date) -> date | datetime:
+            return datetime.combine(day, time(), UTC) if margin else day
+
+        low = [column >= bound(start - margin)] if start else []
+        high = [column < bound(end + timedelta(days=1) + margin)] if end else []
+        return sa.and_(column.is_not(None), *low, *high)
+
+    day = timedelta(days=1)
+    drawn_unknown = Specimen.collected_at.is_(None)
+    return sa.or_(
+        within(Specimen.collected_at, day),
+        sa.and_(drawn_unknown, within(Visit.visit_date, timedelta(0))),
+        sa.and_(drawn_unknown, Visit.visit_date.is_(None), within(Specimen.received_at, day)),
+    )
 
 
 def count_candidates(
@@ -274,13 +324,13 @@ def _ever(
             PhenotypeValue.value_text,
             PhenotypeValue.value_date,
         ).where(
-            PhenotypeValue.participant_id.in_(participant_ids),
-            PhenotypeValue.variable_id.in_(list(by_id)),
+            one_of(session, PhenotypeValue.participant_id, participant_ids),
+            one_of(session, PhenotypeValue.variable_id, by_id),
         )
     )
     for pid, var_id, number, text, day in rows:
         variable = by_id[var_id]
-        found[(pid, variable.name)].append(typed(Spec.of(variable), Stored(number, text, day)))
+        found[(pid, variable.name)].append(READERS[variable.value_type](number, text, day))
     return found
 
 
@@ -349,13 +399,12 @@ def select_cohort(
     for chunk in _chunks(session, _base_query(session, query, reserved_by_run)):
         if progress:
             progress(len(chunk))
-        collected = [Collected.of(row[:6]) for row in chunk]
-        births = {row.id: row.birth_year for row in chunk}
+        rows = {row.id: row for row in chunk}
         kept = [
             c
-            for c in collected
+            for c in (Collected.of(row[:6]) for row in chunk)
             if _collected_fits(query, c.collected_on)
-            and _age_fits(query, _age(c, births[c.specimen_id]))
+            and _age_fits(query, _age(c, rows[c.specimen_id].birth_year))
         ]
         if not kept:
             continue
@@ -367,6 +416,7 @@ def select_cohort(
         decisions = consent_decisions(
             session, participant_ids=participant_ids, uses=uses, as_of=as_of
         )
+        refused = {pid: d.reason() for pid, d in decisions.items() if not d.allowed}
         for c in kept:
             values = at_collection[c.specimen_id]
             if prepared.conditions is not None:
@@ -374,20 +424,21 @@ def select_cohort(
                 if not _matches(prepared.conditions, values, mine):
                     continue
             tally.matched_before_consent += 1
-            decision = decisions[c.participant_id]
-            if not decision.allowed:
-                reason = decision.reason()
+            reason = refused.get(c.participant_id)
+            if reason is not None:
                 tally.excluded_specimens[reason] += 1
                 tally.excluded_participants[reason].add(c.participant_id)
                 continue
             tally.specimens += 1
             tally.participants.add(c.participant_id)
+            row = rows[c.specimen_id]
             yield Selected(
                 specimen_id=c.specimen_id,
                 participant_id=c.participant_id,
                 collected_on=c.collected_on,
-                age_at_collection=_age(c, births[c.specimen_id]),
+                age_at_collection=_age(c, row.birth_year),
                 phenotypes=values,
+                specimen=row,
             )
 
 

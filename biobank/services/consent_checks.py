@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from biobank.consent import Decision, SignedAnswer, Withdrawal, decide, withdrawn_entirely
+from biobank.db import one_of
 from biobank.errors import ConsentDenied, ValidationError
 from biobank.models import (
     ConsentAnswer,
@@ -22,9 +23,12 @@ from biobank.models import (
 
 
 def consent_acts(
-    session: Session, participant_ids: Iterable[int] | None
+    session: Session,
+    participant_ids: Iterable[int] | None,
+    statements: Iterable[str] | None = None,
 ) -> tuple[dict[int, list[SignedAnswer]], dict[int, list[Withdrawal]]]:
-    """Every signed answer and withdrawal of the participants (all when None)."""
+    """Every signed answer and withdrawal of the participants (all when None); with
+    `statements`, only what bears on those (withdrawals of everything included)."""
     answers: dict[int, list[SignedAnswer]] = defaultdict(list)
     withdrawals: dict[int, list[Withdrawal]] = defaultdict(list)
     answer_query = (
@@ -46,8 +50,16 @@ def consent_acts(
     ).outerjoin(ConsentStatement, ConsentStatement.id == ConsentWithdrawal.statement_id)
     if participant_ids is not None:
         ids = list(participant_ids)
-        answer_query = answer_query.where(ParticipantConsent.participant_id.in_(ids))
-        withdrawal_query = withdrawal_query.where(ConsentWithdrawal.participant_id.in_(ids))
+        answer_query = answer_query.where(one_of(session, ParticipantConsent.participant_id, ids))
+        withdrawal_query = withdrawal_query.where(
+            one_of(session, ConsentWithdrawal.participant_id, ids)
+        )
+    if statements is not None:
+        codes = list(statements)
+        answer_query = answer_query.where(ConsentStatement.code.in_(codes))
+        withdrawal_query = withdrawal_query.where(
+            sa.or_(ConsentWithdrawal.statement_id.is_(None), ConsentStatement.code.in_(codes))
+        )
     for pid, code, signed_on, answer, order in session.execute(answer_query):
         answers[pid].append(SignedAnswer(code, signed_on, answer, order))
     for pid, code, withdrawn_on, order in session.execute(withdrawal_query):
@@ -81,11 +93,11 @@ def consent_decisions(
     """The decision for each participant (every participant when `participant_ids` is None)."""
     uses = known_uses(session, uses)
     if participant_ids is None:
-        answers, withdrawals = consent_acts(session, None)
+        answers, withdrawals = consent_acts(session, None, uses)
         ids = list(session.exec(select(Participant.id)).all())
     else:
         ids = list(participant_ids)
-        answers, withdrawals = consent_acts(session, ids)
+        answers, withdrawals = consent_acts(session, ids, uses)
     return {pid: decide(uses, answers[pid], withdrawals[pid], as_of) for pid in ids}
 
 

@@ -16,7 +16,6 @@ comes last, so a file set with a manifest is complete.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import secrets
@@ -33,7 +32,7 @@ from sqlmodel import Session, select
 from biobank import __version__
 from biobank.cohort import CohortQuery, load_query
 from biobank.consent import statement_status
-from biobank.db import flush
+from biobank.db import flush, one_of
 from biobank.errors import NotFound, ValidationError
 from biobank.export import fhir, tabular
 from biobank.export.columns import Column
@@ -190,8 +189,18 @@ def _phenotype_columns(
 def export_code(key: str, prefix: str, internal_id: int) -> str:
     """A code for one export: a keyed hash of the internal id, so it says nothing about the
     person or the tube (HIPAA 164.514(c)) and only the biobank, holding the key, links it."""
-    digest = hmac.new(bytes.fromhex(key), f"{prefix}{internal_id}".encode(), hashlib.sha256)
-    return f"{prefix}-{base64.b32encode(digest.digest()[:5]).decode()}"
+    return ExportCodes(key).code(prefix, internal_id)
+
+
+class ExportCodes:
+    """`export_code` for one export's key, made once (an export asks for a code per row)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = bytes.fromhex(key)
+
+    def code(self, prefix: str, internal_id: int) -> str:
+        digest = hmac.digest(self.key, f"{prefix}{internal_id}".encode(), "sha256")
+        return f"{prefix}-{base64.b32encode(digest[:5]).decode()}"
 
 
 def _year(value: Any) -> Any:
@@ -206,21 +215,6 @@ def _age(age: int | None, mode: DeidentificationMode) -> str | None:
     return str(age)
 
 
-def _details_query() -> sa.Select:
-    parent = Specimen.__table__.alias("parent")
-    table = Specimen.__table__
-    return (
-        sa.select(
-            table.c.id, table.c.accession_id, table.c.parent_id, parent.c.accession_id,
-            table.c.kind, table.c.specimen_type, table.c.container_type, table.c.sprec_code,
-            table.c.quantity, table.c.unit, table.c.freeze_thaw_count,
-            Participant.code, Participant.sex,
-        )
-        .join(Participant, Participant.id == table.c.participant_id)
-        .outerjoin(parent, parent.c.id == table.c.parent_id)
-    )  # fmt: skip
-
-
 def _rows(
     session: Session,
     selected: Iterator[Selected],
@@ -228,71 +222,82 @@ def _rows(
     key: str,
     mode: DeidentificationMode,
     phenotype_columns: list[Column],
-    identities: bool,
     on_batch: Callable[[list[Selected]], None],
 ) -> Iterator[dict[str, Any]]:
     """Each selected specimen as an export row, de-identified for the mode."""
     safe = mode is DeidentificationMode.safe_harbor
     identified = mode is DeidentificationMode.identified
-    names = [c.name for c in phenotype_columns]
+    codes = ExportCodes(key)
+    empty = dict.fromkeys(c.name for c in phenotype_columns)
     to_year = {c.name for c in phenotype_columns if c.kind == "year"}
     listed = {c.name for c in phenotype_columns if c.kind == "string"}  # multi-choice joined
-    participant_codes: dict[int, str] = {}  # rows come participant by participant
+    participant = (None, None)  # rows come participant by participant: (id, code)
     for batch in chunks(selected, BATCH):
         on_batch(batch)
-        ids = [s.specimen_id for s in batch]
-        details = {row[0]: row for row in session.connection().execute(_details_query().where(
-            Specimen.__table__.c.id.in_(ids)))}  # fmt: skip
-        people = {}
-        if identities:
-            people = {
-                i.participant_id: i
-                for i in session.exec(
-                    select(ParticipantIdentity).where(
-                        ParticipantIdentity.participant_id.in_({s.participant_id for s in batch})
-                    )
-                )
-            }
+        # specimens of one collection share their values (see `values_at_collection`): their
+        # cells are made once a batch, while the batch keeps those values alive
+        shown: dict[int, dict[str, Any]] = {}
+        people = _identities(session, {s.participant_id for s in batch}) if identified else {}
         for s in batch:
-            (_, accession, parent_id, parent_accession, kind, specimen_type, container, sprec_code,
-             quantity, unit, thaws, participant_code, sex) = details[s.specimen_id]  # fmt: skip
-            if not identified and s.participant_id not in participant_codes:
-                participant_codes.clear()
-                participant_codes[s.participant_id] = export_code(key, "P", s.participant_id)
+            r = s.specimen
+            if participant[0] != s.participant_id:
+                participant = (s.participant_id, r.participant_code if identified
+                               else codes.code("P", s.participant_id))  # fmt: skip
             row = {
-                "participant_code": participant_code
-                if identified
-                else participant_codes[s.participant_id],
-                "sex": sex.value,
-                "specimen_code": accession if identified else export_code(key, "S", s.specimen_id),
-                "parent_specimen_code": None
-                if parent_id is None
-                else parent_accession
-                if identified
-                else export_code(key, "S", parent_id),
-                "specimen_kind": kind.value,
-                "specimen_type": specimen_type,
-                "container_type": container,
-                "sprec_code": sprec_code,
+                "participant_code": participant[1],
+                "sex": r.sex,
+                "specimen_code": r.accession_id if identified else codes.code("S", r.id),
+                "parent_specimen_code": None if r.parent_id is None
+                else r.parent_accession_id if identified else codes.code("S", r.parent_id),
+                "specimen_kind": r.kind,
+                "specimen_type": r.specimen_type,
+                "container_type": r.container_type,
+                "sprec_code": r.sprec_code,
                 "collected": _year(s.collected_on) if safe else s.collected_on,
                 "age_at_collection": _age(s.age_at_collection, mode),
-                "quantity": quantity,
-                "unit": unit.value,
-                "freeze_thaw_count": thaws,
-            }
-            values = s.phenotypes
-            row |= dict.fromkeys(names)
-            row |= {name: values[name] for name in names if name in values}
-            for name in to_year & values.keys():
-                row[name] = _year(values[name])
-            for name in listed & values.keys():
-                if isinstance(values[name], list):
-                    row[name] = "|".join(values[name])
-            if identities:
-                person = people.get(s.participant_id)
-                for field in ("mrn", "family_name", "given_name", "date_of_birth"):
-                    row[field] = getattr(person, field) if person else None
+                "quantity": r.quantity,
+                "unit": r.unit,
+                "freeze_thaw_count": r.freeze_thaw_count,
+            }  # fmt: skip
+            cells = shown.get(id(s.phenotypes))
+            if cells is None:
+                cells = shown[id(s.phenotypes)] = _phenotype_cells(
+                    s.phenotypes, empty, to_year, listed
+                )
+            row.update(cells)
+            if identified:
+                row.update(people.get(s.participant_id, IDENTITY_BLANK))
             yield row
+
+
+def _phenotype_cells(
+    values: dict[str, Any], empty: dict[str, None], to_year: set[str], listed: set[str]
+) -> dict[str, Any]:
+    """A specimen's phenotype columns: every column, years for dates when asked, a
+    multi-choice value's codes joined by "|"."""
+    cells = dict(empty)
+    for name in empty.keys() & values.keys():
+        value = values[name]
+        if name in to_year:
+            value = _year(value)
+        elif name in listed and isinstance(value, list):
+            value = "|".join(value)
+        cells[name] = value
+    return cells
+
+
+IDENTITY_FIELDS = ("mrn", "family_name", "given_name", "date_of_birth")
+IDENTITY_BLANK = dict.fromkeys(IDENTITY_FIELDS)
+
+
+def _identities(session: Session, participant_ids: set[int]) -> dict[int, dict[str, Any]]:
+    """The identity columns of these participants (identified exports only)."""
+    fields = [getattr(ParticipantIdentity, f) for f in IDENTITY_FIELDS]
+    query = sa.select(ParticipantIdentity.participant_id, *fields).where(
+        one_of(session, ParticipantIdentity.participant_id, participant_ids)
+    )
+    return {pid: dict(zip(IDENTITY_FIELDS, values, strict=True))
+            for pid, *values in session.execute(query)}  # fmt: skip
 
 
 # --- Running an export --------------------------------------------------------------------------
@@ -326,7 +331,9 @@ def _consents(
         answers, withdrawals = consent_acts(session, chunk)
         codes: dict[int, str] = {}
         if mode is DeidentificationMode.identified:
-            query = sa.select(Participant.id, Participant.code).where(Participant.id.in_(chunk))
+            query = sa.select(Participant.id, Participant.code).where(
+                one_of(session, Participant.id, chunk)
+            )
             codes = dict(session.execute(query).all())
         for pid in chunk:
             code = codes.get(pid) or export_code(key, "P", pid)
@@ -382,10 +389,12 @@ def run_export(
     def on_batch(batch: list[Selected]) -> None:
         participants.update(s.participant_id for s in batch)
         if _replay is None:
-            # Core executemany: SQLAlchemy batches it into multi-row INSERTs on both engines
+            # one INSERT … SELECT a batch: an executemany is a message per row on PostgreSQL
+            chosen = sa.select(sa.literal(run.id), Specimen.id).where(
+                one_of(session, Specimen.id, (s.specimen_id for s in batch))
+            )
             session.connection().execute(
-                sa.insert(ExportRunSpecimen.__table__),
-                [{"export_run_id": run.id, "specimen_id": s.specimen_id} for s in batch],
+                sa.insert(ExportRunSpecimen).from_select(["export_run_id", "specimen_id"], chosen)
             )
             if request.reserve_request:
                 exported.extend(s.specimen_id for s in batch)
@@ -397,17 +406,20 @@ def run_export(
         window_days=request.window_days, tally=tally, reserved_by_run=reserved_by_run,
         progress=(lambda n: progress(n, total)) if progress else None,
     )  # fmt: skip
-    spool = new_spool()
     rows = _rows(
         session, selected, key=key, mode=mode, phenotype_columns=phenotype_columns,
-        identities=mode is DeidentificationMode.identified, on_batch=on_batch,
+        on_batch=on_batch,
     )  # fmt: skip
-    for batch in chunks(rows, BATCH):
-        spool_batch(spool, batch)
+    formats = list(dict.fromkeys(request.formats))
+    # One file read once streams straight from the selection; more passes (several files,
+    # the per-participant file, FHIR's consents of every participant first) read a spool.
+    spool = None
+    if len(formats) > 1 or formats == ["fhir"] or request.per_participant:
+        spool = new_spool()
+        for batch in chunks(rows, BATCH):
+            spool_batch(spool, batch)
     written = [tabular.write_dictionary(target / "dictionary.csv", columns)]
-    consents = (
-        _consents(session, participants, key, mode, as_of) if "fhir" in request.formats else {}
-    )
+    consents = _consents(session, participants, key, mode, as_of) if "fhir" in formats else {}
     writers = {
         "csv": lambda path, rows: tabular.write_csv(path, columns, rows),
         "xlsx": lambda path, rows: tabular.write_xlsx(path, columns, rows),
@@ -417,12 +429,14 @@ def run_export(
     }
     names = {"csv": "specimens.csv", "xlsx": "specimens.xlsx", "parquet": "specimens.parquet",
              "miabis": "specimens_miabis.csv", "fhir": "bundle.json"}  # fmt: skip
-    for fmt in dict.fromkeys(request.formats):
-        written.append(writers[fmt](target / names[fmt], _read_spool(spool)))
+    for fmt in formats:
+        written.append(writers[fmt](target / names[fmt], rows if spool is None
+                                    else _read_spool(spool)))  # fmt: skip
     if request.per_participant:
         per_participant = {v.name for v in variables if v.scope is PhenotypeScope.participant}
         written.append(_participant_file(target, spool, columns, per_participant))
-    spool.close()
+    if spool is not None:
+        spool.close()
     counts = {
         "specimens": tally.specimens,
         "participants": len(tally.participants),
@@ -518,7 +532,7 @@ def _reserve(
     for chunk in chunks(specimen_ids, BATCH):
         rows = session.exec(
             select(Specimen).where(
-                Specimen.id.in_(chunk), Specimen.status == SpecimenStatus.available
+                one_of(session, Specimen.id, chunk), Specimen.status == SpecimenStatus.available
             )
         ).all()
         for specimen in rows:

@@ -12,15 +12,14 @@ import bisect
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import date, timedelta
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from biobank.db import flush
+from biobank.db import flush, one_of
 from biobank.errors import AlreadyExists, NotFound, ValidationError
 from biobank.models import (
     Participant,
@@ -33,7 +32,7 @@ from biobank.models import (
     utcnow,
 )
 from biobank.permissions import Actor, Permission, require
-from biobank.phenotypes import Spec, Stored, display, parse_value, typed
+from biobank.phenotypes import READERS, Spec, Stored, display, parse_value, typed
 from biobank.services import audit
 from biobank.services.participants import find_visit, get_participant_row
 from biobank.services.specimen_read import get_specimen
@@ -341,9 +340,8 @@ def participant_phenotypes(session: Session, *, actor: Actor, participant: str) 
 # --- The value at collection ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Collected:
-    """A specimen as the linkage sees it."""
+class Collected(NamedTuple):
+    """A specimen as the linkage sees it (a tuple: an export makes one per specimen)."""
 
     specimen_id: int
     participant_id: int
@@ -357,12 +355,26 @@ class Collected:
         (SQLite cannot cast a timestamp to a date, so the day is taken here)."""
         specimen_id, participant_id, visit_id, collected_at, visit_date, received_at = row
         if collected_at is not None:
-            day = collected_at.astimezone().date()
+            day = _local_day(collected_at)
         elif visit_date is not None:
             day = visit_date
         else:
-            day = received_at.astimezone().date() if received_at is not None else None
+            day = _local_day(received_at) if received_at is not None else None
         return cls(specimen_id, participant_id, visit_id, day)
+
+
+def stored_time(column: sa.ColumnElement) -> sa.ColumnElement:
+    """A stored time read as the driver gives it (see `_local_day`), without the model
+    type's per-value conversion to an aware UTC time: a cohort reads one per specimen."""
+    return sa.type_coerce(column, sa.DateTime(timezone=True))
+
+
+def _local_day(moment: datetime) -> date:
+    """The day on this workstation's calendar of a stored time, which is UTC (and comes
+    without a zone from SQLite)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone().date()
 
 
 def collection_dates_query() -> sa.Select:
@@ -371,9 +383,9 @@ def collection_dates_query() -> sa.Select:
         Specimen.id,
         Specimen.participant_id,
         Specimen.visit_id,
-        Specimen.collected_at,
+        stored_time(Specimen.collected_at),
         Visit.visit_date,
-        Specimen.received_at,
+        stored_time(Specimen.received_at),
     ).outerjoin(Visit, Visit.id == Specimen.visit_id)
 
 
@@ -384,13 +396,14 @@ def values_at_collection(
     variables: Iterable[PhenotypeVariable],
     window_days: int = DEFAULT_WINDOW_DAYS,
 ) -> dict[int, dict[str, Any]]:
-    """For each specimen, each variable's typed value at collection (absent when none)."""
+    """For each specimen, each variable's typed value at collection (absent when none).
+    Specimens of one collection share their dict: read it, do not change it."""
     specimens, variables = list(specimens), list(variables)
     if not specimens or not variables:
         return {s.specimen_id: {} for s in specimens}
     # Plain lookups made once: the loops below run per value and per specimen.
     names = {v.id: v.name for v in variables}
-    specs = {v.id: Spec.of(v) for v in variables}
+    read = {v.id: READERS[v.value_type] for v in variables}
     per_participant = {v.id for v in variables if v.scope is PhenotypeScope.participant}
     participants = sorted({s.participant_id for s in specimens})
     fixed: dict[int, dict[str, Any]] = defaultdict(dict)  # participant -> its own values
@@ -408,12 +421,12 @@ def values_at_collection(
                 PhenotypeValue.value_text,
                 PhenotypeValue.value_date,
             ).where(
-                PhenotypeValue.participant_id.in_(chunk),
-                PhenotypeValue.variable_id.in_(list(names)),
+                one_of(session, PhenotypeValue.participant_id, chunk),
+                one_of(session, PhenotypeValue.variable_id, names),
             )
         )
         for pid, visit_id, var_id, observed_on, number, text, day in rows:
-            value = typed(specs[var_id], Stored(number, text, day))
+            value = read[var_id](number, text, day)
             if var_id in per_participant:
                 fixed[pid][names[var_id]] = value
                 continue
@@ -426,18 +439,23 @@ def values_at_collection(
             series.sort(key=lambda item: item[0])
     window = timedelta(days=window_days)
     result: dict[int, dict[str, Any]] = {}
+    # Specimens of one visit drawn the same day have the same values: one dict serves them all.
+    found_for: dict[tuple[int, int | None, date | None], dict[str, Any]] = {}
     for s in specimens:
-        found = dict(fixed.get(s.participant_id, ()))
-        if s.visit_id is not None:
-            found.update(own.get(s.visit_id, ()))
-        if s.collected_on is not None:
-            # only what the specimen's own visit lacks falls back to an earlier observation
-            for name, series in dated.get(s.participant_id, {}).items():
-                if name in found:
-                    continue
-                at = bisect.bisect_right(series, s.collected_on, key=lambda item: item[0]) - 1
-                if at >= 0 and s.collected_on - series[at][0] <= window:
-                    found[name] = series[at][1]
+        key = (s.participant_id, s.visit_id, s.collected_on)
+        found = found_for.get(key)
+        if found is None:
+            found = found_for[key] = dict(fixed.get(s.participant_id, ()))
+            if s.visit_id is not None:
+                found.update(own.get(s.visit_id, ()))
+            if s.collected_on is not None:
+                # only what the specimen's own visit lacks falls back to an earlier observation
+                for name, series in dated.get(s.participant_id, {}).items():
+                    if name in found:
+                        continue
+                    at = bisect.bisect_right(series, s.collected_on, key=lambda item: item[0]) - 1
+                    if at >= 0 and s.collected_on - series[at][0] <= window:
+                        found[name] = series[at][1]
         result[s.specimen_id] = found
     return result
 
