@@ -196,11 +196,12 @@ class ExportCodes:
     """`export_code` for one export's key, made once (an export asks for a code per row)."""
 
     def __init__(self, key: str) -> None:
-        self.key = bytes.fromhex(key)
+        self.keyed = hmac.new(bytes.fromhex(key), digestmod="sha256")  # copied, never keyed again
 
     def code(self, prefix: str, internal_id: int) -> str:
-        digest = hmac.digest(self.key, f"{prefix}{internal_id}".encode(), "sha256")
-        return f"{prefix}-{base64.b32encode(digest[:5]).decode()}"
+        mac = self.keyed.copy()
+        mac.update(f"{prefix}{internal_id}".encode())
+        return f"{prefix}-{base64.b32encode(mac.digest()[:5]).decode()}"
 
 
 def _year(value: Any) -> Any:
