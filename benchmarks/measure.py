@@ -60,5 +60,9 @@ def p99(times: list[float]) -> float:
     return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
 
 
+_STARTED = time.perf_counter()
+
+
 def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A line on stderr, with the seconds since the run began (where the time goes)."""
+    print(f"{time.perf_counter() - _STARTED:7.1f}s {message}", file=sys.stderr, flush=True)

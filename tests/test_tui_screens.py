@@ -5,7 +5,7 @@ import asyncio
 import shutil
 from pathlib import Path
 
-from textual.widgets import DataTable, Footer, Static, Tree
+from textual.widgets import DataTable, Static, Tree
 from tui_helpers import make_app, scan, settle, sign_in, type_text, until
 
 from biobank.db import uow
@@ -19,6 +19,7 @@ from tui.screens.print_queue import PrintQueueScreen
 from tui.screens.reconcile import Confirm, ReconcileScreen
 from tui.screens.specimen import SpecimenScreen
 from tui.widgets.box_grid import BoxGrid
+from tui.widgets.key_bar import KeyBar
 
 DATA = Path(__file__).parent / "data"
 # What BOX-0301 (4x4) holds, by legacy ID; SLE0301-MO-SER-01 is in BOX-0302.
@@ -77,7 +78,7 @@ def _fits(app, rows: int, cols: int) -> None:
     region = grid.content_region
     assert region.height >= rows + 2 and region.width >= 3 + 4 * cols
     assert grid.region.right <= 80
-    assert grid.region.bottom <= app.screen.query_one(Footer).region.y
+    assert grid.region.bottom <= app.screen.query_one(KeyBar).region.y
 
 
 async def _keys(app, pilot, *keys: str) -> None:

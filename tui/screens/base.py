@@ -9,9 +9,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Header, Input, Static
 
 from biobank.errors import BiobankError
+from tui.widgets.key_bar import KeyBar
 
 
 class ScanLine(Horizontal):
@@ -43,7 +44,7 @@ class WorkScreen(Screen):
         yield Header()
         yield ScanLine(id="scan-line")
         yield from self.compose_body()
-        yield Footer()
+        yield KeyBar()
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:

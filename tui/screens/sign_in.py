@@ -5,7 +5,9 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label
+from textual.widgets import Button, Header, Input, Label
+
+from tui.widgets.key_bar import KeyBar
 
 
 class SignInScreen(Screen):
@@ -22,7 +24,7 @@ class SignInScreen(Screen):
             yield Input(placeholder="username", id="username")
             yield Input(placeholder="PIN", password=True, id="pin")
             yield Button("Sign in", id="submit", variant="primary")
-        yield Footer()
+        yield KeyBar()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "username":
