@@ -2,34 +2,51 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from biobank import __version__
-from biobank.cli import (
-    audit_commands,
-    cohort_commands,
-    config_commands,
-    consent_commands,
-    db_commands,
-    export_commands,
-    import_commands,
-    label_commands,
-    phenotype_commands,
-    reconcile_commands,
-    specimen_commands,
-    storage_commands,
-    study_commands,
-    user_commands,
-)
+from biobank.cli import label_commands, reconcile_commands, specimen_commands
 from biobank.cli.common import CliState, JsonOption, emit_json, message, state, work
 from biobank.errors import BiobankError
 
+# Command groups by name: (module, Typer app). Each is imported when it runs or is listed, so
+# the workstation starts, and each command runs, without importing every other command.
+GROUPS = {
+    "db": ("biobank.cli.db_commands", "app"),
+    "config": ("biobank.cli.config_commands", "app"),
+    "user": ("biobank.cli.user_commands", "app"),
+    "study": ("biobank.cli.study_commands", "study_app"),
+    "participant": ("biobank.cli.study_commands", "participant_app"),
+    "visit": ("biobank.cli.study_commands", "visit_app"),
+    "specimen": ("biobank.cli.specimen_commands", "app"),
+    "storage": ("biobank.cli.storage_commands", "app"),
+    "audit": ("biobank.cli.audit_commands", "app"),
+    "import": ("biobank.cli.import_commands", "app"),
+    "consent": ("biobank.cli.consent_commands", "app"),
+    "phenotype": ("biobank.cli.phenotype_commands", "app"),
+    "cohort": ("biobank.cli.cohort_commands", "app"),
+    "export": ("biobank.cli.export_commands", "app"),
+}
+
 
 class BiobankGroup(TyperGroup):
-    """Maps domain errors to one line on stderr and the error's exit code, in one place."""
+    """Maps domain errors to one line on stderr and the error's exit code, in one place; loads
+    the command groups (`GROUPS`) as they are asked for."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *GROUPS])
+
+    def get_command(self, ctx: typer.Context, name: str) -> TyperCommand | TyperGroup | None:
+        if name not in GROUPS:
+            return super().get_command(ctx, name)
+        module, attribute = GROUPS[name]
+        group = typer.main.get_group(getattr(importlib.import_module(module), attribute))
+        group.name = name
+        return group
 
     def invoke(self, ctx: typer.Context):
         try:
@@ -49,20 +66,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(db_commands.app, name="db")
-app.add_typer(config_commands.app, name="config")
-app.add_typer(user_commands.app, name="user")
-app.add_typer(study_commands.study_app, name="study")
-app.add_typer(study_commands.participant_app, name="participant")
-app.add_typer(study_commands.visit_app, name="visit")
-app.add_typer(specimen_commands.app, name="specimen")
-app.add_typer(storage_commands.app, name="storage")
-app.add_typer(audit_commands.app, name="audit")
-app.add_typer(import_commands.app, name="import")
-app.add_typer(consent_commands.app, name="consent")
-app.add_typer(phenotype_commands.app, name="phenotype")
-app.add_typer(cohort_commands.app, name="cohort")
-app.add_typer(export_commands.app, name="export")
 app.command("scan")(specimen_commands.scan_command)
 app.command("label")(label_commands.label_command)
 app.command("reconcile")(reconcile_commands.reconcile_command)
