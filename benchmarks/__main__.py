@@ -49,12 +49,14 @@ class Plan:
     label_runs: int
 
     @classmethod
-    def of(cls, quick: bool) -> Plan:
+    def of(cls, quick: bool, size: int) -> Plan:
         if quick:  # for CI: a regression shows, in under two minutes for both engines
             return cls(lookups=2_000, allocations=200, accessions=100, import_rows=2_000,
                        scans=15, boxes=8, starts=3, label_runs=1)  # fmt: skip
-        return cls(lookups=5_000, allocations=500, accessions=300, import_rows=20_000,
-                   scans=50, boxes=20, starts=7, label_runs=3)  # fmt: skip
+        # the import grows with the inventory (a tenth of it), so its memory is seen to stay flat
+        return cls(lookups=5_000, allocations=500, accessions=300,
+                   import_rows=max(2_000, size // 10), scans=50, boxes=20, starts=7,
+                   label_runs=3)  # fmt: skip
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -78,6 +80,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--from-json", type=Path, help="run nothing: report the results of an earlier --json"
     )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="an earlier --json run at a smaller size: add how each figure grows to the larger",
+    )
     parser.add_argument("--dir", type=Path, help="where the SQLite file goes (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
     parser.add_argument("--seed", type=int, default=1, help="the dataset's seed (default 1)")
@@ -87,6 +94,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not engines:
         parser.error(f"--engines takes {', '.join(ENGINES)}, not {args.engines!r}")
     args.engines = engines
+    for given in (args.from_json, args.compare):
+        if given is not None and not given.is_file():
+            parser.error(f"no results file {given}")
     if args.size is not None and args.size < MIN_SIZE:
         parser.error(f"--size must be at least {MIN_SIZE:,}")
     return args
@@ -94,7 +104,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> tuple[dict, list[Result]]:
     size = args.size or (QUICK_SIZE if args.quick else DEFAULT_SIZE)
-    plan = Plan.of(args.quick)
+    plan = Plan.of(args.quick, size)
     versions: dict[str, object] = {"build_seconds": {}, "load_at_start": os.getloadavg()}
     results: list[Result] = []
     for engine_name in args.engines:
@@ -152,9 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             report.write_json(args.json, info, results)
             progress(f"wrote {args.json}")
+    smaller = report.read_json(args.compare) if args.compare else None
     print(report.table(results))
+    if smaller is not None:
+        print()
+        print(report.growth_table(smaller, (info, results)))
     if args.write_readme:
-        report.write_readme(README, info, results)
+        report.write_readme(README, info, results, smaller)
     for miss in report.missing_notes(results):
         progress(f"missed, and no note in benchmarks/report.py: {miss.benchmark} ({miss.engine})")
     return 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from typing import Any
 
 from benchmarks.databases import BenchDatabase
 from benchmarks.dataset import WORKSTATION, Dataset
-from benchmarks.measure import Result, median
+from benchmarks.measure import Result, median, peak_mb, rss_mb
 
 GOAL_SHARE = 0.5
 GOAL_PEAK_MB = 200.0
@@ -116,16 +115,6 @@ def _child(db: BenchDatabase, side: str, as_of: date) -> dict[str, Any]:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def _rss_mb() -> float:
-    """Resident now (the peak so far may be higher: imports come and go)."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * resource.getpagesize() / 1024**2
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-
 def _service_export(db: BenchDatabase, as_of: date, folder: Path) -> dict[str, Any]:
     from biobank.cohort import CohortQuery
     from biobank.db import make_engine, uow
@@ -141,7 +130,7 @@ def _service_export(db: BenchDatabase, as_of: date, folder: Path) -> dict[str, A
         formats=["csv"],
         as_of=as_of,
     )
-    before = _rss_mb()
+    before = rss_mb()
     start = time.perf_counter()
     with uow(engine) as session:
         result = run_export(session, actor=admin, request=request, directory=folder)
@@ -152,7 +141,7 @@ def _service_export(db: BenchDatabase, as_of: date, folder: Path) -> dict[str, A
         "rows": specimens_csv.rows,
         "bytes": specimens_csv.bytes,
         "counts": result.counts,
-        "peak_mb": max(0.0, _peak_mb() - before),
+        "peak_mb": max(0.0, peak_mb() - before),
     }
 
 
@@ -204,7 +193,7 @@ def _raw_export(db: BenchDatabase, as_of: date, folder: Path) -> dict[str, Any]:
         day = as_of if postgres else as_of.isoformat()
         since = COLLECTED_FROM if postgres else COLLECTED_FROM.isoformat()
         params = (SPECIMEN_TYPE, since, use, True, day, day, use)
-        before = _rss_mb()
+        before = rss_mb()
         start = time.perf_counter()
         cursor = connection.cursor(name="export") if postgres else connection.cursor()
         if postgres:
@@ -222,7 +211,7 @@ def _raw_export(db: BenchDatabase, as_of: date, folder: Path) -> dict[str, Any]:
         "seconds": seconds,
         "rows": rows,
         "bytes": path.stat().st_size,
-        "peak_mb": max(0.0, _peak_mb() - before),
+        "peak_mb": max(0.0, peak_mb() - before),
     }
 
 

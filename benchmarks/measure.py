@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import resource
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
@@ -49,6 +51,17 @@ def timed(action: Callable[[T], object], items: Iterable[T], *, warmup: int = 0)
         if n >= warmup:
             times.append(time.perf_counter() - start)
     return times
+
+
+def rss_mb() -> float:
+    """Resident now (the peak so far may be higher: imports come and go)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize() / 1024**2
+
+
+def peak_mb() -> float:
+    """The most this process has held (ru_maxrss is kB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def median(times: list[float]) -> float:

@@ -7,6 +7,7 @@ come from cProfile runs of the missed benchmark; a miss without a note is named 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -215,11 +216,58 @@ def _padded(cells: tuple[str, ...], widths: list[int]) -> str:
     return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
 
+# Measured on their own small database or none: the inventory's size does not bear on them.
+SIZE_INDEPENDENT = {"TUI: cold start to sign-in"}
+GROWTH_COLUMNS = ("benchmark", "engine", "smaller", "larger", "cost per 10×", "10M (projected)")
+Run = tuple[dict[str, Any], list[Result]]
+
+
+def growth_rows(smaller: Run, larger: Run) -> list[tuple[str, ...]]:
+    """How each figure changes from the smaller inventory to the larger: the cost of one item
+    (a time, the inverse of a rate, a memory peak) per ten times more specimens, and the
+    figure that rate of growth projects for 10,000,000."""
+    (small_info, small_results), (large_info, large_results) = smaller, larger
+    decades = math.log10(large_info["size"] / small_info["size"])
+    before = {(r.benchmark, r.engine): r for r in small_results}
+    found = []
+    for r in large_results:
+        earlier = before.get((r.benchmark, r.engine))
+        if earlier is None or r.engine == "none" or r.benchmark in SIZE_INDEPENDENT:
+            continue
+        if not (earlier.median > 0 and r.median > 0) or decades <= 0:
+            continue
+        cost = (r.median / earlier.median) ** (1 if r.kind != "throughput" else -1)
+        per_decade = cost ** (1 / decades)
+        ahead = math.log10(10_000_000 / large_info["size"])
+        projected = r.median * per_decade ** (ahead if r.kind != "throughput" else -ahead)
+        found.append((
+            r.benchmark, r.engine, _figure(earlier, earlier.median), _figure(r, r.median),
+            f"{per_decade:.2f}×", _figure(r, projected),
+        ))  # fmt: skip
+    return found
+
+
+def growth_table(smaller: Run, larger: Run) -> str:
+    header = _growth_header(smaller, larger)
+    lines = [header, *growth_rows(smaller, larger)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(_padded(line, widths) for line in lines)
+
+
+def _growth_header(smaller: Run, larger: Run) -> tuple[str, ...]:
+    return (
+        *GROWTH_COLUMNS[:2],
+        f"at {smaller[0]['size']:,}",
+        f"at {larger[0]['size']:,}",
+        *GROWTH_COLUMNS[4:],
+    )
+
+
 def missing_notes(results: list[Result]) -> list[Result]:
     return [r for r in results if r.passed is False and (r.benchmark, r.engine) not in MISS_NOTES]
 
 
-def readme_section(info: dict[str, Any], results: list[Result]) -> str:
+def readme_section(info: dict[str, Any], results: list[Result], smaller: Run | None = None) -> str:
     engines = [f"SQLite {info['sqlite']}"]
     if info.get("postgres"):
         engines.append(f"PostgreSQL {info['postgres']}")
@@ -240,6 +288,20 @@ def readme_section(info: dict[str, Any], results: list[Result]) -> str:
         "|" + "---|" * len(COLUMNS),
         *("| " + " | ".join(row) + " |" for row in rows(results)),
     ]
+    if smaller is not None:
+        header = _growth_header(smaller, (info, results))
+        lines += [
+            "",
+            f"How the figures grow from {smaller[0]['size']:,} to {info['size']:,} specimens "
+            f"(the smaller run: {smaller[0]['date'][:10]}, same machine kind and seed): the cost "
+            "of one item — a time, the inverse of a rate, a memory peak — per ten times more "
+            "specimens, and what that growth projects for 10,000,000. A memory peak that stays "
+            "flat shows as 1.00×.",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in growth_rows(smaller, (info, results))),
+        ]
     misses = [r for r in results if r.passed is False]
     if misses:
         lines += ["", "Why the misses miss, from profiles, and what would fix them:", ""]
@@ -250,11 +312,13 @@ def readme_section(info: dict[str, Any], results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(path: Path, info: dict[str, Any], results: list[Result]) -> None:
+def write_readme(
+    path: Path, info: dict[str, Any], results: list[Result], smaller: Run | None = None
+) -> None:
     """Replace the text between the markers (added under a Performance heading at the end
     when absent); nothing else in the README changes."""
     text = path.read_text()
-    section = readme_section(info, results)
+    section = readme_section(info, results, smaller)
     if START in text and END in text:
         before, rest = text.split(START, 1)
         after = rest.split(END, 1)[1]

@@ -40,6 +40,7 @@ def test_every_benchmark_runs_and_reports(engine_name, tmp_path):
         f"{PROCESSES[engine_name]} processes placing",
         "legacy import (check + write)",
         "legacy import (write only)",
+        "legacy import peak memory",
         "linked export to CSV",
         "linked export peak memory",
     }

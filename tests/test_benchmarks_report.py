@@ -1,0 +1,55 @@
+"""The benchmark report: how figures grow from a smaller inventory to a larger, and the README
+section that shows it."""
+
+from benchmarks import report
+from benchmarks.measure import Result
+
+
+def _run(size: int, lookup: float, export: float, memory: float) -> report.Run:
+    info = {"size": size, "date": "2026-11-23T00:00:00+00:00"}
+    results = [
+        Result("scan lookup (one session)", "sqlite", "latency", lookup, None, None, None, None),
+        Result("linked export to CSV", "sqlite", "throughput", export, None, 1.0, None, None),
+        Result("linked export peak memory", "sqlite", "memory", memory, None, None, None, None),
+        Result("TUI: cold start to sign-in", "sqlite", "latency", 0.5, None, None, None, None),
+        Result("labels: 1,000 to a PDF sheet", "none", "latency", 1.0, None, None, None, None),
+    ]
+    return info, results
+
+
+def test_growth_is_the_cost_of_one_item_per_ten_times_more_specimens():
+    smaller = _run(100_000, lookup=100e-6, export=10_000, memory=50.0)
+    larger = _run(1_000_000, lookup=150e-6, export=8_000, memory=50.0)
+    rows = {(r[0], r[1]): r for r in report.growth_rows(smaller, larger)}
+    # the workstation's start and the labels do not depend on the inventory
+    assert set(rows) == {
+        ("scan lookup (one session)", "sqlite"),
+        ("linked export to CSV", "sqlite"),
+        ("linked export peak memory", "sqlite"),
+    }
+    assert rows[("scan lookup (one session)", "sqlite")][2:] == (
+        "100 µs", "150 µs", "1.50×", "225 µs",
+    )  # fmt: skip
+    # a rate that falls is a cost that grows: 10,000/s → 8,000/s is 1.25× per item
+    assert rows[("linked export to CSV", "sqlite")][2:] == (
+        "10,000/s", "8,000/s", "1.25×", "6,400/s",
+    )  # fmt: skip
+    assert rows[("linked export peak memory", "sqlite")][4] == "1.00×"  # flat
+
+
+def test_growth_over_two_decades_is_given_per_decade():
+    rows = report.growth_rows(_run(10_000, 1e-3, 1, 1), _run(1_000_000, 4e-3, 1, 1))
+    assert rows[0][4] == "2.00×" and rows[0][5] == "8.0 ms"
+
+
+def test_the_readme_section_carries_the_growth_table_when_given_a_smaller_run():
+    smaller, larger = _run(100_000, 1e-4, 10, 5), _run(1_000_000, 2e-4, 5, 5)
+    info = larger[0] | {
+        "date": "2026-11-23T00:00:00+00:00", "quick": False, "cpu": "cpu", "cores": 2,
+        "ram_gb": 4, "load_at_start": [0.1], "load_at_end": [0.2], "python": "3.11",
+        "sqlite": "3.40",
+    }  # fmt: skip
+    section = report.readme_section(info, larger[1], smaller)
+    assert "| benchmark | engine | at 100,000 | at 1,000,000 | cost per 10× |" in section
+    assert "| scan lookup (one session) | sqlite | 100 µs | 200 µs | 2.00× | 400 µs |" in section
+    assert "at 100,000" not in report.readme_section(info, larger[1])
