@@ -60,7 +60,12 @@ def rss_mb() -> float:
 
 
 def peak_mb() -> float:
-    """The most this process has held (ru_maxrss is kB on Linux)."""
+    """The most this process has held since it started its program: VmHWM, not ru_maxrss,
+    which Linux carries over from the parent a child was forked from (a benchmark's children
+    would all report the size of the process that built the inventory)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
