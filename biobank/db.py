@@ -22,9 +22,12 @@ from sqlalchemy.orm import exc as orm_exc
 from sqlmodel import Session, SQLModel
 
 import biobank.models  # noqa: F401  (fills the metadata constraint names are looked up in)
+from biobank import stored_text
 from biobank.errors import ConcurrentChange, ConstraintViolation, DatabaseUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+stored_text.guard(Session)  # every unit of work's text, checked alike on both engines
 
 
 def make_engine(url: str) -> Engine:

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from biobank.identifiers import check_specimen_id, normalize_scan
+from biobank.identifiers import check_specimen_id, normalize_scan, unknown_code
 from biobank.models import Participant, StorageUnit, User
 from biobank.permissions import Actor, Permission, require
 from biobank.services.kits import ReservedRead, find_reserved
@@ -85,4 +85,6 @@ def resolve_scan(
         )
     if shape == "valid":
         return result("unknown", f"{code} is a valid ID but not in this inventory")
-    return result("unknown", f"{code} is not a known specimen, unit, participant or badge")
+    return result(
+        "unknown", f"{unknown_code(code)} is not a known specimen, unit, participant or badge"
+    )
