@@ -23,7 +23,12 @@ from sqlmodel import Session, SQLModel
 
 import biobank.models  # noqa: F401  (fills the metadata constraint names are looked up in)
 from biobank import stored_text
-from biobank.errors import ConcurrentChange, ConstraintViolation, DatabaseUnavailable
+from biobank.errors import (
+    ConcurrentChange,
+    ConstraintViolation,
+    DatabaseUnavailable,
+    ValidationError,
+)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -110,6 +115,10 @@ def uow(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
                 raise constraint_error(error) from error
             if isinstance(error, orm_exc.StaleDataError):
                 raise _stale() from error
+            if isinstance(error, exc.DataError):  # a value the server cannot hold (a NUL…)
+                raise ValidationError(
+                    f"the database refused a value: {_first_line(error.orig)}"
+                ) from error
             if isinstance(error, exc.OperationalError):
                 raise DatabaseUnavailable(f"database error: {_first_line(error.orig)}") from error
             raise

@@ -285,7 +285,7 @@ def _volume(raw: str) -> float:
 
 
 def _thaws(raw: str) -> int:
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # "¹" is a digit to isdigit, not to int
         raise ValidationError("thaws must be a whole number, 0 or more")
     return int(raw)
 

@@ -9,6 +9,7 @@ different tube and never as merely "unknown".
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Literal
 
 from pydantic import BaseModel
@@ -47,6 +48,12 @@ def resolve_scan(
 
     if not code:
         return result("unknown", "empty scan")
+    garbled = next((c for c in code if unicodedata.category(c) == "Cc"), None)
+    if garbled is not None:  # inside the code, not at its ends: the scan was garbled
+        return result(
+            "misread",
+            f"MISREAD: the scan holds a control character (U+{ord(garbled):04X}); scan again",
+        )
     shape = check_specimen_id(code)
     if shape == "valid":
         specimen = find_specimen(session, code)
