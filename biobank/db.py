@@ -108,6 +108,8 @@ def uow(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
                 for hook in session.info.pop(_COMMIT_HOOKS, {}).values():
                     hook(session)
                 session.commit()
+                for done in session.info.pop(_AFTER_COMMIT_HOOKS, []):
+                    done()
         except BaseException as error:
             session.rollback()
             _after_rollback(engine, session)
@@ -141,6 +143,15 @@ _COMMIT_HOOKS = "biobank.before_commit"
 def before_commit(session: Session, key: str, hook: Callable[[Session], None]) -> None:
     """Run `hook` once, just before this unit of work commits (inside its transaction)."""
     session.info.setdefault(_COMMIT_HOOKS, {}).setdefault(key, hook)
+
+
+_AFTER_COMMIT_HOOKS = "biobank.after_commit"
+
+
+def after_commit(session: Session, hook: Callable[[], None]) -> None:
+    """Run `hook` once this unit of work has committed (for what must not be seen unless the
+    change it describes is kept, such as an export's manifest)."""
+    session.info.setdefault(_AFTER_COMMIT_HOOKS, []).append(hook)
 
 
 def after_rollback(session: Session, hook: Callable[[sa.Connection], None]) -> None:
