@@ -22,9 +22,17 @@ from sqlalchemy.orm import exc as orm_exc
 from sqlmodel import Session, SQLModel
 
 import biobank.models  # noqa: F401  (fills the metadata constraint names are looked up in)
-from biobank.errors import ConcurrentChange, ConstraintViolation, DatabaseUnavailable
+from biobank import stored_text
+from biobank.errors import (
+    ConcurrentChange,
+    ConstraintViolation,
+    DatabaseUnavailable,
+    ValidationError,
+)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+stored_text.guard(Session)  # every unit of work's text, checked alike on both engines
 
 
 def make_engine(url: str) -> Engine:
@@ -100,6 +108,8 @@ def uow(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
                 for hook in session.info.pop(_COMMIT_HOOKS, {}).values():
                     hook(session)
                 session.commit()
+                for done in session.info.pop(_AFTER_COMMIT_HOOKS, []):
+                    done()
         except BaseException as error:
             session.rollback()
             _after_rollback(engine, session)
@@ -107,6 +117,10 @@ def uow(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
                 raise constraint_error(error) from error
             if isinstance(error, orm_exc.StaleDataError):
                 raise _stale() from error
+            if isinstance(error, exc.DataError):  # a value the server cannot hold (a NUL…)
+                raise ValidationError(
+                    f"the database refused a value: {_first_line(error.orig)}"
+                ) from error
             if isinstance(error, exc.OperationalError):
                 raise DatabaseUnavailable(f"database error: {_first_line(error.orig)}") from error
             raise
@@ -129,6 +143,15 @@ _COMMIT_HOOKS = "biobank.before_commit"
 def before_commit(session: Session, key: str, hook: Callable[[Session], None]) -> None:
     """Run `hook` once, just before this unit of work commits (inside its transaction)."""
     session.info.setdefault(_COMMIT_HOOKS, {}).setdefault(key, hook)
+
+
+_AFTER_COMMIT_HOOKS = "biobank.after_commit"
+
+
+def after_commit(session: Session, hook: Callable[[], None]) -> None:
+    """Run `hook` once this unit of work has committed (for what must not be seen unless the
+    change it describes is kept, such as an export's manifest)."""
+    session.info.setdefault(_AFTER_COMMIT_HOOKS, []).append(hook)
 
 
 def after_rollback(session: Session, hook: Callable[[sa.Connection], None]) -> None:

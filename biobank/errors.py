@@ -93,3 +93,9 @@ class DatabaseUnavailable(BiobankError):
 
 class AuditChainBroken(BiobankError):
     exit_code = 9
+
+
+class BackupFailed(BiobankError):
+    """pg_dump or pg_restore failed, or is not installed."""
+
+    exit_code = 10

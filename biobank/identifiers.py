@@ -8,6 +8,7 @@ keyboard layout changes them on the way in.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -92,6 +93,22 @@ def check_specimen_id(text: str) -> Literal["valid", "misread", "malformed"]:
 
 _EDGE_JUNK = re.compile(r"^[\s\x00-\x1f\x7f]+|[\s\x00-\x1f\x7f]+$")
 _AIM_ID = re.compile(r"\][A-Z][0-9A-Z]")
+
+
+SHOWN_CHARACTERS = 40  # of an unknown code quoted back in a message
+
+
+def unknown_code(code: str) -> str:
+    """An unknown code as a message quotes it: cut short when long, and a non-ASCII character
+    named (a Cyrillic or Greek look-alike, a full-width digit: our codes are plain ASCII)."""
+    shown = repr(code[:SHOWN_CHARACTERS])
+    if len(code) > SHOWN_CHARACTERS:
+        shown = f"{shown[:-1]}…' ({len(code):,} characters)"
+    odd = next((c for c in code if not c.isascii()), None)
+    if odd is None:
+        return shown
+    name = unicodedata.name(odd, "unnamed")
+    return f"{shown} (it holds {odd!r}, U+{ord(odd):04X} {name}; IDs are plain ASCII)"
 
 
 def normalize_scan(raw: str, *, prefix: str = "") -> str:

@@ -26,6 +26,7 @@ class Permission(enum.StrEnum):
     manage_storage = "manage_storage"
     manage_users = "manage_users"
     view_audit = "view_audit"
+    back_up = "back_up"  # and restore: a backup holds PHI, a restore replaces everything
 
     @property
     def description(self) -> str:
@@ -33,6 +34,7 @@ class Permission(enum.StrEnum):
             "read_phi": "read or record protected health information",
             "export_identified": "export identified data",
             "view_audit": "read the audit trail",
+            "back_up": "back up or restore the database",
         }
         return special.get(self.value, self.value.replace("_", " "))
 

@@ -39,7 +39,7 @@ def parse_position(
     """`A1`, `A01`, `a1` or (for numeric boxes) `17` → (row, col), checked against the grid.
     Letter labels are accepted on numeric boxes too: scanner files always use them."""
     text = label.strip().upper()
-    if text.isdigit() and scheme == PositionLabels.numeric:
+    if text.isascii() and text.isdigit() and scheme == PositionLabels.numeric:
         index = int(text)
         if not 1 <= index <= rows * cols:
             raise ValidationError(

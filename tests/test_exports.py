@@ -4,6 +4,7 @@ de-identification by mode, codes new for each export, manifests, replays and res
 import csv
 import hashlib
 import json
+import zipfile
 from datetime import date
 from pathlib import Path
 
@@ -50,8 +51,21 @@ def _ids(engine, *codes):
         ).all()
 
 
+def _readable(path: Path) -> bytes:
+    """A file's content as text would be searched: XLSX unzipped, Parquet decoded (their bytes
+    are compressed, where a search for a name would find nothing whatever they hold)."""
+    if path.suffix == ".xlsx":
+        with zipfile.ZipFile(path) as archive:
+            return b"".join(archive.read(name) for name in archive.namelist())
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        fields = [field.metadata for field in table.schema]
+        return repr((table.to_pylist(), table.schema.metadata, fields)).encode()
+    return path.read_bytes()
+
+
 def _contents(result) -> bytes:
-    return b"".join((result.directory / f.name).read_bytes() for f in result.files)
+    return b"".join(_readable(result.directory / f.name) for f in result.files)
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
@@ -102,6 +116,12 @@ def test_safe_harbor_leaves_no_phi_and_reduces_dates_to_years(cohort_db, admin, 
     ]  # fmt: skip
     for text in forbidden:
         assert text.encode() not in everything, text
+    key = _key(cohort_db, result.run_code)
+    [(_, pid)] = _ids(cohort_db, "P-0001")
+    for name in ("specimens.csv", "specimens.xlsx", "specimens.parquet", "bundle.json",
+                 "specimens_miabis.csv"):  # fmt: skip
+        # each format is searched for real: the participant's export code is found in it
+        assert export_code(key, "P", pid).encode() in _readable(result.directory / name), name
     rows = _csv(result.directory / "specimens.csv")
     assert {r["collected"] for r in rows} == {"2020"}
     assert "mrn" not in rows[0] and "cart_product" not in rows[0]  # no PHI, no free text

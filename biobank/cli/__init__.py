@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from biobank import __version__
-from biobank.cli import label_commands, reconcile_commands, specimen_commands
+from biobank.cli import backup_commands, label_commands, reconcile_commands, specimen_commands
 from biobank.cli.common import CliState, JsonOption, emit_json, message, state, work
 from biobank.errors import BiobankError
 
@@ -67,6 +67,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("scan")(specimen_commands.scan_command)
+app.command("backup")(backup_commands.backup_command)
+app.command("restore")(backup_commands.restore_command)
 app.command("label")(label_commands.label_command)
 app.command("reconcile")(reconcile_commands.reconcile_command)
 

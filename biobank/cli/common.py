@@ -65,6 +65,12 @@ def work(ctx: typer.Context, *, readonly: bool = False) -> Iterator[tuple[Sessio
         yield session, actor
 
 
+def signed_in(ctx: typer.Context) -> Actor:
+    """Who runs the command, for work done outside a unit of work (a backup, a restore)."""
+    with work(ctx, readonly=True) as (_, actor):
+        return actor
+
+
 def message(text: str) -> None:
     typer.echo(text, err=True)
 

@@ -32,11 +32,11 @@ from sqlmodel import Session, select
 from biobank import __version__
 from biobank.cohort import CohortQuery, load_query
 from biobank.consent import statement_status
-from biobank.db import flush, one_of
+from biobank.db import after_commit, after_rollback, flush, one_of
 from biobank.errors import NotFound, ValidationError
 from biobank.export import fhir, tabular
 from biobank.export.columns import Column
-from biobank.export.files import write_atomically
+from biobank.export.files import write_pending
 from biobank.models import (
     ConsentStatement,
     DeidentificationMode,
@@ -475,10 +475,13 @@ def run_export(
         file.write(text)
         return 0
 
-    manifest_file = write_atomically(result.manifest, write_manifest, text=True)
+    # the manifest says the export succeeded: it appears once the run is committed
+    pending = write_pending(result.manifest, write_manifest, text=True)
+    after_commit(session, pending.publish)
+    after_rollback(session, lambda _connection: pending.discard())
     run.counts, run.exclusions = counts, tally.exclusions()
     run.files = manifest["files"]
-    run.manifest_sha256 = manifest_file.sha256
+    run.manifest_sha256 = pending.written.sha256
     session.add(run)
     flush(session)
     audit.record(

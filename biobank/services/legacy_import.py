@@ -52,6 +52,7 @@ from biobank.services.specimens import (
 )
 from biobank.services.storage import place_in_tree, subtree_range
 from biobank.services.studies import get_study
+from biobank.stored_text import check_text
 from biobank.tabular import chunks, new_spool, open_source, read_toml, spool_batch, unspool
 
 FIELDS: dict[str, str] = {
@@ -254,10 +255,11 @@ class _Tube(NamedTuple):
 RowFault = tuple[str | None, str | None, str]  # field, value, reason
 
 
-def _text(limit: int) -> Callable[[str], str]:
+def _text(limit: int | None) -> Callable[[str], str]:
+    """A text cell as the database will keep it (`stored_text.check_text`; no limit: notes)."""
+
     def check(raw: str) -> str:
-        if len(raw) > limit:
-            raise ValidationError(f"longer than {limit} characters")
+        check_text("the value", raw, limit)
         return raw
 
     return check
@@ -283,7 +285,7 @@ def _volume(raw: str) -> float:
 
 
 def _thaws(raw: str) -> int:
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # "¹" is a digit to isdigit, not to int
         raise ValidationError("thaws must be a whole number, 0 or more")
     return int(raw)
 
@@ -359,7 +361,7 @@ def _read_tube(
         box=parse("box", _text(64)),
         position=parse("position", str),
         thaws=parse("thaws", _thaws) or 0,
-        notes=value("comments") or None,
+        notes=parse("comments", _text(None)),
     )
     if len(faults) > found:
         return None

@@ -11,6 +11,7 @@ from sqlmodel import Session, select
 
 from biobank.db import flush
 from biobank.errors import AlreadyExists, NotFound, ValidationError
+from biobank.identifiers import unknown_code
 from biobank.models import (
     IdentityRead,
     Participant,
@@ -77,7 +78,11 @@ def get_participant_row(session: Session, code: str) -> Participant:
         select(Participant).where(Participant.code == code.strip().upper())
     ).first()
     if participant is None:
-        raise NotFound(f"no participant with code {code!r}", field="participant", value=code)
+        raise NotFound(
+            f"no participant with code {unknown_code(code.strip())}",
+            field="participant",
+            value=code,
+        )
     return participant
 
 
@@ -291,6 +296,8 @@ def add_visit(
         raise ValidationError("a visit label is 1-64 characters", field="label", value=label)
     if row.birth_year is not None and visit_date.year < row.birth_year:
         raise ValidationError("visit date is before birth", field="visit_date", value=visit_date)
+    if visit_date > date.today():  # visits are recorded as they happen, not planned here
+        raise ValidationError("visit date is in the future", field="visit_date", value=visit_date)
     existing = select(Visit.id).where(Visit.participant_id == row.id, Visit.label == label)
     if session.exec(existing).first():
         raise AlreadyExists(

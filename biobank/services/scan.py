@@ -9,12 +9,13 @@ different tube and never as merely "unknown".
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Literal
 
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from biobank.identifiers import check_specimen_id, normalize_scan
+from biobank.identifiers import check_specimen_id, normalize_scan, unknown_code
 from biobank.models import Participant, StorageUnit, User
 from biobank.permissions import Actor, Permission, require
 from biobank.services.kits import ReservedRead, find_reserved
@@ -47,6 +48,12 @@ def resolve_scan(
 
     if not code:
         return result("unknown", "empty scan")
+    garbled = next((c for c in code if unicodedata.category(c) == "Cc"), None)
+    if garbled is not None:  # inside the code, not at its ends: the scan was garbled
+        return result(
+            "misread",
+            f"MISREAD: the scan holds a control character (U+{ord(garbled):04X}); scan again",
+        )
     shape = check_specimen_id(code)
     if shape == "valid":
         specimen = find_specimen(session, code)
@@ -85,4 +92,6 @@ def resolve_scan(
         )
     if shape == "valid":
         return result("unknown", f"{code} is a valid ID but not in this inventory")
-    return result("unknown", f"{code} is not a known specimen, unit, participant or badge")
+    return result(
+        "unknown", f"{unknown_code(code)} is not a known specimen, unit, participant or badge"
+    )

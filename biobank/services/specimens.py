@@ -298,6 +298,13 @@ def accession(
             "frozen_at": frozen_at,
         }
     )
+    born = owner.birth_year
+    if collected_at is not None and born is not None and collected_at.astimezone().year < born:
+        raise ValidationError(
+            f"collection time is before {owner.code} was born ({born})",
+            field="collected_at",
+            value=collected_at,
+        )
     code = sprec_code_for(
         given=sprec_code,
         specimen_type=specimen_type,

@@ -1,0 +1,191 @@
+"""A copy of the whole database, and putting one back.
+
+SQLite: the online backup API, a consistent copy while workstations keep working. PostgreSQL:
+`pg_dump`'s custom format, restored with `pg_restore` in one transaction. A backup holds PHI
+and a restore replaces everything, so both are for admins, and both are in the audit trail
+(a backup's entry is written after the copy, so it describes a copy that does not hold it).
+
+A backup is written to a temporary file and renamed, so a file under the given name is
+whole. A restore first checks the copy: a database of this schema version whose audit chain
+verifies; after it, the chain is verified again on the live database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+from pathlib import Path
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.engine import Engine
+
+from biobank import migrate
+from biobank.db import uow
+from biobank.errors import BackupFailed, ValidationError
+from biobank.permissions import Actor, Permission, require
+from biobank.services import audit
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class BackupRead(BaseModel):
+    path: Path
+    engine: str
+    bytes: int
+    sha256: str
+    audit_entries: int
+
+
+def backup(engine: Engine, *, actor: Actor, path: Path, replace: bool = False) -> BackupRead:
+    """Copy the database to `path` (refused if it exists, unless `replace`)."""
+    require(actor, Permission.back_up)
+    path = Path(path).expanduser()
+    if path.exists() and not replace:
+        raise ValidationError(
+            f"{path} exists (replace it with --force)", field="path", value=str(path)
+        )
+    if not path.parent.is_dir():
+        raise ValidationError(f"no folder {path.parent}", field="path", value=str(path))
+    with uow(engine, readonly=True) as session:
+        entries = audit.verify_chain(session, actor=actor).entries
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        if engine.dialect.name == "sqlite":
+            _sqlite_copy(engine, Path(temporary))
+        else:
+            _run("pg_dump", "--format=custom", "--no-owner", f"--file={temporary}",
+                 f"--dbname={_libpq_url(engine)}")  # fmt: skip
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    made = BackupRead(
+        path=path, engine=engine.dialect.name, bytes=path.stat().st_size, sha256=_sha256(path),
+        audit_entries=entries,
+    )  # fmt: skip
+    with uow(engine) as session:
+        audit.record(
+            session, actor=actor, action="database.backup", entity="database",
+            entity_id=engine.dialect.name, after=made.model_dump(mode="json"),
+        )  # fmt: skip
+    return made
+
+
+def restore(engine: Engine, *, actor: Actor, path: Path) -> BackupRead:
+    """Replace the database with the copy at `path`, once the copy is checked."""
+    require(actor, Permission.back_up)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValidationError(f"no backup file {path}", field="path", value=str(path))
+    if engine.dialect.name == "sqlite":
+        _restore_sqlite(engine, path, actor)
+    else:
+        if path.read_bytes()[:5] != b"PGDMP":
+            raise ValidationError(
+                f"{path} is not a PostgreSQL backup (pg_dump's custom format)",
+                field="path", value=str(path),
+            )  # fmt: skip
+        engine.dispose()  # pg_restore --clean drops the tables: no pooled session may hold them
+        _run("pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
+             "--exit-on-error", f"--dbname={_libpq_url(engine)}", str(path))  # fmt: skip
+    with uow(engine) as session:
+        _check_schema(engine)
+        entries = audit.verify_chain(session, actor=actor).entries
+        restored = BackupRead(
+            path=path, engine=engine.dialect.name, bytes=path.stat().st_size,
+            sha256=_sha256(path), audit_entries=entries,
+        )  # fmt: skip
+        audit.record(
+            session, actor=actor, action="database.restore", entity="database",
+            entity_id=engine.dialect.name, after=restored.model_dump(mode="json"),
+        )  # fmt: skip
+    return restored
+
+
+def _sqlite_copy(engine: Engine, target: Path) -> None:
+    source = engine.raw_connection()
+    try:
+        copy = sqlite3.connect(target)
+        with copy:
+            source.driver_connection.backup(copy)
+        copy.close()
+    finally:
+        source.close()
+
+
+def _restore_sqlite(engine: Engine, path: Path, actor: Actor) -> None:
+    """Take one snapshot of the backup (through SQLite, so a journal beside it counts), check
+    that snapshot, and restore that same snapshot."""
+    with path.open("rb") as file:
+        if file.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            raise ValidationError(f"{path} is not a SQLite database", field="path",
+                                  value=str(path))  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="biobank-restore-") as folder:
+        snapshot = Path(folder) / "restore.sqlite"
+        source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        copy = sqlite3.connect(snapshot)
+        source.backup(copy)
+        source.close()
+        copy.close()
+        _check_sqlite_copy(snapshot, path, actor)
+        target = engine.raw_connection()
+        try:
+            source = sqlite3.connect(snapshot)
+            source.backup(target.driver_connection)
+            source.close()
+        finally:
+            target.close()
+
+
+def _check_sqlite_copy(snapshot: Path, path: Path, actor: Actor) -> None:
+    """Whole, of this schema version, and its audit chain verifies."""
+    checking = sa.create_engine(f"sqlite:///{snapshot}")
+    try:
+        with checking.connect() as connection:
+            problems = connection.exec_driver_sql("PRAGMA integrity_check").scalars().all()
+        if problems != ["ok"]:
+            raise ValidationError(
+                f"{path} fails SQLite's integrity check: {problems[0]}", field="path",
+                value=str(path),
+            )  # fmt: skip
+        _check_schema(checking)
+        with uow(checking, readonly=True) as session:
+            audit.verify_chain(session, actor=actor)
+    finally:
+        checking.dispose()
+
+
+def _check_schema(engine: Engine) -> None:
+    found, head = migrate.current_revision(engine), migrate.head_revision()
+    if found != head:
+        raise ValidationError(
+            f"the backup's schema is {found or 'empty'}, this version's is {head}: restore it "
+            "with the version that made it, then `biobank db upgrade`",
+            field="path",
+        )
+
+
+def _libpq_url(engine: Engine) -> str:
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _run(*command: str) -> None:
+    if shutil.which(command[0]) is None:
+        raise BackupFailed(f"{command[0]} is not installed (PostgreSQL's client tools)")
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        first = (done.stderr.strip().splitlines() or ["failed"])[0]
+        raise BackupFailed(f"{command[0]}: {first}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,92 @@
+"""Property tests over inputs nobody wrote down: whatever text arrives, the SPREC parser, the
+way an unknown code is quoted, the scan resolver and the legacy importer answer with a result
+or a ValidationError naming the problem — never another exception, never a write."""
+
+import csv
+import io
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from inventory import seed_inventory
+
+from biobank.db import uow
+from biobank.errors import ValidationError
+from biobank.identifiers import SHOWN_CHARACTERS, unknown_code
+from biobank.services import legacy_import, scan
+from biobank.sprec import parse_sprec
+
+# Text as it arrives from keyboards, scanners and spreadsheets: any character, control
+# characters and look-alikes included.
+anything = st.text(st.characters(codec="utf-8"), max_size=200)
+sprec_like = st.lists(
+    st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=1, max_size=3),
+    min_size=1,
+    max_size=8,
+).map("-".join)
+with_database = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@given(st.one_of(anything, sprec_like))
+def test_a_sprec_code_parses_and_reads_back_or_is_refused_by_name(text):
+    try:
+        code = parse_sprec(text)
+    except ValidationError as error:
+        assert error.field == "sprec_code" and "SPREC code" in error.message
+        return
+    assert parse_sprec(str(code)) == code
+    assert str(code) == text.strip().upper()
+
+
+@given(anything)
+def test_an_unknown_code_is_quoted_short_and_its_odd_character_named(text):
+    quoted = unknown_code(text)
+    assert len(quoted) < SHOWN_CHARACTERS + 150
+    odd = next((c for c in text if not c.isascii()), None)
+    if odd is not None:
+        assert f"U+{ord(odd):04X}" in quoted
+
+
+@with_database
+@given(text=anything)
+def test_any_scan_resolves_to_a_result_and_writes_nothing(engine, admin, text):
+    with uow(engine, readonly=True) as session:
+        found = scan.resolve_scan(session, actor=admin, scanned=text)
+    assert found.kind in ("specimen", "unit", "participant", "user", "kit", "misread", "unknown")
+    assert found.message and len(found.message) < 400
+
+
+cells = st.one_of(
+    anything,
+    st.sampled_from(["", "SER", "-5", "NaN", "1e309", "04/28/2017", "13/45/2017", "A1", "Z99"]),
+)
+
+
+@pytest.fixture
+def registry(engine, admin):
+    seed_inventory(engine, admin)  # study SLE, a participant, a freezer with boxes
+    return engine
+
+
+@with_database
+@given(rows=st.lists(st.lists(cells, min_size=14, max_size=14), min_size=1, max_size=5))
+def test_any_sheet_is_checked_row_by_row_and_nothing_is_written(registry, admin, tmp_path, rows):
+    path = tmp_path / "sheet.csv"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(legacy_import.FIELDS.values())
+    writer.writerows(rows)
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+    with registry.connect() as connection:
+        before = connection.execute(sa.text("SELECT count(*) FROM specimen")).scalar()
+    with uow(registry, readonly=True) as session:
+        plan = legacy_import.check_inventory(session, actor=admin, path=path, study="SLE")
+    report = plan.report
+    assert report.rows <= len(rows)  # blank lines are not rows
+    for fault in report.faults:
+        assert fault.reason and (fault.row is None or 1 <= fault.row <= len(rows))
+    with registry.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM specimen")).scalar() == before
