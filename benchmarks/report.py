@@ -60,12 +60,34 @@ _EXPORT = (
     "layer) and handing the writers tuples in column order would bring it to about 0.5×."
 )
 _ACCESSION = (
-    "~17 ms against 15: the same costs as the placing row below (an accession is ~15 "
-    "statements through the ORM, most of its time in SQLAlchemy and psycopg, plus a round "
-    "trip each on PostgreSQL); the fixes named there bring it under the goal."
+    "17-24 ms against 15 (at 100,000 and 1,000,000 specimens): the same costs as the placing "
+    "row below (an accession is ~15 statements through the ORM, most of its time in "
+    "SQLAlchemy and psycopg, plus a round trip each on PostgreSQL); the fixes named there "
+    "bring it under the goal."
+)
+
+_PEAK_MEMORY = (
+    "the figure is this run's measuring fault, not the process's: it read ru_maxrss, which "
+    "Linux carries over to a child from the parent it was forked from — here the process that "
+    "had just built the inventory — so the raw join beside it shows the same. Read from VmHWM "
+    "instead (now in `benchmarks/measure.py`), on SQLite the same day: one export of ~30% of "
+    "the specimens holds 67 MB at 100,000 specimens and 79 MB at 1,000,000 (1.19× for ten "
+    "times the rows; the raw join 2.5-2.7 MB); one legacy import of a tenth of the inventory "
+    "18 MB at 10,000 rows and 43 MB at 100,000 (the rows are spooled to disk; what grows is "
+    "the participants, visits and boxes the plan keeps, 5,000 subjects at 100,000 rows). Both "
+    "well under 200 MB; the next full run puts the right figures in this table."
+)
+_LABEL_ROLL = (
+    "1.2-2.1 s across runs the same day on this shared machine (2.14 s in this loaded run); "
+    "not profiled further."
 )
 
 MISS_NOTES: dict[tuple[str, str], str] = {
+    ("linked export peak memory", "sqlite"): _PEAK_MEMORY,
+    ("linked export peak memory", "postgres"): _PEAK_MEMORY,
+    ("legacy import peak memory", "sqlite"): _PEAK_MEMORY,
+    ("legacy import peak memory", "postgres"): _PEAK_MEMORY,
+    ("labels: 1,000 to a PDF roll", "none"): _LABEL_ROLL,
     ("accession into freezer (full)", "postgres"): _ACCESSION,
     ("linked export to CSV", "sqlite"): _EXPORT,
     ("linked export to CSV", "postgres"): _EXPORT,
