@@ -20,9 +20,11 @@ import pytest
 import sqlalchemy as sa
 from cohort_seed import seed_cohort
 from sqlalchemy.engine import Engine, make_url
+from typer.testing import CliRunner
 
 from biobank import migrate
 from biobank.bootstrap import bootstrap
+from biobank.cli import app
 from biobank.db import make_engine, uow
 from biobank.models import Role
 from biobank.permissions import Actor
@@ -190,3 +192,19 @@ def actors(engine, admin) -> dict[Role, Actor]:
 def cohort_db(engine, admin) -> Engine:
     """Five participants with phenotypes, consent, PHI and serum (tests/cohort_seed.py)."""
     return seed_cohort(engine, admin)
+
+
+@pytest.fixture
+def demo_cli(monkeypatch, db_url):
+    """The CLI run in-process on a demo database (three participants): `demo_cli(*args,
+    code=0)` asserts the exit code and returns the result."""
+    monkeypatch.setenv("BIOBANK_DATABASE_URL", db_url)
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0):
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == code, (args, result.stdout, result.stderr, result.exception)
+        return result
+
+    run("demo", "--participants", "3")
+    return run

@@ -8,24 +8,8 @@ import sqlite3
 
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
-from biobank.cli import app
 from biobank.db import make_engine
-
-
-@pytest.fixture
-def cli(monkeypatch, db_url):
-    monkeypatch.setenv("BIOBANK_DATABASE_URL", db_url)
-    runner = CliRunner()
-
-    def run(*args: str, code: int = 0):
-        result = runner.invoke(app, list(args))
-        assert result.exit_code == code, (args, result.stdout, result.stderr, result.exception)
-        return result
-
-    run("demo", "--participants", "3")
-    return run
 
 
 def _count(url: str, sql: str) -> int:
@@ -36,41 +20,43 @@ def _count(url: str, sql: str) -> int:
     return found
 
 
-def test_a_backup_restored_undoes_what_came_after_and_the_chain_verifies(cli, db_url, tmp_path):
+def test_a_backup_restored_undoes_what_came_after_and_the_chain_verifies(
+    demo_cli, db_url, tmp_path
+):
     copy = tmp_path / "biobank.backup"
-    made = json.loads(cli("-u", "admin", "backup", str(copy), "--json").stdout)
+    made = json.loads(demo_cli("-u", "admin", "backup", str(copy), "--json").stdout)
     assert copy.stat().st_size == made["bytes"] > 0
     users = _count(db_url, "SELECT count(*) FROM app_user")
-    cli("-u", "admin", "user", "add", "newcomer", "--role", "technician")
+    demo_cli("-u", "admin", "user", "add", "newcomer", "--role", "technician")
     assert _count(db_url, "SELECT count(*) FROM app_user") == users + 1
 
-    restored = json.loads(cli("-u", "admin", "restore", str(copy), "-y", "--json").stdout)
+    restored = json.loads(demo_cli("-u", "admin", "restore", str(copy), "-y", "--json").stdout)
     assert _count(db_url, "SELECT count(*) FROM app_user") == users  # the newcomer is gone
     # the copy's chain, and the restore's own entry after it (the backup's came after the copy)
     assert restored["audit_entries"] == made["audit_entries"]
     assert _count(db_url, "SELECT count(*) FROM audit_entry") == made["audit_entries"] + 1
-    cli("-u", "admin", "audit", "verify")
-    again = cli("-u", "admin", "backup", str(copy), code=2)
+    demo_cli("-u", "admin", "audit", "verify")
+    again = demo_cli("-u", "admin", "backup", str(copy), code=2)
     assert "exists (replace it with --force)" in again.stderr
-    cli("-u", "admin", "backup", str(copy), "--force")
+    demo_cli("-u", "admin", "backup", str(copy), "--force")
 
 
-def test_a_technician_may_not_and_a_wrong_file_replaces_nothing(cli, db_url, tmp_path):
-    refused = cli("-u", "tech", "backup", str(tmp_path / "b"), code=3)
+def test_a_technician_may_not_and_a_wrong_file_replaces_nothing(demo_cli, db_url, tmp_path):
+    refused = demo_cli("-u", "tech", "backup", str(tmp_path / "b"), code=3)
     assert "may not back up or restore the database" in refused.stderr
     entries = _count(db_url, "SELECT count(*) FROM audit_entry")
     not_a_backup = tmp_path / "notes.txt"
     not_a_backup.write_text("hello")
-    wrong = cli("-u", "admin", "restore", str(not_a_backup), "-y", code=2)
+    wrong = demo_cli("-u", "admin", "restore", str(not_a_backup), "-y", code=2)
     assert "is not a" in wrong.stderr
     assert _count(db_url, "SELECT count(*) FROM audit_entry") == entries
 
 
-def test_a_sqlite_copy_with_a_broken_chain_is_refused(cli, db_url, tmp_path, engine_name):
+def test_a_sqlite_copy_with_a_broken_chain_is_refused(demo_cli, db_url, tmp_path, engine_name):
     if engine_name != "sqlite":
         pytest.skip("the copy is edited with sqlite3")
     copy = tmp_path / "biobank.backup"
-    cli("-u", "admin", "backup", str(copy))
+    demo_cli("-u", "admin", "backup", str(copy))
     # tamper with the copy behind the triggers' back, the change left in its write-ahead log
     connection = sqlite3.connect(copy)
     with connection:
@@ -79,7 +65,7 @@ def test_a_sqlite_copy_with_a_broken_chain_is_refused(cli, db_url, tmp_path, eng
         ).fetchall():
             connection.execute(f'DROP TRIGGER "{name}"')
         connection.execute("UPDATE audit_entry SET reason = 'edited' WHERE id = 3")
-    refused = cli("-u", "admin", "restore", str(copy), "-y", code=9)
+    refused = demo_cli("-u", "admin", "restore", str(copy), "-y", code=9)
     assert "audit" in refused.stderr
     assert _count(db_url, "SELECT count(*) FROM audit_entry WHERE reason = 'edited'") == 0
     connection.close()

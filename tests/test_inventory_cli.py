@@ -2,35 +2,18 @@
 
 import json
 
-import pytest
-from typer.testing import CliRunner
 
-from biobank.cli import app
-
-
-@pytest.fixture
-def cli(monkeypatch, db_url):
-    monkeypatch.setenv("BIOBANK_DATABASE_URL", db_url)
-    runner = CliRunner()
-
-    def run(*args: str, code: int = 0):
-        result = runner.invoke(app, list(args))
-        assert result.exit_code == code, (args, result.stdout, result.stderr, result.exception)
-        return result
-
-    run("demo", "--participants", "3")
-    return run
-
-
-def test_freezer_accession_aliquots_and_custody(cli):
-    freezer = cli(
+def test_freezer_accession_aliquots_and_custody(demo_cli):
+    freezer = demo_cli(
         "-u", "admin", "storage", "add", "freezer", "-80 #3", "--shelves", "5",
         "--racks-per-shelf", "4", "--boxes-per-rack", "12", "--box", "9x9",
     ).stdout.strip()  # fmt: skip
-    tree = cli("-u", "tech", "storage", "tree", freezer, "--json").stdout
+    tree = demo_cli("-u", "tech", "storage", "tree", freezer, "--json").stdout
     assert len([n for n in json.loads(tree) if n["unit"]["kind"] == "box"]) == 240
-    participant = json.loads(cli("-u", "tech", "participant", "list", "--json").stdout)[0]["code"]
-    made = cli(
+    participant = json.loads(demo_cli("-u", "tech", "participant", "list", "--json").stdout)[0][
+        "code"
+    ]
+    made = demo_cli(
         "-u", "tech", "specimen", "accession", "-p", participant, "-v", "baseline",
         "--type", "SER", "--container", "SST", "-q", "1500",
         "--collected", "2026-01-05T08:00", "--processed", "2026-01-05T09:10", "--pre-temp", "RT",
@@ -41,23 +24,23 @@ def test_freezer_accession_aliquots_and_custody(cli):
     assert primary["quantity"] == 500 and primary["sprec_code"].startswith("SER-SST-A-")
     assert [a["position"] for a in aliquots] == ["A2", "A3", "A4", "A5"]
     box = primary["box_barcode"]
-    grid = cli("-u", "tech", "storage", "show", box).stdout
+    grid = demo_cli("-u", "tech", "storage", "show", box).stdout
     assert " A   ■  ■  ■  ■  ■  ·" in grid
     tube = aliquots[0]["accession_id"]
-    cli("-u", "tech", "specimen", "move", tube, box, "I9", "--reason", "tidy")
-    cli("-u", "tech", "specimen", "check-out", tube)
-    cli("-u", "tech", "specimen", "check-in", tube)
-    cli("-u", "tech", "specimen", "thaw", tube)
-    shown = json.loads(cli("-u", "tech", "specimen", "show", tube, "--json").stdout)
+    demo_cli("-u", "tech", "specimen", "move", tube, box, "I9", "--reason", "tidy")
+    demo_cli("-u", "tech", "specimen", "check-out", tube)
+    demo_cli("-u", "tech", "specimen", "check-in", tube)
+    demo_cli("-u", "tech", "specimen", "thaw", tube)
+    shown = json.loads(demo_cli("-u", "tech", "specimen", "show", tube, "--json").stdout)
     assert shown["specimen"]["position"] == "I9" and shown["specimen"]["freeze_thaw_count"] == 1
     assert [e["event_type"] for e in shown["events"]] == [
         "aliquoted_from", "moved", "checked_out", "checked_in", "thawed",
     ]  # fmt: skip
-    lineage = json.loads(cli("-u", "tech", "specimen", "lineage", tube, "--json").stdout)
+    lineage = json.loads(demo_cli("-u", "tech", "specimen", "lineage", tube, "--json").stdout)
     assert lineage["ancestors"][0]["accession_id"] == primary["accession_id"]
-    failed = cli("-u", "tech", "specimen", "dispose", tube, code=2)
+    failed = demo_cli("-u", "tech", "specimen", "dispose", tube, code=2)
     assert "--reason" in failed.stderr  # a required option: the usage error names it
-    refused = cli("-u", "tech", "specimen", "move", tube, box, "I9", code=5)
+    refused = demo_cli("-u", "tech", "specimen", "move", tube, box, "I9", code=5)
     assert "is occupied by" in refused.stderr
-    pi = cli("-u", "pi", "specimen", "thaw", tube, code=3)
+    pi = demo_cli("-u", "pi", "specimen", "thaw", tube, code=3)
     assert pi.stderr.strip() == "biobank: error: pi (pi) may not move"
