@@ -111,6 +111,11 @@ def unknown_code(code: str) -> str:
     return f"{shown} (it holds {odd!r}, U+{ord(odd):04X} {name}; IDs are plain ASCII)"
 
 
+def strip_scan(raw: str) -> str:
+    """A scan without the whitespace and control characters a scanner adds at either end."""
+    return _EDGE_JUNK.sub("", raw)
+
+
 def normalize_scan(raw: str, *, prefix: str = "") -> str:
     """The code a keyboard-wedge scanner typed: surrounding whitespace and control characters
     (CR, LF, TAB, NUL, GS, RS, EOT...) removed, then the configured scanner `prefix` if present,
@@ -120,7 +125,7 @@ def normalize_scan(raw: str, *, prefix: str = "") -> str:
     Lock on a scanner's shifted letters arrive lowercase. For the same reason the prefix and the
     AIM identifier are matched regardless of case.
     """
-    code = _EDGE_JUNK.sub("", raw).upper()
+    code = strip_scan(raw).upper()
     code = code.removeprefix(prefix.upper())
     if _AIM_ID.match(code):
         code = code[3:]

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from biobank.identifiers import check_specimen_id, normalize_scan, unknown_code
+from biobank.identifiers import check_specimen_id, normalize_scan, strip_scan, unknown_code
 from biobank.models import Participant, StorageUnit, User
 from biobank.permissions import Actor, Permission, require
 from biobank.services.kits import ReservedRead, find_reserved
@@ -72,7 +72,7 @@ def resolve_scan(
         return result(
             "unit", f"{unit.kind} {unit.barcode} ({unit.name})", unit=unit_read(session, unit)
         )
-    legacy = find_specimen(session, scanned.strip()) or find_specimen(session, code)
+    legacy = find_specimen(session, strip_scan(scanned)) or find_specimen(session, code)
     if legacy is not None:
         return result(
             "specimen",
