@@ -62,11 +62,12 @@ from biobank.positions import fill_sequence
 from biobank.services import audit, specimens, storage
 from biobank.services.consent import add_document
 from biobank.services.demo import VISIT_SCHEDULE
+from biobank.services.identity import actor_for
 from biobank.services.participants import CODE_ALPHABET, new_participant_code
 from biobank.services.specimen_ids import COUNTER
 from biobank.services.specimen_read import SpecimenRead
 from biobank.services.studies import add_study
-from biobank.services.users import actor_for, add_user
+from biobank.services.users import add_user
 
 STUDY = "SLE"
 FREEZER = "-80 #1"

@@ -119,7 +119,7 @@ def _service_export(db: BenchDatabase, as_of: date, folder: Path) -> dict[str, A
     from biobank.cohort import CohortQuery
     from biobank.db import make_engine, uow
     from biobank.services.exports import ExportRequest, run_export
-    from biobank.services.users import actor_for
+    from biobank.services.identity import actor_for
 
     engine = make_engine(db.url)
     with uow(engine, readonly=True) as session:

@@ -39,7 +39,7 @@ from biobank.db import uow
 from biobank.models import FillOrder, PositionLabels
 from biobank.positions import fill_sequence, position_label
 from biobank.services import legacy_import
-from biobank.services.users import actor_for
+from biobank.services.identity import actor_for
 
 GOAL_SHARE = 0.5
 GOAL_PEAK_MB = 200.0

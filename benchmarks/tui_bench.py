@@ -36,10 +36,11 @@ from biobank.bootstrap import OpenDatabase, open_database
 from biobank.db import make_engine
 from biobank.permissions import Actor
 from biobank.services.demo import seed_demo
+from biobank.services.identity import actor_for
 from biobank.services.scan import resolve_scan
 from biobank.services.specimens import show_specimen
 from biobank.services.storage import box_view, storage_tree
-from biobank.services.users import BOOTSTRAP_ADMIN, actor_for
+from biobank.services.users import BOOTSTRAP_ADMIN
 from biobank.settings import Settings
 from tui.app import BiobankApp
 from tui.screens.box import BoxScreen

@@ -155,6 +155,9 @@ class User(UserBase, table=True):
     badge: str | None = Field(default=None, max_length=64, unique=True)
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
+    # Wrong PINs in a row; enough of them lock PIN sign-in until `locked_until`.
+    failed_pins: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    locked_until: datetime | None = None
 
 
 class UserRead(UserBase):
@@ -163,6 +166,42 @@ class UserRead(UserBase):
     has_pin: bool
     badge: str | None = None
     created_at: datetime
+    locked_until: datetime | None = None
+
+
+class PersonalToken(SQLModel, table=True):
+    """A secret a user's scripts present instead of a PIN (`BIOBANK_TOKEN`). Only its SHA-256
+    is kept: the secret is shown once, when it is made."""
+
+    __tablename__ = "personal_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id", index=True, ondelete="RESTRICT")
+    label: str = Field(default="", max_length=100)
+    secret_sha256: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class PersonalTokenRead(SQLModel):
+    id: int
+    username: str
+    label: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class SiteSetting(SQLModel, table=True):
+    """A setting of the whole inventory (every workstation), kept in the database so that no
+    workstation can choose its own; changed by admins, in the audit trail."""
+
+    __tablename__ = "site_setting"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=64, unique=True)
+    value: str = Field(max_length=200)
 
 
 class Study(SQLModel, table=True):

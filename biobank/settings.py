@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     database_url: str = Field(default_factory=default_database_url)
     workstation: str = Field(default_factory=socket.gethostname)
     user: str | None = None
+    # A personal token (`biobank user token create`): proof of who runs the CLI where the
+    # database requires sign-in. Kept out of reprs and logs.
+    token: SecretStr | None = None
     idle_lock_minutes: int = Field(default=10, ge=1)
     # How far back "the phenotype at collection" may reach when the specimen's own visit has
     # no value for a variable: the latest value observed within this many days before.

@@ -18,7 +18,7 @@ from biobank.errors import (
     DatabaseUnavailable,
     PositionOccupied,
 )
-from biobank.services.users import actor_for
+from biobank.services.identity import actor_for
 
 # What a terminal may meet when another one got there first: it tries the tube again.
 RETRYABLE = (ConstraintViolation, ConcurrentChange, DatabaseUnavailable)

@@ -26,10 +26,11 @@ from biobank import migrate
 from biobank.bootstrap import bootstrap
 from biobank.cli import app
 from biobank.db import make_engine, uow
-from biobank.models import Role
+from biobank.models import Role, SiteSetting
 from biobank.permissions import Actor
+from biobank.services.identity import SignInPolicy, actor_for
 from biobank.services.reference_data import install_reference_data
-from biobank.services.users import actor_for, add_user
+from biobank.services.users import add_user
 
 ENGINES = ("sqlite", "postgres")
 _names = itertools.count()
@@ -39,7 +40,7 @@ _names = itertools.count()
 def _isolated_environment(tmp_path_factory, monkeypatch):
     """Never touch the developer's own settings or data: platform dirs point into tmp."""
     home = tmp_path_factory.mktemp("home")
-    for var in ("BIOBANK_DATABASE_URL", "BIOBANK_USER", "BIOBANK_WORKSTATION"):
+    for var in ("BIOBANK_DATABASE_URL", "BIOBANK_USER", "BIOBANK_WORKSTATION", "BIOBANK_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
@@ -113,6 +114,13 @@ def _migrate_with_reference_data(engine: Engine) -> None:
         install_reference_data(session)
 
 
+def act_by_name(engine: Engine) -> None:
+    """Let the CLI act as the user it is told, as on SQLite, for tests about something else;
+    tests/test_sign_in.py covers a server's default (a PIN or a token required)."""
+    with uow(engine) as session:
+        session.add(SiteSetting(key="cli_sign_in", value=SignInPolicy.trusted.value))
+
+
 def _sqlite_template(request) -> Path:
     templates = request.getfixturevalue("migrated_templates")
     if "sqlite" not in templates:
@@ -130,6 +138,7 @@ def _postgres_template(request, databases: PostgresDatabases) -> str:
         url = databases.create()
         engine = make_engine(url)
         _migrate_with_reference_data(engine)
+        act_by_name(engine)
         engine.dispose()
         templates["postgres"] = make_url(url).database
     return templates["postgres"]
@@ -192,6 +201,25 @@ def actors(engine, admin) -> dict[Role, Actor]:
 def cohort_db(engine, admin) -> Engine:
     """Five participants with phenotypes, consent, PHI and serum (tests/cohort_seed.py)."""
     return seed_cohort(engine, admin)
+
+
+@pytest.fixture
+def fresh_cli(monkeypatch, empty_db_url):
+    """The CLI run in-process on a fresh database it upgrades itself: `fresh_cli(*args,
+    input=None, code=0)` asserts the exit code and returns the result."""
+    monkeypatch.setenv("BIOBANK_DATABASE_URL", empty_db_url)
+    runner = CliRunner()
+
+    def run(*args: object, input: str | None = None, code: int = 0):
+        result = runner.invoke(app, [str(a) for a in args], input=input)
+        assert result.exit_code == code, (args, result.stdout, result.stderr, result.exception)
+        return result
+
+    run("db", "upgrade")
+    engine = make_engine(empty_db_url)
+    act_by_name(engine)
+    engine.dispose()
+    return run
 
 
 @pytest.fixture

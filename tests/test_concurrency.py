@@ -17,8 +17,8 @@ from biobank.errors import ConcurrentChange
 from biobank.models import AuditEntry, Specimen, StorageUnit
 from biobank.positions import position_label
 from biobank.services import audit, custody, specimens
+from biobank.services.identity import actor_for
 from biobank.services.specimen_read import get_specimen, specimen_read
-from biobank.services.users import actor_for
 
 PROCESSES = {"sqlite": 4, "postgres": 8}  # SQLite queues its writers; PostgreSQL runs them at once
 RESULT_TIMEOUT_S = 120

@@ -16,7 +16,7 @@ from biobank.models import Participant, PhenotypeValue, PhenotypeVariable, Role,
 from biobank.phenotypes import Spec, Stored, parse_value, typed
 from biobank.services import audit, consent, demo, participants, phenotypes
 from biobank.services.consent_checks import consent_decisions
-from biobank.services.users import actor_for
+from biobank.services.identity import actor_for
 
 RECORDS = {
     "signatures": (

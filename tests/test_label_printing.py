@@ -111,7 +111,7 @@ def test_kit_labels_reserve_ids_and_go_to_a_zebra(lab, tmp_path, monkeypatch):
     kit_ids = result.stderr.split("kit IDs: ")[1].splitlines()[0].split()
     assert len(kit_ids) == 3 and all(f"QM,A{i}" in zpl for i in kit_ids)
     with uow(engine) as session:
-        from biobank.services.users import actor_for
+        from biobank.services.identity import actor_for
 
         admin = actor_for(session, username="admin", workstation="t")
         assert scan.resolve_scan(session, actor=admin, scanned=kit_ids[0]).kind == "kit"

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
-from biobank.cli import app
 from biobank.db import uow
 from biobank.errors import PermissionDenied, ValidationError
 from biobank.models import QuantityUnit, Role, Specimen
@@ -430,18 +428,9 @@ def test_bulk_audit_entries_chain_with_single_ones_in_one_transaction(
 
 
 @pytest.fixture
-def cli(monkeypatch, empty_db_url):
-    monkeypatch.setenv("BIOBANK_DATABASE_URL", empty_db_url)
-    runner = CliRunner()
-
-    def run(*args: str, code: int = 0):
-        result = runner.invoke(app, [str(a) for a in args])
-        assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
-        return result
-
-    run("db", "upgrade")
-    run("study", "add", "SLE", "--title", "Lupus registry")
-    return run
+def cli(fresh_cli):
+    fresh_cli("study", "add", "SLE", "--title", "Lupus registry")
+    return fresh_cli
 
 
 def test_cli_dry_run_then_import(cli, clean_sample):

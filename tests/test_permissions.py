@@ -1,86 +1,569 @@
-"""Every service against every role. The expected table below is the specification:
-technicians accession, move and print; PIs query and export; admins do everything,
-including PHI, users and the storage layout."""
+"""Every service against every role. The table below is the specification: technicians
+register participants, accession, move, print and work the pull list; PIs view, query and
+export de-identified data; admins do everything, including PHI, consent, phenotypes, imports,
+users, studies, the storage layout, the audit trail and backups.
 
-from datetime import date
+Each row names a service (and, where an argument changes who may call it, the variant) and the
+roles allowed. An allowed role's call must succeed, so the arguments are real ones on a seeded
+database; any other role must get PermissionDenied naming its role. Every call runs in a unit
+of work that is rolled back, so one seeded database per engine serves the whole table, and the
+audit trail is unchanged after each row (backup and restore, which commit their own work, run
+on a second database). A service without a row fails `test_every_service_has_a_row`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from cohort_seed import seed_cohort
+from conftest import ENGINES, _postgres_template, _sqlite_template
+from sqlalchemy.engine import Engine
 
-from biobank.db import uow
+import biobank.services
+from biobank.bootstrap import bootstrap
+from biobank.cohort import CohortQuery
+from biobank.db import make_engine, uow
 from biobank.errors import PermissionDenied
-from biobank.models import Role
-from biobank.permissions import MATRIX, Permission
-from biobank.services import audit, overview, participants, studies, users
+from biobank.models import (
+    DeidentificationMode,
+    PhenotypeScope,
+    PhenotypeType,
+    Role,
+    UserRead,
+)
+from biobank.permissions import MATRIX, Actor, Permission
+from biobank.phenotypes import Stored
+from biobank.services import (
+    audit,
+    backups,
+    cohorts,
+    consent,
+    custody,
+    demo,
+    events,
+    exports,
+    identity,
+    kits,
+    label_data,
+    legacy_import,
+    overview,
+    participants,
+    phenotypes,
+    reconcile,
+    redcap_import,
+    scan,
+    specimens,
+    storage,
+    studies,
+    users,
+)
 
 T, P, A = Role.technician, Role.pi, Role.admin
-EVERYONE = {T, P, A}
+EVERYONE = frozenset({T, P, A})
+INVENTORY_WORK = frozenset({T, A})  # accession, move, print labels, register participants
+RESEARCH = frozenset({P, A})  # query and export de-identified data
+ADMIN = frozenset({A})
 
-# service call -> roles allowed
-EXPECTED = {
-    "add_user": ({A}, lambda s, a: users.add_user(s, actor=a, username="newbie", role="pi")),
-    "list_users": ({A}, lambda s, a: users.list_users(s, actor=a)),
-    "deactivate_user": ({A}, lambda s, a: users.deactivate_user(s, actor=a, username="victim")),
-    "set_pin_of_another": (
-        {A},
-        lambda s, a: users.set_pin(s, actor=a, username="victim", pin="5555"),
-    ),
-    "add_study": ({A}, lambda s, a: studies.add_study(s, actor=a, code="NEW", title="New")),
-    "list_studies": (EVERYONE, lambda s, a: studies.list_studies(s, actor=a)),
-    "add_participant": (
-        {T, A},
-        lambda s, a: participants.add_participant(s, actor=a, study="SLE"),
-    ),
-    "add_participant_with_phi": (
-        {A},
-        lambda s, a: participants.add_participant(s, actor=a, study="SLE", mrn="MRN77"),
-    ),
-    "show_participant": (
-        EVERYONE,
-        lambda s, a: participants.show_participant(s, actor=a, code="SLE-0001"),
-    ),
-    "show_participant_identity": (
-        {A},
-        lambda s, a: participants.show_participant(s, actor=a, code="SLE-0001", with_identity=True),
-    ),
-    "list_participants": (EVERYONE, lambda s, a: participants.list_participants(s, actor=a)),
-    "add_visit": (
-        {T, A},
-        lambda s, a: participants.add_visit(
-            s, actor=a, participant="SLE-0001", label="flare", visit_date=date(2025, 3, 1)
-        ),
-    ),
-    "audit_log": ({A}, lambda s, a: audit.audit_log(s, actor=a)),
-    "audit_verify": ({A}, lambda s, a: audit.verify_chain(s, actor=a)),
-    "inventory_overview": (EVERYONE, lambda s, a: overview.inventory_overview(s, actor=a)),
+# Called by other services after their own permission check, to record what they did: they
+# check nothing themselves, by design.
+EXEMPT = {
+    audit.record: "appends the caller's audit entry after the caller's own check",
+    audit.record_many: "appends the caller's audit entries after the caller's own check",
+    events.record_event: "appends the caller's custody event after the caller's own check",
+    users.save_user: "writes a user its caller changed, and its audit entry, after its check",
+}
+
+DATA = Path(__file__).parent / "data"
+REDCAP = DATA / "redcap"
+# The seeded inventory (see `_seed`): storage units and tubes are named by barcode and by
+# legacy ID, which every service that finds a tube accepts.
+BOX, OTHER_BOX, SPARE_RACK = "BOX-A", "BOX-B", "RACK-2"
+TUBE = "T-STORED"  # P-0001's baseline serum, 1000 uL, available in BOX-A A1
+SECOND_TUBE = "T-SECOND"  # the same visit's, 500 uL, in BOX-A A2
+OUT_TUBE = "T-OUT"  # P-0002's, checked out of BOX-A A3 (its position held)
+PULL_TUBE = "T-PULL"  # P-0006's, in BOX-A A4, on the pull list: P-0006 withdrew (destroy)
+QUERY = CohortQuery(specimen_types=["SER"])
+USES = ["FUTURE_RESEARCH"]
+
+
+@dataclass(frozen=True)
+class World:
+    """One engine's databases, built once for the module."""
+
+    engine: Engine  # the seeded inventory
+    empty: Engine  # migrated, with users only: the demo loads only into an empty database
+    actors: dict[Role, Actor]  # on `engine`
+    empty_actors: dict[Role, Actor]  # on `empty`
+    legacy_sheet: Path  # three rows of tests/data/legacy_inventory.csv
+    exports: Path  # a folder for export runs
+    safe_harbor_run: str  # run codes of two exports
+    identified_run: str
+    pull_tube_id: int
+    victim_token: int  # the id of a personal token of user "victim"
+    backup: Path  # a backup of `empty`
+    backup_target: Path  # where backups are written (replacing what is there)
+
+    @property
+    def admin(self) -> Actor:
+        return self.actors[A]
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """An argument known once the database is seeded: that attribute of the World."""
+
+    attribute: str
+
+
+Call = Callable[[World, Any, Actor], object]  # (world, session or engine, actor)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A row of the table: a service, the roles allowed, and a call with valid arguments."""
+
+    service: Callable
+    allowed: frozenset[Role]
+    call: Call
+    variant: str = ""  # names a call whose arguments matter to who may make it
+    # "seeded": a session on the seeded database; "empty": one on the empty database;
+    # "engine": the empty database's engine, for a service that commits its own work
+    on: str = "seeded"
+
+    @property
+    def id(self) -> str:
+        return _name(self.service) + (f":{self.variant}" if self.variant else "")
+
+
+def row(
+    service: Callable,
+    allowed: frozenset[Role],
+    *,
+    variant: str = "",
+    on: str = "seeded",
+    call: Call | None = None,
+    **arguments: Any,
+) -> Case:
+    """`service(session, actor=…, **arguments)`, or `call` for what needs more than that."""
+
+    def by_arguments(world: World, session: Any, actor: Actor) -> object:
+        given = {
+            name: getattr(world, value.attribute) if isinstance(value, Seeded) else value
+            for name, value in arguments.items()
+        }
+        return service(session, actor=actor, **given)
+
+    return Case(service, allowed, call or by_arguments, variant, on)
+
+
+def _name(function: Callable) -> str:
+    return f"{function.__module__.removeprefix('biobank.services.')}.{function.__name__}"
+
+
+# --- Calls that need more than arguments -----------------------------------------------------
+
+
+def _revoke_own_token(w, s, a):
+    token, _ = identity.create_token(s, actor=a, label="my script")
+    return identity.revoke_token(s, actor=a, token_id=token.id)
+
+
+def _p0001(session) -> tuple[Any, Any]:
+    person = participants.get_participant_row(session, "P-0001")
+    return person, participants.find_visit(session, person, "baseline")
+
+
+def _store_value(w, s, a):
+    person, visit = _p0001(s)
+    return phenotypes.store_value(
+        s, actor=a, participant=person, variable=phenotypes.get_variable(s, "c3"), visit=visit,
+        stored=Stored(number=90.0), source="manual",
+    )  # fmt: skip
+
+
+def _add_values(w, s, a):
+    person, visit = _p0001(s)
+    values = [(visit, phenotypes.get_variable(s, "c3"), Stored(number=90.0))]
+    return phenotypes.add_values(s, actor=a, participant=person, values=values, source="manual")
+
+
+def _legacy_plan(w, s, a):
+    return legacy_import.check_inventory(s, actor=a, path=w.legacy_sheet, study="SLE")
+
+
+def _write_inventory(w, s, a):
+    plan = _legacy_plan(w, s, w.admin)
+    assert plan.report.faults == [], plan.report.faults
+    return legacy_import.write_inventory(s, actor=a, plan=plan)
+
+
+REDCAP_FILES = {
+    "dictionary": REDCAP / "extra_dictionary.csv",
+    "records": REDCAP / "extra_records.csv",
+    "study": "SLE",
+    "mapping": redcap_import.redcap_mapping(REDCAP / "extra_mapping.toml"),
 }
 
 
-def _audit_count(engine) -> int:
+def _write_redcap(w, s, a):
+    plan = redcap_import.check_redcap(s, actor=w.admin, **REDCAP_FILES)
+    assert plan.report.faults == [], plan.report.faults
+    return redcap_import.write_redcap(s, actor=a, plan=plan)
+
+
+def _export(mode=DeidentificationMode.safe_harbor, **options) -> exports.ExportRequest:
+    return exports.ExportRequest(query=QUERY, uses=USES, mode=mode, **options)
+
+
+# --- The table ---------------------------------------------------------------------------------
+
+IDENTIFIED = DeidentificationMode.identified
+# BOX-A's first two tubes swapped and A3, A4 empty: committed, two moves and T-PULL missing
+# (T-OUT is checked out, its position held).
+RACK_SCAN = f"Position,Tube ID\nA1,{SECOND_TUBE}\nA2,{TUBE}\nA3,\nA4,\n"
+NEW_VARIABLE = phenotypes.VariableRead(
+    name="new_score", label="New score", value_type=PhenotypeType.integer,
+    scope=PhenotypeScope.visit,
+)  # fmt: skip
+ALL_THREE = {"FUTURE_RESEARCH": True, "GENETIC": True, "COMMERCIAL": True}
+
+# fmt: off
+CASES = [
+    # users: admins manage them; everyone changes their own PIN
+    row(users.add_user, ADMIN, username="newbie", role="pi"),
+    row(users.list_users, ADMIN),
+    row(users.deactivate_user, ADMIN, username="victim"),
+    row(users.set_pin, ADMIN, variant="of_another_user", username="victim", pin="5555"),
+    row(
+        users.set_pin, EVERYONE, variant="own",
+        call=lambda w, s, a: users.set_pin(s, actor=a, username=a.username, pin="5555"),
+    ),
+    # sign-in: admins set the policy and unlock users; everyone keeps their own tokens
+    row(identity.set_sign_in_policy, ADMIN, policy="required"),
+    row(identity.unlock_user, ADMIN, username="victim"),
+    row(identity.create_token, EVERYONE, label="my script"),
+    row(identity.list_tokens, EVERYONE),
+    row(identity.list_tokens, ADMIN, variant="of_another_user", username="victim"),
+    row(identity.revoke_token, EVERYONE, variant="own", call=_revoke_own_token),
+    row(identity.revoke_token, ADMIN, variant="of_another_user", token_id=Seeded("victim_token")),
+    # studies
+    row(studies.add_study, ADMIN, code="NEW", title="New"),
+    row(studies.list_studies, EVERYONE),
+    # participants and visits: identity (PHI) is admins' only
+    row(participants.add_participant, INVENTORY_WORK, study="SLE"),
+    row(participants.add_participant, ADMIN, variant="with_phi", study="SLE", mrn="MRN77"),
+    row(participants.show_participant, EVERYONE, code="P-0001"),
+    row(
+        participants.show_participant, ADMIN, variant="with_identity", code="P-0001",
+        with_identity=True,
+    ),
+    row(participants.list_participants, EVERYONE),
+    row(
+        participants.add_visit, INVENTORY_WORK, participant="P-0001", label="flare",
+        visit_date=date(2025, 3, 1),
+    ),
+    # consent: everyone reads it, admins record it, technicians work the pull list
+    row(consent.add_statement, ADMIN, code="NEW_USE", text="A new use"),
+    row(consent.list_statements, EVERYONE),
+    row(
+        consent.add_document, ADMIN, code="MAIN", version="2", title="Consent v2",
+        effective_on=date(2024, 1, 1), statements=USES,
+    ),
+    row(consent.list_documents, EVERYONE),
+    row(
+        consent.record_consent, ADMIN, participant="P-0002", document="MAIN", version="1",
+        signed_on=date(2024, 1, 1), answers=ALL_THREE,
+    ),
+    row(consent.check_uses, EVERYONE, participant="P-0001", uses=USES, as_of=None),
+    row(consent.consent_status, EVERYONE, participant="P-0001"),
+    row(consent.withdrawal_impact, EVERYONE, participant="P-0001"),
+    row(
+        consent.withdraw, ADMIN, participant="P-0001", withdrawn_on=date.today(),
+        requested_by="participant", disposition="keep_no_use",
+    ),
+    row(consent.pull_list, EVERYONE),
+    row(consent.pull_item, EVERYONE, specimen_id=Seeded("pull_tube_id")),
+    row(consent.pull, INVENTORY_WORK, accession=PULL_TUBE),
+    # specimens
+    row(
+        specimens.accession, INVENTORY_WORK, participant="P-0001", visit="baseline",
+        specimen_type="SER", quantity=500, unit="uL", destination=OTHER_BOX,
+    ),
+    row(specimens.aliquot, INVENTORY_WORK, parent=TUBE, count=2, volume=100, destination=OTHER_BOX),
+    row(
+        specimens.derive, INVENTORY_WORK, parent=TUBE, specimen_type="DNA", quantity=10,
+        unit="ug", used=100,
+    ),
+    row(specimens.pool, INVENTORY_WORK, sources=[(TUBE, 100), (SECOND_TUBE, 100)]),
+    row(specimens.lineage, EVERYONE, accession=TUBE),
+    row(specimens.show_specimen, EVERYONE, accession=TUBE),
+    row(specimens.list_specimens, EVERYONE, participant="P-0001"),
+    row(
+        kits.reserve_kit, INVENTORY_WORK, participant="P-0001", visit="baseline", count=2,
+        specimen_type="SER",
+    ),
+    row(scan.resolve_scan, EVERYONE, scanned=TUBE),
+    # custody: technicians' work
+    row(custody.move, INVENTORY_WORK, accession=TUBE, destination=OTHER_BOX),
+    row(custody.check_out, INVENTORY_WORK, accession=TUBE),
+    row(custody.check_in, INVENTORY_WORK, accession=OUT_TUBE),
+    row(custody.record_thaw, INVENTORY_WORK, accession=TUBE),
+    row(custody.deplete, INVENTORY_WORK, accession=TUBE),
+    row(custody.dispose, INVENTORY_WORK, accession=TUBE, reason="cracked"),
+    row(custody.distribute, INVENTORY_WORK, accession=TUBE, recipient="Core lab", uses=USES),
+    row(custody.mark_missing, INVENTORY_WORK, accession=TUBE),
+    row(custody.release_position, INVENTORY_WORK, accession=OUT_TUBE),
+    row(custody.rearrange, INVENTORY_WORK, box=BOX, placements={TUBE: "B1", SECOND_TUBE: "A1"}),
+    row(reconcile.reconcile_box, EVERYONE, box=BOX, scan=RACK_SCAN),
+    row(reconcile.reconcile_box, INVENTORY_WORK, variant="commit", box=BOX, scan=RACK_SCAN,
+        commit=True),
+    # labels
+    row(label_data.specimen_labels, INVENTORY_WORK, accession_ids=[TUBE]),
+    row(label_data.box_labels, INVENTORY_WORK, barcodes=[BOX]),
+    row(label_data.kit_labels, INVENTORY_WORK, participant="P-0001", visit="baseline", count=2),
+    row(label_data.check_reprints, INVENTORY_WORK, accession_ids=[TUBE], reason=None),
+    row(label_data.record_printed, INVENTORY_WORK, accession_ids=[TUBE], target="test"),
+    row(
+        label_data.issue_specimen_labels, INVENTORY_WORK, accession_ids=[TUBE],
+        output=lambda labels: "test",
+    ),
+    # storage: everyone browses it, admins lay it out
+    row(storage.add_unit, ADMIN, kind="box", name="New box", parent=SPARE_RACK, grid=(9, 9)),
+    row(
+        storage.add_freezer, ADMIN, name="-80 #2", shelves=1, racks_per_shelf=1,
+        boxes_per_rack=1,
+    ),
+    row(storage.move_unit, ADMIN, unit=OTHER_BOX, destination=SPARE_RACK),
+    row(storage.box_view, EVERYONE, barcode=BOX),
+    row(storage.fill_positions, EVERYONE, barcode=BOX),
+    row(storage.storage_children, EVERYONE),
+    row(storage.storage_path, EVERYONE, barcode=BOX),
+    row(storage.storage_tree, EVERYONE),
+    row(overview.inventory_overview, EVERYONE),
+    # phenotypes: everyone reads them, admins record them
+    row(phenotypes.list_variables, EVERYONE),
+    row(phenotypes.add_variable, ADMIN, definition=NEW_VARIABLE),
+    row(
+        phenotypes.set_value, ADMIN, participant="P-0001", variable="upcr", value="0.4",
+        visit="baseline",
+    ),
+    row(phenotypes.store_value, ADMIN, call=_store_value),
+    row(phenotypes.add_values, ADMIN, call=_add_values),
+    row(phenotypes.participant_phenotypes, EVERYONE, participant="P-0001"),
+    row(phenotypes.specimen_phenotypes, EVERYONE, accession=TUBE),
+    # cohorts and exports: PIs query and export de-identified data; identified data is admins'
+    row(cohorts.preview_cohort, RESEARCH, query=QUERY, uses=USES),
+    row(cohorts.save_query, RESEARCH, name="new query", query=QUERY),
+    row(cohorts.get_saved_query, RESEARCH, name="serum"),
+    row(cohorts.list_saved_queries, RESEARCH),
+    row(exports.run_export, RESEARCH, request=_export(), directory=Seeded("exports")),
+    row(
+        exports.run_export, RESEARCH, variant="limited", directory=Seeded("exports"),
+        request=_export(DeidentificationMode.limited, dua_reference="DUA-1"),
+    ),
+    row(
+        exports.run_export, RESEARCH, variant="reserving", directory=Seeded("exports"),
+        request=_export(reserve_request="REQ-1"),
+    ),
+    row(
+        exports.run_export, ADMIN, variant="identified", directory=Seeded("exports"),
+        request=_export(IDENTIFIED),
+    ),
+    row(exports.replay_export, RESEARCH, run_code=Seeded("safe_harbor_run")),
+    row(exports.replay_export, ADMIN, variant="identified", run_code=Seeded("identified_run")),
+    row(exports.list_runs, RESEARCH),
+    # imports, the audit trail, the demo and backups: admins only
+    row(legacy_import.check_inventory, ADMIN, call=_legacy_plan),
+    row(legacy_import.write_inventory, ADMIN, call=_write_inventory),
+    row(redcap_import.check_redcap, ADMIN, **REDCAP_FILES),
+    row(redcap_import.write_redcap, ADMIN, call=_write_redcap),
+    row(audit.audit_log, ADMIN),
+    row(audit.verify_chain, ADMIN),
+    row(demo.seed_demo, ADMIN, on="empty", participants=1),
+    row(backups.backup, ADMIN, on="engine", path=Seeded("backup_target"), replace=True),
+    row(backups.restore, ADMIN, on="engine", path=Seeded("backup")),
+]
+# fmt: on
+
+
+def service_functions() -> set[Callable]:
+    """Every service: a public function of a `biobank.services` module, defined there, that
+    acts for an `actor`."""
+    found = set()
+    for info in pkgutil.iter_modules(biobank.services.__path__):
+        module = importlib.import_module(f"biobank.services.{info.name}")
+        for name, function in inspect.getmembers(module, inspect.isfunction):
+            if (
+                function.__module__ == module.__name__
+                and not name.startswith("_")
+                and "actor" in inspect.signature(function).parameters
+            ):
+                found.add(function)
+    return found
+
+
+def test_every_service_has_a_row():
+    services = service_functions()
+    covered = {case.service for case in CASES}
+    missing = sorted(_name(f) for f in services - covered - EXEMPT.keys())
+    assert not missing, f"services without a row in CASES: {', '.join(missing)}"
+    assert EXEMPT.keys() <= services, "an exemption names no service"
+    assert covered == services - EXEMPT.keys(), "a row or an exemption names no service"
+    assert len({case.id for case in CASES}) == len(CASES), "two rows share a service and variant"
+
+
+# --- The seeded databases ----------------------------------------------------------------------
+
+
+def _database(request, path: Path) -> str:
+    """A migrated database: a copy of the template (`path` for SQLite's)."""
+    if request.param == "sqlite":
+        shutil.copy(_sqlite_template(request), path)
+        return f"sqlite:///{path}"
+    databases = request.getfixturevalue("postgres_databases")
+    return databases.create(template=_postgres_template(request, databases))
+
+
+def _sign_in(engine: Engine) -> tuple[dict[Role, Actor], int]:
+    """The bootstrap admin and one user of each other role (as conftest's `actors`); and
+    "victim", whose PIN, lockout and personal token (its id returned) others may change."""
+
+    def actor(user: UserRead) -> Actor:
+        return Actor(user.id, user.username, user.role, workstation="test-bench")
+
+    admin = actor(bootstrap(engine))
+    with uow(engine) as session:
+        add = partial(users.add_user, session, actor=admin, pin="4444")
+        actors = {A: admin, T: actor(add(username="technician1", role=T))}
+        actors[P] = actor(add(username="pi1", role=P))
+        victim = actor(add(username="victim", role=P))
+        token, _ = identity.create_token(session, actor=victim, label="victim's script")
+    return actors, token.id
+
+
+def _seed(engine: Engine, admin: Actor, exported_to: Path) -> tuple[str, str, int]:
+    """The cohort (tests/cohort_seed.py) and, for the table: a freezer of two boxes and a spare
+    rack, the four tubes named above, a saved query, and two export runs."""
+    seed_cohort(engine, admin)
+    drawn = datetime(2020, 3, 1, 9, 0).astimezone()
+    with uow(engine) as session:
+        add_unit = storage.add_unit
+        add_unit(session, actor=admin, kind="freezer", name="-80 #1", barcode="FRZ-1", grid=(1, 2))
+        for barcode in (BOX, OTHER_BOX):
+            add_unit(session, actor=admin, kind="box", name=barcode, barcode=barcode,
+                     parent="FRZ-1", grid=(9, 9))  # fmt: skip
+        add_unit(session, actor=admin, kind="rack", name="Spare", barcode=SPARE_RACK, grid=(2, 1))
+        participants.add_participant(session, actor=admin, study="SLE", code="P-0006")
+        participants.add_visit(
+            session, actor=admin, participant="P-0006", label="baseline", visit_date=drawn.date()
+        )
+        tubes = {}
+        for legacy_id, code, quantity, position in (
+            (TUBE, "P-0001", 1000, "A1"),
+            (SECOND_TUBE, "P-0001", 500, "A2"),
+            (OUT_TUBE, "P-0002", 500, "A3"),
+            (PULL_TUBE, "P-0006", 500, "A4"),
+        ):
+            tubes[legacy_id] = specimens.accession(
+                session, actor=admin, participant=code, visit="baseline", specimen_type="SER",
+                quantity=quantity, unit="uL", collected_at=drawn, legacy_id=legacy_id,
+                destination=BOX, position=position,
+            )  # fmt: skip
+        custody.check_out(session, actor=admin, accession=OUT_TUBE)
+        consent.withdraw(
+            session, actor=admin, participant="P-0006", withdrawn_on=date(2021, 1, 1),
+            requested_by="participant", disposition="destroy",
+        )  # fmt: skip
+        cohorts.save_query(session, actor=admin, name="serum", query=QUERY)
+    runs = []
+    for request in (_export(), _export(IDENTIFIED)):
+        with uow(engine) as session:
+            run = exports.run_export(session, actor=admin, request=request, directory=exported_to)
+            runs.append(run.run_code)
+    return runs[0], runs[1], tubes[PULL_TUBE].id
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def world(request, tmp_path_factory) -> Iterator[World]:
+    """One seeded database per engine for the whole table: every call is rolled back."""
+    files = tmp_path_factory.mktemp("permissions")
+    engine = make_engine(_database(request, files / "seeded.sqlite"))
+    empty = make_engine(_database(request, files / "empty.sqlite"))
+    (actors, victim_token), (empty_actors, _) = _sign_in(engine), _sign_in(empty)
+    safe_harbor_run, identified_run, pull_tube_id = _seed(engine, actors[A], files / "exports")
+    backup = backups.backup(empty, actor=empty_actors[A], path=files / "empty.backup").path
+    sheet = (DATA / "legacy_inventory.csv").read_text(encoding="utf-8").splitlines()[:4]
+    (files / "legacy.csv").write_text("\n".join(sheet) + "\n", encoding="utf-8")
+    yield World(
+        engine=engine, empty=empty, actors=actors, empty_actors=empty_actors,
+        legacy_sheet=files / "legacy.csv", exports=files / "exports",
+        safe_harbor_run=safe_harbor_run, identified_run=identified_run,
+        pull_tube_id=pull_tube_id, victim_token=victim_token, backup=backup,
+        backup_target=files / "again.backup",
+    )  # fmt: skip
+    engine.dispose()
+    empty.dispose()
+
+
+# --- The test ------------------------------------------------------------------------------------
+
+
+def _audit_count(engine: Engine) -> int:
     with engine.connect() as connection:
         return connection.execute(sa.text("SELECT count(*) FROM audit_entry")).scalar_one()
 
 
 class _Undo(Exception):
-    """Raised after an allowed call so its unit of work rolls back for the next role."""
+    """Raised after a call so its unit of work rolls back for the next role."""
 
 
-@pytest.mark.parametrize("service", sorted(EXPECTED))
-def test_service_against_every_role(engine, actors, service):
-    allowed, call = EXPECTED[service]
-    with uow(engine) as session:
-        studies.add_study(session, actor=actors[A], code="SLE", title="Lupus")
-        participants.add_participant(session, actor=actors[A], study="SLE", code="SLE-0001")
-        users.add_user(session, actor=actors[A], username="victim", role="pi")
+def _attempt(world: World, case: Case, actor: Actor) -> Exception | None:
+    """What the call raised, or None. A session's work is always rolled back, even a call
+    that should have been refused; a service that takes the engine commits its own work."""
+    try:
+        if case.on == "engine":
+            case.call(world, world.empty, actor)
+            return None
+        with uow(world.empty if case.on == "empty" else world.engine) as session:
+            case.call(world, session, actor)
+            raise _Undo
+    except _Undo:
+        return None
+    except Exception as error:
+        return error
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.id) for case in CASES])
+def test_service_against_every_role(world, case):
+    engine = world.engine if case.on == "seeded" else world.empty
+    actors = world.actors if case.on == "seeded" else world.empty_actors
     before = _audit_count(engine)
     for role in (T, P, A):
-        if role in allowed:
-            with pytest.raises(_Undo), uow(engine) as session:
-                call(session, actors[role])
-                raise _Undo
+        refused_before = _audit_count(engine)
+        outcome = _attempt(world, case, actors[role])
+        if role in case.allowed:
+            if outcome is not None:
+                raise AssertionError(f"{case.id} failed for a {role.value}") from outcome
         else:
-            with pytest.raises(PermissionDenied, match=role.value), uow(engine) as session:
-                call(session, actors[role])
+            assert isinstance(outcome, PermissionDenied), (
+                f"{case.id} let a {role.value} through"
+                if outcome is None
+                else f"{case.id} refused a {role.value} with {outcome!r}, not PermissionDenied"
+            )
+            assert f"({role.value})" in outcome.message
+            assert _audit_count(engine) == refused_before
+    if case.on != "engine":  # a backup or a restore writes its own entry, on the empty database
         assert _audit_count(engine) == before
 
 

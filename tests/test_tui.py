@@ -8,7 +8,7 @@ from textual.widgets import Static
 from tui_helpers import make_app, scan, settle, sign_in
 
 from biobank.db import uow
-from biobank.services import specimens, storage, users
+from biobank.services import custody, specimens, storage, users
 from tui.screens.box import BoxScreen
 from tui.screens.home import HomeScreen
 from tui.screens.sign_in import SignInScreen
@@ -48,7 +48,7 @@ def test_sign_in_shows_the_inventory_and_locks(db_url, admin, engine):
     asyncio.run(scenario())
 
 
-def test_wrong_pin_is_refused_and_a_badge_signs_in(db_url, admin, engine):
+def test_wrong_pins_are_refused_then_locked_and_a_badge_signs_in(db_url, admin, engine):
     async def scenario():
         app = make_app(db_url, admin)
         _stock(app.database.engine, admin)
@@ -56,6 +56,11 @@ def test_wrong_pin_is_refused_and_a_badge_signs_in(db_url, admin, engine):
             await sign_in(app, pilot, pin="9999")
             assert isinstance(app.screen, SignInScreen)
             assert any("wrong PIN" in n.message for n in app._notifications)
+            for _ in range(4):  # five in a row lock PIN sign-in, right PIN or not
+                await sign_in(app, pilot, pin="9999")
+            await sign_in(app, pilot)
+            assert app.actor is None
+            assert any("tech is locked after 5 wrong PINs" in n.message for n in app._notifications)
             await scan(app, pilot, "BADGE-0042")
             assert app.actor is not None and app.actor.username == "badgeuser"
         app.database.engine.dispose()
@@ -164,17 +169,87 @@ def test_an_admin_reads_a_tubes_audit_entries(db_url, admin, engine):
     asyncio.run(scenario())
 
 
-def test_the_screen_locks_after_the_idle_time(db_url, admin, engine):
+class Clock:
+    """The app's clock, moved on by hand: hours pass in a test at once."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_session_left_for_hours_locks_and_the_same_user_resumes_reloaded(db_url, admin, engine):
     async def scenario():
-        app = make_app(db_url, admin, idle_lock_minutes=2)
+        app = make_app(db_url, admin, idle_lock_minutes=10)
+        app.clock = Clock()
+        stock = _stock(app.database.engine, admin)
         async with app.run_test() as pilot:
             await sign_in(app, pilot)
+            await scan(app, pilot, stock["tube"])
+            assert isinstance(app.screen, SpecimenScreen)
+            app.clock.now += 9 * 60
             app._check_idle()
-            assert app.actor is not None  # just active
-            app.last_activity -= 3 * 60  # three idle minutes later
+            assert app.actor is not None  # nine idle minutes: still open
+            app.clock.now += 3 * 3600  # left open over lunch
             app._check_idle()
             await pilot.pause()
             assert app.actor is None and isinstance(app.screen, SignInScreen)
+            assert not app.screen.query(Static).filter("#detail")  # nothing of the tube shows
+            with uow(engine) as session:  # meanwhile, at another terminal
+                custody.check_out(session, actor=admin, accession=stock["tube"])
+            await sign_in(app, pilot)
+            assert isinstance(app.screen, SpecimenScreen) and app.actor.username == "tech"
+            await settle(app, pilot)
+            assert "CHECKED_OUT" in str(app.screen.query_one("#specimen-title", Static).content)
+        app.database.engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_someone_else_unlocking_starts_afresh(db_url, admin, engine):
+    async def scenario():
+        app = make_app(db_url, admin)
+        stock = _stock(app.database.engine, admin)
+        async with app.run_test() as pilot:
+            await sign_in(app, pilot)
+            await scan(app, pilot, stock["tube"])
+            await pilot.press("ctrl+l")
+            await pilot.pause()
+            await sign_in(app, pilot, "pi", "2222")
+            assert isinstance(app.screen, HomeScreen) and app.actor.username == "pi"
+            assert not any(isinstance(s, SpecimenScreen) for s in app.screen_stack)
+        app.database.engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_a_stale_view_reloads_instead_of_overwriting_another_terminals_change(
+    db_url, admin, engine
+):
+    async def scenario():
+        app = make_app(db_url, admin)
+        stock = _stock(app.database.engine, admin)
+        async with app.run_test() as pilot:
+            await sign_in(app, pilot)
+            await scan(app, pilot, stock["tube"])
+            title = app.screen.query_one("#specimen-title", Static)
+            assert "AVAILABLE" in str(title.content)
+            with uow(engine) as session:  # another terminal checks the tube out and back in
+                custody.check_out(session, actor=admin, accession=stock["tube"])
+                custody.check_in(session, actor=admin, accession=stock["tube"])
+            await pilot.press("t")  # a thaw, recorded against what this screen last saw
+            await settle(app, pilot)
+            assert any("changed" in n.message for n in app._notifications)
+            with uow(engine) as session:
+                shown = specimens.show_specimen(session, actor=admin, accession=stock["tube"])
+            assert shown.specimen.freeze_thaw_count == 0  # nothing overwritten
+            assert app.screen.version == shown.specimen.version  # the view was reloaded
+            await pilot.press("t")  # now against what is there
+            await settle(app, pilot)
+            with uow(engine) as session:
+                shown = specimens.show_specimen(session, actor=admin, accession=stock["tube"])
+            assert shown.specimen.freeze_thaw_count == 1
         app.database.engine.dispose()
 
     asyncio.run(scenario())

@@ -11,7 +11,7 @@ from tui_helpers import settle, sign_in
 
 from biobank.bootstrap import open_database
 from biobank.services.demo import is_empty, seed_demo
-from biobank.services.users import actor_for
+from biobank.services.identity import actor_for
 from biobank.settings import Settings
 from tui.app import BiobankApp
 from tui.screens.first_run import FirstRunScreen

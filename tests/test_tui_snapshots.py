@@ -18,7 +18,7 @@ from biobank.bootstrap import open_database
 from biobank.models import SpecimenEvent
 from biobank.services import custody, specimens, storage
 from biobank.services.demo import seed_demo
-from biobank.services.users import actor_for
+from biobank.services.identity import actor_for
 from biobank.settings import Settings
 from tui.app import BiobankApp
 

@@ -11,7 +11,7 @@ from biobank.errors import (
     ValidationError,
 )
 from biobank.models import Role
-from biobank.services import users
+from biobank.services import identity, users
 
 
 def test_new_database_starts_with_one_admin_without_pin(engine, admin):
@@ -34,12 +34,14 @@ def test_sign_in_with_pin(engine, admin):
     with uow(engine) as session:
         users.add_user(session, actor=admin, username="tina", role="technician", pin="482913")
     with uow(engine) as session:
-        actor = users.authenticate(session, username="Tina ", pin="482913", workstation="ws1")
+        actor = identity.sign_in(
+            session, username="Tina ", pin="482913", workstation="ws1"
+        ).accepted()
     assert (actor.username, actor.role, actor.workstation) == ("tina", Role.technician, "ws1")
     for username, pin in [("tina", "000000"), ("nobody", "482913"), ("admin", "1234")]:
         with pytest.raises(AuthenticationFailed, match="unknown user, inactive user, or wrong"):
             with uow(engine) as session:
-                users.authenticate(session, username=username, pin=pin, workstation="ws1")
+                identity.sign_in(session, username=username, pin=pin, workstation="ws1").accepted()
 
 
 def test_deactivated_user_cannot_sign_in(engine, admin):
@@ -47,9 +49,9 @@ def test_deactivated_user_cannot_sign_in(engine, admin):
         users.add_user(session, actor=admin, username="tina", role="technician", pin="4821")
         users.deactivate_user(session, actor=admin, username="tina", reason="left the lab")
     with pytest.raises(AuthenticationFailed), uow(engine) as session:
-        users.authenticate(session, username="tina", pin="4821", workstation="ws1")
+        identity.sign_in(session, username="tina", pin="4821", workstation="ws1").accepted()
     with pytest.raises(AuthenticationFailed, match="deactivated"), uow(engine) as session:
-        users.actor_for(session, username="tina", workstation="ws1")
+        identity.actor_for(session, username="tina", workstation="ws1")
 
 
 @pytest.mark.parametrize(
@@ -82,7 +84,7 @@ def test_last_admin_and_self_cannot_be_deactivated(engine, admin):
     with uow(engine) as session:
         users.add_user(session, actor=admin, username="boss", role="admin")
     with uow(engine) as session:
-        boss = users.actor_for(session, username="boss", workstation="ws")
+        boss = identity.actor_for(session, username="boss", workstation="ws")
     with pytest.raises(ValidationError, match="yourself"), uow(engine) as session:
         users.deactivate_user(session, actor=admin, username="admin")
     with uow(engine) as session:
@@ -96,14 +98,14 @@ def test_users_set_their_own_pin_but_not_others(engine, actors):
     with uow(engine) as session:
         users.set_pin(session, actor=tech, username=tech.username, pin="9999")
     with uow(engine) as session:
-        users.authenticate(session, username=tech.username, pin="9999", workstation="ws")
+        identity.sign_in(session, username=tech.username, pin="9999", workstation="ws").accepted()
     with pytest.raises(PermissionDenied, match="may not manage users"), uow(engine) as session:
         users.set_pin(session, actor=tech, username="admin", pin="9999")
 
 
 def test_cli_default_actor_is_the_only_user(engine, admin):
     with uow(engine) as session:
-        assert users.actor_for(session, username=None, workstation="ws").username == "admin"
+        assert identity.actor_for(session, username=None, workstation="ws").username == "admin"
         users.add_user(session, actor=admin, username="tina", role="technician")
     with pytest.raises(AuthenticationFailed, match="--user"), uow(engine) as session:
-        users.actor_for(session, username=None, workstation="ws")
+        identity.actor_for(session, username=None, workstation="ws")

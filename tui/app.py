@@ -5,7 +5,10 @@
   or opens the right view.
 - Database work runs in thread workers (`run_db`), one unit of work each; results come back
   to the UI thread, and every service error is shown in one place (`show_error`).
-- The screen locks after the configured idle time.
+- The screen locks after the configured idle time (or Ctrl+L). The same user signing in again
+  finds their screens as they left them, reloaded; anyone else starts afresh at home.
+- A view gone stale (another terminal changed the tube, filled the slot) is reloaded when a
+  change is refused for it, so nobody acts twice on what they no longer see.
 """
 
 from __future__ import annotations
@@ -21,10 +24,16 @@ from textual.command import Hit, Hits, Provider
 from textual.screen import ModalScreen
 
 from biobank.bootstrap import OpenDatabase
-from biobank.errors import BiobankError, PermissionDenied
+from biobank.errors import (
+    BiobankError,
+    ConcurrentChange,
+    InvalidTransition,
+    PermissionDenied,
+    PositionOccupied,
+)
 from biobank.permissions import Actor, Permission, require
+from biobank.services.identity import SignInAttempt, authenticate_badge, sign_in
 from biobank.services.scan import ScanResult, resolve_scan
-from biobank.services.users import authenticate, authenticate_badge
 from biobank.settings import Settings
 from tui.scanner import ScanDetector
 
@@ -55,6 +64,10 @@ class ActionCommands(Provider):
                     )
 
 
+# Refusals that mean the view is older than the data: the view is reloaded.
+STALE_VIEW = (ConcurrentChange, PositionOccupied, InvalidTransition)
+
+
 class BiobankApp(App):
     TITLE = "biobank"
     CSS_PATH = "biobank.tcss"
@@ -76,12 +89,14 @@ class BiobankApp(App):
         self.settings = settings
         self.database = database
         self.actor: Actor | None = None
+        self.locked_by: str | None = None  # who left their screens under the lock
         scanner = settings.scanner
         self.detector: ScanDetector[events.Key] = ScanDetector(
             max_interval=scanner.max_key_interval_ms / 1000, min_length=scanner.min_length
         )
         self._release_timer = None
-        self.last_activity = time.monotonic()
+        self.clock: Callable[[], float] = time.monotonic  # seconds; tests move it on by hours
+        self.last_activity = self.clock()
         self.print_log: list[tuple[str, str, str]] = []  # (time, what, where it went)
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -98,7 +113,7 @@ class BiobankApp(App):
             offer_demo(self)
 
     def _check_idle(self) -> None:
-        idle = time.monotonic() - self.last_activity
+        idle = self.clock() - self.last_activity
         if self.actor is not None and idle > self.settings.idle_lock_minutes * 60:
             self.action_lock()
             self.notify("Locked after inactivity", severity="warning")
@@ -107,7 +122,7 @@ class BiobankApp(App):
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key) and not event.is_forwarded:
-            self.last_activity = time.monotonic()
+            self.last_activity = self.clock()
             decision = self.detector.feed(event, event.key, event.character, event.time)
             for held in decision.release:
                 await super().on_event(held)
@@ -216,6 +231,8 @@ class BiobankApp(App):
                     self.log.error(repr(error))
                     error = BiobankError(f"unexpected {type(error).__name__}: {error}")
                 self.call_from_thread(self.show_error, error)
+                if isinstance(error, STALE_VIEW):
+                    self.call_from_thread(self.reload_view)
                 if failed is not None:
                     self.call_from_thread(failed, error)
                 return
@@ -228,32 +245,55 @@ class BiobankApp(App):
         self.bell()
         self.notify(error.message, title="Not done", severity="error", timeout=10)
 
+    def reload_view(self) -> None:
+        """Show what is in the database now (views that can reload have `action_refresh`)."""
+        reload = getattr(self.screen, "action_refresh", None)
+        if reload is not None:
+            reload()
+
     # --- sign-in and navigation ----------------------------------------------------------
 
     def sign_in(self, username: str, pin: str) -> None:
+        """A refused PIN is committed too (it counts towards the lockout), then shown."""
+
+        def attempted(attempt: SignInAttempt) -> None:
+            try:
+                self.signed_in(attempt.accepted())
+            except BiobankError as error:
+                self.show_error(error)
+
         self.run_db(
-            lambda session: authenticate(
+            lambda session: sign_in(
                 session, username=username, pin=pin, workstation=self.settings.workstation
             ),
-            self.signed_in,
-            readonly=True,
+            attempted,
             authenticated=False,
         )
 
     def signed_in(self, actor: Actor) -> None:
+        """Back to the screens left under the lock, reloaded, if the same user unlocks;
+        otherwise (first sign-in, or someone else) a fresh home screen."""
         from tui.screens.home import HomeScreen
 
-        self.actor = actor
-        self.last_activity = time.monotonic()
+        resuming = actor.username == self.locked_by
+        self.actor, self.locked_by = actor, None
+        self.last_activity = self.clock()
+        if resuming:
+            self.pop_screen()
+            self.reload_view()
+            return
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
         self.switch_screen(HomeScreen())
 
     def action_lock(self) -> None:
+        """The sign-in screen covers the user's screens; nothing of them shows or acts."""
         from tui.screens.sign_in import SignInScreen
 
-        self.actor = None
-        while len(self.screen_stack) > 2:
-            self.pop_screen()
-        self.switch_screen(SignInScreen())
+        if self.actor is None:
+            return
+        self.locked_by, self.actor = self.actor.username, None
+        self.push_screen(SignInScreen())
 
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from biobank.cli.common import JsonOption, emit_json, message, signed_in, state
+from biobank.cli.common import JsonOption, emit_json, message, state
 from biobank.services import backups
 
 
@@ -17,7 +17,7 @@ def backup_command(
     json: JsonOption = False,
 ) -> None:
     """Copy the whole database to FILE (SQLite's online backup, or pg_dump's custom format)."""
-    engine, actor = state(ctx).database().engine, signed_in(ctx)
+    engine, actor = state(ctx).database().engine, state(ctx).actor()
     made = backups.backup(engine, actor=actor, path=file, replace=force)
     if json:
         emit_json(made.model_dump(mode="json"))
@@ -36,7 +36,7 @@ def restore_command(
 ) -> None:
     """Replace the whole database with the backup in FILE, once it is checked (schema version,
     integrity, audit chain)."""
-    engine, actor = state(ctx).database().engine, signed_in(ctx)
+    engine, actor = state(ctx).database().engine, state(ctx).actor()
     if not yes and not typer.confirm(
         f"Replace everything in the database with {file}?", default=False, err=True
     ):

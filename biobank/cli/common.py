@@ -19,9 +19,10 @@ from sqlmodel import Session
 
 from biobank.bootstrap import FIRST_ADMIN_HINT, OpenDatabase, open_database
 from biobank.dates import parse_day
-from biobank.errors import ValidationError
+from biobank.errors import AuthenticationFailed, ValidationError
 from biobank.permissions import Actor
-from biobank.services.users import actor_for
+from biobank.services import identity
+from biobank.services.users import find_user
 from biobank.settings import Settings, load_settings
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
@@ -32,6 +33,7 @@ class CliState:
     user: str | None = None
     _settings: Settings | None = None
     _database: OpenDatabase | None = field(default=None, repr=False)
+    _actor: Actor | None = None
 
     @property
     def settings(self) -> Settings:
@@ -46,6 +48,12 @@ class CliState:
                 message(FIRST_ADMIN_HINT)
         return self._database
 
+    def actor(self, *, claiming_pin_of: str | None = None) -> Actor:
+        """Who runs this command, signed in once per command (see `sign_in`)."""
+        if self._actor is None:
+            self._actor = sign_in(self, claiming_pin_of=claiming_pin_of)
+        return self._actor
+
     def close(self) -> None:
         if self._database is not None:
             self._database.engine.dispose()
@@ -55,20 +63,66 @@ def state(ctx: typer.Context) -> CliState:
     return ctx.find_root().obj
 
 
+def can_prompt() -> bool:
+    return sys.stdin.isatty()
+
+
+def sign_in(cli: CliState, *, claiming_pin_of: str | None = None) -> Actor:
+    """The acting user: the owner of `BIOBANK_TOKEN` if one is given; else the user named by
+    `--user`/`BIOBANK_USER` (or the only user), who must also type their PIN where the
+    database's sign-in policy requires it. A user without a PIN yet may only set their own.
+
+    The PIN is asked outside any transaction (a SQLite writer would hold the lock while the
+    user types), and a wrong one is committed so that it counts towards the lockout."""
+    workstation = cli.settings.workstation
+    named = cli.user or cli.settings.user
+    database = cli.database()
+    with database.unit_of_work(readonly=True) as session:
+        if cli.settings.token is not None:
+            secret = cli.settings.token.get_secret_value()
+            actor = identity.authenticate_token(session, secret=secret, workstation=workstation)
+            if named is not None and named != actor.username:
+                raise AuthenticationFailed(
+                    f"the personal token belongs to {actor.username}, not {named}",
+                    field="user",
+                    value=named,
+                )
+            return actor
+        actor = identity.actor_for(session, username=named, workstation=workstation)
+        if identity.sign_in_policy(session) is identity.SignInPolicy.trusted:
+            return actor
+        has_pin = find_user(session, actor.username).pin_hash is not None
+    if not has_pin:
+        if claiming_pin_of == actor.username:
+            return actor
+        raise AuthenticationFailed(
+            f"{actor.username} has no PIN yet and this database requires sign-in; "
+            f"set one first: biobank user set-pin {actor.username}",
+            field="user",
+            value=actor.username,
+        )
+    if not can_prompt():
+        raise AuthenticationFailed(
+            "this database requires sign-in: set BIOBANK_TOKEN to a personal token "
+            f"(biobank user token create), or run in a terminal to type {actor.username}'s PIN",
+            field="user",
+            value=actor.username,
+        )
+    pin = typer.prompt(f"PIN for {actor.username}", hide_input=True, err=True)
+    with database.unit_of_work() as session:
+        attempt = identity.sign_in(
+            session, username=actor.username, pin=pin, workstation=workstation
+        )
+    return attempt.accepted()
+
+
 @contextmanager
 def work(ctx: typer.Context, *, readonly: bool = False) -> Iterator[tuple[Session, Actor]]:
     """One use case: a unit of work and the actor it runs as."""
     cli = state(ctx)
+    actor = cli.actor()
     with cli.database().unit_of_work(readonly=readonly) as session:
-        username = cli.user or cli.settings.user
-        actor = actor_for(session, username=username, workstation=cli.settings.workstation)
         yield session, actor
-
-
-def signed_in(ctx: typer.Context) -> Actor:
-    """Who runs the command, for work done outside a unit of work (a backup, a restore)."""
-    with work(ctx, readonly=True) as (_, actor):
-        return actor
 
 
 def message(text: str) -> None:
@@ -129,4 +183,4 @@ def read_pin(*, from_stdin: bool, confirm: bool = True) -> str:
     """A PIN from a hidden prompt (twice), or one line of stdin for scripts."""
     if from_stdin:
         return sys.stdin.readline().strip()
-    return typer.prompt("PIN", hide_input=True, confirmation_prompt=confirm)
+    return typer.prompt("New PIN", hide_input=True, confirmation_prompt=confirm, err=True)

@@ -827,6 +827,7 @@ def _pull_item(s: SpecimenRead, disposition: WithdrawalDisposition, on: date) ->
 
 def pull(session: Session, *, actor: Actor, accession: str) -> SpecimenRead:
     """Take one tube of the pull list out: disposed, for destruction or for return."""
+    require(actor, Permission.move)
     specimen = get_specimen(session, accession)
     found = session.execute(_pull_query().where(Specimen.id == specimen.id)).first()
     if found is None:

@@ -487,6 +487,7 @@ def dispose(
     expected_version: int | None = None,
 ) -> SpecimenRead:
     """Destroyed: the position is freed; the record and its ID stay forever."""
+    require(actor, Permission.move)
     if not reason or not reason.strip():
         raise ValidationError("a disposal needs a reason", field="reason")
     specimen, before, status_before = _transition(
@@ -523,6 +524,7 @@ def distribute(
 ) -> SpecimenRead:
     """Send a tube out to a recipient for named uses; the participant's consent must allow
     every one of them today. The position is freed: the tube has left the biobank."""
+    require(actor, Permission.move)
     if not recipient or not recipient.strip():
         raise ValidationError("a distribution names its recipient", field="recipient")
     specimen, before, status_before = _transition(

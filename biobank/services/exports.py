@@ -562,6 +562,7 @@ def _reserve(
 def replay_export(session: Session, *, actor: Actor, run_code: str) -> ReplayResult:
     """Run an export again as recorded (its query, uses, mode and consent date, its codes) and
     say whether every file comes out the same, and if not, what differs."""
+    require(actor, Permission.export)  # before the lookup: a refusal says nothing of runs
     run = session.exec(select(ExportRun).where(ExportRun.run_code == run_code.strip())).first()
     if run is None:
         raise NotFound(f"no export run {run_code!r}", field="run", value=run_code)

@@ -186,6 +186,7 @@ def store_value(
 ) -> ChangeOutcome:
     """Add a value, or change the one already there (audited with before and after), or
     leave an equal one alone: storing the same thing twice changes nothing."""
+    require(actor, Permission.record_phenotypes)
     if variable.scope is PhenotypeScope.visit and visit is None:
         raise ValidationError(
             f"{variable.name} is recorded per visit: name the visit",
@@ -245,6 +246,7 @@ def add_values(
     addition. For bulk loads where nothing is there to change (a new participant): one at a
     time, `store_value` looks for a value to change and flushes for each. The unique indexes
     refuse a value that is there already."""
+    require(actor, Permission.record_phenotypes)
     rows = []
     for visit, variable, stored in values:
         if (visit is None) != (variable.scope is PhenotypeScope.participant):

@@ -1,15 +1,16 @@
-"""Users, PINs and sign-in. PINs are hashed with Argon2id, a memory-hard KDF."""
+"""Users and their PINs (hashed with Argon2id, a memory-hard KDF). Signing in is
+`biobank.services.identity`."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Session, func, select
 
 from biobank.db import flush
-from biobank.errors import AlreadyExists, AuthenticationFailed, NotFound, ValidationError
+from biobank.errors import AlreadyExists, NotFound, ValidationError
 from biobank.models import Role, User, UserRead
 from biobank.permissions import SYSTEM, Actor, Permission, require
 from biobank.services import audit
@@ -17,7 +18,7 @@ from biobank.services import audit
 BOOTSTRAP_ADMIN = "admin"
 USERNAME = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
 PIN = re.compile(r"^[0-9]{4,12}$")
-_HIDDEN = frozenset({"pin_hash"})
+HIDDEN = frozenset({"pin_hash"})  # audit entries say only whether a PIN is set
 _hasher = PasswordHasher()
 
 
@@ -31,6 +32,7 @@ def _read(user: User) -> UserRead:
         has_pin=user.pin_hash is not None,
         badge=user.badge,
         created_at=user.created_at,
+        locked_until=user.locked_until,
     )
 
 
@@ -40,8 +42,12 @@ def _check_pin(pin: str) -> str:
     return _hasher.hash(pin)
 
 
+def find_user(session: Session, username: str) -> User | None:
+    return session.exec(select(User).where(User.username == username)).first()
+
+
 def _get(session: Session, username: str) -> User:
-    user = session.exec(select(User).where(User.username == username)).first()
+    user = find_user(session, username)
     if user is None:
         raise NotFound(f"no user named {username!r}", field="username", value=username)
     return user
@@ -89,7 +95,7 @@ def add_user(
         action="user.add",
         entity="user",
         entity_id=user.id,
-        after=audit.snapshot(user, hide=_HIDDEN),
+        after=audit.snapshot(user, hide=HIDDEN),
     )
     return _read(user)
 
@@ -105,24 +111,14 @@ def list_users(session: Session, *, actor: Actor, include_inactive: bool = True)
 def set_pin(
     session: Session, *, actor: Actor, username: str, pin: str, reason: str | None = None
 ) -> UserRead:
-    """Admins set anyone's PIN; every user may change their own."""
+    """Admins set anyone's PIN; every user may change their own. A new PIN lifts a lockout."""
     if actor.username != username:
         require(actor, Permission.manage_users)
     user = _get(session, username)
-    before = audit.snapshot(user, hide=_HIDDEN)
+    before = audit.snapshot(user, hide=HIDDEN)
     user.pin_hash = _check_pin(pin)
-    session.add(user)
-    flush(session)
-    audit.record(
-        session,
-        actor=actor,
-        action="user.set_pin",
-        entity="user",
-        entity_id=user.id,
-        before=before,
-        after=audit.snapshot(user, hide=_HIDDEN),
-        reason=reason,
-    )
+    user.failed_pins, user.locked_until = 0, None
+    save_user(session, user, actor=actor, action="user.set_pin", before=before, reason=reason)
     return _read(user)
 
 
@@ -138,72 +134,40 @@ def deactivate_user(
         raise ValidationError(
             "the last active admin cannot be deactivated", field="username", value=username
         )
-    before = audit.snapshot(user, hide=_HIDDEN)
+    before = audit.snapshot(user, hide=HIDDEN)
     user.active = False
+    save_user(session, user, actor=actor, action="user.deactivate", before=before, reason=reason)
+    return _read(user)
+
+
+def save_user(
+    session: Session,
+    user: User,
+    *,
+    actor: Actor,
+    action: str,
+    before: dict[str, Any],
+    reason: str | None = None,
+) -> None:
+    """Write a changed user and its audit entry (the PIN hash shows only as set or not)."""
     session.add(user)
     flush(session)
     audit.record(
         session,
         actor=actor,
-        action="user.deactivate",
+        action=action,
         entity="user",
         entity_id=user.id,
         before=before,
-        after=audit.snapshot(user, hide=_HIDDEN),
+        after=audit.snapshot(user, hide=HIDDEN),
         reason=reason,
     )
-    return _read(user)
 
 
 def _active_admins(session: Session) -> int:
     return session.exec(
         select(func.count()).select_from(User).where(User.role == Role.admin, User.active)
     ).one()
-
-
-def _actor(user: User, workstation: str) -> Actor:
-    return Actor(user_id=user.id, username=user.username, role=user.role, workstation=workstation)
-
-
-def authenticate(session: Session, *, username: str, pin: str, workstation: str) -> Actor:
-    """Sign in with username and PIN. The message never says which of the two was wrong."""
-    user = session.exec(select(User).where(User.username == username.strip().lower())).first()
-    if user is None or not user.active or user.pin_hash is None:
-        raise AuthenticationFailed("unknown user, inactive user, or wrong PIN", field="username")
-    try:
-        _hasher.verify(user.pin_hash, pin)
-    except (VerificationError, InvalidHashError):
-        raise AuthenticationFailed(
-            "unknown user, inactive user, or wrong PIN", field="username"
-        ) from None
-    return _actor(user, workstation)
-
-
-def authenticate_badge(session: Session, *, badge: str, workstation: str) -> Actor:
-    """Sign in by scanning a user badge (the badge is the credential)."""
-    user = session.exec(select(User).where(User.badge == badge.strip().upper())).first()
-    if user is None or not user.active:
-        raise AuthenticationFailed("unknown or inactive badge", field="badge")
-    return _actor(user, workstation)
-
-
-def actor_for(session: Session, *, username: str | None, workstation: str) -> Actor:
-    """The actor a trusted front end names (the CLI's `--user`). Without a name, the only
-    active user of a single-user database; otherwise the caller must say who they are."""
-    if username is None:
-        users = session.exec(select(User).where(User.active).limit(2)).all()
-        if len(users) != 1:
-            raise AuthenticationFailed(
-                "several users exist: say who you are with --user NAME or BIOBANK_USER",
-                field="user",
-            )
-        return _actor(users[0], workstation)
-    user = _get(session, username)
-    if not user.active:
-        raise AuthenticationFailed(
-            f"user {username!r} is deactivated", field="user", value=username
-        )
-    return _actor(user, workstation)
 
 
 def ensure_bootstrap_admin(session: Session) -> UserRead | None:

@@ -15,7 +15,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Label
 
 from biobank.services.demo import DEMO_USERS, DemoSummary, is_empty, seed_demo, sign_in_hint
-from biobank.services.users import BOOTSTRAP_ADMIN, actor_for
+from biobank.services.identity import actor_for
+from biobank.services.users import BOOTSTRAP_ADMIN
 
 if TYPE_CHECKING:
     from tui.app import BiobankApp
