@@ -2,7 +2,8 @@
 
 SQLite (the embedded default) runs in WAL mode with foreign keys on, a busy timeout, and write
 transactions begun with `BEGIN IMMEDIATE` so two writers queue instead of failing half-way.
-PostgreSQL (shared by several workstations) pings pooled connections before use; its sessions
+PostgreSQL (shared by several workstations) pings pooled connections before use, so a restarted
+server costs the unit of work that was running when it went away, never the next; its sessions
 run in UTC, as every time is stored (the driver then hands back times with the plain UTC zone,
 not a zone database entry that is slow to ask for its offset).
 """
@@ -99,6 +100,7 @@ def uow(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
     escape the services are turned into domain errors here, in one place.
     """
     bind = engine.execution_options(readonly=True) if readonly else engine
+    committing = False
     with Session(bind, expire_on_commit=False) as session:
         try:
             yield session
@@ -107,12 +109,21 @@ def uow(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
             else:
                 for hook in session.info.pop(_COMMIT_HOOKS, {}).values():
                     hook(session)
+                committing = True
                 session.commit()
+                committing = False
                 for done in session.info.pop(_AFTER_COMMIT_HOOKS, []):
                     done()
         except BaseException as error:
             session.rollback()
-            _after_rollback(engine, session)
+            lost = isinstance(error, exc.DBAPIError) and error.connection_invalidated
+            try:
+                _after_rollback(engine, session)
+            except exc.DBAPIError:
+                if not lost:  # with the server gone, the lost connection is the news
+                    raise
+            if lost:
+                raise _lost_connection(error, committing=committing) from error
             if isinstance(error, exc.IntegrityError):
                 raise constraint_error(error) from error
             if isinstance(error, orm_exc.StaleDataError):
@@ -210,6 +221,22 @@ def flush(session: Session) -> None:
         raise constraint_error(error) from error
     except orm_exc.StaleDataError as error:
         raise _stale() from error
+
+
+def _lost_connection(error: exc.DBAPIError, *, committing: bool) -> DatabaseUnavailable:
+    """The server went away (restarted, or the network dropped) in the middle of a unit of
+    work. Before the commit the server has rolled it back; during the commit nobody can tell.
+    The pool has dropped the dead connection: the next unit of work connects again."""
+    cause = _first_line(error.orig)
+    if committing:
+        return DatabaseUnavailable(
+            f"the connection to the database was lost while saving ({cause}): the change may "
+            "or may not have been kept; look (the audit log says) before doing it again"
+        )
+    return DatabaseUnavailable(
+        f"the connection to the database was lost ({cause}); nothing of this was saved: "
+        "try again when the server is back"
+    )
 
 
 def _stale() -> ConcurrentChange:

@@ -1,9 +1,11 @@
 """Property tests over inputs nobody wrote down: whatever text arrives, the SPREC parser, the
-way an unknown code is quoted, the scan resolver and the legacy importer answer with a result
-or a ValidationError naming the problem — never another exception, never a write."""
+way an unknown code is quoted, the scan resolver and the two CSV importers (legacy inventory,
+REDCap) answer with a result or a ValidationError naming the problem — never another
+exception, never a write."""
 
 import csv
 import io
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +16,7 @@ from inventory import seed_inventory
 from biobank.db import uow
 from biobank.errors import ValidationError
 from biobank.identifiers import SHOWN_CHARACTERS, unknown_code
-from biobank.services import legacy_import, scan
+from biobank.services import legacy_import, redcap_import, scan
 from biobank.sprec import parse_sprec
 
 # Text as it arrives from keyboards, scanners and spreadsheets: any character, control
@@ -92,3 +94,45 @@ def test_any_sheet_is_checked_row_by_row_and_nothing_is_written(registry, admin,
         assert fault.reason and (fault.row is None or 1 <= fault.row <= len(rows))
     with registry.connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM specimen")).scalar() == before
+
+
+REDCAP = Path(__file__).parent / "data" / "redcap"
+_REDCAP_ROWS = list(csv.reader(io.StringIO((REDCAP / "redcap_records.csv").read_text("utf-8"))))
+
+
+@with_database
+@given(
+    garbled=st.lists(
+        st.tuples(st.integers(1, len(_REDCAP_ROWS) - 1), st.integers(0, 30), cells),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_any_redcap_export_is_checked_row_by_row_and_nothing_is_written(
+    registry, admin, tmp_path, garbled
+):
+    """The sample export with cells replaced by anything: every fault names its row, and the
+    check writes nothing."""
+    rows = [list(row) for row in _REDCAP_ROWS]
+    for row, column, text in garbled:
+        rows[row][column % len(rows[row])] = text
+    path = tmp_path / "records.csv"
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+    with registry.connect() as connection:
+        before = connection.execute(sa.text("SELECT count(*) FROM audit_entry")).scalar()
+    with uow(registry, readonly=True) as session:
+        plan = redcap_import.check_redcap(
+            session,
+            actor=admin,
+            dictionary=REDCAP / "redcap_data_dictionary.csv",
+            records=path,
+            study="SLE",
+        )
+    report = plan.report
+    assert report.rows <= len(rows) - 1
+    for fault in report.faults:
+        assert fault.reason and (fault.row is None or 1 <= fault.row <= len(rows))
+    with registry.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM audit_entry")).scalar() == before
