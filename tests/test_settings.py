@@ -45,9 +45,11 @@ def test_file_then_environment(monkeypatch):
 
 def test_config_show(monkeypatch):
     monkeypatch.setenv("BIOBANK_WORKSTATION", "bench-9")
+    monkeypatch.setenv("BIOBANK_TOKEN", "bbk_not-for-your-eyes")
     result = CliRunner().invoke(app, ["config", "show", "--json"])
     assert result.exit_code == 0, result.output
+    assert "not-for-your-eyes" not in result.stdout  # a personal token is a secret
     data = json.loads(result.stdout)
-    assert data["workstation"] == "bench-9"
+    assert data["workstation"] == "bench-9" and data["token"] == "**********"
     assert data["config_file"] == str(config_path())
     assert data["config_file_exists"] is False

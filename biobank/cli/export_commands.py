@@ -8,22 +8,9 @@ from pathlib import Path
 
 import typer
 
-from biobank.cli.cohort_commands import (
-    CollectedFrom,
-    CollectedTo,
-    MaxAge,
-    MaxThaws,
-    MinAge,
-    MinQuantity,
-    Sexes,
-    Statuses,
-    Storage,
-    Types,
-    Uses,
-    Where,
-    build_query,
-)
+from biobank.cli.cohort_filters import Uses, cohort_filters
 from biobank.cli.common import JsonOption, emit_json, emit_table, message, parse_date, state, work
+from biobank.cohort import CohortQuery
 from biobank.models import DeidentificationMode
 from biobank.services import cohorts, exports
 from biobank.services.exports import FORMATS, ExportRequest
@@ -32,6 +19,7 @@ app = typer.Typer(help="Consent-enforced, de-identified exports of specimens and
 
 
 @app.command()
+@cohort_filters
 def run(
     ctx: typer.Context,
     directory: Path = typer.Option(
@@ -54,17 +42,7 @@ def run(
     as_of: str | None = typer.Option(None, "--as-of", help="Consent as of (default today)."),
     window_days: int | None = typer.Option(None, "--window-days"),
     saved: str | None = typer.Option(None, "--saved", help="Export a saved query."),
-    where: Where = None,
-    specimen_types: Types = [],  # noqa: B006
-    statuses: Statuses = [],  # noqa: B006
-    min_quantity: MinQuantity = None,
-    collected_from: CollectedFrom = None,
-    collected_to: CollectedTo = None,
-    max_freeze_thaws: MaxThaws = None,
-    storage: Storage = None,
-    sex: Sexes = [],  # noqa: B006
-    min_age: MinAge = None,
-    max_age: MaxAge = None,
+    query: CohortQuery | None = None,  # the filter options (see `cohort_filters`)
     json: JsonOption = False,
 ) -> None:
     """Select, leave out what consent does not allow, de-identify, write the files and the
@@ -72,12 +50,6 @@ def run(
     for fmt in formats:
         if fmt not in FORMATS:
             raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}")
-    query = build_query(
-        where=where, specimen_types=specimen_types, statuses=statuses,
-        min_quantity=min_quantity, collected_from=collected_from, collected_to=collected_to,
-        max_freeze_thaws=max_freeze_thaws, storage=storage, sex=sex, min_age=min_age,
-        max_age=max_age,
-    )  # fmt: skip
     settings = state(ctx).settings
     with work(ctx) as (session, actor):
         if saved:
