@@ -690,6 +690,16 @@ def _inside(unit: StorageUnit, container: StorageUnit) -> bool:
 # --- Writing ------------------------------------------------------------------------------
 
 
+def refuse_a_faulty_plan(file: str, fault_count: int, faulty_rows: int) -> None:
+    """An importer (this one, REDCap's) writes only a plan whose check found nothing wrong."""
+    if fault_count:
+        raise ValidationError(
+            f"{file} has {fault_count} faults in {faulty_rows} rows; nothing was imported",
+            field="file",
+            value=file,
+        )
+
+
 def write_inventory(
     session: Session,
     *,
@@ -701,13 +711,7 @@ def write_inventory(
     rows were written after each batch."""
     require(actor, Permission.import_data)
     report = plan.report
-    if report.fault_count:
-        raise ValidationError(
-            f"{report.file} has {report.fault_count} faults in {report.faulty_rows} rows; "
-            "nothing was imported",
-            field="file",
-            value=report.file,
-        )
+    refuse_a_faulty_plan(report.file, report.fault_count, report.faulty_rows)
     writer = _Writer(session, actor, plan)
     writer.create_participants()
     writer.create_visits()

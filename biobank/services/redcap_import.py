@@ -55,7 +55,7 @@ from biobank.models import (
 from biobank.permissions import Actor, Permission, require
 from biobank.phenotypes import Spec, Stored, parse_value
 from biobank.services import audit, consent, participants, phenotypes
-from biobank.services.legacy_import import BATCH_ROWS, MAX_LISTED_FAULTS
+from biobank.services.legacy_import import BATCH_ROWS, MAX_LISTED_FAULTS, refuse_a_faulty_plan
 from biobank.services.legacy_import import Fault as SheetFault
 from biobank.services.studies import get_study
 from biobank.tabular import chunks, new_spool, open_source, read_toml, spool_batch, unspool
@@ -1214,13 +1214,7 @@ def write_redcap(
     written after each batch."""
     require(actor, Permission.import_data)
     report = plan.report
-    if report.fault_count:
-        raise ValidationError(
-            f"{report.records} has {report.fault_count} faults in {report.faulty_rows} rows; "
-            "nothing was imported",
-            field="file",
-            value=report.records,
-        )
+    refuse_a_faulty_plan(report.records, report.fault_count, report.faulty_rows)
     writer = _Writer(session, actor, plan)
     writer.create_documents()
     writer.create_variables()
