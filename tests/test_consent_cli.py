@@ -192,6 +192,7 @@ def test_distribute_impact_withdraw_and_the_pull_list(cli, tubes, monkeypatch):
     assert "Record this withdrawal (destroy)?" in declined.stdout + declined.stderr
     one = cli(*withdraw, "destroy", "--statement", "GENETIC", "--yes", code=2)
     assert "keep_no_use" in one.stderr
+    assert "GENETIC by SLE-0001:" not in one.stderr  # refused before its impact is shown
     assert "'shred'" in cli(*withdraw, "shred", "--yes", code=2).stderr
     with monkeypatch.context() as patched:  # at a terminal, a technician is refused unasked
         patched.setattr(consent_commands, "_can_ask", lambda: True)

@@ -289,6 +289,10 @@ CASES = [
     row(consent.consent_status, EVERYONE, participant="P-0001"),
     row(consent.withdrawal_impact, EVERYONE, participant="P-0001"),
     row(
+        consent.review_withdrawal, ADMIN, participant="P-0001", withdrawn_on=date.today(),
+        requested_by="participant", disposition="keep_no_use",
+    ),
+    row(
         consent.withdraw, ADMIN, participant="P-0001", withdrawn_on=date.today(),
         requested_by="participant", disposition="keep_no_use",
     ),

@@ -263,11 +263,11 @@ def test_one_statement_keeps_the_specimens_and_escape_writes_nothing(db_url, adm
             await sign_in(app, pilot, "admin", "9876")
             await scan(app, pilot, "SLE-0001")
             participant = app.screen
-            await _keys(app, pilot, "w", "ctrl+s")
-            assert "flagged for no further use" in _text(app.screen, "#impact")
-            await _keys(app, pilot, "ctrl+y")  # nobody named as asking: refused at the field
+            await _keys(app, pilot, "w", "ctrl+s")  # nobody named as asking: refused at review
             assert _text(app.screen, "#requested_by-error") == ("say who requested the withdrawal")
-            assert "Not recorded" in _text(app.screen, "#impact")
+            assert "flagged" not in _text(app.screen, "#impact")  # no impact of what cannot be
+            await _keys(app, pilot, "ctrl+y")  # nothing reviewed: nothing to confirm
+            assert _written(engine) == (0, 0, 0)
             await _keys(app, pilot, "escape")  # cancelled
             assert app.screen is participant
             assert _written(engine) == (0, 0, 0)

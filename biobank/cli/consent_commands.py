@@ -16,7 +16,6 @@ from biobank.cli.common import (
 )
 from biobank.errors import ConsentDenied, ValidationError
 from biobank.models import WithdrawalDisposition
-from biobank.permissions import Permission, require
 from biobank.services import consent
 from biobank.services.consent import ImpactReport
 
@@ -272,11 +271,12 @@ def withdraw(
 ) -> None:
     """Record a withdrawal after showing what it touches; specimens are flagged, never deleted."""
     withdrawn_on = parse_date(withdrawn, "date")
-    with work(ctx, readonly=True) as (session, actor):
-        require(actor, Permission.manage_consent)  # refused before being asked to confirm
-        report = consent.withdrawal_impact(
-            session, actor=actor, participant=participant, statement=statement
-        )
+    details = {
+        "participant": participant, "withdrawn_on": withdrawn_on, "requested_by": requested_by,
+        "disposition": disposition, "statement": statement, "reason": reason,
+    }  # fmt: skip
+    with work(ctx, readonly=True) as (session, actor):  # refused before being asked to confirm
+        report = consent.review_withdrawal(session, actor=actor, **details)
     for line in _impact_lines(report):
         message(line)
     if not yes:
@@ -287,16 +287,7 @@ def withdraw(
             )
         typer.confirm(f"Record this withdrawal ({disposition.value})?", abort=True)
     with work(ctx) as (session, actor):
-        done, _ = consent.withdraw(
-            session,
-            actor=actor,
-            participant=participant,
-            withdrawn_on=withdrawn_on,
-            requested_by=requested_by,
-            disposition=disposition,
-            statement=statement,
-            reason=reason,
-        )
+        done, _ = consent.withdraw(session, actor=actor, **details)
     if json:
         emit_json(done)
         return

@@ -627,7 +627,7 @@ def _impact(session: Session, person: Participant, statement: str | None) -> Imp
     )
 
 
-def withdraw(
+def review_withdrawal(
     session: Session,
     *,
     actor: Actor,
@@ -637,12 +637,28 @@ def withdraw(
     disposition: WithdrawalDisposition | str,
     statement: str | None = None,
     reason: str | None = None,
-) -> tuple[WithdrawalRead, ImpactReport]:
-    """Record a withdrawal and flag the participant's specimens (each flag a custody event).
+) -> ImpactReport:
+    """What `withdraw` with these details would touch, shown before it is confirmed; refused
+    now for whatever `withdraw` would refuse, so nobody confirms a withdrawal that fails.
+    (`reason` is taken, and not needed, so that one form's details serve both.)"""
+    person, _, statement_row = _checked_withdrawal(
+        session, actor=actor, participant=participant, withdrawn_on=withdrawn_on,
+        requested_by=requested_by, disposition=disposition, statement=statement,
+    )  # fmt: skip
+    return _impact(session, person, statement_row.code if statement_row else None)
 
-    `destroy` and `return` take tubes out of the freezer, so they withdraw everything: a
-    tube still consented for other uses is not destroyed for one statement.
-    """
+
+def _checked_withdrawal(
+    session: Session,
+    *,
+    actor: Actor,
+    participant: str,
+    withdrawn_on: date,
+    requested_by: str,
+    disposition: WithdrawalDisposition | str,
+    statement: str | None,
+) -> tuple[Participant, WithdrawalDisposition, ConsentStatement | None]:
+    """Everything a withdrawal is refused for, before anything is written."""
     require(actor, Permission.manage_consent)
     person = get_participant_row(session, participant)
     try:
@@ -669,6 +685,29 @@ def withdraw(
     if not requested_by or not requested_by.strip():
         raise ValidationError("say who requested the withdrawal", field="requested_by")
     _check_not_superseded(session, person, statement_row, withdrawn_on)
+    return person, disposition, statement_row
+
+
+def withdraw(
+    session: Session,
+    *,
+    actor: Actor,
+    participant: str,
+    withdrawn_on: date,
+    requested_by: str,
+    disposition: WithdrawalDisposition | str,
+    statement: str | None = None,
+    reason: str | None = None,
+) -> tuple[WithdrawalRead, ImpactReport]:
+    """Record a withdrawal and flag the participant's specimens (each flag a custody event).
+
+    `destroy` and `return` take tubes out of the freezer, so they withdraw everything: a
+    tube still consented for other uses is not destroyed for one statement.
+    """
+    person, disposition, statement_row = _checked_withdrawal(
+        session, actor=actor, participant=participant, withdrawn_on=withdrawn_on,
+        requested_by=requested_by, disposition=disposition, statement=statement,
+    )  # fmt: skip
     row = ConsentWithdrawal(
         participant_id=person.id,
         statement_id=statement_row.id if statement_row else None,

@@ -225,12 +225,7 @@ class WithdrawalScreen(FormErrors, WorkScreen):
             self.refresh_bindings()
 
         self.app.run_db(
-            lambda session: consent.withdrawal_impact(
-                session,
-                actor=actor,
-                participant=arguments["participant"],
-                statement=arguments["statement"],
-            ),
+            lambda session: consent.review_withdrawal(session, actor=actor, **arguments),
             reviewed,
             readonly=True,
             failed=self.show_at_field,
