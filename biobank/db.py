@@ -133,7 +133,9 @@ def uow(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
                     f"the database refused a value: {_first_line(error.orig)}"
                 ) from error
             if isinstance(error, exc.OperationalError):
-                raise DatabaseUnavailable(f"database error: {_first_line(error.orig)}") from error
+                raise DatabaseUnavailable(  # unreachable (a server restarting), locked, …
+                    f"database error: {_first_line(error.orig)}; nothing of this was saved"
+                ) from error
             raise
 
 
