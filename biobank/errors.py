@@ -3,6 +3,11 @@ code, the TUI to a notification. Messages name the field and the value at fault.
 
 from __future__ import annotations
 
+import enum
+from typing import TypeVar
+
+Choice = TypeVar("Choice", bound=enum.Enum)
+
 
 class BiobankError(Exception):
     """Base of every error a user can act on."""
@@ -99,3 +104,14 @@ class BackupFailed(BiobankError):
     """pg_dump or pg_restore failed, or is not installed."""
 
     exit_code = 10
+
+
+def parse_choice(choices: type[Choice], value: object, *, field: str) -> Choice:
+    """The member of `choices` that `value` names, or an error listing what is allowed."""
+    try:
+        return choices(value)
+    except ValueError:
+        allowed = ", ".join(str(member.value) for member in choices)
+        raise ValidationError(
+            f"{value!r} is not a valid {field} (allowed: {allowed})", field=field, value=value
+        ) from None

@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 
 from biobank.consent import Decision, StatementState, statement_status, withdrawn_entirely
 from biobank.db import flush
-from biobank.errors import AlreadyExists, NotFound, ValidationError
+from biobank.errors import AlreadyExists, NotFound, ValidationError, parse_choice
 from biobank.lifecycle import IN_STORAGE
 from biobank.models import (
     ConsentAnswer,
@@ -661,15 +661,7 @@ def _checked_withdrawal(
     """Everything a withdrawal is refused for, before anything is written."""
     require(actor, Permission.manage_consent)
     person = get_participant_row(session, participant)
-    try:
-        disposition = WithdrawalDisposition(disposition)
-    except ValueError:
-        allowed = ", ".join(d.value for d in WithdrawalDisposition)
-        raise ValidationError(
-            f"{disposition!r} is not a disposition (allowed: {allowed})",
-            field="disposition",
-            value=disposition,
-        ) from None
+    disposition = parse_choice(WithdrawalDisposition, disposition, field="disposition")
     statement_row = _statement(session, statement) if statement else None
     if statement_row is not None and disposition in PULLED_DISPOSITIONS:
         raise ValidationError(

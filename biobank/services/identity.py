@@ -21,7 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Session, select
 
 from biobank.db import flush
-from biobank.errors import AuthenticationFailed, NotFound, ValidationError
+from biobank.errors import AuthenticationFailed, NotFound, ValidationError, parse_choice
 from biobank.models import PersonalToken, PersonalTokenRead, SiteSetting, User, utcnow
 from biobank.permissions import SYSTEM, Actor, Permission, require
 from biobank.services import audit
@@ -60,13 +60,7 @@ def set_sign_in_policy(
     session: Session, *, actor: Actor, policy: SignInPolicy | str, reason: str | None = None
 ) -> SignInPolicy:
     require(actor, Permission.manage_users)
-    try:
-        policy = SignInPolicy(policy)
-    except ValueError:
-        allowed = ", ".join(p.value for p in SignInPolicy)
-        raise ValidationError(
-            f"unknown sign-in policy {policy!r} (allowed: {allowed})", field="policy", value=policy
-        ) from None
+    policy = parse_choice(SignInPolicy, policy, field="policy")
     row = session.exec(select(SiteSetting).where(SiteSetting.key == _POLICY_KEY)).first()
     before = audit.snapshot(row) if row is not None else None
     row = row or SiteSetting(key=_POLICY_KEY, value=policy.value)

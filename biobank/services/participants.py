@@ -10,7 +10,7 @@ from datetime import date
 from sqlmodel import Session, select
 
 from biobank.db import flush
-from biobank.errors import AlreadyExists, NotFound, ValidationError
+from biobank.errors import AlreadyExists, NotFound, ValidationError, parse_choice
 from biobank.identifiers import unknown_code
 from biobank.models import (
     IdentityRead,
@@ -86,16 +86,6 @@ def get_participant_row(session: Session, code: str) -> Participant:
     return participant
 
 
-def _enum(enum_cls, value, field: str):
-    try:
-        return enum_cls(value)
-    except ValueError:
-        allowed = ", ".join(m.value for m in enum_cls)
-        raise ValidationError(
-            f"{value!r} is not a valid {field} (allowed: {allowed})", field=field, value=value
-        ) from None
-
-
 def check_person_dates(
     *, birth_year: int | None, date_of_birth: date | None, enrolled_on: date | None
 ) -> int | None:
@@ -152,7 +142,7 @@ def add_participant(
     if has_phi:
         require(actor, Permission.read_phi)
     study_row = get_study(session, study)
-    sex = _enum(Sex, sex, "sex")
+    sex = parse_choice(Sex, sex, field="sex")
     birth_year = check_person_dates(
         birth_year=birth_year, date_of_birth=date_of_birth, enrolled_on=enrolled_on
     )
@@ -280,7 +270,9 @@ def list_participants(
     if study is not None:
         query = query.where(Study.id == get_study(session, study).id)
     if status is not None:
-        query = query.where(Participant.status == _enum(ParticipantStatus, status, "status"))
+        query = query.where(
+            Participant.status == parse_choice(ParticipantStatus, status, field="status")
+        )
     if code_contains:
         query = query.where(Participant.code.contains(code_contains.strip().upper()))
     return [_read(p, study_code) for p, study_code in session.exec(query)]

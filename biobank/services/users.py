@@ -10,7 +10,7 @@ from argon2 import PasswordHasher
 from sqlmodel import Session, func, select
 
 from biobank.db import flush
-from biobank.errors import AlreadyExists, NotFound, ValidationError
+from biobank.errors import AlreadyExists, NotFound, ValidationError, parse_choice
 from biobank.models import Role, User, UserRead
 from biobank.permissions import SYSTEM, Actor, Permission, require
 from biobank.services import audit
@@ -71,13 +71,7 @@ def add_user(
             field="username",
             value=username,
         )
-    try:
-        role = Role(role)
-    except ValueError:
-        allowed = ", ".join(r.value for r in Role)
-        raise ValidationError(
-            f"unknown role {role!r} (allowed: {allowed})", field="role", value=role
-        ) from None
+    role = parse_choice(Role, role, field="role")
     if session.exec(select(User.id).where(User.username == username)).first() is not None:
         raise AlreadyExists(f"user {username!r} already exists", field="username", value=username)
     user = User(
