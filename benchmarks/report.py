@@ -26,24 +26,26 @@ COLUMNS = ("benchmark", "engine", "median", "p99", "baseline", "ratio", "goal", 
 # benchmark and timings of the alternatives, on this machine kind.
 _SCREEN_PER_SCAN = (
     "the bottom line of keys is now one line of text (it was Textual's Footer, a widget per "
-    "key: ~250 → 90-140 ms a view on this machine); what remains is mounting the specimen "
-    "screen's widgets and styling them (~60-80 ms), the services take 2-12 ms. A specimen "
+    "key: ~250 → 68-79 ms a view on this machine); what remains is mounting the specimen "
+    "screen's widgets and styling them (~55-65 ms), the services take 2-12 ms. A specimen "
     "screen kept installed and shown again was tried and measured slower (showing it again "
     "restyles every widget). What would meet the goal: a view that updates its widgets in "
     "place from scan to scan, and the event history filled after the first paint."
 )
 _BOX_SCREEN = (
-    "mounting the box screen (header, grid, side panel) ~60-100 ms now that the key bar is "
-    "one line (it was ~200 ms with the Footer); `box_view` itself takes 4-10 ms. A grid "
-    "refreshed in place from box to box would meet the goal."
+    "49-58 ms against 50 across engines and sizes: mounting the box screen (header, grid, "
+    "side panel) now that the key bar is one line (it was ~200 ms with the Footer); "
+    "`box_view` itself takes 4-10 ms. A grid refreshed in place from box to box would meet "
+    "the goal with room."
 )
 _IMPORTS = (
-    "imports on this machine (the bare interpreter starts in ~30 ms): SQLModel, SQLAlchemy and "
-    "Pydantic with the models ~0.55 s (building the SQLModel classes alone ~0.15 s), Alembic "
-    "for the schema check when the database opens ~0.17 s, Textual ~0.45 s; command modules "
-    "are now imported only when their command runs. Under 1 s needs the schema check without "
-    "importing Alembic (the head revision recorded in the package, compared with the "
-    "`alembic_version` row) and Textual's widgets imported as screens need them."
+    "823 ms in the 100,000 run and 1,165 ms in the 1,000,000 run the same day (the same demo "
+    "database; the second right after building two large inventories on a 2-core machine). "
+    "The schema check no longer imports Alembic, Mako and Pygments (~0.2-0.5 s): a database "
+    "stamped with `migrations.HEAD` is current. What remains is imports: SQLModel, SQLAlchemy "
+    "and Pydantic with the models ~0.55 s (building the SQLModel classes alone ~0.18 s) and "
+    "Textual ~0.45 s; importing Textual's widgets only as screens need them would keep the "
+    "goal under load."
 )
 _EXPORT = (
     "at 100,000 specimens (30,477 rows) this release took the export from 6,188 to ~9,000 "
@@ -52,12 +54,15 @@ _EXPORT = (
     "tubes, the keyed HMAC copied per code, a single file streamed without a spool, and on "
     "PostgreSQL sessions in UTC (time-zone lookups were ~10%) and one array parameter instead "
     "of IN lists of thousands (rendering and parsing them was ~9%). What remains is spread "
-    "thin (py-spy, PostgreSQL): SQLAlchemy fetching and typing the cohort's rows ~14% and the "
-    "phenotype values ~10%, keyed codes ~10% (an HMAC-SHA-256 a specimen), csv.writer over "
-    "dict rows ~9%, merging values at collection ~8%, waiting on the server ~6%, recording the "
-    "run's specimens ~5%, consent ~5%; the raw join has no window rule, codes, consent rule "
-    "or run record. Reading the cohort and its values through the driver's cursor (no result "
-    "layer) and handing the writers tuples in column order would bring it to about 0.5×."
+    "thin (py-spy, PostgreSQL, 100,000 specimens, ~2.5 s): selecting the cohort ~1.2 s "
+    "(fetching the cohort's rows through SQLAlchemy's result layer ~0.35 s, the phenotype "
+    "values and merging them at collection ~0.45 s, consent ~0.2 s), making the rows ~0.4 s "
+    "(keyed codes, dicts), recording the run's specimens ~0.35 s (an INSERT … SELECT per "
+    "batch; half of it the foreign key to `specimen`, whose check locks every exported "
+    "specimen row FOR KEY SHARE), writing the CSV ~0.16 s; the raw join has no window rule, "
+    "codes, consent rule or run record. Reading the cohort and its values through the "
+    "driver's cursor, handing the writers tuples in column order and recording the run's "
+    "specimens without the per-row foreign-key lock would bring it to about 0.5×."
 )
 _ACCESSION = (
     "17-24 ms against 15 (at 100,000 and 1,000,000 specimens): the same costs as the placing "
@@ -66,27 +71,12 @@ _ACCESSION = (
     "bring it under the goal."
 )
 
-_PEAK_MEMORY = (
-    "the figure is this run's measuring fault, not the process's: it read ru_maxrss, which "
-    "Linux carries over to a child from the parent it was forked from — here the process that "
-    "had just built the inventory — so the raw join beside it shows the same. Read from VmHWM "
-    "instead (now in `benchmarks/measure.py`), on SQLite the same day: one export of ~30% of "
-    "the specimens holds 67 MB at 100,000 specimens and 79 MB at 1,000,000 (1.19× for ten "
-    "times the rows; the raw join 2.5-2.7 MB); one legacy import of a tenth of the inventory "
-    "18 MB at 10,000 rows and 43 MB at 100,000 (the rows are spooled to disk; what grows is "
-    "the participants, visits and boxes the plan keeps, 5,000 subjects at 100,000 rows). Both "
-    "well under 200 MB; the next full run puts the right figures in this table."
-)
 _LABEL_ROLL = (
     "1.2-2.1 s across runs the same day on this shared machine (2.14 s in this loaded run); "
     "not profiled further."
 )
 
 MISS_NOTES: dict[tuple[str, str], str] = {
-    ("linked export peak memory", "sqlite"): _PEAK_MEMORY,
-    ("linked export peak memory", "postgres"): _PEAK_MEMORY,
-    ("legacy import peak memory", "sqlite"): _PEAK_MEMORY,
-    ("legacy import peak memory", "postgres"): _PEAK_MEMORY,
     ("labels: 1,000 to a PDF roll", "none"): _LABEL_ROLL,
     ("accession into freezer (full)", "postgres"): _ACCESSION,
     ("linked export to CSV", "sqlite"): _EXPORT,
@@ -116,8 +106,9 @@ MISS_NOTES: dict[tuple[str, str], str] = {
         "the query, plus ~85 µs in psycopg building `cursor.description` (27 columns) that "
         "SQLAlchemy reads on every execute. Binding read-only units of work with "
         "`isolation_level='AUTOCOMMIT'` in `db.uow` (READ COMMITTED gives each statement its "
-        "own snapshot anyway) measured 1,020 → 540 µs; a session kept per TUI worker passes "
-        "(the one-session row)."
+        "own snapshot anyway) measured 1,020 → 540 µs, but server-side cursors (`yield_per`, "
+        "which read-only work such as `audit verify` uses) need a transaction, so it wants a "
+        "lookup mode of its own; a session kept per TUI worker passes (the one-session row)."
     ),
     ("8 processes placing", "postgres"): (
         "client CPU is the limit, not locking (no retries, no double booking): an accession "
@@ -144,14 +135,14 @@ MISS_NOTES: dict[tuple[str, str], str] = {
         "each row's datetimes once for both the insert and the audit JSON."
     ),
     ("legacy import (write only)", "postgres"): (
-        "at 20,000 rows writing meets the goal; at 2,000 (--quick) what the raw inserts do not "
-        "have weighs more: the audit entries' canonical JSON and SHA-256 chain (~45 µs a tube "
-        "in `audit._seal`) and one UPDATE round trip per box for its free count "
-        "(`custody.adjust_free_slots`); one executemany UPDATE would do for all boxes."
+        "0.46-0.47× at 10,000 and 100,000 rows (0.54× in an earlier run): what the raw "
+        "inserts do not have — the audit entries' canonical JSON and SHA-256 chain (~45 µs a "
+        "tube in `audit._seal`) and one UPDATE round trip per box for its free count "
+        "(`custody.adjust_free_slots`); one executemany UPDATE for all boxes would close it."
     ),
     ("legacy import (check + write)", "postgres"): (
-        "writing alone meets the goal (SQLAlchemy's multi-row INSERT … VALUES beats psycopg's "
-        "row-by-row executemany); checking adds 45-70 µs a row of pure Python "
+        "writing alone is near the goal (the line above; SQLAlchemy's multi-row INSERT … VALUES "
+        "beats psycopg's row-by-row executemany); checking adds 45-70 µs a row of pure Python "
         "(`legacy_import._read_tube`, `_Checker.check_tube`); one converter per column chosen "
         "once per sheet, and one executemany UPDATE of the boxes' free counts instead of one "
         "round trip per box (`custody.adjust_free_slots`, 247 for 20,000 tubes)."

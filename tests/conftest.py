@@ -64,7 +64,8 @@ class PostgresDatabases:
         self.base = make_url(base_url)
         if self.base.drivername == "postgresql":
             self.base = self.base.set(drivername="postgresql+psycopg")
-        self.admin = sa.create_engine(self.base, isolation_level="AUTOCOMMIT")
+        # pinged: a server restarted under the tests (tests/test_server_restart.py) drops it
+        self.admin = sa.create_engine(self.base, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
         self.created: list[str] = []
 
     def create(self, template: str | None = None) -> str:

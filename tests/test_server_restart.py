@@ -69,7 +69,7 @@ def test_a_restart_under_a_running_command_keeps_nothing_and_the_next_run_works(
     engine = make_engine(empty_db_url)
     act_by_name(engine)
     engine.dispose()
-    demo = [*biobank, "-u", "admin", "demo", "--participants", "1500"]
+    demo = [*biobank, "-u", "admin", "demo", "--participants", "1000"]
     running = subprocess.Popen(
         demo, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -86,4 +86,4 @@ def test_a_restart_under_a_running_command_keeps_nothing_and_the_next_run_works(
     assert _participants(empty_db_url) == 0  # nothing half-written
     again = subprocess.run(demo, env=environment, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr  # the server is back: the same command works
-    assert _participants(empty_db_url) == 1500
+    assert _participants(empty_db_url) == 1000
