@@ -22,7 +22,6 @@ from biobank.dates import parse_day
 from biobank.errors import AuthenticationFailed, ValidationError
 from biobank.permissions import Actor
 from biobank.services import identity
-from biobank.services.users import find_user
 from biobank.settings import Settings, load_settings
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
@@ -68,51 +67,30 @@ def can_prompt() -> bool:
 
 
 def sign_in(cli: CliState, *, claiming_pin_of: str | None = None) -> Actor:
-    """The acting user: the owner of `BIOBANK_TOKEN` if one is given; else the user named by
-    `--user`/`BIOBANK_USER` (or the only user), who must also type their PIN where the
-    database's sign-in policy requires it. A user without a PIN yet may only set their own.
-
-    The PIN is asked outside any transaction (a SQLite writer would hold the lock while the
-    user types), and a wrong one is committed so that it counts towards the lockout."""
+    """The acting user (`identity.identify`), asked for their PIN where the database
+    requires it: outside any transaction (a SQLite writer would hold the lock while the user
+    types), and a wrong PIN committed so that it counts towards the lockout."""
     workstation = cli.settings.workstation
-    named = cli.user or cli.settings.user
+    token = cli.settings.token.get_secret_value() if cli.settings.token else None
     database = cli.database()
     with database.unit_of_work(readonly=True) as session:
-        if cli.settings.token is not None:
-            secret = cli.settings.token.get_secret_value()
-            actor = identity.authenticate_token(session, secret=secret, workstation=workstation)
-            if named is not None and named != actor.username:
-                raise AuthenticationFailed(
-                    f"the personal token belongs to {actor.username}, not {named}",
-                    field="user",
-                    value=named,
-                )
-            return actor
-        actor = identity.actor_for(session, username=named, workstation=workstation)
-        if identity.sign_in_policy(session) is identity.SignInPolicy.trusted:
-            return actor
-        has_pin = find_user(session, actor.username).pin_hash is not None
-    if not has_pin:
-        if claiming_pin_of == actor.username:
-            return actor
-        raise AuthenticationFailed(
-            f"{actor.username} has no PIN yet and this database requires sign-in; "
-            f"set one first: biobank user set-pin {actor.username}",
-            field="user",
-            value=actor.username,
-        )
+        found = identity.identify(
+            session, username=cli.user or cli.settings.user, token=token,
+            workstation=workstation, claiming_pin_of=claiming_pin_of,
+        )  # fmt: skip
+    if not found.needs_pin:
+        return found.actor
+    username = found.actor.username
     if not can_prompt():
         raise AuthenticationFailed(
             "this database requires sign-in: set BIOBANK_TOKEN to a personal token "
-            f"(biobank user token create), or run in a terminal to type {actor.username}'s PIN",
+            f"(biobank user token create), or run in a terminal to type {username}'s PIN",
             field="user",
-            value=actor.username,
+            value=username,
         )
-    pin = typer.prompt(f"PIN for {actor.username}", hide_input=True, err=True)
+    pin = typer.prompt(f"PIN for {username}", hide_input=True, err=True)
     with database.unit_of_work() as session:
-        attempt = identity.sign_in(
-            session, username=actor.username, pin=pin, workstation=workstation
-        )
+        attempt = identity.sign_in(session, username=username, pin=pin, workstation=workstation)
     return attempt.accepted()
 
 

@@ -189,6 +189,50 @@ def actor_for(session: Session, *, username: str | None, workstation: str) -> Ac
     return actor_of(user, workstation)
 
 
+@dataclass(frozen=True)
+class Identified:
+    """Who a front end says is acting, and whether they still have to type their PIN."""
+
+    actor: Actor
+    needs_pin: bool
+
+
+def identify(
+    session: Session,
+    *,
+    username: str | None,
+    token: str | None,
+    workstation: str,
+    claiming_pin_of: str | None = None,
+) -> Identified:
+    """The CLI's acting user under the database's policy: the owner of a personal token if
+    one is given; else the user named (or the only user), who must also type their PIN where
+    sign-in is required. A user without a PIN yet may act only to set their own
+    (`claiming_pin_of`): nobody takes over another account that way."""
+    if token is not None:
+        actor = authenticate_token(session, secret=token, workstation=workstation)
+        if username is not None and username != actor.username:
+            raise AuthenticationFailed(
+                f"the personal token belongs to {actor.username}, not {username}",
+                field="user",
+                value=username,
+            )
+        return Identified(actor, needs_pin=False)
+    actor = actor_for(session, username=username, workstation=workstation)
+    if sign_in_policy(session) is SignInPolicy.trusted:
+        return Identified(actor, needs_pin=False)
+    if find_user(session, actor.username).pin_hash is not None:
+        return Identified(actor, needs_pin=True)
+    if claiming_pin_of == actor.username:
+        return Identified(actor, needs_pin=False)
+    raise AuthenticationFailed(
+        f"{actor.username} has no PIN yet and this database requires sign-in; "
+        f"set one first: biobank user set-pin {actor.username}",
+        field="user",
+        value=actor.username,
+    )
+
+
 # --- personal tokens -----------------------------------------------------------------------
 
 
