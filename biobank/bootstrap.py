@@ -25,9 +25,11 @@ class OpenDatabase:
     engine: Engine
     created_admin: UserRead | None
 
-    def unit_of_work(self, *, readonly: bool = False) -> AbstractContextManager[Session]:
+    def unit_of_work(
+        self, *, readonly: bool = False, lookup: bool = False
+    ) -> AbstractContextManager[Session]:
         """What front ends use for each use case (see `biobank.db.uow`)."""
-        return uow(self.engine, readonly=readonly)
+        return uow(self.engine, readonly=readonly, lookup=lookup)
 
 
 def open_database(settings: Settings) -> OpenDatabase:

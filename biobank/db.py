@@ -86,27 +86,35 @@ def _sqlite_engine(url: sa.URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
-        mode = "DEFERRED" if connection.get_execution_options().get("readonly") else "IMMEDIATE"
+        options = connection.get_execution_options()
+        if options.get("lookup"):  # each statement on its own (see `uow`)
+            return
+        mode = "DEFERRED" if options.get("readonly") else "IMMEDIATE"
         connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
 
 
 @contextmanager
-def uow(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
+def uow(engine: Engine, *, readonly: bool = False, lookup: bool = False) -> Iterator[Session]:
     """One unit of work: commits once at the end, or rolls everything back.
 
     Services never commit; front ends wrap each use case in one `uow`. Driver errors that
     escape the services are turned into domain errors here, in one place.
+
+    `readonly` work reads one snapshot and changes nothing. A `lookup` is read-only work of a
+    statement or two, such as resolving a scan: it opens no transaction, so each statement sees
+    what is committed when it runs, and the BEGIN and ROLLBACK that would cost more than the
+    query itself are saved (on PostgreSQL the connection runs in autocommit, which is why it is
+    not for server-side cursors such as `yield_per`).
     """
-    bind = engine.execution_options(readonly=True) if readonly else engine
+    bind = _bound(engine, "lookup" if lookup else "readonly" if readonly else None)
+    readonly = readonly or lookup
     committing = False
-    with Session(bind, expire_on_commit=False) as session:
+    with Session(bind, expire_on_commit=False, info={_LOOKUP: True} if lookup else None) as session:
         try:
             yield session
-            if readonly:
-                session.rollback()
-            else:
+            if not readonly:  # read-only work ends as the session closes: rolled back
                 for hook in session.info.pop(_COMMIT_HOOKS, {}).values():
                     hook(session)
                 committing = True
@@ -137,6 +145,42 @@ def uow(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
                     f"database error: {_first_line(error.orig)}; nothing of this was saved"
                 ) from error
             raise
+
+
+_LOOKUP = "biobank.lookup"
+
+
+@event.listens_for(Session, "before_flush")
+def _no_flush_in_a_lookup(session: Session, *_) -> None:
+    _refuse_in_a_lookup(session)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _no_change_in_a_lookup(state) -> None:
+    if not state.is_select:
+        _refuse_in_a_lookup(state.session)
+
+
+def _refuse_in_a_lookup(session: Session) -> None:
+    """A lookup has no transaction to roll back: a change in one would be kept at once."""
+    if session.info.get(_LOOKUP):
+        raise RuntimeError("a lookup unit of work changes nothing; use uow(engine) to change")
+
+
+def _bound(engine: Engine, mode: str | None) -> Engine:
+    """The engine with a mode's execution options (made once per engine and mode: making one
+    is a copy of the engine's options, which a scan should not pay for)."""
+    if mode is None:
+        return engine
+    made = engine.__dict__.setdefault("_biobank_modes", {})  # kept with the engine it copies
+    if mode not in made:
+        options = {"readonly": True}
+        if mode == "lookup":
+            options["lookup"] = True
+            if engine.dialect.name == "postgresql":
+                options["isolation_level"] = "AUTOCOMMIT"
+        made[mode] = engine.execution_options(**options)
+    return made[mode]
 
 
 def one_of(session: Session, column: sa.ColumnElement, values: Iterable) -> sa.ColumnElement:

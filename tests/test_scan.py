@@ -3,13 +3,15 @@
 import json
 
 import pytest
+import sqlalchemy as sa
 from inventory import seed_inventory, serum
 from typer.testing import CliRunner
 
 from biobank.cli import app
 from biobank.db import uow
 from biobank.identifiers import format_specimen_id
-from biobank.services import scan, users
+from biobank.models import Specimen
+from biobank.services import scan, specimen_read, specimens, users
 
 
 @pytest.fixture
@@ -20,7 +22,7 @@ def scanned(engine, admin):
         users.add_user(session, actor=admin, username="tina", role="technician", badge="badge-77")
 
     def resolve(text: str, prefix: str = ""):
-        with uow(engine, readonly=True) as session:
+        with uow(engine, lookup=True) as session:  # as the TUI and `biobank scan` resolve
             return scan.resolve_scan(session, actor=admin, scanned=text, scanner_prefix=prefix)
 
     return resolve, tube, layout
@@ -55,6 +57,42 @@ def test_every_kind_of_scan(scanned):
     assert "MISREAD" in resolve(_wrong_check(tube.accession_id)).message
     assert resolve("BADGE-77").username == "tina"
     assert resolve(f"#{tube.accession_id}", prefix="#").kind == "specimen"
+
+
+def test_a_scan_reads_a_tube_as_every_other_read_does(scanned, engine, admin):
+    """Scans read through the driver's own cursor; the result is the service's read model."""
+    resolve, tube, _ = scanned
+    with uow(engine) as session:
+        (child,) = specimens.aliquot(
+            session, actor=admin, parent=tube.accession_id, count=1, volume=100
+        )
+        unplaced = serum(session, admin)
+    for read in (tube, child, unplaced):
+        with uow(engine, readonly=True) as session:
+            (expected,) = specimen_read.specimens_where(session, Specimen.id == read.id)
+        found = resolve(read.accession_id).specimen
+        assert found == expected and found.collected_at.tzinfo is not None
+    assert resolve(child.accession_id).specimen.parent_accession_id == tube.accession_id
+    assert resolve(unplaced.accession_id).specimen.location is None
+
+
+def test_a_lookup_sees_each_commit_and_keeps_nothing(scanned, engine, admin):
+    resolve, tube, _ = scanned
+    with uow(engine, lookup=True) as session:
+        before = specimen_read.find_specimen(session, tube.accession_id).quantity
+        with uow(engine) as other:  # committed between the lookup's two statements
+            specimens.get_specimen(other, tube.accession_id).quantity = before - 10
+        assert specimen_read.find_specimen(session, tube.accession_id).quantity == before - 10
+    assert resolve(tube.accession_id).specimen.quantity == before - 10
+    with pytest.raises(RuntimeError, match="changes nothing"):  # no transaction to undo it
+        with uow(engine, lookup=True) as session:
+            specimens.get_specimen(session, tube.accession_id).notes = "not kept"
+            session.flush()
+    with pytest.raises(RuntimeError, match="changes nothing"):
+        with uow(engine, lookup=True) as session:
+            session.execute(sa.update(Specimen).values(notes="not kept"))
+    with uow(engine, readonly=True) as session:
+        assert specimens.get_specimen(session, tube.accession_id).notes is None
 
 
 def test_scan_command(scanned, monkeypatch, db_url):

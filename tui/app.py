@@ -161,7 +161,7 @@ class BiobankApp(App):
                 session, actor=self.actor, scanned=text, scanner_prefix=self.settings.scanner.prefix
             ),
             self.route_scan,
-            readonly=True,
+            lookup=True,
         )
 
     def route_scan(self, result: ScanResult) -> None:
@@ -213,18 +213,19 @@ class BiobankApp(App):
         done: Callable[[Any], None] | None = None,
         *,
         readonly: bool = False,
+        lookup: bool = False,
         authenticated: bool = True,
         failed: Callable[[BiobankError], None] | None = None,
     ) -> None:
-        """Run `call(session)` in a thread worker, in one unit of work; hand the result to
-        `done` on the UI thread. Service errors go to `show_error`, and to `failed` (a form
-        marks the field the error names)."""
+        """Run `call(session)` in a thread worker, in one unit of work (`readonly` and
+        `lookup` as in `biobank.db.uow`); hand the result to `done` on the UI thread. Service
+        errors go to `show_error`, and to `failed` (a form marks the field the error names)."""
         if authenticated and self.actor is None:
             return
 
         def work() -> None:
             try:
-                with self.database.unit_of_work(readonly=readonly) as session:
+                with self.database.unit_of_work(readonly=readonly, lookup=lookup) as session:
                     result = call(session)
             except Exception as error:
                 if not isinstance(error, BiobankError):  # a bug: say so, keep running

@@ -95,11 +95,13 @@ def sign_in(cli: CliState, *, claiming_pin_of: str | None = None) -> Actor:
 
 
 @contextmanager
-def work(ctx: typer.Context, *, readonly: bool = False) -> Iterator[tuple[Session, Actor]]:
-    """One use case: a unit of work and the actor it runs as."""
+def work(
+    ctx: typer.Context, *, readonly: bool = False, lookup: bool = False
+) -> Iterator[tuple[Session, Actor]]:
+    """One use case: a unit of work (see `biobank.db.uow`) and the actor it runs as."""
     cli = state(ctx)
     actor = cli.actor()
-    with cli.database().unit_of_work(readonly=readonly) as session:
+    with cli.database().unit_of_work(readonly=readonly, lookup=lookup) as session:
         yield session, actor
 
 

@@ -360,7 +360,7 @@ def scan_command(
 ) -> None:
     """Resolve a scan to a specimen, box, participant or badge (exit 4 unknown, 2 misread)."""
     cli = state(ctx)
-    with work(ctx, readonly=True) as (session, actor):
+    with work(ctx, lookup=True) as (session, actor):
         result = scan.resolve_scan(
             session, actor=actor, scanned=scanned, scanner_prefix=cli.settings.scanner.prefix
         )

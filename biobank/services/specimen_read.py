@@ -6,8 +6,10 @@ box's path is stored on the box), statements built once, no ORM objects.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
@@ -50,22 +52,31 @@ class SpecimenRead(BaseModel):
 _OWN_COLUMNS = (
     "id", "accession_id", "legacy_id", "kind", "specimen_type", "container_type", "sprec_code",
     "collected_at", "received_at", "processed_at", "frozen_at", "initial_quantity", "quantity",
-    "unit", "status", "freeze_thaw_count", "minutes_out", "position_row", "position_col",
-    "version", "consent_withdrawal_id",
+    "unit", "status", "freeze_thaw_count", "minutes_out", "version", "consent_withdrawal_id",
 )  # fmt: skip
+_JOINED = ("participant_code", "visit_label", "parent_accession_id", "box_barcode")
+_ENUMS = ("kind", "unit", "status")
 
 
 @cache
 def _query() -> sa.Select:
+    """The read model's columns in `_OWN_COLUMNS + _JOINED` order, then what places the tube.
+
+    Enumerations are read as their stored text (the read model's own type)."""
     specimen = Specimen.__table__
     participant, visit, box = Participant.__table__, Visit.__table__, StorageUnit.__table__
     parent = specimen.alias("parent")
     return sa.select(
-        *(specimen.c[name] for name in _OWN_COLUMNS),
+        *(
+            sa.type_coerce(specimen.c[name], sa.String) if name in _ENUMS else specimen.c[name]
+            for name in _OWN_COLUMNS
+        ),
         participant.c.code.label("participant_code"),
         visit.c.label.label("visit_label"),
         parent.c.accession_id.label("parent_accession_id"),
         box.c.barcode.label("box_barcode"),
+        specimen.c.position_row,
+        specimen.c.position_col,
         box.c.path.label("box_path"),
         box.c.grid_cols.label("box_cols"),
         box.c.position_labels.label("box_labels"),
@@ -82,42 +93,72 @@ def _by(column: str) -> sa.Select:
     return _query().where(Specimen.__table__.c[column] == sa.bindparam("value"))
 
 
-def _read(row: sa.Row) -> SpecimenRead:
-    data = row._mapping
-    position = location = None
-    if data["box_barcode"] is not None:
-        position = position_label(
-            data["position_row"], data["position_col"], cols=data["box_cols"],
-            scheme=data["box_labels"],
-        )  # fmt: skip
-        location = f"{data['box_path']} {position}"
-    return SpecimenRead(
-        **{
-            name: data[name]
-            for name in _OWN_COLUMNS
-            if name not in {"position_row", "position_col"}
-        }
-        | {
-            "kind": data["kind"].value,
-            "unit": data["unit"].value,
-            "status": data["status"].value,
-            "participant_code": data["participant_code"],
-            "visit_label": data["visit_label"],
-            "parent_accession_id": data["parent_accession_id"],
-            "box_barcode": data["box_barcode"],
-            "position": position,
-            "location": location,
-        }
-    )
+_NAMES = _OWN_COLUMNS + _JOINED
+
+
+def _read(row: Sequence) -> SpecimenRead:
+    """The read model of one row of `_query()`."""
+    fields = dict(zip(_NAMES, row[: len(_NAMES)], strict=True))
+    row_, col, path, cols, labels = row[len(_NAMES) :]
+    if fields["box_barcode"] is not None:
+        position = position_label(row_, col, cols=cols, scheme=labels)
+        fields |= {"position": position, "location": f"{path} {position}"}
+    else:
+        fields |= {"position": None, "location": None}
+    return SpecimenRead(**fields)
 
 
 def find_specimen(session: Session, code: str) -> SpecimenRead | None:
-    """By accession ID, or else by legacy ID; None when neither matches."""
-    for column, value in (("accession_id", code.strip().upper()), ("legacy_id", code.strip())):
-        row = session.execute(_by(column), {"value": value}).first()
-        if row is not None:
-            return _read(row)
+    """By accession ID, or else by legacy ID; None when neither matches.
+
+    Every scan comes here, so the query runs on the driver's own cursor: SQLAlchemy's
+    statement and result layers cost several times the indexed lookup itself. The values are
+    converted by the columns' own result processors, as SQLAlchemy would."""
+    connection = session.connection()
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        for column, value in (("accession_id", code.strip().upper()), ("legacy_id", code.strip())):
+            sql, positional = _driver_sql(connection.dialect, column)
+            cursor.execute(sql, (value,) if positional else {"value": value})
+            row = cursor.fetchone()
+            if row is not None:
+                return _read(_converted(connection.dialect, cursor.description, row))
+    finally:
+        cursor.close()
     return None
+
+
+def _driver_sql(dialect: sa.Dialect, column: str) -> tuple[str, bool]:
+    """`_by(column)` as the driver's SQL text, and whether it takes its value by position
+    (SQLite) rather than by name (psycopg); made once per kind of database."""
+    key = (dialect.name, dialect.driver, column)
+    if key not in _DRIVER_SQL:
+        compiled = _by(column).compile(dialect=dialect)
+        _DRIVER_SQL[key] = str(compiled), bool(compiled.positional)
+    return _DRIVER_SQL[key]
+
+
+_DRIVER_SQL: dict[tuple[str, str, str], tuple[str, bool]] = {}
+
+
+def _converted(dialect: sa.Dialect, description: Sequence, row: Sequence) -> list:
+    """A driver's row of `_query()` with each column's result processor applied (chosen once per
+    kind of database, from the types the driver reports, as SQLAlchemy chooses them)."""
+    key = (dialect.name, dialect.driver)
+    if key not in _PROCESSORS:
+        columns = zip(_query().selected_columns, description, strict=True)
+        chosen = (
+            (at, column.type.dialect_impl(dialect).result_processor(dialect, described[1]))
+            for at, (column, described) in enumerate(columns)
+        )
+        _PROCESSORS[key] = tuple((at, process) for at, process in chosen if process)
+    values = list(row)
+    for at, process in _PROCESSORS[key]:
+        values[at] = process(values[at])
+    return values
+
+
+_PROCESSORS: dict[tuple[str, str], tuple[tuple[int, Callable[[Any], Any]], ...]] = {}
 
 
 def specimens_where(session: Session, condition: sa.ColumnElement[bool]) -> list[SpecimenRead]:
