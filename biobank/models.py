@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ConfigDict
 from sqlalchemy.orm import declared_attr
 from sqlmodel import Field, SQLModel
 
@@ -23,6 +24,14 @@ SQLModel.metadata.naming_convention = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+class Table(SQLModel):
+    """The base of the tables: their validators are built when first asked for, not at import.
+    Rows are made from the database, seldom validated, and building all of them cost a tenth
+    of every start of the workstation."""
+
+    model_config = ConfigDict(defer_build=True)
 
 
 def utcnow() -> datetime:
@@ -169,7 +178,7 @@ class UserRead(UserBase):
     locked_until: datetime | None = None
 
 
-class PersonalToken(SQLModel, table=True):
+class PersonalToken(Table, table=True):
     """A secret a user's scripts present instead of a PIN (`BIOBANK_TOKEN`). Only its SHA-256
     is kept: the secret is shown once, when it is made."""
 
@@ -193,7 +202,7 @@ class PersonalTokenRead(SQLModel):
     revoked_at: datetime | None
 
 
-class SiteSetting(SQLModel, table=True):
+class SiteSetting(Table, table=True):
     """A setting of the whole inventory (every workstation), kept in the database so that no
     workstation can choose its own; changed by admins, in the audit trail."""
 
@@ -204,7 +213,7 @@ class SiteSetting(SQLModel, table=True):
     value: str = Field(max_length=200)
 
 
-class Study(SQLModel, table=True):
+class Study(Table, table=True):
     id: int | None = Field(default=None, primary_key=True)
     code: str = Field(max_length=32, unique=True)
     title: str = Field(max_length=300)
@@ -220,7 +229,7 @@ class StudyRead(SQLModel):
     created_at: datetime
 
 
-class Participant(SQLModel, table=True):
+class Participant(Table, table=True):
     """A pseudonymous research participant. PHI lives only in ParticipantIdentity."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -235,7 +244,7 @@ class Participant(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class ParticipantIdentity(SQLModel, table=True):
+class ParticipantIdentity(Table, table=True):
     """Protected health information. Only admins read it; no export ever touches it."""
 
     __tablename__ = "participant_identity"
@@ -258,7 +267,7 @@ class IdentityRead(SQLModel):
     other: dict[str, str] | None = None
 
 
-class Visit(SQLModel, table=True):
+class Visit(Table, table=True):
     __table_args__ = (sa.UniqueConstraint("participant_id", "label"),)
 
     id: int | None = Field(default=None, primary_key=True)
@@ -290,7 +299,7 @@ class ParticipantRead(SQLModel):
 # --- Phenotypes ---------------------------------------------------------------------------
 
 
-class PhenotypeVariable(SQLModel, table=True):
+class PhenotypeVariable(Table, table=True):
     """One entry of the data dictionary (the lupus core ships with the system)."""
 
     __tablename__ = "phenotype_variable"
@@ -311,7 +320,7 @@ class PhenotypeVariable(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class PhenotypeValue(SQLModel, table=True):
+class PhenotypeValue(Table, table=True):
     """A typed value of a participant (scope participant) or of a visit (scope visit).
 
     Numbers, booleans (1/0) go to `value_number`; choice codes and text to `value_text`
@@ -350,7 +359,7 @@ class PhenotypeValue(SQLModel, table=True):
 # --- Consent ------------------------------------------------------------------------------
 
 
-class ConsentStatement(SQLModel, table=True):
+class ConsentStatement(Table, table=True):
     __tablename__ = "consent_statement"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -358,7 +367,7 @@ class ConsentStatement(SQLModel, table=True):
     text: str
 
 
-class ConsentDocument(SQLModel, table=True):
+class ConsentDocument(Table, table=True):
     __tablename__ = "consent_document"
     __table_args__ = (sa.UniqueConstraint("code", "version"),)
 
@@ -369,7 +378,7 @@ class ConsentDocument(SQLModel, table=True):
     effective_on: date
 
 
-class ConsentDocumentStatement(SQLModel, table=True):
+class ConsentDocumentStatement(Table, table=True):
     """The statements a consent document asks, in order."""
 
     __tablename__ = "consent_document_statement"
@@ -381,7 +390,7 @@ class ConsentDocumentStatement(SQLModel, table=True):
     position: int = 0
 
 
-class ParticipantConsent(SQLModel, table=True):
+class ParticipantConsent(Table, table=True):
     """A signed consent document."""
 
     __tablename__ = "participant_consent"
@@ -394,7 +403,7 @@ class ParticipantConsent(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class ConsentAnswer(SQLModel, table=True):
+class ConsentAnswer(Table, table=True):
     __tablename__ = "consent_answer"
     __table_args__ = (sa.UniqueConstraint("participant_consent_id", "statement_id"),)
 
@@ -404,7 +413,7 @@ class ConsentAnswer(SQLModel, table=True):
     answer: bool
 
 
-class ConsentWithdrawal(SQLModel, table=True):
+class ConsentWithdrawal(Table, table=True):
     """A withdrawal of one statement (statement_id set) or of everything (statement_id null)."""
 
     __tablename__ = "consent_withdrawal"
@@ -425,7 +434,7 @@ class ConsentWithdrawal(SQLModel, table=True):
 # --- Storage and specimens ----------------------------------------------------------------
 
 
-class StorageUnit(SQLModel, table=True):
+class StorageUnit(Table, table=True):
     """One node of the storage tree (site > freezer > shelf > rack > box, kinds configurable).
 
     A unit sits at a position of its parent the way a tube sits at a position of its box; the
@@ -488,7 +497,7 @@ class StorageUnit(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class SerialCounter(SQLModel, table=True):
+class SerialCounter(Table, table=True):
     """Specimen serials on SQLite (PostgreSQL uses the `specimen_serial` sequence).
 
     A serial handed out in a transaction that rolls back is burned afterwards, never reissued.
@@ -501,7 +510,7 @@ class SerialCounter(SQLModel, table=True):
     next_value: int = 1
 
 
-class Specimen(SQLModel, table=True):
+class Specimen(Table, table=True):
     __table_args__ = (
         sa.UniqueConstraint("box_id", "position_row", "position_col"),
         sa.CheckConstraint("quantity >= 0", name="quantity_not_negative"),
@@ -562,7 +571,7 @@ class Specimen(SQLModel, table=True):
         return {"version_id_col": cls.__table__.c.version}
 
 
-class ReservedAccession(SQLModel, table=True):
+class ReservedAccession(Table, table=True):
     """An accession ID printed on a collection kit before the draw, for one participant's
     visit; accessioning the tube at receipt uses it (`specimen_id` then set)."""
 
@@ -581,7 +590,7 @@ class ReservedAccession(SQLModel, table=True):
     )
 
 
-class SpecimenPoolSource(SQLModel, table=True):
+class SpecimenPoolSource(Table, table=True):
     """The parents of a pool and how much each gave."""
 
     __tablename__ = "specimen_pool_source"
@@ -593,7 +602,7 @@ class SpecimenPoolSource(SQLModel, table=True):
     quantity_used: float
 
 
-class SpecimenEvent(SQLModel, table=True):
+class SpecimenEvent(Table, table=True):
     """Custody history: accessioned, aliquoted, moved, checked out/in, thawed, printed…"""
 
     __tablename__ = "specimen_event"
@@ -623,7 +632,7 @@ class SpecimenEvent(SQLModel, table=True):
 # --- Audit and exports --------------------------------------------------------------------
 
 
-class AuditEntry(SQLModel, table=True):
+class AuditEntry(Table, table=True):
     """Append-only, hash-chained record of every change (the database refuses UPDATE/DELETE).
 
     `before` and `after` hold canonical JSON text, so the hash is computed over exactly the
@@ -660,7 +669,7 @@ class AuditEntryRead(SQLModel):
     reason: str | None
 
 
-class SavedQuery(SQLModel, table=True):
+class SavedQuery(Table, table=True):
     """A named cohort query (`biobank.cohort.CohortQuery` as JSON), kept to run again."""
 
     __tablename__ = "saved_query"
@@ -674,7 +683,7 @@ class SavedQuery(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
-class ExportRun(SQLModel, table=True):
+class ExportRun(Table, table=True):
     """The manifest of a PI export: enough to audit it or replay it."""
 
     __tablename__ = "export_run"
@@ -701,7 +710,7 @@ class ExportRun(SQLModel, table=True):
     manifest_sha256: str = Field(max_length=64)
 
 
-class ExportRunSpecimen(SQLModel, table=True):
+class ExportRunSpecimen(Table, table=True):
     """Which specimens an export included, for withdrawal impact reports."""
 
     __tablename__ = "export_run_specimen"

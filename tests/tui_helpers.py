@@ -31,8 +31,12 @@ async def settle(app, pilot) -> None:
         if not app.detector.holding:
             break
         await pilot.pause(0.05)
-    await app.workers.wait_for_complete()
-    await pilot.pause()
+    # a worker's result may start another (a scan resolved, then the pull it asks for)
+    for _ in range(100):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        if all(worker.is_finished for worker in app.workers):
+            break
 
 
 async def type_text(app, pilot, text: str, *, enter: bool = True) -> None:

@@ -9,12 +9,19 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from biobank import __version__
-from biobank.cli import backup_commands, label_commands, reconcile_commands, specimen_commands
 from biobank.cli.common import CliState, JsonOption, emit_json, message, state, work
 from biobank.errors import BiobankError
 
-# Command groups by name: (module, Typer app). Each is imported when it runs or is listed, so
-# the workstation starts, and each command runs, without importing every other command.
+# Commands and command groups by name: (module, function or Typer app). Each is imported when it
+# runs or is listed, so the workstation starts, and each command runs, without importing every
+# other command.
+COMMANDS = {
+    "scan": ("biobank.cli.specimen_commands", "scan_command"),
+    "backup": ("biobank.cli.backup_commands", "backup_command"),
+    "restore": ("biobank.cli.backup_commands", "restore_command"),
+    "label": ("biobank.cli.label_commands", "label_command"),
+    "reconcile": ("biobank.cli.reconcile_commands", "reconcile_command"),
+}
 GROUPS = {
     "db": ("biobank.cli.db_commands", "app"),
     "config": ("biobank.cli.config_commands", "app"),
@@ -35,18 +42,23 @@ GROUPS = {
 
 class BiobankGroup(TyperGroup):
     """Maps domain errors to one line on stderr and the error's exit code, in one place; loads
-    the command groups (`GROUPS`) as they are asked for."""
+    the commands (`COMMANDS`) and command groups (`GROUPS`) as they are asked for."""
 
     def list_commands(self, ctx: typer.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *GROUPS])
+        return sorted([*super().list_commands(ctx), *COMMANDS, *GROUPS])
 
     def get_command(self, ctx: typer.Context, name: str) -> TyperCommand | TyperGroup | None:
-        if name not in GROUPS:
-            return super().get_command(ctx, name)
-        module, attribute = GROUPS[name]
-        group = typer.main.get_group(getattr(importlib.import_module(module), attribute))
-        group.name = name
-        return group
+        if name in COMMANDS:
+            module, attribute = COMMANDS[name]
+            single = typer.Typer()
+            single.command(name)(getattr(importlib.import_module(module), attribute))
+            return typer.main.get_command(single)
+        if name in GROUPS:
+            module, attribute = GROUPS[name]
+            group = typer.main.get_group(getattr(importlib.import_module(module), attribute))
+            group.name = name
+            return group
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: typer.Context):
         try:
@@ -66,11 +78,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command("scan")(specimen_commands.scan_command)
-app.command("backup")(backup_commands.backup_command)
-app.command("restore")(backup_commands.restore_command)
-app.command("label")(label_commands.label_command)
-app.command("reconcile")(reconcile_commands.reconcile_command)
 
 
 def _version(value: bool) -> None:

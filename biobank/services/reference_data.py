@@ -13,7 +13,8 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-from sqlmodel import Session, select
+import sqlalchemy as sa
+from sqlmodel import Session
 
 from biobank.db import flush
 from biobank.models import ConsentStatement, PhenotypeVariable
@@ -30,8 +31,9 @@ def lupus_core() -> dict[str, Any]:
 def install_reference_data(session: Session) -> int:
     """Add the missing core statements and variables; return how many were added."""
     core = lupus_core()
-    have_statements = set(session.exec(select(ConsentStatement.code)).all())
-    have_variables = set(session.exec(select(PhenotypeVariable.name)).all())
+    # Core columns, not the ORM's: with nothing to add, a start need not set up the mappers
+    have_statements = set(session.scalars(sa.select(ConsentStatement.__table__.c.code)))
+    have_variables = set(session.scalars(sa.select(PhenotypeVariable.__table__.c.name)))
     added: list[ConsentStatement | PhenotypeVariable] = [
         ConsentStatement(**s) for s in core["statements"] if s["code"] not in have_statements
     ]

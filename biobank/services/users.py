@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import sqlalchemy as sa
 from argon2 import PasswordHasher
 from sqlmodel import Session, func, select
 
@@ -166,8 +167,8 @@ def _active_admins(session: Session) -> int:
 
 def ensure_bootstrap_admin(session: Session) -> UserRead | None:
     """A new database starts with one admin, `admin`, without a PIN. Returns it if created."""
-    if session.exec(select(User.id).limit(1)).first() is not None:
-        return None
+    if session.execute(sa.select(User.__table__.c.id).limit(1)).first() is not None:
+        return None  # (a Core query: every start asks, and need not set up the ORM's mappers)
     return add_user(
         session,
         actor=SYSTEM,
