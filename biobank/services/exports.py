@@ -401,7 +401,8 @@ def run_export(
                 exported.extend(s.specimen_id for s in batch)
 
     reserved_by_run = _replay.id if _replay is not None and _replay.reserve_request else None
-    total = count_candidates(session, request.query, reserved_by_run)
+    # a progress bar's length costs a count of the candidates: only counted for a bar
+    total = count_candidates(session, request.query, reserved_by_run) if progress else 0
     selected = select_cohort(
         session, query=request.query, uses=uses, as_of=as_of,
         window_days=request.window_days, tally=tally, reserved_by_run=reserved_by_run,
