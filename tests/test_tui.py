@@ -9,6 +9,7 @@ from tui_helpers import make_app, scan, settle, sign_in
 
 from biobank.db import uow
 from biobank.services import custody, specimens, storage, users
+from tui.screens import specimen as specimen_screen
 from tui.screens.box import BoxScreen
 from tui.screens.home import HomeScreen
 from tui.screens.sign_in import SignInScreen
@@ -68,15 +69,25 @@ def test_wrong_pins_are_refused_then_locked_and_a_badge_signs_in(db_url, admin, 
     asyncio.run(scenario())
 
 
-def test_scan_a_tube_then_a_box_moves_it(db_url, admin, engine):
+def test_scan_a_tube_then_a_box_moves_it(db_url, admin, engine, monkeypatch):
+    app = make_app(db_url, admin)
+    loaded_under = []  # the screen shown when a tube's view was read
+    load = specimen_screen.load_specimen
+    monkeypatch.setattr(
+        specimen_screen,
+        "load_specimen",
+        lambda *a, **k: loaded_under.append(type(app.screen)) or load(*a, **k),
+    )
+
     async def scenario():
-        app = make_app(db_url, admin)
         stock = _stock(app.database.engine, admin)
         async with app.run_test() as pilot:
             await sign_in(app, pilot)
             focused = app.focused
             await scan(app, pilot, stock["tube"].lower())  # Caps Lock off: still found
             assert isinstance(app.screen, SpecimenScreen)
+            # read with the scan, in its worker: the screen is drawn once, with the tube
+            assert loaded_under == [HomeScreen]
             assert focused is None or getattr(focused, "value", "") == ""  # nothing typed into it
             detail = str(app.screen.query_one("#detail", Static).content)
             assert f"{stock['box']}" not in detail and "Bench box B2" in detail

@@ -156,16 +156,34 @@ class BiobankApp(App):
                 authenticated=False,
             )
             return
-        self.run_db(
-            lambda session: resolve_scan(
-                session, actor=self.actor, scanned=text, scanner_prefix=self.settings.scanner.prefix
-            ),
-            self.route_scan,
-            lookup=True,
-        )
+        opens_specimens = self._opens_specimens()
 
-    def route_scan(self, result: ScanResult) -> None:
-        """The screen that is waiting for a scan takes it; otherwise open the right view."""
+        def resolve(session) -> tuple[ScanResult, Any]:
+            """The scan, and when it names a tube that will be shown, the tube's view: one
+            worker round trip, and the specimen screen drawn once, with its data."""
+            result = resolve_scan(
+                session, actor=self.actor, scanned=text, scanner_prefix=self.settings.scanner.prefix
+            )
+            if not (opens_specimens and result.kind == "specimen"):
+                return result, None
+            from tui.screens.specimen import load_specimen
+
+            accession = result.specimen.accession_id
+            return result, load_specimen(session, actor=self.actor, accession=accession)
+
+        self.run_db(resolve, lambda found: self.route_scan(*found), lookup=True)
+
+    def _opens_specimens(self) -> bool:
+        """Whether a tube scanned now would open its view: no screen is waiting for scans, or
+        the specimen view itself is shown."""
+        from tui.screens.specimen import SpecimenScreen
+
+        taker = getattr(self.screen, "take_scan", None)
+        return taker is None or isinstance(self.screen, SpecimenScreen)
+
+    def route_scan(self, result: ScanResult, view: Any = None) -> None:
+        """The screen that is waiting for a scan takes it; otherwise open the right view (a
+        specimen's with the `view` read with the scan, when there is one)."""
         if isinstance(self.screen, ModalScreen):
             self.bell()  # a question is open: answer it first
             self.notify("Answer the open question first; the scan was not used", severity="warning")
@@ -181,9 +199,9 @@ class BiobankApp(App):
             from tui.screens.specimen import SpecimenScreen
 
             if isinstance(self.screen, SpecimenScreen):  # reuse it: no new screen to build
-                self.screen.open(result.specimen.accession_id)
+                self.screen.open(result.specimen.accession_id, view)
             else:
-                self.push_screen(SpecimenScreen(result.specimen.accession_id))
+                self.push_screen(SpecimenScreen(result.specimen.accession_id, view))
         elif result.kind == "unit" and result.unit.holds_specimens:
             from tui.screens.box import BoxScreen
 

@@ -111,10 +111,12 @@ class SpecimenScreen(WorkScreen):
         Binding("a", "audit", "Audit entries (admins)", id="specimen_audit"),
     ]
 
-    def __init__(self, accession_id: str) -> None:
+    def __init__(self, accession_id: str, view: SpecimenView | None = None) -> None:
+        """`view`: the tube as read with its scan (else it is loaded once mounted)."""
         super().__init__()
         self.accession_id = accession_id
         self.version: int | None = None
+        self._loaded = view
 
     def compose_body(self) -> ComposeResult:
         yield Static(self.accession_id, id="specimen-title", classes="title", markup=False)
@@ -128,12 +130,19 @@ class SpecimenScreen(WorkScreen):
         yield table
 
     def on_mount(self) -> None:
-        self.action_refresh()
+        self._show_or_load(self._loaded)
+        self._loaded = None
 
-    def open(self, accession_id: str) -> None:
+    def open(self, accession_id: str, view: SpecimenView | None = None) -> None:
         """Show another tube in this screen (a scan while a tube is shown)."""
         self.accession_id, self.version = accession_id, None
-        self.action_refresh()
+        self._show_or_load(view)
+
+    def _show_or_load(self, view: SpecimenView | None) -> None:
+        if view is not None:
+            self.show(view)
+        else:
+            self.action_refresh()
 
     def action_refresh(self) -> None:
         self.app.run_db(
