@@ -83,8 +83,8 @@ MISS_NOTES: dict[tuple[str, str], str] = {
     ("linked export to CSV", "postgres"): _EXPORT,
     ("TUI: scan → specimen detail", "sqlite"): _SCREEN_PER_SCAN,
     ("TUI: scan → specimen detail", "postgres"): _SCREEN_PER_SCAN,
-    ("TUI: box grid", "sqlite"): _BOX_SCREEN,
-    ("TUI: box grid", "postgres"): _BOX_SCREEN,
+    ("TUI: scan → box grid", "sqlite"): _BOX_SCREEN,
+    ("TUI: scan → box grid", "postgres"): _BOX_SCREEN,
     ("TUI: cold start to sign-in", "sqlite"): _IMPORTS,
     ("scan lookup (per scan)", "sqlite"): (
         "the read-only unit of work costs ~120 µs before the lookup starts (Session, pool "

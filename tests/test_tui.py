@@ -7,8 +7,10 @@ from inventory import NOW
 from textual.widgets import Static
 from tui_helpers import make_app, scan, settle, sign_in
 
+import tui.app as tui_app
 from biobank.db import uow
 from biobank.services import custody, specimens, storage, users
+from tui.screens import box as box_screen
 from tui.screens import specimen as specimen_screen
 from tui.screens.box import BoxScreen
 from tui.screens.home import HomeScreen
@@ -69,14 +71,23 @@ def test_wrong_pins_are_refused_then_locked_and_a_badge_signs_in(db_url, admin, 
     asyncio.run(scenario())
 
 
+def _recorded(read, app, screens: list):
+    """`read`, noting which screen was shown when it was called."""
+
+    def recorded(*args, **kwargs):
+        screens.append(type(app.screen))
+        return read(*args, **kwargs)
+
+    return recorded
+
+
 def test_scan_a_tube_then_a_box_moves_it(db_url, admin, engine, monkeypatch):
     app = make_app(db_url, admin)
     loaded_under = []  # the screen shown when a tube's view was read
-    load = specimen_screen.load_specimen
     monkeypatch.setattr(
         specimen_screen,
         "load_specimen",
-        lambda *a, **k: loaded_under.append(type(app.screen)) or load(*a, **k),
+        _recorded(specimen_screen.load_specimen, app, loaded_under),
     )
 
     async def scenario():
@@ -118,14 +129,19 @@ def test_a_misread_says_so_loudly(db_url, admin, engine):
     asyncio.run(scenario())
 
 
-def test_a_box_scan_opens_its_grid_and_enter_opens_a_tube(db_url, admin, engine):
+def test_a_box_scan_opens_its_grid_and_enter_opens_a_tube(db_url, admin, engine, monkeypatch):
+    app = make_app(db_url, admin)
+    read_under = []  # the screen shown when a box's view was read
+    for module in (tui_app, box_screen):
+        monkeypatch.setattr(module, "box_view", _recorded(module.box_view, app, read_under))
+
     async def scenario():
-        app = make_app(db_url, admin)
         stock = _stock(app.database.engine, admin)
         async with app.run_test(size=(80, 24)) as pilot:
             await sign_in(app, pilot)
             await scan(app, pilot, stock["box"])
             assert isinstance(app.screen, BoxScreen)
+            assert read_under == [HomeScreen]  # read with the scan: the grid drawn once
             grid = app.screen.query_one(BoxGrid)
             assert grid.region.right <= 80 and grid.region.bottom <= 24
             for key in ("down", "right", "enter"):

@@ -34,6 +34,7 @@ from biobank.errors import (
 from biobank.permissions import Actor, Permission, require
 from biobank.services.identity import SignInAttempt, authenticate_badge, sign_in
 from biobank.services.scan import ScanResult, resolve_scan
+from biobank.services.storage import box_view
 from biobank.settings import Settings
 from tui.scanner import ScanDetector
 
@@ -156,34 +157,29 @@ class BiobankApp(App):
                 authenticated=False,
             )
             return
-        opens_specimens = self._opens_specimens()
+        from tui.screens.specimen import SpecimenScreen, load_specimen
+
+        # what a scan now would open (no screen waits for scans; a shown tube gives way to the
+        # next tube) is read with the scan: one worker round trip, the view drawn once
+        waiting = getattr(self.screen, "take_scan", None) is not None
+        opens_tubes = not waiting or isinstance(self.screen, SpecimenScreen)
 
         def resolve(session) -> tuple[ScanResult, Any]:
-            """The scan, and when it names a tube that will be shown, the tube's view: one
-            worker round trip, and the specimen screen drawn once, with its data."""
             result = resolve_scan(
                 session, actor=self.actor, scanned=text, scanner_prefix=self.settings.scanner.prefix
             )
-            if not (opens_specimens and result.kind == "specimen"):
-                return result, None
-            from tui.screens.specimen import load_specimen
-
-            accession = result.specimen.accession_id
-            return result, load_specimen(session, actor=self.actor, accession=accession)
+            if result.kind == "specimen" and opens_tubes:
+                accession = result.specimen.accession_id
+                return result, load_specimen(session, actor=self.actor, accession=accession)
+            if result.kind == "unit" and result.unit.holds_specimens and not waiting:
+                return result, box_view(session, actor=self.actor, barcode=result.unit.barcode)
+            return result, None
 
         self.run_db(resolve, lambda found: self.route_scan(*found), lookup=True)
 
-    def _opens_specimens(self) -> bool:
-        """Whether a tube scanned now would open its view: no screen is waiting for scans, or
-        the specimen view itself is shown."""
-        from tui.screens.specimen import SpecimenScreen
-
-        taker = getattr(self.screen, "take_scan", None)
-        return taker is None or isinstance(self.screen, SpecimenScreen)
-
     def route_scan(self, result: ScanResult, view: Any = None) -> None:
-        """The screen that is waiting for a scan takes it; otherwise open the right view (a
-        specimen's with the `view` read with the scan, when there is one)."""
+        """The screen that is waiting for a scan takes it; otherwise open the right view (with
+        the `view` read with the scan, when there is one)."""
         if isinstance(self.screen, ModalScreen):
             self.bell()  # a question is open: answer it first
             self.notify("Answer the open question first; the scan was not used", severity="warning")
@@ -205,7 +201,7 @@ class BiobankApp(App):
         elif result.kind == "unit" and result.unit.holds_specimens:
             from tui.screens.box import BoxScreen
 
-            self.push_screen(BoxScreen(result.unit.barcode))
+            self.push_screen(BoxScreen(result.unit.barcode, view))
         elif result.kind == "unit":
             from tui.screens.freezers import FreezerScreen
 

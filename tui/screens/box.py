@@ -17,16 +17,27 @@ class BoxScreen(WorkScreen):
         Binding("p", "print_label", "Print box label", id="print_box_label"),
     ]
 
-    def __init__(self, barcode: str) -> None:
+    def __init__(self, barcode: str, view: BoxView | None = None) -> None:
+        """`view`: the box as read with its scan (else it is loaded once mounted)."""
         super().__init__()
         self.barcode = barcode
+        self._loaded = view
 
     def compose_body(self) -> ComposeResult:
-        yield Static(self.barcode, id="box-title", classes="title", markup=False)
-        yield Static("Loading…", id="box-loading", classes="muted")
+        view = self._loaded
+        if view is None:
+            yield Static(self.barcode, id="box-title", classes="title", markup=False)
+            yield Static("Loading…", id="box-loading", classes="muted")
+        else:
+            yield Static(_title(view), id="box-title", classes="title", markup=False)
+            yield BoxGrid(view, id="grid")
 
     def on_mount(self) -> None:
-        self.action_refresh()
+        if self._loaded is None:
+            self.action_refresh()
+        else:
+            self.query_one(BoxGrid).focus()
+            self._loaded = None
 
     def action_refresh(self) -> None:
         self.app.run_db(
@@ -36,7 +47,7 @@ class BoxScreen(WorkScreen):
         )
 
     def show(self, view: BoxView) -> None:
-        self.query_one("#box-title", Static).update(f"{view.unit.path}  [{view.unit.barcode}]")
+        self.query_one("#box-title", Static).update(_title(view))
         grids = self.query(BoxGrid)
         if grids:
             grids.first().update_view(view)
@@ -56,3 +67,7 @@ class BoxScreen(WorkScreen):
         from tui.printing import print_box_label
 
         print_box_label(self.app, self.barcode)
+
+
+def _title(view: BoxView) -> str:
+    return f"{view.unit.path}  [{view.unit.barcode}]"
