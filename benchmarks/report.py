@@ -25,50 +25,51 @@ COLUMNS = ("benchmark", "engine", "median", "p99", "baseline", "ratio", "goal", 
 # Why a goal is missed and what would fix it, read off profiles (cProfile, py-spy) of each
 # benchmark and timings of the alternatives, on this machine kind.
 _SCREEN_PER_SCAN = (
-    "the bottom line of keys is now one line of text (it was Textual's Footer, a widget per "
-    "key: ~250 → 68-79 ms a view on this machine); what remains is mounting the specimen "
-    "screen's widgets and styling them (~55-65 ms), the services take 2-12 ms. A specimen "
-    "screen kept installed and shown again was tried and measured slower (showing it again "
-    "restyles every widget). What would meet the goal: a view that updates its widgets in "
-    "place from scan to scan, and the event history filled after the first paint."
+    "the scan now reads the tube's view in its own worker and the specimen screen is composed "
+    "once, with its data (it was two worker round trips and two paints). This run was on a "
+    "slow moment of this shared machine: a bare interpreter start, the cold start's baseline, "
+    "took 30-31 ms against 17-20 ms in calm runs; measured alone in a calm moment (20,000 "
+    "specimens, bare start 17 ms) the view took 49 ms. What remains is Textual mounting, "
+    "styling and painting the screen (~80% of the time in py-spy: compositor, `render_lines`, "
+    "styles); the services take 2-9 ms. A specimen screen kept mounted and updated in place "
+    "from scan to scan would hold the goal under load."
 )
 _BOX_SCREEN = (
-    "49-58 ms against 50 across engines and sizes: mounting the box screen (header, grid, "
-    "side panel) now that the key bar is one line (it was ~200 ms with the Footer); "
-    "`box_view` itself takes 4-10 ms. A grid refreshed in place from box to box would meet "
-    "the goal with room."
+    "the box a scan names is read with the scan and its grid composed with the screen (one "
+    "paint; it was mounted after a second round trip). The same slow moment as the line "
+    "above (a bare start 30 ms, not 17-20); alone and calm the grid took 44 ms at 20,000 "
+    "specimens. What remains is Textual laying out and painting the grid and its side panel; "
+    "a grid refreshed in place from box to box would hold the goal under load."
 )
 _IMPORTS = (
-    "823 ms in the 100,000 run and 1,165 ms in the 1,000,000 run the same day (the same demo "
-    "database; the second right after building two large inventories on a 2-core machine). "
-    "The schema check no longer imports Alembic, Mako and Pygments (~0.2-0.5 s): a database "
-    "stamped with `migrations.HEAD` is current. What remains is imports: SQLModel, SQLAlchemy "
-    "and Pydantic with the models ~0.55 s (building the SQLModel classes alone ~0.18 s) and "
-    "Textual ~0.45 s; importing Textual's widgets only as screens need them would keep the "
-    "goal under load."
+    "1,009 ms (1,000,000 run) and 1,105 ms (100,000 run) on a slow moment of this machine "
+    "(the bare interpreter start, the baseline, took 30-31 ms; 17-20 ms when calm); measured "
+    "alone when calm it took 720-930 ms. This release cut ~250 ms: the table models' "
+    "validators are built when first used (`models.Table`, ~70 ms), the top-level commands "
+    "are imported as they run (~35 modules fewer), and the start's check for reference data "
+    "and a first user runs in Core, so SQLAlchemy's mapper set-up (~100 ms) waits for the "
+    "first sign-in. What remains is imports: SQLAlchemy ~0.2 s, SQLModel, Pydantic and the "
+    "models ~0.25 s, Textual ~0.15 s, then Textual parsing every widget's CSS (~60 ms)."
 )
 _EXPORT = (
-    "at 100,000 specimens (30,477 rows) this release took the export from 6,188 to ~9,000 "
-    "rows/s on SQLite (0.31× → 0.42×) and from ~2,300 to ~6,900 on PostgreSQL (0.22× → "
-    "0.35×): specimen details read with the cohort, one collection's values shared by its "
-    "tubes, the keyed HMAC copied per code, a single file streamed without a spool, and on "
-    "PostgreSQL sessions in UTC (time-zone lookups were ~10%) and one array parameter instead "
-    "of IN lists of thousands (rendering and parsing them was ~9%). What remains is spread "
-    "thin (py-spy, PostgreSQL, 100,000 specimens, ~2.5 s): selecting the cohort ~1.2 s "
-    "(fetching the cohort's rows through SQLAlchemy's result layer ~0.35 s, the phenotype "
-    "values and merging them at collection ~0.45 s, consent ~0.2 s), making the rows ~0.4 s "
-    "(keyed codes, dicts), recording the run's specimens ~0.35 s (an INSERT … SELECT per "
-    "batch; half of it the foreign key to `specimen`, whose check locks every exported "
-    "specimen row FOR KEY SHARE), writing the CSV ~0.16 s; the raw join has no window rule, "
-    "codes, consent rule or run record. Reading the cohort and its values through the "
-    "driver's cursor, handing the writers tuples in column order and recording the run's "
-    "specimens without the per-row foreign-key lock would bring it to about 0.5×."
+    "the raw join's own speed varies from run to run on this machine (SQLite 27,700-36,900 "
+    "rows/s at 1,000,000, against a steady 15,300-16,800 for the export), so SQLite reads "
+    "0.46-0.55× (0.50× at 100,000 in this run). On PostgreSQL this release stopped counting "
+    "the candidates when no progress bar asks, and dropped the foreign key from the run's "
+    "specimen list to `specimen` (its check locked every exported row FOR KEY SHARE, ~0.2 s "
+    "of 2.2 s at 100,000). What remains (py-spy with idle time, PostgreSQL, 100,000 "
+    "specimens): the cohort's rows through SQLAlchemy's result layer ~0.45 s of CPU, values "
+    "at collection ~0.45 s, the run's specimen list ~0.3-0.45 s (server time: an INSERT of a "
+    "thousand rows into three indexes a batch), making the rows and writing the CSV ~0.7 s; "
+    "the raw join has no window rule, codes, consent rule or run record. Reading the cohort "
+    "on the driver's cursor (as a scan now reads its tube, `specimen_read.find_specimen`) "
+    "and handing the writers tuples in column order would bring it to about 0.5×."
 )
 _ACCESSION = (
-    "17-24 ms against 15 (at 100,000 and 1,000,000 specimens): the same costs as the placing "
-    "row below (an accession is ~15 statements through the ORM, most of its time in "
-    "SQLAlchemy and psycopg, plus a round trip each on PostgreSQL); the fixes named there "
-    "bring it under the goal."
+    "16.1 ms against 15 at 1,000,000 specimens (12.1 ms, a pass, at 100,000): the same costs "
+    "as the placing row below (an accession is ~15 statements through the ORM, most of its "
+    "time in SQLAlchemy and psycopg, plus a round trip each on PostgreSQL); the fixes named "
+    "there bring it under the goal."
 )
 
 _LABEL_ROLL = (
@@ -87,38 +88,21 @@ MISS_NOTES: dict[tuple[str, str], str] = {
     ("TUI: scan → box grid", "postgres"): _BOX_SCREEN,
     ("TUI: cold start to sign-in", "sqlite"): _IMPORTS,
     ("scan lookup (per scan)", "sqlite"): (
-        "the read-only unit of work costs ~120 µs before the lookup starts (Session, pool "
-        "checkout, the `BEGIN DEFERRED` `db._on_begin` issues, ROLLBACK); without that BEGIN a "
-        "scan takes ~127 µs, in a session kept per TUI worker ~67 µs; see the next line for "
-        "the rest."
-    ),
-    ("scan lookup (one session)", "sqlite"): (
-        "~40 µs is SQLAlchemy executing the cached Core select (raw: 13 µs for the same SQL on "
-        "the session's own DB-API connection), ~25 µs the SpecimenRead/ScanResult models and "
-        "the ID check; running the accession-ID query in `specimen_read.find_specimen` on "
-        "`session.connection().connection.driver_connection` and building SpecimenRead from "
-        "the tuple should bring it to about 45 µs (13 µs query, ~30 µs models and checks), inside "
-        "the goal."
-    ),
-    ("scan lookup (per scan)", "postgres"): (
-        "four round trips instead of one: the pool's pre-ping (`pool_pre_ping=True` in "
-        "`db.make_engine`, ~70 µs), BEGIN and ROLLBACK of the read-only unit of work, then "
-        "the query, plus ~85 µs in psycopg building `cursor.description` (27 columns) that "
-        "SQLAlchemy reads on every execute. Binding read-only units of work with "
-        "`isolation_level='AUTOCOMMIT'` in `db.uow` (READ COMMITTED gives each statement its "
-        "own snapshot anyway) measured 1,020 → 540 µs, but server-side cursors (`yield_per`, "
-        "which read-only work such as `audit verify` uses) need a transaction, so it wants a "
-        "lookup mode of its own; a session kept per TUI worker passes (the one-session row)."
+        "99 µs against a 12 µs raw lookup on a reused cursor (347 µs before this release): a "
+        "scan now runs in a lookup unit of work (`db.uow(lookup=True)`: no BEGIN, no "
+        "ROLLBACK) and reads the tube on the driver's own cursor. What remains is the unit of "
+        "work itself, ~43 µs of SQLAlchemy Session and pool checkout and release before and "
+        "after the 25-35 µs lookup (the one-session row passes at 2.7×); a session kept per "
+        "workstation worker would pass."
     ),
     ("8 processes placing", "postgres"): (
         "client CPU is the limit, not locking (no retries, no double booking): an accession "
         "costs ~7.5 ms of Python CPU alone and 9-12 ms with 8 processes on 2 cores (raw driver, "
         "same rows and locks: 1.2-1.5 ms), 15 statements through the ORM, 83% of profiled time in "
-        "SQLAlchemy and psycopg, under 5% in biobank code. In `specimens._record_new` set the "
-        "slot before the first flush (saves an UPDATE of the new row, whose version then stays "
-        "1), build the returned SpecimenRead from values in hand instead of re-selecting it, "
-        "fetch participant, study and visit in one query, and insert specimen and event through "
-        "Core; 500/s on 2 cores needs ≤ 4 ms of CPU per accession, client and server together."
+        "SQLAlchemy and psycopg, under 5% in biobank code. Build the returned SpecimenRead from "
+        "values in hand instead of re-selecting it, fetch participant, study and visit in one "
+        "query, and insert specimen and event through Core; 500/s on 2 cores needs ≤ 4 ms of "
+        "CPU per accession, client and server together."
     ),
     ("legacy import (check + write)", "sqlite"): (
         "checking costs ~45 µs a row (`legacy_import._read_tube`: a closure call per cell, "
@@ -135,17 +119,16 @@ MISS_NOTES: dict[tuple[str, str], str] = {
         "each row's datetimes once for both the insert and the audit JSON."
     ),
     ("legacy import (write only)", "postgres"): (
-        "0.46-0.47× at 10,000 and 100,000 rows (0.54× in an earlier run): what the raw "
-        "inserts do not have — the audit entries' canonical JSON and SHA-256 chain (~45 µs a "
-        "tube in `audit._seal`) and one UPDATE round trip per box for its free count "
-        "(`custody.adjust_free_slots`); one executemany UPDATE for all boxes would close it."
+        "0.49× at 100,000 specimens (10,000 rows) and 0.55×, a pass, at 1,000,000 in the same "
+        "release: what the raw inserts do not have is the audit entries' canonical JSON and "
+        "SHA-256 chain (~45 µs a tube in `audit._seal`); the boxes' free counts are one UPDATE "
+        "a box (~250 round trips for 20,000 tubes, under 1% of the time)."
     ),
     ("legacy import (check + write)", "postgres"): (
-        "writing alone is near the goal (the line above; SQLAlchemy's multi-row INSERT … VALUES "
-        "beats psycopg's row-by-row executemany); checking adds 45-70 µs a row of pure Python "
-        "(`legacy_import._read_tube`, `_Checker.check_tube`); one converter per column chosen "
-        "once per sheet, and one executemany UPDATE of the boxes' free counts instead of one "
-        "round trip per box (`custody.adjust_free_slots`, 247 for 20,000 tubes)."
+        "writing alone passes at 1,000,000 (0.55×; 0.49× at 100,000: SQLAlchemy's multi-row "
+        "INSERT … VALUES beats psycopg's row-by-row executemany); checking adds 45-70 µs a row "
+        "of pure Python (`legacy_import._read_tube`, `_Checker.check_tube`); one converter per "
+        "column chosen once per sheet would bring it to the goal."
     ),
 }
 
