@@ -29,7 +29,7 @@ from typing import Any
 
 from benchmarks.databases import BenchDatabase
 from benchmarks.dataset import WORKSTATION, Dataset
-from benchmarks.measure import Result, median, peak_mb, rss_mb
+from benchmarks.measure import Result, median, memory_result, peak_mb, rss_mb
 
 GOAL_SHARE = 0.5
 GOAL_PEAK_MB = 200.0
@@ -88,15 +88,12 @@ def run(db: BenchDatabase, dataset: Dataset) -> list[Result]:
             "pivoted phenotype values written by csv.writer",
             details=details,
         ),
-        Result(
-            benchmark="linked export peak memory",
-            engine=db.engine_name,
-            kind="memory",
-            median=peak,
-            p99=None,
+        memory_result(
+            "linked export peak memory",
+            db.engine_name,
+            peak,
             baseline=raw_peak,
-            goal=f"≤ {GOAL_PEAK_MB:g} MB",
-            passed=peak <= GOAL_PEAK_MB,
+            goal_mb=GOAL_PEAK_MB,
             how=f"the most a process running one export of {selection} held above what it "
             f"held before it (ru_maxrss over the resident size before), the highest of {RUNS} "
             "runs; baseline: the raw join's process",

@@ -33,7 +33,7 @@ from sqlmodel import Session, SQLModel
 
 from benchmarks.databases import BenchDatabase
 from benchmarks.dataset import STUDY, WORKSTATION, Dataset
-from benchmarks.measure import Result, peak_mb, rss_mb
+from benchmarks.measure import Result, memory_result, peak_mb, rss_mb
 from benchmarks.raw import RawInsert
 from biobank.db import uow
 from biobank.models import FillOrder, PositionLabels
@@ -76,15 +76,12 @@ def run(
     return [
         _result(db, "legacy import (check + write)", rows / (check + write), rows / baseline, how),
         _result(db, "legacy import (write only)", rows / write, rows / baseline, how),
-        Result(
-            benchmark="legacy import peak memory",
-            engine=db.engine_name,
-            kind="memory",
-            median=imported["peak_mb"],
-            p99=None,
+        memory_result(
+            "legacy import peak memory",
+            db.engine_name,
+            imported["peak_mb"],
             baseline=None,
-            goal=f"≤ {GOAL_PEAK_MB:g} MB",
-            passed=imported["peak_mb"] <= GOAL_PEAK_MB,
+            goal_mb=GOAL_PEAK_MB,
             how=f"the most the process importing the {rows:,}-row sheet held above what it held "
             "before the import (ru_maxrss over the resident size before)",
             details={"rows": rows},

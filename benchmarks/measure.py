@@ -42,6 +42,24 @@ class Result:
         return asdict(self) | {"ratio": self.ratio}
 
 
+def memory_result(
+    benchmark: str,
+    engine: str,
+    peak: float,
+    *,
+    baseline: float | None,
+    goal_mb: float,
+    how: str,
+    details: dict[str, Any],
+) -> Result:
+    """A peak of resident memory (MB above what the process held before) against its goal."""
+    return Result(
+        benchmark=benchmark, engine=engine, kind="memory", median=peak, p99=None,
+        baseline=baseline, goal=f"≤ {goal_mb:g} MB", passed=peak <= goal_mb, how=how,
+        details=details,
+    )  # fmt: skip
+
+
 def timed(action: Callable[[T], object], items: Iterable[T], *, warmup: int = 0) -> list[float]:
     """Seconds each call took; the first `warmup` calls are run but not counted."""
     times = []
