@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -181,6 +182,29 @@ def _bound(engine: Engine, mode: str | None) -> Engine:
                 options["isolation_level"] = "AUTOCOMMIT"
         made[mode] = engine.execution_options(**options)
     return made[mode]
+
+
+@contextmanager
+def driver_cursor(session: Session) -> Iterator[Any]:
+    """The DB-API cursor of the session's connection, for the hottest reads (a scan's). Its
+    errors come out as SQLAlchemy's, as from any other statement, so `uow` reports them alike;
+    a lost connection is invalidated, so the pool connects afresh."""
+    connection = session.connection()
+    dialect = connection.dialect
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        yield cursor
+    except dialect.loaded_dbapi.Error as error:
+        lost = dialect.is_disconnect(error, connection.connection.dbapi_connection, cursor)
+        if lost:
+            connection.invalidate(error)
+        raise exc.DBAPIError.instance(
+            None, None, error, dialect.loaded_dbapi.Error, connection_invalidated=lost,
+            dialect=dialect,
+        ) from error  # fmt: skip
+    finally:
+        with suppress(dialect.loaded_dbapi.Error):
+            cursor.close()
 
 
 def one_of(session: Session, column: sa.ColumnElement, values: Iterable) -> sa.ColumnElement:

@@ -8,7 +8,8 @@ from inventory import seed_inventory, serum
 from typer.testing import CliRunner
 
 from biobank.cli import app
-from biobank.db import uow
+from biobank.db import make_engine, uow
+from biobank.errors import DatabaseUnavailable
 from biobank.identifiers import format_specimen_id
 from biobank.models import Specimen
 from biobank.services import scan, specimen_read, specimens, users
@@ -95,6 +96,33 @@ def test_a_lookup_sees_each_commit_and_keeps_nothing(scanned, engine, admin):
         assert specimens.get_specimen(session, tube.accession_id).notes is None
 
 
+def _in_transaction(session) -> bool:
+    driver = session.connection().connection.driver_connection
+    if hasattr(driver, "in_transaction"):  # sqlite3
+        return driver.in_transaction
+    return driver.info.transaction_status.name != "IDLE"  # psycopg
+
+
+def test_a_lookup_opens_no_transaction_and_leaves_none_behind(scanned, engine):
+    _, tube, _ = scanned
+    engine.dispose()  # one pooled connection: the lookup's is the next unit of work's
+    with uow(engine, lookup=True) as session:
+        specimen_read.find_specimen(session, tube.accession_id)
+        assert not _in_transaction(session)
+    with uow(engine, readonly=True) as session:  # one snapshot again, on the same connection
+        specimen_read.find_specimen(session, tube.accession_id)
+        assert _in_transaction(session)
+
+
+def test_a_scans_driver_error_is_reported_as_any_other(tmp_path):
+    """The scan's own cursor: a driver error is the same one-line error as elsewhere."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no tables
+    with pytest.raises(DatabaseUnavailable, match="no such table: specimen"):
+        with uow(engine, lookup=True) as session:
+            specimen_read.find_specimen(session, "SLE-0000001M")
+    engine.dispose()
+
+
 def test_scan_command(scanned, monkeypatch, db_url):
     _, tube, _ = scanned
     monkeypatch.setenv("BIOBANK_DATABASE_URL", db_url)
@@ -106,3 +134,6 @@ def test_scan_command(scanned, monkeypatch, db_url):
     assert misread.exit_code == 2 and "MISREAD" in misread.stderr
     unknown = runner.invoke(app, ["-u", "admin", "scan", "NOTHING-HERE"])
     assert unknown.exit_code == 4
+    helped = runner.invoke(app, ["scan", "--help"])  # loaded as it runs, with its own options
+    assert helped.exit_code == 0 and "--json" in helped.stdout
+    assert "completion" not in helped.stdout  # the root's option, not each command's

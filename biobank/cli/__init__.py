@@ -50,7 +50,7 @@ class BiobankGroup(TyperGroup):
     def get_command(self, ctx: typer.Context, name: str) -> TyperCommand | TyperGroup | None:
         if name in COMMANDS:
             module, attribute = COMMANDS[name]
-            single = typer.Typer()
+            single = typer.Typer(add_completion=False)  # completion is the root's option
             single.command(name)(getattr(importlib.import_module(module), attribute))
             return typer.main.get_command(single)
         if name in GROUPS:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 from sqlmodel import Session, select
 
+from biobank.db import driver_cursor
 from biobank.errors import ConcurrentChange, NotFound
 from biobank.models import Participant, Specimen, StorageUnit, Visit
 from biobank.positions import position_label
@@ -114,17 +115,14 @@ def find_specimen(session: Session, code: str) -> SpecimenRead | None:
     Every scan comes here, so the query runs on the driver's own cursor: SQLAlchemy's
     statement and result layers cost several times the indexed lookup itself. The values are
     converted by the columns' own result processors, as SQLAlchemy would."""
-    connection = session.connection()
-    cursor = connection.connection.driver_connection.cursor()
-    try:
+    dialect = session.get_bind().dialect
+    with driver_cursor(session) as cursor:
         for column, value in (("accession_id", code.strip().upper()), ("legacy_id", code.strip())):
-            sql, positional = _driver_sql(connection.dialect, column)
+            sql, positional = _driver_sql(dialect, column)
             cursor.execute(sql, (value,) if positional else {"value": value})
             row = cursor.fetchone()
             if row is not None:
-                return _read(_converted(connection.dialect, cursor.description, row))
-    finally:
-        cursor.close()
+                return _read(_converted(dialect, cursor.description, row))
     return None
 
 
