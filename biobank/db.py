@@ -103,11 +103,13 @@ def uow(engine: Engine, *, readonly: bool = False, lookup: bool = False) -> Iter
     Services never commit; front ends wrap each use case in one `uow`. Driver errors that
     escape the services are turned into domain errors here, in one place.
 
-    `readonly` work reads one snapshot and changes nothing. A `lookup` is read-only work of a
-    statement or two, such as resolving a scan: it opens no transaction, so each statement sees
-    what is committed when it runs, and the BEGIN and ROLLBACK that would cost more than the
-    query itself are saved (on PostgreSQL the connection runs in autocommit, which is why it is
-    not for server-side cursors such as `yield_per`).
+    `readonly` work reads one snapshot and changes nothing. A `lookup` is read-only work that
+    needs no single snapshot, such as resolving a scan and reading the view it opens: it opens
+    no transaction, so each statement sees what is committed when it runs, and the BEGIN and
+    ROLLBACK that would cost more than the query itself are saved (on PostgreSQL the connection
+    runs in autocommit, which is why it is not for server-side cursors such as `yield_per`).
+    A view read in one may, for a moment, mix two commits; a change made from it still names
+    the version it showed.
     """
     bind = _bound(engine, "lookup" if lookup else "readonly" if readonly else None)
     readonly = readonly or lookup
