@@ -104,6 +104,11 @@ def make_rows(count: int = 50, seed: int = 7) -> list[dict]:
     return rows
 
 
+def ordered(columns: list[Column], rows):
+    """Rows as the writers take them: each one's values in the columns' order."""
+    return (tuple(r.get(c.name) for c in columns) for r in rows)
+
+
 def consents_for(rows: list[dict]) -> dict[str, dict[str, str]]:
     codes = sorted({r["participant_code"] for r in rows})
     return {
@@ -178,9 +183,8 @@ def check_written(written, path: Path, rows: int) -> None:
 def test_csv_xlsx_and_parquet_read_back_as_the_same_typed_rows(tmp_path):
     rows = make_rows()
     paths = {kind: tmp_path / f"export.{kind}" for kind in ("csv", "xlsx", "parquet")}
-    check_written(write_csv(paths["csv"], COLUMNS, iter(rows)), paths["csv"], 50)
-    check_written(write_xlsx(paths["xlsx"], COLUMNS, iter(rows)), paths["xlsx"], 50)
-    check_written(write_parquet(paths["parquet"], COLUMNS, iter(rows)), paths["parquet"], 50)
+    for kind, write in (("csv", write_csv), ("xlsx", write_xlsx), ("parquet", write_parquet)):
+        check_written(write(paths[kind], COLUMNS, ordered(COLUMNS, rows)), paths[kind], 50)
 
     from_csv = read_csv(paths["csv"])
     assert from_csv == expected(rows)
@@ -191,7 +195,7 @@ def test_csv_xlsx_and_parquet_read_back_as_the_same_typed_rows(tmp_path):
 
 def test_xlsx_cells_are_typed_and_text_never_becomes_a_formula(tmp_path):
     path = tmp_path / "export.xlsx"
-    write_xlsx(path, COLUMNS, make_rows())
+    write_xlsx(path, COLUMNS, ordered(COLUMNS, make_rows()))
     sheet = openpyxl.load_workbook(path)["data"]
     header = [cell.value for cell in sheet[1]]
     by_name = {
@@ -210,21 +214,21 @@ def test_xlsx_cells_are_typed_and_text_never_becomes_a_formula(tmp_path):
 
 def test_xlsx_is_the_same_bytes_whenever_it_is_written(tmp_path):
     path = tmp_path / "export.xlsx"
-    write_xlsx(path, COLUMNS, make_rows())
+    write_xlsx(path, COLUMNS, ordered(COLUMNS, make_rows()))
     with zipfile.ZipFile(path) as archive:
         assert {info.date_time for info in archive.infolist()} == {(2000, 1, 1, 0, 0, 0)}
         core = archive.read("docProps/core.xml").decode()
     assert "2000-01-01T00:00:00Z" in core and str(date.today().year) not in core
     again = tmp_path / "again.xlsx"
     assert (
-        write_xlsx(again, COLUMNS, make_rows()).sha256
+        write_xlsx(again, COLUMNS, ordered(COLUMNS, make_rows())).sha256
         == hashlib.sha256(path.read_bytes()).hexdigest()
     )
 
 
 def test_parquet_schema_follows_the_column_kinds(tmp_path):
     path = tmp_path / "export.parquet"
-    write_parquet(path, COLUMNS, make_rows())
+    write_parquet(path, COLUMNS, ordered(COLUMNS, make_rows()))
     schema = pq.read_schema(path)
     assert schema.field("sledai2k").type == pa.int64()
     assert schema.field("upcr").type == pa.float64()
@@ -244,7 +248,7 @@ def test_parquet_refuses_a_value_of_the_wrong_kind(tmp_path):
     rows = make_rows()
     rows[3]["sledai2k"] = "high"
     with pytest.raises(ValidationError) as error:
-        write_parquet(tmp_path / "export.parquet", COLUMNS, rows)
+        write_parquet(tmp_path / "export.parquet", COLUMNS, ordered(COLUMNS, rows))
     assert error.value.field == "sledai2k"
     assert "rows 1–50" in error.value.message
     assert list(tmp_path.iterdir()) == []
@@ -253,7 +257,7 @@ def test_parquet_refuses_a_value_of_the_wrong_kind(tmp_path):
 def test_parquet_without_pyarrow_says_which_extra_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     with pytest.raises(ValidationError) as error:
-        write_parquet(tmp_path / "export.parquet", COLUMNS, make_rows())
+        write_parquet(tmp_path / "export.parquet", COLUMNS, ordered(COLUMNS, make_rows()))
     assert error.value.message == (
         "Parquet needs the optional extra: pip install 'biobank[parquet]'"
     )
@@ -264,7 +268,7 @@ def test_parquet_without_pyarrow_says_which_extra_to_install(tmp_path, monkeypat
 def test_miabis_csv_has_only_the_miabis_columns_under_their_miabis_names(tmp_path):
     rows = make_rows()
     path = tmp_path / "miabis.csv"
-    check_written(write_miabis_csv(path, COLUMNS, rows), path, 50)
+    check_written(write_miabis_csv(path, COLUMNS, ordered(COLUMNS, rows)), path, 50)
     with path.open(encoding="utf-8", newline="") as file:
         lines = list(csv.reader(file))
     assert lines[0] == [
@@ -315,6 +319,18 @@ def test_columns_are_checked_before_anything_is_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("kind", ["csv", "xlsx", "parquet", "miabis", "fhir"])
+def test_a_row_without_one_value_per_column_is_refused_naming_it(tmp_path, kind):
+    rows = list(ordered(COLUMNS, make_rows()))
+    rows[6] = rows[6][:-1]  # one value short: the rest would shift into the wrong columns
+    with pytest.raises(ValidationError, match=f"row 7 has {len(COLUMNS) - 1} values") as error:
+        WRITERS[kind](tmp_path / f"export.{kind}", COLUMNS, rows)
+    assert error.value.row == 7
+    with pytest.raises(TypeError, match="sequences of values"):
+        WRITERS[kind](tmp_path / f"export.{kind}", COLUMNS, make_rows())  # names, not values
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_empty_export_still_writes_headers(tmp_path):
     assert write_csv(tmp_path / "x.csv", COLUMNS, []).rows == 0
     assert (tmp_path / "x.csv").read_text().splitlines() == [",".join(c.name for c in COLUMNS)]
@@ -333,7 +349,7 @@ def test_fhir_bundle_validates_and_links_every_resource(tmp_path):
     rows = make_rows()
     consents = consents_for(rows)
     path = tmp_path / "bundle.json"
-    check_written(write_fhir_bundle(path, COLUMNS, iter(rows), consents), path, 50)
+    check_written(write_fhir_bundle(path, COLUMNS, ordered(COLUMNS, rows), consents), path, 50)
 
     text = path.read_text(encoding="utf-8")
     bundle = Bundle.model_validate_json(text)
@@ -383,7 +399,7 @@ def test_fhir_resources_carry_the_row_values(tmp_path):
     rows = make_rows()
     consents = consents_for(rows)
     path = tmp_path / "bundle.json"
-    write_fhir_bundle(path, COLUMNS, rows, consents)
+    write_fhir_bundle(path, COLUMNS, ordered(COLUMNS, rows), consents)
     entries = [e["resource"] for e in json.loads(path.read_text())["entry"]]
     identifier = {
         (r["resourceType"], r["identifier"][0]["value"]): r for r in entries if "identifier" in r
@@ -470,21 +486,29 @@ def test_fhir_refuses_a_missing_consent_a_repeated_specimen_and_an_unknown_sex(t
     consents = consents_for(rows)
     del consents["X004"]
     with pytest.raises(ValidationError, match="no consent given for participant X004"):
-        write_fhir_bundle(tmp_path / "bundle.json", COLUMNS, rows, consents)
+        write_fhir_bundle(tmp_path / "bundle.json", COLUMNS, ordered(COLUMNS, rows), consents)
     twice = [*rows, rows[0]]
     with pytest.raises(ValidationError, match=f"specimen {rows[0]['specimen_code']} appears twice"):
-        write_fhir_bundle(tmp_path / "bundle.json", COLUMNS, twice, consents_for(rows))
+        write_fhir_bundle(
+            tmp_path / "bundle.json", COLUMNS, ordered(COLUMNS, twice), consents_for(rows)
+        )
     rows[0]["sex"] = "F?"
     with pytest.raises(ValidationError, match="sex 'F\\?'") as error:
-        write_fhir_bundle(tmp_path / "bundle.json", COLUMNS, rows, consents_for(rows))
+        write_fhir_bundle(
+            tmp_path / "bundle.json", COLUMNS, ordered(COLUMNS, rows), consents_for(rows)
+        )
     assert error.value.row == 1
     assert list(tmp_path.iterdir()) == []
 
 
 def test_fhir_is_the_same_bytes_for_the_same_rows(tmp_path):
     rows = make_rows()
-    first = write_fhir_bundle(tmp_path / "a.json", COLUMNS, rows, consents_for(rows))
-    second = write_fhir_bundle(tmp_path / "b.json", COLUMNS, rows, consents_for(rows))
+    first = write_fhir_bundle(
+        tmp_path / "a.json", COLUMNS, ordered(COLUMNS, rows), consents_for(rows)
+    )
+    second = write_fhir_bundle(
+        tmp_path / "b.json", COLUMNS, ordered(COLUMNS, rows), consents_for(rows)
+    )
     assert first.sha256 == second.sha256
 
 
@@ -501,11 +525,11 @@ WRITERS = {
 }
 
 
-def failing_rows():
+def failing_rows(columns=COLUMNS):
     """One whole batch (written to the temporary file), then a few rows, then a failure."""
     template = make_rows(12)
     for i in range(BATCH_ROWS + 10):
-        yield template[i % 12] | {"specimen_code": f"S{i}"}
+        yield from ordered(columns, [template[i % 12] | {"specimen_code": f"S{i}"}])
     raise RuntimeError("database went away")
 
 
@@ -515,14 +539,14 @@ def test_a_failed_export_leaves_no_file_behind(tmp_path, kind):
     seen: list[int] = []
     columns = COLUMNS[:3] if kind == "xlsx" else COLUMNS
     with pytest.raises(RuntimeError, match="database went away"):
-        WRITERS[kind](target, columns, failing_rows(), progress=seen.append)
+        WRITERS[kind](target, columns, failing_rows(columns), progress=seen.append)
     assert seen == [BATCH_ROWS]
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_failed_export_keeps_the_previous_complete_file(tmp_path):
     target = tmp_path / "export.csv"
-    before = write_csv(target, COLUMNS, make_rows())
+    before = write_csv(target, COLUMNS, ordered(COLUMNS, make_rows()))
     with pytest.raises(RuntimeError):
         write_csv(target, COLUMNS, failing_rows())
     assert hashlib.sha256(target.read_bytes()).hexdigest() == before.sha256
@@ -532,7 +556,7 @@ def test_a_failed_export_keeps_the_previous_complete_file(tmp_path):
 def test_xlsx_over_the_sheet_limit_is_refused_without_a_file(tmp_path, monkeypatch):
     monkeypatch.setattr(tabular_writers, "XLSX_MAX_ROWS", 30)
     with pytest.raises(ValidationError, match="at most 30 rows"):
-        write_xlsx(tmp_path / "export.xlsx", COLUMNS, make_rows())
+        write_xlsx(tmp_path / "export.xlsx", COLUMNS, ordered(COLUMNS, make_rows()))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -540,35 +564,35 @@ def test_a_control_character_is_refused_by_xlsx_naming_column_and_row(tmp_path):
     rows = make_rows()
     rows[4]["cart_product"] = "bell\x07"
     with pytest.raises(ValidationError, match="cart_product holds a control character") as error:
-        write_xlsx(tmp_path / "export.xlsx", COLUMNS, rows)
+        write_xlsx(tmp_path / "export.xlsx", COLUMNS, ordered(COLUMNS, rows))
     assert (error.value.field, error.value.row) == ("cart_product", 5)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_an_unwritable_target_is_a_validation_error(tmp_path):
     with pytest.raises(ValidationError, match="cannot write") as error:
-        write_csv(tmp_path / "missing" / "export.csv", COLUMNS, make_rows())
+        write_csv(tmp_path / "missing" / "export.csv", COLUMNS, ordered(COLUMNS, make_rows()))
     assert error.value.field == "path"
 
 
 def test_progress_moves_once_per_batch(tmp_path):
     seen: list[int] = []
     rows = (make_rows(1)[0] | {"specimen_code": f"S{i}"} for i in range(25_000))
-    written = write_csv(tmp_path / "export.csv", COLUMNS, rows, progress=seen.append)
+    written = write_csv(tmp_path / "export.csv", COLUMNS, ordered(COLUMNS, rows), seen.append)
     assert seen == [10_000, 20_000, 25_000]
     assert written.rows == 25_000
 
 
-class Live(dict):
+class Live(tuple):
     """A row that counts how many of its kind are alive at once."""
 
     alive = 0
     most = 0
 
-    def __init__(self, *args):
-        super().__init__(*args)
+    def __new__(cls, values):
         Live.alive += 1
         Live.most = max(Live.most, Live.alive)
+        return super().__new__(cls, values)
 
     def __del__(self):
         Live.alive -= 1
@@ -580,7 +604,8 @@ def test_writers_hold_at_most_two_batches_of_rows(tmp_path, kind):
     count = 3 * BATCH_ROWS
     # XLSX (~15 µs a cell) and FHIR (an entry per value) write the first columns of wide rows.
     columns = COLUMNS[:3] if kind in ("xlsx", "fhir") else COLUMNS
-    rows = (Live(template[i % 12] | {"specimen_code": f"S{i}"}) for i in range(count))
+    rows = map(Live, ordered(columns, (template[i % 12] | {"specimen_code": f"S{i}"}
+                                       for i in range(count))))  # fmt: skip
     Live.alive = Live.most = 0
     written = WRITERS[kind](tmp_path / f"export.{kind}", columns, rows)
     assert written.rows == count
@@ -597,21 +622,22 @@ def test_memory_stays_flat_for_200k_rows_of_csv_and_xlsx(tmp_path):
         import resource, sys, tracemalloc
         from pathlib import Path
         sys.path.insert(0, {str(ROOT / "tests")!r})
-        from test_export_writers import COLUMNS, make_rows
+        from test_export_writers import COLUMNS, make_rows, ordered
         from biobank.export import write_csv, write_xlsx
 
         template = make_rows(12)
 
-        def rows(count):
+        def rows(count, columns=COLUMNS):
             for i in range(count):
-                yield template[i % 12] | {{"specimen_code": f"S{{i:07d}}", "sledai2k": i % 30}}
+                row = template[i % 12] | {{"specimen_code": f"S{{i:07d}}", "sledai2k": i % 30}}
+                yield from ordered(columns, [row])
 
         out = Path({str(tmp_path)!r})
         two = [COLUMNS[1], COLUMNS[11]]
-        write_xlsx(out / "warm.xlsx", two, rows(100))
+        write_xlsx(out / "warm.xlsx", two, rows(100, two))
         write_csv(out / "warm.csv", COLUMNS, rows(100))
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        xlsx = write_xlsx(out / "big.xlsx", two, rows(200_000))
+        xlsx = write_xlsx(out / "big.xlsx", two, rows(200_000, two))
         grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
         tracemalloc.start()
         csv = write_csv(out / "big.csv", COLUMNS, rows(200_000))

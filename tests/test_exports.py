@@ -1,8 +1,10 @@
 """PI exports through the real services on both engines: consent enforced in every format,
 de-identification by mode, codes new for each export, manifests, replays and reservations."""
 
+import base64
 import csv
 import hashlib
+import hmac
 import json
 import zipfile
 from datetime import date
@@ -30,7 +32,7 @@ from biobank.models import (
     SpecimenEvent,
     SpecimenStatus,
 )
-from biobank.services import consent, exports, phenotypes
+from biobank.services import consent, exports, phenotypes, specimens
 from biobank.services.exports import ExportRequest, export_code
 
 ALL_FORMATS = ["csv", "xlsx", "parquet", "fhir", "miabis"]
@@ -125,6 +127,14 @@ def test_safe_harbor_leaves_no_phi_and_reduces_dates_to_years(cohort_db, admin, 
     rows = _csv(result.directory / "specimens.csv")
     assert {r["collected"] for r in rows} == {"2020"}
     assert "mrn" not in rows[0] and "cart_product" not in rows[0]  # no PHI, no free text
+
+
+@pytest.mark.parametrize("internal_id", [0, 1, 7, 1_000_000, 2**31 - 1])
+def test_an_export_code_is_the_keyed_hash_in_base32(internal_id):
+    """The codes of runs already made must come out the same when they are replayed."""
+    key = "00112233445566778899aabbccddeeff"
+    digest = hmac.new(bytes.fromhex(key), f"S{internal_id}".encode(), "sha256").digest()
+    assert export_code(key, "S", internal_id) == f"S-{base64.b32encode(digest[:5]).decode()}"
 
 
 def test_codes_differ_between_two_exports(cohort_db, admin, tmp_path):
@@ -234,6 +244,28 @@ def test_modes_need_their_permission_or_agreement(cohort_db, actors, admin, tmp_
             sa.select(AuditEntry.action).where(AuditEntry.entity == "export_run")
         ).scalars()
         assert list(actions) == ["export.run", "export.identified"]
+
+
+def test_an_aliquot_names_its_parent_by_the_code_or_the_accession_id(cohort_db, admin, tmp_path):
+    with uow(cohort_db, readonly=True) as session:
+        parent_id, parent = session.execute(
+            sa.select(Specimen.id, Specimen.accession_id).order_by(Specimen.id).limit(1)
+        ).one()
+    with uow(cohort_db) as session:
+        (child,) = specimens.aliquot(session, actor=admin, parent=parent, count=1, volume=50)
+    for mode, named in (
+        (DeidentificationMode.safe_harbor, None),
+        (DeidentificationMode.identified, parent),
+    ):
+        result = _export(cohort_db, admin, tmp_path / mode.value, mode=mode, formats=["csv"])
+        key = _key(cohort_db, result.run_code)
+        rows = _csv(result.directory / "specimens.csv")
+        by_code = {r["specimen_code"]: r for r in rows}
+        code = child.accession_id if named else export_code(key, "S", child.id)
+        expected = named or export_code(key, "S", parent_id)
+        assert by_code[code]["parent_specimen_code"] == expected
+        assert expected in by_code  # the parent is exported too, under the same name
+        assert sum(1 for r in rows if r["parent_specimen_code"]) == 1
 
 
 def test_cli_export_run_and_replay(cohort_db, monkeypatch, tmp_path):

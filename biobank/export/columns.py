@@ -1,14 +1,15 @@
 """What an export file holds: its columns, described once and read by every writer (the header,
 the typed cells of XLSX and Parquet, the data dictionary, the MIABIS names, the FHIR mapping).
 
-A row is a dict {column name: value} of plain Python values, already de-identified by the export
-service: `str`, `int`, `float`, `bool`, `datetime.date` or None. A key left out reads as None.
+A row is a sequence of plain Python values, one per column in the columns' order (a tuple is
+the cheapest to make and what `csv` and pyarrow read), already de-identified by the export
+service: `str`, `int`, `float`, `bool`, `datetime.date` or None.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -21,7 +22,7 @@ Kind = Literal["string", "integer", "decimal", "boolean", "date", "year"]
 Role = Literal["specimen", "participant", "phenotype"]
 """What a column describes; the FHIR writer turns every `phenotype` value into an Observation."""
 
-Row = Mapping[str, Any]
+Row = Sequence[Any]
 
 KINDS: tuple[str, ...] = get_args(Kind)
 ROLES: tuple[str, ...] = get_args(Role)

@@ -39,6 +39,9 @@ CONSENT_STATES = frozenset({"granted", "refused", "withdrawn", "not_asked"})
 
 GENDERS = {"female": "female", "male": "male", "unknown": "unknown", "undifferentiated": "other"}
 
+Named = Mapping[str, Any]
+"""A row read by column name, as the resources below are made."""
+
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:biobank:export")
 
 _CONSENT_FRAME = {
@@ -81,7 +84,7 @@ def write_fhir_bundle(
     `CONSENT_STATES`; a participant missing from it is refused (its Consent cannot be left out).
     `rows` counts the spreadsheet rows, not the entries."""
     columns = checked(columns)
-    names = {c.name for c in columns}
+    names = [c.name for c in columns]
     for required in (fixed.PARTICIPANT_CODE, fixed.SPECIMEN_CODE):
         if required not in names:
             raise ValidationError(
@@ -94,9 +97,10 @@ def write_fhir_bundle(
         participants: set[str] = set()
         specimens: set[str] = set()
         parents: dict[str, str] = {}  # parent code → its participant, until the parent is seen
-        batches = Batches(rows, progress)
+        batches = Batches(rows, progress, width=len(names))
         for batch in batches:
-            for number, row in enumerate(batch, start=batches.done + 1):
+            for number, values in enumerate(batch, start=batches.done + 1):
+                row = dict(zip(names, values, strict=True))  # read by name below
                 participant = _required(row, fixed.PARTICIPANT_CODE, number)
                 specimen = _required(row, fixed.SPECIMEN_CODE, number)
                 if participant not in participants:
@@ -163,7 +167,7 @@ def _ref(kind: str, *codes: str) -> dict[str, str]:
     return {"reference": _url(kind, *codes)}
 
 
-def _required(row: Row, name: str, number: int) -> str:
+def _required(row: Named, name: str, number: int) -> str:
     value = row.get(name)
     if value is None or value == "":
         raise ValidationError(f"{name} is empty", field=name, row=number)
@@ -175,7 +179,7 @@ def _date_time(value: object) -> str:
     return value.isoformat() if isinstance(value, date) else str(value)
 
 
-def _patient(participant: str, row: Row, number: int) -> tuple[str, dict[str, Any]]:
+def _patient(participant: str, row: Named, number: int) -> tuple[str, dict[str, Any]]:
     patient: dict[str, Any] = {
         "resourceType": "Patient",
         "identifier": [{"system": PARTICIPANT_SYSTEM, "value": participant}],
@@ -236,7 +240,7 @@ def _consent(
     return _url("Consent", participant), consent
 
 
-def _specimen_type(row: Row) -> dict[str, Any] | None:
+def _specimen_type(row: Named) -> dict[str, Any] | None:
     sprec = row.get(fixed.SPREC_CODE)
     kind = row.get(fixed.SPECIMEN_TYPE) or (sprec.split("-", 1)[0] if sprec else None)
     if not kind:
@@ -249,7 +253,7 @@ def _specimen_type(row: Row) -> dict[str, Any] | None:
     return {"coding": coding, "text": kind}
 
 
-def _specimen(specimen: str, subject: dict[str, str], row: Row) -> tuple[str, dict[str, Any]]:
+def _specimen(specimen: str, subject: dict[str, str], row: Named) -> tuple[str, dict[str, Any]]:
     resource: dict[str, Any] = {
         "resourceType": "Specimen",
         "identifier": [{"system": SPECIMEN_SYSTEM, "value": specimen}],
@@ -285,7 +289,7 @@ def _parent_only(parent: str, participant: str) -> tuple[str, dict[str, Any]]:
     return _url("Specimen", parent), resource
 
 
-def _context(specimen: str, subject: dict[str, str], row: Row) -> dict[str, Any]:
+def _context(specimen: str, subject: dict[str, str], row: Named) -> dict[str, Any]:
     """What every Observation of one row shares: subject, time of collection, specimen."""
     context: dict[str, Any] = {"subject": subject}
     collected = row.get(fixed.COLLECTED)

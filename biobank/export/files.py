@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -35,15 +35,28 @@ class Written:
 
 
 class Batches:
-    """The rows in lists of `BATCH_ROWS`; `done` counts those of the batches already written."""
+    """The rows in lists of `BATCH_ROWS`; `done` counts those of the batches already written.
+    A row without one value per column is refused, naming it: written, it would shift every
+    value after the gap into the wrong column."""
 
-    def __init__(self, rows: Iterable[Row], progress: Progress | None) -> None:
+    def __init__(self, rows: Iterable[Row], progress: Progress | None, *, width: int) -> None:
         self._rows = rows
         self._progress = progress
+        self._width = width
         self.done = 0
 
     def __iter__(self) -> Iterator[list[Row]]:
         for batch in chunks(self._rows, BATCH_ROWS):
+            if isinstance(batch[0], Mapping | str):
+                raise TypeError("export rows are sequences of values in the columns' order")
+            if any(len(row) != self._width for row in batch):
+                at = next(i for i, row in enumerate(batch) if len(row) != self._width)
+                raise ValidationError(
+                    f"row {self.done + at + 1} has {len(batch[at])} values for "
+                    f"{self._width} columns",
+                    field="columns",
+                    row=self.done + at + 1,
+                )
             yield batch
             self.done += len(batch)
             if self._progress is not None:

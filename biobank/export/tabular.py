@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -35,7 +35,7 @@ def write_csv(
     path: Path, columns: Iterable[Column], rows: Iterable[Row], progress: Progress | None = None
 ) -> Written:
     columns = checked(columns)
-    return _write_delimited(path, [c.name for c in columns], columns, rows, progress)
+    return _write_delimited(path, [c.name for c in columns], len(columns), rows, progress)
 
 
 def write_miabis_csv(
@@ -43,20 +43,22 @@ def write_miabis_csv(
 ) -> Written:
     """Only the columns with a MIABIS name, headed by it; a coded value is written as its
     label (MIABIS names values, e.g. sex `Female`, material type `Serum`)."""
-    chosen = [c for c in checked(columns) if c.miabis]
+    columns = checked(columns)
+    chosen = [(at, c) for at, c in enumerate(columns) if c.miabis]
     if not chosen:
         raise ValidationError("no column has a MIABIS name", field="columns")
-    labels = {c.name: dict(c.choices) for c in chosen if c.choices}
+    labels = [dict(c.choices) if c.choices else None for _, c in chosen]
+    places = [at for at, _ in chosen]
 
-    def labelled(rows: Iterable[Row]) -> Iterable[Row]:
-        for row in rows:
-            yield {
-                name: labels[name].get(value, value) if name in labels else value
-                for name, value in row.items()
-            }
+    def labelled(batch: list[Row]) -> Iterable[Row]:
+        for row in batch:
+            yield [
+                value if label is None else label.get(value, value)
+                for label, value in zip(labels, map(row.__getitem__, places), strict=True)
+            ]
 
     return _write_delimited(
-        path, [c.miabis for c in chosen], chosen, labelled(rows) if labels else rows, progress
+        path, [c.miabis for _, c in chosen], len(columns), rows, progress, labelled
     )
 
 
@@ -76,18 +78,19 @@ def write_dictionary(path: Path, columns: Iterable[Column]) -> Written:
 def _write_delimited(
     path: Path,
     header: list[str],
-    columns: Sequence[Column],
+    width: int,
     rows: Iterable[Row],
     progress: Progress | None,
+    shown: Callable[[list[Row]], Iterable[Row]] | None = None,
 ) -> Written:
-    names = [c.name for c in columns]
+    """`rows` of `width` values under `header`, each batch as `shown` writes it (as it is)."""
 
     def write(file: IO[str]) -> int:
         writer = csv.writer(file)
         writer.writerow(header)
-        batches = Batches(rows, progress)
+        batches = Batches(rows, progress, width=width)
         for batch in batches:
-            writer.writerows(map(row.get, names) for row in batch)
+            writer.writerows(batch if shown is None else shown(batch))
         return batches.done
 
     return write_atomically(path, write, text=True)
@@ -112,7 +115,7 @@ def write_xlsx(
         workbook = Workbook(write_only=True)
         data = workbook.create_sheet("data")
         data.append(names)
-        batches = Batches(rows, progress)
+        batches = Batches(rows, progress, width=len(columns))
         try:
             for batch in batches:
                 if batches.done + len(batch) > XLSX_MAX_ROWS:
@@ -122,7 +125,7 @@ def write_xlsx(
                         value="xlsx",
                     )
                 for number, row in enumerate(batch, start=batches.done + 1):
-                    values = list(map(row.get, names))
+                    values = list(row)
                     for i in texts:
                         if isinstance(values[i], str) and values[i].startswith("="):
                             values[i] = WriteOnlyCell(data, values[i])
@@ -206,11 +209,11 @@ def write_parquet(
 
     def write(file: IO[bytes]) -> int:
         with pq.ParquetWriter(file, schema) as writer:
-            batches = Batches(rows, progress)
+            batches = Batches(rows, progress, width=len(columns))
             for batch in batches:
                 arrays = []
-                for column, field in zip(columns, schema, strict=True):
-                    values = [row.get(column.name) for row in batch]
+                by_column = zip(*batch, strict=True)
+                for column, field, values in zip(columns, schema, by_column, strict=True):
                     try:
                         arrays.append(pa.array(values, type=field.type))
                     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as e:

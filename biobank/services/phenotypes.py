@@ -404,13 +404,14 @@ def values_at_collection(
     if not specimens or not variables:
         return {s.specimen_id: {} for s in specimens}
     # Plain lookups made once: the loops below run per value and per specimen.
-    names = {v.id: v.name for v in variables}
-    read = {v.id: READERS[v.value_type] for v in variables}
-    per_participant = {v.id for v in variables if v.scope is PhenotypeScope.participant}
+    kinds = {
+        v.id: (v.name, READERS[v.value_type], v.scope is PhenotypeScope.participant)
+        for v in variables
+    }
     participants = sorted({s.participant_id for s in specimens})
     fixed: dict[int, dict[str, Any]] = defaultdict(dict)  # participant -> its own values
     own: dict[int, dict[str, Any]] = defaultdict(dict)  # visit -> that visit's values
-    dated: dict[int, dict[str, list[tuple[date, Any]]]] = defaultdict(lambda: defaultdict(list))
+    dated: dict[int, dict[str, list[tuple[date, Any]]]] = defaultdict(dict)  # in time order
     for start in range(0, len(participants), 1000):
         chunk = participants[start : start + 1000]
         rows = session.connection().execute(  # Core rows: no ORM result layer per value
@@ -424,21 +425,22 @@ def values_at_collection(
                 PhenotypeValue.value_date,
             ).where(
                 one_of(session, PhenotypeValue.participant_id, chunk),
-                one_of(session, PhenotypeValue.variable_id, names),
+                one_of(session, PhenotypeValue.variable_id, kinds),
             )
         )
         for pid, visit_id, var_id, observed_on, number, text, day in rows:
-            value = read[var_id](number, text, day)
-            if var_id in per_participant:
-                fixed[pid][names[var_id]] = value
+            name, read, per_participant = kinds[var_id]
+            value = read(number, text, day)
+            if per_participant:
+                fixed[pid][name] = value
                 continue
             if visit_id is not None:
-                own[visit_id][names[var_id]] = value
+                own[visit_id][name] = value
             if observed_on is not None:
-                dated[pid][names[var_id]].append((observed_on, value))
+                dated[pid].setdefault(name, []).append((observed_on, value))
     for series_by_name in dated.values():
         for series in series_by_name.values():
-            series.sort(key=lambda item: item[0])
+            series.sort(key=_first)
     window = timedelta(days=window_days)
     result: dict[int, dict[str, Any]] = {}
     # Specimens of one visit drawn the same day have the same values: one dict serves them all.
@@ -455,11 +457,15 @@ def values_at_collection(
                 for name, series in dated.get(s.participant_id, {}).items():
                     if name in found:
                         continue
-                    at = bisect.bisect_right(series, s.collected_on, key=lambda item: item[0]) - 1
+                    at = bisect.bisect_right(series, s.collected_on, key=_first) - 1
                     if at >= 0 and s.collected_on - series[at][0] <= window:
                         found[name] = series[at][1]
         result[s.specimen_id] = found
     return result
+
+
+def _first(pair: tuple) -> Any:
+    return pair[0]
 
 
 def specimen_phenotypes(
