@@ -419,23 +419,25 @@ def select_cohort(
     for chunk in _chunks(session, _base_query(session, query, reserved_by_run)):
         if progress:
             progress(len(chunk))
-        kept = [
-            (c, row)
-            for c, row in ((Collected.of(row[:6]), row) for row in chunk)
-            if _collected_fits(query, c.collected_on) and _age_fits(query, _age(c, row.birth_year))
-        ]
+        kept = []  # (collection, age at it, row) of the specimens the dates and ages let by
+        for row in chunk:
+            c = Collected.of(row[:6])
+            age = _age(c, row.birth_year)
+            if _collected_fits(query, c.collected_on) and _age_fits(query, age):
+                kept.append((c, age, row))
         if not kept:
             continue
-        participant_ids = sorted({c.participant_id for c, _ in kept})
+        participant_ids = sorted({c.participant_id for c, _, _ in kept})
         at_collection = values_at_collection(
-            session, specimens=[c for c, _ in kept], variables=variables, window_days=window_days
-        )
+            session, specimens=[c for c, _, _ in kept], variables=variables,
+            window_days=window_days,
+        )  # fmt: skip
         ever = _ever(session, participant_ids, ever_variables)
         decisions = consent_decisions(
             session, participant_ids=participant_ids, uses=uses, as_of=as_of
         )
         refused = {pid: d.reason() for pid, d in decisions.items() if not d.allowed}
-        for c, row in kept:
+        for c, age, row in kept:
             values = at_collection[c.specimen_id]
             if prepared.conditions is not None:
                 mine = {v.name: ever.get((c.participant_id, v.name), []) for v in ever_variables}
@@ -449,14 +451,7 @@ def select_cohort(
                 continue
             tally.specimens += 1
             tally.participants.add(c.participant_id)
-            yield Selected(
-                specimen_id=c.specimen_id,
-                participant_id=c.participant_id,
-                collected_on=c.collected_on,
-                age_at_collection=_age(c, row.birth_year),
-                phenotypes=values,
-                specimen=row,
-            )
+            yield Selected(c.specimen_id, c.participant_id, c.collected_on, age, values, row)
 
 
 def _age(c: Collected, birth_year: int | None) -> int | None:
