@@ -606,7 +606,7 @@ def _impact(session: Session, person: Participant, statement: str | None) -> Imp
             ExportRun.run_code,
             ExportRun.created_at,
             ExportRun.mode,
-            sa.func.count(ExportRunSpecimen.id),
+            sa.func.count(ExportRunSpecimen.specimen_id),
         )
         .join(ExportRunSpecimen, ExportRunSpecimen.export_run_id == ExportRun.id)
         .join(Specimen, Specimen.id == ExportRunSpecimen.specimen_id)
