@@ -4,6 +4,7 @@ counts kept right, the lifecycle enforced."""
 import pytest
 import sqlalchemy as sa
 from inventory import seed_inventory, serum
+from sqlalchemy.dialects import postgresql
 
 from biobank.db import uow
 from biobank.errors import ConcurrentChange, InvalidTransition, PositionOccupied, ValidationError
@@ -54,6 +55,44 @@ def test_auto_allocation_fills_boxes_in_order_and_keeps_sets_together(engine, ad
     # no box has room for 7: they fill the free positions in physical order
     assert [t.box_barcode for t in spread[:2]] == [first, first]
     assert _free(engine, first) == 0 and _free(engine, second) == 0
+
+
+def test_the_search_for_room_uses_the_index_of_boxes_with_room(engine, admin):
+    """Also once a statement is prepared: PostgreSQL plans a statement run often once, for
+    any parameters, and that generic plan can use the partial index only if its condition
+    (`free_slots > 0`) is written in the SQL, not bound (it walked every full box before)."""
+    layout = seed_inventory(engine, admin)
+    searches = []
+
+    def keep(state):
+        if state.statement.is_select and "storage_unit" in str(state.statement):
+            searches.append(state.statement)
+
+    with uow(engine, readonly=True) as session:
+        sa.event.listen(session, "do_orm_execute", keep)
+        freezer = storage.get_unit(session, layout["freezer"])
+        custody.find_slots(session, target=freezer, specimen_type="SER")
+        (search,) = [s for s in searches if s._for_update_arg is not None]
+        dialect = session.get_bind().dialect
+        if dialect.name == "sqlite":
+            compiled = search.compile(dialect=dialect)
+            params = [compiled.params[name] for name in compiled.positiontup]
+            plan = session.connection().exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + str(compiled).replace(" FOR UPDATE", ""), tuple(params)
+            )
+        else:
+            import psycopg.sql
+
+            numbered = postgresql.psycopg.dialect(paramstyle="numeric_dollar")
+            compiled = search.compile(dialect=numbered)
+            values = [compiled.params[name] for name in compiled.positiontup]
+            connection = session.connection()
+            connection.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+            connection.exec_driver_sql(f"PREPARE search AS {compiled}")
+            driver = connection.connection.driver_connection
+            arguments = ", ".join(psycopg.sql.Literal(v).as_string(driver) for v in values)
+            plan = connection.exec_driver_sql(f"EXPLAIN EXECUTE search({arguments})")
+        assert "ix_storage_unit_free_boxes" in " ".join(str(row) for row in plan)
 
 
 def test_place_at_a_position_and_refusals(engine, admin):
