@@ -411,7 +411,8 @@ def values_at_collection(
     participants = sorted({s.participant_id for s in specimens})
     fixed: dict[int, dict[str, Any]] = defaultdict(dict)  # participant -> its own values
     own: dict[int, dict[str, Any]] = defaultdict(dict)  # visit -> that visit's values
-    dated: dict[int, dict[str, list[tuple[date, Any]]]] = defaultdict(dict)  # in time order
+    dated: dict[int, dict[date, dict[str, Any]]] = defaultdict(dict)  # participant -> day ->
+    # what was observed that day (the last value read, of a variable seen twice that day)
     for start in range(0, len(participants), 1000):
         chunk = participants[start : start + 1000]
         rows = session.connection().execute(  # Core rows: no ORM result layer per value
@@ -437,10 +438,11 @@ def values_at_collection(
             if visit_id is not None:
                 own[visit_id][name] = value
             if observed_on is not None:
-                dated[pid].setdefault(name, []).append((observed_on, value))
-    for series_by_name in dated.values():
-        for series in series_by_name.values():
-            series.sort(key=_first)
+                on_day = dated[pid].get(observed_on)
+                if on_day is None:
+                    on_day = dated[pid][observed_on] = {}
+                on_day[name] = value
+    days = {pid: sorted(by_day) for pid, by_day in dated.items()}  # each participant's, in order
     window = timedelta(days=window_days)
     result: dict[int, dict[str, Any]] = {}
     # Specimens of one visit drawn the same day have the same values: one dict serves them all.
@@ -452,20 +454,18 @@ def values_at_collection(
             found = found_for[key] = dict(fixed.get(s.participant_id, ()))
             if s.visit_id is not None:
                 found.update(own.get(s.visit_id, ()))
-            if s.collected_on is not None:
-                # only what the specimen's own visit lacks falls back to an earlier observation
-                for name, series in dated.get(s.participant_id, {}).items():
-                    if name in found:
-                        continue
-                    at = bisect.bisect_right(series, s.collected_on, key=_first) - 1
-                    if at >= 0 and s.collected_on - series[at][0] <= window:
-                        found[name] = series[at][1]
+            if s.collected_on is not None and s.participant_id in days:
+                # only what the specimen's own visit lacks falls back to an earlier
+                # observation: the latest within the window, day by day back from collection
+                observed, by_day = days[s.participant_id], dated[s.participant_id]
+                earliest = s.collected_on - window
+                at = bisect.bisect_right(observed, s.collected_on)
+                while at and observed[at - 1] >= earliest:
+                    at -= 1
+                    for name, value in by_day[observed[at]].items():
+                        found.setdefault(name, value)
         result[s.specimen_id] = found
     return result
-
-
-def _first(pair: tuple) -> Any:
-    return pair[0]
 
 
 def specimen_phenotypes(
