@@ -715,9 +715,9 @@ class ExportRunSpecimen(Table, table=True):
 
     Neither column has a foreign key. The rows are written by the export, in its transaction,
     with their run, and neither runs nor specimens are ever deleted (a specimen's custody
-    events hold it), so the keys would guard nothing; on PostgreSQL each fired a check per
-    exported specimen (the specimen's locked its row FOR KEY SHARE), together more than half
-    the time of writing the record."""
+    events hold it), so the keys would guard nothing. On PostgreSQL each fired a check per
+    exported specimen (the specimen key's also locked the tube's row, FOR KEY SHARE): together
+    more than half the time of writing the record."""
 
     __tablename__ = "export_run_specimen"
 
