@@ -25,84 +25,44 @@ COLUMNS = ("benchmark", "engine", "median", "p99", "baseline", "ratio", "goal", 
 # Why a goal is missed and what would fix it, read off profiles (cProfile, py-spy) of each
 # benchmark and timings of the alternatives, on this machine kind.
 _SCREEN_PER_SCAN = (
-    "the scan now reads the tube's view in its own worker and the specimen screen is composed "
-    "once, with its data (it was two worker round trips and two paints). This run was on a "
-    "slow moment of this shared machine: a bare interpreter start, the cold start's baseline, "
-    "took 30-31 ms against 17-20 ms in calm runs; measured alone in a calm moment (20,000 "
-    "specimens, bare start 17 ms) the view took 49 ms. What remains is Textual mounting, "
-    "styling and painting the screen (~80% of the time in py-spy: compositor, `render_lines`, "
-    "styles); the services take 2-9 ms. A specimen screen kept mounted and updated in place "
-    "from scan to scan would hold the goal under load."
+    "the scan reads the tube's view in its own worker and the specimen screen is composed "
+    "once, with its data. Measured alone in a calm moment (20,000 specimens) the view took "
+    "49 ms; in the full runs, with the inventory's databases beside it, 56-66 ms. What remains "
+    "is Textual mounting, styling and painting the screen (~80% of the time in py-spy: "
+    "compositor, `render_lines`, styles); the services take 2-9 ms. A specimen screen kept "
+    "mounted and updated in place from scan to scan would hold the goal under load."
 )
 _BOX_SCREEN = (
     "the box a scan names is read with the scan and its grid composed with the screen (one "
-    "paint; it was mounted after a second round trip). The same slow moment as the line "
-    "above (a bare start 30 ms, not 17-20); alone and calm the grid took 44 ms at 20,000 "
-    "specimens. What remains is Textual laying out and painting the grid and its side panel; "
-    "a grid refreshed in place from box to box would hold the goal under load."
-)
-_IMPORTS = (
-    "1,009 ms (1,000,000 run) and 1,105 ms (100,000 run) on a slow moment of this machine "
-    "(the bare interpreter start, the baseline, took 30-31 ms; 17-20 ms when calm); measured "
-    "alone when calm it took 720-930 ms. This release cut ~250 ms: the table models' "
-    "validators are built when first used (`models.Table`, ~70 ms), the top-level commands "
-    "are imported as they run (~35 modules fewer), and the start's check for reference data "
-    "and a first user runs in Core, so SQLAlchemy's mapper set-up (~100 ms) waits for the "
-    "first sign-in. What remains is imports: SQLAlchemy ~0.2 s, SQLModel, Pydantic and the "
-    "models ~0.25 s, Textual ~0.15 s, then Textual parsing every widget's CSS (~60 ms)."
-)
-_EXPORT = (
-    "the raw join's own speed varies from run to run on this machine (SQLite 27,700-36,900 "
-    "rows/s at 1,000,000, against a steady 15,300-16,800 for the export), so SQLite reads "
-    "0.46-0.55× (0.50× at 100,000 in this run). On PostgreSQL this release stopped counting "
-    "the candidates when no progress bar asks, and dropped the foreign key from the run's "
-    "specimen list to `specimen` (its check locked every exported row FOR KEY SHARE, ~0.2 s "
-    "of 2.2 s at 100,000). What remains (py-spy with idle time, PostgreSQL, 100,000 "
-    "specimens): the cohort's rows through SQLAlchemy's result layer ~0.45 s of CPU, values "
-    "at collection ~0.45 s, the run's specimen list ~0.3-0.45 s (server time: an INSERT of a "
-    "thousand rows into three indexes a batch), making the rows and writing the CSV ~0.7 s; "
-    "the raw join has no window rule, codes, consent rule or run record. Reading the cohort "
-    "on the driver's cursor (as a scan now reads its tube, `specimen_read.find_specimen`) "
-    "and handing the writers tuples in column order would bring it to about 0.5×."
-)
-_ACCESSION = (
-    "16.1 ms against 15 at 1,000,000 specimens (12.1 ms, a pass, at 100,000): the same costs "
-    "as the placing row below (an accession is ~15 statements through the ORM, most of its "
-    "time in SQLAlchemy and psycopg, plus a round trip each on PostgreSQL); the fixes named "
-    "there bring it under the goal."
-)
-
-_LABEL_ROLL = (
-    "1.2-2.1 s across runs the same day on this shared machine (2.14 s in this loaded run); "
-    "not profiled further."
+    "paint); alone and calm the grid took 44 ms at 20,000 specimens, 52-54 ms in the full "
+    "runs. What remains is Textual laying out and painting the grid and its side panel; a "
+    "grid refreshed in place from box to box would hold the goal under load."
 )
 
 MISS_NOTES: dict[tuple[str, str], str] = {
-    ("labels: 1,000 to a PDF roll", "none"): _LABEL_ROLL,
-    ("accession into freezer (full)", "postgres"): _ACCESSION,
-    ("linked export to CSV", "sqlite"): _EXPORT,
-    ("linked export to CSV", "postgres"): _EXPORT,
     ("TUI: scan → specimen detail", "sqlite"): _SCREEN_PER_SCAN,
     ("TUI: scan → specimen detail", "postgres"): _SCREEN_PER_SCAN,
     ("TUI: scan → box grid", "sqlite"): _BOX_SCREEN,
     ("TUI: scan → box grid", "postgres"): _BOX_SCREEN,
-    ("TUI: cold start to sign-in", "sqlite"): _IMPORTS,
     ("scan lookup (per scan)", "sqlite"): (
-        "99 µs against a 12 µs raw lookup on a reused cursor (347 µs before this release): a "
-        "scan now runs in a lookup unit of work (`db.uow(lookup=True)`: no BEGIN, no "
-        "ROLLBACK) and reads the tube on the driver's own cursor. What remains is the unit of "
-        "work itself, ~43 µs of SQLAlchemy Session and pool checkout and release before and "
-        "after the 25-35 µs lookup (the one-session row passes at 2.7×); a session kept per "
-        "workstation worker would pass."
+        "119 µs against a 14 µs raw lookup on a reused cursor: a scan runs in a lookup unit of "
+        "work (`db.uow(lookup=True)`: no BEGIN, no ROLLBACK) and reads the tube on the "
+        "driver's own cursor. What remains is the unit of work itself, ~40 µs of SQLAlchemy "
+        "Session and pool checkout and release around the 27-36 µs lookup (the one-session "
+        "row passes at 3.3×); a session kept per workstation would pass, but Textual runs each "
+        "scan's worker in a thread of its own, so it would need handing between threads."
     ),
     ("8 processes placing", "postgres"): (
-        "client CPU is the limit, not locking (no retries, no double booking): an accession "
-        "costs ~7.5 ms of Python CPU alone and 9-12 ms with 8 processes on 2 cores (raw driver, "
-        "same rows and locks: 1.2-1.5 ms), 15 statements through the ORM, 83% of profiled time in "
-        "SQLAlchemy and psycopg, under 5% in biobank code. Build the returned SpecimenRead from "
-        "values in hand instead of re-selecting it, fetch participant, study and visit in one "
-        "query, and insert specimen and event through Core; 500/s on 2 cores needs ≤ 4 ms of "
-        "CPU per accession, client and server together."
+        "133/s (92/s before this release, whose accession no longer walks every full box: "
+        "PostgreSQL's generic plan of the prepared slot search could not use the partial "
+        "index of boxes with room while its condition was a bound parameter; one accession "
+        "at 1,000,000 specimens went from 19.5 to 11.0 ms). Client CPU is the limit, not "
+        "locking (no retries, no double booking): an accession is ~15 statements through "
+        "the ORM, most of its time in SQLAlchemy and psycopg, and 8 processes share 2 cores "
+        "(raw driver, same rows and locks: 561/s). Build the returned SpecimenRead from values "
+        "in hand instead of re-selecting it, fetch participant, study and visit in one query, "
+        "and insert specimen and event through Core; 500/s on 2 cores needs ≤ 4 ms of CPU per "
+        "accession, client and server together."
     ),
     ("legacy import (check + write)", "sqlite"): (
         "checking costs ~45 µs a row (`legacy_import._read_tube`: a closure call per cell, "
@@ -119,13 +79,13 @@ MISS_NOTES: dict[tuple[str, str], str] = {
         "each row's datetimes once for both the insert and the audit JSON."
     ),
     ("legacy import (write only)", "postgres"): (
-        "0.49× at 100,000 specimens (10,000 rows) and 0.55×, a pass, at 1,000,000 in the same "
+        "0.46× at 100,000 specimens (10,000 rows) and 0.54×, a pass, at 1,000,000 in the same "
         "release: what the raw inserts do not have is the audit entries' canonical JSON and "
         "SHA-256 chain (~45 µs a tube in `audit._seal`); the boxes' free counts are one UPDATE "
         "a box (~250 round trips for 20,000 tubes, under 1% of the time)."
     ),
     ("legacy import (check + write)", "postgres"): (
-        "writing alone passes at 1,000,000 (0.55×; 0.49× at 100,000: SQLAlchemy's multi-row "
+        "writing alone passes at 1,000,000 (0.54×; 0.46× at 100,000: SQLAlchemy's multi-row "
         "INSERT … VALUES beats psycopg's row-by-row executemany); checking adds 45-70 µs a row "
         "of pure Python (`legacy_import._read_tube`, `_Checker.check_tube`); one converter per "
         "column chosen once per sheet would bring it to the goal."
