@@ -64,15 +64,15 @@ def test_the_search_for_room_uses_the_index_of_boxes_with_room(engine, admin):
     layout = seed_inventory(engine, admin)
     searches = []
 
-    def keep(state):
-        if state.statement.is_select and "storage_unit" in str(state.statement):
+    def keep(state):  # the search for a box with room: the query that locks what it finds
+        if state.is_select and "FOR UPDATE" in str(state.statement):
             searches.append(state.statement)
 
     with uow(engine, readonly=True) as session:
         sa.event.listen(session, "do_orm_execute", keep)
         freezer = storage.get_unit(session, layout["freezer"])
         custody.find_slots(session, target=freezer, specimen_type="SER")
-        (search,) = [s for s in searches if s._for_update_arg is not None]
+        (search,) = searches
         dialect = session.get_bind().dialect
         if dialect.name == "sqlite":
             compiled = search.compile(dialect=dialect)

@@ -411,8 +411,9 @@ def values_at_collection(
     participants = sorted({s.participant_id for s in specimens})
     fixed: dict[int, dict[str, Any]] = defaultdict(dict)  # participant -> its own values
     own: dict[int, dict[str, Any]] = defaultdict(dict)  # visit -> that visit's values
-    dated: dict[int, dict[date, dict[str, Any]]] = defaultdict(dict)  # participant -> day ->
-    # what was observed that day (the last value read, of a variable seen twice that day)
+    # participant -> day -> what was observed that day (of a variable seen twice that day, the
+    # last value read)
+    dated: dict[int, dict[date, dict[str, Any]]] = defaultdict(dict)
     for start in range(0, len(participants), 1000):
         chunk = participants[start : start + 1000]
         rows = session.connection().execute(  # Core rows: no ORM result layer per value
