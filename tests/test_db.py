@@ -2,14 +2,23 @@
 enforces on its own (a double-booked position is impossible)."""
 
 import sqlite3
+from datetime import UTC, date, datetime
 
 import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from biobank.db import make_engine, uow
+from biobank.db import insert_many, make_engine, uow
 from biobank.errors import ConstraintViolation
-from biobank.models import Participant, Specimen, StorageUnit, Study
+from biobank.models import (
+    Participant,
+    ParticipantIdentity,
+    ParticipantStatus,
+    Sex,
+    Specimen,
+    StorageUnit,
+    Study,
+)
 
 
 def test_sqlite_pragmas(tmp_path):
@@ -116,3 +125,52 @@ def test_foreign_keys_and_checks_are_enforced(engine):
             tube = _tube(participant, box, "SLE-C", 2, 2)
             tube.quantity = -1
             session.add(tube)
+
+
+def test_bulk_inserts_store_what_core_stores(engine):
+    """`insert_many` (COPY on PostgreSQL, the driver's executemany on SQLite) hands the driver
+    values through each column's own bind processing, so every type reads back as a row
+    inserted through Core does: enums, zoned times, dates, JSON, NULLs and awkward text."""
+    awkward = 'tab\there, "quoted", back\\slash, line\nbreak, \\N, ünïcode'
+    with uow(engine) as session:
+        study = Study(code="SLE", title="t", id_prefix="SLE")
+        session.add(study)
+        session.flush()
+        people = Participant.__table__
+        rows = [
+            {
+                "study_id": study.id,
+                "code": f"{way}-{n}",
+                "sex": Sex.female if n else Sex.unknown,
+                "birth_year": None if n else 1980,
+                "enrolled_on": date(2020, 2, 29),
+                "status": ParticipantStatus.active,
+                "created_at": datetime(2024, 3, 1, 8, 30, 15, 123456, tzinfo=UTC),
+            }
+            for way in ("core", "bulk")
+            for n in range(3)
+        ]
+        session.execute(sa.insert(people), rows[:3])
+        insert_many(session, people, rows[3:])
+        found = {
+            row.code: row._mapping
+            for row in session.execute(sa.select(people).order_by(people.c.code))
+        }
+        identities = ParticipantIdentity.__table__
+        ids = {row.code: row.id for row in session.execute(sa.select(people))}
+        extra = {"family_name": awkward, "other": {"redcap": awkward}, "mrn": None}
+        session.execute(sa.insert(identities), [{"participant_id": ids["core-0"]} | extra])
+        insert_many(session, identities, [{"participant_id": ids["bulk-0"]} | extra])
+        kept = {row.participant_id: row._mapping for row in session.execute(sa.select(identities))}
+    for n in range(3):
+        core, bulk = found[f"core-{n}"], found[f"bulk-{n}"]
+        assert {k: v for k, v in bulk.items() if k not in ("id", "code")} == {
+            k: v for k, v in core.items() if k not in ("id", "code")
+        }
+    assert found["bulk-1"]["sex"] is Sex.female and found["bulk-0"]["birth_year"] == 1980
+    assert found["bulk-2"]["created_at"].replace(tzinfo=UTC) == rows[3]["created_at"]
+    core, bulk = kept[ids["core-0"]], kept[ids["bulk-0"]]
+    assert bulk["family_name"] == awkward and bulk["other"] == {"redcap": awkward}
+    assert {k: v for k, v in bulk.items() if k not in ("id", "participant_id")} == {
+        k: v for k, v in core.items() if k not in ("id", "participant_id")
+    }

@@ -4,8 +4,8 @@ visit, type, volume, collection and processing times, freezer, rack, box and pos
 Checking reads the whole file and reports every fault (data row, file line, column, value,
 reason) before anything is written, so a file with any faulty row changes nothing. It looks
 rows up in the database a thousand at a time and spools the checked rows to a temporary file
-rather than holding them. Writing then goes through SQLAlchemy Core, a thousand rows per
-statement: specimens, their custody events and their hash-chained audit entries, with the
+rather than holding them. Writing then goes in bulk (`db.insert_many`), a thousand rows at a
+time: specimens, their custody events and their hash-chained audit entries, with the
 participants, visits and storage units the file names created when missing, all in the
 caller's one transaction.
 """
@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
+from biobank.db import insert_many
 from biobank.errors import ValidationError
 from biobank.models import (
     Participant,
@@ -771,11 +772,11 @@ class _Writer:
         return self.defaults[table.name] | values
 
     def insert(self, table: sa.Table, rows: list[dict[str, Any]], *key: str) -> list[int]:
-        """One executemany, then the new ids read back by a unique key (on SQLite, RETURNING
-        in the rows' order would cost one statement per row)."""
+        """One bulk insert, then the new ids read back by a unique key (PostgreSQL's COPY
+        returns nothing; on SQLite, RETURNING in the rows' order costs a statement per row)."""
         if not rows:
             return []
-        self.session.execute(sa.insert(table), rows)
+        insert_many(self.session, table, rows)
         wanted = [tuple(row[k] for k in key) for row in rows]
         found: dict[tuple, int] = {}
         first = table.c[key[0]]
@@ -882,8 +883,9 @@ class _Writer:
         ids = self.insert(table, specimens, "accession_id")
         reasons = [f"{self.reason}, row {row}" for row, _, _ in batch]
         events = SpecimenEvent.__table__
-        self.session.execute(
-            sa.insert(events),
+        insert_many(
+            self.session,
+            events,
             [
                 self.row(
                     events,

@@ -33,7 +33,7 @@ from pydantic import Field as ModelField
 from sqlmodel import Session, select
 
 from biobank import redcap
-from biobank.db import flush
+from biobank.db import flush, insert_many
 from biobank.errors import ValidationError
 from biobank.models import (
     ConsentAnswer,
@@ -1356,7 +1356,7 @@ class _Writer:
             for code, label in new
         ]
         if rows:
-            self.session.execute(sa.insert(table), rows)
+            insert_many(self.session, table, rows)
             query = sa.select(table.c.id, table.c.participant_id, table.c.label).where(
                 table.c.participant_id.in_({row["participant_id"] for row in rows})
             )
