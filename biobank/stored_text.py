@@ -43,6 +43,8 @@ def check_text(field: str, value: str, length: int | None) -> None:
             field=field,
             value=value[:40] + "…",
         )
+    if value.isprintable():
+        return  # no control character (the common case, checked at C speed)
     allowed = FREE_TEXT_BREAKS if length is None else ""
     for position, character in enumerate(value, start=1):
         if unicodedata.category(character) == "Cc" and character not in allowed:

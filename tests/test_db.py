@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
+import biobank.db
 from biobank.db import insert_many, make_engine, uow
 from biobank.errors import ConstraintViolation
 from biobank.models import (
@@ -127,10 +128,12 @@ def test_foreign_keys_and_checks_are_enforced(engine):
             session.add(tube)
 
 
-def test_bulk_inserts_store_what_core_stores(engine):
-    """`insert_many` (COPY on PostgreSQL, the driver's executemany on SQLite) hands the driver
+@pytest.mark.parametrize("copy_from", [1, 1_000_000], ids=["copy", "executemany"])
+def test_bulk_inserts_store_what_core_stores(engine, monkeypatch, copy_from):
+    """`insert_many` (COPY on PostgreSQL, else the driver's executemany) hands the driver
     values through each column's own bind processing, so every type reads back as a row
     inserted through Core does: enums, zoned times, dates, JSON, NULLs and awkward text."""
+    monkeypatch.setattr(biobank.db, "COPY_FROM", copy_from)
     awkward = 'tab\there, "quoted", back\\slash, line\nbreak, \\N, ünïcode'
     with uow(engine) as session:
         study = Study(code="SLE", title="t", id_prefix="SLE")

@@ -80,6 +80,7 @@ TIME_FORMATS = ("%H:%M", "%H:%M:%S", "%I:%M %p", "%I:%M:%S %p")
 CLOCK_SKEW = timedelta(days=1)  # the lab's calendar may be a day ahead of this workstation's
 MAX_LISTED_FAULTS = 1000
 BATCH_ROWS = 1000
+MEMO_LIMIT = 65536  # clock times in UTC kept while reading a sheet
 
 
 # --- The sheet's format -------------------------------------------------------------------
@@ -266,6 +267,10 @@ def _text(limit: int | None) -> Callable[[str], str]:
     return check
 
 
+_label_text = _text(64)
+_free_text = _text(None)
+
+
 def _subject(raw: str) -> str:
     code = raw.upper()
     if not PARTICIPANT_CODE.match(code):
@@ -273,8 +278,9 @@ def _subject(raw: str) -> str:
     return code
 
 
+@lru_cache(maxsize=4096)
 def _visit_label(raw: str) -> str:
-    return _text(64)(visit_label(raw))
+    return _label_text(visit_label(raw))
 
 
 def _volume(raw: str) -> float:
@@ -313,66 +319,78 @@ def _day(raw: str, pattern: str) -> date:
     return day
 
 
-def _local(day: date, clock: time | None, sheet: SheetFormat) -> datetime | None:
-    """The lab's clock time on `day`, in UTC."""
-    if clock is None:
-        return None
-    moment = datetime.combine(day, clock)
-    local = moment.replace(tzinfo=sheet.timezone) if sheet.timezone else moment.astimezone()
-    return local.astimezone(UTC)
+class _RowReader:
+    """A sheet's rows as tubes. Each field's column and converter are chosen once per sheet,
+    and the lab's clock times, which repeat down a sheet, are put in UTC once per day."""
 
+    def __init__(self, columns: Mapping[str, int], sheet: SheetFormat):
+        converters: dict[str, Callable[[str], Any]] = {
+            "legacy_id": _label_text,
+            "subject": _subject,
+            "visit": _visit_label,
+            "specimen_type": specimen_type_code,
+            "volume": _volume,
+            "date_collected": lambda raw: _day(raw, sheet.date_format),
+            "time_collected": _clock,
+            "time_processed": _clock,
+            "freezer": _label_text,
+            "rack": _label_text,
+            "box": _label_text,
+            "position": str,
+            "thaws": _thaws,
+            "comments": _free_text,
+        }
+        self.fields = [
+            (name, columns.get(name), convert, name in OPTIONAL_FIELDS)
+            for name, convert in converters.items()
+        ]
+        self.columns = columns
+        self.zone = sheet.timezone
+        self.moments: dict[tuple[date, time], datetime] = {}
 
-def _read_tube(
-    cells: list[str], columns: Mapping[str, int], sheet: SheetFormat, faults: list[RowFault]
-) -> _Tube | None:
-    """The values of one row, or None (and `faults` filled) if any is wrong."""
-    found = len(faults)
-
-    def value(name: str) -> str:
-        index = columns.get(name)
-        return cells[index].strip() if index is not None and index < len(cells) else ""
-
-    def parse(name: str, convert: Callable[[str], Any]) -> Any:
-        raw = value(name)
-        if not raw:
-            if name not in OPTIONAL_FIELDS:
-                faults.append((name, raw, "a value is required"))
+    def read(self, cells: list[str], faults: list[RowFault]) -> _Tube | None:
+        """The values of one row, or None (and `faults` filled) if any is wrong."""
+        found = len(faults)
+        width = len(cells)
+        values = []
+        for name, index, convert, optional in self.fields:
+            raw = cells[index].strip() if index is not None and index < width else ""
+            if not raw:
+                if not optional:
+                    faults.append((name, raw, "a value is required"))
+                values.append(None)
+                continue
+            try:
+                values.append(convert(raw))
+            except ValidationError as error:
+                faults.append((name, raw, error.message))
+                values.append(None)
+        if len(faults) > found:
             return None
+        *tube, day, collected, processed, freezer, rack, box, position, thaws, notes = values
+        collected_at, processed_at = self.utc(day, collected), self.utc(day, processed)
         try:
-            return convert(raw)
+            check_times({"collected_at": collected_at, "processed_at": processed_at})
         except ValidationError as error:
-            faults.append((name, raw, error.message))
+            name = "time_processed" if error.field == "processed_at" else "time_collected"
+            faults.append((name, cells[self.columns[name]].strip(), error.message))
             return None
+        return _Tube(
+            *tube, day, collected_at, processed_at, freezer, rack, box, position, thaws or 0, notes
+        )
 
-    values = {
-        "legacy_id": parse("legacy_id", _text(64)),
-        "subject": parse("subject", _subject),
-        "visit": parse("visit", _visit_label),
-        "specimen_type": parse("specimen_type", specimen_type_code),
-        "quantity": parse("volume", _volume),
-        "collected_on": parse("date_collected", lambda raw: _day(raw, sheet.date_format)),
-    }
-    clocks = [parse(name, _clock) for name in ("time_collected", "time_processed")]
-    tube = _Tube(
-        **values,
-        collected_at=values["collected_on"] and _local(values["collected_on"], clocks[0], sheet),
-        processed_at=values["collected_on"] and _local(values["collected_on"], clocks[1], sheet),
-        freezer=parse("freezer", _text(64)),
-        rack=parse("rack", _text(64)),
-        box=parse("box", _text(64)),
-        position=parse("position", str),
-        thaws=parse("thaws", _thaws) or 0,
-        notes=parse("comments", _text(None)),
-    )
-    if len(faults) > found:
-        return None
-    try:
-        check_times({"collected_at": tube.collected_at, "processed_at": tube.processed_at})
-    except ValidationError as error:
-        name = "time_processed" if error.field == "processed_at" else "time_collected"
-        faults.append((name, value(name), error.message))
-        return None
-    return tube
+    def utc(self, day: date, clock: time | None) -> datetime | None:
+        """The lab's clock time on `day`, in UTC."""
+        if clock is None:
+            return None
+        moment = self.moments.get((day, clock))
+        if moment is None:
+            local = datetime.combine(day, clock)
+            local = local.replace(tzinfo=self.zone) if self.zone else local.astimezone()
+            if len(self.moments) >= MEMO_LIMIT:
+                self.moments.clear()  # an odd sheet of ever new times keeps memory flat
+            moment = self.moments[day, clock] = local.astimezone(UTC)
+        return moment
 
 
 # --- Checking -----------------------------------------------------------------------------
@@ -471,8 +489,9 @@ class _Checker:
             self.fault(None, None, None, None, "the file is empty")
         columns, unit = self.read_header(*header) if header else ({}, QuantityUnit.uL)
         if columns:
+            reader = _RowReader(columns, self.sheet)
             for batch in chunks(enumerate(records, start=1), BATCH_ROWS):
-                self.check_batch(batch, columns, width=len(header[1]))
+                self.check_batch(batch, reader, width=len(header[1]))
         self.summarise()
         return ImportPlan(
             report=self.report,
@@ -534,14 +553,14 @@ class _Checker:
             self.fault(None, line, "volume", self.headers["volume"], reason)
             return QuantityUnit.uL
 
-    def check_batch(self, batch: list, columns: dict[str, int], width: int) -> None:
+    def check_batch(self, batch: list, reader: _RowReader, width: int) -> None:
         read = []
         for row, (line, cells) in batch:
             faults: list[RowFault] = []
             if any(cell.strip() for cell in cells[width:]):
                 reason = f"{len(cells)} values for {width} columns (quote values holding "
                 faults.append((None, None, reason + f"the delimiter {self.source.delimiter!r})"))
-            read.append((row, line, _read_tube(cells, columns, self.sheet, faults), faults))
+            read.append((row, line, reader.read(cells, faults), faults))
         self.look_up([tube for _, _, tube, _ in read if tube is not None])
         checked = []
         for row, line, tube, faults in read:
