@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from biobank.db import insert_many
+from biobank.db import insert_many, one_of
 from biobank.errors import ValidationError
 from biobank.models import (
     Participant,
@@ -410,6 +410,7 @@ class _Unit:
     created: StorageUnit | None = None
     fault: str | None = None
     taken: dict[tuple[int, int], str] = field(default_factory=dict)  # → accession ID
+    arriving: int = 0  # tubes the file puts in this box
 
     @property
     def stored(self) -> StorageUnit:
@@ -688,6 +689,7 @@ class _Checker:
                 ("position", tube.position, f"{box.barcode} {tube.position} holds {occupant}")
             )
         first = self.places.setdefault((box.barcode, *place), row)
+        box.arriving += 1
         if first != row:
             faults.append(("position", tube.position, f"row {first} is in the same position"))
         return place
@@ -736,15 +738,16 @@ def write_inventory(
     writer.create_participants()
     writer.create_visits()
     writer.create_units()
-    filled: dict[int, int] = {}
+    imported = 0
     for batch in unspool(plan.spool):
-        for box_id in writer.write_tubes(batch):
-            filled[box_id] = filled.get(box_id, 0) + 1
+        writer.write_tubes(batch)
+        imported += len(batch)
         if progress:
             progress(len(batch))
-    for box_id, count in filled.items():
-        adjust_free_slots(session, box_id, -count)
-    return report.model_copy(update={"imported": sum(filled.values())})
+    for unit in plan.units.values():
+        if unit.existing is not None and unit.arriving:
+            adjust_free_slots(session, unit.existing.id, -unit.arriving)
+    return report.model_copy(update={"imported": imported})
 
 
 @lru_cache(maxsize=4096)
@@ -800,7 +803,8 @@ class _Writer:
         found: dict[tuple, int] = {}
         first = table.c[key[0]]
         for chunk in chunks(sorted({w[0] for w in wanted}), BATCH_ROWS):
-            query = sa.select(table.c.id, *(table.c[k] for k in key)).where(first.in_(chunk))
+            columns = (table.c.id, *(table.c[k] for k in key))
+            query = sa.select(*columns).where(one_of(self.session, first, chunk))
             found |= {tuple(r[1:]): r[0] for r in self.session.execute(query)}
         return [found[w] for w in wanted]
 
@@ -848,7 +852,7 @@ class _Writer:
 
     def create_units(self) -> None:
         """Freezers, then their racks, then the racks' boxes, placed in the tree as `storage`
-        places units (sort key and path); each box's slots are free until tubes fill them."""
+        places units (sort key and path); a box is created with the slots its tubes leave."""
         table = StorageUnit.__table__
         for kind in STORAGE_KINDS:
             new = [u for u in self.plan.units.values() if u.kind == kind and u.existing is None]
@@ -866,7 +870,7 @@ class _Writer:
                         grid_cols=cols,
                         position_labels=labels,
                         holds_specimens=kind == "box",
-                        free_slots=rows * cols if rows else None,
+                        free_slots=rows * cols - unit.arriving if rows else None,
                     )
                 )
             ids = self.insert(table, [_values(u.created) for u in new], "barcode")
@@ -889,8 +893,8 @@ class _Writer:
                 )
             self.audit("storage.add", table, [_values(u.created) for u in new], ids)
 
-    def write_tubes(self, batch: list[tuple[int, _Tube, tuple[int, int]]]) -> list[int]:
-        """Specimens, their `accessioned` events and audit entries; returns their boxes."""
+    def write_tubes(self, batch: list[tuple[int, _Tube, tuple[int, int]]]) -> None:
+        """Specimens, their `accessioned` events and audit entries."""
         table = Specimen.__table__
         accession_ids = allocate_accession_ids(
             self.session, prefix=self.plan.study.id_prefix, count=len(batch)
@@ -923,7 +927,6 @@ class _Writer:
             ],
         )
         self.audit("specimen.accessioned", table, specimens, ids, reasons)
-        return [specimen["box_id"] for specimen in specimens]
 
     def specimen(self, tube: _Tube, place: tuple[int, int], accession_id: str) -> dict[str, Any]:
         plan = self.plan
