@@ -29,7 +29,7 @@ def test_every_benchmark_runs_and_reports(engine_name, tmp_path):
     labels = [r for r in document["results"] if r["engine"] == "none"]
     assert len(labels) >= 2 and all(r["passed"] is not None for r in labels)
     results = {r["benchmark"]: r for r in document["results"] if r["engine"] != "none"}
-    tui = {"TUI: scan → specimen detail", "TUI: scan → box grid"}
+    tui = {"TUI: scan → specimen detail", "TUI: next tube → its detail", "TUI: scan → box grid"}
     if engine_name == "sqlite":
         tui.add("TUI: cold start to sign-in")
     assert set(results) == tui | {

@@ -9,7 +9,7 @@ from textual.widgets import DataTable, Static, Tree
 from tui_helpers import make_app, scan, settle, sign_in, type_text, until
 
 from biobank.db import uow
-from biobank.services import participants, specimens, storage
+from biobank.services import participants, specimens, storage, users
 from biobank.services.specimen_read import find_specimen
 from biobank.settings import PrinterProfile
 from tui.screens.box import BoxScreen
@@ -141,6 +141,78 @@ def test_the_freezer_tree_opens_down_to_a_box_and_boxes_fit_80x24(db_url, admin)
             assert isinstance(app.screen, BoxScreen) and app.screen.barcode == boxes[-1].barcode
             _fits(app, 10, 10)
         app.database.engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_scanned_tubes_and_boxes_open_in_the_screens_kept_from_the_last_scan(db_url, admin):
+    """A scan from anywhere shows its tube or box in the screen built for the last one (already
+    built, so it shows in a fraction of the time) with nothing of the last left on it; a kept
+    screen further down the stack is not pulled up; another user starts with none kept."""
+
+    async def scenario():
+        app = make_app(db_url, admin)
+        engine = app.database.engine
+        code = _first_participant(engine, admin)
+        with uow(engine) as session:
+            users.set_pin(session, actor=admin, username="admin", pin="9876")
+            storage.add_freezer(
+                session, actor=admin, name="-80 kept", shelves=1, racks_per_shelf=1,
+                boxes_per_rack=2, box_grid=(8, 12),
+            )  # fmt: skip
+            storage.add_freezer(
+                session, actor=admin, name="-80 other", shelves=1, racks_per_shelf=1,
+                boxes_per_rack=1, box_grid=(10, 10),
+            )  # fmt: skip
+            units = [n.unit for n in storage.storage_tree(session, actor=admin)]
+            wide, _, square = [u.barcode for u in units if u.kind == "box"]
+            tubes = [
+                specimens.accession(
+                    session, actor=admin, participant=code, specimen_type=kind, quantity=500,
+                    unit="uL", destination=box,
+                ).accession_id
+                for kind, box in (("SER", wide), ("PL1", square))
+            ]  # fmt: skip
+        async with app.run_test(size=(80, 24)) as pilot:
+            await sign_in(app, pilot)
+            await scan(app, pilot, tubes[0])
+            kept = app.screen
+            assert isinstance(kept, SpecimenScreen) and kept.accession_id == tubes[0]
+            await _keys(app, pilot, "escape")
+            await scan(app, pilot, tubes[1])
+            assert app.screen is kept and kept.accession_id == tubes[1]
+            assert tubes[1] in _shown(kept) and tubes[0] not in _shown(kept)
+            assert "PL1" in _shown(kept) and "SER" not in _shown(kept)
+            await _keys(app, pilot, "escape")
+
+            await scan(app, pilot, wide)
+            box_screen = app.screen
+            assert isinstance(box_screen, BoxScreen)
+            await _keys(app, pilot, "down", "down", "right", "escape")
+            await scan(app, pilot, square)
+            assert app.screen is box_screen and box_screen.barcode == square
+            grid = box_screen.query_one(BoxGrid)
+            assert grid.view.unit.barcode == square and grid.cursor == (1, 1)
+            assert grid.current.accession_id == tubes[1]  # the square box's first position
+            _fits(app, 10, 10)
+            await _keys(app, pilot, "escape")
+
+            # the kept tube screen under a participant's: the next tube opens on top
+            await scan(app, pilot, tubes[0])
+            await scan(app, pilot, code)
+            assert isinstance(app.screen, ParticipantScreen)
+            await scan(app, pilot, tubes[1])
+            assert isinstance(app.screen, SpecimenScreen) and app.screen is not kept
+            assert app.screen.accession_id == tubes[1]
+            await _keys(app, pilot, "escape", "escape")
+            assert app.screen is kept and kept.accession_id == tubes[0]
+
+            await _keys(app, pilot, "ctrl+l")
+            await sign_in(app, pilot, "admin", "9876")
+            assert app.kept_views == set()
+            await scan(app, pilot, tubes[0])
+            assert isinstance(app.screen, SpecimenScreen) and app.screen is not kept
+        engine.dispose()
 
     asyncio.run(scenario())
 

@@ -3,6 +3,8 @@
 - Scans: every key passes the scan detector first (`on_event`), so a scanner's burst never
   lands in the focused field; the scan is resolved and routed to the screen that wants it,
   or opens the right view.
+- A scanned tube or box opens in the screen kept from the last scan, updated in place:
+  building a screen anew is most of what a view costs (`open_view`).
 - Database work runs in thread workers (`run_db`), one unit of work each; results come back
   to the UI thread, and every service error is shown in one place (`show_error`).
 - The screen locks after the configured idle time (or Ctrl+L). The same user signing in again
@@ -99,6 +101,7 @@ class BiobankApp(App):
         self.clock: Callable[[], float] = time.monotonic  # seconds; tests move it on by hours
         self.last_activity = self.clock()
         self.print_log: list[tuple[str, str, str]] = []  # (time, what, where it went)
+        self.kept_views: set[str] = set()  # installed screens of scanned tubes and boxes
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -194,14 +197,11 @@ class BiobankApp(App):
         if result.kind == "specimen":
             from tui.screens.specimen import SpecimenScreen
 
-            if isinstance(self.screen, SpecimenScreen):  # reuse it: no new screen to build
-                self.screen.open(result.specimen.accession_id, view)
-            else:
-                self.push_screen(SpecimenScreen(result.specimen.accession_id, view))
+            self.open_view(SpecimenScreen, result.specimen.accession_id, view)
         elif result.kind == "unit" and result.unit.holds_specimens:
             from tui.screens.box import BoxScreen
 
-            self.push_screen(BoxScreen(result.unit.barcode, view))
+            self.open_view(BoxScreen, result.unit.barcode, view)
         elif result.kind == "unit":
             from tui.screens.freezers import FreezerScreen
 
@@ -218,6 +218,34 @@ class BiobankApp(App):
             self.call_after_refresh(form.take_scan, result)
         else:
             self.notify(result.message, severity="warning")
+
+    def open_view(self, screen_class: type, key: str, view: Any) -> None:
+        """A scanned tube or box, with its view read with the scan: in the screen shown if it
+        is one; else in the one kept from the last scan, already built (building a screen is
+        most of a view's time), brought back; else in a new screen, kept for the next scan."""
+        if isinstance(self.screen, screen_class):
+            self.screen.open(key, view)
+            return
+        name = f"scanned-{screen_class.__name__}"
+        if name not in self.kept_views:
+            self.install_screen(screen_class(key, view), name)
+            self.kept_views.add(name)
+            self.push_screen(name)
+            return
+        kept = self.get_screen(name)
+        if kept in self.screen_stack:  # it is under this screen: open another on top
+            self.push_screen(screen_class(key, view))
+            return
+        kept.open(key, view)  # before it shows: never a moment of the last tube or box
+        self.push_screen(kept)
+
+    def _drop_kept_views(self) -> None:
+        """Someone else signs in: nothing of the last user's tubes and boxes is kept."""
+        for name in self.kept_views:
+            kept = self.get_screen(name)
+            self.uninstall_screen(name)
+            kept.remove()
+        self.kept_views.clear()
 
     # --- database work -----------------------------------------------------------------
 
@@ -300,6 +328,7 @@ class BiobankApp(App):
         while len(self.screen_stack) > 2:
             self.pop_screen()
         self.switch_screen(HomeScreen())
+        self._drop_kept_views()
 
     def action_lock(self) -> None:
         """The sign-in screen covers the user's screens; nothing of them shows or acts."""

@@ -39,6 +39,11 @@ class BoxScreen(WorkScreen):
             self.query_one(BoxGrid).focus()
             self._loaded = None
 
+    def open(self, barcode: str, view: BoxView) -> None:
+        """Show another box in this screen (a box scanned, this screen kept from the last)."""
+        self.barcode = barcode
+        self.show(view)
+
     def action_refresh(self) -> None:
         self.app.run_db(
             lambda session: box_view(session, actor=self.app.actor, barcode=self.barcode),

@@ -45,6 +45,8 @@ class BoxGrid(Widget, can_focus=True):
         self.view = view
 
     def update_view(self, view: BoxView) -> None:
+        if view.unit.id != self.view.unit.id:
+            self.cursor = (1, 1)  # another box: its first position
         self.view = view
         self.refresh(layout=True)
 
