@@ -219,7 +219,15 @@ def _existing_tube(engine, admin):
         )
 
 
-def test_every_faulty_row_is_reported_and_nothing_is_imported(engine, admin, study):
+# a sheet is checked a batch at a time: a repeat is found across batches as within one
+ACROSS_BATCHES = pytest.mark.parametrize("batch_rows", [1000, 3], ids=["one batch", "batches of 3"])
+
+
+@ACROSS_BATCHES
+def test_every_faulty_row_is_reported_and_nothing_is_imported(
+    engine, admin, study, monkeypatch, batch_rows
+):
+    monkeypatch.setattr(legacy_import, "BATCH_ROWS", batch_rows)
     _existing_tube(engine, admin)
     before = _state(engine)
     with uow(engine) as session:
@@ -253,7 +261,11 @@ def test_every_faulty_row_is_reported_and_nothing_is_imported(engine, admin, stu
     assert _state(engine) == before
 
 
-def test_the_sample_as_given_is_refused_for_its_repeated_ids(engine, admin, study):
+@ACROSS_BATCHES
+def test_the_sample_as_given_is_refused_for_its_repeated_ids(
+    engine, admin, study, monkeypatch, batch_rows
+):
+    monkeypatch.setattr(legacy_import, "BATCH_ROWS", batch_rows)
     report = _check(engine, admin, SAMPLE)
     repeated = [r["Sample ID"] for r in _rows(SAMPLE)]
     twice = {i for i, n in Counter(repeated).items() if n > 1}

@@ -13,6 +13,8 @@ caller's one transaction.
 from __future__ import annotations
 
 import re
+import sqlite3
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -396,6 +398,32 @@ class _RowReader:
 # --- Checking -----------------------------------------------------------------------------
 
 
+class _SeenIds:
+    """The legacy IDs of the rows checked so far, each with the row it was first on, kept in
+    a private temporary SQLite file rather than in memory: a sheet of a million rows is
+    checked in the memory of a few batches."""
+
+    def __init__(self) -> None:
+        self.file = sqlite3.connect("")  # "": a temporary file, deleted when closed
+        self.file.execute("CREATE TABLE seen (id TEXT PRIMARY KEY, row INTEGER) WITHOUT ROWID")
+
+    def first_rows(self, ids: set[str]) -> dict[str, int]:
+        """Those of `ids` seen before, with their first rows."""
+        found: dict[str, int] = {}
+        for chunk in chunks(ids, BATCH_ROWS):
+            marks = ", ".join("?" * len(chunk))
+            found |= dict(
+                self.file.execute(f"SELECT id, row FROM seen WHERE id IN ({marks})", chunk)
+            )
+        return found
+
+    def add(self, first_rows: list[tuple[str, int]]) -> None:
+        self.file.executemany("INSERT INTO seen VALUES (?, ?)", first_rows)
+
+    def close(self) -> None:
+        self.file.close()
+
+
 @dataclass
 class _Unit:
     """A storage unit the file names: found in the database by barcode, or to be created."""
@@ -411,6 +439,20 @@ class _Unit:
     fault: str | None = None
     taken: dict[tuple[int, int], str] = field(default_factory=dict)  # → accession ID
     arriving: int = 0  # tubes the file puts in this box
+    first_rows: array | None = None  # the file's first row in each position (0: none yet)
+
+    def claim(self, place: tuple[int, int], row: int) -> int:
+        """Note that `row` puts a tube at `place`; the earlier row that did, else 0. One
+        array of rows per box: a large sheet's positions cost 4 bytes each."""
+        rows, cols, _ = self.grid
+        if self.first_rows is None:
+            self.first_rows = array("I", bytes(4 * rows * cols))
+        index = (place[0] - 1) * cols + place[1] - 1
+        first = self.first_rows[index]
+        if not first:
+            self.first_rows[index] = row
+            self.arriving += 1
+        return first
 
     @property
     def stored(self) -> StorageUnit:
@@ -477,10 +519,11 @@ class _Checker:
         self.visits: dict[tuple[str, str], _PlannedVisit] = {}
         self.units: dict[str, _Unit] = {}
         self.stored_units: dict[str, StorageUnit | None] = {}  # barcode → as found
-        self.legacy_rows: dict[str, int] = {}
+        self.seen_ids = _SeenIds()
+        self.legacy_rows: dict[str, int] = {}  # the current batch's legacy IDs → first row
         self.recorded: set[str] = set()  # legacy IDs of the current batch already recorded
-        self.places: dict[tuple[str, int, int], int] = {}
-        self.faulty: set[int] = set()
+        self.faulty_rows = 0
+        self.last_faulty: int | None = None
         self.spool = new_spool()
 
     def run(self) -> ImportPlan:
@@ -493,6 +536,7 @@ class _Checker:
             reader = _RowReader(columns, self.sheet)
             for batch in chunks(enumerate(records, start=1), BATCH_ROWS):
                 self.check_batch(batch, reader, width=len(header[1]))
+        self.seen_ids.close()
         self.summarise()
         return ImportPlan(
             report=self.report,
@@ -507,8 +551,8 @@ class _Checker:
 
     def fault(self, row: int | None, line: int | None, name: str | None, value, reason: str):
         self.report.fault_count += 1
-        if row is not None:
-            self.faulty.add(row)
+        if row is not None and row != self.last_faulty:  # a row's faults come together
+            self.faulty_rows, self.last_faulty = self.faulty_rows + 1, row
         if len(self.report.faults) < MAX_LISTED_FAULTS:
             column = (self.headers.get(name) or self.sheet.columns[name]) if name else None
             self.report.faults.append(
@@ -562,13 +606,17 @@ class _Checker:
                 reason = f"{len(cells)} values for {width} columns (quote values holding "
                 faults.append((None, None, reason + f"the delimiter {self.source.delimiter!r})"))
             read.append((row, line, reader.read(cells, faults), faults))
-        self.look_up([tube for _, _, tube, _ in read if tube is not None])
+        tubes = [tube for _, _, tube, _ in read if tube is not None]
+        self.look_up(tubes)
+        earlier = self.seen_ids.first_rows({t.legacy_id for t in tubes})
+        self.legacy_rows = dict(earlier)
         checked = []
         for row, line, tube, faults in read:
             place = self.check_tube(tube, row, faults) if tube is not None else None
             for name, value, reason in faults:
                 self.fault(row, line, name, value, reason)
             checked.append((row, tube, place))
+        self.seen_ids.add([(i, r) for i, r in self.legacy_rows.items() if i not in earlier])
         self.report.rows = batch[-1][0]
         if not self.report.fault_count:  # once a row is faulty, nothing will be written
             spool_batch(self.spool, checked)
@@ -688,15 +736,14 @@ class _Checker:
             faults.append(
                 ("position", tube.position, f"{box.barcode} {tube.position} holds {occupant}")
             )
-        first = self.places.setdefault((box.barcode, *place), row)
-        box.arriving += 1
-        if first != row:
+        first = box.claim(place, row)
+        if first:
             faults.append(("position", tube.position, f"row {first} is in the same position"))
         return place
 
     def summarise(self) -> None:
         report = self.report
-        report.faulty_rows = len(self.faulty)
+        report.faulty_rows = self.faulty_rows
         report.new_participants = sum(p.id is None for p in self.participants.values())
         report.new_visits = sum(v.id is None for v in self.visits.values())
         report.new_units = sum(u.existing is None for u in self.units.values())
