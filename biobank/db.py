@@ -227,7 +227,9 @@ def insert_many(session: Session, table: sa.Table, rows: Sequence[Mapping[str, A
 
     Core's executemany builds and processes a parameter dict per row, which costs more than
     the database takes to store the row; here each column's bind processor is found once and
-    the driver is handed plain rows, so the values stored are those Core would store."""
+    the driver is handed plain rows, so the values stored are those Core would store. Each
+    row names every column it sets: column defaults are not filled in here."""
+    _refuse_in_a_lookup(session)
     if not rows:
         return
     dialect = session.get_bind().dialect

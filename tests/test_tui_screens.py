@@ -17,7 +17,7 @@ from tui.screens.freezers import FreezerScreen
 from tui.screens.participant import ParticipantScreen
 from tui.screens.print_queue import PrintQueueScreen
 from tui.screens.reconcile import Confirm, ReconcileScreen
-from tui.screens.specimen import SpecimenScreen
+from tui.screens.specimen import SpecimenScreen, load_specimen
 from tui.widgets.box_grid import BoxGrid
 from tui.widgets.key_bar import KeyBar
 
@@ -211,7 +211,25 @@ def test_scanned_tubes_and_boxes_open_in_the_screens_kept_from_the_last_scan(db_
             await sign_in(app, pilot, "admin", "9876")
             assert app.kept_views == set()
             await scan(app, pilot, tubes[0])
-            assert isinstance(app.screen, SpecimenScreen) and app.screen is not kept
+            kept = app.screen
+            assert isinstance(kept, SpecimenScreen) and kept.accession_id == tubes[0]
+            # an answer still on its way for the tube shown before is not shown over this one
+            with uow(engine, readonly=True) as session:
+                late = load_specimen(session, actor=app.actor, accession=tubes[1])
+            kept.show(late)
+            assert tubes[1] not in _shown(kept) and tubes[0] in _shown(kept)
+            await _keys(app, pilot, "escape")
+
+            # a screen that waits for scans lets a box pass: it opens in a screen of its own
+            await scan(app, pilot, wide)
+            kept_box = app.screen
+            await _keys(app, pilot, "escape")
+            app.action_pull_list()
+            await settle(app, pilot)
+            await scan(app, pilot, square)
+            assert isinstance(app.screen, BoxScreen) and app.screen is not kept_box
+            await until(app, pilot, lambda: bool(app.screen.query(BoxGrid)))
+            assert app.screen.query_one(BoxGrid).view.unit.barcode == square
         engine.dispose()
 
     asyncio.run(scenario())

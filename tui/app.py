@@ -222,7 +222,12 @@ class BiobankApp(App):
     def open_view(self, screen_class: type, key: str, view: Any) -> None:
         """A scanned tube or box, with its view read with the scan: in the screen shown if it
         is one; else in the one kept from the last scan, already built (building a screen is
-        most of a view's time), brought back; else in a new screen, kept for the next scan."""
+        most of a view's time), brought back; else in a new screen, kept for the next scan.
+        Without a view (a screen that waits for scans let this one pass), a new screen loads
+        it: a kept one would show the last tube or box until the load arrived."""
+        if view is None:
+            self.push_screen(screen_class(key))
+            return
         if isinstance(self.screen, screen_class):
             self.screen.open(key, view)
             return

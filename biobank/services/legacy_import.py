@@ -446,7 +446,7 @@ class _Unit:
         array of rows per box: a large sheet's positions cost 4 bytes each."""
         rows, cols, _ = self.grid
         if self.first_rows is None:
-            self.first_rows = array("I", bytes(4 * rows * cols))
+            self.first_rows = array("I", [0]) * (rows * cols)
         index = (place[0] - 1) * cols + place[1] - 1
         first = self.first_rows[index]
         if not first:
@@ -532,11 +532,16 @@ class _Checker:
         if header is None:
             self.fault(None, None, None, None, "the file is empty")
         columns, unit = self.read_header(*header) if header else ({}, QuantityUnit.uL)
-        if columns:
-            reader = _RowReader(columns, self.sheet)
-            for batch in chunks(enumerate(records, start=1), BATCH_ROWS):
-                self.check_batch(batch, reader, width=len(header[1]))
-        self.seen_ids.close()
+        try:
+            if columns:
+                reader = _RowReader(columns, self.sheet)
+                for batch in chunks(enumerate(records, start=1), BATCH_ROWS):
+                    self.check_batch(batch, reader, width=len(header[1]))
+        except BaseException:
+            self.spool.close()  # no plan will own it
+            raise
+        finally:
+            self.seen_ids.close()
         self.summarise()
         return ImportPlan(
             report=self.report,

@@ -52,6 +52,8 @@ class BoxScreen(WorkScreen):
         )
 
     def show(self, view: BoxView) -> None:
+        if view.unit.barcode != self.barcode:
+            return  # a late answer for the box this screen showed before the last scan
         self.query_one("#box-title", Static).update(_title(view))
         grids = self.query(BoxGrid)
         if grids:

@@ -130,19 +130,16 @@ class SpecimenScreen(WorkScreen):
         yield table
 
     def on_mount(self) -> None:
-        self._show_or_load(self._loaded)
-        self._loaded = None
-
-    def open(self, accession_id: str, view: SpecimenView | None = None) -> None:
-        """Show another tube in this screen (a scan while a tube is shown)."""
-        self.accession_id, self.version = accession_id, None
-        self._show_or_load(view)
-
-    def _show_or_load(self, view: SpecimenView | None) -> None:
-        if view is not None:
-            self.show(view)
+        if self._loaded is not None:
+            self.show(self._loaded)
         else:
             self.action_refresh()
+        self._loaded = None
+
+    def open(self, accession_id: str, view: SpecimenView) -> None:
+        """Show another tube in this screen (a tube scanned, this screen shown or kept)."""
+        self.accession_id, self.version = accession_id, None
+        self.show(view)
 
     def action_refresh(self) -> None:
         self.app.run_db(
@@ -156,6 +153,8 @@ class SpecimenScreen(WorkScreen):
     def show(self, view: SpecimenView) -> None:
         detail = view.detail
         s = detail.specimen
+        if s.accession_id != self.accession_id:
+            return  # a late answer for the tube this screen showed before the last scan
         self.version = s.version
         self.query_one("#specimen-title", Static).update(
             f"{s.accession_id}  {s.specimen_type} {s.kind}  [{s.status.upper()}]"
