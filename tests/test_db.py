@@ -177,3 +177,16 @@ def test_bulk_inserts_store_what_core_stores(engine, monkeypatch, copy_from):
     assert {k: v for k, v in bulk.items() if k not in ("id", "participant_id")} == {
         k: v for k, v in core.items() if k not in ("id", "participant_id")
     }
+
+
+def test_a_lookup_cannot_insert_in_bulk(engine):
+    """A lookup has no transaction to roll back (autocommit on PostgreSQL): a bulk insert in
+    one is refused before it reaches the database, as an ORM change is."""
+    with uow(engine) as session:
+        session.add(Study(code="SLE", title="t", id_prefix="SLE"))
+    with uow(engine, lookup=True) as session:
+        study_id = session.execute(sa.select(Study.id)).scalar_one()
+        with pytest.raises(RuntimeError, match="a lookup unit of work changes nothing"):
+            insert_many(session, Participant.__table__, [{"study_id": study_id, "code": "X-1"}])
+    with uow(engine, readonly=True) as session:
+        assert session.execute(sa.select(sa.func.count()).select_from(Participant)).scalar() == 0
