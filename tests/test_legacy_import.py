@@ -30,6 +30,9 @@ SAMPLE = DATA / "legacy_inventory.csv"  # as the lab gave it: month 6 and 12 IDs
 FAULTY = DATA / "legacy_faulty.csv"
 TABLES = ("participant", "visit", "storage_unit", "specimen", "specimen_event", "audit_entry")
 NEW_YORK = "America/New_York"
+# a sheet is checked and written a batch at a time: a repeat is found across batches as within
+# one, a visit is dated by its earliest tube in any batch, and what a batch names is found again
+ACROSS_BATCHES = pytest.mark.parametrize("batch_rows", [1000, 3], ids=["one batch", "batches of 3"])
 
 
 @pytest.fixture
@@ -90,7 +93,11 @@ def _audit_actions(engine) -> Counter:
         return Counter(connection.execute(sa.text("SELECT action FROM audit_entry")).scalars())
 
 
-def test_the_sample_imports_and_scans_find_its_tubes(engine, admin, study, clean_sample):
+@ACROSS_BATCHES
+def test_the_sample_imports_and_scans_find_its_tubes(
+    engine, admin, study, clean_sample, monkeypatch, batch_rows
+):
+    monkeypatch.setattr(legacy_import, "BATCH_ROWS", batch_rows)
     rows = _rows(clean_sample)
     visits = {(r["Subject"], r["Visit"]) for r in rows}
     report = _import(
@@ -104,6 +111,9 @@ def test_the_sample_imports_and_scans_find_its_tubes(engine, admin, study, clean
     assert actions["specimen.accessioned"] == 401
     assert (actions["participant.add"], actions["visit.add"]) == (24, len(visits))
     assert actions["storage.add"] == 7
+    with engine.connect() as connection:  # created in the order the sheet names them
+        made = connection.execute(sa.text("SELECT code FROM participant ORDER BY id")).scalars()
+        assert list(made) == list(dict.fromkeys(r["Subject"] for r in rows))
 
     with uow(engine, readonly=True) as session:
         found = scan.resolve_scan(session, actor=admin, scanned="SLE0001-BA-SER-01")
@@ -119,7 +129,11 @@ def test_the_sample_imports_and_scans_find_its_tubes(engine, admin, study, clean
     assert tube.sprec_code == "SER-XXX-E-X-X-X-X"
 
 
-def test_each_tube_keeps_what_the_sheet_says(engine, admin, study, clean_sample):
+@ACROSS_BATCHES
+def test_each_tube_keeps_what_the_sheet_says(
+    engine, admin, study, clean_sample, monkeypatch, batch_rows
+):
+    monkeypatch.setattr(legacy_import, "BATCH_ROWS", batch_rows)
     _import(engine, admin, clean_sample, timezone=NEW_YORK)
     by_id = {r["Sample ID"]: r for r in _rows(clean_sample)}
     with engine.connect() as connection:
@@ -132,12 +146,14 @@ def test_each_tube_keeps_what_the_sheet_says(engine, admin, study, clean_sample)
                 Specimen.initial_quantity,
             )
         ).all()
-        visit = connection.execute(
+        visits = connection.execute(
             sa.text(
-                "SELECT v.visit_date FROM visit v JOIN participant p ON p.id = v.participant_id "
-                "WHERE p.code = 'SLE0001' AND v.label = 'month_6'"
+                "SELECT p.code, v.label, v.visit_date, s.specimen_id FROM visit v "
+                "JOIN participant p ON p.id = v.participant_id LEFT JOIN ("
+                "  SELECT visit_id, min(id) AS specimen_id FROM specimen GROUP BY visit_id"
+                ") s ON s.visit_id = v.id"
             )
-        ).scalar_one()
+        ).all()
         after = connection.execute(
             sa.text("SELECT after FROM audit_entry WHERE action = 'specimen.accessioned' LIMIT 1")
         ).scalar_one()
@@ -148,7 +164,17 @@ def test_each_tube_keeps_what_the_sheet_says(engine, admin, study, clean_sample)
         assert s.notes == (row["Comments"] or None)
         assert s.initial_quantity == float(row["Volume (uL)"])
         assert s.sprec_code == f"{row['Sample type']}-XXX-X-X-X-X-X"  # temperature unknown
-    assert str(visit) == "2017-10-24"
+    # every visit is dated by its earliest tube, and holds tubes
+    earliest = {}
+    for r in by_id.values():
+        day = datetime.strptime(r["Date collected"], "%m/%d/%Y").date()
+        key = (r["Subject"], r["Visit"])
+        earliest[key] = min(earliest.get(key, day), day)
+    assert {(c, label): str(day) for c, label, day, _ in visits} == {
+        key: str(day) for key, day in earliest.items()
+    }
+    assert all(specimen_id is not None for *_, specimen_id in visits)
+    assert earliest["SLE0001", "month_6"] == date(2017, 10, 24)
     assert set(json.loads(after)) == set(Specimen.__table__.columns.keys())
 
 
@@ -219,10 +245,6 @@ def _existing_tube(engine, admin):
         )
 
 
-# a sheet is checked a batch at a time: a repeat is found across batches as within one
-ACROSS_BATCHES = pytest.mark.parametrize("batch_rows", [1000, 3], ids=["one batch", "batches of 3"])
-
-
 @ACROSS_BATCHES
 def test_every_faulty_row_is_reported_and_nothing_is_imported(
     engine, admin, study, monkeypatch, batch_rows
@@ -287,7 +309,11 @@ def test_importing_the_same_file_again_is_refused_row_by_row(engine, admin, stud
     assert _state(engine) == before
 
 
-def test_existing_storage_participants_and_visits_are_reused(engine, admin, study, tmp_path):
+@ACROSS_BATCHES
+def test_existing_storage_participants_and_visits_are_reused(
+    engine, admin, study, tmp_path, monkeypatch, batch_rows
+):
+    monkeypatch.setattr(legacy_import, "BATCH_ROWS", batch_rows)
     _existing_tube(engine, admin)
     with uow(engine) as session:
         participants.add_visit(
@@ -489,20 +515,29 @@ def test_cli_mapping_file_and_column_flags(cli, tmp_path, clean_sample):
     assert "FIELD=HEADER" in bad.stderr
 
 
-def test_record_many_chains_between_single_entries(engine, admin):
+@pytest.mark.parametrize("seal_batch", [5000, 2])
+def test_record_many_chains_between_single_entries(engine, admin, monkeypatch, seal_batch):
     """Entries `record` has only added to the session come first, then the bulk ones, then
-    the next single one; the chain holds across all of them."""
+    the next single one; the chain holds across all of them. Entries given by a generator are
+    sealed as they come, never more than a seal's batch waiting."""
+    monkeypatch.setattr(audit, "SEAL_BATCH", seal_batch)
     change = {"action": "test.bulk", "entity": "test", "reason": "bulk"}
+    waiting = []
+
+    def entries(session):
+        for i in range(1, 6):
+            waiting.append(len(session.info.get(audit._PENDING_KEY, [])))
+            yield change | {"entity_id": i}
+
     with uow(engine) as session:
         audit.record(session, actor=admin, action="test.one", entity="test", entity_id=0)
-        audit.record_many(
-            session, actor=admin, entries=[change | {"entity_id": i} for i in range(1, 4)]
-        )
-        audit.record(session, actor=admin, action="test.one", entity="test", entity_id=4)
+        audit.record_many(session, actor=admin, entries=entries(session))
+        audit.record(session, actor=admin, action="test.one", entity="test", entity_id=6)
+    assert max(waiting) <= seal_batch
     with uow(engine, readonly=True) as session:
         audit.verify_chain(session, actor=admin)
     with engine.connect() as connection:
         ids = connection.execute(
             sa.text("SELECT entity_id FROM audit_entry WHERE entity = 'test' ORDER BY id")
         ).scalars()
-        assert list(ids) == ["0", "1", "2", "3", "4"]
+        assert list(ids) == [str(i) for i in range(7)]

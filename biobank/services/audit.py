@@ -23,6 +23,7 @@ from biobank.db import before_commit, insert_many
 from biobank.errors import AuditChainBroken
 from biobank.models import AuditEntry, AuditEntryRead, utcnow
 from biobank.permissions import Actor, Permission, require
+from biobank.tabular import chunks
 
 GENESIS_HASH = "0" * 64
 _ADVISORY_LOCK_KEY = 0x62696F62  # "biob": serialises appends on PostgreSQL
@@ -117,10 +118,11 @@ def record_many(session: Session, *, actor: Actor, entries: Iterable[Mapping[str
     """Append many entries at once (imports write thousands); each item holds the keyword
     arguments of `record` (action, entity, entity_id, and optionally before, after, reason)."""
     occurred_at = utcnow()
-    pending = _pending(session)
-    pending.extend(_entry(actor, item, occurred_at) for item in entries)
-    if len(pending) >= SEAL_BATCH:
-        _seal(session)  # keeps a large import's memory flat; the lock is then held to commit
+    for chunk in chunks(entries, SEAL_BATCH):  # `entries` may be a generator of thousands
+        pending = _pending(session)
+        pending.extend(_entry(actor, item, occurred_at) for item in chunk)
+        if len(pending) >= SEAL_BATCH:
+            _seal(session)  # keeps a large import's memory flat; the lock is then held to commit
 
 
 def _seal(session: Session) -> None:

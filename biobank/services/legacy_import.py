@@ -3,11 +3,12 @@ visit, type, volume, collection and processing times, freezer, rack, box and pos
 
 Checking reads the whole file and reports every fault (data row, file line, column, value,
 reason) before anything is written, so a file with any faulty row changes nothing. It looks
-rows up in the database a thousand at a time and spools the checked rows to a temporary file
-rather than holding them. Writing then goes in bulk (`db.insert_many`), a thousand rows at a
-time: specimens, their custody events and their hash-chained audit entries, with the
-participants, visits and storage units the file names created when missing, all in the
-caller's one transaction.
+rows up in the database a thousand at a time, spools the checked rows to a temporary file and
+keeps what it must remember of every row (the legacy IDs seen, the participants and visits
+named) in a private temporary SQLite file, so its memory does not grow with the sheet.
+Writing then goes in bulk (`db.insert_many`), a thousand rows at a time: specimens, their
+custody events and their hash-chained audit entries, with the participants, visits and
+storage units the file names created when missing, all in the caller's one transaction.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from array import array
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
@@ -398,27 +399,84 @@ class _RowReader:
 # --- Checking -----------------------------------------------------------------------------
 
 
-class _SeenIds:
-    """The legacy IDs of the rows checked so far, each with the row it was first on, kept in
-    a private temporary SQLite file rather than in memory: a sheet of a million rows is
-    checked in the memory of a few batches."""
+class _Scratch:
+    """What checking must remember of every row read so far, kept in a private temporary
+    SQLite file rather than in memory, so that a sheet of a million rows is checked and
+    written in the memory of a few batches: the legacy IDs seen (each with the row it was
+    first on), and the participants and visits the sheet names (each with its id once found
+    or written; a visit to create with its earliest collection day)."""
 
     def __init__(self) -> None:
         self.file = sqlite3.connect("")  # "": a temporary file, deleted when closed
-        self.file.execute("CREATE TABLE seen (id TEXT PRIMARY KEY, row INTEGER) WITHOUT ROWID")
+        self.file.executescript(
+            "PRAGMA cache_size = -256;"  # KiB: lookups go by key, the OS caches the file
+            "CREATE TABLE seen (id TEXT PRIMARY KEY, row INTEGER) WITHOUT ROWID;"
+            "CREATE TABLE person (code TEXT PRIMARY KEY, id INTEGER, fault TEXT);"
+            "CREATE TABLE visit (code TEXT, label TEXT, id INTEGER, visit_date TEXT, "
+            "PRIMARY KEY (code, label))"
+        )  # person and visit keep their rowid: the sheet's order, the order they are created
+
+    def _where_in(self, query: str, values: Iterable) -> list[tuple]:
+        """`query` with `{marks}` for the placeholders of one batch of `values`, run for each."""
+        found: list[tuple] = []
+        for chunk in chunks(values, BATCH_ROWS):
+            marks = ", ".join("?" * len(chunk))
+            found += self.file.execute(query.format(marks=marks), chunk).fetchall()
+        return found
 
     def first_rows(self, ids: set[str]) -> dict[str, int]:
         """Those of `ids` seen before, with their first rows."""
-        found: dict[str, int] = {}
-        for chunk in chunks(ids, BATCH_ROWS):
-            marks = ", ".join("?" * len(chunk))
-            found |= dict(
-                self.file.execute(f"SELECT id, row FROM seen WHERE id IN ({marks})", chunk)
-            )
-        return found
+        return dict(self._where_in("SELECT id, row FROM seen WHERE id IN ({marks})", ids))
 
-    def add(self, first_rows: list[tuple[str, int]]) -> None:
+    def add_seen(self, first_rows: list[tuple[str, int]]) -> None:
         self.file.executemany("INSERT INTO seen VALUES (?, ?)", first_rows)
+
+    def people(self, codes: Iterable[str]) -> dict[str, _Person]:
+        """Those of `codes` met before: their ids (None: to be created) and faults."""
+        query = "SELECT code, id, fault FROM person WHERE code IN ({marks})"
+        return {code: _Person(i, fault) for code, i, fault in self._where_in(query, codes)}
+
+    def add_people(self, people: dict[str, _Person]) -> None:
+        rows = [(code, person.id, person.fault) for code, person in people.items()]
+        self.file.executemany("INSERT INTO person VALUES (?, ?, ?)", rows)
+
+    def add_visits(self, visits: list[tuple[str, str, int | None, date]]) -> None:
+        """Visits to note: (participant code, label, id, day). A recorded visit (with an id)
+        is noted as it is; a visit to create keeps the earliest day given for it."""
+        self.file.executemany(
+            "INSERT INTO visit VALUES (?, ?, ?, ?) ON CONFLICT (code, label) DO UPDATE "
+            "SET visit_date = min(visit_date, excluded.visit_date) WHERE id IS NULL",
+            [(code, label, i, day.isoformat()) for code, label, i, day in visits],
+        )
+
+    def ids(self, codes: set[str]) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+        """The ids of the participants `codes` name, and of their visits."""
+        people = self._where_in("SELECT code, id FROM person WHERE code IN ({marks})", codes)
+        query = "SELECT code, label, id FROM visit WHERE code IN ({marks})"
+        visits = {(code, label): i for code, label, i in self._where_in(query, codes)}
+        return dict(people), visits
+
+    def to_create(self, table: str) -> Iterator[list[tuple]]:
+        """A batch at a time, in the sheet's order, the rows of `table` without an id:
+        person (rowid, code); visit (rowid, code, label, day, the participant's id)."""
+        query = {
+            "person": "SELECT rowid, code FROM person WHERE id IS NULL AND rowid > ? "
+            "ORDER BY rowid LIMIT ?",
+            "visit": "SELECT v.rowid, v.code, v.label, v.visit_date, p.id FROM visit v "
+            "JOIN person p ON p.code = v.code WHERE v.id IS NULL AND v.rowid > ? "
+            "ORDER BY v.rowid LIMIT ?",
+        }[table]
+        after = 0
+        while batch := self.file.execute(query, (after, BATCH_ROWS)).fetchall():
+            yield batch
+            after = batch[-1][0]
+
+    def created(self, table: str, rowids: list[int], ids: list[int]) -> None:
+        update = f"UPDATE {table} SET id = ? WHERE rowid = ?"  # table: person or visit
+        self.file.executemany(update, zip(ids, rowids, strict=True))
+
+    def count_new(self, table: str) -> int:
+        return self.file.execute(f"SELECT count(*) FROM {table} WHERE id IS NULL").fetchone()[0]
 
     def close(self) -> None:
         self.file.close()
@@ -435,7 +493,8 @@ class _Unit:
     row: int
     grid: tuple[int, int, PositionLabels] | None
     existing: StorageUnit | None = None
-    created: StorageUnit | None = None
+    created: StorageUnit | None = None  # a freezer or rack made, for what it holds
+    id: int | None = None  # once found or created
     fault: str | None = None
     taken: dict[tuple[int, int], str] = field(default_factory=dict)  # → accession ID
     arriving: int = 0  # tubes the file puts in this box
@@ -466,12 +525,6 @@ class _Person:
 
 
 @dataclass
-class _PlannedVisit:
-    id: int | None  # None: to be created, dated by its earliest collection
-    visit_date: date
-
-
-@dataclass
 class ImportPlan:
     """What checking a file found: its report, and the checked rows writing needs."""
 
@@ -479,8 +532,7 @@ class ImportPlan:
     study: Study
     sheet: SheetFormat
     unit: QuantityUnit
-    participants: dict[str, _Person]
-    visits: dict[tuple[str, str], _PlannedVisit]
+    scratch: _Scratch  # the participants and visits, found or to create
     units: dict[str, _Unit]
     spool: IO[bytes]  # batches of (row, tube, (grid row, grid column)), pickled
 
@@ -515,11 +567,11 @@ class _Checker:
             notices=notices,
         )
         self.headers: dict[str, str] = {}  # field → its header as the file spells it
-        self.participants: dict[str, _Person] = {}
-        self.visits: dict[tuple[str, str], _PlannedVisit] = {}
+        self.people: dict[str, _Person] = {}  # the current batch's participants
+        self.visit_days: dict[tuple[str, str], date] = {}  # its visits → earliest day
         self.units: dict[str, _Unit] = {}
         self.stored_units: dict[str, StorageUnit | None] = {}  # barcode → as found
-        self.seen_ids = _SeenIds()
+        self.scratch = _Scratch()
         self.legacy_rows: dict[str, int] = {}  # the current batch's legacy IDs → first row
         self.recorded: set[str] = set()  # legacy IDs of the current batch already recorded
         self.faulty_rows = 0
@@ -538,18 +590,16 @@ class _Checker:
                 for batch in chunks(enumerate(records, start=1), BATCH_ROWS):
                     self.check_batch(batch, reader, width=len(header[1]))
         except BaseException:
-            self.spool.close()  # no plan will own it
+            self.spool.close()  # no plan will own them
+            self.scratch.close()
             raise
-        finally:
-            self.seen_ids.close()
         self.summarise()
         return ImportPlan(
             report=self.report,
             study=self.study,
             sheet=self.sheet,
             unit=unit,
-            participants=self.participants,
-            visits=self.visits,
+            scratch=self.scratch,
             units=self.units,
             spool=self.spool,
         )
@@ -613,7 +663,7 @@ class _Checker:
             read.append((row, line, reader.read(cells, faults), faults))
         tubes = [tube for _, _, tube, _ in read if tube is not None]
         self.look_up(tubes)
-        earlier = self.seen_ids.first_rows({t.legacy_id for t in tubes})
+        earlier = self.scratch.first_rows({t.legacy_id for t in tubes})
         self.legacy_rows = dict(earlier)
         checked = []
         for row, line, tube, faults in read:
@@ -621,7 +671,8 @@ class _Checker:
             for name, value, reason in faults:
                 self.fault(row, line, name, value, reason)
             checked.append((row, tube, place))
-        self.seen_ids.add([(i, r) for i, r in self.legacy_rows.items() if i not in earlier])
+        self.scratch.add_seen([(i, r) for i, r in self.legacy_rows.items() if i not in earlier])
+        self.scratch.add_visits([(*key, None, day) for key, day in self.visit_days.items()])
         self.report.rows = batch[-1][0]
         if not self.report.fault_count:  # once a row is faulty, nothing will be written
             spool_batch(self.spool, checked)
@@ -630,26 +681,33 @@ class _Checker:
         """What the database knows of a batch's participants, units and legacy IDs, with a
         few queries for the whole batch."""
         session = self.session
-        codes = {t.subject for t in tubes} - self.participants.keys()
+        codes = dict.fromkeys(t.subject for t in tubes)  # in the sheet's order
+        self.people = self.scratch.people(codes)
+        self.visit_days = {}
+        met = {code: _Person(None) for code in codes if code not in self.people}  # first met
         found = session.exec(
             select(Participant.code, Participant.id, Participant.study_id).where(
-                Participant.code.in_(codes)
+                Participant.code.in_(met)
             )
         ).all()
-        for code in codes:
-            self.participants[code] = _Person(None)
         for code, participant_id, study_id in found:
-            person = self.participants[code] = _Person(participant_id)
+            person = met[code] = _Person(participant_id)
             if study_id != self.study.id:
                 other = session.get(Study, study_id).code
                 person.fault = f"participant {code} is in study {other}, not {self.study.code}"
+        self.scratch.add_people(met)
+        self.people |= met
         codes_by_id = {participant_id: code for code, participant_id, _ in found}
-        for participant_id, label, visit_id, visit_date in session.exec(
-            select(Visit.participant_id, Visit.label, Visit.id, Visit.visit_date).where(
-                Visit.participant_id.in_(codes_by_id)
-            )
-        ):
-            self.visits[codes_by_id[participant_id], label] = _PlannedVisit(visit_id, visit_date)
+        self.scratch.add_visits(
+            [
+                (codes_by_id[participant_id], label, visit_id, visit_date)
+                for participant_id, label, visit_id, visit_date in session.exec(
+                    select(Visit.participant_id, Visit.label, Visit.id, Visit.visit_date).where(
+                        Visit.participant_id.in_(codes_by_id)
+                    )
+                )
+            ]
+        )
         barcodes = {n.upper() for t in tubes for n in (t.freezer, t.rack, t.box)}
         barcodes -= self.stored_units.keys()
         self.stored_units |= dict.fromkeys(barcodes)
@@ -669,15 +727,13 @@ class _Checker:
             faults.append(("legacy_id", tube.legacy_id, f"the same ID is on row {first}"))
         elif tube.legacy_id in self.recorded:
             faults.append(("legacy_id", tube.legacy_id, "a specimen with this ID is recorded"))
-        person = self.participants[tube.subject]
+        person = self.people[tube.subject]
         if person.fault:
             faults.append(("subject", tube.subject, person.fault))
-        elif tube.visit is not None:
-            planned = self.visits.setdefault(
-                (tube.subject, tube.visit), _PlannedVisit(None, tube.collected_on)
-            )
-            if planned.id is None:
-                planned.visit_date = min(planned.visit_date, tube.collected_on)
+        elif tube.visit is not None:  # a visit recorded keeps its day (`add_visits`)
+            key = (tube.subject, tube.visit)
+            day = self.visit_days.get(key)
+            self.visit_days[key] = tube.collected_on if day is None else min(day, tube.collected_on)
         box = self.place(tube, row, faults)
         return self.check_position(tube, box, row, faults) if box else None
 
@@ -705,6 +761,7 @@ class _Checker:
         unit = self.units[barcode] = _Unit(kind, barcode, name, parent, row, grid, existing)
         if existing is None:
             return unit
+        unit.id = existing.id
         container = self.units[parent].existing if parent else None
         if existing.holds_specimens != (kind == "box"):
             unit.fault = f"{barcode} is a {existing.kind} in the database, not a {kind}"
@@ -749,9 +806,11 @@ class _Checker:
     def summarise(self) -> None:
         report = self.report
         report.faulty_rows = self.faulty_rows
-        report.new_participants = sum(p.id is None for p in self.participants.values())
-        report.new_visits = sum(v.id is None for v in self.visits.values())
+        report.new_participants = self.scratch.count_new("person")
+        report.new_visits = self.scratch.count_new("visit")
         report.new_units = sum(u.existing is None for u in self.units.values())
+        for unit in self.units.values():  # positions checked: writing needs only the count
+            unit.first_rows, unit.taken = None, {}
         if report.fault_count > len(report.faults):
             report.notices.append(f"{len(report.faults)} of {report.fault_count} faults listed")
 
@@ -787,15 +846,18 @@ def write_inventory(
     report = plan.report
     refuse_a_faulty_plan(report.file, report.fault_count, report.faulty_rows)
     writer = _Writer(session, actor, plan)
-    writer.create_participants()
-    writer.create_visits()
-    writer.create_units()
     imported = 0
-    for batch in unspool(plan.spool):
-        writer.write_tubes(batch)
-        imported += len(batch)
-        if progress:
-            progress(len(batch))
+    try:
+        writer.create_participants()
+        writer.create_visits()
+        writer.create_units()
+        for batch in unspool(plan.spool):
+            writer.write_tubes(batch)
+            imported += len(batch)
+            if progress:
+                progress(len(batch))
+    finally:
+        plan.scratch.close()
     for unit in plan.units.values():
         if unit.existing is not None and unit.arriving:
             adjust_free_slots(session, unit.existing.id, -unit.arriving)
@@ -877,73 +939,71 @@ class _Writer:
         )
 
     def create_participants(self) -> None:
-        table = Participant.__table__
-        new = [code for code, person in self.plan.participants.items() if person.id is None]
-        rows = [self.row(table, study_id=self.plan.study.id, code=code) for code in new]
-        ids = self.insert(table, rows, "code")
-        self.audit("participant.add", table, rows, ids)
-        for code, participant_id in zip(new, ids, strict=True):
-            self.plan.participants[code].id = participant_id
+        table, scratch = Participant.__table__, self.plan.scratch
+        for new in scratch.to_create("person"):
+            rows = [self.row(table, study_id=self.plan.study.id, code=code) for _, code in new]
+            ids = self.insert(table, rows, "code")
+            self.audit("participant.add", table, rows, ids)
+            scratch.created("person", [rowid for rowid, _ in new], ids)
 
     def create_visits(self) -> None:
-        table = Visit.__table__
-        new = [(key, visit) for key, visit in self.plan.visits.items() if visit.id is None]
-        rows = [
-            self.row(
-                table,
-                participant_id=self.plan.participants[code].id,
-                label=label,
-                visit_date=visit.visit_date,
-            )
-            for (code, label), visit in new
-        ]
-        ids = self.insert(table, rows, "participant_id", "label")
-        self.audit("visit.add", table, rows, ids)
-        for (_, visit), visit_id in zip(new, ids, strict=True):
-            visit.id = visit_id
+        table, scratch = Visit.__table__, self.plan.scratch
+        for new in scratch.to_create("visit"):
+            rows = [
+                self.row(
+                    table,
+                    participant_id=participant_id,
+                    label=label,
+                    visit_date=date.fromisoformat(day),
+                )
+                for _, _, label, day, participant_id in new
+            ]
+            ids = self.insert(table, rows, "participant_id", "label")
+            self.audit("visit.add", table, rows, ids)
+            scratch.created("visit", [rowid for rowid, *_ in new], ids)
 
     def create_units(self) -> None:
         """Freezers, then their racks, then the racks' boxes, placed in the tree as `storage`
         places units (sort key and path); a box is created with the slots its tubes leave."""
         table = StorageUnit.__table__
         for kind in STORAGE_KINDS:
-            new = [u for u in self.plan.units.values() if u.kind == kind and u.existing is None]
-            parents = [self.plan.units[u.parent].stored if u.parent else None for u in new]
-            for unit, parent in zip(new, parents, strict=True):
-                rows, cols, labels = unit.grid or (None, None, PositionLabels.letter_number)
-                unit.created = StorageUnit(
-                    **self.row(
-                        table,
-                        parent_id=parent.id if parent else None,
-                        kind=kind,
-                        name=unit.name,
-                        barcode=unit.barcode,
-                        grid_rows=rows,
-                        grid_cols=cols,
-                        position_labels=labels,
-                        holds_specimens=kind == "box",
-                        free_slots=rows * cols - unit.arriving if rows else None,
-                    )
-                )
-            ids = self.insert(table, [_values(u.created) for u in new], "barcode")
-            for unit, parent, unit_id in zip(new, parents, ids, strict=True):
-                unit.created.id = unit_id
-                place_in_tree(unit.created, parent)
-            if new:
+            units = (u for u in self.plan.units.values() if u.kind == kind and u.existing is None)
+            for new in chunks(units, BATCH_ROWS):
+                parents = [self.plan.units[u.parent].stored if u.parent else None for u in new]
+                made = [self.unit(u, parent) for u, parent in zip(new, parents, strict=True)]
+                ids = self.insert(table, [_values(m) for m in made], "barcode")
+                for unit, made_unit, parent, unit_id in zip(new, made, parents, ids, strict=True):
+                    unit.id = made_unit.id = unit_id
+                    place_in_tree(made_unit, parent)
+                    if kind != "box":  # what the next kind is placed in; a box is left
+                        unit.created = made_unit
                 self.session.execute(
                     sa.update(table)
                     .where(table.c.id == sa.bindparam("unit_id"))
                     .values(sort_key=sa.bindparam("new_sort_key"), path=sa.bindparam("new_path")),
                     [
-                        {
-                            "unit_id": u.created.id,
-                            "new_sort_key": u.created.sort_key,
-                            "new_path": u.created.path,
-                        }
-                        for u in new
+                        {"unit_id": m.id, "new_sort_key": m.sort_key, "new_path": m.path}
+                        for m in made
                     ],
                 )
-            self.audit("storage.add", table, [_values(u.created) for u in new], ids)
+                self.audit("storage.add", table, [_values(m) for m in made], ids)
+
+    def unit(self, unit: _Unit, parent: StorageUnit | None) -> StorageUnit:
+        rows, cols, labels = unit.grid or (None, None, PositionLabels.letter_number)
+        return StorageUnit(
+            **self.row(
+                StorageUnit.__table__,
+                parent_id=parent.id if parent else None,
+                kind=unit.kind,
+                name=unit.name,
+                barcode=unit.barcode,
+                grid_rows=rows,
+                grid_cols=cols,
+                position_labels=labels,
+                holds_specimens=unit.kind == "box",
+                free_slots=rows * cols - unit.arriving if rows else None,
+            )
+        )
 
     def write_tubes(self, batch: list[tuple[int, _Tube, tuple[int, int]]]) -> None:
         """Specimens, their `accessioned` events and audit entries."""
@@ -951,8 +1011,9 @@ class _Writer:
         accession_ids = allocate_accession_ids(
             self.session, prefix=self.plan.study.id_prefix, count=len(batch)
         )
+        people, visits = self.plan.scratch.ids({tube.subject for _, tube, _ in batch})
         specimens = [
-            self.specimen(tube, place, accession_id)
+            self.specimen(tube, place, accession_id, people, visits)
             for (_, tube, place), accession_id in zip(batch, accession_ids, strict=True)
         ]
         ids = self.insert(table, specimens, "accession_id")
@@ -980,9 +1041,15 @@ class _Writer:
         )
         self.audit("specimen.accessioned", table, specimens, ids, reasons)
 
-    def specimen(self, tube: _Tube, place: tuple[int, int], accession_id: str) -> dict[str, Any]:
+    def specimen(
+        self,
+        tube: _Tube,
+        place: tuple[int, int],
+        accession_id: str,
+        people: dict[str, int],
+        visits: dict[tuple[str, str], int],
+    ) -> dict[str, Any]:
         plan = self.plan
-        visit = plan.visits[tube.subject, tube.visit] if tube.visit else None
         delay = (
             tube.processed_at - tube.collected_at
             if tube.collected_at and tube.processed_at
@@ -993,8 +1060,8 @@ class _Writer:
             Specimen.__table__,
             accession_id=accession_id,
             legacy_id=tube.legacy_id,
-            participant_id=plan.participants[tube.subject].id,
-            visit_id=visit.id if visit else None,
+            participant_id=people[tube.subject],
+            visit_id=visits[tube.subject, tube.visit] if tube.visit else None,
             kind=SpecimenKind.primary,
             specimen_type=tube.specimen_type,
             sprec_code=_sprec(tube.specimen_type, delay, temperature),
@@ -1005,7 +1072,7 @@ class _Writer:
             quantity=tube.quantity,
             unit=plan.unit,
             freeze_thaw_count=tube.thaws,
-            box_id=plan.units[tube.box.upper()].stored.id,
+            box_id=plan.units[tube.box.upper()].id,
             position_row=place[0],
             position_col=place[1],
             notes=tube.notes,
