@@ -200,16 +200,22 @@ def test_replay_matches_and_names_what_changed(cohort_db, admin, tmp_path):
     assert "specimens: 3 then, 2 now" in replay.differences
 
 
-def test_reserve_marks_the_exported_tubes_and_replay_still_matches(cohort_db, admin, tmp_path):
+@pytest.mark.parametrize("batch", [1000, 4], ids=["one batch", "batches of 4"])
+def test_reserve_marks_the_exported_tubes_and_replay_still_matches(
+    cohort_db, admin, tmp_path, monkeypatch, batch
+):
+    monkeypatch.setattr(exports, "BATCH", batch)
     result = _export(cohort_db, admin, tmp_path, formats=["csv"], reserve_request="REQ-42")
     with uow(cohort_db, readonly=True) as session:
-        statuses = session.execute(
-            sa.select(Specimen.status, sa.func.count()).group_by(Specimen.status)
-        ).all()
+        reserved = session.execute(
+            sa.select(Specimen.id).where(Specimen.status == SpecimenStatus.reserved)
+        ).scalars()
+        exported = session.execute(sa.select(ExportRunSpecimen.specimen_id)).scalars()
         events = session.execute(
             sa.select(sa.func.count()).where(SpecimenEvent.event_type == "reserved")
         ).scalar()
-    assert dict(statuses)[SpecimenStatus.reserved] == 6 and events == 6
+        reserved, exported = set(reserved), set(exported)
+    assert reserved == exported and len(reserved) == 6 and events == 6
     with uow(cohort_db) as session:
         assert exports.replay_export(session, actor=admin, run_code=result.run_code).matches
 

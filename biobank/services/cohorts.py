@@ -97,20 +97,33 @@ class Selected(NamedTuple):
 
 @dataclass
 class Tally:
-    """Counts kept while a cohort streams by."""
+    """Counts kept while a cohort streams by. Specimens come participant by participant, so a
+    participant is counted where their run begins: no set of a cohort's ids is held."""
 
     specimens: int = 0
-    participants: set[int] = field(default_factory=set)
+    participants: int = 0
     matched_before_consent: int = 0
     excluded_specimens: Counter = field(default_factory=Counter)  # reason -> specimens
-    excluded_participants: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    excluded_participants: Counter = field(default_factory=Counter)  # reason -> participants
+    _last_selected: int | None = None
+    _last_excluded: int | None = None
+
+    def selected(self, participant_id: int) -> None:
+        self.specimens += 1
+        if participant_id != self._last_selected:
+            self.participants += 1
+            self._last_selected = participant_id
+
+    def excluded(self, participant_id: int, reason: str) -> None:
+        """One specimen left out; a participant has one reason (consent is theirs)."""
+        self.excluded_specimens[reason] += 1
+        if participant_id != self._last_excluded:
+            self.excluded_participants[reason] += 1
+            self._last_excluded = participant_id
 
     def exclusions(self) -> dict[str, dict[str, int]]:
         return {
-            reason: {
-                "specimens": count,
-                "participants": len(self.excluded_participants[reason]),
-            }
+            reason: {"specimens": count, "participants": self.excluded_participants[reason]}
             for reason, count in sorted(self.excluded_specimens.items())
         }
 
@@ -253,7 +266,7 @@ def _base_query(
         .join(Participant, Participant.id == Specimen.participant_id)
         .outerjoin(Visit, Visit.id == Specimen.visit_id)
         .where(statuses)
-        .order_by(Specimen.participant_id, Specimen.id)
+        .order_by(Specimen.participant_id, Specimen.id)  # participant by participant: `Tally`
     )
     if query.specimen_types:
         stmt = stmt.where(Specimen.specimen_type.in_(query.specimen_types))
@@ -446,11 +459,9 @@ def select_cohort(
             tally.matched_before_consent += 1
             reason = refused.get(c.participant_id)
             if reason is not None:
-                tally.excluded_specimens[reason] += 1
-                tally.excluded_participants[reason].add(c.participant_id)
+                tally.excluded(c.participant_id, reason)
                 continue
-            tally.specimens += 1
-            tally.participants.add(c.participant_id)
+            tally.selected(c.participant_id)
             yield Selected(c.specimen_id, c.participant_id, c.collected_on, age, values, row)
 
 
@@ -501,7 +512,7 @@ def preview_cohort(
         pass
     return CohortPreview(
         specimens=tally.specimens,
-        participants=len(tally.participants),
+        participants=tally.participants,
         matched_before_consent=tally.matched_before_consent,
         excluded_by_consent=sum(tally.excluded_specimens.values()),
         exclusions=tally.exclusions(),

@@ -393,8 +393,8 @@ def run_export(
             value=str(target),
         ) from None
     tally = Tally()
-    exported: list[int] = []
-    participants: set[int] = set()
+    formats = list(dict.fromkeys(request.formats))
+    participants: set[int] = set()  # for FHIR's consents only: the rest streams
     run = _replay or ExportRun(
         run_code=run_code, actor_id=actor.user_id, query=request.query.model_dump(mode="json"),
         uses=uses, mode=mode, formats=list(request.formats), dua_reference=request.dua_reference,
@@ -407,7 +407,8 @@ def run_export(
         flush(session)
 
     def on_batch(batch: list[Selected]) -> None:
-        participants.update(s.participant_id for s in batch)
+        if "fhir" in formats:
+            participants.update(s.participant_id for s in batch)
         if _replay is None:
             # one INSERT … SELECT a batch: an executemany is a message per row on PostgreSQL
             chosen = sa.select(sa.literal(run.id), Specimen.id).where(
@@ -416,8 +417,6 @@ def run_export(
             session.connection().execute(
                 sa.insert(ExportRunSpecimen).from_select(["export_run_id", "specimen_id"], chosen)
             )
-            if request.reserve_request:
-                exported.extend(s.specimen_id for s in batch)
 
     reserved_by_run = _replay.id if _replay is not None and _replay.reserve_request else None
     # a progress bar's length costs a count of the candidates: only counted for a bar
@@ -431,7 +430,6 @@ def run_export(
         session, selected, key=key, mode=mode, phenotype_columns=phenotype_columns,
         on_batch=on_batch,
     )  # fmt: skip
-    formats = list(dict.fromkeys(request.formats))
     # One file read once streams straight from the selection; more passes (several files,
     # the per-participant file, FHIR's consents of every participant first) read a spool.
     spool = None
@@ -460,7 +458,7 @@ def run_export(
         spool.close()
     counts = {
         "specimens": tally.specimens,
-        "participants": len(tally.participants),
+        "participants": tally.participants,
         "matched_before_consent": tally.matched_before_consent,
         "excluded_by_consent": sum(tally.excluded_specimens.values()),
     }
@@ -515,8 +513,7 @@ def run_export(
         reason=request.dua_reference,
     )
     if request.reserve_request:
-        _reserve(session, actor=actor, specimen_ids=exported, request=request.reserve_request,
-                 run_code=run_code)  # fmt: skip
+        _reserve(session, actor=actor, run=run, request=request.reserve_request)
     return result
 
 
@@ -552,16 +549,24 @@ def _participant_file(target: Path, spool, columns: list[Column], per_participan
     return tabular.write_csv(target / "participants.csv", [*chosen, count], people())
 
 
-def _reserve(
-    session: Session, *, actor: Actor, specimen_ids: list[int], request: str, run_code: str
-) -> None:
-    """Mark exported specimens reserved for a request (available ones; others are left)."""
-    for chunk in chunks(specimen_ids, BATCH):
-        rows = session.exec(
-            select(Specimen).where(
-                one_of(session, Specimen.id, chunk), Specimen.status == SpecimenStatus.available
-            )
-        ).all()
+def _reserve(session: Session, *, actor: Actor, run: ExportRun, request: str) -> None:
+    """Mark the run's exported specimens reserved for a request (available ones; others are
+    left), a batch at a time as the run recorded them."""
+    run_code, after = run.run_code, 0
+    exported = sa.select(ExportRunSpecimen.specimen_id).where(
+        ExportRunSpecimen.export_run_id == run.id
+    )
+    while rows := session.exec(
+        select(Specimen)
+        .where(
+            Specimen.id.in_(exported),
+            Specimen.id > after,
+            Specimen.status == SpecimenStatus.available,
+        )
+        .order_by(Specimen.id)
+        .limit(BATCH)
+    ).all():
+        after = rows[-1].id
         for specimen in rows:
             specimen.status = SpecimenStatus.reserved
             record_event(
