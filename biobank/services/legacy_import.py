@@ -844,10 +844,10 @@ def write_inventory(
     rows were written after each batch."""
     require(actor, Permission.import_data)
     report = plan.report
-    refuse_a_faulty_plan(report.file, report.fault_count, report.faulty_rows)
     writer = _Writer(session, actor, plan)
     imported = 0
     try:
+        refuse_a_faulty_plan(report.file, report.fault_count, report.faulty_rows)
         writer.create_participants()
         writer.create_visits()
         writer.create_units()
@@ -856,8 +856,9 @@ def write_inventory(
             imported += len(batch)
             if progress:
                 progress(len(batch))
-    finally:
+    finally:  # a plan is written once: its scratch file and spool go, whatever happens
         plan.scratch.close()
+        plan.spool.close()
     for unit in plan.units.values():
         if unit.existing is not None and unit.arriving:
             adjust_free_slots(session, unit.existing.id, -unit.arriving)
