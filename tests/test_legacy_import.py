@@ -5,6 +5,7 @@ import codecs
 import csv
 import json
 import re
+import sqlite3
 from collections import Counter
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -213,6 +214,30 @@ def test_a_dry_run_changes_nothing(engine, admin, study, clean_sample):
     assert (report.rows, report.fault_count, report.imported) == (401, 0, 0)
     assert (report.new_participants, report.new_units) == (24, 7)
     assert _state(engine) == before
+
+
+def _let_go(plan: legacy_import.ImportPlan) -> bool:
+    """Whether a plan's temporary files are closed."""
+    try:
+        plan.scratch.file.execute("SELECT 1")
+    except sqlite3.ProgrammingError:
+        return plan.spool.closed
+    return False
+
+
+def test_a_plan_lets_go_of_its_temporary_files(engine, admin, study, clean_sample):
+    with uow(engine) as session:
+        written = legacy_import.check_inventory(
+            session, actor=admin, path=clean_sample, study="SLE"
+        )
+        refused = legacy_import.check_inventory(session, actor=admin, path=FAULTY, study="SLE")
+        checked = legacy_import.check_inventory(session, actor=admin, path=FAULTY, study="SLE")
+        assert not any(map(_let_go, (written, refused, checked)))
+        legacy_import.write_inventory(session, actor=admin, plan=written)
+        with pytest.raises(ValidationError, match="nothing was imported"):
+            legacy_import.write_inventory(session, actor=admin, plan=refused)
+        checked.close()  # a dry run's
+    assert all(map(_let_go, (written, refused, checked)))
 
 
 def _existing_tube(engine, admin):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import typer
@@ -59,12 +60,14 @@ def inventory(
         plan = legacy_import.check_inventory(
             session, actor=actor, path=file, study=study, sheet=sheet
         )
-        report = plan.report
-        if not (dry_run or report.fault_count):
-            with typer.progressbar(length=report.rows, label="importing", file=sys.stderr) as bar:
-                report = legacy_import.write_inventory(
-                    session, actor=actor, plan=plan, progress=bar.update
-                )
+        with closing(plan):
+            report = plan.report
+            if not (dry_run or report.fault_count):
+                bar = typer.progressbar(length=report.rows, label="importing", file=sys.stderr)
+                with bar:
+                    report = legacy_import.write_inventory(
+                        session, actor=actor, plan=plan, progress=bar.update
+                    )
     _emit(report, dry_run=dry_run, json=json)
     if report.fault_count:
         raise typer.Exit(2)

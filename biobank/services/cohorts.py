@@ -98,7 +98,8 @@ class Selected(NamedTuple):
 @dataclass
 class Tally:
     """Counts kept while a cohort streams by. Specimens come participant by participant, so a
-    participant is counted where their run begins: no set of a cohort's ids is held."""
+    participant is counted where their run begins: no set of a cohort's ids is held. One
+    tally counts one `select_cohort` stream."""
 
     specimens: int = 0
     participants: int = 0

@@ -407,7 +407,9 @@ class _Scratch:
     or written; a visit to create with its earliest collection day)."""
 
     def __init__(self) -> None:
-        self.file = sqlite3.connect("")  # "": a temporary file, deleted when closed
+        # "": a temporary file, deleted when closed; a plan may be checked in one worker
+        # thread and written in another (never by two at once)
+        self.file = sqlite3.connect("", check_same_thread=False)
         self.file.executescript(
             "PRAGMA cache_size = -256;"  # KiB: lookups go by key, the OS caches the file
             "CREATE TABLE seen (id TEXT PRIMARY KEY, row INTEGER) WITHOUT ROWID;"
@@ -535,6 +537,11 @@ class ImportPlan:
     scratch: _Scratch  # the participants and visits, found or to create
     units: dict[str, _Unit]
     spool: IO[bytes]  # batches of (row, tube, (grid row, grid column)), pickled
+
+    def close(self) -> None:
+        """Let go of the temporary files: writing does, and a plan not written should."""
+        self.scratch.close()
+        self.spool.close()
 
 
 def check_inventory(
@@ -856,9 +863,8 @@ def write_inventory(
             imported += len(batch)
             if progress:
                 progress(len(batch))
-    finally:  # a plan is written once: its scratch file and spool go, whatever happens
-        plan.scratch.close()
-        plan.spool.close()
+    finally:  # a plan is written once: its temporary files go, whatever happens
+        plan.close()
     for unit in plan.units.values():
         if unit.existing is not None and unit.arriving:
             adjust_free_slots(session, unit.existing.id, -unit.arriving)
