@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inventory import seed_inventory, serum
+from inventory import FUTURE, seed_inventory, serum
 from sqlmodel import select
 
 from biobank.consent import (
@@ -311,7 +311,6 @@ def test_a_signature_is_checked_field_by_field_and_bad_input_changes_nothing(eng
     seed_inventory(engine, admin)
     _form(engine, admin)
     audit_before = _count(engine, AuditEntry)
-    tomorrow = date.today() + timedelta(days=1)
     cases = [
         ({"answers": {F: True, G: True}}, ValidationError, "answers", "no answer for COMMERCIAL"),
         (
@@ -320,7 +319,7 @@ def test_a_signature_is_checked_field_by_field_and_bad_input_changes_nothing(eng
             "answers",
             "does not ask RECONTACT",
         ),
-        ({"signed_on": tomorrow}, ValidationError, "signed_on", "in the future"),
+        ({"signed_on": FUTURE}, ValidationError, "signed_on", "in the future"),
         (
             {"signed_on": D0 - timedelta(days=1)},
             ValidationError,
@@ -578,7 +577,7 @@ def test_keep_no_use_lists_nothing_to_pull_and_a_statement_cannot_be_destroyed(e
         assert raised.value.field == "disposition" and "keep_no_use" in raised.value.message
     bad = [
         ({"disposition": "shred"}, ValidationError, "disposition"),
-        ({"withdrawn_on": date.today() + timedelta(days=1)}, ValidationError, "withdrawn_on"),
+        ({"withdrawn_on": FUTURE}, ValidationError, "withdrawn_on"),
         ({"requested_by": "  "}, ValidationError, "requested_by"),
         ({"statement": "NOPE"}, NotFound, "statement"),
     ]

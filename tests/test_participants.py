@@ -1,10 +1,11 @@
 """Studies, participants and visits; PHI stays in the identity table."""
 
 import re
-from datetime import date, timedelta
+from datetime import date
 
 import pytest
 import sqlalchemy as sa
+from inventory import FUTURE
 
 from biobank.db import uow
 from biobank.errors import AlreadyExists, NotFound, PermissionDenied, ValidationError
@@ -90,8 +91,8 @@ def test_code_must_not_contain_the_mrn(engine, admin, study):
         ({"code": "a b"}, "code"),
         ({"sex": "yes"}, "sex"),
         ({"birth_year": 1850}, "birth_year"),
-        ({"enrolled_on": date.today() + timedelta(days=2)}, "enrolled_on"),
-        ({"date_of_birth": date.today() + timedelta(days=1)}, "date_of_birth"),
+        ({"enrolled_on": FUTURE}, "enrolled_on"),
+        ({"date_of_birth": FUTURE}, "date_of_birth"),
         ({"birth_year": 1990, "date_of_birth": date(1991, 1, 1)}, "birth_year"),
         ({"birth_year": 2000, "enrolled_on": date(1999, 1, 1)}, "enrolled_on"),
         ({"study": "NOPE"}, "study"),

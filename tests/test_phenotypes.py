@@ -4,11 +4,11 @@ only when something changed, and linked to specimens at their collection."""
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 import pytest
 import sqlalchemy as sa
-from inventory import seed_inventory
+from inventory import FUTURE, seed_inventory
 from sqlmodel import select
 
 from biobank.db import uow
@@ -82,7 +82,7 @@ def test_valid_values_parse_to_what_is_stored(spec, raw, stored):
         (LEVEL, "-0.1", "below the minimum 0"),
         (FLAG, "maybe", "is not yes/no"),
         (DAY, "02/01/2020", "is not a date (YYYY-MM-DD)"),
-        (DAY, (date.today() + timedelta(days=1)).isoformat(), "is in the future"),
+        (DAY, FUTURE.isoformat(), "is in the future"),
         (KLASS, "VII", "is not one of the choices: III, neg (Negative)"),
         pytest.param(DRUGS, "hcq|ritux", "'ritux' is not one of the choices", id="bad-member"),
         (DRUGS, " | ", "a value is required"),
@@ -185,7 +185,7 @@ def test_bad_values_are_refused_by_field_and_change_nothing(engine, admin):
         (("sledai2k", "5"), {"visit": "month 99"}, NotFound, "visit"),
         (
             ("race", "white"),
-            {"observed_on": date.today() + timedelta(days=1)},
+            {"observed_on": FUTURE},
             ValidationError,
             "observed_on",
         ),
