@@ -11,6 +11,7 @@ not a zone database entry that is slow to ask for its offset).
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -110,45 +111,52 @@ def uow(engine: Engine, *, readonly: bool = False, lookup: bool = False) -> Iter
     ROLLBACK that would cost more than the query itself are saved (on PostgreSQL the connection
     runs in autocommit, which is why it is not for server-side cursors such as `yield_per`).
     A view read in one may, for a moment, mix two commits; a change made from it still names
-    the version it showed.
+    the version it showed. On SQLite a lookup's session is kept for the next one
+    (`_KeptLookups`).
     """
-    bind = _bound(engine, "lookup" if lookup else "readonly" if readonly else None)
+    kept = _kept_lookups(engine) if lookup else None
+    session = kept.take() if kept else _session(engine, readonly=readonly, lookup=lookup)
     readonly = readonly or lookup
     committing = False
-    with Session(bind, expire_on_commit=False, info={_LOOKUP: True} if lookup else None) as session:
+    try:
+        yield session
+        if not readonly:  # read-only work ends as the session closes: rolled back
+            for hook in session.info.pop(_COMMIT_HOOKS, {}).values():
+                hook(session)
+            committing = True
+            session.commit()
+            committing = False
+            for done in session.info.pop(_AFTER_COMMIT_HOOKS, []):
+                done()
+    except BaseException as error:
+        kept = None  # a session that failed is closed, never kept
+        session.rollback()
+        lost = isinstance(error, exc.DBAPIError) and error.connection_invalidated
         try:
-            yield session
-            if not readonly:  # read-only work ends as the session closes: rolled back
-                for hook in session.info.pop(_COMMIT_HOOKS, {}).values():
-                    hook(session)
-                committing = True
-                session.commit()
-                committing = False
-                for done in session.info.pop(_AFTER_COMMIT_HOOKS, []):
-                    done()
-        except BaseException as error:
-            session.rollback()
-            lost = isinstance(error, exc.DBAPIError) and error.connection_invalidated
-            try:
-                _after_rollback(engine, session)
-            except exc.DBAPIError:
-                if not lost:  # with the server gone, the lost connection is the news
-                    raise
-            if lost:
-                raise _lost_connection(error, committing=committing) from error
-            if isinstance(error, exc.IntegrityError):
-                raise constraint_error(error) from error
-            if isinstance(error, orm_exc.StaleDataError):
-                raise _stale() from error
-            if isinstance(error, exc.DataError):  # a value the server cannot hold (a NUL…)
-                raise ValidationError(
-                    f"the database refused a value: {_first_line(error.orig)}"
-                ) from error
-            if isinstance(error, exc.OperationalError):
-                raise DatabaseUnavailable(  # unreachable (a server restarting), locked, …
-                    f"database error: {_first_line(error.orig)}; nothing of this was saved"
-                ) from error
-            raise
+            _after_rollback(engine, session)
+        except exc.DBAPIError:
+            if not lost:  # with the server gone, the lost connection is the news
+                raise
+        if lost:
+            raise _lost_connection(error, committing=committing) from error
+        if isinstance(error, exc.IntegrityError):
+            raise constraint_error(error) from error
+        if isinstance(error, orm_exc.StaleDataError):
+            raise _stale() from error
+        if isinstance(error, exc.DataError):  # a value the server cannot hold (a NUL…)
+            raise ValidationError(
+                f"the database refused a value: {_first_line(error.orig)}"
+            ) from error
+        if isinstance(error, exc.OperationalError):
+            raise DatabaseUnavailable(  # unreachable (a server restarting), locked, …
+                f"database error: {_first_line(error.orig)}; nothing of this was saved"
+            ) from error
+        raise
+    finally:
+        if kept is not None:
+            kept.give_back(session)
+        else:
+            session.close()
 
 
 _LOOKUP = "biobank.lookup"
@@ -169,6 +177,63 @@ def _refuse_in_a_lookup(session: Session) -> None:
     """A lookup has no transaction to roll back: a change in one would be kept at once."""
     if session.info.get(_LOOKUP):
         raise RuntimeError("a lookup unit of work changes nothing; use uow(engine) to change")
+
+
+def _session(engine: Engine, *, readonly: bool = False, lookup: bool = False) -> Session:
+    bind = _bound(engine, "lookup" if lookup else "readonly" if readonly else None)
+    return Session(bind, expire_on_commit=False, info={_LOOKUP: True} if lookup else None)
+
+
+class _KeptLookups:
+    """SQLite lookup sessions kept open from one lookup to the next.
+
+    A lookup on SQLite holds no transaction (no BEGIN: each statement commits on its own), so
+    a session that keeps its connection still sees every commit, and one emptied of what it
+    loaded is as good as new. Keeping it saves making a session, its transaction and a pool
+    checkout and release, which cost a scan more than its query. Any thread may take an idle
+    session (the file's connections are not tied to a thread: the TUI runs each scan in a
+    worker thread of its own); one in use is never shared. A session that failed is closed,
+    not kept. On PostgreSQL each lookup checks a connection out of the pool with a ping, so a
+    restarted server costs nothing but the lookup that was running.
+    """
+
+    IDLE = 4  # idle sessions kept; more lookups at once make and then close sessions
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.idle: list[Session] = []
+        self.lock = threading.Lock()
+        event.listen(engine, "engine_disposed", self.close)
+
+    def take(self) -> Session:
+        with self.lock:
+            if self.idle:
+                return self.idle.pop()
+        return _session(self.engine, lookup=True)
+
+    def give_back(self, session: Session) -> None:
+        session.expunge_all()
+        with self.lock:
+            if len(self.idle) < self.IDLE:
+                self.idle.append(session)
+                return
+        session.close()
+
+    def close(self, _engine: Engine | None = None) -> None:
+        """Close the idle sessions (their connections go back to the pool): on dispose."""
+        with self.lock:
+            idle, self.idle = self.idle, []
+        for session in idle:
+            session.close()
+
+
+def _kept_lookups(engine: Engine) -> _KeptLookups | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    kept = engine.__dict__.get("_biobank_lookups")
+    if kept is None:
+        kept = engine.__dict__.setdefault("_biobank_lookups", _KeptLookups(engine))
+    return kept
 
 
 def _bound(engine: Engine, mode: str | None) -> Engine:

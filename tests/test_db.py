@@ -1,6 +1,7 @@
 """The database layer: engine settings, the unit of work, and constraints the database
 enforces on its own (a double-booked position is impossible)."""
 
+import concurrent.futures
 import sqlite3
 from datetime import UTC, date, datetime
 
@@ -190,3 +191,61 @@ def test_a_lookup_cannot_insert_in_bulk(engine):
             insert_many(session, Participant.__table__, [{"study_id": study_id, "code": "X-1"}])
     with uow(engine, readonly=True) as session:
         assert session.execute(sa.select(sa.func.count()).select_from(Participant)).scalar() == 0
+
+
+def test_a_lookup_sees_each_commit_made_between_lookups(engine):
+    """A lookup holds no transaction and keeps nothing it loaded (on SQLite its session is
+    kept for the next lookup, emptied): each lookup reads what is committed when it runs, from
+    whichever thread it runs in."""
+    with uow(engine) as session:
+        participant, box = _box_with_specimen(session)
+        session.add(_tube(participant, box, "SLE-0000001-A", 1, 1))
+
+    seen = []  # what earlier lookups loaded is still referred to
+
+    def volume() -> float:
+        with uow(engine, lookup=True) as session:
+            seen.append(
+                session.exec(select(Specimen).where(Specimen.accession_id == "SLE-0000001-A")).one()
+            )
+            return seen[-1].quantity
+
+    assert volume() == 500
+    with uow(engine) as session:
+        tube = session.exec(select(Specimen)).one()
+        tube.quantity = 300
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as elsewhere:
+        assert elsewhere.submit(volume).result() == 300
+    with uow(engine) as session:
+        session.exec(select(Specimen)).one().quantity = 100
+    assert volume() == 100
+
+
+def test_a_lookup_that_failed_is_not_kept_and_dispose_closes_the_kept(tmp_path):
+    """A lookup session is kept for the next lookup only when it ended well, and disposing
+    of the engine closes the kept ones (their connections go back to the pool)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'kept.db'}")
+    with uow(engine, lookup=True) as first:
+        first.execute(sa.select(1))
+    with uow(engine, lookup=True) as again:
+        assert again is first
+        again.execute(sa.select(1))
+    assert engine.pool.checkedout() == 1
+    with pytest.raises(ConstraintViolation), uow(engine, lookup=True) as failing:
+        assert failing is first
+        raise sa.exc.IntegrityError("SELECT 1", {}, sqlite3.IntegrityError("UNIQUE failed"))
+    with uow(engine, lookup=True) as fresh:
+        assert fresh is not first
+        fresh.execute(sa.select(1))
+    engine.dispose()
+    assert not fresh.in_transaction()
+    engine.dispose()
+
+
+def test_lookups_at_once_each_have_their_own_session(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'kept.db'}")
+    with uow(engine, lookup=True) as one, uow(engine, lookup=True) as two:
+        assert one is not two
+    with uow(engine, lookup=True) as again:
+        assert again in (one, two)
+    engine.dispose()
