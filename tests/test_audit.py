@@ -2,13 +2,19 @@
 database itself, and a hash chain that names the first entry tampered with."""
 
 import itertools
+import json
+from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import exc
 
 from biobank.db import uow
 from biobank.errors import AuditChainBroken, NotFound
+from biobank.models import SpecimenStatus
 from biobank.services import audit, studies, users
 
 
@@ -162,3 +168,45 @@ def test_a_large_batch_is_sealed_in_parts_and_still_one_chain(engine, admin):
     assert [r.entity_id for r in rows[before + 1 : before + 4]] == ["0", "1", "2"]
     with uow(engine) as session:
         assert audit.verify_chain(session, actor=admin).entries == len(rows)
+
+
+ENTRY_FIELDS = (
+    "occurred_at", "actor", "workstation", "action", "entity", "entity_id", "before", "after",
+    "reason", "prev_hash",
+)  # fmt: skip
+ANY_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({key: st.none() | ANY_TEXT for key in ENTRY_FIELDS}))
+@example(dict.fromkeys(ENTRY_FIELDS, "".join(map(chr, range(0x20))) + '\x7f"\\ \u2028\u2029é€😀'))
+@example(dict.fromkeys(ENTRY_FIELDS, "lone \ud800 surrogate"))
+def test_an_entry_is_hashed_over_the_bytes_the_standard_library_wrote(fields):
+    """Entries are hashed over a canonical JSON of their fields, all text or null. Every chain
+    written before (with `json`) must verify now: the encoding may never change a byte."""
+    written_before = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        expected = written_before.encode()
+    except UnicodeEncodeError:  # a lone surrogate could never be hashed, and still cannot
+        with pytest.raises(UnicodeEncodeError):
+            audit._canonical_bytes(fields)
+        return
+    assert audit._canonical_bytes(fields) == expected
+
+
+def test_a_snapshot_reads_back_as_the_row_it_records():
+    row = {
+        "quantity": 1000.0, "tiny": 1e-7, "count": 3, "price": Decimal("1.50"),
+        "collected_at": datetime(2024, 3, 1, 8, 30, 15, 123456, tzinfo=UTC),
+        "frozen_at": datetime(2024, 3, 1, 8, 30, tzinfo=UTC), "visit_date": date(2024, 3, 1),
+        "status": SpecimenStatus.available, "notes": "Zoë\n\u2028\x01", "big": 2**70,
+        "parent_id": None, "active": True,
+    }  # fmt: skip
+    for snapshot in (row, {k: v for k, v in row.items() if k != "big"}):  # orjson, and not
+        text = audit.canonical_json(snapshot)
+        assert list(json.loads(text)) == sorted(snapshot)
+        assert json.loads(text) == json.loads(
+            json.dumps(snapshot, default=audit._json_default, sort_keys=True)
+        )
+    with pytest.raises(TypeError, match="cannot record object in the audit trail"):
+        audit.canonical_json({"what": object()})

@@ -16,6 +16,7 @@ from enum import Enum
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, select
 
@@ -46,10 +47,23 @@ _CANONICAL = json.JSONEncoder(
 )  # one encoder: `json.dumps` with options builds a new one per call, a third of a small entry
 
 
+def _canonical_bytes(data: dict[str, Any]) -> bytes:
+    """Keys sorted, no spaces, text as UTF-8: orjson's encoding, which is the standard
+    library's (`_CANONICAL`) byte for byte for every dict of text and nulls, as each entry's
+    hashed fields are (a property test holds it to that: the chains written before orjson still
+    verify). It is ten times as fast on a row's snapshot, where it may differ only in the
+    spelling of a float's exponent. What orjson refuses (an integer beyond 64 bits) the
+    standard library encodes; a lone surrogate, never valid UTF-8, fails in both."""
+    try:
+        return orjson.dumps(data, default=_json_default, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return _CANONICAL.encode(data).encode()
+
+
 def canonical_json(data: dict[str, Any] | None) -> str | None:
     if data is None:
         return None
-    return _CANONICAL.encode(data)
+    return _canonical_bytes(data).decode()
 
 
 def snapshot(row: SQLModel, *, hide: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -74,7 +88,7 @@ def entry_hash(entry: AuditEntry | SimpleNamespace) -> str:
         "reason": entry.reason,
         "prev_hash": entry.prev_hash,
     }
-    return hashlib.sha256(canonical_json(fields).encode()).hexdigest()
+    return hashlib.sha256(_canonical_bytes(fields)).hexdigest()
 
 
 def _pending(session: Session) -> list[dict[str, Any]]:
