@@ -1,6 +1,6 @@
 """Accession, SPREC codes, IDs that are never reused, and lineage."""
 
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -10,7 +10,8 @@ from biobank.db import uow
 from biobank.errors import NotFound, PermissionDenied, ValidationError
 from biobank.identifiers import check_specimen_id
 from biobank.models import Role
-from biobank.services import participants, specimens
+from biobank.services import custody, participants, specimens
+from biobank.services.specimen_read import find_specimen
 
 
 def _count(engine, table: str) -> int:
@@ -247,3 +248,46 @@ def test_a_participants_specimens_in_the_order_they_were_made(engine, admin):
     assert [s.participant_code for s in others] == ["SLE-0002"]
     with pytest.raises(NotFound), uow(engine, readonly=True) as session:
         specimens.list_specimens(session, actor=admin, participant="SLE-9999")
+
+
+def test_what_a_change_returns_is_what_a_later_read_finds(engine, admin):
+    """Accession, aliquots and a move return the read model built from the rows in hand;
+    it must be the one a later lookup reads, to the offset of each time."""
+    layout = seed_inventory(engine, admin)
+    elsewhere = timezone(timedelta(hours=-5))
+
+    def as_read(tubes):
+        with uow(engine, lookup=True) as session:
+            for tube in tubes:
+                found = find_specimen(session, tube.accession_id)
+                assert tube.model_dump_json() == found.model_dump_json()
+        return tubes
+
+    with uow(engine) as session:
+        placed, loose = (
+            specimens.accession(
+                session, actor=admin, participant="SLE-0001", visit="baseline",
+                specimen_type="SER", container_type="SST", quantity=2000, unit="uL",
+                collected_at=(NOW - timedelta(hours=3, microseconds=7)).astimezone(elsewhere),
+                processed_at=NOW - timedelta(hours=2), destination=layout["boxes"][1],
+                notes="Zoë's",
+            ),
+            specimens.accession(
+                session, actor=admin, participant="SLE-0001", specimen_type="URN",
+                quantity=5, unit="mL",
+            ),
+        )  # fmt: skip
+    as_read([placed, loose])
+    assert placed.collected_at.utcoffset() == timedelta(0)
+    with uow(engine) as session:
+        children = specimens.aliquot(
+            session, actor=admin, parent=placed.accession_id, count=2, volume=250,
+            destination=layout["freezer"],
+        )  # fmt: skip
+    assert {c.parent_accession_id for c in as_read(children)} == {placed.accession_id}
+    with uow(engine) as session:
+        moved = custody.move(
+            session, actor=admin, accession=loose.accession_id, destination=layout["boxes"][0],
+            position="C3",
+        )  # fmt: skip
+    assert as_read([moved])[0].location.endswith("C3")

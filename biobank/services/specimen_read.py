@@ -7,12 +7,14 @@ box's path is stored on the box), statements built once, no ORM objects.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from enum import Enum
 from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, select
 
 from biobank.db import driver_cursor
@@ -166,8 +168,45 @@ def specimens_where(session: Session, condition: sa.ColumnElement[bool]) -> list
 
 
 def specimen_read(session: Session, specimen: Specimen) -> SpecimenRead:
+    """The read model of a row the caller holds, just written or changed. When the session
+    also holds the rows it joins (participant, visit, parent, box), as it does after an
+    accession, an aliquot or a move, it is built from them with no SELECT; else it is read."""
     session.flush()
-    return _read(session.execute(_by("id"), {"value": specimen.id}).one())
+    joined = _held(session, specimen)
+    if joined is None:
+        return _read(session.execute(_by("id"), {"value": specimen.id}).one())
+    participant, visit, parent, box = joined
+    row = [_as_read(getattr(specimen, name)) for name in _OWN_COLUMNS]
+    row += [participant.code, visit and visit.label, parent and parent.accession_id]
+    row += [box and box.barcode, specimen.position_row, specimen.position_col]
+    row += [box and box.path, box and box.grid_cols, box and box.position_labels]
+    return _read(row)
+
+
+def _held(session: Session, specimen: Specimen) -> tuple | None:
+    """The participant, visit, parent and box of `specimen` (None where it has none), if the
+    session holds every one of them; else None."""
+    found = []
+    for model, key in (
+        (Participant, specimen.participant_id),
+        (Visit, specimen.visit_id),
+        (Specimen, specimen.parent_id),
+        (StorageUnit, specimen.box_id),
+    ):
+        row = None if key is None else session.identity_map.get(identity_key(model, key))
+        if key is not None and row is None:
+            return None
+        found.append(row)
+    return tuple(found)
+
+
+def _as_read(value: Any) -> Any:
+    """A value as `_query()` reads it back: enumerations as their text, times in UTC."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return value
 
 
 def get_specimen(
