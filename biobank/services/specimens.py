@@ -34,7 +34,7 @@ from biobank.services import audit
 from biobank.services.consent_checks import refuse_if_withdrawn
 from biobank.services.custody import Slot, occupy, resolve_destination
 from biobank.services.events import EventRead, record_event, specimen_events
-from biobank.services.participants import find_visit, get_participant_row
+from biobank.services.participants import get_participant_row, participant_visit
 from biobank.services.specimen_ids import allocate_accession_ids
 from biobank.services.specimen_read import (
     SpecimenRead,
@@ -269,10 +269,8 @@ def accession(
     """Receive a primary specimen for a participant's visit, optionally placing it. A tube
     from a collection kit (`kit_id`, the scanned label) keeps the ID reserved for it."""
     require(actor, Permission.accession)
-    owner = get_participant_row(session, participant)
+    owner, study, visit_row = participant_visit(session, participant, visit)
     refuse_if_withdrawn(session, participant_id=owner.id, what="accession")
-    study = session.get(Study, owner.study_id)
-    visit_row = _visit(session, owner, visit)
     specimen_type = specimen_type_code(specimen_type)
     reserved = None
     if kit_id is not None:
@@ -393,10 +391,6 @@ def _claim(
             value=type_code,
         )
     return reserved
-
-
-def _visit(session: Session, participant: Participant, label: str | None) -> Visit | None:
-    return find_visit(session, participant, label) if label is not None else None
 
 
 def _check_drawable(specimen: Specimen) -> None:
