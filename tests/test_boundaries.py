@@ -66,3 +66,17 @@ def test_the_cli_starts_without_loading_textual():
         check=True,
     )
     assert result.stdout.strip() == "False"
+
+
+def test_the_sign_in_screen_needs_no_database_layer():
+    """The workstation shows its sign-in screen before it imports the database layer (which
+    takes longer than the screen itself), opening the database behind it."""
+    script = (
+        "import sys, biobank.cli, tui.app, tui.screens.sign_in\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'sqlmodel', "
+        "'alembic', 'psycopg'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == "[]"

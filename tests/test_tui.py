@@ -7,7 +7,6 @@ from inventory import NOW
 from textual.widgets import Static
 from tui_helpers import make_app, scan, settle, sign_in
 
-import tui.app as tui_app
 from biobank.db import uow
 from biobank.services import custody, specimens, storage, users
 from tui.screens import box as box_screen
@@ -132,7 +131,7 @@ def test_a_misread_says_so_loudly(db_url, admin, engine):
 def test_a_box_scan_opens_its_grid_and_enter_opens_a_tube(db_url, admin, engine, monkeypatch):
     app = make_app(db_url, admin)
     read_under = []  # the screen shown when a box's view was read
-    for module in (tui_app, box_screen):
+    for module in (storage, box_screen):  # the app imports it from `storage` as it scans
         monkeypatch.setattr(module, "box_view", _recorded(module.box_view, app, read_under))
 
     async def scenario():

@@ -1,15 +1,22 @@
-"""The first run of the embedded database offers the demo cohort; nothing else ever does.
+"""Starting the workstation: the sign-in screen shows while the database opens behind it, and
+the first run of the embedded database offers the demo cohort; nothing else ever does.
 
-The offer exists only for the embedded SQLite database, so these tests run on SQLite; the
+The offer exists only for the embedded SQLite database, so those tests run on SQLite; the
 PostgreSQL one checks that an empty server database is not offered it.
 """
 
 import asyncio
+import threading
+from functools import partial
 
+import pytest
+from textual.app import App
 from textual.widgets import Label
-from tui_helpers import settle, sign_in
+from tui_helpers import HUMAN_GAP, make_app, settle, sign_in
 
-from biobank.bootstrap import open_database
+import tui.app as tui_app
+from biobank.bootstrap import FIRST_ADMIN_HINT, open_database
+from biobank.errors import DatabaseUnavailable
 from biobank.services.demo import is_empty, seed_demo
 from biobank.services.identity import actor_for
 from biobank.settings import Settings
@@ -19,9 +26,12 @@ from tui.screens.home import HomeScreen
 from tui.screens.sign_in import SignInScreen
 
 
-def _app(url: str) -> BiobankApp:
+def _app(url: str, *, opening: bool = False) -> BiobankApp:
+    """The app on the database at `url`, open already or, as `biobank` starts it, `opening`
+    in a thread behind the sign-in screen."""
     settings = Settings(database_url=url, workstation="bench-1")
-    return BiobankApp(settings=settings, database=open_database(settings))
+    opened = partial(open_database, settings)
+    return BiobankApp(settings=settings, database=opened if opening else opened())
 
 
 def _empty(app: BiobankApp) -> bool:
@@ -31,10 +41,11 @@ def _empty(app: BiobankApp) -> bool:
 
 def test_yes_loads_the_demo_and_its_technician_signs_in(tmp_path):
     async def scenario():
-        app = _app(f"sqlite:///{tmp_path / 'biobank.db'}")
+        app = _app(f"sqlite:///{tmp_path / 'biobank.db'}", opening=True)
         async with app.run_test() as pilot:
             await settle(app, pilot)
             assert isinstance(app.screen, FirstRunScreen)
+            assert any(n.message == FIRST_ADMIN_HINT for n in app._notifications)
             assert "tech / 1111)? [y/n]" in str(app.screen.query_one(Label).render())
             await pilot.press("y")
             await settle(app, pilot)
@@ -90,3 +101,53 @@ def test_an_empty_server_database_is_not_offered_the_demo(pg_engine):
         app.database.engine.dispose()
 
     asyncio.run(scenario())
+
+
+def test_the_sign_in_screen_shows_while_the_database_opens(db_url, admin):
+    """Someone may type their name and PIN before the database is open: the sign-in then
+    waits for it, and goes through."""
+    database = make_app(db_url, admin).database  # the demo's technician: tech / 1111
+    gate = threading.Event()
+
+    def opening():
+        assert gate.wait(30)
+        return database
+
+    settings = Settings(database_url=db_url, workstation="bench-1")
+    app = BiobankApp(settings=settings, database=opening)
+
+    async def scenario():
+        async with app.run_test() as pilot:
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, SignInScreen)
+            for key in ("t", "e", "c", "h", "enter", "1", "1", "1", "1", "enter"):
+                await pilot.press(key)
+                await pilot.pause(HUMAN_GAP)
+            await pilot.pause(0.3)
+            assert isinstance(app.screen, SignInScreen) and app.actor is None
+            gate.set()
+            await settle(app, pilot)
+            assert isinstance(app.screen, HomeScreen) and app.actor.username == "tech"
+
+    asyncio.run(scenario())
+    database.engine.dispose()
+
+
+def test_a_database_that_cannot_open_ends_the_workstation_with_its_error(tmp_path, monkeypatch):
+    """The entry point reports it (one line, the error's exit code), as before the screen."""
+    refused = DatabaseUnavailable("cannot open the database at postgresql://db/x: refused")
+
+    def opening():
+        raise refused
+
+    async def scenario():
+        app = BiobankApp(settings=Settings(database_url="postgresql://db/x"), database=opening)
+        async with app.run_test() as pilot:
+            await settle(app, pilot)
+        assert app.return_code == refused.exit_code and app.opening_failure() is refused
+
+    asyncio.run(scenario())
+    monkeypatch.setattr(BiobankApp, "run", lambda app: App.run(app, headless=True))
+    with pytest.raises(DatabaseUnavailable) as raised:
+        tui_app.run(settings=Settings(database_url="postgresql://db/x"), database=opening)
+    assert raised.value is refused

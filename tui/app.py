@@ -7,6 +7,8 @@
   building a screen anew is most of what a view costs (`open_view`).
 - Database work runs in thread workers (`run_db`), one unit of work each; results come back
   to the UI thread, and every service error is shown in one place (`show_error`).
+- The sign-in screen shows before the database layer is even imported: the database is opened
+  in a thread behind it (`database`), while the user types; database work waits for it there.
 - The screen locks after the configured idle time (or Ctrl+L). The same user signing in again
   finds their screens as they left them, reloaded; anyone else starts afresh at home.
 - A view gone stale (another terminal changed the tube, filled the slot) is reloaded when a
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
 
 from textual import events
 from textual.app import App
@@ -25,7 +28,6 @@ from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.screen import ModalScreen
 
-from biobank.bootstrap import OpenDatabase
 from biobank.errors import (
     BiobankError,
     ConcurrentChange,
@@ -33,12 +35,14 @@ from biobank.errors import (
     PermissionDenied,
     PositionOccupied,
 )
-from biobank.permissions import Actor, Permission, require
-from biobank.services.identity import SignInAttempt, authenticate_badge, sign_in
-from biobank.services.scan import ScanResult, resolve_scan
-from biobank.services.storage import box_view
-from biobank.settings import Settings
 from tui.scanner import ScanDetector
+
+if TYPE_CHECKING:  # the services and the database layer are imported behind the sign-in
+    from biobank.bootstrap import OpenDatabase
+    from biobank.permissions import Actor
+    from biobank.services.identity import SignInAttempt
+    from biobank.services.scan import ScanResult
+    from biobank.settings import Settings
 
 
 class ActionCommands(Provider):
@@ -87,10 +91,17 @@ class BiobankApp(App):
         Binding("ctrl+t", "export", "Export for a cohort", id="export"),
     ]
 
-    def __init__(self, *, settings: Settings, database: OpenDatabase) -> None:
+    def __init__(
+        self, *, settings: Settings, database: OpenDatabase | Callable[[], OpenDatabase]
+    ) -> None:
+        """`database` is the open database, or what opens it: then it is opened in a thread
+        once the sign-in screen shows."""
         super().__init__()
         self.settings = settings
-        self.database = database
+        self._opening: Future[OpenDatabase] = Future()
+        self._open = database if callable(database) else None
+        if self._open is None:
+            self._opening.set_result(database)
         self.actor: Actor | None = None
         self.locked_by: str | None = None  # who left their screens under the lock
         scanner = settings.scanner
@@ -111,10 +122,45 @@ class BiobankApp(App):
         self.sub_title = self.settings.workstation
         self.push_screen(SignInScreen())
         self.set_interval(5, self._check_idle)
+        if self._open is not None:
+            self.call_after_refresh(self._open_database)
+        else:
+            self._database_opened()
+
+    @property
+    def database(self) -> OpenDatabase:
+        """The open database; while it is being opened, this waits for it (only database
+        work asks, and it runs in thread workers). Raises what stopped it opening."""
+        return self._opening.result()
+
+    def _open_database(self) -> None:
+        def work() -> None:
+            try:
+                opened = self._open()
+            except BaseException as error:
+                self._opening.set_exception(error)
+                self.call_from_thread(self.exit, return_code=getattr(error, "exit_code", 1))
+                return
+            self._opening.set_result(opened)
+            if opened.created_admin is not None:
+                from biobank.bootstrap import FIRST_ADMIN_HINT
+
+                self.call_from_thread(self.notify, FIRST_ADMIN_HINT, timeout=30)
+            self.call_from_thread(self._database_opened)
+
+        self.run_worker(work, thread=True, name="open the database", exit_on_error=False)
+
+    def _database_opened(self) -> None:
+        """An empty embedded inventory offers the demo cohort."""
         if self.settings.is_embedded:
             from tui.screens.first_run import offer_demo
 
             offer_demo(self)
+
+    def opening_failure(self) -> BaseException | None:
+        """What stopped the database opening, if it did (the app then exits with its code)."""
+        opening = self._opening
+        return opening.exception() if opening.done() else None
 
     def _check_idle(self) -> None:
         idle = self.clock() - self.last_activity
@@ -151,6 +197,10 @@ class BiobankApp(App):
 
     def handle_scan(self, text: str) -> None:
         """A scan (or an ID typed into a scan box): sign in by badge, or resolve and route."""
+        from biobank.services.identity import authenticate_badge
+        from biobank.services.scan import resolve_scan
+        from biobank.services.storage import box_view
+
         if self.actor is None:
             self.run_db(
                 lambda session: authenticate_badge(
@@ -303,6 +353,7 @@ class BiobankApp(App):
 
     def sign_in(self, username: str, pin: str) -> None:
         """A refused PIN is committed too (it counts towards the lockout), then shown."""
+        from biobank.services import identity
 
         def attempted(attempt: SignInAttempt) -> None:
             try:
@@ -311,7 +362,7 @@ class BiobankApp(App):
                 self.show_error(error)
 
         self.run_db(
-            lambda session: sign_in(
+            lambda session: identity.sign_in(
                 session, username=username, pin=pin, workstation=self.settings.workstation
             ),
             attempted,
@@ -381,6 +432,7 @@ class BiobankApp(App):
 
     def action_export(self) -> None:
         """PIs and admins: others are told so at once rather than after filling in the form."""
+        from biobank.permissions import Permission, require
         from tui.screens.export import ExportScreen
 
         if self.actor is None or isinstance(self.screen, ExportScreen):
@@ -393,5 +445,11 @@ class BiobankApp(App):
         self.push_screen(ExportScreen())
 
 
-def run(*, settings: Settings, database: OpenDatabase) -> None:
-    BiobankApp(settings=settings, database=database).run()
+def run(*, settings: Settings, database: OpenDatabase | Callable[[], OpenDatabase]) -> None:
+    """Run the workstation; a database that could not be opened is raised here, once the
+    screen is given back, for the entry point to report."""
+    app = BiobankApp(settings=settings, database=database)
+    app.run()
+    failure = app.opening_failure()
+    if failure is not None:
+        raise failure

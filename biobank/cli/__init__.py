@@ -111,7 +111,7 @@ def tui(ctx: typer.Context) -> None:
     from tui.app import run  # imported here: the CLI must not pay for Textual
 
     cli = state(ctx)
-    run(settings=cli.settings, database=cli.database())
+    run(settings=cli.settings, database=lambda: cli.database(announce=False))
 
 
 @app.command()

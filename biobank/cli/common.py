@@ -11,18 +11,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import BaseModel
-from sqlmodel import Session
 
-from biobank.bootstrap import FIRST_ADMIN_HINT, OpenDatabase, open_database
 from biobank.dates import parse_day
 from biobank.errors import AuthenticationFailed, ValidationError
-from biobank.permissions import Actor
-from biobank.services import identity
 from biobank.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # the database layer is imported when a command first needs it, so the
+    # terminal UI can show its sign-in screen before (see `tui.app`)
+    from sqlmodel import Session
+
+    from biobank.bootstrap import OpenDatabase
+    from biobank.permissions import Actor
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
@@ -40,10 +43,14 @@ class CliState:
             self._settings = load_settings()
         return self._settings
 
-    def database(self) -> OpenDatabase:
+    def database(self, *, announce: bool = True) -> OpenDatabase:
+        """The database, opened on first use; a first admin made then is `announce`d on
+        stderr (the terminal UI shows it itself)."""
+        from biobank.bootstrap import FIRST_ADMIN_HINT, open_database
+
         if self._database is None:
             self._database = open_database(self.settings)
-            if self._database.created_admin is not None:
+            if self._database.created_admin is not None and announce:
                 message(FIRST_ADMIN_HINT)
         return self._database
 
@@ -70,6 +77,8 @@ def sign_in(cli: CliState, *, claiming_pin_of: str | None = None) -> Actor:
     """The acting user (`identity.identify`), asked for their PIN where the database
     requires it: outside any transaction (a SQLite writer would hold the lock while the user
     types), and a wrong PIN committed so that it counts towards the lockout."""
+    from biobank.services import identity
+
     workstation = cli.settings.workstation
     token = cli.settings.token.get_secret_value() if cli.settings.token else None
     database = cli.database()
