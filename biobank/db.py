@@ -10,6 +10,7 @@ not a zone database entry that is slow to ask for its offset).
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -160,6 +161,7 @@ def uow(engine: Engine, *, readonly: bool = False, lookup: bool = False) -> Iter
 
 
 _LOOKUP = "biobank.lookup"
+_TAKEN_AFTER = "biobank.lookup_taken_after"  # how many disposals came before (`_KeptLookups`)
 
 
 @event.listens_for(Session, "before_flush")
@@ -193,8 +195,9 @@ class _KeptLookups:
     checkout and release, which cost a scan more than its query. Any thread may take an idle
     session (the file's connections are not tied to a thread: the TUI runs each scan in a
     worker thread of its own); one in use is never shared. A session that failed is closed,
-    not kept. On PostgreSQL each lookup checks a connection out of the pool with a ping, so a
-    restarted server costs nothing but the lookup that was running.
+    not kept, and so is one taken before the engine was disposed. On PostgreSQL each lookup
+    checks a connection out of the pool with a ping, so a restarted server costs nothing but
+    the lookup that was running.
     """
 
     IDLE = 4  # idle sessions kept; more lookups at once make and then close sessions
@@ -203,18 +206,30 @@ class _KeptLookups:
         self.engine = engine
         self.idle: list[Session] = []
         self.lock = threading.Lock()
+        self.disposals = 0  # a session taken before the last dispose holds an old connection
+        self.pid = os.getpid()
         event.listen(engine, "engine_disposed", self.close)
 
     def take(self) -> Session:
         with self.lock:
-            if self.idle:
-                return self.idle.pop()
-        return _session(self.engine, lookup=True)
+            if self.pid != os.getpid():  # a forked child: the connections are its parent's
+                self.idle, self.pid = [], os.getpid()
+            session = self.idle.pop() if self.idle else None
+            disposals = self.disposals
+        session = session or _session(self.engine, lookup=True)
+        session.info[_TAKEN_AFTER] = disposals
+        return session
 
     def give_back(self, session: Session) -> None:
+        """Empty the session for the next lookup: the rows it loaded and what it noted in
+        `info`. (A result must not outlive its lookup, here as anywhere: a read it left
+        unfinished would hold its connection to the snapshot that read began in.)"""
+        taken_after = session.info.get(_TAKEN_AFTER)
         session.expunge_all()
+        session.info.clear()
+        session.info[_LOOKUP] = True
         with self.lock:
-            if len(self.idle) < self.IDLE:
+            if len(self.idle) < self.IDLE and taken_after == self.disposals:
                 self.idle.append(session)
                 return
         session.close()
@@ -223,8 +238,10 @@ class _KeptLookups:
         """Close the idle sessions (their connections go back to the pool): on dispose."""
         with self.lock:
             idle, self.idle = self.idle, []
-        for session in idle:
-            session.close()
+            self.disposals += 1
+        if self.pid == os.getpid():
+            for session in idle:
+                session.close()
 
 
 def _kept_lookups(engine: Engine) -> _KeptLookups | None:

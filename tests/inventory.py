@@ -45,12 +45,12 @@ def seed_inventory(engine, admin, *, box_grid=(9, 9), boxes_per_rack=2) -> dict[
     return {"freezer": freezer.barcode, "boxes": boxes}
 
 
-def serum(session, actor, *, quantity=1000.0, **kwargs):
+def serum(session, actor, *, quantity=1000.0, visit="baseline", **kwargs):
     return specimens.accession(
         session,
         actor=actor,
         participant="SLE-0001",
-        visit="baseline",
+        visit=visit,
         specimen_type="SER",
         container_type="SST",
         quantity=quantity,

@@ -474,6 +474,7 @@ def test_a_withdrawn_participants_specimens_are_refused_and_nothing_changes(engi
     audit_before = _count(engine, AuditEntry)
     refused = {
         "accession": lambda s: serum(s, admin),
+        "accession, mistyped visit": lambda s: serum(s, admin, visit="basline"),  # consent first
         "aliquot": lambda s: specimens.aliquot(s, actor=admin, parent=primary, count=1, volume=10),
         "derive": lambda s: specimens.derive(
             s, actor=admin, parent=buffy, specimen_type="RNA", quantity=5, unit="ug"

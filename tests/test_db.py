@@ -249,3 +249,17 @@ def test_lookups_at_once_each_have_their_own_session(tmp_path):
     with uow(engine, lookup=True) as again:
         assert again in (one, two)
     engine.dispose()
+
+
+def test_a_kept_lookup_forgets_what_it_noted_and_a_dispose_drops_one_in_use(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'kept.db'}")
+    with uow(engine, lookup=True) as first:
+        first.info["noted"] = "by the last lookup"
+    with uow(engine, lookup=True) as again:
+        assert again is first and "noted" not in again.info
+        engine.dispose()  # while in use: its connection is the old pool's
+    with uow(engine, lookup=True) as after:
+        assert after is not first
+        after.execute(sa.select(1))
+    assert not first.in_transaction() and engine.pool.checkedout() == 1
+    engine.dispose()

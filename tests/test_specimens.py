@@ -9,8 +9,9 @@ from inventory import NOW, seed_inventory, serum
 from biobank.db import uow
 from biobank.errors import NotFound, PermissionDenied, ValidationError
 from biobank.identifiers import check_specimen_id
-from biobank.models import Role
-from biobank.services import custody, participants, specimens
+from biobank.models import Role, StorageUnit
+from biobank.services import custody, participants, specimen_read, specimens, storage
+from biobank.services.identity import actor_for
 from biobank.services.specimen_read import find_specimen
 
 
@@ -250,11 +251,15 @@ def test_a_participants_specimens_in_the_order_they_were_made(engine, admin):
         specimens.list_specimens(session, actor=admin, participant="SLE-9999")
 
 
-def test_what_a_change_returns_is_what_a_later_read_finds(engine, admin):
-    """Accession, aliquots and a move return the read model built from the rows in hand;
-    it must be the one a later lookup reads, to the offset of each time."""
+def test_what_a_change_returns_is_what_a_later_read_finds(engine, admin, monkeypatch):
+    """An accession returns the read model built from the rows in hand (aliquots and a move,
+    whose sessions do not hold the participant, read theirs); each must be the one a later
+    lookup reads, to the offset of each time."""
     layout = seed_inventory(engine, admin)
     elsewhere = timezone(timedelta(hours=-5))
+    in_hand = []
+    held = specimen_read._held
+    monkeypatch.setattr(specimen_read, "_held", lambda *a: in_hand.append(held(*a)) or in_hand[-1])
 
     def as_read(tubes):
         with uow(engine, lookup=True) as session:
@@ -279,6 +284,7 @@ def test_what_a_change_returns_is_what_a_later_read_finds(engine, admin):
         )  # fmt: skip
     as_read([placed, loose])
     assert placed.collected_at.utcoffset() == timedelta(0)
+    assert len(in_hand) == 2 and all(in_hand)
     with uow(engine) as session:
         children = specimens.aliquot(
             session, actor=admin, parent=placed.accession_id, count=2, volume=250,
@@ -291,3 +297,19 @@ def test_what_a_change_returns_is_what_a_later_read_finds(engine, admin):
             position="C3",
         )  # fmt: skip
     assert as_read([moved])[0].location.endswith("C3")
+
+
+def test_an_accession_shows_its_box_as_the_lock_read_it(pg_engine):
+    """Another terminal moved the box after this one had read it and before it locked it: the
+    tube's location is where the box is once locked (PostgreSQL: SQLite writers are serial)."""
+    with uow(pg_engine) as session:
+        admin = actor_for(session, username="admin", workstation="test-bench")
+    box = seed_inventory(pg_engine, admin)["boxes"][0]
+    with uow(pg_engine) as session:
+        held = storage.get_unit(session, box)  # the destination as it was, kept
+        with pg_engine.begin() as elsewhere:
+            elsewhere.execute(
+                sa.update(StorageUnit).where(StorageUnit.barcode == box).values(path="-20 #9 > Box")
+            )
+        tube = serum(session, admin, destination=box)
+    assert tube.location == "-20 #9 > Box A1" and held.path == "-20 #9 > Box"

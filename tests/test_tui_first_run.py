@@ -7,6 +7,7 @@ PostgreSQL one checks that an empty server database is not offered it.
 
 import asyncio
 import threading
+import time
 from functools import partial
 
 import pytest
@@ -151,3 +152,54 @@ def test_a_database_that_cannot_open_ends_the_workstation_with_its_error(tmp_pat
     with pytest.raises(DatabaseUnavailable) as raised:
         tui_app.run(settings=Settings(database_url="postgresql://db/x"), database=opening)
     assert raised.value is refused
+
+
+def test_someone_already_typing_is_not_asked_about_the_demo(tmp_path):
+    """The database opened while a name was being typed: the offer would take its letters
+    (a y, an n) as the answer, so the workstation only says how to load the demo."""
+    url = f"sqlite:///{tmp_path / 'biobank.db'}"
+    settings = Settings(database_url=url, workstation="bench-1")
+    gate = threading.Event()
+
+    def opening():
+        assert gate.wait(30)
+        return open_database(settings)
+
+    async def scenario():
+        app = BiobankApp(settings=settings, database=opening)
+        async with app.run_test() as pilot:
+            await pilot.pause(0.2)
+            for key in "ray":
+                await pilot.press(key)
+                await pilot.pause(HUMAN_GAP)
+            gate.set()
+            await settle(app, pilot)
+            assert isinstance(app.screen, SignInScreen)
+            assert app.screen.query_one("#username").value == "ray"
+            assert any("`biobank demo`" in n.message for n in app._notifications)
+        assert _empty(app)
+        app.database.engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_quitting_while_the_database_opens_does_not_wait_for_it():
+    """A server slow to answer (or not at all) does not hold the closed workstation."""
+    gate = threading.Event()
+
+    def opening():
+        gate.wait(60)
+        raise DatabaseUnavailable("cannot open the database at postgresql://db/x: timed out")
+
+    async def scenario():
+        app = BiobankApp(settings=Settings(database_url="postgresql://db/x"), database=opening)
+        async with app.run_test() as pilot:
+            await pilot.pause(0.2)
+            await pilot.press("ctrl+q")
+
+    began = time.monotonic()
+    try:
+        asyncio.run(scenario())
+    finally:
+        gate.set()
+    assert time.monotonic() - began < 10

@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -134,21 +136,30 @@ class BiobankApp(App):
         return self._opening.result()
 
     def _open_database(self) -> None:
+        """Open in a daemon thread (quitting does not wait for a server slow to answer) and
+        carry on, on the UI thread, once it is open."""
+
         def work() -> None:
             try:
-                opened = self._open()
+                self._opening.set_result(self._open())
             except BaseException as error:
                 self._opening.set_exception(error)
-                self.call_from_thread(self.exit, return_code=getattr(error, "exit_code", 1))
-                return
-            self._opening.set_result(opened)
-            if opened.created_admin is not None:
-                from biobank.bootstrap import FIRST_ADMIN_HINT
 
-                self.call_from_thread(self.notify, FIRST_ADMIN_HINT, timeout=30)
-            self.call_from_thread(self._database_opened)
+        threading.Thread(target=work, name="open the database", daemon=True).start()
+        self.run_worker(self._when_open(), name="database opened", exit_on_error=False)
 
-        self.run_worker(work, thread=True, name="open the database", exit_on_error=False)
+    async def _when_open(self) -> None:
+        try:
+            # shielded: quitting cancels this wait, never the opening the thread reports to
+            opened = await asyncio.shield(asyncio.wrap_future(self._opening))
+        except Exception as error:
+            self.exit(return_code=getattr(error, "exit_code", 1))
+            return
+        if opened.created_admin is not None:
+            from biobank.bootstrap import FIRST_ADMIN_HINT
+
+            self.notify(FIRST_ADMIN_HINT, timeout=30)
+        self._database_opened()
 
     def _database_opened(self) -> None:
         """An empty embedded inventory offers the demo cohort."""

@@ -51,9 +51,11 @@ def _canonical_bytes(data: dict[str, Any]) -> bytes:
     """Keys sorted, no spaces, text as UTF-8: orjson's encoding, which is the standard
     library's (`_CANONICAL`) byte for byte for every dict of text and nulls, as each entry's
     hashed fields are (a property test holds it to that: the chains written before orjson still
-    verify). It is ten times as fast on a row's snapshot, where it may differ only in the
-    spelling of a float's exponent. What orjson refuses (an integer beyond 64 bits) the
-    standard library encodes; a lone surrogate, never valid UTF-8, fails in both."""
+    verify). It is ten times as fast on a row's snapshot, where it may differ from the
+    standard library in a float's exponent (`1e-7`), in a time zone offset with seconds
+    (rounded to the minute) and in accepting times of day and UUIDs. What orjson refuses (an
+    integer beyond 64 bits) the standard library encodes; a lone surrogate, never valid UTF-8,
+    fails in both."""
     try:
         return orjson.dumps(data, default=_json_default, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:

@@ -53,8 +53,11 @@ class Slot:
 
 
 def lock_box(session: Session, box_id: int) -> StorageUnit:
-    """The box row, locked until commit on PostgreSQL (SQLite writers are serial anyway)."""
-    return session.exec(select(StorageUnit).where(StorageUnit.id == box_id).with_for_update()).one()
+    """The box row, locked until commit on PostgreSQL (SQLite writers are serial anyway), as
+    it is once locked: a copy the session read before (the destination, by barcode) is
+    refreshed, as another terminal may have moved or changed the box meanwhile."""
+    query = select(StorageUnit).where(StorageUnit.id == box_id).with_for_update()
+    return session.exec(query.execution_options(populate_existing=True)).one()
 
 
 def check_box_accepts(box: StorageUnit, specimen_type: str) -> None:

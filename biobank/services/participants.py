@@ -85,8 +85,9 @@ def get_participant_row(session: Session, code: str) -> Participant:
 def participant_visit(
     session: Session, code: str, label: str | None
 ) -> tuple[Participant, Study, Visit | None]:
-    """A participant, their study and, when `label` is given, that visit of theirs: in one
-    query, as each accession needs them."""
+    """A participant, their study and, when `label` is given, that visit of theirs (None when
+    they have none by that label: `missing_visit` says so, once the caller has checked what
+    comes first): in one query, as each accession needs them."""
     query = select(Participant, Study).join(Study, Study.id == Participant.study_id)
     if label is not None:
         query = query.add_columns(Visit).outerjoin(
@@ -96,8 +97,6 @@ def participant_visit(
     if row is None:
         raise _no_participant(code)
     participant, study, visit = (*row, None)[:3]
-    if label is not None and visit is None:
-        raise _no_visit(participant, label)
     return participant, study, visit
 
 
@@ -107,7 +106,7 @@ def _no_participant(code: str) -> NotFound:
     )
 
 
-def _no_visit(participant: Participant, label: str) -> NotFound:
+def missing_visit(participant: Participant, label: str) -> NotFound:
     return NotFound(
         f"participant {participant.code} has no visit {label!r}", field="visit", value=label
     )
@@ -249,7 +248,7 @@ def find_visit(session: Session, participant: Participant, label: str) -> Visit:
         )
     ).first()
     if visit is None:
-        raise _no_visit(participant, label)
+        raise missing_visit(participant, label)
     return visit
 
 

@@ -34,7 +34,11 @@ from biobank.services import audit
 from biobank.services.consent_checks import refuse_if_withdrawn
 from biobank.services.custody import Slot, occupy, resolve_destination
 from biobank.services.events import EventRead, record_event, specimen_events
-from biobank.services.participants import get_participant_row, participant_visit
+from biobank.services.participants import (
+    get_participant_row,
+    missing_visit,
+    participant_visit,
+)
 from biobank.services.specimen_ids import allocate_accession_ids
 from biobank.services.specimen_read import (
     SpecimenRead,
@@ -271,6 +275,8 @@ def accession(
     require(actor, Permission.accession)
     owner, study, visit_row = participant_visit(session, participant, visit)
     refuse_if_withdrawn(session, participant_id=owner.id, what="accession")
+    if visit is not None and visit_row is None:
+        raise missing_visit(owner, visit)
     specimen_type = specimen_type_code(specimen_type)
     reserved = None
     if kit_id is not None:

@@ -17,6 +17,7 @@ from textual.widgets import Label
 from biobank.services.demo import DEMO_USERS, DemoSummary, is_empty, seed_demo, sign_in_hint
 from biobank.services.identity import actor_for
 from biobank.services.users import BOOTSTRAP_ADMIN
+from tui.screens.sign_in import SignInScreen
 
 if TYPE_CHECKING:
     from tui.app import BiobankApp
@@ -69,7 +70,11 @@ def offer_demo(app: BiobankApp) -> None:
             app.run_db(load, loaded, authenticated=False)
 
     def checked(empty: bool) -> None:
-        if empty:
+        if not empty:
+            return
+        if isinstance(app.screen, SignInScreen) and app.screen.untouched():
             app.push_screen(FirstRunScreen(), answered)
+        else:  # someone is signing in already: a y or n in a name must not answer
+            app.notify("The inventory is empty: `biobank demo` loads the demo cohort", timeout=15)
 
     app.run_db(is_empty, checked, readonly=True, authenticated=False)

@@ -26,6 +26,11 @@ class SignInScreen(Screen):
             yield Button("Sign in", id="submit", variant="primary")
         yield KeyBar()
 
+    def untouched(self) -> bool:
+        """Nothing typed yet: a question may take the keys (once typing has begun, the next
+        letters belong to a name or a PIN)."""
+        return not any(box.value for box in self.query(Input))
+
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "username":
             self.query_one("#pin", Input).focus()
