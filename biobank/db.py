@@ -211,9 +211,10 @@ class _KeptLookups:
         event.listen(engine, "engine_disposed", self.close)
 
     def take(self) -> Session:
+        if self.pid != os.getpid():  # a forked child: the pool's connections are its parent's
+            self.engine.dispose(close=False)  # a pool of its own; `close` drops, not closes
+            self.pid = os.getpid()
         with self.lock:
-            if self.pid != os.getpid():  # a forked child: the connections are its parent's
-                self.idle, self.pid = [], os.getpid()
             session = self.idle.pop() if self.idle else None
             disposals = self.disposals
         session = session or _session(self.engine, lookup=True)

@@ -2,6 +2,7 @@
 enforces on its own (a double-booked position is impossible)."""
 
 import concurrent.futures
+import os
 import sqlite3
 from datetime import UTC, date, datetime
 
@@ -262,4 +263,25 @@ def test_a_kept_lookup_forgets_what_it_noted_and_a_dispose_drops_one_in_use(tmp_
         assert after is not first
         after.execute(sa.select(1))
     assert not first.in_transaction() and engine.pool.checkedout() == 1
+    engine.dispose()
+
+
+def test_a_forked_child_never_uses_its_parents_connections(tmp_path):
+    """A lookup session kept in the parent is left to it; the child opens its own."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'fork.db'}")
+    with uow(engine, lookup=True) as session:
+        parents = session.connection().connection.dbapi_connection
+    child = os.fork()
+    if child == 0:  # the child: its exit code is the verdict
+        verdict = 1
+        try:
+            with uow(engine, lookup=True) as lookup:
+                looked = lookup.connection().connection.dbapi_connection
+            with uow(engine) as change:
+                changed = change.connection().connection.dbapi_connection
+            verdict = 0 if looked is not parents and changed is not parents else 2
+        finally:
+            os._exit(verdict)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
     engine.dispose()

@@ -184,7 +184,8 @@ def test_someone_already_typing_is_not_asked_about_the_demo(tmp_path):
 
 
 def test_quitting_while_the_database_opens_does_not_wait_for_it():
-    """A server slow to answer (or not at all) does not hold the closed workstation."""
+    """A server slow to answer (or not at all) does not hold the closed workstation, even
+    with a sign-in already submitted, waiting for it."""
     gate = threading.Event()
 
     def opening():
@@ -195,6 +196,9 @@ def test_quitting_while_the_database_opens_does_not_wait_for_it():
         app = BiobankApp(settings=Settings(database_url="postgresql://db/x"), database=opening)
         async with app.run_test() as pilot:
             await pilot.pause(0.2)
+            for key in ("t", "e", "c", "h", "enter", "1", "1", "1", "1", "enter"):
+                await pilot.press(key)
+                await pilot.pause(HUMAN_GAP)
             await pilot.press("ctrl+q")
 
     began = time.monotonic()
@@ -203,3 +207,32 @@ def test_quitting_while_the_database_opens_does_not_wait_for_it():
     finally:
         gate.set()
     assert time.monotonic() - began < 10
+
+
+def test_a_key_the_scan_detector_still_holds_does_not_answer_the_demo_offer(tmp_path):
+    """The detector holds a first key back a moment (it may begin a scan): the sign-in looks
+    untouched, but that key belongs to the name being typed."""
+    url = f"sqlite:///{tmp_path / 'biobank.db'}"
+    open_database(Settings(database_url=url)).engine.dispose()  # created: it opens at once
+    settings = Settings(
+        database_url=url, workstation="bench-1", scanner={"max_key_interval_ms": 500}
+    )
+    gate = threading.Event()
+
+    def opening():
+        assert gate.wait(30)
+        return open_database(settings)
+
+    async def scenario():
+        app = BiobankApp(settings=settings, database=opening)
+        async with app.run_test() as pilot:
+            await pilot.pause(0.2)
+            await pilot.press("n")
+            assert app.detector.holding
+            gate.set()
+            await settle(app, pilot)
+            assert isinstance(app.screen, SignInScreen)
+            assert app.screen.query_one("#username").value == "n"
+        app.database.engine.dispose()
+
+    asyncio.run(scenario())

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from textual import events
@@ -131,9 +132,16 @@ class BiobankApp(App):
 
     @property
     def database(self) -> OpenDatabase:
-        """The open database; while it is being opened, this waits for it (only database
-        work asks, and it runs in thread workers). Raises what stopped it opening."""
+        """The open database (database work starts once it is: `run_db`). Raises what
+        stopped it opening."""
         return self._opening.result()
+
+    async def _opened(self) -> OpenDatabase:
+        """Wait for the database on the UI thread's loop. Shielded: quitting cancels the
+        wait, never the opening the thread reports to (whose error is then still read)."""
+        opening = asyncio.wrap_future(self._opening)
+        opening.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return await asyncio.shield(opening)
 
     def _open_database(self) -> None:
         """Open in a daemon thread (quitting does not wait for a server slow to answer) and
@@ -150,8 +158,7 @@ class BiobankApp(App):
 
     async def _when_open(self) -> None:
         try:
-            # shielded: quitting cancels this wait, never the opening the thread reports to
-            opened = await asyncio.shield(asyncio.wrap_future(self._opening))
+            opened = await self._opened()
         except Exception as error:
             self.exit(return_code=getattr(error, "exit_code", 1))
             return
@@ -348,7 +355,17 @@ class BiobankApp(App):
             if done is not None:
                 self.call_from_thread(done, result)  # a UI bug here fails the test run loudly
 
-        self.run_worker(work, thread=True, group="db", exit_on_error=False)
+        if self._opening.done():
+            self.run_worker(work, thread=True, group="db", exit_on_error=False)
+            return
+
+        async def when_open() -> None:
+            """No thread waits for a database still opening: quitting would wait for it."""
+            with suppress(Exception):  # the app exits with it (`_when_open`)
+                await self._opened()
+                self.run_worker(work, thread=True, group="db", exit_on_error=False)
+
+        self.run_worker(when_open(), group="db", exit_on_error=False)
 
     def show_error(self, error: BiobankError) -> None:
         self.bell()

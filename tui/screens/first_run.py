@@ -72,7 +72,8 @@ def offer_demo(app: BiobankApp) -> None:
     def checked(empty: bool) -> None:
         if not empty:
             return
-        if isinstance(app.screen, SignInScreen) and app.screen.untouched():
+        screen = app.screen  # not even a first key held back by the scan detector
+        if isinstance(screen, SignInScreen) and screen.untouched() and not app.detector.holding:
             app.push_screen(FirstRunScreen(), answered)
         else:  # someone is signing in already: a y or n in a name must not answer
             app.notify("The inventory is empty: `biobank demo` loads the demo cohort", timeout=15)
