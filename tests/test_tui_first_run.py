@@ -35,6 +35,17 @@ def _app(url: str, *, opening: bool = False) -> BiobankApp:
     return BiobankApp(settings=settings, database=opened if opening else opened())
 
 
+def _held_open(settings: Settings, opened) -> tuple[BiobankApp, threading.Event]:
+    """An app whose database opens (`opened()`) only once the returned gate is set."""
+    gate = threading.Event()
+
+    def opening():
+        assert gate.wait(30)
+        return opened()
+
+    return BiobankApp(settings=settings, database=opening), gate
+
+
 def _empty(app: BiobankApp) -> bool:
     with app.database.unit_of_work(readonly=True) as session:
         return is_empty(session)
@@ -108,14 +119,8 @@ def test_the_sign_in_screen_shows_while_the_database_opens(db_url, admin):
     """Someone may type their name and PIN before the database is open: the sign-in then
     waits for it, and goes through."""
     database = make_app(db_url, admin).database  # the demo's technician: tech / 1111
-    gate = threading.Event()
-
-    def opening():
-        assert gate.wait(30)
-        return database
-
     settings = Settings(database_url=db_url, workstation="bench-1")
-    app = BiobankApp(settings=settings, database=opening)
+    app, gate = _held_open(settings, lambda: database)
 
     async def scenario():
         async with app.run_test() as pilot:
@@ -159,14 +164,9 @@ def test_someone_already_typing_is_not_asked_about_the_demo(tmp_path):
     (a y, an n) as the answer, so the workstation only says how to load the demo."""
     url = f"sqlite:///{tmp_path / 'biobank.db'}"
     settings = Settings(database_url=url, workstation="bench-1")
-    gate = threading.Event()
-
-    def opening():
-        assert gate.wait(30)
-        return open_database(settings)
+    app, gate = _held_open(settings, partial(open_database, settings))
 
     async def scenario():
-        app = BiobankApp(settings=settings, database=opening)
         async with app.run_test() as pilot:
             await pilot.pause(0.2)
             for key in "ray":
@@ -217,14 +217,9 @@ def test_a_key_the_scan_detector_still_holds_does_not_answer_the_demo_offer(tmp_
     settings = Settings(
         database_url=url, workstation="bench-1", scanner={"max_key_interval_ms": 500}
     )
-    gate = threading.Event()
-
-    def opening():
-        assert gate.wait(30)
-        return open_database(settings)
+    app, gate = _held_open(settings, partial(open_database, settings))
 
     async def scenario():
-        app = BiobankApp(settings=settings, database=opening)
         async with app.run_test() as pilot:
             await pilot.pause(0.2)
             await pilot.press("n")
