@@ -226,7 +226,8 @@ class _KeptLookups:
         `info`. (A result must not outlive its lookup, here as anywhere: a read it left
         unfinished would hold its connection to the snapshot that read began in.)"""
         taken_after = session.info.get(_TAKEN_AFTER)
-        session.expunge_all()
+        if session.identity_map or session.new:  # most scans load no ORM object
+            session.expunge_all()
         session.info.clear()
         session.info[_LOOKUP] = True
         with self.lock:

@@ -1,6 +1,7 @@
 """The scan resolver: one function that says what a scanned string names."""
 
 import json
+import unicodedata
 
 import pytest
 import sqlalchemy as sa
@@ -56,6 +57,9 @@ def test_every_kind_of_scan(scanned):
         if accession:
             assert result.specimen.accession_id == accession
     assert "MISREAD" in resolve(_wrong_check(tube.accession_id)).message
+    for inside in ("\x1d", "\x7f", "\x85"):  # a GS separator, DEL, a C1 control: garbled
+        garbled = resolve(f"{tube.accession_id[:4]}{inside}{tube.accession_id[4:]}")
+        assert garbled.kind == "misread" and f"(U+{ord(inside):04X})" in garbled.message
     assert resolve("BADGE-77").username == "tina"
     assert resolve(f"#{tube.accession_id}", prefix="#").kind == "specimen"
 
@@ -137,3 +141,9 @@ def test_scan_command(scanned, monkeypatch, db_url):
     helped = runner.invoke(app, ["scan", "--help"])  # loaded as it runs, with its own options
     assert helped.exit_code == 0 and "--json" in helped.stdout
     assert "completion" not in helped.stdout  # the root's option, not each command's
+
+
+def test_the_control_characters_a_scan_is_checked_for_are_unicodes():
+    """`scan.CONTROL` is Unicode's category Cc, written out as ranges for speed."""
+    controls = {c for c in range(0x110000) if unicodedata.category(chr(c)) == "Cc"}
+    assert {c for c in range(0x110000) if scan.CONTROL.match(chr(c))} == controls
