@@ -96,8 +96,7 @@ def participant_visit(
     row = session.exec(query.where(Participant.code == code.strip().upper())).first()
     if row is None:
         raise _no_participant(code)
-    participant, study, visit = (*row, None)[:3]
-    return participant, study, visit
+    return (*row, None)[:3]  # no visit asked for: None
 
 
 def _no_participant(code: str) -> NotFound:

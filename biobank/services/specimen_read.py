@@ -170,7 +170,7 @@ def specimens_where(session: Session, condition: sa.ColumnElement[bool]) -> list
 def specimen_read(session: Session, specimen: Specimen) -> SpecimenRead:
     """The read model of a row the caller holds, just written or changed. When the session
     also holds the rows it joins (participant, visit, parent, box), as it does after an
-    accession, an aliquot or a move, it is built from them with no SELECT; else it is read."""
+    accession, it is built from them with no SELECT; else (an aliquot, a move) it is read."""
     session.flush()
     joined = _held(session, specimen)
     if joined is None:
