@@ -2,7 +2,9 @@
 
 SQLite is a file in a temporary directory (or `--dir`); PostgreSQL is a fresh database
 `biobank_bench_<size>` created beside the maintenance database `BIOBANK_BENCH_POSTGRES_URL`
-names. Both are removed after the run unless `--keep`.
+names. Both are removed after the run unless `--keep`. A baseline that must commit what it
+writes works on a scratch copy (`scratch_copy`), so the database the benchmarks share is left
+as it was.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+
+from biobank.db import SQLITE_PRAGMAS
 
 ENGINES = ("sqlite", "postgres")
 POSTGRES_ENV = "BIOBANK_BENCH_POSTGRES_URL"
@@ -31,11 +35,13 @@ class BenchDatabase:
     url: str  # for biobank.db.make_engine
 
     def connect(self):
-        """A raw DB-API connection (sqlite3 in autocommit mode, or psycopg)."""
+        """A raw DB-API connection (sqlite3 in autocommit mode, or psycopg), set as biobank's
+        own connections are."""
         parsed = make_url(self.url)
         if self.engine_name == "sqlite":
             connection = sqlite3.connect(parsed.database, isolation_level=None, timeout=10)
-            connection.execute("PRAGMA busy_timeout=10000")
+            for pragma in SQLITE_PRAGMAS:
+                connection.execute(f"PRAGMA {pragma}")
             return connection
         import psycopg
 
@@ -54,6 +60,41 @@ class BenchDatabase:
     def sql(self, query: str) -> str:
         """`?` placeholders in the driver's own style."""
         return query if self.engine_name == "sqlite" else query.replace("?", "%s")
+
+    @contextmanager
+    def scratch_copy(self) -> Iterator[BenchDatabase]:
+        """A copy of this database, dropped afterwards. On PostgreSQL nothing may be connected
+        to this one while it is copied (it is the copy's template)."""
+        parsed = make_url(self.url)
+        if self.engine_name == "sqlite":
+            path = Path(f"{parsed.database}.copy")
+            _remove_sqlite(path)
+            with (
+                closing(sqlite3.connect(parsed.database)) as source,
+                closing(sqlite3.connect(path)) as copy,
+            ):
+                source.backup(copy)
+            try:
+                yield BenchDatabase("sqlite", f"sqlite:///{path}")
+            finally:
+                _remove_sqlite(path)
+            return
+        name = f"{parsed.database}_copy"
+        admin = sa.create_engine(
+            make_url(postgres_maintenance_url()).set(drivername="postgresql+psycopg"),
+            isolation_level="AUTOCOMMIT",
+        )
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{parsed.database}"')
+        try:
+            yield BenchDatabase(
+                "postgres", parsed.set(database=name).render_as_string(hide_password=False)
+            )
+        finally:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.dispose()
 
     def server_version(self) -> str:
         if self.engine_name == "sqlite":
@@ -108,15 +149,19 @@ def _sqlite_file(name: str, directory: Path | None, keep: bool) -> Iterator[Path
     folder = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="biobank_bench_"))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.sqlite"
-    for stale in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
-        stale.unlink(missing_ok=True)
+    _remove_sqlite(path)
     try:
         yield path
     finally:
         if keep:
             print(f"kept SQLite database {path}", file=sys.stderr)
         elif directory:
-            for file in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
-                file.unlink(missing_ok=True)
+            _remove_sqlite(path)
         else:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_sqlite(path: Path) -> None:
+    """A SQLite file and its write-ahead log."""
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))):
+        file.unlink(missing_ok=True)

@@ -35,6 +35,12 @@ from biobank.errors import (
 )
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+SQLITE_PRAGMAS = (  # every connection to a SQLite file
+    "journal_mode=WAL",
+    "foreign_keys=ON",
+    f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    "synchronous=NORMAL",  # in WAL mode: a commit survives a crash of the program, not of power
+)
 COPY_FROM = 100  # rows from which `insert_many` uses PostgreSQL's COPY
 
 stored_text.guard(Session)  # every unit of work's text, checked alike on both engines
@@ -82,10 +88,8 @@ def _sqlite_engine(url: sa.URL) -> Engine:
         # Let SQLAlchemy, not the driver, decide when transactions begin (see `_on_begin`).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

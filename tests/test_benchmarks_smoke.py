@@ -58,4 +58,10 @@ def test_every_benchmark_runs_and_reports(engine_name, tmp_path):
     assert export["counts"]["excluded_by_consent"] > 0, export
     assert document["machine"]["size"] == 2000
     assert "scan lookup (per scan)" in done.stdout
-    assert not list(tmp_path.glob("*.sqlite")), "the SQLite database was not removed"
+    assert not list(tmp_path.glob("*.sqlite*")), "a SQLite database or its copy was left"
+    if engine_name == "postgres":
+        import psycopg
+
+        with psycopg.connect(postgres_base_url()) as connection:
+            left = [n for (n,) in connection.execute("SELECT datname FROM pg_database")]
+        assert not [n for n in left if n.startswith("biobank_bench_2000")], left
