@@ -14,6 +14,7 @@ box and the audit advisory lock on PostgreSQL, `BEGIN IMMEDIATE` on SQLite).
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
 import time
 import traceback
@@ -22,7 +23,10 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from types import SimpleNamespace
+
+from sqlalchemy import event
 
 from benchmarks import dataset as data
 from benchmarks.databases import BenchDatabase
@@ -67,6 +71,7 @@ class Report:
     start: float = 0.0
     end: float = 0.0
     cpu: float = 0.0  # this process's CPU seconds while placing
+    server_cpu: float | None = None  # its server processes' (PostgreSQL on this machine)
     latencies: list[float] = field(default_factory=list)
     retries: Counter[str] = field(default_factory=Counter)
     failure: str | None = None
@@ -116,6 +121,9 @@ def run(db: BenchDatabase, dataset: data.Dataset, *, rng: random.Random) -> list
                 "baseline_p99": p99([t for r in raw for t in r.latencies]),
                 "client_cpu_ms_per_placement": _cpu_ms(service),
                 "baseline_client_cpu_ms_per_placement": _cpu_ms(raw),
+                "server_cpu_ms_per_placement": _server_cpu_ms(service),
+                "baseline_server_cpu_ms_per_placement": _server_cpu_ms(raw),
+                "cores": os.cpu_count(),
                 "integrity_problems": problems,
             },
         )
@@ -166,6 +174,14 @@ def _cpu_ms(reports: list[Report]) -> float:
     return 1000 * sum(r.cpu for r in reports) / sum(len(r.latencies) for r in reports)
 
 
+def _server_cpu_ms(reports: list[Report]) -> float | None:
+    """CPU the server's processes serving them spent per placement (None when the server is
+    not on this machine): what bounds the rate when each terminal is a computer of its own."""
+    if any(r.server_cpu is None for r in reports):
+        return None
+    return 1000 * sum(r.server_cpu for r in reports) / sum(len(r.latencies) for r in reports)
+
+
 def _run(target: Callable, jobs: list[Job]) -> list[Report]:
     """Start one spawned process per job; they begin placing together."""
     context = multiprocessing.get_context("spawn")
@@ -186,11 +202,21 @@ def _run(target: Callable, jobs: list[Job]) -> list[Report]:
     return results
 
 
-def _place_all(job: Job, report: Report, place: Callable[[str], None], retryable, start) -> None:
+def _place_all(
+    job: Job,
+    report: Report,
+    place: Callable[[str], None],
+    retryable,
+    start,
+    backends: Callable[[], set[int]] = set,
+) -> None:
+    """Place `job.count` tubes, timing each; `backends` names the server processes serving
+    this one (PostgreSQL's backend pids), whose CPU is counted too."""
     rng = random.Random(job.worker)
     place(rng.choice(job.participants))  # warm: statements compiled, caches filled
     start.wait(timeout=START_TIMEOUT_S)
     report.start, cpu = time.monotonic(), time.process_time()
+    server_cpu = {pid: _cpu_of(pid) for pid in backends()}
     for _ in range(job.count):
         began = time.perf_counter()
         for _attempt in range(ATTEMPTS):
@@ -203,6 +229,18 @@ def _place_all(job: Job, report: Report, place: Callable[[str], None], retryable
             raise RuntimeError(f"gave up after {ATTEMPTS} attempts: {dict(report.retries)}")
         report.latencies.append(time.perf_counter() - began)
     report.end, report.cpu = time.monotonic(), time.process_time() - cpu
+    used = {pid: _cpu_of(pid) for pid in backends()}
+    if used and None not in used.values():  # a server on this machine, its /proc readable
+        report.server_cpu = sum(t - (server_cpu.get(pid) or 0.0) for pid, t in used.items())
+
+
+def _cpu_of(pid: int) -> float | None:
+    """CPU seconds process `pid` has used (None when it is not on this machine or gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def service_worker(job: Job, start, reports) -> None:
@@ -210,6 +248,12 @@ def service_worker(job: Job, start, reports) -> None:
     report = Report(job.worker)
     try:
         engine = make_engine(job.db.url)
+        pids: set[int] = set()
+        if job.db.engine_name == "postgres":
+
+            @event.listens_for(engine, "connect")
+            def _backend(dbapi_connection, _record) -> None:
+                pids.add(dbapi_connection.info.backend_pid)
 
         def place(participant: str) -> None:
             with uow(engine) as session:
@@ -219,7 +263,7 @@ def service_worker(job: Job, start, reports) -> None:
 
         # PositionOccupied: every box with room was locked by other terminals (SKIP LOCKED).
         retryable = (ConstraintViolation, ConcurrentChange, DatabaseUnavailable, PositionOccupied)
-        _place_all(job, report, place, retryable, start)
+        _place_all(job, report, place, retryable, start, backends=lambda: pids)
         engine.dispose()
     except Exception:
         report.failure = traceback.format_exc()
@@ -234,7 +278,9 @@ def raw_worker(job: Job, start, reports) -> None:
             placer = _RawPlacer(job, connection)
             driver = job.db.driver()
             retryable = (driver.IntegrityError, driver.OperationalError, AllBoxesLocked)
-            _place_all(job, report, placer.place, retryable, start)
+            postgres = job.db.engine_name == "postgres"
+            pids = {connection.info.backend_pid} if postgres else set()
+            _place_all(job, report, placer.place, retryable, start, backends=lambda: pids)
     except Exception:
         report.failure = traceback.format_exc()
     reports.put(report)

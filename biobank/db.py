@@ -42,6 +42,7 @@ SQLITE_PRAGMAS = (  # every connection to a SQLite file
     "synchronous=NORMAL",  # in WAL mode: a commit survives a crash of the program, not of power
 )
 COPY_FROM = 100  # rows from which `insert_many` uses PostgreSQL's COPY
+BULK_CACHE_KIB = 32 * 1024  # SQLite's page cache while an import writes (`bulk_writing`)
 
 stored_text.guard(Session)  # every unit of work's text, checked alike on both engines
 
@@ -298,6 +299,25 @@ def driver_cursor(session: Session) -> Iterator[Any]:
             cursor.close()
 
 
+@contextmanager
+def bulk_writing(session: Session) -> Iterator[None]:
+    """A larger SQLite page cache while an import writes its thousands of rows. Each audit
+    entry lands at a random place in the hash chain's two unique indexes, and with SQLite's
+    default 2 MB a connection reads the same pages of them again and again. The cache is given
+    back afterwards, so a pooled connection does not keep it; PostgreSQL's is the server's."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    (before,) = connection.exec_driver_sql("PRAGMA cache_size").one()
+    connection.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        with suppress(exc.DBAPIError):  # a connection gone is not reused
+            connection.exec_driver_sql(f"PRAGMA cache_size={before}")
+
+
 def one_of(session: Session, column: sa.ColumnElement, values: Iterable) -> sa.ColumnElement:
     """`column IN values`, for the long lists a batch asks about. On PostgreSQL one array
     parameter (`= ANY`): an IN list of thousands of parameters costs SQLAlchemy and the driver
@@ -329,8 +349,11 @@ def insert_many(session: Session, table: sa.Table, rows: Sequence[Mapping[str, A
     ]
     params = [[row[key] for key in keys] for row in rows]
     for index, process in processors:
-        for values in params:
-            values[index] = process(values[index])
+        if isinstance(table.c[keys[index]].type, sa.DateTime):  # see `_processed`
+            for values in params:
+                values[index] = process(values[index])
+        else:
+            _processed(process, params, index)
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(table.c[key].name) for key in keys)
     with driver_cursor(session) as cursor:
@@ -342,6 +365,23 @@ def insert_many(session: Session, table: sa.Table, rows: Sequence[Mapping[str, A
             markers = ", ".join(["?" if dialect.paramstyle == "qmark" else "%s"] * len(keys))
             sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({markers})"
             cursor.executemany(sql, params)
+
+
+def _processed(process: Callable[[Any], Any], params: list[list[Any]], index: int) -> None:
+    """Process one column of the rows, once per distinct value: an import's values repeat (a
+    batch's times, the types, units and states), and processing one costs more than finding
+    it again. Equal values are processed alike by every type but a plain DateTime, which
+    stores an instant in two zones as two clock times (biobank's times are UTC throughout,
+    which processes equal instants alike); unhashable values (JSON) are processed each."""
+    made: dict[Any, Any] = {}
+    for values in params:
+        value = values[index]
+        try:
+            values[index] = made[value]
+        except KeyError:
+            values[index] = made[value] = process(value)
+        except TypeError:
+            values[index] = process(value)
 
 
 _ROLLBACK_HOOKS = "biobank.after_rollback"
