@@ -42,9 +42,10 @@ MISS_NOTES: dict[tuple[str, str], str] = {
         "computers of their own, as in a lab, where the server's 1.55 ms a placement lets "
         "these 2 cores serve about 1,300/s (the locks, the same for both, let the raw driver "
         "place 762/s); or, with terminals and server on one machine, at least 5 cores "
-        "(500/s × 8.8 ms keeps 4.4 busy). Writing the accession by hand against "
-        "the driver, as the baseline does, would hold it here and give up the one code path "
-        "every front end shares."
+        "(500/s × 8.8 ms keeps 4.4 busy). Writing the accession's statements by hand for "
+        "the driver, as the baseline does, might hold it here, but would take the change every "
+        "terminal makes most out of the SQLModel models and unit of work the stack is built "
+        "on."
     ),
 }
 
