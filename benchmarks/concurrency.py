@@ -235,8 +235,11 @@ def _place_all(
 
 
 def _cpu_of(pid: int) -> float | None:
-    """CPU seconds process `pid` has used (None when it is not on this machine or gone)."""
+    """CPU seconds PostgreSQL's process `pid` has used (None when it is not on this machine,
+    as with a server in a container, whose pids are its own, or is gone)."""
     try:
+        if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
+            return None
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):

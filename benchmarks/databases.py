@@ -68,13 +68,12 @@ class BenchDatabase:
         parsed = make_url(self.url)
         if self.engine_name == "sqlite":
             path = Path(f"{parsed.database}.copy")
-            _remove_sqlite(path)
-            with (
-                closing(sqlite3.connect(parsed.database)) as source,
-                closing(sqlite3.connect(path)) as copy,
-            ):
-                source.backup(copy)
             try:
+                with (
+                    closing(sqlite3.connect(parsed.database)) as source,
+                    closing(sqlite3.connect(path)) as copy,
+                ):
+                    source.backup(copy)
                 yield BenchDatabase("sqlite", f"sqlite:///{path}")
             finally:
                 _remove_sqlite(path)
@@ -84,16 +83,17 @@ class BenchDatabase:
             make_url(postgres_maintenance_url()).set(drivername="postgresql+psycopg"),
             isolation_level="AUTOCOMMIT",
         )
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{parsed.database}"')
+        drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
         try:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(drop)
+                connection.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{parsed.database}"')
             yield BenchDatabase(
                 "postgres", parsed.set(database=name).render_as_string(hide_password=False)
             )
         finally:
             with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                connection.exec_driver_sql(drop)
             admin.dispose()
 
     def server_version(self) -> str:

@@ -15,6 +15,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ SQLITE_PRAGMAS = (  # every connection to a SQLite file
     "synchronous=NORMAL",  # in WAL mode: a commit survives a crash of the program, not of power
 )
 COPY_FROM = 100  # rows from which `insert_many` uses PostgreSQL's COPY
-BULK_CACHE_KIB = 32 * 1024  # SQLite's page cache while an import writes (`bulk_writing`)
+BULK_CACHE_KIB = 32 * 1024  # SQLite's page cache while an import writes
+_BULK_CACHE = "biobank.cache_before_bulk_writing"  # a pooled connection's own, to give back
 
 stored_text.guard(Session)  # every unit of work's text, checked alike on both engines
 
@@ -92,6 +94,15 @@ def _sqlite_engine(url: sa.URL) -> Engine:
         for pragma in SQLITE_PRAGMAS:
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection, record):
+        """Give back the cache an import widened (`prepare_bulk_writing`), outside any
+        transaction; a connection that cannot take it is not the news."""
+        before = record.info.pop(_BULK_CACHE, None)
+        if before is not None and dbapi_connection is not None:
+            with suppress(engine.dialect.loaded_dbapi.Error):
+                dbapi_connection.execute(f"PRAGMA cache_size={before}")
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
@@ -299,23 +310,20 @@ def driver_cursor(session: Session) -> Iterator[Any]:
             cursor.close()
 
 
-@contextmanager
-def bulk_writing(session: Session) -> Iterator[None]:
-    """A larger SQLite page cache while an import writes its thousands of rows. Each audit
-    entry lands at a random place in the hash chain's two unique indexes, and with SQLite's
-    default 2 MB a connection reads the same pages of them again and again. The cache is given
-    back afterwards, so a pooled connection does not keep it; PostgreSQL's is the server's."""
+def prepare_bulk_writing(session: Session) -> None:
+    """A larger SQLite page cache for the rest of this unit of work (its commit included),
+    while an import writes its thousands of rows: each audit entry lands at a random place in
+    the hash chain's two unique indexes, and with SQLite's default 2 MB a connection reads the
+    same pages of them again and again. The connection gets its own cache back as it returns
+    to the pool, after the commit or the rollback (`_sqlite_engine`); PostgreSQL's cache is
+    the server's."""
     connection = session.connection()
     if connection.dialect.name != "sqlite":
-        yield
         return
-    (before,) = connection.exec_driver_sql("PRAGMA cache_size").one()
-    connection.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
-    try:
-        yield
-    finally:
-        with suppress(exc.DBAPIError):  # a connection gone is not reused
-            connection.exec_driver_sql(f"PRAGMA cache_size={before}")
+    record = connection.connection.info
+    if _BULK_CACHE not in record:
+        (record[_BULK_CACHE],) = connection.exec_driver_sql("PRAGMA cache_size").one()
+        connection.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
 
 
 def one_of(session: Session, column: sa.ColumnElement, values: Iterable) -> sa.ColumnElement:
@@ -349,11 +357,7 @@ def insert_many(session: Session, table: sa.Table, rows: Sequence[Mapping[str, A
     ]
     params = [[row[key] for key in keys] for row in rows]
     for index, process in processors:
-        if isinstance(table.c[keys[index]].type, sa.DateTime):  # see `_processed`
-            for values in params:
-                values[index] = process(values[index])
-        else:
-            _processed(process, params, index)
+        _processed(process, params, index)
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(table.c[key].name) for key in keys)
     with driver_cursor(session) as cursor:
@@ -370,16 +374,17 @@ def insert_many(session: Session, table: sa.Table, rows: Sequence[Mapping[str, A
 def _processed(process: Callable[[Any], Any], params: list[list[Any]], index: int) -> None:
     """Process one column of the rows, once per distinct value: an import's values repeat (a
     batch's times, the types, units and states), and processing one costs more than finding
-    it again. Equal values are processed alike by every type but a plain DateTime, which
-    stores an instant in two zones as two clock times (biobank's times are UTC throughout,
-    which processes equal instants alike); unhashable values (JSON) are processed each."""
+    it again. A time is told apart by its offset too (equal instants in two zones, or an hour
+    that a change of clocks repeats, are equal and may be stored apart); unhashable values
+    (JSON) are processed each."""
     made: dict[Any, Any] = {}
     for values in params:
         value = values[index]
+        key = (value, value.utcoffset()) if isinstance(value, datetime) else value
         try:
-            values[index] = made[value]
+            values[index] = made[key]
         except KeyError:
-            values[index] = made[value] = process(value)
+            values[index] = made[key] = process(value)
         except TypeError:
             values[index] = process(value)
 

@@ -53,9 +53,12 @@ def test_every_benchmark_runs_and_reports(engine_name, tmp_path):
     placing = results[f"{PROCESSES[engine_name]} processes placing"]["details"]
     assert placing["integrity_problems"] == []
     assert placing["placements"] >= PROCESSES[engine_name]
-    # the server's CPU is counted where it can be read (a PostgreSQL on this machine)
+    # the server's CPU is counted where it can be read: a PostgreSQL on this machine, as in CI
     server_cpu = placing["server_cpu_ms_per_placement"]
-    assert server_cpu is None if engine_name == "sqlite" else server_cpu is None or server_cpu >= 0
+    if engine_name == "sqlite":
+        assert server_cpu is None
+    elif os.environ.get("CI"):
+        assert server_cpu is not None and server_cpu >= 0
     export = results["linked export to CSV"]["details"]
     assert 0.2 < export["share_of_specimens"] < 0.4, export
     assert export["counts"]["excluded_by_consent"] > 0, export
@@ -67,4 +70,4 @@ def test_every_benchmark_runs_and_reports(engine_name, tmp_path):
 
         with psycopg.connect(postgres_base_url()) as connection:
             left = [n for (n,) in connection.execute("SELECT datname FROM pg_database")]
-        assert not [n for n in left if n.startswith("biobank_bench_2000")], left
+        assert not {"biobank_bench_2000", "biobank_bench_2000_copy"} & set(left), left

@@ -184,6 +184,31 @@ def test_bulk_inserts_store_what_core_stores(engine, monkeypatch, copy_from):
     }
 
 
+def test_bulk_inserts_tell_apart_the_hour_a_change_of_clocks_repeats(engine):
+    """01:30 on the night New York's clocks go back happens twice: equal as Python compares
+    them, an hour apart as instants. `insert_many` processes each distinct value once and must
+    not take the second for the first."""
+    first = datetime(2024, 11, 3, 1, 30, tzinfo=ZoneInfo("America/New_York"))
+    second = first.replace(fold=1)
+    assert first == second and first.utcoffset() != second.utcoffset()
+    with uow(engine) as session:
+        study = Study(code="SLE", title="t", id_prefix="SLE")
+        session.add(study)
+        session.flush()
+        people = Participant.__table__
+        rows = [
+            {"study_id": study.id, "code": code, "sex": Sex.unknown, "created_at": at}
+            | {"status": ParticipantStatus.active}
+            for code, at in (("first", first), ("second", second))
+        ]
+        insert_many(session, people, rows)
+        stored = dict(session.execute(sa.select(people.c.code, people.c.created_at)).all())
+    assert {code: at.replace(tzinfo=UTC).isoformat() for code, at in stored.items()} == {
+        "first": "2024-11-03T05:30:00+00:00",
+        "second": "2024-11-03T06:30:00+00:00",
+    }
+
+
 def test_a_lookup_cannot_insert_in_bulk(engine):
     """A lookup has no transaction to roll back (autocommit on PostgreSQL): a bulk insert in
     one is refused before it reaches the database, as an ORM change is."""

@@ -7,6 +7,7 @@ import json
 import re
 import sqlite3
 from collections import Counter
+from contextlib import nullcontext
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -220,23 +221,38 @@ def test_sqlite_writes_with_a_larger_page_cache_and_gives_it_back(
     engine, admin, study, clean_sample
 ):
     """An import's audit entries land at random places in the hash chain's indexes: SQLite
-    writes them with a cache that holds more of those (`db.bulk_writing`), not kept after.
-    PostgreSQL's cache is the server's: there the import only has to work as before."""
+    writes them, and commits them, with a cache that holds more of those
+    (`db.prepare_bulk_writing`); the pooled connection gets its own back as it returns, after
+    a commit or a rollback alike. PostgreSQL's cache is the server's: there the import only
+    has to work as before."""
     sqlite = engine.dialect.name == "sqlite"
+    seen, connections = [], []
 
     def cache(session) -> int | None:
-        pragma = "PRAGMA cache_size"
-        return session.connection().exec_driver_sql(pragma).scalar() if sqlite else None
+        if not sqlite:
+            return None
+        connections.append(session.connection().connection.dbapi_connection)
+        return session.connection().exec_driver_sql("PRAGMA cache_size").scalar()
 
-    seen = []
-    with uow(engine) as session:
-        before = cache(session)
-        plan = legacy_import.check_inventory(session, actor=admin, path=clean_sample, study="SLE")
-        legacy_import.write_inventory(
-            session, actor=admin, plan=plan, progress=lambda _: seen.append(cache(session))
-        )
-        after = cache(session)
-    assert seen and after == before
+    def pooled_cache() -> int | None:
+        return connections[-1].execute("PRAGMA cache_size").fetchone()[0] if sqlite else None
+
+    def written(_rows: int, session) -> None:
+        seen.append(cache(session))
+        if fail:
+            raise RuntimeError("the terminal was switched off")
+
+    for fail in (True, False):
+        with pytest.raises(RuntimeError) if fail else nullcontext(), uow(engine) as session:
+            before = cache(session)
+            plan = legacy_import.check_inventory(
+                session, actor=admin, path=clean_sample, study="SLE"
+            )
+            legacy_import.write_inventory(
+                session, actor=admin, plan=plan, progress=lambda n, s=session: written(n, s)
+            )
+            assert cache(session) == seen[-1]  # still wide until the unit of work ends
+        assert pooled_cache() == before
     if sqlite:
         assert set(seen) == {-BULK_CACHE_KIB} and before > -BULK_CACHE_KIB
     assert _audit_actions(engine)["specimen.accessioned"] == 401

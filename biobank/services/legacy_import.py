@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from biobank.db import bulk_writing, insert_many, one_of
+from biobank.db import insert_many, one_of, prepare_bulk_writing
 from biobank.errors import ValidationError
 from biobank.models import (
     Participant,
@@ -855,15 +855,15 @@ def write_inventory(
     imported = 0
     try:
         refuse_a_faulty_plan(report.file, report.fault_count, report.faulty_rows)
-        with bulk_writing(session):
-            writer.create_participants()
-            writer.create_visits()
-            writer.create_units()
-            for batch in unspool(plan.spool):
-                writer.write_tubes(batch)
-                imported += len(batch)
-                if progress:
-                    progress(len(batch))
+        prepare_bulk_writing(session)
+        writer.create_participants()
+        writer.create_visits()
+        writer.create_units()
+        for batch in unspool(plan.spool):
+            writer.write_tubes(batch)
+            imported += len(batch)
+            if progress:
+                progress(len(batch))
     finally:  # a plan is written once: its temporary files go, whatever happens
         plan.close()
     for unit in plan.units.values():

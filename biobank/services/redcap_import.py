@@ -33,7 +33,7 @@ from pydantic import Field as ModelField
 from sqlmodel import Session, select
 
 from biobank import redcap
-from biobank.db import bulk_writing, flush, insert_many
+from biobank.db import flush, insert_many, prepare_bulk_writing
 from biobank.errors import ValidationError
 from biobank.models import (
     ConsentAnswer,
@@ -1216,23 +1216,23 @@ def write_redcap(
     report = plan.report
     refuse_a_faulty_plan(report.records, report.fault_count, report.faulty_rows)
     writer = _Writer(session, actor, plan)
-    with bulk_writing(session):
-        writer.create_documents()
-        writer.create_variables()
-        for rows, people, visits, values in unspool(plan.spool):
-            writer.write_people(people)
-            writer.write_visits(visits)
-            writer.write_values(values)
-            writer.write_values(
-                [
-                    (code, None, name, plan.people[code].facts[f"value:{name}"].value, added)
-                    for code in people
-                    for name, added in plan.people[code].new_values
-                ]
-            )
-            writer.write_signatures(people)
-            if progress:
-                progress(rows)
+    prepare_bulk_writing(session)
+    writer.create_documents()
+    writer.create_variables()
+    for rows, people, visits, values in unspool(plan.spool):
+        writer.write_people(people)
+        writer.write_visits(visits)
+        writer.write_values(values)
+        writer.write_values(
+            [
+                (code, None, name, plan.people[code].facts[f"value:{name}"].value, added)
+                for code in people
+                for name, added in plan.people[code].new_values
+            ]
+        )
+        writer.write_signatures(people)
+        if progress:
+            progress(rows)
     return report
 
 
