@@ -26,11 +26,11 @@ COLUMNS = ("benchmark", "engine", "median", "p99", "baseline", "ratio", "goal", 
 # benchmark and timings of the alternatives, on this machine kind.
 MISS_NOTES: dict[tuple[str, str], str] = {
     ("8 processes placing", "postgres"): (
-        "217/s against 762/s for the raw driver writing the same rows under the same locks "
+        "219/s against 788/s for the raw driver writing the same rows under the same locks "
         "(0.28×). It cannot hold on this machine, where the 8 placing processes and the server "
         "share 2 cores: the run is bound by CPU, not by locks (no retries, no double booking). "
-        "A placement costs 7.2 ms of CPU in its process (the raw driver's: 1.0 ms) and 1.55 ms "
-        "in the PostgreSQL backend serving it (the raw driver's: 1.06 ms), 8.8 ms in all, and "
+        "A placement costs 7.1 ms of CPU in its process (the raw driver's: 0.9 ms) and 1.56 ms "
+        "in the PostgreSQL backend serving it (the raw driver's: 0.98 ms), 8.6 ms in all, and "
         "2 cores give 2,000 ms a second: about 230/s, the rate measured. An accession runs 11 "
         "statements, as many as the raw driver (participant, study and visit in one query; "
         "the read model built from the rows in hand); what it spends beyond the driver is the "
@@ -39,10 +39,10 @@ MISS_NOTES: dict[tuple[str, str], str] = {
         "checks (permission, consent, SPREC, the box's allowed types). Every statement through "
         "SQLAlchemy Core instead (about 0.25 ms each here) would still leave some 4 ms of "
         "client CPU a placement, about 350/s. What makes it hold: terminals that are "
-        "computers of their own, as in a lab, where the server's 1.55 ms a placement would "
+        "computers of their own, as in a lab, where the server's 1.56 ms a placement would "
         "let these 2 cores serve at most about 1,300/s by CPU (under the same locks the raw "
-        "driver placed 762/s); or, with terminals and server on one machine, at least 5 cores "
-        "(500/s × 8.8 ms keeps 4.4 busy). Writing the accession's statements by hand for "
+        "driver placed 788/s); or, with terminals and server on one machine, at least 5 cores "
+        "(500/s × 8.6 ms keeps 4.3 busy). Writing the accession's statements by hand for "
         "the driver, as the baseline does, might hold it here, but would take the change every "
         "terminal makes most out of the SQLModel models and unit of work the stack is built "
         "on."

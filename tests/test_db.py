@@ -53,10 +53,15 @@ def test_sqlite_write_transactions_begin_immediately(tmp_path):
     engine.dispose()
 
 
-def _box_with_specimen(session):
+def _study(session) -> Study:
     study = Study(code="SLE", title="t", id_prefix="SLE")
     session.add(study)
     session.flush()
+    return study
+
+
+def _box_with_specimen(session):
+    study = _study(session)
     participant = Participant(study_id=study.id, code="SLE-0001")
     box = StorageUnit(kind="box", name="Box 1", barcode="BOX-1", grid_rows=9, grid_cols=9)
     session.add_all([participant, box])
@@ -140,9 +145,7 @@ def test_bulk_inserts_store_what_core_stores(engine, monkeypatch, copy_from):
     instant = datetime(2024, 3, 1, 8, 30, 15, 123456, tzinfo=UTC)
     awkward = 'tab\there, "quoted", back\\slash, line\nbreak, \\N, ünïcode'
     with uow(engine) as session:
-        study = Study(code="SLE", title="t", id_prefix="SLE")
-        session.add(study)
-        session.flush()
+        study = _study(session)
         people = Participant.__table__
         rows = [
             {
@@ -192,9 +195,7 @@ def test_bulk_inserts_tell_apart_the_hour_a_change_of_clocks_repeats(engine):
     second = first.replace(fold=1)
     assert first == second and first.utcoffset() != second.utcoffset()
     with uow(engine) as session:
-        study = Study(code="SLE", title="t", id_prefix="SLE")
-        session.add(study)
-        session.flush()
+        study = _study(session)
         people = Participant.__table__
         rows = [
             {"study_id": study.id, "code": code, "sex": Sex.unknown, "created_at": at}
