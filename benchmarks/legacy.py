@@ -12,7 +12,7 @@ that is rolled back), inserted with the raw driver's executemany in one transact
 committed, as the import commits (SQLite's commit writes what the transaction left in its page
 cache and checkpoints the log: about a quarter of the baseline's time), in a scratch copy of
 the database, so the import can follow; on SQLite with the page cache an import writes with
-(`db.bulk_writing`).
+(`db.prepare_bulk_writing`).
 """
 
 from __future__ import annotations
