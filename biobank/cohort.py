@@ -77,6 +77,7 @@ class CohortQuery(BaseModel):
     collected_to: date | None = None
     max_freeze_thaws: int | None = Field(default=None, ge=0)
     storage: str | None = None  # a unit's barcode: everything stored under it
+    study: str | None = None  # a study's code: its participants only
     sex: list[str] = []
     min_age: int | None = Field(default=None, ge=0, le=130)  # at collection, in whole years
     max_age: int | None = Field(default=None, ge=0, le=130)
@@ -89,6 +90,56 @@ class CohortQuery(BaseModel):
         if self.min_age is not None and self.max_age is not None and self.min_age > self.max_age:
             raise ValueError("min_age is above max_age")
         return self
+
+
+_SETS = ("specimen_types", "statuses", "sex")  # both hold: what the two lists share
+_LOWER_BOUNDS = ("min_quantity", "collected_from", "min_age")  # both hold: the higher
+_UPPER_BOUNDS = ("collected_to", "max_freeze_thaws", "max_age")  # both hold: the lower
+_PLACES = ("storage", "study")  # one place each: two different ones cannot both hold
+
+
+def narrowed(saved: CohortQuery, filters: CohortQuery) -> CohortQuery:
+    """A saved query with further filters, every one of both holding (and): never wider
+    than the saved query. Only the filters given (`model_fields_set`) count; two that
+    cannot both hold (types with none in common, two storage units) are refused, naming
+    them, rather than giving an empty or a wider cohort."""
+    update: dict[str, object] = {}
+    for name in filters.model_fields_set:
+        mine, theirs = getattr(saved, name), getattr(filters, name)
+        if theirs is None or theirs == []:
+            continue
+        if mine is None or mine == [] or mine == theirs:
+            update[name] = theirs
+        elif name in _SETS:
+            wanted = {str(v).upper() for v in theirs}
+            both = [v for v in mine if str(v).upper() in wanted]
+            if not both:
+                raise ValidationError(
+                    f"{name}: the saved query's {', '.join(map(str, mine))} and "
+                    f"{', '.join(map(str, theirs))} have nothing in common",
+                    field=name,
+                    value=theirs,
+                )
+            update[name] = both
+        elif name in _LOWER_BOUNDS:
+            update[name] = max(mine, theirs)
+        elif name in _UPPER_BOUNDS:
+            update[name] = min(mine, theirs)
+        elif name in _PLACES:
+            if str(mine).upper() != str(theirs).upper():
+                raise ValidationError(
+                    f"{name}: the saved query is limited to {mine}, not {theirs}",
+                    field=name,
+                    value=theirs,
+                )
+        else:  # phenotypes
+            update[name] = Group(match="all", conditions=[mine, theirs])
+    return load_query(saved.model_dump(mode="json") | _dumped(update))
+
+
+def _dumped(update: dict[str, object]) -> dict[str, object]:
+    return {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v
+            for k, v in update.items()}  # fmt: skip
 
 
 def load_query(data: object) -> CohortQuery:

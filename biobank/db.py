@@ -34,6 +34,7 @@ from biobank.errors import (
     DatabaseUnavailable,
     ValidationError,
 )
+from biobank.redact import hide_secrets
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_PRAGMAS = (  # every connection to a SQLite file
@@ -73,7 +74,7 @@ def check_connection(engine: Engine) -> None:
         with engine.connect():
             pass
     except exc.DBAPIError as error:
-        url = engine.url.render_as_string(hide_password=True)
+        url = hide_secrets(str(engine.url))  # a password in the query string too
         raise DatabaseUnavailable(
             f"cannot open the database at {url}: {_first_line(error.orig)}",
             field="database_url",

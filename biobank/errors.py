@@ -6,6 +6,8 @@ from __future__ import annotations
 import enum
 from typing import TypeVar
 
+from biobank.redact import hide_secrets
+
 Choice = TypeVar("Choice", bound=enum.Enum)
 
 
@@ -15,6 +17,9 @@ class BiobankError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, *, field: str | None = None, value: object = None):
+        # Every front end shows the message, and a driver's message quoted in it may carry a
+        # connection string: passwords are hidden here, once for all of them.
+        message = hide_secrets(message)
         super().__init__(message)
         self.message = message
         self.field = field

@@ -318,6 +318,11 @@ class PhenotypeVariable(Table, table=True):
     category: str | None = Field(default=None, max_length=64)
     description: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    # Names it had before an admin renamed it: saved queries, recorded exports and re-imports
+    # that name it so still find it.
+    former_names: list[str] | None = Field(default=None, sa_type=sa.JSON())
+    # Retired: kept with its values, but no longer recorded, queried or exported.
+    retired_at: datetime | None = None
 
 
 class PhenotypeValue(Table, table=True):
@@ -590,6 +595,37 @@ class ReservedAccession(Table, table=True):
     )
 
 
+class SpecimenReservation(Table, table=True):
+    """A tube set aside for one request, with the uses it is for. Exclusive: a tube has at
+    most one standing reservation (`ended_at` empty), which the database enforces. It ends
+    when it is released, when the tube is handed over, or when the tube's status leaves
+    `reserved` any other way; it is never deleted."""
+
+    __tablename__ = "specimen_reservation"
+    __table_args__ = (
+        sa.Index(
+            "ix_specimen_reservation_standing",
+            "specimen_id",
+            unique=True,
+            sqlite_where=sa.text("ended_at IS NULL"),
+            postgresql_where=sa.text("ended_at IS NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    specimen_id: int = Field(foreign_key="specimen.id", index=True, ondelete="RESTRICT")
+    request: str = Field(max_length=120, index=True)
+    uses: list[str] = Field(sa_type=sa.JSON())
+    owner_id: int = Field(foreign_key="app_user.id", ondelete="RESTRICT")
+    export_run_id: int | None = Field(
+        default=None, foreign_key="export_run.id", ondelete="RESTRICT"
+    )
+    reserved_at: datetime = Field(default_factory=utcnow)
+    ended_at: datetime | None = None
+    ended_by_id: int | None = Field(default=None, foreign_key="app_user.id", ondelete="RESTRICT")
+    end_reason: str | None = None
+
+
 class SpecimenPoolSource(Table, table=True):
     """The parents of a pool and how much each gave."""
 
@@ -708,6 +744,28 @@ class ExportRun(Table, table=True):
     exclusions: dict[str, Any] = Field(sa_type=sa.JSON())
     files: dict[str, Any] = Field(sa_type=sa.JSON())
     manifest_sha256: str = Field(max_length=64)
+
+
+class DataUseAgreement(Table, table=True):
+    """A data use agreement an admin registered: which PI may receive a limited data set of
+    which study, for which uses, from when until when. A limited export names one that
+    covers it on the day it runs."""
+
+    __tablename__ = "data_use_agreement"
+
+    id: int | None = Field(default=None, primary_key=True)
+    reference: str = Field(max_length=120, unique=True)
+    pi_id: int = Field(foreign_key="app_user.id", ondelete="RESTRICT")
+    study_id: int = Field(foreign_key="study.id", ondelete="RESTRICT")
+    uses: list[str] = Field(sa_type=sa.JSON())
+    starts_on: date
+    expires_on: date
+    registered_by_id: int | None = Field(
+        default=None, foreign_key="app_user.id", ondelete="RESTRICT"
+    )
+    registered_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+    revoke_reason: str | None = None
 
 
 class ExportRunSpecimen(Table, table=True):

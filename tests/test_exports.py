@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from biobank.cli import app
 from biobank.cohort import CohortQuery, parse_conditions
 from biobank.db import uow
-from biobank.errors import PermissionDenied, ValidationError
+from biobank.errors import NotFound, PermissionDenied, ValidationError
 from biobank.models import (
     AuditEntry,
     DeidentificationMode,
@@ -32,7 +32,7 @@ from biobank.models import (
     SpecimenEvent,
     SpecimenStatus,
 )
-from biobank.services import consent, exports, phenotypes, specimens
+from biobank.services import agreements, consent, exports, phenotypes, specimens
 from biobank.services.exports import ExportRequest, export_code
 
 ALL_FORMATS = ["csv", "xlsx", "parquet", "fhir", "miabis"]
@@ -231,7 +231,15 @@ def test_modes_need_their_permission_or_agreement(cohort_db, actors, admin, tmp_
     with pytest.raises(ValidationError) as caught:
         _export(cohort_db, pi, tmp_path, mode=DeidentificationMode.limited)
     assert caught.value.field == "dua_reference"
+    with pytest.raises(NotFound) as caught:  # free text is no agreement
+        _export(cohort_db, pi, tmp_path, mode=DeidentificationMode.limited, dua_reference="DUA-7")
+    assert caught.value.field == "dua_reference"
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
+    with uow(cohort_db) as session:
+        agreements.register_agreement(
+            session, actor=admin, reference="DUA-7", pi=pi.username, study="SLE",
+            uses=["GENETIC"], starts_on=date(2026, 1, 1), expires_on=date(2099, 12, 31),
+        )  # fmt: skip
     limited = _export(
         cohort_db, pi, tmp_path, mode=DeidentificationMode.limited, dua_reference="DUA-7",
         formats=["csv"],

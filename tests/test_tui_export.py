@@ -5,14 +5,17 @@ field; a technician turned away before anything is written."""
 import asyncio
 import json
 import re
+from datetime import date
 
 import sqlalchemy as sa
 from textual.widgets import Checkbox, Input, ProgressBar, Select, Static
 from tui_helpers import settle, sign_in, type_text
 
 from biobank.bootstrap import open_database
-from biobank.cohort import load_query, parse_conditions
+from biobank.cohort import CohortQuery, load_query, parse_conditions
 from biobank.db import uow
+from biobank.models import Role
+from biobank.services import cohorts
 from biobank.settings import Settings
 from tui.app import BiobankApp
 from tui.screens.export import ExportScreen, ManifestScreen
@@ -160,7 +163,7 @@ def test_a_bad_condition_or_a_missing_dua_is_refused_at_its_field_and_nothing_ru
             await settle(app, pilot)
             assert screen.query_one("#dua-row").display
             await _keys(app, pilot, "ctrl+y")
-            assert "data-use agreement" in _text(screen, "#dua_reference-error")
+            assert "registered data use agreement" in _text(screen, "#dua_reference-error")
             assert "Not exported" in _text(screen, "#export-result")
         assert _runs(cohort_db) == [] and not (tmp_path / "out").exists()
         app.database.engine.dispose()
@@ -190,29 +193,39 @@ def test_a_technician_cannot_open_the_export_screen_or_export(cohort_db, actors,
     asyncio.run(scenario())
 
 
-def test_consent_is_asked_as_of_the_day_typed_and_a_bad_day_is_refused(cohort_db, actors):
+def test_consent_is_asked_as_of_today_and_a_saved_query_is_narrowed_never_widened(
+    cohort_db, actors
+):
+    with uow(cohort_db) as session:
+        cohorts.save_query(
+            session, actor=actors[Role.pi], name="nephritis",
+            query=CohortQuery(phenotypes=parse_conditions("ln_class in (III, IV)")),
+        )  # fmt: skip
+
     async def scenario():
         app = _app(cohort_db)
         async with app.run_test(size=(80, 24)) as pilot:
             await _open(app, pilot, "pi1")
             screen = app.screen
-            await _keys(app, pilot, "ctrl+s")  # today: P-0004's withdrawal (2021) is in force
-            assert "FUTURE_RESEARCH withdrawn: 2 specimens, 1 participant" in _text(
-                screen, "#counts"
-            )
-
-            screen.query_one("#as_of", Input).focus()
-            await type_text(app, pilot, "2020-13-01", enter=False)
-            assert "Changed: Ctrl+S previews again" in _text(screen, "#counts")
-            await _keys(app, pilot, "ctrl+s")
-            assert "as_of must be a date as YYYY-MM-DD" in _text(screen, "#as_of-error")
-
-            screen.query_one("#as_of", Input).value = "2020-12-31"  # the day before it
-            await _keys(app, pilot, "ctrl+s")
+            assert not screen.query("#as_of")  # no day to type: consent is judged as of today
+            await _keys(app, pilot, "ctrl+s")  # P-0004's withdrawal (2021) is in force
             counts = _text(screen, "#counts")
-            assert "withdrawn" not in counts and "as of 2020-12-31" in counts
-            assert _text(screen, "#as_of-error") == ""
-        assert _errors(app)[-1:] == ["as_of must be a date as YYYY-MM-DD"]
+            assert "FUTURE_RESEARCH withdrawn: 2 specimens, 1 participant" in counts
+            assert f"as of {date.today()}" in counts
+
+            screen.query_one("#saved", Select).value = "nephritis"
+            await settle(app, pilot)
+            assert screen.query_one("#where", Input).value == 'ln_class in ("III", "IV")'
+            await _keys(app, pilot, "ctrl+s")  # P-0001 and P-0003 match; P-0004 withdrew
+            assert "Selected: 2 specimens of 2 participants" in _text(screen, "#counts")
+
+            screen.query_one("#where", Input).value = ""  # would widen the saved query
+            await _keys(app, pilot, "ctrl+s")
+            assert "cannot be emptied" in _text(screen, "#where-error")
+
+            screen.query_one("#where", Input).value = "upcr >= 1"  # narrows it: P-0003 only
+            await _keys(app, pilot, "ctrl+s")
+            assert "Selected: 1 specimen of 1 participant" in _text(screen, "#counts")
         app.database.engine.dispose()
 
     asyncio.run(scenario())

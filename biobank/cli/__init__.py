@@ -37,6 +37,7 @@ GROUPS = {
     "phenotype": ("biobank.cli.phenotype_commands", "app"),
     "cohort": ("biobank.cli.cohort_commands", "app"),
     "export": ("biobank.cli.export_commands", "app"),
+    "agreement": ("biobank.cli.agreement_commands", "app"),
 }
 
 

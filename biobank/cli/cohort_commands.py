@@ -3,8 +3,6 @@ the counts consent leaves, and keep queries by name."""
 
 from __future__ import annotations
 
-from datetime import date
-
 import typer
 
 from biobank.cli.cohort_filters import Uses, cohort_filters
@@ -20,30 +18,38 @@ app = typer.Typer(help="Cohort queries: filters, counts before export, saved que
 def preview(
     ctx: typer.Context,
     query: CohortQuery | None = None,  # the filter options (see `cohort_filters`)
-    saved: str | None = typer.Option(None, "--saved", help="Run a saved query by name."),
+    saved: str | None = typer.Option(
+        None, "--saved", help="A saved query by name; other filters narrow it."
+    ),
     uses: Uses = [],  # noqa: B006 (typer reads the default)
-    as_of: str | None = typer.Option(None, "--as-of", help="Consent as of (default today)."),
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="Consent as of: today only (earlier days: `cohort allowed-on`)."
+    ),
     window_days: int | None = typer.Option(
         None, "--window-days", help="How far back a value at collection may reach."
     ),
     json: JsonOption = False,
 ) -> None:
-    """Counts before anything is written: specimens, participants, and who consent leaves out."""
+    """Counts before anything is written: specimens, participants, and who consent leaves out
+    as of today."""
     settings = state(ctx).settings
     with work(ctx, readonly=True) as (session, actor):
-        if saved:
-            query = cohorts.get_saved_query(session, actor=actor, name=saved).query
         result = cohorts.preview_cohort(
             session,
             actor=actor,
             query=query,
+            saved=saved,
             uses=uses or ["FUTURE_RESEARCH"],
-            as_of=parse_date(as_of, "as_of") or date.today(),
+            as_of=parse_date(as_of, "as_of"),
             window_days=settings.phenotype_window_days if window_days is None else window_days,
         )
     if json:
         emit_json(result)
         return
+    _show_counts(result)
+
+
+def _show_counts(result: cohorts.CohortPreview) -> None:
     emit_table(
         ["", "SPECIMENS", "PARTICIPANTS"],
         [
@@ -58,6 +64,51 @@ def preview(
         f"{result.matched_before_consent} specimens match the filters; consent for "
         f"{', '.join(result.uses)} as of {result.as_of} leaves {result.specimens}"
     )
+
+
+@app.command("allowed-on")
+@cohort_filters
+def allowed_on(
+    ctx: typer.Context,
+    day: str = typer.Argument(..., help="The day consent is asked as of (YYYY-MM-DD)."),
+    reason: str = typer.Option(..., "--reason", help="Why it is asked (kept in the audit)."),
+    query: CohortQuery | None = None,  # the filter options (see `cohort_filters`)
+    saved: str | None = typer.Option(
+        None, "--saved", help="A saved query by name; other filters narrow it."
+    ),
+    uses: Uses = [],  # noqa: B006 (typer reads the default)
+    listed: bool = typer.Option(
+        False, "--list", help="Also the accession IDs and participant codes allowed."
+    ),
+    window_days: int | None = typer.Option(
+        None, "--window-days", help="How far back a value at collection may reach."
+    ),
+    json: JsonOption = False,
+) -> None:
+    """What consent allowed on an earlier day (admins): counts, and with --list the internal
+    IDs, but no data files; audited with its reason."""
+    settings = state(ctx).settings
+    with work(ctx) as (session, actor):
+        result = cohorts.allowed_on(
+            session,
+            actor=actor,
+            as_of=parse_date(day, "day"),
+            reason=reason,
+            query=query,
+            saved=saved,
+            uses=uses or ["FUTURE_RESEARCH"],
+            listed=listed,
+            window_days=settings.phenotype_window_days if window_days is None else window_days,
+        )
+    if json:
+        emit_json(result)
+        return
+    if result.specimens_listed is not None:
+        emit_table(
+            ["ACCESSION", "PARTICIPANT"],
+            [[s["accession_id"], s["participant_code"]] for s in result.specimens_listed],
+        )
+    _show_counts(result)
 
 
 @app.command()

@@ -58,6 +58,10 @@ _OPTIONS: dict[str, tuple[Any, object]] = {  # name: (annotation, default)
         Annotated[int | None, typer.Option("--max-thaws", help="At most this many thaws.")],
         None,
     ),
+    "study": (
+        Annotated[str | None, typer.Option("--study", help="Only this study's participants.")],
+        None,
+    ),
     "storage": (
         Annotated[str | None, typer.Option("--storage", help="Only under this unit (barcode).")],
         None,
@@ -79,17 +83,16 @@ _OPTIONS: dict[str, tuple[Any, object]] = {  # name: (annotation, default)
 
 def build_query(**given: Any) -> CohortQuery:
     """The query the options describe (dates and conditions parsed, each error naming its
-    option; the default status is available)."""
+    option). Only the options given are set (`model_fields_set`), so a saved query is
+    narrowed by exactly those (`cohort.narrowed`); the status left unsaid is available."""
     where = given.pop("where")
-    return load_query(
-        given
-        | {
-            "statuses": given["statuses"] or ["available"],
-            "collected_from": parse_date(given["collected_from"], "collected_from"),
-            "collected_to": parse_date(given["collected_to"], "collected_to"),
-            "phenotypes": parse_conditions(where).model_dump(mode="json") if where else None,
-        }
-    )
+    parsed = {
+        "collected_from": parse_date(given["collected_from"], "collected_from"),
+        "collected_to": parse_date(given["collected_to"], "collected_to"),
+        "phenotypes": parse_conditions(where).model_dump(mode="json") if where else None,
+    }
+    values = given | parsed
+    return load_query({k: v for k, v in values.items() if v is not None and v != []})
 
 
 def cohort_filters(command: Callable[..., None]) -> Callable[..., None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from biobank.cli.common import JsonOption, emit_json, emit_record, state
+from biobank.redact import redacted
 from biobank.settings import config_path
 
 app = typer.Typer(help="Show settings and where they come from.", no_args_is_help=True)
@@ -12,9 +13,9 @@ app = typer.Typer(help="Show settings and where they come from.", no_args_is_hel
 
 @app.command()
 def show(ctx: typer.Context, json: JsonOption = False) -> None:
-    """The effective settings (environment over config file over defaults)."""
+    """The effective settings (environment over config file over defaults), secrets hidden."""
     settings = state(ctx).settings
-    data = settings.model_dump(mode="json")
+    data = redacted(settings.model_dump(mode="json"))
     path = config_path()
     data["config_file"] = str(path)
     data["config_file_exists"] = path.exists()

@@ -8,6 +8,7 @@ from biobank import migrate
 from biobank.bootstrap import FIRST_ADMIN_HINT, bootstrap
 from biobank.cli.common import JsonOption, emit_json, emit_record, message, state
 from biobank.db import check_connection, make_engine
+from biobank.redact import hide_secrets
 
 app = typer.Typer(help="Create, upgrade and check the database schema.", no_args_is_help=True)
 
@@ -64,7 +65,7 @@ def current(ctx: typer.Context, json: JsonOption = False) -> None:
     finally:
         engine.dispose()
     data = {
-        "database_url": engine.url.render_as_string(hide_password=True),
+        "database_url": hide_secrets(str(engine.url)),
         "current": revision,
         "head": head,
         "up_to_date": revision == head,

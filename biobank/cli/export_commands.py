@@ -12,7 +12,7 @@ from biobank.cli.cohort_filters import Uses, cohort_filters
 from biobank.cli.common import JsonOption, emit_json, emit_table, message, parse_date, state, work
 from biobank.cohort import CohortQuery
 from biobank.models import DeidentificationMode
-from biobank.services import cohorts, exports
+from biobank.services import exports
 from biobank.services.exports import FORMATS, ExportRequest
 
 app = typer.Typer(help="Consent-enforced, de-identified exports of specimens and phenotypes.")
@@ -39,9 +39,13 @@ def run(
     reserve: str | None = typer.Option(
         None, "--reserve", help="Reserve the exported specimens for this request."
     ),
-    as_of: str | None = typer.Option(None, "--as-of", help="Consent as of (default today)."),
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="Consent as of: today only (`export replay` reruns a past run)."
+    ),
     window_days: int | None = typer.Option(None, "--window-days"),
-    saved: str | None = typer.Option(None, "--saved", help="Export a saved query."),
+    saved: str | None = typer.Option(
+        None, "--saved", help="Export a saved query; other filters narrow it."
+    ),
     query: CohortQuery | None = None,  # the filter options (see `cohort_filters`)
     json: JsonOption = False,
 ) -> None:
@@ -52,10 +56,9 @@ def run(
             raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}")
     settings = state(ctx).settings
     with work(ctx) as (session, actor):
-        if saved:
-            query = cohorts.get_saved_query(session, actor=actor, name=saved).query
         request = ExportRequest(
             query=query,
+            saved=saved,
             uses=uses or ["FUTURE_RESEARCH"],
             mode=mode,
             formats=formats or ["csv"],
@@ -88,9 +91,15 @@ def run(
     left_out = ", ".join(f"{n['specimens']} ({reason})" for reason, n in result.exclusions.items())
     message(
         f"export {result.run_code}: {result.counts['specimens']} specimens of "
-        f"{result.counts['participants']} participants in {result.directory}"
-        + (f"; left out by consent: {left_out}" if left_out else "")
+        f"{result.counts['participants']} participants in {result.directory}, consent as of "
+        f"{result.as_of}" + (f"; left out by consent: {left_out}" if left_out else "")
     )
+    if result.reservation is not None:
+        held = ", ".join(f"{n} ({why})" for why, n in result.reservation.left_out.items())
+        message(
+            f"reserved {result.reservation.reserved} for {result.reservation.request}"
+            + (f"; not reserved: {held}" if held else "")
+        )
 
 
 @app.command()
@@ -122,10 +131,18 @@ def list_runs(ctx: typer.Context, json: JsonOption = False) -> None:
         emit_json(rows)
         return
     emit_table(
-        ["RUN", "WHEN", "BY", "MODE", "USES", "SPECIMENS", "RESERVED FOR"],
+        ["RUN", "WHEN", "BY", "MODE", "USES", "CONSENT AS OF", "SPECIMENS", "RESERVED"],
         [
             [r.run_code, f"{r.created_at:%Y-%m-%d %H:%M}", r.created_by or "", r.mode,
-             ", ".join(r.uses), r.counts.get("specimens", 0), r.reserve_request or ""]
+             ", ".join(r.uses), r.as_of, r.counts.get("specimens", 0), _reserved(r)]
             for r in rows
         ],
     )  # fmt: skip
+
+
+def _reserved(run: exports.ExportRunRead) -> str:
+    """How many tubes a run reserved and for what; runs recorded before the count was kept
+    name their request with "?" rather than claim a number."""
+    if not run.reserve_request:
+        return ""
+    return f"{run.counts.get('reserved', '?')} for {run.reserve_request}"

@@ -15,7 +15,7 @@ from biobank.cli.common import (
     work,
 )
 from biobank.errors import ValidationError
-from biobank.services import custody, scan, specimens
+from biobank.services import custody, reservations, scan, specimens
 from biobank.services.specimen_read import SpecimenRead
 
 app = typer.Typer(help="Accession specimens, split aliquots, and keep custody of tubes.")
@@ -351,6 +351,52 @@ def distribute(
         uses=use,
         reason=reason,
     )
+
+
+@app.command()
+def release(
+    ctx: typer.Context,
+    specimens: list[str] = typer.Argument(None, help="Reserved tubes to give back."),
+    request: str | None = typer.Option(
+        None, "--request", help="Give back every tube reserved for this request."
+    ),
+    reason: str = typer.Option(..., "--reason", "-r", help="Why (kept with each event)."),
+    json: JsonOption = False,
+) -> None:
+    """Release reservations (their owner or an admin): the tubes are available again."""
+    with work(ctx) as (session, actor):
+        result = reservations.release_reservations(
+            session, actor=actor, accessions=specimens or None, request=request, reason=reason
+        )
+    if json:
+        emit_json(result)
+        return
+    message(f"released {len(result.released)}: {', '.join(result.released)}")
+
+
+@app.command("reservations")
+def list_reservations(
+    ctx: typer.Context,
+    request: str | None = typer.Option(None, "--request", help="Only this request's."),
+    ended: bool = typer.Option(False, "--all", help="Ended reservations too."),
+    json: JsonOption = False,
+) -> None:
+    """Reserved tubes: for which request and uses, whose, since when."""
+    with work(ctx, readonly=True) as (session, actor):
+        rows = reservations.list_reservations(
+            session, actor=actor, request=request, standing_only=not ended
+        )
+    if json:
+        emit_json(rows)
+        return
+    emit_table(
+        ["SPECIMEN", "REQUEST", "USES", "OWNER", "SINCE", "ENDED"],
+        [
+            [r.accession_id, r.request, ", ".join(r.uses), r.owner or "",
+             f"{r.reserved_at:%Y-%m-%d}", r.end_reason or ""]
+            for r in rows
+        ],
+    )  # fmt: skip
 
 
 def scan_command(

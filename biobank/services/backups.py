@@ -59,8 +59,7 @@ def backup(engine: Engine, *, actor: Actor, path: Path, replace: bool = False) -
         if engine.dialect.name == "sqlite":
             _sqlite_copy(engine, Path(temporary))
         else:
-            _run("pg_dump", "--format=custom", "--no-owner", f"--file={temporary}",
-                 f"--dbname={_libpq_url(engine)}")  # fmt: skip
+            _run_pg(engine, "pg_dump", "--format=custom", "--no-owner", f"--file={temporary}")
         os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
@@ -91,8 +90,8 @@ def restore(engine: Engine, *, actor: Actor, path: Path) -> BackupRead:
                 field="path", value=str(path),
             )  # fmt: skip
         engine.dispose()  # pg_restore --clean drops the tables: no pooled session may hold them
-        _run("pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
-             "--exit-on-error", f"--dbname={_libpq_url(engine)}", str(path))  # fmt: skip
+        _run_pg(engine, "pg_restore", "--clean", "--if-exists", "--no-owner",
+                "--single-transaction", "--exit-on-error", str(path))  # fmt: skip
     with uow(engine) as session:
         _check_schema(engine)
         entries = audit.verify_chain(session, actor=actor).entries
@@ -170,17 +169,23 @@ def _check_schema(engine: Engine) -> None:
         )
 
 
-def _libpq_url(engine: Engine) -> str:
-    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def _run(*command: str) -> None:
-    if shutil.which(command[0]) is None:
-        raise BackupFailed(f"{command[0]} is not installed (PostgreSQL's client tools)")
-    done = subprocess.run(command, capture_output=True, text=True)
+def _run_pg(engine: Engine, tool: str, *arguments: str) -> None:
+    """Run pg_dump or pg_restore on the engine's database. The password goes in the tool's
+    environment, not on its command line, which every user of the machine may read."""
+    if shutil.which(tool) is None:
+        raise BackupFailed(f"{tool} is not installed (PostgreSQL's client tools)")
+    url = engine.url
+    password = url.password or url.query.get("password")
+    server = url._replace(drivername="postgresql", password=None)  # (`set` keeps a None)
+    server = server.difference_update_query(["password"])
+    dbname = f"--dbname={server.render_as_string(hide_password=False)}"
+    environment = {**os.environ, "PGPASSWORD": password} if password else None
+    done = subprocess.run(
+        [tool, dbname, *arguments], capture_output=True, text=True, env=environment
+    )
     if done.returncode != 0:
         first = (done.stderr.strip().splitlines() or ["failed"])[0]
-        raise BackupFailed(f"{command[0]}: {first}")
+        raise BackupFailed(f"{tool}: {first}")
 
 
 def _sha256(path: Path) -> str:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from biobank.cohort import CohortQuery, Condition, Group, load_query
+from biobank.cohort import CohortQuery, Condition, Group, load_query, narrowed
 from biobank.db import flush, one_of
 from biobank.errors import AlreadyExists, NotFound, ValidationError
 from biobank.models import (
@@ -35,6 +35,7 @@ from biobank.models import (
     Specimen,
     SpecimenStatus,
     StorageUnit,
+    Study,
     User,
     Visit,
     utcnow,
@@ -42,7 +43,7 @@ from biobank.models import (
 from biobank.permissions import Actor, Permission, require
 from biobank.phenotypes import READERS, Spec, parse_value, typed
 from biobank.services import audit
-from biobank.services.consent_checks import consent_decisions, known_uses
+from biobank.services.consent_checks import consent_decisions, judged_today, known_uses
 from biobank.services.phenotypes import (
     DEFAULT_WINDOW_DAYS,
     Collected,
@@ -51,6 +52,7 @@ from biobank.services.phenotypes import (
 )
 from biobank.services.specimens import specimen_type_code
 from biobank.services.storage import get_unit, subtree_range
+from biobank.services.studies import get_study
 
 CHUNK_SPECIMENS = 5000  # whole participants at a time, about this many specimens
 COMPARE = {
@@ -137,6 +139,7 @@ class CohortPreview(BaseModel):
     exclusions: dict[str, dict[str, int]]
     uses: list[str]
     as_of: date
+    query: CohortQuery
 
 
 class SavedQueryRead(BaseModel):
@@ -219,6 +222,8 @@ def prepare(session: Session, query: CohortQuery) -> _Prepared:
     types = [specimen_type_code(t, derivative=True) for t in query.specimen_types]
     if query.storage:
         get_unit(session, query.storage)
+    if query.study:
+        query = query.model_copy(update={"study": get_study(session, query.study).code})
     variables = {v.name: v for v in session.exec(select(PhenotypeVariable)).all()}
     specs = {name: Spec.of(v) for name, v in variables.items()}
     conditions = _prepare_group(query.phenotypes, specs) if query.phenotypes else None
@@ -279,6 +284,9 @@ def _base_query(
         stmt = stmt.where(Specimen.freeze_thaw_count <= query.max_freeze_thaws)
     if query.sex:
         stmt = stmt.where(Participant.sex.in_([Sex(s) for s in query.sex]))
+    if query.study:
+        studies = sa.select(Study.id).where(Study.code == query.study)
+        stmt = stmt.where(Participant.study_id.in_(studies))
     if query.storage:
         unit = get_unit(session, query.storage)
         low, high = subtree_range(unit)
@@ -493,24 +501,27 @@ def _age_fits(query: CohortQuery, age: int | None) -> bool:
     )
 
 
-def preview_cohort(
-    session: Session,
-    *,
-    actor: Actor,
-    query: CohortQuery,
-    uses: list[str],
-    as_of: date | None = None,
-    window_days: int = DEFAULT_WINDOW_DAYS,
-) -> CohortPreview:
-    """The counts a PI sees before exporting: specimens, participants, and who consent left
-    out, by reason. Nothing is written."""
-    require(actor, Permission.query)
-    as_of = as_of or date.today()
+def resolve_query(
+    session: Session, *, actor: Actor, query: CohortQuery | None, saved: str | None
+) -> tuple[CohortQuery, SavedQueryRead | None]:
+    """The query a request names: a saved one narrowed by the filters given beside it
+    (`cohort.narrowed`: never wider, never ignored), or the filters alone."""
+    if saved is None or not saved.strip():
+        return query or CohortQuery(), None
+    kept = get_saved_query(session, actor=actor, name=saved)
+    return (kept.query if query is None else narrowed(kept.query, query)), kept
+
+
+def _count(
+    session: Session, query: CohortQuery, uses: list[str], as_of: date, window_days: int,
+    listed: list[tuple[str, str]] | None = None,
+) -> CohortPreview:  # fmt: skip
     tally = Tally()
-    for _ in select_cohort(
+    for selected in select_cohort(
         session, query=query, uses=uses, as_of=as_of, window_days=window_days, tally=tally
     ):
-        pass
+        if listed is not None:
+            listed.append((selected.specimen.accession_id, selected.specimen.participant_code))
     return CohortPreview(
         specimens=tally.specimens,
         participants=tally.participants,
@@ -519,7 +530,71 @@ def preview_cohort(
         exclusions=tally.exclusions(),
         uses=known_uses(session, uses),
         as_of=as_of,
+        query=query,
     )
+
+
+def preview_cohort(
+    session: Session,
+    *,
+    actor: Actor,
+    query: CohortQuery | None = None,
+    saved: str | None = None,
+    uses: list[str],
+    as_of: date | None = None,
+    window_days: int = DEFAULT_WINDOW_DAYS,
+) -> CohortPreview:
+    """The counts a PI sees before exporting: specimens, participants, and who consent left
+    out, by reason, as of today. Nothing is written."""
+    require(actor, Permission.query)
+    as_of = judged_today(as_of, what="a cohort preview")
+    query, _ = resolve_query(session, actor=actor, query=query, saved=saved)
+    return _count(session, query, uses, as_of, window_days)
+
+
+class ConsentReport(CohortPreview):
+    """What consent allowed on an earlier day: counts, and the internal IDs when listed."""
+
+    reason: str
+    specimens_listed: list[dict[str, str]] | None = None
+
+
+def allowed_on(
+    session: Session,
+    *,
+    actor: Actor,
+    as_of: date,
+    uses: list[str],
+    reason: str,
+    query: CohortQuery | None = None,
+    saved: str | None = None,
+    listed: bool = False,
+    window_days: int = DEFAULT_WINDOW_DAYS,
+) -> ConsentReport:
+    """The admins' answer to "what did consent allow on that day?" (an audit, a complaint, a
+    regulator's question): counts, and with `listed` the accession IDs and participant codes,
+    but never data files; audited with its reason."""
+    require(actor, Permission.view_audit)
+    if not reason or not reason.strip():
+        raise ValidationError("a report of what consent allowed names its reason", field="reason")
+    if as_of > date.today():
+        raise ValidationError(
+            f"{as_of} is in the future: consent is known up to today", field="as_of",
+            value=as_of.isoformat(),
+        )  # fmt: skip
+    query, _ = resolve_query(session, actor=actor, query=query, saved=saved)
+    found: list[tuple[str, str]] | None = [] if listed else None
+    counts = _count(session, query, uses, as_of, window_days, found)
+    audit.record(
+        session, actor=actor, action="consent.allowed_on", entity="cohort", entity_id="-",
+        after=counts.model_dump(mode="json") | {"listed": listed}, reason=reason.strip(),
+    )  # fmt: skip
+    return ConsentReport(
+        **counts.model_dump(),
+        reason=reason.strip(),
+        specimens_listed=None if found is None
+        else [{"accession_id": a, "participant_code": p} for a, p in found],
+    )  # fmt: skip
 
 
 # --- Saved queries -------------------------------------------------------------------------------

@@ -67,6 +67,22 @@ def consent_acts(
     return answers, withdrawals
 
 
+def judged_today(as_of: date | None, *, what: str) -> date:
+    """The day consent is asked as of for anything new (an export, a preview, a reservation,
+    a hand-over): today. A past day answers only for a recorded run (`export replay`) or in
+    the admins' report of what was allowed then (`cohort allowed-on`), never for new data."""
+    today = date.today()
+    if as_of is not None and as_of != today:
+        raise ValidationError(
+            f"{what} asks consent as of today ({today}), not {as_of}: a recorded export runs "
+            "again as it was with `biobank export replay RUN`; what was allowed on an earlier "
+            "day is the admins' report `biobank cohort allowed-on DAY`",
+            field="as_of",
+            value=as_of.isoformat(),
+        )
+    return today
+
+
 def known_uses(session: Session, uses: Iterable[str]) -> list[str]:
     """The uses, upper-cased and checked against the consent statements."""
     wanted = [u.strip().upper() for u in uses]

@@ -24,6 +24,7 @@ from biobank.positions import fill_sequence, parse_position, position_label
 from biobank.services import audit
 from biobank.services.consent_checks import refuse_if_withdrawn, require_consent
 from biobank.services.events import record_event
+from biobank.services.reservations import follow_status
 from biobank.services.specimen_read import SpecimenRead, get_specimen, specimen_read
 from biobank.services.storage import get_unit, subtree_range
 
@@ -31,6 +32,9 @@ from biobank.services.storage import get_unit, subtree_range
 THAW_WARNING = {"RNA": 1, "CEL": 1, "SER": 3, "PL1": 3, "PL2": 3, "URN": 3, "URM": 3}
 DEFAULT_THAW_WARNING = 5
 
+
+# What a check-in makes of a tube: available, or reserved again when it is reserved.
+BACK_FROM_OUT = frozenset({SpecimenStatus.available, SpecimenStatus.reserved})
 
 # What may be put in a box: a stored tube, or a missing one that turned up.
 PLACEABLE = IN_STORAGE | {SpecimenStatus.missing}
@@ -319,10 +323,11 @@ def _transition(
     require(actor, Permission.move)
     specimen = get_specimen(session, accession, expected_version=expected_version)
     check_transition(specimen.status, new_status, specimen=specimen.accession_id)
+    new_status = follow_status(session, actor=actor, specimen=specimen, new_status=new_status)
     before = audit.snapshot(specimen)
     status_before = specimen.status.value
     specimen.status = new_status
-    if new_status not in {SpecimenStatus.checked_out, SpecimenStatus.available}:
+    if new_status not in BACK_FROM_OUT | {SpecimenStatus.checked_out}:
         specimen.checked_out_at = None  # check-in counts the minutes out; nothing else does
     return specimen, before, status_before
 

@@ -20,6 +20,7 @@ import json
 import secrets
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -47,26 +48,38 @@ from biobank.models import (
     PhenotypeType,
     PhenotypeVariable,
     Specimen,
-    SpecimenStatus,
     User,
     utcnow,
 )
 from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
-from biobank.services.cohorts import Selected, Tally, count_candidates, select_cohort
-from biobank.services.consent_checks import consent_acts, known_uses
-from biobank.services.events import record_event
+from biobank.services.agreements import covering_agreement
+from biobank.services.cohorts import (
+    Selected,
+    Tally,
+    count_candidates,
+    resolve_query,
+    select_cohort,
+)
+from biobank.services.consent_checks import consent_acts, judged_today, known_uses
 from biobank.services.phenotypes import DEFAULT_WINDOW_DAYS
+from biobank.services.reservations import ReservationSummary, reserve_specimens
 from biobank.tabular import chunks, new_spool, spool_batch, unspool
 
 Format = Literal["csv", "xlsx", "parquet", "fhir", "miabis"]
-FORMATS: tuple[str, ...] = ("csv", "xlsx", "parquet", "fhir", "miabis")
+FILE_NAMES = {"csv": "specimens.csv", "xlsx": "specimens.xlsx", "parquet": "specimens.parquet",
+              "fhir": "bundle.json", "miabis": "specimens_miabis.csv"}  # fmt: skip
+FORMATS: tuple[str, ...] = tuple(FILE_NAMES)
 BATCH = 1000
 OLDEST_SHOWN_AGE = 89  # Safe Harbor: older ages are one group, "90+"
 
 
 class ExportRequest(BaseModel):
-    query: CohortQuery
+    """What a PI asks for. `saved` names a saved query, which `query`'s filters (those set)
+    narrow; `as_of`, when given, must be today (consent is judged as of the day it runs)."""
+
+    query: CohortQuery | None = None
+    saved: str | None = None
     uses: list[str]
     mode: DeidentificationMode = DeidentificationMode.safe_harbor
     formats: list[Format] = Field(default_factory=lambda: ["csv"])
@@ -94,6 +107,7 @@ class ExportResult(BaseModel):
     exclusions: dict[str, dict[str, int]]
     files: list[ExportFile]
     manifest: Path
+    reservation: ReservationSummary | None = None
 
 
 class ReplayResult(BaseModel):
@@ -323,22 +337,45 @@ def _accession_ids(session: Session, specimen_ids: set[int]) -> dict[int, str]:
 # --- Running an export --------------------------------------------------------------------------
 
 
-def _check(session: Session, actor: Actor, request: ExportRequest) -> list[str]:
+def _check(
+    session: Session, actor: Actor, request: ExportRequest, today: date
+) -> tuple[list[str], CohortQuery, dict[str, Any]]:
+    """The guard every new export passes: permission, consent as of today, the agreement a
+    limited set needs, a saved query narrowed and never ignored. Returns the uses, the
+    query to run and what the manifest records of how it was asked."""
     require(actor, Permission.export)
     if request.mode is DeidentificationMode.identified:
         require(actor, Permission.export_identified)
-    if request.mode is DeidentificationMode.limited and not (
-        request.dua_reference and request.dua_reference.strip()
-    ):
-        raise ValidationError(
-            "a limited data set needs the data-use agreement's reference (--dua)",
-            field="dua_reference",
-        )
+    judged_today(request.as_of, what="a new export")
     if not request.formats:
         raise ValidationError("name at least one format", field="formats")
     if request.reserve_request is not None and not request.reserve_request.strip():
         raise ValidationError("a reservation names its request", field="reserve_request")
-    return known_uses(session, request.uses)
+    uses = known_uses(session, request.uses)
+    query, saved = resolve_query(session, actor=actor, query=request.query, saved=request.saved)
+    asked: dict[str, Any] = {}
+    if saved is not None:
+        asked["saved_query"] = {"name": saved.name, "query": saved.query.model_dump(mode="json")}
+        if request.query is not None:
+            asked["filters"] = request.query.model_dump(
+                mode="json", include=request.query.model_fields_set
+            )
+    if request.mode is DeidentificationMode.limited:
+        agreement = covering_agreement(
+            session, actor=actor, reference=request.dua_reference, uses=uses, today=today
+        )
+        if query.study and query.study.upper() != agreement.study:
+            raise ValidationError(
+                f"data use agreement {agreement.reference} covers study {agreement.study}, "
+                f"not {query.study}",
+                field="study",
+                value=query.study,
+            )
+        query = query.model_copy(update={"study": agreement.study})
+        asked["data_use_agreement"] = agreement.model_dump(
+            mode="json", include={"reference", "pi", "study", "uses", "starts_on", "expires_on"}
+        )
+    return uses, query, asked
 
 
 def _consents(
@@ -364,6 +401,19 @@ def _consents(
     return found
 
 
+def _export_folder(directory: Path, run_code: str, *, again: bool) -> Path:
+    target = Path(directory) / run_code
+    try:
+        target.mkdir(parents=True, exist_ok=again)
+    except OSError as error:
+        raise ValidationError(
+            f"cannot make the export folder {target}: {error.strerror}",
+            field="directory",
+            value=str(target),
+        ) from None
+    return target
+
+
 def run_export(
     session: Session,
     *,
@@ -371,69 +421,174 @@ def run_export(
     request: ExportRequest,
     directory: Path,
     progress: Callable[[int, int], None] | None = None,
-    _replay: ExportRun | None = None,
 ) -> ExportResult:
-    """Select, de-identify and write the files, then the manifest; record the run (and, with
-    `reserve_request`, reserve every exported specimen for that request)."""
-    uses = _check(session, actor, request)
-    as_of = request.as_of or date.today()
-    mode = request.mode
-    run_code = _replay.run_code if _replay else _new_run_code()
-    key = _replay.code_key if _replay else secrets.token_hex(16)
+    """Select as of today, de-identify and write the files, record the run (and, with
+    `reserve_request`, reserve what it exported for that request), then the manifest."""
+    today = date.today()
+    uses, query, asked = _check(session, actor, request, today)
+    run_code, key = _new_run_code(), secrets.token_hex(16)
+    target = _export_folder(directory, run_code, again=False)
+    run = ExportRun(
+        run_code=run_code, actor_id=actor.user_id, query=query.model_dump(mode="json"),
+        uses=uses, mode=request.mode, formats=list(request.formats),
+        dua_reference=request.dua_reference if request.mode is DeidentificationMode.limited
+        else None,
+        reserve_request=request.reserve_request, software_version=__version__, counts={},
+        exclusions={}, files={}, manifest_sha256="", code_key=key, as_of=today,
+        window_days=request.window_days,
+    )  # fmt: skip
+    session.add(run)
+    flush(session)
+
+    def record(batch: list[Selected]) -> None:
+        # one INSERT … SELECT a batch: an executemany is a message per row on PostgreSQL
+        chosen = sa.select(sa.literal(run.id), Specimen.id).where(
+            one_of(session, Specimen.id, (s.specimen_id for s in batch))
+        )
+        session.connection().execute(
+            sa.insert(ExportRunSpecimen).from_select(["export_run_id", "specimen_id"], chosen)
+        )
+
+    written = _write_files(
+        session, query=query, uses=uses, as_of=today, mode=request.mode, key=key,
+        formats=request.formats, per_participant=request.per_participant,
+        window_days=request.window_days, target=target, progress=progress, on_batch=record,
+    )  # fmt: skip
+    counts = written.counts()
+    reservation = None
+    if request.reserve_request:
+        reservation = reserve_specimens(
+            session, actor=actor, specimen_ids=_exported(session, run.id),
+            request=request.reserve_request, uses=uses, export_run_id=run.id,
+        )  # fmt: skip
+        counts["reserved"] = reservation.reserved
+    files = written.files
+    manifest = {
+        "run": run_code,
+        "created_at": utcnow().isoformat(),
+        "created_by": actor.username,
+        "software": {"name": "biobank", "version": __version__},
+        "query": query.model_dump(mode="json"),
+        **asked,
+        "uses": uses,
+        "consent_as_of": today.isoformat(),
+        "phenotype_window_days": request.window_days,
+        "mode": request.mode.value,
+        "dua_reference": run.dua_reference,
+        "reserve_request": request.reserve_request,
+        "reservation": reservation.model_dump(mode="json") if reservation else None,
+        "counts": counts,
+        "exclusions": written.tally.exclusions(),
+        "files": {f.name: {"sha256": f.sha256, "rows": f.rows, "bytes": f.bytes} for f in files},
+    }
+    result = ExportResult(
+        run_code=run_code, directory=target, mode=request.mode, uses=uses, as_of=today,
+        counts=counts, exclusions=written.tally.exclusions(), files=files,
+        manifest=target / "manifest.json",
+        reservation=reservation,
+    )  # fmt: skip
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+
+    def write_manifest(file) -> int:
+        file.write(text)
+        return 0
+
+    # the manifest says the export succeeded: it appears once the run is committed
+    pending = write_pending(result.manifest, write_manifest, text=True)
+    after_commit(session, pending.publish)
+    after_rollback(session, lambda _connection: pending.discard())
+    run.counts, run.exclusions = counts, written.tally.exclusions()
+    run.files = manifest["files"]
+    run.manifest_sha256 = pending.written.sha256
+    session.add(run)
+    flush(session)
+    audit.record(
+        session,
+        actor=actor,
+        action="export.identified" if request.mode is DeidentificationMode.identified
+        else "export.run",
+        entity="export_run",
+        entity_id=run.id,
+        after={k: v for k, v in manifest.items() if k != "files"}
+        | {"manifest": run.manifest_sha256},
+        reason=run.dua_reference,
+    )  # fmt: skip
+    return result
+
+
+def _exported(session: Session, run_id: int) -> Iterator[int]:
+    """The specimens a run recorded, a batch at a time in id order."""
+    after = 0
+    while ids := session.exec(
+        select(ExportRunSpecimen.specimen_id)
+        .where(ExportRunSpecimen.export_run_id == run_id, ExportRunSpecimen.specimen_id > after)
+        .order_by(ExportRunSpecimen.specimen_id)
+        .limit(BATCH)
+    ).all():
+        after = ids[-1]
+        yield from ids
+
+
+@dataclass
+class _Written:
+    files: list[ExportFile]
+    tally: Tally
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "specimens": self.tally.specimens,
+            "participants": self.tally.participants,
+            "matched_before_consent": self.tally.matched_before_consent,
+            "excluded_by_consent": sum(self.tally.excluded_specimens.values()),
+        }
+
+
+def _write_files(
+    session: Session,
+    *,
+    query: CohortQuery,
+    uses: list[str],
+    as_of: date,
+    mode: DeidentificationMode,
+    key: str,
+    formats: list[str],
+    per_participant: bool,
+    window_days: int,
+    target: Path,
+    progress: Callable[[int, int], None] | None,
+    on_batch: Callable[[list[Selected]], None] | None = None,
+    reserved_by_run: int | None = None,
+) -> _Written:
+    """Select the cohort, de-identify it and write every file (the dictionary first): what a
+    new export and a replay share."""
     variables = list(session.exec(select(PhenotypeVariable).order_by(PhenotypeVariable.id)))
     phenotype_columns = _phenotype_columns(variables, mode)
     columns = _fixed_columns(mode) + phenotype_columns
-    target = Path(directory) / run_code
-    try:
-        target.mkdir(parents=True, exist_ok=_replay is not None)
-    except OSError as error:
-        raise ValidationError(
-            f"cannot make the export folder {target}: {error.strerror}",
-            field="directory",
-            value=str(target),
-        ) from None
     tally = Tally()
-    formats = list(dict.fromkeys(request.formats))
+    formats = list(dict.fromkeys(formats))
     participants: set[int] = set()  # for FHIR's consents only: the rest streams
-    run = _replay or ExportRun(
-        run_code=run_code, actor_id=actor.user_id, query=request.query.model_dump(mode="json"),
-        uses=uses, mode=mode, formats=list(request.formats), dua_reference=request.dua_reference,
-        reserve_request=request.reserve_request, software_version=__version__, counts={},
-        exclusions={}, files={}, manifest_sha256="", code_key=key, as_of=as_of,
-        window_days=request.window_days,
-    )  # fmt: skip
-    if _replay is None:
-        session.add(run)
-        flush(session)
 
-    def on_batch(batch: list[Selected]) -> None:
+    def each_batch(batch: list[Selected]) -> None:
         if "fhir" in formats:
             participants.update(s.participant_id for s in batch)
-        if _replay is None:
-            # one INSERT … SELECT a batch: an executemany is a message per row on PostgreSQL
-            chosen = sa.select(sa.literal(run.id), Specimen.id).where(
-                one_of(session, Specimen.id, (s.specimen_id for s in batch))
-            )
-            session.connection().execute(
-                sa.insert(ExportRunSpecimen).from_select(["export_run_id", "specimen_id"], chosen)
-            )
+        if on_batch is not None:
+            on_batch(batch)
 
-    reserved_by_run = _replay.id if _replay is not None and _replay.reserve_request else None
     # a progress bar's length costs a count of the candidates: only counted for a bar
-    total = count_candidates(session, request.query, reserved_by_run) if progress else 0
+    total = count_candidates(session, query, reserved_by_run) if progress else 0
     selected = select_cohort(
-        session, query=request.query, uses=uses, as_of=as_of,
-        window_days=request.window_days, tally=tally, reserved_by_run=reserved_by_run,
+        session, query=query, uses=uses, as_of=as_of, window_days=window_days, tally=tally,
+        reserved_by_run=reserved_by_run,
         progress=(lambda n: progress(n, total)) if progress else None,
     )  # fmt: skip
     rows = _rows(
         session, selected, key=key, mode=mode, phenotype_columns=phenotype_columns,
-        on_batch=on_batch,
+        on_batch=each_batch,
     )  # fmt: skip
     # One file read once streams straight from the selection; more passes (several files,
     # the per-participant file, FHIR's consents of every participant first) read a spool.
     spool = None
-    if len(formats) > 1 or formats == ["fhir"] or request.per_participant:
+    if len(formats) > 1 or formats == ["fhir"] or per_participant:
         spool = new_spool()
         for batch in chunks(rows, BATCH):
             spool_batch(spool, batch)
@@ -446,75 +601,18 @@ def run_export(
         "miabis": lambda path, rows: tabular.write_miabis_csv(path, columns, rows),
         "fhir": lambda path, rows: fhir.write_fhir_bundle(path, columns, rows, consents),
     }
-    names = {"csv": "specimens.csv", "xlsx": "specimens.xlsx", "parquet": "specimens.parquet",
-             "miabis": "specimens_miabis.csv", "fhir": "bundle.json"}  # fmt: skip
     for fmt in formats:
-        written.append(writers[fmt](target / names[fmt], rows if spool is None
+        written.append(writers[fmt](target / FILE_NAMES[fmt], rows if spool is None
                                     else _read_spool(spool)))  # fmt: skip
-    if request.per_participant:
-        per_participant = {v.name for v in variables if v.scope is PhenotypeScope.participant}
-        written.append(_participant_file(target, spool, columns, per_participant))
+    if per_participant:
+        per_person = {v.name for v in variables if v.scope is PhenotypeScope.participant}
+        written.append(_participant_file(target, spool, columns, per_person))
     if spool is not None:
         spool.close()
-    counts = {
-        "specimens": tally.specimens,
-        "participants": tally.participants,
-        "matched_before_consent": tally.matched_before_consent,
-        "excluded_by_consent": sum(tally.excluded_specimens.values()),
-    }
     files = [
         ExportFile(name=w.path.name, rows=w.rows, sha256=w.sha256, bytes=w.bytes) for w in written
     ]
-    manifest = {
-        "run": run_code,
-        "created_at": utcnow().isoformat() if _replay is None else run.created_at.isoformat(),
-        "created_by": actor.username,
-        "software": {"name": "biobank", "version": __version__},
-        "query": request.query.model_dump(mode="json"),
-        "uses": uses,
-        "consent_as_of": as_of.isoformat(),
-        "phenotype_window_days": request.window_days,
-        "mode": mode.value,
-        "dua_reference": request.dua_reference,
-        "reserve_request": request.reserve_request,
-        "counts": counts,
-        "exclusions": tally.exclusions(),
-        "files": {f.name: {"sha256": f.sha256, "rows": f.rows, "bytes": f.bytes} for f in files},
-    }
-    result = ExportResult(
-        run_code=run_code, directory=target, mode=mode, uses=uses, as_of=as_of, counts=counts,
-        exclusions=tally.exclusions(), files=files, manifest=target / "manifest.json",
-    )  # fmt: skip
-    if _replay is not None:
-        return result
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-
-    def write_manifest(file) -> int:
-        file.write(text)
-        return 0
-
-    # the manifest says the export succeeded: it appears once the run is committed
-    pending = write_pending(result.manifest, write_manifest, text=True)
-    after_commit(session, pending.publish)
-    after_rollback(session, lambda _connection: pending.discard())
-    run.counts, run.exclusions = counts, tally.exclusions()
-    run.files = manifest["files"]
-    run.manifest_sha256 = pending.written.sha256
-    session.add(run)
-    flush(session)
-    audit.record(
-        session,
-        actor=actor,
-        action="export.identified" if mode is DeidentificationMode.identified else "export.run",
-        entity="export_run",
-        entity_id=run.id,
-        after={k: v for k, v in manifest.items() if k != "files"}
-        | {"manifest": run.manifest_sha256},
-        reason=request.dua_reference,
-    )
-    if request.reserve_request:
-        _reserve(session, actor=actor, run=run, request=request.reserve_request)
-    return result
+    return _Written(files=files, tally=tally)
 
 
 def _new_run_code() -> str:
@@ -549,59 +647,24 @@ def _participant_file(target: Path, spool, columns: list[Column], per_participan
     return tabular.write_csv(target / "participants.csv", [*chosen, count], people())
 
 
-def _reserve(session: Session, *, actor: Actor, run: ExportRun, request: str) -> None:
-    """Mark the run's exported specimens reserved for a request (available ones; others are
-    left), a batch at a time as the run recorded them."""
-    run_code, after = run.run_code, 0
-    exported = sa.select(ExportRunSpecimen.specimen_id).where(
-        ExportRunSpecimen.export_run_id == run.id
-    )
-    while rows := session.exec(
-        select(Specimen)
-        .where(
-            Specimen.id.in_(exported),
-            Specimen.id > after,
-            Specimen.status == SpecimenStatus.available,
-        )
-        .order_by(Specimen.id)
-        .limit(BATCH)
-    ).all():
-        after = rows[-1].id
-        for specimen in rows:
-            specimen.status = SpecimenStatus.reserved
-            record_event(
-                session, actor=actor, specimen=specimen, event_type="reserved",
-                status_before=SpecimenStatus.available.value, reason=f"request {request}",
-                details={"request": request, "export": run_code},
-            )  # fmt: skip
-            session.add(specimen)
-        flush(session)
-        audit.record_many(
-            session,
-            actor=actor,
-            entries=[
-                {"action": "specimen.reserve", "entity": "specimen", "entity_id": s.id,
-                 "after": audit.snapshot(s), "reason": f"request {request} (export {run_code})"}
-                for s in rows
-            ],
-        )  # fmt: skip
-
-
 def replay_export(session: Session, *, actor: Actor, run_code: str) -> ReplayResult:
     """Run an export again as recorded (its query, uses, mode and consent date, its codes) and
-    say whether every file comes out the same, and if not, what differs."""
+    say whether every file comes out the same, and if not, what differs. The one place a past
+    consent date selects data: the files are compared and thrown away, never handed out."""
     require(actor, Permission.export)  # before the lookup: a refusal says nothing of runs
     run = session.exec(select(ExportRun).where(ExportRun.run_code == run_code.strip())).first()
     if run is None:
         raise NotFound(f"no export run {run_code!r}", field="run", value=run_code)
-    request = ExportRequest(
-        query=load_query(run.query), uses=run.uses, mode=run.mode, formats=run.formats,
-        dua_reference=run.dua_reference, as_of=run.as_of, window_days=run.window_days,
-        per_participant="participants.csv" in run.files,
-    )  # fmt: skip
+    if run.mode is DeidentificationMode.identified:
+        require(actor, Permission.export_identified)
     with tempfile.TemporaryDirectory(prefix="biobank-replay-") as folder:
-        again = run_export(session, actor=actor, request=request, directory=Path(folder),
-                           _replay=run)  # fmt: skip
+        again = _write_files(
+            session, query=load_query(run.query), uses=run.uses, as_of=run.as_of,
+            mode=run.mode, key=run.code_key, formats=run.formats,
+            per_participant="participants.csv" in run.files, window_days=run.window_days,
+            target=_export_folder(Path(folder), run.run_code, again=True), progress=None,
+            reserved_by_run=run.id if run.reserve_request else None,
+        )  # fmt: skip
     differences = []
     for name, before in run.files.items():
         now = next((f for f in again.files if f.name == name), None)
@@ -611,9 +674,10 @@ def replay_export(session: Session, *, actor: Actor, run_code: str) -> ReplayRes
             differences.append(
                 f"{name}: {before['rows']} rows then, {now.rows} now; contents differ"
             )
+    counts = again.counts()
     for key, value in run.counts.items():
-        if again.counts.get(key) != value:
-            differences.append(f"{key}: {value} then, {again.counts.get(key)} now")
+        if key in counts and counts[key] != value:
+            differences.append(f"{key}: {value} then, {counts[key]} now")
     audit.record(
         session, actor=actor, action="export.replay", entity="export_run", entity_id=run.id,
         after={"matches": not differences, "differences": differences},

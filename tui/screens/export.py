@@ -8,7 +8,6 @@ typed); the services decide the rest, and a refusal is shown at the field it nam
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 
 from rich.text import Text
@@ -37,7 +36,7 @@ IDENTIFIED = ("identified (admins, audited)", "identified")
 DEFAULT_USE = "FUTURE_RESEARCH"  # as the CLI: an export names at least one use
 FIELDS = (
     "saved", "specimen_types", "min_quantity", "max_freeze_thaws", "collected_from",
-    "collected_to", "sex", "min_age", "max_age", "where", "uses", "as_of", "mode", "dua_reference",
+    "collected_to", "sex", "min_age", "max_age", "where", "uses", "mode", "dua_reference",
     "formats", "directory", "reserve_request", "name",
 )  # fmt: skip
 # A service error names its own field; these are shown at the form field that holds the value.
@@ -52,7 +51,7 @@ FILTER_INPUTS = (  # form field, label, placeholder
     ("min_age", "Min age", "at collection"),
     ("max_age", "Max age", "at collection"),
 )
-COUNTED = {field for field, _, _ in FILTER_INPUTS} | {"where", "as_of"}  # what counts depend on
+COUNTED = {field for field, _, _ in FILTER_INPUTS} | {"where"}  # what counts depend on
 
 
 def _words(text: str) -> list[str]:
@@ -159,7 +158,7 @@ class ExportScreen(FormErrors, WorkScreen):
     def __init__(self) -> None:
         super().__init__()
         self.saved: dict[str, SavedQueryRead] = {}
-        # The loaded saved query's filters this form has no field for (statuses, storage).
+        # The loaded saved query's filters this form has no field for (statuses, storage, study).
         self.extras: dict[str, object] = {}
         self.previewed = False
         self.running = False
@@ -190,18 +189,13 @@ class ExportScreen(FormErrors, WorkScreen):
             yield Static("", id="where-error", classes="field-error", markup=False)
             yield row("Uses", Vertical(id="uses"), field="uses")
             yield row(
-                "Consent as of",
-                Input(placeholder="today (YYYY-MM-DD)", id="as_of", compact=True),
-                field="as_of",
-            )
-            yield row(
                 "Mode",
                 Select(modes, allow_blank=False, value="safe_harbor", id="mode", compact=True),
                 field="mode",
             )
             dua = row(
                 "DUA reference",
-                Input(placeholder="the data-use agreement", id="dua_reference", compact=True),
+                Input(placeholder="a registered agreement", id="dua_reference", compact=True),
                 field="dua_reference",
             )
             dua.id, dua.display = "dua-row", False
@@ -306,8 +300,9 @@ class ExportScreen(FormErrors, WorkScreen):
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "mode":
             self.query_one("#dua-row").display = event.value == "limited"
-        elif event.select.id == "saved" and event.value in self.saved:
-            self.fill(self.saved[event.value].query)
+        elif event.select.id == "saved":
+            saved = self.saved.get(event.value)
+            self.fill(saved.query if saved else CohortQuery())
 
     def _changed(self) -> None:
         """The counts shown are for the filters and uses as they were."""
@@ -332,42 +327,53 @@ class ExportScreen(FormErrors, WorkScreen):
         }
         for field, value in values.items():
             self.query_one(f"#{field}", Input).value = value
-        self.extras = {"statuses": query.statuses, "storage": query.storage}
-        kept = CohortQuery(statuses=query.statuses, storage=query.storage)
+        self.extras = {"statuses": query.statuses, "storage": query.storage, "study": query.study}
+        kept = CohortQuery(**self.extras)
         also = kept.model_dump(exclude_defaults=True)
         note = self.query_one("#saved-note", Static)
         note.update("Also: " + "; ".join(f"{k} {v}" for k, v in also.items()))
         note.display = bool(also)
 
+    def read_saved(self) -> str | None:
+        """The saved query the form started from: the filters narrow it (the service's
+        `cohort.narrowed`), so emptying one of its fields here would widen it, and is refused."""
+        value = self.query_one("#saved", Select).value
+        return value if isinstance(value, str) and value in self.saved else None
+
     def read_query(self) -> CohortQuery:
-        """The filters as a query; only the shape of numbers, dates and the condition is
-        checked here."""
+        """The filters given, as a query (only those set: a saved query is narrowed by
+        them); only the shape of numbers, dates and the condition is checked here."""
 
         def text(field: str) -> str:
             return self.query_one(f"#{field}", Input).value
 
         where = text("where").strip()
-        return load_query(
-            self.extras
-            | {
-                "specimen_types": _words(text("specimen_types")),
-                "min_quantity": _number(text("min_quantity"), "min_quantity", float),
-                "max_freeze_thaws": _number(text("max_freeze_thaws"), "max_freeze_thaws", int),
-                "collected_from": _day(text("collected_from"), "collected_from"),
-                "collected_to": _day(text("collected_to"), "collected_to"),
-                "sex": [s.lower() for s in _words(text("sex"))],
-                "min_age": _number(text("min_age"), "min_age", int),
-                "max_age": _number(text("max_age"), "max_age", int),
-                "phenotypes": parse_conditions(where).model_dump(mode="json") if where else None,
-            }
-        )
+        given = self.extras | {
+            "specimen_types": _words(text("specimen_types")),
+            "min_quantity": _number(text("min_quantity"), "min_quantity", float),
+            "max_freeze_thaws": _number(text("max_freeze_thaws"), "max_freeze_thaws", int),
+            "collected_from": _day(text("collected_from"), "collected_from"),
+            "collected_to": _day(text("collected_to"), "collected_to"),
+            "sex": [s.lower() for s in _words(text("sex"))],
+            "min_age": _number(text("min_age"), "min_age", int),
+            "max_age": _number(text("max_age"), "max_age", int),
+            "phenotypes": parse_conditions(where).model_dump(mode="json") if where else None,
+        }
+        given = {k: v for k, v in given.items() if v is not None and v != []}
+        saved = self.saved.get(self.read_saved() or "")
+        if saved is not None:
+            kept = saved.query.model_dump(exclude_defaults=True)
+            emptied = [SHOWN_AT.get(k, k) for k in kept if k not in given]
+            if emptied:
+                raise ValidationError(
+                    f"the saved query {saved.name!r} is narrowed here, never widened: "
+                    f"{emptied[0]} cannot be emptied (choose no saved query to start afresh)",
+                    field=emptied[0],
+                )
+        return load_query(given)
 
     def read_uses(self) -> list[str]:
         return [c.name for c in self.query(".use").results(Checkbox) if c.value]
-
-    def read_as_of(self) -> date | None:
-        """The day consent is asked as of; empty is today (a past day reproduces an export)."""
-        return _day(self.query_one("#as_of", Input).value, "as_of")
 
     def read_request(self) -> tuple[ExportRequest, Path]:
         directory = self.query_one("#directory", Input).value.strip()
@@ -378,13 +384,13 @@ class ExportScreen(FormErrors, WorkScreen):
         mode = self.query_one("#mode", Select).value
         request = ExportRequest(
             query=self.read_query(),
+            saved=self.read_saved(),
             uses=self.read_uses(),
             mode=mode,
             formats=[c.name for c in self.query(".format").results(Checkbox) if c.value],
             per_participant=self.query_one("#per_participant", Checkbox).value,
             dua_reference=(dua or None) if mode == "limited" else None,
             reserve_request=reserve or None,
-            as_of=self.read_as_of(),
             window_days=self.app.settings.phenotype_window_days,
         )
         return request, Path(directory).expanduser()
@@ -394,7 +400,7 @@ class ExportScreen(FormErrors, WorkScreen):
     def action_preview(self) -> None:
         self.clear_errors()
         try:
-            query, uses, as_of = self.read_query(), self.read_uses(), self.read_as_of()
+            query, saved, uses = self.read_query(), self.read_saved(), self.read_uses()
         except ValidationError as error:
             self.refuse(error)
             return
@@ -402,7 +408,7 @@ class ExportScreen(FormErrors, WorkScreen):
         self.query_one("#counts", Static).update("Counting…")
         self.app.run_db(
             lambda session: cohorts.preview_cohort(
-                session, actor=actor, query=query, uses=uses, as_of=as_of, window_days=window
+                session, actor=actor, query=query, saved=saved, uses=uses, window_days=window
             ),
             self.show_preview,
             readonly=True,

@@ -1,0 +1,273 @@
+"""Reservations: tubes set aside for one request, for named uses, by someone who owns them.
+
+A tube has at most one standing reservation (the database's partial unique index says so), so
+a tube reserved for one request is never silently counted for another: reserving leaves it
+out, counted by reason ("reserved for REQ-…"). Consent is asked as of the day a reservation is
+made and again, for the reservation's uses, whenever the tube is handed over (checked out or
+distributed). A reservation ends when its owner or an admin releases it, when the tube is
+distributed, or when its status leaves `reserved` any other way; each end is an event and an
+audit entry, and the row stays.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import date, datetime
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlmodel import Session, select
+
+from biobank.db import flush, one_of
+from biobank.errors import NotFound, PermissionDenied, ValidationError
+from biobank.models import (
+    Role,
+    Specimen,
+    SpecimenReservation,
+    SpecimenStatus,
+    User,
+    utcnow,
+)
+from biobank.permissions import Actor, Permission, require
+from biobank.services import audit
+from biobank.services.consent_checks import consent_decisions, known_uses, require_consent
+from biobank.services.events import record_event
+from biobank.tabular import chunks
+
+BATCH = 1000
+HANDED_OVER = frozenset({SpecimenStatus.checked_out, SpecimenStatus.distributed})
+STANDING = SpecimenReservation.ended_at.is_(None)
+
+
+class ReservationSummary(BaseModel):
+    """What a reservation did: how many tubes it took, and why it left the others out."""
+
+    request: str
+    reserved: int
+    left_out: dict[str, int]
+
+
+class ReleaseSummary(BaseModel):
+    released: list[str]
+    reason: str
+
+
+def _request(text: str | None) -> str:
+    request = (text or "").strip()
+    if not request or len(request) > 120:
+        raise ValidationError("a reservation names its request (1-120 characters)",
+                              field="request", value=text)  # fmt: skip
+    return request
+
+
+def standing_reservation(session: Session, specimen_id: int) -> SpecimenReservation | None:
+    return session.exec(
+        select(SpecimenReservation).where(SpecimenReservation.specimen_id == specimen_id, STANDING)
+    ).first()
+
+
+def reserve_specimens(
+    session: Session,
+    *,
+    actor: Actor,
+    specimen_ids: Iterable[int],
+    request: str,
+    uses: list[str],
+    export_run_id: int | None = None,
+) -> ReservationSummary:
+    """Reserve these tubes for `request`, a batch at a time: available ones whose
+    participant's consent allows every use today. The others are left out and counted by
+    reason: reserved for another request (or already for this one), not available, consent."""
+    require(actor, Permission.export)
+    request, uses = _request(request), known_uses(session, uses)
+    today = date.today()
+    taken, left_out = 0, Counter()
+    for batch in chunks(specimen_ids, BATCH):
+        rows = session.execute(
+            select(Specimen, SpecimenReservation.request)
+            .outerjoin(
+                SpecimenReservation,
+                sa.and_(SpecimenReservation.specimen_id == Specimen.id, STANDING),
+            )
+            .where(one_of(session, Specimen.id, batch))
+            .order_by(Specimen.id)
+        ).all()
+        decisions = consent_decisions(
+            session, participant_ids={s.participant_id for s, _ in rows}, uses=uses, as_of=today
+        )
+        chosen = []
+        for specimen, held_for in rows:
+            decision = decisions[specimen.participant_id]
+            if held_for is not None:
+                left_out[f"reserved for {held_for}"] += 1
+            elif specimen.status is not SpecimenStatus.available:
+                left_out[specimen.status.value.replace("_", " ")] += 1
+            elif not decision.allowed:
+                left_out[decision.reason()] += 1
+            else:
+                chosen.append(specimen)
+        for specimen in chosen:
+            specimen.status = SpecimenStatus.reserved
+            specimen.updated_at = utcnow()
+            session.add(specimen)
+            session.add(
+                SpecimenReservation(
+                    specimen_id=specimen.id, request=request, uses=uses,
+                    owner_id=actor.user_id, export_run_id=export_run_id,
+                )
+            )  # fmt: skip
+            record_event(
+                session, actor=actor, specimen=specimen, event_type="reserved",
+                status_before=SpecimenStatus.available.value, reason=f"request {request}",
+                details={"request": request, "uses": uses, "export_run_id": export_run_id},
+            )  # fmt: skip
+        flush(session)
+        audit.record_many(
+            session,
+            actor=actor,
+            entries=[
+                {"action": "specimen.reserve", "entity": "specimen", "entity_id": s.id,
+                 "after": audit.snapshot(s) | {"request": request, "uses": uses},
+                 "reason": f"request {request}"}
+                for s in chosen
+            ],
+        )  # fmt: skip
+        taken += len(chosen)
+    return ReservationSummary(
+        request=request, reserved=taken, left_out=dict(sorted(left_out.items()))
+    )
+
+
+def release_reservations(
+    session: Session,
+    *,
+    actor: Actor,
+    reason: str,
+    accessions: list[str] | None = None,
+    request: str | None = None,
+) -> ReleaseSummary:
+    """Give reserved tubes back (available again): named ones, or every tube of a request.
+    Only a reservation's owner or an admin releases it; each release is an event."""
+    require(actor, Permission.view_inventory)
+    if not reason or not reason.strip():
+        raise ValidationError("a release needs a reason", field="reason")
+    if bool(accessions) == bool(request and request.strip()):
+        raise ValidationError("name the tubes or the request, not both", field="request")
+    query = select(SpecimenReservation, Specimen).join(
+        Specimen, Specimen.id == SpecimenReservation.specimen_id
+    ).where(STANDING)  # fmt: skip
+    if request:
+        rows = session.exec(query.where(SpecimenReservation.request == request.strip())).all()
+        if not rows:
+            raise NotFound(f"no tube is reserved for {request.strip()!r}", field="request",
+                           value=request)  # fmt: skip
+    else:
+        wanted = {a.strip().upper() for a in accessions or []}
+        rows = session.exec(query.where(Specimen.accession_id.in_(wanted))).all()
+        missing = sorted(wanted - {s.accession_id for _, s in rows})
+        if missing:
+            raise NotFound(f"{missing[0]} is not reserved", field="specimen", value=missing[0])
+    for reservation, _ in rows:
+        if reservation.owner_id != actor.user_id and actor.role is not Role.admin:
+            raise PermissionDenied(
+                f"{actor.username} ({actor.role.value}) may not release a reservation of "
+                f"another user (request {reservation.request})",
+                field="permission",
+                value="release",
+            )
+    for reservation, specimen in rows:
+        end_reservation(session, actor=actor, reservation=reservation,
+                        why=f"released: {reason.strip()}")  # fmt: skip
+        if specimen.status is SpecimenStatus.reserved:
+            before = audit.snapshot(specimen)
+            specimen.status = SpecimenStatus.available
+            specimen.updated_at = utcnow()
+            session.add(specimen)
+            record_event(
+                session, actor=actor, specimen=specimen, event_type="released",
+                status_before=SpecimenStatus.reserved.value, reason=reason.strip(),
+                details={"request": reservation.request},
+            )  # fmt: skip
+            flush(session)
+            audit.record(
+                session, actor=actor, action="specimen.release", entity="specimen",
+                entity_id=specimen.id, before=before, after=audit.snapshot(specimen),
+                reason=reason.strip(),
+            )  # fmt: skip
+    return ReleaseSummary(released=sorted(s.accession_id for _, s in rows), reason=reason.strip())
+
+
+def end_reservation(
+    session: Session, *, actor: Actor, reservation: SpecimenReservation, why: str
+) -> None:
+    before = audit.snapshot(reservation)
+    reservation.ended_at = utcnow()
+    reservation.ended_by_id = actor.user_id
+    reservation.end_reason = why
+    session.add(reservation)
+    flush(session)
+    audit.record(
+        session, actor=actor, action="reservation.end", entity="specimen_reservation",
+        entity_id=reservation.id, before=before, after=audit.snapshot(reservation), reason=why,
+    )  # fmt: skip
+
+
+def follow_status(
+    session: Session, *, actor: Actor, specimen: Specimen, new_status: SpecimenStatus
+) -> SpecimenStatus:
+    """What a reserved tube's change of status does to its reservation (custody calls this
+    for every change): handing it over asks consent for the reservation's uses today, a
+    check-in returns it to `reserved`, and any other status ends the reservation. Returns
+    the status the tube takes."""
+    if specimen.status not in (SpecimenStatus.reserved, SpecimenStatus.checked_out):
+        return new_status
+    reservation = standing_reservation(session, specimen.id)
+    if reservation is None:
+        return new_status
+    if new_status in HANDED_OVER:
+        require_consent(
+            session, participant_id=specimen.participant_id, uses=reservation.uses,
+            as_of=date.today(),
+            what=f"handing over {specimen.accession_id} (reserved for {reservation.request})",
+        )  # fmt: skip
+    if new_status is SpecimenStatus.available and specimen.status is SpecimenStatus.checked_out:
+        return SpecimenStatus.reserved
+    if new_status is not SpecimenStatus.checked_out:
+        end_reservation(session, actor=actor, reservation=reservation,
+                        why=f"tube {new_status.value.replace('_', ' ')}")  # fmt: skip
+    return new_status
+
+
+class ReservationRead(BaseModel):
+    accession_id: str
+    request: str
+    uses: list[str]
+    owner: str | None
+    reserved_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+
+
+def list_reservations(
+    session: Session, *, actor: Actor, request: str | None = None, standing_only: bool = True
+) -> list[ReservationRead]:
+    """The reservations (standing ones unless told), by request then tube."""
+    require(actor, Permission.view_inventory)
+    query = (
+        select(SpecimenReservation, Specimen.accession_id, User.username)
+        .join(Specimen, Specimen.id == SpecimenReservation.specimen_id)
+        .outerjoin(User, User.id == SpecimenReservation.owner_id)
+        .order_by(SpecimenReservation.request, Specimen.accession_id)
+    )
+    if standing_only:
+        query = query.where(STANDING)
+    if request:
+        query = query.where(SpecimenReservation.request == request.strip())
+    return [
+        ReservationRead(
+            accession_id=accession, request=r.request, uses=r.uses, owner=owner,
+            reserved_at=r.reserved_at, ended_at=r.ended_at, end_reason=r.end_reason,
+        )
+        for r, accession, owner in session.exec(query).all()
+    ]  # fmt: skip
