@@ -27,6 +27,8 @@ from biobank.models import (
     ExportRun,
     ExportRunSpecimen,
     Participant,
+    PhenotypeScope,
+    PhenotypeType,
     Role,
     Specimen,
     SpecimenEvent,
@@ -315,3 +317,50 @@ def test_a_withdrawal_after_an_export_lists_the_export_in_its_impact(cohort_db, 
     with uow(cohort_db) as session:
         report = consent.withdrawal_impact(session, actor=admin, participant="P-0001")
     assert [(e.run_code, e.specimens) for e in report.exports] == [(result.run_code, 2)]
+
+
+def test_a_variable_named_like_a_fixed_column_exports_under_a_name_of_its_own(
+    cohort_db, admin, tmp_path
+):
+    """A REDCap field called `quantity` (or `sex`) once blocked every export; now each format
+    carries it as `var_quantity`, and the dictionary says which variable that is."""
+    with uow(cohort_db) as session:
+        for name, scope in (
+            ("quantity", PhenotypeScope.visit),
+            ("sex", PhenotypeScope.participant),
+        ):
+            phenotypes.add_variable(
+                session, actor=admin,
+                definition=phenotypes.VariableRead(
+                    name=name, label=f"REDCap's {name}", value_type=PhenotypeType.integer,
+                    scope=scope,
+                ),
+            )  # fmt: skip
+        phenotypes.set_value(
+            session, actor=admin, participant="P-0001", variable="quantity", value="7",
+            visit="baseline",
+        )  # fmt: skip
+    result = _export(cohort_db, admin, tmp_path, per_participant=True)
+    rows = _csv(result.directory / "specimens.csv")
+    assert {"quantity", "var_quantity", "sex", "var_sex"} <= rows[0].keys()
+    assert {r["var_quantity"] for r in rows} == {"7", ""}
+    assert {r["quantity"] for r in rows} == {"500.0"}  # the tube's own, untouched
+    dictionary = {r["name"]: r for r in _csv(result.directory / "dictionary.csv")}
+    assert "the variable quantity" in dictionary["var_quantity"]["description"]
+    assert "var_sex" in _csv(result.directory / "participants.csv")[0]
+
+
+def test_a_renamed_variable_still_answers_to_its_old_name_and_a_retired_one_is_not_exported(
+    cohort_db, admin, tmp_path
+):
+    query = CohortQuery(phenotypes=parse_conditions("upcr >= 0.25"))
+    before = _export(cohort_db, admin, tmp_path, query=query, formats=["csv"])
+    with uow(cohort_db) as session:
+        phenotypes.rename_variable(
+            session, actor=admin, name="upcr", new_name="upcr_ratio", reason="clearer"
+        )
+        phenotypes.retire_variable(session, actor=admin, name="sledai2k", reason="not scored")
+    after = _export(cohort_db, admin, tmp_path, query=query, formats=["csv"])
+    assert after.counts == before.counts  # the old name in the query finds the renamed one
+    header = _csv(after.directory / "specimens.csv")[0].keys()
+    assert "upcr_ratio" in header and "upcr" not in header and "sledai2k" not in header

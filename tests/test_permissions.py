@@ -40,11 +40,13 @@ from biobank.models import (
     PhenotypeScope,
     PhenotypeType,
     Role,
+    Specimen,
     UserRead,
 )
 from biobank.permissions import MATRIX, Actor, Permission
 from biobank.phenotypes import Stored
 from biobank.services import (
+    agreements,
     audit,
     backups,
     cohorts,
@@ -62,6 +64,7 @@ from biobank.services import (
     phenotypes,
     reconcile,
     redcap_import,
+    reservations,
     scan,
     specimens,
     storage,
@@ -82,6 +85,11 @@ EXEMPT = {
     audit.record_many: "appends the caller's audit entries after the caller's own check",
     events.record_event: "appends the caller's custody event after the caller's own check",
     users.save_user: "writes a user its caller changed, and its audit entry, after its check",
+    reservations.follow_status: "custody's status changes call it after their own check",
+    reservations.end_reservation: "ends a reservation for a release or a status change, "
+    "after the caller's check",
+    agreements.covering_agreement: "the export's check of its agreement, after the export's "
+    "permission check",
 }
 
 DATA = Path(__file__).parent / "data"
@@ -93,6 +101,7 @@ TUBE = "T-STORED"  # P-0001's baseline serum, 1000 uL, available in BOX-A A1
 SECOND_TUBE = "T-SECOND"  # the same visit's, 500 uL, in BOX-A A2
 OUT_TUBE = "T-OUT"  # P-0002's, checked out of BOX-A A3 (its position held)
 PULL_TUBE = "T-PULL"  # P-0006's, in BOX-A A4, on the pull list: P-0006 withdrew (destroy)
+HELD_TUBE = "T-HELD"  # P-0001's, in BOX-A A5, reserved for REQ-HELD by "victim" (a PI)
 QUERY = CohortQuery(specimen_types=["SER"])
 USES = ["FUTURE_RESEARCH"]
 
@@ -198,6 +207,11 @@ def _add_values(w, s, a):
     return phenotypes.add_values(s, actor=a, participant=person, values=values, source="manual")
 
 
+def _restore_variable(w, s, a):
+    phenotypes.retire_variable(s, actor=w.admin, name="upcr", reason="not measured")
+    return phenotypes.restore_variable(s, actor=a, name="upcr", reason="measured again")
+
+
 def _legacy_plan(w, s, a):
     return legacy_import.check_inventory(s, actor=a, path=w.legacy_sheet, study="SLE")
 
@@ -224,6 +238,24 @@ def _write_redcap(w, s, a):
 
 def _export(mode=DeidentificationMode.safe_harbor, **options) -> exports.ExportRequest:
     return exports.ExportRequest(query=QUERY, uses=USES, mode=mode, **options)
+
+
+def _limited_export(w, s, a):
+    """Under the agreement registered for the actor (see `_seed`)."""
+    request = _export(DeidentificationMode.limited, dua_reference=f"DUA-{a.username}")
+    return exports.run_export(s, actor=a, request=request, directory=w.exports)
+
+
+def _release_own(w, s, a):
+    held = reservations.reserve_specimens(
+        s, actor=a, specimen_ids=[_tube_id(s, SECOND_TUBE)], request="REQ-OWN", uses=USES
+    )
+    assert held.reserved == 1, held
+    return reservations.release_reservations(s, actor=a, request="REQ-OWN", reason="not needed")
+
+
+def _tube_id(session, legacy_id: str) -> int:
+    return session.execute(sa.select(Specimen.id).where(Specimen.legacy_id == legacy_id)).scalar()
 
 
 # --- The table ---------------------------------------------------------------------------------
@@ -364,6 +396,9 @@ CASES = [
     ),
     row(phenotypes.store_value, ADMIN, call=_store_value),
     row(phenotypes.add_values, ADMIN, call=_add_values),
+    row(phenotypes.rename_variable, ADMIN, name="upcr", new_name="upcr_ratio", reason="clearer"),
+    row(phenotypes.retire_variable, ADMIN, name="upcr", reason="not measured"),
+    row(phenotypes.restore_variable, ADMIN, call=_restore_variable),
     row(phenotypes.participant_phenotypes, EVERYONE, participant="P-0001"),
     row(phenotypes.specimen_phenotypes, EVERYONE, accession=TUBE),
     # cohorts and exports: PIs query and export de-identified data; identified data is admins'
@@ -371,11 +406,28 @@ CASES = [
     row(cohorts.save_query, RESEARCH, name="new query", query=QUERY),
     row(cohorts.get_saved_query, RESEARCH, name="serum"),
     row(cohorts.list_saved_queries, RESEARCH),
-    row(exports.run_export, RESEARCH, request=_export(), directory=Seeded("exports")),
+    row(cohorts.resolve_query, RESEARCH, query=QUERY, saved="serum"),
     row(
-        exports.run_export, RESEARCH, variant="limited", directory=Seeded("exports"),
-        request=_export(DeidentificationMode.limited, dua_reference="DUA-1"),
+        cohorts.allowed_on, ADMIN, as_of=date(2024, 1, 1), uses=USES, query=QUERY,
+        reason="the IRB asked", listed=True,
     ),
+    # reservations: PIs reserve through exports and release their own; admins release any
+    row(reservations.reserve_specimens, RESEARCH, call=lambda w, s, a: (
+        reservations.reserve_specimens(s, actor=a, specimen_ids=[_tube_id(s, TUBE)],
+                                       request="REQ-2", uses=USES))),
+    row(reservations.release_reservations, RESEARCH, variant="own", call=_release_own),
+    row(reservations.release_reservations, ADMIN, variant="of_another_user", request="REQ-HELD",
+        reason="request withdrawn"),
+    row(reservations.list_reservations, EVERYONE),
+    # data use agreements: admins register them; PIs see their own
+    row(
+        agreements.register_agreement, ADMIN, reference="DUA-NEW", pi="pi1", study="SLE",
+        uses=USES, starts_on=date(2026, 1, 1), expires_on=date(2030, 1, 1),
+    ),
+    row(agreements.revoke_agreement, ADMIN, reference="DUA-pi1", reason="terminated"),
+    row(agreements.list_agreements, RESEARCH),
+    row(exports.run_export, RESEARCH, request=_export(), directory=Seeded("exports")),
+    row(exports.run_export, RESEARCH, variant="limited", call=_limited_export),
     row(
         exports.run_export, RESEARCH, variant="reserving", directory=Seeded("exports"),
         request=_export(reserve_request="REQ-1"),
@@ -490,6 +542,21 @@ def _seed(engine: Engine, admin: Actor, exported_to: Path) -> tuple[str, str, in
             requested_by="participant", disposition="destroy",
         )  # fmt: skip
         cohorts.save_query(session, actor=admin, name="serum", query=QUERY)
+        held = specimens.accession(
+            session, actor=admin, participant="P-0001", visit="baseline", specimen_type="SER",
+            quantity=500, unit="uL", collected_at=drawn, legacy_id=HELD_TUBE, destination=BOX,
+            position="A5",
+        )  # fmt: skip
+        victim = users.find_user(session, "victim")
+        reservations.reserve_specimens(
+            session, actor=Actor(victim.id, "victim", P, "test-bench"), specimen_ids=[held.id],
+            request="REQ-HELD", uses=USES,
+        )  # fmt: skip
+        for pi in ("pi1", "admin"):
+            agreements.register_agreement(
+                session, actor=admin, reference=f"DUA-{pi}", pi=pi, study="SLE", uses=USES,
+                starts_on=date(2020, 1, 1), expires_on=date(2099, 1, 1),
+            )  # fmt: skip
     runs = []
     for request in (_export(), _export(IDENTIFIED)):
         with uow(engine) as session:

@@ -1,5 +1,5 @@
-"""`biobank phenotype …`: the data dictionary, participants' values, and a specimen's
-phenotype at collection."""
+"""`biobank phenotype …`: the data dictionary (and admins' renames and retirements of its
+variables), participants' values, and a specimen's phenotype at collection."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ from biobank.services import phenotypes
 from biobank.services.phenotypes import VariableRead
 
 app = typer.Typer(help="Phenotype data: the dictionary and each participant's values.")
+variable_app = typer.Typer(help="Rename, retire or restore a dictionary variable (admins).")
+app.add_typer(variable_app, name="variable")
+
+Reason = typer.Option(..., "--reason", help="Why (kept in the audit trail).")
 
 OUTCOME_WORDS = {"added": "added", "changed": "changed", "same": "unchanged"}
 
@@ -49,16 +53,22 @@ def _text(value: Any) -> str:
 def dictionary(
     ctx: typer.Context,
     category: str | None = typer.Option(None, "--category", help="e.g. labs, activity."),
+    everything: bool = typer.Option(
+        False, "--all", help="Retired variables too, with the day each was retired."
+    ),
     json: JsonOption = False,
 ) -> None:
     """The phenotype data dictionary."""
     with work(ctx, readonly=True) as (session, actor):
-        rows = phenotypes.list_variables(session, actor=actor, category=category)
+        rows = phenotypes.list_variables(
+            session, actor=actor, category=category, include_retired=everything
+        )
     if json:
         emit_json(rows)
         return
     emit_table(
-        ["name", "label", "type", "scope", "unit", "range", "choices", "code"],
+        ["name", "label", "type", "scope", "unit", "range", "choices", "code"]
+        + (["retired"] if everything else []),
         [
             (
                 v.name,
@@ -70,9 +80,52 @@ def dictionary(
                 ", ".join(c["code"] for c in v.choices or []),
                 v.code,
             )
+            + ((v.retired_at and v.retired_at.date(),) if everything else ())
             for v in rows
         ],
     )
+
+
+@variable_app.command("rename")
+def variable_rename(
+    ctx: typer.Context, old: str, new: str, reason: str = Reason, json: JsonOption = False
+) -> None:
+    """Rename a variable: its values follow it, and its old name still finds it."""
+    with work(ctx) as (session, actor):
+        renamed = phenotypes.rename_variable(
+            session, actor=actor, name=old, new_name=new, reason=reason
+        )
+    if json:
+        emit_json(renamed)
+        return
+    message(f"renamed {renamed.former_names[-1]} to {renamed.name}")
+
+
+@variable_app.command("retire")
+def variable_retire(
+    ctx: typer.Context, name: str, reason: str = Reason, json: JsonOption = False
+) -> None:
+    """Retire a variable: its values are kept, but it takes no new ones and is no longer
+    queried or exported."""
+    with work(ctx) as (session, actor):
+        retired = phenotypes.retire_variable(session, actor=actor, name=name, reason=reason)
+    if json:
+        emit_json(retired)
+        return
+    message(f"retired {retired.name}; its values are kept")
+
+
+@variable_app.command("restore")
+def variable_restore(
+    ctx: typer.Context, name: str, reason: str = Reason, json: JsonOption = False
+) -> None:
+    """Put a retired variable back in use, with the values it kept."""
+    with work(ctx) as (session, actor):
+        restored = phenotypes.restore_variable(session, actor=actor, name=name, reason=reason)
+    if json:
+        emit_json(restored)
+        return
+    message(f"restored {restored.name}")
 
 
 @app.command("set")

@@ -49,6 +49,7 @@ from biobank.services.phenotypes import (
     Collected,
     stored_time,
     values_at_collection,
+    variables_by_name,
 )
 from biobank.services.specimens import specimen_type_code
 from biobank.services.storage import get_unit, subtree_range
@@ -197,7 +198,8 @@ def _prepare_group(group: Group, specs: dict[str, Spec]) -> Group:
             value = [_coerce(spec, v, c.variable) for v in c.value]
         elif c.op != "exists":
             value = _coerce(spec, c.value, c.variable)
-        conditions.append(c.model_copy(update={"value": value}))
+        # by its current name: a query written before a rename still runs
+        conditions.append(c.model_copy(update={"variable": spec.name, "value": value}))
     return Group(match=group.match, conditions=conditions)
 
 
@@ -224,8 +226,9 @@ def prepare(session: Session, query: CohortQuery) -> _Prepared:
         get_unit(session, query.storage)
     if query.study:
         query = query.model_copy(update={"study": get_study(session, query.study).code})
-    variables = {v.name: v for v in session.exec(select(PhenotypeVariable)).all()}
-    specs = {name: Spec.of(v) for name, v in variables.items()}
+    known = variables_by_name(session)  # current and former names; never retired ones
+    variables = {v.name: v for v in known.values()}
+    specs = {name: Spec.of(v) for name, v in known.items()}
     conditions = _prepare_group(query.phenotypes, specs) if query.phenotypes else None
     query = query.model_copy(update={"specimen_types": types})
     return _Prepared(query=query, variables=variables, specs=specs, conditions=conditions)

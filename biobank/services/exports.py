@@ -37,6 +37,7 @@ from biobank.errors import NotFound, ValidationError
 from biobank.export import fhir, tabular
 from biobank.export.columns import Column
 from biobank.export.files import write_pending
+from biobank.export.names import phenotype_column_names
 from biobank.models import (
     ConsentStatement,
     DeidentificationMode,
@@ -176,8 +177,12 @@ KINDS = {
 
 def _phenotype_columns(
     variables: list[PhenotypeVariable], mode: DeidentificationMode
-) -> list[Column]:
-    """One column per dictionary variable, named from it; free text only when identified."""
+) -> list[tuple[str, Column]]:
+    """One column per dictionary variable, (variable name, column): named from the variable,
+    in a namespace of its own (`export.names`: a variable called `quantity` is the column
+    `var_quantity`, so no name a REDCap project chose can block an export); free text only
+    when identified."""
+    named = phenotype_column_names([v.name for v in variables])
     columns = []
     for v in variables:
         if v.value_type is PhenotypeType.text and mode is not DeidentificationMode.identified:
@@ -185,14 +190,14 @@ def _phenotype_columns(
         kind = KINDS[v.value_type]
         if kind == "date" and mode is DeidentificationMode.safe_harbor:
             kind = "year"
-        columns.append(
-            Column(
-                v.name, v.label, kind=kind, role="phenotype", unit=v.unit,
-                code_system=v.code_system, code=v.code,
-                choices=tuple((c["code"], c["label"]) for c in v.choices or ()),
-                description="; ".join(filter(None, (SCOPE_NOTE[v.scope], v.description))),
-            )
-        )  # fmt: skip
+        source = None if named[v.name] == v.name else f"the variable {v.name}"
+        description = "; ".join(filter(None, (SCOPE_NOTE[v.scope], v.description, source)))
+        columns.append((v.name, Column(
+            named[v.name], v.label, kind=kind, role="phenotype", unit=v.unit,
+            code_system=v.code_system, code=v.code,
+            choices=tuple((c["code"], c["label"]) for c in v.choices or ()),
+            description=description,
+        )))  # fmt: skip
     return columns
 
 
@@ -247,17 +252,17 @@ def _rows(
     *,
     key: str,
     mode: DeidentificationMode,
-    phenotype_columns: list[Column],
+    phenotype_columns: list[tuple[str, Column]],
     on_batch: Callable[[list[Selected]], None],
 ) -> Iterator[tuple]:
     """Each selected specimen as an export row, de-identified for the mode, its values in the
-    order of `_fixed_columns(mode) + phenotype_columns`."""
+    order of `_fixed_columns(mode)` and the phenotype columns."""
     safe = mode is DeidentificationMode.safe_harbor
     identified = mode is DeidentificationMode.identified
     codes = ExportCodes(key)
-    names = [c.name for c in phenotype_columns]
-    to_year = [at for at, c in enumerate(phenotype_columns) if c.kind == "year"]
-    listed = [at for at, c in enumerate(phenotype_columns) if c.kind == "string"]
+    names = [name for name, _ in phenotype_columns]  # the values are the variables'
+    to_year = [at for at, (_, c) in enumerate(phenotype_columns) if c.kind == "year"]
+    listed = [at for at, (_, c) in enumerate(phenotype_columns) if c.kind == "string"]
     participant = (None, None)  # rows come participant by participant: (id, code)
     for batch in chunks(selected, BATCH):
         on_batch(batch)
@@ -561,9 +566,15 @@ def _write_files(
 ) -> _Written:
     """Select the cohort, de-identify it and write every file (the dictionary first): what a
     new export and a replay share."""
-    variables = list(session.exec(select(PhenotypeVariable).order_by(PhenotypeVariable.id)))
+    variables = list(
+        session.exec(
+            select(PhenotypeVariable)
+            .where(PhenotypeVariable.retired_at.is_(None))
+            .order_by(PhenotypeVariable.id)
+        )
+    )
     phenotype_columns = _phenotype_columns(variables, mode)
-    columns = _fixed_columns(mode) + phenotype_columns
+    columns = _fixed_columns(mode) + [column for _, column in phenotype_columns]
     tally = Tally()
     formats = list(dict.fromkeys(formats))
     participants: set[int] = set()  # for FHIR's consents only: the rest streams
@@ -605,7 +616,9 @@ def _write_files(
         written.append(writers[fmt](target / FILE_NAMES[fmt], rows if spool is None
                                     else _read_spool(spool)))  # fmt: skip
     if per_participant:
-        per_person = {v.name for v in variables if v.scope is PhenotypeScope.participant}
+        scopes = {v.name: v.scope for v in variables}
+        per_person = {c.name for name, c in phenotype_columns
+                      if scopes[name] is PhenotypeScope.participant}  # fmt: skip
         written.append(_participant_file(target, spool, columns, per_person))
     if spool is not None:
         spool.close()

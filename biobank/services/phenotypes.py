@@ -1,5 +1,9 @@
 """The phenotype data dictionary and the values of participants and visits.
 
+Admins rename and retire variables rather than delete them: a variable keeps the names it had
+(saved queries, recorded exports and re-imports that use one still find it, and none is ever
+given to another variable), and a retired one keeps its values but takes no new ones.
+
 "The value at a specimen's collection" is the value of the specimen's own visit or, failing
 that, the latest value observed on or before the collection date within a window (settings:
 `phenotype_window_days`); a participant-level value (sex-like facts, classification, diagnosis
@@ -20,7 +24,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, select
 
 from biobank.db import flush, one_of
-from biobank.errors import AlreadyExists, NotFound, ValidationError
+from biobank.errors import AlreadyExists, InvalidTransition, NotFound, ValidationError
 from biobank.models import (
     Participant,
     PhenotypeScope,
@@ -54,6 +58,8 @@ class VariableRead(BaseModel):
     code: str | None = None
     category: str | None = None
     description: str | None = None
+    former_names: list[str] | None = None  # set by `rename_variable`, never by a definition
+    retired_at: datetime | None = None  # set by `retire_variable`
 
 
 class ValueRead(BaseModel):
@@ -90,24 +96,65 @@ def get_variable(session: Session, name: str) -> PhenotypeVariable:
 
 
 def list_variables(
-    session: Session, *, actor: Actor, category: str | None = None
+    session: Session,
+    *,
+    actor: Actor,
+    category: str | None = None,
+    include_retired: bool = False,
 ) -> list[VariableRead]:
     require(actor, Permission.view_inventory)
     query = select(PhenotypeVariable).order_by(PhenotypeVariable.id)
     if category:
         query = query.where(PhenotypeVariable.category == category.strip().lower())
+    if not include_retired:
+        query = query.where(PhenotypeVariable.retired_at.is_(None))
     return [variable_read(r) for r in session.exec(query)]
+
+
+def variables_by_name(
+    session: Session, *, include_retired: bool = False
+) -> dict[str, PhenotypeVariable]:
+    """Every variable under its name and under each name it had, so that what names it by an
+    old name (a saved query, a recorded export, a re-import) still finds it. Retired ones only
+    when asked: the REDCap import must know their names to leave them alone."""
+    rows = session.exec(select(PhenotypeVariable).order_by(PhenotypeVariable.id)).all()
+    rows = [r for r in rows if include_retired or r.retired_at is None]
+    found = {r.name: r for r in rows}
+    for row in rows:
+        found |= {old: row for old in row.former_names or () if old not in found}
+    return found
+
+
+def _check_name(name: str, *, field: str = "name") -> str:
+    """A variable name as REDCap writes a field's."""
+    if not VARIABLE_NAME.match(name):
+        raise ValidationError(
+            "a variable name is 1-64 of a-z, 0-9 and '_', starting with a letter",
+            field=field,
+            value=name,
+        )
+    return name
+
+
+def _refuse_taken(session: Session, name: str, *, field: str, renaming: int | None = None) -> None:
+    """A name is never reused: not another variable's, nor one another variable had (what
+    named that one by it would find this one)."""
+    for variable_id, current, former in session.execute(
+        sa.select(PhenotypeVariable.id, PhenotypeVariable.name, PhenotypeVariable.former_names)
+    ):
+        if variable_id == renaming:
+            continue
+        if name == current:
+            raise AlreadyExists(f"phenotype variable {name} exists", field=field, value=name)
+        if name in (former or ()):
+            raise AlreadyExists(
+                f"{name} was the name of phenotype variable {current}", field=field, value=name
+            )
 
 
 def check_definition(definition: VariableRead) -> VariableRead:
     """A dictionary entry that makes sense: a name, choices for a choice, a range in order."""
-    name = definition.name
-    if not VARIABLE_NAME.match(name):
-        raise ValidationError(
-            "a variable name is 1-64 of a-z, 0-9 and '_', starting with a letter",
-            field="name",
-            value=name,
-        )
+    name = _check_name(definition.name)
     if not definition.label.strip():
         raise ValidationError(f"{name}: a variable needs a label", field="label", value=name)
     choosing = definition.value_type in (PhenotypeType.choice, PhenotypeType.multi_choice)
@@ -131,13 +178,8 @@ def check_definition(definition: VariableRead) -> VariableRead:
 def add_variable(session: Session, *, actor: Actor, definition: VariableRead) -> VariableRead:
     require(actor, Permission.record_phenotypes)
     definition = check_definition(definition)
-    if session.exec(
-        select(PhenotypeVariable.id).where(PhenotypeVariable.name == definition.name)
-    ).first():
-        raise AlreadyExists(
-            f"phenotype variable {definition.name} exists", field="name", value=definition.name
-        )
-    row = PhenotypeVariable(**definition.model_dump())
+    _refuse_taken(session, definition.name, field="name")
+    row = PhenotypeVariable(**definition.model_dump(exclude={"former_names", "retired_at"}))
     session.add(row)
     flush(session)
     audit.record(
@@ -149,6 +191,100 @@ def add_variable(session: Session, *, actor: Actor, definition: VariableRead) ->
         after=audit.snapshot(row),
     )
     return variable_read(row)
+
+
+def _reason(reason: str | None) -> str:
+    if not reason or not reason.strip():
+        raise ValidationError("a change to the dictionary names its reason", field="reason")
+    return reason.strip()
+
+
+def _change_variable(
+    session: Session,
+    *,
+    actor: Actor,
+    row: PhenotypeVariable,
+    action: str,
+    before: dict[str, Any],
+    reason: str,
+) -> VariableRead:
+    """Write a changed dictionary entry and its audit entry (before, after, why)."""
+    session.add(row)
+    flush(session)
+    audit.record(
+        session,
+        actor=actor,
+        action=f"phenotype_variable.{action}",
+        entity="phenotype_variable",
+        entity_id=row.id,
+        before=before,
+        after=audit.snapshot(row),
+        reason=reason,
+    )
+    return variable_read(row)
+
+
+def rename_variable(
+    session: Session, *, actor: Actor, name: str, new_name: str, reason: str
+) -> VariableRead:
+    """Its values follow (they hold its id); the old name joins its former names, so what
+    names it so still finds it, and renaming back takes a former name off that list."""
+    require(actor, Permission.record_phenotypes)
+    reason = _reason(reason)
+    row = get_variable(session, name)
+    new_name = _check_name(new_name, field="new_name")
+    if new_name == row.name:
+        raise ValidationError(
+            f"{row.name} is the variable's name already", field="new_name", value=new_name
+        )
+    _refuse_taken(session, new_name, field="new_name", renaming=row.id)
+    before = audit.snapshot(row)
+    row.former_names = [n for n in row.former_names or () if n != new_name] + [row.name]
+    row.name = new_name
+    return _change_variable(
+        session, actor=actor, row=row, action="rename", before=before, reason=reason
+    )
+
+
+def retire_variable(session: Session, *, actor: Actor, name: str, reason: str) -> VariableRead:
+    """Kept with its values, but no longer recorded, queried or exported."""
+    require(actor, Permission.record_phenotypes)
+    reason = _reason(reason)
+    row = get_variable(session, name)
+    if row.retired_at is not None:
+        raise InvalidTransition(
+            f"phenotype variable {row.name} is retired already", field="variable", value=row.name
+        )
+    before = audit.snapshot(row)
+    row.retired_at = utcnow()
+    return _change_variable(
+        session, actor=actor, row=row, action="retire", before=before, reason=reason
+    )
+
+
+def restore_variable(session: Session, *, actor: Actor, name: str, reason: str) -> VariableRead:
+    """A retired variable in use again, with the values it kept."""
+    require(actor, Permission.record_phenotypes)
+    reason = _reason(reason)
+    row = get_variable(session, name)
+    if row.retired_at is None:
+        raise InvalidTransition(
+            f"phenotype variable {row.name} is not retired", field="variable", value=row.name
+        )
+    before = audit.snapshot(row)
+    row.retired_at = None
+    return _change_variable(
+        session, actor=actor, row=row, action="restore", before=before, reason=reason
+    )
+
+
+def _refuse_retired(variable: PhenotypeVariable) -> None:
+    if variable.retired_at is not None:
+        raise ValidationError(
+            f"{variable.name} is a retired variable: it takes no new values",
+            field="variable",
+            value=variable.name,
+        )
 
 
 # --- Values ---------------------------------------------------------------------------------
@@ -187,6 +323,7 @@ def store_value(
     """Add a value, or change the one already there (audited with before and after), or
     leave an equal one alone: storing the same thing twice changes nothing."""
     require(actor, Permission.record_phenotypes)
+    _refuse_retired(variable)
     if variable.scope is PhenotypeScope.visit and visit is None:
         raise ValidationError(
             f"{variable.name} is recorded per visit: name the visit",
@@ -249,6 +386,7 @@ def add_values(
     require(actor, Permission.record_phenotypes)
     rows = []
     for visit, variable, stored in values:
+        _refuse_retired(variable)
         if (visit is None) != (variable.scope is PhenotypeScope.participant):
             raise ValidationError(
                 f"{variable.name} is recorded per {variable.scope.value}",

@@ -4,7 +4,9 @@ unless another is given) onto participants, visits, phenotype values, consent an
 identity table.
 
 Dictionary fields become phenotype variables (a field named like a variable already in the
-dictionary is matched to it, its choice codes mapped by label); events become visits; the
+dictionary, now or before an admin renamed it, is matched to it, its choice codes mapped by
+label; the values of a retired variable are left out with a notice, since the project usually
+keeps the field an admin retired here); events become visits; the
 demographic fields the mapping names become the participant; consent fields become signed
 consent documents; fields marked `Identifier? = y` go only to the identity table.
 
@@ -387,6 +389,7 @@ class _Checker:
             notices=notices,
         )
         self.fields: dict[str, redcap.Field] = {}
+        self.known: dict[str, PhenotypeVariable] = {}  # by name and former name, retired too
         self.targets: dict[str, _Target] = {}
         self.others: list[redcap.Field] = []  # identifiers for the identity table's `other`
         self.phi: set[str] = set()  # fields whose values faults do not show
@@ -481,6 +484,7 @@ class _Checker:
             if self.role_field(field_name, f"identity.{column}", wanted):
                 self.phi.add(field_name)
         self.read_consent_fields()
+        self.known = phenotypes.variables_by_name(self.session, include_retired=True)
         for f in found.fields.values():
             if f.name in roles:
                 if f.identifier and f.name not in self.phi:
@@ -585,11 +589,24 @@ class _Checker:
         return documents
 
     def target(self, f: redcap.Field) -> None:
-        """The variable a field's values go to: matched by name, else made from the field."""
-        variable = self.session.exec(
-            select(PhenotypeVariable).where(PhenotypeVariable.name == f.name)
-        ).first()
+        """The variable a field's values go to: matched by name (or a former name), else made
+        from the field; none for a retired one."""
+        variable = self.known.get(f.name)
         name = self.report.dictionary
+        if variable is not None:
+            if variable.retired_at is not None:
+                self.report.notices.append(
+                    f"{f.name}: the variable {variable.name} is retired; its values are not "
+                    "imported"
+                )
+                return
+            twin = next((t.field.name for t in self.targets.values() if t.variable is variable), "")
+            if twin:
+                reason = f"{f.name} and {twin} are both the variable {variable.name} (renamed)"
+                self.fault(name, None, f.line, f.name, f.name, reason)
+                return
+            if variable.name != f.name:
+                self.report.notices.append(f"{f.name} is the variable {variable.name} (renamed)")
         if variable is None:
             scope = (
                 PhenotypeScope.participant

@@ -33,7 +33,10 @@ def install_reference_data(session: Session) -> int:
     core = lupus_core()
     # Core columns, not the ORM's: with nothing to add, a start need not set up the mappers
     have_statements = set(session.scalars(sa.select(ConsentStatement.__table__.c.code)))
-    have_variables = set(session.scalars(sa.select(PhenotypeVariable.__table__.c.name)))
+    variables = PhenotypeVariable.__table__.c
+    have_variables = set()  # a renamed core variable has its core name among its former names
+    for name, former in session.execute(sa.select(variables.name, variables.former_names)):
+        have_variables |= {name, *(former or ())}
     added: list[ConsentStatement | PhenotypeVariable] = [
         ConsentStatement(**s) for s in core["statements"] if s["code"] not in have_statements
     ]
