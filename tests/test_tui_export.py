@@ -107,6 +107,7 @@ def test_a_pi_previews_and_exports_a_cohort_to_csv(cohort_db, actors, tmp_path):
             assert "Selected: 1 specimen of 1 participant" in _text(screen, "#counts")
 
             screen.query_one("#directory", Input).value = str(tmp_path / "out")
+            screen.query_one("#reserve_request", Input).value = "REQ-TUI"
             await _keys(app, pilot, "ctrl+y")
             [run_code] = _runs(cohort_db)
             folder = tmp_path / "out" / run_code
@@ -114,6 +115,8 @@ def test_a_pi_previews_and_exports_a_cohort_to_csv(cohort_db, actors, tmp_path):
             manifest = json.loads((folder / "manifest.json").read_text())
             assert manifest["counts"]["specimens"] == 1 and manifest["uses"] == ["GENETIC"]
             assert manifest["mode"] == "safe_harbor"
+            assert manifest["saved_query"]["name"] == "ln-genetic"  # the form narrowed nothing
+            assert manifest["reservation"] == {"request": "REQ-TUI", "reserved": 1, "left_out": {}}
             bar = screen.query_one("#export-progress", ProgressBar)
             assert bar.total == 10 and bar.percentage == 1  # the worker's steps reached the UI
             result = _text(screen, "#export-result")
@@ -122,6 +125,7 @@ def test_a_pi_previews_and_exports_a_cohort_to_csv(cohort_db, actors, tmp_path):
             assert re.search(rf"specimens\.csv +1 rows +SHA-256 {sha[:12]}", result)
             assert str(folder / "manifest.json") in result
             assert "GENETIC refused: 1 specimen" in result
+            assert "Reserved for REQ-TUI: 1 tube" in result
 
             await _keys(app, pilot, "ctrl+g")
             assert isinstance(app.screen, ManifestScreen)

@@ -121,6 +121,13 @@ def result_text(result: ExportResult) -> Text:
     for f in result.files:
         lines.append(Text(f"  {f.name:<24} {f.rows:>8} rows  SHA-256 {f.sha256[:12]}…"))
     lines += _exclusions(result.exclusions)
+    held = result.reservation
+    if held is not None:
+        lines.append(Text(f"Reserved for {held.request}: {_plural(held.reserved, 'tube')}"))
+        lines += [
+            Text(f"  not reserved, {why}: {_plural(n, 'tube')}", style="yellow")
+            for why, n in held.left_out.items()
+        ]
     lines.append(Text(f"Manifest: {result.manifest}  (Ctrl+G reads it)"))
     return Text("\n").join(lines)
 
