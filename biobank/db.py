@@ -51,11 +51,21 @@ stored_text.guard(Session)  # every unit of work's text, checked alike on both e
 
 
 def make_engine(url: str) -> Engine:
-    """Build an engine for `url` with the settings each engine needs."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
+    """Build an engine for `url` with the settings each engine needs; a URL that is not one
+    (a bad port, an unknown kind of database) is refused in one line, its password hidden."""
+    try:
+        parsed = make_url(url)
+        backend = parsed.get_backend_name()
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"{backend} is not a database biobank runs on (SQLite, PostgreSQL)")
+    except (ValueError, exc.ArgumentError) as error:
+        raise ValidationError(
+            f"the database URL {hide_secrets(str(url))} cannot be used: {error}",
+            field="database_url",
+        ) from None
+    if backend == "sqlite":
         return _sqlite_engine(parsed)
-    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+    if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
         utc = {} if "options" in parsed.query else {"options": "-c TimeZone=UTC"}

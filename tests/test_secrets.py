@@ -118,6 +118,21 @@ def test_an_unreachable_database_is_named_without_its_password(monkeypatch, url,
     assert "cannot open the database at postgresql+psycopg://u" in failed.stderr
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        (f"postgresql://u:{PASSWORD}@127.0.0.1:notaport/x", "invalid literal"),
+        (f"mysql://u:{PASSWORD}@127.0.0.1/x", "mysql is not a database biobank runs on"),
+        ("not a url", "Could not parse"),
+    ],
+)
+def test_a_url_that_cannot_be_used_is_one_line_without_its_password(monkeypatch, url, why):
+    _secret_environment(monkeypatch, url)
+    failed = _run("study", "list", code=2)
+    assert failed.stderr.count("\n") == 1 and why in failed.stderr
+    assert "the database URL" in failed.stderr and "Traceback" not in failed.stderr
+
+
 def test_the_installed_command_prints_no_secret():
     environment = {**os.environ, "BIOBANK_DATABASE_URL": UNREACHABLE, "BIOBANK_TOKEN": TOKEN}
     for args, code in ((["config", "show"], 0), (["config", "show", "--json"], 0),
