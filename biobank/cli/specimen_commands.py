@@ -371,7 +371,8 @@ def release(
     if json:
         emit_json(result)
         return
-    message(f"released {len(result.released)}: {', '.join(result.released)}")
+    shown = ", ".join(result.released[:10]) + (", …" if len(result.released) > 10 else "")
+    message(f"released {len(result.released)}: {shown}")
 
 
 @app.command("reservations")
