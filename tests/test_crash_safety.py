@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,9 +110,21 @@ def _runs(url: str) -> set[str]:
     return found
 
 
+def _incomplete(url: str) -> set[str]:
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        found = connection.execute(
+            sa.text("SELECT run_code FROM export_run WHERE manifest_sha256 = ''")
+        ).scalars()
+        found = set(found)
+    engine.dispose()
+    return found
+
+
 def test_an_export_killed_part_way_leaves_no_file_that_claims_success(cli_env, db_url, tmp_path):
-    """A manifest appears only once its run is committed, and lists whole files; a run
-    killed before its commit leaves no trace in the database."""
+    """The run is on record before any file is written; its folder appears, whole and with its
+    manifest, only once the run is committed complete. A kill leaves no visible file of an
+    unfinished run, and the run listed as incomplete."""
     out = tmp_path / "out"
     command = ["export", "run", "--use", "FUTURE_RESEARCH", "--format", "csv", "--format", "xlsx",
                "--format", "parquet", "--format", "fhir", "--to", str(out)]  # fmt: skip
@@ -122,6 +135,12 @@ def test_an_export_killed_part_way_leaves_no_file_that_claims_success(cli_env, d
         assert _claims(out) == []
         claimed = {m.parent.name for m in out.glob("*/manifest.json")}
         assert claimed <= _runs(db_url), "a manifest for a run the database does not have"
+        visible = {p.name for p in out.glob("*") if not p.name.startswith(".")}
+        assert visible == claimed, "a visible export folder without its manifest"
+        assert not claimed & _incomplete(db_url)
+        if code is None:  # killed: any folder being written belongs to a recorded run
+            staged = {p.name.strip(".").removesuffix(".part") for p in out.glob(".EX-*")}
+            assert staged <= _incomplete(db_url)
         assert _database_state(db_url)[0] == specimens
         if code is None:
             killed += 1
@@ -129,3 +148,7 @@ def test_an_export_killed_part_way_leaves_no_file_that_claims_success(cli_env, d
             assert code == 0 and claimed
             break
     assert killed, "the export was never killed part-way"
+    listed = CliRunner().invoke(app, ["export", "list"], env=cli_env)
+    assert listed.exit_code == 0, listed.output
+    for run_code in _incomplete(db_url):
+        assert re.search(rf"{run_code} .* incomplete", listed.stdout), listed.stdout

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import hmac
 import json
+import re
 import zipfile
 from datetime import date
 from pathlib import Path
@@ -259,7 +260,7 @@ def test_modes_need_their_permission_or_agreement(cohort_db, actors, admin, tmp_
         actions = session.execute(
             sa.select(AuditEntry.action).where(AuditEntry.entity == "export_run")
         ).scalars()
-        assert list(actions) == ["export.run", "export.identified"]
+        assert list(actions) == ["export.start", "export.run", "export.start", "export.identified"]
 
 
 def test_an_aliquot_names_its_parent_by_the_code_or_the_accession_id(cohort_db, admin, tmp_path):
@@ -364,3 +365,39 @@ def test_a_renamed_variable_still_answers_to_its_old_name_and_a_retired_one_is_n
     assert after.counts == before.counts  # the old name in the query finds the renamed one
     header = _csv(after.directory / "specimens.csv")[0].keys()
     assert "upcr_ratio" in header and "upcr" not in header and "sledai2k" not in header
+
+
+def test_a_run_is_on_record_before_its_files_and_listed_incomplete_until_done(
+    cohort_db, monkeypatch, admin, tmp_path
+):
+    """What a kill between the two units of work leaves: the run begun, audited, listed as
+    incomplete, nothing to replay; no folder where a finished export's would be."""
+    request = ExportRequest(query=CohortQuery(), uses=["GENETIC"])
+    tmp_path = tmp_path / "exports"
+    with uow(cohort_db) as session:
+        run_code = exports.begin_export(session, actor=admin, request=request, directory=tmp_path)
+    assert not tmp_path.exists()
+    monkeypatch.setenv("BIOBANK_DATABASE_URL", cohort_db.url.render_as_string(False))
+    runner = CliRunner()
+    listed = runner.invoke(app, ["-u", "admin", "export", "list"])
+    assert re.search(rf"{run_code} .* incomplete", listed.stdout), listed.output
+    shown = json.loads(runner.invoke(app, ["-u", "admin", "export", "list", "--json"]).stdout)
+    assert shown[0]["run_code"] == run_code and shown[0]["completed"] is False
+    replay = runner.invoke(app, ["-u", "admin", "export", "replay", run_code])
+    assert replay.exit_code == 2 and "never completed" in replay.stderr
+    with uow(cohort_db, readonly=True) as session:
+        actions = session.execute(
+            sa.select(AuditEntry.action).where(AuditEntry.entity == "export_run")
+        ).scalars()
+        assert list(actions) == ["export.start"]
+    with uow(cohort_db) as session:  # the run goes on: it completes, its folder appears whole
+        done = exports.run_export(
+            session, actor=admin, request=request, directory=tmp_path, started=run_code
+        )
+        assert not done.directory.exists()  # not before the commit
+    assert sorted(p.name for p in done.directory.iterdir()) == [
+        "dictionary.csv", "manifest.json", "specimens.csv",
+    ]  # fmt: skip
+    with uow(cohort_db) as session, pytest.raises(ValidationError, match="still to run"):
+        exports.run_export(session, actor=admin, request=request, directory=tmp_path,
+                           started=run_code)  # fmt: skip

@@ -426,6 +426,9 @@ CASES = [
     ),
     row(agreements.revoke_agreement, ADMIN, reference="DUA-pi1", reason="terminated"),
     row(agreements.list_agreements, RESEARCH),
+    row(exports.begin_export, RESEARCH, request=_export(), directory=Seeded("exports")),
+    row(exports.begin_export, ADMIN, variant="identified", directory=Seeded("exports"),
+        request=_export(IDENTIFIED)),
     row(exports.run_export, RESEARCH, request=_export(), directory=Seeded("exports")),
     row(exports.run_export, RESEARCH, variant="limited", call=_limited_export),
     row(

@@ -55,33 +55,37 @@ def run(
         if fmt not in FORMATS:
             raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}")
     settings = state(ctx).settings
+    request = ExportRequest(
+        query=query,
+        saved=saved,
+        uses=uses or ["FUTURE_RESEARCH"],
+        mode=mode,
+        formats=formats or ["csv"],
+        per_participant=per_participant,
+        dua_reference=dua,
+        reserve_request=reserve,
+        as_of=parse_date(as_of, "as_of"),
+        window_days=settings.phenotype_window_days if window_days is None else window_days,
+    )
+    # Two units of work: the run is on record as begun before any file is written, so an
+    # export killed part-way is still listed and audited.
     with work(ctx) as (session, actor):
-        request = ExportRequest(
-            query=query,
-            saved=saved,
-            uses=uses or ["FUTURE_RESEARCH"],
-            mode=mode,
-            formats=formats or ["csv"],
-            per_participant=per_participant,
-            dua_reference=dua,
-            reserve_request=reserve,
-            as_of=parse_date(as_of, "as_of"),
-            window_days=settings.phenotype_window_days if window_days is None else window_days,
-        )
-        with ExitStack() as bars:
-            bar = None
+        started = exports.begin_export(session, actor=actor, request=request, directory=directory)
+    with work(ctx) as (session, actor), ExitStack() as bars:
+        bar = None
 
-            def advance(done: int, total: int) -> None:
-                nonlocal bar
-                if bar is None:
-                    bar = bars.enter_context(
-                        typer.progressbar(length=total, label="exporting", file=sys.stderr)
-                    )
-                bar.update(done)
+        def advance(done: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = bars.enter_context(
+                    typer.progressbar(length=total, label="exporting", file=sys.stderr)
+                )
+            bar.update(done)
 
-            result = exports.run_export(
-                session, actor=actor, request=request, directory=directory, progress=advance
-            )
+        result = exports.run_export(
+            session, actor=actor, request=request, directory=directory, started=started,
+            progress=advance,
+        )  # fmt: skip
     if json:
         emit_json(result)
         return
@@ -134,7 +138,8 @@ def list_runs(ctx: typer.Context, json: JsonOption = False) -> None:
         ["RUN", "WHEN", "BY", "MODE", "USES", "CONSENT AS OF", "SPECIMENS", "RESERVED"],
         [
             [r.run_code, f"{r.created_at:%Y-%m-%d %H:%M}", r.created_by or "", r.mode,
-             ", ".join(r.uses), r.as_of, r.counts.get("specimens", 0), _reserved(r)]
+             ", ".join(r.uses), r.as_of,
+             r.counts.get("specimens", 0) if r.completed else "incomplete", _reserved(r)]
             for r in rows
         ],
     )  # fmt: skip

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 from sqlmodel import Session, select
 
 from biobank import __version__
@@ -36,7 +38,7 @@ from biobank.db import after_commit, after_rollback, flush, one_of
 from biobank.errors import NotFound, ValidationError
 from biobank.export import fhir, tabular
 from biobank.export.columns import Column
-from biobank.export.files import write_pending
+from biobank.export.files import write_atomically
 from biobank.export.names import phenotype_column_names
 from biobank.models import (
     ConsentStatement,
@@ -50,7 +52,6 @@ from biobank.models import (
     PhenotypeVariable,
     Specimen,
     User,
-    utcnow,
 )
 from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
@@ -406,17 +407,54 @@ def _consents(
     return found
 
 
-def _export_folder(directory: Path, run_code: str, *, again: bool) -> Path:
-    target = Path(directory) / run_code
+def _new_folder(path: Path) -> Path:
     try:
-        target.mkdir(parents=True, exist_ok=again)
+        path.mkdir(parents=True)
     except OSError as error:
         raise ValidationError(
-            f"cannot make the export folder {target}: {error.strerror}",
+            f"cannot make the export folder {path}: {error.strerror}",
             field="directory",
-            value=str(target),
+            value=str(path),
         ) from None
-    return target
+    return path
+
+
+def begin_export(session: Session, *, actor: Actor, request: ExportRequest, directory: Path) -> str:
+    """Record a new export as started, before anything is written: the guard is passed and
+    the run (who, query, uses, consent date, mode) is on record once the caller commits, so
+    an export killed part-way is still listed (`export list`: incomplete) and audited. Returns
+    its run code, for `run_export`."""
+    today = date.today()
+    uses, query, asked = _check(session, actor, request, today)
+    run = ExportRun(
+        run_code=_new_run_code(), actor_id=actor.user_id, query=query.model_dump(mode="json"),
+        uses=uses, mode=request.mode, formats=list(dict.fromkeys(request.formats)),
+        dua_reference=request.dua_reference if request.mode is DeidentificationMode.limited
+        else None,
+        reserve_request=request.reserve_request, software_version=__version__, counts={},
+        exclusions={}, files={}, manifest_sha256="", code_key=secrets.token_hex(16),
+        as_of=today, window_days=request.window_days,
+    )  # fmt: skip
+    target = Path(directory) / run.run_code
+    if target.exists() or _staging(target).exists():
+        raise ValidationError(f"{target} exists", field="directory", value=str(target))
+    session.add(run)
+    flush(session)
+    audit.record(
+        session, actor=actor, action="export.start", entity="export_run", entity_id=run.id,
+        after={"run": run.run_code, "query": run.query, **asked, "uses": uses,
+               "consent_as_of": today.isoformat(), "mode": run.mode.value,
+               "formats": run.formats, "folder": str(target.resolve())},
+        reason=run.dua_reference,
+    )  # fmt: skip
+    return run.run_code
+
+
+def _staging(target: Path) -> Path:
+    """Where a run's files are written: hidden beside the folder it becomes once the run is
+    committed, complete (renamed as a whole), so no file of an unrecorded or unfinished run
+    ever sits where a finished export's do."""
+    return target.with_name(f".{target.name}.part")
 
 
 def run_export(
@@ -425,25 +463,27 @@ def run_export(
     actor: Actor,
     request: ExportRequest,
     directory: Path,
+    started: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ExportResult:
-    """Select as of today, de-identify and write the files, record the run (and, with
-    `reserve_request`, reserve what it exported for that request), then the manifest."""
+    """Select as of today, de-identify and write the files, record what the run included
+    (and, with `reserve_request`, reserve it for that request), then the manifest. `started`
+    is the run `begin_export` recorded (the front ends commit it first); without it the run
+    is begun here, in the caller's transaction. The folder appears once this is committed."""
+    run_code = started or begin_export(session, actor=actor, request=request, directory=directory)
+    run = session.exec(select(ExportRun).where(ExportRun.run_code == run_code)).first()
+    if run is None or run.actor_id != actor.user_id or run.manifest_sha256:
+        raise ValidationError(f"{run_code} is not an export of yours still to run",
+                              field="run", value=run_code)  # fmt: skip
     today = date.today()
-    uses, query, asked = _check(session, actor, request, today)
-    run_code, key = _new_run_code(), secrets.token_hex(16)
-    target = _export_folder(directory, run_code, again=False)
-    run = ExportRun(
-        run_code=run_code, actor_id=actor.user_id, query=query.model_dump(mode="json"),
-        uses=uses, mode=request.mode, formats=list(request.formats),
-        dua_reference=request.dua_reference if request.mode is DeidentificationMode.limited
-        else None,
-        reserve_request=request.reserve_request, software_version=__version__, counts={},
-        exclusions={}, files={}, manifest_sha256="", code_key=key, as_of=today,
-        window_days=request.window_days,
-    )  # fmt: skip
-    session.add(run)
-    flush(session)
+    uses, query, asked = _check(session, actor, request, today)  # again: it is today's guard
+    if query.model_dump(mode="json") != run.query or uses != run.uses or run.as_of != today:
+        raise ValidationError(f"{run_code} was begun for another request or day",
+                              field="run", value=run_code)  # fmt: skip
+    target = Path(directory) / run_code
+    staging = _new_folder(_staging(target))
+    after_commit(session, lambda: _publish(staging, target))
+    after_rollback(session, lambda _connection: shutil.rmtree(staging, ignore_errors=True))
 
     def record(batch: list[Selected]) -> None:
         # one INSERT … SELECT a batch: an executemany is a message per row on PostgreSQL
@@ -455,9 +495,9 @@ def run_export(
         )
 
     written = _write_files(
-        session, query=query, uses=uses, as_of=today, mode=request.mode, key=key,
+        session, query=query, uses=uses, as_of=today, mode=request.mode, key=run.code_key,
         formats=request.formats, per_participant=request.per_participant,
-        window_days=request.window_days, target=target, progress=progress, on_batch=record,
+        window_days=request.window_days, target=staging, progress=progress, on_batch=record,
     )  # fmt: skip
     counts = written.counts()
     reservation = None
@@ -470,7 +510,7 @@ def run_export(
     files = written.files
     manifest = {
         "run": run_code,
-        "created_at": utcnow().isoformat(),
+        "created_at": run.created_at.isoformat(),
         "created_by": actor.username,
         "software": {"name": "biobank", "version": __version__},
         "query": query.model_dump(mode="json"),
@@ -486,25 +526,16 @@ def run_export(
         "exclusions": written.tally.exclusions(),
         "files": {f.name: {"sha256": f.sha256, "rows": f.rows, "bytes": f.bytes} for f in files},
     }
-    result = ExportResult(
-        run_code=run_code, directory=target, mode=request.mode, uses=uses, as_of=today,
-        counts=counts, exclusions=written.tally.exclusions(), files=files,
-        manifest=target / "manifest.json",
-        reservation=reservation,
-    )  # fmt: skip
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
 
     def write_manifest(file) -> int:
         file.write(text)
         return 0
 
-    # the manifest says the export succeeded: it appears once the run is committed
-    pending = write_pending(result.manifest, write_manifest, text=True)
-    after_commit(session, pending.publish)
-    after_rollback(session, lambda _connection: pending.discard())
+    written_manifest = write_atomically(staging / "manifest.json", write_manifest, text=True)
     run.counts, run.exclusions = counts, written.tally.exclusions()
     run.files = manifest["files"]
-    run.manifest_sha256 = pending.written.sha256
+    run.manifest_sha256 = written_manifest.sha256
     session.add(run)
     flush(session)
     audit.record(
@@ -518,7 +549,24 @@ def run_export(
         | {"manifest": run.manifest_sha256},
         reason=run.dua_reference,
     )  # fmt: skip
-    return result
+    return ExportResult(
+        run_code=run_code, directory=target, mode=request.mode, uses=uses, as_of=today,
+        counts=counts, exclusions=written.tally.exclusions(), files=files,
+        manifest=target / "manifest.json", reservation=reservation,
+    )  # fmt: skip
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """The committed run's folder, renamed into place whole."""
+    try:
+        os.replace(staging, target)
+    except OSError as error:
+        raise ValidationError(
+            f"the export is recorded but its folder could not be put in place: {error.strerror}"
+            f" (its files are in {staging})",
+            field="directory",
+            value=str(target),
+        ) from None
 
 
 def _exported(session: Session, run_id: int) -> Iterator[int]:
@@ -670,12 +718,15 @@ def replay_export(session: Session, *, actor: Actor, run_code: str) -> ReplayRes
         raise NotFound(f"no export run {run_code!r}", field="run", value=run_code)
     if run.mode is DeidentificationMode.identified:
         require(actor, Permission.export_identified)
+    if not run.manifest_sha256:
+        raise ValidationError(f"{run.run_code} never completed: there is nothing to replay",
+                              field="run", value=run_code)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="biobank-replay-") as folder:
         again = _write_files(
             session, query=load_query(run.query), uses=run.uses, as_of=run.as_of,
             mode=run.mode, key=run.code_key, formats=run.formats,
             per_participant="participants.csv" in run.files, window_days=run.window_days,
-            target=_export_folder(Path(folder), run.run_code, again=True), progress=None,
+            target=Path(folder), progress=None,
             reserved_by_run=run.id if run.reserve_request else None,
         )  # fmt: skip
     differences = []
@@ -712,6 +763,12 @@ class ExportRunRead(BaseModel):
     dua_reference: str | None
     reserve_request: str | None
     manifest_sha256: str
+
+    @computed_field
+    @property
+    def completed(self) -> bool:
+        """Begun and finished: a run killed or failed part-way keeps its record, no manifest."""
+        return bool(self.manifest_sha256)
 
 
 def list_runs(session: Session, *, actor: Actor, limit: int = 200) -> list[ExportRunRead]:

@@ -27,6 +27,7 @@ from biobank.services.consent import StatementRead
 from biobank.services.exports import FORMATS, ExportRequest, ExportResult
 from tui.screens.accession import row
 from tui.screens.base import FormErrors, WorkScreen
+from tui.text import plain
 
 MODES = [
     ("safe harbor: codes, years only", "safe_harbor"),
@@ -116,19 +117,19 @@ def result_text(result: ExportResult) -> Text:
             f"for {', '.join(result.uses)} as of {result.as_of}",
             style="bold green",
         ),
-        Text(f"Folder: {result.directory}"),
+        plain(f"Folder: {result.directory}"),
     ]
     for f in result.files:
         lines.append(Text(f"  {f.name:<24} {f.rows:>8} rows  SHA-256 {f.sha256[:12]}…"))
     lines += _exclusions(result.exclusions)
     held = result.reservation
     if held is not None:
-        lines.append(Text(f"Reserved for {held.request}: {_plural(held.reserved, 'tube')}"))
+        lines.append(plain(f"Reserved for {held.request}: {_plural(held.reserved, 'tube')}"))
         lines += [
             Text(f"  not reserved, {why}: {_plural(n, 'tube')}", style="yellow")
             for why, n in held.left_out.items()
         ]
-    lines.append(Text(f"Manifest: {result.manifest}  (Ctrl+G reads it)"))
+    lines.append(plain(f"Manifest: {result.manifest}  (Ctrl+G reads it)"))
     return Text("\n").join(lines)
 
 
@@ -259,7 +260,7 @@ class ExportScreen(FormErrors, WorkScreen):
                 s.code,
                 s.code == DEFAULT_USE,
                 name=s.code,
-                tooltip=s.text,
+                tooltip=plain(s.text),
                 classes="use",
                 compact=True,
             )
@@ -289,7 +290,7 @@ class ExportScreen(FormErrors, WorkScreen):
                     parse_conditions(event.value)
                 error.update("")
             except ValidationError as refused:
-                error.update(refused.message)
+                error.update(plain(refused.message))
         if event.input.id in COUNTED:
             self._changed()
 
@@ -338,7 +339,7 @@ class ExportScreen(FormErrors, WorkScreen):
         kept = CohortQuery(**self.extras)
         also = kept.model_dump(exclude_defaults=True)
         note = self.query_one("#saved-note", Static)
-        note.update("Also: " + "; ".join(f"{k} {v}" for k, v in also.items()))
+        note.update(plain("Also: " + "; ".join(f"{k} {v}" for k, v in also.items())))
         note.display = bool(also)
 
     def read_saved(self) -> str | None:
@@ -430,7 +431,7 @@ class ExportScreen(FormErrors, WorkScreen):
 
     def not_counted(self, error: BiobankError) -> None:
         self.show_at_field(error)
-        self.query_one("#counts", Static).update(f"Not counted: {error.message}")
+        self.query_one("#counts", Static).update(plain(f"Not counted: {error.message}"))
 
     def action_export(self) -> None:
         if self.running:
@@ -453,11 +454,21 @@ class ExportScreen(FormErrors, WorkScreen):
         def report(done: int, total: int) -> None:  # in the worker: hand it to the UI thread
             app.call_from_thread(self.advance, done, total)
 
+        def run(started: str) -> None:  # the run is on record: now its files
+            self.app.run_db(
+                lambda session: exports.run_export(
+                    session, actor=actor, request=request, directory=directory,
+                    started=started, progress=report,
+                ),
+                self.exported,
+                failed=self.not_exported,
+            )  # fmt: skip
+
         self.app.run_db(
-            lambda session: exports.run_export(
-                session, actor=actor, request=request, directory=directory, progress=report
+            lambda session: exports.begin_export(
+                session, actor=actor, request=request, directory=directory
             ),
-            self.exported,
+            run,
             failed=self.not_exported,
         )
 
@@ -485,7 +496,7 @@ class ExportScreen(FormErrors, WorkScreen):
         self.running = False
         self.show_at_field(error)
         self.query_one("#export-progress").display = False
-        self.query_one("#export-result", Static).update(f"Not exported: {error.message}")
+        self.query_one("#export-result", Static).update(plain(f"Not exported: {error.message}"))
         self.refresh_bindings()
 
     def action_save_query(self) -> None:
