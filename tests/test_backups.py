@@ -5,9 +5,11 @@ before anything is replaced; only admins may do either."""
 
 import json
 import sqlite3
+import subprocess
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from biobank.db import make_engine
 
@@ -68,3 +70,52 @@ def test_a_sqlite_copy_with_a_broken_chain_is_refused(demo_cli, db_url, tmp_path
     assert "audit" in refused.stderr
     assert _count(db_url, "SELECT count(*) FROM audit_entry WHERE reason = 'edited'") == 0
     connection.close()
+
+
+@pytest.mark.parametrize("engine_name", ["postgres"], indirect=True)  # edited with psql
+def test_a_postgres_dump_with_a_broken_chain_replaces_nothing(
+    demo_cli, db_url, tmp_path, postgres_databases
+):
+    """The dump is restored into a scratch database and checked there first: the live data
+    is never replaced by a dump that fails a check (it once was, before the check ran)."""
+    good = tmp_path / "good.dump"
+    demo_cli("-u", "admin", "backup", str(good))
+    edited = make_url(postgres_databases.create())  # the dump, edited behind the triggers
+    server = edited.set(drivername="postgresql").render_as_string(hide_password=False)
+    subprocess.run(["pg_restore", f"--dbname={server}", "--no-owner", str(good)], check=True)
+    subprocess.run(
+        ["psql", server, "-v", "ON_ERROR_STOP=1", "-qc",
+         "ALTER TABLE audit_entry DISABLE TRIGGER ALL; "
+         "UPDATE audit_entry SET reason = 'edited' WHERE id = 3; "
+         "UPDATE app_user SET username = 'intruder' WHERE username = 'tech'"],
+        check=True,
+    )  # fmt: skip
+    tampered = tmp_path / "tampered.dump"
+    subprocess.run(["pg_dump", f"--dbname={server}", "--format=custom", "--no-owner",
+                    f"--file={tampered}"], check=True)  # fmt: skip
+    users = _count(db_url, "SELECT count(*) FROM app_user")
+    entries = _count(db_url, "SELECT count(*) FROM audit_entry")
+
+    refused = demo_cli("-u", "admin", "restore", str(tampered), "-y", code=9)
+    assert "audit" in refused.stderr and refused.stderr.count("\n") == 1
+    assert _count(db_url, "SELECT count(*) FROM app_user") == users  # nothing replaced
+    assert _count(db_url, "SELECT count(*) FROM app_user WHERE username = 'intruder'") == 0
+    assert _count(db_url, "SELECT count(*) FROM audit_entry WHERE reason = 'edited'") == 0
+    assert _count(db_url, "SELECT count(*) FROM audit_entry") == entries
+    scratch = f"{make_url(db_url).database}_restore_%"
+    assert _count(db_url, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{scratch}'") == 0
+    demo_cli("-u", "admin", "audit", "verify")
+    demo_cli("-u", "admin", "restore", str(good), "-y")  # the good one still restores
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"], indirect=True)
+def test_a_corrupt_sqlite_backup_is_one_line_and_replaces_nothing(demo_cli, db_url, tmp_path):
+    copy = tmp_path / "biobank.backup"
+    demo_cli("-u", "admin", "backup", str(copy))
+    data = bytearray(copy.read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)  # the header stays, the first page's content goes
+    copy.write_bytes(bytes(data))
+    entries = _count(db_url, "SELECT count(*) FROM audit_entry")
+    refused = demo_cli("-u", "admin", "restore", str(copy), "-y", code=2)
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert _count(db_url, "SELECT count(*) FROM audit_entry") == entries

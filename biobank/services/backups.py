@@ -1,7 +1,8 @@
 """A copy of the whole database, and putting one back.
 
 SQLite: the online backup API, a consistent copy while workstations keep working. PostgreSQL:
-`pg_dump`'s custom format, restored with `pg_restore` in one transaction. A backup holds PHI
+`pg_dump`'s custom format, checked in a scratch database and then restored with
+`pg_restore` in one transaction. A backup holds PHI
 and a restore replaces everything, so both are for admins, and both are in the audit trail
 (a backup's entry is written after the copy, so it describes a copy that does not hold it).
 
@@ -14,10 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import sqlite3
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -25,7 +29,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 
 from biobank import migrate
-from biobank.db import uow
+from biobank.db import make_engine, uow
 from biobank.errors import BackupFailed, ValidationError
 from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
@@ -42,9 +46,17 @@ class BackupRead(BaseModel):
 
 
 def backup(engine: Engine, *, actor: Actor, path: Path, replace: bool = False) -> BackupRead:
-    """Copy the database to `path` (refused if it exists, unless `replace`)."""
+    """Copy the database to `path`: refused if it exists, unless `replace`, and always if it is
+    not a regular file (a device such as /dev/null, a pipe, a folder), whose place the copy
+    would take."""
     require(actor, Permission.back_up)
     path = Path(path).expanduser()
+    if path.exists() and not path.is_file():
+        raise ValidationError(
+            f"{path} is not a regular file (a device, a pipe or a folder): give a file's path",
+            field="path",
+            value=str(path),
+        )
     if path.exists() and not replace:
         raise ValidationError(
             f"{path} exists (replace it with --force)", field="path", value=str(path)
@@ -84,14 +96,7 @@ def restore(engine: Engine, *, actor: Actor, path: Path) -> BackupRead:
     if engine.dialect.name == "sqlite":
         _restore_sqlite(engine, path, actor)
     else:
-        if path.read_bytes()[:5] != b"PGDMP":
-            raise ValidationError(
-                f"{path} is not a PostgreSQL backup (pg_dump's custom format)",
-                field="path", value=str(path),
-            )  # fmt: skip
-        engine.dispose()  # pg_restore --clean drops the tables: no pooled session may hold them
-        _run_pg(engine, "pg_restore", "--clean", "--if-exists", "--no-owner",
-                "--single-transaction", "--exit-on-error", str(path))  # fmt: skip
+        _restore_postgres(engine, path, actor)
     with uow(engine) as session:
         _check_schema(engine)
         entries = audit.verify_chain(session, actor=actor).entries
@@ -128,9 +133,16 @@ def _restore_sqlite(engine: Engine, path: Path, actor: Actor) -> None:
         snapshot = Path(folder) / "restore.sqlite"
         source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         copy = sqlite3.connect(snapshot)
-        source.backup(copy)
-        source.close()
-        copy.close()
+        try:
+            source.backup(copy)
+        except sqlite3.DatabaseError as error:
+            raise ValidationError(
+                f"{path} is not a whole SQLite database ({error})", field="path",
+                value=str(path),
+            ) from None  # fmt: skip
+        finally:
+            source.close()
+            copy.close()
         _check_sqlite_copy(snapshot, path, actor)
         target = engine.raw_connection()
         try:
@@ -141,12 +153,61 @@ def _restore_sqlite(engine: Engine, path: Path, actor: Actor) -> None:
             target.close()
 
 
+def _restore_postgres(engine: Engine, path: Path, actor: Actor) -> None:
+    """Restore a private copy of the dump into a scratch database first, check everything
+    there (the schema version, the audit chain), and only then restore the same copy over the
+    live database in one transaction: a dump that fails any check replaces nothing."""
+    with path.open("rb") as file:
+        if file.read(5) != b"PGDMP":
+            raise ValidationError(
+                f"{path} is not a PostgreSQL backup (pg_dump's custom format)",
+                field="path", value=str(path),
+            )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="biobank-restore-") as folder:
+        copy = Path(folder) / "restore.dump"  # what is checked is what is restored
+        shutil.copyfile(path, copy)
+        with _scratch_database(engine) as scratch:
+            _run_pg(scratch, "pg_restore", "--no-owner", "--single-transaction",
+                    "--exit-on-error", str(copy))  # fmt: skip
+            _check_schema(scratch)
+            with uow(scratch, readonly=True) as session:
+                audit.verify_chain(session, actor=actor)
+        engine.dispose()  # pg_restore --clean drops the tables: no pooled session may hold them
+        _run_pg(engine, "pg_restore", "--clean", "--if-exists", "--no-owner",
+                "--single-transaction", "--exit-on-error", str(copy))  # fmt: skip
+
+
+@contextmanager
+def _scratch_database(engine: Engine) -> Iterator[Engine]:
+    """An empty database beside the live one (the server role needs CREATEDB), dropped after."""
+    name = f"{engine.url.database}_restore_{secrets.token_hex(4)}"[-63:]
+    maintenance = engine.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with maintenance.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.DBAPIError as error:
+        raise BackupFailed(
+            f"a restore is checked in a scratch database first, and it could not be made "
+            f"(the database role needs CREATEDB): {str(error.orig).strip().splitlines()[0]}"
+        ) from None
+    scratch = make_engine(engine.url.set(database=name).render_as_string(hide_password=False))
+    try:
+        yield scratch
+    finally:
+        scratch.dispose()
+        with maintenance.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _check_sqlite_copy(snapshot: Path, path: Path, actor: Actor) -> None:
     """Whole, of this schema version, and its audit chain verifies."""
     checking = sa.create_engine(f"sqlite:///{snapshot}")
     try:
-        with checking.connect() as connection:
-            problems = connection.exec_driver_sql("PRAGMA integrity_check").scalars().all()
+        try:
+            with checking.connect() as connection:
+                problems = connection.exec_driver_sql("PRAGMA integrity_check").scalars().all()
+        except sa.exc.DatabaseError as error:
+            problems = [str(error.orig)]
         if problems != ["ok"]:
             raise ValidationError(
                 f"{path} fails SQLite's integrity check: {problems[0]}", field="path",
