@@ -20,6 +20,7 @@ from datetime import date
 from typing import Any
 
 from biobank.errors import ValidationError
+from biobank.html_text import plain_text
 from biobank.models import PhenotypeType
 from biobank.phenotypes import Spec, parse_value, typed
 
@@ -54,7 +55,6 @@ NUMBER_VALIDATION = re.compile(r"^number(_\d+dp)?(_comma_decimal)?$")
 DATE_VALIDATION = re.compile(r"^date_(ymd|mdy|dmy)$")
 SLIDER_RANGE = (0.0, 100.0)
 RANGED_TYPES = (PhenotypeType.integer, PhenotypeType.decimal, PhenotypeType.date)
-TAG = re.compile(r"<[^>]*>")
 LABEL_LIMIT = 300
 
 
@@ -147,8 +147,8 @@ def _key(header: str) -> str:
 
 
 def _plain(text: str) -> str:
-    """A label without REDCap's HTML and piping, single-spaced and short enough to store."""
-    return " ".join(TAG.sub(" ", text).split())[:LABEL_LIMIT]
+    """A label without REDCap's HTML, single-spaced and short enough to store."""
+    return plain_text(text)[:LABEL_LIMIT]
 
 
 def _bound(text: str, value_type: PhenotypeType) -> float | date | None:

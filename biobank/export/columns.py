@@ -4,6 +4,10 @@ the typed cells of XLSX and Parquet, the data dictionary, the MIABIS names, the 
 A row is a sequence of plain Python values, one per column in the columns' order (a tuple is
 the cheapest to make and what `csv` and pyarrow read), already de-identified by the export
 service: `str`, `int`, `float`, `bool`, `datetime.date` or None.
+
+A column's label, unit, description and choice labels are plain text: REDCap keeps HTML in them
+(`<b>`, `<span style=…>`, `&nbsp;`, `<br>`), which a spreadsheet, a Parquet reader or a FHIR
+server would show as markup.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from biobank.errors import ValidationError
+from biobank.html_text import plain_text
 
 Kind = Literal["string", "integer", "decimal", "boolean", "date", "year"]
 """The type of a column's values. `year` is an int (a de-identified date); an age that may read
@@ -80,7 +85,10 @@ class Column:
         pairs = tuple(
             (c["code"], c["label"]) if isinstance(c, Mapping) else tuple(c) for c in self.choices
         )
-        object.__setattr__(self, "choices", pairs)
+        object.__setattr__(self, "choices", tuple((c, plain_text(t)) for c, t in pairs))
+        for name in ("label", "unit", "description"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, plain_text(getattr(self, name)))
 
     def choice_label(self, code: object) -> str | None:
         return next((label for c, label in self.choices if c == code), None)

@@ -1,7 +1,8 @@
 """Row-per-specimen files: CSV, XLSX, Parquet, CSV under MIABIS names, and the data dictionary.
 
 CSV cells are what Python's `csv` writes: empty for None, `True`/`False`, ISO dates, numbers as
-`repr`. XLSX and Parquet keep the types of the column kinds. Each writer streams (see
+`repr`. XLSX and Parquet keep the types of the column kinds. Every row of a CSV or XLSX file goes
+through `cells.safe_rows`, so no text in it is ever a formula. Each writer streams (see
 `files.Batches`) and writes atomically (see `files.write_atomically`). openpyxl and pyarrow are
 imported by the writer that needs them: importing biobank stays fast, and pyarrow is an extra.
 """
@@ -11,13 +12,14 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 from zipfile import ZIP_DEFLATED, ZipFile, ZipInfo
 
 from biobank.errors import ValidationError
+from biobank.export.cells import safe_rows
 from biobank.export.columns import (
     DICTIONARY_HEADER,
     Column,
@@ -28,6 +30,7 @@ from biobank.export.columns import (
 from biobank.export.files import Batches, Progress, Written, write_atomically
 
 XLSX_MAX_ROWS = 1_048_575  # a worksheet's 1,048,576 rows less the header
+XLSX_MAX_TEXT = 32_767  # characters in a cell
 FIXED_TIME = datetime(2000, 1, 1)  # in XLSX metadata, so the same rows give the same bytes
 
 
@@ -69,7 +72,7 @@ def write_dictionary(path: Path, columns: Iterable[Column]) -> Written:
     def write(file: IO[str]) -> int:
         writer = csv.writer(file)
         writer.writerow(DICTIONARY_HEADER)
-        writer.writerows(dictionary_rows(columns))
+        writer.writerows(safe_rows(dictionary_rows(columns)))
         return len(columns)
 
     return write_atomically(path, write, text=True)
@@ -87,10 +90,10 @@ def _write_delimited(
 
     def write(file: IO[str]) -> int:
         writer = csv.writer(file)
-        writer.writerow(header)
+        writer.writerows(safe_rows([header]))
         batches = Batches(rows, progress, width=width)
         for batch in batches:
-            writer.writerows(batch if shown is None else shown(batch))
+            writer.writerows(safe_rows(batch if shown is None else shown(batch)))
         return batches.done
 
     return write_atomically(path, write, text=True)
@@ -99,24 +102,20 @@ def _write_delimited(
 def write_xlsx(
     path: Path, columns: Iterable[Column], rows: Iterable[Row], progress: Progress | None = None
 ) -> Written:
-    """A `data` sheet with typed cells (dates as dates) and a `dictionary` sheet. A text that
-    starts with "=" stays text, never a formula."""
+    """A `data` sheet with typed cells (dates as dates) and a `dictionary` sheet."""
     from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-    from openpyxl.utils.exceptions import IllegalCharacterError
     from openpyxl.writer.excel import ExcelWriter
 
     columns = checked(columns)
     names = [c.name for c in columns]
-    texts = [i for i, c in enumerate(columns) if c.kind == "string"]
 
     def write(file: IO[bytes]) -> int:
         workbook = Workbook(write_only=True)
         data = workbook.create_sheet("data")
-        data.append(names)
+        dictionary = workbook.create_sheet("dictionary")
         batches = Batches(rows, progress, width=len(columns))
         try:
+            data.append(names)
             for batch in batches:
                 if batches.done + len(batch) > XLSX_MAX_ROWS:
                     raise ValidationError(
@@ -124,37 +123,54 @@ def write_xlsx(
                         field="format",
                         value="xlsx",
                     )
-                for number, row in enumerate(batch, start=batches.done + 1):
-                    values = list(row)
-                    for i in texts:
-                        if isinstance(values[i], str) and values[i].startswith("="):
-                            values[i] = WriteOnlyCell(data, values[i])
-                            values[i].data_type = "s"
-                    try:
-                        data.append(values)
-                    except IllegalCharacterError:
-                        name = next(
-                            n
-                            for n, v in zip(names, values, strict=True)
-                            if isinstance(v, str) and ILLEGAL_CHARACTERS_RE.search(v)
-                        )
-                        raise ValidationError(
-                            f"{name} holds a control character that XLSX cannot store",
-                            field=name,
-                            row=number,
-                        ) from None
+                _append(data, safe_rows(batch), names, first=batches.done + 1)
+            dictionary.append(DICTIONARY_HEADER)
+            _append(dictionary, safe_rows(dictionary_rows(columns)), DICTIONARY_HEADER, first=1)
         except BaseException:
-            data.close()  # else openpyxl's sheet writer fails noisily when it is collected
+            data.close()  # else openpyxl's sheet writers fail noisily when they are collected
+            dictionary.close()
             raise
-        dictionary = workbook.create_sheet("dictionary")
-        dictionary.append(DICTIONARY_HEADER)
-        for entry in dictionary_rows(columns):
-            dictionary.append(entry)
         workbook.properties.created = workbook.properties.modified = FIXED_TIME
         ExcelWriter(workbook, _SteadyZip(file, "w", ZIP_DEFLATED, allowZip64=True)).save()
         return batches.done
 
     return write_atomically(path, write, text=False)
+
+
+def _append(sheet: Any, rows: Iterable[list[Any]], header: Sequence[str], *, first: int) -> None:
+    """Append rows of safe values (numbered from `first`), each text kept whole and as text.
+    openpyxl would cut a text longer than a cell holds (refused instead), make "#N/A" and the
+    like error values (written as text instead) and fail on a control character (refused,
+    naming the column)."""
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ERROR_CODES, ILLEGAL_CHARACTERS_RE
+    from openpyxl.utils.exceptions import IllegalCharacterError
+
+    for number, values in enumerate(rows, start=first):
+        for at, value in enumerate(values):
+            if not isinstance(value, str):
+                continue
+            if len(value) > XLSX_MAX_TEXT:
+                raise ValidationError(
+                    f"{header[at]} holds {len(value):,} characters; an XLSX cell holds at most "
+                    f"{XLSX_MAX_TEXT:,}: choose CSV or Parquet",
+                    field=header[at],
+                    row=number,
+                )
+            if value in ERROR_CODES:
+                values[at] = WriteOnlyCell(sheet, value)
+                values[at].data_type = "s"
+        try:
+            sheet.append(values)
+        except IllegalCharacterError:
+            name = next(
+                n
+                for n, v in zip(header, values, strict=True)
+                if isinstance(v, str) and ILLEGAL_CHARACTERS_RE.search(v)
+            )
+            raise ValidationError(
+                f"{name} holds a control character that XLSX cannot store", field=name, row=number
+            ) from None
 
 
 class _SteadyZip(ZipFile):
