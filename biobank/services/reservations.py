@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, select
 
 from biobank.db import flush, one_of
-from biobank.errors import NotFound, PermissionDenied, ValidationError
+from biobank.errors import InvalidTransition, NotFound, PermissionDenied, ValidationError
 from biobank.models import (
     Role,
     Specimen,
@@ -225,6 +225,13 @@ def follow_status(
     reservation = standing_reservation(session, specimen.id)
     if reservation is None:
         return new_status
+    if specimen.status is SpecimenStatus.reserved and new_status is SpecimenStatus.available:
+        raise InvalidTransition(
+            f"{specimen.accession_id} is reserved for {reservation.request} and was never "
+            "checked out: its owner or an admin releases it (`biobank specimen release`)",
+            field="status",
+            value=new_status.value,
+        )
     if new_status in HANDED_OVER:
         require_consent(
             session, participant_id=specimen.participant_id, uses=reservation.uses,

@@ -39,6 +39,7 @@ from biobank.services.participants import (
     missing_visit,
     participant_visit,
 )
+from biobank.services.reservations import standing_reservation
 from biobank.services.specimen_ids import allocate_accession_ids
 from biobank.services.specimen_read import (
     SpecimenRead,
@@ -399,18 +400,30 @@ def _claim(
     return reserved
 
 
-def _check_drawable(specimen: Specimen) -> None:
+def _check_drawable(session: Session, specimen: Specimen) -> None:
+    """Available or checked out, and not set aside for a request (a reserved tube checked out
+    to be shipped is someone else's material: its reservation is released first)."""
     if specimen.status not in {SpecimenStatus.available, SpecimenStatus.checked_out}:
         raise ValidationError(
             f"{specimen.accession_id} is {specimen.status.value}; nothing can be drawn from it",
             field="parent",
             value=specimen.accession_id,
         )
+    held = specimen.status is SpecimenStatus.checked_out and standing_reservation(
+        session, specimen.id
+    )
+    if held:
+        raise ValidationError(
+            f"{specimen.accession_id} is reserved for {held.request}; nothing can be drawn "
+            "from it until the reservation is released",
+            field="parent",
+            value=specimen.accession_id,
+        )
 
 
-def _draw(specimen: Specimen, amount: float, *, field: str) -> None:
+def _draw(session: Session, specimen: Specimen, amount: float, *, field: str) -> None:
     """Take `amount` from a specimen; over-drawing is refused, reaching zero depletes it."""
-    _check_drawable(specimen)
+    _check_drawable(session, specimen)
     if amount > specimen.quantity + QUANTITY_EPSILON:
         raise ValidationError(
             f"{specimen.accession_id} has {specimen.quantity:g} {specimen.unit.value} left, "
@@ -493,7 +506,7 @@ def aliquot(
     source = get_specimen(session, parent, field="parent", expected_version=expected_version)
     refuse_if_withdrawn(session, participant_id=source.participant_id, what="aliquoting")
     before = audit.snapshot(source)
-    _draw(source, count * volume, field="volume")
+    _draw(session, source, count * volume, field="volume")
     slots = _slots(
         session,
         destination=destination,
@@ -559,9 +572,9 @@ def derive(
     quantity, unit = positive_quantity(quantity), _unit(unit)
     before = audit.snapshot(source)
     drawn = positive_quantity(used, "used") if used is not None else 0.0
-    _check_drawable(source)
+    _check_drawable(session, source)
     if drawn:
-        _draw(source, drawn, field="used")
+        _draw(session, source, drawn, field="used")
     (slot,) = _slots(
         session, destination=destination, position=position, specimen_type=specimen_type, count=1
     )
@@ -634,7 +647,7 @@ def pool(
                 )
     befores = [(s, audit.snapshot(s), used) for s, used in rows]
     for specimen, used in rows:
-        _draw(specimen, used, field="used")
+        _draw(session, specimen, used, field="used")
     total = round(sum(used for _, used in rows), 6)
     (slot,) = _slots(
         session,
