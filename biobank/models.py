@@ -164,9 +164,16 @@ class User(UserBase, table=True):
     badge: str | None = Field(default=None, max_length=64, unique=True)
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
-    # Wrong PINs in a row; enough of them lock PIN sign-in until `locked_until`.
+    # Wrong PINs in a row at all workstations together; enough of them lock the whole account
+    # until `locked_until`, for longer after each of its `lockouts` (`services.identity`).
     failed_pins: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     locked_until: datetime | None = None
+    lockouts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # One-time codes, kept as SHA-256 digests (`services.one_time_codes`): the one a user
+    # without a PIN sets their first with, until it expires, and an admin's recovery code.
+    enrolment_code_sha256: str | None = Field(default=None, max_length=64)
+    enrolment_expires_at: datetime | None = None
+    recovery_code_sha256: str | None = Field(default=None, max_length=64)
 
 
 class UserRead(UserBase):
@@ -175,6 +182,22 @@ class UserRead(UserBase):
     has_pin: bool
     badge: str | None = None
     created_at: datetime
+    locked_until: datetime | None = None
+    enrolment_expires_at: datetime | None = None
+
+
+class PinLockout(Table, table=True):
+    """A user's wrong PINs in a row at one workstation and the lock they earn there, so that
+    wrong PINs at one bench do not lock the user out of the others (`services.identity`)."""
+
+    __tablename__ = "pin_lockout"
+    __table_args__ = (sa.UniqueConstraint("user_id", "workstation"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id", ondelete="RESTRICT")
+    workstation: str = Field(max_length=120)
+    failed_pins: int = 0
+    lockouts: int = 0
     locked_until: datetime | None = None
 
 

@@ -65,7 +65,8 @@ def test_a_restart_under_a_running_command_keeps_nothing_and_the_next_run_works(
     restart = _restart_command()
     environment = {**os.environ, "BIOBANK_DATABASE_URL": empty_db_url}
     biobank = [sys.executable, "-m", "biobank"]
-    subprocess.run([*biobank, "db", "upgrade"], env=environment, check=True, capture_output=True)
+    upgrade = [*biobank, "db", "upgrade", "--admin-pin-stdin"]
+    subprocess.run(upgrade, env=environment, check=True, capture_output=True, input=b"1357\n")
     engine = make_engine(empty_db_url)
     act_by_name(engine)
     engine.dispose()

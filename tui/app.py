@@ -29,6 +29,7 @@ from textual import events
 from textual.app import App
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
+from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen
 
 from biobank.errors import (
@@ -38,6 +39,7 @@ from biobank.errors import (
     PermissionDenied,
     PositionOccupied,
 )
+from biobank.terminal_text import shown
 from tui.scanner import ScanDetector
 
 if TYPE_CHECKING:  # the services and the database layer are imported behind the sign-in
@@ -370,6 +372,21 @@ class BiobankApp(App):
     def show_error(self, error: BiobankError) -> None:
         self.bell()
         self.notify(error.message, title="Not done", severity="error", timeout=10)
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Every notice as plain text, its control characters escaped (`tui.text`): notices
+        quote scans, names and files, so none is read as markup, whatever `markup` says."""
+        super().notify(
+            shown(message), title=title, severity=severity, timeout=timeout, markup=False
+        )
 
     def reload_view(self) -> None:
         """Show what is in the database now (views that can reload have `action_refresh`)."""

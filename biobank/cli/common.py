@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from biobank.dates import parse_day
 from biobank.errors import AuthenticationFailed, ValidationError
 from biobank.settings import Settings, load_settings
+from biobank.terminal_text import shown, shown_json
 
 if TYPE_CHECKING:  # the database layer is imported when a command first needs it, so the
     # terminal UI can show its sign-in screen before (see `tui.app`)
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # the database layer is imported when a command first needs i
 
     from biobank.bootstrap import OpenDatabase
     from biobank.permissions import Actor
+    from biobank.services.identity import Identified
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
@@ -54,11 +56,16 @@ class CliState:
                 message(FIRST_ADMIN_HINT)
         return self._database
 
-    def actor(self, *, claiming_pin_of: str | None = None) -> Actor:
+    def actor(self) -> Actor:
         """Who runs this command, signed in once per command (see `sign_in`)."""
         if self._actor is None:
-            self._actor = sign_in(self, claiming_pin_of=claiming_pin_of)
+            self._actor = sign_in(self)
         return self._actor
+
+    def enrolling(self, username: str) -> bool:
+        """Whether `username` runs this command without a PIN yet, where sign-in is required:
+        they show their enrolment code as they set one (`one_time_codes.enrol`)."""
+        return identified(self, claiming_pin_of=username).needs_enrolment_code
 
     def close(self) -> None:
         if self._database is not None:
@@ -73,20 +80,25 @@ def can_prompt() -> bool:
     return sys.stdin.isatty()
 
 
-def sign_in(cli: CliState, *, claiming_pin_of: str | None = None) -> Actor:
-    """The acting user (`identity.identify`), asked for their PIN where the database
-    requires it: outside any transaction (a SQLite writer would hold the lock while the user
-    types), and a wrong PIN committed so that it counts towards the lockout."""
+def identified(cli: CliState, *, claiming_pin_of: str | None = None) -> Identified:
+    """Who the command says runs it, and what they must still show (`identity.identify`)."""
     from biobank.services import identity
 
-    workstation = cli.settings.workstation
     token = cli.settings.token.get_secret_value() if cli.settings.token else None
-    database = cli.database()
-    with database.unit_of_work(readonly=True) as session:
-        found = identity.identify(
+    with cli.database().unit_of_work(readonly=True) as session:
+        return identity.identify(
             session, username=cli.user or cli.settings.user, token=token,
-            workstation=workstation, claiming_pin_of=claiming_pin_of,
+            workstation=cli.settings.workstation, claiming_pin_of=claiming_pin_of,
         )  # fmt: skip
+
+
+def sign_in(cli: CliState) -> Actor:
+    """The acting user (`identified`), asked for their PIN where the database requires it:
+    outside any transaction (a SQLite writer would hold the lock while the user types), and
+    a wrong PIN committed so that it counts towards the lockout."""
+    from biobank.services import identity
+
+    found = identified(cli)
     if not found.needs_pin:
         return found.actor
     username = found.actor.username
@@ -98,8 +110,10 @@ def sign_in(cli: CliState, *, claiming_pin_of: str | None = None) -> Actor:
             value=username,
         )
     pin = typer.prompt(f"PIN for {username}", hide_input=True, err=True)
-    with database.unit_of_work() as session:
-        attempt = identity.sign_in(session, username=username, pin=pin, workstation=workstation)
+    with cli.database().unit_of_work() as session:
+        attempt = identity.sign_in(
+            session, username=username, pin=pin, workstation=cli.settings.workstation
+        )
     return attempt.accepted()
 
 
@@ -115,7 +129,9 @@ def work(
 
 
 def message(text: str) -> None:
-    typer.echo(text, err=True)
+    """One line on stderr: a line break in `text` is shown escaped (`biobank.terminal_text`),
+    so a message of several lines is several calls."""
+    typer.echo(shown(text), err=True)
 
 
 def _plain(value: Any) -> Any:
@@ -129,12 +145,14 @@ def _plain(value: Any) -> Any:
 
 
 def emit_json(data: Any) -> None:
-    typer.echo(json.dumps(_plain(data), indent=2, ensure_ascii=False, default=str))
+    """JSON keeps non-ASCII text as it is; what could drive a terminal is escaped."""
+    typer.echo(shown_json(json.dumps(_plain(data), indent=2, ensure_ascii=False, default=str)))
 
 
 def emit_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A plain aligned table on stdout (readable in a terminal, easy to grep)."""
-    text_rows = [["" if v is None else str(v) for v in row] for row in rows]
+    """A plain aligned table on stdout (readable in a terminal, easy to grep), one line per
+    row whatever its cells hold."""
+    text_rows = [["" if v is None else shown(str(v)) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in text_rows]) for i, c in enumerate(columns)]
     line = "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
     typer.echo(line.rstrip())
@@ -143,9 +161,10 @@ def emit_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
 
 
 def emit_record(pairs: Sequence[tuple[str, Any]]) -> None:
+    """One line per field, the names aligned."""
     width = max(len(k) for k, _ in pairs)
     for key, value in pairs:
-        typer.echo(f"{key.ljust(width)}  {'' if value is None else value}")
+        typer.echo(f"{key.ljust(width)}  {'' if value is None else shown(str(value))}")
 
 
 def parse_date(value: str | None, field_name: str) -> date | None:
@@ -168,8 +187,22 @@ def parse_datetime(value: str | None, field_name: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.astimezone()
 
 
-def read_pin(*, from_stdin: bool, confirm: bool = True) -> str:
+def read_pin(*, from_stdin: bool, label: str = "New PIN") -> str:
     """A PIN from a hidden prompt (twice), or one line of stdin for scripts."""
     if from_stdin:
         return sys.stdin.readline().strip()
-    return typer.prompt("New PIN", hide_input=True, confirmation_prompt=confirm, err=True)
+    return typer.prompt(label, hide_input=True, confirmation_prompt=True, err=True)
+
+
+def read_code(label: str, *, from_stdin: bool) -> str:
+    """A one-time code (enrolment, recovery) from a hidden prompt in a terminal, or one line
+    of stdin (`--code-stdin`, before a PIN's line); without either, refused."""
+    if from_stdin:
+        return sys.stdin.readline().strip()
+    if not can_prompt():
+        raise AuthenticationFailed(
+            f"the {label.lower()} is needed: type it in a terminal, or give it on stdin with "
+            "--code-stdin",
+            field="code",
+        )
+    return typer.prompt(label, hide_input=True, err=True)

@@ -1,4 +1,5 @@
-"""`biobank user …`: accounts, roles, PINs, lockouts, personal tokens and the sign-in policy."""
+"""`biobank user …`: accounts, roles, PINs and the codes that stand in for one, lockouts,
+personal tokens and the sign-in policy."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from biobank.cli.common import (
     emit_json,
     emit_table,
     message,
+    read_code,
     read_pin,
     state,
     work,
 )
-from biobank.models import Role
-from biobank.services import identity, users
+from biobank.models import Role, UserRead
+from biobank.services import identity, one_time_codes, users
 
 app = typer.Typer(help="Manage users, roles and PINs (admins).", no_args_is_help=True)
 
@@ -30,8 +32,10 @@ def add(
     pin_stdin: bool = typer.Option(False, "--pin-stdin", help="Read the PIN from stdin."),
     json: JsonOption = False,
 ) -> None:
-    """Add a user."""
+    """Add a user, with the PIN they chose, or else with an enrolment code (printed once, on
+    stdout) to set their first PIN with."""
     pin = read_pin(from_stdin=pin_stdin) if (with_pin or pin_stdin) else None
+    code = None
     with work(ctx) as (session, actor):
         user = users.add_user(
             session,
@@ -42,12 +46,36 @@ def add(
             pin=pin,
             badge=badge,
         )
-    if json:
+        if pin is None:
+            user, code = one_time_codes.issue_enrolment_code(
+                session, actor=actor, username=username
+            )
+    message(f"added {user.role.value} {user.username}")
+    if code is not None:
+        _show_enrolment_code(user, code, json=json)
+    elif json:
         emit_json(user)
+
+
+@app.command("enrolment-code")
+def enrolment_code(ctx: typer.Context, username: str, json: JsonOption = False) -> None:
+    """Give a user without a PIN a new enrolment code (admins); the one before stops working."""
+    with work(ctx) as (session, actor):
+        user, code = one_time_codes.issue_enrolment_code(session, actor=actor, username=username)
+    _show_enrolment_code(user, code, json=json)
+
+
+def _show_enrolment_code(user: UserRead, code: str, *, json: bool) -> None:
+    """The code on stdout, once, and how it is used on stderr."""
+    if json:
+        emit_json({**user.model_dump(mode="json"), "enrolment_code": code})
     else:
-        message(f"added {user.role.value} {user.username}")
-        if not user.has_pin:
-            message(f"set a PIN with: biobank user set-pin {user.username}")
+        typer.echo(code)
+    until = user.enrolment_expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    message(
+        f"give {user.username} this enrolment code, for their first PIN, once, before {until}: "
+        f"biobank -u {user.username} user set-pin {user.username}"
+    )
 
 
 @app.command("list")
@@ -79,14 +107,67 @@ def set_pin(
     ctx: typer.Context,
     username: str,
     pin_stdin: bool = typer.Option(False, "--pin-stdin", help="Read the PIN from stdin."),
+    code_stdin: bool = typer.Option(
+        False, "--code-stdin", help="Read the enrolment code from stdin (before the PIN)."
+    ),
     reason: str | None = typer.Option(None, "--reason", help="Why (kept in the audit trail)."),
 ) -> None:
-    """Set a user's PIN (admins for anyone, users for themselves). A new PIN lifts a lockout."""
-    state(ctx).actor(claiming_pin_of=username)  # sign in before asking for the new PIN
-    pin = read_pin(from_stdin=pin_stdin)
-    with work(ctx) as (session, actor):
-        users.set_pin(session, actor=actor, username=username, pin=pin, reason=reason)
+    """Set a user's PIN (admins for anyone, users for themselves; a user without a PIN yet,
+    where sign-in is required, with the enrolment code an admin gave them). A new PIN lifts
+    every lock."""
+    cli = state(ctx)
+    if cli.enrolling(username):
+        code = read_code("Enrolment code", from_stdin=code_stdin)
+        pin = read_pin(from_stdin=pin_stdin)
+        with cli.database().unit_of_work() as session:
+            attempt = one_time_codes.enrol(
+                session, username=username, code=code, pin=pin,
+                workstation=cli.settings.workstation,
+            )  # fmt: skip
+        attempt.accepted()
+    else:
+        cli.actor()  # sign in before asking for the new PIN
+        pin = read_pin(from_stdin=pin_stdin)
+        with work(ctx) as (session, actor):
+            users.set_pin(session, actor=actor, username=username, pin=pin, reason=reason)
     message(f"PIN set for {username}")
+
+
+@app.command()
+def recover(
+    ctx: typer.Context,
+    username: str,
+    pin_stdin: bool = typer.Option(False, "--pin-stdin", help="Read the new PIN from stdin."),
+    code_stdin: bool = typer.Option(
+        False, "--code-stdin", help="Read the recovery code from stdin (before the PIN)."
+    ),
+) -> None:
+    """Get back into an admin account, locked or its PIN forgotten, with its recovery code:
+    a new PIN, every lock lifted, and the next recovery code printed once (on stdout)."""
+    cli = state(ctx)
+    code = read_code("Recovery code", from_stdin=code_stdin)
+    pin = read_pin(from_stdin=pin_stdin)
+    with cli.database().unit_of_work() as session:
+        attempt = one_time_codes.recover(
+            session, username=username, code=code, pin=pin, workstation=cli.settings.workstation
+        )
+    actor = attempt.accepted()
+    with cli.database().unit_of_work() as session:
+        typer.echo(one_time_codes.issue_recovery_code(session, actor=actor))
+    message(
+        f"{username} is back in: new PIN set, every lock lifted. The code used is spent; above "
+        "is the next, shown once: keep it where the last one was"
+    )
+
+
+@app.command("recovery-code")
+def recovery_code(ctx: typer.Context) -> None:
+    """Make yourself a new recovery code (admins), printed once on stdout; the one before
+    stops working. Kept on paper, it lets you back in when locked out: biobank user recover."""
+    with work(ctx) as (session, actor):
+        code = one_time_codes.issue_recovery_code(session, actor=actor)
+    typer.echo(code)
+    message(f"a new recovery code for {actor.username}: keep it on paper, away from workstations")
 
 
 @app.command()
@@ -107,7 +188,8 @@ def unlock(
     username: str,
     reason: str | None = typer.Option(None, "--reason", help="Why (kept in the audit trail)."),
 ) -> None:
-    """Lift a lockout after repeated wrong PINs, before it runs out (admins)."""
+    """Lift a user's locks after wrong PINs, at every workstation, before they run out
+    (admins)."""
     with work(ctx) as (session, actor):
         identity.unlock_user(session, actor=actor, username=username, reason=reason)
     message(f"unlocked {username}")

@@ -1,4 +1,4 @@
-"""Who is acting: PIN sign-in (with a lockout after repeated wrong PINs), badges, personal
+"""Who is acting: PIN sign-in (with locks after repeated wrong PINs), badges, personal
 tokens for scripts, and the sign-in policy that says whether the CLI may be told a name.
 
 On a shared PostgreSQL server anyone with the connection settings could type `--user admin`,
@@ -6,6 +6,11 @@ so there the CLI asks for proof (a PIN, or a personal token) by default; on the 
 file the operating system's account is the boundary and naming oneself is enough, unless an
 admin requires sign-in there too. The policy lives in the database, so no workstation can
 choose its own.
+
+Wrong PINs lock a user at the workstation they were typed at, so that anyone's guesses at one
+bench do not lock the user out of the others; many from several workstations (a workstation's
+name is what it says it is) lock the whole account. Each lock lasts twice the one before, until
+a right PIN; an admin lifts them sooner, and the last admin has a recovery code.
 """
 
 from __future__ import annotations
@@ -22,13 +27,23 @@ from sqlmodel import Session, select
 
 from biobank.db import flush
 from biobank.errors import AuthenticationFailed, NotFound, ValidationError, parse_choice
-from biobank.models import PersonalToken, PersonalTokenRead, SiteSetting, User, utcnow
+from biobank.models import (
+    PersonalToken,
+    PersonalTokenRead,
+    PinLockout,
+    Role,
+    SiteSetting,
+    User,
+    utcnow,
+)
 from biobank.permissions import SYSTEM, Actor, Permission, require
 from biobank.services import audit
-from biobank.services.users import HIDDEN, find_user, save_user
+from biobank.services.users import HIDDEN, find_user, get_user, lift_locks, save_user
 
-MAX_WRONG_PINS = 5  # in a row; the next wrong one locks PIN sign-in…
-LOCKOUT = timedelta(minutes=15)  # …for this long (an admin can unlock it sooner)
+MAX_WRONG_PINS = 5  # in a row at one workstation lock the user there…
+ACCOUNT_WRONG_PINS = 25  # …and in a row at all of them together, everywhere…
+LOCKOUT = timedelta(minutes=15)  # …this long, twice as long after each lock…
+LONGEST_LOCKOUT = timedelta(days=1)  # …up to this (an admin can unlock sooner)
 TOKEN_PREFIX = "bbk_"
 _POLICY_KEY = "cli_sign_in"
 _REFUSED = "unknown user, inactive user, or wrong PIN"
@@ -61,6 +76,14 @@ def set_sign_in_policy(
 ) -> SignInPolicy:
     require(actor, Permission.manage_users)
     policy = parse_choice(SignInPolicy, policy, field="policy")
+    user = find_user(session, actor.username)
+    if policy is SignInPolicy.required and (user is None or user.pin_hash is None):
+        raise ValidationError(
+            f"set your own PIN before requiring sign-in, or you could not sign in after: "
+            f"biobank user set-pin {actor.username}",
+            field="policy",
+            value=policy.value,
+        )
     row = session.exec(select(SiteSetting).where(SiteSetting.key == _POLICY_KEY)).first()
     before = audit.snapshot(row) if row is not None else None
     row = row or SiteSetting(key=_POLICY_KEY, value=policy.value)
@@ -85,8 +108,9 @@ def set_sign_in_policy(
 
 @dataclass(frozen=True)
 class SignInAttempt:
-    """The outcome of a PIN sign-in. A refusal is returned, not raised, so that the caller's
-    unit of work commits the count of wrong PINs; `accepted()` then raises it."""
+    """The outcome of a sign-in (by PIN, enrolment or recovery code). A refusal is returned,
+    not raised, so that the caller's unit of work commits the count of wrong PINs and the
+    audit entry; `accepted()` then raises it."""
 
     actor: Actor | None
     refusal: str | None = None
@@ -100,72 +124,122 @@ class SignInAttempt:
 def sign_in(
     session: Session, *, username: str, pin: str, workstation: str, now: datetime | None = None
 ) -> SignInAttempt:
-    """Check a PIN. The refusal never says whether the name or the PIN was wrong; after
-    `MAX_WRONG_PINS` wrong PINs in a row the account is locked for `LOCKOUT`, and says so."""
+    """Check a PIN. The refusal never says whether the name or the PIN was wrong; a locked
+    user is told so, and nothing is checked. The user's row is locked to this unit of work
+    (SQLite: the whole file is), so attempts made at once are counted one after another."""
     now = now or utcnow()
-    user = find_user(session, username.strip().lower())
+    user = find_user(session, username.strip().lower(), lock=True)
     if user is None or not user.active or user.pin_hash is None:
         return SignInAttempt(None, _REFUSED)
-    if user.locked_until is not None and user.locked_until > now:
-        return SignInAttempt(None, _locked_message(user))
+    here = _lockout_at(session, user, workstation)
+    refusal = _lock_in_force(user, here, now)
+    if refusal is not None:
+        return SignInAttempt(None, refusal)
     before = audit.snapshot(user, hide=HIDDEN)
     try:
         _hasher.verify(user.pin_hash, pin)
     except (VerificationError, InvalidHashError):
-        user.failed_pins += 1
-        locks = user.failed_pins >= MAX_WRONG_PINS
-        if locks:
-            user.failed_pins, user.locked_until = 0, now + LOCKOUT
-        action = "user.locked" if locks else "user.wrong_pin"
-        save_user(session, user, actor=_nobody_yet(workstation), action=action, before=before)
-        return SignInAttempt(None, _locked_message(user) if locks else _REFUSED)
-    if user.failed_pins or user.locked_until is not None:
-        user.failed_pins, user.locked_until = 0, None
+        return _wrong_pin(session, user, here, before, now)
+    if here.id is not None or (user.failed_pins, user.lockouts, user.locked_until) != (0, 0, None):
+        if here.id is not None:  # this workstation's wrong PINs are forgiven, not others'
+            session.delete(here)
+        user.failed_pins, user.lockouts, user.locked_until = 0, 0, None
         save_user(
-            session, user, actor=_nobody_yet(workstation), action="user.pin_accepted", before=before
+            session, user, actor=system_at(workstation), action="user.pin_accepted", before=before
         )
     return SignInAttempt(actor_of(user, workstation))
+
+
+def _lockout_at(session: Session, user: User, workstation: str) -> PinLockout:
+    """The user's wrong PINs at this workstation (a new, unsaved count if none)."""
+    found = session.exec(
+        select(PinLockout).where(
+            PinLockout.user_id == user.id, PinLockout.workstation == workstation
+        )
+    ).first()
+    return found or PinLockout(user_id=user.id, workstation=workstation)
+
+
+def _lock_in_force(user: User, here: PinLockout, now: datetime) -> str | None:
+    """Why the user may not sign in at this workstation now, if a lock says so."""
+    if user.locked_until is not None and user.locked_until > now:
+        why, until = f"{ACCOUNT_WRONG_PINS} wrong PINs at several workstations", user.locked_until
+        elsewhere = ""
+    elif here.locked_until is not None and here.locked_until > now:
+        why, until = f"{MAX_WRONG_PINS} wrong PINs at {here.workstation}", here.locked_until
+        elsewhere = " or at another workstation"
+    else:
+        return None
+    way_back = f"ask an admin: biobank user unlock {user.username}"
+    if user.role is Role.admin:
+        way_back += f"; or use your recovery code: biobank user recover {user.username}"
+    return (
+        f"{user.username} is locked after {why}; try again after "
+        f"{until.strftime('%Y-%m-%d %H:%M UTC')}{elsewhere}, or {way_back}"
+    )
+
+
+def _wrong_pin(
+    session: Session, user: User, here: PinLockout, before: dict, now: datetime
+) -> SignInAttempt:
+    """Count a wrong PIN at this workstation and for the account; either count may lock."""
+    locks_here = _counted(here, MAX_WRONG_PINS, now)
+    locks_everywhere = _counted(user, ACCOUNT_WRONG_PINS, now)
+    session.add(here)
+    action = "user.wrong_pin"
+    if locks_here or locks_everywhere:
+        action = "user.account_locked" if locks_everywhere else "user.locked"
+    locked = _lock_in_force(user, here, now)
+    save_user(
+        session, user, actor=system_at(here.workstation), action=action, before=before,
+        reason=locked,
+    )  # fmt: skip
+    return SignInAttempt(None, locked or _REFUSED)
+
+
+def _counted(wrong: User | PinLockout, most: int, now: datetime) -> bool:
+    """Count one more wrong PIN in a row; the `most`-th locks: for `LOCKOUT`, doubled with
+    each lock since the last right PIN, at most `LONGEST_LOCKOUT`. True if it locks."""
+    wrong.failed_pins += 1
+    if wrong.failed_pins < most:
+        return False
+    wrong.failed_pins, wrong.lockouts = 0, wrong.lockouts + 1
+    wrong.locked_until = now + min(LOCKOUT * 2 ** (wrong.lockouts - 1), LONGEST_LOCKOUT)
+    return True
 
 
 def unlock_user(
     session: Session, *, actor: Actor, username: str, reason: str | None = None
 ) -> None:
-    """An admin lifts a lockout before it runs out (after checking who is asking)."""
+    """An admin lifts a user's locks, at every workstation, before they run out (after
+    checking who is asking)."""
     require(actor, Permission.manage_users)
-    user = _existing(session, username)
+    user = get_user(session, username)
     before = audit.snapshot(user, hide=HIDDEN)
-    user.failed_pins, user.locked_until = 0, None
+    lift_locks(session, user)
     save_user(session, user, actor=actor, action="user.unlock", before=before, reason=reason)
 
 
-def _locked_message(user: User) -> str:
-    until = user.locked_until.strftime("%H:%M UTC") if user.locked_until else "later"
-    return (
-        f"{user.username} is locked after {MAX_WRONG_PINS} wrong PINs; try again after {until}, "
-        f"or ask an admin: biobank user unlock {user.username}"
-    )
-
-
-def _nobody_yet(workstation: str) -> Actor:
-    """Who records a sign-in attempt: the system, at the workstation it came from."""
+def system_at(workstation: str) -> Actor:
+    """Who records what someone not signed in yet tried: the system, at the workstation it
+    came from."""
     return Actor(SYSTEM.user_id, SYSTEM.username, SYSTEM.role, workstation)
-
-
-def _existing(session: Session, username: str) -> User:
-    user = find_user(session, username)
-    if user is None:
-        raise NotFound(f"no user named {username!r}", field="username", value=username)
-    return user
 
 
 # --- badges and names ------------------------------------------------------------------------
 
 
-def authenticate_badge(session: Session, *, badge: str, workstation: str) -> Actor:
-    """Sign in by scanning a user badge (the badge is the credential)."""
+def authenticate_badge(
+    session: Session, *, badge: str, workstation: str, now: datetime | None = None
+) -> Actor:
+    """Sign in by scanning a user badge (the badge is the credential). A lock earned by
+    wrong PINs holds for the badge too: a found or copied badge is no way around it."""
     user = session.exec(select(User).where(User.badge == badge.strip().upper())).first()
     if user is None or not user.active:
         raise AuthenticationFailed("unknown or inactive badge", field="badge")
+    refusal = _lock_in_force(user, _lockout_at(session, user, workstation), now or utcnow())
+    if refusal is not None:
+        raise AuthenticationFailed(refusal, field="badge")
     return actor_of(user, workstation)
 
 
@@ -181,7 +255,7 @@ def actor_for(session: Session, *, username: str | None, workstation: str) -> Ac
                 field="user",
             )
         return actor_of(users[0], workstation)
-    user = _existing(session, username)
+    user = get_user(session, username)
     if not user.active:
         raise AuthenticationFailed(
             f"user {username!r} is deactivated", field="user", value=username
@@ -191,10 +265,12 @@ def actor_for(session: Session, *, username: str | None, workstation: str) -> Ac
 
 @dataclass(frozen=True)
 class Identified:
-    """Who a front end says is acting, and whether they still have to type their PIN."""
+    """Who a front end says is acting, and what they must still show: their PIN, or (a user
+    without one, setting their own) the enrolment code an admin was given for them."""
 
     actor: Actor
-    needs_pin: bool
+    needs_pin: bool = False
+    needs_enrolment_code: bool = False
 
 
 def identify(
@@ -207,8 +283,9 @@ def identify(
 ) -> Identified:
     """The CLI's acting user under the database's policy: the owner of a personal token if
     one is given; else the user named (or the only user), who must also type their PIN where
-    sign-in is required. A user without a PIN yet may act only to set their own
-    (`claiming_pin_of`): nobody takes over another account that way."""
+    sign-in is required. A user without a PIN yet may only set their own (`claiming_pin_of`),
+    showing the enrolment code an admin made for them: nobody claims an account without a
+    PIN."""
     if token is not None:
         actor = authenticate_token(session, secret=token, workstation=workstation)
         if username is not None and username != actor.username:
@@ -217,17 +294,18 @@ def identify(
                 field="user",
                 value=username,
             )
-        return Identified(actor, needs_pin=False)
+        return Identified(actor)
     actor = actor_for(session, username=username, workstation=workstation)
     if sign_in_policy(session) is SignInPolicy.trusted:
-        return Identified(actor, needs_pin=False)
+        return Identified(actor)
     if find_user(session, actor.username).pin_hash is not None:
         return Identified(actor, needs_pin=True)
     if claiming_pin_of == actor.username:
-        return Identified(actor, needs_pin=False)
+        return Identified(actor, needs_enrolment_code=True)
     raise AuthenticationFailed(
-        f"{actor.username} has no PIN yet and this database requires sign-in; "
-        f"set one first: biobank user set-pin {actor.username}",
+        f"{actor.username} has no PIN yet and this database requires sign-in; they set one "
+        f"with the enrolment code an admin gave them: biobank -u {actor.username} user set-pin "
+        f"{actor.username}",
         field="user",
         value=actor.username,
     )
@@ -257,7 +335,7 @@ def create_token(
     """A new personal token for the acting user; the secret is returned once, never stored."""
     if days is not None and days < 1:
         raise ValidationError("a token lasts at least 1 day", field="days", value=days)
-    user = _existing(session, actor.username)
+    user = get_user(session, actor.username)
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = PersonalToken(
         user_id=user.id,

@@ -1,5 +1,6 @@
 """Users and their PINs (hashed with Argon2id, a memory-hard KDF). Signing in is
-`biobank.services.identity`."""
+`biobank.services.identity`; the codes that stand in for a missing or forgotten PIN are
+`biobank.services.one_time_codes`."""
 
 from __future__ import annotations
 
@@ -11,19 +12,26 @@ from argon2 import PasswordHasher
 from sqlmodel import Session, func, select
 
 from biobank.db import flush
-from biobank.errors import AlreadyExists, NotFound, ValidationError, parse_choice
-from biobank.models import Role, User, UserRead
+from biobank.errors import (
+    AlreadyExists,
+    DatabaseNotReady,
+    NotFound,
+    ValidationError,
+    parse_choice,
+)
+from biobank.models import PinLockout, Role, User, UserRead
 from biobank.permissions import SYSTEM, Actor, Permission, require
 from biobank.services import audit
 
 BOOTSTRAP_ADMIN = "admin"
 USERNAME = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
 PIN = re.compile(r"^[0-9]{4,12}$")
-HIDDEN = frozenset({"pin_hash"})  # audit entries say only whether a PIN is set
+# audit entries say only whether a PIN or a code is set
+HIDDEN = frozenset({"pin_hash", "enrolment_code_sha256", "recovery_code_sha256"})
 _hasher = PasswordHasher()
 
 
-def _read(user: User) -> UserRead:
+def user_read(user: User) -> UserRead:
     return UserRead(
         id=user.id,
         username=user.username,
@@ -34,20 +42,27 @@ def _read(user: User) -> UserRead:
         badge=user.badge,
         created_at=user.created_at,
         locked_until=user.locked_until,
+        enrolment_expires_at=user.enrolment_expires_at,
     )
 
 
-def _check_pin(pin: str) -> str:
+def hash_pin(pin: str) -> str:
+    """A PIN's Argon2id hash, if it has the form of a PIN."""
     if not PIN.match(pin):
         raise ValidationError("a PIN is 4 to 12 digits", field="pin", value="(hidden)")
     return _hasher.hash(pin)
 
 
-def find_user(session: Session, username: str) -> User | None:
-    return session.exec(select(User).where(User.username == username)).first()
+def find_user(session: Session, username: str, *, lock: bool = False) -> User | None:
+    """The user named; `lock`ed to this unit of work where what is read decides what is
+    written (a sign-in's count of wrong PINs): others doing the same wait their turn."""
+    query = select(User).where(User.username == username)
+    if lock:  # (and read afresh: a copy this session holds may be older than the lock)
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return session.exec(query).first()
 
 
-def _get(session: Session, username: str) -> User:
+def get_user(session: Session, username: str) -> User:
     user = find_user(session, username)
     if user is None:
         raise NotFound(f"no user named {username!r}", field="username", value=username)
@@ -79,7 +94,7 @@ def add_user(
         username=username,
         display_name=display_name,
         role=role,
-        pin_hash=_check_pin(pin) if pin is not None else None,
+        pin_hash=hash_pin(pin) if pin is not None else None,
         badge=badge.strip().upper() if badge else None,
     )
     session.add(user)
@@ -92,7 +107,7 @@ def add_user(
         entity_id=user.id,
         after=audit.snapshot(user, hide=HIDDEN),
     )
-    return _read(user)
+    return user_read(user)
 
 
 def list_users(session: Session, *, actor: Actor, include_inactive: bool = True) -> list[UserRead]:
@@ -100,21 +115,23 @@ def list_users(session: Session, *, actor: Actor, include_inactive: bool = True)
     query = select(User).order_by(User.username)
     if not include_inactive:
         query = query.where(User.active)
-    return [_read(u) for u in session.exec(query)]
+    return [user_read(u) for u in session.exec(query)]
 
 
 def set_pin(
     session: Session, *, actor: Actor, username: str, pin: str, reason: str | None = None
 ) -> UserRead:
-    """Admins set anyone's PIN; every user may change their own. A new PIN lifts a lockout."""
+    """Admins set anyone's PIN; every user may change their own. A new PIN lifts every lock
+    and voids an enrolment code."""
     if actor.username != username:
         require(actor, Permission.manage_users)
-    user = _get(session, username)
+    user = get_user(session, username)
     before = audit.snapshot(user, hide=HIDDEN)
-    user.pin_hash = _check_pin(pin)
-    user.failed_pins, user.locked_until = 0, None
+    user.pin_hash = hash_pin(pin)
+    user.enrolment_code_sha256 = user.enrolment_expires_at = None
+    lift_locks(session, user)
     save_user(session, user, actor=actor, action="user.set_pin", before=before, reason=reason)
-    return _read(user)
+    return user_read(user)
 
 
 def deactivate_user(
@@ -122,7 +139,7 @@ def deactivate_user(
 ) -> UserRead:
     """Users are deactivated, never deleted: the audit trail keeps naming them."""
     require(actor, Permission.manage_users)
-    user = _get(session, username)
+    user = get_user(session, username)
     if user.username == actor.username:
         raise ValidationError("you cannot deactivate yourself", field="username", value=username)
     if user.role == Role.admin and _active_admins(session) <= 1:
@@ -132,7 +149,7 @@ def deactivate_user(
     before = audit.snapshot(user, hide=HIDDEN)
     user.active = False
     save_user(session, user, actor=actor, action="user.deactivate", before=before, reason=reason)
-    return _read(user)
+    return user_read(user)
 
 
 def save_user(
@@ -159,20 +176,36 @@ def save_user(
     )
 
 
+def lift_locks(session: Session, user: User) -> None:
+    """Forget a user's wrong PINs and locks, everywhere (the caller saves the user)."""
+    user.failed_pins, user.lockouts, user.locked_until = 0, 0, None
+    session.execute(sa.delete(PinLockout).where(PinLockout.user_id == user.id))
+
+
 def _active_admins(session: Session) -> int:
     return session.exec(
         select(func.count()).select_from(User).where(User.role == Role.admin, User.active)
     ).one()
 
 
-def ensure_bootstrap_admin(session: Session) -> UserRead | None:
-    """A new database starts with one admin, `admin`, without a PIN. Returns it if created."""
+def ensure_bootstrap_admin(
+    session: Session, *, pin: str | None = None, pin_required: bool = False
+) -> UserRead | None:
+    """A new database starts with one admin, `admin`, with `pin`; without one only where
+    that is no risk (not `pin_required`: on a server anyone could claim a PIN-less admin).
+    Returns it if created."""
     if session.execute(sa.select(User.__table__.c.id).limit(1)).first() is not None:
         return None  # (a Core query: every start asks, and need not set up the ORM's mappers)
+    if pin is None and pin_required:
+        raise DatabaseNotReady(
+            "the database has no users yet: its first admin is made, with a PIN, by "
+            "`biobank db upgrade` in a terminal (or with --admin-pin-stdin)"
+        )
     return add_user(
         session,
         actor=SYSTEM,
         username=BOOTSTRAP_ADMIN,
         role=Role.admin,
         display_name="Administrator",
+        pin=pin,
     )
