@@ -14,6 +14,7 @@ services check every name in it against the dictionary before running it.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date
 from typing import Literal
@@ -26,6 +27,8 @@ from biobank.errors import ValidationError
 Operator = Literal["=", "!=", "<", "<=", ">", ">=", "in", "not in", "exists"]
 OPERATORS: tuple[str, ...] = ("=", "!=", "<", "<=", ">", ">=", "in", "not in", "exists")
 Scalar = bool | int | float | date | str
+MAX_CONDITION = 10_000  # characters of a condition's text
+MAX_DEPTH = 50  # parentheses within parentheses
 
 
 class Condition(BaseModel):
@@ -196,10 +199,8 @@ def _literal(kind: str, text: str) -> Scalar:
         return True
     if lowered in ("no", "false"):
         return False
-    if re.fullmatch(r"[-+]?\d+", text):
-        return int(text)
-    if re.fullmatch(r"[-+]?(\d+\.\d*|\.\d+|\d+(?=[eE]))([eE][-+]?\d+)?", text):
-        return float(text)
+    if re.fullmatch(r"[-+]?(\d+|\d+\.\d*|\.\d+)([eE][-+]?\d+)?", text):
+        return _number(text)
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
         try:
             return date.fromisoformat(text)
@@ -208,14 +209,34 @@ def _literal(kind: str, text: str) -> Scalar:
     return text
 
 
+def _number(text: str) -> int | float:
+    """Whole numbers of up to 18 digits stay whole (64 bits hold them); any other is a float,
+    as the values it is compared with are, and one beyond a float's range is refused."""
+    number = int(text) if re.fullmatch(r"[-+]?\d{1,18}", text) else float(text)
+    if math.isinf(number):
+        shown = text if len(text) <= 24 else f"{text[:12]}… ({len(text):,} characters)"
+        raise ValidationError(f"the number {shown} is out of range", field="where", value=text)
+    return number
+
+
 class _Parser:
     """conditions := term (("and" | "or") term)* — one kind of joiner per level, parentheses
-    for the other; term := "(" conditions ")" | "ever" "(" comparison ")" | comparison."""
+    for the other; term := "(" conditions ")" | "ever" "(" comparison ")" | comparison.
+
+    Its recursion is bounded: at most MAX_DEPTH parentheses deep, in at most MAX_CONDITION
+    characters."""
 
     def __init__(self, text: str):
+        if len(text) > MAX_CONDITION:
+            raise ValidationError(
+                f"the condition is {len(text):,} characters long; at most {MAX_CONDITION:,}",
+                field="where",
+                value=text,
+            )
         self.text = text
         self.tokens = _tokens(text)
         self.at = 0
+        self.depth = 0
 
     def fail(self, reason: str) -> ValidationError:
         shown = " ".join(t for _, t in self.tokens[self.at : self.at + 3]) or "the end"
@@ -266,8 +287,16 @@ class _Parser:
         token = self.peek()
         if token == ("punct", "("):
             self.take()
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise ValidationError(
+                    f"the condition nests parentheses more than {MAX_DEPTH} deep",
+                    field="where",
+                    value=self.text,
+                )
             inner = self.conditions()
             self.expect(")")
+            self.depth -= 1
             return inner
         if self.keyword() == "ever" and self.tokens[self.at + 1 : self.at + 2] == [("punct", "(")]:
             self.take()

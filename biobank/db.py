@@ -94,7 +94,7 @@ def check_connection(engine: Engine) -> None:
 
 def _sqlite_engine(url: sa.URL) -> Engine:
     if url.database and url.database != ":memory:":
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _create_private(Path(url.database).expanduser())
     engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
@@ -124,6 +124,17 @@ def _sqlite_engine(url: sa.URL) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def _create_private(path: Path) -> None:
+    """A new database file is its owner's alone (0600, in a folder biobank makes 0700), whatever
+    the umask: it holds names and MRNs. Made here, before SQLite makes it with the umask's
+    mode; SQLite gives the -wal and -shm files beside it the database file's mode. The mode of
+    a file or folder that exists is left as its owner set it; one that cannot be made is
+    reported by the connection that tries (`check_connection`)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 @contextmanager
@@ -162,9 +173,11 @@ def uow(engine: Engine, *, readonly: bool = False, lookup: bool = False) -> Iter
         lost = isinstance(error, exc.DBAPIError) and error.connection_invalidated
         try:
             _after_rollback(engine, session)
-        except exc.DBAPIError:
-            if not lost:  # with the server gone, the lost connection is the news
-                raise
+        except exc.DBAPIError as refused:
+            # With the server gone, the lost connection is the news; else the database refused
+            # even this (a full disk), which is reported like any other refusal.
+            if not lost:
+                error = refused
         if lost:
             raise _lost_connection(error, committing=committing) from error
         if isinstance(error, exc.IntegrityError):
@@ -176,10 +189,10 @@ def uow(engine: Engine, *, readonly: bool = False, lookup: bool = False) -> Iter
                 f"the database refused a value: {_first_line(error.orig)}"
             ) from error
         if isinstance(error, exc.OperationalError):
-            raise DatabaseUnavailable(  # unreachable (a server restarting), locked, …
+            raise DatabaseUnavailable(  # unreachable (a server restarting), locked, full, …
                 f"database error: {_first_line(error.orig)}; nothing of this was saved"
             ) from error
-        raise
+        raise error
     finally:
         if kept is not None:
             kept.give_back(session)

@@ -1,7 +1,8 @@
 """Settings from `BIOBANK_*` environment variables and a TOML file in the platform config dir.
 
 Environment variables win over the file; the file wins over the defaults. Nothing is read at
-import time: entry points call `load_settings()` and pass the result on.
+import time: entry points call `load_settings()` and pass the result on. A value that is not
+valid, or a token in a file other accounts may read, is refused in one line naming where.
 """
 
 from __future__ import annotations
@@ -9,18 +10,21 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
+import pydantic
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
+    SettingsError,
 )
 
 from biobank.errors import ValidationError
+from biobank.inputs import read_toml
 
 APP_NAME = "biobank"
 
@@ -78,6 +82,13 @@ class Settings(BaseSettings):
     default_printer: str | None = None
     printers: dict[str, PrinterProfile] = Field(default_factory=dict)
     scanner: ScannerSettings = Field(default_factory=ScannerSettings)
+    # The audit trail's anchors, never in the database (`services.audit_anchor`): the secret
+    # its checkpoints are keyed with, and the file they are appended to. On a server, keep
+    # both where the admins (and not the workstations) can reach them.
+    audit_key_file: Path = Field(default_factory=lambda: config_path().parent / "audit.key")
+    audit_checkpoints_file: Path = Field(
+        default_factory=lambda: config_path().parent / "audit-checkpoints.jsonl"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -88,8 +99,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
-        return (init_settings, env_settings, toml)
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, _file_settings()))
 
     def printer_profile(self, name: str | None = None) -> PrinterProfile:
         """A printer of this workstation by name, or the default printer."""
@@ -110,5 +120,34 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
 
+def _file_settings() -> dict[str, Any]:
+    """The settings file's values (none without a file). A personal token is a password: in a
+    file that others may read or change it is refused, as ssh refuses such a key."""
+    path = config_path().expanduser()
+    if not path.exists():
+        return {}
+    values = read_toml(path, "settings file", field="config")
+    if "token" in values and path.stat().st_mode & 0o077:
+        raise ValidationError(
+            f"the settings file {path} holds a token and other accounts may read or change it: "
+            f"chmod 600 {path}",
+            field="config",
+            value=str(path),
+        )
+    return values
+
+
 def load_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)
+    """The settings; one that is not valid is named with where it was set."""
+    try:
+        return Settings(**overrides)
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        name = ".".join(str(part) for part in first["loc"])
+        variable = "BIOBANK_" + "__".join(str(part) for part in first["loc"]).upper()
+        where = variable if variable in os.environ else config_path()
+        raise ValidationError(
+            f"the setting {name} ({where}) is not valid: {first['msg']}", field=name
+        ) from None
+    except SettingsError as error:  # a nested setting's variable that is not JSON
+        raise ValidationError(f"the settings cannot be read: {error}", field="config") from None

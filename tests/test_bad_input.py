@@ -2,27 +2,43 @@
 with BOMs or other delimiters, empty or not CSV at all; duplicated IDs; Unicode look-alikes;
 control characters; over-long text; negative, NaN or infinite quantities; dates in the future,
 impossible or before birth; bad SPREC codes; positions outside the grid; injection strings in
-filters, codes and types; scans with a wrong check character or from another alphabet — each
-given through the CLI as a technician, a PI or an admin would type it.
+filters, codes and types; scans with a wrong check character or from another alphabet; files
+that are not files (a FIFO, a process substitution, /dev/zero, a folder) or too large, cells
+and records without end, binary mappings; conditions nested or numbered without end; settings
+that are not valid; a disk that fills — each given through the CLI as a technician, a PI or
+an admin would type it.
 
 Each gets a clear message naming what is wrong (the field, the column, the row or the scan),
-a failing exit code, and changes nothing: every table's row count and the audit chain's last
-entry are as they were. (A specimen ID handed out to a refused accession is burnt, never
-reused: that is the serial counter moving on, not a row.)
+a failing exit code, no traceback, and at once (a case that waits is failed by an alarm), and
+changes nothing: every table's row count and the audit chain's last entry are as they were.
+(A specimen ID handed out to a refused accession is burnt, never reused: that is the serial
+counter moving on, not a row.)
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from conftest import ENGINES, _postgres_template, _sqlite_template
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
+from biobank.bootstrap import bootstrap
 from biobank.cli import app
 from biobank.db import make_engine
+from biobank.inputs import IMPORT_LIMIT, SMALL_LIMIT
 from biobank.models import SQLModel
 
 HEADER = (
@@ -38,19 +54,44 @@ def sheet(row: str = ROW, *, encoding: str = "utf-8", header: str = HEADER) -> b
     return (header + GOOD + row).encode(encoding)
 
 
+def alternating(levels: int) -> str:
+    """A condition whose `or` and `and` alternate `levels` deep: `a or (a and (a or (…)))`."""
+    text = "sledai2k >= 6"
+    for level in range(levels):
+        text = f"sledai2k >= 6 {('or', 'and')[level % 2]} ({text})"
+    return text
+
+
 @dataclass(frozen=True)
 class Bad:
     kind: str
-    args: tuple[str, ...]  # {P}: a participant's code, {TUBE}: a stored tube, {FILE}: the file
+    # {P}: a participant's code, {TUBE}: a stored tube, {FILE}: the file, {MAP}: the mapping;
+    # {FIFO}: a named pipe, {PIPE}: a pipe as a process substitution names it (/dev/fd/N);
+    # {HUGE}, {BIG}: files just over the import's and the small files' limits
+    args: tuple[str, ...]
     expect: str  # in what the command says (stderr, and stdout for a file's fault table)
     file: bytes | None = None
     code: int | None = None  # the exit code, when one is meant (else any failing one)
     user: str = "admin"
+    # "report": a file's faults, listed at length; "unbounded": a case that, were it not
+    # refused, would read without end, so it runs in a process of its own with its memory
+    # limited (it fails, and the machine is spared)
     tags: tuple[str, ...] = field(default=())
+    mapping: bytes | None = None
+    env: tuple[tuple[str, str], ...] = ()
 
 
 ACCESSION = ("specimen", "accession", "-p", "{P}", "-v", "baseline", "--type", "SER")
 IMPORT = ("import", "inventory", "{FILE}", "--study", "SLE")
+REDCAP_FILES = Path(__file__).parent / "data" / "redcap"
+REDCAP = ("import", "redcap", "--dictionary", "{FILE}", "--records", "{FILE}")
+RECONCILE = ("reconcile", "BX000004")
+PREVIEW = ("cohort", "preview", "--where")
+
+
+def importing(path: str) -> tuple[str, ...]:
+    return ("import", "inventory", path, "--study", "SLE")
+
 
 CORPUS = [
     # quantities
@@ -145,7 +186,8 @@ CORPUS = [
     Bad("endless scan", ("scan", "A" * 3000), "(3,000 characters)", user="tech"),
     # files
     Bad("empty file", IMPORT, "the file is empty", file=b""),
-    Bad("not a CSV at all", IMPORT, "no column 'Sample ID'", file=bytes(range(256)) * 4),
+    Bad("not a CSV at all", IMPORT, "no column 'Sample ID'", file=bytes(range(256)) * 4,
+        tags=("report",)),
     Bad("a required column missing", IMPORT, "no column 'Subject'",
         file=sheet(ROW.replace("LEGS01,", ""), header=HEADER.replace("Subject,", ""))),
     Bad("UTF-16 with a bad volume", IMPORT, "volume must be more than zero",
@@ -156,7 +198,7 @@ CORPUS = [
         file=sheet(ROW.replace(",500,", ",abc,")).replace(b",", b";")),
     Bad("Windows-1252 and an impossible date", IMPORT, "13/45/2017",
         file=sheet(ROW.replace("04/28/2017", "13/45/2017").replace("ok", "h\u00e9molys\u00e9"),
-                   encoding="cp1252")),
+                   encoding="cp1252"), tags=("report",)),
     Bad("duplicated IDs in a file", IMPORT, "LEG-01", file=sheet(GOOD)),
     Bad("NaN volume in a file", IMPORT, "volume must be a number",
         file=sheet(ROW.replace(",500,", ",NaN,"))),
@@ -175,6 +217,68 @@ CORPUS = [
         "the scan has no position column", file=bytes(range(256)) * 4, user="tech"),
     Bad("empty rack scan", ("reconcile", "BX000004", "{FILE}"), "the scan file is empty",
         file=b"", user="tech"),
+    Bad("rack scan with CR-only line ends", (*RECONCILE, "{FILE}"),
+        "row 3: position A1 is also on row 2", code=2, user="tech",
+        file=b"Position,Tube ID\rA1,NO TUBE\rA1,NO TUBE\r"),
+    # files that are not files, too large, or without end
+    Bad("cell over 128 KB in a sheet", IMPORT, "line 3: field larger than field limit (131072)",
+        code=2, file=sheet(ROW.replace("ok", "x" * 200_000))),
+    Bad("cell over 128 KB in a REDCap export", (*REDCAP[:3],
+        str(REDCAP_FILES / "redcap_data_dictionary.csv"), *REDCAP[4:]),
+        "field larger than field limit (131072)", code=2,
+        file=(REDCAP_FILES / "redcap_records.csv").read_bytes() + b"S-9," + b"x" * 200_000),
+    Bad("cell over 128 KB in a rack scan", (*RECONCILE, "{FILE}"),
+        "row 2: the scan cannot be read: field larger than field limit (131072)", code=2,
+        user="tech", file=b"Position,Tube ID\nA1," + b"x" * 200_000),
+    Bad("record without end in a sheet", IMPORT, "a record longer than 1,000,000 characters",
+        code=2, file=(HEADER + "," * 1_100_000).encode()),
+    Bad("/dev/zero as a sheet", importing("/dev/zero"),
+        "cannot read the sheet /dev/zero: it is a device, not a regular file", code=2,
+        tags=("unbounded",)),
+    Bad("/dev/zero as a rack scan", (*RECONCILE, "/dev/zero"),
+        "cannot read the rack scan /dev/zero: it is a device, not a regular file", code=2,
+        user="tech", tags=("unbounded",)),
+    Bad("FIFO as a sheet", importing("{FIFO}"), "it is a pipe, not a regular file", code=2),
+    Bad("FIFO as REDCap records", (*REDCAP[:-1], "{FIFO}"),
+        "cannot read the records export", code=2, file=sheet()),
+    Bad("process substitution as a rack scan", (*RECONCILE, "{PIPE}"),
+        "it is a pipe, not a regular file", code=2, user="tech"),
+    Bad("folder as a sheet", importing("/"), "cannot read the sheet /: it is a folder", code=2),
+    Bad("missing sheet", importing("/nonexistent/legacy.csv"),
+        "cannot read the sheet /nonexistent/legacy.csv: No such file or directory", code=2),
+    Bad("sheet over 1 GB", importing("{HUGE}"), "larger than the 1,000 MB allowed", code=2),
+    Bad("rack scan over 10 MB", (*RECONCILE, "{BIG}"), "larger than the 10 MB allowed", code=2,
+        user="tech"),
+    Bad("mapping over 10 MB", (*IMPORT, "--mapping", "{BIG}"),
+        "cannot read the mapping", code=2, file=sheet()),
+    Bad("binary mapping", (*IMPORT, "--mapping", "{MAP}"),
+        "can't decode byte 0x80", code=2, file=sheet(), mapping=bytes(range(256))),
+    Bad("binary REDCap mapping", (*REDCAP, "--mapping", "{MAP}"),
+        "cannot read the mapping", code=2, file=sheet(), mapping=bytes(range(256))),
+    Bad("mapping nested without end", (*IMPORT, "--mapping", "{MAP}"),
+        "cannot read the mapping", code=2, file=sheet(), mapping=b"x = " + b"[" * 100_000),
+    # conditions without end
+    Bad("5,000-digit number in a condition", (*PREVIEW, "sledai2k >= " + "9" * 5000),
+        "the number 999999999999… (5,000 characters) is out of range", code=2, user="pi"),
+    Bad("number beyond a float in a condition", (*PREVIEW, "sledai2k >= 1e999"),
+        "the number 1e999 is out of range", code=2, user="pi"),
+    Bad("2,000 nested parentheses", (*PREVIEW, "(" * 2000 + "sledai2k >= 6" + ")" * 2000),
+        "the condition nests parentheses more than 50 deep", code=2, user="pi"),
+    Bad("300 alternating and/or levels", (*PREVIEW, alternating(300)),
+        "the condition nests parentheses more than 50 deep", code=2, user="pi"),
+    Bad("condition over 10,000 characters", (*PREVIEW, " or ".join(["sledai2k >= 6"] * 800)),
+        "the condition is 13,596 characters long; at most 10,000", code=2, user="pi"),
+    # settings
+    Bad("a word for the idle lock", ("scan", "{TUBE}"),
+        "the setting idle_lock_minutes (BIOBANK_IDLE_LOCK_MINUTES) is not valid", code=2,
+        user="tech", env=(("BIOBANK_IDLE_LOCK_MINUTES", "abc"),)),
+    Bad("scanner interval out of range", ("scan", "{TUBE}"),
+        "(BIOBANK_SCANNER__MAX_KEY_INTERVAL_MS) is not valid: Input should be less than or "
+        "equal to 500", code=2, user="tech",
+        env=(("BIOBANK_SCANNER__MAX_KEY_INTERVAL_MS", "9999"),)),
+    Bad("printers that are not JSON", ("scan", "{TUBE}"),
+        'the settings cannot be read: error parsing value for field "printers"', code=2,
+        user="tech", env=(("BIOBANK_PRINTERS", "notjson"),)),
 ]  # fmt: skip
 
 
@@ -192,6 +296,9 @@ def seeded(request, tmp_path_factory) -> str:
     else:
         databases = request.getfixturevalue("postgres_databases")
         url = databases.create(template=_postgres_template(request, databases))
+    engine = make_engine(url)
+    bootstrap(engine)  # its first admin, as `biobank db upgrade` leaves a server database
+    engine.dispose()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BIOBANK_DATABASE_URL", url)
         done = CliRunner().invoke(app, ["demo", "--participants", "3"])
@@ -214,30 +321,163 @@ def _state(url: str) -> tuple[dict[str, int], tuple | None]:
     return counts, tuple(tail) if tail else None
 
 
-def _filled(args: tuple[str, ...], seeded_url: str, file: str) -> list[str]:
+def _filled(args: tuple[str, ...], seeded_url: str, paths: dict[str, str]) -> list[str]:
     engine = make_engine(seeded_url)
     with engine.connect() as connection:
         participant = connection.execute(
             sa.text("SELECT code FROM participant ORDER BY id LIMIT 1")
         ).scalar()
     engine.dispose()
-    values = {"{P}": participant, "{TUBE}": "SLE-0000001M", "{FILE}": file}
+    values = {"{P}": participant, "{TUBE}": "SLE-0000001M", **paths}
     return [values.get(a, a) for a in args]
+
+
+@contextmanager
+def _paths(bad: Bad, folder: Path) -> Iterator[dict[str, str]]:
+    """The files a case's placeholders name."""
+    made = {name: folder / file for name, file in (
+        ("{FILE}", "input.csv"), ("{MAP}", "mapping.toml"), ("{FIFO}", "fifo"),
+        ("{HUGE}", "huge.csv"), ("{BIG}", "big.csv"))}  # fmt: skip
+    for name, data in (("{FILE}", bad.file), ("{MAP}", bad.mapping)):
+        if data is not None:
+            made[name].write_bytes(data)
+    os.mkfifo(made["{FIFO}"])  # nobody writes to it: a reader would wait for ever
+    for name, size in (("{HUGE}", IMPORT_LIMIT + 1), ("{BIG}", SMALL_LIMIT + 1)):
+        with made[name].open("wb") as file:
+            file.truncate(size)  # sparse: no disk spent
+    reading, writing = os.pipe()  # what `<(sleep 1d)` hands a command: a pipe that stays open
+    try:
+        yield {name: str(path) for name, path in made.items()} | {"{PIPE}": f"/dev/fd/{reading}"}
+    finally:
+        os.close(reading)
+        os.close(writing)
+
+
+# The CLI in a process of its own under a resource limit: RLIMIT_AS for memory, RLIMIT_FSIZE
+# for a full disk (no file may grow past it; a write beyond fails instead of killing).
+LIMITED = """
+import resource, signal, sys
+from biobank.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+limit, size = getattr(resource, sys.argv[1]), int(sys.argv[2])
+resource.setrlimit(limit, (size, size))
+sys.argv = ["biobank", *sys.argv[3:]]
+main()
+"""
+
+
+def _limited(args: list[str], limit: str, size: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", LIMITED, limit, str(size), *args],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def _run(bad: Bad, args: list[str]) -> tuple[int, str, str]:
+    """The exit code, stdout and stderr of the CLI given a case's input."""
+    if "unbounded" in bad.tags:
+        done = _limited(args, "RLIMIT_AS", 2 << 30)
+        return done.returncode, done.stdout, done.stderr
+    with _deadline(60):
+        result = CliRunner().invoke(app, args)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result.exit_code, result.stdout, result.stderr
+
+
+class Hung(BaseException):
+    """A case that did not answer in time (a BaseException: no handler of the CLI takes it)."""
+
+
+@contextmanager
+def _deadline(seconds: int) -> Iterator[None]:
+    """Fail a case that hangs (reading a pipe or a device without end) instead of waiting."""
+
+    def hung(*_) -> None:
+        raise Hung(f"no answer in {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.parametrize("bad", CORPUS, ids=[b.kind for b in CORPUS])
 def test_bad_input_is_named_and_changes_nothing(bad, seeded, tmp_path, monkeypatch):
     monkeypatch.setenv("BIOBANK_DATABASE_URL", seeded)
-    path = tmp_path / "input.csv"
-    if bad.file is not None:
-        path.write_bytes(bad.file)
     before = _state(seeded)
-    result = CliRunner().invoke(app, ["-u", bad.user, *_filled(bad.args, seeded, str(path))])
-    said = result.stderr + result.stdout
-    assert result.exit_code != 0, said
-    assert result.exception is None or isinstance(result.exception, SystemExit), said
+    with _paths(bad, tmp_path) as paths:
+        args = ["-u", bad.user, *_filled(bad.args, seeded, paths)]
+        with monkeypatch.context() as environment:
+            for name, value in bad.env:
+                environment.setenv(name, value)
+            code, stdout, stderr = _run(bad, args)
+    said = stderr + stdout
+    assert code != 0, said
     if bad.code is not None:
-        assert result.exit_code == bad.code, said
+        assert code == bad.code, said
     assert bad.expect in said, said
     assert "Traceback" not in said
+    if "report" not in bad.tags:  # else the faults are listed, and counted on a line of its own
+        assert stderr.count("\n") == 1, said
     assert _state(seeded) == before
+
+
+def test_a_full_disk_during_an_import_is_one_line(seeded, tmp_path, monkeypatch):
+    """No file may grow past 4 KB, as on a full disk: the import's commit and the rollback's
+    burning of the serials it took are both refused."""
+    if not seeded.startswith("sqlite"):
+        pytest.skip("the disk that fills is the SQLite file's")
+    path = tmp_path / "full.sqlite"
+    with sqlite3.connect(make_url(seeded).database) as source, sqlite3.connect(path) as copy:
+        source.backup(copy)
+    url = f"sqlite:///{path}"
+    (tmp_path / "sheet.csv").write_bytes(sheet())
+    before = _state(url)
+    monkeypatch.setenv("BIOBANK_DATABASE_URL", url)
+    holder = sqlite3.connect(path)  # the -wal and -shm files made, as on a disk not yet full
+    holder.execute("SELECT count(*) FROM specimen").fetchone()
+    try:
+        args = ["-u", "admin", *importing(str(tmp_path / "sheet.csv"))]
+        done = _limited(args, "RLIMIT_FSIZE", 4096)
+    finally:
+        holder.close()
+    assert done.returncode == 8, done.stderr
+    said = done.stderr.splitlines()[-1]  # after the progress bar's label
+    assert said.startswith("biobank: error: database error: "), done.stderr
+    assert said.endswith("; nothing of this was saved"), done.stderr
+    assert "Traceback" not in done.stderr
+    assert _state(url) == before
+
+
+@pytest.mark.parametrize(
+    "raised, said",
+    [
+        (RecursionError("maximum recursion depth exceeded"),
+         "the input is too large or too deeply nested (RecursionError)"),
+        (MemoryError(), "the input is too large or too deeply nested (MemoryError)"),
+        (PermissionError(errno.EACCES, "Permission denied", "/srv/lab/legacy.csv"),
+         "/srv/lab/legacy.csv: Permission denied"),
+        (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+    ],
+    ids=["recursion", "memory", "permission", "full disk"],
+)  # fmt: skip
+def test_the_last_line_of_defence_is_one_line(raised, said, monkeypatch):
+    def fail() -> None:
+        raise raised
+
+    monkeypatch.setattr("biobank.cli.config_commands.config_path", fail)
+    result = CliRunner().invoke(app, ["config", "path"])
+    assert (result.exit_code, result.stderr) == (2, f"biobank: error: {said}\n")
+
+
+@pytest.mark.parametrize("raised", [ValueError("a bug"), OSError(errno.EBADF, "Bad file")])
+def test_anything_else_is_a_bug_and_keeps_its_traceback(raised, monkeypatch):
+    def fail() -> None:
+        raise raised
+
+    monkeypatch.setattr("biobank.cli.config_commands.config_path", fail)
+    result = CliRunner().invoke(app, ["config", "path"])
+    assert result.exception is raised

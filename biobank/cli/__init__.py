@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -41,9 +42,23 @@ GROUPS = {
 }
 
 
+# The operating system's refusals a person puts right (a mistyped path, a permission, a full
+# disk): one line, like a domain error. Any other OSError is a bug and keeps its traceback.
+FIXABLE_OS_ERRORS = frozenset(
+    {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.EACCES,
+     errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+)  # fmt: skip
+
+
 class BiobankGroup(TyperGroup):
     """Maps domain errors to one line on stderr and the error's exit code, in one place; loads
-    the commands (`COMMANDS`) and command groups (`GROUPS`) as they are asked for."""
+    the commands (`COMMANDS`) and command groups (`GROUPS`) as they are asked for.
+
+    Past the domain errors it catches narrowly, as a last line of defence (exit 2): an input
+    too large or too deep for the process (`RecursionError`, `MemoryError`: the readers and
+    the condition parser have limits, this is for what slips past them) and the system's
+    refusals in FIXABLE_OS_ERRORS. Settings that are not valid are domain errors already
+    (`load_settings`). Anything else unexpected is a bug, and shows its traceback."""
 
     def list_commands(self, ctx: typer.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *COMMANDS, *GROUPS])
@@ -65,8 +80,18 @@ class BiobankGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except BiobankError as error:
-            typer.echo(f"biobank: error: {error.message}", err=True)
+            message(f"biobank: error: {error.message}")
             raise typer.Exit(error.exit_code) from None
+        except (RecursionError, MemoryError) as error:
+            name = type(error).__name__
+            message(f"biobank: error: the input is too large or too deeply nested ({name})")
+            raise typer.Exit(2) from None
+        except OSError as error:
+            if error.errno not in FIXABLE_OS_ERRORS:
+                raise
+            where = f"{error.filename}: " if error.filename else ""
+            message(f"biobank: error: {where}{error.strerror}")
+            raise typer.Exit(2) from None
         finally:
             if isinstance(ctx.obj, CliState):
                 ctx.obj.close()

@@ -20,11 +20,9 @@ app = typer.Typer(help="Import data kept in other systems.", no_args_is_help=Tru
 @app.command()
 def inventory(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV, one row per tube."),
+    file: Path = typer.Argument(..., help="CSV, one row per tube."),
     study: str = typer.Option(..., "--study", help="Study to register into (must exist)."),
-    mapping: Path | None = typer.Option(
-        None, "--mapping", exists=True, dir_okay=False, help="TOML: settings and [columns]."
-    ),
+    mapping: Path | None = typer.Option(None, "--mapping", help="TOML: settings and [columns]."),
     column: list[str] = typer.Option(
         [], "--column", help='FIELD=HEADER, e.g. subject="Patient" (repeatable).'
     ),
@@ -112,15 +110,9 @@ def _emit(report: ImportReport, *, dry_run: bool, json: bool) -> None:
 @app.command()
 def redcap(
     ctx: typer.Context,
-    dictionary: Path = typer.Option(
-        ..., "--dictionary", exists=True, dir_okay=False, help="The REDCap data dictionary (CSV)."
-    ),
+    dictionary: Path = typer.Option(..., "--dictionary", help="The REDCap data dictionary (CSV)."),
     records: Path = typer.Option(
-        ...,
-        "--records",
-        exists=True,
-        dir_okay=False,
-        help='A "raw" records export (CSV), one row per record per event.',
+        ..., "--records", help='A "raw" records export (CSV), one row per record per event.'
     ),
     study: str | None = typer.Option(
         None, "--study", help="Study to register into (default: the only study)."
@@ -128,8 +120,6 @@ def redcap(
     mapping: Path | None = typer.Option(
         None,
         "--mapping",
-        exists=True,
-        dir_okay=False,
         help="TOML: which fields are what (default: the shipped redcap_mapping.toml).",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check and report; change nothing."),

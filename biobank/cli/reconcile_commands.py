@@ -13,9 +13,7 @@ from biobank.services import reconcile
 def reconcile_command(
     ctx: typer.Context,
     box: str = typer.Argument(..., help="Barcode of the scanned box."),
-    scan_file: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, readable=True, help="The scanner's CSV export."
-    ),
+    scan_file: Path = typer.Argument(..., help="The scanner's CSV export."),
     commit: bool = typer.Option(
         False, "--commit", help="Apply the moves and mark missing tubes (else nothing changes)."
     ),
@@ -34,7 +32,7 @@ def reconcile_command(
     Exit code: 0 when every position agrees (match or empty), 1 when there
     are differences (with --commit too: they were found, and applied).
     """
-    text = reconcile.scan_text(scan_file.read_bytes())
+    text = reconcile.read_scan_file(scan_file)
     with work(ctx, readonly=not commit) as (session, actor):
         report = reconcile.reconcile_box(
             session,

@@ -30,6 +30,7 @@ from sqlmodel import Session, select
 
 from biobank.db import insert_many, one_of, prepare_bulk_writing
 from biobank.errors import ValidationError
+from biobank.inputs import read_toml
 from biobank.models import (
     Participant,
     PositionLabels,
@@ -57,7 +58,7 @@ from biobank.services.specimens import (
 from biobank.services.storage import place_in_tree, subtree_range
 from biobank.services.studies import get_study
 from biobank.stored_text import check_text
-from biobank.tabular import chunks, new_spool, open_source, read_toml, spool_batch, unspool
+from biobank.tabular import chunks, new_spool, open_source, spool_batch, unspool
 
 FIELDS: dict[str, str] = {
     "legacy_id": "Sample ID",
@@ -565,7 +566,7 @@ class _Checker:
         self.study = study
         self.sheet = sheet
         notices: list[str] = []
-        self.source = open_source(path, notices)
+        self.source = open_source(path, notices, "sheet")
         self.report = ImportReport(
             file=path.name,
             study=study.code,

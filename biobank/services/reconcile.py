@@ -14,6 +14,7 @@ import hashlib
 import io
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import sqlalchemy as sa
@@ -22,6 +23,7 @@ from sqlmodel import Session, select
 
 from biobank.errors import ValidationError
 from biobank.identifiers import check_specimen_id, normalize_scan
+from biobank.inputs import SMALL_LIMIT, read_input
 from biobank.lifecycle import ALLOWED
 from biobank.models import Specimen, SpecimenStatus, StorageUnit
 from biobank.permissions import Actor, Permission, require
@@ -91,6 +93,11 @@ class ReconcileReport(BaseModel):
         return all(line.status in AGREEING for line in self.lines)
 
 
+def read_scan_file(path: Path) -> str:
+    """The text of a scanner's file (at most SMALL_LIMIT bytes: a rack's is a few KB)."""
+    return scan_text(read_input(path, SMALL_LIMIT, "rack scan"))
+
+
 def scan_text(data: bytes) -> str:
     """A scanner file's text: UTF-8 (with or without BOM), UTF-16 with a BOM, else Latin-1."""
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -117,10 +124,22 @@ def _reading(tube: str, status: str) -> Literal["tube", "empty", "unread"]:
 
 
 def read_rack_scan(text: str) -> list[ScanRow]:
-    """The rows of a scanner export (comma, semicolon or tab separated, with a header)."""
-    text = text.removeprefix("\ufeff")
-    first_line = text.split("\n", 1)[0]
-    reader = csv.reader(io.StringIO(text), delimiter=max(",;\t", key=first_line.count))
+    """The rows of a scanner export (comma, semicolon or tab separated, with a header; lines
+    ending in LF, CR LF or CR alone)."""
+    lines = io.StringIO(text.removeprefix("\ufeff"), newline="")
+    delimiter = max(",;\t", key=lines.readline().count)
+    lines.seek(0)
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        return _scan_rows(reader)
+    except csv.Error as error:  # a cell longer than csv's limit
+        raise ValidationError(
+            f"the scan cannot be read: {error}", field="file", row=reader.line_num
+        ) from None
+
+
+def _scan_rows(reader) -> list[ScanRow]:
+    """The rows a `csv.reader` of the scan gives (its `line_num` is their row)."""
     header = next(reader, None)
     if not header:
         raise ValidationError("the scan file is empty", field="file")

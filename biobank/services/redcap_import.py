@@ -37,6 +37,7 @@ from sqlmodel import Session, select
 from biobank import redcap
 from biobank.db import flush, insert_many, prepare_bulk_writing
 from biobank.errors import ValidationError
+from biobank.inputs import read_toml
 from biobank.models import (
     ConsentAnswer,
     ConsentDocument,
@@ -60,7 +61,7 @@ from biobank.services import audit, consent, participants, phenotypes
 from biobank.services.legacy_import import BATCH_ROWS, MAX_LISTED_FAULTS, refuse_a_faulty_plan
 from biobank.services.legacy_import import Fault as SheetFault
 from biobank.services.studies import get_study
-from biobank.tabular import chunks, new_spool, open_source, read_toml, spool_batch, unspool
+from biobank.tabular import chunks, new_spool, open_source, spool_batch, unspool
 
 SOURCE = "redcap"
 EVENT_COLUMN = "redcap_event_name"
@@ -378,8 +379,8 @@ class _Checker:
         self.study = study
         self.mapping = mapping
         notices: list[str] = []
-        self.dictionary_source = open_source(dictionary, notices)
-        self.source = open_source(records, notices)
+        self.dictionary_source = open_source(dictionary, notices, "data dictionary")
+        self.source = open_source(records, notices, "records export")
         self.report = RedcapReport(
             dictionary=dictionary.name,
             records=records.name,

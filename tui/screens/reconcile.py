@@ -18,11 +18,11 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
-from biobank.errors import ValidationError
-from biobank.services.reconcile import STATUSES, ReconcileReport, reconcile_box, scan_text
+from biobank.services.reconcile import STATUSES, ReconcileReport, read_scan_file, reconcile_box
 from biobank.services.scan import ScanResult
 from biobank.services.storage import fill_positions
 from tui.screens.base import WorkScreen
+from tui.text import plain
 
 # A scanner file's rows: position, tube code, and the scanner's word for no code.
 Row = tuple[str, str, str]
@@ -43,15 +43,6 @@ def rows_text(rows: list[Row]) -> str:
     out = io.StringIO()
     csv.writer(out).writerows([HEADER, *rows])
     return out.getvalue()
-
-
-def read_scan_file(path: Path) -> str:
-    try:
-        return scan_text(path.read_bytes())
-    except OSError as error:
-        raise ValidationError(
-            f"cannot read {path}: {error.strerror}", field="file", value=str(path)
-        ) from None
 
 
 class Confirm(ModalScreen[bool]):
@@ -293,7 +284,7 @@ class ReconcileScreen(WorkScreen):
         self.report = report
         done = " (committed)" if report.committed else ""
         self.query_one("#reconcile-title", Static).update(
-            f"Reconcile {report.path}  [{report.box}]{done}"
+            plain(f"Reconcile {report.path}  [{report.box}]{done}")
         )
         counts = Text("  ").join(
             Text(f"{status} {report.counts[status]}", style=STATUS_STYLE[status])
@@ -312,8 +303,8 @@ class ReconcileScreen(WorkScreen):
                 line.position,
                 Text(line.status, style=STATUS_STYLE[line.status]),
                 line.expected or "",
-                line.found or "",
-                "not scanned yet" if waiting else line.note or "",
+                plain(line.found),
+                plain("not scanned yet" if waiting else line.note),
                 key=line.position,
             )
         self.show_prompt()
@@ -327,7 +318,9 @@ class ReconcileScreen(WorkScreen):
             )
             prompt.update(f"{done}Scan the box to reconcile.")
         elif self.file:
-            prompt.update(f"Compared with {self.file[0]}. Ctrl+S commits; Backspace drops it.")
+            prompt.update(
+                plain(f"Compared with {self.file[0]}. Ctrl+S commits; Backspace drops it.")
+            )
         elif position is None:
             prompt.update("Every position is scanned. Ctrl+S commits; Backspace undoes.")
         else:
