@@ -265,7 +265,7 @@ def test_a_participant_scan_shows_visits_and_specimens_and_never_phi(db_url, adm
             await scan(app, pilot, code)
             assert isinstance(app.screen, ParticipantScreen) and app.screen.code == code
             table = app.screen.query_one(DataTable)
-            rows = [table.get_row_at(i) for i in range(table.row_count)]
+            rows = [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
             assert [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows] == [
                 (tubes[0], "SER primary", "baseline", "500 uL", "available", "Bench box A1"),
                 (tubes[1], "PL1 primary", "baseline", "500 uL", "available", "not placed"),

@@ -9,6 +9,7 @@ from biobank.cli.cohort_filters import Uses, cohort_filters
 from biobank.cli.common import JsonOption, emit_json, emit_table, message, parse_date, state, work
 from biobank.cohort import CohortQuery, describe
 from biobank.services import cohorts
+from biobank.terminal_text import shown
 
 app = typer.Typer(help="Cohort queries: filters, counts before export, saved queries.")
 
@@ -168,4 +169,4 @@ def show(ctx: typer.Context, name: str = typer.Argument(...), json: JsonOption =
     lines += [f"  {key}: {value}" for key, value in fields.items()]
     if row.query.phenotypes:
         lines.append(f"  where: {describe(row.query.phenotypes)}")
-    typer.echo("\n".join(lines))
+    typer.echo("\n".join(map(shown, lines)))

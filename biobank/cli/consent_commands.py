@@ -18,6 +18,7 @@ from biobank.errors import ConsentDenied, ValidationError
 from biobank.models import WithdrawalDisposition
 from biobank.services import consent
 from biobank.services.consent import ImpactReport
+from biobank.terminal_text import shown
 
 app = typer.Typer(help="Consent: statements, signed documents, withdrawals and the pull list.")
 statement_app = typer.Typer(help="The statements consent documents ask (FUTURE_RESEARCH, …).")
@@ -248,7 +249,7 @@ def impact(
         emit_json(report)
         return
     for line in _impact_lines(report):
-        typer.echo(line)
+        typer.echo(shown(line))
 
 
 def _can_ask() -> bool:

@@ -121,7 +121,9 @@ def replay(
     elif result.matches:
         message(f"{result.run_code}: the same files again")
     else:
-        message(f"{result.run_code}: differs:\n  " + "\n  ".join(result.differences))
+        message(f"{result.run_code}: differs:")
+        for difference in result.differences:
+            message(f"  {difference}")
     if not result.matches:
         raise typer.Exit(1)
 

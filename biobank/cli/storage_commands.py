@@ -8,6 +8,7 @@ from biobank.cli.common import JsonOption, emit_json, emit_record, emit_table, m
 from biobank.models import FillOrder, PositionLabels
 from biobank.positions import parse_grid
 from biobank.services import storage
+from biobank.terminal_text import shown
 
 app = typer.Typer(help="Storage units: sites, freezers, shelves, racks and boxes.")
 
@@ -95,7 +96,7 @@ def tree(
     for node in nodes:
         u = node.unit
         room = f"  {u.free_slots}/{u.capacity} free" if u.holds_specimens else ""
-        typer.echo(f"{'  ' * node.depth}{u.name}  [{u.barcode}] {u.kind}{room}")
+        typer.echo(shown(f"{'  ' * node.depth}{u.name}  [{u.barcode}] {u.kind}{room}"))
 
 
 @app.command()

@@ -9,7 +9,6 @@ different tube and never as merely "unknown".
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel
@@ -21,9 +20,7 @@ from biobank.permissions import Actor, Permission, require
 from biobank.services.kits import ReservedRead, find_reserved
 from biobank.services.specimen_read import SpecimenRead, find_specimen
 from biobank.services.storage import UnitRead, unit_read
-
-# Unicode's control characters (category Cc) are exactly these; a search runs in C.
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+from biobank.terminal_text import CONTROL
 
 ScanKind = Literal["specimen", "kit", "unit", "participant", "user", "misread", "unknown"]
 

@@ -30,8 +30,10 @@ from biobank.services.participants import list_participants, show_participant
 from biobank.services.scan import ScanResult
 from biobank.services.specimen_read import SpecimenRead
 from biobank.services.storage import storage_tree
+from biobank.terminal_text import shown
 from tui.printing import print_specimen_labels
 from tui.screens.base import FormErrors, WorkScreen
+from tui.text import plain
 
 
 class TypeDefaults(NamedTuple):
@@ -245,7 +247,7 @@ class AccessionScreen(FormErrors, WorkScreen):
 
     def set_destination(self, barcode: str, note: str) -> None:
         self.query_one("#destination", Input).value = barcode
-        self.query_one("#destination-note", Static).update(note)
+        self.query_one("#destination-note", Static).update(plain(note))
 
     # --- participant, kit and destination ----------------------------------------------
 
@@ -314,7 +316,9 @@ class AccessionScreen(FormErrors, WorkScreen):
         self.query_one("#matches", OptionList).display = False
         self.query_one("#participant", Input).value = participant.code
         visits = self.query_one("#visit", Select)
-        visits.set_options((f"{v.label}  {v.visit_date}", v.label) for v in participant.visits)
+        visits.set_options(
+            (plain(f"{v.label}  {v.visit_date}"), v.label) for v in participant.visits
+        )
         if kit:
             visits.value = kit.visit_label
         elif participant.visits:
@@ -429,7 +433,7 @@ class AccessionScreen(FormErrors, WorkScreen):
         remembered.destination = self._value("destination") or None
         lines = [
             f"{s.accession_id}  {s.kind} {s.specimen_type} {s.quantity:g} {s.unit}  "
-            f"{s.location or 'not placed'}"
+            f"{shown(s.location or 'not placed')}"
             for s in made
         ]
         lines.append("n: next accession for this visit · Escape: back")

@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Header, Input, Static
 
 from biobank.errors import BiobankError
+from tui.text import plain
 from tui.widgets.key_bar import KeyBar
 
 
@@ -69,7 +70,7 @@ class FormErrors:
     def show_at_field(self, error: BiobankError) -> None:
         field = self.SHOWN_AT.get(error.field, error.field)
         if field in self.FIELDS:
-            self.query_one(f"#{field}-error", Static).update(error.message)
+            self.query_one(f"#{field}-error", Static).update(plain(error.message))
 
     def clear_errors(self) -> None:
         for field in self.FIELDS:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
 
 from biobank.services.storage import BoxView, box_view
 from tui.screens.base import WorkScreen
+from tui.text import plain
 from tui.widgets.box_grid import BoxGrid
 
 
@@ -76,5 +78,5 @@ class BoxScreen(WorkScreen):
         print_box_label(self.app, self.barcode)
 
 
-def _title(view: BoxView) -> str:
-    return f"{view.unit.path}  [{view.unit.barcode}]"
+def _title(view: BoxView) -> Text:
+    return plain(f"{view.unit.path}  [{view.unit.barcode}]")

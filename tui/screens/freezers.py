@@ -14,6 +14,7 @@ from textual.widgets import Static, Tree
 from textual.widgets.tree import TreeNode
 
 from biobank.services.storage import UnitBranch, storage_children, storage_path
+from biobank.terminal_text import shown
 from tui.screens.base import WorkScreen
 
 Levels = dict[str | None, list[UnitBranch]]  # the units in each opened unit (None: the top)
@@ -21,7 +22,7 @@ Levels = dict[str | None, list[UnitBranch]]  # the units in each opened unit (No
 
 def branch_label(branch: UnitBranch) -> Text:
     unit = branch.unit
-    label = Text.assemble((unit.name, "bold"), "  ", (unit.barcode, "dim"))
+    label = Text.assemble((shown(unit.name), "bold"), "  ", (unit.barcode, "dim"))
     if branch.capacity:
         style = "green" if branch.free else "red"
         label.append(f"  {branch.free}/{branch.capacity} free", style=style)

@@ -23,7 +23,9 @@ from biobank.services.participants import show_participant
 from biobank.services.phenotypes import ValueRead, participant_phenotypes
 from biobank.services.specimen_read import SpecimenRead
 from biobank.services.specimens import list_specimens
+from biobank.terminal_text import shown
 from tui.screens.base import WorkScreen
+from tui.text import plain
 
 STATE_MARK = {"granted": "✓", "refused": "✗", "withdrawn": "⊘", "not_asked": "–"}
 STATE_STYLE = {"granted": "green", "refused": "red", "withdrawn": "bold red", "not_asked": "dim"}
@@ -97,11 +99,11 @@ def consent_lines(status: ConsentStatusRead) -> Text:
             Text(f"Signed {signed.document} v{signed.version} on {signed.signed_on}{by}", "dim")
         )
     for w in status.withdrawals:
-        reason = f": {w.reason}" if w.reason else ""
+        reason = f": {shown(w.reason)}" if w.reason else ""
         lines.append(
             Text(
                 f"Withdrawn {w.statement or 'all statements'} on {w.withdrawn_on}, requested by "
-                f"{w.requested_by}, {w.disposition.value}{reason}",
+                f"{shown(w.requested_by)}, {w.disposition.value}{reason}",
                 style="red",
             )
         )
@@ -126,8 +128,8 @@ def timeline(values: list[ValueRead]) -> Text:
         groups.setdefault(key, []).append(value)
     lines = []
     for (visit, on), group in groups.items():
-        line = Text(f"{visit} {on}" if visit else "Participant", style="bold")
-        line.append(": " + " · ".join(f"{short_label(v)} {v.display}" for v in group))
+        line = Text(f"{shown(visit)} {on}" if visit else "Participant", style="bold")
+        line.append(": " + shown(" · ".join(f"{short_label(v)} {v.display}" for v in group)))
         lines.append(line)
     return Text("\n").join(lines) if lines else Text("No phenotype values recorded.", "dim")
 
@@ -183,7 +185,7 @@ class ParticipantScreen(WorkScreen):
             f"{participant.code}  study {participant.study_code}  "
             f"[{participant.status.value.upper()}]  {len(specimens)} specimens"
         )
-        visits = " · ".join(f"{v.label} {v.visit_date}" for v in participant.visits)
+        visits = shown(" · ".join(f"{v.label} {v.visit_date}" for v in participant.visits))
         self.query_one("#participant-detail", Static).update(
             f"Sex {participant.sex.value}   birth year {participant.birth_year or '-'}   "
             f"enrolled {participant.enrolled_on or '-'}\nVisits: {visits or 'none'}"
@@ -201,10 +203,10 @@ class ParticipantScreen(WorkScreen):
             table.add_row(
                 s.accession_id,
                 f"{s.specimen_type} {s.kind}",
-                s.visit_label or "",
+                plain(s.visit_label),
                 f"{s.quantity:g} {s.unit}",
                 s.status,
-                s.location or "not placed",
+                plain(s.location or "not placed"),
                 key=s.accession_id,
             )
 

@@ -22,6 +22,7 @@ from biobank.services.specimens import SpecimenDetail, show_specimen
 from tui.printing import print_specimen_labels
 from tui.screens.base import WorkScreen
 from tui.screens.participant import consent_badge, withdrawal_words
+from tui.text import plain
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,11 @@ class AuditEntries(ModalScreen):
             changed = [k for k in after if before.get(k) != after.get(k) and k != "updated_at"]
             table.add_row(
                 entry.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
-                entry.actor,
-                entry.workstation,
+                plain(entry.actor),
+                plain(entry.workstation),
                 entry.action,
                 ", ".join(changed) if before else "created",
-                entry.reason or "",
+                plain(entry.reason),
             )
         yield table
 
@@ -171,7 +172,7 @@ class SpecimenScreen(WorkScreen):
         ]
         lines += [f"⚠ {w}" for w in s.warnings]
         self.query_one("#detail", Static).update(
-            Text("\n").join(Text(line) if isinstance(line, str) else line for line in lines)
+            Text("\n").join(plain(line) if isinstance(line, str) else line for line in lines)
         )
         table = self.query_one("#history", DataTable)
         table.clear()
@@ -179,11 +180,11 @@ class SpecimenScreen(WorkScreen):
             table.add_row(
                 e.occurred_at.strftime("%Y-%m-%d %H:%M"),
                 e.event_type,
-                e.actor or "",
-                e.from_location or "",
-                e.to_location or "",
+                plain(e.actor),
+                plain(e.from_location),
+                plain(e.to_location),
                 "" if e.quantity_change is None else f"{e.quantity_change:+g}",
-                e.reason or "",
+                plain(e.reason),
             )
 
     def show_consent_flag(self, view: SpecimenView) -> None:

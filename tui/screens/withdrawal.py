@@ -23,6 +23,7 @@ from biobank.services.consent import ImpactReport, PullItem, WithdrawalRead
 from biobank.services.scan import ScanResult
 from tui.screens.accession import row
 from tui.screens.base import FormErrors, WorkScreen
+from tui.text import plain
 
 EVERYTHING = "*"  # the scope "all statements" (no statement code has a '*')
 DISPOSITIONS = [
@@ -248,7 +249,7 @@ class WithdrawalScreen(FormErrors, WorkScreen):
     def not_withdrawn(self, error: BiobankError) -> None:
         self.show_at_field(error)
         self.query_one("#impact", Static).update(
-            f"Not recorded: {error.message}. Correct the form; Ctrl+S reviews again."
+            plain(f"Not recorded: {error.message}. Correct the form; Ctrl+S reviews again.")
         )
 
     def withdrawn(self, result: tuple[WithdrawalRead, list[PullItem]]) -> None:
