@@ -163,6 +163,16 @@ def db_url(request, engine_name) -> str:
 
 
 @pytest.fixture
+def admin_db_url(db_url) -> str:
+    """`db_url` with its first admin (no PIN, as tests act by name: see `act_by_name`), as
+    `biobank db upgrade` leaves a server database; the CLI refuses a server without users."""
+    engine = make_engine(db_url)
+    bootstrap(engine)
+    engine.dispose()
+    return db_url
+
+
+@pytest.fixture
 def engine(db_url) -> Iterator[Engine]:
     engine = make_engine(db_url)
     bootstrap(engine)
@@ -216,7 +226,7 @@ def fresh_cli(monkeypatch, empty_db_url):
         assert result.exit_code == code, (args, result.stdout, result.stderr, result.exception)
         return result
 
-    run("db", "upgrade")
+    run("db", "upgrade", "--admin-pin-stdin", input="1357\n")  # a server's admin has one at once
     engine = make_engine(empty_db_url)
     act_by_name(engine)
     engine.dispose()
@@ -224,10 +234,10 @@ def fresh_cli(monkeypatch, empty_db_url):
 
 
 @pytest.fixture
-def demo_cli(monkeypatch, db_url):
+def demo_cli(monkeypatch, admin_db_url):
     """The CLI run in-process on a demo database (three participants): `demo_cli(*args,
     code=0)` asserts the exit code and returns the result."""
-    monkeypatch.setenv("BIOBANK_DATABASE_URL", db_url)
+    monkeypatch.setenv("BIOBANK_DATABASE_URL", admin_db_url)
     runner = CliRunner()
 
     def run(*args: str, code: int = 0):

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from biobank.db import uow
+from biobank.db import make_engine, uow
 from biobank.errors import AuditChainBroken, ValidationError
 from biobank.services import audit, audit_anchor, studies
 
@@ -135,3 +135,27 @@ def test_a_key_others_may_read_is_refused(tmp_path):
     path.chmod(0o644)
     with pytest.raises(ValidationError, match="chmod 600"):
         audit_anchor.load_key(path, create=False)
+
+
+def test_checkpoints_through_the_cli_survive_a_restore_and_catch_a_truncation(
+    demo_cli, admin_db_url, tmp_path
+):
+    made = demo_cli("-u", "admin", "audit", "checkpoint")
+    assert json.loads(made.stdout)["mac"]  # the line for the admins' records
+    assert "held to 1 checkpoint" in demo_cli("-u", "admin", "audit", "verify").stderr
+    copy = tmp_path / "biobank.backup"
+    demo_cli("-u", "admin", "backup", str(copy))
+    demo_cli("-u", "admin", "study", "add", "LATE", "--title", "Added after the backup")
+    demo_cli("-u", "admin", "audit", "checkpoint")
+    demo_cli("-u", "admin", "restore", str(copy), "-y")  # an older chain, put back on purpose
+    verified = demo_cli("-u", "admin", "audit", "verify", "--json")
+    assert json.loads(verified.stdout)["anchors"]["checkpoints"] == 1  # the restore's mark
+
+    demo_cli("-u", "admin", "audit", "checkpoint")
+    engine = make_engine(admin_db_url)
+    with engine.connect() as connection:
+        head = connection.execute(sa.text("SELECT max(id) FROM audit_entry")).scalar()
+    _behind_the_triggers(engine, f"DELETE FROM audit_entry WHERE id = {head}")
+    engine.dispose()
+    broken = demo_cli("-u", "admin", "audit", "verify", code=9)
+    assert "truncated" in broken.stderr

@@ -29,11 +29,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def cli_env(monkeypatch, db_url, tmp_path) -> dict[str, str]:
-    monkeypatch.setenv("BIOBANK_DATABASE_URL", db_url)
+def cli_env(monkeypatch, admin_db_url, tmp_path) -> dict[str, str]:
+    monkeypatch.setenv("BIOBANK_DATABASE_URL", admin_db_url)
     done = CliRunner().invoke(app, ["demo", "--participants", "20"])
     assert done.exit_code == 0, done.output
-    return os.environ | {"BIOBANK_DATABASE_URL": db_url, "BIOBANK_USER": "admin"}
+    return os.environ | {"BIOBANK_DATABASE_URL": admin_db_url, "BIOBANK_USER": "admin"}
 
 
 def _killed(command: list[str], env: dict[str, str], after: float) -> int | None:

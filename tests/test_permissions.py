@@ -48,9 +48,11 @@ from biobank.phenotypes import Stored
 from biobank.services import (
     agreements,
     audit,
+    audit_anchor,
     backups,
     cohorts,
     consent,
+    consistency,
     custody,
     demo,
     events,
@@ -59,6 +61,7 @@ from biobank.services import (
     kits,
     label_data,
     legacy_import,
+    one_time_codes,
     overview,
     participants,
     phenotypes,
@@ -282,13 +285,17 @@ CASES = [
         call=lambda w, s, a: users.set_pin(s, actor=a, username=a.username, pin="5555"),
     ),
     # sign-in: admins set the policy and unlock users; everyone keeps their own tokens
-    row(identity.set_sign_in_policy, ADMIN, policy="required"),
+    row(identity.set_sign_in_policy, ADMIN, policy="trusted"),
     row(identity.unlock_user, ADMIN, username="victim"),
     row(identity.create_token, EVERYONE, label="my script"),
     row(identity.list_tokens, EVERYONE),
     row(identity.list_tokens, ADMIN, variant="of_another_user", username="victim"),
     row(identity.revoke_token, EVERYONE, variant="own", call=_revoke_own_token),
     row(identity.revoke_token, ADMIN, variant="of_another_user", token_id=Seeded("victim_token")),
+    # one-time codes: admins give a user without a PIN (here admin) an enrolment code, and
+    # make their own recovery codes
+    row(one_time_codes.issue_enrolment_code, ADMIN, username="admin"),
+    row(one_time_codes.issue_recovery_code, ADMIN),
     # studies
     row(studies.add_study, ADMIN, code="NEW", title="New"),
     row(studies.list_studies, EVERYONE),
@@ -449,6 +456,11 @@ CASES = [
     row(redcap_import.write_redcap, ADMIN, call=_write_redcap),
     row(audit.audit_log, ADMIN),
     row(audit.verify_chain, ADMIN),
+    row(consistency.check_consistency, ADMIN),
+    row(audit_anchor.add_checkpoint, ADMIN, call=lambda w, s, a: audit_anchor.add_checkpoint(
+        s, actor=a, key=bytes(32), path=w.exports / f"checkpoints-{a.username}.jsonl")),
+    row(audit_anchor.check_checkpoints, ADMIN, call=lambda w, s, a: (
+        audit_anchor.check_checkpoints(s, actor=a, key=None, path=w.exports / "none.jsonl"))),
     row(demo.seed_demo, ADMIN, on="empty", participants=1),
     row(backups.backup, ADMIN, on="engine", path=Seeded("backup_target"), replace=True),
     row(backups.restore, ADMIN, on="engine", path=Seeded("backup")),
@@ -501,7 +513,7 @@ def _sign_in(engine: Engine) -> tuple[dict[Role, Actor], int]:
     def actor(user: UserRead) -> Actor:
         return Actor(user.id, user.username, user.role, workstation="test-bench")
 
-    admin = actor(bootstrap(engine))
+    admin = actor(bootstrap(engine).user)
     with uow(engine) as session:
         add = partial(users.add_user, session, actor=admin, pin="4444")
         actors = {A: admin, T: actor(add(username="technician1", role=T))}

@@ -4,21 +4,58 @@ from __future__ import annotations
 
 import typer
 
-from biobank.cli.common import JsonOption, emit_json, emit_table, message, work
-from biobank.services import audit
+from biobank.cli.common import JsonOption, emit_json, emit_table, message, state, work
+from biobank.cli.consistency_commands import check
+from biobank.services import audit, audit_anchor
 
 app = typer.Typer(help="Read and verify the tamper-evident audit trail.", no_args_is_help=True)
 
 
 @app.command()
 def verify(ctx: typer.Context, json: JsonOption = False) -> None:
-    """Walk the hash chain and name the first entry that was altered, removed or reordered."""
+    """Walk the hash chain and name the first entry that was altered, removed or reordered;
+    then hold it to the keyed checkpoints kept outside the database (`audit checkpoint`),
+    which name a truncation or a rewriting the chain alone cannot show."""
+    settings = state(ctx).settings
+    key = audit_anchor.load_key(settings.audit_key_file, create=False)
     with work(ctx, readonly=True) as (session, actor):
         report = audit.verify_chain(session, actor=actor)
+        anchors = audit_anchor.check_checkpoints(
+            session, actor=actor, key=key, path=settings.audit_checkpoints_file
+        )
     if json:
-        emit_json({"ok": True, "entries": report.entries, "last_hash": report.last_hash})
+        emit_json({"ok": True, "entries": report.entries, "last_hash": report.last_hash,
+                   "anchors": anchors})  # fmt: skip
+        return
+    last = anchors.last_checkpoint
+    anchored = (
+        f"held to {anchors.checkpoints} checkpoint(s), the last of {last.at:%Y-%m-%d %H:%M} "
+        f"(entry {last.entry}); {anchors.unanchored} entries since, not yet anchored"
+        if last
+        else "no checkpoint yet: `biobank audit checkpoint` anchors it outside the database"
+    )
+    message(f"ok: {report.entries} audit entries, chain intact; {anchored}")
+
+
+@app.command()
+def checkpoint(ctx: typer.Context, json: JsonOption = False) -> None:
+    """Verify the chain and append its head, keyed with the audit key (made on first use,
+    readable by its owner only), to the checkpoints file; the line is printed for the
+    admins' records too. Run it regularly (after each backup, say)."""
+    settings = state(ctx).settings
+    key = audit_anchor.load_key(settings.audit_key_file, create=True)
+    with work(ctx, readonly=True) as (session, actor):
+        made = audit_anchor.add_checkpoint(
+            session, actor=actor, key=key, path=settings.audit_checkpoints_file
+        )
+    if json:
+        emit_json(made)
     else:
-        message(f"ok: {report.entries} audit entries, chain intact")
+        typer.echo(made.model_dump_json())
+        message(f"checkpoint at entry {made.entry} written to {settings.audit_checkpoints_file}")
+
+
+app.command("reconcile")(check)
 
 
 @app.command()
@@ -29,7 +66,8 @@ def log(
     limit: int = typer.Option(50, "--limit", min=1, max=100_000),
     json: JsonOption = False,
 ) -> None:
-    """Show audit entries, newest first."""
+    """Show audit entries, newest first, one line each (a reason's line breaks and control
+    characters shown escaped, as \\n or \\x1b)."""
     with work(ctx, readonly=True) as (session, actor):
         entries = audit.audit_log(
             session, actor=actor, entity=entity, entity_id=entity_id, limit=limit

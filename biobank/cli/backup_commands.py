@@ -7,12 +7,13 @@ from pathlib import Path
 import typer
 
 from biobank.cli.common import JsonOption, emit_json, message, state
-from biobank.services import backups
+from biobank.db import uow
+from biobank.services import audit_anchor, backups
 
 
 def backup_command(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., dir_okay=False, help="Where the copy goes."),
+    file: Path = typer.Argument(..., help="Where the copy goes (a new file, or one to replace)."),
     force: bool = typer.Option(False, "--force", help="Replace the file if it exists."),
     json: JsonOption = False,
 ) -> None:
@@ -43,6 +44,7 @@ def restore_command(
         message("nothing restored")
         raise typer.Exit(1)
     restored = backups.restore(engine, actor=actor, path=file)
+    _mark_restore(ctx, engine, actor)
     if json:
         emit_json(restored.model_dump(mode="json"))
         return
@@ -50,3 +52,16 @@ def restore_command(
         f"restored the {restored.engine} database from {restored.path}; "
         f"{restored.audit_entries:,} audit entries verified"
     )
+
+
+def _mark_restore(ctx: typer.Context, engine, actor) -> None:
+    """An older chain was put back on purpose: a keyed mark says so to `audit verify`, which
+    would otherwise read the checkpoints after the backup as a truncation."""
+    settings = state(ctx).settings
+    key = audit_anchor.load_key(settings.audit_key_file, create=False)
+    if key is None:
+        return
+    with uow(engine, readonly=True) as session:
+        audit_anchor.add_checkpoint(
+            session, actor=actor, key=key, path=settings.audit_checkpoints_file, kind="restore"
+        )

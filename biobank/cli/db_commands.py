@@ -5,9 +5,12 @@ from __future__ import annotations
 import typer
 
 from biobank import migrate
-from biobank.bootstrap import FIRST_ADMIN_HINT, bootstrap
-from biobank.cli.common import JsonOption, emit_json, emit_record, message, state
+from biobank.bootstrap import FIRST_ADMIN_HINT, bootstrap, has_users
+from biobank.cli import common
+from biobank.cli.common import JsonOption, emit_json, emit_record, message, read_pin, state
+from biobank.cli.role_commands import workstation_role_command
 from biobank.db import check_connection, make_engine
+from biobank.errors import ValidationError
 from biobank.redact import hide_secrets
 
 app = typer.Typer(help="Create, upgrade and check the database schema.", no_args_is_help=True)
@@ -23,18 +26,53 @@ def _engine(ctx: typer.Context):
 def upgrade(
     ctx: typer.Context,
     revision: str = typer.Argument("head", help="Target revision (default: the newest)."),
+    admin_pin_stdin: bool = typer.Option(
+        False, "--admin-pin-stdin", help="Read the first admin's PIN from stdin."
+    ),
 ) -> None:
-    """Migrate the database to the newest schema (creates it when empty)."""
+    """Migrate the database to the newest schema (creates it when empty). A database without
+    users gets its first admin, `admin`: on a server with the PIN asked for here (on SQLite
+    only if given), and a recovery code shown once, so no account there is left to claim."""
+    embedded = state(ctx).settings.is_embedded
     engine = _engine(ctx)
     try:
+        pin = _first_admin_pin(engine, revision, embedded=embedded, from_stdin=admin_pin_stdin)
         before = migrate.current_revision(engine)
         migrate.upgrade(engine, revision)
         after = migrate.current_revision(engine)
-        if after == migrate.head_revision() and bootstrap(engine) is not None:
-            message(FIRST_ADMIN_HINT)
+        first = None
+        if after == migrate.head_revision():
+            first = bootstrap(engine, admin_pin=pin, pin_required=not embedded)
     finally:
         engine.dispose()
+    if first is not None and first.recovery_code is None:
+        message(FIRST_ADMIN_HINT)
+    elif first is not None:
+        typer.echo(first.recovery_code)
+        message(
+            "Created the first user, 'admin', with the PIN given. Above is its recovery code, "
+            "shown once: keep it on paper, away from the workstations; locked out, "
+            "`biobank user recover admin` lets admin back in with it"
+        )
     message(f"database schema: {before or 'empty'} -> {after}")
+
+
+def _first_admin_pin(engine, revision: str, *, embedded: bool, from_stdin: bool) -> str | None:
+    """The first admin's PIN, asked for before anything changes, if this upgrade makes them:
+    always on a server, on the embedded file when given."""
+    if revision not in ("head", migrate.head_revision()) or has_users(engine):
+        return None
+    if from_stdin:
+        return read_pin(from_stdin=True)
+    if embedded:
+        return None
+    if not common.can_prompt():
+        raise ValidationError(
+            "a new server database gets its first admin with a PIN: run `biobank db upgrade` "
+            "in a terminal, or give the PIN on stdin with --admin-pin-stdin",
+            field="admin_pin",
+        )
+    return read_pin(from_stdin=False, label="PIN for the first admin, 'admin'")
 
 
 @app.command()
@@ -96,3 +134,6 @@ def check(ctx: typer.Context, json: JsonOption = False) -> None:
         message(f"drift: {difference}")
     if not ok:
         raise typer.Exit(1)
+
+
+app.command("workstation-role")(workstation_role_command)
