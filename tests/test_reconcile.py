@@ -504,8 +504,9 @@ def test_command_dry_run_commit_and_exit_codes(cli, engine, inventory):
     before = _places(engine)
     dry = cli("BOX-0101", str(MOVES), code=1)
     table = dry.stdout.splitlines()
-    assert table[0].split() == ["POSITION", "STATUS", "EXPECTED", "FOUND", "NOTE"]
-    assert table[1].split()[:4] == ["A1", "match", ids[LAYOUT["A1"]], ids[LAYOUT["A1"]]]
+    assert table[0].split() == ["POSITION", "STATUS", "EXPECTED", "PRINTED", "FOUND", "NOTE"]
+    a1 = ids[LAYOUT["A1"]]
+    assert table[1].split()[:5] == ["A1", "match", a1, LAYOUT["A1"], a1]
     assert table[-1] == "match 2  moved 4  unexpected 0  missing 1  unread 0  empty 9"
     assert "dry run, nothing changed" in dry.stderr
     assert _places(engine) == before
@@ -523,6 +524,59 @@ def test_command_dry_run_commit_and_exit_codes(cli, engine, inventory):
     refused = cli("BOX-0102", str(MOVES), "--commit", code=2)
     assert refused.stdout == ""
     assert "scan is of rack BOX-0101, not of box BOX-0102" in refused.stderr
+
+
+def test_a_tube_seen_nowhere_is_missing_whatever_stands_in_its_place(
+    cli, engine, admin, inventory, tmp_path
+):
+    """Issue 23: an unknown tube at B2 hid the loss of B2's tube, and the summary counted
+    missing positions while the commit counted missing tubes."""
+    ids = inventory["ids"]
+    b1, b2, c1 = (ids[LAYOUT[p]] for p in ("B1", "B2", "C1"))
+    rows = {
+        "A1": ",NO READ",  # proves nothing: A1's tube stays
+        "A2": f"{LAYOUT['A3']},OK",  # A2 and A3 swapped
+        "A3": f"{LAYOUT['A2']},OK",
+        "B1": f"{ELSEWHERE},OK",  # moved here from the other box; B1's tube seen nowhere
+        "B2": "QQQ-NOT-OURS-7,OK",  # not ours; B2's tube seen nowhere
+        "C1": ",NO TUBE",  # C1's tube seen nowhere
+    }
+    text = "Position,Tube ID,Status\n" + "".join(
+        f"{r}{c},{rows.get(f'{r}{c}', ',NO TUBE')}\n" for r in "ABCD" for c in "1234"
+    )
+    scan = tmp_path / "rack.csv"
+    scan.write_text(text)
+
+    report = _reconcile(engine, admin, scan)
+    summary = "match 0  moved 3  unexpected 1  missing 3  unread 1  empty 10"
+    assert "  ".join(f"{k} {v}" for k, v in report.counts.items()) == summary
+    assert report.missing == [b1, b2, c1]
+    lines = {line.position: line for line in report.lines}
+    shown = {p: (x.status, x.expected, x.printed, x.found) for p, x in lines.items()}
+    assert shown["A1"] == ("unread", ids[LAYOUT["A1"]], LAYOUT["A1"], None)
+    assert shown["B1"] == ("moved", b1, LAYOUT["B1"], ids[ELSEWHERE])
+    assert shown["B2"] == ("unexpected", b2, LAYOUT["B2"], "QQQ-NOT-OURS-7")
+    assert shown["C1"] == ("missing", c1, LAYOUT["C1"], None)
+    assert lines["B2"].note == f"not in the inventory; {b2} not found: missing"
+    assert lines["B1"].note == f"recorded at {inventory['other_box']} A1; {b1} not found: missing"
+
+    dry = cli("BOX-0101", str(scan), code=1).stdout.splitlines()
+    assert dry[6].split()[:5] == ["B2", "unexpected", b2, LAYOUT["B2"], "QQQ-NOT-OURS-7"]
+    assert dry[-1] == summary
+    committed = cli("BOX-0101", str(scan), "--commit", code=1)
+    assert committed.stdout.splitlines()[-1] == summary
+    counts = report.counts
+    assert f"{counts['moved']} moved, {counts['missing']} marked missing" in committed.stderr
+
+    places = _places(engine)
+    for position in ("B1", "B2", "C1"):
+        assert places[LAYOUT[position]] == (None, None, "missing")
+    assert places[LAYOUT["A1"]] == ("BOX-0101", "A1", "available")
+    assert places[LAYOUT["A2"]] == ("BOX-0101", "A3", "available")
+    assert places[LAYOUT["A3"]] == ("BOX-0101", "A2", "available")
+    assert places[ELSEWHERE] == ("BOX-0101", "B1", "available")
+    assert ("BOX-0101", "B2") not in {place[:2] for place in places.values()}  # none placed
+    _check_free_slots(engine, admin, "BOX-0101", inventory["other_box"])
 
 
 def test_command_help_documents_exit_codes(cli):

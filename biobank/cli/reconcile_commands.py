@@ -47,8 +47,8 @@ def reconcile_command(
         emit_json(report)
     else:
         emit_table(
-            ["position", "status", "expected", "found", "note"],
-            [(x.position, x.status, x.expected, x.found, x.note) for x in report.lines],
+            ["position", "status", "expected", "printed", "found", "note"],
+            [(x.position, x.status, x.expected, x.printed, x.found, x.note) for x in report.lines],
         )
         typer.echo("")
         typer.echo("  ".join(f"{status} {count}" for status, count in report.counts.items()))

@@ -65,6 +65,7 @@ class ReconcileLine(BaseModel):
     position: str
     status: Status
     expected: str | None = None
+    printed: str | None = None  # the recorded tube's label: what a technician looks for
     found: str | None = None
     note: str | None = None
 
@@ -81,10 +82,17 @@ class ReconcileReport(BaseModel):
     source: str | None
     committed: bool
     lines: list[ReconcileLine]
-    counts: dict[str, int]
     moves: list[PlannedMove]
     missing: list[str]
     released: list[str]
+
+    @computed_field
+    @property
+    def counts(self) -> dict[str, int]:
+        """Positions by status, but missing counts the tubes a commit marks missing: a tube seen
+        nowhere is missing even where another tube (moved or unexpected) now stands."""
+        counts = {status: sum(line.status == status for line in self.lines) for status in STATUSES}
+        return counts | {"missing": len(self.missing)}
 
     @computed_field
     @property
@@ -288,12 +296,26 @@ def _compare(
             return f"{tube.status.value}: cannot be marked missing"
         return None
 
+    def account_for(tube: Specimen, out: ReconcileLine) -> None:
+        """Where the tube recorded at `out` is: found elsewhere, or seen nowhere and so gone,
+        whatever now stands in its place."""
+        if tube.id in found_at:
+            if out.status == "empty":
+                out.note = f"found at {label(found_at[tube.id])}"
+        elif out.status != "empty":  # another tube, known or not, stands in its place
+            out.note += f"; {tube.accession_id} " + (gone(tube) or "not found: missing")
+        elif tube.status == SpecimenStatus.checked_out:
+            out.note = "checked out: its position is held"
+        else:
+            out.status, out.note = "missing", gone(tube)
+
     for key in ((r, c) for r in range(1, box.grid_rows + 1) for c in range(1, box.grid_cols + 1)):
         line, expected, tube = grid.get(key), recorded.get(key), found.get(key)
         out = ReconcileLine(  # unread, unless the scan says more
             position=label(key),
             status="unread",
             expected=expected.accession_id if expected is not None else None,
+            printed=(expected.legacy_id or expected.accession_id) if expected is not None else None,
         )
         if line is None:
             out.note = "not in the scan file"
@@ -325,16 +347,10 @@ def _compare(
                     accession_id=tube.accession_id, from_location=origin, to_position=out.position
                 )
             )
-            if expected is not None and expected.id not in found_at:
-                out.note += f"; {expected.accession_id} " + (gone(expected) or "not found: missing")
         elif line.reading == "empty":
             out.status = "empty"
-            if expected is not None and expected.id in found_at:
-                out.note = f"found at {label(found_at[expected.id])}"
-            elif expected is not None and expected.status == SpecimenStatus.checked_out:
-                out.note = "checked out: its position is held"
-            elif expected is not None:
-                out.status, out.note = "missing", gone(expected)
+        if expected is not None and out.status not in {"match", "unread"}:
+            account_for(expected, out)  # an unread position proves nothing
         plan.lines.append(out)
     return plan
 
@@ -352,9 +368,10 @@ def reconcile_box(
     """Compare the text of a scanner export (`scan`, from the file `source`) with the box.
 
     Without `commit` nothing changes. With it, tubes found elsewhere are moved here (swaps
-    included), tubes not found are marked missing (a checked-out tube only loses its held
-    position when another tube took it), and the reconciliation is audited: all in the
-    caller's transaction. Unexpected and unread positions change nothing.
+    included), tubes seen nowhere are marked missing, whatever stands in their place (a
+    checked-out tube only loses its held position when another tube took it), and the
+    reconciliation is audited: all in the caller's transaction. Unexpected and unread positions
+    change nothing.
     """
     require(actor, Permission.move if commit else Permission.view_inventory)
     unit = get_unit(session, box, field="box")
@@ -364,14 +381,12 @@ def reconcile_box(
         unit = custody.lock_box(session, unit.id)
     grid = _grid(read_rack_scan(scan), unit)
     plan = _compare(session, unit, grid, _identify(session, grid))
-    counts = {status: sum(line.status == status for line in plan.lines) for status in STATUSES}
     report = ReconcileReport(
         box=unit.barcode,
         path=unit.path,
         source=source,
         committed=commit,
         lines=plan.lines,
-        counts=counts,
         moves=plan.moves,
         missing=plan.missing,
         released=plan.released,

@@ -98,7 +98,7 @@ class ReconcileScreen(WorkScreen):
         path.display = False
         yield path
         table = DataTable(id="reconcile-lines", zebra_stripes=True, cursor_type="row")
-        table.add_columns("position", "status", "expected", "found", "note")
+        table.add_columns("position", "status", "expected", "printed", "found", "note")
         yield table
 
     def on_mount(self) -> None:
@@ -303,6 +303,7 @@ class ReconcileScreen(WorkScreen):
                 line.position,
                 Text(line.status, style=STATUS_STYLE[line.status]),
                 line.expected or "",
+                plain(line.printed),
                 plain(line.found),
                 plain("not scanned yet" if waiting else line.note),
                 key=line.position,
