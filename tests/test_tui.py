@@ -101,7 +101,8 @@ def test_scan_a_tube_then_a_box_moves_it(db_url, admin, engine, monkeypatch):
             assert focused is None or getattr(focused, "value", "") == ""  # nothing typed into it
             detail = str(app.screen.query_one("#detail", Static).content)
             assert f"{stock['box']}" not in detail and "Bench box B2" in detail
-            await scan(app, pilot, stock["other"])
+            await scan(app, pilot, stock["other"])  # proposes the move; Enter makes it
+            await pilot.press("enter")
             await settle(app, pilot)
             detail = str(app.screen.query_one("#detail", Static).content)
             assert "Spare A1" in detail

@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # the services and the database layer are imported behind the
     from biobank.services.identity import SignInAttempt
     from biobank.services.scan import ScanResult
     from biobank.settings import Settings
+    from tui.screens.specimen import Move
 
 
 class ActionCommands(Provider):
@@ -118,6 +119,7 @@ class BiobankApp(App):
         self.last_activity = self.clock()
         self.print_log: list[tuple[str, str, str]] = []  # (time, what, where it went)
         self.kept_views: set[str] = set()  # installed screens of scanned tubes and boxes
+        self.last_move: Move | None = None  # made on a tube's screen; `u` there takes it back
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -230,18 +232,18 @@ class BiobankApp(App):
                 authenticated=False,
             )
             return
-        from tui.screens.specimen import SpecimenScreen, load_specimen
+        from tui.screens.specimen import load_specimen
 
-        # what a scan now would open (no screen waits for scans; a shown tube gives way to the
-        # next tube) is read with the scan: one worker round trip, the view drawn once
+        # what a scan now would open (no screen waits for scans; on a tube's screen, a box
+        # proposes a move with its grid) is read with the scan: one worker round trip, the
+        # view drawn once
         waiting = getattr(self.screen, "take_scan", None) is not None
-        opens_tubes = not waiting or isinstance(self.screen, SpecimenScreen)
 
         def resolve(session) -> tuple[ScanResult, Any]:
             result = resolve_scan(
                 session, actor=self.actor, scanned=text, scanner_prefix=self.settings.scanner.prefix
             )
-            if result.kind == "specimen" and opens_tubes:
+            if result.kind == "specimen" and not waiting:
                 accession = result.specimen.accession_id
                 return result, load_specimen(session, actor=self.actor, accession=accession)
             if result.kind == "unit" and result.unit.holds_specimens and not waiting:
@@ -251,8 +253,11 @@ class BiobankApp(App):
         self.run_db(resolve, lambda found: self.route_scan(*found), lookup=True)
 
     def route_scan(self, result: ScanResult, view: Any = None) -> None:
-        """The screen that is waiting for a scan takes it; otherwise open the right view (with
-        the `view` read with the scan, when there is one)."""
+        """The screen that is waiting for a scan takes it, a tube's screen a box as a move to
+        propose; otherwise open the right view (with the `view` read with the scan, when there
+        is one)."""
+        from tui.screens.specimen import SpecimenScreen
+
         if isinstance(self.screen, ModalScreen):
             self.bell()  # a question is open: answer it first
             self.notify("Answer the open question first; the scan was not used", severity="warning")
@@ -264,9 +269,9 @@ class BiobankApp(App):
         taker = getattr(self.screen, "take_scan", None)
         if taker is not None and taker(result):
             return
+        if isinstance(self.screen, SpecimenScreen) and self.screen.take_scanned(result, view):
+            return
         if result.kind == "specimen":
-            from tui.screens.specimen import SpecimenScreen
-
             self.open_view(SpecimenScreen, result.specimen.accession_id, view)
         elif result.kind == "unit" and result.unit.holds_specimens:
             from tui.screens.box import BoxScreen
@@ -430,6 +435,7 @@ class BiobankApp(App):
             self.pop_screen()
         self.switch_screen(HomeScreen())
         self._drop_kept_views()
+        self.last_move = None
 
     def action_lock(self) -> None:
         """The sign-in screen covers the user's screens; nothing of them shows or acts."""

@@ -1,10 +1,12 @@
 """A specimen: what it is, where it is, its lineage and history, and what can be done to it.
 
-Scanning a box here moves the tube there (scan the tube, scan the box: two actions).
+Scanning a box here proposes moving the tube there, and Enter moves it (scan the tube, scan
+the box, Enter): a stray scan never rewrites the inventory. `u` takes the last move back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -14,11 +16,13 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
+from biobank.errors import InvalidTransition
 from biobank.services import custody
 from biobank.services.audit import AuditEntryRead, audit_log
 from biobank.services.consent import ConsentStatusRead, consent_status, pull_item
 from biobank.services.scan import ScanResult
 from biobank.services.specimens import SpecimenDetail, show_specimen
+from biobank.services.storage import BoxView
 from tui.printing import print_specimen_labels
 from tui.screens.base import WorkScreen
 from tui.screens.participant import consent_badge, withdrawal_words
@@ -45,6 +49,38 @@ def load_specimen(session, *, actor, accession: str) -> SpecimenView:
         consent=consent_status(session, actor=actor, participant=s.participant_code),
         on_pull_list=pulled,
     )
+
+
+UNDO_REASON = "undo of the last move"
+MOVE_HINT = "Scan a box to move the tube there."
+
+
+@dataclass(frozen=True)
+class Move:
+    """A move of a tube: proposed on its screen, then made (the app keeps the last for `u`)."""
+
+    accession_id: str
+    source: tuple[str, str] | None  # (box, position) it was at; None when it had no place
+    box: str
+    position: str
+
+    def question(self) -> str:
+        source = " ".join(self.source) if self.source else "no position"
+        return (
+            f"Move {self.accession_id} from {source} to {self.box} (first free: "
+            f"{self.position})? Enter moves · Escape cancels"
+        )
+
+
+def _no_undo(move: Move | None, accession_id: str) -> str | None:
+    """Why `u` on this tube's screen takes nothing back (None: it can)."""
+    if move is None:
+        return "No move to undo this session"
+    if move.accession_id != accession_id:
+        return f"The last move was of {move.accession_id}, not of this tube"
+    if move.source is None:
+        return f"{move.accession_id} had no position before the last move: nowhere to go back"
+    return None
 
 
 class ReasonPrompt(ModalScreen[str | None]):
@@ -100,7 +136,9 @@ class AuditEntries(ModalScreen):
 
 
 class SpecimenScreen(WorkScreen):
+    DEFAULT_CSS = "SpecimenScreen #move.proposed { color: $warning; text-style: bold; }"
     BINDINGS = [  # noqa: RUF012
+        Binding("enter", "confirm_move", "Move the tube", id="confirm_move"),
         Binding("o", "check_out", "Check out", id="check_out"),
         Binding("i", "check_in", "Check in", id="check_in"),
         Binding("t", "thaw", "Record a thaw", id="thaw"),
@@ -110,6 +148,7 @@ class SpecimenScreen(WorkScreen):
         Binding("P", "reprint_label", "Reprint label (asks why)", id="reprint_label"),
         Binding("r", "refresh", "Refresh", id="refresh_specimen"),
         Binding("a", "audit", "Audit entries (admins)", id="specimen_audit"),
+        Binding("u", "undo_move", "Undo the last move", id="undo_move"),
     ]
 
     def __init__(self, accession_id: str, view: SpecimenView | None = None) -> None:
@@ -117,6 +156,8 @@ class SpecimenScreen(WorkScreen):
         super().__init__()
         self.accession_id = accession_id
         self.version: int | None = None
+        self.place: tuple[str, str] | None = None  # (box, position) as shown
+        self.proposal: tuple[Move, BoxView] | None = None  # the move Enter makes
         self._loaded = view
 
     def compose_body(self) -> ComposeResult:
@@ -125,7 +166,7 @@ class SpecimenScreen(WorkScreen):
         flag.display = False
         yield flag
         yield Static("Loading…", id="detail", markup=False)
-        yield Static("Scan a box to move the tube there.", classes="muted")
+        yield Static(MOVE_HINT, id="move", classes="muted", markup=False)
         table = DataTable(id="history", zebra_stripes=True, cursor_type="row")
         table.add_columns("when (UTC)", "event", "by", "from", "to", "change", "reason")
         yield table
@@ -157,6 +198,7 @@ class SpecimenScreen(WorkScreen):
         if s.accession_id != self.accession_id:
             return  # a late answer for the tube this screen showed before the last scan
         self.version = s.version
+        self.place = (s.box_barcode, s.position) if s.box_barcode else None
         self.query_one("#specimen-title", Static).update(
             f"{s.accession_id}  {s.specimen_type} {s.kind}  [{s.status.upper()}]"
         )
@@ -199,7 +241,9 @@ class SpecimenScreen(WorkScreen):
         pulled = " — on the pull list" if view.on_pull_list else ""
         flag.update(f"⊘ CONSENT WITHDRAWN{words}{pulled}")
 
-    def _act(self, call, **kwargs) -> None:
+    def _act(self, call, *, then: Callable[[], None] | None = None, **kwargs) -> None:
+        """Change the tube through `call`, show it, then `then`."""
+
         def change(session):
             read = call(
                 session,
@@ -216,15 +260,95 @@ class SpecimenScreen(WorkScreen):
             for warning in read.warnings:
                 self.app.notify(warning, severity="warning", timeout=8)
             self.show(view)
+            if then is not None:
+                then()
 
         self.app.run_db(change, done)
 
-    def take_scan(self, result: ScanResult) -> bool:
-        if result.kind == "unit" and result.unit.holds_specimens:
-            self._act(custody.move, destination=result.unit.barcode)
-            self.app.notify(f"Moving {self.accession_id} to {result.unit.barcode}")
-            return True
-        return False
+    # --- moving: a box scanned proposes, Enter moves, `u` takes it back ------------------
+
+    def take_scanned(self, result: ScanResult, view) -> bool:
+        """A scanned box (its grid `view` read with the scan) proposes moving the tube there.
+        Any scan while a move is proposed cancels it, and what was scanned opens."""
+        if self.proposal is not None:
+            self.propose(None)
+            return False
+        if not (result.kind == "unit" and result.unit.holds_specimens):
+            return False
+        free = next((cell.label for cell in view.cells if cell.accession_id is None), None)
+        if free is None:
+            self.app.bell()
+            self.app.notify(
+                f"{view.unit.barcode} is full: nowhere to move the tube", severity="error"
+            )
+        else:
+            self.propose((Move(self.accession_id, self.place, view.unit.barcode, free), view))
+        return True
+
+    def propose(self, proposal: tuple[Move, BoxView] | None) -> None:
+        """Show the move Enter would make in place of the hint (None: withdraw it)."""
+        self.proposal = proposal
+        line = self.query_one("#move", Static)
+        line.update(proposal[0].question() if proposal else MOVE_HINT)
+        line.set_class(proposal is not None, "proposed")
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return action != "confirm_move" or self.proposal is not None
+
+    def on_screen_suspend(self) -> None:
+        """A proposal is answered here and now: leaving the screen drops it."""
+        if self.proposal is not None:
+            self.propose(None)
+
+    def action_back(self) -> None:
+        """Escape on a proposal cancels it and shows the box that was scanned."""
+        if self.proposal is None:
+            super().action_back()
+            return
+        box = self.proposal[1]
+        self.propose(None)
+        from tui.screens.box import BoxScreen
+
+        self.app.open_view(BoxScreen, box.unit.barcode, box)
+
+    def action_confirm_move(self) -> None:
+        move, _ = self.proposal
+        self.propose(None)
+
+        def moved() -> None:
+            self.app.last_move = move
+            self.app.notify(f"Moved {move.accession_id} to {move.box} {move.position} · u undoes")
+
+        self._act(custody.move, destination=move.box, position=move.position, then=moved)
+
+    def action_undo_move(self) -> None:
+        """Only the session's last move, and only while the tube is where that move put it."""
+        move = self.app.last_move
+        refusal = _no_undo(move, self.accession_id)
+        if refusal is not None:
+            self.app.bell()
+            self.app.notify(refusal, title="Not undone", severity="warning")
+            return
+
+        def undo(session, *, actor, accession, expected_version):
+            now = show_specimen(session, actor=actor, accession=accession).specimen
+            if (now.box_barcode, now.position) != (move.box, move.position):
+                raise InvalidTransition(
+                    f"{accession} is at {now.location or 'no position'} now, not where the last "
+                    f"move put it ({move.box} {move.position}): not undone"
+                )
+            box, position = move.source
+            return custody.move(
+                session, actor=actor, accession=accession, destination=box, position=position,
+                reason=UNDO_REASON, expected_version=expected_version,
+            )  # fmt: skip
+
+        def undone() -> None:
+            self.app.last_move = None
+            self.app.notify(f"Moved {move.accession_id} back to {' '.join(move.source)}")
+
+        self._act(undo, then=undone)
 
     def action_check_out(self) -> None:
         self._act(custody.check_out)
