@@ -196,6 +196,15 @@ def _p0001(session) -> tuple[Any, Any]:
     return person, participants.find_visit(session, person, "baseline")
 
 
+def _merge_visits(w, s, a):
+    participants.add_visit(
+        s, actor=w.admin, participant="P-0001", label="repeat", visit_date=date(2025, 3, 1)
+    )
+    return participants.merge_visits(
+        s, actor=a, participant="P-0001", keep="baseline", merge="repeat", reason="one visit"
+    )
+
+
 def _store_value(w, s, a):
     person, visit = _p0001(s)
     return phenotypes.store_value(
@@ -312,6 +321,7 @@ CASES = [
         participants.add_visit, INVENTORY_WORK, participant="P-0001", label="flare",
         visit_date=date(2025, 3, 1),
     ),
+    row(participants.merge_visits, ADMIN, call=_merge_visits),
     # consent: everyone reads it, admins record it, technicians work the pull list
     row(consent.add_statement, ADMIN, code="NEW_USE", text="A new use"),
     row(consent.list_statements, EVERYONE),

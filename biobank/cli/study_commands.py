@@ -162,3 +162,28 @@ def visit_add(
         emit_json(visit)
     else:
         message(f"added visit {visit.label} for {visit.participant_code}")
+
+
+@visit_app.command("merge")
+def visit_merge(
+    ctx: typer.Context,
+    participant: str,
+    keep: str = typer.Argument(..., help="The visit kept."),
+    merge: str = typer.Argument(..., help="The visit merged into it, then deleted."),
+    reason: str = typer.Option(..., "--reason", help="Why (kept in the audit trail)."),
+    json: JsonOption = False,
+) -> None:
+    """Make two visits of a participant one (admins only)."""
+    with work(ctx) as (session, actor):
+        merged = participants.merge_visits(
+            session, actor=actor, participant=participant, keep=keep, merge=merge, reason=reason
+        )
+    if json:
+        emit_json(merged)
+    else:
+        message(
+            f"merged visit {merged.merged.label} into {merged.kept.label} of "
+            f"{merged.kept.participant_code}: {merged.specimens} specimens, "
+            f"{merged.phenotype_values} phenotype values ({merged.dropped_values} equal dropped), "
+            f"{merged.reserved_accessions} kit accessions moved"
+        )

@@ -46,7 +46,7 @@ from biobank.permissions import Actor, Permission, require
 from biobank.positions import parse_grid, parse_position
 from biobank.services import audit
 from biobank.services.custody import adjust_free_slots, check_box_accepts
-from biobank.services.participants import PARTICIPANT_CODE, visit_label
+from biobank.services.participants import PARTICIPANT_CODE
 from biobank.services.specimen_ids import allocate_accession_ids
 from biobank.services.specimens import (
     check_times,
@@ -59,6 +59,7 @@ from biobank.services.storage import place_in_tree, subtree_range
 from biobank.services.studies import get_study
 from biobank.stored_text import check_text
 from biobank.tabular import chunks, new_spool, open_source, spool_batch, unspool
+from biobank.visits import by_canonical_label, canonical_visit_label
 
 FIELDS: dict[str, str] = {
     "legacy_id": "Sample ID",
@@ -284,7 +285,7 @@ def _subject(raw: str) -> str:
 
 @lru_cache(maxsize=4096)
 def _visit_label(raw: str) -> str:
-    return _label_text(visit_label(raw))
+    return _label_text(canonical_visit_label(raw))
 
 
 def _volume(raw: str) -> float:
@@ -577,6 +578,7 @@ class _Checker:
         self.headers: dict[str, str] = {}  # field → its header as the file spells it
         self.people: dict[str, _Person] = {}  # the current batch's participants
         self.visit_days: dict[tuple[str, str], date] = {}  # its visits → earliest day
+        self.visit_clashes: dict[tuple[str, str], str] = {}  # stored visits that are one
         self.units: dict[str, _Unit] = {}
         self.stored_units: dict[str, StorageUnit | None] = {}  # barcode → as found
         self.scratch = _Scratch()
@@ -706,16 +708,21 @@ class _Checker:
         self.scratch.add_people(met)
         self.people |= met
         codes_by_id = {participant_id: code for code, participant_id, _ in found}
-        self.scratch.add_visits(
-            [
-                (codes_by_id[participant_id], label, visit_id, visit_date)
-                for participant_id, label, visit_id, visit_date in session.exec(
-                    select(Visit.participant_id, Visit.label, Visit.id, Visit.visit_date).where(
-                        Visit.participant_id.in_(codes_by_id)
-                    )
-                )
-            ]
-        )
+        stored: dict[str, dict[str, tuple[int, date]]] = {}
+        for participant_id, label, visit_id, visit_date in session.exec(
+            select(Visit.participant_id, Visit.label, Visit.id, Visit.visit_date).where(
+                Visit.participant_id.in_(codes_by_id)
+            )
+        ):
+            stored.setdefault(codes_by_id[participant_id], {})[label] = (visit_id, visit_date)
+        known = []  # the sheet's labels are canonical: a stored visit is noted so
+        for code, visits in stored.items():
+            for label, visit in by_canonical_label(visits, owner=code).items():
+                if isinstance(visit, ValidationError):
+                    self.visit_clashes[code, label] = visit.message
+                else:
+                    known.append((code, label, *visit))
+        self.scratch.add_visits(known)
         barcodes = {n.upper() for t in tubes for n in (t.freezer, t.rack, t.box)}
         barcodes -= self.stored_units.keys()
         self.stored_units |= dict.fromkeys(barcodes)
@@ -738,6 +745,8 @@ class _Checker:
         person = self.people[tube.subject]
         if person.fault:
             faults.append(("subject", tube.subject, person.fault))
+        elif (tube.subject, tube.visit) in self.visit_clashes:
+            faults.append(("visit", tube.visit, self.visit_clashes[tube.subject, tube.visit]))
         elif tube.visit is not None:  # a visit recorded keeps its day (`add_visits`)
             key = (tube.subject, tube.visit)
             day = self.visit_days.get(key)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections import Counter
 from datetime import date
 
-from sqlmodel import Session, select
+from pydantic import BaseModel
+from sqlmodel import Session, SQLModel, select
 
 from biobank.db import flush
 from biobank.errors import AlreadyExists, NotFound, ValidationError, parse_choice
@@ -18,7 +20,11 @@ from biobank.models import (
     ParticipantIdentity,
     ParticipantRead,
     ParticipantStatus,
+    PhenotypeValue,
+    PhenotypeVariable,
+    ReservedAccession,
     Sex,
+    Specimen,
     Study,
     Visit,
     VisitRead,
@@ -26,6 +32,7 @@ from biobank.models import (
 from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
 from biobank.services.studies import get_study
+from biobank.visits import canonical_visit_label, visit_named
 
 PARTICIPANT_CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,31}$")
 # No 0/O, 1/I, 2/Z, 5/S or 8/B: codes are read aloud and copied by hand.
@@ -87,16 +94,20 @@ def participant_visit(
 ) -> tuple[Participant, Study, Visit | None]:
     """A participant, their study and, when `label` is given, that visit of theirs (None when
     they have none by that label: `missing_visit` says so, once the caller has checked what
-    comes first): in one query, as each accession needs them."""
+    comes first): in one query, as each accession needs them. The query brings all their
+    visits (a few), as a label finds its visit by canonical form (`biobank.visits`)."""
     query = select(Participant, Study).join(Study, Study.id == Participant.study_id)
     if label is not None:
-        query = query.add_columns(Visit).outerjoin(
-            Visit, (Visit.participant_id == Participant.id) & (Visit.label == visit_label(label))
-        )
-    row = session.exec(query.where(Participant.code == code.strip().upper())).first()
-    if row is None:
+        query = query.add_columns(Visit).outerjoin(Visit, Visit.participant_id == Participant.id)
+    rows = session.exec(query.where(Participant.code == code.strip().upper())).all()
+    if not rows:
         raise _no_participant(code)
-    return (*row, None)[:3]  # no visit asked for: None
+    participant, study = rows[0][:2]
+    if label is None:
+        return participant, study, None
+    visits = {row[2].label: row[2] for row in rows if row[2] is not None}
+    named = visit_named(visits, label, owner=participant.code)
+    return participant, study, visits[named] if named else None
 
 
 def _no_participant(code: str) -> NotFound:
@@ -235,20 +246,22 @@ def _unused_code(session: Session, study: Study) -> str:
             return code
 
 
-def visit_label(text: str) -> str:
-    """Visit labels are kept single-spaced and lower case: "Month  6" is "month 6"."""
-    return " ".join(text.split()).lower()
-
-
 def find_visit(session: Session, participant: Participant, label: str) -> Visit:
-    visit = session.exec(
-        select(Visit).where(
-            Visit.participant_id == participant.id, Visit.label == visit_label(label)
-        )
-    ).first()
-    if visit is None:
+    visits = {v.label: v for v in _visits(session, participant)}
+    named = visit_named(visits, label, owner=participant.code)
+    if named is None:
         raise missing_visit(participant, label)
-    return visit
+    return visits[named]
+
+
+def _visits(session: Session, participant: Participant) -> list[Visit]:
+    return list(
+        session.exec(
+            select(Visit)
+            .where(Visit.participant_id == participant.id)
+            .order_by(Visit.visit_date, Visit.id)
+        )
+    )
 
 
 def show_participant(
@@ -259,17 +272,13 @@ def show_participant(
         require(actor, Permission.read_phi)
     participant = get_participant_row(session, code)
     study = session.get(Study, participant.study_id)
-    visits = session.exec(
-        select(Visit)
-        .where(Visit.participant_id == participant.id)
-        .order_by(Visit.visit_date, Visit.id)
-    ).all()
+    visits = _visits(session, participant)
     identity = None
     if with_identity:
         identity = session.exec(
             select(ParticipantIdentity).where(ParticipantIdentity.participant_id == participant.id)
         ).first()
-    return _read(participant, study.code, list(visits), identity)
+    return _read(participant, study.code, visits, identity)
 
 
 def list_participants(
@@ -306,17 +315,17 @@ def add_visit(
 ) -> VisitRead:
     require(actor, Permission.register_participants)
     row = get_participant_row(session, participant)
-    label = visit_label(label)
+    label = canonical_visit_label(label)
     if not label or len(label) > 64:
         raise ValidationError("a visit label is 1-64 characters", field="label", value=label)
     if row.birth_year is not None and visit_date.year < row.birth_year:
         raise ValidationError("visit date is before birth", field="visit_date", value=visit_date)
     if visit_date > date.today():  # visits are recorded as they happen, not planned here
         raise ValidationError("visit date is in the future", field="visit_date", value=visit_date)
-    existing = select(Visit.id).where(Visit.participant_id == row.id, Visit.label == label)
-    if session.exec(existing).first():
+    existing = visit_named([v.label for v in _visits(session, row)], label, owner=row.code)
+    if existing:
         raise AlreadyExists(
-            f"participant {row.code} already has a visit {label!r}", field="label", value=label
+            f"participant {row.code} already has a visit {existing!r}", field="label", value=label
         )
     visit = Visit(participant_id=row.id, label=label, visit_date=visit_date)
     session.add(visit)
@@ -330,3 +339,109 @@ def add_visit(
         after=audit.snapshot(visit),
     )
     return _visit_read(visit, row.code)
+
+
+class VisitMerge(BaseModel):
+    """What `merge_visits` did: the visit kept, the one merged into it (now gone), the rows
+    moved to the kept one, and the phenotype values dropped as the kept visit's equals."""
+
+    kept: VisitRead
+    merged: VisitRead
+    specimens: int
+    phenotype_values: int
+    reserved_accessions: int
+    dropped_values: int
+
+
+def merge_visits(
+    session: Session, *, actor: Actor, participant: str, keep: str, merge: str, reason: str
+) -> VisitMerge:
+    """Make two visits of one participant one (an import's `month_6` and another's `month 6`):
+    the specimens, phenotype values and kit accessions of `merge` move to `keep`, and `merge`
+    is deleted, its snapshot in the audit trail. Nothing else names a visit (every foreign key
+    to it restricts deletion, so a forgotten one fails loudly). A value of both visits for one
+    variable is refused, naming it, unless the two are equal."""
+    require(actor, Permission.manage_studies)
+    if not reason.strip():
+        raise ValidationError("a merge needs its reason", field="reason", value=reason)
+    owner = get_participant_row(session, participant)
+    kept, merged = find_visit(session, owner, keep), find_visit(session, owner, merge)
+    if kept.id == merged.id:
+        raise ValidationError(
+            f"{keep!r} and {merge!r} are one visit, {kept.label!r}", field="merge", value=merge
+        )
+    kept_values = {
+        v.variable_id: v
+        for v in session.exec(select(PhenotypeValue).where(PhenotypeValue.visit_id == kept.id))
+    }
+    moved: list[Specimen | PhenotypeValue | ReservedAccession] = []
+    dropped: list[PhenotypeValue] = []
+    for value in session.exec(select(PhenotypeValue).where(PhenotypeValue.visit_id == merged.id)):
+        twin = kept_values.get(value.variable_id)
+        if twin is None:
+            moved.append(value)
+        elif _typed(twin) == _typed(value):
+            dropped.append(value)
+        else:
+            name = session.get(PhenotypeVariable, value.variable_id).name
+            raise ValidationError(
+                f"visits {kept.label!r} and {merged.label!r} of {owner.code} have different "
+                f"values of {name}: correct one of them first",
+                field="variable",
+                value=name,
+            )
+    moved += session.exec(select(Specimen).where(Specimen.visit_id == merged.id))
+    moved += session.exec(select(ReservedAccession).where(ReservedAccession.visit_id == merged.id))
+    befores = [audit.snapshot(row) for row in moved]
+    for row in moved:
+        row.visit_id = kept.id
+        session.add(row)
+    flush(session)  # before the visit goes: the rows name it until then
+    entries = [
+        _change(row, "merge_visit", before=before, after=audit.snapshot(row), reason=reason)
+        for row, before in zip(moved, befores, strict=True)
+    ]
+    for row in [*dropped, merged]:  # the visit last: the dropped values name it
+        entries.append(_change(row, "delete", before=audit.snapshot(row), reason=reason))
+        session.delete(row)
+        flush(session)
+    counts = Counter(type(row).__tablename__ for row in moved)
+    counts["dropped_values"] = len(dropped)
+    pair = {"kept": audit.snapshot(kept), "merged": entries[-1]["before"]}
+    entries.append(
+        {
+            "action": "visit.merge",
+            "entity": "visit",
+            "entity_id": kept.id,
+            "before": pair,
+            "after": {"kept": pair["kept"], **counts},
+            "reason": reason,
+        }
+    )
+    audit.record_many(session, actor=actor, entries=entries)
+    return VisitMerge(
+        kept=_visit_read(kept, owner.code),
+        merged=_visit_read(merged, owner.code),
+        specimens=counts["specimen"],
+        phenotype_values=counts["phenotype_value"],
+        reserved_accessions=counts["reserved_accession"],
+        dropped_values=len(dropped),
+    )
+
+
+def _typed(value: PhenotypeValue) -> tuple[object, ...]:
+    return value.value_number, value.value_text, value.value_date
+
+
+def _change(
+    row: SQLModel, change: str, *, before: dict, after: dict | None = None, reason: str
+) -> dict[str, object]:
+    entity = row.__tablename__
+    return {
+        "action": f"{entity}.{change}",
+        "entity": entity,
+        "entity_id": row.id,
+        "before": before,
+        "after": after,
+        "reason": reason,
+    }

@@ -62,6 +62,7 @@ from biobank.services.legacy_import import BATCH_ROWS, MAX_LISTED_FAULTS, refuse
 from biobank.services.legacy_import import Fault as SheetFault
 from biobank.services.studies import get_study
 from biobank.tabular import chunks, new_spool, open_source, spool_batch, unspool
+from biobank.visits import by_canonical_label, canonical_visit_label
 
 SOURCE = "redcap"
 EVENT_COLUMN = "redcap_event_name"
@@ -401,6 +402,7 @@ class _Checker:
         self.stored_documents: dict[str, tuple[date, list[str]]] = {}
         self.statements: dict[str, str] = {}  # consent statement → its (yes/no) field
         self.stored_visits: dict[tuple[str, str], tuple[int, date]] = {}
+        self.visit_clashes: dict[tuple[str, str], str] = {}  # stored visits that are one
         self.found: dict[str, list] = {}
         self.consent = mapping.consent
         self.columns: dict[str, int] = {}
@@ -790,12 +792,12 @@ class _Checker:
             r.faults.append((EVENT_COLUMN, raw, "an event name is required"))
             return None
         try:
-            name = self.mapping.visit_labels.get(raw) or redcap.event_name(raw).replace("_", " ")
+            name = self.mapping.visit_labels.get(raw) or redcap.event_name(raw)
         except ValidationError as error:
             reason = error.message + " (or an event of the mapping's [visit_labels])"
             r.faults.append((EVENT_COLUMN, raw, reason))
             return None
-        label = participants.visit_label(name)
+        label = canonical_visit_label(name)
         if len(label) > 64:
             r.faults.append((EVENT_COLUMN, raw, "a visit label is 1-64 characters"))
             return None
@@ -876,12 +878,19 @@ class _Checker:
         ).all()
         self.found = {code: row for code, *row in found}
         by_id = {row[1]: row[0] for row in found}
+        stored: dict[str, dict[str, tuple[int, date]]] = {}
         for participant_id, label, visit_id, visit_date in self.session.execute(
             sa.select(Visit.participant_id, Visit.label, Visit.id, Visit.visit_date).where(
                 Visit.participant_id.in_(by_id)
             )
         ):
-            self.stored_visits[by_id[participant_id], label] = (visit_id, visit_date)
+            stored.setdefault(by_id[participant_id], {})[label] = (visit_id, visit_date)
+        for code, visits in stored.items():  # the rows' labels are canonical: stored ones too
+            for label, visit in by_canonical_label(visits, owner=code).items():
+                if isinstance(visit, ValidationError):
+                    self.visit_clashes[code, label] = visit.message
+                else:
+                    self.stored_visits[code, label] = visit
 
     def register(self, r: _Row, written: list) -> None:
         """Add a row's participant, visit, facts and values to the plan, with the faults
@@ -902,6 +911,9 @@ class _Checker:
             )
             return
         key = (r.code, r.label)
+        if key in self.visit_clashes:
+            r.faults.append((EVENT_COLUMN, r.event, self.visit_clashes[key]))
+            return
         visit = self.visits.get(key)
         if visit is not None:
             reason = f"row {visit.row} has the same record and event ({r.code}, {r.label})"
