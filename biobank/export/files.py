@@ -1,8 +1,8 @@
 """Writing an export file so that it is either complete or absent: the content goes to a hidden
 temporary file beside the target and is renamed into place only once it is whole, so a killed or
-failed export never leaves a file that looks finished (the manifest, last, only once the run
-is committed). Rows are consumed in batches, so memory
-stays flat however many there are, and a progress callback moves once per batch."""
+failed export never leaves a file that looks finished (and an export's whole folder is renamed
+into place only once its run is committed: `services.exports`). Rows are consumed in batches,
+so memory stays flat however many there are, and a progress callback moves once per batch."""
 
 from __future__ import annotations
 
@@ -66,32 +66,6 @@ class Batches:
 def write_atomically(path: Path, write: Callable[[IO[Any]], int], *, text: bool) -> Written:
     """Run `write(file)` (which returns its row count) on a temporary file, then rename it to
     `path`. `text` files are UTF-8 with newlines left to the writer (as `csv` wants)."""
-    pending = write_pending(path, write, text=text)
-    pending.publish()
-    return pending.written
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A whole file under its temporary name, until `publish` renames it into place (or
-    `discard` removes it): a manifest is published only once its run is committed."""
-
-    written: Written
-    temporary: Path
-
-    def publish(self) -> None:
-        try:
-            os.replace(self.temporary, self.written.path)
-        except OSError as error:
-            self.discard()
-            raise _cannot_write(self.written.path, error) from error
-
-    def discard(self) -> None:
-        self.temporary.unlink(missing_ok=True)
-
-
-def write_pending(path: Path, write: Callable[[IO[Any]], int], *, text: bool) -> Pending:
-    """`write_atomically` but for the rename, which is left to the caller (`Pending`)."""
     path = Path(path)
     try:
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
@@ -105,12 +79,13 @@ def write_pending(path: Path, write: Callable[[IO[Any]], int], *, text: bool) ->
             file.flush()
             os.fsync(file.fileno())
         sha256, size = _digest(temporary)
+        os.replace(temporary, path)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
         if isinstance(error, OSError):
             raise _cannot_write(path, error) from error
         raise
-    return Pending(Written(path=path, rows=rows, sha256=sha256, bytes=size), temporary)
+    return Written(path=path, rows=rows, sha256=sha256, bytes=size)
 
 
 def _digest(path: Path) -> tuple[str, int]:

@@ -5,12 +5,15 @@ a de-identification mode, files in the formats asked for, and a manifest to audi
   (keyed hashes of internal ids under a random key kept with the run, so a replay gives the
   same codes and two exports never do), dates reduced to the year, ages over 89 as "90+", no
   free text and nothing from the identity table.
-- `limited`: dates kept; needs a data-use agreement reference.
+- `limited`: dates kept; needs a registered data use agreement covering the PI, the study and
+  the uses (`services.agreements`).
 - `identified`: admins only; real participant codes, accession IDs and the identity columns.
 
+Every new export passes one guard (`_check`: permission, consent as of today, the agreement,
+a saved query narrowed, never ignored) and is recorded as begun before anything is written.
 The cohort is selected once, de-identified rows are spooled to a temporary file (flat memory)
-and each format is written from it; files are written whole or not at all and the manifest
-comes last, so a file set with a manifest is complete.
+and each format is written from it into a hidden folder, with the manifest last; the folder
+is renamed into place whole once the completed run is committed.
 """
 
 from __future__ import annotations
