@@ -80,15 +80,23 @@ def make_engine(url: str) -> Engine:
 
 def check_connection(engine: Engine) -> None:
     """Fail early, with the (password-free) URL, when the database cannot be reached."""
+    with opening(engine.url), engine.connect():
+        pass
+
+
+@contextmanager
+def opening(url: str | sa.URL) -> Iterator[None]:
+    """What the database refuses while it is opened, its schema brought up to date or its
+    first rows made (unreachable, a read-only file, a full disk) as one line naming it: a
+    front end opening it says so, and exits with DatabaseUnavailable's code."""
     try:
-        with engine.connect():
-            pass
+        yield
     except exc.DBAPIError as error:
-        url = hide_secrets(str(engine.url))  # a password in the query string too
+        shown = hide_secrets(str(url))  # a password in the query string too
         raise DatabaseUnavailable(
-            f"cannot open the database at {url}: {_first_line(error.orig)}",
+            f"cannot open the database at {shown}: {_first_line(error.orig)}",
             field="database_url",
-            value=url,
+            value=shown,
         ) from error
 
 
@@ -130,11 +138,29 @@ def _create_private(path: Path) -> None:
     """A new database file is its owner's alone (0600, in a folder biobank makes 0700), whatever
     the umask: it holds names and MRNs. Made here, before SQLite makes it with the umask's
     mode; SQLite gives the -wal and -shm files beside it the database file's mode. The mode of
-    a file or folder that exists is left as its owner set it; one that cannot be made is
-    reported by the connection that tries (`check_connection`)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    a file or folder that exists is left as its owner set it.
+
+    The folder must be writable: SQLite writes its journal (-wal, -shm) beside the file, and
+    in a read-only folder the first write fails, or a read of a database whose journal is not
+    there. A folder that cannot be made or written is refused here, before any connection."""
+    folder = path.parent
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise _unopenable(path, f"its folder {folder} cannot be made ({error.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _unopenable(
+            path, f"its folder {folder} is not writable (SQLite writes its journal there)"
+        )
     with suppress(OSError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _unopenable(path: Path, reason: str) -> DatabaseUnavailable:
+    url = f"sqlite:///{path}"
+    return DatabaseUnavailable(
+        f"cannot open the database at {url}: {reason}", field="database_url", value=url
+    )
 
 
 @contextmanager

@@ -2,19 +2,25 @@
 
 Environment variables win over the file; the file wins over the defaults. Nothing is read at
 import time: entry points call `load_settings()` and pass the result on. A value that is not
-valid, or a token in a file other accounts may read, is refused in one line naming where.
+valid, a key that is no setting (a misspelling would otherwise be ignored), a file that is not
+TOML, or a token in a file other accounts may read, is refused in one line naming where.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
+import re
 import socket
+import tomllib
+from contextlib import suppress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import platformdirs
 import pydantic
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -24,7 +30,7 @@ from pydantic_settings import (
 )
 
 from biobank.errors import ValidationError
-from biobank.inputs import read_toml
+from biobank.inputs import SMALL_LIMIT, read_input
 
 APP_NAME = "biobank"
 
@@ -45,6 +51,7 @@ def default_database_url() -> str:
 class PrinterProfile(BaseModel):
     """A label printer of this workstation (used by the labels feature)."""
 
+    model_config = ConfigDict(extra="forbid")
     kind: Literal["zpl-tcp", "cups", "pdf-folder"] = "pdf-folder"
     host: str | None = None
     port: int = 9100
@@ -57,6 +64,7 @@ class PrinterProfile(BaseModel):
 class ScannerSettings(BaseModel):
     """How a keyboard-wedge scanner is told apart from a person typing."""
 
+    model_config = ConfigDict(extra="forbid")
     max_key_interval_ms: int = Field(default=35, ge=1, le=500)
     min_length: int = Field(default=4, ge=1)
     prefix: str = ""
@@ -64,7 +72,7 @@ class ScannerSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="BIOBANK_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="BIOBANK_", env_nested_delimiter="__", extra="forbid"
     )
 
     database_url: str = Field(default_factory=default_database_url)
@@ -77,6 +85,9 @@ class Settings(BaseSettings):
     # How far back "the phenotype at collection" may reach when the specimen's own visit has
     # no value for a variable: the latest value observed within this many days before.
     phenotype_window_days: int = Field(default=90, ge=0)
+    # How far a specimen's collection may lie from its visit's date before accession asks for
+    # `--force` (CLI) or a new visit (workstation): a 2019 tube on a 2023 visit is a slip.
+    visit_gap_days: int = Field(default=30, ge=0)
     # Specimen labels show the participant's pseudonymous code only where this is on.
     labels_show_participant: bool = False
     default_printer: str | None = None
@@ -126,7 +137,11 @@ def _file_settings() -> dict[str, Any]:
     path = config_path().expanduser()
     if not path.exists():
         return {}
-    values = read_toml(path, "settings file", field="config")
+    data = read_input(path, SMALL_LIMIT, "settings file", field="config")
+    try:
+        values = tomllib.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as error:  # not UTF-8, not TOML, nested without end
+        raise _not_toml(path, error) from None
     if "token" in values and path.stat().st_mode & 0o077:
         raise ValidationError(
             f"the settings file {path} holds a token and other accounts may read or change it: "
@@ -138,16 +153,134 @@ def _file_settings() -> dict[str, Any]:
 
 
 def load_settings(**overrides: object) -> Settings:
-    """The settings; one that is not valid is named with where it was set."""
+    """The settings. One that is not valid, or a key that is none, is refused in one line: where
+    it was set (the variable, or the file and line), the key, the value, what it should be."""
     try:
         return Settings(**overrides)
     except pydantic.ValidationError as error:
-        first = error.errors()[0]
-        name = ".".join(str(part) for part in first["loc"])
-        variable = "BIOBANK_" + "__".join(str(part) for part in first["loc"]).upper()
-        where = variable if variable in os.environ else config_path()
-        raise ValidationError(
-            f"the setting {name} ({where}) is not valid: {first['msg']}", field=name
-        ) from None
+        raise _explained(error.errors()[0]) from None
     except SettingsError as error:  # a nested setting's variable that is not JSON
-        raise ValidationError(f"the settings cannot be read: {error}", field="config") from None
+        raise _not_json(error) from None
+
+
+def _explained(found: Any) -> ValidationError:
+    """One of pydantic's errors as a line a person acts on."""
+    loc = tuple(str(part) for part in found["loc"])
+    if found["type"] == "extra_forbidden":
+        problem = _unknown(loc)
+    else:  # "Input should be 203 or 300"
+        problem = found["msg"].removeprefix("Input ")
+    variable = _variable(loc)
+    where = f"environment variable {variable}" if variable else _in_file(loc)
+    key = ".".join(loc)
+    return _refused(where, f"{key} = {_shown(found['input'])}: {problem}", key)
+
+
+def _unknown(loc: tuple[str, ...]) -> str:
+    """A key that is no setting, with the known key of its table it most looks like."""
+    known = _known_keys(loc[:-1])
+    close = difflib.get_close_matches(loc[-1], known, n=1)
+    if close:
+        return f"not a setting; did you mean {'.'.join((*loc[:-1], close[0]))}?"
+    return f"not a setting (known here: {', '.join(known)})"
+
+
+def _known_keys(table: tuple[str, ...]) -> list[str]:
+    """The keys a table of the settings takes (`printers.NAME` takes a printer's)."""
+    model: Any = Settings
+    parts = iter(table)
+    for part in parts:
+        annotation = model.model_fields[part].annotation
+        if get_origin(annotation) is dict:  # the next part names the entry
+            next(parts, None)
+            annotation = get_args(annotation)[1]
+        model = annotation
+    return list(model.model_fields)
+
+
+def _variable(loc: tuple[str, ...]) -> str | None:
+    """The BIOBANK_* variable that set the value at `loc`, if one did: its own (`A__B` for a
+    nested key) or an enclosing key's, given as JSON."""
+    names = {name.upper(): name for name in os.environ}  # as pydantic-settings reads them
+    for end in range(len(loc), 0, -1):
+        name = names.get("BIOBANK_" + "__".join(loc[:end]).upper())
+        if name:
+            return name
+    return None
+
+
+def _in_file(loc: tuple[str, ...]) -> str:
+    """The settings file, and the line that sets `loc` where it can be found."""
+    path = config_path().expanduser()
+    with suppress(OSError, ValueError):
+        line = _line_of(path.read_text("utf-8"), loc)
+        if line is not None:
+            return f"settings file {path}, line {line}"
+    return f"settings file {path}"
+
+
+# A table header (`[a.b]`, `[[a]]`) or a key (`a.b = `) at the start of a TOML line.
+_TOML_KEY = re.compile(
+    r"""\s*(?P<table>\[\[?)?\s*(?P<key>(?:[\w-]+|"[^"]*"|'[^']*')"""
+    r"""(?:\s*\.\s*(?:[\w-]+|"[^"]*"|'[^']*'))*)\s*(?:\]|=)"""
+)
+_TOML_PART = re.compile(r"""[\w-]+|"[^"]*"|'[^']*'""")
+
+
+def _line_of(text: str, loc: tuple[str, ...]) -> int | None:
+    """The line of the TOML `text` that sets the key at `loc`: its own line, its table's
+    header, or the key whose inline table holds it (tomllib keeps no positions)."""
+    table: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        found = _TOML_KEY.match(line)
+        if found is None:
+            continue
+        path = [part.strip("\"'") for part in _TOML_PART.findall(found["key"])]
+        if found["table"]:
+            table = path
+        else:
+            path = table + path
+        if tuple(path[: len(loc)]) == loc or (
+            not found["table"] and loc[: len(path)] == tuple(path)
+        ):
+            return number
+    return None
+
+
+def _shown(value: object) -> str:
+    """A value as TOML and JSON write it, cut short."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else f"{text[:59]}…"
+
+
+_TOML_AT = re.compile(r"(?P<what>.*) \(at (?:line (?P<line>\d+), column (?P<column>\d+)|.*)\)$")
+
+
+def _not_toml(path: Path, error: Exception) -> ValidationError:
+    """tomllib's error, its line and column first."""
+    what = str(error) or type(error).__name__
+    where = f"settings file {path}"
+    found = _TOML_AT.match(what)
+    if found:
+        what = found["what"]
+        if found["line"]:
+            where += f", line {found['line']}, column {found['column']}"
+    return _refused(where, f"not valid TOML: {what}", "config")
+
+
+def _not_json(error: SettingsError) -> ValidationError:
+    """A table's variable (`BIOBANK_SCANNER`) that is not the JSON object it must be."""
+    found = re.search(r'field "([^"]+)"', str(error))
+    variable = _variable((found[1],)) if found else None
+    if variable is None:
+        return _refused("settings", str(error), "config")
+    value = _shown(os.environ[variable])
+    return _refused(
+        f"environment variable {variable}",
+        f"{found[1]} = {value}: should be a JSON object, or set one key as {variable}__KEY",
+        found[1],
+    )
+
+
+def _refused(where: str, problem: str, key: str) -> ValidationError:
+    return ValidationError(f"{where}: {problem}", field=key)

@@ -270,15 +270,15 @@ CORPUS = [
         "the condition is 13,596 characters long; at most 10,000", code=2, user="pi"),
     # settings
     Bad("a word for the idle lock", ("scan", "{TUBE}"),
-        "the setting idle_lock_minutes (BIOBANK_IDLE_LOCK_MINUTES) is not valid", code=2,
-        user="tech", env=(("BIOBANK_IDLE_LOCK_MINUTES", "abc"),)),
+        'environment variable BIOBANK_IDLE_LOCK_MINUTES: idle_lock_minutes = "abc": should be',
+        code=2, user="tech", env=(("BIOBANK_IDLE_LOCK_MINUTES", "abc"),)),
     Bad("scanner interval out of range", ("scan", "{TUBE}"),
-        "(BIOBANK_SCANNER__MAX_KEY_INTERVAL_MS) is not valid: Input should be less than or "
-        "equal to 500", code=2, user="tech",
+        'BIOBANK_SCANNER__MAX_KEY_INTERVAL_MS: scanner.max_key_interval_ms = "9999": should '
+        "be less than or equal to 500", code=2, user="tech",
         env=(("BIOBANK_SCANNER__MAX_KEY_INTERVAL_MS", "9999"),)),
     Bad("printers that are not JSON", ("scan", "{TUBE}"),
-        'the settings cannot be read: error parsing value for field "printers"', code=2,
-        user="tech", env=(("BIOBANK_PRINTERS", "notjson"),)),
+        'environment variable BIOBANK_PRINTERS: printers = "notjson": should be a JSON object',
+        code=2, user="tech", env=(("BIOBANK_PRINTERS", "notjson"),)),
 ]  # fmt: skip
 
 

@@ -1,7 +1,11 @@
 """The demo cohort: realistic, validated like real data, and the same for the same seed."""
 
+import os
+import subprocess
+import sys
 from collections import Counter
 from datetime import date
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -245,3 +249,29 @@ def test_consent_versions_already_there_are_used_not_made_again(engine, admin):
         ("2.1", "SLE registry and biobank consent"), ("3.0", "Imported"),
     ]  # fmt: skip
     assert "3.0" in {row[2] for row in _records(engine)["signatures"]}  # the imported form
+
+
+def test_the_demo_tells_a_new_user_how_to_sign_in_as_admin_too(tmp_path):
+    """The README's first command loads the demo and opens the workstation at once: the demo's
+    line is what the user reads, so it names the admin's missing PIN beside the demo users."""
+    env = {
+        **os.environ,
+        "BIOBANK_CONFIG": str(tmp_path / "none.toml"),
+        "BIOBANK_DATABASE_URL": f"sqlite:///{tmp_path / 'bb.db'}",
+    }
+    command = str(Path(sys.executable).with_name("biobank"))
+    biobank = [command, "demo", "--if-empty"]
+    loaded = subprocess.run(
+        [*biobank, "-n", "3", "--no-specimens"], env=env, capture_output=True, text=True
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    last = loaded.stderr.strip().splitlines()[-1]
+    assert "tech (PIN 1111, technician)" in last
+    assert last.endswith("for admin tasks first set a PIN: biobank -u admin user set-pin admin")
+    again = subprocess.run(biobank, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "already has data" in again.stderr
+    hinted = last.rsplit(": ", 1)[1].split()[1:]  # the command it names, as typed
+    pin = subprocess.run(
+        [command, *hinted], env=env, input="4321\n4321\n", capture_output=True, text=True
+    )
+    assert pin.returncode == 0 and "PIN set for admin" in pin.stderr

@@ -407,3 +407,40 @@ def test_a_personal_token_signs_scripts_in(server, monkeypatch, empty_db_url):
     assert (
         "secret" not in server("user", "token", "list", "--json", input="1357\n", tty=True).stdout
     )
+
+
+def test_a_script_signs_in_with_a_pin_on_stdin_and_it_counts_towards_the_lockout(
+    server, empty_db_url
+):
+    """A provisioning script, without a terminal, makes the first personal token with the PIN
+    on stdin; a wrong PIN read so counts towards the lockout as a typed one does, and only
+    one bounded line is read."""
+
+    def script(*args: str, stdin: str, token: str | None = None) -> subprocess.CompletedProcess:
+        environment = {**os.environ, "BIOBANK_DATABASE_URL": empty_db_url}
+        if token is not None:
+            environment["BIOBANK_TOKEN"] = token
+        return subprocess.run(
+            [sys.executable, "-m", "biobank", "-u", "admin", *args], env=environment,
+            input=stdin, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    create = ("user", "token", "create", "--pin-stdin", "--json")
+    no_pin = script(*create, stdin="")
+    assert no_pin.returncode == 2 and "no PIN for admin on stdin" in no_pin.stderr
+    endless = script(*create, stdin="1357" * 100_000)  # no line break: not read to its end
+    assert endless.returncode == 2 and "longer than 256 characters" in endless.stderr
+    made = script(*create, stdin="1357\n")
+    assert made.returncode == 0, made.stderr
+    listed = script("user", "list", "--json", stdin="", token=json.loads(made.stdout)["secret"])
+    assert listed.returncode == 0, listed.stderr
+    assert [u["username"] for u in json.loads(listed.stdout)] == ["admin"]
+
+    for _ in range(identity.MAX_WRONG_PINS - 1):  # typed: neither refusal above counted
+        typed = server("user", "list", input="9999\n", tty=True, code=3)
+        assert "wrong PIN" in typed.stderr and "locked" not in typed.stderr
+    wrong = script(*create, stdin="9999\n")
+    assert (wrong.returncode, wrong.stdout) == (3, "")
+    assert "admin is locked after 5 wrong PINs" in wrong.stderr
+    right = script(*create, stdin="1357\n")
+    assert (right.returncode, right.stdout) == (3, "") and "locked" in right.stderr

@@ -68,12 +68,12 @@ class BiobankGroup(TyperGroup):
             module, attribute = COMMANDS[name]
             single = typer.Typer(add_completion=False)  # completion is the root's option
             single.command(name)(getattr(importlib.import_module(module), attribute))
-            return typer.main.get_command(single)
+            return _plain_help(typer.main.get_command(single))
         if name in GROUPS:
             module, attribute = GROUPS[name]
             group = typer.main.get_group(getattr(importlib.import_module(module), attribute))
             group.name = name
-            return group
+            return _plain_help(group)
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: typer.Context):
@@ -97,11 +97,22 @@ class BiobankGroup(TyperGroup):
                 ctx.obj.close()
 
 
+def _plain_help(command: TyperCommand | TyperGroup) -> TyperCommand | TyperGroup:
+    """Help shown as it is written, in every command and group whatever module makes it:
+    Typer reads help as Rich markup by default, where `[columns]` is a style that vanishes
+    and `[/x]` an error."""
+    command.rich_markup_mode = None
+    for subcommand in getattr(command, "commands", {}).values():
+        _plain_help(subcommand)
+    return command
+
+
 app = typer.Typer(
     cls=BiobankGroup,
     help="Specimen biobank inventory. Run without a command to open the terminal UI.",
     invoke_without_command=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help as written (`_plain_help`), and errors as plain lines
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -176,7 +187,7 @@ def demo(
         f"demo cohort loaded: study {summary.study}, {summary.participants} participants, "
         f"{summary.visits} visits, {summary.specimens} specimens, {summary.consents} signed "
         f"consents ({summary.withdrawals} withdrawals), {summary.phenotype_values} phenotype "
-        f"values; {sign_in_hint()}"
+        f"values; {sign_in_hint(summary)}"
     )
 
 

@@ -46,20 +46,22 @@ class CliState:
         return self._settings
 
     def database(self, *, announce: bool = True) -> OpenDatabase:
-        """The database, opened on first use; a first admin made then is `announce`d on
-        stderr (the terminal UI shows it itself)."""
+        """The database, opened on first use (what refuses it, in one line: `db.opening`); a
+        first admin made then is `announce`d on stderr (the terminal UI shows it itself)."""
         from biobank.bootstrap import FIRST_ADMIN_HINT, open_database
+        from biobank.db import opening
 
         if self._database is None:
-            self._database = open_database(self.settings)
+            with opening(self.settings.database_url):
+                self._database = open_database(self.settings)
             if self._database.created_admin is not None and announce:
                 message(FIRST_ADMIN_HINT)
         return self._database
 
-    def actor(self) -> Actor:
+    def actor(self, *, pin_stdin: bool = False) -> Actor:
         """Who runs this command, signed in once per command (see `sign_in`)."""
         if self._actor is None:
-            self._actor = sign_in(self)
+            self._actor = sign_in(self, pin_stdin=pin_stdin)
         return self._actor
 
     def enrolling(self, username: str) -> bool:
@@ -92,24 +94,29 @@ def identified(cli: CliState, *, claiming_pin_of: str | None = None) -> Identifi
         )  # fmt: skip
 
 
-def sign_in(cli: CliState) -> Actor:
-    """The acting user (`identified`), asked for their PIN where the database requires it:
-    outside any transaction (a SQLite writer would hold the lock while the user types), and
-    a wrong PIN committed so that it counts towards the lockout."""
+def sign_in(cli: CliState, *, pin_stdin: bool = False) -> Actor:
+    """The acting user (`identified`), asked for their PIN where the database requires it (in
+    a terminal, or on stdin's first line where a script says `pin_stdin`): outside any
+    transaction (a SQLite writer would hold the lock while the user types), and a wrong PIN,
+    typed or read, committed so that it counts towards the lockout."""
     from biobank.services import identity
 
     found = identified(cli)
     if not found.needs_pin:
         return found.actor
     username = found.actor.username
-    if not can_prompt():
+    if pin_stdin:
+        pin = stdin_line(f"PIN for {username}")
+    elif can_prompt():
+        pin = typer.prompt(f"PIN for {username}", hide_input=True, err=True)
+    else:
         raise AuthenticationFailed(
-            "this database requires sign-in: set BIOBANK_TOKEN to a personal token "
-            f"(biobank user token create), or run in a terminal to type {username}'s PIN",
+            "this database requires sign-in: set BIOBANK_TOKEN to a personal token (a script "
+            f"makes its first with `biobank -u {username} user token create --pin-stdin`, the "
+            f"PIN on stdin), or run in a terminal to type {username}'s PIN",
             field="user",
             value=username,
         )
-    pin = typer.prompt(f"PIN for {username}", hide_input=True, err=True)
     with cli.database().unit_of_work() as session:
         attempt = identity.sign_in(
             session, username=username, pin=pin, workstation=cli.settings.workstation
@@ -187,10 +194,31 @@ def parse_datetime(value: str | None, field_name: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.astimezone()
 
 
+STDIN_LINE_LIMIT = 256  # characters: a PIN or a one-time code, with room to spare
+
+
+def stdin_line(what: str) -> str:
+    """One line of stdin, for scripts (a PIN, a one-time code): a bounded read, so that a
+    stream without a line break is not read for ever; an empty or longer line is refused
+    before it is used."""
+    try:
+        line = sys.stdin.readline(STDIN_LINE_LIMIT + 1)
+    except UnicodeDecodeError:
+        raise ValidationError(f"the {what} on stdin is not text", field="stdin") from None
+    text = line.strip()
+    if len(line.rstrip("\r\n")) > STDIN_LINE_LIMIT:
+        raise ValidationError(
+            f"the {what} on stdin is longer than {STDIN_LINE_LIMIT} characters", field="stdin"
+        )
+    if not text:
+        raise ValidationError(f"no {what} on stdin (one line is read)", field="stdin")
+    return text
+
+
 def read_pin(*, from_stdin: bool, label: str = "New PIN") -> str:
     """A PIN from a hidden prompt (twice), or one line of stdin for scripts."""
     if from_stdin:
-        return sys.stdin.readline().strip()
+        return stdin_line("PIN")
     return typer.prompt(label, hide_input=True, confirmation_prompt=True, err=True)
 
 
@@ -198,7 +226,7 @@ def read_code(label: str, *, from_stdin: bool) -> str:
     """A one-time code (enrolment, recovery) from a hidden prompt in a terminal, or one line
     of stdin (`--code-stdin`, before a PIN's line); without either, refused."""
     if from_stdin:
-        return sys.stdin.readline().strip()
+        return stdin_line(label.lower())
     if not can_prompt():
         raise AuthenticationFailed(
             f"the {label.lower()} is needed: type it in a terminal, or give it on stdin with "

@@ -9,7 +9,7 @@ from biobank.bootstrap import FIRST_ADMIN_HINT, bootstrap, has_users
 from biobank.cli import common
 from biobank.cli.common import JsonOption, emit_json, emit_record, message, read_pin, state
 from biobank.cli.role_commands import workstation_role_command
-from biobank.db import check_connection, make_engine
+from biobank.db import check_connection, make_engine, opening
 from biobank.errors import ValidationError
 from biobank.redact import hide_secrets
 
@@ -37,12 +37,13 @@ def upgrade(
     engine = _engine(ctx)
     try:
         pin = _first_admin_pin(engine, revision, embedded=embedded, from_stdin=admin_pin_stdin)
-        before = migrate.current_revision(engine)
-        migrate.upgrade(engine, revision)
-        after = migrate.current_revision(engine)
-        first = None
-        if after == migrate.head_revision():
-            first = bootstrap(engine, admin_pin=pin, pin_required=not embedded)
+        with opening(engine.url):  # a read-only file refuses the first change
+            before = migrate.current_revision(engine)
+            migrate.upgrade(engine, revision)
+            after = migrate.current_revision(engine)
+            first = None
+            if after == migrate.head_revision():
+                first = bootstrap(engine, admin_pin=pin, pin_required=not embedded)
     finally:
         engine.dispose()
     if first is not None and first.recovery_code is None:

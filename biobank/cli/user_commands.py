@@ -228,9 +228,15 @@ def token_create(
     ctx: typer.Context,
     label: str = typer.Option("", "--label", help="What the token is for (e.g. the script)."),
     days: int | None = typer.Option(None, "--days", min=1, help="Expire after this many days."),
+    pin_stdin: bool = typer.Option(
+        False, "--pin-stdin", help="Sign in with the PIN on stdin's first line (for scripts)."
+    ),
     json: JsonOption = False,
 ) -> None:
-    """Make a personal token for yourself; the secret is printed once, on stdout."""
+    """Make a personal token for yourself; the secret is printed once, on stdout. Where
+    sign-in is required, a provisioning script gives the PIN with --pin-stdin: a wrong one
+    counts towards the lockout as a typed one does."""
+    state(ctx).actor(pin_stdin=pin_stdin)  # signed in before the unit of work
     with work(ctx) as (session, actor):
         token, secret = identity.create_token(session, actor=actor, label=label, days=days)
     if json:

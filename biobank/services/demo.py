@@ -19,6 +19,7 @@ from biobank.models import (
     Role,
     Sex,
     Study,
+    User,
     Visit,
     WithdrawalDisposition,
 )
@@ -100,9 +101,17 @@ PHENOTYPE_VARIABLES = (
 )  # fmt: skip
 
 
-def sign_in_hint() -> str:
+def sign_in_hint(summary: DemoSummary) -> str:
+    """Who a demo user signs in as; and, while the admin has no PIN (the embedded database's
+    first admin), how to give it one, since the workstation signs no one in without a PIN."""
     users = ", ".join(f"{name} (PIN {pin}, {role.value})" for name, role, _, pin in DEMO_USERS)
-    return f"sign in as {users}"
+    hint = f"sign in as {users}"
+    if summary.admin_without_pin:
+        hint += (
+            f"; for admin tasks first set a PIN: "
+            f"biobank -u {summary.admin_without_pin} user set-pin {summary.admin_without_pin}"
+        )
+    return hint
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,7 @@ class DemoSummary:
     consents: int = 0
     withdrawals: int = 0
     phenotype_values: int = 0
+    admin_without_pin: str | None = None
 
 
 @dataclass(eq=False)
@@ -221,7 +231,14 @@ def seed_demo(
         consents=consents,
         withdrawals=withdrawals,
         phenotype_values=values,
+        admin_without_pin=_without_pin(session, actor),
     )
+
+
+def _without_pin(session: Session, actor: Actor) -> str | None:
+    """The username of the loading user if they cannot sign in at a workstation yet."""
+    user = session.get(User, actor.user_id) if actor.user_id is not None else None
+    return actor.username if user is not None and user.pin_hash is None else None
 
 
 def _pick(rng: random.Random, weighted: tuple[tuple[object, int], ...]) -> object:

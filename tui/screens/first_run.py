@@ -60,7 +60,7 @@ def offer_demo(app: BiobankApp) -> None:
     def loaded(summary: DemoSummary) -> None:
         app.notify(
             f"Demo cohort loaded: {summary.participants} participants, {summary.visits} "
-            f"visits; {sign_in_hint()}",
+            f"visits; {sign_in_hint(summary)}",
             timeout=15,
         )
 
