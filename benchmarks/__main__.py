@@ -47,16 +47,18 @@ class Plan:
     boxes: int
     starts: int
     label_runs: int
+    pull_lines: int  # a pull list worked through by scanning, in the TUI
 
     @classmethod
     def of(cls, quick: bool, size: int) -> Plan:
         if quick:  # for CI: a regression shows, in under two minutes for both engines
             return cls(lookups=2_000, allocations=200, accessions=100, import_rows=2_000,
-                       scans=15, boxes=8, starts=3, label_runs=1)  # fmt: skip
+                       scans=15, boxes=8, starts=3, label_runs=1,
+                       pull_lines=tui_bench.QUICK_PULL_LINES)  # fmt: skip
         # the import grows with the inventory (a tenth of it), so its memory is seen to stay flat
         return cls(lookups=5_000, allocations=500, accessions=300,
                    import_rows=max(2_000, size // 10), scans=50, boxes=20, starts=7,
-                   label_runs=3)  # fmt: skip
+                   label_runs=3, pull_lines=tui_bench.PULL_LINES)  # fmt: skip
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -136,6 +138,10 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Result]]:
             results += legacy.run(db, engine, dataset, rows=plan.import_rows, say=say)
             say("TUI views")
             results += tui_bench.run(db, dataset, rng=rng, scans=plan.scans, boxes=plan.boxes)
+            say(f"TUI pull list of {plan.pull_lines:,} lines")  # last: it disposes tubes
+            results += [
+                tui_bench.pull_list(db, dataset, rng=rng, lines=plan.pull_lines, scans=plan.scans)
+            ]
             engine.dispose()
     if "sqlite" in args.engines:
         results.append(tui_bench.cold_start(runs=plan.starts))

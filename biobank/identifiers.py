@@ -91,6 +91,11 @@ def check_specimen_id(text: str) -> Literal["valid", "misread", "malformed"]:
     return "valid" if format_specimen_id(parsed.prefix, parsed.serial) == text else "misread"
 
 
+def misread_message(code: str) -> str:
+    """What a front end says of a code `check_specimen_id` calls a misread."""
+    return f"MISREAD: {code} fails its check character; scan again or type the ID"
+
+
 _EDGE_JUNK = re.compile(r"^[\s\x00-\x1f\x7f]+|[\s\x00-\x1f\x7f]+$")
 _AIM_ID = re.compile(r"\][A-Z][0-9A-Z]")
 

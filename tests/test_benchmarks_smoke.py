@@ -29,7 +29,12 @@ def test_every_benchmark_runs_and_reports(engine_name, tmp_path):
     labels = [r for r in document["results"] if r["engine"] == "none"]
     assert len(labels) >= 2 and all(r["passed"] is not None for r in labels)
     results = {r["benchmark"]: r for r in document["results"] if r["engine"] != "none"}
-    tui = {"TUI: scan → specimen detail", "TUI: next tube → its detail", "TUI: scan → box grid"}
+    tui = {
+        "TUI: scan → specimen detail",
+        "TUI: next tube → its detail",
+        "TUI: scan → box grid",
+        "TUI: pull list scan → line ticked",
+    }
     if engine_name == "sqlite":
         tui.add("TUI: cold start to sign-in")
     assert set(results) == tui | {
@@ -59,6 +64,7 @@ def test_every_benchmark_runs_and_reports(engine_name, tmp_path):
         assert server_cpu is None
     elif os.environ.get("CI"):
         assert server_cpu is not None and server_cpu >= 0
+    assert results["TUI: pull list scan → line ticked"]["details"]["lines"] >= 500
     export = results["linked export to CSV"]["details"]
     assert 0.2 < export["share_of_specimens"] < 0.4, export
     assert export["counts"]["excluded_by_consent"] > 0, export

@@ -13,8 +13,9 @@ def test_freezer_accession_aliquots_and_custody(demo_cli):
     participant = json.loads(demo_cli("-u", "tech", "participant", "list", "--json").stdout)[0][
         "code"
     ]
+    demo_cli("-u", "tech", "visit", "add", participant, "month 60", "--date", "2026-01-05")
     made = demo_cli(
-        "-u", "tech", "specimen", "accession", "-p", participant, "-v", "baseline",
+        "-u", "tech", "specimen", "accession", "-p", participant, "-v", "month 60",
         "--type", "SER", "--container", "SST", "-q", "1500",
         "--collected", "2026-01-05T08:00", "--processed", "2026-01-05T09:10", "--pre-temp", "RT",
         "--aliquots", "4", "--volume", "250", "--to", freezer, "--json",

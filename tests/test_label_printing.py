@@ -70,18 +70,26 @@ def _printed(engine, accession_id) -> list[str | None]:
         )
 
 
-def test_specimen_labels_to_a_pdf_and_reprints_need_a_reason(lab, tmp_path):
+def test_specimen_labels_to_a_pdf_and_reprints_need_a_reason(lab, tmp_path, monkeypatch):
+    """A PDF sheet is a file, not a print; the printer's first print needs no reason, its
+    second does."""
     import pypdfium2
 
     run, tubes, _, engine = lab
     sheet = tmp_path / "labels.pdf"
     run("label", *tubes, "--format", "pdf", "--out", str(sheet))
     assert len(pypdfium2.PdfDocument(sheet)) == 1  # two labels on one letter sheet
+    assert _printed(engine, tubes[0]) == []
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[printers.sheet]\nkind = "pdf-folder"\nfolder = "{jobs}"\n')
+    monkeypatch.setenv("BIOBANK_CONFIG", str(config))
+    run("label", tubes[0], "--printer", "sheet")
     assert _printed(engine, tubes[0]) == [None]
-    again = tmp_path / "again.pdf"
-    refused = run("label", tubes[0], "--out", str(again), code=2)
-    assert "reprint needs a reason" in refused.stderr and not again.exists()
-    run("label", tubes[0], "--out", str(again), "--reason", "label smudged")
+    refused = run("label", tubes[0], "--printer", "sheet", code=2)
+    assert "reprint needs a reason" in refused.stderr and len(list(jobs.iterdir())) == 1
+    run("label", tubes[0], "--printer", "sheet", "--reason", "label smudged")
     assert _printed(engine, tubes[0]) == [None, "label smudged"]
 
 
@@ -127,5 +135,5 @@ def test_zpl_to_stdout_and_who_may_print(lab, monkeypatch):
     assert result.exit_code == 3 and "may not print labels" in result.stderr
     assert (
         json.loads(run("specimen", "show", tubes[1], "--json").stdout)["events"][-1]["event_type"]
-        == "label_printed"
+        == "label_rendered"  # ZPL on stdout is a file, not a print
     )

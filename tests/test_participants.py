@@ -1,5 +1,6 @@
 """Studies, participants and visits; PHI stays in the identity table."""
 
+import json
 import re
 from datetime import date
 
@@ -149,3 +150,19 @@ def test_list_pages_and_filters(engine, admin, study):
     assert [p.code for p in page] == ["SLE-0002", "SLE-0003"]
     assert [p.code for p in found] == [f"SLE-{i:04d}" for i in range(5)]
     assert [p.code for p in vax] == ["VAX-0001"]
+
+
+def test_a_listed_participant_carries_their_visits(demo_cli):
+    """`participant list --json` as a script reads it: each participant's visits, oldest
+    first, as `participant show` gives them; none for a participant without any."""
+    demo_cli("-u", "admin", "participant", "add", "--study", "SLE", "--code", "SLE-NOVISIT")
+    listed = json.loads(demo_cli("-u", "tech", "participant", "list", "--json").stdout)
+    assert len(listed) == 4
+    for person in listed:
+        shown = demo_cli("-u", "tech", "participant", "show", person["code"], "--json").stdout
+        assert person["visits"] == json.loads(shown)["visits"]
+    visits = {p["code"]: [v["label"] for v in p["visits"]] for p in listed}
+    assert visits.pop("SLE-NOVISIT") == []
+    assert all(labels and labels[0] == "baseline" for labels in visits.values())
+    paged = demo_cli("-u", "tech", "participant", "list", "--limit", "1", "--offset", "1", "--json")
+    assert json.loads(paged.stdout) == listed[1:2]

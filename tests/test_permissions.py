@@ -386,6 +386,7 @@ CASES = [
     row(label_data.box_labels, INVENTORY_WORK, barcodes=[BOX]),
     row(label_data.kit_labels, INVENTORY_WORK, participant="P-0001", visit="baseline", count=2),
     row(label_data.check_reprints, INVENTORY_WORK, accession_ids=[TUBE], reason=None),
+    row(label_data.printed_before, INVENTORY_WORK, accession_ids=[TUBE]),
     row(label_data.record_printed, INVENTORY_WORK, accession_ids=[TUBE], target="test"),
     row(
         label_data.issue_specimen_labels, INVENTORY_WORK, accession_ids=[TUBE],

@@ -6,11 +6,11 @@ from hypothesis import strategies as st
 from tui.scanner import ScanDetector
 
 
-def _feed(detector, keys):
+def _feed(detector, keys, is_scan=None):
     """keys: (name, character, time). Returns (scans, delivered characters/keys)."""
     scans, delivered = [], []
     for name, character, at in keys:
-        decision = detector.feed(name, name, character, at)
+        decision = detector.feed(name, name, character, at, is_scan)
         delivered += decision.release
         if decision.scan:
             scans.append(decision.scan)
@@ -62,3 +62,11 @@ def test_slow_typing_is_never_a_scan(text):
     keys = [(c, c, i * 0.2) for i, c in enumerate(text)] + [("enter", None, len(text) * 0.2)]
     scans, delivered = _feed(ScanDetector(), keys)
     assert scans == [] and delivered == [*text, "enter"]
+
+
+def test_a_burst_of_another_shape_than_is_scanned_here_is_typed():
+    """At sign-in only badges are scanned: a name typed fast reaches the field, its Tab too."""
+    typed = _feed(ScanDetector(), _burst("tech", end="tab"), str.isupper)
+    assert typed == ([], ["t", "e", "c", "h", "tab"])
+    scanned = _feed(ScanDetector(), _burst("BADGE-0042", end="tab"), str.isupper)
+    assert scanned == (["BADGE-0042"], [])

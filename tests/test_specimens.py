@@ -1,11 +1,17 @@
 """Accession, SPREC codes, IDs that are never reused, and lineage."""
 
+import asyncio
+import json
 from datetime import timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
 from inventory import NOW, seed_inventory, serum
+from textual.widgets import Static
+from tui_helpers import make_app, scan, sign_in
+from typer.testing import CliRunner
 
+from biobank.cli import app as cli_app
 from biobank.db import uow
 from biobank.errors import NotFound, PermissionDenied, ValidationError
 from biobank.identifiers import check_specimen_id
@@ -13,6 +19,7 @@ from biobank.models import Role, StorageUnit
 from biobank.services import custody, participants, specimen_read, specimens, storage
 from biobank.services.identity import actor_for
 from biobank.services.specimen_read import find_specimen
+from tui.screens.specimen import SpecimenScreen
 
 
 def _count(engine, table: str) -> int:
@@ -313,3 +320,38 @@ def test_an_accession_shows_its_box_as_the_lock_read_it(pg_engine):
             )
         tube = serum(session, admin, destination=box)
     assert tube.location == "-20 #9 > Box A1" and held.path == "-20 #9 > Box"
+
+
+NOTE = "hémolysé\tclot\nsee \u202eRLO"  # a sheet's comment: tab, line break, bidi override
+NOTE_SHOWN = "hémolysé\\tclot\\nsee \\u202eRLO"  # one line, every character still readable
+
+
+def test_a_tubes_notes_are_shown_wherever_the_tube_is(db_url, admin, monkeypatch):
+    """`specimen show`, its `--json` and the workstation's tube screen show the comments an
+    import (or an accession) kept, as plain text that cannot drive the terminal."""
+    app = make_app(db_url, admin)
+    with uow(app.database.engine) as session:
+        code = participants.list_participants(session, actor=admin, limit=1)[0].code
+        tube = specimens.accession(
+            session, actor=admin, participant=code, specimen_type="SER", quantity=500,
+            unit="uL", notes=NOTE,
+        ).accession_id  # fmt: skip
+
+    monkeypatch.setenv("BIOBANK_DATABASE_URL", db_url)
+    runner = CliRunner()
+    shown = runner.invoke(cli_app, ["-u", "admin", "specimen", "show", tube])
+    assert shown.exit_code == 0, shown.stderr
+    assert ["notes", NOTE_SHOWN] in [line.split(None, 1) for line in shown.stdout.splitlines()]
+    as_json = runner.invoke(cli_app, ["-u", "admin", "specimen", "show", tube, "--json"]).stdout
+    assert json.loads(as_json)["specimen"]["notes"] == NOTE and "\u202e" not in as_json
+
+    async def on_the_tube_screen():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await sign_in(app, pilot)
+            await scan(app, pilot, tube)
+            assert isinstance(app.screen, SpecimenScreen)
+            detail = app.screen.query_one("#detail", Static).content
+            assert f"Notes {NOTE_SHOWN}" in str(detail).splitlines()
+        app.database.engine.dispose()
+
+    asyncio.run(on_the_tube_screen())

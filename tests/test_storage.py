@@ -1,8 +1,14 @@
 """The storage tree, templates, grids and position labels."""
 
+import json
+from datetime import UTC, datetime
+
 import pytest
 from inventory import seed_inventory, serum
+from sqlmodel import select
+from typer.testing import CliRunner
 
+from biobank.cli import app
 from biobank.db import uow
 from biobank.errors import (
     AlreadyExists,
@@ -11,9 +17,9 @@ from biobank.errors import (
     PositionOccupied,
     ValidationError,
 )
-from biobank.models import FillOrder, PositionLabels, Role
+from biobank.models import FillOrder, PositionLabels, Role, StorageUnit
 from biobank.positions import fill_sequence, parse_grid, parse_position, position_label
-from biobank.services import storage
+from biobank.services import specimens, storage
 
 
 def test_position_labels_round_trip():
@@ -221,3 +227,97 @@ def test_fill_positions_follow_the_fill_order(engine, admin):
             storage.fill_positions(session, actor=admin, barcode=rack.barcode)
     assert down == ["A1", "B1", "A2", "B2", "A3", "B3"]
     assert counted == ["1", "2", "3", "4", "5", "6"]
+
+
+# --- auto-placement of a primary and its aliquots ---------------------------------------------
+
+ON_VISIT_DAY = datetime(2025, 1, 2, 9, 0, tzinfo=UTC)  # seed_inventory's baseline visit
+
+
+def _tubes(engine, admin, box: str, count: int) -> None:
+    with uow(engine) as session:
+        for _ in range(count):
+            specimens.accession(
+                session, actor=admin, participant="SLE-0001", visit="baseline",
+                specimen_type="SER", quantity=1000, unit="uL", collected_at=ON_VISIT_DAY,
+                destination=box,
+            )  # fmt: skip
+
+
+def _free(engine) -> list[int]:
+    with uow(engine, readonly=True) as session:
+        rows = session.exec(
+            select(StorageUnit.free_slots)
+            .where(StorageUnit.holds_specimens)
+            .order_by(StorageUnit.sort_key)
+        )
+        return list(rows)
+
+
+@pytest.fixture
+def cli(db_url, monkeypatch):
+    """`specimen accession --aliquots N --volume 100 --to DESTINATION` as a technician types
+    it, run in-process on the test's database; returns the result."""
+    monkeypatch.setenv("BIOBANK_DATABASE_URL", db_url)
+    runner = CliRunner()
+
+    def accession(destination: str, aliquots: int, code: int = 0):
+        result = runner.invoke(app, [
+            "-u", "admin", "specimen", "accession", "-p", "SLE-0001", "-v", "baseline",
+            "--type", "SER", "-q", "5000", "--collected", "2025-01-02T09:00",
+            "--aliquots", str(aliquots), "--volume", "100", "--to", destination, "--json",
+        ])  # fmt: skip
+        assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
+        return result
+
+    return accession
+
+
+def test_a_primary_stays_with_its_aliquots_where_one_box_has_room(engine, admin, cli):
+    """Boxes of 6: the first has 1 free, the second 4, the third 6. A primary with 4 aliquots
+    goes whole into the third (it went 1 + 4 into the first two)."""
+    layout = seed_inventory(engine, admin, box_grid=(2, 3))
+    first, second, third, _ = layout["boxes"]
+    _tubes(engine, admin, first, 5)
+    _tubes(engine, admin, second, 2)
+    made = json.loads(cli(layout["freezer"], 4).stdout)
+    assert [(t["kind"], t["box_barcode"], t["position"]) for t in made] == [
+        ("primary", third, "A1"),
+        *[("aliquot", third, p) for p in ("A2", "A3", "B1", "B2")],
+    ]
+    assert _free(engine) == [1, 4, 1, 6]
+    # later aliquots of a placed tube go beside it when its box has room, not to the first
+    # box with room
+    with uow(engine) as session:
+        (more,) = specimens.aliquot(
+            session, actor=admin, parent=made[0]["accession_id"], count=1, volume=100,
+            destination=layout["freezer"],
+        )  # fmt: skip
+    assert (more.box_barcode, more.position) == (third, "B3")
+    with uow(engine) as session:  # no room beside it: the first box with room for all
+        spread = specimens.aliquot(
+            session, actor=admin, parent=made[0]["accession_id"], count=2, volume=100,
+            destination=layout["freezer"],
+        )  # fmt: skip
+    assert {t.box_barcode for t in spread} == {second}
+
+
+def test_not_enough_room_counts_the_primary_and_its_aliquots(engine, admin, cli):
+    """The refusal says how many positions the whole set needs and how many are free, and
+    nothing is placed."""
+    layout = seed_inventory(engine, admin, box_grid=(2, 3))
+    second = layout["boxes"][1]
+    for box, tubes in zip(layout["boxes"], (5, 2, 6, 3), strict=True):
+        _tubes(engine, admin, box, tubes)
+    freezer = layout["freezer"]
+    refused = cli(freezer, 8, code=5)
+    assert refused.stderr.strip() == (
+        f"biobank: error: not enough room below {freezer} (-80 #1): 8 free positions for SER, "
+        "9 needed"
+    )
+    refused = cli(second, 4, code=5)
+    assert refused.stderr.strip() == f"biobank: error: {second} has 4 free positions, 5 needed"
+    assert _free(engine) == [1, 4, 0, 3]
+    # a set no box holds whole still fills the free positions
+    made = json.loads(cli(freezer, 7).stdout)
+    assert len(made) == 8 and _free(engine) == [0, 0, 0, 0]

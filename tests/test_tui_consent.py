@@ -7,7 +7,7 @@ from datetime import date
 
 import sqlalchemy as sa
 from inventory import seed_inventory, serum
-from textual.widgets import DataTable, Input, Select, Static, TabbedContent
+from textual.widgets import Input, Select, Static, TabbedContent
 from tui_helpers import scan, settle, sign_in, type_text
 
 from biobank.bootstrap import open_database
@@ -109,7 +109,7 @@ async def _keys(app, pilot, *keys: str) -> None:
 
 
 def _table(screen, selector: str) -> list[tuple]:
-    table = screen.query_one(selector, DataTable)
+    table = screen.query_one(selector)  # a DataTable, or the pull list's LineTable
     return [tuple(str(c) for c in table.get_row_at(i)) for i in range(table.row_count)]
 
 

@@ -18,7 +18,7 @@ from tui.screens.participant import ParticipantScreen
 from tui.screens.print_queue import PrintQueueScreen
 from tui.screens.reconcile import Confirm, ReconcileScreen
 from tui.screens.specimen import SpecimenScreen, load_specimen
-from tui.widgets.box_grid import BoxGrid
+from tui.widgets.box_grid import CELL, BoxGrid
 from tui.widgets.key_bar import KeyBar
 
 DATA = Path(__file__).parent / "data"
@@ -76,7 +76,7 @@ def _fits(app, rows: int, cols: int) -> None:
     grid = app.screen.query_one(BoxGrid)
     assert (grid.view.rows, grid.view.cols) == (rows, cols)
     region = grid.content_region
-    assert region.height >= rows + 2 and region.width >= 3 + 4 * cols
+    assert region.height >= rows + 2 and region.width >= 3 + CELL * cols
     assert grid.region.right <= 80
     assert grid.region.bottom <= app.screen.query_one(KeyBar).region.y
 

@@ -87,7 +87,7 @@ def test_sign_in_and_scan_in_a_real_terminal(tmux, tmp_path):
     code = json.loads(_biobank(env, "-u", "admin", "participant", "list", "--json"))[0]["code"]
     tube = _biobank(
         env, "-u", "admin", "specimen", "accession", "-p", code, "-v", "baseline",
-        "--type", "SER", "-q", "500", "--collected", "2025-03-01T08:10",
+        "--type", "SER", "-q", "500", "--collected", "2025-03-01T08:10", "--force",
     ).strip()  # fmt: skip
 
     variables = [f"-e{name}={env[name]}" for name in ("BIOBANK_DATABASE_URL", "BIOBANK_CONFIG")]

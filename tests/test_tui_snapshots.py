@@ -31,7 +31,11 @@ EVENTS_AT = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)  # custody events are stampe
 def lab(tmp_path) -> Iterator[dict]:
     """The demo cohort (3 participants) and a 10x10 box holding a serum tube, its four
     aliquots, a plasma tube and a checked-out buffy coat."""
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'snap.db'}", workstation="bench-1")
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'snap.db'}",
+        workstation="bench-1",
+        visit_gap_days=36500,  # the demo's visits are years before COLLECTED: not shown here
+    )
     database = open_database(settings)
     with database.unit_of_work() as session:
         admin = actor_for(session, username="admin", workstation="bench-1")

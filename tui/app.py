@@ -96,6 +96,10 @@ class BiobankApp(App):
         Binding("ctrl+o", "pull_list", "Pull list (consent withdrawals)", id="pull_list"),
         Binding("ctrl+t", "export", "Export for a cohort", id="export"),
     ]
+    # What needs someone signed in: before that, these keys are neither shown nor run.
+    SIGNED_IN_ACTIONS = frozenset(
+        {"lock", "freezers", "accession", "reconcile", "print_queue", "pull_list", "export"}
+    )
 
     def __init__(
         self, *, settings: Settings, database: OpenDatabase | Callable[[], OpenDatabase]
@@ -184,6 +188,9 @@ class BiobankApp(App):
         opening = self._opening
         return opening.exception() if opening.done() else None
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.actor is not None or action not in self.SIGNED_IN_ACTIONS
+
     def _check_idle(self) -> None:
         idle = self.clock() - self.last_activity
         if self.actor is not None and idle > self.settings.idle_lock_minutes * 60:
@@ -195,7 +202,8 @@ class BiobankApp(App):
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key) and not event.is_forwarded:
             self.last_activity = self.clock()
-            decision = self.detector.feed(event, event.key, event.character, event.time)
+            is_scan = getattr(self.screen, "is_scan", None)  # a screen scanning one shape
+            decision = self.detector.feed(event, event.key, event.character, event.time, is_scan)
             for held in decision.release:
                 await super().on_event(held)
             if decision.scan is not None:

@@ -3,10 +3,14 @@ CLI; each job is kept in the print queue the app shows."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 import labels
 from biobank.services import label_data
+
+# The tube screen's key for a reprint, which asks why: what printing a printed tube points to.
+REPRINT_KEY = "P"
 
 
 def _log(app, target: str, what: str) -> None:
@@ -14,11 +18,26 @@ def _log(app, target: str, what: str) -> None:
     app.notify(f"Printed {what} → {target}")
 
 
-def print_specimen_labels(app, accession_ids: list[str], reason: str | None = None) -> None:
+def print_specimen_labels(
+    app,
+    accession_ids: list[str],
+    reason: str | None = None,
+    *,
+    then: Callable[[], None] | None = None,
+) -> None:
+    """Print the tubes' labels, then run `then` (a screen showing their history reloads it).
+    Without a reason, a tube printed before is not printed: the technician is told which key
+    reprints it, rather than the service's refusal, which names the CLI's option."""
     settings = app.settings
 
-    def issue(session) -> str:
-        return label_data.issue_specimen_labels(
+    def issue(session) -> tuple[str | None, list[str]]:
+        if reason is None:
+            printed = label_data.printed_before(
+                session, actor=app.actor, accession_ids=accession_ids
+            )
+            if printed:
+                return None, printed
+        target = label_data.issue_specimen_labels(
             session,
             actor=app.actor,
             accession_ids=accession_ids,
@@ -26,8 +45,25 @@ def print_specimen_labels(app, accession_ids: list[str], reason: str | None = No
             reason=reason,
             show_participant=settings.labels_show_participant,
         )
+        return target, []
 
-    app.run_db(issue, lambda target: _log(app, target, ", ".join(accession_ids)))
+    def done(result: tuple[str | None, list[str]]) -> None:
+        target, printed = result
+        if printed:
+            app.bell()
+            app.notify(
+                f"The label of {', '.join(printed)} was printed before: "
+                f"press {REPRINT_KEY} to reprint it (it asks why)",
+                title="Not printed",
+                severity="warning",
+                timeout=10,
+            )
+            return
+        _log(app, target, ", ".join(accession_ids))
+        if then is not None:
+            then()
+
+    app.run_db(issue, done)
 
 
 def print_box_label(app, barcode: str) -> None:

@@ -16,7 +16,7 @@ from biobank.cli.common import (
 )
 from biobank.errors import ValidationError
 from biobank.services import custody, reservations, scan, specimens
-from biobank.services.specimen_read import SpecimenRead
+from biobank.services.specimen_read import SpecimenRead, refuse_misread
 
 app = typer.Typer(help="Accession specimens, split aliquots, and keep custody of tubes.")
 
@@ -67,11 +67,17 @@ def accession_(
     volume: float | None = typer.Option(None, "--volume", help="…of this volume each."),
     to: str | None = Destination,
     position: str | None = Position,
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Accept a collection further from the visit than visit_gap_days (audited).",
+    ),
     json: JsonOption = False,
 ) -> None:
     """Receive a primary specimen (and split aliquots from it, all in one transaction)."""
     if (aliquots is None) != (volume is None):
         raise ValidationError("--aliquots and --volume go together", field="aliquots")
+    gap_days = state(ctx).settings.visit_gap_days
     with work(ctx) as (session, actor):
         primary = specimens.accession(
             session,
@@ -95,6 +101,9 @@ def accession_(
             kit_id=kit_id,
             destination=to,
             position=position,
+            room_for_aliquots=aliquots or 0,
+            visit_gap_days=gap_days,
+            force=force,
         )
         made = [primary]
         if aliquots is not None:
@@ -208,6 +217,7 @@ def show(ctx: typer.Context, specimen: str, json: JsonOption = False) -> None:
             ("minutes out", s.minutes_out),
             ("collected", s.collected_at),
             ("children", ", ".join(detail.children)),
+            ("notes", s.notes),
         ]
     )
     typer.echo("")
@@ -364,6 +374,8 @@ def release(
     json: JsonOption = False,
 ) -> None:
     """Release reservations (their owner or an admin): the tubes are available again."""
+    for specimen in specimens or []:
+        refuse_misread(specimen)
     with work(ctx) as (session, actor):
         result = reservations.release_reservations(
             session, actor=actor, accessions=specimens or None, request=request, reason=reason

@@ -17,9 +17,10 @@ it:
   snapshot holds (a column added later is in no older one), converted as `audit.snapshot`'s
   are, times compared as instants (a snapshot keeps the offset a time was given in, the
   database gives it back in UTC). Every change of a specimen writes its whole row but a label
-  print, whose `after` names the printer and which changes no column: those entries are
-  passed over. A reservation's snapshot holds two more keys (request, uses) and the legacy
-  import's is the row it inserted, with its id: both hold every column.
+  printed or rendered to a file, whose `after` names the printer or file and which changes no
+  column: those entries are passed over. A reservation's snapshot holds two more keys
+  (request, uses) and the legacy import's is the row it inserted, with its id: both hold
+  every column.
 - position: a tube that holds a position is in storage (`lifecycle.IN_STORAGE`).
 - free slots: a box's `free_slots` is its grid less the tubes in it, as `custody` counts
   them when a tube takes or leaves a position.
@@ -57,7 +58,7 @@ from biobank.services.events import slot_text
 BATCH = 1000
 MAX_LISTED = 1000
 # An audit entry of a specimen whose `after` is not the row.
-NOT_A_SNAPSHOT = ("specimen.label_printed",)
+NOT_A_SNAPSHOT = ("specimen.label_printed", "specimen.label_rendered")
 # A custody event that names a position without leaving it.
 HOLDS_POSITION = ("checked_out",)
 

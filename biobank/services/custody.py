@@ -90,12 +90,19 @@ def _free_in_box(session: Session, box: StorageUnit, count: int) -> list[Slot]:
 
 
 def find_slots(
-    session: Session, *, target: StorageUnit, specimen_type: str, count: int = 1
+    session: Session,
+    *,
+    target: StorageUnit,
+    specimen_type: str,
+    count: int = 1,
+    near: int | None = None,
 ) -> list[Slot]:
     """`count` free positions in a box, or anywhere below a rack, shelf or freezer.
 
-    A set stays in one box when some box has room for all of it; otherwise it fills boxes in
-    physical order. Raises when there is not enough room.
+    A set stays in one box when some box has room for all of it: the box `near` first (a
+    parent's, so aliquots stay beside it), then the first in physical order; otherwise it
+    fills boxes in physical order. Raises when there is not enough room, saying how many
+    positions are free and how many needed.
     """
     if target.holds_specimens:
         box = lock_box(session, target.id)
@@ -108,16 +115,39 @@ def find_slots(
                 value=box.barcode,
             )
         return slots
-    slots = _slots_below(session, target, specimen_type, count, together=True)
+    slots = _slots_near(session, target, specimen_type, count, near) if near else []
+    if not slots:
+        slots = _slots_below(session, target, specimen_type, count, together=True)
     if len(slots) < count:
         slots = _slots_below(session, target, specimen_type, count, together=False)
-    if len(slots) < count:
+    if len(slots) < count:  # the second pass took every free position: it says how many
         raise PositionOccupied(
-            f"not enough room for {count} {specimen_type} below {target.barcode} ({target.name})",
+            f"not enough room below {target.barcode} ({target.name}): {len(slots)} free "
+            f"positions for {specimen_type}, {count} needed",
             field="destination",
             value=target.barcode,
         )
     return slots
+
+
+def _slots_near(
+    session: Session, target: StorageUnit, specimen_type: str, count: int, box_id: int
+) -> list[Slot]:
+    """All `count` positions in box `box_id` (locked) if it is below `target`, takes the type
+    and has room for them; otherwise none."""
+    low, high = subtree_range(target)
+    query = select(StorageUnit).where(
+        StorageUnit.id == box_id,
+        StorageUnit.free_slots >= count,
+        StorageUnit.sort_key >= low,
+        StorageUnit.sort_key < high,
+        StorageUnit.holds_specimens,
+        StorageUnit.active,
+    )
+    box = session.exec(query.with_for_update().execution_options(populate_existing=True)).first()
+    if box is None or (box.allowed_types and specimen_type not in box.allowed_types):
+        return []
+    return _free_in_box(session, box, count)
 
 
 def _slots_below(
@@ -169,11 +199,14 @@ def resolve_destination(
     position: str | None,
     specimen_type: str,
     count: int = 1,
+    near: int | None = None,
 ) -> list[Slot]:
-    """A box (and position), or a rack/shelf/freezer to auto-allocate in."""
+    """A box (and position), or a rack/shelf/freezer to auto-allocate in (`find_slots`)."""
     target = get_unit(session, destination, field="destination")
     if position is None:
-        return find_slots(session, target=target, specimen_type=specimen_type, count=count)
+        return find_slots(
+            session, target=target, specimen_type=specimen_type, count=count, near=near
+        )
     if count != 1:
         raise ValidationError("give a position for one tube only", field="position")
     box = lock_box(session, target.id)

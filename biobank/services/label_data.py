@@ -1,7 +1,9 @@
 """What goes on labels, from the inventory: the bridge between read models and `labels/`.
 
-Printing is recorded: every specimen label printed is a `label_printed` custody event, and a
-reprint (a tube whose label was printed before) needs a reason.
+Printing is recorded: every specimen label sent to a printer is a `label_printed` custody
+event, and a reprint (a tube whose label was printed before) needs a reason. A label rendered
+to a file (PNG, SVG, PDF, ZPL) is a `label_rendered` event: no label reached the tube, so it
+makes no later print a reprint.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from biobank.services.storage import PATH_SEPARATOR, get_unit
 from labels import BoxLabel, KitLabel, Label, SpecimenLabel
 
 PRINTED = "label_printed"
+RENDERED = "label_rendered"
 
 
 def specimen_labels(
@@ -82,13 +85,11 @@ def kit_labels(
     ]
 
 
-def check_reprints(
-    session: Session, *, actor: Actor, accession_ids: list[str], reason: str | None
-) -> None:
-    """Refuse, before anything is printed, a reprint that gives no reason."""
+def printed_before(session: Session, *, actor: Actor, accession_ids: list[str]) -> list[str]:
+    """The tubes among `accession_ids` whose label was printed before (a render to a file is
+    not a print)."""
     require(actor, Permission.print_labels)
-    if reason and reason.strip():
-        return
+    found = []
     for accession in accession_ids:
         specimen = get_specimen(session, accession)
         printed = session.exec(
@@ -97,12 +98,24 @@ def check_reprints(
             )
         ).first()
         if printed is not None:
-            raise ValidationError(
-                f"the label of {specimen.accession_id} was printed before: "
-                "a reprint needs a reason (--reason)",
-                field="reason",
-                value=specimen.accession_id,
-            )
+            found.append(specimen.accession_id)
+    return found
+
+
+def check_reprints(
+    session: Session, *, actor: Actor, accession_ids: list[str], reason: str | None
+) -> None:
+    """Refuse, before anything is printed, a reprint that gives no reason."""
+    require(actor, Permission.print_labels)
+    if reason and reason.strip():
+        return
+    printed = printed_before(session, actor=actor, accession_ids=accession_ids)
+    if printed:
+        raise ValidationError(
+            f"the label of {printed[0]} was printed before: a reprint needs a reason (--reason)",
+            field="reason",
+            value=printed[0],
+        )
 
 
 def record_printed(
@@ -112,8 +125,10 @@ def record_printed(
     accession_ids: list[str],
     target: str,
     reason: str | None = None,
+    event_type: str = PRINTED,
 ) -> None:
-    """One `label_printed` event (and audit entry) per specimen label that went out."""
+    """One event (and audit entry) per specimen label that went out: `PRINTED` to a printer,
+    `RENDERED` to a file."""
     require(actor, Permission.print_labels)
     for accession in accession_ids:
         specimen = get_specimen(session, accession)
@@ -121,7 +136,7 @@ def record_printed(
             session,
             actor=actor,
             specimen=specimen,
-            event_type=PRINTED,
+            event_type=event_type,
             status_before=specimen.status.value,
             reason=reason,
             details={"target": target},
@@ -129,7 +144,7 @@ def record_printed(
         audit.record(
             session,
             actor=actor,
-            action="specimen.label_printed",
+            action=f"specimen.{event_type}",
             entity="specimen",
             entity_id=specimen.id,
             reason=reason,
@@ -145,14 +160,24 @@ def issue_specimen_labels(
     output: Callable[[Sequence[Label]], str],
     reason: str | None = None,
     show_participant: bool = False,
+    to_printer: bool = True,
 ) -> str:
-    """The one way specimen labels go out, from any front end: reprints need a reason (checked
-    before anything is printed), `output` prints or writes them and says where, and each is
-    recorded as printed."""
-    check_reprints(session, actor=actor, accession_ids=accession_ids, reason=reason)
+    """The one way specimen labels go out, from any front end: `output` prints them
+    (`to_printer`) or writes them to a file, and says where. A print is recorded as printed,
+    and a reprint needs a reason (checked before anything is printed); a file is recorded as
+    rendered."""
+    if to_printer:
+        check_reprints(session, actor=actor, accession_ids=accession_ids, reason=reason)
     made = specimen_labels(
         session, actor=actor, accession_ids=accession_ids, show_participant=show_participant
     )
     target = output(made)
-    record_printed(session, actor=actor, accession_ids=accession_ids, target=target, reason=reason)
+    record_printed(
+        session,
+        actor=actor,
+        accession_ids=accession_ids,
+        target=target,
+        reason=reason,
+        event_type=PRINTED if to_printer else RENDERED,
+    )
     return target

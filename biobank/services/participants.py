@@ -291,6 +291,7 @@ def list_participants(
     limit: int = 100,
     offset: int = 0,
 ) -> list[ParticipantRead]:
+    """A page of participants, each with their visits (one query for the page's visits)."""
     require(actor, Permission.view_inventory)
     query = (
         select(Participant, Study.code)
@@ -307,7 +308,13 @@ def list_participants(
         )
     if code_contains:
         query = query.where(Participant.code.contains(code_contains.strip().upper()))
-    return [_read(p, study_code) for p, study_code in session.exec(query)]
+    rows = session.exec(query).all()
+    visits: dict[int, list[Visit]] = {p.id: [] for p, _ in rows}
+    for visit in session.exec(
+        select(Visit).where(Visit.participant_id.in_(visits)).order_by(Visit.visit_date, Visit.id)
+    ):
+        visits[visit.participant_id].append(visit)
+    return [_read(p, study_code, visits[p.id]) for p, study_code in rows]
 
 
 def add_visit(

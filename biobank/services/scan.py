@@ -14,7 +14,13 @@ from typing import Literal
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from biobank.identifiers import check_specimen_id, normalize_scan, strip_scan, unknown_code
+from biobank.identifiers import (
+    check_specimen_id,
+    misread_message,
+    normalize_scan,
+    strip_scan,
+    unknown_code,
+)
 from biobank.models import Participant, StorageUnit, User
 from biobank.permissions import Actor, Permission, require
 from biobank.services.kits import ReservedRead, find_reserved
@@ -86,10 +92,7 @@ def resolve_scan(
     if badge is not None:
         return result("user", f"badge of {badge}", username=badge)
     if shape == "misread":
-        return result(
-            "misread",
-            f"MISREAD: {code} fails its check character; scan again or type the ID",
-        )
+        return result("misread", misread_message(code))
     if shape == "valid":
         return result("unknown", f"{code} is a valid ID but not in this inventory")
     return result(

@@ -18,7 +18,8 @@ from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, select
 
 from biobank.db import driver_cursor
-from biobank.errors import ConcurrentChange, NotFound
+from biobank.errors import ConcurrentChange, NotFound, ValidationError
+from biobank.identifiers import check_specimen_id, misread_message
 from biobank.models import Participant, Specimen, StorageUnit, Visit
 from biobank.positions import position_label
 
@@ -49,6 +50,7 @@ class SpecimenRead(BaseModel):
     location: str | None
     version: int
     consent_withdrawal_id: int | None = None
+    notes: str | None = None  # free text, as typed or imported (a legacy sheet's comments)
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -56,6 +58,7 @@ _OWN_COLUMNS = (
     "id", "accession_id", "legacy_id", "kind", "specimen_type", "container_type", "sprec_code",
     "collected_at", "received_at", "processed_at", "frozen_at", "initial_quantity", "quantity",
     "unit", "status", "freeze_thaw_count", "minutes_out", "version", "consent_withdrawal_id",
+    "notes",
 )  # fmt: skip
 _JOINED = ("participant_code", "visit_label", "parent_accession_id", "box_barcode")
 _ENUMS = ("kind", "unit", "status")
@@ -225,6 +228,7 @@ def get_specimen(
             select(Specimen).where(Specimen.legacy_id == accession.strip())
         ).first()
     if specimen is None:
+        refuse_misread(accession, field=field)
         raise NotFound(f"no specimen {accession!r}", field=field, value=accession)
     if expected_version is not None and specimen.version != expected_version:
         raise ConcurrentChange(
@@ -234,3 +238,12 @@ def get_specimen(
             value=expected_version,
         )
     return specimen
+
+
+def refuse_misread(accession: str, *, field: str = "specimen") -> None:
+    """Refuse an ID whose check character is wrong: it names no tube we issued, so the tube is
+    scanned (or typed) again rather than searched for. Every command that looks a tube up by
+    ID comes here (through `get_specimen`) before saying it found none."""
+    code = accession.strip().upper()
+    if check_specimen_id(code) == "misread":
+        raise ValidationError(misread_message(code), field=field, value=accession)

@@ -8,7 +8,7 @@ element by element when given whole.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from pydantic import BaseModel
 from sqlmodel import Session, select
@@ -140,6 +140,42 @@ def check_times(times: dict[str, datetime | None]) -> None:
             )
 
 
+class FarFromVisit(ValidationError):
+    """A collection further from its visit's date than `visit_gap_days` allows: usually a
+    slip (a wrong date, or the wrong visit chosen), so accession asks to be forced."""
+
+    def __init__(
+        self, *, visit: str, visit_date: date, collected_on: date, gap: int, allowed: int
+    ) -> None:
+        self.fact = f"collected {collected_on}, {gap:,} days from visit {visit!r} ({visit_date})"
+        self.forced = f"forced past visit_gap_days ({allowed}): {self.fact}"
+        self.collected_on, self.allowed = collected_on, allowed
+        super().__init__(
+            f"{self.fact}: more than visit_gap_days ({allowed}) allows; check the collection "
+            "time and the visit, or force it (--force)",
+            field="collected_at",
+            value=collected_on,
+        )
+
+
+def far_from_visit(
+    *, visit: str, visit_date: date | None, collected_at: datetime | None, allowed: int
+) -> FarFromVisit | None:
+    """The refusal of a collection more than `allowed` days from its visit's date (the
+    collection's day where it was taken, this workstation's zone), or None. A visit or a
+    collection without a date (legacy records) is never far. Accession raises it unless
+    forced; an import may make it a fault of the row."""
+    if visit_date is None or collected_at is None:
+        return None
+    collected_on = collected_at.astimezone().date()
+    gap = abs((collected_on - visit_date).days)
+    if gap <= allowed:
+        return None
+    return FarFromVisit(
+        visit=visit, visit_date=visit_date, collected_on=collected_on, gap=gap, allowed=allowed
+    )
+
+
 def sprec_code_for(
     *,
     given: str | None,
@@ -200,6 +236,7 @@ def _record_new(
     slot: Slot | None,
     event_type: str,
     details: dict | None = None,
+    reason: str | None = None,
 ) -> None:
     if slot is not None:
         occupy(session, specimen, slot)  # placed as it is inserted: one INSERT, no UPDATE
@@ -212,6 +249,7 @@ def _record_new(
         event_type=event_type,
         to_slot=(specimen.box_id, specimen.position_row, specimen.position_col),
         quantity_change=specimen.quantity,
+        reason=reason,
         details=details,
     )
     audit.record(
@@ -221,6 +259,7 @@ def _record_new(
         entity="specimen",
         entity_id=specimen.id,
         after=audit.snapshot(specimen),
+        reason=reason,
     )
 
 
@@ -231,6 +270,7 @@ def _slots(
     position: str | None,
     specimen_type: str,
     count: int,
+    near: int | None = None,
 ) -> list[Slot | None]:
     if destination is None:
         if position is not None:
@@ -242,6 +282,7 @@ def _slots(
         position=position,
         specimen_type=specimen_type,
         count=count,
+        near=near,
     )
 
 
@@ -269,10 +310,18 @@ def accession(
     notes: str | None = None,
     destination: str | None = None,
     position: str | None = None,
+    room_for_aliquots: int = 0,
     kit_id: str | None = None,
+    visit_gap_days: int | None = None,
+    force: bool = False,
 ) -> SpecimenRead:
     """Receive a primary specimen for a participant's visit, optionally placing it. A tube
-    from a collection kit (`kit_id`, the scanned label) keeps the ID reserved for it."""
+    from a collection kit (`kit_id`, the scanned label) keeps the ID reserved for it. A
+    collection more than `visit_gap_days` from the visit (the front ends pass their setting;
+    None: not checked) is refused (`far_from_visit`) unless `force`d, and a forced one says
+    so in its event and audit entry. Given `room_for_aliquots` (the aliquots `aliquot` splits
+    next into the same destination), an auto-placed primary goes where they fit beside it, in
+    one box when one has room for all."""
     require(actor, Permission.accession)
     owner, study, visit_row = participant_visit(session, participant, visit)
     refuse_if_withdrawn(session, participant_id=owner.id, what="accession")
@@ -310,6 +359,16 @@ def accession(
             field="collected_at",
             value=collected_at,
         )
+    far = None
+    if visit_row is not None and visit_gap_days is not None:
+        far = far_from_visit(
+            visit=visit_row.label,
+            visit_date=visit_row.visit_date,
+            collected_at=collected_at,
+            allowed=visit_gap_days,
+        )
+    if far and not force:
+        raise far
     code = sprec_code_for(
         given=sprec_code,
         specimen_type=specimen_type,
@@ -333,9 +392,10 @@ def accession(
             raise ValidationError(
                 f"legacy ID {legacy_id} is already recorded", field="legacy_id", value=legacy_id
             )
-    (slot,) = _slots(
-        session, destination=destination, position=position, specimen_type=specimen_type, count=1
-    )
+    room = 1 + room_for_aliquots if position is None and room_for_aliquots > 0 else 1
+    slot = _slots(
+        session, destination=destination, position=position, specimen_type=specimen_type, count=room
+    )[0]  # the set's first position; `aliquot` fills the others beside it (`near`)
     if reserved is not None:
         accession_id = reserved.accession_id
     else:
@@ -360,7 +420,14 @@ def accession(
         unit=unit,
         notes=notes,
     )
-    _record_new(session, actor=actor, specimen=specimen, slot=slot, event_type="accessioned")
+    _record_new(
+        session,
+        actor=actor,
+        specimen=specimen,
+        slot=slot,
+        event_type="accessioned",
+        reason=far.forced if far else None,
+    )
     if reserved is not None:
         reserved.specimen_id = specimen.id
         session.add(reserved)
@@ -498,7 +565,8 @@ def aliquot(
     position: str | None = None,
     expected_version: int | None = None,
 ) -> list[SpecimenRead]:
-    """Split `count` aliquots of `volume` (the parent's unit) from a parent."""
+    """Split `count` aliquots of `volume` (the parent's unit) from a parent. Auto-placed, they
+    go into the parent's box when it is in the destination and has room for all of them."""
     require(actor, Permission.accession)
     if not isinstance(count, int) or not 1 <= count <= 500:
         raise ValidationError("count must be 1-500", field="count", value=count)
@@ -513,6 +581,7 @@ def aliquot(
         position=position,
         specimen_type=source.specimen_type,
         count=count,
+        near=source.box_id,
     )
     ids = allocate_accession_ids(session, prefix=_prefix(session, source), count=count)
     children = []

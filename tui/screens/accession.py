@@ -10,30 +10,32 @@ decide the rest, and a refusal is shown at the field it names. Nothing is saved 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime, time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import Checkbox, Input, Label, OptionList, Select, Static
+from textual.widgets import Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from biobank import sprec
 from biobank.errors import BiobankError, NotFound, ValidationError
 from biobank.services import specimens
 from biobank.services.kits import ReservedRead
-from biobank.services.participants import list_participants, show_participant
+from biobank.services.participants import add_visit, list_participants, show_participant
 from biobank.services.scan import ScanResult
 from biobank.services.specimen_read import SpecimenRead
 from biobank.services.storage import storage_tree
 from biobank.terminal_text import shown
 from tui.printing import print_specimen_labels
+from tui.remembered import LastUsed, load_last_used, save_last_used
 from tui.screens.base import FormErrors, WorkScreen
 from tui.text import plain
+from tui.widgets.checkbox import Checkbox
 
 
 class TypeDefaults(NamedTuple):
@@ -61,12 +63,14 @@ SHOWN_AT = {
     "unit": "quantity",
     "box": "destination",
     "position": "destination",
+    "label": "visit",
 }
 FIELDS = (
     "participant", "visit", "specimen_type", "container_type", "collected_at", "processed_at",
     "quantity", "count", "volume", "destination",
 )  # fmt: skip
 MAX_MATCHES = 20
+NEW_VISIT = "unscheduled"  # a visit made for a collection far from the chosen one: then its day
 
 
 def type_defaults(code: str) -> TypeDefaults:
@@ -81,22 +85,15 @@ def type_options() -> list[tuple[str, str]]:
     return common + [(code, code) for code in rest]
 
 
-@dataclass
-class LastUsed:
-    """What the previous accession at this workstation used; the next one starts from it."""
-
-    specimen_type: str = "SER"
-    count: str = "4"
-    volume: str = ""
-    destination: str | None = None
-
-
 _last_used: WeakKeyDictionary[App, LastUsed] = WeakKeyDictionary()
 
 
 def last_used(app: App) -> LastUsed:
-    """Kept for as long as the workstation's app runs (across sign-ins)."""
-    return _last_used.setdefault(app, LastUsed())
+    """Read from this workstation's file once per app run (`tui.remembered`), then kept
+    (across sign-ins) and written back on each save."""
+    if app not in _last_used:
+        _last_used[app] = load_last_used(app.settings.workstation)
+    return _last_used[app]
 
 
 def now_text() -> str:
@@ -130,6 +127,36 @@ def parse_number(text: str, field: str, convert: type = float) -> float | int:
         raise ValidationError(f"{field} must be {kind}", field=field, value=text) from None
 
 
+class NewVisitPrompt(ModalScreen[bool]):
+    """A collection far from the chosen visit: make a visit on the collection's day and save
+    the tube there (Enter or y), or go back to the form with nothing saved (n or Escape)."""
+
+    DEFAULT_CSS = """
+    NewVisitPrompt { align: center middle; }
+    NewVisitPrompt Vertical { width: 64; height: auto; border: round $warning; padding: 1 2; }
+    """
+    BINDINGS = [  # noqa: RUF012
+        Binding("enter,y", "answer(True)", "New visit, then save", id="new_visit_yes"),
+        Binding("n,escape", "answer(False)", "Back to the form", id="new_visit_no"),
+    ]
+
+    def __init__(self, far: specimens.FarFromVisit) -> None:
+        super().__init__()
+        self.far = far
+
+    def compose(self) -> ComposeResult:
+        far = self.far
+        with Vertical():
+            yield Static(plain(f"{far.fact}: more than visit_gap_days ({far.allowed}) allows."))
+            yield Static(f"Make a new visit on {far.collected_on} and save the tube there?")
+            yield Static(
+                "Enter/y: new visit and save    n/Escape: back to the form", classes="muted"
+            )
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
 def row(label: str, *widgets: Widget, field: str | None = None) -> Horizontal:
     """One line of the form: label, widgets, and where a refusal of `field` is shown."""
     errors = [Static("", id=f"{field}-error", classes="field-error", markup=False)] if field else []
@@ -147,6 +174,7 @@ class AccessionScreen(FormErrors, WorkScreen):
     def __init__(self) -> None:
         super().__init__()
         self.participant: str | None = None  # the code whose visits the form shows
+        self.visits: list[Any] = []  # their visits (VisitRead), oldest first
         self.kit: str | None = None  # a scanned kit tube's reserved accession ID
         self.saving = False
         self.saved = False
@@ -315,14 +343,9 @@ class AccessionScreen(FormErrors, WorkScreen):
         self.kit = kit.accession_id if kit else None
         self.query_one("#matches", OptionList).display = False
         self.query_one("#participant", Input).value = participant.code
-        visits = self.query_one("#visit", Select)
-        visits.set_options(
-            (plain(f"{v.label}  {v.visit_date}"), v.label) for v in participant.visits
-        )
-        if kit:
-            visits.value = kit.visit_label
-        elif participant.visits:
-            visits.value = participant.visits[-1].label
+        self.visits = participant.visits
+        latest = participant.visits[-1].label if participant.visits else None
+        self.show_visits(kit.visit_label if kit else latest)
         if kit and kit.specimen_type:
             self.query_one("#specimen_type", Select).value = kit.specimen_type
         if kit:
@@ -334,6 +357,12 @@ class AccessionScreen(FormErrors, WorkScreen):
         self.query_one("#participant-note", Static).update(note)
         self.query_one("#participant-error", Static).update("")
         self.query_one("#quantity", Input).focus()
+
+    def show_visits(self, chosen: str | None) -> None:
+        visits = self.query_one("#visit", Select)
+        visits.set_options((plain(f"{v.label}  {v.visit_date}"), v.label) for v in self.visits)
+        if chosen is not None:
+            visits.value = chosen
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id != "specimen_type":
@@ -401,23 +430,58 @@ class AccessionScreen(FormErrors, WorkScreen):
         return accession, aliquots
 
     def action_save(self) -> None:
+        """Save; a collection far from the chosen visit first asks for a visit of its own."""
         self.clear_errors()
         try:
             accession, aliquots = self.read_form()
         except ValidationError as error:
             self.refuse(error)
             return
-        actor = self.app.actor
+        visit = next((v for v in self.visits if v.label == accession["visit"]), None)
+        far = visit and specimens.far_from_visit(
+            visit=visit.label,
+            visit_date=visit.visit_date,
+            collected_at=accession["collected_at"],
+            allowed=self.app.settings.visit_gap_days,
+        )
+        if not far:
+            self._save(accession, aliquots)
+            return
+
+        def answered(new_visit: bool | None) -> None:
+            if new_visit:
+                self._save(accession, aliquots, new_visit_on=far.collected_on)
+
+        self.app.push_screen(NewVisitPrompt(far), answered)
+
+    def _save(
+        self, accession: dict, aliquots: dict | None, new_visit_on: date | None = None
+    ) -> None:
+        actor, gap_days = self.app.actor, self.app.settings.visit_gap_days
         self.saving = True
 
-        def save(session) -> list[SpecimenRead]:
-            """One unit of work, as the CLI's `specimen accession --aliquots`."""
-            primary = specimens.accession(session, actor=actor, **accession)
+        def save(session) -> tuple[list[SpecimenRead], Any]:
+            """One unit of work, as the CLI's `specimen accession --aliquots`, after the
+            visit made for the collection (if asked)."""
+            visit, form = None, accession
+            if new_visit_on is not None:
+                visit = add_visit(
+                    session,
+                    actor=actor,
+                    participant=accession["participant"],
+                    label=f"{NEW_VISIT} {new_visit_on}",
+                    visit_date=new_visit_on,
+                )
+                form = accession | {"visit": visit.label}
+            room = aliquots["count"] if aliquots else 0  # the set placed together
+            primary = specimens.accession(
+                session, actor=actor, visit_gap_days=gap_days, room_for_aliquots=room, **form
+            )
             if aliquots is None:
-                return [primary]
+                return [primary], visit
             made = specimens.aliquot(session, actor=actor, parent=primary.accession_id, **aliquots)
             detail = specimens.show_specimen(session, actor=actor, accession=primary.accession_id)
-            return [detail.specimen, *made]
+            return [detail.specimen, *made], visit
 
         self.app.run_db(save, self._saved, failed=self._not_saved)
 
@@ -425,12 +489,13 @@ class AccessionScreen(FormErrors, WorkScreen):
         self.saving = False
         self.show_at_field(error)
 
-    def _saved(self, made: list[SpecimenRead]) -> None:
+    def _saved(self, result: tuple[list[SpecimenRead], Any]) -> None:
+        made, visit = result
         self.saving, self.saved = False, True
-        remembered = last_used(self.app)
-        remembered.specimen_type = made[0].specimen_type
-        remembered.count, remembered.volume = self._value("count"), self._value("volume")
-        remembered.destination = self._value("destination") or None
+        if visit is not None:  # the next tube of this collection goes to it too
+            self.visits = sorted([*self.visits, visit], key=lambda v: (v.visit_date, v.id))
+            self.show_visits(visit.label)
+        self.remember(made[0].specimen_type)
         lines = [
             f"{s.accession_id}  {s.kind} {s.specimen_type} {s.quantity:g} {s.unit}  "
             f"{shown(s.location or 'not placed')}"
@@ -439,12 +504,26 @@ class AccessionScreen(FormErrors, WorkScreen):
         lines.append("n: next accession for this visit · Escape: back")
         saved = self.query_one("#saved", Static)
         saved.update("Saved\n" + "\n".join(lines))
-        saved.scroll_visible()
+        self.call_after_refresh(saved.scroll_visible)  # once its new lines are laid out
         self.set_focus(None)
         self.refresh_bindings()
         self.app.notify(f"Accessioned {made[0].accession_id} and {len(made) - 1} aliquots")
         if self.query_one("#print_labels", Checkbox).value:
             print_specimen_labels(self.app, [s.accession_id for s in made])
+
+    def remember(self, specimen_type: str) -> None:
+        """What the next accession here starts from, now and after a restart."""
+        remembered = last_used(self.app)
+        remembered.specimen_type = specimen_type
+        remembered.count, remembered.volume = self._value("count"), self._value("volume")
+        remembered.destination = self._value("destination") or None
+        try:
+            save_last_used(self.app.settings.workstation, remembered)
+        except OSError as error:
+            self.app.notify(
+                f"The form's values are not remembered after a restart: {error}",
+                severity="warning",
+            )
 
     def action_next_accession(self) -> None:
         self._start_over()

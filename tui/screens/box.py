@@ -1,4 +1,4 @@
-"""A box: its grid, and the tube under the cursor opens with Enter."""
+"""A box: its grid, what its marks mean, and the tube under the cursor opens with Enter."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from textual.widgets import Static
 from biobank.services.storage import BoxView, box_view
 from tui.screens.base import WorkScreen
 from tui.text import plain
-from tui.widgets.box_grid import BoxGrid
+from tui.widgets.box_grid import BoxGrid, legend
 
 
 class BoxScreen(WorkScreen):
@@ -33,6 +33,7 @@ class BoxScreen(WorkScreen):
         else:
             yield Static(_title(view), id="box-title", classes="title", markup=False)
             yield BoxGrid(view, id="grid")
+        yield Static(legend(), id="box-legend", classes="legend")
 
     def on_mount(self) -> None:
         if self._loaded is None:

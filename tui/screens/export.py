@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, Input, ProgressBar, Select, Static
+from textual.widgets import Button, Input, ProgressBar, Select, Static
 
 from biobank.cohort import CohortQuery, describe, load_query, parse_conditions
 from biobank.dates import parse_day
@@ -28,6 +28,7 @@ from biobank.services.exports import FORMATS, ExportRequest, ExportResult
 from tui.screens.accession import row
 from tui.screens.base import FormErrors, WorkScreen
 from tui.text import plain
+from tui.widgets.checkbox import Checkbox
 
 MODES = [
     ("safe harbor: codes, years only", "safe_harbor"),

@@ -57,6 +57,7 @@ class Confirm(ModalScreen[bool]):
         Binding("y", "answer(True)", "Yes", id="confirm_yes"),
         Binding("n,escape", "answer(False)", "No", id="confirm_no"),
     ]
+    KEYS = "y: yes    n: no"
 
     def __init__(self, question: str) -> None:
         super().__init__()
@@ -64,11 +65,19 @@ class Confirm(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(self.question)
-            yield Static("y: yes    n: no", classes="muted")
+            yield Static(Text(self.question))  # it names a box, maybe a file: never markup
+            yield Static(self.KEYS, classes="muted")
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
+
+
+class ConfirmLeave(Confirm):
+    """Leaving with scans not committed: Escape again stays, so a slip of the key loses
+    nothing; Enter, like y, agrees to leave."""
+
+    BINDINGS = [Binding("enter", "answer(True)", "Leave", id="confirm_leave")]  # noqa: RUF012
+    KEYS = "y or Enter: discard and leave    n or Escape: stay"
 
 
 class ReconcileScreen(WorkScreen):
@@ -236,12 +245,29 @@ class ReconcileScreen(WorkScreen):
         self.app.run_db(load, loaded, readonly=True)
 
     def action_back(self) -> None:
+        """Hide the file path being typed; else leave, asking first when scans would be lost
+        (nothing is kept of them before commit)."""
         path = self.query_one("#scan-file", Input)
         if path.display:
             path.display = False
             self.query_one(DataTable).focus()
-        else:
+            return
+        if not (self.rows or self.file):
             super().action_back()
+            return
+        count = len(self.rows)
+        lost = (
+            f"The comparison with {self.file[0]}"
+            if self.file
+            else f"{count} scanned position{'' if count == 1 else 's'}"
+        )
+        question = f"Leave {self.box} without committing? {lost} will be discarded."
+
+        def answered(leave: bool | None) -> None:
+            if leave:
+                WorkScreen.action_back(self)
+
+        self.app.push_screen(ConfirmLeave(question), answered)
 
     def action_commit(self) -> None:
         report = self.report

@@ -1,4 +1,5 @@
-"""Sign in with username and PIN, or by scanning a badge."""
+"""Sign in with username and PIN, or by scanning a badge. The key bar shows only what works
+before sign-in (the app's other keys need someone signed in)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ class SignInScreen(Screen):
             yield Input(placeholder="PIN", password=True, id="pin")
             yield Button("Sign in", id="submit", variant="primary")
         yield KeyBar()
+
+    def is_scan(self, text: str) -> bool:
+        """Whether a fast burst is a badge scan: badges are issued upper case (`add_user` stores
+        them so), usernames are lower case. A burst with a lower-case letter is a name typed
+        fast, and goes to the field as typed."""
+        return not any(character.islower() for character in text)
 
     def untouched(self) -> bool:
         """Nothing typed yet: a question may take the keys (once typing has begun, the next

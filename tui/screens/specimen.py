@@ -212,6 +212,8 @@ class SpecimenScreen(WorkScreen):
             f"SPREC {s.sprec_code or '-'}   legacy ID {s.legacy_id or '-'}",
             f"Parent {s.parent_accession_id or '-'}   children {', '.join(detail.children) or '-'}",
         ]
+        if s.notes:  # an imported sheet's comments, or what was typed at accession
+            lines.append(f"Notes {s.notes}")
         lines += [f"⚠ {w}" for w in s.warnings]
         self.query_one("#detail", Static).update(
             Text("\n").join(plain(line) if isinstance(line, str) else line for line in lines)
@@ -384,11 +386,14 @@ class SpecimenScreen(WorkScreen):
         )
 
     def action_print_label(self) -> None:
-        print_specimen_labels(self.app, [self.accession_id])
+        """A tube printed before is not printed again: the notice points to `P`."""
+        print_specimen_labels(self.app, [self.accession_id], then=self.action_refresh)
 
     def action_reprint_label(self) -> None:
         def answered(reason: str | None) -> None:
             if reason:
-                print_specimen_labels(self.app, [self.accession_id], reason=reason)
+                print_specimen_labels(
+                    self.app, [self.accession_id], reason=reason, then=self.action_refresh
+                )
 
         self.app.push_screen(ReasonPrompt(f"Why reprint {self.accession_id}?"), answered)

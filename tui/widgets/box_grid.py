@@ -1,4 +1,5 @@
-"""A box's grid: positions coloured by status, free ones visible, an arrow-key cursor.
+"""A box's grid: positions marked and coloured by status, free ones visible, an arrow-key
+cursor.
 
 Drawn as one block of text (not a widget per position), so a 10x10 or 8x12 box renders at
 once and fits an 80x24 terminal.
@@ -21,7 +22,34 @@ STATUS_STYLE = {
     "quarantined": "bold magenta",
     "depleted": "dim",
 }
-CELL = 4
+# A mark before the tube's type, so its status reads without colour: a tube stored in place
+# has none, one checked out an arrow out of the box.
+STATUS_MARK = {
+    "available": "",
+    "checked_out": "↑",
+    "reserved": "*",
+    "quarantined": "!",
+    "depleted": "∅",
+}
+STATUS_WORDS = {
+    "available": "stored",
+    "reserved": "reserved",
+    "checked_out": "checked out",
+    "quarantined": "quarantined",
+    "depleted": "depleted",
+}
+FREE = "·"
+CELL = 5  # a mark, a type of three letters, a space
+
+
+def legend() -> Text:
+    """What each mark (and colour) in the grid means, on one line."""
+    text = Text(f"{FREE} free", style="dim")
+    for status, mark in STATUS_MARK.items():
+        text.append("  ")
+        key = f"{mark} " if mark else "no mark: "
+        text.append(key + STATUS_WORDS[status], style=STATUS_STYLE[status])
+    return text
 
 
 class BoxGrid(Widget, can_focus=True):
@@ -80,8 +108,11 @@ class BoxGrid(Widget, can_focus=True):
             row_name = "" if numeric else cells[0].label.rstrip("0123456789")
             text.append(f"{row_name:>2} ")
             for cell in cells:
-                mark = cell.specimen_type or "·"
-                style = STATUS_STYLE.get(cell.status, "") if cell.accession_id else "dim"
+                if cell.accession_id:
+                    mark = STATUS_MARK.get(cell.status, "?") + (cell.specimen_type or "")
+                    style = STATUS_STYLE.get(cell.status, "")
+                else:
+                    mark, style = FREE, "dim"
                 if (cell.row, cell.col) == self.cursor:
                     style = f"{style} reverse" if style else "reverse"
                 text.append(f"{mark:>{CELL - 1}} ", style=style)
