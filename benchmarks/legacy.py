@@ -1,4 +1,4 @@
-"""Legacy import throughput: a lab's spreadsheet through `legacy_import`, beside the raw driver
+"""Legacy import throughput: a lab's spreadsheet through `imports.legacy`, beside the raw driver
 inserting the same rows.
 
 The sheet is shaped like the lab's (tests/data/legacy_inventory.csv): sample ID, subject, visit,
@@ -40,8 +40,8 @@ from benchmarks.raw import RawInsert
 from biobank.db import BULK_CACHE_KIB, uow
 from biobank.models import FillOrder, PositionLabels
 from biobank.positions import fill_sequence, position_label
-from biobank.services import legacy_import
 from biobank.services.identity import actor_for
+from biobank.services.imports import legacy as legacy_import
 
 GOAL_SHARE = 0.5
 GOAL_PEAK_MB = 200.0

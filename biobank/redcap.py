@@ -2,7 +2,7 @@
 the cells of a "raw" records export, checked against each field's type, range and choices.
 
 Pure: it reads the rows it is handed and knows nothing of the database; the import service
-(`services.redcap_import`) decides what each field becomes.
+(`services.imports.redcap`) decides what each field becomes.
 
 Field types map onto phenotype types: text with validation integer → integer, number (and
 number_Ndp) → decimal, date_ymd/mdy/dmy → date (raw exports write YYYY-MM-DD whatever the

@@ -27,15 +27,15 @@ from biobank.services import (
     exports,
     kits,
     label_data,
-    legacy_import,
     reconcile,
-    redcap_import,
     reservations,
     specimens,
     storage,
 )
 from biobank.services.consistency import ConsistencyReport
 from biobank.services.demo import CONSENT_DOCUMENT, seed_demo
+from biobank.services.imports import legacy as legacy_import
+from biobank.services.imports import redcap as redcap_import
 
 DATA = Path(__file__).parent / "data"
 USES = ["FUTURE_RESEARCH"]

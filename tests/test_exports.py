@@ -13,6 +13,7 @@ from pathlib import Path
 
 import openpyxl
 import pyarrow.parquet as pq
+import pydantic
 import pytest
 import sqlalchemy as sa
 from fhir.resources.R4B.bundle import Bundle
@@ -22,6 +23,7 @@ from biobank.cli import app
 from biobank.cohort import CohortQuery, parse_conditions
 from biobank.db import uow
 from biobank.errors import NotFound, PermissionDenied, ValidationError
+from biobank.export.formats import FORMATS, NAMES
 from biobank.models import (
     AuditEntry,
     DeidentificationMode,
@@ -304,6 +306,27 @@ def test_cli_export_run_and_replay(cohort_db, monkeypatch, tmp_path):
     bad = runner.invoke(app, ["-u", "admin", "export", "run", "--to", str(tmp_path),
                               "--format", "pdf"])  # fmt: skip
     assert bad.exit_code == 2
+    assert "'pdf' is not one of csv, xlsx, parquet, fhir, miabis" in bad.output
+
+
+def test_each_registered_format_is_offered_written_under_its_file_name_and_listed(
+    cohort_db, admin, tmp_path
+):
+    """The formats are registered once (`export.formats`): the CLI offers and accepts those,
+    the request refuses any other, and each is its own file, listed in the manifest."""
+    result = _export(cohort_db, admin, tmp_path, formats=list(NAMES))
+    manifest = json.loads(result.manifest.read_text())
+    written = {p.name for p in result.directory.iterdir()} - {"manifest.json"}
+    registered = {FORMATS[name].file_name for name in NAMES}
+    assert set(manifest["files"]) == written == registered | {"dictionary.csv"}
+    assert manifest["files"].keys() == {f.name for f in result.files}
+    with uow(cohort_db, readonly=True) as session:
+        run = session.exec(sa.select(ExportRun).where(ExportRun.run_code == result.run_code))
+        assert run.scalar_one().formats == list(NAMES)
+    shown = " ".join(CliRunner().invoke(app, ["export", "run", "--help"]).stdout.split())
+    assert f"One of {', '.join(NAMES)} (repeatable; default csv)" in shown
+    with pytest.raises(pydantic.ValidationError, match=f"'pdf' is not one of {', '.join(NAMES)}"):
+        ExportRequest(uses=["GENETIC"], formats=["pdf"])
 
 
 def test_an_export_of_nobody_still_writes_its_manifest(cohort_db, admin, tmp_path):

@@ -19,13 +19,14 @@ from biobank.errors import PermissionDenied, ValidationError
 from biobank.models import QuantityUnit, Role, Specimen
 from biobank.services import (
     audit,
-    legacy_import,
     participants,
     scan,
     specimens,
     storage,
     studies,
 )
+from biobank.services.imports import common, legacy
+from biobank.services.imports.common import ImportReport
 from biobank.visits import canonical_visit_label
 
 DATA = Path(__file__).parent / "data"
@@ -60,22 +61,20 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def _check(engine, actor, path: Path, **options) -> legacy_import.ImportReport:
+def _check(engine, actor, path: Path, **options) -> ImportReport:
     with uow(engine, readonly=True) as session:
-        sheet = legacy_import.sheet_format(**options)
-        return legacy_import.check_inventory(
+        sheet = legacy.sheet_format(**options)
+        return legacy.check_inventory(
             session, actor=actor, path=path, study="SLE", sheet=sheet
         ).report
 
 
-def _import(engine, actor, path: Path, **options) -> legacy_import.ImportReport:
+def _import(engine, actor, path: Path, **options) -> ImportReport:
     with uow(engine) as session:
-        sheet = legacy_import.sheet_format(**options)
-        plan = legacy_import.check_inventory(
-            session, actor=actor, path=path, study="SLE", sheet=sheet
-        )
+        sheet = legacy.sheet_format(**options)
+        plan = legacy.check_inventory(session, actor=actor, path=path, study="SLE", sheet=sheet)
         assert plan.report.faults == [], plan.report.faults[:5]
-        return legacy_import.write_inventory(session, actor=actor, plan=plan)
+        return legacy.write_inventory(session, actor=actor, plan=plan)
 
 
 def _state(engine) -> tuple[dict[str, int], str]:
@@ -100,7 +99,7 @@ def _audit_actions(engine) -> Counter:
 def test_the_sample_imports_and_scans_find_its_tubes(
     engine, admin, study, clean_sample, monkeypatch, batch_rows
 ):
-    monkeypatch.setattr(legacy_import, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(common, "BATCH_ROWS", batch_rows)
     rows = _rows(clean_sample)
     visits = {(r["Subject"], r["Visit"]) for r in rows}
     report = _import(
@@ -136,7 +135,7 @@ def test_the_sample_imports_and_scans_find_its_tubes(
 def test_each_tube_keeps_what_the_sheet_says(
     engine, admin, study, clean_sample, monkeypatch, batch_rows
 ):
-    monkeypatch.setattr(legacy_import, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(common, "BATCH_ROWS", batch_rows)
     _import(engine, admin, clean_sample, timezone=NEW_YORK)
     by_id = {r["Sample ID"]: r for r in _rows(clean_sample)}
     with engine.connect() as connection:
@@ -246,10 +245,8 @@ def test_sqlite_writes_with_a_larger_page_cache_and_gives_it_back(
     for fail in (True, False):
         with pytest.raises(RuntimeError) if fail else nullcontext(), uow(engine) as session:
             before = cache(session)
-            plan = legacy_import.check_inventory(
-                session, actor=admin, path=clean_sample, study="SLE"
-            )
-            legacy_import.write_inventory(
+            plan = legacy.check_inventory(session, actor=admin, path=clean_sample, study="SLE")
+            legacy.write_inventory(
                 session, actor=admin, plan=plan, progress=lambda n, s=session: written(n, s)
             )
             assert cache(session) == seen[-1]  # still wide until the unit of work ends
@@ -259,7 +256,7 @@ def test_sqlite_writes_with_a_larger_page_cache_and_gives_it_back(
     assert _audit_actions(engine)["specimen.accessioned"] == 401
 
 
-def _let_go(plan: legacy_import.ImportPlan) -> bool:
+def _let_go(plan: legacy.ImportPlan) -> bool:
     """Whether a plan's temporary files are closed."""
     try:
         plan.scratch.file.execute("SELECT 1")
@@ -270,15 +267,13 @@ def _let_go(plan: legacy_import.ImportPlan) -> bool:
 
 def test_a_plan_lets_go_of_its_temporary_files(engine, admin, study, clean_sample):
     with uow(engine) as session:
-        written = legacy_import.check_inventory(
-            session, actor=admin, path=clean_sample, study="SLE"
-        )
-        refused = legacy_import.check_inventory(session, actor=admin, path=FAULTY, study="SLE")
-        checked = legacy_import.check_inventory(session, actor=admin, path=FAULTY, study="SLE")
+        written = legacy.check_inventory(session, actor=admin, path=clean_sample, study="SLE")
+        refused = legacy.check_inventory(session, actor=admin, path=FAULTY, study="SLE")
+        checked = legacy.check_inventory(session, actor=admin, path=FAULTY, study="SLE")
         assert not any(map(_let_go, (written, refused, checked)))
-        legacy_import.write_inventory(session, actor=admin, plan=written)
+        legacy.write_inventory(session, actor=admin, plan=written)
         with pytest.raises(ValidationError, match="nothing was imported"):
-            legacy_import.write_inventory(session, actor=admin, plan=refused)
+            legacy.write_inventory(session, actor=admin, plan=refused)
         checked.close()  # a dry run's
     assert all(map(_let_go, (written, refused, checked)))
 
@@ -317,13 +312,13 @@ def _existing_tube(engine, admin):
 def test_every_faulty_row_is_reported_and_nothing_is_imported(
     engine, admin, study, monkeypatch, batch_rows
 ):
-    monkeypatch.setattr(legacy_import, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(common, "BATCH_ROWS", batch_rows)
     _existing_tube(engine, admin)
     before = _state(engine)
     with uow(engine) as session:
-        plan = legacy_import.check_inventory(session, actor=admin, path=FAULTY, study="SLE")
+        plan = legacy.check_inventory(session, actor=admin, path=FAULTY, study="SLE")
         with pytest.raises(ValidationError, match="nothing was imported"):
-            legacy_import.write_inventory(session, actor=admin, plan=plan)
+            legacy.write_inventory(session, actor=admin, plan=plan)
     report = plan.report
     assert {(f.row, f.column, f.value) for f in report.faults} == {
         (2, "Sample type", "XYZ"),
@@ -355,7 +350,7 @@ def test_every_faulty_row_is_reported_and_nothing_is_imported(
 def test_the_sample_as_given_is_refused_for_its_repeated_ids(
     engine, admin, study, monkeypatch, batch_rows
 ):
-    monkeypatch.setattr(legacy_import, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(common, "BATCH_ROWS", batch_rows)
     report = _check(engine, admin, SAMPLE)
     repeated = [r["Sample ID"] for r in _rows(SAMPLE)]
     twice = {i for i, n in Counter(repeated).items() if n > 1}
@@ -381,7 +376,7 @@ def test_importing_the_same_file_again_is_refused_row_by_row(engine, admin, stud
 def test_existing_storage_participants_and_visits_are_reused(
     engine, admin, study, tmp_path, monkeypatch, batch_rows
 ):
-    monkeypatch.setattr(legacy_import, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(common, "BATCH_ROWS", batch_rows)
     _existing_tube(engine, admin)
     with uow(engine) as session:
         participants.add_visit(
@@ -486,7 +481,7 @@ def test_sheet_format_layers_defaults_file_and_flags(tmp_path):
         'date_format = "%d.%m.%Y"\nunit = "mL"\ntimezone = "Europe/Berlin"\nbox_grid = "10x10"\n'
         '[columns]\nsubject = "Patient"\nlegacy_id = "Tube"\n'
     )
-    sheet = legacy_import.sheet_format(mapping, columns={"subject": "Pt"}, unit="µL")
+    sheet = legacy.sheet_format(mapping, columns={"subject": "Pt"}, unit="µL")
     assert (sheet.columns["subject"], sheet.columns["legacy_id"]) == ("Pt", "Tube")
     assert sheet.columns["box"] == "Box" and sheet.date_format == "%d.%m.%Y"
     assert (sheet.unit, str(sheet.timezone), sheet.box_grid) == (
@@ -494,7 +489,7 @@ def test_sheet_format_layers_defaults_file_and_flags(tmp_path):
         "Europe/Berlin",
         (10, 10),
     )
-    default = legacy_import.sheet_format()
+    default = legacy.sheet_format()
     assert (default.date_format, default.unit, default.timezone) == ("%m/%d/%Y", None, None)
     mapping.write_text('colour = "blue"\n')
     for bad, field in [
@@ -507,7 +502,7 @@ def test_sheet_format_layers_defaults_file_and_flags(tmp_path):
         ({"precentrifugation_temperature": "hot"}, "precentrifugation_temperature"),
     ]:
         with pytest.raises(ValidationError) as caught:
-            legacy_import.sheet_format(**bad)
+            legacy.sheet_format(**bad)
         assert caught.value.field == field
 
 
@@ -516,8 +511,8 @@ def test_bulk_audit_entries_chain_with_single_ones_in_one_transaction(
 ):
     with uow(engine) as session:
         studies.add_study(session, actor=admin, code="VAX", title="before the import")
-        plan = legacy_import.check_inventory(session, actor=admin, path=clean_sample, study="SLE")
-        legacy_import.write_inventory(session, actor=admin, plan=plan)
+        plan = legacy.check_inventory(session, actor=admin, path=clean_sample, study="SLE")
+        legacy.write_inventory(session, actor=admin, plan=plan)
         studies.add_study(session, actor=admin, code="CART", title="after the import")
     with uow(engine, readonly=True) as session:
         assert audit.verify_chain(session, actor=admin).entries > 401

@@ -60,13 +60,11 @@ from biobank.services import (
     identity,
     kits,
     label_data,
-    legacy_import,
     one_time_codes,
     overview,
     participants,
     phenotypes,
     reconcile,
-    redcap_import,
     reservations,
     scan,
     specimens,
@@ -74,6 +72,8 @@ from biobank.services import (
     studies,
     users,
 )
+from biobank.services.imports import legacy as legacy_import
+from biobank.services.imports import redcap as redcap_import
 
 T, P, A = Role.technician, Role.pi, Role.admin
 EVERYONE = frozenset({T, P, A})
@@ -87,7 +87,7 @@ EXEMPT = {
     audit.record: "appends the caller's audit entry after the caller's own check",
     audit.record_many: "appends the caller's audit entries after the caller's own check",
     events.record_event: "appends the caller's custody event after the caller's own check",
-    users.save_user: "writes a user its caller changed, and its audit entry, after its check",
+    audit.audited: "records the change its caller makes to a row, after the caller's own check",
     reservations.follow_status: "custody's status changes call it after their own check",
     reservations.end_reservation: "ends a reservation for a release or a status change, "
     "after the caller's check",
@@ -367,6 +367,7 @@ CASES = [
         specimen_type="SER",
     ),
     row(scan.resolve_scan, EVERYONE, scanned=TUBE),
+    row(scan.specimen_view, EVERYONE, accession=TUBE),
     # custody: technicians' work
     row(custody.move, INVENTORY_WORK, accession=TUBE, destination=OTHER_BOX),
     row(custody.check_out, INVENTORY_WORK, accession=TUBE),
@@ -480,11 +481,11 @@ CASES = [
 
 
 def service_functions() -> set[Callable]:
-    """Every service: a public function of a `biobank.services` module, defined there, that
-    acts for an `actor`."""
+    """Every service: a public function of a `biobank.services` module (or a module of its
+    packages), defined there, that acts for an `actor`."""
     found = set()
-    for info in pkgutil.iter_modules(biobank.services.__path__):
-        module = importlib.import_module(f"biobank.services.{info.name}")
+    for info in pkgutil.walk_packages(biobank.services.__path__, "biobank.services."):
+        module = importlib.import_module(info.name)
         for name, function in inspect.getmembers(module, inspect.isfunction):
             if (
                 function.__module__ == module.__name__

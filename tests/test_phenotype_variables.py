@@ -25,8 +25,9 @@ from biobank.errors import (
 from biobank.export.names import phenotype_column_names
 from biobank.models import AuditEntry, PhenotypeScope, PhenotypeType, Role
 from biobank.phenotypes import Stored
-from biobank.services import participants, phenotypes, redcap_import, studies
-from biobank.services.redcap_import import Counts
+from biobank.services import participants, phenotypes, studies
+from biobank.services.imports import redcap as redcap_import
+from biobank.services.imports.common import Counts, ImportReport
 from biobank.services.reference_data import install_reference_data
 
 REDCAP = Path(__file__).parent / "data" / "redcap"
@@ -236,7 +237,7 @@ def study(engine, admin):
 
 
 def _redcap(engine, actor, records: Path, dictionary: Path = EXTRA_DICTIONARY, *, mapping=None,
-            write: bool = True) -> redcap_import.RedcapReport:  # fmt: skip
+            write: bool = True) -> ImportReport:  # fmt: skip
     with uow(engine) as session:
         plan = redcap_import.check_redcap(
             session, actor=actor, dictionary=dictionary, records=records, study="SLE",

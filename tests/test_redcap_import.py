@@ -24,10 +24,10 @@ from biobank.services import (
     demo,
     participants,
     phenotypes,
-    redcap_import,
     studies,
 )
-from biobank.services.redcap_import import Counts
+from biobank.services.imports import redcap
+from biobank.services.imports.common import Counts, ImportReport
 
 DATA = Path(__file__).parent / "data" / "redcap"
 DICTIONARY = DATA / "redcap_data_dictionary.csv"  # the samples, as the registry gave them
@@ -77,9 +77,9 @@ def _variable_cells(rows: list[dict[str, str]]) -> int:
     return sum(1 for r in rows for name, cell in r.items() if name not in skip and cell)
 
 
-def _check(engine, actor, records=RECORDS, **options) -> redcap_import.RedcapReport:
+def _check(engine, actor, records=RECORDS, **options) -> ImportReport:
     with uow(engine, readonly=True) as session:
-        return redcap_import.check_redcap(
+        return redcap.check_redcap(
             session,
             actor=actor,
             dictionary=options.pop("dictionary", DICTIONARY),
@@ -88,9 +88,9 @@ def _check(engine, actor, records=RECORDS, **options) -> redcap_import.RedcapRep
         ).report
 
 
-def _import(engine, actor, records=RECORDS, **options) -> redcap_import.RedcapReport:
+def _import(engine, actor, records=RECORDS, **options) -> ImportReport:
     with uow(engine) as session:
-        plan = redcap_import.check_redcap(
+        plan = redcap.check_redcap(
             session,
             actor=actor,
             dictionary=options.pop("dictionary", DICTIONARY),
@@ -98,7 +98,7 @@ def _import(engine, actor, records=RECORDS, **options) -> redcap_import.RedcapRe
             **options,
         )
         assert plan.report.faults == [], plan.report.faults[:5]
-        return redcap_import.write_redcap(session, actor=actor, plan=plan)
+        return redcap.write_redcap(session, actor=actor, plan=plan)
 
 
 def _tables(engine) -> list[str]:
@@ -367,11 +367,9 @@ def test_every_faulty_row_is_reported_and_nothing_is_imported(engine, admin, stu
     state = _state(engine)
 
     with uow(engine) as session:
-        plan = redcap_import.check_redcap(
-            session, actor=admin, dictionary=DICTIONARY, records=faulty
-        )
+        plan = redcap.check_redcap(session, actor=admin, dictionary=DICTIONARY, records=faulty)
         with pytest.raises(ValidationError, match="nothing was imported"):
-            redcap_import.write_redcap(session, actor=admin, plan=plan)
+            redcap.write_redcap(session, actor=admin, plan=plan)
     report = plan.report
     found = [(f.row, f.line, f.column, f.value) for f in report.faults]
     assert sorted(found, key=str) == sorted(expected, key=str)
@@ -494,7 +492,7 @@ def _identifier_files(tmp_path: Path) -> tuple[Path, Path, Path]:
 def test_faults_of_identifiers_do_not_quote_them(engine, admin, study, tmp_path):
     dictionary, records, mapping = _identifier_files(tmp_path)
     report = _check(
-        engine, admin, records, dictionary=dictionary, mapping=redcap_import.redcap_mapping(mapping)
+        engine, admin, records, dictionary=dictionary, mapping=redcap.redcap_mapping(mapping)
     )
     assert [(f.row, f.column, f.value, f.reason) for f in report.faults] == [
         (1, "dob", "(hidden)", "dob: (hidden) is not a date (YYYY-MM-DD)"),
@@ -525,7 +523,7 @@ def test_only_an_admin_imports(engine, actors, study):
 
 
 def test_other_field_types_become_variables(engine, admin, study):
-    mapping = redcap_import.redcap_mapping(EXTRA_MAPPING)
+    mapping = redcap.redcap_mapping(EXTRA_MAPPING)
     report = _import(engine, admin, EXTRA_RECORDS, dictionary=EXTRA_DICTIONARY, mapping=mapping)
     assert report.notices == ["fields without values (descriptive, file): intro, signed_form"]
     assert report.variables == Counts(added=5)
@@ -585,13 +583,13 @@ def test_a_bad_mapping_is_refused(tmp_path):
     wrong = tmp_path / "wrong.toml"
     wrong.write_text('record_id = "id"\nvisit_dates = "seen"\n', encoding="utf-8")
     with pytest.raises(ValidationError, match=r"wrong\.toml: visit_dates is not a setting"):
-        redcap_import.redcap_mapping(wrong)
+        redcap.redcap_mapping(wrong)
     wrong.write_text('[identity]\nssn = "ssn"\n', encoding="utf-8")
     with pytest.raises(ValidationError, match=r"identity\.ssn is not an identity column"):
-        redcap_import.redcap_mapping(wrong)
+        redcap.redcap_mapping(wrong)
     wrong.write_text('sex = "record_id"\n', encoding="utf-8")
     with pytest.raises(ValidationError, match="names the field record_id for two things"):
-        redcap_import.redcap_mapping(wrong)
+        redcap.redcap_mapping(wrong)
 
 
 # --- The command line ------------------------------------------------------------------------

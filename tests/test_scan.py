@@ -34,6 +34,16 @@ def _wrong_check(accession_id: str) -> str:
     return accession_id[:-1] + ("B" if accession_id[-1] != "B" else "C")
 
 
+TYPES = {
+    "specimen": scan.SpecimenScan,
+    "unit": scan.UnitScan,
+    "participant": scan.ParticipantScan,
+    "user": scan.BadgeScan,
+    "misread": scan.MisreadScan,
+    "unknown": scan.UnknownScan,
+}
+
+
 def test_every_kind_of_scan(scanned):
     resolve, tube, layout = scanned
     cases = {
@@ -42,6 +52,7 @@ def test_every_kind_of_scan(scanned):
         f"]Q1{tube.accession_id}": ("specimen", tube.accession_id),  # AIM identifier
         "SLE0001-BA-SER-01": ("specimen", tube.accession_id),  # legacy ID
         layout["boxes"][0]: ("unit", None),
+        layout["freezer"]: ("unit", None),
         "sle-0001": ("participant", None),
         "BADGE-77": ("user", None),
         _wrong_check(tube.accession_id): ("misread", None),
@@ -53,7 +64,7 @@ def test_every_kind_of_scan(scanned):
     }
     for text, (kind, accession) in cases.items():
         result = resolve(text)
-        assert result.kind == kind, (text, result)
+        assert result.kind == kind and isinstance(result, TYPES[kind]), (text, result)
         if accession:
             assert result.specimen.accession_id == accession
     assert "MISREAD" in resolve(_wrong_check(tube.accession_id)).message
@@ -61,7 +72,30 @@ def test_every_kind_of_scan(scanned):
         garbled = resolve(f"{tube.accession_id[:4]}{inside}{tube.accession_id[4:]}")
         assert garbled.kind == "misread" and f"(U+{ord(inside):04X})" in garbled.message
     assert resolve("BADGE-77").username == "tina"
+    assert isinstance(resolve(layout["boxes"][0]), scan.BoxScan)
+    assert not isinstance(resolve(layout["freezer"]), scan.BoxScan)
     assert resolve(f"#{tube.accession_id}", prefix="#").kind == "specimen"
+
+
+def test_a_scan_that_opens_a_tube_or_a_box_carries_what_its_screen_shows(scanned, engine, admin):
+    _, tube, layout = scanned
+    box = layout["boxes"][0]
+    with uow(engine, lookup=True) as session:
+        opened = [
+            scan.resolve_scan(session, actor=admin, scanned=text, views=True)
+            for text in (tube.accession_id, box)
+        ]
+        found = [
+            scan.resolve_scan(session, actor=admin, scanned=t) for t in (tube.accession_id, box)
+        ]
+        expected = scan.specimen_view(session, actor=admin, accession=tube.accession_id)
+    tube_scan, box_scan = opened
+    assert isinstance(tube_scan, scan.SpecimenScan) and tube_scan.view == expected
+    assert expected.detail.specimen.accession_id == tube.accession_id
+    assert expected.consent.participant_code == "SLE-0001" and not expected.on_pull_list
+    assert isinstance(box_scan, scan.BoxScan) and box_scan.view.unit.barcode == box
+    assert [c.accession_id for c in box_scan.view.cells if c.accession_id] == [tube.accession_id]
+    assert [f.view for f in found] == [None, None]  # for a screen that only takes the scan
 
 
 def test_a_scan_reads_a_tube_as_every_other_read_does(scanned, engine, admin):

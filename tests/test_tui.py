@@ -9,8 +9,8 @@ from tui_helpers import make_app, scan, settle, sign_in
 
 from biobank.db import uow
 from biobank.services import custody, specimens, storage, users
+from biobank.services import scan as scans
 from tui.screens import box as box_screen
-from tui.screens import specimen as specimen_screen
 from tui.screens.box import BoxScreen
 from tui.screens.home import HomeScreen
 from tui.screens.sign_in import SignInScreen
@@ -83,11 +83,7 @@ def _recorded(read, app, screens: list):
 def test_scan_a_tube_then_a_box_moves_it(db_url, admin, engine, monkeypatch):
     app = make_app(db_url, admin)
     loaded_under = []  # the screen shown when a tube's view was read
-    monkeypatch.setattr(
-        specimen_screen,
-        "load_specimen",
-        _recorded(specimen_screen.load_specimen, app, loaded_under),
-    )
+    monkeypatch.setattr(scans, "specimen_view", _recorded(scans.specimen_view, app, loaded_under))
 
     async def scenario():
         stock = _stock(app.database.engine, admin)
@@ -132,7 +128,7 @@ def test_a_misread_says_so_loudly(db_url, admin, engine):
 def test_a_box_scan_opens_its_grid_and_enter_opens_a_tube(db_url, admin, engine, monkeypatch):
     app = make_app(db_url, admin)
     read_under = []  # the screen shown when a box's view was read
-    for module in (storage, box_screen):  # the app imports it from `storage` as it scans
+    for module in (scans, box_screen):  # the scan reads it as it resolves
         monkeypatch.setattr(module, "box_view", _recorded(module.box_view, app, read_under))
 
     async def scenario():

@@ -14,6 +14,7 @@ from tui_helpers import settle, sign_in, type_text
 from biobank.bootstrap import open_database
 from biobank.cohort import CohortQuery, load_query, parse_conditions
 from biobank.db import uow
+from biobank.export.formats import DEFAULT_FORMAT, NAMES
 from biobank.models import Role
 from biobank.services import cohorts
 from biobank.settings import Settings
@@ -77,6 +78,8 @@ def test_a_pi_previews_and_exports_a_cohort_to_csv(cohort_db, actors, tmp_path):
             await _open(app, pilot, "pi1")
             screen = app.screen
             assert isinstance(screen, ExportScreen)
+            offered = {c.name: c.value for c in screen.query(".format").results(Checkbox)}
+            assert offered == {name: name == DEFAULT_FORMAT for name in NAMES}  # the registry's
             screen.query_one("#where", Input).focus()
             await type_text(app, pilot, CONDITION, enter=False)
             assert _text(screen, "#where-error") == ""

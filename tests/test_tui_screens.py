@@ -10,6 +10,7 @@ from tui_helpers import make_app, scan, settle, sign_in, type_text, until
 
 from biobank.db import uow
 from biobank.services import participants, specimens, storage, users
+from biobank.services.scan import specimen_view
 from biobank.services.specimen_read import find_specimen
 from biobank.settings import PrinterProfile
 from tui.screens.box import BoxScreen
@@ -17,7 +18,7 @@ from tui.screens.freezers import FreezerScreen
 from tui.screens.participant import ParticipantScreen
 from tui.screens.print_queue import PrintQueueScreen
 from tui.screens.reconcile import Confirm, ReconcileScreen
-from tui.screens.specimen import SpecimenScreen, load_specimen
+from tui.screens.specimen import SpecimenScreen
 from tui.widgets.box_grid import CELL, BoxGrid
 from tui.widgets.key_bar import KeyBar
 
@@ -215,7 +216,7 @@ def test_scanned_tubes_and_boxes_open_in_the_screens_kept_from_the_last_scan(db_
             assert isinstance(kept, SpecimenScreen) and kept.accession_id == tubes[0]
             # an answer still on its way for the tube shown before is not shown over this one
             with uow(engine, readonly=True) as session:
-                late = load_specimen(session, actor=app.actor, accession=tubes[1])
+                late = specimen_view(session, actor=app.actor, accession=tubes[1])
             kept.show(late)
             assert tubes[1] not in _shown(kept) and tubes[0] in _shown(kept)
             await _keys(app, pilot, "escape")

@@ -17,12 +17,12 @@ from biobank.models import Role, Specimen, Visit
 from biobank.services import (
     audit,
     kits,
-    legacy_import,
     participants,
     phenotypes,
-    redcap_import,
     studies,
 )
+from biobank.services.imports import legacy as legacy_import
+from biobank.services.imports import redcap as redcap_import
 from biobank.visits import canonical_visit_label
 
 DATA = Path(__file__).parent / "data"

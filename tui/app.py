@@ -46,7 +46,8 @@ if TYPE_CHECKING:  # the services and the database layer are imported behind the
     from biobank.bootstrap import OpenDatabase
     from biobank.permissions import Actor
     from biobank.services.identity import SignInAttempt
-    from biobank.services.scan import ScanResult
+    from biobank.services.scan import Scan, SpecimenView
+    from biobank.services.storage import BoxView
     from biobank.settings import Settings
     from tui.screens.specimen import Move
 
@@ -229,7 +230,6 @@ class BiobankApp(App):
         """A scan (or an ID typed into a scan box): sign in by badge, or resolve and route."""
         from biobank.services.identity import authenticate_badge
         from biobank.services.scan import resolve_scan
-        from biobank.services.storage import box_view
 
         if self.actor is None:
             self.run_db(
@@ -240,67 +240,74 @@ class BiobankApp(App):
                 authenticated=False,
             )
             return
-        from tui.screens.specimen import load_specimen
-
         # what a scan now would open (no screen waits for scans; on a tube's screen, a box
         # proposes a move with its grid) is read with the scan: one worker round trip, the
         # view drawn once
         waiting = getattr(self.screen, "take_scan", None) is not None
+        self.run_db(
+            lambda session: resolve_scan(
+                session,
+                actor=self.actor,
+                scanned=text,
+                scanner_prefix=self.settings.scanner.prefix,
+                views=not waiting,
+            ),
+            self.route_scan,
+            lookup=True,
+        )
 
-        def resolve(session) -> tuple[ScanResult, Any]:
-            result = resolve_scan(
-                session, actor=self.actor, scanned=text, scanner_prefix=self.settings.scanner.prefix
-            )
-            if result.kind == "specimen" and not waiting:
-                accession = result.specimen.accession_id
-                return result, load_specimen(session, actor=self.actor, accession=accession)
-            if result.kind == "unit" and result.unit.holds_specimens and not waiting:
-                return result, box_view(session, actor=self.actor, barcode=result.unit.barcode)
-            return result, None
-
-        self.run_db(resolve, lambda found: self.route_scan(*found), lookup=True)
-
-    def route_scan(self, result: ScanResult, view: Any = None) -> None:
+    def route_scan(self, result: Scan) -> None:
         """The screen that is waiting for a scan takes it, a tube's screen a box as a move to
-        propose; otherwise open the right view (with the `view` read with the scan, when there
-        is one)."""
+        propose; otherwise open what the scan names (with the view read with it, if any)."""
+        from biobank.services import scan
         from tui.screens.specimen import SpecimenScreen
 
         if isinstance(self.screen, ModalScreen):
             self.bell()  # a question is open: answer it first
             self.notify("Answer the open question first; the scan was not used", severity="warning")
             return
-        if result.kind == "misread":
+        if isinstance(result, scan.MisreadScan):
             self.bell()
             self.notify(result.message, title="MISREAD", severity="error", timeout=10)
             return
         taker = getattr(self.screen, "take_scan", None)
         if taker is not None and taker(result):
             return
-        if isinstance(self.screen, SpecimenScreen) and self.screen.take_scanned(result, view):
+        if isinstance(self.screen, SpecimenScreen) and self.screen.take_scanned(result):
             return
-        if result.kind == "specimen":
-            self.open_view(SpecimenScreen, result.specimen.accession_id, view)
-        elif result.kind == "unit" and result.unit.holds_specimens:
-            from tui.screens.box import BoxScreen
+        match result:
+            case scan.SpecimenScan(specimen=specimen, view=view):
+                self.open_specimen(specimen.accession_id, view)
+            case scan.BoxScan(unit=unit, view=view):
+                self.open_box(unit.barcode, view)
+            case scan.UnitScan(unit=unit):
+                from tui.screens.freezers import FreezerScreen
 
-            self.open_view(BoxScreen, result.unit.barcode, view)
-        elif result.kind == "unit":
-            from tui.screens.freezers import FreezerScreen
+                self.push_screen(FreezerScreen(unit.barcode))
+            case scan.ParticipantScan(participant_code=code):
+                from tui.screens.participant import ParticipantScreen
 
-            self.push_screen(FreezerScreen(result.unit.barcode))
-        elif result.kind == "participant":
-            from tui.screens.participant import ParticipantScreen
+                self.push_screen(ParticipantScreen(code))
+            case scan.KitScan():
+                from tui.screens.accession import AccessionScreen
 
-            self.push_screen(ParticipantScreen(result.participant_code))
-        elif result.kind == "kit":
-            from tui.screens.accession import AccessionScreen
+                form = AccessionScreen()
+                self.push_screen(form)
+                self.call_after_refresh(form.take_scan, result)
+            case _:
+                self.notify(result.message, severity="warning")
 
-            form = AccessionScreen()
-            self.push_screen(form)
-            self.call_after_refresh(form.take_scan, result)
-        else:
-            self.notify(result.message, severity="warning")
+    def open_specimen(self, accession_id: str, view: SpecimenView | None = None) -> None:
+        """A tube's screen, for every screen that opens one (`open_view`)."""
+        from tui.screens.specimen import SpecimenScreen
+
+        self.open_view(SpecimenScreen, accession_id, view)
+
+    def open_box(self, barcode: str, view: BoxView | None = None) -> None:
+        """A box's screen, for every screen that opens one (`open_view`)."""
+        from tui.screens.box import BoxScreen
+
+        self.open_view(BoxScreen, barcode, view)
 
     def open_view(self, screen_class: type, key: str, view: Any) -> None:
         """A scanned tube or box, with its view read with the scan: in the screen shown if it

@@ -11,9 +11,10 @@ import typer
 from biobank.cli.cohort_filters import Uses, cohort_filters
 from biobank.cli.common import JsonOption, emit_json, emit_table, message, parse_date, state, work
 from biobank.cohort import CohortQuery
+from biobank.export.formats import DEFAULT_FORMAT, NAMES, known
 from biobank.models import DeidentificationMode
 from biobank.services import exports
-from biobank.services.exports import FORMATS, ExportRequest
+from biobank.services.exports import ExportRequest
 
 app = typer.Typer(help="Consent-enforced, de-identified exports of specimens and phenotypes.")
 
@@ -30,7 +31,9 @@ def run(
         DeidentificationMode.safe_harbor, "--mode", help="De-identification."
     ),
     formats: list[str] = typer.Option(
-        [], "--format", help=f"One of {', '.join(FORMATS)} (repeatable; default csv)."
+        [],
+        "--format",
+        help=f"One of {', '.join(NAMES)} (repeatable; default {DEFAULT_FORMAT}).",
     ),
     per_participant: bool = typer.Option(
         False, "--per-participant", help="Also one row per participant."
@@ -52,15 +55,17 @@ def run(
     """Select, leave out what consent does not allow, de-identify, write the files and the
     manifest last."""
     for fmt in formats:
-        if fmt not in FORMATS:
-            raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}")
+        try:
+            known(fmt)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
     settings = state(ctx).settings
     request = ExportRequest(
         query=query,
         saved=saved,
         uses=uses or ["FUTURE_RESEARCH"],
         mode=mode,
-        formats=formats or ["csv"],
+        formats=formats or [DEFAULT_FORMAT],
         per_participant=per_participant,
         dua_reference=dua,
         reserve_request=reserve,

@@ -10,9 +10,9 @@ import typer
 
 from biobank.cli.common import JsonOption, emit_json, emit_table, message, work
 from biobank.errors import ValidationError
-from biobank.services import legacy_import, redcap_import
-from biobank.services.legacy_import import ImportReport
-from biobank.services.redcap_import import RedcapReport
+from biobank.services.imports.common import ImportReport
+from biobank.services.imports.legacy import check_inventory, sheet_format, write_inventory
+from biobank.services.imports.redcap import check_redcap, redcap_mapping, write_redcap
 
 app = typer.Typer(help="Import data kept in other systems.", no_args_is_help=True)
 
@@ -45,7 +45,7 @@ def inventory(
     json: JsonOption = False,
 ) -> None:
     """Import a legacy inventory spreadsheet: all rows, or (if any row is faulty) none."""
-    sheet = legacy_import.sheet_format(
+    sheet = sheet_format(
         mapping,
         columns=_pairs(column),
         date_format=date_format,
@@ -55,17 +55,13 @@ def inventory(
         precentrifugation_temperature=pre_temp,
     )
     with work(ctx, readonly=dry_run) as (session, actor):
-        plan = legacy_import.check_inventory(
-            session, actor=actor, path=file, study=study, sheet=sheet
-        )
+        plan = check_inventory(session, actor=actor, path=file, study=study, sheet=sheet)
         with closing(plan):
             report = plan.report
             if not (dry_run or report.fault_count):
                 bar = typer.progressbar(length=report.rows, label="importing", file=sys.stderr)
                 with bar:
-                    report = legacy_import.write_inventory(
-                        session, actor=actor, plan=plan, progress=bar.update
-                    )
+                    report = write_inventory(session, actor=actor, plan=plan, progress=bar.update)
     _emit(report, dry_run=dry_run, json=json)
     if report.fault_count:
         raise typer.Exit(2)
@@ -127,9 +123,9 @@ def redcap(
 ) -> None:
     """Import a REDCap project: participants, visits, phenotypes, consent and identity; all
     rows, or (if any row is faulty) none. Importing the same files again changes nothing."""
-    given = redcap_import.redcap_mapping(mapping)
+    given = redcap_mapping(mapping)
     with work(ctx, readonly=dry_run) as (session, actor):
-        plan = redcap_import.check_redcap(
+        plan = check_redcap(
             session,
             actor=actor,
             dictionary=dictionary,
@@ -140,15 +136,13 @@ def redcap(
         report = plan.report
         if not (dry_run or report.fault_count):
             with typer.progressbar(length=report.rows, label="importing", file=sys.stderr) as bar:
-                report = redcap_import.write_redcap(
-                    session, actor=actor, plan=plan, progress=bar.update
-                )
+                report = write_redcap(session, actor=actor, plan=plan, progress=bar.update)
     _emit_redcap(report, dry_run=dry_run, json=json)
     if report.fault_count:
         raise typer.Exit(2)
 
 
-def _emit_redcap(report: RedcapReport, *, dry_run: bool, json: bool) -> None:
+def _emit_redcap(report: ImportReport, *, dry_run: bool, json: bool) -> None:
     if json:
         emit_json({"dry_run": dry_run, **report.model_dump(mode="json")})
     elif report.faults:

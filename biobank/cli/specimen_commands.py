@@ -412,6 +412,25 @@ def list_reservations(
     )  # fmt: skip
 
 
+# `scan --json`: every kind of scan in one shape, null where it names nothing of a key
+SCAN_KEYS = (
+    "kind",
+    "scanned",
+    "code",
+    "message",
+    "specimen",
+    "unit",
+    "participant_code",
+    "username",
+    "reserved",
+)
+
+
+def _scan_record(result: scan.Scan) -> dict:
+    found = result.model_dump(mode="json")
+    return {key: found.get(key) for key in SCAN_KEYS}
+
+
 def scan_command(
     ctx: typer.Context,
     scanned: str = typer.Argument(..., help="What the scanner typed."),
@@ -424,17 +443,22 @@ def scan_command(
             session, actor=actor, scanned=scanned, scanner_prefix=cli.settings.scanner.prefix
         )
     if json:
-        emit_json(result)
-    elif result.specimen is not None:
-        typer.echo(result.specimen.accession_id)
-        message(_summary(result.specimen))
-    elif result.unit is not None:
-        typer.echo(result.unit.barcode)
-        message(f"{result.unit.kind} {result.unit.path}")
+        emit_json(_scan_record(result))
     else:
-        typer.echo(result.participant_code or result.username or "")
-        message(result.message)
-    if result.kind == "misread":
+        match result:
+            case scan.SpecimenScan(specimen=specimen):
+                typer.echo(specimen.accession_id)
+                message(_summary(specimen))
+            case scan.UnitScan(unit=unit):
+                typer.echo(unit.barcode)
+                message(f"{unit.kind} {unit.path}")
+            case scan.ParticipantScan(participant_code=name) | scan.BadgeScan(username=name):
+                typer.echo(name)
+                message(result.message)
+            case _:
+                typer.echo("")
+                message(result.message)
+    if isinstance(result, scan.MisreadScan):
         raise typer.Exit(2)
-    if result.kind == "unknown":
+    if isinstance(result, scan.UnknownScan):
         raise typer.Exit(4)

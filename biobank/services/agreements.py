@@ -113,13 +113,9 @@ def revoke_agreement(
     if row.revoked_at is not None:
         raise ValidationError(f"{row.reference} was revoked on {row.revoked_at:%Y-%m-%d}",
                               field="reference", value=reference)  # fmt: skip
-    before = audit.snapshot(row)
-    row.revoked_at, row.revoke_reason = utcnow(), reason.strip()
-    session.add(row)
-    flush(session)
-    audit.record(session, actor=actor, action="agreement.revoke", entity="data_use_agreement",
-                 entity_id=row.id, before=before, after=audit.snapshot(row),
-                 reason=reason.strip())  # fmt: skip
+    with audit.audited(session, row, actor=actor, action="agreement.revoke",
+                       entity="data_use_agreement", reason=reason.strip()):  # fmt: skip
+        row.revoked_at, row.revoke_reason = utcnow(), reason.strip()
     return _read(session, row)
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -20,7 +21,7 @@ import orjson
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, select
 
-from biobank.db import before_commit, insert_many
+from biobank.db import before_commit, flush, insert_many
 from biobank.errors import AuditChainBroken
 from biobank.models import AuditEntry, AuditEntryRead, utcnow
 from biobank.permissions import Actor, Permission, require
@@ -63,6 +64,8 @@ def _canonical_bytes(data: dict[str, Any]) -> bytes:
 
 
 def canonical_json(data: dict[str, Any] | None) -> str | None:
+    """A `before`/`after` as the text stored and hashed (keys sorted, no spaces); None stays
+    None."""
     if data is None:
         return None
     return _canonical_bytes(data).decode()
@@ -78,6 +81,8 @@ def snapshot(row: SQLModel, *, hide: frozenset[str] = frozenset()) -> dict[str, 
 
 
 def entry_hash(entry: AuditEntry | SimpleNamespace) -> str:
+    """The SHA-256 an entry stores: of its own fields and the hash before it, so changing any
+    entry, or what comes before it, shows at that entry."""
     fields = {
         "occurred_at": entry.occurred_at.isoformat(),
         "actor": entry.actor,
@@ -128,6 +133,35 @@ def record(
     item = {"action": action, "entity": entity, "entity_id": entity_id}
     item |= {"before": before, "after": after, "reason": reason}
     _pending(session).append(_entry(actor, item, utcnow()))
+
+
+@contextmanager
+def audited(
+    session: Session,
+    row: SQLModel,
+    *,
+    actor: Actor,
+    action: str,
+    entity: str,
+    reason: str | None = None,
+    hide: frozenset[str] = frozenset(),
+) -> Iterator[SQLModel]:
+    """Record the change the block makes to `row`: its values before (none for a row not
+    written yet, which the block fills in), the change flushed (a refused constraint is
+    reported here, by the service that caused it), then its values after, in one entry. A
+    block that raises records nothing; its unit of work rolls back.
+
+        with audit.audited(session, row, actor=actor, action="agreement.revoke",
+                           entity="data_use_agreement", reason=reason):
+            row.revoked_at = utcnow()
+    """
+    before = snapshot(row, hide=hide) if sa.inspect(row).has_identity else None
+    yield row
+    session.add(row)
+    flush(session)
+    after = snapshot(row, hide=hide)
+    record(session, actor=actor, action=action, entity=entity, entity_id=after["id"],
+           before=before, after=after, reason=reason)  # fmt: skip
 
 
 def record_many(session: Session, *, actor: Actor, entries: Iterable[Mapping[str, Any]]) -> None:

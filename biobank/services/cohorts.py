@@ -23,12 +23,10 @@ from pydantic import BaseModel
 from sqlmodel import Session, select
 
 from biobank.cohort import CohortQuery, Condition, Group, load_query, narrowed
-from biobank.db import flush, one_of
 from biobank.errors import AlreadyExists, NotFound, ValidationError
 from biobank.models import (
     ExportRunSpecimen,
     Participant,
-    PhenotypeValue,
     PhenotypeVariable,
     SavedQuery,
     Sex,
@@ -48,6 +46,7 @@ from biobank.services.phenotypes import (
     DEFAULT_WINDOW_DAYS,
     Collected,
     stored_time,
+    stored_values,
     values_at_collection,
     variables_by_name,
 )
@@ -361,21 +360,12 @@ def _ever(
     if not variables:
         return found
     by_id = {v.id: v for v in variables}
-    rows = session.execute(
-        sa.select(
-            PhenotypeValue.participant_id,
-            PhenotypeValue.variable_id,
-            PhenotypeValue.value_number,
-            PhenotypeValue.value_text,
-            PhenotypeValue.value_date,
-        ).where(
-            one_of(session, PhenotypeValue.participant_id, participant_ids),
-            one_of(session, PhenotypeValue.variable_id, by_id),
+    for value in stored_values(session, variables=by_id, participants=participant_ids):
+        variable, stored = by_id[value.variable_id], value.stored
+        read = READERS[variable.value_type]
+        found[(value.participant_id, variable.name)].append(
+            read(stored.number, stored.text, stored.day)
         )
-    )
-    for pid, var_id, number, text, day in rows:
-        variable = by_id[var_id]
-        found[(pid, variable.name)].append(READERS[variable.value_type](number, text, day))
     return found
 
 
@@ -634,27 +624,17 @@ def save_query(
         raise AlreadyExists(
             f"a saved query {name!r} exists (replace it with --replace)", field="name", value=name
         )
-    before = audit.snapshot(row) if row is not None else None
-    if row is None:
-        row = SavedQuery(name=name, created_by_id=actor.user_id)
-    row.query = query.model_dump(mode="json")
-    row.description = description.strip() if description else None
-    row.updated_at = utcnow()
-    session.add(row)
-    flush(session)
-    audit.record(
-        session,
-        actor=actor,
-        action="saved_query.replace" if before else "saved_query.add",
-        entity="saved_query",
-        entity_id=row.id,
-        before=before,
-        after=audit.snapshot(row),
-    )
+    action = "saved_query.add" if row is None else "saved_query.replace"
+    row = row or SavedQuery(name=name, created_by_id=actor.user_id)
+    with audit.audited(session, row, actor=actor, action=action, entity="saved_query"):
+        row.query = query.model_dump(mode="json")
+        row.description = description.strip() if description else None
+        row.updated_at = utcnow()
     return _saved_read(session, row)
 
 
 def get_saved_query(session: Session, *, actor: Actor, name: str) -> SavedQueryRead:
+    """A saved query by name, to look at or to run again as it was saved."""
     require(actor, Permission.query)
     row = session.exec(select(SavedQuery).where(SavedQuery.name == name.strip())).first()
     if row is None:
@@ -663,6 +643,7 @@ def get_saved_query(session: Session, *, actor: Actor, name: str) -> SavedQueryR
 
 
 def list_saved_queries(session: Session, *, actor: Actor) -> list[SavedQueryRead]:
+    """Every saved query, by name: what can be run again without writing it out."""
     require(actor, Permission.query)
     rows = session.exec(select(SavedQuery).order_by(SavedQuery.name)).all()
     return [_saved_read(session, r) for r in rows]

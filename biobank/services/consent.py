@@ -165,6 +165,8 @@ def _statement(session: Session, code: str, *, field: str = "statement") -> Cons
 
 
 def add_statement(session: Session, *, actor: Actor, code: str, text: str) -> StatementRead:
+    """A new consent statement (what a document may ask, such as `GENETIC`); its code is
+    what uses, exports and withdrawals name."""
     require(actor, Permission.manage_consent)
     code = code.strip().upper()
     if not STATEMENT_CODE.match(code):
@@ -192,6 +194,7 @@ def add_statement(session: Session, *, actor: Actor, code: str, text: str) -> St
 
 
 def list_statements(session: Session, *, actor: Actor) -> list[StatementRead]:
+    """Every consent statement, in the order added: the uses a check or an export may name."""
     require(actor, Permission.view_inventory)
     rows = session.exec(select(ConsentStatement).order_by(ConsentStatement.id)).all()
     return [StatementRead(code=r.code, text=r.text) for r in rows]
@@ -296,6 +299,8 @@ def add_document(
 
 
 def list_documents(session: Session, *, actor: Actor) -> list[DocumentRead]:
+    """Every consent document and version with the statements it asks, to choose the one
+    a participant signed."""
     require(actor, Permission.view_inventory)
     rows = session.exec(
         select(ConsentDocument).order_by(ConsentDocument.code, ConsentDocument.effective_on)
@@ -415,45 +420,25 @@ def _reconsider(session: Session, *, actor: Actor, person: Participant) -> None:
             )
         if not lifted:
             continue
-        before = audit.snapshot(specimen)
-        specimen.consent_withdrawal_id = None
-        record_event(
-            session,
-            actor=actor,
-            specimen=specimen,
-            event_type="consent_renewed",
-            status_before=specimen.status.value,
-            details={"statement": statement or "ALL"},
-        )
-        session.add(specimen)
-        flush(session)
-        audit.record(
-            session,
-            actor=actor,
-            action="specimen.consent_renewed",
-            entity="specimen",
-            entity_id=specimen.id,
-            before=before,
-            after=audit.snapshot(specimen),
-        )
+        with audit.audited(session, specimen, actor=actor, action="specimen.consent_renewed",
+                           entity="specimen"):  # fmt: skip
+            specimen.consent_withdrawal_id = None
+            record_event(
+                session,
+                actor=actor,
+                specimen=specimen,
+                event_type="consent_renewed",
+                status_before=specimen.status.value,
+                details={"statement": statement or "ALL"},
+            )
 
 
 def _set_status(
     session: Session, *, actor: Actor, person: Participant, status: ParticipantStatus
 ) -> None:
-    before = audit.snapshot(person)
-    person.status = status
-    session.add(person)
-    flush(session)
-    audit.record(
-        session,
-        actor=actor,
-        action="participant.status",
-        entity="participant",
-        entity_id=person.id,
-        before=before,
-        after=audit.snapshot(person),
-    )
+    with audit.audited(session, person, actor=actor, action="participant.status",
+                       entity="participant"):  # fmt: skip
+        person.status = status
 
 
 # --- Status ---------------------------------------------------------------------------------
@@ -462,6 +447,8 @@ def _set_status(
 def check_uses(
     session: Session, *, actor: Actor, participant: str, uses: Iterable[str], as_of: date | None
 ) -> Decision:
+    """A participant's consent for every use on `as_of` (today if None), with each
+    statement's state: the question before using a tube or sharing data."""
     require(actor, Permission.view_inventory)
     person = get_participant_row(session, participant)
     as_of = as_of or date.today()
@@ -771,33 +758,22 @@ def _flag_specimens(
         query = query.where(Specimen.consent_withdrawal_id.is_(None))
     flagged = 0
     for specimen in session.exec(query.order_by(Specimen.id)).all():
-        before = audit.snapshot(specimen)
-        specimen.consent_withdrawal_id = withdrawal.id
-        record_event(
-            session,
-            actor=actor,
-            specimen=specimen,
-            event_type="consent_withdrawn",
-            status_before=specimen.status.value,
-            reason=withdrawal.reason,
-            details={
-                "statement": statement or "ALL",
-                "disposition": withdrawal.disposition.value,
-                "withdrawn_on": withdrawal.withdrawn_on.isoformat(),
-            },
-        )
-        session.add(specimen)
-        flush(session)
-        audit.record(
-            session,
-            actor=actor,
-            action="specimen.consent_withdrawn",
-            entity="specimen",
-            entity_id=specimen.id,
-            before=before,
-            after=audit.snapshot(specimen),
-            reason=withdrawal.reason,
-        )
+        with audit.audited(session, specimen, actor=actor, action="specimen.consent_withdrawn",
+                           entity="specimen", reason=withdrawal.reason):  # fmt: skip
+            specimen.consent_withdrawal_id = withdrawal.id
+            record_event(
+                session,
+                actor=actor,
+                specimen=specimen,
+                event_type="consent_withdrawn",
+                status_before=specimen.status.value,
+                reason=withdrawal.reason,
+                details={
+                    "statement": statement or "ALL",
+                    "disposition": withdrawal.disposition.value,
+                    "withdrawn_on": withdrawal.withdrawn_on.isoformat(),
+                },
+            )
         flagged += 1
     return flagged
 

@@ -65,6 +65,7 @@ def lock_box(session: Session, box_id: int) -> StorageUnit:
 
 
 def check_box_accepts(box: StorageUnit, specimen_type: str) -> None:
+    """Refuse a tube for a unit that is not a box, or a box that does not take its type."""
     if not box.holds_specimens:
         raise ValidationError(f"{box.barcode} is a {box.kind}, not a box", field="box")
     if box.allowed_types and specimen_type not in box.allowed_types:
@@ -229,6 +230,8 @@ def resolve_destination(
 
 
 def adjust_free_slots(session: Session, box_id: int, delta: int) -> None:
+    """Keep a box's count of free positions in step as a tube leaves (+1) or takes (-1) a
+    position, so finding room never scans the positions."""
     session.execute(
         sa.update(StorageUnit)
         .where(StorageUnit.id == box_id)
@@ -237,6 +240,7 @@ def adjust_free_slots(session: Session, box_id: int, delta: int) -> None:
 
 
 def occupy(session: Session, specimen: Specimen, slot: Slot) -> None:
+    """Put a tube at a free slot and count the slot taken (the caller saves the tube)."""
     specimen.box_id, specimen.position_row, specimen.position_col = (
         slot.box.id,
         slot.row,

@@ -40,6 +40,8 @@ def record_event(
     reason: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
+    """Add a step to a tube's custody history, in the caller's transaction: where from
+    and to, the quantity and status change, who, and why."""
     session.add(
         SpecimenEvent(
             specimen_id=specimen.id,
@@ -71,6 +73,7 @@ def slot_text(session: Session, box_id: int | None, row: int | None, col: int | 
 
 
 def specimen_events(session: Session, specimen: Specimen) -> list[EventRead]:
+    """A tube's custody history, oldest first, with positions as box and label."""
     rows = session.exec(
         select(SpecimenEvent, User.username)
         .join(User, User.id == SpecimenEvent.actor_id, isouter=True)

@@ -12,8 +12,9 @@ a de-identification mode, files in the formats asked for, and a manifest to audi
 Every new export passes one guard (`_check`: permission, consent as of today, the agreement,
 a saved query narrowed, never ignored) and is recorded as begun before anything is written.
 The cohort is selected once, de-identified rows are spooled to a temporary file (flat memory)
-and each format is written from it into a hidden folder, with the manifest last; the folder
-is renamed into place whole once the completed run is committed.
+and each format (`export.formats`) is written from it into a hidden folder, with the manifest
+last; the folder is renamed into place whole once the completed run is committed. A replay
+(`replay_export`) writes the same files again as recorded, into a folder thrown away.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field, computed_field
+from pydantic import AfterValidator, BaseModel, Field, computed_field
 from sqlmodel import Session, select
 
 from biobank import __version__
@@ -39,9 +40,10 @@ from biobank.cohort import CohortQuery, load_query
 from biobank.consent import statement_status
 from biobank.db import after_commit, after_rollback, flush, one_of
 from biobank.errors import NotFound, ValidationError
-from biobank.export import fhir, tabular
+from biobank.export import tabular
 from biobank.export.columns import Column
 from biobank.export.files import write_atomically
+from biobank.export.formats import DEFAULT_FORMAT, FORMATS, known
 from biobank.export.names import phenotype_column_names
 from biobank.models import (
     ConsentStatement,
@@ -71,11 +73,9 @@ from biobank.services.phenotypes import DEFAULT_WINDOW_DAYS
 from biobank.services.reservations import ReservationSummary, reserve_specimens
 from biobank.tabular import chunks, new_spool, spool_batch, unspool
 
-Format = Literal["csv", "xlsx", "parquet", "fhir", "miabis"]
-FILE_NAMES = {"csv": "specimens.csv", "xlsx": "specimens.xlsx", "parquet": "specimens.parquet",
-              "fhir": "bundle.json", "miabis": "specimens_miabis.csv"}  # fmt: skip
-FORMATS: tuple[str, ...] = tuple(FILE_NAMES)
+FormatName = Annotated[str, AfterValidator(known)]
 BATCH = 1000
+PARTICIPANT_FILE = "participants.csv"  # with `per_participant`: one row per participant
 OLDEST_SHOWN_AGE = 89  # Safe Harbor: older ages are one group, "90+"
 
 
@@ -87,7 +87,7 @@ class ExportRequest(BaseModel):
     saved: str | None = None
     uses: list[str]
     mode: DeidentificationMode = DeidentificationMode.safe_harbor
-    formats: list[Format] = Field(default_factory=lambda: ["csv"])
+    formats: list[FormatName] = Field(default_factory=lambda: [DEFAULT_FORMAT])
     per_participant: bool = False
     dua_reference: str | None = None
     reserve_request: str | None = None
@@ -474,89 +474,56 @@ def run_export(
     is the run `begin_export` recorded (the front ends commit it first); without it the run
     is begun here, in the caller's transaction. The folder appears once this is committed."""
     run_code = started or begin_export(session, actor=actor, request=request, directory=directory)
-    run = session.exec(select(ExportRun).where(ExportRun.run_code == run_code)).first()
-    if run is None or run.actor_id != actor.user_id or run.manifest_sha256:
-        raise ValidationError(f"{run_code} is not an export of yours still to run",
-                              field="run", value=run_code)  # fmt: skip
+    run = _run_to_finish(session, actor, run_code)
     today = date.today()
     uses, query, asked = _check(session, actor, request, today)  # again: it is today's guard
     if query.model_dump(mode="json") != run.query or uses != run.uses or run.as_of != today:
         raise ValidationError(f"{run_code} was begun for another request or day",
                               field="run", value=run_code)  # fmt: skip
     target = Path(directory) / run_code
+    staging = _staged(session, target)
+    recipe = _Recipe(
+        query=query, uses=uses, as_of=today, mode=request.mode, key=run.code_key,
+        formats=request.formats, per_participant=request.per_participant,
+        window_days=request.window_days,
+    )  # fmt: skip
+    written = _write_files(
+        session, recipe, staging, progress=progress, on_batch=_recorder(session, run.id)
+    )
+    reservation = _reserve(session, actor=actor, request=request, run=run, uses=uses)
+    counts = written.counts() | ({"reserved": reservation.reserved} if reservation else {})
+    manifest = _manifest(
+        run, actor=actor, request=request, query=query, asked=asked, uses=uses,
+        counts=counts, written=written, reservation=reservation,
+    )  # fmt: skip
+    _complete(session, actor=actor, run=run, manifest=manifest, staging=staging)
+    return ExportResult(
+        run_code=run_code, directory=target, mode=request.mode, uses=uses, as_of=today,
+        counts=counts, exclusions=written.tally.exclusions(), files=written.files,
+        manifest=target / "manifest.json", reservation=reservation,
+    )  # fmt: skip
+
+
+def _find_run(session: Session, run_code: str) -> ExportRun | None:
+    return session.exec(select(ExportRun).where(ExportRun.run_code == run_code)).first()
+
+
+def _run_to_finish(session: Session, actor: Actor, run_code: str) -> ExportRun:
+    """The run `begin_export` recorded for this actor, not yet completed."""
+    run = _find_run(session, run_code)
+    if run is None or run.actor_id != actor.user_id or run.manifest_sha256:
+        raise ValidationError(f"{run_code} is not an export of yours still to run",
+                              field="run", value=run_code)  # fmt: skip
+    return run
+
+
+def _staged(session: Session, target: Path) -> Path:
+    """The run's hidden folder (`_staging`), renamed to `target` once the run is committed and
+    removed if it rolls back."""
     staging = _new_folder(_staging(target))
     after_commit(session, lambda: _publish(staging, target))
     after_rollback(session, lambda _connection: shutil.rmtree(staging, ignore_errors=True))
-
-    def record(batch: list[Selected]) -> None:
-        # one INSERT … SELECT a batch: an executemany is a message per row on PostgreSQL
-        chosen = sa.select(sa.literal(run.id), Specimen.id).where(
-            one_of(session, Specimen.id, (s.specimen_id for s in batch))
-        )
-        session.connection().execute(
-            sa.insert(ExportRunSpecimen).from_select(["export_run_id", "specimen_id"], chosen)
-        )
-
-    written = _write_files(
-        session, query=query, uses=uses, as_of=today, mode=request.mode, key=run.code_key,
-        formats=request.formats, per_participant=request.per_participant,
-        window_days=request.window_days, target=staging, progress=progress, on_batch=record,
-    )  # fmt: skip
-    counts = written.counts()
-    reservation = None
-    if request.reserve_request:
-        reservation = reserve_specimens(
-            session, actor=actor, specimen_ids=_exported(session, run.id),
-            request=request.reserve_request, uses=uses, export_run_id=run.id,
-        )  # fmt: skip
-        counts["reserved"] = reservation.reserved
-    files = written.files
-    manifest = {
-        "run": run_code,
-        "created_at": run.created_at.isoformat(),
-        "created_by": actor.username,
-        "software": {"name": "biobank", "version": __version__},
-        "query": query.model_dump(mode="json"),
-        **asked,
-        "uses": uses,
-        "consent_as_of": today.isoformat(),
-        "phenotype_window_days": request.window_days,
-        "mode": request.mode.value,
-        "dua_reference": run.dua_reference,
-        "reserve_request": request.reserve_request,
-        "reservation": reservation.model_dump(mode="json") if reservation else None,
-        "counts": counts,
-        "exclusions": written.tally.exclusions(),
-        "files": {f.name: {"sha256": f.sha256, "rows": f.rows, "bytes": f.bytes} for f in files},
-    }
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-
-    def write_manifest(file) -> int:
-        file.write(text)
-        return 0
-
-    written_manifest = write_atomically(staging / "manifest.json", write_manifest, text=True)
-    run.counts, run.exclusions = counts, written.tally.exclusions()
-    run.files = manifest["files"]
-    run.manifest_sha256 = written_manifest.sha256
-    session.add(run)
-    flush(session)
-    audit.record(
-        session,
-        actor=actor,
-        action="export.identified" if request.mode is DeidentificationMode.identified
-        else "export.run",
-        entity="export_run",
-        entity_id=run.id,
-        after={k: v for k, v in manifest.items() if k != "files"}
-        | {"manifest": run.manifest_sha256},
-        reason=run.dua_reference,
-    )  # fmt: skip
-    return ExportResult(
-        run_code=run_code, directory=target, mode=request.mode, uses=uses, as_of=today,
-        counts=counts, exclusions=written.tally.exclusions(), files=files,
-        manifest=target / "manifest.json", reservation=reservation,
-    )  # fmt: skip
+    return staging
 
 
 def _publish(staging: Path, target: Path) -> None:
@@ -572,6 +539,21 @@ def _publish(staging: Path, target: Path) -> None:
         ) from None
 
 
+def _recorder(session: Session, run_id: int) -> Callable[[list[Selected]], None]:
+    """Records each batch written as the run's specimens."""
+
+    def record(batch: list[Selected]) -> None:
+        # one INSERT … SELECT a batch: an executemany is a message per row on PostgreSQL
+        chosen = sa.select(sa.literal(run_id), Specimen.id).where(
+            one_of(session, Specimen.id, (s.specimen_id for s in batch))
+        )
+        session.connection().execute(
+            sa.insert(ExportRunSpecimen).from_select(["export_run_id", "specimen_id"], chosen)
+        )
+
+    return record
+
+
 def _exported(session: Session, run_id: int) -> Iterator[int]:
     """The specimens a run recorded, a batch at a time in id order."""
     after = 0
@@ -583,6 +565,109 @@ def _exported(session: Session, run_id: int) -> Iterator[int]:
     ).all():
         after = ids[-1]
         yield from ids
+
+
+def _reserve(
+    session: Session, *, actor: Actor, request: ExportRequest, run: ExportRun, uses: list[str]
+) -> ReservationSummary | None:
+    """With `reserve_request`, the run's specimens reserved for that request."""
+    if not request.reserve_request:
+        return None
+    return reserve_specimens(
+        session, actor=actor, specimen_ids=_exported(session, run.id),
+        request=request.reserve_request, uses=uses, export_run_id=run.id,
+    )  # fmt: skip
+
+
+def _manifest(
+    run: ExportRun,
+    *,
+    actor: Actor,
+    request: ExportRequest,
+    query: CohortQuery,
+    asked: dict[str, Any],
+    uses: list[str],
+    counts: dict[str, int],
+    written: _Written,
+    reservation: ReservationSummary | None,
+) -> dict[str, Any]:
+    """What the run asked for and what came out, each file with its checksum: enough to
+    audit the run or replay it."""
+    return {
+        "run": run.run_code,
+        "created_at": run.created_at.isoformat(),
+        "created_by": actor.username,
+        "software": {"name": "biobank", "version": __version__},
+        "query": query.model_dump(mode="json"),
+        **asked,
+        "uses": uses,
+        "consent_as_of": run.as_of.isoformat(),
+        "phenotype_window_days": request.window_days,
+        "mode": request.mode.value,
+        "dua_reference": run.dua_reference,
+        "reserve_request": request.reserve_request,
+        "reservation": reservation.model_dump(mode="json") if reservation else None,
+        "counts": counts,
+        "exclusions": written.tally.exclusions(),
+        "files": {f.name: {"sha256": f.sha256, "rows": f.rows, "bytes": f.bytes}
+                  for f in written.files},
+    }  # fmt: skip
+
+
+def _complete(
+    session: Session, *, actor: Actor, run: ExportRun, manifest: dict[str, Any], staging: Path
+) -> None:
+    """The manifest written last, and the run recorded complete with its checksum."""
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+
+    def write_manifest(file) -> int:
+        file.write(text)
+        return 0
+
+    written = write_atomically(staging / "manifest.json", write_manifest, text=True)
+    run.counts, run.exclusions = manifest["counts"], manifest["exclusions"]
+    run.files = manifest["files"]
+    run.manifest_sha256 = written.sha256
+    session.add(run)
+    flush(session)
+    audit.record(
+        session,
+        actor=actor,
+        action="export.identified" if manifest["mode"] == DeidentificationMode.identified
+        else "export.run",
+        entity="export_run",
+        entity_id=run.id,
+        after={k: v for k, v in manifest.items() if k != "files"}
+        | {"manifest": run.manifest_sha256},
+        reason=run.dua_reference,
+    )  # fmt: skip
+
+
+# --- Writing the files (a new run and a replay) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """What selects a run's specimens and writes its files: a new run's from its request, a
+    replay's as the run recorded it."""
+
+    query: CohortQuery
+    uses: list[str]
+    as_of: date
+    mode: DeidentificationMode
+    key: str  # of the run's codes
+    formats: list[str]
+    per_participant: bool
+    window_days: int
+    reserved_by_run: int | None = None  # a replay of a run that reserved what it exported
+
+    @classmethod
+    def recorded(cls, run: ExportRun) -> _Recipe:
+        return cls(
+            query=load_query(run.query), uses=run.uses, as_of=run.as_of, mode=run.mode,
+            key=run.code_key, formats=run.formats, per_participant=PARTICIPANT_FILE in run.files,
+            window_days=run.window_days, reserved_by_run=run.id if run.reserve_request else None,
+        )  # fmt: skip
 
 
 @dataclass
@@ -601,75 +686,49 @@ class _Written:
 
 def _write_files(
     session: Session,
-    *,
-    query: CohortQuery,
-    uses: list[str],
-    as_of: date,
-    mode: DeidentificationMode,
-    key: str,
-    formats: list[str],
-    per_participant: bool,
-    window_days: int,
+    recipe: _Recipe,
     target: Path,
-    progress: Callable[[int, int], None] | None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
     on_batch: Callable[[list[Selected]], None] | None = None,
-    reserved_by_run: int | None = None,
 ) -> _Written:
-    """Select the cohort, de-identify it and write every file (the dictionary first): what a
-    new export and a replay share."""
-    variables = list(
-        session.exec(
-            select(PhenotypeVariable)
-            .where(PhenotypeVariable.retired_at.is_(None))
-            .order_by(PhenotypeVariable.id)
-        )
-    )
-    phenotype_columns = _phenotype_columns(variables, mode)
-    columns = _fixed_columns(mode) + [column for _, column in phenotype_columns]
+    """Select the cohort, de-identify it and write every file into `target` (the dictionary
+    first): what a new export and a replay share."""
+    variables = _variables(session)
+    phenotype_columns = _phenotype_columns(variables, recipe.mode)
+    columns = _fixed_columns(recipe.mode) + [column for _, column in phenotype_columns]
+    formats = [FORMATS[name] for name in dict.fromkeys(recipe.formats)]
+    consented = any(f.needs_consents for f in formats)
     tally = Tally()
-    formats = list(dict.fromkeys(formats))
-    participants: set[int] = set()  # for FHIR's consents only: the rest streams
+    participants: set[int] = set()  # for the consents only: the rest streams
 
     def each_batch(batch: list[Selected]) -> None:
-        if "fhir" in formats:
+        if consented:
             participants.update(s.participant_id for s in batch)
         if on_batch is not None:
             on_batch(batch)
 
-    # a progress bar's length costs a count of the candidates: only counted for a bar
-    total = count_candidates(session, query, reserved_by_run) if progress else 0
-    selected = select_cohort(
-        session, query=query, uses=uses, as_of=as_of, window_days=window_days, tally=tally,
-        reserved_by_run=reserved_by_run,
-        progress=(lambda n: progress(n, total)) if progress else None,
-    )  # fmt: skip
     rows = _rows(
-        session, selected, key=key, mode=mode, phenotype_columns=phenotype_columns,
-        on_batch=each_batch,
+        session, _selected(session, recipe, tally, progress), key=recipe.key, mode=recipe.mode,
+        phenotype_columns=phenotype_columns, on_batch=each_batch,
     )  # fmt: skip
     # One file read once streams straight from the selection; more passes (several files,
-    # the per-participant file, FHIR's consents of every participant first) read a spool.
+    # the per-participant file, the consents of every participant first) read a spool.
     spool = None
-    if len(formats) > 1 or formats == ["fhir"] or per_participant:
+    if len(formats) > 1 or consented or recipe.per_participant:
         spool = new_spool()
         for batch in chunks(rows, BATCH):
             spool_batch(spool, batch)
     written = [tabular.write_dictionary(target / "dictionary.csv", columns)]
-    consents = _consents(session, participants, key, mode, as_of) if "fhir" in formats else {}
-    writers = {
-        "csv": lambda path, rows: tabular.write_csv(path, columns, rows),
-        "xlsx": lambda path, rows: tabular.write_xlsx(path, columns, rows),
-        "parquet": lambda path, rows: tabular.write_parquet(path, columns, rows),
-        "miabis": lambda path, rows: tabular.write_miabis_csv(path, columns, rows),
-        "fhir": lambda path, rows: fhir.write_fhir_bundle(path, columns, rows, consents),
-    }
+    consents = (
+        _consents(session, participants, recipe.key, recipe.mode, recipe.as_of)
+        if consented else {}
+    )  # fmt: skip
     for fmt in formats:
-        written.append(writers[fmt](target / FILE_NAMES[fmt], rows if spool is None
-                                    else _read_spool(spool)))  # fmt: skip
-    if per_participant:
-        scopes = {v.name: v.scope for v in variables}
-        per_person = {c.name for name, c in phenotype_columns
-                      if scopes[name] is PhenotypeScope.participant}  # fmt: skip
+        each_pass = rows if spool is None else _read_spool(spool)
+        written.append(fmt.write(target / fmt.file_name, columns, each_pass, consents))
+    if recipe.per_participant:
+        per_person = _per_participant_columns(variables, phenotype_columns)
         written.append(_participant_file(target, spool, columns, per_person))
     if spool is not None:
         spool.close()
@@ -679,6 +738,32 @@ def _write_files(
     return _Written(files=files, tally=tally)
 
 
+def _variables(session: Session) -> list[PhenotypeVariable]:
+    """The dictionary's variables in use, in the order they were added."""
+    return list(
+        session.exec(
+            select(PhenotypeVariable)
+            .where(PhenotypeVariable.retired_at.is_(None))
+            .order_by(PhenotypeVariable.id)
+        )
+    )
+
+
+def _selected(
+    session: Session,
+    recipe: _Recipe,
+    tally: Tally,
+    progress: Callable[[int, int], None] | None,
+) -> Iterator[Selected]:
+    # a progress bar's length costs a count of the candidates: only counted for a bar
+    total = count_candidates(session, recipe.query, recipe.reserved_by_run) if progress else 0
+    return select_cohort(
+        session, query=recipe.query, uses=recipe.uses, as_of=recipe.as_of,
+        window_days=recipe.window_days, tally=tally, reserved_by_run=recipe.reserved_by_run,
+        progress=(lambda n: progress(n, total)) if progress else None,
+    )  # fmt: skip
+
+
 def _new_run_code() -> str:
     return f"EX-{date.today():%Y%m%d}-{secrets.token_hex(3).upper()}"
 
@@ -686,6 +771,14 @@ def _new_run_code() -> str:
 def _read_spool(spool) -> Iterator[tuple]:
     for batch in unspool(spool, close=False):
         yield from batch
+
+
+def _per_participant_columns(
+    variables: list[PhenotypeVariable], phenotype_columns: list[tuple[str, Column]]
+) -> set[str]:
+    """The phenotype columns with one value per participant (the per-participant file's)."""
+    scopes = {v.name: v.scope for v in variables}
+    return {c.name for name, c in phenotype_columns if scopes[name] is PhenotypeScope.participant}
 
 
 def _participant_file(target: Path, spool, columns: list[Column], per_participant: set[str]):
@@ -708,15 +801,31 @@ def _participant_file(target: Path, spool, columns: list[Column], per_participan
             yield tuple(current[1:])
 
     chosen = [columns[at] for at in places]
-    return tabular.write_csv(target / "participants.csv", [*chosen, count], people())
+    return tabular.write_csv(target / PARTICIPANT_FILE, [*chosen, count], people())
+
+
+# --- Replaying a run ----------------------------------------------------------------------------
 
 
 def replay_export(session: Session, *, actor: Actor, run_code: str) -> ReplayResult:
     """Run an export again as recorded (its query, uses, mode and consent date, its codes) and
     say whether every file comes out the same, and if not, what differs. The one place a past
     consent date selects data: the files are compared and thrown away, never handed out."""
+    run = _run_to_replay(session, actor, run_code)
+    with tempfile.TemporaryDirectory(prefix="biobank-replay-") as folder:
+        again = _write_files(session, _Recipe.recorded(run), Path(folder))
+    differences = _differences(run, again)
+    audit.record(
+        session, actor=actor, action="export.replay", entity="export_run", entity_id=run.id,
+        after={"matches": not differences, "differences": differences},
+    )  # fmt: skip
+    return ReplayResult(run_code=run.run_code, matches=not differences, differences=differences)
+
+
+def _run_to_replay(session: Session, actor: Actor, run_code: str) -> ExportRun:
+    """A completed run the actor may export again (identified runs: admins only)."""
     require(actor, Permission.export)  # before the lookup: a refusal says nothing of runs
-    run = session.exec(select(ExportRun).where(ExportRun.run_code == run_code.strip())).first()
+    run = _find_run(session, run_code.strip())
     if run is None:
         raise NotFound(f"no export run {run_code!r}", field="run", value=run_code)
     if run.mode is DeidentificationMode.identified:
@@ -724,14 +833,11 @@ def replay_export(session: Session, *, actor: Actor, run_code: str) -> ReplayRes
     if not run.manifest_sha256:
         raise ValidationError(f"{run.run_code} never completed: there is nothing to replay",
                               field="run", value=run_code)  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="biobank-replay-") as folder:
-        again = _write_files(
-            session, query=load_query(run.query), uses=run.uses, as_of=run.as_of,
-            mode=run.mode, key=run.code_key, formats=run.formats,
-            per_participant="participants.csv" in run.files, window_days=run.window_days,
-            target=Path(folder), progress=None,
-            reserved_by_run=run.id if run.reserve_request else None,
-        )  # fmt: skip
+    return run
+
+
+def _differences(run: ExportRun, again: _Written) -> list[str]:
+    """What a replay wrote differently from the run's record: files, then counts."""
     differences = []
     for name, before in run.files.items():
         now = next((f for f in again.files if f.name == name), None)
@@ -745,11 +851,7 @@ def replay_export(session: Session, *, actor: Actor, run_code: str) -> ReplayRes
     for key, value in run.counts.items():
         if key in counts and counts[key] != value:
             differences.append(f"{key}: {value} then, {counts[key]} now")
-    audit.record(
-        session, actor=actor, action="export.replay", entity="export_run", entity_id=run.id,
-        after={"matches": not differences, "differences": differences},
-    )  # fmt: skip
-    return ReplayResult(run_code=run.run_code, matches=not differences, differences=differences)
+    return differences
 
 
 class ExportRunRead(BaseModel):

@@ -38,7 +38,7 @@ from biobank.models import (
 )
 from biobank.permissions import SYSTEM, Actor, Permission, require
 from biobank.services import audit
-from biobank.services.users import HIDDEN, find_user, get_user, lift_locks, save_user
+from biobank.services.users import HIDDEN, find_user, get_user, lift_locks
 
 MAX_WRONG_PINS = 5  # in a row at one workstation lock the user there…
 ACCOUNT_WRONG_PINS = 25  # …and in a row at all of them together, everywhere…
@@ -56,6 +56,7 @@ class SignInPolicy(enum.StrEnum):
 
 
 def actor_of(user: User, workstation: str) -> Actor:
+    """Who a signed-in user acts as at this workstation."""
     return Actor(user_id=user.id, username=user.username, role=user.role, workstation=workstation)
 
 
@@ -74,6 +75,8 @@ def sign_in_policy(session: Session) -> SignInPolicy:
 def set_sign_in_policy(
     session: Session, *, actor: Actor, policy: SignInPolicy | str, reason: str | None = None
 ) -> SignInPolicy:
+    """Choose whether the CLI may be told who is acting or needs a PIN or token. Requiring
+    it needs a PIN of one's own first, so the admin cannot lock themselves out."""
     require(actor, Permission.manage_users)
     policy = parse_choice(SignInPolicy, policy, field="policy")
     user = find_user(session, actor.username)
@@ -85,21 +88,10 @@ def set_sign_in_policy(
             value=policy.value,
         )
     row = session.exec(select(SiteSetting).where(SiteSetting.key == _POLICY_KEY)).first()
-    before = audit.snapshot(row) if row is not None else None
     row = row or SiteSetting(key=_POLICY_KEY, value=policy.value)
-    row.value = policy.value
-    session.add(row)
-    flush(session)
-    audit.record(
-        session,
-        actor=actor,
-        action="site.set_sign_in_policy",
-        entity="site_setting",
-        entity_id=row.id,
-        before=before,
-        after=audit.snapshot(row),
-        reason=reason,
-    )
+    with audit.audited(session, row, actor=actor, action="site.set_sign_in_policy",
+                       entity="site_setting", reason=reason):  # fmt: skip
+        row.value = policy.value
     return policy
 
 
@@ -135,18 +127,16 @@ def sign_in(
     refusal = _lock_in_force(user, here, now)
     if refusal is not None:
         return SignInAttempt(None, refusal)
-    before = audit.snapshot(user, hide=HIDDEN)
     try:
         _hasher.verify(user.pin_hash, pin)
     except (VerificationError, InvalidHashError):
-        return _wrong_pin(session, user, here, before, now)
+        return _wrong_pin(session, user, here, now)
     if here.id is not None or (user.failed_pins, user.lockouts, user.locked_until) != (0, 0, None):
-        if here.id is not None:  # this workstation's wrong PINs are forgiven, not others'
-            session.delete(here)
-        user.failed_pins, user.lockouts, user.locked_until = 0, 0, None
-        save_user(
-            session, user, actor=system_at(workstation), action="user.pin_accepted", before=before
-        )
+        with audit.audited(session, user, actor=system_at(workstation),
+                           action="user.pin_accepted", entity="user", hide=HIDDEN):  # fmt: skip
+            if here.id is not None:  # this workstation's wrong PINs are forgiven, not others'
+                session.delete(here)
+            user.failed_pins, user.lockouts, user.locked_until = 0, 0, None
     return SignInAttempt(actor_of(user, workstation))
 
 
@@ -179,10 +169,10 @@ def _lock_in_force(user: User, here: PinLockout, now: datetime) -> str | None:
     )
 
 
-def _wrong_pin(
-    session: Session, user: User, here: PinLockout, before: dict, now: datetime
-) -> SignInAttempt:
-    """Count a wrong PIN at this workstation and for the account; either count may lock."""
+def _wrong_pin(session: Session, user: User, here: PinLockout, now: datetime) -> SignInAttempt:
+    """Count a wrong PIN at this workstation and for the account; either count may lock (the
+    entry's action and reason say which, so they are known only after the count)."""
+    before = audit.snapshot(user, hide=HIDDEN)
     locks_here = _counted(here, MAX_WRONG_PINS, now)
     locks_everywhere = _counted(user, ACCOUNT_WRONG_PINS, now)
     session.add(here)
@@ -190,10 +180,11 @@ def _wrong_pin(
     if locks_here or locks_everywhere:
         action = "user.account_locked" if locks_everywhere else "user.locked"
     locked = _lock_in_force(user, here, now)
-    save_user(
-        session, user, actor=system_at(here.workstation), action=action, before=before,
-        reason=locked,
-    )  # fmt: skip
+    session.add(user)
+    flush(session)
+    audit.record(session, actor=system_at(here.workstation), action=action, entity="user",
+                 entity_id=user.id, before=before, after=audit.snapshot(user, hide=HIDDEN),
+                 reason=locked)  # fmt: skip
     return SignInAttempt(None, locked or _REFUSED)
 
 
@@ -215,9 +206,9 @@ def unlock_user(
     checking who is asking)."""
     require(actor, Permission.manage_users)
     user = get_user(session, username)
-    before = audit.snapshot(user, hide=HIDDEN)
-    lift_locks(session, user)
-    save_user(session, user, actor=actor, action="user.unlock", before=before, reason=reason)
+    with audit.audited(session, user, actor=actor, action="user.unlock", entity="user",
+                       reason=reason, hide=HIDDEN):  # fmt: skip
+        lift_locks(session, user)
 
 
 def system_at(workstation: str) -> Actor:
@@ -386,20 +377,10 @@ def revoke_token(
     if username != actor.username:
         require(actor, Permission.manage_users)
     if token.revoked_at is None:
-        before = audit.snapshot(token, hide=frozenset({"secret_sha256"}))
-        token.revoked_at = utcnow()
-        session.add(token)
-        flush(session)
-        audit.record(
-            session,
-            actor=actor,
-            action="token.revoke",
-            entity="personal_token",
-            entity_id=token.id,
-            before=before,
-            after=audit.snapshot(token, hide=frozenset({"secret_sha256"})),
-            reason=reason,
-        )
+        with audit.audited(session, token, actor=actor, action="token.revoke",
+                           entity="personal_token", reason=reason,
+                           hide=frozenset({"secret_sha256"})):  # fmt: skip
+            token.revoked_at = utcnow()
     return _token_read(token, username)
 
 

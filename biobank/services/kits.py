@@ -89,6 +89,8 @@ def reserve_kit(
 
 
 def find_reserved(session: Session, accession_id: str) -> ReservedRead | None:
+    """Whom a kit reserved this accession ID for (participant, visit, type) and whether it
+    is accessioned yet; None if no kit holds it. A scan of a kit tube is answered from here."""
     row = session.exec(
         select(ReservedAccession, Participant.code, Visit.label)
         .join(Participant, Participant.id == ReservedAccession.participant_id)

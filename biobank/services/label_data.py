@@ -29,6 +29,8 @@ RENDERED = "label_rendered"
 def specimen_labels(
     session: Session, *, actor: Actor, accession_ids: list[str], show_participant: bool = False
 ) -> list[SpecimenLabel]:
+    """What each tube's label shows (ID, type, collection date, and the participant code
+    only if asked): the data the label printer draws, never a name or MRN."""
     require(actor, Permission.print_labels)
     labels = []
     for accession in accession_ids:
@@ -45,6 +47,7 @@ def specimen_labels(
 
 
 def box_labels(session: Session, *, actor: Actor, barcodes: list[str]) -> list[BoxLabel]:
+    """What each box's label shows: barcode, name and where it sits."""
     require(actor, Permission.print_labels)
     labels = []
     for barcode in barcodes:

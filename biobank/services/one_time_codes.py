@@ -28,7 +28,6 @@ from biobank.services.users import (
     get_user,
     hash_pin,
     lift_locks,
-    save_user,
     user_read,
 )
 
@@ -73,10 +72,10 @@ def issue_enrolment_code(session: Session, *, actor: Actor, username: str) -> tu
             value=username,
         )
     code = _new_code()
-    before = audit.snapshot(user, hide=HIDDEN)
-    user.enrolment_code_sha256 = _digest(code)
-    user.enrolment_expires_at = utcnow() + ENROLMENT
-    save_user(session, user, actor=actor, action="user.enrolment_code", before=before)
+    with audit.audited(session, user, actor=actor, action="user.enrolment_code", entity="user",
+                       hide=HIDDEN):  # fmt: skip
+        user.enrolment_code_sha256 = _digest(code)
+        user.enrolment_expires_at = utcnow() + ENROLMENT
     return user_read(user), code
 
 
@@ -106,11 +105,11 @@ def enrol(
             f"the enrolment code of {user.username} has expired; ask an admin for a new one: "
             f"biobank user enrolment-code {user.username}",
         )
-    before = audit.snapshot(user, hide=HIDDEN)
-    user.pin_hash = pin_hash
-    user.enrolment_code_sha256 = user.enrolment_expires_at = None
     actor = actor_of(user, workstation)
-    save_user(session, user, actor=actor, action="user.enrol", before=before)
+    with audit.audited(session, user, actor=actor, action="user.enrol", entity="user",
+                       hide=HIDDEN):  # fmt: skip
+        user.pin_hash = pin_hash
+        user.enrolment_code_sha256 = user.enrolment_expires_at = None
     return SignInAttempt(actor)
 
 
@@ -122,10 +121,10 @@ def issue_recovery_code(session: Session, *, actor: Actor) -> str:
     once: to keep on paper, away from the workstations, for the day they are locked out."""
     require(actor, Permission.manage_users)
     user = get_user(session, actor.username)
-    before = audit.snapshot(user, hide=HIDDEN)
     code = _new_code()
-    user.recovery_code_sha256 = _digest(code)
-    save_user(session, user, actor=actor, action="user.recovery_code", before=before)
+    with audit.audited(session, user, actor=actor, action="user.recovery_code", entity="user",
+                       hide=HIDDEN):  # fmt: skip
+        user.recovery_code_sha256 = _digest(code)
     return code
 
 
@@ -141,11 +140,11 @@ def recover(
     if not _matches(user.recovery_code_sha256, code):
         _refused(session, user, workstation, "user.recovery_refused", "wrong code")
         return SignInAttempt(None, _WRONG_RECOVERY)
-    before = audit.snapshot(user, hide=HIDDEN)
-    user.pin_hash, user.recovery_code_sha256 = pin_hash, None
-    lift_locks(session, user)
     actor = actor_of(user, workstation)
-    save_user(session, user, actor=actor, action="user.recover", before=before)
+    with audit.audited(session, user, actor=actor, action="user.recover", entity="user",
+                       hide=HIDDEN):  # fmt: skip
+        user.pin_hash, user.recovery_code_sha256 = pin_hash, None
+        lift_locks(session, user)
     return SignInAttempt(actor)
 
 

@@ -17,6 +17,7 @@ class Overview(BaseModel):
 
 
 def inventory_overview(session: Session, *, actor: Actor) -> Overview:
+    """The counts a home screen shows: studies, participants, visits and available tubes."""
     require(actor, Permission.view_inventory)
 
     def count(model, *where) -> int:

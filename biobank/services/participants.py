@@ -81,6 +81,7 @@ def _visit_read(visit: Visit, participant_code: str) -> VisitRead:
 
 
 def get_participant_row(session: Session, code: str) -> Participant:
+    """The participant with this code (any case), or NotFound naming it."""
     participant = session.exec(
         select(Participant).where(Participant.code == code.strip().upper())
     ).first()
@@ -117,6 +118,7 @@ def _no_participant(code: str) -> NotFound:
 
 
 def missing_visit(participant: Participant, label: str) -> NotFound:
+    """The error for a visit label a participant does not have."""
     return NotFound(
         f"participant {participant.code} has no visit {label!r}", field="visit", value=label
     )
@@ -125,6 +127,8 @@ def missing_visit(participant: Participant, label: str) -> NotFound:
 def check_person_dates(
     *, birth_year: int | None, date_of_birth: date | None, enrolled_on: date | None
 ) -> int | None:
+    """Check birth year, date of birth and enrolment against each other and today; returns
+    the birth year (the date of birth's, when one is given)."""
     today = date.today()
     if date_of_birth is not None:
         if date_of_birth > today:
@@ -247,6 +251,7 @@ def _unused_code(session: Session, study: Study) -> str:
 
 
 def find_visit(session: Session, participant: Participant, label: str) -> Visit:
+    """A participant's visit by label, in any spelling of its canonical name."""
     visits = {v.label: v for v in _visits(session, participant)}
     named = visit_named(visits, label, owner=participant.code)
     if named is None:
@@ -267,6 +272,8 @@ def _visits(session: Session, participant: Participant) -> list[Visit]:
 def show_participant(
     session: Session, *, actor: Actor, code: str, with_identity: bool = False
 ) -> ParticipantRead:
+    """A participant with their visits; with `with_identity` (PHI, admins only) also name,
+    MRN and date of birth."""
     require(actor, Permission.view_inventory)
     if with_identity:
         require(actor, Permission.read_phi)
@@ -320,6 +327,8 @@ def list_participants(
 def add_visit(
     session: Session, *, actor: Actor, participant: str, label: str, visit_date: date
 ) -> VisitRead:
+    """Record a visit of a participant, dated when it happened (never in the future); a
+    label it already has, in any spelling, is refused."""
     require(actor, Permission.register_participants)
     row = get_participant_row(session, participant)
     label = canonical_visit_label(label)

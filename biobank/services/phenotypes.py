@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -83,10 +83,12 @@ class ChangeOutcome(BaseModel):
 
 
 def variable_read(row: PhenotypeVariable) -> VariableRead:
+    """A dictionary entry as returned to callers."""
     return VariableRead.model_validate(row, from_attributes=True)
 
 
 def get_variable(session: Session, name: str) -> PhenotypeVariable:
+    """The variable with this name (any case), or NotFound naming it."""
     row = session.exec(
         select(PhenotypeVariable).where(PhenotypeVariable.name == name.strip().lower())
     ).first()
@@ -102,6 +104,7 @@ def list_variables(
     category: str | None = None,
     include_retired: bool = False,
 ) -> list[VariableRead]:
+    """The data dictionary, optionally one category; retired variables only if asked."""
     require(actor, Permission.view_inventory)
     query = select(PhenotypeVariable).order_by(PhenotypeVariable.id)
     if category:
@@ -176,6 +179,7 @@ def check_definition(definition: VariableRead) -> VariableRead:
 
 
 def add_variable(session: Session, *, actor: Actor, definition: VariableRead) -> VariableRead:
+    """Add a variable to the data dictionary under a name no variable has or had."""
     require(actor, Permission.record_phenotypes)
     definition = check_definition(definition)
     _refuse_taken(session, definition.name, field="name")
@@ -199,31 +203,6 @@ def _reason(reason: str | None) -> str:
     return reason.strip()
 
 
-def _change_variable(
-    session: Session,
-    *,
-    actor: Actor,
-    row: PhenotypeVariable,
-    action: str,
-    before: dict[str, Any],
-    reason: str,
-) -> VariableRead:
-    """Write a changed dictionary entry and its audit entry (before, after, why)."""
-    session.add(row)
-    flush(session)
-    audit.record(
-        session,
-        actor=actor,
-        action=f"phenotype_variable.{action}",
-        entity="phenotype_variable",
-        entity_id=row.id,
-        before=before,
-        after=audit.snapshot(row),
-        reason=reason,
-    )
-    return variable_read(row)
-
-
 def rename_variable(
     session: Session, *, actor: Actor, name: str, new_name: str, reason: str
 ) -> VariableRead:
@@ -238,12 +217,11 @@ def rename_variable(
             f"{row.name} is the variable's name already", field="new_name", value=new_name
         )
     _refuse_taken(session, new_name, field="new_name", renaming=row.id)
-    before = audit.snapshot(row)
-    row.former_names = [n for n in row.former_names or () if n != new_name] + [row.name]
-    row.name = new_name
-    return _change_variable(
-        session, actor=actor, row=row, action="rename", before=before, reason=reason
-    )
+    with audit.audited(session, row, actor=actor, action="phenotype_variable.rename",
+                       entity="phenotype_variable", reason=reason):  # fmt: skip
+        row.former_names = [n for n in row.former_names or () if n != new_name] + [row.name]
+        row.name = new_name
+    return variable_read(row)
 
 
 def retire_variable(session: Session, *, actor: Actor, name: str, reason: str) -> VariableRead:
@@ -255,11 +233,10 @@ def retire_variable(session: Session, *, actor: Actor, name: str, reason: str) -
         raise InvalidTransition(
             f"phenotype variable {row.name} is retired already", field="variable", value=row.name
         )
-    before = audit.snapshot(row)
-    row.retired_at = utcnow()
-    return _change_variable(
-        session, actor=actor, row=row, action="retire", before=before, reason=reason
-    )
+    with audit.audited(session, row, actor=actor, action="phenotype_variable.retire",
+                       entity="phenotype_variable", reason=reason):  # fmt: skip
+        row.retired_at = utcnow()
+    return variable_read(row)
 
 
 def restore_variable(session: Session, *, actor: Actor, name: str, reason: str) -> VariableRead:
@@ -271,11 +248,10 @@ def restore_variable(session: Session, *, actor: Actor, name: str, reason: str) 
         raise InvalidTransition(
             f"phenotype variable {row.name} is not retired", field="variable", value=row.name
         )
-    before = audit.snapshot(row)
-    row.retired_at = None
-    return _change_variable(
-        session, actor=actor, row=row, action="restore", before=before, reason=reason
-    )
+    with audit.audited(session, row, actor=actor, action="phenotype_variable.restore",
+                       entity="phenotype_variable", reason=reason):  # fmt: skip
+        row.retired_at = None
+    return variable_read(row)
 
 
 def _refuse_retired(variable: PhenotypeVariable) -> None:
@@ -475,6 +451,43 @@ def participant_phenotypes(session: Session, *, actor: Actor, participant: str) 
         )
     ).all()
     return [_value_read(value, variable, label) for value, variable, label in rows]
+
+
+class StoredValue(NamedTuple):
+    """A value as stored, with whose it is (see `stored_values`)."""
+
+    participant_id: int
+    visit_id: int | None
+    variable_id: int
+    stored: Stored
+
+
+def stored_values(
+    session: Session,
+    *,
+    variables: Iterable[int],
+    participants: Iterable[int] | None = None,
+    visits: Iterable[int] | None = None,
+    participant_level: bool = False,
+) -> Iterator[StoredValue]:
+    """The values stored of the `variables` (ids), of the `participants` or the `visits` given
+    (ids); with `participant_level`, only the values of no visit. In no particular order."""
+    query = sa.select(
+        PhenotypeValue.participant_id,
+        PhenotypeValue.visit_id,
+        PhenotypeValue.variable_id,
+        PhenotypeValue.value_number,
+        PhenotypeValue.value_text,
+        PhenotypeValue.value_date,
+    ).where(one_of(session, PhenotypeValue.variable_id, variables))
+    if participants is not None:
+        query = query.where(one_of(session, PhenotypeValue.participant_id, participants))
+    if visits is not None:
+        query = query.where(one_of(session, PhenotypeValue.visit_id, visits))
+    if participant_level:
+        query = query.where(PhenotypeValue.visit_id.is_(None))
+    for participant_id, visit_id, variable_id, number, text, day in session.execute(query):
+        yield StoredValue(participant_id, visit_id, variable_id, Stored(number, text, day))
 
 
 # --- The value at collection ------------------------------------------------------------------

@@ -25,6 +25,7 @@ from biobank.services.phenotypes import VariableRead, check_definition
 
 @cache
 def lupus_core() -> dict[str, Any]:
+    """The shipped reference data (dictionary and consent statements), read once."""
     return json.loads(files("biobank").joinpath("reference/lupus_core.json").read_text("utf-8"))
 
 

@@ -62,6 +62,7 @@ def _request(text: str | None) -> str:
 
 
 def standing_reservation(session: Session, specimen_id: int) -> SpecimenReservation | None:
+    """The reservation a tube is under now, if any (ended ones are history)."""
     return session.exec(
         select(SpecimenReservation).where(SpecimenReservation.specimen_id == specimen_id, STANDING)
     ).first()
@@ -180,37 +181,28 @@ def release_reservations(
         end_reservation(session, actor=actor, reservation=reservation,
                         why=f"released: {reason.strip()}")  # fmt: skip
         if specimen.status is SpecimenStatus.reserved:
-            before = audit.snapshot(specimen)
-            specimen.status = SpecimenStatus.available
-            specimen.updated_at = utcnow()
-            session.add(specimen)
-            record_event(
-                session, actor=actor, specimen=specimen, event_type="released",
-                status_before=SpecimenStatus.reserved.value, reason=reason.strip(),
-                details={"request": reservation.request},
-            )  # fmt: skip
-            flush(session)
-            audit.record(
-                session, actor=actor, action="specimen.release", entity="specimen",
-                entity_id=specimen.id, before=before, after=audit.snapshot(specimen),
-                reason=reason.strip(),
-            )  # fmt: skip
+            with audit.audited(session, specimen, actor=actor, action="specimen.release",
+                               entity="specimen", reason=reason.strip()):  # fmt: skip
+                specimen.status = SpecimenStatus.available
+                specimen.updated_at = utcnow()
+                record_event(
+                    session, actor=actor, specimen=specimen, event_type="released",
+                    status_before=SpecimenStatus.reserved.value, reason=reason.strip(),
+                    details={"request": reservation.request},
+                )  # fmt: skip
     return ReleaseSummary(released=sorted(s.accession_id for _, s in rows), reason=reason.strip())
 
 
 def end_reservation(
     session: Session, *, actor: Actor, reservation: SpecimenReservation, why: str
 ) -> None:
-    before = audit.snapshot(reservation)
-    reservation.ended_at = utcnow()
-    reservation.ended_by_id = actor.user_id
-    reservation.end_reason = why
-    session.add(reservation)
-    flush(session)
-    audit.record(
-        session, actor=actor, action="reservation.end", entity="specimen_reservation",
-        entity_id=reservation.id, before=before, after=audit.snapshot(reservation), reason=why,
-    )  # fmt: skip
+    """End a reservation, with why, in the audit trail; the tube's own status is the
+    caller's to change."""
+    with audit.audited(session, reservation, actor=actor, action="reservation.end",
+                       entity="specimen_reservation", reason=why):  # fmt: skip
+        reservation.ended_at = utcnow()
+        reservation.ended_by_id = actor.user_id
+        reservation.end_reason = why
 
 
 def follow_status(

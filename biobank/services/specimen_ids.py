@@ -18,6 +18,8 @@ COUNTER = "specimen"
 
 
 def allocate_accession_ids(session: Session, *, prefix: str, count: int) -> list[str]:
+    """`count` new accession IDs with this prefix, never issued before; serials whose check
+    character would be `*` are skipped."""
     ids: list[str] = []
     while len(ids) < count:
         for serial in _next_serials(session, count - len(ids)):

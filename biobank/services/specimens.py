@@ -78,6 +78,7 @@ def _unit(value: QuantityUnit | str) -> QuantityUnit:
 
 
 def positive_quantity(value: float, field: str = "quantity") -> float:
+    """A quantity as a float above zero (to 6 decimals), or a ValidationError naming `field`."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValidationError(f"{field} must be a number", field=field, value=value)
     if value <= 0:
@@ -86,6 +87,7 @@ def positive_quantity(value: float, field: str = "quantity") -> float:
 
 
 def specimen_type_code(value: str, *, derivative: bool = False) -> str:
+    """A SPREC type code, uppercased; DNA, RNA and PRO also for a `derivative`."""
     code = value.strip().upper()
     known = sprec.is_fluid_type(code) or code in sprec.solid_types()
     if not known and not (derivative and code in DERIVATIVE_TYPES):
@@ -99,6 +101,8 @@ def specimen_type_code(value: str, *, derivative: bool = False) -> str:
 
 
 def temperature_code(value: str | None, field: str) -> str | None:
+    """A centrifugation temperature as SPREC names it (RT, 2-10C, 35-38C; a degree sign
+    is allowed), or None if none was given."""
     if value is None:
         return None
     text = value.strip().upper().replace("°", "")
@@ -190,6 +194,9 @@ def sprec_code_for(
     second_centrifugation: str | None,
     storage: str | None,
 ) -> str | None:
+    """The SPREC code of a tube: the one `given`, checked against its type and container, or
+    one worked out from its times and processing (X where unknown); None for a solid tissue
+    with none given."""
     if given:
         code = sprec.parse_sprec(given.strip().upper())
         if code.type != specimen_type:
@@ -803,6 +810,7 @@ def lineage(session: Session, *, actor: Actor, accession: str) -> Lineage:
 
 
 def show_specimen(session: Session, *, actor: Actor, accession: str) -> SpecimenDetail:
+    """A tube with its aliquots and derivatives and its custody history."""
     require(actor, Permission.view_inventory)
     specimen = get_specimen(session, accession)
     children = session.exec(

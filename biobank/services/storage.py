@@ -64,6 +64,7 @@ class BoxView(BaseModel):
 
 
 def get_unit(session: Session, barcode: str, *, field: str = "unit") -> StorageUnit:
+    """The storage unit with this barcode (any case), or NotFound naming `field`."""
     unit = session.exec(
         select(StorageUnit).where(StorageUnit.barcode == barcode.strip().upper())
     ).first()
@@ -76,6 +77,7 @@ PATH_SEPARATOR = " > "
 
 
 def unit_read(session: Session, unit: StorageUnit) -> UnitRead:
+    """A unit as returned to callers, with its position in its parent as a label."""
     parent = session.get(StorageUnit, unit.parent_id) if unit.parent_id else None
     position = None
     if parent is not None and unit.position_row is not None:
@@ -136,6 +138,8 @@ def add_unit(
     temperature_class: str | None = None,
     allowed_types: list[str] | None = None,
 ) -> UnitRead:
+    """Add a storage unit (site, freezer, shelf, rack, box or another kind) under its parent,
+    at a position of the parent's grid if it has one."""
     require(actor, Permission.manage_storage)
     unit = _create_unit(
         session,
@@ -440,14 +444,13 @@ def move_unit(
         raise ValidationError(
             f"{moving.barcode} cannot go inside itself", field="destination", value=destination
         )
-    before = audit.snapshot(moving)
-    row, col = _position_in(session, target, position, field="destination")
-    _check_name_free(session, target, moving.name, moving_id=moving.id)
     old_key, old_path = moving.sort_key, moving.path
-    moving.parent_id, moving.position_row, moving.position_col = target.id, row, col
-    place_in_tree(moving, target)
-    session.add(moving)
-    flush(session)
+    with audit.audited(session, moving, actor=actor, action="storage.move",
+                       entity="storage_unit", reason=reason):  # fmt: skip
+        row, col = _position_in(session, target, position, field="destination")
+        _check_name_free(session, target, moving.name, moving_id=moving.id)
+        moving.parent_id, moving.position_row, moving.position_col = target.id, row, col
+        place_in_tree(moving, target)
     session.execute(
         sa.update(StorageUnit)
         .where(StorageUnit.sort_key >= low, StorageUnit.sort_key < high)
@@ -479,16 +482,6 @@ def move_unit(
             reason=reason,
             details={"unit": moving.barcode, "to": target.barcode},
         )
-    audit.record(
-        session,
-        actor=actor,
-        action="storage.move",
-        entity="storage_unit",
-        entity_id=moving.id,
-        before=before,
-        after=audit.snapshot(moving),
-        reason=reason,
-    )
     session.expire_all()
     return unit_read(session, session.get(StorageUnit, moving.id))
 

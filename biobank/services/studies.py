@@ -21,6 +21,7 @@ def _read(study: Study) -> StudyRead:
 
 
 def get_study(session: Session, code: str) -> Study:
+    """The study with this code (any case), or NotFound."""
     study = session.exec(select(Study).where(Study.code == code.strip().upper())).first()
     if study is None:
         raise NotFound(f"no study with code {code!r}", field="study", value=code)
@@ -30,6 +31,8 @@ def get_study(session: Session, code: str) -> Study:
 def add_study(
     session: Session, *, actor: Actor, code: str, title: str, id_prefix: str | None = None
 ) -> StudyRead:
+    """Register a study; its ID prefix (the code's first six characters unless given)
+    starts every accession ID of its specimens."""
     require(actor, Permission.manage_studies)
     code = code.strip().upper()
     id_prefix = (id_prefix or code[:6]).strip().upper()
@@ -65,5 +68,6 @@ def add_study(
 
 
 def list_studies(session: Session, *, actor: Actor) -> list[StudyRead]:
+    """Every study, by code."""
     require(actor, Permission.view_inventory)
     return [_read(s) for s in session.exec(select(Study).order_by(Study.code))]

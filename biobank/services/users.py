@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -32,6 +31,7 @@ _hasher = PasswordHasher()
 
 
 def user_read(user: User) -> UserRead:
+    """A user as returned to callers: whether a PIN is set, never its hash."""
     return UserRead(
         id=user.id,
         username=user.username,
@@ -63,6 +63,7 @@ def find_user(session: Session, username: str, *, lock: bool = False) -> User | 
 
 
 def get_user(session: Session, username: str) -> User:
+    """The user named, or NotFound."""
     user = find_user(session, username)
     if user is None:
         raise NotFound(f"no user named {username!r}", field="username", value=username)
@@ -79,6 +80,8 @@ def add_user(
     pin: str | None = None,
     badge: str | None = None,
 ) -> UserRead:
+    """Create a user with a role; one made without a PIN sets it with an enrolment code
+    (`issue_enrolment_code`)."""
     require(actor, Permission.manage_users)
     if not USERNAME.match(username):
         raise ValidationError(
@@ -111,6 +114,7 @@ def add_user(
 
 
 def list_users(session: Session, *, actor: Actor, include_inactive: bool = True) -> list[UserRead]:
+    """Every user by name, deactivated ones too unless `include_inactive` is False."""
     require(actor, Permission.manage_users)
     query = select(User).order_by(User.username)
     if not include_inactive:
@@ -126,11 +130,11 @@ def set_pin(
     if actor.username != username:
         require(actor, Permission.manage_users)
     user = get_user(session, username)
-    before = audit.snapshot(user, hide=HIDDEN)
-    user.pin_hash = hash_pin(pin)
-    user.enrolment_code_sha256 = user.enrolment_expires_at = None
-    lift_locks(session, user)
-    save_user(session, user, actor=actor, action="user.set_pin", before=before, reason=reason)
+    with audit.audited(session, user, actor=actor, action="user.set_pin", entity="user",
+                       reason=reason, hide=HIDDEN):  # fmt: skip
+        user.pin_hash = hash_pin(pin)
+        user.enrolment_code_sha256 = user.enrolment_expires_at = None
+        lift_locks(session, user)
     return user_read(user)
 
 
@@ -146,34 +150,10 @@ def deactivate_user(
         raise ValidationError(
             "the last active admin cannot be deactivated", field="username", value=username
         )
-    before = audit.snapshot(user, hide=HIDDEN)
-    user.active = False
-    save_user(session, user, actor=actor, action="user.deactivate", before=before, reason=reason)
+    with audit.audited(session, user, actor=actor, action="user.deactivate", entity="user",
+                       reason=reason, hide=HIDDEN):  # fmt: skip
+        user.active = False
     return user_read(user)
-
-
-def save_user(
-    session: Session,
-    user: User,
-    *,
-    actor: Actor,
-    action: str,
-    before: dict[str, Any],
-    reason: str | None = None,
-) -> None:
-    """Write a changed user and its audit entry (the PIN hash shows only as set or not)."""
-    session.add(user)
-    flush(session)
-    audit.record(
-        session,
-        actor=actor,
-        action=action,
-        entity="user",
-        entity_id=user.id,
-        before=before,
-        after=audit.snapshot(user, hide=HIDDEN),
-        reason=reason,
-    )
 
 
 def lift_locks(session: Session, user: User) -> None:

@@ -16,10 +16,9 @@ from weakref import WeakKeyDictionary
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widget import Widget
-from textual.widgets import Input, Label, OptionList, Select, Static
+from textual.widgets import Input, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from biobank import sprec
@@ -27,7 +26,7 @@ from biobank.errors import BiobankError, NotFound, ValidationError
 from biobank.services import specimens
 from biobank.services.kits import ReservedRead
 from biobank.services.participants import add_visit, list_participants, show_participant
-from biobank.services.scan import ScanResult
+from biobank.services.scan import KitScan, ParticipantScan, Scan, UnitScan
 from biobank.services.specimen_read import SpecimenRead
 from biobank.services.storage import storage_tree
 from biobank.terminal_text import shown
@@ -36,6 +35,7 @@ from tui.remembered import LastUsed, load_last_used, save_last_used
 from tui.screens.base import FormErrors, WorkScreen
 from tui.text import plain
 from tui.widgets.checkbox import Checkbox
+from tui.widgets.field_row import row
 
 
 class TypeDefaults(NamedTuple):
@@ -157,12 +157,6 @@ class NewVisitPrompt(ModalScreen[bool]):
         self.dismiss(yes)
 
 
-def row(label: str, *widgets: Widget, field: str | None = None) -> Horizontal:
-    """One line of the form: label, widgets, and where a refusal of `field` is shown."""
-    errors = [Static("", id=f"{field}-error", classes="field-error", markup=False)] if field else []
-    return Horizontal(Label(label, classes="field-label"), *widgets, *errors, classes="field-row")
-
-
 class AccessionScreen(FormErrors, WorkScreen):
     FIELDS = FIELDS
     SHOWN_AT = SHOWN_AT
@@ -279,17 +273,18 @@ class AccessionScreen(FormErrors, WorkScreen):
 
     # --- participant, kit and destination ----------------------------------------------
 
-    def take_scan(self, result: ScanResult) -> bool:
-        if result.kind in ("participant", "kit") and self.saved:
+    def take_scan(self, result: Scan) -> bool:
+        if isinstance(result, ParticipantScan | KitScan) and self.saved:
             self._start_over()
-        if result.kind == "participant":
-            self.use_participant(result.participant_code)
-        elif result.kind == "kit":
-            self.use_participant(result.reserved.participant_code, kit=result.reserved)
-        elif result.kind == "unit":
-            self.set_destination(result.unit.barcode, f"{result.unit.kind} {result.unit.path}")
-        else:
-            return False
+        match result:
+            case ParticipantScan(participant_code=code):
+                self.use_participant(code)
+            case KitScan(reserved=reserved):
+                self.use_participant(reserved.participant_code, kit=reserved)
+            case UnitScan(unit=unit):
+                self.set_destination(unit.barcode, f"{unit.kind} {unit.path}")
+            case _:
+                return False
         return True
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

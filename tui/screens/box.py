@@ -68,10 +68,8 @@ class BoxScreen(WorkScreen):
         grid.focus()
 
     def on_box_grid_chosen(self, message: BoxGrid.Chosen) -> None:
-        from tui.screens.specimen import SpecimenScreen
-
         if message.cell.accession_id:
-            self.app.push_screen(SpecimenScreen(message.cell.accession_id))
+            self.app.open_specimen(message.cell.accession_id)
 
     def action_print_label(self) -> None:
         from tui.printing import print_box_label

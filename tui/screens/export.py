@@ -20,15 +20,16 @@ from textual.widgets import Button, Input, ProgressBar, Select, Static
 from biobank.cohort import CohortQuery, describe, load_query, parse_conditions
 from biobank.dates import parse_day
 from biobank.errors import BiobankError, ValidationError
+from biobank.export.formats import DEFAULT_FORMAT, NAMES
 from biobank.permissions import Permission
 from biobank.services import cohorts, consent, exports
 from biobank.services.cohorts import CohortPreview, SavedQueryRead
 from biobank.services.consent import StatementRead
-from biobank.services.exports import FORMATS, ExportRequest, ExportResult
-from tui.screens.accession import row
+from biobank.services.exports import ExportRequest, ExportResult
 from tui.screens.base import FormErrors, WorkScreen
 from tui.text import plain
 from tui.widgets.checkbox import Checkbox
+from tui.widgets.field_row import row
 
 MODES = [
     ("safe harbor: codes, years only", "safe_harbor"),
@@ -211,7 +212,10 @@ class ExportScreen(FormErrors, WorkScreen):
             yield dua
             yield row(
                 "Formats",
-                *[Checkbox(f, f == "csv", name=f, classes="format", compact=True) for f in FORMATS],
+                *[
+                    Checkbox(f, f == DEFAULT_FORMAT, name=f, classes="format", compact=True)
+                    for f in NAMES
+                ],
                 field="formats",
             )
             yield row(

@@ -110,8 +110,6 @@ class FreezerScreen(WorkScreen):
         )
 
     def on_tree_node_selected(self, event: Tree.NodeSelected[UnitBranch]) -> None:
-        from tui.screens.box import BoxScreen
-
         branch = event.node.data
         if branch is not None and branch.unit.holds_specimens:
-            self.app.push_screen(BoxScreen(branch.unit.barcode))
+            self.app.open_box(branch.unit.barcode)

@@ -6,7 +6,6 @@ The identity (name, MRN, date of birth) is never read here: it stays with the ad
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,7 @@ from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from biobank.errors import PermissionDenied
 from biobank.permissions import Permission, require
-from biobank.services.consent import ConsentStatusRead, WithdrawalRead, consent_status
+from biobank.services.consent import ConsentStatusRead, consent_status
 from biobank.services.participants import show_participant
 from biobank.services.phenotypes import ValueRead, participant_phenotypes
 from biobank.services.specimen_read import SpecimenRead
@@ -26,9 +25,7 @@ from biobank.services.specimens import list_specimens
 from biobank.terminal_text import shown
 from tui.screens.base import WorkScreen
 from tui.text import plain
-
-STATE_MARK = {"granted": "✓", "refused": "✗", "withdrawn": "⊘", "not_asked": "–"}
-STATE_STYLE = {"granted": "green", "refused": "red", "withdrawn": "bold red", "not_asked": "dim"}
+from tui.widgets.consent import consent_lines, withdrawal_words
 
 
 @dataclass(frozen=True)
@@ -47,69 +44,6 @@ def load_participant(session, *, actor, code: str) -> ParticipantView:
         phenotypes=participant_phenotypes(session, actor=actor, participant=code),
         consent=consent_status(session, actor=actor, participant=code),
     )
-
-
-# --- consent, as the participant and specimen screens show it ---------------------------------
-
-
-def short_codes(codes: Iterable[str]) -> dict[str, str]:
-    """A statement's first word (FUTURE_RESEARCH → FUTURE), unless another shares it."""
-    codes = list(codes)
-    firsts = [code.split("_")[0] for code in codes]
-    return {
-        code: first if firsts.count(first) == 1 else code
-        for code, first in zip(codes, firsts, strict=True)
-    }
-
-
-def withdrawal_words(withdrawal: WithdrawalRead) -> str:
-    scope = withdrawal.statement or "all uses"
-    return f"{scope} · {withdrawal.disposition.value}, {withdrawal.withdrawn_on}"
-
-
-def consent_badge(status: ConsentStatusRead) -> Text:
-    """One line: each statement's short code and mark, or the withdrawal of everything."""
-    gone = status.full_withdrawal
-    if gone is not None:
-        return Text(f"Consent: WITHDRAWN ({withdrawal_words(gone)})", style="bold red")
-    if not status.signatures and not status.withdrawals:
-        return Text("Consent: none on record", style="bold yellow")
-    short = short_codes(s.code for s in status.statements)
-    badge = Text("Consent:")
-    for s in status.statements:
-        badge.append(f" {short[s.code]} ")
-        badge.append(STATE_MARK[s.state.value], style=STATE_STYLE[s.state.value])
-    return badge
-
-
-def consent_lines(status: ConsentStatusRead) -> Text:
-    """Each statement's state and since when, then the signatures and withdrawals behind it."""
-    width = max((len(s.code) for s in status.statements), default=0)
-    lines = []
-    for s in status.statements:
-        state = s.state.value
-        line = Text(f"{STATE_MARK[state]} ", style=STATE_STYLE[state])
-        line.append(f"{s.code:<{width}}  {state.replace('_', ' '):<9}")
-        if s.since:
-            line.append(f"  since {s.since}")
-        lines.append(line)
-    for signed in status.signatures:
-        by = f" (recorded by {signed.recorded_by})" if signed.recorded_by else ""
-        lines.append(
-            Text(f"Signed {signed.document} v{signed.version} on {signed.signed_on}{by}", "dim")
-        )
-    for w in status.withdrawals:
-        reason = f": {shown(w.reason)}" if w.reason else ""
-        lines.append(
-            Text(
-                f"Withdrawn {w.statement or 'all statements'} on {w.withdrawn_on}, requested by "
-                f"{shown(w.requested_by)}, {w.disposition.value}{reason}",
-                style="red",
-            )
-        )
-    if not status.signatures and not status.withdrawals:
-        lines.append(Text("No signed consent on record.", style="bold yellow"))
-    return Text("\n").join(lines)
 
 
 # --- phenotypes ---------------------------------------------------------------------------------
@@ -229,6 +163,4 @@ class ParticipantScreen(WorkScreen):
             self.app.push_screen(WithdrawalScreen(self.code, statements))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        from tui.screens.specimen import SpecimenScreen
-
-        self.app.push_screen(SpecimenScreen(event.row_key.value))
+        self.app.open_specimen(event.row_key.value)

@@ -16,7 +16,7 @@ from textual.widgets import Static
 
 from biobank.services import consent
 from biobank.services.consent import PullItem
-from biobank.services.scan import ScanResult
+from biobank.services.scan import Scan, SpecimenScan, UnknownScan
 from biobank.services.specimen_read import SpecimenRead
 from tui.screens.base import WorkScreen
 from tui.text import plain
@@ -54,13 +54,14 @@ class PullListScreen(WorkScreen):
             lambda session: consent.pull_list(session, actor=self.app.actor), loaded, readonly=True
         )
 
-    def take_scan(self, result: ScanResult) -> bool:
-        if result.kind == "specimen":
-            accession = result.specimen.accession_id
-        elif result.kind == "unknown" and result.code:
-            accession = result.code
-        else:
-            return False
+    def take_scan(self, result: Scan) -> bool:
+        match result:
+            case SpecimenScan(specimen=specimen):
+                accession = specimen.accession_id
+            case UnknownScan(code=code) if code:
+                accession = code
+            case _:
+                return False
         if accession in self.pulled:
             self.app.notify(f"{accession} is pulled already", severity="warning")
             return True

@@ -19,7 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
 from biobank.services.reconcile import STATUSES, ReconcileReport, read_scan_file, reconcile_box
-from biobank.services.scan import ScanResult
+from biobank.services.scan import BoxScan, KitScan, Scan, SpecimenScan, UnknownScan
 from biobank.services.storage import fill_positions
 from tui.screens.base import WorkScreen
 from tui.text import plain
@@ -36,7 +36,6 @@ STATUS_STYLE = {
     "unread": "dim",
     "empty": "dim",
 }
-TUBE_SCANS = frozenset({"specimen", "kit", "unknown"})
 
 
 def rows_text(rows: list[Row]) -> str:
@@ -158,20 +157,25 @@ class ReconcileScreen(WorkScreen):
 
     # --- scans and keys ------------------------------------------------------------------
 
-    def take_scan(self, result: ScanResult) -> bool:
-        if result.kind == "unit" and result.unit.holds_specimens:
-            if self.rows or self.file:
-                self.app.notify(
-                    f"{self.box} is being reconciled: commit it (Ctrl+S) or leave (Escape) first",
-                    severity="warning",
-                )
-            else:
-                self.start(result.unit.barcode)
-            return True
-        if result.kind not in TUBE_SCANS:
-            return False
-        if result.code:
-            self.place(result.specimen.accession_id if result.specimen else result.code, "")
+    def take_scan(self, result: Scan) -> bool:
+        """A box starts its reconciliation; anything a tube's label could be is placed."""
+        match result:
+            case BoxScan(unit=unit):
+                if self.rows or self.file:
+                    self.app.notify(
+                        f"{self.box} is being reconciled: commit it (Ctrl+S) or leave (Escape) "
+                        "first",
+                        severity="warning",
+                    )
+                else:
+                    self.start(unit.barcode)
+            case SpecimenScan(specimen=specimen):
+                self.place(specimen.accession_id, "")
+            case KitScan(code=code) | UnknownScan(code=code):
+                if code:
+                    self.place(code, "")
+            case _:
+                return False
         return True
 
     def ready(self) -> bool:

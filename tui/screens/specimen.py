@@ -19,37 +19,13 @@ from textual.widgets import DataTable, Input, Static
 from biobank.errors import InvalidTransition
 from biobank.services import custody
 from biobank.services.audit import AuditEntryRead, audit_log
-from biobank.services.consent import ConsentStatusRead, consent_status, pull_item
-from biobank.services.scan import ScanResult
-from biobank.services.specimens import SpecimenDetail, show_specimen
+from biobank.services.scan import BoxScan, Scan, SpecimenView, specimen_view
+from biobank.services.specimens import show_specimen
 from biobank.services.storage import BoxView
 from tui.printing import print_specimen_labels
 from tui.screens.base import WorkScreen
-from tui.screens.participant import consent_badge, withdrawal_words
 from tui.text import plain
-
-
-@dataclass(frozen=True)
-class SpecimenView:
-    detail: SpecimenDetail
-    consent: ConsentStatusRead  # the participant's, as of today
-    on_pull_list: bool
-
-
-def load_specimen(session, *, actor, accession: str) -> SpecimenView:
-    """The tube and its participant's consent, in the one worker round trip a scan costs."""
-    detail = show_specimen(session, actor=actor, accession=accession)
-    s = detail.specimen
-    pulled = (
-        s.consent_withdrawal_id is not None
-        and pull_item(session, actor=actor, specimen_id=s.id) is not None
-    )
-    return SpecimenView(
-        detail=detail,
-        consent=consent_status(session, actor=actor, participant=s.participant_code),
-        on_pull_list=pulled,
-    )
-
+from tui.widgets.consent import consent_badge, withdrawal_words
 
 UNDO_REASON = "undo of the last move"
 MOVE_HINT = "Scan a box to move the tube there."
@@ -185,7 +161,7 @@ class SpecimenScreen(WorkScreen):
 
     def action_refresh(self) -> None:
         self.app.run_db(
-            lambda session: load_specimen(
+            lambda session: specimen_view(
                 session, actor=self.app.actor, accession=self.accession_id
             ),
             self.show,
@@ -254,7 +230,7 @@ class SpecimenScreen(WorkScreen):
                 expected_version=self.version,
                 **kwargs,
             )
-            view = load_specimen(session, actor=self.app.actor, accession=read.accession_id)
+            view = specimen_view(session, actor=self.app.actor, accession=read.accession_id)
             return view, read
 
         def done(result) -> None:
@@ -269,14 +245,15 @@ class SpecimenScreen(WorkScreen):
 
     # --- moving: a box scanned proposes, Enter moves, `u` takes it back ------------------
 
-    def take_scanned(self, result: ScanResult, view) -> bool:
-        """A scanned box (its grid `view` read with the scan) proposes moving the tube there.
-        Any scan while a move is proposed cancels it, and what was scanned opens."""
+    def take_scanned(self, result: Scan) -> bool:
+        """A scanned box (its grid read with the scan) proposes moving the tube there. Any
+        scan while a move is proposed cancels it, and what was scanned opens."""
         if self.proposal is not None:
             self.propose(None)
             return False
-        if not (result.kind == "unit" and result.unit.holds_specimens):
+        if not isinstance(result, BoxScan) or result.view is None:
             return False
+        view = result.view
         free = next((cell.label for cell in view.cells if cell.accession_id is None), None)
         if free is None:
             self.app.bell()
@@ -310,9 +287,7 @@ class SpecimenScreen(WorkScreen):
             return
         box = self.proposal[1]
         self.propose(None)
-        from tui.screens.box import BoxScreen
-
-        self.app.open_view(BoxScreen, box.unit.barcode, box)
+        self.app.open_box(box.unit.barcode, box)
 
     def action_confirm_move(self) -> None:
         move, _ = self.proposal

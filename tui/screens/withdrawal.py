@@ -20,10 +20,10 @@ from biobank.dates import parse_day
 from biobank.errors import BiobankError, ValidationError
 from biobank.services import consent
 from biobank.services.consent import ImpactReport, PullItem, WithdrawalRead
-from biobank.services.scan import ScanResult
-from tui.screens.accession import row
+from biobank.services.scan import Scan
 from tui.screens.base import FormErrors, WorkScreen
 from tui.text import plain
+from tui.widgets.field_row import row
 
 EVERYTHING = "*"  # the scope "all statements" (no statement code has a '*')
 DISPOSITIONS = [
@@ -140,7 +140,7 @@ class WithdrawalScreen(FormErrors, WorkScreen):
     def on_mount(self) -> None:
         self.query_one("#requested_by", Input).focus()
 
-    def take_scan(self, result: ScanResult) -> bool:
+    def take_scan(self, result: Scan) -> bool:
         self.app.notify(
             f"Finish or cancel the withdrawal first; {result.code} was not used",
             severity="warning",

@@ -1,0 +1,159 @@
+"""What every importer shares: the report it gives (faults, notices, counts), the log its faults
+go through, the batches it reads and writes in, and the refusal to write a plan whose check
+found a fault."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
+
+from biobank.errors import ValidationError
+from biobank.tabular import chunks
+
+MAX_LISTED_FAULTS = 1000
+BATCH_ROWS = 1000
+
+T = TypeVar("T")
+
+
+def batches(items: Iterable[T]) -> Iterator[list[T]]:
+    """`items` BATCH_ROWS at a time: rows are looked up, checked and written a batch at once."""
+    return chunks(items, BATCH_ROWS)
+
+
+def too_many_values(cells: list[str], width: int, delimiter: str) -> str | None:
+    """The fault of a row with values beyond the header's columns, if it has any."""
+    if not any(cell.strip() for cell in cells[width:]):
+        return None
+    return (
+        f"{len(cells)} values for {width} columns (quote values holding the delimiter "
+        f"{delimiter!r})"
+    )
+
+
+class _OwnParts(BaseModel):
+    """A model with parts only one importer fills: left None by the others, they are left out
+    of what the model writes (its JSON), so each importer's report reads as its own."""
+
+    OWN: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _without_unused_parts(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        written = handler(self)
+        return {k: v for k, v in written.items() if not (v is None and k in self.OWN)}
+
+
+class Fault(_OwnParts):
+    """One thing wrong. `row` counts a file's data rows from 1 (the header and blank lines do
+    not count); `line` is the line of the file the row starts on. No row: the file as a whole.
+    `column` names the column (REDCap: the field); `file`, where an import reads several, the
+    file."""
+
+    OWN: ClassVar[frozenset[str]] = frozenset({"file"})
+
+    row: int | None
+    line: int | None
+    column: str | None
+    value: str | None
+    reason: str
+    file: str | None = None
+
+
+class Counts(BaseModel):
+    """What an import adds, changes and leaves as it is, of one kind of record."""
+
+    added: int = 0
+    changed: int = 0
+    unchanged: int = 0
+
+    def count(self, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+
+
+class ImportReport(_OwnParts):
+    """What checking a file found and writing it did: every fault (the first MAX_LISTED_FAULTS
+    listed), the notices, and what the import adds. The parts of one importer (a legacy sheet's
+    `file` and `new_…` counts; REDCap's two files and its `Counts`) stay None in the other's."""
+
+    OWN: ClassVar[frozenset[str]] = frozenset(
+        {"file", "dictionary", "records", "fields", "new_participants", "new_visits",
+         "new_units", "imported", "participants", "identities", "visits", "variables",
+         "values", "consents", "documents"}
+    )  # fmt: skip
+
+    file: str | None = None  # a legacy sheet
+    dictionary: str | None = None  # REDCap's data dictionary and records export
+    records: str | None = None
+    study: str
+    encoding: str
+    delimiter: str
+    fields: int | None = None  # of the data dictionary
+    rows: int = 0
+    faulty_rows: int = 0
+    fault_count: int = 0
+    faults: list[Fault] = []  # the first MAX_LISTED_FAULTS
+    notices: list[str] = []
+    new_participants: int | None = None  # a legacy sheet creates participants, visits, units
+    new_visits: int | None = None
+    new_units: int | None = None
+    imported: int | None = None  # specimens
+    participants: Counts | None = None  # REDCap adds, changes or leaves each of these
+    identities: Counts | None = None
+    visits: Counts | None = None
+    variables: Counts | None = None  # added, or matched (unchanged)
+    values: Counts | None = None
+    consents: Counts | None = None
+    documents: list[str] | None = None  # consent document versions created, "CODE version"
+
+
+class FaultLog:
+    """Where a check's faults go: each is counted, the first MAX_LISTED_FAULTS are listed in the
+    report, and the rows they fall on are counted once each, in whatever order they come (one
+    bit a row: a sheet of a million faulty rows costs 125 kB)."""
+
+    def __init__(self, report: ImportReport):
+        self.report = report
+        self.faulty = bytearray()  # bit `row`: the row has a fault
+
+    def add(
+        self,
+        row: int | None,
+        line: int | None,
+        column: str | None,
+        value: str | None,
+        reason: str,
+        *,
+        file: str | None = None,
+    ) -> None:
+        report = self.report
+        report.fault_count += 1
+        if row is not None:
+            byte, bit = divmod(row, 8)
+            if byte >= len(self.faulty):
+                self.faulty.extend(bytes(byte + 1 - len(self.faulty)))
+            if not self.faulty[byte] >> bit & 1:
+                self.faulty[byte] |= 1 << bit
+                report.faulty_rows += 1
+        if len(report.faults) < MAX_LISTED_FAULTS:
+            report.faults.append(
+                Fault(row=row, line=line, column=column, value=value, reason=reason, file=file)
+            )
+
+    def close(self) -> None:
+        """Say so when not every fault is listed."""
+        report = self.report
+        if report.fault_count > len(report.faults):
+            report.notices.append(f"{len(report.faults)} of {report.fault_count} faults listed")
+
+
+def refuse_a_faulty_plan(report: ImportReport, file: str) -> None:
+    """An importer writes only a plan whose check found nothing wrong."""
+    if report.fault_count:
+        raise ValidationError(
+            f"{file} has {report.fault_count} faults in {report.faulty_rows} rows; nothing was "
+            "imported",
+            field="file",
+            value=file,
+        )

@@ -1,0 +1,34 @@
+"""Importing a REDCap project: its data dictionary and a "raw" longitudinal records export (one
+row per record per event), mapped by a small TOML file (`mapping`) onto participants, visits,
+phenotype values, consent and the PHI identity table.
+
+Dictionary fields become phenotype variables (`dictionary`: a field named like a variable
+already in the dictionary, now or before an admin renamed it, is matched to it, its choice
+codes mapped by label; the values of a retired variable are left out with a notice, since the
+project usually keeps the field an admin retired here); events become visits; the demographic
+fields the mapping names become the participant; consent fields become signed consent
+documents; fields marked `Identifier? = y` go only to the identity table (and no fault shows
+their values: `faults`).
+
+As with the legacy inventory import, checking (`checking`, `reading`, `people`) reads both
+files whole and reports every fault (file, row, line, field, value, reason) before anything is
+written, and works out what the import would add, change and leave alone (`planning`), looking
+the database up a thousand rows at a time. Writing (`writing`) then goes through the services
+each record belongs to, in the caller's one transaction, skipping what is already there:
+importing the same files again changes nothing, and a changed value is changed with its before
+and after in the audit trail.
+"""
+
+from biobank.services.imports.redcap.checking import check_redcap
+from biobank.services.imports.redcap.mapping import ConsentMapping, RedcapMapping, redcap_mapping
+from biobank.services.imports.redcap.planning import RedcapPlan
+from biobank.services.imports.redcap.writing import write_redcap
+
+__all__ = [
+    "ConsentMapping",
+    "RedcapMapping",
+    "RedcapPlan",
+    "check_redcap",
+    "redcap_mapping",
+    "write_redcap",
+]

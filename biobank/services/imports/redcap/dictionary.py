@@ -1,0 +1,270 @@
+"""Checking a REDCap data dictionary against the mapping and the variables there are: which
+field is the record ID, the visit date, sex, birth year, identity or consent, which is an
+identifier, and which phenotype variable each other field's values go to (matched by name or a
+former name, else made from the field)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from biobank import redcap
+from biobank.errors import ValidationError
+from biobank.models import (
+    ConsentDocument,
+    ConsentDocumentStatement,
+    ConsentStatement,
+    PhenotypeScope,
+    PhenotypeType,
+    PhenotypeVariable,
+    Sex,
+)
+from biobank.services import phenotypes
+from biobank.services.imports.common import ImportReport
+from biobank.services.imports.redcap.faults import Faults
+from biobank.services.imports.redcap.mapping import RedcapMapping
+from biobank.services.imports.redcap.planning import Target
+from biobank.tabular import Source
+
+# A REDCap type a variable of another type still takes: every integer is a decimal.
+WIDER = {(PhenotypeType.integer, PhenotypeType.decimal)}
+
+
+class Dictionary:
+    """What the data dictionary's fields are, once `read`."""
+
+    def __init__(
+        self, session: Session, report: ImportReport, faults: Faults, mapping: RedcapMapping
+    ):
+        self.session = session
+        self.report = report
+        self.faults = faults
+        self.mapping = mapping
+        self.consent = mapping.consent  # None when the dictionary has no consent field
+        self.fields: dict[str, redcap.Field] = {}
+        self.skipped: set[str] = set()  # columns of fields without values or with faults
+        self.known: dict[str, PhenotypeVariable] = {}  # by name and former name, retired too
+        self.targets: dict[str, Target] = {}
+        self.others: list[redcap.Field] = []  # identifiers for the identity table's `other`
+        self.sexes: dict[str, Sex] = {}  # REDCap code → sex
+        self.sex_field: redcap.Field | None = None
+        self.birth_field: redcap.Field | None = None
+        self.statements: dict[str, str] = {}  # consent statement → its (yes/no) field
+        self.stored_documents: dict[str, tuple[date, list[str]]] = {}
+
+    def read(self, source: Source) -> bool:
+        """Each field's role; False when the records cannot be read without a fix."""
+        found = redcap.read_dictionary(source.records())
+        name = self.report.dictionary
+        for p in found.problems:
+            self.faults.fault(name, None, p.line, p.field, p.value, p.reason)
+        self.fields = found.fields
+        self.skipped = set(found.skipped) | set(found.faulty)
+        self.report.fields = len(found.fields)
+        if found.skipped:
+            self.report.notices.append(
+                f"fields without values (descriptive, file): {', '.join(found.skipped)}"
+            )
+        mapping, roles = self.mapping, self.mapping.roles()
+        for form in sorted(mapping.participant_forms - found.forms):
+            self.report.notices.append(
+                f"the mapping's participant form {form!r} is not in the dictionary"
+            )
+        usable = self.role_field(mapping.record_id, "record_id", required=True) is not None
+        usable &= (
+            self.role_field(mapping.visit_date, "visit_date", PhenotypeType.date, required=True)
+            is not None
+        )
+        sex = self.sex_field = self.role_field(mapping.sex, "sex", PhenotypeType.choice)
+        for code, label in sex.choices if sex else ():
+            match = next((s for s in Sex if s.value == label.casefold()), None)
+            if match is None:
+                allowed = ", ".join(s.value for s in Sex)
+                self.faults.fault(
+                    name,
+                    None,
+                    sex.line,
+                    sex.name,
+                    label,
+                    f"{sex.name}: the choice {code}, {label} is not a sex ({allowed})",
+                )
+            else:
+                self.sexes[code] = match
+        self.birth_field = self.role_field(mapping.birth_year, "birth_year", PhenotypeType.integer)
+        for column, field_name in mapping.identity.items():
+            wanted = PhenotypeType.date if column == "date_of_birth" else None
+            if self.role_field(field_name, f"identity.{column}", wanted):
+                self.faults.phi.add(field_name)
+        self.read_consent_fields()
+        self.known = phenotypes.variables_by_name(self.session, include_retired=True)
+        for f in found.fields.values():
+            if f.name in roles:
+                if f.identifier and f.name not in self.faults.phi:
+                    self.report.notices.append(
+                        f"{f.name} is marked as an identifier; the mapping takes it as the "
+                        f"{roles[f.name]}"
+                    )
+            elif f.identifier:
+                self.others.append(f)
+                self.faults.phi.add(f.name)
+            else:
+                self.target(f)
+        self.report.variables.added = sum(t.variable is None for t in self.targets.values())
+        self.report.variables.unchanged = len(self.targets) - self.report.variables.added
+        return usable
+
+    def role_field(
+        self,
+        name: str | None,
+        key: str,
+        wanted: PhenotypeType | None = None,
+        *,
+        required: bool = False,
+    ) -> redcap.Field | None:
+        """The dictionary's field the mapping names for `key`, if it is there and fits."""
+        if name is None:
+            return None
+        found = self.fields.get(name)
+        if found is None:
+            if required:
+                self.faults.fault(
+                    self.mapping.file,
+                    None,
+                    None,
+                    key,
+                    name,
+                    f"no field {name!r} in the data dictionary",
+                )
+            else:
+                self.report.notices.append(
+                    f"no field {name!r} ({key} in the mapping) in the dictionary; not imported"
+                )
+            return None
+        fits = wanted is None or found.value_type is wanted
+        if key == "birth_year":
+            fits = found.value_type in (PhenotypeType.integer, PhenotypeType.date)
+        if not fits:
+            self.faults.fault(
+                self.report.dictionary,
+                None,
+                found.line,
+                name,
+                found.field_type,
+                f"{name} ({key} in the mapping) must be of type {wanted.value}, "
+                f"not {found.value_type.value}",
+            )
+            return None
+        return found
+
+    def read_consent_fields(self) -> None:
+        given = self.consent
+        if given is None:
+            return
+        present = [
+            f for f in (given.version, given.signed_on, *given.statements) if f in self.fields
+        ]
+        if not present:
+            self.report.notices.append(
+                "the dictionary has none of the mapping's consent fields; consent not imported"
+            )
+            self.consent = None
+            return
+        self.role_field(given.version, "consent.version", required=True)
+        self.role_field(given.signed_on, "consent.signed_on", PhenotypeType.date, required=True)
+        self.statements = {
+            code: name
+            for name, code in given.statements.items()
+            if self.role_field(name, f"consent.statements.{name}", PhenotypeType.boolean)
+        }
+        known = set(self.session.exec(select(ConsentStatement.code)).all())
+        for name, code in given.statements.items():
+            if code not in known:
+                reason = f"no consent statement {code} (known: {', '.join(sorted(known))})"
+                self.faults.fault(
+                    self.mapping.file, None, None, f"consent.statements.{name}", code, reason
+                )
+        self.stored_documents = self.load_documents(given.document)
+
+    def load_documents(self, code: str) -> dict[str, tuple[date, list[str]]]:
+        documents: dict[str, tuple[date, list[str]]] = {}
+        rows = self.session.execute(
+            sa.select(ConsentDocument.version, ConsentDocument.effective_on, ConsentStatement.code)
+            .join(
+                ConsentDocumentStatement, ConsentDocumentStatement.document_id == ConsentDocument.id
+            )
+            .join(ConsentStatement, ConsentStatement.id == ConsentDocumentStatement.statement_id)
+            .where(ConsentDocument.code == code)
+            .order_by(ConsentDocument.id, ConsentDocumentStatement.position)
+        )
+        for version, effective_on, statement in rows:
+            documents.setdefault(version, (effective_on, []))[1].append(statement)
+        return documents
+
+    def target(self, f: redcap.Field) -> None:
+        """The variable a field's values go to: matched by name (or a former name), else made
+        from the field; none for a retired one."""
+        variable = self.known.get(f.name)
+        name = self.report.dictionary
+        if variable is not None:
+            if variable.retired_at is not None:
+                self.report.notices.append(
+                    f"{f.name}: the variable {variable.name} is retired; its values are not "
+                    "imported"
+                )
+                return
+            twin = next((t.field.name for t in self.targets.values() if t.variable is variable), "")
+            if twin:
+                reason = f"{f.name} and {twin} are both the variable {variable.name} (renamed)"
+                self.faults.fault(name, None, f.line, f.name, f.name, reason)
+                return
+            if variable.name != f.name:
+                self.report.notices.append(f"{f.name} is the variable {variable.name} (renamed)")
+        if variable is None:
+            scope = (
+                PhenotypeScope.participant
+                if f.form in self.mapping.participant_forms
+                else PhenotypeScope.visit
+            )
+            definition = phenotypes.VariableRead(
+                name=f.name,
+                label=f.label,
+                value_type=f.value_type,
+                scope=scope,
+                min_value=f.min_value,
+                max_value=f.max_value,
+                choices=[{"code": c, "label": label} for c, label in f.choices] or None,
+                category=f.form[:64],
+                description=f.note,
+            )
+            try:
+                phenotypes.check_definition(definition)
+            except ValidationError as error:
+                self.faults.fault(name, None, f.line, f.name, error.value, error.message)
+                return
+            self.targets[f.name] = Target(f, definition, None, {c: c for c, _ in f.choices})
+            return
+        have = PhenotypeType(variable.value_type)
+        if have is not f.value_type and (f.value_type, have) not in WIDER:
+            reason = (
+                f"the variable {f.name} is of type {have.value} here; the dictionary makes "
+                f"it {f.value_type.value}"
+            )
+            self.faults.fault(name, None, f.line, f.name, f.field_type, reason)
+            return
+        codes: dict[str, str] = {}
+        stored = [(c["code"], c["label"]) for c in variable.choices or ()]
+        for code, label in f.choices:
+            wanted = label.casefold()
+            match = next((c for c, lab in stored if lab.casefold() == wanted), None) or next(
+                (c for c, _ in stored if c.casefold() == wanted), None
+            )
+            if match is None:
+                allowed = ", ".join(f"{c} ({lab})" for c, lab in stored)
+                reason = (
+                    f"{f.name}: the choice {code}, {label} is none of the variable's ({allowed})"
+                )
+                self.faults.fault(name, None, f.line, f.name, f"{code}, {label}", reason)
+            codes[code] = match or code
+        self.targets[f.name] = Target(f, phenotypes.variable_read(variable), variable, codes)

@@ -1,0 +1,141 @@
+"""The mapping of a REDCap project onto this system: which fields are the record ID, the visit
+date, the participant's sex and birth year, the identity columns and the consent form (a small
+TOML file, `biobank/reference/redcap_mapping.toml` unless another is given)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+from biobank.errors import ValidationError
+from biobank.inputs import read_toml
+
+IDENTITY_LIMITS = {"mrn": 64, "family_name": 200, "given_name": 200, "date_of_birth": None}
+DEFAULT_MAPPING = "reference/redcap_mapping.toml"
+
+
+@dataclass(frozen=True)
+class ConsentMapping:
+    document: str  # its code; each version is a document
+    title: str
+    version: str  # the field of the version signed
+    signed_on: str  # the field of the date signed
+    statements: dict[str, str]  # field → statement code, in the order the form asks them
+
+
+@dataclass(frozen=True)
+class RedcapMapping:
+    """Which REDCap fields are what (build it with `redcap_mapping`, which checks it)."""
+
+    record_id: str
+    visit_date: str
+    sex: str | None = None
+    birth_year: str | None = None
+    participant_forms: frozenset[str] = frozenset()
+    visit_labels: dict[str, str] = field(default_factory=dict)  # event → label
+    identity: dict[str, str] = field(default_factory=dict)  # identity column → field
+    consent: ConsentMapping | None = None
+    file: str = "redcap_mapping.toml"
+
+    def roles(self) -> dict[str, str]:
+        """Field → what the mapping makes of it (none of these is a phenotype variable)."""
+        roles = {self.record_id: "record ID", self.visit_date: "visit date"}
+        roles |= {self.sex: "sex", self.birth_year: "birth year"}
+        roles |= {name: f"identity {column}" for column, name in self.identity.items()}
+        if self.consent:
+            roles |= {
+                self.consent.version: "consent version",
+                self.consent.signed_on: "consent date",
+            }
+            roles |= {name: f"consent {code}" for name, code in self.consent.statements.items()}
+        roles.pop(None, None)
+        return roles
+
+
+def redcap_mapping(path: Path | None = None) -> RedcapMapping:
+    """The shipped mapping; a file given replaces the keys and tables it sets."""
+    text = files("biobank").joinpath(DEFAULT_MAPPING).read_text("utf-8")
+    settings = tomllib.loads(text) | (read_toml(path) if path is not None else {})
+    where = path.name if path is not None else "redcap_mapping.toml"
+
+    def fail(key: str, reason: str, value: object = None) -> ValidationError:
+        return ValidationError(f"{where}: {key} {reason}", field="mapping", value=value or key)
+
+    known = {f for f in RedcapMapping.__dataclass_fields__ if f != "file"}
+    for key in settings.keys() - known:
+        raise fail(key, f"is not a setting (settings: {', '.join(sorted(known))})")
+
+    def name(key: str, value: object, *, required: bool = True) -> str | None:
+        if value in (None, "") and not required:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise fail(key, "must name a REDCap field", value)
+        return value.strip().lower()
+
+    def table(key: str, value: object) -> dict[str, str]:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise fail(key, "must be a table of names", value)
+        return {str(k).strip(): v.strip() for k, v in value.items()}
+
+    forms = settings.get("participant_forms", [])
+    if not isinstance(forms, list) or not all(isinstance(f, str) for f in forms):
+        raise fail("participant_forms", "must be a list of form names", forms)
+    identity = {
+        c: name(f"identity.{c}", f)
+        for c, f in table("identity", settings.get("identity", {})).items()
+    }
+    for column in identity.keys() - IDENTITY_LIMITS.keys():
+        raise fail(
+            f"identity.{column}", f"is not an identity column ({', '.join(IDENTITY_LIMITS)})"
+        )
+    mapping = RedcapMapping(
+        record_id=name("record_id", settings.get("record_id")),
+        visit_date=name("visit_date", settings.get("visit_date")),
+        sex=name("sex", settings.get("sex"), required=False),
+        birth_year=name("birth_year", settings.get("birth_year"), required=False),
+        participant_forms=frozenset(f.strip().lower() for f in forms),
+        visit_labels=table("visit_labels", settings.get("visit_labels", {})),
+        identity=identity,
+        consent=_consent_mapping(settings.get("consent", {}), fail, name),
+        file=where,
+    )
+    fields = [
+        f for f in [mapping.record_id, mapping.visit_date, mapping.sex, mapping.birth_year] if f
+    ]
+    fields += list(identity.values())
+    if mapping.consent:
+        fields += [mapping.consent.version, mapping.consent.signed_on, *mapping.consent.statements]
+    twice = sorted({f for f in fields if fields.count(f) > 1})
+    if twice:
+        raise fail("", f"names the field {twice[0]} for two things", twice[0])
+    return mapping
+
+
+def _consent_mapping(given: object, fail, name) -> ConsentMapping | None:
+    if not isinstance(given, dict):
+        raise fail("consent", "must be a table", given)
+    if not given:
+        return None  # `[consent]` left empty: no consent in this project
+    unknown = given.keys() - {"document", "title", "version", "signed_on", "statements"}
+    for key in unknown:
+        raise fail(
+            f"consent.{key}", "is not a setting (document, title, version, signed_on, statements)"
+        )
+    statements = given.get("statements")
+    if not isinstance(statements, dict) or not statements:
+        raise fail("consent.statements", "must map yes/no fields to consent statements", statements)
+    document = given.get("document")
+    if not isinstance(document, str) or not document.strip():
+        raise fail("consent.document", "must be the consent document's code", document)
+    return ConsentMapping(
+        document=document.strip().upper(),
+        title=str(given.get("title") or document).strip(),
+        version=name("consent.version", given.get("version")),
+        signed_on=name("consent.signed_on", given.get("signed_on")),
+        statements={
+            name(f"consent.statements.{f}", f): str(code).strip().upper()
+            for f, code in statements.items()
+        },
+    )

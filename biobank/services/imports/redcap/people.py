@@ -1,0 +1,257 @@
+"""What only a REDCap records export as a whole shows, once every row is read: each
+participant's identity (MRNs unique), dates and facts against each other and the database, and
+each consent signature against its document version; and what the import adds and changes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from biobank.errors import ValidationError
+from biobank.models import (
+    ConsentAnswer,
+    ConsentDocument,
+    ConsentStatement,
+    ParticipantConsent,
+    ParticipantIdentity,
+    PhenotypeScope,
+)
+from biobank.phenotypes import Stored
+from biobank.services import participants, phenotypes
+from biobank.services.imports.common import ImportReport, batches
+from biobank.services.imports.redcap.dictionary import Dictionary
+from biobank.services.imports.redcap.faults import Faults, hidden
+from biobank.services.imports.redcap.planning import (
+    Fact,
+    Person,
+    PlannedVisit,
+    Signature,
+    identity_changes,
+    identity_of,
+    outcome_of,
+)
+
+
+class PeopleCheck:
+    """The participants the records name, and their consent signatures, checked as a whole."""
+
+    def __init__(
+        self,
+        session: Session,
+        report: ImportReport,
+        faults: Faults,
+        dictionary: Dictionary,
+        people: dict[str, Person],
+        visits: dict[tuple[str, str], PlannedVisit],
+    ):
+        self.session = session
+        self.report = report
+        self.faults = faults
+        self.dictionary = dictionary
+        self.mapping = dictionary.mapping
+        self.people = people
+        self.visits = visits
+        self.documents: dict[str, tuple[date, list[str]]] = {}  # to create: see `RedcapPlan`
+
+    def run(self) -> dict[str, tuple[date, list[str]]]:
+        """Check everything; the consent document versions to create."""
+        self.check_people()
+        self.check_signatures()
+        return self.documents
+
+    def person_fault(self, fact: Fact, reason: str) -> None:
+        self.faults.fault(self.report.records, fact.row, fact.line, fact.column, fact.raw, reason)
+
+    def check_people(self) -> None:
+        """Identity (MRNs unique, dates that fit), birth year against visits, and what each
+        participant's facts add or change."""
+        stored = {p.id: p for p in self.people.values() if p.id is not None}
+        for chunk in batches(stored):
+            for identity in self.session.exec(
+                select(ParticipantIdentity).where(ParticipantIdentity.participant_id.in_(chunk))
+            ):
+                stored[identity.participant_id].identity = identity
+        mrns: dict[str, str] = {}
+        for code, person in self.people.items():
+            mrn = person.facts.get("mrn")
+            if mrn is None:
+                continue
+            first = mrns.setdefault(mrn.value, code)
+            if first != code:
+                self.person_fault(mrn, f"record {first} has the same MRN")
+            if mrn.value.upper() in code:
+                self.person_fault(mrn, "a participant code must not contain the MRN")
+        for chunk in batches(mrns):
+            for participant_id, mrn in self.session.execute(
+                sa.select(ParticipantIdentity.participant_id, ParticipantIdentity.mrn).where(
+                    ParticipantIdentity.mrn.in_(chunk)
+                )
+            ):
+                person = self.people[mrns[mrn]]
+                if participant_id != person.id:
+                    self.person_fault(person.facts["mrn"], "another participant has this MRN")
+        participant_values = self.stored_participant_values()
+        by_visit = defaultdict(list)
+        for (code, _), visit in self.visits.items():
+            by_visit[code].append(visit)
+        for code, person in self.people.items():
+            self.check_person(code, person, by_visit[code], participant_values)
+
+    def check_person(
+        self, code: str, person: Person, visits: list[PlannedVisit], participant_values
+    ) -> None:
+        facts = person.facts
+        born = facts.get("birth_year")
+        birth_year = born.value if born else person.birth_year
+        dob = facts.get("date_of_birth")
+        stored_dob = person.identity.date_of_birth if person.identity else None
+        date_of_birth = dob.value if dob else stored_dob
+        try:
+            participants.check_person_dates(
+                birth_year=birth_year, date_of_birth=date_of_birth, enrolled_on=None
+            )
+        except ValidationError as error:
+            wrong = born if error.field == "birth_year" and born else dob or born
+            if wrong is not None:  # a birth year's fault may quote the date of birth
+                self.person_fault(wrong, hidden(error.message, date_of_birth))
+        for visit in visits:
+            if visit.visit_date and birth_year and visit.visit_date.year < birth_year:
+                self.faults.fault(
+                    self.report.records,
+                    visit.row,
+                    visit.line,
+                    self.mapping.visit_date,
+                    str(visit.visit_date),
+                    "the visit date is before birth",
+                )
+            self.report.visits.count(
+                outcome_of(visit.stored_date, visit.visit_date or visit.stored_date)
+            )
+        sex = facts.get("sex")
+        if person.id is None:
+            person.outcome = "added"
+        elif (sex and sex.value != person.sex) or (born and born.value != person.birth_year):
+            person.outcome = "changed"
+        self.report.participants.count(person.outcome)
+        wanted = identity_of(facts)
+        if wanted:
+            have = person.identity
+            changes = have is None or identity_changes(have, wanted)
+            self.report.identities.count(outcome_of(have, wanted if changes else have))
+        for key, given in facts.items():
+            if key.startswith("value:"):
+                target = self.dictionary.targets[key[6:]]
+                before = (
+                    participant_values.get((person.id, target.variable.id))
+                    if person.id and target.variable
+                    else None
+                )
+                outcome = outcome_of(before, given.value)
+                self.report.values.count(outcome)
+                if outcome != "unchanged":
+                    person.new_values.append((target.field.name, outcome == "added"))
+
+    def stored_participant_values(self) -> dict[tuple[int, int], Stored]:
+        """(participant, variable) → what is stored of the participant-level variables."""
+        ids = [p.id for p in self.people.values() if p.id is not None]
+        variables = [
+            t.variable.id
+            for t in self.dictionary.targets.values()
+            if t.variable is not None and t.variable.scope is PhenotypeScope.participant
+        ]
+        found = {}
+        for chunk in batches(ids):
+            for value in phenotypes.stored_values(
+                self.session, variables=variables, participants=chunk, participant_level=True
+            ):
+                found[value.participant_id, value.variable_id] = value.stored
+        return found
+
+    def check_signatures(self) -> None:
+        """Each signature against its document version (found, or created from the earliest
+        signature of it with the statements its signatures answer) and what is recorded."""
+        given = self.dictionary.consent
+        if given is None:
+            return
+        signatures = [(code, s) for code, p in self.people.items() for s in p.signatures.values()]
+        new: dict[str, list[Signature]] = defaultdict(list)
+        for _, s in signatures:
+            if s.version not in self.dictionary.stored_documents:
+                new[s.version].append(s)
+        for version, signed in new.items():
+            answered = {code for s in signed for code in s.answers}
+            asked = [code for code in given.statements.values() if code in answered]
+            self.documents[version] = (min(s.signed_on for s in signed), asked)
+        recorded = self.stored_signatures()
+        for code, s in signatures:
+            person = self.people[code]
+            s.stored = recorded.get((person.id, s.version, s.signed_on)) if person.id else None
+            self.check_signature(s, person)
+        self.report.documents = [f"{given.document} {v}" for v in self.documents]
+
+    def check_signature(self, s: Signature, person: Person) -> None:
+        """One signature's dates and answers against its document, its participant and what is
+        recorded of it (a signed consent is never changed)."""
+        given = self.dictionary.consent
+
+        def fault(column: str, value: str, reason: str) -> None:
+            self.faults.fault(self.report.records, s.row, s.line, column, value, reason)
+
+        document = f"{given.document} {s.version}"
+        effective_on, asked = (
+            self.dictionary.stored_documents.get(s.version) or self.documents[s.version]
+        )
+        if s.signed_on < effective_on:
+            fault(given.signed_on, str(s.signed_on), f"{document} took effect on {effective_on}")
+        born = person.facts.get("birth_year")
+        birth_year = born.value if born else person.birth_year
+        if birth_year and s.signed_on.year < birth_year:
+            fault(given.signed_on, str(s.signed_on), "the signature date is before birth")
+        for statement in asked:
+            if statement not in s.answers:
+                column = s.columns.get(statement, given.version)
+                fault(column, "", f"no answer ({document} asks {statement})")
+        for statement in s.answers.keys() - set(asked):
+            answer = str(int(s.answers[statement]))
+            fault(s.columns[statement], answer, f"{document} does not ask {statement}")
+        outcome = outcome_of(s.stored, s.answers)
+        if outcome != "changed":
+            self.report.consents.count(outcome)
+            return
+        differ = sorted(s.answers.items() ^ s.stored.items())
+        reason = (
+            f"{document} signed {s.signed_on} is recorded with other answers "
+            f"({', '.join(sorted({k for k, _ in differ}))}); a signed consent is not changed "
+            "by an import"
+        )
+        statement = differ[0][0]
+        answer = s.answers.get(statement)
+        shown = "" if answer is None else str(int(answer))
+        fault(s.columns.get(statement, given.version), shown, reason)
+
+    def stored_signatures(self) -> dict[tuple[int | None, str, date], dict[str, bool]]:
+        """(participant, version, date) → answers of the document's recorded signatures."""
+        ids = [p.id for p in self.people.values() if p.id is not None and p.signatures]
+        found: dict[tuple[int | None, str, date], dict[str, bool]] = defaultdict(dict)
+        for chunk in batches(ids):
+            for pid, version, signed_on, statement, answer in self.session.execute(
+                sa.select(
+                    ParticipantConsent.participant_id,
+                    ConsentDocument.version,
+                    ParticipantConsent.signed_on,
+                    ConsentStatement.code,
+                    ConsentAnswer.answer,
+                )
+                .join(ConsentDocument, ConsentDocument.id == ParticipantConsent.document_id)
+                .join(ConsentAnswer, ConsentAnswer.participant_consent_id == ParticipantConsent.id)
+                .join(ConsentStatement, ConsentStatement.id == ConsentAnswer.statement_id)
+                .where(
+                    ParticipantConsent.participant_id.in_(chunk),
+                    ConsentDocument.code == self.dictionary.consent.document,
+                )
+            ):
+                found[pid, version, signed_on][statement] = answer
+        return found

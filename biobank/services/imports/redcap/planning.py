@@ -1,0 +1,138 @@
+"""What checking a REDCap project builds and writing follows: the plan, and its parts (the
+variables fields become, the participants, visits, facts and consent signatures the records
+give, each with what is stored already)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import IO, Any
+
+from biobank import redcap
+from biobank.models import ParticipantIdentity, PhenotypeVariable, Sex, Study
+from biobank.phenotypes import Spec, Stored
+from biobank.services import phenotypes
+from biobank.services.imports.common import ImportReport
+from biobank.services.imports.redcap.mapping import IDENTITY_LIMITS, RedcapMapping
+
+NewValue = tuple[str, str | None, str, Stored, bool]  # participant, visit, variable, value, new?
+
+
+@dataclass
+class Target:
+    """A field that is a phenotype variable: found (`variable`), or made from `definition`;
+    `codes` turns REDCap's choice codes into the variable's."""
+
+    field: redcap.Field
+    definition: phenotypes.VariableRead
+    variable: PhenotypeVariable | None
+    codes: dict[str, str]
+
+    @property
+    def spec(self) -> Spec:
+        return Spec.of(self.variable or self.definition)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One thing the file says of a participant, and where it first says it."""
+
+    row: int
+    line: int
+    column: str
+    raw: str
+    value: Any
+
+
+@dataclass
+class Signature:
+    """A consent signature the records give (a version of the form, the day, the answers)."""
+
+    row: int
+    line: int
+    version: str
+    signed_on: date
+    answers: dict[str, bool]  # statement → answer
+    columns: dict[str, str]  # statement → field
+    stored: dict[str, bool] | None = None  # the same signature, already recorded
+
+
+@dataclass
+class Person:
+    """A participant the records name: as stored, and all the file says of it."""
+
+    row: int  # its first row
+    id: int | None = None  # None: to be created
+    study_id: int | None = None
+    sex: Sex | None = None  # as stored
+    birth_year: int | None = None
+    facts: dict[str, Fact] = field(default_factory=dict)  # "sex", "mrn", "other:f", "value:v"
+    signatures: dict[tuple[str, date], Signature] = field(default_factory=dict)
+    identity: ParticipantIdentity | None = None
+    outcome: str = "unchanged"
+    new_values: list[tuple[str, bool]] = field(default_factory=list)  # (variable, added)
+
+
+@dataclass
+class PlannedVisit:
+    """A visit the records name (one per record and event), and its stored date."""
+
+    row: int
+    line: int
+    visit_date: date | None  # as the file gives it
+    id: int | None = None
+    stored_date: date | None = None
+
+
+@dataclass
+class Row:
+    """One row of the records as read: what it says, and the faults of its cells."""
+
+    row: int
+    line: int
+    code: str | None = None
+    event: str = ""
+    label: str | None = None
+    visit_date: date | None = None
+    facts: dict[str, Fact] = field(default_factory=dict)
+    values: dict[str, tuple[Stored, str]] = field(default_factory=dict)  # visit-scope
+    signature: Signature | None = None
+    faults: list[tuple[str | None, str | None, str]] = field(default_factory=list)
+
+
+@dataclass
+class RedcapPlan:
+    """What checking found: the report, and what writing needs."""
+
+    report: ImportReport
+    study: Study
+    mapping: RedcapMapping
+    targets: dict[str, Target]
+    people: dict[str, Person]
+    visits: dict[tuple[str, str], PlannedVisit]
+    documents: dict[str, tuple[date, list[str]]]  # new version → effective date, statements
+    spool: IO[bytes]  # batches of (rows, participants, visits, [NewValue]), pickled
+
+
+def outcome_of(before: object, after: object) -> str:
+    """What importing `after` over what is stored (`before`; None: nothing) does."""
+    return "added" if before is None else "unchanged" if before == after else "changed"
+
+
+def identity_of(facts: dict[str, Fact]) -> dict[str, Any]:
+    """The identity columns and `other` entries the file gives."""
+    wanted: dict[str, Any] = {c: facts[c].value for c in IDENTITY_LIMITS if c in facts}
+    other = {k[6:]: f.value for k, f in facts.items() if k.startswith("other:")}
+    if other:
+        wanted["other"] = other
+    return wanted
+
+
+def identity_changes(identity: ParticipantIdentity, wanted: dict[str, Any]) -> dict[str, Any]:
+    """What is to change; `other` keeps the entries the file does not give."""
+    changes = {c: v for c, v in wanted.items() if c != "other" and getattr(identity, c) != v}
+    if "other" in wanted:
+        merged = (identity.other or {}) | wanted["other"]
+        if merged != (identity.other or {}):
+            changes["other"] = merged
+    return changes
