@@ -33,16 +33,16 @@ from benchmarks.databases import BenchDatabase
 from benchmarks.measure import Result, p99, progress
 from benchmarks.raw import RawInsert
 from biobank.db import make_engine, uow
+from biobank.domain.identifiers import format_specimen_id
+from biobank.domain.permissions import Actor
+from biobank.domain.positions import fill_sequence
 from biobank.errors import (
     ConcurrentChange,
     ConstraintViolation,
     DatabaseUnavailable,
     PositionOccupied,
 )
-from biobank.identifiers import format_specimen_id
 from biobank.models import AuditEntry, Specimen, SpecimenEvent, StorageUnit, utcnow
-from biobank.permissions import Actor
-from biobank.positions import fill_sequence
 from biobank.services import audit
 from biobank.services.specimen_ids import COUNTER
 from biobank.services.storage import subtree_range

@@ -36,7 +36,10 @@ from sqlmodel import Session, select
 from biobank import migrate
 from biobank.bootstrap import bootstrap
 from biobank.db import uow
-from biobank.identifiers import format_specimen_id, parse_specimen_id
+from biobank.domain.identifiers import format_specimen_id, parse_specimen_id
+from biobank.domain.permissions import Actor
+from biobank.domain.phenotypes import Spec, parse_value
+from biobank.domain.positions import fill_sequence
 from biobank.models import (
     ConsentAnswer,
     ConsentDocument,
@@ -56,9 +59,6 @@ from biobank.models import (
     WithdrawalDisposition,
     utcnow,
 )
-from biobank.permissions import Actor
-from biobank.phenotypes import Spec, parse_value
-from biobank.positions import fill_sequence
 from biobank.services import audit, specimens, storage
 from biobank.services.consent import add_document
 from biobank.services.demo import VISIT_SCHEDULE

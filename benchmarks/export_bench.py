@@ -113,8 +113,8 @@ def _child(db: BenchDatabase, side: str, as_of: date) -> dict[str, Any]:
 
 
 def _service_export(db: BenchDatabase, as_of: date, folder: Path) -> dict[str, Any]:
-    from biobank.cohort import CohortQuery
     from biobank.db import make_engine, uow
+    from biobank.domain.cohort import CohortQuery
     from biobank.services.exports import ExportRequest, run_export
     from biobank.services.identity import actor_for
 

@@ -12,7 +12,7 @@ from datetime import date
 
 from benchmarks import report
 from benchmarks.measure import Result, median, progress
-from biobank.identifiers import format_specimen_id
+from biobank.domain.identifiers import format_specimen_id
 from labels import SpecimenLabel, render_pdf, render_zpl, template
 
 RUNS = 3

@@ -39,7 +39,7 @@ from benchmarks.dataset import BOX_GRID, Dataset, build
 from benchmarks.measure import Result, median, p99, progress, timed
 from biobank.bootstrap import OpenDatabase, open_database
 from biobank.db import make_engine
-from biobank.permissions import Actor
+from biobank.domain.permissions import Actor
 from biobank.services import consent
 from biobank.services.demo import seed_demo
 from biobank.services.identity import actor_for

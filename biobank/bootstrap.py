@@ -17,8 +17,8 @@ from sqlmodel import Session
 
 from biobank import migrate
 from biobank.db import check_connection, make_engine, uow
+from biobank.domain.permissions import SYSTEM, Actor
 from biobank.models import User, UserRead
-from biobank.permissions import SYSTEM, Actor
 from biobank.services.one_time_codes import issue_recovery_code
 from biobank.services.reference_data import install_reference_data
 from biobank.services.users import ensure_bootstrap_admin

@@ -17,6 +17,21 @@ from pydantic import ConfigDict
 from sqlalchemy.orm import declared_attr
 from sqlmodel import Field, SQLModel
 
+from biobank.domain.vocabulary import (
+    DeidentificationMode,
+    FillOrder,
+    ParticipantStatus,
+    PhenotypeScope,
+    PhenotypeType,
+    PositionLabels,
+    QuantityUnit,
+    Role,
+    Sex,
+    SpecimenKind,
+    SpecimenStatus,
+    WithdrawalDisposition,
+)
+
 SQLModel.metadata.naming_convention = {
     "ix": "ix_%(column_0_N_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -51,99 +66,6 @@ def _enum_type(enum_cls: type[enum.Enum]) -> sa.Enum:
         values_callable=lambda members: [m.value for m in members],
         validate_strings=True,
     )
-
-
-# --- Enumerations -------------------------------------------------------------------------
-
-
-class Role(enum.StrEnum):
-    technician = "technician"
-    pi = "pi"
-    admin = "admin"
-
-
-class Sex(enum.StrEnum):
-    """MIABIS donor sex."""
-
-    female = "female"
-    male = "male"
-    unknown = "unknown"
-    undifferentiated = "undifferentiated"
-
-
-class ParticipantStatus(enum.StrEnum):
-    active = "active"
-    withdrawn = "withdrawn"
-    lost_to_follow_up = "lost_to_follow_up"
-    deceased = "deceased"
-    completed = "completed"
-
-
-class PhenotypeType(enum.StrEnum):
-    integer = "integer"
-    decimal = "decimal"
-    boolean = "boolean"
-    choice = "choice"
-    multi_choice = "multi_choice"
-    date = "date"
-    text = "text"
-
-
-class PhenotypeScope(enum.StrEnum):
-    participant = "participant"
-    visit = "visit"
-
-
-class WithdrawalDisposition(enum.StrEnum):
-    destroy = "destroy"
-    keep_no_use = "keep_no_use"
-    return_to_participant = "return"
-
-
-class SpecimenKind(enum.StrEnum):
-    primary = "primary"
-    aliquot = "aliquot"
-    derivative = "derivative"
-    pool = "pool"
-
-
-class SpecimenStatus(enum.StrEnum):
-    available = "available"
-    reserved = "reserved"
-    checked_out = "checked_out"
-    distributed = "distributed"
-    depleted = "depleted"
-    disposed = "disposed"
-    missing = "missing"
-    quarantined = "quarantined"
-
-
-class QuantityUnit(enum.StrEnum):
-    uL = "uL"
-    mL = "mL"
-    mg = "mg"
-    ug = "ug"
-    cells = "cells"
-
-
-class FillOrder(enum.StrEnum):
-    """The order auto-allocation fills a box: across each row, or down each column."""
-
-    row_major = "row_major"
-    column_major = "column_major"
-
-
-class PositionLabels(enum.StrEnum):
-    """`A1` letters for rows and numbers for columns, or `1..N` row by row."""
-
-    letter_number = "letter_number"
-    numeric = "numeric"
-
-
-class DeidentificationMode(enum.StrEnum):
-    safe_harbor = "safe_harbor"
-    limited = "limited"
-    identified = "identified"
 
 
 # --- People -------------------------------------------------------------------------------
@@ -729,7 +651,7 @@ class AuditEntryRead(SQLModel):
 
 
 class SavedQuery(Table, table=True):
-    """A named cohort query (`biobank.cohort.CohortQuery` as JSON), kept to run again."""
+    """A named cohort query (`biobank.domain.cohort.CohortQuery` as JSON), kept to run again."""
 
     __tablename__ = "saved_query"
 

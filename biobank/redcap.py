@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from biobank.domain.phenotypes import Spec, parse_value, typed
 from biobank.errors import ValidationError
 from biobank.html_text import plain_text
 from biobank.models import PhenotypeType
-from biobank.phenotypes import Spec, parse_value, typed
 
 COLUMNS: dict[str, str] = {
     "name": "Variable / Field Name",

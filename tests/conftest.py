@@ -26,8 +26,8 @@ from biobank import migrate
 from biobank.bootstrap import bootstrap
 from biobank.cli import app
 from biobank.db import make_engine, uow
+from biobank.domain.permissions import Actor
 from biobank.models import Role, SiteSetting
-from biobank.permissions import Actor
 from biobank.services.identity import SignInPolicy, actor_for
 from biobank.services.reference_data import install_reference_data
 from biobank.services.users import add_user

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from biobank.cohort import (
+from biobank.domain.cohort import (
     CohortQuery,
     Condition,
     Group,

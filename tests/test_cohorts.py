@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from biobank.cli import app
-from biobank.cohort import CohortQuery, parse_conditions
 from biobank.db import uow
+from biobank.domain.cohort import CohortQuery, parse_conditions
 from biobank.errors import AlreadyExists, NotFound, PermissionDenied, ValidationError
 from biobank.models import Role
 from biobank.services import cohorts, participants

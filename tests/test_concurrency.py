@@ -13,9 +13,9 @@ from inventory import seed_inventory, serum
 from sqlmodel import Session, func, select
 
 from biobank.db import uow
+from biobank.domain.positions import position_label
 from biobank.errors import ConcurrentChange
 from biobank.models import AuditEntry, Specimen, StorageUnit
-from biobank.positions import position_label
 from biobank.services import audit, custody, specimens
 from biobank.services.identity import actor_for
 from biobank.services.specimen_read import get_specimen, specimen_read

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from inventory import FUTURE, seed_inventory, serum
 from sqlmodel import select
 
-from biobank.consent import (
+from biobank.db import uow
+from biobank.domain.consent import (
     SignedAnswer,
     StatementState,
     Withdrawal,
@@ -23,7 +24,6 @@ from biobank.consent import (
     statement_status,
     withdrawn_entirely,
 )
-from biobank.db import uow
 from biobank.errors import (
     AlreadyExists,
     ConsentDenied,

@@ -15,10 +15,10 @@ from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from biobank import cli
-from biobank.cohort import CohortQuery
 from biobank.db import uow
+from biobank.domain.cohort import CohortQuery
+from biobank.domain.permissions import Actor
 from biobank.models import Specimen, SpecimenEvent, SpecimenStatus
-from biobank.permissions import Actor
 from biobank.services import (
     audit,
     consent,

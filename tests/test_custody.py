@@ -7,8 +7,8 @@ from inventory import seed_inventory, serum
 from sqlalchemy.dialects import postgresql
 
 from biobank.db import uow
+from biobank.domain.lifecycle import ALLOWED
 from biobank.errors import ConcurrentChange, InvalidTransition, PositionOccupied, ValidationError
-from biobank.lifecycle import ALLOWED
 from biobank.models import SpecimenStatus
 from biobank.services import custody, specimens, storage
 

@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 import biobank
 from biobank import cli
 from biobank.db import make_engine, uow
+from biobank.domain.permissions import Actor
 from biobank.errors import ValidationError
 from biobank.models import PinLockout
-from biobank.permissions import Actor
 from biobank.services import custody, identity, participants, specimens, storage, users
 from biobank.services.db_roles import workstation_role_sql
 

@@ -12,12 +12,12 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from biobank.bootstrap import bootstrap
-from biobank.consent import StatementState
 from biobank.db import make_engine, uow
+from biobank.domain.consent import StatementState
+from biobank.domain.phenotypes import Spec, Stored, parse_value, typed
 from biobank.errors import PermissionDenied, ValidationError
 from biobank.migrate import upgrade
 from biobank.models import Participant, PhenotypeValue, PhenotypeVariable, Role, Specimen, Visit
-from biobank.phenotypes import Spec, Stored, parse_value, typed
 from biobank.services import audit, consent, demo, participants, phenotypes
 from biobank.services.consent_checks import consent_decisions
 from biobank.services.identity import actor_for

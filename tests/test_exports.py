@@ -20,8 +20,8 @@ from fhir.resources.R4B.bundle import Bundle
 from typer.testing import CliRunner
 
 from biobank.cli import app
-from biobank.cohort import CohortQuery, parse_conditions
 from biobank.db import uow
+from biobank.domain.cohort import CohortQuery, parse_conditions
 from biobank.errors import NotFound, PermissionDenied, ValidationError
 from biobank.export.formats import FORMATS, NAMES
 from biobank.models import (

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from biobank.identifiers import (
+from biobank.domain.identifiers import (
     ALPHABET,
     MAX_SERIAL,
     ParsedSpecimenId,

@@ -6,8 +6,8 @@ import pytest
 from inventory import seed_inventory
 
 from biobank.db import uow
+from biobank.domain.identifiers import format_specimen_id
 from biobank.errors import ValidationError
-from biobank.identifiers import format_specimen_id
 from biobank.services import kits, participants, scan, specimens
 
 

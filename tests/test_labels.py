@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from biobank.identifiers import MAX_SERIAL, format_specimen_id
+from biobank.domain.identifiers import MAX_SERIAL, format_specimen_id
 from biobank.settings import PrinterProfile
 from labels import (
     TEMPLATES,

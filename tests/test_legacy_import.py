@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from biobank.db import BULK_CACHE_KIB, uow
+from biobank.domain.visits import canonical_visit_label
 from biobank.errors import PermissionDenied, ValidationError
 from biobank.models import QuantityUnit, Role, Specimen
 from biobank.services import (
@@ -27,7 +28,6 @@ from biobank.services import (
 )
 from biobank.services.imports import common, legacy
 from biobank.services.imports.common import ImportReport
-from biobank.visits import canonical_visit_label
 
 DATA = Path(__file__).parent / "data"
 SAMPLE = DATA / "legacy_inventory.csv"  # as the lab gave it: month 6 and 12 IDs collide

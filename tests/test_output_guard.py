@@ -36,8 +36,8 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from biobank.cli import app
-from biobank.cohort import CohortQuery, parse_conditions
 from biobank.db import uow
+from biobank.domain.cohort import CohortQuery, parse_conditions
 from biobank.errors import (
     BiobankError,
     ConcurrentChange,

@@ -32,8 +32,10 @@ from sqlalchemy.engine import Engine
 
 import biobank.services
 from biobank.bootstrap import bootstrap
-from biobank.cohort import CohortQuery
 from biobank.db import make_engine, uow
+from biobank.domain.cohort import CohortQuery
+from biobank.domain.permissions import MATRIX, Actor, Permission
+from biobank.domain.phenotypes import Stored
 from biobank.errors import PermissionDenied
 from biobank.models import (
     DeidentificationMode,
@@ -43,8 +45,6 @@ from biobank.models import (
     Specimen,
     UserRead,
 )
-from biobank.permissions import MATRIX, Actor, Permission
-from biobank.phenotypes import Stored
 from biobank.services import (
     agreements,
     audit,

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from biobank.cli import app
 from biobank.db import uow
+from biobank.domain.phenotypes import Stored
 from biobank.errors import (
     AlreadyExists,
     InvalidTransition,
@@ -24,7 +25,6 @@ from biobank.errors import (
 )
 from biobank.export.names import phenotype_column_names
 from biobank.models import AuditEntry, PhenotypeScope, PhenotypeType, Role
-from biobank.phenotypes import Stored
 from biobank.services import participants, phenotypes, studies
 from biobank.services.imports import redcap as redcap_import
 from biobank.services.imports.common import Counts, ImportReport

@@ -12,6 +12,7 @@ from inventory import FUTURE, seed_inventory
 from sqlmodel import select
 
 from biobank.db import uow
+from biobank.domain.phenotypes import Spec, Stored, display, parse_value, typed
 from biobank.errors import NotFound, PermissionDenied, ValidationError
 from biobank.models import (
     AuditEntry,
@@ -21,7 +22,6 @@ from biobank.models import (
     Role,
     Specimen,
 )
-from biobank.phenotypes import Spec, Stored, display, parse_value, typed
 from biobank.services import participants, phenotypes, specimens
 from biobank.services.phenotypes import (
     DEFAULT_WINDOW_DAYS,

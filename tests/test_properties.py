@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from inventory import seed_inventory
 
 from biobank.db import uow
+from biobank.domain.identifiers import SHOWN_CHARACTERS, unknown_code
+from biobank.domain.sprec import parse_sprec
 from biobank.errors import ValidationError
-from biobank.identifiers import SHOWN_CHARACTERS, unknown_code
 from biobank.services import scan
 from biobank.services.imports import legacy as legacy_import
 from biobank.services.imports import redcap as redcap_import
-from biobank.sprec import parse_sprec
 
 # Text as it arrives from keyboards, scanners and spreadsheets: any character, control
 # characters and look-alikes included.

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from biobank.cli import app
 from biobank.db import make_engine, uow
+from biobank.domain.identifiers import format_specimen_id
 from biobank.errors import DatabaseUnavailable
-from biobank.identifiers import format_specimen_id
 from biobank.models import Specimen
 from biobank.services import scan, specimen_read, specimens, users
 

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from biobank.cli import app as cli_app
 from biobank.db import uow
+from biobank.domain.identifiers import check_specimen_id
 from biobank.errors import NotFound, PermissionDenied, ValidationError
-from biobank.identifiers import check_specimen_id
 from biobank.models import Role, StorageUnit
 from biobank.services import custody, participants, specimen_read, specimens, storage
 from biobank.services.identity import actor_for

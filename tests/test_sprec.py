@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from biobank.errors import ValidationError
-from biobank.sprec import (
+from biobank.domain.sprec import (
     ELEMENT_LABELS,
     FluidSprec,
     SolidSprec,
@@ -22,6 +21,7 @@ from biobank.sprec import (
     precentrifugation_delay,
     solid_types,
 )
+from biobank.errors import ValidationError
 
 FLUID = "SER-SST-A-B-N-A-D"
 SOLID = "TIS-SRG-A-B-NBF-C-P"

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from biobank.cli import app
 from biobank.db import uow
+from biobank.domain.positions import fill_sequence, parse_grid, parse_position, position_label
 from biobank.errors import (
     AlreadyExists,
     NotFound,
@@ -18,7 +19,6 @@ from biobank.errors import (
     ValidationError,
 )
 from biobank.models import FillOrder, PositionLabels, Role, StorageUnit
-from biobank.positions import fill_sequence, parse_grid, parse_position, position_label
 from biobank.services import specimens, storage
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from biobank.identifiers import ALPHABET, check_specimen_id, format_specimen_id
+from biobank.domain.identifiers import ALPHABET, check_specimen_id, format_specimen_id
 
 # {tube}: the ID under test; {real}: a real tube; {box}: an empty box
 COMMANDS = [

@@ -12,8 +12,8 @@ from textual.widgets import Checkbox, Input, ProgressBar, Select, Static
 from tui_helpers import settle, sign_in, type_text
 
 from biobank.bootstrap import open_database
-from biobank.cohort import CohortQuery, load_query, parse_conditions
 from biobank.db import uow
+from biobank.domain.cohort import CohortQuery, load_query, parse_conditions
 from biobank.export.formats import DEFAULT_FORMAT, NAMES
 from biobank.models import Role
 from biobank.services import cohorts

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from inventory import seed_inventory, serum
 
 from biobank.db import uow
+from biobank.domain.visits import canonical_visit_label
 from biobank.errors import AlreadyExists, NotFound, PermissionDenied, ValidationError
 from biobank.models import Role, Specimen, Visit
 from biobank.services import (
@@ -23,7 +24,6 @@ from biobank.services import (
 )
 from biobank.services.imports import legacy as legacy_import
 from biobank.services.imports import redcap as redcap_import
-from biobank.visits import canonical_visit_label
 
 DATA = Path(__file__).parent / "data"
 

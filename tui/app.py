@@ -44,7 +44,7 @@ from tui.scanner import ScanDetector
 
 if TYPE_CHECKING:  # the services and the database layer are imported behind the sign-in
     from biobank.bootstrap import OpenDatabase
-    from biobank.permissions import Actor
+    from biobank.domain.permissions import Actor
     from biobank.services.identity import SignInAttempt
     from biobank.services.scan import Scan, SpecimenView
     from biobank.services.storage import BoxView
@@ -498,7 +498,7 @@ class BiobankApp(App):
 
     def action_export(self) -> None:
         """PIs and admins: others are told so at once rather than after filling in the form."""
-        from biobank.permissions import Permission, require
+        from biobank.domain.permissions import Permission, require
         from tui.screens.export import ExportScreen
 
         if self.actor is None or isinstance(self.screen, ExportScreen):

@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from biobank import sprec
+from biobank.domain import sprec
 from biobank.settings import config_path
 
 FILE_NAME = "accession-defaults.json"

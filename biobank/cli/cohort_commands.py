@@ -7,7 +7,7 @@ import typer
 
 from biobank.cli.cohort_filters import Uses, cohort_filters
 from biobank.cli.common import JsonOption, emit_json, emit_table, message, parse_date, state, work
-from biobank.cohort import CohortQuery, describe
+from biobank.domain.cohort import CohortQuery, describe
 from biobank.services import cohorts
 from biobank.terminal_text import shown
 

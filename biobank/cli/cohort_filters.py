@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from biobank.cli.common import parse_date
-from biobank.cohort import CohortQuery, load_query, parse_conditions
+from biobank.domain.cohort import CohortQuery, load_query, parse_conditions
 
 Uses = Annotated[
     list[str],

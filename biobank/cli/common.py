@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pydantic import BaseModel
 
-from biobank.dates import parse_day
+from biobank.domain.dates import parse_day
 from biobank.errors import AuthenticationFailed, ValidationError
 from biobank.settings import Settings, load_settings
 from biobank.terminal_text import shown, shown_json
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the database layer is imported when a command first needs i
     from sqlmodel import Session
 
     from biobank.bootstrap import OpenDatabase
-    from biobank.permissions import Actor
+    from biobank.domain.permissions import Actor
     from biobank.services.identity import Identified
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]

@@ -10,7 +10,7 @@ import typer
 
 from biobank.cli.cohort_filters import Uses, cohort_filters
 from biobank.cli.common import JsonOption, emit_json, emit_table, message, parse_date, state, work
-from biobank.cohort import CohortQuery
+from biobank.domain.cohort import CohortQuery
 from biobank.export.formats import DEFAULT_FORMAT, NAMES, known
 from biobank.models import DeidentificationMode
 from biobank.services import exports

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from biobank.cli.common import JsonOption, emit_json, emit_record, emit_table, message, work
+from biobank.domain.positions import parse_grid
 from biobank.models import FillOrder, PositionLabels
-from biobank.positions import parse_grid
 from biobank.services import storage
 from biobank.terminal_text import shown
 

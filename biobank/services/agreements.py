@@ -11,9 +11,9 @@ from pydantic import BaseModel
 from sqlmodel import Session, select
 
 from biobank.db import flush
+from biobank.domain.permissions import Actor, Permission, require
 from biobank.errors import AlreadyExists, NotFound, ValidationError
 from biobank.models import DataUseAgreement, Role, Study, User, utcnow
-from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
 from biobank.services.consent_checks import known_uses
 from biobank.services.studies import get_study

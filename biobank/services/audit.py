@@ -22,9 +22,9 @@ import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, select
 
 from biobank.db import before_commit, flush, insert_many
+from biobank.domain.permissions import Actor, Permission, require
 from biobank.errors import AuditChainBroken
 from biobank.models import AuditEntry, AuditEntryRead, utcnow
-from biobank.permissions import Actor, Permission, require
 from biobank.tabular import chunks
 
 GENESIS_HASH = "0" * 64

@@ -27,9 +27,9 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Session
 
+from biobank.domain.permissions import Actor, Permission, require
 from biobank.errors import AuditChainBroken, ValidationError
 from biobank.models import AuditEntry, utcnow
-from biobank.permissions import Actor, Permission, require
 from biobank.services.audit import GENESIS_HASH, verify_chain
 
 KEY_BYTES = 32

@@ -30,8 +30,8 @@ from sqlalchemy.engine import Engine
 
 from biobank import migrate
 from biobank.db import make_engine, uow
+from biobank.domain.permissions import Actor, Permission, require
 from biobank.errors import BackupFailed, ValidationError
-from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
 
 SQLITE_HEADER = b"SQLite format 3\x00"

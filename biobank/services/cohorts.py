@@ -1,4 +1,4 @@
-"""Selecting a cohort: the specimens a query (`biobank.cohort`) names, their participants'
+"""Selecting a cohort: the specimens a query (`biobank.domain.cohort`) names, their participants'
 consent asked for the export's uses as of a date, counted before anything is written.
 
 Specimen and participant filters run in the database; phenotype conditions are evaluated on
@@ -22,7 +22,9 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from biobank.cohort import CohortQuery, Condition, Group, load_query, narrowed
+from biobank.domain.cohort import CohortQuery, Condition, Group, load_query, narrowed
+from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.phenotypes import READERS, Spec, parse_value, typed
 from biobank.errors import AlreadyExists, NotFound, ValidationError
 from biobank.models import (
     ExportRunSpecimen,
@@ -38,8 +40,6 @@ from biobank.models import (
     Visit,
     utcnow,
 )
-from biobank.permissions import Actor, Permission, require
-from biobank.phenotypes import READERS, Spec, parse_value, typed
 from biobank.services import audit
 from biobank.services.consent_checks import consent_decisions, judged_today, known_uses
 from biobank.services.phenotypes import (

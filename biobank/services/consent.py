@@ -1,6 +1,6 @@
 """Consent: statements, versioned documents, signed answers and withdrawals.
 
-Whether a use is allowed is decided by `biobank.consent` from these rows as of a date; every
+Whether a use is allowed is decided by `biobank.domain.consent` from these rows as of a date; every
 capability that uses specimens or data (exports, distribution, accession, the workstation's
 consent badge) asks `consent_decisions`, `require_consent` or `refuse_if_withdrawn` here.
 A withdrawal flags the participant's specimens (never deletes them); `destroy` and `return`
@@ -18,10 +18,11 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from biobank.consent import Decision, StatementState, statement_status, withdrawn_entirely
 from biobank.db import flush
+from biobank.domain.consent import Decision, StatementState, statement_status, withdrawn_entirely
+from biobank.domain.lifecycle import IN_STORAGE
+from biobank.domain.permissions import Actor, Permission, require
 from biobank.errors import AlreadyExists, NotFound, ValidationError, parse_choice
-from biobank.lifecycle import IN_STORAGE
 from biobank.models import (
     ConsentAnswer,
     ConsentDocument,
@@ -39,7 +40,6 @@ from biobank.models import (
     User,
     WithdrawalDisposition,
 )
-from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
 from biobank.services.consent_checks import consent_acts, consent_decisions
 from biobank.services.custody import dispose

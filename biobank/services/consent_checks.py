@@ -1,5 +1,5 @@
-"""Asking the consent rule (`biobank.consent`) of the database: the one place every capability
-that uses a participant's specimens or data checks it, as of a date."""
+"""Asking the consent rule (`biobank.domain.consent`) of the database: the one place every
+capability that uses a participant's specimens or data checks it, as of a date."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from datetime import date
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from biobank.consent import Decision, SignedAnswer, Withdrawal, decide, withdrawn_entirely
 from biobank.db import one_of
+from biobank.domain.consent import Decision, SignedAnswer, Withdrawal, decide, withdrawn_entirely
 from biobank.errors import ConsentDenied, ValidationError
 from biobank.models import (
     ConsentAnswer,

@@ -49,9 +49,9 @@ import sqlalchemy as sa
 from pydantic import BaseModel, computed_field
 from sqlmodel import Session
 
-from biobank.lifecycle import IN_STORAGE
+from biobank.domain.lifecycle import IN_STORAGE
+from biobank.domain.permissions import Actor, Permission, require
 from biobank.models import AuditEntry, Specimen, SpecimenEvent, StorageUnit
-from biobank.permissions import Actor, Permission, require
 from biobank.services.audit import canonical_json
 from biobank.services.events import slot_text
 

@@ -16,11 +16,11 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from biobank.db import flush
+from biobank.domain.lifecycle import IN_STORAGE, check_transition
+from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.positions import fill_sequence, parse_position, position_label
 from biobank.errors import PositionOccupied, ValidationError
-from biobank.lifecycle import IN_STORAGE, check_transition
 from biobank.models import Specimen, SpecimenStatus, StorageUnit, utcnow
-from biobank.permissions import Actor, Permission, require
-from biobank.positions import fill_sequence, parse_position, position_label
 from biobank.services import audit
 from biobank.services.consent_checks import refuse_if_withdrawn, require_consent
 from biobank.services.events import record_event

@@ -13,6 +13,8 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from sqlmodel import Session, func, select
 
+from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.phenotypes import Spec, parse_value
 from biobank.errors import ValidationError
 from biobank.models import (
     Participant,
@@ -23,8 +25,6 @@ from biobank.models import (
     Visit,
     WithdrawalDisposition,
 )
-from biobank.permissions import Actor, Permission, require
-from biobank.phenotypes import Spec, parse_value
 from biobank.services.consent import DocumentRead, add_document, list_documents, record_consent
 from biobank.services.consent import withdraw as withdraw_consent
 from biobank.services.custody import check_out, record_thaw

@@ -8,9 +8,9 @@ from typing import Any
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
+from biobank.domain.permissions import Actor
+from biobank.domain.positions import position_label
 from biobank.models import Specimen, SpecimenEvent, StorageUnit, User
-from biobank.permissions import Actor
-from biobank.positions import position_label
 
 
 class EventRead(BaseModel):

@@ -36,9 +36,10 @@ from pydantic import AfterValidator, BaseModel, Field, computed_field
 from sqlmodel import Session, select
 
 from biobank import __version__
-from biobank.cohort import CohortQuery, load_query
-from biobank.consent import statement_status
 from biobank.db import after_commit, after_rollback, flush, one_of
+from biobank.domain.cohort import CohortQuery, load_query
+from biobank.domain.consent import statement_status
+from biobank.domain.permissions import Actor, Permission, require
 from biobank.errors import NotFound, ValidationError
 from biobank.export import tabular
 from biobank.export.columns import Column
@@ -58,7 +59,6 @@ from biobank.models import (
     Specimen,
     User,
 )
-from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
 from biobank.services.agreements import covering_agreement
 from biobank.services.cohorts import (

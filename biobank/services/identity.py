@@ -26,6 +26,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Session, select
 
 from biobank.db import flush
+from biobank.domain.permissions import SYSTEM, Actor, Permission, require
 from biobank.errors import AuthenticationFailed, NotFound, ValidationError, parse_choice
 from biobank.models import (
     PersonalToken,
@@ -36,7 +37,6 @@ from biobank.models import (
     User,
     utcnow,
 )
-from biobank.permissions import SYSTEM, Actor, Permission, require
 from biobank.services import audit
 from biobank.services.users import HIDDEN, find_user, get_user, lift_locks
 

@@ -9,9 +9,9 @@ from datetime import datetime
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
+from biobank.domain.permissions import Actor, Permission, require
 from biobank.errors import ValidationError
 from biobank.models import Participant, ReservedAccession, Study, Visit
-from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
 from biobank.services.participants import CODE_ALPHABET, find_visit, get_participant_row
 from biobank.services.specimen_ids import allocate_accession_ids

@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 
 from sqlmodel import Session, select
 
+from biobank.domain.permissions import Actor, Permission, require
 from biobank.errors import ValidationError
 from biobank.models import SpecimenEvent
-from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
 from biobank.services.events import record_event
 from biobank.services.kits import reserve_kit

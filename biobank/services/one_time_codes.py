@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
+from biobank.domain.permissions import Actor, Permission, require
 from biobank.errors import ValidationError
 from biobank.models import Role, User, UserRead, utcnow
-from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
 from biobank.services.identity import SignInAttempt, actor_of, system_at
 from biobank.services.users import (

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel
 from sqlmodel import Session, func, select
 
+from biobank.domain.permissions import Actor, Permission, require
 from biobank.models import Participant, Specimen, SpecimenStatus, Study, Visit
-from biobank.permissions import Actor, Permission, require
 
 
 class Overview(BaseModel):

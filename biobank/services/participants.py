@@ -12,8 +12,10 @@ from pydantic import BaseModel
 from sqlmodel import Session, SQLModel, select
 
 from biobank.db import flush
+from biobank.domain.identifiers import unknown_code
+from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.visits import canonical_visit_label, visit_named
 from biobank.errors import AlreadyExists, NotFound, ValidationError, parse_choice
-from biobank.identifiers import unknown_code
 from biobank.models import (
     IdentityRead,
     Participant,
@@ -29,10 +31,8 @@ from biobank.models import (
     Visit,
     VisitRead,
 )
-from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
 from biobank.services.studies import get_study
-from biobank.visits import canonical_visit_label, visit_named
 
 PARTICIPANT_CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,31}$")
 # No 0/O, 1/I, 2/Z, 5/S or 8/B: codes are read aloud and copied by hand.
@@ -96,7 +96,7 @@ def participant_visit(
     """A participant, their study and, when `label` is given, that visit of theirs (None when
     they have none by that label: `missing_visit` says so, once the caller has checked what
     comes first): in one query, as each accession needs them. The query brings all their
-    visits (a few), as a label finds its visit by canonical form (`biobank.visits`)."""
+    visits (a few), as a label finds its visit by canonical form (`biobank.domain.visits`)."""
     query = select(Participant, Study).join(Study, Study.id == Participant.study_id)
     if label is not None:
         query = query.add_columns(Visit).outerjoin(Visit, Visit.participant_id == Participant.id)

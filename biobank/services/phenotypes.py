@@ -24,6 +24,8 @@ from pydantic import BaseModel
 from sqlmodel import Session, select
 
 from biobank.db import flush, one_of
+from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.phenotypes import READERS, Spec, Stored, display, parse_value, typed
 from biobank.errors import AlreadyExists, InvalidTransition, NotFound, ValidationError
 from biobank.models import (
     Participant,
@@ -35,8 +37,6 @@ from biobank.models import (
     Visit,
     utcnow,
 )
-from biobank.permissions import Actor, Permission, require
-from biobank.phenotypes import READERS, Spec, Stored, display, parse_value, typed
 from biobank.services import audit
 from biobank.services.participants import find_visit, get_participant_row
 from biobank.services.specimen_read import get_specimen

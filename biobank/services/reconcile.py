@@ -21,13 +21,13 @@ import sqlalchemy as sa
 from pydantic import BaseModel, computed_field
 from sqlmodel import Session, select
 
+from biobank.domain.identifiers import check_specimen_id, normalize_scan
+from biobank.domain.lifecycle import ALLOWED
+from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.positions import parse_position, position_label
 from biobank.errors import ValidationError
-from biobank.identifiers import check_specimen_id, normalize_scan
 from biobank.inputs import SMALL_LIMIT, read_input
-from biobank.lifecycle import ALLOWED
 from biobank.models import Specimen, SpecimenStatus, StorageUnit
-from biobank.permissions import Actor, Permission, require
-from biobank.positions import parse_position, position_label
 from biobank.services import audit, custody
 from biobank.services.events import slot_text
 from biobank.services.storage import get_unit

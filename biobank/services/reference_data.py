@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from biobank.db import flush
+from biobank.domain.permissions import SYSTEM
 from biobank.models import ConsentStatement, PhenotypeVariable
-from biobank.permissions import SYSTEM
 from biobank.services import audit
 from biobank.services.phenotypes import VariableRead, check_definition
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, select
 
 from biobank.db import flush, one_of
+from biobank.domain.permissions import Actor, Permission, require
 from biobank.errors import InvalidTransition, NotFound, PermissionDenied, ValidationError
 from biobank.models import (
     Role,
@@ -29,7 +30,6 @@ from biobank.models import (
     User,
     utcnow,
 )
-from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
 from biobank.services.consent_checks import consent_decisions, known_uses, require_consent
 from biobank.services.events import record_event

@@ -18,15 +18,15 @@ from typing import Literal
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from biobank.identifiers import (
+from biobank.domain.identifiers import (
     check_specimen_id,
     misread_message,
     normalize_scan,
     strip_scan,
     unknown_code,
 )
+from biobank.domain.permissions import Actor, Permission, require
 from biobank.models import Participant, StorageUnit, User
-from biobank.permissions import Actor, Permission, require
 from biobank.services.consent import ConsentStatusRead, consent_status, pull_item
 from biobank.services.kits import ReservedRead, find_reserved
 from biobank.services.specimen_read import SpecimenRead, find_specimen

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from biobank.db import after_rollback
-from biobank.identifiers import format_specimen_id
+from biobank.domain.identifiers import format_specimen_id
 
 COUNTER = "specimen"
 

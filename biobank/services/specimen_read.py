@@ -18,10 +18,10 @@ from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, select
 
 from biobank.db import driver_cursor
+from biobank.domain.identifiers import check_specimen_id, misread_message
+from biobank.domain.positions import position_label
 from biobank.errors import ConcurrentChange, NotFound, ValidationError
-from biobank.identifiers import check_specimen_id, misread_message
 from biobank.models import Participant, Specimen, StorageUnit, Visit
-from biobank.positions import position_label
 
 
 class SpecimenRead(BaseModel):

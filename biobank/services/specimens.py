@@ -13,10 +13,11 @@ from datetime import date, datetime, timedelta
 from pydantic import BaseModel
 from sqlmodel import Session, select
 
-from biobank import sprec
 from biobank.db import flush
+from biobank.domain import sprec
+from biobank.domain.lifecycle import check_transition
+from biobank.domain.permissions import Actor, Permission, require
 from biobank.errors import ValidationError
-from biobank.lifecycle import check_transition
 from biobank.models import (
     Participant,
     QuantityUnit,
@@ -29,7 +30,6 @@ from biobank.models import (
     Visit,
     utcnow,
 )
-from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
 from biobank.services.consent_checks import refuse_if_withdrawn
 from biobank.services.custody import Slot, occupy, resolve_destination

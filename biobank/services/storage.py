@@ -15,10 +15,10 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 from biobank.db import flush
+from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.positions import fill_sequence, parse_position, position_label
 from biobank.errors import AlreadyExists, NotFound, PositionOccupied, ValidationError
 from biobank.models import FillOrder, PositionLabels, Specimen, StorageUnit
-from biobank.permissions import Actor, Permission, require
-from biobank.positions import fill_sequence, parse_position, position_label
 from biobank.services import audit
 from biobank.services.events import record_event
 

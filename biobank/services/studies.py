@@ -7,9 +7,9 @@ import re
 from sqlmodel import Session, select
 
 from biobank.db import flush
+from biobank.domain.permissions import Actor, Permission, require
 from biobank.errors import AlreadyExists, NotFound, ValidationError
 from biobank.models import Study, StudyRead
-from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
 
 STUDY_CODE = re.compile(r"^[A-Z][A-Z0-9]{1,15}$")

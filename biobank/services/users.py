@@ -11,6 +11,7 @@ from argon2 import PasswordHasher
 from sqlmodel import Session, func, select
 
 from biobank.db import flush
+from biobank.domain.permissions import SYSTEM, Actor, Permission, require
 from biobank.errors import (
     AlreadyExists,
     DatabaseNotReady,
@@ -19,7 +20,6 @@ from biobank.errors import (
     parse_choice,
 )
 from biobank.models import PinLockout, Role, User, UserRead
-from biobank.permissions import SYSTEM, Actor, Permission, require
 from biobank.services import audit
 
 BOOTSTRAP_ADMIN = "admin"

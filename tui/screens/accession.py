@@ -21,7 +21,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
-from biobank import sprec
+from biobank.domain import sprec
 from biobank.errors import BiobankError, NotFound, ValidationError
 from biobank.services import specimens
 from biobank.services.kits import ReservedRead

@@ -17,11 +17,12 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, ProgressBar, Select, Static
 
-from biobank.cohort import CohortQuery, describe, load_query, parse_conditions
-from biobank.dates import parse_day
+from biobank.domain.cohort import CohortQuery, describe, load_query, parse_conditions
+from biobank.domain.dates import parse_day
+from biobank.domain.permissions import Permission
+from biobank.domain.vocabulary import DeidentificationMode as Mode
 from biobank.errors import BiobankError, ValidationError
 from biobank.export.formats import DEFAULT_FORMAT, NAMES
-from biobank.permissions import Permission
 from biobank.services import cohorts, consent, exports
 from biobank.services.cohorts import CohortPreview, SavedQueryRead
 from biobank.services.consent import StatementRead
@@ -32,10 +33,10 @@ from tui.widgets.checkbox import Checkbox
 from tui.widgets.field_row import row
 
 MODES = [
-    ("safe harbor: codes, years only", "safe_harbor"),
-    ("limited data set: needs a DUA", "limited"),
+    ("safe harbor: codes, years only", Mode.safe_harbor),
+    ("limited data set: needs a DUA", Mode.limited),
 ]
-IDENTIFIED = ("identified (admins, audited)", "identified")
+IDENTIFIED = ("identified (admins, audited)", Mode.identified)
 DEFAULT_USE = "FUTURE_RESEARCH"  # as the CLI: an export names at least one use
 FIELDS = (
     "saved", "specimen_types", "min_quantity", "max_freeze_thaws", "collected_from",
@@ -200,7 +201,7 @@ class ExportScreen(FormErrors, WorkScreen):
             yield row("Uses", Vertical(id="uses"), field="uses")
             yield row(
                 "Mode",
-                Select(modes, allow_blank=False, value="safe_harbor", id="mode", compact=True),
+                Select(modes, allow_blank=False, value=Mode.safe_harbor, id="mode", compact=True),
                 field="mode",
             )
             dua = row(
@@ -312,7 +313,7 @@ class ExportScreen(FormErrors, WorkScreen):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "mode":
-            self.query_one("#dua-row").display = event.value == "limited"
+            self.query_one("#dua-row").display = event.value == Mode.limited
         elif event.select.id == "saved":
             saved = self.saved.get(event.value)
             self.fill(saved.query if saved else CohortQuery())
@@ -402,7 +403,7 @@ class ExportScreen(FormErrors, WorkScreen):
             mode=mode,
             formats=[c.name for c in self.query(".format").results(Checkbox) if c.value],
             per_participant=self.query_one("#per_participant", Checkbox).value,
-            dua_reference=(dua or None) if mode == "limited" else None,
+            dua_reference=(dua or None) if mode == Mode.limited else None,
             reserve_request=reserve or None,
             window_days=self.app.settings.phenotype_window_days,
         )

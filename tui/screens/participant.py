@@ -15,8 +15,8 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
+from biobank.domain.permissions import Permission, require
 from biobank.errors import PermissionDenied
-from biobank.permissions import Permission, require
 from biobank.services.consent import ConsentStatusRead, consent_status
 from biobank.services.participants import show_participant
 from biobank.services.phenotypes import ValueRead, participant_phenotypes

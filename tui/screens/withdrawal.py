@@ -16,7 +16,9 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Input, Select, Static
 
-from biobank.dates import parse_day
+from biobank.domain.dates import parse_day
+from biobank.domain.vocabulary import SpecimenStatus as Status
+from biobank.domain.vocabulary import WithdrawalDisposition as Disposition
 from biobank.errors import BiobankError, ValidationError
 from biobank.services import consent
 from biobank.services.consent import ImpactReport, PullItem, WithdrawalRead
@@ -27,14 +29,14 @@ from tui.widgets.field_row import row
 
 EVERYTHING = "*"  # the scope "all statements" (no statement code has a '*')
 DISPOSITIONS = [
-    ("keep, no further use", "keep_no_use"),
-    ("destroy (pull list)", "destroy"),
-    ("return to participant (pull list)", "return"),
+    ("keep, no further use", Disposition.keep_no_use),
+    ("destroy (pull list)", Disposition.destroy),
+    ("return to participant (pull list)", Disposition.return_to_participant),
 ]
-PULLED = frozenset({"destroy", "return"})
+PULLED = frozenset({Disposition.destroy, Disposition.return_to_participant})
 FIELDS = ("scope", "withdrawn_on", "requested_by", "disposition", "reason")
 SHOWN_AT = {"statement": "scope"}  # the service names the statement; the form calls it scope
-GONE = frozenset({"disposed", "distributed"})
+GONE = frozenset({Status.disposed, Status.distributed})
 
 
 def impact_text(report: ImpactReport, disposition: str) -> Text:
@@ -50,7 +52,7 @@ def impact_text(report: ImpactReport, disposition: str) -> Text:
         )
     ]
     if disposition in PULLED:
-        to = "destroyed" if disposition == "destroy" else "returned to the participant"
+        to = "destroyed" if disposition == Disposition.destroy else "returned to the participant"
         lines.append(Text(f"{len(pulled)} tubes go on the pull list, to be {to}.", "bold red"))
     else:
         lines.append(Text("The specimens stay where they are, flagged for no further use."))

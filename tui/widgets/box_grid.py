@@ -13,30 +13,31 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from biobank.domain.vocabulary import SpecimenStatus as Status
 from biobank.services.storage import BoxCell, BoxView
 
 STATUS_STYLE = {
-    "available": "bold green",
-    "reserved": "bold yellow",
-    "checked_out": "bold cyan",
-    "quarantined": "bold magenta",
-    "depleted": "dim",
+    Status.available: "bold green",
+    Status.reserved: "bold yellow",
+    Status.checked_out: "bold cyan",
+    Status.quarantined: "bold magenta",
+    Status.depleted: "dim",
 }
 # A mark before the tube's type, so its status reads without colour: a tube stored in place
 # has none, one checked out an arrow out of the box.
 STATUS_MARK = {
-    "available": "",
-    "checked_out": "↑",
-    "reserved": "*",
-    "quarantined": "!",
-    "depleted": "∅",
+    Status.available: "",
+    Status.checked_out: "↑",
+    Status.reserved: "*",
+    Status.quarantined: "!",
+    Status.depleted: "∅",
 }
 STATUS_WORDS = {
-    "available": "stored",
-    "reserved": "reserved",
-    "checked_out": "checked out",
-    "quarantined": "quarantined",
-    "depleted": "depleted",
+    Status.available: "stored",
+    Status.reserved: "reserved",
+    Status.checked_out: "checked out",
+    Status.quarantined: "quarantined",
+    Status.depleted: "depleted",
 }
 FREE = "·"
 CELL = 5  # a mark, a type of three letters, a space

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
+from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.positions import parse_position
+from biobank.domain.visits import by_canonical_label
 from biobank.errors import ValidationError
 from biobank.models import (
     Participant,
@@ -19,8 +22,6 @@ from biobank.models import (
     Study,
     Visit,
 )
-from biobank.permissions import Actor, Permission, require
-from biobank.positions import parse_position
 from biobank.services.custody import check_box_accepts
 from biobank.services.imports.common import FaultLog, ImportReport, batches, too_many_values
 from biobank.services.imports.legacy.planning import (
@@ -43,7 +44,6 @@ from biobank.services.imports.legacy.reading import (
 from biobank.services.storage import subtree_range
 from biobank.services.studies import get_study
 from biobank.tabular import new_spool, open_source, spool_batch
-from biobank.visits import by_canonical_label
 
 
 def check_inventory(

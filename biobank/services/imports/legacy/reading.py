@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from biobank.domain.positions import parse_grid
+from biobank.domain.visits import canonical_visit_label
 from biobank.errors import ValidationError
 from biobank.inputs import read_toml
 from biobank.models import QuantityUnit
-from biobank.positions import parse_grid
 from biobank.services.participants import PARTICIPANT_CODE
 from biobank.services.specimens import (
     check_times,
@@ -23,7 +24,6 @@ from biobank.services.specimens import (
     temperature_code,
 )
 from biobank.stored_text import check_text
-from biobank.visits import canonical_visit_label
 
 FIELDS: dict[str, str] = {
     "legacy_id": "Sample ID",

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from biobank.db import insert_many, one_of, prepare_bulk_writing
+from biobank.domain.permissions import Actor, Permission, require
 from biobank.models import (
     Participant,
     PositionLabels,
@@ -22,7 +23,6 @@ from biobank.models import (
     StorageUnit,
     Visit,
 )
-from biobank.permissions import Actor, Permission, require
 from biobank.services import audit
 from biobank.services.custody import adjust_free_slots
 from biobank.services.imports.common import ImportReport, batches, refuse_a_faulty_plan

@@ -11,10 +11,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.phenotypes import Stored
+from biobank.domain.visits import by_canonical_label
 from biobank.errors import ValidationError
 from biobank.models import Participant, Study, Visit
-from biobank.permissions import Actor, Permission, require
-from biobank.phenotypes import Stored
 from biobank.services import phenotypes
 from biobank.services.imports.common import Counts, ImportReport, batches
 from biobank.services.imports.redcap.dictionary import Dictionary
@@ -32,7 +33,6 @@ from biobank.services.imports.redcap.planning import (
 from biobank.services.imports.redcap.reading import EVENT_COLUMN, RowReader
 from biobank.services.studies import get_study
 from biobank.tabular import new_spool, open_source, spool_batch
-from biobank.visits import by_canonical_label
 
 
 def check_redcap(

@@ -10,6 +10,7 @@ from datetime import date
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from biobank.domain.phenotypes import Stored
 from biobank.errors import ValidationError
 from biobank.models import (
     ConsentAnswer,
@@ -19,7 +20,6 @@ from biobank.models import (
     ParticipantIdentity,
     PhenotypeScope,
 )
-from biobank.phenotypes import Stored
 from biobank.services import participants, phenotypes
 from biobank.services.imports.common import ImportReport, batches
 from biobank.services.imports.redcap.dictionary import Dictionary

@@ -9,8 +9,8 @@ from datetime import date
 from typing import IO, Any
 
 from biobank import redcap
+from biobank.domain.phenotypes import Spec, Stored
 from biobank.models import ParticipantIdentity, PhenotypeVariable, Sex, Study
-from biobank.phenotypes import Spec, Stored
 from biobank.services import phenotypes
 from biobank.services.imports.common import ImportReport
 from biobank.services.imports.redcap.mapping import IDENTITY_LIMITS, RedcapMapping

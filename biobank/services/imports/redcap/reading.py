@@ -8,16 +8,16 @@ from datetime import date
 from typing import Any
 
 from biobank import redcap
+from biobank.domain.phenotypes import parse_value
+from biobank.domain.visits import canonical_visit_label
 from biobank.errors import ValidationError
 from biobank.models import PhenotypeScope, PhenotypeType
-from biobank.phenotypes import parse_value
 from biobank.services import consent, participants
 from biobank.services.imports.common import too_many_values
 from biobank.services.imports.redcap.dictionary import Dictionary
 from biobank.services.imports.redcap.faults import Faults, hidden
 from biobank.services.imports.redcap.mapping import IDENTITY_LIMITS
 from biobank.services.imports.redcap.planning import Fact, Row, Signature, Target
-from biobank.visits import canonical_visit_label
 
 EVENT_COLUMN = "redcap_event_name"
 REPEAT_COLUMNS = ("redcap_repeat_instrument", "redcap_repeat_instance")

@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from biobank.db import flush, insert_many, prepare_bulk_writing
+from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.phenotypes import Stored
 from biobank.models import (
     Participant,
     ParticipantIdentity,
@@ -22,8 +24,6 @@ from biobank.models import (
     Visit,
     utcnow,
 )
-from biobank.permissions import Actor, Permission, require
-from biobank.phenotypes import Stored
 from biobank.services import audit, consent, participants, phenotypes
 from biobank.services.imports.common import ImportReport, batches, refuse_a_faulty_plan
 from biobank.services.imports.redcap.planning import (

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from biobank.domain.vocabulary import FillOrder, PositionLabels
 from biobank.errors import ValidationError
-from biobank.models import FillOrder, PositionLabels
 
 _LETTER_NUMBER = re.compile(r"^([A-Z]{1,2})0*([0-9]+)$")
 

@@ -6,8 +6,8 @@ tube whose quality or consent is in question. `disposed` is final.
 
 from __future__ import annotations
 
+from biobank.domain.vocabulary import SpecimenStatus as S
 from biobank.errors import InvalidTransition
-from biobank.models import SpecimenStatus as S
 
 ALLOWED: dict[S, frozenset[S]] = {
     S.available: frozenset({S.reserved, S.checked_out, S.distributed, S.depleted, S.disposed,

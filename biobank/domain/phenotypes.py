@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from biobank.domain.vocabulary import PhenotypeType
 from biobank.errors import ValidationError
-from biobank.models import PhenotypeType
 
 TEXT_LIMIT = 2000
 TRUE_WORDS = frozenset({"1", "y", "yes", "true", "t", "checked"})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from biobank.domain.vocabulary import Role
 from biobank.errors import PermissionDenied
-from biobank.models import Role
 
 
 class Permission(enum.StrEnum):

@@ -1,0 +1,95 @@
+"""The inventory's vocabulary: the closed lists every layer speaks (roles, statuses, kinds,
+units, de-identification modes). Plain enums, so the workstation and the pure rules use them
+without loading the database layer; `models` stores each as its values (`_enum_type`)."""
+
+import enum
+
+
+class Role(enum.StrEnum):
+    technician = "technician"
+    pi = "pi"
+    admin = "admin"
+
+
+class Sex(enum.StrEnum):
+    """MIABIS donor sex."""
+
+    female = "female"
+    male = "male"
+    unknown = "unknown"
+    undifferentiated = "undifferentiated"
+
+
+class ParticipantStatus(enum.StrEnum):
+    active = "active"
+    withdrawn = "withdrawn"
+    lost_to_follow_up = "lost_to_follow_up"
+    deceased = "deceased"
+    completed = "completed"
+
+
+class PhenotypeType(enum.StrEnum):
+    integer = "integer"
+    decimal = "decimal"
+    boolean = "boolean"
+    choice = "choice"
+    multi_choice = "multi_choice"
+    date = "date"
+    text = "text"
+
+
+class PhenotypeScope(enum.StrEnum):
+    participant = "participant"
+    visit = "visit"
+
+
+class WithdrawalDisposition(enum.StrEnum):
+    destroy = "destroy"
+    keep_no_use = "keep_no_use"
+    return_to_participant = "return"
+
+
+class SpecimenKind(enum.StrEnum):
+    primary = "primary"
+    aliquot = "aliquot"
+    derivative = "derivative"
+    pool = "pool"
+
+
+class SpecimenStatus(enum.StrEnum):
+    available = "available"
+    reserved = "reserved"
+    checked_out = "checked_out"
+    distributed = "distributed"
+    depleted = "depleted"
+    disposed = "disposed"
+    missing = "missing"
+    quarantined = "quarantined"
+
+
+class QuantityUnit(enum.StrEnum):
+    uL = "uL"
+    mL = "mL"
+    mg = "mg"
+    ug = "ug"
+    cells = "cells"
+
+
+class FillOrder(enum.StrEnum):
+    """The order auto-allocation fills a box: across each row, or down each column."""
+
+    row_major = "row_major"
+    column_major = "column_major"
+
+
+class PositionLabels(enum.StrEnum):
+    """`A1` letters for rows and numbers for columns, or `1..N` row by row."""
+
+    letter_number = "letter_number"
+    numeric = "numeric"
+
+
+class DeidentificationMode(enum.StrEnum):
+    safe_harbor = "safe_harbor"
+    limited = "limited"
+    identified = "identified"
