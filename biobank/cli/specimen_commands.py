@@ -16,7 +16,7 @@ from biobank.cli.common import (
 )
 from biobank.errors import ValidationError
 from biobank.services import custody, reservations, scan, specimens
-from biobank.services.specimen_read import SpecimenRead, refuse_misread
+from biobank.services.specimen_read import SpecimenRead
 
 app = typer.Typer(help="Accession specimens, split aliquots, and keep custody of tubes.")
 
@@ -374,8 +374,6 @@ def release(
     json: JsonOption = False,
 ) -> None:
     """Release reservations (their owner or an admin): the tubes are available again."""
-    for specimen in specimens or []:
-        refuse_misread(specimen)
     with work(ctx) as (session, actor):
         result = reservations.release_reservations(
             session, actor=actor, accessions=specimens or None, request=request, reason=reason

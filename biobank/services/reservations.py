@@ -33,6 +33,7 @@ from biobank.models import (
 from biobank.services import audit
 from biobank.services.consent_checks import consent_decisions, known_uses, require_consent
 from biobank.services.events import record_event
+from biobank.services.specimen_read import refuse_misread
 from biobank.tabular import chunks
 
 BATCH = 1000
@@ -168,6 +169,7 @@ def release_reservations(
         rows = session.exec(query.where(Specimen.accession_id.in_(wanted))).all()
         missing = sorted(wanted - {s.accession_id for _, s in rows})
         if missing:
+            refuse_misread(missing[0])  # a bad check character is a misread, not "not reserved"
             raise NotFound(f"{missing[0]} is not reserved", field="specimen", value=missing[0])
     for reservation, _ in rows:
         if reservation.owner_id != actor.user_id and actor.role is not Role.admin:
