@@ -1,6 +1,6 @@
 """Auto-allocation in a freezer of thousands of boxes, the first free position deep inside.
 
-Timed: `custody.find_slots` for one serum tube below the freezer (the allocation itself, in
+Timed: `slots.find_slots` for one serum tube below the freezer (the allocation itself, in
 a unit of work that is rolled back), and a whole `specimens.accession` into the freezer in its
 own unit of work (committed). Baseline: the raw SQL that finds the first box with room, in
 physical order, on a reused cursor.
@@ -18,7 +18,7 @@ from benchmarks.databases import BenchDatabase
 from benchmarks.dataset import Dataset, accession_tube
 from benchmarks.measure import Result, median, p99, timed
 from biobank.db import uow
-from biobank.services.custody import find_slots
+from biobank.services.slots import find_slots
 from biobank.services.storage import get_unit, subtree_range
 
 GOAL_SECONDS = 0.015

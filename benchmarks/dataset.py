@@ -11,7 +11,7 @@ Each participant has phenotype values from the lupus core (race, ethnicity, diag
 ACR 1997 criteria; SLEDAI-2K, C3, C4, anti-dsDNA and UPCR at most visits, the nephritis class
 at some flares), each checked by `phenotypes.parse_value`, and one signed consent document
 with an answer to every statement; a few participants have withdrawn (everything, or genetic
-research alone), with their specimens flagged as `consent.withdraw` flags them.
+research alone), with their specimens flagged as `withdrawals.withdraw` flags them.
 
 The freezer fills front to back: every box is full except those at the back, which are about
 30% free, so about 3% of all positions are free and the first free one is deep in the
@@ -40,23 +40,21 @@ from biobank.domain.identifiers import format_specimen_id, parse_specimen_id
 from biobank.domain.permissions import Actor
 from biobank.domain.phenotypes import Spec, parse_value
 from biobank.domain.positions import fill_sequence
+from biobank.domain.specimen_values import sprec_code_for
+from biobank.domain.vocabulary import FillOrder, PositionLabels, Role, WithdrawalDisposition
 from biobank.models import (
     ConsentAnswer,
     ConsentDocument,
     ConsentStatement,
     ConsentWithdrawal,
-    FillOrder,
     Participant,
     ParticipantConsent,
     PhenotypeValue,
     PhenotypeVariable,
-    PositionLabels,
-    Role,
     Specimen,
     SpecimenEvent,
     StorageUnit,
     Visit,
-    WithdrawalDisposition,
     utcnow,
 )
 from biobank.services import audit, specimens, storage
@@ -492,7 +490,7 @@ class Consent:
         return {ConsentAnswer.__table__: rows}
 
     def flag(self, specimen: dict[str, Any]) -> dict[str, Any]:
-        """A withdrawn participant's tube as `consent.withdraw` leaves it: flagged, and
+        """A withdrawn participant's tube as `withdrawals.withdraw` leaves it: flagged, and
         changed once more."""
         withdrawal = self.withdrawal_of.get(specimen["participant_id"])
         if withdrawal is None:
@@ -607,7 +605,7 @@ def specimen_row(
 
 @cache
 def _fluid_code(specimen_type: str) -> str | None:
-    return specimens.sprec_code_for(
+    return sprec_code_for(
         given=None,
         specimen_type=specimen_type,
         container=CONTAINERS[specimen_type],

@@ -39,7 +39,7 @@ from benchmarks.measure import Result, memory_result, peak_mb, rss_mb
 from benchmarks.raw import RawInsert
 from biobank.db import BULK_CACHE_KIB, uow
 from biobank.domain.positions import fill_sequence, position_label
-from biobank.models import FillOrder, PositionLabels
+from biobank.domain.vocabulary import FillOrder, PositionLabels
 from biobank.services.identity import actor_for
 from biobank.services.imports import legacy as legacy_import
 

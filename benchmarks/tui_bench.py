@@ -40,7 +40,7 @@ from benchmarks.measure import Result, median, p99, progress, timed
 from biobank.bootstrap import OpenDatabase, open_database
 from biobank.db import make_engine
 from biobank.domain.permissions import Actor
-from biobank.services import consent
+from biobank.services import pulls, withdrawals
 from biobank.services.demo import seed_demo
 from biobank.services.identity import actor_for
 from biobank.services.scan import resolve_scan
@@ -336,13 +336,13 @@ def pull_list(
         for code in dataset.participants:
             if listed >= lines:
                 break
-            withdrawal, _ = consent.withdraw(
+            withdrawal, _ = withdrawals.withdraw(
                 session, actor=admin, participant=code, withdrawn_on=date.today(),
                 requested_by="the participant", disposition="destroy",
             )  # fmt: skip
             listed += withdrawal.flagged
     with database.unit_of_work(readonly=True) as session:
-        items = consent.pull_list(session, actor=actor)
+        items = pulls.pull_list(session, actor=actor)
     codes = [item.accession_id for item in rng.sample(items, 2 * (scans + WARMUP))]
     app = BiobankApp(settings=settings, database=database)
     times = asyncio.run(_drive_pull_list(app, actor, codes[: scans + WARMUP]))
@@ -361,7 +361,7 @@ def pull_list(
         passed=median(times) <= VIEW_GOAL,
         how=f"handle_scan of {scans} random tubes of a pull list of {len(items):,} lines "
         "(participants withdrawn with `destroy`), the pull list screen open, until the tube's "
-        "line shows it pulled; baseline: resolve_scan and consent.pull of other tubes of the "
+        "line shows it pulled; baseline: resolve_scan and pulls.pull of other tubes of the "
         "list, each in its unit of work",
         details={"lines": len(items), "scans": len(times), "baseline_p99": p99(services)},
     )
@@ -396,7 +396,7 @@ def _pull_services(database: OpenDatabase, actor: Actor, code: str) -> None:
     with database.unit_of_work(readonly=True) as session:
         found = resolve_scan(session, actor=actor, scanned=code)
     with database.unit_of_work() as session:
-        consent.pull(session, actor=actor, accession=found.specimen.accession_id)
+        pulls.pull(session, actor=actor, accession=found.specimen.accession_id)
 
 
 # --- on its own -----------------------------------------------------------------------------

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.orm import exc as orm_exc
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, SQLModel
 
 import biobank.models  # noqa: F401  (fills the metadata constraint names are looked up in)
@@ -106,7 +109,7 @@ def _sqlite_engine(url: sa.URL) -> Engine:
     engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin (see `_on_begin`).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -115,7 +118,9 @@ def _sqlite_engine(url: sa.URL) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "checkin")
-    def _on_checkin(dbapi_connection, record):
+    def _on_checkin(
+        dbapi_connection: sqlite3.Connection | None, record: ConnectionPoolEntry
+    ) -> None:
         """Give back the cache an import widened (`prepare_bulk_writing`), outside any
         transaction; a connection that cannot take it is not the news."""
         before = record.info.pop(_BULK_CACHE, None)
@@ -124,7 +129,7 @@ def _sqlite_engine(url: sa.URL) -> Engine:
                 dbapi_connection.execute(f"PRAGMA cache_size={before}")
 
     @event.listens_for(engine, "begin")
-    def _on_begin(connection):
+    def _on_begin(connection: sa.Connection) -> None:
         options = connection.get_execution_options()
         if options.get("lookup"):  # each statement on its own (see `uow`)
             return
@@ -196,7 +201,7 @@ def uow(engine: Engine, *, readonly: bool = False, lookup: bool = False) -> Iter
     except BaseException as error:
         kept = None  # a session that failed is closed, never kept
         session.rollback()
-        lost = isinstance(error, exc.DBAPIError) and error.connection_invalidated
+        lost = error if isinstance(error, exc.DBAPIError) and error.connection_invalidated else None
         try:
             _after_rollback(engine, session)
         except exc.DBAPIError as refused:
@@ -205,7 +210,7 @@ def uow(engine: Engine, *, readonly: bool = False, lookup: bool = False) -> Iter
             if not lost:
                 error = refused
         if lost:
-            raise _lost_connection(error, committing=committing) from error
+            raise _lost_connection(lost, committing=committing) from error
         if isinstance(error, exc.IntegrityError):
             raise constraint_error(error) from error
         if isinstance(error, orm_exc.StaleDataError):
@@ -231,17 +236,17 @@ _TAKEN_AFTER = "biobank.lookup_taken_after"  # how many disposals came before (`
 
 
 @event.listens_for(Session, "before_flush")
-def _no_flush_in_a_lookup(session: Session, *_) -> None:
+def _no_flush_in_a_lookup(session: Session, *_: object) -> None:
     _refuse_in_a_lookup(session)
 
 
 @event.listens_for(Session, "do_orm_execute")
-def _no_change_in_a_lookup(state) -> None:
+def _no_change_in_a_lookup(state: ORMExecuteState) -> None:
     if not state.is_select:
         _refuse_in_a_lookup(state.session)
 
 
-def _refuse_in_a_lookup(session: Session) -> None:
+def _refuse_in_a_lookup(session: sa.orm.Session) -> None:
     """A lookup has no transaction to roll back: a change in one would be kept at once."""
     if session.info.get(_LOOKUP):
         raise RuntimeError("a lookup unit of work changes nothing; use uow(engine) to change")
@@ -315,7 +320,7 @@ class _KeptLookups:
 def _kept_lookups(engine: Engine) -> _KeptLookups | None:
     if engine.dialect.name != "sqlite":
         return None
-    kept = engine.__dict__.get("_biobank_lookups")
+    kept: _KeptLookups | None = engine.__dict__.get("_biobank_lookups")
     if kept is None:
         kept = engine.__dict__.setdefault("_biobank_lookups", _KeptLookups(engine))
     return kept
@@ -326,9 +331,10 @@ def _bound(engine: Engine, mode: str | None) -> Engine:
     is a copy of the engine's options, which a scan should not pay for)."""
     if mode is None:
         return engine
-    made = engine.__dict__.setdefault("_biobank_modes", {})  # kept with the engine it copies
+    # Kept with the engine it copies.
+    made: dict[str, Engine] = engine.__dict__.setdefault("_biobank_modes", {})
     if mode not in made:
-        options = {"readonly": True}
+        options: dict[str, bool | str] = {"readonly": True}
         if mode == "lookup":
             options["lookup"] = True
             if engine.dialect.name == "postgresql":
@@ -344,7 +350,9 @@ def driver_cursor(session: Session) -> Iterator[Any]:
     a lost connection is invalidated, so the pool connects afresh."""
     connection = session.connection()
     dialect = connection.dialect
-    cursor = connection.connection.driver_connection.cursor()
+    driver = connection.connection.driver_connection
+    assert driver is not None  # a connection in use has its driver's
+    cursor = driver.cursor()
     try:
         yield cursor
     except dialect.loaded_dbapi.Error as error:
@@ -376,13 +384,19 @@ def prepare_bulk_writing(session: Session) -> None:
         connection.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
 
 
-def one_of(session: Session, column: sa.ColumnElement, values: Iterable) -> sa.ColumnElement:
+T = TypeVar("T")
+
+
+def one_of(
+    session: Session, column: sa.SQLColumnExpression[T], values: Iterable[T]
+) -> sa.ColumnElement[bool]:
     """`column IN values`, for the long lists a batch asks about. On PostgreSQL one array
     parameter (`= ANY`): an IN list of thousands of parameters costs SQLAlchemy and the driver
     more to render and parse each time than the server takes to run it."""
     values = list(values)
     if session.get_bind().dialect.name == "postgresql":
-        return column == sa.any_(sa.bindparam(None, values, type_=ARRAY(column.type)))
+        column_type: sa.types.TypeEngine[T] = column.label(None).type  # an ORM attribute's too
+        return column == sa.any_(sa.bindparam(None, values, type_=ARRAY(column_type)))
     return column.in_(values)
 
 

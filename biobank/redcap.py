@@ -20,9 +20,9 @@ from datetime import date
 from typing import Any
 
 from biobank.domain.phenotypes import Spec, parse_value, typed
+from biobank.domain.vocabulary import PhenotypeType
 from biobank.errors import ValidationError
 from biobank.html_text import plain_text
-from biobank.models import PhenotypeType
 
 COLUMNS: dict[str, str] = {
     "name": "Variable / Field Name",

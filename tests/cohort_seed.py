@@ -3,8 +3,17 @@ and serum, built through the real services."""
 
 from datetime import date, datetime
 
+from inventory import accession_tube
+
 from biobank.db import uow
-from biobank.services import consent, custody, participants, phenotypes, specimens, studies
+from biobank.services import (
+    consent,
+    custody,
+    participants,
+    phenotypes,
+    studies,
+    withdrawals,
+)
 
 STATEMENTS = ["FUTURE_RESEARCH", "GENETIC", "COMMERCIAL"]
 # code: (sex, birth year, genetic consent, withdrawn, baseline values, month 6 values)
@@ -45,9 +54,8 @@ def seed_cohort(engine, admin):
                         session, actor=admin, participant=code, variable=variable,
                         value=value, visit=label,
                     )  # fmt: skip
-                tube = specimens.accession(
-                    session, actor=admin, participant=code, visit=label, specimen_type="SER",
-                    quantity=500, unit="uL",
+                tube = accession_tube(
+                    session, admin, code, visit=label,
                     collected_at=datetime(day.year, day.month, day.day, 9, 0).astimezone(),
                 )  # fmt: skip
                 if label == "month 6":
@@ -58,7 +66,7 @@ def seed_cohort(engine, admin):
                 signed_on=date(2020, 3, 1),
                 answers={"FUTURE_RESEARCH": True, "GENETIC": genetic, "COMMERCIAL": False},
             )  # fmt: skip
-        consent.withdraw(
+        withdrawals.withdraw(
             session, actor=admin, participant="P-0004", withdrawn_on=date(2021, 1, 1),
             requested_by="participant", disposition="keep_no_use",
         )  # fmt: skip

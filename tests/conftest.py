@@ -27,7 +27,8 @@ from biobank.bootstrap import bootstrap
 from biobank.cli import app
 from biobank.db import make_engine, uow
 from biobank.domain.permissions import Actor
-from biobank.models import Role, SiteSetting
+from biobank.domain.vocabulary import Role
+from biobank.models import SiteSetting
 from biobank.services.identity import SignInPolicy, actor_for
 from biobank.services.reference_data import install_reference_data
 from biobank.services.users import add_user

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from sqlalchemy import exc
 
 from biobank.db import uow
+from biobank.domain.vocabulary import SpecimenStatus
 from biobank.errors import AuditChainBroken, NotFound
-from biobank.models import SpecimenStatus
 from biobank.services import audit, studies, users
 
 

@@ -33,13 +33,13 @@ import pytest
 import sqlalchemy as sa
 from conftest import ENGINES, _postgres_template, _sqlite_template
 from sqlalchemy.engine import make_url
+from sqlmodel import SQLModel
 from typer.testing import CliRunner
 
 from biobank.bootstrap import bootstrap
 from biobank.cli import app
 from biobank.db import make_engine
 from biobank.inputs import IMPORT_LIMIT, SMALL_LIMIT
-from biobank.models import SQLModel
 
 HEADER = (
     "Sample ID,Subject,Visit,Sample type,Volume (uL),Date collected,Time collected,"

@@ -147,6 +147,21 @@ def test_no_module_imports_its_way_back_to_itself():
     assert circle is None, f"import circle: {' -> '.join(circle)}"
 
 
+def test_screens_open_each_other_through_the_app_never_by_import():
+    """Screens share widgets through tui/widgets/ and their base class, never each other: the
+    app alone knows which screen opens for what."""
+    graph = import_graph(ROOT, ("tui",))
+    screens = {name for name in graph if name.startswith("tui.screens.")}
+    assert len(screens) > 10
+    crossings = sorted(
+        f"{name} imports {other}"
+        for name in screens
+        for other in graph[name] & screens
+        if other != "tui.screens.base"
+    )
+    assert crossings == []
+
+
 def test_the_circle_check_sees_imports_in_functions_and_through_a_package(tmp_path):
     package = tmp_path / "pkg"
     package.mkdir()

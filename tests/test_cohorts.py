@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 from biobank.cli import app
 from biobank.db import uow
 from biobank.domain.cohort import CohortQuery, parse_conditions
+from biobank.domain.vocabulary import Role
 from biobank.errors import AlreadyExists, NotFound, PermissionDenied, ValidationError
-from biobank.models import Role
-from biobank.services import cohorts, participants
+from biobank.services import cohort_counts, cohorts, participants, saved_queries
 
 
 def _select(engine, actor, *, uses=("GENETIC",), as_of=date(2026, 1, 1), window=90, **query):
@@ -116,20 +116,22 @@ def test_preview_and_saved_queries(cohort_db, actors):
     pi, technician = actors[Role.pi], actors[Role.technician]
     query = CohortQuery(phenotypes=parse_conditions("upcr >= 0.25"))
     with uow(cohort_db) as session:
-        preview = cohorts.preview_cohort(session, actor=pi, query=query, uses=["genetic"])
-        cohorts.save_query(session, actor=pi, name="proteinuria", query=query)
+        preview = cohort_counts.preview_cohort(session, actor=pi, query=query, uses=["genetic"])
+        saved_queries.save_query(session, actor=pi, name="proteinuria", query=query)
     assert (preview.specimens, preview.participants, preview.excluded_by_consent) == (2, 2, 2)
     assert preview.uses == ["GENETIC"]
     with pytest.raises(AlreadyExists), uow(cohort_db) as session:
-        cohorts.save_query(session, actor=pi, name="proteinuria", query=CohortQuery())
+        saved_queries.save_query(session, actor=pi, name="proteinuria", query=CohortQuery())
     with uow(cohort_db) as session:
-        cohorts.save_query(session, actor=pi, name="proteinuria", query=CohortQuery(), replace=True)
-        kept = cohorts.list_saved_queries(session, actor=pi)
+        saved_queries.save_query(
+            session, actor=pi, name="proteinuria", query=CohortQuery(), replace=True
+        )
+        kept = saved_queries.list_saved_queries(session, actor=pi)
     assert [(k.name, k.query, k.created_by) for k in kept] == [
         ("proteinuria", CohortQuery(), pi.username)
     ]
     with pytest.raises(PermissionDenied), uow(cohort_db, readonly=True) as session:
-        cohorts.preview_cohort(session, actor=technician, query=query, uses=["GENETIC"])
+        cohort_counts.preview_cohort(session, actor=technician, query=query, uses=["GENETIC"])
 
 
 def test_cli_preview_save_and_run_saved(cohort_db, db_url, monkeypatch):

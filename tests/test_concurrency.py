@@ -16,7 +16,7 @@ from biobank.db import uow
 from biobank.domain.positions import position_label
 from biobank.errors import ConcurrentChange
 from biobank.models import AuditEntry, Specimen, StorageUnit
-from biobank.services import audit, custody, specimens
+from biobank.services import audit, custody, lineage
 from biobank.services.identity import actor_for
 from biobank.services.specimen_read import get_specimen, specimen_read
 
@@ -146,7 +146,7 @@ CHANGES = {
     "dispose": lambda session, actor, tube, boxes, **kw: custody.dispose(
         session, actor=actor, accession=tube, reason="cracked tube", **kw
     ),
-    "aliquot": lambda session, actor, tube, boxes, **kw: specimens.aliquot(
+    "aliquot": lambda session, actor, tube, boxes, **kw: lineage.aliquot(
         session, actor=actor, parent=tube, count=2, volume=100, **kw
     ),
 }

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inventory import FUTURE, seed_inventory, serum
+from inventory import FUTURE, accession_tube, participant_with_visit, seed_inventory, serum
 from sqlmodel import select
 
 from biobank.db import uow
@@ -24,6 +24,12 @@ from biobank.domain.consent import (
     statement_status,
     withdrawn_entirely,
 )
+from biobank.domain.vocabulary import (
+    DeidentificationMode,
+    ParticipantStatus,
+    Role,
+    WithdrawalDisposition,
+)
 from biobank.errors import (
     AlreadyExists,
     ConsentDenied,
@@ -34,18 +40,22 @@ from biobank.errors import (
 from biobank.models import (
     AuditEntry,
     ConsentWithdrawal,
-    DeidentificationMode,
     ExportRun,
     ExportRunSpecimen,
     Participant,
     ParticipantConsent,
-    ParticipantStatus,
-    Role,
     Specimen,
     SpecimenEvent,
-    WithdrawalDisposition,
 )
-from biobank.services import consent, custody, participants, specimens, storage
+from biobank.services import (
+    consent,
+    custody,
+    lineage,
+    participants,
+    pulls,
+    storage,
+    withdrawals,
+)
 
 D0 = date(2024, 3, 1)
 G, F, C = "GENETIC", "FUTURE_RESEARCH", "COMMERCIAL"
@@ -274,7 +284,7 @@ def _withdraw(engine, actor, participant="SLE-0001", **kwargs):
         "disposition": "keep_no_use",
     } | kwargs
     with uow(engine) as session:
-        return consent.withdraw(session, actor=actor, participant=participant, **kwargs)
+        return withdrawals.withdraw(session, actor=actor, participant=participant, **kwargs)
 
 
 def _count(engine, model, *where) -> int:
@@ -288,19 +298,18 @@ def _family(engine, admin, layout=None):
     box = layout["boxes"][0] if layout else None
     with uow(engine) as session:
         primary = serum(session, admin, destination=box)
-        aliquots = specimens.aliquot(
+        aliquots = lineage.aliquot(
             session, actor=admin, parent=primary.accession_id, count=2, volume=100,
             destination=box,
         )  # fmt: skip
-        buffy = specimens.accession(
-            session, actor=admin, participant="SLE-0001", visit="baseline",
-            specimen_type="BUF", quantity=500, unit="uL", destination=box,
-        )  # fmt: skip
-        dna = specimens.derive(
+        buffy = accession_tube(
+            session, admin, visit="baseline", specimen_type="BUF", destination=box
+        )
+        dna = lineage.derive(
             session, actor=admin, parent=buffy.accession_id, specimen_type="DNA",
             quantity=25, unit="ug", used=300, destination=box,
         )  # fmt: skip
-        dna_aliquot = specimens.aliquot(
+        dna_aliquot = lineage.aliquot(
             session, actor=admin, parent=dna.accession_id, count=1, volume=5, destination=box
         )[0]
     ids = [primary, *aliquots, buffy, dna, dna_aliquot]
@@ -411,15 +420,8 @@ def test_withdrawal_flags_every_specimen_with_an_event_and_an_audit_entry(engine
     _sign(engine, admin)
     family = _family(engine, admin, layout)
     with uow(engine) as session:
-        participants.add_participant(session, actor=admin, study="SLE", code="SLE-0002")
-        participants.add_visit(
-            session, actor=admin, participant="SLE-0002", label="baseline",
-            visit_date=date(2025, 1, 3),
-        )  # fmt: skip
-        bystander = specimens.accession(
-            session, actor=admin, participant="SLE-0002", visit="baseline", specimen_type="SER",
-            quantity=500, unit="uL",
-        ).accession_id  # fmt: skip
+        participant_with_visit(session, admin, "SLE-0002", visit_date=date(2025, 1, 3))
+        bystander = accession_tube(session, admin, "SLE-0002", visit="baseline").accession_id
     done, report = _withdraw(engine, admin, reason="moved away")
     assert done.flagged == len(family) == 6 and done.statement is None
     assert set(_flags(engine)) == set(family)
@@ -475,8 +477,8 @@ def test_a_withdrawn_participants_specimens_are_refused_and_nothing_changes(engi
     refused = {
         "accession": lambda s: serum(s, admin),
         "accession, mistyped visit": lambda s: serum(s, admin, visit="basline"),  # consent first
-        "aliquot": lambda s: specimens.aliquot(s, actor=admin, parent=primary, count=1, volume=10),
-        "derive": lambda s: specimens.derive(
+        "aliquot": lambda s: lineage.aliquot(s, actor=admin, parent=primary, count=1, volume=10),
+        "derive": lambda s: lineage.derive(
             s, actor=admin, parent=buffy, specimen_type="RNA", quantity=5, unit="ug"
         ),
         "check_out": lambda s: custody.check_out(s, actor=admin, accession=aliquot),
@@ -529,19 +531,14 @@ def test_destroy_puts_tubes_on_the_pull_list_in_freezer_order_and_pull_disposes_
             for box, position in [(second, "A1"), (first, "A10"), (first, "B1"), (first, "A2")]
         }
         loose = serum(session, admin).accession_id
-        participants.add_participant(session, actor=admin, study="SLE", code="SLE-0002")
-        participants.add_visit(
-            session, actor=admin, participant="SLE-0002", label="baseline",
-            visit_date=date(2025, 1, 3),
-        )  # fmt: skip
-        other = specimens.accession(
-            session, actor=admin, participant="SLE-0002", visit="baseline", specimen_type="SER",
-            quantity=500, unit="uL", destination=first,
-        ).accession_id  # fmt: skip
+        participant_with_visit(session, admin, "SLE-0002", visit_date=date(2025, 1, 3))
+        other = accession_tube(
+            session, admin, "SLE-0002", visit="baseline", destination=first
+        ).accession_id
     _withdraw(engine, admin, disposition="destroy")
     with uow(engine, readonly=True) as session:
-        listed = consent.pull_list(session, actor=admin)
-        mine = consent.pull_list(session, actor=admin, participant="SLE-0001")
+        listed = pulls.pull_list(session, actor=admin)
+        mine = pulls.pull_list(session, actor=admin, participant="SLE-0001")
         free_before = storage.get_unit(session, first).free_slots
     expected = [(first, "A2"), (first, "A10"), (first, "B1"), (second, "A1")]
     assert [(p.box_barcode, p.position) for p in listed[:4]] == expected
@@ -551,20 +548,20 @@ def test_destroy_puts_tubes_on_the_pull_list_in_freezer_order_and_pull_disposes_
         (WithdrawalDisposition.destroy, date(2025, 6, 1))
     }
     with pytest.raises(ValidationError) as not_listed, uow(engine) as session:
-        consent.pull(session, actor=admin, accession=listed[0].accession_id)
-        consent.pull(session, actor=admin, accession=other)
+        pulls.pull(session, actor=admin, accession=listed[0].accession_id)
+        pulls.pull(session, actor=admin, accession=other)
     assert not_listed.value.message == f"{other} is not on the pull list"
     assert _events(engine, [listed[0].accession_id], "disposed") == []  # rolled back
     with uow(engine) as session:
-        pulled = [consent.pull(session, actor=admin, accession=p.accession_id) for p in listed]
+        pulled = [pulls.pull(session, actor=admin, accession=p.accession_id) for p in listed]
     assert {(p.status, p.box_barcode, p.position) for p in pulled} == {("disposed", None, None)}
     events = _events(engine, [p.accession_id for p in listed], "disposed")
     assert len(events) == 5
     with uow(engine, readonly=True) as session:
-        assert consent.pull_list(session, actor=admin) == []
+        assert pulls.pull_list(session, actor=admin) == []
         assert storage.get_unit(session, first).free_slots == free_before + 3
     with pytest.raises(ValidationError, match="is not on the pull list"), uow(engine) as session:
-        consent.pull(session, actor=admin, accession=listed[0].accession_id)
+        pulls.pull(session, actor=admin, accession=listed[0].accession_id)
 
 
 def test_keep_no_use_lists_nothing_to_pull_and_a_statement_cannot_be_destroyed(engine, admin):
@@ -590,7 +587,7 @@ def test_keep_no_use_lists_nothing_to_pull_and_a_statement_cannot_be_destroyed(e
     assert set(_flags(engine).values()) == {None}
     _withdraw(engine, admin, statement=G)
     with uow(engine, readonly=True) as session:
-        assert consent.pull_list(session, actor=admin) == []
+        assert pulls.pull_list(session, actor=admin) == []
 
 
 def test_the_impact_report_shows_descendants_distributions_and_exports(engine, admin):
@@ -615,8 +612,8 @@ def test_the_impact_report_shows_descendants_distributions_and_exports(engine, a
             specimen = session.exec(select(Specimen).where(Specimen.accession_id == accession))
             session.add(ExportRunSpecimen(export_run_id=run.id, specimen_id=specimen.one().id))
     with uow(engine, readonly=True) as session:
-        report = consent.withdrawal_impact(session, actor=admin, participant="SLE-0001")
-        for_genetic = consent.withdrawal_impact(
+        report = withdrawals.withdrawal_impact(session, actor=admin, participant="SLE-0001")
+        for_genetic = withdrawals.withdrawal_impact(
             session, actor=admin, participant="SLE-0001", statement="genetic"
         )
     assert [(s.accession_id, s.depth) for s in report.specimens] == list(
@@ -658,7 +655,7 @@ def test_technicians_and_pis_read_consent_but_do_not_record_it(engine, actors):
             signed_on=date(2025, 7, 1),
             answers={F: True, G: True, C: True},
         ),
-        "withdraw": lambda s, a: consent.withdraw(
+        "withdraw": lambda s, a: withdrawals.withdraw(
             s,
             actor=a,
             participant="SLE-0001",
@@ -678,18 +675,18 @@ def test_technicians_and_pis_read_consent_but_do_not_record_it(engine, actors):
             assert not consent.check_uses(
                 session, actor=actor, participant="SLE-0001", uses=[G], as_of=None
             ).allowed
-            assert len(consent.withdrawal_impact(session, actor=actor, participant="SLE-0001")
+            assert len(withdrawals.withdrawal_impact(session, actor=actor, participant="SLE-0001")
                        .specimens) == 6  # fmt: skip
-            assert len(consent.pull_list(session, actor=actor)) == 6
+            assert len(pulls.pull_list(session, actor=actor)) == 6
             assert [s.code for s in consent.list_statements(session, actor=actor)][:2] == [F, G]
             assert [d.version for d in consent.list_documents(session, actor=actor)] == ["1"]
     # technicians take the tubes out; PIs do not handle tubes
     with uow(engine, readonly=True) as session:
-        tube = consent.pull_list(session, actor=admin)[0].accession_id
+        tube = pulls.pull_list(session, actor=admin)[0].accession_id
     with pytest.raises(PermissionDenied), uow(engine) as session:
-        consent.pull(session, actor=actors[Role.pi], accession=tube)
+        pulls.pull(session, actor=actors[Role.pi], accession=tube)
     with uow(engine) as session:
-        assert consent.pull(session, actor=actors[Role.technician], accession=tube).status == (
+        assert pulls.pull(session, actor=actors[Role.technician], accession=tube).status == (
             "disposed"
         )
     assert _count(engine, ParticipantConsent) == 1 and _count(engine, ConsentWithdrawal) == 1
@@ -815,7 +812,7 @@ def test_a_later_destroy_takes_over_an_earlier_keep_and_fills_the_pull_list(engi
     assert keep.flagged == destroy.flagged == len(family)
     assert set(_flags(engine).values()) == {destroy.id}
     with uow(engine, readonly=True) as session:
-        pulled = consent.pull_list(session, actor=admin)
+        pulled = pulls.pull_list(session, actor=admin)
         status = consent.consent_status(session, actor=admin, participant="SLE-0001")
     assert sorted(p.accession_id for p in pulled) == sorted(family)
     assert status.full_withdrawal.id == destroy.id
@@ -844,7 +841,7 @@ def test_a_backdated_signature_does_not_lift_a_later_withdrawal(engine, admin):
     _sign(engine, admin, on=date(2025, 3, 1))  # a paper form entered late
     with uow(engine, readonly=True) as session:
         status = participants.get_participant_row(session, "SLE-0001").status
-        pulled = consent.pull_list(session, actor=admin)
+        pulled = pulls.pull_list(session, actor=admin)
     assert status is ParticipantStatus.withdrawn
     assert set(_flags(engine).values()) == {full.id} and len(pulled) == len(family)
 
@@ -858,7 +855,7 @@ def test_consenting_again_lifts_the_flags_and_empties_the_pull_list(engine, admi
     _withdraw(engine, admin, statement=C, withdrawn_on=date(2025, 6, 1))  # flags nothing new
     _sign(engine, admin, on=date(2025, 8, 1), **{F: True, G: False, C: False})
     with uow(engine, readonly=True) as session:
-        pulled = consent.pull_list(session, actor=admin)
+        pulled = pulls.pull_list(session, actor=admin)
         status = participants.get_participant_row(session, "SLE-0001").status
     assert pulled == [] and status is ParticipantStatus.active
     assert set(_flags(engine).values()) == {None}

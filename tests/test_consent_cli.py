@@ -11,13 +11,13 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from inventory import seed_inventory, serum
+from inventory import accession_tube, seed_inventory, serum
 from typer.testing import CliRunner
 
 from biobank.cli import app, consent_commands
 from biobank.db import uow
-from biobank.models import Role
-from biobank.services import consent, participants, specimens
+from biobank.domain.vocabulary import Role
+from biobank.services import consent, lineage, participants
 
 SIGN = (
     "consent", "sign", "SLE-0001", "--document", "MAIN", "--version", "1", "--date", "2024-06-01",
@@ -37,15 +37,12 @@ def tubes(engine, actors) -> dict[str, str]:
             visit_date=date(2025, 4, 1),
         )  # fmt: skip
         primary = serum(session, admin, destination=box)
-        first, second = specimens.aliquot(
+        first, second = lineage.aliquot(
             session, actor=admin, parent=primary.accession_id, count=2, volume=100,
             destination=box,
         )  # fmt: skip
         participants.add_participant(session, actor=admin, study="SLE", code="SLE-0002")
-        other = specimens.accession(
-            session, actor=admin, participant="SLE-0002", specimen_type="SER", quantity=500,
-            unit="uL", destination=box,
-        )  # fmt: skip
+        other = accession_tube(session, admin, "SLE-0002", destination=box)
     return {
         "box": box,
         "primary": primary.accession_id,

@@ -18,7 +18,8 @@ from biobank import cli
 from biobank.db import uow
 from biobank.domain.cohort import CohortQuery
 from biobank.domain.permissions import Actor
-from biobank.models import Specimen, SpecimenEvent, SpecimenStatus
+from biobank.domain.vocabulary import SpecimenStatus
+from biobank.models import Specimen, SpecimenEvent
 from biobank.services import (
     audit,
     consent,
@@ -27,10 +28,13 @@ from biobank.services import (
     exports,
     kits,
     label_data,
+    lineage,
+    pulls,
     reconcile,
     reservations,
     specimens,
     storage,
+    withdrawals,
 )
 from biobank.services.consistency import ConsistencyReport
 from biobank.services.demo import CONSENT_DOCUMENT, seed_demo
@@ -167,19 +171,19 @@ def _consent(engine: Engine, admin: Actor) -> None:
     gone, renewed = _people(engine, 2)
     yesterday = date.today() - timedelta(days=1)
     with uow(engine) as s:
-        consent.withdraw(
+        withdrawals.withdraw(
             s, actor=admin, participant=gone, withdrawn_on=yesterday,
             requested_by="participant", disposition="destroy",
         )  # fmt: skip
-        consent.withdraw(
+        withdrawals.withdraw(
             s, actor=admin, participant=renewed, withdrawn_on=yesterday, statement="GENETIC",
             requested_by="participant", disposition="keep_no_use",
         )  # fmt: skip
     with uow(engine) as s:
-        pulled = consent.pull_list(s, actor=admin, participant=gone)
+        pulled = pulls.pull_list(s, actor=admin, participant=gone)
         assert pulled
         for item in pulled:
-            consent.pull(s, actor=admin, accession=item.accession_id)
+            pulls.pull(s, actor=admin, accession=item.accession_id)
         consent.record_consent(
             s, actor=admin, participant=renewed, document=CONSENT_DOCUMENT, version="3.0",
             signed_on=date.today(), answers=ALL_YES,
@@ -190,18 +194,18 @@ def _lineage(engine: Engine, admin: Actor) -> None:
     """Aliquots into a new box, one parent drawn to nothing (depleted), a derivative, a pool."""
     parent, emptied, derived = _tubes(engine, 3)
     with uow(engine) as s:
-        specimens.aliquot(s, actor=admin, parent=parent, count=2, volume=50, destination="BOX-T1")
+        lineage.aliquot(s, actor=admin, parent=parent, count=2, volume=50, destination="BOX-T1")
         left = s.execute(
             sa.select(Specimen.quantity).where(Specimen.accession_id == emptied)
         ).scalar_one()
-        specimens.aliquot(s, actor=admin, parent=emptied, count=1, volume=left)
-        specimens.derive(
+        lineage.aliquot(s, actor=admin, parent=emptied, count=1, volume=left)
+        lineage.derive(
             s, actor=admin, parent=derived, specimen_type="DNA", quantity=12, unit="ug",
             used=100, destination="BOX-T1",
         )  # fmt: skip
     first, second = _tubes(engine, 2, poolable=True)
     with uow(engine) as s:
-        specimens.pool(s, actor=admin, sources=[(first, 100), (second, 50)], destination="BOX-T2")
+        lineage.pool(s, actor=admin, sources=[(first, 100), (second, 50)], destination="BOX-T2")
 
 
 def _custody(engine: Engine, admin: Actor) -> None:

@@ -8,9 +8,9 @@ from sqlalchemy.dialects import postgresql
 
 from biobank.db import uow
 from biobank.domain.lifecycle import ALLOWED
+from biobank.domain.vocabulary import SpecimenStatus
 from biobank.errors import ConcurrentChange, InvalidTransition, PositionOccupied, ValidationError
-from biobank.models import SpecimenStatus
-from biobank.services import custody, specimens, storage
+from biobank.services import custody, lineage, slots, specimens, storage
 
 
 def _free(engine, barcode: str) -> int:
@@ -33,7 +33,7 @@ def test_auto_allocation_fills_boxes_in_order_and_keeps_sets_together(engine, ad
     ]  # fmt: skip
     with uow(engine) as session:
         parent = serum(session, admin, quantity=5000)
-        kept = specimens.aliquot(
+        kept = lineage.aliquot(
             session,
             actor=admin,
             parent=parent.accession_id,
@@ -44,7 +44,7 @@ def test_auto_allocation_fills_boxes_in_order_and_keeps_sets_together(engine, ad
     # the first box has 2 free, so the set of 4 goes whole into the next box
     assert {t.box_barcode for t in kept} == {second}
     with uow(engine) as session:
-        spread = specimens.aliquot(
+        spread = lineage.aliquot(
             session,
             actor=admin,
             parent=parent.accession_id,
@@ -71,7 +71,7 @@ def test_the_search_for_room_uses_the_index_of_boxes_with_room(engine, admin):
     with uow(engine, readonly=True) as session:
         sa.event.listen(session, "do_orm_execute", keep)
         freezer = storage.get_unit(session, layout["freezer"])
-        custody.find_slots(session, target=freezer, specimen_type="SER")
+        slots.find_slots(session, target=freezer, specimen_type="SER")
         (search,) = searches
         dialect = session.get_bind().dialect
         if dialect.name == "sqlite":

@@ -13,16 +13,9 @@ from sqlmodel import select
 
 import biobank.db
 from biobank.db import insert_many, make_engine, uow
+from biobank.domain.vocabulary import ParticipantStatus, Sex
 from biobank.errors import ConstraintViolation
-from biobank.models import (
-    Participant,
-    ParticipantIdentity,
-    ParticipantStatus,
-    Sex,
-    Specimen,
-    StorageUnit,
-    Study,
-)
+from biobank.models import Participant, ParticipantIdentity, Specimen, StorageUnit, Study
 
 
 def test_sqlite_pragmas(tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from inventory import accession_tube
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 from typer.testing import CliRunner
@@ -23,7 +24,7 @@ from biobank.db import make_engine, uow
 from biobank.domain.permissions import Actor
 from biobank.errors import ValidationError
 from biobank.models import PinLockout
-from biobank.services import custody, identity, participants, specimens, storage, users
+from biobank.services import custody, identity, participants, storage, users
 from biobank.services.db_roles import workstation_role_sql
 
 PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
@@ -115,10 +116,7 @@ def _inventory_work(workstation: Engine, admin: Actor) -> Actor:
     with uow(workstation) as s:
         storage.add_unit(s, actor=admin, kind="box", name="Box", barcode="BOX-1", grid=(9, 9))
         participants.add_participant(s, actor=admin, study="SLE", code="P-0001")
-        tube = specimens.accession(
-            s, actor=admin, participant="P-0001", specimen_type="SER", quantity=500, unit="uL",
-            collected_at=drawn, destination="BOX-1",
-        )  # fmt: skip
+        tube = accession_tube(s, admin, "P-0001", collected_at=drawn, destination="BOX-1")
         custody.check_out(s, actor=admin, accession=tube.accession_id)
         custody.check_in(s, actor=admin, accession=tube.accession_id)
         users.add_user(s, actor=admin, username="tech1", role="technician", pin="4444")
@@ -201,6 +199,6 @@ def test_biobank_deletes_only_wrong_pin_counts():
     )
     assert found == [
         "identity.py: session.delete(here)",  # here: a PinLockout
-        "participants.py: session.delete(row)",  # a merged visit, and its values the kept one has
+        "participants.py: session.delete(gone)",  # a merged visit, and its values the kept one has
         "users.py: session.execute(sa.delete(PinLockout).where(PinLockout.user_id == user.id))",
     ], "a new deletion: grant it in services/db_roles.py"

@@ -15,10 +15,11 @@ from biobank.bootstrap import bootstrap
 from biobank.db import make_engine, uow
 from biobank.domain.consent import StatementState
 from biobank.domain.phenotypes import Spec, Stored, parse_value, typed
+from biobank.domain.vocabulary import Role
 from biobank.errors import PermissionDenied, ValidationError
 from biobank.migrate import upgrade
-from biobank.models import Participant, PhenotypeValue, PhenotypeVariable, Role, Specimen, Visit
-from biobank.services import audit, consent, demo, participants, phenotypes
+from biobank.models import Participant, PhenotypeValue, PhenotypeVariable, Specimen, Visit
+from biobank.services import audit, consent, demo, participants, phenotypes, pulls
 from biobank.services.consent_checks import consent_decisions
 from biobank.services.identity import actor_for
 
@@ -156,7 +157,7 @@ def test_everyone_consents_and_a_few_withdraw_after_their_tubes_were_stored(engi
                 ).where(Specimen.participant_id == person.id)
             ).one()
             assert tubes == flagged  # every tube of a withdrawn participant is flagged
-            pulled = consent.pull_list(session, actor=admin, participant=code)
+            pulled = pulls.pull_list(session, actor=admin, participant=code)
             if withdrawal.statement is None:
                 assert status.withdrawn_entirely and person.status.value == "withdrawn"
                 destroy = withdrawal.disposition.value == "destroy"

@@ -22,23 +22,35 @@ from typer.testing import CliRunner
 from biobank.cli import app
 from biobank.db import uow
 from biobank.domain.cohort import CohortQuery, parse_conditions
+from biobank.domain.vocabulary import (
+    DeidentificationMode,
+    PhenotypeScope,
+    PhenotypeType,
+    Role,
+    SpecimenStatus,
+)
 from biobank.errors import NotFound, PermissionDenied, ValidationError
 from biobank.export.formats import FORMATS, NAMES
 from biobank.models import (
     AuditEntry,
-    DeidentificationMode,
     ExportRun,
     ExportRunSpecimen,
     Participant,
-    PhenotypeScope,
-    PhenotypeType,
-    Role,
     Specimen,
     SpecimenEvent,
-    SpecimenStatus,
 )
-from biobank.services import agreements, consent, exports, phenotypes, specimens
-from biobank.services.exports import ExportRequest, export_code
+from biobank.services import (
+    agreements,
+    deidentification,
+    export_files,
+    export_runs,
+    exports,
+    lineage,
+    phenotypes,
+    withdrawals,
+)
+from biobank.services.deidentification import export_code
+from biobank.services.exports import ExportRequest
 
 ALL_FORMATS = ["csv", "xlsx", "parquet", "fhir", "miabis"]
 
@@ -192,14 +204,14 @@ def test_replay_matches_and_names_what_changed(cohort_db, admin, tmp_path):
     query = CohortQuery(phenotypes=parse_conditions("upcr >= 0.25"))
     result = _export(cohort_db, admin, tmp_path, query=query, uses=["FUTURE_RESEARCH"])
     with uow(cohort_db) as session:
-        assert exports.replay_export(session, actor=admin, run_code=result.run_code).matches
+        assert export_runs.replay_export(session, actor=admin, run_code=result.run_code).matches
     with uow(cohort_db) as session:
         phenotypes.set_value(
             session, actor=admin, participant="P-0002", variable="upcr", value="0.1",
             visit="baseline",
         )  # fmt: skip
     with uow(cohort_db) as session:
-        replay = exports.replay_export(session, actor=admin, run_code=result.run_code)
+        replay = export_runs.replay_export(session, actor=admin, run_code=result.run_code)
     assert not replay.matches
     assert any(d.startswith("specimens.csv") for d in replay.differences)
     assert "specimens: 3 then, 2 now" in replay.differences
@@ -209,7 +221,8 @@ def test_replay_matches_and_names_what_changed(cohort_db, admin, tmp_path):
 def test_reserve_marks_the_exported_tubes_and_replay_still_matches(
     cohort_db, admin, tmp_path, monkeypatch, batch
 ):
-    monkeypatch.setattr(exports, "BATCH", batch)
+    for module in (deidentification, export_files, exports):
+        monkeypatch.setattr(module, "BATCH", batch)
     result = _export(cohort_db, admin, tmp_path, formats=["csv"], reserve_request="REQ-42")
     with uow(cohort_db, readonly=True) as session:
         reserved = session.execute(
@@ -222,7 +235,7 @@ def test_reserve_marks_the_exported_tubes_and_replay_still_matches(
         reserved, exported = set(reserved), set(exported)
     assert reserved == exported and len(reserved) == 6 and events == 6
     with uow(cohort_db) as session:
-        assert exports.replay_export(session, actor=admin, run_code=result.run_code).matches
+        assert export_runs.replay_export(session, actor=admin, run_code=result.run_code).matches
 
 
 def test_modes_need_their_permission_or_agreement(cohort_db, actors, admin, tmp_path):
@@ -271,7 +284,7 @@ def test_an_aliquot_names_its_parent_by_the_code_or_the_accession_id(cohort_db, 
             sa.select(Specimen.id, Specimen.accession_id).order_by(Specimen.id).limit(1)
         ).one()
     with uow(cohort_db) as session:
-        (child,) = specimens.aliquot(session, actor=admin, parent=parent, count=1, volume=50)
+        (child,) = lineage.aliquot(session, actor=admin, parent=parent, count=1, volume=50)
     for mode, named in (
         (DeidentificationMode.safe_harbor, None),
         (DeidentificationMode.identified, parent),
@@ -339,7 +352,7 @@ def test_an_export_of_nobody_still_writes_its_manifest(cohort_db, admin, tmp_pat
 def test_a_withdrawal_after_an_export_lists_the_export_in_its_impact(cohort_db, admin, tmp_path):
     result = _export(cohort_db, admin, tmp_path, formats=["csv"])
     with uow(cohort_db) as session:
-        report = consent.withdrawal_impact(session, actor=admin, participant="P-0001")
+        report = withdrawals.withdrawal_impact(session, actor=admin, participant="P-0001")
     assert [(e.run_code, e.specimens) for e in report.exports] == [(result.run_code, 2)]
 
 

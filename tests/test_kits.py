@@ -3,7 +3,7 @@
 from datetime import date
 
 import pytest
-from inventory import seed_inventory
+from inventory import accession_tube, seed_inventory
 
 from biobank.db import uow
 from biobank.domain.identifiers import format_specimen_id
@@ -28,28 +28,12 @@ def test_a_kit_tube_is_accessioned_under_its_reserved_id(engine, admin):
         found = scan.resolve_scan(session, actor=admin, scanned=tube)
     assert found.kind == "kit" and found.reserved.visit_label == "baseline"
     with uow(engine) as session:
-        made = specimens.accession(
-            session,
-            actor=admin,
-            participant="SLE-0001",
-            specimen_type="SER",
-            quantity=800,
-            unit="uL",
-            kit_id=tube.lower(),
-        )
+        made = accession_tube(session, admin, quantity=800, kit_id=tube.lower())
     assert (made.accession_id, made.visit_label) == (tube, "baseline")
     with uow(engine) as session:
         assert scan.resolve_scan(session, actor=admin, scanned=tube).kind == "specimen"
     with pytest.raises(ValidationError, match="already accessioned"), uow(engine) as session:
-        specimens.accession(
-            session,
-            actor=admin,
-            participant="SLE-0001",
-            specimen_type="SER",
-            quantity=1,
-            unit="uL",
-            kit_id=tube,
-        )
+        accession_tube(session, admin, quantity=1, kit_id=tube)
 
 
 def test_a_kit_tube_must_match_what_it_was_reserved_for(engine, admin):

@@ -11,7 +11,7 @@ import sys
 import pytest
 import sqlalchemy as sa
 import zxingcpp
-from inventory import seed_inventory
+from inventory import accession_tube, seed_inventory
 from PIL import Image
 from textual.widgets import DataTable
 from tui_helpers import make_app, scan, settle, sign_in, type_text
@@ -20,18 +20,11 @@ from typer.testing import CliRunner
 from biobank.cli import app
 from biobank.db import uow
 from biobank.models import AuditEntry, Specimen, SpecimenEvent
-from biobank.services import consistency, participants, specimens, storage
+from biobank.services import consistency, participants, storage
 from biobank.services.specimen_read import find_specimen
 from biobank.settings import PrinterProfile
 from tui.printing import REPRINT_KEY
 from tui.screens.specimen import SpecimenScreen
-
-
-def _tube(session, admin, box: str) -> str:
-    return specimens.accession(
-        session, actor=admin, participant="SLE-0001", visit="baseline", specimen_type="SER",
-        quantity=500, unit="uL", destination=box,
-    ).accession_id  # fmt: skip
 
 
 @pytest.fixture
@@ -39,7 +32,11 @@ def bench(engine, admin, db_url, monkeypatch, tmp_path):
     """Two tubes, and a workstation whose printer drops PDFs into a folder."""
     layout = seed_inventory(engine, admin)
     with uow(engine) as session:
-        tubes = [_tube(session, admin, layout["boxes"][0]) for _ in "ab"]
+        box = layout["boxes"][0]
+        tubes = [
+            accession_tube(session, admin, visit="baseline", destination=box).accession_id
+            for _ in "ab"
+        ]
     printed = tmp_path / "printer"
     printed.mkdir()
     config = tmp_path / "config.toml"
@@ -201,10 +198,7 @@ def test_the_tube_screen_prints_once_points_to_its_reprint_key_and_shows_each_pr
         with uow(engine) as session:
             box = storage.add_unit(session, actor=admin, kind="box", name="Bench box", grid=(9, 9))
             code = participants.list_participants(session, actor=admin, limit=1)[0].code
-            tube = specimens.accession(
-                session, actor=admin, participant=code, specimen_type="SER", quantity=500,
-                unit="uL", destination=box.barcode,
-            ).accession_id  # fmt: skip
+            tube = accession_tube(session, admin, code, destination=box.barcode).accession_id
         async with app.run_test(size=(100, 30)) as pilot:
             await sign_in(app, pilot)
             await scan(app, pilot, tube)

@@ -13,16 +13,17 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from inventory import accession_tube
 
 from biobank.db import BULK_CACHE_KIB, uow
 from biobank.domain.visits import canonical_visit_label
+from biobank.domain.vocabulary import QuantityUnit, Role
 from biobank.errors import PermissionDenied, ValidationError
-from biobank.models import QuantityUnit, Role, Specimen
+from biobank.models import Specimen
 from biobank.services import (
     audit,
     participants,
     scan,
-    specimens,
     storage,
     studies,
 )
@@ -196,15 +197,8 @@ def test_storage_is_built_and_allocation_finds_the_free_slots(engine, admin, stu
     empty = [c.label for c in last_box.cells if c.accession_id is None]
     assert empty == ["I6", "I7", "I8", "I9"]
     with uow(engine) as session:
-        placed = specimens.accession(
-            session,
-            actor=admin,
-            participant="SLE0001",
-            visit="baseline",
-            specimen_type="SER",
-            quantity=100,
-            unit="uL",
-            destination="FRZ-01",
+        placed = accession_tube(
+            session, admin, "SLE0001", visit="baseline", quantity=100, destination="FRZ-01"
         )
     assert placed.location == "FRZ-01 > R01 > BOX-0005 I6"
 
@@ -295,13 +289,11 @@ def _existing_tube(engine, admin):
             barcode="BOX-0009",
         )
         participants.add_participant(session, actor=admin, study="SLE", code="SLE0099")
-        specimens.accession(
+        accession_tube(
             session,
-            actor=admin,
-            participant="SLE0099",
-            specimen_type="SER",
+            admin,
+            "SLE0099",
             quantity=100,
-            unit="uL",
             legacy_id="SLE0099-OLD-01",
             destination="BOX-0009",
             position="A1",

@@ -33,11 +33,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from inventory import accession_tube, one_shelf_freezer, participant_with_visit
 from typer.testing import CliRunner
 
 from biobank.cli import app
 from biobank.db import uow
 from biobank.domain.cohort import CohortQuery, parse_conditions
+from biobank.domain.vocabulary import DeidentificationMode, Role, SpecimenStatus
 from biobank.errors import (
     BiobankError,
     ConcurrentChange,
@@ -50,30 +52,30 @@ from biobank.errors import (
 )
 from biobank.models import (
     AuditEntry,
-    DeidentificationMode,
     ExportRun,
     ExportRunSpecimen,
     Participant,
-    Role,
     Specimen,
     SpecimenEvent,
     SpecimenReservation,
-    SpecimenStatus,
     Visit,
 )
 from biobank.services import (
     agreements,
-    cohorts,
+    cohort_counts,
     consent,
     custody,
+    export_runs,
     exports,
-    participants,
+    lineage,
     reservations,
-    specimens,
+    saved_queries,
     storage,
     studies,
+    withdrawals,
 )
-from biobank.services.exports import ExportRequest, export_code
+from biobank.services.deidentification import export_code
+from biobank.services.exports import ExportRequest
 from biobank.services.identity import actor_for
 from biobank.services.users import add_user
 
@@ -180,7 +182,7 @@ def _withdraw(engine, admin, code: str, kind: str, withdrawn_on: date) -> None:
     """Record today a withdrawal dated `withdrawn_on`; the tubes stay (keep_no_use), so only
     consent, not their status, can leave them out."""
     with uow(engine) as session:
-        consent.withdraw(
+        withdrawals.withdraw(
             session, actor=admin, participant=code, withdrawn_on=withdrawn_on,
             requested_by="participant", disposition="keep_no_use",
             statement=None if kind == "everything" else kind,
@@ -191,7 +193,7 @@ def _aliquot(engine, admin, code: str) -> int:
     """One aliquot of the participant's baseline tube; its internal id."""
     _, parent = _tube(engine, code)
     with uow(engine) as session:
-        (child,) = specimens.aliquot(session, actor=admin, parent=parent, count=1, volume=50)
+        (child,) = lineage.aliquot(session, actor=admin, parent=parent, count=1, volume=50)
     return child.id
 
 
@@ -259,9 +261,7 @@ def _second_pi(engine, admin):
 def _a_box(engine, admin, name: str = "-80 #1") -> str:
     """A freezer with one box; the box's barcode."""
     with uow(engine) as session:
-        freezer = storage.add_freezer(
-            session, actor=admin, name=name, shelves=1, racks_per_shelf=1, boxes_per_rack=1
-        )
+        freezer = one_shelf_freezer(session, admin, name)
         return next(
             n.unit.barcode
             for n in storage.storage_tree(session, actor=admin, root=freezer.barcode)
@@ -282,16 +282,13 @@ def _second_study(engine, admin) -> int:
     GENETIC in every way but its study. The tube's id."""
     with uow(engine) as session:
         studies.add_study(session, actor=admin, code="LUP2", title="Second study")
-        participants.add_participant(
-            session, actor=admin, study="LUP2", code="L-0001", sex="female", birth_year=1975
-        )
-        participants.add_visit(
-            session, actor=admin, participant="L-0001", label="baseline",
-            visit_date=date(2021, 2, 1),
+        participant_with_visit(
+            session, admin, "L-0001", study="LUP2", visit_date=date(2021, 2, 1), sex="female",
+            birth_year=1975,
         )  # fmt: skip
-        tube = specimens.accession(
-            session, actor=admin, participant="L-0001", visit="baseline", specimen_type="SER",
-            quantity=500, unit="uL", collected_at=datetime(2021, 2, 1, 9, 0).astimezone(),
+        tube = accession_tube(
+            session, admin, "L-0001", visit="baseline",
+            collected_at=datetime(2021, 2, 1, 9, 0).astimezone(),
         )  # fmt: skip
         consent.record_consent(
             session, actor=admin, participant="L-0001", document="MAIN", version="1",
@@ -413,7 +410,7 @@ def test_replay_of_an_earlier_run_reports_the_withdrawal_and_writes_no_files(
     run = _export(cohort_db, pi, folder, formats=["csv", "fhir"])
     assert run.counts["specimens"] == 7
     with uow(cohort_db) as session:
-        assert exports.replay_export(session, actor=pi, run_code=run.run_code).matches
+        assert export_runs.replay_export(session, actor=pi, run_code=run.run_code).matches
     _withdraw(cohort_db, admin, WITHDRAWING, kind, days_ago(WITHDRAWN_DAYS_AGO))
 
     kept = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
@@ -422,7 +419,7 @@ def test_replay_of_an_earlier_run_reports_the_withdrawal_and_writes_no_files(
     monkeypatch.setattr("tempfile.tempdir", str(scratch))
     runs = _count(cohort_db, ExportRun)
     with uow(cohort_db) as session:
-        replay = exports.replay_export(session, actor=pi, run_code=run.run_code)
+        replay = export_runs.replay_export(session, actor=pi, run_code=run.run_code)
     assert not replay.matches
     assert "specimens: 7 then, 4 now" in replay.differences
     assert "excluded_by_consent: 4 then, 7 now" in replay.differences
@@ -473,7 +470,7 @@ def test_allowed_on_a_past_day_is_the_admins_audited_report(cohort_db, admin, pi
     audited = _count(cohort_db, AuditEntry, AuditEntry.action == "consent.allowed_on")
 
     with uow(cohort_db) as session:
-        then = cohorts.allowed_on(
+        then = cohort_counts.allowed_on(
             session, actor=admin, as_of=days_ago(BEFORE_DAYS_AGO), uses=["GENETIC"],
             reason="IRB audit", listed=True,
         )  # fmt: skip
@@ -483,7 +480,7 @@ def test_allowed_on_a_past_day_is_the_admins_audited_report(cohort_db, admin, pi
     assert set(listed) == set(_specimen_ids(cohort_db, *ALLOWED_GENETIC))
     assert {a for a, p in listed.items() if p == WITHDRAWING} == set(mine)
     with uow(cohort_db) as session:
-        now = cohorts.allowed_on(
+        now = cohort_counts.allowed_on(
             session, actor=admin, as_of=date.today(), uses=["GENETIC"], reason="IRB audit"
         )
     assert (now.specimens, now.participants) == (4, 2) and now.specimens_listed is None
@@ -505,7 +502,7 @@ def test_allowed_on_a_past_day_is_the_admins_audited_report(cohort_db, admin, pi
     ]
     for actor, day, reason, error, field in refusals:
         with pytest.raises(error) as caught, uow(cohort_db) as session:
-            cohorts.allowed_on(
+            cohort_counts.allowed_on(
                 session, actor=actor, as_of=day, uses=["GENETIC"], reason=reason, listed=True
             )
         assert caught.value.field == field
@@ -515,11 +512,13 @@ def test_allowed_on_a_past_day_is_the_admins_audited_report(cohort_db, admin, pi
 def test_a_preview_is_judged_as_of_today(cohort_db, admin, pi):
     _withdraw(cohort_db, admin, WITHDRAWING, "GENETIC", days_ago(WITHDRAWN_DAYS_AGO))
     with uow(cohort_db, readonly=True) as session:
-        today = cohorts.preview_cohort(session, actor=pi, uses=["GENETIC"], as_of=date.today())
+        today = cohort_counts.preview_cohort(
+            session, actor=pi, uses=["GENETIC"], as_of=date.today()
+        )
     assert (today.specimens, today.participants) == (4, 2)
     for day in (days_ago(BEFORE_DAYS_AGO), date.today() + timedelta(days=1)):
         with pytest.raises(ValidationError) as caught, uow(cohort_db, readonly=True) as session:
-            cohorts.preview_cohort(session, actor=pi, uses=["GENETIC"], as_of=day)
+            cohort_counts.preview_cohort(session, actor=pi, uses=["GENETIC"], as_of=day)
         assert caught.value.field == "as_of"
 
 
@@ -709,14 +708,14 @@ def test_a_reserved_tube_out_for_its_request_is_not_drawn_from(cohort_db, admin,
     with uow(cohort_db) as session:
         custody.check_out(session, actor=technician, accession=accession)
     with pytest.raises(ValidationError, match="reserved for REQ-C"), uow(cohort_db) as session:
-        specimens.aliquot(
+        lineage.aliquot(
             session, actor=admin, parent=accession, count=2, volume=250, destination=box
         )
     assert _status(cohort_db, tube)[0] is SpecimenStatus.checked_out
     assert _standing(cohort_db) == [(tube, "REQ-C")]
     with uow(cohort_db) as session:
         reservations.release_reservations(session, actor=pi, request="REQ-C", reason="not sent")
-        specimens.aliquot(
+        lineage.aliquot(
             session, actor=admin, parent=accession, count=2, volume=250, destination=box
         )
     assert _status(cohort_db, tube)[0] is SpecimenStatus.depleted
@@ -807,7 +806,7 @@ def test_two_terminals_racing_for_one_tube_never_both_reserve_it(
 
 def _save(engine, actor, name: str, query: CohortQuery) -> None:
     with uow(engine) as session:
-        cohorts.save_query(session, actor=actor, name=name, query=query)
+        saved_queries.save_query(session, actor=actor, name=name, query=query)
 
 
 NEPHRITIS = CohortQuery(phenotypes=parse_conditions("ln_class in (III, IV)"))
@@ -855,7 +854,7 @@ def test_filters_that_cannot_both_hold_are_refused_naming_the_field(
     assert caught.value.field == conflict
     assert list(folder.iterdir()) == [] and _left_behind(cohort_db) == before
     with pytest.raises(ValidationError) as caught, uow(cohort_db, readonly=True) as session:
-        cohorts.preview_cohort(session, actor=pi, saved="kept", query=given, uses=["GENETIC"])
+        cohort_counts.preview_cohort(session, actor=pi, saved="kept", query=given, uses=["GENETIC"])
     assert caught.value.field == conflict
 
 

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from inventory import FUTURE
 
 from biobank.db import uow
+from biobank.domain.vocabulary import Role
 from biobank.errors import AlreadyExists, NotFound, PermissionDenied, ValidationError
-from biobank.models import Role
 from biobank.services import participants, studies
 
 PHI = {"mrn": "MRN5550123", "family_name": "Zebulon", "given_name": "Quentessa"}

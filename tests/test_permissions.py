@@ -28,6 +28,7 @@ import pytest
 import sqlalchemy as sa
 from cohort_seed import seed_cohort
 from conftest import ENGINES, _postgres_template, _sqlite_template
+from inventory import accession_tube, participant_with_visit
 from sqlalchemy.engine import Engine
 
 import biobank.services
@@ -36,41 +37,41 @@ from biobank.db import make_engine, uow
 from biobank.domain.cohort import CohortQuery
 from biobank.domain.permissions import MATRIX, Actor, Permission
 from biobank.domain.phenotypes import Stored
+from biobank.domain.vocabulary import DeidentificationMode, PhenotypeScope, PhenotypeType, Role
 from biobank.errors import PermissionDenied
-from biobank.models import (
-    DeidentificationMode,
-    PhenotypeScope,
-    PhenotypeType,
-    Role,
-    Specimen,
-    UserRead,
-)
+from biobank.models import Specimen, UserRead
 from biobank.services import (
     agreements,
     audit,
     audit_anchor,
     backups,
-    cohorts,
+    cohort_counts,
     consent,
     consistency,
     custody,
     demo,
     events,
+    export_runs,
     exports,
     identity,
     kits,
     label_data,
+    lineage,
     one_time_codes,
     overview,
     participants,
+    phenotype_at_collection,
     phenotypes,
+    pulls,
     reconcile,
     reservations,
+    saved_queries,
     scan,
     specimens,
     storage,
     studies,
     users,
+    withdrawals,
 )
 from biobank.services.imports import legacy as legacy_import
 from biobank.services.imports import redcap as redcap_import
@@ -87,6 +88,7 @@ EXEMPT = {
     audit.record: "appends the caller's audit entry after the caller's own check",
     audit.record_many: "appends the caller's audit entries after the caller's own check",
     events.record_event: "appends the caller's custody event after the caller's own check",
+    specimens.record_new_specimen: "saves the tube its caller made, after the caller's check",
     audit.audited: "records the change its caller makes to a row, after the caller's own check",
     reservations.follow_status: "custody's status changes call it after their own check",
     reservations.end_reservation: "ends a reservation for a release or a status change, "
@@ -336,30 +338,30 @@ CASES = [
     ),
     row(consent.check_uses, EVERYONE, participant="P-0001", uses=USES, as_of=None),
     row(consent.consent_status, EVERYONE, participant="P-0001"),
-    row(consent.withdrawal_impact, EVERYONE, participant="P-0001"),
+    row(withdrawals.withdrawal_impact, EVERYONE, participant="P-0001"),
     row(
-        consent.review_withdrawal, ADMIN, participant="P-0001", withdrawn_on=date.today(),
+        withdrawals.review_withdrawal, ADMIN, participant="P-0001", withdrawn_on=date.today(),
         requested_by="participant", disposition="keep_no_use",
     ),
     row(
-        consent.withdraw, ADMIN, participant="P-0001", withdrawn_on=date.today(),
+        withdrawals.withdraw, ADMIN, participant="P-0001", withdrawn_on=date.today(),
         requested_by="participant", disposition="keep_no_use",
     ),
-    row(consent.pull_list, EVERYONE),
-    row(consent.pull_item, EVERYONE, specimen_id=Seeded("pull_tube_id")),
-    row(consent.pull, INVENTORY_WORK, accession=PULL_TUBE),
+    row(pulls.pull_list, EVERYONE),
+    row(pulls.pull_item, EVERYONE, specimen_id=Seeded("pull_tube_id")),
+    row(pulls.pull, INVENTORY_WORK, accession=PULL_TUBE),
     # specimens
     row(
         specimens.accession, INVENTORY_WORK, participant="P-0001", visit="baseline",
         specimen_type="SER", quantity=500, unit="uL", destination=OTHER_BOX,
     ),
-    row(specimens.aliquot, INVENTORY_WORK, parent=TUBE, count=2, volume=100, destination=OTHER_BOX),
+    row(lineage.aliquot, INVENTORY_WORK, parent=TUBE, count=2, volume=100, destination=OTHER_BOX),
     row(
-        specimens.derive, INVENTORY_WORK, parent=TUBE, specimen_type="DNA", quantity=10,
+        lineage.derive, INVENTORY_WORK, parent=TUBE, specimen_type="DNA", quantity=10,
         unit="ug", used=100,
     ),
-    row(specimens.pool, INVENTORY_WORK, sources=[(TUBE, 100), (SECOND_TUBE, 100)]),
-    row(specimens.lineage, EVERYONE, accession=TUBE),
+    row(lineage.pool, INVENTORY_WORK, sources=[(TUBE, 100), (SECOND_TUBE, 100)]),
+    row(lineage.trace, EVERYONE, accession=TUBE),
     row(specimens.show_specimen, EVERYONE, accession=TUBE),
     row(specimens.list_specimens, EVERYONE, participant="P-0001"),
     row(
@@ -419,15 +421,15 @@ CASES = [
     row(phenotypes.retire_variable, ADMIN, name="upcr", reason="not measured"),
     row(phenotypes.restore_variable, ADMIN, call=_restore_variable),
     row(phenotypes.participant_phenotypes, EVERYONE, participant="P-0001"),
-    row(phenotypes.specimen_phenotypes, EVERYONE, accession=TUBE),
+    row(phenotype_at_collection.specimen_phenotypes, EVERYONE, accession=TUBE),
     # cohorts and exports: PIs query and export de-identified data; identified data is admins'
-    row(cohorts.preview_cohort, RESEARCH, query=QUERY, uses=USES),
-    row(cohorts.save_query, RESEARCH, name="new query", query=QUERY),
-    row(cohorts.get_saved_query, RESEARCH, name="serum"),
-    row(cohorts.list_saved_queries, RESEARCH),
-    row(cohorts.resolve_query, RESEARCH, query=QUERY, saved="serum"),
+    row(cohort_counts.preview_cohort, RESEARCH, query=QUERY, uses=USES),
+    row(saved_queries.save_query, RESEARCH, name="new query", query=QUERY),
+    row(saved_queries.get_saved_query, RESEARCH, name="serum"),
+    row(saved_queries.list_saved_queries, RESEARCH),
+    row(saved_queries.resolve_query, RESEARCH, query=QUERY, saved="serum"),
     row(
-        cohorts.allowed_on, ADMIN, as_of=date(2024, 1, 1), uses=USES, query=QUERY,
+        cohort_counts.allowed_on, ADMIN, as_of=date(2024, 1, 1), uses=USES, query=QUERY,
         reason="the IRB asked", listed=True,
     ),
     # reservations: PIs reserve through exports and release their own; admins release any
@@ -458,9 +460,9 @@ CASES = [
         exports.run_export, ADMIN, variant="identified", directory=Seeded("exports"),
         request=_export(IDENTIFIED),
     ),
-    row(exports.replay_export, RESEARCH, run_code=Seeded("safe_harbor_run")),
-    row(exports.replay_export, ADMIN, variant="identified", run_code=Seeded("identified_run")),
-    row(exports.list_runs, RESEARCH),
+    row(export_runs.replay_export, RESEARCH, run_code=Seeded("safe_harbor_run")),
+    row(export_runs.replay_export, ADMIN, variant="identified", run_code=Seeded("identified_run")),
+    row(export_runs.list_runs, RESEARCH),
     # imports, the audit trail, the demo and backups: admins only
     row(legacy_import.check_inventory, ADMIN, call=_legacy_plan),
     row(legacy_import.write_inventory, ADMIN, call=_write_inventory),
@@ -547,10 +549,7 @@ def _seed(engine: Engine, admin: Actor, exported_to: Path) -> tuple[str, str, in
             add_unit(session, actor=admin, kind="box", name=barcode, barcode=barcode,
                      parent="FRZ-1", grid=(9, 9))  # fmt: skip
         add_unit(session, actor=admin, kind="rack", name="Spare", barcode=SPARE_RACK, grid=(2, 1))
-        participants.add_participant(session, actor=admin, study="SLE", code="P-0006")
-        participants.add_visit(
-            session, actor=admin, participant="P-0006", label="baseline", visit_date=drawn.date()
-        )
+        participant_with_visit(session, admin, "P-0006", visit_date=drawn.date())
         tubes = {}
         for legacy_id, code, quantity, position in (
             (TUBE, "P-0001", 1000, "A1"),
@@ -558,21 +557,19 @@ def _seed(engine: Engine, admin: Actor, exported_to: Path) -> tuple[str, str, in
             (OUT_TUBE, "P-0002", 500, "A3"),
             (PULL_TUBE, "P-0006", 500, "A4"),
         ):
-            tubes[legacy_id] = specimens.accession(
-                session, actor=admin, participant=code, visit="baseline", specimen_type="SER",
-                quantity=quantity, unit="uL", collected_at=drawn, legacy_id=legacy_id,
-                destination=BOX, position=position,
+            tubes[legacy_id] = accession_tube(
+                session, admin, code, visit="baseline", quantity=quantity, collected_at=drawn,
+                legacy_id=legacy_id, destination=BOX, position=position,
             )  # fmt: skip
         custody.check_out(session, actor=admin, accession=OUT_TUBE)
-        consent.withdraw(
+        withdrawals.withdraw(
             session, actor=admin, participant="P-0006", withdrawn_on=date(2021, 1, 1),
             requested_by="participant", disposition="destroy",
         )  # fmt: skip
-        cohorts.save_query(session, actor=admin, name="serum", query=QUERY)
-        held = specimens.accession(
-            session, actor=admin, participant="P-0001", visit="baseline", specimen_type="SER",
-            quantity=500, unit="uL", collected_at=drawn, legacy_id=HELD_TUBE, destination=BOX,
-            position="A5",
+        saved_queries.save_query(session, actor=admin, name="serum", query=QUERY)
+        held = accession_tube(
+            session, admin, "P-0001", visit="baseline", collected_at=drawn, legacy_id=HELD_TUBE,
+            destination=BOX, position="A5",
         )  # fmt: skip
         victim = users.find_user(session, "victim")
         reservations.reserve_specimens(

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import date
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from inventory import participant_with_visit
 from typer.testing import CliRunner
 
 from biobank.cli import app
 from biobank.db import uow
 from biobank.domain.phenotypes import Stored
+from biobank.domain.vocabulary import PhenotypeScope, PhenotypeType, Role
 from biobank.errors import (
     AlreadyExists,
     InvalidTransition,
@@ -24,7 +25,7 @@ from biobank.errors import (
     ValidationError,
 )
 from biobank.export.names import phenotype_column_names
-from biobank.models import AuditEntry, PhenotypeScope, PhenotypeType, Role
+from biobank.models import AuditEntry
 from biobank.services import participants, phenotypes, studies
 from biobank.services.imports import redcap as redcap_import
 from biobank.services.imports.common import Counts, ImportReport
@@ -41,11 +42,7 @@ def _seed(engine, admin) -> None:
     """Study SLE and participant SLE-0001 with a baseline visit."""
     with uow(engine) as session:
         studies.add_study(session, actor=admin, code="SLE", title="Lupus registry")
-        participants.add_participant(session, actor=admin, study="SLE", code="SLE-0001")
-        participants.add_visit(
-            session, actor=admin, participant="SLE-0001", label="baseline",
-            visit_date=date(2025, 1, 2),
-        )  # fmt: skip
+        participant_with_visit(session, admin)
 
 
 def _set(engine, actor, variable, value):

@@ -8,22 +8,16 @@ from datetime import date, datetime
 
 import pytest
 import sqlalchemy as sa
-from inventory import FUTURE, seed_inventory
+from inventory import FUTURE, accession_tube, seed_inventory
 from sqlmodel import select
 
 from biobank.db import uow
 from biobank.domain.phenotypes import Spec, Stored, display, parse_value, typed
+from biobank.domain.vocabulary import PhenotypeType, Role
 from biobank.errors import NotFound, PermissionDenied, ValidationError
-from biobank.models import (
-    AuditEntry,
-    PhenotypeType,
-    PhenotypeValue,
-    PhenotypeVariable,
-    Role,
-    Specimen,
-)
-from biobank.services import participants, phenotypes, specimens
-from biobank.services.phenotypes import (
+from biobank.models import AuditEntry, PhenotypeValue, PhenotypeVariable, Specimen
+from biobank.services import lineage, participants, phenotype_at_collection, phenotypes
+from biobank.services.phenotype_at_collection import (
     DEFAULT_WINDOW_DAYS,
     Collected,
     collection_dates_query,
@@ -277,16 +271,8 @@ def _visits_and_values(engine, admin):
 
 
 def _tube(session, admin, visit, collected, **kwargs):
-    return specimens.accession(
-        session,
-        actor=admin,
-        participant="SLE-0001",
-        visit=visit,
-        specimen_type="SER",
-        quantity=1000,
-        unit="uL",
-        collected_at=collected,
-        **kwargs,
+    return accession_tube(
+        session, admin, visit=visit, quantity=1000, collected_at=collected, **kwargs
     )
 
 
@@ -318,13 +304,12 @@ def test_values_at_collection(engine, admin):
         month1 = _tube(session, admin, "month 1", _local(date(2025, 2, 1), hour=23))
         month9 = _tube(session, admin, "month 9", None)  # no time: the visit's date counts
         no_visit = _tube(session, admin, None, _local(date(2025, 2, 10)))
-        aliquots = specimens.aliquot(
+        aliquots = lineage.aliquot(
             session, actor=admin, parent=month3.accession_id, count=2, volume=100
         )
-        other = specimens.accession(
-            session, actor=admin, participant="SLE-0002", specimen_type="SER", quantity=100,
-            unit="uL", collected_at=_local(date(2025, 4, 1)),
-        )  # fmt: skip
+        other = accession_tube(
+            session, admin, "SLE-0002", quantity=100, collected_at=_local(date(2025, 4, 1))
+        )
     tubes = [month3, late_baseline, month1, month9, no_visit, *aliquots, other]
     found = _at(engine, tubes)
     # month 3: its own C3; SLEDAI from month 1 (59 days before); anti-dsDNA from 89 days before
@@ -357,21 +342,21 @@ def test_one_specimens_phenotype_by_accession(engine, admin):
     _visits_and_values(engine, admin)
     with uow(engine) as session:
         month3 = _tube(session, admin, "month 3", _local(date(2025, 4, 1)))
-        aliquot = specimens.aliquot(
+        aliquot = lineage.aliquot(
             session, actor=admin, parent=month3.accession_id, count=1, volume=100
         )[0]
-        at_default = phenotypes.specimen_phenotypes(
+        at_default = phenotype_at_collection.specimen_phenotypes(
             session, actor=admin, accession=aliquot.accession_id
         )
-        narrow = phenotypes.specimen_phenotypes(
+        narrow = phenotype_at_collection.specimen_phenotypes(
             session, actor=admin, accession=month3.accession_id, window_days=30
         )
         with pytest.raises(ValidationError) as negative:
-            phenotypes.specimen_phenotypes(
+            phenotype_at_collection.specimen_phenotypes(
                 session, actor=admin, accession=month3.accession_id, window_days=-1
             )
         with pytest.raises(NotFound):
-            phenotypes.specimen_phenotypes(session, actor=admin, accession="SLE-NOPE")
+            phenotype_at_collection.specimen_phenotypes(session, actor=admin, accession="SLE-NOPE")
     assert at_default == {"race": "black", "sledai2k": 6, "c3": 80.0, "anti_dsdna": 30.0}
     assert narrow == {"race": "black", "c3": 80.0}
     assert negative.value.field == "window_days"

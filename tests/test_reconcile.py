@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from inventory import accession_tube, one_shelf_freezer
 from typer.testing import CliRunner
 
 from biobank.cli import app
 from biobank.db import uow
+from biobank.domain.vocabulary import Role
 from biobank.errors import (
     InvalidTransition,
     NotFound,
@@ -17,7 +19,7 @@ from biobank.errors import (
     PositionOccupied,
     ValidationError,
 )
-from biobank.models import AuditEntry, Role, Specimen
+from biobank.models import AuditEntry, Specimen
 from biobank.services import audit, custody, participants, reconcile, specimens, storage, studies
 from biobank.services.specimen_read import specimen_read
 
@@ -57,9 +59,7 @@ def inventory(engine, admin):
                 barcode=barcode,
                 grid=(4, 4),
             )
-        templated = storage.add_freezer(
-            session, actor=admin, name="-80 #2", shelves=1, racks_per_shelf=1, boxes_per_rack=1
-        )
+        templated = one_shelf_freezer(session, admin, "-80 #2")
         (other,) = [
             n.unit.barcode
             for n in storage.storage_tree(session, actor=admin, root=templated.barcode)
@@ -67,13 +67,11 @@ def inventory(engine, admin):
         ]
         ids = {}
         for legacy, position in [*((v, k) for k, v in LAYOUT.items()), (ELSEWHERE, None)]:
-            ids[legacy] = specimens.accession(
+            ids[legacy] = accession_tube(
                 session,
-                actor=admin,
-                participant=code,
+                admin,
+                code,
                 specimen_type=legacy.split("-")[2],
-                quantity=500,
-                unit="uL",
                 legacy_id=legacy,
                 destination="BOX-0101" if position else None,
                 position=position,

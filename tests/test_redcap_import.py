@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from biobank.db import uow
+from biobank.domain.vocabulary import Role
 from biobank.errors import PermissionDenied, ValidationError
-from biobank.models import Role
 from biobank.services import (
     audit,
     consent,

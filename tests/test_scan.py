@@ -13,7 +13,7 @@ from biobank.db import make_engine, uow
 from biobank.domain.identifiers import format_specimen_id
 from biobank.errors import DatabaseUnavailable
 from biobank.models import Specimen
-from biobank.services import scan, specimen_read, specimens, users
+from biobank.services import lineage, scan, specimen_read, users
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_a_scan_reads_a_tube_as_every_other_read_does(scanned, engine, admin):
     """Scans read through the driver's own cursor; the result is the service's read model."""
     resolve, tube, _ = scanned
     with uow(engine) as session:
-        (child,) = specimens.aliquot(
+        (child,) = lineage.aliquot(
             session, actor=admin, parent=tube.accession_id, count=1, volume=100
         )
         unplaced = serum(session, admin)
@@ -120,18 +120,18 @@ def test_a_lookup_sees_each_commit_and_keeps_nothing(scanned, engine, admin):
     with uow(engine, lookup=True) as session:
         before = specimen_read.find_specimen(session, tube.accession_id).quantity
         with uow(engine) as other:  # committed between the lookup's two statements
-            specimens.get_specimen(other, tube.accession_id).quantity = before - 10
+            specimen_read.get_specimen(other, tube.accession_id).quantity = before - 10
         assert specimen_read.find_specimen(session, tube.accession_id).quantity == before - 10
     assert resolve(tube.accession_id).specimen.quantity == before - 10
     with pytest.raises(RuntimeError, match="changes nothing"):  # no transaction to undo it
         with uow(engine, lookup=True) as session:
-            specimens.get_specimen(session, tube.accession_id).notes = "not kept"
+            specimen_read.get_specimen(session, tube.accession_id).notes = "not kept"
             session.flush()
     with pytest.raises(RuntimeError, match="changes nothing"):
         with uow(engine, lookup=True) as session:
             session.execute(sa.update(Specimen).values(notes="not kept"))
     with uow(engine, readonly=True) as session:
-        assert specimens.get_specimen(session, tube.accession_id).notes is None
+        assert specimen_read.get_specimen(session, tube.accession_id).notes is None
 
 
 def _in_transaction(session) -> bool:

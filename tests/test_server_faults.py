@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from conftest import postgres_base_url
-from inventory import NOW
+from inventory import NOW, accession_tube
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from textual.widgets import Static
@@ -109,10 +109,9 @@ def test_a_restart_under_the_tui_is_one_refused_action_then_it_reconnects(db_url
         with uow(app.database.engine) as session:
             box = storage.add_unit(session, actor=admin, kind="box", name="Bench", grid=(9, 9))
             code = session.execute(sa.text("SELECT min(code) FROM participant")).scalar_one()
-            tube = specimens.accession(
-                session, actor=admin, participant=code, visit="baseline", specimen_type="SER",
-                quantity=500, unit="uL", collected_at=NOW, destination=box.barcode,
-            ).accession_id  # fmt: skip
+            tube = accession_tube(
+                session, admin, code, visit="baseline", collected_at=NOW, destination=box.barcode
+            ).accession_id
         restart = Restart(db_url)
         async with app.run_test() as pilot:
             await sign_in(app, pilot)

@@ -22,13 +22,14 @@ from biobank import migrate
 from biobank.bootstrap import open_database
 from biobank.cli import app
 from biobank.db import make_engine, uow
+from biobank.domain.vocabulary import Role
 from biobank.errors import (
     AuthenticationFailed,
     DatabaseNotReady,
     PermissionDenied,
     ValidationError,
 )
-from biobank.models import Role, utcnow
+from biobank.models import utcnow
 from biobank.services import identity, one_time_codes, users
 from biobank.settings import Settings
 

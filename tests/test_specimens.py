@@ -6,7 +6,7 @@ from datetime import timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
-from inventory import NOW, seed_inventory, serum
+from inventory import NOW, accession_tube, seed_inventory, serum
 from textual.widgets import Static
 from tui_helpers import make_app, scan, sign_in
 from typer.testing import CliRunner
@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 from biobank.cli import app as cli_app
 from biobank.db import uow
 from biobank.domain.identifiers import check_specimen_id
+from biobank.domain.vocabulary import Role
 from biobank.errors import NotFound, PermissionDenied, ValidationError
-from biobank.models import Role, StorageUnit
-from biobank.services import custody, participants, specimen_read, specimens, storage
+from biobank.models import StorageUnit
+from biobank.services import custody, lineage, participants, specimen_read, specimens, storage
 from biobank.services.identity import actor_for
 from biobank.services.specimen_read import find_specimen
 from tui.screens.specimen import SpecimenScreen
@@ -141,7 +142,7 @@ def test_aliquots_draw_from_the_parent(engine, admin):
     layout = seed_inventory(engine, admin)
     with uow(engine) as session:
         parent = serum(session, admin, quantity=1000)
-        children = specimens.aliquot(
+        children = lineage.aliquot(
             session,
             actor=admin,
             parent=parent.accession_id,
@@ -161,9 +162,9 @@ def test_aliquots_draw_from_the_parent(engine, admin):
     assert [e.event_type for e in shown.events] == ["accessioned", "aliquoted"]
     with pytest.raises(ValidationError, match="has 200 uL left, 250 uL asked"):
         with uow(engine) as session:
-            specimens.aliquot(session, actor=admin, parent=parent.accession_id, count=1, volume=250)
+            lineage.aliquot(session, actor=admin, parent=parent.accession_id, count=1, volume=250)
     with uow(engine) as session:
-        specimens.aliquot(session, actor=admin, parent=parent.accession_id, count=2, volume=100)
+        lineage.aliquot(session, actor=admin, parent=parent.accession_id, count=2, volume=100)
         emptied = specimens.show_specimen(session, actor=admin, accession=parent.accession_id)
     assert (emptied.specimen.quantity, emptied.specimen.status) == (0, "depleted")
 
@@ -171,16 +172,8 @@ def test_aliquots_draw_from_the_parent(engine, admin):
 def test_derivatives_pools_and_lineage(engine, admin):
     seed_inventory(engine, admin)
     with uow(engine) as session:
-        buffy = specimens.accession(
-            session,
-            actor=admin,
-            participant="SLE-0001",
-            visit="baseline",
-            specimen_type="BUF",
-            quantity=500,
-            unit="uL",
-        )
-        dna = specimens.derive(
+        buffy = accession_tube(session, admin, visit="baseline", specimen_type="BUF")
+        dna = lineage.derive(
             session,
             actor=admin,
             parent=buffy.accession_id,
@@ -189,12 +182,12 @@ def test_derivatives_pools_and_lineage(engine, admin):
             unit="ug",
             used=300,
         )
-        a, b = specimens.aliquot(session, actor=admin, parent=dna.accession_id, count=2, volume=5)
-        pooled = specimens.pool(
+        a, b = lineage.aliquot(session, actor=admin, parent=dna.accession_id, count=2, volume=5)
+        pooled = lineage.pool(
             session, actor=admin, sources=[(a.accession_id, 5), (b.accession_id, 2.5)]
         )
-        tree = specimens.lineage(session, actor=admin, accession=dna.accession_id)
-        pool_tree = specimens.lineage(session, actor=admin, accession=pooled.accession_id)
+        tree = lineage.trace(session, actor=admin, accession=dna.accession_id)
+        pool_tree = lineage.trace(session, actor=admin, accession=pooled.accession_id)
     assert (dna.kind, dna.specimen_type, dna.unit, dna.quantity) == ("derivative", "DNA", "ug", 25)
     assert [x.accession_id for x in tree.ancestors] == [buffy.accession_id]
     assert {x.accession_id for x in tree.descendants} == {
@@ -218,17 +211,10 @@ def test_pools_stay_within_one_participant(engine, admin):
     with uow(engine) as session:
         participants.add_participant(session, actor=admin, study="SLE", code="SLE-0002")
         one = serum(session, admin)
-        other = specimens.accession(
-            session,
-            actor=admin,
-            participant="SLE-0002",
-            specimen_type="SER",
-            quantity=100,
-            unit="uL",
-        )
+        other = accession_tube(session, admin, "SLE-0002", quantity=100)
     with pytest.raises(ValidationError, match=r"differs .* in participant"):
         with uow(engine) as session:
-            specimens.pool(
+            lineage.pool(
                 session,
                 actor=admin,
                 sources=[(one.accession_id, 10), (other.accession_id, 10)],
@@ -240,13 +226,10 @@ def test_a_participants_specimens_in_the_order_they_were_made(engine, admin):
     with uow(engine) as session:
         participants.add_participant(session, actor=admin, study="SLE", code="SLE-0002")
         parent = serum(session, admin, destination=layout["boxes"][0])
-        children = specimens.aliquot(
+        children = lineage.aliquot(
             session, actor=admin, parent=parent.accession_id, count=2, volume=100
         )
-        specimens.accession(
-            session, actor=admin, participant="SLE-0002", specimen_type="SER", quantity=1,
-            unit="mL",
-        )  # fmt: skip
+        accession_tube(session, admin, "SLE-0002", quantity=1, unit="mL")
         listed = specimens.list_specimens(session, actor=admin, participant="sle-0001")
         others = specimens.list_specimens(session, actor=admin, participant="SLE-0002")
     assert [s.accession_id for s in listed] == [parent.accession_id] + [
@@ -293,7 +276,7 @@ def test_what_a_change_returns_is_what_a_later_read_finds(engine, admin, monkeyp
     assert placed.collected_at.utcoffset() == timedelta(0)
     assert len(in_hand) == 2 and all(in_hand)
     with uow(engine) as session:
-        children = specimens.aliquot(
+        children = lineage.aliquot(
             session, actor=admin, parent=placed.accession_id, count=2, volume=250,
             destination=layout["freezer"],
         )  # fmt: skip
@@ -332,10 +315,7 @@ def test_a_tubes_notes_are_shown_wherever_the_tube_is(db_url, admin, monkeypatch
     app = make_app(db_url, admin)
     with uow(app.database.engine) as session:
         code = participants.list_participants(session, actor=admin, limit=1)[0].code
-        tube = specimens.accession(
-            session, actor=admin, participant=code, specimen_type="SER", quantity=500,
-            unit="uL", notes=NOTE,
-        ).accession_id  # fmt: skip
+        tube = accession_tube(session, admin, code, notes=NOTE).accession_id
 
     monkeypatch.setenv("BIOBANK_DATABASE_URL", db_url)
     runner = CliRunner()

@@ -4,13 +4,14 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from inventory import seed_inventory, serum
+from inventory import accession_tube, one_shelf_freezer, seed_inventory, serum
 from sqlmodel import select
 from typer.testing import CliRunner
 
 from biobank.cli import app
 from biobank.db import uow
 from biobank.domain.positions import fill_sequence, parse_grid, parse_position, position_label
+from biobank.domain.vocabulary import FillOrder, PositionLabels, Role
 from biobank.errors import (
     AlreadyExists,
     NotFound,
@@ -18,8 +19,8 @@ from biobank.errors import (
     PositionOccupied,
     ValidationError,
 )
-from biobank.models import FillOrder, PositionLabels, Role, StorageUnit
-from biobank.services import specimens, storage
+from biobank.models import StorageUnit
+from biobank.services import lineage, specimens, storage
 
 
 def test_position_labels_round_trip():
@@ -145,9 +146,7 @@ def test_a_box_moves_with_its_tubes(engine, admin):
     box = layout["boxes"][0]
     with uow(engine) as session:
         tube = serum(session, admin, destination=box, position="B3")
-        other = storage.add_freezer(
-            session, actor=admin, name="-80 #2", shelves=1, racks_per_shelf=1, boxes_per_rack=1
-        )
+        other = one_shelf_freezer(session, admin, "-80 #2")
         rack = next(
             n.unit
             for n in storage.storage_tree(session, actor=admin, root=other.barcode)
@@ -167,7 +166,6 @@ def test_a_box_moves_with_its_tubes(engine, admin):
             reason="freezer defrost",
         )
     assert moved.path == "Rack 9 > Box 1" and moved.position == "C1"
-    from biobank.services import specimens
 
     with uow(engine) as session:
         detail = specimens.show_specimen(session, actor=admin, accession=tube.accession_id)
@@ -237,9 +235,8 @@ ON_VISIT_DAY = datetime(2025, 1, 2, 9, 0, tzinfo=UTC)  # seed_inventory's baseli
 def _tubes(engine, admin, box: str, count: int) -> None:
     with uow(engine) as session:
         for _ in range(count):
-            specimens.accession(
-                session, actor=admin, participant="SLE-0001", visit="baseline",
-                specimen_type="SER", quantity=1000, unit="uL", collected_at=ON_VISIT_DAY,
+            accession_tube(
+                session, admin, visit="baseline", quantity=1000, collected_at=ON_VISIT_DAY,
                 destination=box,
             )  # fmt: skip
 
@@ -289,13 +286,13 @@ def test_a_primary_stays_with_its_aliquots_where_one_box_has_room(engine, admin,
     # later aliquots of a placed tube go beside it when its box has room, not to the first
     # box with room
     with uow(engine) as session:
-        (more,) = specimens.aliquot(
+        (more,) = lineage.aliquot(
             session, actor=admin, parent=made[0]["accession_id"], count=1, volume=100,
             destination=layout["freezer"],
         )  # fmt: skip
     assert (more.box_barcode, more.position) == (third, "B3")
     with uow(engine) as session:  # no room beside it: the first box with room for all
-        spread = specimens.aliquot(
+        spread = lineage.aliquot(
             session, actor=admin, parent=made[0]["accession_id"], count=2, volume=100,
             destination=layout["freezer"],
         )  # fmt: skip

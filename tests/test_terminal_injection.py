@@ -13,13 +13,14 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
+from inventory import accession_tube
 from textual.widgets import DataTable, Static
 from tui_helpers import make_app, scan, sign_in
 from typer.testing import CliRunner
 
 from biobank.cli import app
 from biobank.db import uow
-from biobank.services import custody, participants, specimens, storage, studies
+from biobank.services import custody, participants, storage, studies
 from biobank.terminal_text import UNSHOWN, shown, shown_json
 from tui.screens.specimen import SpecimenScreen
 
@@ -97,10 +98,7 @@ def bench(engine, admin, db_url, monkeypatch) -> dict[str, str]:
             storage.add_unit(
                 session, actor=admin, kind="box", name=barcode, barcode=barcode, grid=(4, 4)
             )
-        tube = specimens.accession(
-            session, actor=admin, participant=code, specimen_type="SER", quantity=500,
-            unit="uL", destination="BOX-0001", position="A1",
-        )  # fmt: skip
+        tube = accession_tube(session, admin, code, destination="BOX-0001", position="A1")
     monkeypatch.setenv("BIOBANK_DATABASE_URL", db_url)
     return {"tube": tube.accession_id}
 
@@ -202,10 +200,7 @@ def test_the_workstation_shows_free_text_escaped(db_url, admin):
         box = storage.add_unit(session, actor=admin, kind="box", name="Bench", grid=(9, 9))
         other = storage.add_unit(session, actor=admin, kind="box", name="\u2066Spare", grid=(9, 9))
         code = session.execute(sa.text("SELECT code FROM participant ORDER BY code")).scalar()
-        tube = specimens.accession(
-            session, actor=admin, participant=code, specimen_type="SER", quantity=500,
-            unit="uL", destination=box.barcode,
-        ).accession_id  # fmt: skip
+        tube = accession_tube(session, admin, code, destination=box.barcode).accession_id
         custody.move(session, actor=admin, accession=tube, destination=other.barcode, reason="x")
     with engine.begin() as connection:  # past the check every unit of work makes
         connection.execute(

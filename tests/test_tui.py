@@ -3,7 +3,7 @@
 import asyncio
 
 import sqlalchemy as sa
-from inventory import NOW
+from inventory import NOW, accession_tube
 from textual.widgets import Static
 from tui_helpers import make_app, scan, settle, sign_in
 
@@ -24,9 +24,9 @@ def _stock(engine, admin) -> dict:
         box = storage.add_unit(session, actor=admin, kind="box", name="Bench box", grid=(9, 9))
         other = storage.add_unit(session, actor=admin, kind="box", name="Spare", grid=(10, 10))
         code = session.execute(sa.text("SELECT code FROM participant ORDER BY code")).scalar()
-        tube = specimens.accession(
-            session, actor=admin, participant=code, visit="baseline", specimen_type="SER",
-            quantity=500, unit="uL", collected_at=NOW, destination=box.barcode, position="B2",
+        tube = accession_tube(
+            session, admin, code, visit="baseline", collected_at=NOW, destination=box.barcode,
+            position="B2",
         )  # fmt: skip
         users.add_user(session, actor=admin, username="badgeuser", role="technician",
                        badge="BADGE-0042")  # fmt: skip

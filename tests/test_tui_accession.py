@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
+from inventory import one_shelf_freezer
 from textual.widgets import Input, OptionList, Select, Static
 from tui_helpers import HUMAN_GAP, make_app, scan, settle, sign_in, type_text
 
@@ -39,10 +40,7 @@ def _stock(app, admin, *, visits_today: bool = True) -> dict:
     visits are years old, or (`visits_today`) who was also seen 20 days ago and today."""
     today = date.today()
     with uow(app.database.engine) as session:
-        freezer = storage.add_freezer(
-            session, actor=admin, name="-80 #1", shelves=1, racks_per_shelf=1,
-            boxes_per_rack=2, box_grid=(9, 9),
-        )  # fmt: skip
+        freezer = one_shelf_freezer(session, admin, "-80 #1", boxes_per_rack=2, box_grid=(9, 9))
         spare = storage.add_unit(session, actor=admin, kind="box", name="Bench", grid=(9, 9))
         code = participants.list_participants(session, actor=admin)[0].code
         if visits_today:

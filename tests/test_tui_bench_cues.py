@@ -6,7 +6,7 @@ import asyncio
 from datetime import date
 
 import sqlalchemy as sa
-from inventory import NOW
+from inventory import NOW, accession_tube, one_shelf_freezer
 from test_tui_screens import LAYOUT, _boxes_to_reconcile
 from textual import events
 from textual.app import App
@@ -16,7 +16,7 @@ from textual.widgets._toast import Toast
 from tui_helpers import HUMAN_GAP, make_app, scan, settle, sign_in, type_text
 
 from biobank.db import uow
-from biobank.services import consent, custody, participants, specimens, storage, users
+from biobank.services import custody, participants, pulls, storage, users, withdrawals
 from tui.screens.accession import AccessionScreen
 from tui.screens.box import BoxScreen
 from tui.screens.home import HomeScreen
@@ -34,9 +34,9 @@ def _first_participant(session) -> str:
 
 
 def _serum(session, admin, code: str, box: str, position: str | None = None) -> str:
-    return specimens.accession(
-        session, actor=admin, participant=code, visit="baseline", specimen_type="SER",
-        quantity=500, unit="uL", collected_at=NOW, destination=box, position=position,
+    return accession_tube(
+        session, admin, code, visit="baseline", collected_at=NOW, destination=box,
+        position=position,
     ).accession_id  # fmt: skip
 
 
@@ -190,10 +190,7 @@ def test_notices_leave_the_saved_tubes_locations_readable_at_80x24(db_url, admin
     async def scenario():
         app = make_app(db_url, admin, printers=printers, default_printer="bench")
         with uow(app.database.engine) as session:
-            storage.add_freezer(
-                session, actor=admin, name="-80 #1", shelves=1, racks_per_shelf=1,
-                boxes_per_rack=1, box_grid=(9, 9),
-            )  # fmt: skip
+            one_shelf_freezer(session, admin, "-80 #1", box_grid=(9, 9))
             code = _first_participant(session)
             participants.add_visit(  # collected today, at today's visit
                 session, actor=admin, participant=code, label="flare", visit_date=date.today()
@@ -234,11 +231,11 @@ def test_a_scan_ticks_its_own_line_and_leaves_the_others(db_url, admin):
             code = _first_participant(session)
             for _ in range(5):
                 _serum(session, admin, code, box.barcode)
-            consent.withdraw(
+            withdrawals.withdraw(
                 session, actor=admin, participant=code, withdrawn_on=date.today(),
                 requested_by="the participant", disposition="destroy",
             )  # fmt: skip
-            listed = [item.accession_id for item in consent.pull_list(session, actor=admin)]
+            listed = [item.accession_id for item in pulls.pull_list(session, actor=admin)]
         assert len(listed) == 5
         async with app.run_test(size=(80, 24)) as pilot:
             await sign_in(app, pilot)

@@ -6,13 +6,13 @@ import asyncio
 from datetime import date
 
 import sqlalchemy as sa
-from inventory import seed_inventory, serum
+from inventory import accession_tube, seed_inventory, serum
 from textual.widgets import Input, Select, Static, TabbedContent
 from tui_helpers import scan, settle, sign_in, type_text
 
 from biobank.bootstrap import open_database
 from biobank.db import uow
-from biobank.services import consent, participants, phenotypes, specimens, users
+from biobank.services import consent, lineage, participants, phenotypes, users
 from biobank.settings import Settings
 from tui.app import BiobankApp
 from tui.screens.participant import ParticipantScreen
@@ -62,14 +62,11 @@ def _lab(db_url, admin) -> tuple[BiobankApp, dict[str, str]]:
         primary = serum(session, admin, destination=boxes[1], position="A1").accession_id
         first, second = (
             a.accession_id
-            for a in specimens.aliquot(
+            for a in lineage.aliquot(
                 session, actor=admin, parent=primary, count=2, volume=250, destination=boxes[0]
             )
         )
-        other = specimens.accession(
-            session, actor=admin, participant="SLE-0002", specimen_type="SER", quantity=500,
-            unit="uL", destination=boxes[0],
-        ).accession_id  # fmt: skip
+        other = accession_tube(session, admin, "SLE-0002", destination=boxes[0]).accession_id
     app = BiobankApp(
         settings=Settings(database_url=db_url, workstation="bench-1"), database=database
     )

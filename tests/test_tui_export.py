@@ -14,9 +14,9 @@ from tui_helpers import settle, sign_in, type_text
 from biobank.bootstrap import open_database
 from biobank.db import uow
 from biobank.domain.cohort import CohortQuery, load_query, parse_conditions
+from biobank.domain.vocabulary import Role
 from biobank.export.formats import DEFAULT_FORMAT, NAMES
-from biobank.models import Role
-from biobank.services import cohorts
+from biobank.services import saved_queries
 from biobank.settings import Settings
 from tui.app import BiobankApp
 from tui.screens.export import ExportScreen, ManifestScreen
@@ -204,7 +204,7 @@ def test_consent_is_asked_as_of_today_and_a_saved_query_is_narrowed_never_widene
     cohort_db, actors
 ):
     with uow(cohort_db) as session:
-        cohorts.save_query(
+        saved_queries.save_query(
             session, actor=actors[Role.pi], name="nephritis",
             query=CohortQuery(phenotypes=parse_conditions("ln_class in (III, IV)")),
         )  # fmt: skip

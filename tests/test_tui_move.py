@@ -3,7 +3,7 @@
 import asyncio
 
 import sqlalchemy as sa
-from inventory import NOW
+from inventory import NOW, accession_tube
 from textual.widgets import Static
 from tui_helpers import make_app, scan, settle, sign_in
 
@@ -21,10 +21,9 @@ def _stock(engine, admin) -> dict:
         spare = storage.add_unit(session, actor=admin, kind="box", name="Spare", grid=(10, 10))
         code = session.execute(sa.text("SELECT code FROM participant ORDER BY code")).scalar()
         tube, other = (
-            specimens.accession(
-                session, actor=admin, participant=code, visit="baseline", specimen_type="SER",
-                quantity=500, unit="uL", collected_at=NOW, destination=box.barcode,
-                position=position,
+            accession_tube(
+                session, admin, code, visit="baseline", collected_at=NOW,
+                destination=box.barcode, position=position,
             ).accession_id
             for position in ("B2", "B3")
         )  # fmt: skip

@@ -5,11 +5,12 @@ import asyncio
 import shutil
 from pathlib import Path
 
+from inventory import accession_tube, one_shelf_freezer
 from textual.widgets import DataTable, Static, Tree
 from tui_helpers import make_app, scan, settle, sign_in, type_text, until
 
 from biobank.db import uow
-from biobank.services import participants, specimens, storage, users
+from biobank.services import participants, storage, users
 from biobank.services.scan import specimen_view
 from biobank.services.specimen_read import find_specimen
 from biobank.settings import PrinterProfile
@@ -54,9 +55,9 @@ def _boxes_to_reconcile(engine, admin) -> dict[str, str]:
         places = {legacy: ("BOX-0301", position) for position, legacy in LAYOUT.items()}
         places[ELSEWHERE] = ("BOX-0302", "A1")
         return {
-            legacy: specimens.accession(
-                session, actor=admin, participant=code, specimen_type=legacy.split("-")[2],
-                quantity=500, unit="uL", legacy_id=legacy, destination=box, position=position,
+            legacy: accession_tube(
+                session, admin, code, specimen_type=legacy.split("-")[2], legacy_id=legacy,
+                destination=box, position=position,
             ).accession_id
             for legacy, (box, position) in places.items()
         }  # fmt: skip
@@ -94,18 +95,12 @@ def test_the_freezer_tree_opens_down_to_a_box_and_boxes_fit_80x24(db_url, admin)
         code = _first_participant(app.database.engine, admin)
         with uow(app.database.engine) as session:
             for name, grid in (("-80 wide", (8, 12)), ("-80 square", (10, 10))):
-                storage.add_freezer(
-                    session, actor=admin, name=name, shelves=1, racks_per_shelf=2,
-                    boxes_per_rack=2, box_grid=grid,
-                )  # fmt: skip
+                one_shelf_freezer(session, admin, name, racks=2, boxes_per_rack=2, box_grid=grid)
             units = [n.unit for n in storage.storage_tree(session, actor=admin)]
             freezers = [u.barcode for u in units if u.kind == "freezer"]
             boxes = [u for u in units if u.kind == "box"]
             rack = storage.storage_path(session, actor=admin, barcode=boxes[-1].barcode)[-2]
-            specimens.accession(
-                session, actor=admin, participant=code, specimen_type="SER", quantity=500,
-                unit="uL", destination=boxes[1].barcode,
-            )  # fmt: skip
+            accession_tube(session, admin, code, destination=boxes[1].barcode)
         async with app.run_test(size=(80, 24)) as pilot:
             await sign_in(app, pilot)
             await _keys(app, pilot, "ctrl+f")
@@ -157,20 +152,13 @@ def test_scanned_tubes_and_boxes_open_in_the_screens_kept_from_the_last_scan(db_
         code = _first_participant(engine, admin)
         with uow(engine) as session:
             users.set_pin(session, actor=admin, username="admin", pin="9876")
-            storage.add_freezer(
-                session, actor=admin, name="-80 kept", shelves=1, racks_per_shelf=1,
-                boxes_per_rack=2, box_grid=(8, 12),
-            )  # fmt: skip
-            storage.add_freezer(
-                session, actor=admin, name="-80 other", shelves=1, racks_per_shelf=1,
-                boxes_per_rack=1, box_grid=(10, 10),
-            )  # fmt: skip
+            one_shelf_freezer(session, admin, "-80 kept", boxes_per_rack=2, box_grid=(8, 12))
+            one_shelf_freezer(session, admin, "-80 other", box_grid=(10, 10))
             units = [n.unit for n in storage.storage_tree(session, actor=admin)]
             wide, _, square = [u.barcode for u in units if u.kind == "box"]
             tubes = [
-                specimens.accession(
-                    session, actor=admin, participant=code, specimen_type=kind, quantity=500,
-                    unit="uL", destination=box,
+                accession_tube(
+                    session, admin, code, specimen_type=kind, destination=box
                 ).accession_id
                 for kind, box in (("SER", wide), ("PL1", square))
             ]  # fmt: skip
@@ -255,9 +243,9 @@ def test_a_participant_scan_shows_visits_and_specimens_and_never_phi(db_url, adm
             ).identity
             box = storage.add_unit(session, actor=admin, kind="box", name="Bench box", grid=(9, 9))
             tubes = [
-                specimens.accession(
-                    session, actor=admin, participant=code, visit="baseline", specimen_type=kind,
-                    quantity=500, unit="uL", destination=box.barcode if kind == "SER" else None,
+                accession_tube(
+                    session, admin, code, visit="baseline", specimen_type=kind,
+                    destination=box.barcode if kind == "SER" else None,
                 ).accession_id
                 for kind in ("SER", "PL1")
             ]  # fmt: skip
@@ -393,10 +381,7 @@ def test_the_print_queue_shows_what_went_to_which_printer(db_url, admin, tmp_pat
         code = _first_participant(engine, admin)
         with uow(engine) as session:
             box = storage.add_unit(session, actor=admin, kind="box", name="Bench box", grid=(9, 9))
-            tube = specimens.accession(
-                session, actor=admin, participant=code, specimen_type="SER", quantity=500,
-                unit="uL", destination=box.barcode,
-            ).accession_id  # fmt: skip
+            tube = accession_tube(session, admin, code, destination=box.barcode).accession_id
         async with app.run_test(size=(80, 24)) as pilot:
             await sign_in(app, pilot)
             await scan(app, pilot, tube)

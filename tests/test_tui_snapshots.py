@@ -16,7 +16,7 @@ from tui_helpers import scan, settle, sign_in
 
 from biobank.bootstrap import open_database
 from biobank.models import SpecimenEvent
-from biobank.services import custody, specimens, storage
+from biobank.services import custody, lineage, specimens, storage
 from biobank.services.demo import seed_demo
 from biobank.services.identity import actor_for
 from biobank.settings import Settings
@@ -53,7 +53,7 @@ def lab(tmp_path) -> Iterator[dict]:
             ).accession_id  # fmt: skip
 
         serum = tube("SER", "A1")
-        specimens.aliquot(
+        lineage.aliquot(
             session, actor=admin, parent=serum, count=4, volume=250, destination=box.barcode
         )
         tube("PL1", "C3")

@@ -4,13 +4,13 @@ import pytest
 import sqlalchemy as sa
 
 from biobank.db import uow
+from biobank.domain.vocabulary import Role
 from biobank.errors import (
     AlreadyExists,
     AuthenticationFailed,
     PermissionDenied,
     ValidationError,
 )
-from biobank.models import Role
 from biobank.services import identity, users
 
 

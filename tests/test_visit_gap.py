@@ -9,13 +9,13 @@ from datetime import date, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from inventory import seed_inventory
+from inventory import accession_tube, seed_inventory
 from typer.testing import CliRunner
 
 from biobank.cli import app
 from biobank.db import uow
+from biobank.domain.specimen_values import FarFromVisit, far_from_visit
 from biobank.services import audit, kits, participants, specimens
-from biobank.services.specimens import FarFromVisit, far_from_visit
 
 VISIT_DAY = date(2025, 1, 2)  # seed_inventory's baseline visit
 
@@ -26,10 +26,7 @@ def _local(day: date, hour: int = 9) -> datetime:
 
 
 def _accession(session, admin, collected_at, **kwargs):
-    return specimens.accession(
-        session, actor=admin, participant="SLE-0001", visit="baseline", specimen_type="SER",
-        quantity=500, unit="uL", collected_at=collected_at, **kwargs,
-    )  # fmt: skip
+    return accession_tube(session, admin, visit="baseline", collected_at=collected_at, **kwargs)
 
 
 def _count(engine, table: str) -> int:
@@ -106,9 +103,8 @@ def test_a_kit_tube_is_checked_against_its_reserved_visit(engine, admin):
             specimen_type="SER",
         )  # fmt: skip
     with uow(engine) as session, pytest.raises(FarFromVisit, match="from visit 'month 6'"):
-        specimens.accession(
-            session, actor=admin, participant="SLE-0001", specimen_type="SER", quantity=500,
-            unit="uL", collected_at=_local(VISIT_DAY), kit_id=kit.accession_ids[0],
+        accession_tube(
+            session, admin, collected_at=_local(VISIT_DAY), kit_id=kit.accession_ids[0],
             visit_gap_days=30,
         )  # fmt: skip
 

@@ -9,12 +9,13 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
-from inventory import seed_inventory, serum
+from inventory import participant_with_visit, seed_inventory, serum
 
 from biobank.db import uow
 from biobank.domain.visits import canonical_visit_label
+from biobank.domain.vocabulary import Role
 from biobank.errors import AlreadyExists, NotFound, PermissionDenied, ValidationError
-from biobank.models import Role, Specimen, Visit
+from biobank.models import Specimen, Visit
 from biobank.services import (
     audit,
     kits,
@@ -191,13 +192,8 @@ def test_a_merge_is_an_admins_and_of_one_participants_visits(engine, admin, acto
     with pytest.raises(PermissionDenied):
         _merge(engine, actors[Role.technician])
     with uow(engine) as session:
-        participants.add_participant(session, actor=admin, study="SLE", code="SLE-0002")
-        participants.add_visit(
-            session,
-            actor=admin,
-            participant="SLE-0002",
-            label="flare",
-            visit_date=date(2025, 1, 3),
+        participant_with_visit(
+            session, admin, "SLE-0002", label="flare", visit_date=date(2025, 1, 3)
         )
     with pytest.raises(NotFound, match="SLE-0001 has no visit 'flare'"):
         _merge(engine, admin, merge="flare")

@@ -334,6 +334,22 @@ class BiobankApp(App):
         kept.open(key, view)  # before it shows: never a moment of the last tube or box
         self.push_screen(kept)
 
+    def open_withdrawal(self, participant_code: str, statements: list[str]) -> None:
+        """The form recording a participant's consent withdrawal (`statements`: theirs)."""
+        from tui.screens.withdrawal import WithdrawalScreen
+
+        self.push_screen(WithdrawalScreen(participant_code, statements))
+
+    def open_pull_list(self, *, instead_of_this: bool = False) -> None:
+        """The pull list; `instead_of_this` when the screen shown is done with (a withdrawal
+        recorded): Escape then leads back to the screen under it."""
+        from tui.screens.pull_list import PullListScreen
+
+        if instead_of_this:
+            self.switch_screen(PullListScreen())
+        else:
+            self.push_screen(PullListScreen())
+
     def _drop_kept_views(self) -> None:
         """Someone else signs in: nothing of the last user's tubes and boxes is kept."""
         for name in self.kept_views:
@@ -452,6 +468,14 @@ class BiobankApp(App):
         self._drop_kept_views()
         self.last_move = None
 
+    def at_untouched_sign_in(self) -> bool:
+        """Whether the sign-in screen shows with nothing typed in it, not even a first key held
+        back by the scan detector: a question may then take the keys."""
+        from tui.screens.sign_in import SignInScreen
+
+        screen = self.screen
+        return isinstance(screen, SignInScreen) and screen.untouched() and not self.detector.holding
+
     def action_lock(self) -> None:
         """The sign-in screen covers the user's screens; nothing of them shows or acts."""
         from tui.screens.sign_in import SignInScreen
@@ -491,10 +515,8 @@ class BiobankApp(App):
             self.push_screen(PrintQueueScreen())
 
     def action_pull_list(self) -> None:
-        from tui.screens.pull_list import PullListScreen
-
         if self.actor is not None:
-            self.push_screen(PullListScreen())
+            self.open_pull_list()
 
     def action_export(self) -> None:
         """PIs and admins: others are told so at once rather than after filling in the form."""

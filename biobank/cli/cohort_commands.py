@@ -8,7 +8,7 @@ import typer
 from biobank.cli.cohort_filters import Uses, cohort_filters
 from biobank.cli.common import JsonOption, emit_json, emit_table, message, parse_date, state, work
 from biobank.domain.cohort import CohortQuery, describe
-from biobank.services import cohorts
+from biobank.services import cohort_counts, saved_queries
 from biobank.terminal_text import shown
 
 app = typer.Typer(help="Cohort queries: filters, counts before export, saved queries.")
@@ -35,7 +35,7 @@ def preview(
     as of today."""
     settings = state(ctx).settings
     with work(ctx, readonly=True) as (session, actor):
-        result = cohorts.preview_cohort(
+        result = cohort_counts.preview_cohort(
             session,
             actor=actor,
             query=query,
@@ -50,7 +50,7 @@ def preview(
     _show_counts(result)
 
 
-def _show_counts(result: cohorts.CohortPreview) -> None:
+def _show_counts(result: cohort_counts.CohortPreview) -> None:
     emit_table(
         ["", "SPECIMENS", "PARTICIPANTS"],
         [
@@ -90,7 +90,7 @@ def allowed_on(
     IDs, but no data files; audited with its reason."""
     settings = state(ctx).settings
     with work(ctx) as (session, actor):
-        result = cohorts.allowed_on(
+        result = cohort_counts.allowed_on(
             session,
             actor=actor,
             as_of=parse_date(day, "day"),
@@ -124,7 +124,7 @@ def save(
 ) -> None:
     """Keep a query by name (the filters as data, never SQL)."""
     with work(ctx) as (session, actor):
-        kept = cohorts.save_query(
+        kept = saved_queries.save_query(
             session, actor=actor, name=name, query=query, description=description,
             replace=replace,
         )  # fmt: skip
@@ -138,7 +138,7 @@ def save(
 def list_queries(ctx: typer.Context, json: JsonOption = False) -> None:
     """The saved queries."""
     with work(ctx, readonly=True) as (session, actor):
-        rows = cohorts.list_saved_queries(session, actor=actor)
+        rows = saved_queries.list_saved_queries(session, actor=actor)
     if json:
         emit_json(rows)
         return
@@ -160,7 +160,7 @@ def list_queries(ctx: typer.Context, json: JsonOption = False) -> None:
 def show(ctx: typer.Context, name: str = typer.Argument(...), json: JsonOption = False) -> None:
     """One saved query in full."""
     with work(ctx, readonly=True) as (session, actor):
-        row = cohorts.get_saved_query(session, actor=actor, name=name)
+        row = saved_queries.get_saved_query(session, actor=actor, name=name)
     if json:
         emit_json(row)
         return

@@ -14,10 +14,10 @@ from biobank.cli.common import (
     parse_date,
     work,
 )
+from biobank.domain.vocabulary import WithdrawalDisposition
 from biobank.errors import ConsentDenied, ValidationError
-from biobank.models import WithdrawalDisposition
-from biobank.services import consent
-from biobank.services.consent import ImpactReport
+from biobank.services import consent, pulls, withdrawals
+from biobank.services.withdrawals import ImpactReport
 from biobank.terminal_text import shown
 
 app = typer.Typer(help="Consent: statements, signed documents, withdrawals and the pull list.")
@@ -242,7 +242,7 @@ def impact(
 ) -> None:
     """What a withdrawal would touch: specimens and their descendants, distributions, exports."""
     with work(ctx, readonly=True) as (session, actor):
-        report = consent.withdrawal_impact(
+        report = withdrawals.withdrawal_impact(
             session, actor=actor, participant=participant, statement=statement
         )
     if json:
@@ -277,7 +277,7 @@ def withdraw(
         "disposition": disposition, "statement": statement, "reason": reason,
     }  # fmt: skip
     with work(ctx, readonly=True) as (session, actor):  # refused before being asked to confirm
-        report = consent.review_withdrawal(session, actor=actor, **details)
+        report = withdrawals.review_withdrawal(session, actor=actor, **details)
     for line in _impact_lines(report):
         message(line)
     if not yes:
@@ -288,7 +288,7 @@ def withdraw(
             )
         typer.confirm(f"Record this withdrawal ({disposition.value})?", abort=True)
     with work(ctx) as (session, actor):
-        done, _ = consent.withdraw(session, actor=actor, **details)
+        done, _ = withdrawals.withdraw(session, actor=actor, **details)
     if json:
         emit_json(done)
         return
@@ -296,7 +296,7 @@ def withdraw(
         f"recorded the withdrawal of {done.statement or 'everything'} by {done.participant_code} "
         f"on {done.withdrawn_on}; {done.flagged} specimens flagged"
     )
-    if disposition in consent.PULLED_DISPOSITIONS:
+    if disposition in withdrawals.PULLED_DISPOSITIONS:
         message(f"the tubes to take out: biobank consent pull-list -p {done.participant_code}")
 
 
@@ -308,7 +308,7 @@ def pull_list(
 ) -> None:
     """The tubes to take out for destruction or return, in freezer order."""
     with work(ctx, readonly=True) as (session, actor):
-        rows = consent.pull_list(session, actor=actor, participant=participant)
+        rows = pulls.pull_list(session, actor=actor, participant=participant)
     if json:
         emit_json(rows)
         return
@@ -330,7 +330,7 @@ def pull(
 ) -> None:
     """Take tubes of the pull list out (all or none): each disposed, its position freed."""
     with work(ctx) as (session, actor):
-        pulled = [consent.pull(session, actor=actor, accession=s) for s in specimens]
+        pulled = [pulls.pull(session, actor=actor, accession=s) for s in specimens]
     if json:
         emit_json(pulled)
         return

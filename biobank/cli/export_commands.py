@@ -11,9 +11,9 @@ import typer
 from biobank.cli.cohort_filters import Uses, cohort_filters
 from biobank.cli.common import JsonOption, emit_json, emit_table, message, parse_date, state, work
 from biobank.domain.cohort import CohortQuery
+from biobank.domain.vocabulary import DeidentificationMode
 from biobank.export.formats import DEFAULT_FORMAT, NAMES, known
-from biobank.models import DeidentificationMode
-from biobank.services import exports
+from biobank.services import export_runs, exports
 from biobank.services.exports import ExportRequest
 
 app = typer.Typer(help="Consent-enforced, de-identified exports of specimens and phenotypes.")
@@ -120,7 +120,7 @@ def replay(
     """Run an export again as recorded and say whether it comes out the same (exit 0) or
     what differs (exit 1)."""
     with work(ctx) as (session, actor):
-        result = exports.replay_export(session, actor=actor, run_code=run_code)
+        result = export_runs.replay_export(session, actor=actor, run_code=run_code)
     if json:
         emit_json(result)
     elif result.matches:
@@ -137,7 +137,7 @@ def replay(
 def list_runs(ctx: typer.Context, json: JsonOption = False) -> None:
     """The export runs, newest first."""
     with work(ctx, readonly=True) as (session, actor):
-        rows = exports.list_runs(session, actor=actor)
+        rows = export_runs.list_runs(session, actor=actor)
     if json:
         emit_json(rows)
         return
@@ -152,7 +152,7 @@ def list_runs(ctx: typer.Context, json: JsonOption = False) -> None:
     )  # fmt: skip
 
 
-def _reserved(run: exports.ExportRunRead) -> str:
+def _reserved(run: export_runs.ExportRunRead) -> str:
     """How many tubes a run reserved and for what; runs recorded before the count was kept
     name their request with "?" rather than claim a number."""
     if not run.reserve_request:

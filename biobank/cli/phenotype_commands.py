@@ -16,7 +16,7 @@ from biobank.cli.common import (
     state,
     work,
 )
-from biobank.services import phenotypes
+from biobank.services import phenotype_at_collection, phenotypes
 from biobank.services.phenotypes import VariableRead
 
 app = typer.Typer(help="Phenotype data: the dictionary and each participant's values.")
@@ -186,7 +186,7 @@ def at(
     if window_days is None:
         window_days = state(ctx).settings.phenotype_window_days
     with work(ctx, readonly=True) as (session, actor):
-        values = phenotypes.specimen_phenotypes(
+        values = phenotype_at_collection.specimen_phenotypes(
             session, actor=actor, accession=specimen, window_days=window_days
         )
     if json:

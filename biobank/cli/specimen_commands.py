@@ -15,7 +15,7 @@ from biobank.cli.common import (
     work,
 )
 from biobank.errors import ValidationError
-from biobank.services import custody, reservations, scan, specimens
+from biobank.services import custody, lineage, reservations, scan, specimens
 from biobank.services.specimen_read import SpecimenRead
 
 app = typer.Typer(help="Accession specimens, split aliquots, and keep custody of tubes.")
@@ -107,7 +107,7 @@ def accession_(
         )
         made = [primary]
         if aliquots is not None:
-            made += specimens.aliquot(
+            made += lineage.aliquot(
                 session,
                 actor=actor,
                 parent=primary.accession_id,
@@ -132,7 +132,7 @@ def aliquot(
 ) -> None:
     """Split aliquots from a specimen (the parent's quantity goes down)."""
     with work(ctx) as (session, actor):
-        made = specimens.aliquot(
+        made = lineage.aliquot(
             session, actor=actor, parent=parent, count=count, volume=volume, destination=to
         )
     _emit(made, json)
@@ -152,7 +152,7 @@ def derive(
 ) -> None:
     """Make a derivative of a new type (DNA from buffy coat)."""
     with work(ctx) as (session, actor):
-        made = specimens.derive(
+        made = lineage.derive(
             session,
             actor=actor,
             parent=parent,
@@ -185,9 +185,7 @@ def pool_(
                 f"{item!r} is not ID:QUANTITY", field="sources", value=item
             ) from None
     with work(ctx) as (session, actor):
-        made = specimens.pool(
-            session, actor=actor, sources=parsed, destination=to, position=position
-        )
+        made = lineage.pool(session, actor=actor, sources=parsed, destination=to, position=position)
     _emit([made], json)
 
 
@@ -238,11 +236,11 @@ def show(ctx: typer.Context, specimen: str, json: JsonOption = False) -> None:
     )
 
 
-@app.command()
-def lineage(ctx: typer.Context, specimen: str, json: JsonOption = False) -> None:
+@app.command("lineage")
+def lineage_(ctx: typer.Context, specimen: str, json: JsonOption = False) -> None:
     """Ancestors and descendants."""
     with work(ctx, readonly=True) as (session, actor):
-        tree = specimens.lineage(session, actor=actor, accession=specimen)
+        tree = lineage.trace(session, actor=actor, accession=specimen)
     if json:
         emit_json(tree)
         return

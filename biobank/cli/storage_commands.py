@@ -6,7 +6,7 @@ import typer
 
 from biobank.cli.common import JsonOption, emit_json, emit_record, emit_table, message, work
 from biobank.domain.positions import parse_grid
-from biobank.models import FillOrder, PositionLabels
+from biobank.domain.vocabulary import FillOrder, PositionLabels
 from biobank.services import storage
 from biobank.terminal_text import shown
 

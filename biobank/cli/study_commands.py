@@ -13,7 +13,7 @@ from biobank.cli.common import (
     parse_date,
     work,
 )
-from biobank.models import Sex
+from biobank.domain.vocabulary import Sex
 from biobank.services import participants, studies
 
 study_app = typer.Typer(help="Studies (protocols) and their specimen ID prefixes.")

@@ -15,7 +15,8 @@ from biobank.cli.common import (
     state,
     work,
 )
-from biobank.models import Role, UserRead
+from biobank.domain.vocabulary import Role
+from biobank.models import UserRead
 from biobank.services import identity, one_time_codes, users
 
 app = typer.Typer(help="Manage users, roles and PINs (admins).", no_args_is_help=True)

@@ -178,7 +178,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     text = text.rstrip()
     while position < len(text):
         match = _TOKEN.match(text, position)
-        if match is None or match.end() == position:
+        if match is None or match.end() == position or match.lastgroup is None:
             raise ValidationError(
                 f"cannot read the condition from {text[position:]!r}",
                 field="where",
@@ -346,8 +346,10 @@ class _Parser:
         return found
 
     def condition(self, variable: str, op: str, value: object, when: str) -> Condition:
-        try:
-            return Condition(variable=variable, op=op, value=value, when=when)
+        try:  # the operator and `when` are text as read, until the model checks them
+            return Condition.model_validate(
+                {"variable": variable, "op": op, "value": value, "when": when}
+            )
         except pydantic.ValidationError as error:
             reason = error.errors()[0]["msg"].removeprefix("Value error, ")
             raise ValidationError(reason, field="where", value=self.text) from None
@@ -370,9 +372,9 @@ def describe(conditions: Condition | Group, *, nested: bool = False) -> str:
         text = joiner.join(describe(c, nested=True) for c in conditions.conditions)
         return f"({text})" if nested and len(conditions.conditions) > 1 else text
     c = conditions
-    if c.op == "exists":
+    if c.value is None:  # exists, the one operator without a value
         text = f"{c.variable} exists"
-    elif c.op in ("in", "not in"):
+    elif isinstance(c.value, list):  # in, not in
         text = f"{c.variable} {c.op} ({', '.join(_shown(v) for v in c.value)})"
     else:
         text = f"{c.variable} {c.op} {_shown(c.value)}"

@@ -163,7 +163,8 @@ def display(spec: Spec, stored: Stored) -> str:
         return ""
     labels = dict(spec.choices)
     if spec.value_type is PhenotypeType.choice:
-        return labels.get(value, value)
+        code: str = value
+        return labels.get(code, code)
     if spec.value_type is PhenotypeType.multi_choice:
         return ", ".join(labels.get(code, code) for code in value)
     if spec.value_type is PhenotypeType.boolean:

@@ -83,7 +83,8 @@ _ELEMENTS = {kind: tuple(f.name for f in fields(cls)) for kind, cls in _CLASSES.
 def _reference() -> dict[str, Any]:
     """The code lists, read on first use so that importing biobank stays fast."""
     path = files("biobank") / "reference" / "sprec3_codes.json"
-    return json.loads(path.read_text(encoding="utf-8"))
+    reference: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return reference
 
 
 @cache

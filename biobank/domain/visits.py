@@ -52,7 +52,9 @@ def by_canonical_label(
     found: dict[str, Value | ValidationError] = {}
     for canonical in {canonical_visit_label(label) for label in visits}:
         try:
-            found[canonical] = visits[visit_named(visits, canonical, owner=owner)]
+            named = visit_named(visits, canonical, owner=owner)
+            assert named is not None  # one of the labels has this canonical form
+            found[canonical] = visits[named]
         except ValidationError as clash:
             found[canonical] = clash
     return found

@@ -12,8 +12,9 @@ from sqlmodel import Session, select
 
 from biobank.db import flush
 from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.vocabulary import Role
 from biobank.errors import AlreadyExists, NotFound, ValidationError
-from biobank.models import DataUseAgreement, Role, Study, User, utcnow
+from biobank.models import DataUseAgreement, Study, User, utcnow
 from biobank.services import audit
 from biobank.services.consent_checks import known_uses
 from biobank.services.studies import get_study
@@ -33,10 +34,10 @@ class AgreementRead(BaseModel):
 
 
 def _read(session: Session, row: DataUseAgreement) -> AgreementRead:
-    pi = session.get(User, row.pi_id)
+    pi = session.get_one(User, row.pi_id)
     registrar = session.get(User, row.registered_by_id) if row.registered_by_id else None
     return AgreementRead(
-        reference=row.reference, pi=pi.username, study=session.get(Study, row.study_id).code,
+        reference=row.reference, pi=pi.username, study=session.get_one(Study, row.study_id).code,
         uses=row.uses, starts_on=row.starts_on, expires_on=row.expires_on,
         registered_by=registrar.username if registrar else None,
         registered_at=row.registered_at, revoked_at=row.revoked_at,
@@ -89,8 +90,10 @@ def register_agreement(
     ).first():
         raise AlreadyExists(f"an agreement {reference!r} is registered", field="reference",
                             value=reference)  # fmt: skip
+    study_id = get_study(session, study).id
+    assert user.id is not None and study_id is not None
     row = DataUseAgreement(
-        reference=reference, pi_id=user.id, study_id=get_study(session, study).id,
+        reference=reference, pi_id=user.id, study_id=study_id,
         uses=known_uses(session, uses), starts_on=starts_on, expires_on=expires_on,
         registered_by_id=actor.user_id,
     )  # fmt: skip

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel, col, select
 
 from biobank.db import before_commit, flush, insert_many
 from biobank.domain.permissions import Actor, Permission, require
@@ -101,7 +101,8 @@ def entry_hash(entry: AuditEntry | SimpleNamespace) -> str:
 def _pending(session: Session) -> list[dict[str, Any]]:
     """Entries wait in the session and are chained just before commit (see `_seal`)."""
     before_commit(session, "audit", _seal)
-    return session.info.setdefault(_PENDING_KEY, [])
+    pending: list[dict[str, Any]] = session.info.setdefault(_PENDING_KEY, [])
+    return pending
 
 
 def _entry(actor: Actor, item: Mapping[str, Any], occurred_at: datetime) -> dict[str, Any]:
@@ -187,7 +188,7 @@ def _seal(session: Session) -> None:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
     tail = session.execute(
-        sa.select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
+        sa.select(col(AuditEntry.hash)).order_by(col(AuditEntry.id).desc()).limit(1)
     ).scalar()
     prev_hash = tail or GENESIS_HASH
     for entry in entries:
@@ -208,7 +209,7 @@ def verify_chain(session: Session, *, actor: Actor) -> ChainReport:
     expected_prev = GENESIS_HASH
     count = 0
     rows = session.exec(
-        select(AuditEntry).order_by(AuditEntry.id).execution_options(yield_per=2000)
+        select(AuditEntry).order_by(col(AuditEntry.id)).execution_options(yield_per=2000)
     )
     for entry in rows:
         if entry.prev_hash != expected_prev:
@@ -241,23 +242,25 @@ def audit_log(
 ) -> list[AuditEntryRead]:
     """The newest entries first, optionally for one entity or one record."""
     require(actor, Permission.view_audit)
-    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    query = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit)
     if entity is not None:
         query = query.where(AuditEntry.entity == entity)
     if entity_id is not None:
         query = query.where(AuditEntry.entity_id == str(entity_id))
-    return [
-        AuditEntryRead(
-            id=e.id,
-            occurred_at=e.occurred_at,
-            actor=e.actor,
-            workstation=e.workstation,
-            action=e.action,
-            entity=e.entity,
-            entity_id=e.entity_id,
-            before=json.loads(e.before) if e.before else None,
-            after=json.loads(e.after) if e.after else None,
-            reason=e.reason,
-        )
-        for e in session.exec(query)
-    ]
+    return [_entry_read(e) for e in session.exec(query)]
+
+
+def _entry_read(entry: AuditEntry) -> AuditEntryRead:
+    assert entry.id is not None  # read from the table
+    return AuditEntryRead(
+        id=entry.id,
+        occurred_at=entry.occurred_at,
+        actor=entry.actor,
+        workstation=entry.workstation,
+        action=entry.action,
+        entity=entry.entity,
+        entity_id=entry.entity_id,
+        before=json.loads(entry.before) if entry.before else None,
+        after=json.loads(entry.after) if entry.after else None,
+        reason=entry.reason,
+    )

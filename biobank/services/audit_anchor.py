@@ -25,7 +25,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from pydantic import BaseModel
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.errors import AuditChainBroken, ValidationError
@@ -69,7 +69,7 @@ def _mac(key: bytes, checkpoint: Checkpoint) -> str:
 
 def database_name(session: Session) -> str:
     """The database a checkpoint belongs to, without a password: one file may hold several."""
-    url = session.get_bind().url
+    url = session.get_bind().engine.url
     if url.get_backend_name() == "sqlite":
         return f"sqlite:{Path(url.database or '').resolve()}"
     return f"postgresql://{url.host or ''}:{url.port or 5432}/{url.database}"
@@ -99,7 +99,9 @@ def load_key(path: Path, *, create: bool) -> bytes | None:
 
 def _head(session: Session) -> tuple[int, str, int]:
     entry, digest = session.execute(
-        sa.select(AuditEntry.id, AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
+        sa.select(col(AuditEntry.id), col(AuditEntry.hash))
+        .order_by(col(AuditEntry.id).desc())
+        .limit(1)
     ).one_or_none() or (0, GENESIS_HASH)
     count = session.execute(sa.select(sa.func.count()).select_from(AuditEntry)).scalar_one()
     return entry, digest, count
@@ -138,15 +140,9 @@ def _read(path: Path) -> Iterator[tuple[int, Checkpoint]]:
                     ) from None
 
 
-def check_checkpoints(
-    session: Session, *, actor: Actor, key: bytes | None, path: Path
-) -> AnchorReport:
-    """Hold the chain to every checkpoint of this database since its last restore; raise
-    AuditChainBroken naming the first that does not hold."""
-    require(actor, Permission.view_audit)
-    mine = database_name(session)
-    found = [(n, c) for n, c in _read(path) if c.database == mine] if path.exists() else []
-    if found and key is None:
+def _check_keyed(found: list[tuple[int, Checkpoint]], key: bytes | None, path: Path) -> None:
+    """Every checkpoint `found` (on its line of `path`) was made with the audit key."""
+    if key is None:
         raise AuditChainBroken(
             f"{path} holds checkpoints but the audit key is missing: they cannot be checked",
             field="audit_key_file",
@@ -158,11 +154,23 @@ def check_checkpoints(
                 "(forged or edited)",
                 field="checkpoints",
             )
+
+
+def check_checkpoints(
+    session: Session, *, actor: Actor, key: bytes | None, path: Path
+) -> AnchorReport:
+    """Hold the chain to every checkpoint of this database since its last restore; raise
+    AuditChainBroken naming the first that does not hold."""
+    require(actor, Permission.view_audit)
+    mine = database_name(session)
+    found = [(n, c) for n, c in _read(path) if c.database == mine] if path.exists() else []
+    if found:
+        _check_keyed(found, key, path)
     restores = [at for at, (_, c) in enumerate(found) if c.kind == "restore"]
     found = found[restores[-1] :] if restores else found
     for number, c in found:
         stored = session.execute(
-            sa.select(AuditEntry.hash).where(AuditEntry.id == c.entry)
+            sa.select(col(AuditEntry.hash)).where(col(AuditEntry.id) == c.entry)
         ).scalar_one_or_none()
         if c.entry and stored is None:
             raise AuditChainBroken(
@@ -179,7 +187,7 @@ def check_checkpoints(
                 value=c.entry,
             )
         count = session.execute(
-            sa.select(sa.func.count()).select_from(AuditEntry).where(AuditEntry.id <= c.entry)
+            sa.select(sa.func.count()).select_from(AuditEntry).where(col(AuditEntry.id) <= c.entry)
         ).scalar_one()
         if count != c.entries:
             raise AuditChainBroken(
@@ -191,6 +199,6 @@ def check_checkpoints(
     last = found[-1][1] if found else None
     after = last.entry if last else 0
     unanchored = session.execute(
-        sa.select(sa.func.count()).select_from(AuditEntry).where(AuditEntry.id > after)
+        sa.select(sa.func.count()).select_from(AuditEntry).where(col(AuditEntry.id) > after)
     ).scalar_one()
     return AnchorReport(checkpoints=len(found), last_checkpoint=last, unanchored=unanchored)

@@ -27,6 +27,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from biobank import migrate
 from biobank.db import make_engine, uow
@@ -111,12 +112,19 @@ def restore(engine: Engine, *, actor: Actor, path: Path) -> BackupRead:
     return restored
 
 
+def _sqlite3(connection: PoolProxiedConnection) -> sqlite3.Connection:
+    """The sqlite3 connection a pooled connection of a SQLite engine wraps."""
+    driver = connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    return driver
+
+
 def _sqlite_copy(engine: Engine, target: Path) -> None:
     source = engine.raw_connection()
     try:
         copy = sqlite3.connect(target)
         with copy:
-            source.driver_connection.backup(copy)
+            _sqlite3(source).backup(copy)
         copy.close()
     finally:
         source.close()
@@ -147,7 +155,7 @@ def _restore_sqlite(engine: Engine, path: Path, actor: Actor) -> None:
         target = engine.raw_connection()
         try:
             source = sqlite3.connect(snapshot)
-            source.backup(target.driver_connection)
+            source.backup(_sqlite3(target))
             source.close()
         finally:
             target.close()
@@ -236,7 +244,8 @@ def _run_pg(engine: Engine, tool: str, *arguments: str) -> None:
     if shutil.which(tool) is None:
         raise BackupFailed(f"{tool} is not installed (PostgreSQL's client tools)")
     url = engine.url
-    password = url.password or url.query.get("password")
+    in_query = url.query.get("password")  # a str, or a tuple when given more than once
+    password = url.password or (in_query if isinstance(in_query, str) else None)
     server = url._replace(drivername="postgresql", password=None)  # (`set` keeps a None)
     server = server.difference_update_query(["password"])
     dbname = f"--dbname={server.render_as_string(hide_password=False)}"

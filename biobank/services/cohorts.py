@@ -1,8 +1,9 @@
 """Selecting a cohort: the specimens a query (`biobank.domain.cohort`) names, their participants'
-consent asked for the export's uses as of a date, counted before anything is written.
+consent asked for the export's uses as of a date, counted as they stream by (`Tally`). What is
+done with them is the caller's: an export (`services.exports`) or a count (`cohort_counts`).
 
 Specimen and participant filters run in the database; phenotype conditions are evaluated on
-each specimen's values at collection (`services.phenotypes.values_at_collection`) or on every
+each specimen's values at collection (`services.phenotype_at_collection`) or on every
 value ever recorded, a participant at a time, so memory stays flat however large the cohort.
 A specimen without a value for a compared variable does not match (except `exists`, which asks
 exactly that). Consent is asked through the one rule (`consent_checks.consent_decisions`):
@@ -19,43 +20,35 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from pydantic import BaseModel
-from sqlmodel import Session, select
+from sqlmodel import Session, col, func, select
 
-from biobank.domain.cohort import CohortQuery, Condition, Group, load_query, narrowed
-from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.cohort import CohortQuery, Condition, Group
 from biobank.domain.phenotypes import READERS, Spec, parse_value, typed
-from biobank.errors import AlreadyExists, NotFound, ValidationError
+from biobank.domain.specimen_values import specimen_type_code
+from biobank.domain.vocabulary import Sex, SpecimenStatus
+from biobank.errors import NotFound, ValidationError
 from biobank.models import (
     ExportRunSpecimen,
     Participant,
     PhenotypeVariable,
-    SavedQuery,
-    Sex,
     Specimen,
-    SpecimenStatus,
     StorageUnit,
     Study,
-    User,
     Visit,
-    utcnow,
 )
-from biobank.services import audit
-from biobank.services.consent_checks import consent_decisions, judged_today, known_uses
-from biobank.services.phenotypes import (
+from biobank.services.consent_checks import consent_decisions, known_uses
+from biobank.services.phenotype_at_collection import (
     DEFAULT_WINDOW_DAYS,
     Collected,
     stored_time,
-    stored_values,
     values_at_collection,
-    variables_by_name,
 )
-from biobank.services.specimens import specimen_type_code
+from biobank.services.phenotypes import stored_values, variables_by_name
 from biobank.services.storage import get_unit, subtree_range
 from biobank.services.studies import get_study
 
 CHUNK_SPECIMENS = 5000  # whole participants at a time, about this many specimens
-COMPARE = {
+COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
     ">": operator.gt, ">=": operator.ge,
 }  # fmt: skip
@@ -106,8 +99,8 @@ class Tally:
     specimens: int = 0
     participants: int = 0
     matched_before_consent: int = 0
-    excluded_specimens: Counter = field(default_factory=Counter)  # reason -> specimens
-    excluded_participants: Counter = field(default_factory=Counter)  # reason -> participants
+    excluded_specimens: Counter[str] = field(default_factory=Counter)  # reason -> specimens
+    excluded_participants: Counter[str] = field(default_factory=Counter)  # reason -> participants
     _last_selected: int | None = None
     _last_excluded: int | None = None
 
@@ -129,25 +122,6 @@ class Tally:
             reason: {"specimens": count, "participants": self.excluded_participants[reason]}
             for reason, count in sorted(self.excluded_specimens.items())
         }
-
-
-class CohortPreview(BaseModel):
-    specimens: int
-    participants: int
-    matched_before_consent: int
-    excluded_by_consent: int
-    exclusions: dict[str, dict[str, int]]
-    uses: list[str]
-    as_of: date
-    query: CohortQuery
-
-
-class SavedQueryRead(BaseModel):
-    name: str
-    description: str | None
-    query: CohortQuery
-    created_by: str | None
-    updated_at: Any
 
 
 # --- Checking a query against the dictionary -------------------------------------------------
@@ -193,8 +167,8 @@ def _prepare_group(group: Group, specs: dict[str, Spec]) -> Group:
                 value=c.op,
             )
         value = c.value
-        if c.op in ("in", "not in"):
-            value = [_coerce(spec, v, c.variable) for v in c.value]
+        if isinstance(value, list):  # `in` and `not in`, the operators of a list
+            value = [_coerce(spec, v, c.variable) for v in value]
         elif c.op != "exists":
             value = _coerce(spec, c.value, c.variable)
         # by its current name: a query written before a rename still runs
@@ -238,81 +212,85 @@ def prepare(session: Session, query: CohortQuery) -> _Prepared:
 
 def _base_query(
     session: Session, query: CohortQuery, reserved_by_run: int | None = None
-) -> sa.Select:
+) -> sa.Select[*tuple[Any, ...]]:
     """Specimen and participant filters the database answers, participant by participant.
     `reserved_by_run`: the specimens that export run reserved count as they were before."""
-    statuses = Specimen.status.in_([SpecimenStatus(s) for s in query.statuses])
+    statuses: sa.ColumnElement[bool] = col(Specimen.status).in_(
+        [SpecimenStatus(s) for s in query.statuses]
+    )
     if reserved_by_run is not None:
-        reserved = sa.select(ExportRunSpecimen.specimen_id).where(
-            ExportRunSpecimen.export_run_id == reserved_by_run
+        reserved = sa.select(col(ExportRunSpecimen.specimen_id)).where(
+            col(ExportRunSpecimen.export_run_id) == reserved_by_run
         )
         statuses = sa.or_(
             statuses,
-            sa.and_(Specimen.status == SpecimenStatus.reserved, Specimen.id.in_(reserved)),
+            sa.and_(
+                col(Specimen.status) == SpecimenStatus.reserved, col(Specimen.id).in_(reserved)
+            ),
         )
-    stmt = (
+    stmt: sa.Select[*tuple[Any, ...]] = (
         sa.select(  # `CohortRow`'s fields, in its order
-            Specimen.id,
-            Specimen.participant_id,
-            Specimen.visit_id,
-            stored_time(Specimen.collected_at),
-            Visit.visit_date,
-            stored_time(Specimen.received_at),
-            Participant.birth_year,
-            Participant.code.label("participant_code"),
-            as_text(Participant.sex),
-            Specimen.accession_id,
-            Specimen.parent_id,
-            as_text(Specimen.kind),
-            Specimen.specimen_type,
-            Specimen.container_type,
-            Specimen.sprec_code,
-            Specimen.quantity,
-            as_text(Specimen.unit),
-            Specimen.freeze_thaw_count,
+            col(Specimen.id),
+            col(Specimen.participant_id),
+            col(Specimen.visit_id),
+            stored_time(col(Specimen.collected_at)),
+            col(Visit.visit_date),
+            stored_time(col(Specimen.received_at)),
+            col(Participant.birth_year),
+            col(Participant.code).label("participant_code"),
+            as_text(col(Participant.sex), "sex"),
+            col(Specimen.accession_id),
+            col(Specimen.parent_id),
+            as_text(col(Specimen.kind), "kind"),
+            col(Specimen.specimen_type),
+            col(Specimen.container_type),
+            col(Specimen.sprec_code),
+            col(Specimen.quantity),
+            as_text(col(Specimen.unit), "unit"),
+            col(Specimen.freeze_thaw_count),
         )
-        .join(Participant, Participant.id == Specimen.participant_id)
-        .outerjoin(Visit, Visit.id == Specimen.visit_id)
+        .join(Participant, col(Participant.id) == Specimen.participant_id)
+        .outerjoin(Visit, col(Visit.id) == Specimen.visit_id)
         .where(statuses)
-        .order_by(Specimen.participant_id, Specimen.id)  # participant by participant: `Tally`
+        .order_by(col(Specimen.participant_id), col(Specimen.id))  # by participant: `Tally`
     )
     if query.specimen_types:
-        stmt = stmt.where(Specimen.specimen_type.in_(query.specimen_types))
+        stmt = stmt.where(col(Specimen.specimen_type).in_(query.specimen_types))
     if query.collected_from is not None or query.collected_to is not None:
         stmt = stmt.where(_may_be_collected_between(query.collected_from, query.collected_to))
     if query.min_quantity is not None:
-        stmt = stmt.where(Specimen.quantity >= query.min_quantity)
+        stmt = stmt.where(col(Specimen.quantity) >= query.min_quantity)
     if query.max_freeze_thaws is not None:
-        stmt = stmt.where(Specimen.freeze_thaw_count <= query.max_freeze_thaws)
+        stmt = stmt.where(col(Specimen.freeze_thaw_count) <= query.max_freeze_thaws)
     if query.sex:
-        stmt = stmt.where(Participant.sex.in_([Sex(s) for s in query.sex]))
+        stmt = stmt.where(col(Participant.sex).in_([Sex(s) for s in query.sex]))
     if query.study:
-        studies = sa.select(Study.id).where(Study.code == query.study)
-        stmt = stmt.where(Participant.study_id.in_(studies))
+        studies = sa.select(col(Study.id)).where(col(Study.code) == query.study)
+        stmt = stmt.where(col(Participant.study_id).in_(studies))
     if query.storage:
         unit = get_unit(session, query.storage)
         low, high = subtree_range(unit)
-        boxes = sa.select(StorageUnit.id).where(
+        boxes = sa.select(col(StorageUnit.id)).where(
             sa.or_(
-                StorageUnit.id == unit.id,
-                sa.and_(StorageUnit.sort_key >= low, StorageUnit.sort_key < high),
+                col(StorageUnit.id) == unit.id,
+                sa.and_(col(StorageUnit.sort_key) >= low, col(StorageUnit.sort_key) < high),
             )
         )
-        stmt = stmt.where(Specimen.box_id.in_(boxes))
+        stmt = stmt.where(col(Specimen.box_id).in_(boxes))
     return stmt
 
 
-def as_text(column: sa.ColumnElement) -> sa.Label:
-    """A coded column read as its text (the enum's value), under its own name."""
-    return sa.type_coerce(column, sa.String).label(column.key)
+def as_text(column: sa.SQLColumnExpression[Any], name: str) -> sa.Label[str]:
+    """A coded column read as its text (the enum's value), under its name."""
+    return sa.type_coerce(column, sa.String).label(name)
 
 
-def _may_be_collected_between(start: date | None, end: date | None) -> sa.ColumnElement:
+def _may_be_collected_between(start: date | None, end: date | None) -> sa.ColumnElement[bool]:
     """The collection-date filter, coarsely, in the database: times are stored in UTC and a
     local calendar day lies within a day either side of the UTC one, so this margin drops no
     specimen that `_collected_fits` (the exact rule, on `Collected.of`'s day) would keep."""
 
-    def within(column, margin: timedelta) -> sa.ColumnElement:
+    def within(column: sa.SQLColumnExpression[Any], margin: timedelta) -> sa.ColumnElement[bool]:
         def bound(day: date) -> date | datetime:
             return datetime.combine(day, time(), UTC) if margin else day
 
@@ -321,11 +299,12 @@ def _may_be_collected_between(start: date | None, end: date | None) -> sa.Column
         return sa.and_(column.is_not(None), *low, *high)
 
     day = timedelta(days=1)
-    drawn_unknown = Specimen.collected_at.is_(None)
+    drawn_unknown = col(Specimen.collected_at).is_(None)
+    visit_date = col(Visit.visit_date)
     return sa.or_(
-        within(Specimen.collected_at, day),
-        sa.and_(drawn_unknown, within(Visit.visit_date, timedelta(0))),
-        sa.and_(drawn_unknown, Visit.visit_date.is_(None), within(Specimen.received_at, day)),
+        within(col(Specimen.collected_at), day),
+        sa.and_(drawn_unknown, within(visit_date, timedelta(0))),
+        sa.and_(drawn_unknown, visit_date.is_(None), within(col(Specimen.received_at), day)),
     )
 
 
@@ -335,10 +314,10 @@ def count_candidates(
     """How many specimens pass the database's filters: the length of a progress bar."""
     query = prepare(session, query).query
     stmt = _base_query(session, query, reserved_by_run).order_by(None)
-    return session.execute(sa.select(sa.func.count()).select_from(stmt.subquery())).scalar_one()
+    return session.exec(select(func.count()).select_from(stmt.subquery())).one()
 
 
-def _chunks(session: Session, stmt: sa.Select) -> Iterator[list[CohortRow]]:
+def _chunks(session: Session, stmt: sa.Select[*tuple[Any, ...]]) -> Iterator[list[CohortRow]]:
     """The rows in runs of whole participants, about CHUNK_SPECIMENS at a time."""
     # Core rows straight from the connection: the ORM result layer costs ~2 s a 100k cohort.
     rows = session.connection().execute(stmt.execution_options(yield_per=CHUNK_SPECIMENS))
@@ -359,7 +338,7 @@ def _ever(
     found: dict[tuple[int, str], list[Any]] = defaultdict(list)
     if not variables:
         return found
-    by_id = {v.id: v for v in variables}
+    by_id = {v.id: v for v in variables if v.id is not None}  # stored rows: all have one
     for value in stored_values(session, variables=by_id, participants=participant_ids):
         variable, stored = by_id[value.variable_id], value.stored
         read = READERS[variable.value_type]
@@ -376,10 +355,9 @@ def _holds(c: Condition, value: Any) -> bool:
         return any(_holds(c, v) for v in value)
     if c.op == "exists":
         return True
-    if c.op == "in":
-        return value in c.value
-    if c.op == "not in":
-        return value not in c.value
+    if isinstance(c.value, list):  # `in` and `not in`, the operators of a list
+        found = value in c.value
+        return found if c.op == "in" else not found
     try:
         return COMPARE[c.op](value, c.value)
     except TypeError:
@@ -492,158 +470,3 @@ def _age_fits(query: CohortQuery, age: int | None) -> bool:
     return (query.min_age is None or age >= query.min_age) and (
         query.max_age is None or age <= query.max_age
     )
-
-
-def resolve_query(
-    session: Session, *, actor: Actor, query: CohortQuery | None, saved: str | None
-) -> tuple[CohortQuery, SavedQueryRead | None]:
-    """The query a request names: a saved one narrowed by the filters given beside it
-    (`cohort.narrowed`: never wider, never ignored), or the filters alone."""
-    if saved is None or not saved.strip():
-        return query or CohortQuery(), None
-    kept = get_saved_query(session, actor=actor, name=saved)
-    return (kept.query if query is None else narrowed(kept.query, query)), kept
-
-
-def _count(
-    session: Session, query: CohortQuery, uses: list[str], as_of: date, window_days: int,
-    listed: list[tuple[str, str]] | None = None,
-) -> CohortPreview:  # fmt: skip
-    tally = Tally()
-    for selected in select_cohort(
-        session, query=query, uses=uses, as_of=as_of, window_days=window_days, tally=tally
-    ):
-        if listed is not None:
-            listed.append((selected.specimen.accession_id, selected.specimen.participant_code))
-    return CohortPreview(
-        specimens=tally.specimens,
-        participants=tally.participants,
-        matched_before_consent=tally.matched_before_consent,
-        excluded_by_consent=sum(tally.excluded_specimens.values()),
-        exclusions=tally.exclusions(),
-        uses=known_uses(session, uses),
-        as_of=as_of,
-        query=query,
-    )
-
-
-def preview_cohort(
-    session: Session,
-    *,
-    actor: Actor,
-    query: CohortQuery | None = None,
-    saved: str | None = None,
-    uses: list[str],
-    as_of: date | None = None,
-    window_days: int = DEFAULT_WINDOW_DAYS,
-) -> CohortPreview:
-    """The counts a PI sees before exporting: specimens, participants, and who consent left
-    out, by reason, as of today. Nothing is written."""
-    require(actor, Permission.query)
-    as_of = judged_today(as_of, what="a cohort preview")
-    query, _ = resolve_query(session, actor=actor, query=query, saved=saved)
-    return _count(session, query, uses, as_of, window_days)
-
-
-class ConsentReport(CohortPreview):
-    """What consent allowed on an earlier day: counts, and the internal IDs when listed."""
-
-    reason: str
-    specimens_listed: list[dict[str, str]] | None = None
-
-
-def allowed_on(
-    session: Session,
-    *,
-    actor: Actor,
-    as_of: date,
-    uses: list[str],
-    reason: str,
-    query: CohortQuery | None = None,
-    saved: str | None = None,
-    listed: bool = False,
-    window_days: int = DEFAULT_WINDOW_DAYS,
-) -> ConsentReport:
-    """The admins' answer to "what did consent allow on that day?" (an audit, a complaint, a
-    regulator's question): counts, and with `listed` the accession IDs and participant codes,
-    but never data files; audited with its reason."""
-    require(actor, Permission.view_audit)
-    if not reason or not reason.strip():
-        raise ValidationError("a report of what consent allowed names its reason", field="reason")
-    if as_of > date.today():
-        raise ValidationError(
-            f"{as_of} is in the future: consent is known up to today", field="as_of",
-            value=as_of.isoformat(),
-        )  # fmt: skip
-    query, _ = resolve_query(session, actor=actor, query=query, saved=saved)
-    found: list[tuple[str, str]] | None = [] if listed else None
-    counts = _count(session, query, uses, as_of, window_days, found)
-    audit.record(
-        session, actor=actor, action="consent.allowed_on", entity="cohort", entity_id="-",
-        after=counts.model_dump(mode="json") | {"listed": listed}, reason=reason.strip(),
-    )  # fmt: skip
-    return ConsentReport(
-        **counts.model_dump(),
-        reason=reason.strip(),
-        specimens_listed=None if found is None
-        else [{"accession_id": a, "participant_code": p} for a, p in found],
-    )  # fmt: skip
-
-
-# --- Saved queries -------------------------------------------------------------------------------
-
-
-def _saved_read(session: Session, row: SavedQuery) -> SavedQueryRead:
-    creator = session.get(User, row.created_by_id) if row.created_by_id else None
-    return SavedQueryRead(
-        name=row.name,
-        description=row.description,
-        query=load_query(row.query),
-        created_by=creator.username if creator else None,
-        updated_at=row.updated_at,
-    )
-
-
-def save_query(
-    session: Session,
-    *,
-    actor: Actor,
-    name: str,
-    query: CohortQuery,
-    description: str | None = None,
-    replace: bool = False,
-) -> SavedQueryRead:
-    """Keep a query under a name; replacing one is audited with what it was."""
-    require(actor, Permission.query)
-    name = name.strip()
-    if not name or len(name) > 120:
-        raise ValidationError("a query name is 1-120 characters", field="name", value=name)
-    prepare(session, query)
-    row = session.exec(select(SavedQuery).where(SavedQuery.name == name)).first()
-    if row is not None and not replace:
-        raise AlreadyExists(
-            f"a saved query {name!r} exists (replace it with --replace)", field="name", value=name
-        )
-    action = "saved_query.add" if row is None else "saved_query.replace"
-    row = row or SavedQuery(name=name, created_by_id=actor.user_id)
-    with audit.audited(session, row, actor=actor, action=action, entity="saved_query"):
-        row.query = query.model_dump(mode="json")
-        row.description = description.strip() if description else None
-        row.updated_at = utcnow()
-    return _saved_read(session, row)
-
-
-def get_saved_query(session: Session, *, actor: Actor, name: str) -> SavedQueryRead:
-    """A saved query by name, to look at or to run again as it was saved."""
-    require(actor, Permission.query)
-    row = session.exec(select(SavedQuery).where(SavedQuery.name == name.strip())).first()
-    if row is None:
-        raise NotFound(f"no saved query {name!r}", field="name", value=name)
-    return _saved_read(session, row)
-
-
-def list_saved_queries(session: Session, *, actor: Actor) -> list[SavedQueryRead]:
-    """Every saved query, by name: what can be run again without writing it out."""
-    require(actor, Permission.query)
-    rows = session.exec(select(SavedQuery).order_by(SavedQuery.name)).all()
-    return [_saved_read(session, r) for r in rows]

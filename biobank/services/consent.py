@@ -1,10 +1,8 @@
-"""Consent: statements, versioned documents, signed answers and withdrawals.
+"""Consent: statements, versioned documents, signed answers, and where a participant stands.
 
-Whether a use is allowed is decided by `biobank.domain.consent` from these rows as of a date; every
-capability that uses specimens or data (exports, distribution, accession, the workstation's
-consent badge) asks `consent_decisions`, `require_consent` or `refuse_if_withdrawn` here.
-A withdrawal flags the participant's specimens (never deletes them); `destroy` and `return`
-put them on a pull list that technicians work through, each removal a custody event.
+Whether a use is allowed is decided by `biobank.domain.consent` from these rows as of a date;
+every capability that uses specimens or data asks `biobank.services.consent_checks`. Withdrawing
+is `biobank.services.withdrawals`; a signature that lifts a withdrawal clears its flags here.
 """
 
 from __future__ import annotations
@@ -12,47 +10,34 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime
+from datetime import date
 
 import sqlalchemy as sa
 from pydantic import BaseModel
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from biobank.db import flush
 from biobank.domain.consent import Decision, StatementState, statement_status, withdrawn_entirely
-from biobank.domain.lifecycle import IN_STORAGE
 from biobank.domain.permissions import Actor, Permission, require
-from biobank.errors import AlreadyExists, NotFound, ValidationError, parse_choice
+from biobank.domain.vocabulary import ParticipantStatus, WithdrawalDisposition
+from biobank.errors import AlreadyExists, NotFound, ValidationError
 from biobank.models import (
     ConsentAnswer,
     ConsentDocument,
     ConsentDocumentStatement,
     ConsentStatement,
     ConsentWithdrawal,
-    ExportRun,
-    ExportRunSpecimen,
     Participant,
     ParticipantConsent,
-    ParticipantStatus,
     Specimen,
-    SpecimenStatus,
-    StorageUnit,
     User,
-    WithdrawalDisposition,
 )
 from biobank.services import audit
 from biobank.services.consent_checks import consent_acts, consent_decisions
-from biobank.services.custody import dispose
 from biobank.services.events import record_event
 from biobank.services.participants import get_participant_row
-from biobank.services.specimen_read import SpecimenRead, get_specimen, specimens_where
 
 STATEMENT_CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,63}$")
-# Gone from the inventory: nothing left to flag or pull.
-_GONE = (SpecimenStatus.disposed,)
-_PULLED = (SpecimenStatus.disposed, SpecimenStatus.distributed)
-# Dispositions that take the tubes out of the freezer.
-PULLED_DISPOSITIONS = (WithdrawalDisposition.destroy, WithdrawalDisposition.return_to_participant)
 
 
 class StatementRead(BaseModel):
@@ -108,53 +93,11 @@ class ConsentStatusRead(BaseModel):
     withdrawals: list[WithdrawalRead]
 
 
-class ImpactSpecimen(BaseModel):
-    accession_id: str
-    parent_accession_id: str | None
-    depth: int
-    kind: str
-    specimen_type: str
-    quantity: float
-    unit: str
-    status: str
-    location: str | None
-
-
-class ImpactExport(BaseModel):
-    run_code: str
-    created_at: datetime
-    mode: str
-    specimens: int
-
-
-class ImpactReport(BaseModel):
-    """What a withdrawal touches: every specimen (with its descendants), those already sent
-    out, and every export that included any of them."""
-
-    participant_code: str
-    statement: str | None
-    specimens: list[ImpactSpecimen]
-    distributed: list[str]
-    in_storage: int
-    exports: list[ImpactExport]
-
-
-class PullItem(BaseModel):
-    accession_id: str
-    participant_code: str
-    specimen_type: str
-    status: str
-    box_barcode: str | None
-    position: str | None
-    location: str | None
-    disposition: WithdrawalDisposition
-    withdrawn_on: date
-
-
 # --- Statements and documents --------------------------------------------------------------
 
 
-def _statement(session: Session, code: str, *, field: str = "statement") -> ConsentStatement:
+def get_statement_row(session: Session, code: str, *, field: str = "statement") -> ConsentStatement:
+    """The statement a code names (any case), or NotFound listing the known ones."""
     row = session.exec(
         select(ConsentStatement).where(ConsentStatement.code == code.strip().upper())
     ).first()
@@ -196,7 +139,7 @@ def add_statement(session: Session, *, actor: Actor, code: str, text: str) -> St
 def list_statements(session: Session, *, actor: Actor) -> list[StatementRead]:
     """Every consent statement, in the order added: the uses a check or an export may name."""
     require(actor, Permission.view_inventory)
-    rows = session.exec(select(ConsentStatement).order_by(ConsentStatement.id)).all()
+    rows = session.exec(select(ConsentStatement).order_by(col(ConsentStatement.id))).all()
     return [StatementRead(code=r.code, text=r.text) for r in rows]
 
 
@@ -220,27 +163,29 @@ def _document(session: Session, code: str, version: str) -> ConsentDocument:
     return row
 
 
-def _document_statements(session: Session, document_id: int) -> list[str]:
-    return list(
+def _document_statements(session: Session, document_id: int) -> dict[str, int]:
+    """The statements a document asks, in order: each code with its statement's id."""
+    return dict(
         session.exec(
-            select(ConsentStatement.code)
+            select(ConsentStatement.code, ConsentDocumentStatement.statement_id)
             .join(
                 ConsentDocumentStatement,
-                ConsentDocumentStatement.statement_id == ConsentStatement.id,
+                col(ConsentDocumentStatement.statement_id) == ConsentStatement.id,
             )
             .where(ConsentDocumentStatement.document_id == document_id)
-            .order_by(ConsentDocumentStatement.position)
+            .order_by(col(ConsentDocumentStatement.position))
         ).all()
     )
 
 
 def _document_read(session: Session, row: ConsentDocument) -> DocumentRead:
+    assert row.id is not None
     return DocumentRead(
         code=row.code,
         version=row.version,
         title=row.title,
         effective_on=row.effective_on,
-        statements=_document_statements(session, row.id),
+        statements=list(_document_statements(session, row.id)),
     )
 
 
@@ -263,7 +208,7 @@ def add_document(
         )
     if not version or len(version) > 32:
         raise ValidationError("a version is 1-32 characters", field="version", value=version)
-    asked = [_statement(session, s, field="statements") for s in statements]
+    asked = [get_statement_row(session, s, field="statements") for s in statements]
     if not asked:
         raise ValidationError("a consent document asks at least one statement", field="statements")
     if len({s.id for s in asked}) != len(asked):
@@ -280,7 +225,9 @@ def add_document(
     )
     session.add(row)
     flush(session)
+    assert row.id is not None
     for position, statement in enumerate(asked):
+        assert statement.id is not None
         session.add(
             ConsentDocumentStatement(
                 document_id=row.id, statement_id=statement.id, position=position
@@ -303,7 +250,9 @@ def list_documents(session: Session, *, actor: Actor) -> list[DocumentRead]:
     a participant signed."""
     require(actor, Permission.view_inventory)
     rows = session.exec(
-        select(ConsentDocument).order_by(ConsentDocument.code, ConsentDocument.effective_on)
+        select(ConsentDocument).order_by(
+            col(ConsentDocument.code), col(ConsentDocument.effective_on)
+        )
     ).all()
     return [_document_read(session, r) for r in rows]
 
@@ -325,6 +274,7 @@ def record_consent(
     require(actor, Permission.manage_consent)
     person = get_participant_row(session, participant)
     form = _document(session, document, version)
+    assert person.id is not None and form.id is not None
     if signed_on > date.today():
         raise ValidationError(
             "the signature date is in the future", field="signed_on", value=signed_on
@@ -362,17 +312,11 @@ def record_consent(
     )  # fmt: skip
     session.add(signature)
     flush(session)
-    ids = dict(
-        session.exec(
-            select(ConsentStatement.code, ConsentStatement.id).where(
-                ConsentStatement.code.in_(asked)
-            )
-        ).all()
-    )
-    for code in asked:
+    assert signature.id is not None
+    for code, statement_id in asked.items():
         session.add(
             ConsentAnswer(
-                participant_consent_id=signature.id, statement_id=ids[code], answer=given[code]
+                participant_consent_id=signature.id, statement_id=statement_id, answer=given[code]
             )
         )
     read = SignatureRead(
@@ -398,18 +342,21 @@ def _reconsider(session: Session, *, actor: Actor, person: Participant) -> None:
     """After a signature, as of today: a participant no longer withdrawn entirely is active
     again, and specimen flags whose withdrawal the signature lifted are cleared (each an
     event and an audit entry), which takes those tubes off the pull list."""
+    assert person.id is not None
     today = date.today()
     answers, withdrawals = consent_acts(session, [person.id])
     mine, gone = answers[person.id], withdrawals[person.id]
     full = withdrawn_entirely(mine, gone, today)
     if person.status == ParticipantStatus.withdrawn and full is None:
-        _set_status(session, actor=actor, person=person, status=ParticipantStatus.active)
+        with audit.audited(session, person, actor=actor, action="participant.status",
+                           entity="participant"):  # fmt: skip
+            person.status = ParticipantStatus.active
     rows = session.execute(
-        sa.select(Specimen, ConsentStatement.code)
-        .join(ConsentWithdrawal, ConsentWithdrawal.id == Specimen.consent_withdrawal_id)
-        .outerjoin(ConsentStatement, ConsentStatement.id == ConsentWithdrawal.statement_id)
-        .where(Specimen.participant_id == person.id)
-        .order_by(Specimen.id)
+        sa.select(Specimen, col(ConsentStatement.code))
+        .join(ConsentWithdrawal, col(ConsentWithdrawal.id) == Specimen.consent_withdrawal_id)
+        .outerjoin(ConsentStatement, col(ConsentStatement.id) == ConsentWithdrawal.statement_id)
+        .where(col(Specimen.participant_id) == person.id)
+        .order_by(col(Specimen.id))
     ).all()
     for specimen, statement in rows:
         if statement is None:
@@ -433,14 +380,6 @@ def _reconsider(session: Session, *, actor: Actor, person: Participant) -> None:
             )
 
 
-def _set_status(
-    session: Session, *, actor: Actor, person: Participant, status: ParticipantStatus
-) -> None:
-    with audit.audited(session, person, actor=actor, action="participant.status",
-                       entity="participant"):  # fmt: skip
-        person.status = status
-
-
 # --- Status ---------------------------------------------------------------------------------
 
 
@@ -451,6 +390,7 @@ def check_uses(
     statement's state: the question before using a tube or sharing data."""
     require(actor, Permission.view_inventory)
     person = get_participant_row(session, participant)
+    assert person.id is not None
     as_of = as_of or date.today()
     return consent_decisions(session, participant_ids=[person.id], uses=uses, as_of=as_of)[
         person.id
@@ -463,10 +403,11 @@ def consent_status(
     """Each statement's state as of a date, with the signatures and withdrawals behind it."""
     require(actor, Permission.view_inventory)
     person = get_participant_row(session, participant)
+    assert person.id is not None
     as_of = as_of or date.today()
     answers, withdrawals = consent_acts(session, [person.id])
     mine, gone = answers[person.id], withdrawals[person.id]
-    statements = session.exec(select(ConsentStatement).order_by(ConsentStatement.id)).all()
+    statements = session.exec(select(ConsentStatement).order_by(col(ConsentStatement.id))).all()
     full = withdrawn_entirely(mine, gone, as_of)
     reads = _withdrawal_reads(session, person)
     return ConsentStatusRead(
@@ -487,23 +428,27 @@ def consent_status(
 def _signatures(session: Session, participant_id: int) -> list[SignatureRead]:
     rows = session.execute(
         sa.select(
-            ParticipantConsent.id,
-            ConsentDocument.code,
-            ConsentDocument.version,
-            ParticipantConsent.signed_on,
-            User.username,
+            col(ParticipantConsent.id),
+            col(ConsentDocument.code),
+            col(ConsentDocument.version),
+            col(ParticipantConsent.signed_on),
+            col(User.username),
         )
-        .join(ConsentDocument, ConsentDocument.id == ParticipantConsent.document_id)
-        .outerjoin(User, User.id == ParticipantConsent.recorded_by_id)
-        .where(ParticipantConsent.participant_id == participant_id)
-        .order_by(ParticipantConsent.signed_on, ParticipantConsent.id)
+        .join(ConsentDocument, col(ConsentDocument.id) == ParticipantConsent.document_id)
+        .outerjoin(User, col(User.id) == ParticipantConsent.recorded_by_id)
+        .where(col(ParticipantConsent.participant_id) == participant_id)
+        .order_by(col(ParticipantConsent.signed_on), col(ParticipantConsent.id))
     ).all()
-    answers: dict[int, dict[str, bool]] = defaultdict(dict)
+    answers: dict[int | None, dict[str, bool]] = defaultdict(dict)
     for consent_id, code, answer in session.execute(
-        sa.select(ConsentAnswer.participant_consent_id, ConsentStatement.code, ConsentAnswer.answer)
-        .join(ConsentStatement, ConsentStatement.id == ConsentAnswer.statement_id)
-        .where(ConsentAnswer.participant_consent_id.in_([r[0] for r in rows]))
-        .order_by(ConsentAnswer.id)
+        sa.select(
+            col(ConsentAnswer.participant_consent_id),
+            col(ConsentStatement.code),
+            col(ConsentAnswer.answer),
+        )
+        .join(ConsentStatement, col(ConsentStatement.id) == ConsentAnswer.statement_id)
+        .where(col(ConsentAnswer.participant_consent_id).in_([r[0] for r in rows]))
+        .order_by(col(ConsentAnswer.id))
     ):
         answers[consent_id][code] = answer
     return [
@@ -515,9 +460,11 @@ def _signatures(session: Session, participant_id: int) -> list[SignatureRead]:
     ]  # fmt: skip
 
 
-def _withdrawal_read(
+def withdrawal_read(
     row: ConsentWithdrawal, participant_code: str, statement: str | None, flagged: int = 0
 ) -> WithdrawalRead:
+    """A stored withdrawal as callers see it, with the number of specimens it flags."""
+    assert row.id is not None
     return WithdrawalRead(
         id=row.id,
         participant_code=participant_code,
@@ -532,324 +479,16 @@ def _withdrawal_read(
 
 def _withdrawal_reads(session: Session, person: Participant) -> list[WithdrawalRead]:
     rows = session.execute(
-        sa.select(ConsentWithdrawal, ConsentStatement.code)
-        .outerjoin(ConsentStatement, ConsentStatement.id == ConsentWithdrawal.statement_id)
-        .where(ConsentWithdrawal.participant_id == person.id)
-        .order_by(ConsentWithdrawal.withdrawn_on, ConsentWithdrawal.id)
+        sa.select(ConsentWithdrawal, col(ConsentStatement.code))
+        .outerjoin(ConsentStatement, col(ConsentStatement.id) == ConsentWithdrawal.statement_id)
+        .where(col(ConsentWithdrawal.participant_id) == person.id)
+        .order_by(col(ConsentWithdrawal.withdrawn_on), col(ConsentWithdrawal.id))
     ).all()
-    flagged = dict(
+    flagged: dict[int | None, int] = dict(
         session.execute(
-            sa.select(Specimen.consent_withdrawal_id, sa.func.count())
-            .where(Specimen.participant_id == person.id)
-            .group_by(Specimen.consent_withdrawal_id)
+            sa.select(col(Specimen.consent_withdrawal_id), sa.func.count())
+            .where(col(Specimen.participant_id) == person.id)
+            .group_by(col(Specimen.consent_withdrawal_id))
         ).all()
     )
-    return [_withdrawal_read(row, person.code, code, flagged.get(row.id, 0)) for row, code in rows]
-
-
-# --- Withdrawal, its impact and the pull list ---------------------------------------------------
-
-
-def withdrawal_impact(
-    session: Session, *, actor: Actor, participant: str, statement: str | None = None
-) -> ImpactReport:
-    """What withdrawing (all, or one statement) would touch; read before confirming."""
-    require(actor, Permission.view_inventory)
-    person = get_participant_row(session, participant)
-    code = _statement(session, statement).code if statement else None
-    return _impact(session, person, code)
-
-
-def _impact(session: Session, person: Participant, statement: str | None) -> ImpactReport:
-    table = Specimen.__table__
-    specimens = specimens_where(session, table.c.participant_id == person.id)
-    children: dict[str | None, list[SpecimenRead]] = defaultdict(list)
-    ids = {s.accession_id for s in specimens}
-    for s in specimens:
-        parent = s.parent_accession_id if s.parent_accession_id in ids else None
-        children[parent].append(s)
-    ordered: list[ImpactSpecimen] = []
-
-    def walk(parent: str | None, depth: int) -> None:
-        for s in children.get(parent, []):
-            ordered.append(
-                ImpactSpecimen(
-                    accession_id=s.accession_id,
-                    parent_accession_id=s.parent_accession_id,
-                    depth=depth,
-                    kind=s.kind,
-                    specimen_type=s.specimen_type,
-                    quantity=s.quantity,
-                    unit=s.unit,
-                    status=s.status,
-                    location=s.location,
-                )
-            )
-            walk(s.accession_id, depth + 1)
-
-    walk(None, 0)
-    exports = session.execute(
-        sa.select(
-            ExportRun.run_code,
-            ExportRun.created_at,
-            ExportRun.mode,
-            sa.func.count(ExportRunSpecimen.specimen_id),
-        )
-        .join(ExportRunSpecimen, ExportRunSpecimen.export_run_id == ExportRun.id)
-        .join(Specimen, Specimen.id == ExportRunSpecimen.specimen_id)
-        .where(Specimen.participant_id == person.id)
-        .group_by(ExportRun.id, ExportRun.run_code, ExportRun.created_at, ExportRun.mode)
-        .order_by(ExportRun.created_at)
-    ).all()
-    return ImpactReport(
-        participant_code=person.code,
-        statement=statement,
-        specimens=ordered,
-        distributed=[s.accession_id for s in specimens if s.status == "distributed"],
-        in_storage=sum(1 for s in specimens if s.status in IN_STORAGE),
-        exports=[
-            ImpactExport(run_code=run, created_at=at, mode=mode.value, specimens=count)
-            for run, at, mode, count in exports
-        ],
-    )
-
-
-def review_withdrawal(
-    session: Session,
-    *,
-    actor: Actor,
-    participant: str,
-    withdrawn_on: date,
-    requested_by: str,
-    disposition: WithdrawalDisposition | str,
-    statement: str | None = None,
-    reason: str | None = None,
-) -> ImpactReport:
-    """What `withdraw` with these details would touch, shown before it is confirmed; refused
-    now for whatever `withdraw` would refuse, so nobody confirms a withdrawal that fails.
-    (`reason` is taken, and not needed, so that one form's details serve both.)"""
-    person, _, statement_row = _checked_withdrawal(
-        session, actor=actor, participant=participant, withdrawn_on=withdrawn_on,
-        requested_by=requested_by, disposition=disposition, statement=statement,
-    )  # fmt: skip
-    return _impact(session, person, statement_row.code if statement_row else None)
-
-
-def _checked_withdrawal(
-    session: Session,
-    *,
-    actor: Actor,
-    participant: str,
-    withdrawn_on: date,
-    requested_by: str,
-    disposition: WithdrawalDisposition | str,
-    statement: str | None,
-) -> tuple[Participant, WithdrawalDisposition, ConsentStatement | None]:
-    """Everything a withdrawal is refused for, before anything is written."""
-    require(actor, Permission.manage_consent)
-    person = get_participant_row(session, participant)
-    disposition = parse_choice(WithdrawalDisposition, disposition, field="disposition")
-    statement_row = _statement(session, statement) if statement else None
-    if statement_row is not None and disposition in PULLED_DISPOSITIONS:
-        raise ValidationError(
-            f"{disposition.value} applies to a withdrawal of everything; a withdrawal of "
-            f"{statement_row.code} alone keeps the specimens (keep_no_use)",
-            field="disposition",
-            value=disposition.value,
-        )
-    if withdrawn_on > date.today():
-        raise ValidationError(
-            "the withdrawal date is in the future", field="withdrawn_on", value=withdrawn_on
-        )
-    if not requested_by or not requested_by.strip():
-        raise ValidationError("say who requested the withdrawal", field="requested_by")
-    _check_not_superseded(session, person, statement_row, withdrawn_on)
-    return person, disposition, statement_row
-
-
-def withdraw(
-    session: Session,
-    *,
-    actor: Actor,
-    participant: str,
-    withdrawn_on: date,
-    requested_by: str,
-    disposition: WithdrawalDisposition | str,
-    statement: str | None = None,
-    reason: str | None = None,
-) -> tuple[WithdrawalRead, ImpactReport]:
-    """Record a withdrawal and flag the participant's specimens (each flag a custody event).
-
-    `destroy` and `return` take tubes out of the freezer, so they withdraw everything: a
-    tube still consented for other uses is not destroyed for one statement.
-    """
-    person, disposition, statement_row = _checked_withdrawal(
-        session, actor=actor, participant=participant, withdrawn_on=withdrawn_on,
-        requested_by=requested_by, disposition=disposition, statement=statement,
-    )  # fmt: skip
-    row = ConsentWithdrawal(
-        participant_id=person.id,
-        statement_id=statement_row.id if statement_row else None,
-        withdrawn_on=withdrawn_on,
-        requested_by=requested_by.strip()[:200],
-        disposition=disposition,
-        reason=reason.strip() if reason and reason.strip() else None,
-        recorded_by_id=actor.user_id,
-    )
-    session.add(row)
-    flush(session)
-    code = statement_row.code if statement_row else None
-    audit.record(
-        session,
-        actor=actor,
-        action="consent.withdraw",
-        entity="consent_withdrawal",
-        entity_id=row.id,
-        after={"participant": person.code, "statement": code} | audit.snapshot(row),
-        reason=row.reason,
-    )
-    flagged = _flag_specimens(session, actor=actor, person=person, withdrawal=row, statement=code)
-    if statement_row is None and person.status != ParticipantStatus.withdrawn:
-        _set_status(session, actor=actor, person=person, status=ParticipantStatus.withdrawn)
-    return _withdrawal_read(row, person.code, code, flagged), _impact(session, person, code)
-
-
-def _check_not_superseded(
-    session: Session,
-    person: Participant,
-    statement: ConsentStatement | None,
-    withdrawn_on: date,
-) -> None:
-    """A withdrawal dated before a signature that answers what it withdraws would never be in
-    force (the later signature decides), so it is refused rather than recorded as a flag
-    that contradicts the rule."""
-    query = (
-        select(sa.func.max(ParticipantConsent.signed_on))
-        .join(ConsentAnswer, ConsentAnswer.participant_consent_id == ParticipantConsent.id)
-        .where(ParticipantConsent.participant_id == person.id)
-    )
-    if statement is not None:
-        query = query.where(ConsentAnswer.statement_id == statement.id)
-    latest = session.exec(query).one()
-    if latest is not None and latest > withdrawn_on:
-        raise ValidationError(
-            f"{person.code} signed again on {latest}, after {withdrawn_on}; a withdrawal dated "
-            f"before that signature is not in force: date it on or after {latest}",
-            field="withdrawn_on",
-            value=withdrawn_on,
-        )
-
-
-def _flag_specimens(
-    session: Session,
-    *,
-    actor: Actor,
-    person: Participant,
-    withdrawal: ConsentWithdrawal,
-    statement: str | None,
-) -> int:
-    """Mark every specimen still held or sent out. A withdrawal of everything takes over every
-    earlier flag (its disposition is the one that stands); one of a single statement only
-    marks what is not marked yet."""
-    query = select(Specimen).where(
-        Specimen.participant_id == person.id, Specimen.status.not_in(_GONE)
-    )
-    if statement is not None:
-        query = query.where(Specimen.consent_withdrawal_id.is_(None))
-    flagged = 0
-    for specimen in session.exec(query.order_by(Specimen.id)).all():
-        with audit.audited(session, specimen, actor=actor, action="specimen.consent_withdrawn",
-                           entity="specimen", reason=withdrawal.reason):  # fmt: skip
-            specimen.consent_withdrawal_id = withdrawal.id
-            record_event(
-                session,
-                actor=actor,
-                specimen=specimen,
-                event_type="consent_withdrawn",
-                status_before=specimen.status.value,
-                reason=withdrawal.reason,
-                details={
-                    "statement": statement or "ALL",
-                    "disposition": withdrawal.disposition.value,
-                    "withdrawn_on": withdrawal.withdrawn_on.isoformat(),
-                },
-            )
-        flagged += 1
-    return flagged
-
-
-def _pull_query() -> sa.Select:
-    return (
-        sa.select(Specimen.id, ConsentWithdrawal.disposition, ConsentWithdrawal.withdrawn_on)
-        .join(ConsentWithdrawal, ConsentWithdrawal.id == Specimen.consent_withdrawal_id)
-        .where(
-            ConsentWithdrawal.disposition.in_(PULLED_DISPOSITIONS),
-            Specimen.status.not_in(_PULLED),
-        )
-    )
-
-
-def pull_list(session: Session, *, actor: Actor, participant: str | None = None) -> list[PullItem]:
-    """The tubes to take out for destruction or return, in freezer order (box, position)."""
-    require(actor, Permission.view_inventory)
-    query = (
-        _pull_query()
-        .outerjoin(StorageUnit, StorageUnit.id == Specimen.box_id)
-        .order_by(
-            StorageUnit.sort_key.is_(None),
-            StorageUnit.sort_key,
-            Specimen.position_row,
-            Specimen.position_col,
-            Specimen.accession_id,
-        )
-    )
-    if participant is not None:
-        query = query.where(Specimen.participant_id == get_participant_row(session, participant).id)
-    found = {pid: (disp, on) for pid, disp, on in session.execute(query)}
-    if not found:
-        return []
-    order = {pid: rank for rank, pid in enumerate(found)}
-    reads = specimens_where(session, Specimen.__table__.c.id.in_(list(found)))
-    reads.sort(key=lambda s: order[s.id])
-    return [_pull_item(s, *found[s.id]) for s in reads]
-
-
-def pull_item(session: Session, *, actor: Actor, specimen_id: int) -> PullItem | None:
-    """The tube's line on the pull list, or None when it is not on it."""
-    require(actor, Permission.view_inventory)
-    found = session.execute(_pull_query().where(Specimen.id == specimen_id)).first()
-    if found is None:
-        return None
-    (read,) = specimens_where(session, Specimen.__table__.c.id == specimen_id)
-    return _pull_item(read, found[1], found[2])
-
-
-def _pull_item(s: SpecimenRead, disposition: WithdrawalDisposition, on: date) -> PullItem:
-    return PullItem(
-        accession_id=s.accession_id, participant_code=s.participant_code,
-        specimen_type=s.specimen_type, status=s.status, box_barcode=s.box_barcode,
-        position=s.position, location=s.location, disposition=disposition, withdrawn_on=on,
-    )  # fmt: skip
-
-
-def pull(session: Session, *, actor: Actor, accession: str) -> SpecimenRead:
-    """Take one tube of the pull list out: disposed, for destruction or for return."""
-    require(actor, Permission.move)
-    specimen = get_specimen(session, accession)
-    found = session.execute(_pull_query().where(Specimen.id == specimen.id)).first()
-    if found is None:
-        raise ValidationError(
-            f"{specimen.accession_id} is not on the pull list", field="specimen", value=accession
-        )
-    _, disposition, withdrawn_on = found
-    done = (
-        "returned to the participant"
-        if disposition is not WithdrawalDisposition.destroy
-        else "destroyed"
-    )
-    return dispose(
-        session,
-        actor=actor,
-        accession=specimen.accession_id,
-        reason=f"consent withdrawn on {withdrawn_on}: {done}",
-    )
+    return [withdrawal_read(row, person.code, code, flagged.get(row.id, 0)) for row, code in rows]

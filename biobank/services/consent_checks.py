@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date
+from typing import cast
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from biobank.db import one_of
 from biobank.domain.consent import Decision, SignedAnswer, Withdrawal, decide, withdrawn_entirely
@@ -33,37 +34,43 @@ def consent_acts(
     withdrawals: dict[int, list[Withdrawal]] = defaultdict(list)
     answer_query = (
         sa.select(
-            ParticipantConsent.participant_id,
-            ConsentStatement.code,
-            ParticipantConsent.signed_on,
-            ConsentAnswer.answer,
-            ParticipantConsent.id,
+            col(ParticipantConsent.participant_id),
+            col(ConsentStatement.code),
+            col(ParticipantConsent.signed_on),
+            col(ConsentAnswer.answer),
+            col(ConsentAnswer.participant_consent_id),  # the signature's id: its order
         )
-        .join(ConsentAnswer, ConsentAnswer.participant_consent_id == ParticipantConsent.id)
-        .join(ConsentStatement, ConsentStatement.id == ConsentAnswer.statement_id)
+        .join(ConsentAnswer, col(ConsentAnswer.participant_consent_id) == ParticipantConsent.id)
+        .join(ConsentStatement, col(ConsentStatement.id) == ConsentAnswer.statement_id)
     )
     withdrawal_query = sa.select(
-        ConsentWithdrawal.participant_id,
-        ConsentStatement.code,
-        ConsentWithdrawal.withdrawn_on,
-        ConsentWithdrawal.id,
-    ).outerjoin(ConsentStatement, ConsentStatement.id == ConsentWithdrawal.statement_id)
+        col(ConsentWithdrawal.participant_id),
+        col(ConsentStatement.code),
+        col(ConsentWithdrawal.withdrawn_on),
+        col(ConsentWithdrawal.id),
+    ).outerjoin(ConsentStatement, col(ConsentStatement.id) == ConsentWithdrawal.statement_id)
     if participant_ids is not None:
         ids = list(participant_ids)
-        answer_query = answer_query.where(one_of(session, ParticipantConsent.participant_id, ids))
+        answer_query = answer_query.where(
+            one_of(session, col(ParticipantConsent.participant_id), ids)
+        )
         withdrawal_query = withdrawal_query.where(
-            one_of(session, ConsentWithdrawal.participant_id, ids)
+            one_of(session, col(ConsentWithdrawal.participant_id), ids)
         )
     if statements is not None:
         codes = list(statements)
-        answer_query = answer_query.where(ConsentStatement.code.in_(codes))
+        answer_query = answer_query.where(col(ConsentStatement.code).in_(codes))
         withdrawal_query = withdrawal_query.where(
-            sa.or_(ConsentWithdrawal.statement_id.is_(None), ConsentStatement.code.in_(codes))
+            sa.or_(
+                col(ConsentWithdrawal.statement_id).is_(None),
+                col(ConsentStatement.code).in_(codes),
+            )
         )
     for pid, code, signed_on, answer, order in session.execute(answer_query):
         answers[pid].append(SignedAnswer(code, signed_on, answer, order))
-    for pid, code, withdrawn_on, order in session.execute(withdrawal_query):
-        withdrawals[pid].append(Withdrawal(code, withdrawn_on, order))
+    for pid, statement, withdrawn_on, key in session.execute(withdrawal_query):
+        assert key is not None  # a stored row's
+        withdrawals[pid].append(Withdrawal(statement, withdrawn_on, key))
     return answers, withdrawals
 
 
@@ -110,7 +117,7 @@ def consent_decisions(
     uses = known_uses(session, uses)
     if participant_ids is None:
         answers, withdrawals = consent_acts(session, None, uses)
-        ids = list(session.exec(select(Participant.id)).all())
+        ids = cast(list[int], list(session.exec(select(Participant.id))))  # stored rows' keys
     else:
         ids = list(participant_ids)
         answers, withdrawals = consent_acts(session, ids, uses)
@@ -125,7 +132,7 @@ def require_consent(
         participant_id
     ]
     if not decision.allowed:
-        code = session.get(Participant, participant_id).code
+        code = session.get_one(Participant, participant_id).code
         raise ConsentDenied(
             f"{what}: consent of {code} as of {as_of} does not allow it ({decision.reason()})",
             field="uses",
@@ -140,7 +147,7 @@ def refuse_if_withdrawn(
     participant who has withdrawn everything."""
     any_full = select(ConsentWithdrawal.id).where(
         ConsentWithdrawal.participant_id == participant_id,
-        ConsentWithdrawal.statement_id.is_(None),
+        col(ConsentWithdrawal.statement_id).is_(None),
     )
     if session.exec(any_full.limit(1)).first() is None:
         return  # the common case, in one indexed look-up
@@ -148,7 +155,7 @@ def refuse_if_withdrawn(
     answers, withdrawals = consent_acts(session, [participant_id])
     found = withdrawn_entirely(answers[participant_id], withdrawals[participant_id], as_of)
     if found is not None:
-        code = session.get(Participant, participant_id).code
+        code = session.get_one(Participant, participant_id).code
         raise ConsentDenied(
             f"{what}: {code} withdrew consent on {found.withdrawn_on}",
             field="participant",

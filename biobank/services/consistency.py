@@ -39,7 +39,7 @@ snapshot of its own).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -53,7 +53,7 @@ from biobank.domain.lifecycle import IN_STORAGE
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.models import AuditEntry, Specimen, SpecimenEvent, StorageUnit
 from biobank.services.audit import canonical_json
-from biobank.services.events import slot_text
+from biobank.services.events import Position, slot_text
 
 BATCH = 1000
 MAX_LISTED = 1000
@@ -73,7 +73,6 @@ TIMES = frozenset(
 )
 
 Kind = Literal["status", "location", "audit", "position", "free_slots"]
-Slot = tuple[int | None, int | None, int | None]
 
 
 class Problem(BaseModel):
@@ -91,7 +90,7 @@ class ConsistencyReport(BaseModel):
     problem_count: int
     problems: list[Problem]  # the first MAX_LISTED
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]  # mypy takes no decorator over a property
     @property
     def ok(self) -> bool:
         return self.problem_count == 0
@@ -102,7 +101,7 @@ class _Place:
     """A position, named (`BX000004 C7`) only if a problem showing it is listed."""
 
     session: Session
-    slot: Slot
+    slot: Position
 
     def __str__(self) -> str:
         return slot_text(self.session, *self.slot) or "no position"
@@ -136,7 +135,7 @@ def check_consistency(session: Session, *, actor: Actor) -> ConsistencyReport:
     )
 
 
-def _latest_event(*where: sa.ColumnElement) -> sa.ScalarSelect:
+def _latest_event(*where: sa.ColumnElement[bool]) -> sa.ScalarSelect[Any]:
     """The id of a specimen's latest custody event (by time, then id) that meets `where`."""
     return (
         sa.select(EVENTS.c.id)
@@ -181,7 +180,11 @@ WITH_HISTORY = (
 )  # fmt: skip
 
 
-def _batches(session: Session) -> Iterator[list[sa.Row]]:
+# A specimen row of `WITH_HISTORY`: its columns, then its history's.
+HistoryRow = sa.Row[*tuple[Any, ...]]
+
+
+def _batches(session: Session) -> Iterator[Sequence[HistoryRow]]:
     last = 0
     while True:
         query = WITH_HISTORY.where(SPECIMENS.c.id > last).limit(BATCH)
@@ -192,15 +195,15 @@ def _batches(session: Session) -> Iterator[list[sa.Row]]:
         last = rows[-1].id
 
 
-def _check_specimens(session: Session, batch: list[sa.Row], found: _Findings) -> None:
+def _check_specimens(session: Session, batch: Sequence[HistoryRow], found: _Findings) -> None:
     for row in batch:
         name, status = row.accession_id, row.status.value
         if row.event_id is None:
             found.add("status", name, status, "no custody event")
         elif row.status_after != status:
             found.add("status", name, status, f"{row.status_after} (after {row.event_type})")
-        here: Slot = (row.box_id, row.position_row, row.position_col)
-        there: Slot = (row.to_box_id, row.to_row, row.to_col)
+        here: Position = (row.box_id, row.position_row, row.position_col)
+        there: Position = (row.to_box_id, row.to_row, row.to_col)
         if here != there:
             found.add("location", name, _Place(session, here), _Place(session, there))
         if row.box_id is not None and row.status not in IN_STORAGE:
@@ -208,11 +211,12 @@ def _check_specimens(session: Session, batch: list[sa.Row], found: _Findings) ->
         _compare_snapshot(row, found)
 
 
-def _compare_snapshot(row: sa.Row, found: _Findings) -> None:
+def _compare_snapshot(row: HistoryRow, found: _Findings) -> None:
     if row.after is None:
         found.add("audit", row.accession_id, "a row", "no audit entry holding it")
         return
     stored_json = canonical_json({key: getattr(row, key) for key in COLUMNS})
+    assert stored_json is not None  # a row's values, never None
     if stored_json == row.after:  # as written, byte for byte: most rows
         return
     stored, recorded = orjson.loads(stored_json), orjson.loads(row.after)

@@ -10,24 +10,18 @@ import math
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import TypeVar
 
 from sqlmodel import Session, func, select
 
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.domain.phenotypes import Spec, parse_value
+from biobank.domain.vocabulary import Role, Sex, WithdrawalDisposition
 from biobank.errors import ValidationError
-from biobank.models import (
-    Participant,
-    Role,
-    Sex,
-    Study,
-    User,
-    Visit,
-    WithdrawalDisposition,
-)
+from biobank.models import Participant, Study, User, Visit
 from biobank.services.consent import DocumentRead, add_document, list_documents, record_consent
-from biobank.services.consent import withdraw as withdraw_consent
 from biobank.services.custody import check_out, record_thaw
+from biobank.services.lineage import aliquot
 from biobank.services.participants import (
     CODE_ALPHABET,
     add_participant,
@@ -35,10 +29,13 @@ from biobank.services.participants import (
     new_participant_code,
 )
 from biobank.services.phenotypes import add_values, get_variable
-from biobank.services.specimens import accession, aliquot
+from biobank.services.specimens import accession
 from biobank.services.storage import add_freezer
 from biobank.services.studies import add_study
 from biobank.services.users import add_user
+from biobank.services.withdrawals import withdraw as withdraw_consent
+
+T = TypeVar("T")
 
 DEMO_STUDY = "SLE"
 DEMO_USERS = (
@@ -133,6 +130,7 @@ class _Member:
 
     person: Participant
     born: date
+    enrolled: date
     visits: list[Visit]
     answers: dict[str, bool] = field(default_factory=dict)  # each statement's latest answer
     signed_on: date | None = None
@@ -205,7 +203,9 @@ def seed_demo(
             family_name=rng.choice(FAMILY),
             date_of_birth=birth,
         )
-        member = _Member(person=session.get(Participant, added.id), born=birth, visits=[])
+        member = _Member(
+            person=session.get_one(Participant, added.id), born=birth, enrolled=enrolled, visits=[]
+        )
         completed = rng.choice((1, 2, 3, 3, 3))
         for label, offset in VISIT_SCHEDULE[:completed]:
             jitter = rng.randint(-10, 10) if offset else 0
@@ -213,7 +213,7 @@ def seed_demo(
             visit = add_visit(
                 session, actor=actor, participant=code, label=label, visit_date=visit_date
             )
-            member.visits.append(session.get(Visit, visit.id))
+            member.visits.append(session.get_one(Visit, visit.id))
             drawn.append((code, label, visit_date))
         cohort.append(member)
     consents = _sign_consents(session, actor, records, cohort)
@@ -241,9 +241,9 @@ def _without_pin(session: Session, actor: Actor) -> str | None:
     return actor.username if user is not None and user.pin_hash is None else None
 
 
-def _pick(rng: random.Random, weighted: tuple[tuple[object, int], ...]) -> object:
-    values, weights = zip(*weighted, strict=True)
-    return rng.choices(values, weights)[0]
+def _pick(rng: random.Random, weighted: tuple[tuple[T, int], ...]) -> T:
+    values = [value for value, _ in weighted]
+    return rng.choices(values, [weight for _, weight in weighted])[0]
 
 
 # --- Consent ----------------------------------------------------------------------------------
@@ -312,14 +312,14 @@ def _sign_consents(
     documents = _consent_documents(session, actor)
     signed = 0
     for member in cohort:
-        form = _sign(session, actor, rng, member, documents, member.person.enrolled_on)
+        form = _sign(session, actor, rng, member, documents, member.enrolled)
         if form is None:
             continue
         signed += 1
         newer = [d for d in documents if d.effective_on > form.effective_on]
         if not newer or rng.random() >= RESIGN_RATE:
             continue
-        after = max(newer[0].effective_on, member.signed_on + timedelta(days=1))
+        after = max(newer[0].effective_on, member.enrolled + timedelta(days=1))  # first signed
         later = [v.visit_date for v in member.visits if v.visit_date >= after]
         day = later[0] if later else after + timedelta(days=rng.randrange(120))
         signed += _sign(session, actor, rng, member, documents, day) is not None
@@ -343,6 +343,8 @@ def _withdraw_some(
     for index, member in enumerate(whole + part):
         last = max(d for d in (member.visits[-1].visit_date, member.signed_on) if d)
         on = min(date.today(), last + timedelta(days=rng.randint(30, 720)))
+        statement: str | None
+        reason: str | None
         if index < len(whole):
             statement, reason = None, rng.choice(FULL_REASONS)
             disposition = KEPT if index % 2 else WithdrawalDisposition.destroy
@@ -390,6 +392,7 @@ def _record_phenotypes(
         nephritis = rng.random() < 0.38
         activity = rng.uniform(0.4, 1.8)
         hcq = _pick(rng, HCQ_DOSES)
+        batches: list[tuple[Visit | None, dict[str, object]]]
         batches = [(None, _participant_values(rng, member))]
         batches += [
             (visit, _visit_values(rng, visit.visit_date, nephritis, activity, hcq))
@@ -407,7 +410,7 @@ def _record_phenotypes(
 
 
 def _participant_values(rng: random.Random, member: _Member) -> dict[str, object]:
-    enrolled = member.person.enrolled_on
+    enrolled = member.enrolled
     acr = _pick(rng, ACR_COUNTS)
     # Disease duration at enrolment: median about four years; onset not before age ten.
     onset = enrolled - timedelta(days=30 + int(rng.expovariate(1 / 2200)))

@@ -6,11 +6,15 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from biobank.domain.permissions import Actor
 from biobank.domain.positions import position_label
 from biobank.models import Specimen, SpecimenEvent, StorageUnit, User
+
+# A tube's box id, row and column as an event records them; all None: in no box.
+Position = tuple[int | None, int | None, int | None]
+NO_POSITION: Position = (None, None, None)
 
 
 class EventRead(BaseModel):
@@ -33,8 +37,8 @@ def record_event(
     actor: Actor,
     specimen: Specimen,
     event_type: str,
-    from_slot: tuple[int | None, int | None, int | None] = (None, None, None),
-    to_slot: tuple[int | None, int | None, int | None] = (None, None, None),
+    from_slot: Position = NO_POSITION,
+    to_slot: Position = NO_POSITION,
     quantity_change: float | None = None,
     status_before: str | None = None,
     reason: str | None = None,
@@ -42,6 +46,7 @@ def record_event(
 ) -> None:
     """Add a step to a tube's custody history, in the caller's transaction: where from
     and to, the quantity and status change, who, and why."""
+    assert specimen.id is not None  # a tube is saved before its history is written
     session.add(
         SpecimenEvent(
             specimen_id=specimen.id,
@@ -65,9 +70,10 @@ def record_event(
 
 def slot_text(session: Session, box_id: int | None, row: int | None, col: int | None) -> str | None:
     """`BX000004 C7`, or None for no position."""
-    if box_id is None:
+    if box_id is None or row is None or col is None:
         return None
-    box = session.get(StorageUnit, box_id)
+    box = session.get_one(StorageUnit, box_id)
+    assert box.grid_cols is not None  # a box that holds tubes has a grid
     label = position_label(row, col, cols=box.grid_cols, scheme=box.position_labels)
     return f"{box.barcode} {label}"
 
@@ -76,9 +82,9 @@ def specimen_events(session: Session, specimen: Specimen) -> list[EventRead]:
     """A tube's custody history, oldest first, with positions as box and label."""
     rows = session.exec(
         select(SpecimenEvent, User.username)
-        .join(User, User.id == SpecimenEvent.actor_id, isouter=True)
+        .join(User, col(User.id) == SpecimenEvent.actor_id, isouter=True)
         .where(SpecimenEvent.specimen_id == specimen.id)
-        .order_by(SpecimenEvent.occurred_at, SpecimenEvent.id)
+        .order_by(col(SpecimenEvent.occurred_at), col(SpecimenEvent.id))
     ).all()
     return [
         EventRead(

@@ -1,82 +1,54 @@
-"""Linked phenotype exports for investigators: a cohort, the uses its consent must allow,
-a de-identification mode, files in the formats asked for, and a manifest to audit and replay.
+"""Linked phenotype exports for investigators: a cohort, the uses its consent must allow, a
+de-identification mode (`services.deidentification`), files in the formats asked for
+(`services.export_files`), and a manifest to audit and replay (`services.export_runs`).
 
-- `safe_harbor` (the default): participant and specimen codes made for this export alone
-  (keyed hashes of internal ids under a random key kept with the run, so a replay gives the
-  same codes and two exports never do), dates reduced to the year, ages over 89 as "90+", no
-  free text and nothing from the identity table.
-- `limited`: dates kept; needs a registered data use agreement covering the PI, the study and
-  the uses (`services.agreements`).
-- `identified`: admins only; real participant codes, accession IDs and the identity columns.
-
-Every new export passes one guard (`_check`: permission, consent as of today, the agreement,
-a saved query narrowed, never ignored) and is recorded as begun before anything is written.
-The cohort is selected once, de-identified rows are spooled to a temporary file (flat memory)
-and each format (`export.formats`) is written from it into a hidden folder, with the manifest
-last; the folder is renamed into place whole once the completed run is committed. A replay
-(`replay_export`) writes the same files again as recorded, into a folder thrown away.
+Every new export passes one guard (`_check`: permission, consent as of today, the agreement a
+limited data set needs, a saved query narrowed, never ignored) and is recorded as begun before
+anything is written. The files are written into a hidden folder, with the manifest last; the
+folder is renamed into place whole once the completed run is committed.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import AfterValidator, BaseModel, Field, computed_field
-from sqlmodel import Session, select
+from pydantic import AfterValidator, BaseModel, Field
+from sqlmodel import Session, col, select
 
 from biobank import __version__
 from biobank.db import after_commit, after_rollback, flush, one_of
-from biobank.domain.cohort import CohortQuery, load_query
-from biobank.domain.consent import statement_status
+from biobank.domain.cohort import CohortQuery
 from biobank.domain.permissions import Actor, Permission, require
-from biobank.errors import NotFound, ValidationError
-from biobank.export import tabular
-from biobank.export.columns import Column
+from biobank.domain.vocabulary import DeidentificationMode
+from biobank.errors import ValidationError
 from biobank.export.files import write_atomically
-from biobank.export.formats import DEFAULT_FORMAT, FORMATS, known
-from biobank.export.names import phenotype_column_names
-from biobank.models import (
-    ConsentStatement,
-    DeidentificationMode,
-    ExportRun,
-    ExportRunSpecimen,
-    Participant,
-    ParticipantIdentity,
-    PhenotypeScope,
-    PhenotypeType,
-    PhenotypeVariable,
-    Specimen,
-    User,
-)
+from biobank.export.formats import DEFAULT_FORMAT, known
+from biobank.models import ExportRun, ExportRunSpecimen, Specimen
 from biobank.services import audit
 from biobank.services.agreements import covering_agreement
-from biobank.services.cohorts import (
-    Selected,
-    Tally,
-    count_candidates,
-    resolve_query,
-    select_cohort,
+from biobank.services.cohorts import Selected
+from biobank.services.consent_checks import judged_today, known_uses
+from biobank.services.deidentification import BATCH
+from biobank.services.export_files import (
+    ExportFile,
+    ExportRecipe,
+    WrittenExport,
+    write_export_files,
 )
-from biobank.services.consent_checks import consent_acts, judged_today, known_uses
-from biobank.services.phenotypes import DEFAULT_WINDOW_DAYS
+from biobank.services.export_runs import find_run
+from biobank.services.phenotype_at_collection import DEFAULT_WINDOW_DAYS
 from biobank.services.reservations import ReservationSummary, reserve_specimens
-from biobank.tabular import chunks, new_spool, spool_batch, unspool
+from biobank.services.saved_queries import resolve_query
 
 FormatName = Annotated[str, AfterValidator(known)]
-BATCH = 1000
-PARTICIPANT_FILE = "participants.csv"  # with `per_participant`: one row per participant
-OLDEST_SHOWN_AGE = 89  # Safe Harbor: older ages are one group, "90+"
 
 
 class ExportRequest(BaseModel):
@@ -95,13 +67,6 @@ class ExportRequest(BaseModel):
     window_days: int = Field(default=DEFAULT_WINDOW_DAYS, ge=0)
 
 
-class ExportFile(BaseModel):
-    name: str
-    rows: int
-    sha256: str
-    bytes: int
-
-
 class ExportResult(BaseModel):
     run_code: str
     directory: Path
@@ -113,237 +78,6 @@ class ExportResult(BaseModel):
     files: list[ExportFile]
     manifest: Path
     reservation: ReservationSummary | None = None
-
-
-class ReplayResult(BaseModel):
-    run_code: str
-    matches: bool
-    differences: list[str]
-
-
-# --- Columns ----------------------------------------------------------------------------------
-
-
-# MIABIS names for coded values (the MIABIS file writes the label; the others the code).
-MIABIS_SEX = (
-    ("female", "Female"), ("male", "Male"), ("unknown", "Unknown"),
-    ("undifferentiated", "Undifferentiated"),
-)  # fmt: skip
-MIABIS_MATERIAL = (
-    ("SER", "Serum"), ("PL1", "Plasma"), ("PL2", "Plasma"), ("BLD", "Whole blood"),
-    ("URN", "Urine"), ("SAL", "Saliva"), ("DNA", "DNA"), ("RNA", "RNA"),
-    ("BUF", "Buffy coat"), ("CEL", "Peripheral blood cells"),
-)  # fmt: skip
-
-
-def _fixed_columns(mode: DeidentificationMode) -> list[Column]:
-    dated = "year" if mode is DeidentificationMode.safe_harbor else "date"
-    columns = [
-        Column("participant_code", "Participant (code for this export)", role="participant",
-               miabis="Donor ID"),
-        Column("sex", "Sex", role="participant", miabis="Sex", choices=MIABIS_SEX),
-        Column("specimen_code", "Specimen (code for this export)", role="specimen",
-               miabis="Sample ID"),
-        Column("parent_specimen_code", "Parent specimen", role="specimen"),
-        Column("specimen_kind", "Primary, aliquot, derivative or pool", role="specimen"),
-        Column("specimen_type", "SPREC specimen type", role="specimen", miabis="Material type",
-               choices=MIABIS_MATERIAL),
-        Column("container_type", "SPREC primary container", role="specimen"),
-        Column("sprec_code", "SPREC code", role="specimen"),
-        Column("collected", "Collected" + (" (year)" if dated == "year" else ""), kind=dated,
-               role="specimen", miabis="Sample collection date"),
-        Column("age_at_collection", "Age at collection (years; 90+ above 89)", role="specimen",
-               miabis="Age at sampling"),
-        Column("quantity", "Quantity left", kind="decimal", role="specimen"),
-        Column("unit", "Unit of quantity", role="specimen"),
-        Column("freeze_thaw_count", "Freeze-thaw cycles", kind="integer", role="specimen"),
-    ]  # fmt: skip
-    if mode is DeidentificationMode.identified:
-        columns += [
-            Column("mrn", "Medical record number", role="participant"),
-            Column("family_name", "Family name", role="participant"),
-            Column("given_name", "Given name", role="participant"),
-            Column("date_of_birth", "Date of birth", kind="date", role="participant"),
-        ]
-    return columns
-
-
-SCOPE_NOTE = {
-    PhenotypeScope.participant: "per participant",
-    PhenotypeScope.visit: "at collection (its visit, or the latest within the window)",
-}
-KINDS = {
-    PhenotypeType.integer: "integer", PhenotypeType.decimal: "decimal",
-    PhenotypeType.boolean: "boolean", PhenotypeType.choice: "string",
-    PhenotypeType.multi_choice: "string", PhenotypeType.date: "date", PhenotypeType.text: "string",
-}  # fmt: skip
-
-
-def _phenotype_columns(
-    variables: list[PhenotypeVariable], mode: DeidentificationMode
-) -> list[tuple[str, Column]]:
-    """One column per dictionary variable, (variable name, column): named from the variable,
-    in a namespace of its own (`export.names`: a variable called `quantity` is the column
-    `var_quantity`, so no name a REDCap project chose can block an export); free text only
-    when identified."""
-    named = phenotype_column_names([v.name for v in variables])
-    columns = []
-    for v in variables:
-        if v.value_type is PhenotypeType.text and mode is not DeidentificationMode.identified:
-            continue
-        kind = KINDS[v.value_type]
-        if kind == "date" and mode is DeidentificationMode.safe_harbor:
-            kind = "year"
-        source = None if named[v.name] == v.name else f"the variable {v.name}"
-        description = "; ".join(filter(None, (SCOPE_NOTE[v.scope], v.description, source)))
-        columns.append((v.name, Column(
-            named[v.name], v.label, kind=kind, role="phenotype", unit=v.unit,
-            code_system=v.code_system, code=v.code,
-            choices=tuple((c["code"], c["label"]) for c in v.choices or ()),
-            description=description,
-        )))  # fmt: skip
-    return columns
-
-
-# --- Codes and de-identification ----------------------------------------------------------------
-
-
-def export_code(key: str, prefix: str, internal_id: int) -> str:
-    """A code for one export: a keyed hash of the internal id, so it says nothing about the
-    person or the tube (HIPAA 164.514(c)) and only the biobank, holding the key, links it."""
-    return ExportCodes(key).code(prefix, internal_id)
-
-
-# Base32 (RFC 4648) ten bits at a time: a code's 40 bits are four of these pairs.
-_BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-_BASE32_PAIRS = tuple(first + second for first in _BASE32 for second in _BASE32)
-
-
-class ExportCodes:
-    """`export_code` for one export's key, made once (an export asks for a code per row)."""
-
-    def __init__(self, key: str) -> None:
-        self.keyed = hmac.new(bytes.fromhex(key), digestmod="sha256")  # copied, never keyed again
-
-    def code(self, prefix: str, internal_id: int) -> str:
-        """The prefix and the first 40 bits of the MAC in Base32, as `base64.b32encode`
-        writes them (tested), a third of its time: an export makes one code per row."""
-        mac = self.keyed.copy()
-        mac.update(f"{prefix}{internal_id}".encode())
-        bits = int.from_bytes(mac.digest()[:5])
-        pairs = _BASE32_PAIRS
-        return (
-            f"{prefix}-{pairs[bits >> 30]}{pairs[bits >> 20 & 1023]}"
-            f"{pairs[bits >> 10 & 1023]}{pairs[bits & 1023]}"
-        )
-
-
-def _year(value: Any) -> Any:
-    return value.year if isinstance(value, date) else value
-
-
-def _age(age: int | None, mode: DeidentificationMode) -> str | None:
-    if age is None:
-        return None
-    if mode is DeidentificationMode.safe_harbor and age > OLDEST_SHOWN_AGE:
-        return "90+"
-    return str(age)
-
-
-def _rows(
-    session: Session,
-    selected: Iterator[Selected],
-    *,
-    key: str,
-    mode: DeidentificationMode,
-    phenotype_columns: list[tuple[str, Column]],
-    on_batch: Callable[[list[Selected]], None],
-) -> Iterator[tuple]:
-    """Each selected specimen as an export row, de-identified for the mode, its values in the
-    order of `_fixed_columns(mode)` and the phenotype columns."""
-    safe = mode is DeidentificationMode.safe_harbor
-    identified = mode is DeidentificationMode.identified
-    codes = ExportCodes(key)
-    names = [name for name, _ in phenotype_columns]  # the values are the variables'
-    to_year = [at for at, (_, c) in enumerate(phenotype_columns) if c.kind == "year"]
-    listed = [at for at, (_, c) in enumerate(phenotype_columns) if c.kind == "string"]
-    participant = (None, None)  # rows come participant by participant: (id, code)
-    for batch in chunks(selected, BATCH):
-        on_batch(batch)
-        # specimens of one collection share their values (see `values_at_collection`): their
-        # cells are made once a batch, while the batch keeps those values alive
-        shown: dict[int, tuple] = {}
-        people, parents = {}, {}
-        if identified:
-            people = _identities(session, {s.participant_id for s in batch})
-            parents = _accession_ids(session, {s.specimen.parent_id for s in batch} - {None})
-        for s in batch:
-            r = s.specimen
-            if participant[0] != s.participant_id:
-                participant = (s.participant_id, r.participant_code if identified
-                               else codes.code("P", s.participant_id))  # fmt: skip
-            row = (
-                participant[1],
-                r.sex,
-                r.accession_id if identified else codes.code("S", r.id),
-                None if r.parent_id is None
-                else parents[r.parent_id] if identified else codes.code("S", r.parent_id),
-                r.kind,
-                r.specimen_type,
-                r.container_type,
-                r.sprec_code,
-                _year(s.collected_on) if safe else s.collected_on,
-                _age(s.age_at_collection, mode),
-                r.quantity,
-                r.unit,
-                r.freeze_thaw_count,
-            )  # fmt: skip
-            if identified:
-                row += people.get(s.participant_id, IDENTITY_BLANK)
-            cells = shown.get(id(s.phenotypes))
-            if cells is None:
-                cells = shown[id(s.phenotypes)] = _phenotype_cells(
-                    s.phenotypes, names, to_year, listed
-                )
-            yield row + cells
-
-
-def _phenotype_cells(
-    values: dict[str, Any], names: list[str], to_year: list[int], listed: list[int]
-) -> tuple:
-    """A specimen's phenotype columns (`names`): years for dates at `to_year`, a multi-choice
-    value's codes joined by "|" at `listed`."""
-    cells = list(map(values.get, names))
-    for at in to_year:
-        cells[at] = _year(cells[at])
-    for at in listed:
-        if isinstance(cells[at], list):
-            cells[at] = "|".join(cells[at])
-    return tuple(cells)
-
-
-IDENTITY_FIELDS = ("mrn", "family_name", "given_name", "date_of_birth")
-IDENTITY_BLANK = (None,) * len(IDENTITY_FIELDS)
-
-
-def _identities(session: Session, participant_ids: set[int]) -> dict[int, tuple]:
-    """The identity columns of these participants (identified exports only)."""
-    fields = [getattr(ParticipantIdentity, f) for f in IDENTITY_FIELDS]
-    query = sa.select(ParticipantIdentity.participant_id, *fields).where(
-        one_of(session, ParticipantIdentity.participant_id, participant_ids)
-    )
-    return {pid: tuple(values) for pid, *values in session.execute(query)}
-
-
-def _accession_ids(session: Session, specimen_ids: set[int]) -> dict[int, str]:
-    """The accession IDs of these specimens (the parents an identified export names)."""
-    query = sa.select(Specimen.id, Specimen.accession_id).where(
-        one_of(session, Specimen.id, specimen_ids)
-    )
-    return dict(session.execute(query).all())
-
-
-# --- Running an export --------------------------------------------------------------------------
 
 
 def _check(
@@ -387,29 +121,6 @@ def _check(
     return uses, query, asked
 
 
-def _consents(
-    session: Session, participant_ids: set[int], key: str, mode: DeidentificationMode, as_of: date
-) -> dict[str, dict[str, str]]:
-    """Each exported participant's consent per statement, for the FHIR Consent resources."""
-    statements = session.exec(select(ConsentStatement.code)).all()
-    found: dict[str, dict[str, str]] = {}
-    for chunk in chunks(sorted(participant_ids), BATCH):
-        answers, withdrawals = consent_acts(session, chunk)
-        codes: dict[int, str] = {}
-        if mode is DeidentificationMode.identified:
-            query = sa.select(Participant.id, Participant.code).where(
-                one_of(session, Participant.id, chunk)
-            )
-            codes = dict(session.execute(query).all())
-        for pid in chunk:
-            code = codes.get(pid) or export_code(key, "P", pid)
-            found[code] = {
-                s: statement_status(s, answers[pid], withdrawals[pid], as_of).state.value
-                for s in statements
-            }
-    return found
-
-
 def _new_folder(path: Path) -> Path:
     try:
         path.mkdir(parents=True)
@@ -429,6 +140,7 @@ def begin_export(session: Session, *, actor: Actor, request: ExportRequest, dire
     its run code, for `run_export`."""
     today = date.today()
     uses, query, asked = _check(session, actor, request, today)
+    assert actor.user_id is not None  # the front ends run exports for a signed-in user
     run = ExportRun(
         run_code=_new_run_code(), actor_id=actor.user_id, query=query.model_dump(mode="json"),
         uses=uses, mode=request.mode, formats=list(dict.fromkeys(request.formats)),
@@ -475,6 +187,7 @@ def run_export(
     is begun here, in the caller's transaction. The folder appears once this is committed."""
     run_code = started or begin_export(session, actor=actor, request=request, directory=directory)
     run = _run_to_finish(session, actor, run_code)
+    assert run.id is not None  # a stored row
     today = date.today()
     uses, query, asked = _check(session, actor, request, today)  # again: it is today's guard
     if query.model_dump(mode="json") != run.query or uses != run.uses or run.as_of != today:
@@ -482,15 +195,15 @@ def run_export(
                               field="run", value=run_code)  # fmt: skip
     target = Path(directory) / run_code
     staging = _staged(session, target)
-    recipe = _Recipe(
+    recipe = ExportRecipe(
         query=query, uses=uses, as_of=today, mode=request.mode, key=run.code_key,
         formats=request.formats, per_participant=request.per_participant,
         window_days=request.window_days,
     )  # fmt: skip
-    written = _write_files(
+    written = write_export_files(
         session, recipe, staging, progress=progress, on_batch=_recorder(session, run.id)
     )
-    reservation = _reserve(session, actor=actor, request=request, run=run, uses=uses)
+    reservation = _reserve(session, actor=actor, request=request, run_id=run.id, uses=uses)
     counts = written.counts() | ({"reserved": reservation.reserved} if reservation else {})
     manifest = _manifest(
         run, actor=actor, request=request, query=query, asked=asked, uses=uses,
@@ -504,13 +217,9 @@ def run_export(
     )  # fmt: skip
 
 
-def _find_run(session: Session, run_code: str) -> ExportRun | None:
-    return session.exec(select(ExportRun).where(ExportRun.run_code == run_code)).first()
-
-
 def _run_to_finish(session: Session, actor: Actor, run_code: str) -> ExportRun:
     """The run `begin_export` recorded for this actor, not yet completed."""
-    run = _find_run(session, run_code)
+    run = find_run(session, run_code)
     if run is None or run.actor_id != actor.user_id or run.manifest_sha256:
         raise ValidationError(f"{run_code} is not an export of yours still to run",
                               field="run", value=run_code)  # fmt: skip
@@ -544,8 +253,8 @@ def _recorder(session: Session, run_id: int) -> Callable[[list[Selected]], None]
 
     def record(batch: list[Selected]) -> None:
         # one INSERT … SELECT a batch: an executemany is a message per row on PostgreSQL
-        chosen = sa.select(sa.literal(run_id), Specimen.id).where(
-            one_of(session, Specimen.id, (s.specimen_id for s in batch))
+        chosen = sa.select(sa.literal(run_id), col(Specimen.id)).where(
+            one_of(session, col(Specimen.id), (s.specimen_id for s in batch))
         )
         session.connection().execute(
             sa.insert(ExportRunSpecimen).from_select(["export_run_id", "specimen_id"], chosen)
@@ -560,7 +269,7 @@ def _exported(session: Session, run_id: int) -> Iterator[int]:
     while ids := session.exec(
         select(ExportRunSpecimen.specimen_id)
         .where(ExportRunSpecimen.export_run_id == run_id, ExportRunSpecimen.specimen_id > after)
-        .order_by(ExportRunSpecimen.specimen_id)
+        .order_by(col(ExportRunSpecimen.specimen_id))
         .limit(BATCH)
     ).all():
         after = ids[-1]
@@ -568,14 +277,14 @@ def _exported(session: Session, run_id: int) -> Iterator[int]:
 
 
 def _reserve(
-    session: Session, *, actor: Actor, request: ExportRequest, run: ExportRun, uses: list[str]
+    session: Session, *, actor: Actor, request: ExportRequest, run_id: int, uses: list[str]
 ) -> ReservationSummary | None:
     """With `reserve_request`, the run's specimens reserved for that request."""
     if not request.reserve_request:
         return None
     return reserve_specimens(
-        session, actor=actor, specimen_ids=_exported(session, run.id),
-        request=request.reserve_request, uses=uses, export_run_id=run.id,
+        session, actor=actor, specimen_ids=_exported(session, run_id),
+        request=request.reserve_request, uses=uses, export_run_id=run_id,
     )  # fmt: skip
 
 
@@ -588,7 +297,7 @@ def _manifest(
     asked: dict[str, Any],
     uses: list[str],
     counts: dict[str, int],
-    written: _Written,
+    written: WrittenExport,
     reservation: ReservationSummary | None,
 ) -> dict[str, Any]:
     """What the run asked for and what came out, each file with its checksum: enough to
@@ -620,7 +329,7 @@ def _complete(
     """The manifest written last, and the run recorded complete with its checksum."""
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
 
-    def write_manifest(file) -> int:
+    def write_manifest(file: IO[Any]) -> int:
         file.write(text)
         return 0
 
@@ -643,251 +352,5 @@ def _complete(
     )  # fmt: skip
 
 
-# --- Writing the files (a new run and a replay) -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Recipe:
-    """What selects a run's specimens and writes its files: a new run's from its request, a
-    replay's as the run recorded it."""
-
-    query: CohortQuery
-    uses: list[str]
-    as_of: date
-    mode: DeidentificationMode
-    key: str  # of the run's codes
-    formats: list[str]
-    per_participant: bool
-    window_days: int
-    reserved_by_run: int | None = None  # a replay of a run that reserved what it exported
-
-    @classmethod
-    def recorded(cls, run: ExportRun) -> _Recipe:
-        return cls(
-            query=load_query(run.query), uses=run.uses, as_of=run.as_of, mode=run.mode,
-            key=run.code_key, formats=run.formats, per_participant=PARTICIPANT_FILE in run.files,
-            window_days=run.window_days, reserved_by_run=run.id if run.reserve_request else None,
-        )  # fmt: skip
-
-
-@dataclass
-class _Written:
-    files: list[ExportFile]
-    tally: Tally
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "specimens": self.tally.specimens,
-            "participants": self.tally.participants,
-            "matched_before_consent": self.tally.matched_before_consent,
-            "excluded_by_consent": sum(self.tally.excluded_specimens.values()),
-        }
-
-
-def _write_files(
-    session: Session,
-    recipe: _Recipe,
-    target: Path,
-    *,
-    progress: Callable[[int, int], None] | None = None,
-    on_batch: Callable[[list[Selected]], None] | None = None,
-) -> _Written:
-    """Select the cohort, de-identify it and write every file into `target` (the dictionary
-    first): what a new export and a replay share."""
-    variables = _variables(session)
-    phenotype_columns = _phenotype_columns(variables, recipe.mode)
-    columns = _fixed_columns(recipe.mode) + [column for _, column in phenotype_columns]
-    formats = [FORMATS[name] for name in dict.fromkeys(recipe.formats)]
-    consented = any(f.needs_consents for f in formats)
-    tally = Tally()
-    participants: set[int] = set()  # for the consents only: the rest streams
-
-    def each_batch(batch: list[Selected]) -> None:
-        if consented:
-            participants.update(s.participant_id for s in batch)
-        if on_batch is not None:
-            on_batch(batch)
-
-    rows = _rows(
-        session, _selected(session, recipe, tally, progress), key=recipe.key, mode=recipe.mode,
-        phenotype_columns=phenotype_columns, on_batch=each_batch,
-    )  # fmt: skip
-    # One file read once streams straight from the selection; more passes (several files,
-    # the per-participant file, the consents of every participant first) read a spool.
-    spool = None
-    if len(formats) > 1 or consented or recipe.per_participant:
-        spool = new_spool()
-        for batch in chunks(rows, BATCH):
-            spool_batch(spool, batch)
-    written = [tabular.write_dictionary(target / "dictionary.csv", columns)]
-    consents = (
-        _consents(session, participants, recipe.key, recipe.mode, recipe.as_of)
-        if consented else {}
-    )  # fmt: skip
-    for fmt in formats:
-        each_pass = rows if spool is None else _read_spool(spool)
-        written.append(fmt.write(target / fmt.file_name, columns, each_pass, consents))
-    if recipe.per_participant:
-        per_person = _per_participant_columns(variables, phenotype_columns)
-        written.append(_participant_file(target, spool, columns, per_person))
-    if spool is not None:
-        spool.close()
-    files = [
-        ExportFile(name=w.path.name, rows=w.rows, sha256=w.sha256, bytes=w.bytes) for w in written
-    ]
-    return _Written(files=files, tally=tally)
-
-
-def _variables(session: Session) -> list[PhenotypeVariable]:
-    """The dictionary's variables in use, in the order they were added."""
-    return list(
-        session.exec(
-            select(PhenotypeVariable)
-            .where(PhenotypeVariable.retired_at.is_(None))
-            .order_by(PhenotypeVariable.id)
-        )
-    )
-
-
-def _selected(
-    session: Session,
-    recipe: _Recipe,
-    tally: Tally,
-    progress: Callable[[int, int], None] | None,
-) -> Iterator[Selected]:
-    # a progress bar's length costs a count of the candidates: only counted for a bar
-    total = count_candidates(session, recipe.query, recipe.reserved_by_run) if progress else 0
-    return select_cohort(
-        session, query=recipe.query, uses=recipe.uses, as_of=recipe.as_of,
-        window_days=recipe.window_days, tally=tally, reserved_by_run=recipe.reserved_by_run,
-        progress=(lambda n: progress(n, total)) if progress else None,
-    )  # fmt: skip
-
-
 def _new_run_code() -> str:
     return f"EX-{date.today():%Y%m%d}-{secrets.token_hex(3).upper()}"
-
-
-def _read_spool(spool) -> Iterator[tuple]:
-    for batch in unspool(spool, close=False):
-        yield from batch
-
-
-def _per_participant_columns(
-    variables: list[PhenotypeVariable], phenotype_columns: list[tuple[str, Column]]
-) -> set[str]:
-    """The phenotype columns with one value per participant (the per-participant file's)."""
-    scopes = {v.name: v.scope for v in variables}
-    return {c.name for name, c in phenotype_columns if scopes[name] is PhenotypeScope.participant}
-
-
-def _participant_file(target: Path, spool, columns: list[Column], per_participant: set[str]):
-    """One row per participant: participant-level columns and how many specimens."""
-    places = [at for at, c in enumerate(columns)
-              if c.role == "participant" or c.name in per_participant]  # fmt: skip
-    code_at = next(at for at, c in enumerate(columns) if c.name == "participant_code")
-    count = Column("specimens", "Specimens exported", kind="integer", role="participant")
-
-    def people() -> Iterator[tuple]:
-        current: list[Any] | None = None  # the participant's values, then its count
-        for row in _read_spool(spool):
-            if current is not None and current[0] == row[code_at]:
-                current[-1] += 1
-                continue
-            if current is not None:
-                yield tuple(current[1:])
-            current = [row[code_at], *(row[at] for at in places), 1]
-        if current is not None:
-            yield tuple(current[1:])
-
-    chosen = [columns[at] for at in places]
-    return tabular.write_csv(target / PARTICIPANT_FILE, [*chosen, count], people())
-
-
-# --- Replaying a run ----------------------------------------------------------------------------
-
-
-def replay_export(session: Session, *, actor: Actor, run_code: str) -> ReplayResult:
-    """Run an export again as recorded (its query, uses, mode and consent date, its codes) and
-    say whether every file comes out the same, and if not, what differs. The one place a past
-    consent date selects data: the files are compared and thrown away, never handed out."""
-    run = _run_to_replay(session, actor, run_code)
-    with tempfile.TemporaryDirectory(prefix="biobank-replay-") as folder:
-        again = _write_files(session, _Recipe.recorded(run), Path(folder))
-    differences = _differences(run, again)
-    audit.record(
-        session, actor=actor, action="export.replay", entity="export_run", entity_id=run.id,
-        after={"matches": not differences, "differences": differences},
-    )  # fmt: skip
-    return ReplayResult(run_code=run.run_code, matches=not differences, differences=differences)
-
-
-def _run_to_replay(session: Session, actor: Actor, run_code: str) -> ExportRun:
-    """A completed run the actor may export again (identified runs: admins only)."""
-    require(actor, Permission.export)  # before the lookup: a refusal says nothing of runs
-    run = _find_run(session, run_code.strip())
-    if run is None:
-        raise NotFound(f"no export run {run_code!r}", field="run", value=run_code)
-    if run.mode is DeidentificationMode.identified:
-        require(actor, Permission.export_identified)
-    if not run.manifest_sha256:
-        raise ValidationError(f"{run.run_code} never completed: there is nothing to replay",
-                              field="run", value=run_code)  # fmt: skip
-    return run
-
-
-def _differences(run: ExportRun, again: _Written) -> list[str]:
-    """What a replay wrote differently from the run's record: files, then counts."""
-    differences = []
-    for name, before in run.files.items():
-        now = next((f for f in again.files if f.name == name), None)
-        if now is None:
-            differences.append(f"{name}: not written again")
-        elif now.sha256 != before["sha256"]:
-            differences.append(
-                f"{name}: {before['rows']} rows then, {now.rows} now; contents differ"
-            )
-    counts = again.counts()
-    for key, value in run.counts.items():
-        if key in counts and counts[key] != value:
-            differences.append(f"{key}: {value} then, {counts[key]} now")
-    return differences
-
-
-class ExportRunRead(BaseModel):
-    run_code: str
-    created_at: datetime
-    created_by: str | None = None
-    mode: DeidentificationMode
-    uses: list[str]
-    formats: list[str]
-    as_of: date
-    counts: dict[str, int]
-    exclusions: dict[str, Any]
-    files: dict[str, Any]
-    dua_reference: str | None
-    reserve_request: str | None
-    manifest_sha256: str
-
-    @computed_field
-    @property
-    def completed(self) -> bool:
-        """Begun and finished: a run killed or failed part-way keeps its record, no manifest."""
-        return bool(self.manifest_sha256)
-
-
-def list_runs(session: Session, *, actor: Actor, limit: int = 200) -> list[ExportRunRead]:
-    """The export runs, newest first (never the key of their codes)."""
-    require(actor, Permission.export)
-    rows = session.execute(
-        sa.select(ExportRun, User.username)
-        .outerjoin(User, User.id == ExportRun.actor_id)
-        .order_by(ExportRun.created_at.desc(), ExportRun.id.desc())
-        .limit(limit)
-    ).all()
-    return [
-        ExportRunRead.model_validate(run, from_attributes=True).model_copy(
-            update={"created_by": username}
-        )
-        for run, username in rows
-    ]

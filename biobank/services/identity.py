@@ -23,20 +23,13 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from biobank.db import flush
 from biobank.domain.permissions import SYSTEM, Actor, Permission, require
+from biobank.domain.vocabulary import Role
 from biobank.errors import AuthenticationFailed, NotFound, ValidationError, parse_choice
-from biobank.models import (
-    PersonalToken,
-    PersonalTokenRead,
-    PinLockout,
-    Role,
-    SiteSetting,
-    User,
-    utcnow,
-)
+from biobank.models import PersonalToken, PersonalTokenRead, PinLockout, SiteSetting, User, utcnow
 from biobank.services import audit
 from biobank.services.users import HIDDEN, find_user, get_user, lift_locks
 
@@ -142,6 +135,7 @@ def sign_in(
 
 def _lockout_at(session: Session, user: User, workstation: str) -> PinLockout:
     """The user's wrong PINs at this workstation (a new, unsaved count if none)."""
+    assert user.id is not None
     found = session.exec(
         select(PinLockout).where(
             PinLockout.user_id == user.id, PinLockout.workstation == workstation
@@ -289,7 +283,7 @@ def identify(
     actor = actor_for(session, username=username, workstation=workstation)
     if sign_in_policy(session) is SignInPolicy.trusted:
         return Identified(actor)
-    if find_user(session, actor.username).pin_hash is not None:
+    if get_user(session, actor.username).pin_hash is not None:
         return Identified(actor, needs_pin=True)
     if claiming_pin_of == actor.username:
         return Identified(actor, needs_enrolment_code=True)
@@ -310,6 +304,7 @@ def _digest(secret: str) -> str:
 
 
 def _token_read(token: PersonalToken, username: str) -> PersonalTokenRead:
+    assert token.id is not None
     return PersonalTokenRead(
         id=token.id,
         username=username,
@@ -327,6 +322,7 @@ def create_token(
     if days is not None and days < 1:
         raise ValidationError("a token lasts at least 1 day", field="days", value=days)
     user = get_user(session, actor.username)
+    assert user.id is not None
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = PersonalToken(
         user_id=user.id,
@@ -351,14 +347,14 @@ def list_tokens(
     session: Session, *, actor: Actor, username: str | None = None
 ) -> list[PersonalTokenRead]:
     """One's own tokens; admins may list anyone's (`username=None` for an admin: everyone's)."""
-    query = select(PersonalToken, User.username).join(User, User.id == PersonalToken.user_id)
+    query = select(PersonalToken, User.username).join(User, col(User.id) == PersonalToken.user_id)
     if username is None and not actor.can(Permission.manage_users):
         username = actor.username
     if username is not None:
         if username != actor.username:
             require(actor, Permission.manage_users)
         query = query.where(User.username == username)
-    rows = session.exec(query.order_by(PersonalToken.id)).all()
+    rows = session.exec(query.order_by(col(PersonalToken.id))).all()
     return [_token_read(token, name) for token, name in rows]
 
 
@@ -368,7 +364,7 @@ def revoke_token(
     """Revoke one's own token, or (admins) anyone's. Revoked tokens stay listed."""
     row = session.exec(
         select(PersonalToken, User.username)
-        .join(User, User.id == PersonalToken.user_id)
+        .join(User, col(User.id) == PersonalToken.user_id)
         .where(PersonalToken.id == token_id)
     ).first()
     if row is None:
@@ -388,7 +384,7 @@ def authenticate_token(session: Session, *, secret: str, workstation: str) -> Ac
     """The user a personal token belongs to, if it is live and the user is active."""
     row = session.exec(
         select(PersonalToken, User)
-        .join(User, User.id == PersonalToken.user_id)
+        .join(User, col(User.id) == PersonalToken.user_id)
         .where(PersonalToken.secret_sha256 == _digest(secret))
     ).first()
     refused = AuthenticationFailed(

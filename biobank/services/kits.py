@@ -7,15 +7,15 @@ import secrets
 from datetime import datetime
 
 from pydantic import BaseModel
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.specimen_values import specimen_type_code
 from biobank.errors import ValidationError
 from biobank.models import Participant, ReservedAccession, Study, Visit
 from biobank.services import audit
 from biobank.services.participants import CODE_ALPHABET, find_visit, get_participant_row
 from biobank.services.specimen_ids import allocate_accession_ids
-from biobank.services.specimens import specimen_type_code
 
 MAX_KIT = 50
 
@@ -53,7 +53,8 @@ def reserve_kit(
     owner = get_participant_row(session, participant)
     visit_row = find_visit(session, owner, visit)
     type_code = specimen_type_code(specimen_type) if specimen_type else None
-    prefix = session.get(Study, owner.study_id).id_prefix
+    assert visit_row.id is not None  # a stored visit
+    prefix = session.get_one(Study, owner.study_id).id_prefix
     kit_code = "KIT-" + "".join(secrets.choice(CODE_ALPHABET) for _ in range(8))
     ids = allocate_accession_ids(session, prefix=prefix, count=count)
     for accession_id in ids:
@@ -61,7 +62,7 @@ def reserve_kit(
             ReservedAccession(
                 accession_id=accession_id,
                 kit_code=kit_code,
-                participant_id=owner.id,
+                participant_id=visit_row.participant_id,
                 visit_id=visit_row.id,
                 specimen_type=type_code,
                 reserved_by_id=actor.user_id,
@@ -93,8 +94,8 @@ def find_reserved(session: Session, accession_id: str) -> ReservedRead | None:
     is accessioned yet; None if no kit holds it. A scan of a kit tube is answered from here."""
     row = session.exec(
         select(ReservedAccession, Participant.code, Visit.label)
-        .join(Participant, Participant.id == ReservedAccession.participant_id)
-        .join(Visit, Visit.id == ReservedAccession.visit_id)
+        .join(Participant, col(Participant.id) == ReservedAccession.participant_id)
+        .join(Visit, col(Visit.id) == ReservedAccession.visit_id)
         .where(ReservedAccession.accession_id == accession_id)
     ).first()
     if row is None:
@@ -109,3 +110,37 @@ def find_reserved(session: Session, accession_id: str) -> ReservedRead | None:
         reserved_at=reserved.reserved_at,
         accessioned=reserved.specimen_id is not None,
     )
+
+
+def claim_kit_tube(
+    session: Session, kit_id: str, *, owner: Participant, visit: Visit | None, type_code: str
+) -> ReservedAccession:
+    """The reservation a kit tube's label names, checked against what is being accessioned
+    (the caller records the specimen on it)."""
+    code = kit_id.strip().upper()
+    reserved = session.exec(
+        select(ReservedAccession).where(ReservedAccession.accession_id == code)
+    ).first()
+    if reserved is None:
+        raise ValidationError(f"{code} is not a reserved kit ID", field="kit_id", value=kit_id)
+    if reserved.specimen_id is not None:
+        raise ValidationError(f"{code} is already accessioned", field="kit_id", value=kit_id)
+    if reserved.participant_id != owner.id:
+        raise ValidationError(
+            f"{code} was reserved for another participant, not {owner.code}",
+            field="participant",
+            value=owner.code,
+        )
+    if visit is not None and reserved.visit_id != visit.id:
+        raise ValidationError(
+            f"{code} was reserved for another visit, not {visit.label}",
+            field="visit",
+            value=visit.label,
+        )
+    if reserved.specimen_type and reserved.specimen_type != type_code:
+        raise ValidationError(
+            f"{code} was reserved for {reserved.specimen_type}, not {type_code}",
+            field="specimen_type",
+            value=type_code,
+        )
+    return reserved

@@ -18,8 +18,9 @@ from datetime import datetime, timedelta
 from sqlmodel import Session
 
 from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.vocabulary import Role
 from biobank.errors import ValidationError
-from biobank.models import Role, User, UserRead, utcnow
+from biobank.models import User, UserRead, utcnow
 from biobank.services import audit
 from biobank.services.identity import SignInAttempt, actor_of, system_at
 from biobank.services.users import (
@@ -98,7 +99,8 @@ def enrol(
     if not _matches(user.enrolment_code_sha256, code):
         _refused(session, user, workstation, "user.enrolment_refused", "wrong code")
         return SignInAttempt(None, _WRONG_ENROLMENT)
-    if user.enrolment_expires_at <= (now or utcnow()):
+    expires = user.enrolment_expires_at  # set with the code; a code without one is spent
+    if expires is None or expires <= (now or utcnow()):
         _refused(session, user, workstation, "user.enrolment_refused", "expired code")
         return SignInAttempt(
             None,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pydantic import BaseModel
-from sqlmodel import Session, func, select
+from sqlalchemy import ColumnElement
+from sqlmodel import Session, SQLModel, col, func, select
 
 from biobank.domain.permissions import Actor, Permission, require
-from biobank.models import Participant, Specimen, SpecimenStatus, Study, Visit
+from biobank.domain.vocabulary import SpecimenStatus
+from biobank.models import Participant, Specimen, Study, Visit
 
 
 class Overview(BaseModel):
@@ -20,12 +22,12 @@ def inventory_overview(session: Session, *, actor: Actor) -> Overview:
     """The counts a home screen shows: studies, participants, visits and available tubes."""
     require(actor, Permission.view_inventory)
 
-    def count(model, *where) -> int:
+    def count(model: type[SQLModel], *where: ColumnElement[bool]) -> int:
         return session.exec(select(func.count()).select_from(model).where(*where)).one()
 
     return Overview(
         studies=count(Study),
         participants=count(Participant),
         visits=count(Visit),
-        specimens_available=count(Specimen, Specimen.status == SpecimenStatus.available),
+        specimens_available=count(Specimen, col(Specimen.status) == SpecimenStatus.available),
     )

@@ -7,25 +7,25 @@ import re
 import secrets
 from collections import Counter
 from datetime import date
+from typing import Any
 
 from pydantic import BaseModel
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, col, select
 
 from biobank.db import flush
 from biobank.domain.identifiers import unknown_code
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.domain.visits import canonical_visit_label, visit_named
+from biobank.domain.vocabulary import ParticipantStatus, Sex
 from biobank.errors import AlreadyExists, NotFound, ValidationError, parse_choice
 from biobank.models import (
     IdentityRead,
     Participant,
     ParticipantIdentity,
     ParticipantRead,
-    ParticipantStatus,
     PhenotypeValue,
     PhenotypeVariable,
     ReservedAccession,
-    Sex,
     Specimen,
     Study,
     Visit,
@@ -58,6 +58,7 @@ def _read(
     visits: list[Visit] | None = None,
     identity: ParticipantIdentity | None = None,
 ) -> ParticipantRead:
+    assert participant.id is not None
     return ParticipantRead(
         id=participant.id,
         study_code=study_code,
@@ -72,6 +73,7 @@ def _read(
 
 
 def _visit_read(visit: Visit, participant_code: str) -> VisitRead:
+    assert visit.id is not None
     return VisitRead(
         id=visit.id,
         participant_code=participant_code,
@@ -97,15 +99,25 @@ def participant_visit(
     they have none by that label: `missing_visit` says so, once the caller has checked what
     comes first): in one query, as each accession needs them. The query brings all their
     visits (a few), as a label finds its visit by canonical form (`biobank.domain.visits`)."""
-    query = select(Participant, Study).join(Study, Study.id == Participant.study_id)
-    if label is not None:
-        query = query.add_columns(Visit).outerjoin(Visit, Visit.participant_id == Participant.id)
-    rows = session.exec(query.where(Participant.code == code.strip().upper())).all()
+    named_code = Participant.code == code.strip().upper()
+    if label is None:
+        found = session.exec(
+            select(Participant, Study)
+            .join(Study, col(Study.id) == Participant.study_id)
+            .where(named_code)
+        ).first()
+        if found is None:
+            raise _no_participant(code)
+        return found[0], found[1], None
+    rows = session.exec(
+        select(Participant, Study, Visit)
+        .join(Study, col(Study.id) == Participant.study_id)
+        .outerjoin(Visit, col(Visit.participant_id) == Participant.id)
+        .where(named_code)
+    ).all()
     if not rows:
         raise _no_participant(code)
-    participant, study = rows[0][:2]
-    if label is None:
-        return participant, study, None
+    participant, study = rows[0][0], rows[0][1]
     visits = {row[2].label: row[2] for row in rows if row[2] is not None}
     named = visit_named(visits, label, owner=participant.code)
     return participant, study, visits[named] if named else None
@@ -208,11 +220,13 @@ def add_participant(
     ):
         raise AlreadyExists("another participant has this MRN", field="mrn", value="(hidden)")
 
+    assert study_row.id is not None
     participant = Participant(
         study_id=study_row.id, code=code, sex=sex, birth_year=birth_year, enrolled_on=enrolled_on
     )
     session.add(participant)
     flush(session)
+    assert participant.id is not None
     audit.record(
         session,
         actor=actor,
@@ -264,7 +278,7 @@ def _visits(session: Session, participant: Participant) -> list[Visit]:
         session.exec(
             select(Visit)
             .where(Visit.participant_id == participant.id)
-            .order_by(Visit.visit_date, Visit.id)
+            .order_by(col(Visit.visit_date), col(Visit.id))
         )
     )
 
@@ -278,7 +292,7 @@ def show_participant(
     if with_identity:
         require(actor, Permission.read_phi)
     participant = get_participant_row(session, code)
-    study = session.get(Study, participant.study_id)
+    study = session.get_one(Study, participant.study_id)
     visits = _visits(session, participant)
     identity = None
     if with_identity:
@@ -302,8 +316,8 @@ def list_participants(
     require(actor, Permission.view_inventory)
     query = (
         select(Participant, Study.code)
-        .join(Study, Study.id == Participant.study_id)
-        .order_by(Participant.code)
+        .join(Study, col(Study.id) == Participant.study_id)
+        .order_by(col(Participant.code))
         .limit(limit)
         .offset(offset)
     )
@@ -314,11 +328,13 @@ def list_participants(
             Participant.status == parse_choice(ParticipantStatus, status, field="status")
         )
     if code_contains:
-        query = query.where(Participant.code.contains(code_contains.strip().upper()))
+        query = query.where(col(Participant.code).contains(code_contains.strip().upper()))
     rows = session.exec(query).all()
-    visits: dict[int, list[Visit]] = {p.id: [] for p, _ in rows}
+    visits: dict[int | None, list[Visit]] = {p.id: [] for p, _ in rows}
     for visit in session.exec(
-        select(Visit).where(Visit.participant_id.in_(visits)).order_by(Visit.visit_date, Visit.id)
+        select(Visit)
+        .where(col(Visit.participant_id).in_(visits))
+        .order_by(col(Visit.visit_date), col(Visit.id))
     ):
         visits[visit.participant_id].append(visit)
     return [_read(p, study_code, visits[p.id]) for p, study_code in rows]
@@ -343,6 +359,7 @@ def add_visit(
         raise AlreadyExists(
             f"participant {row.code} already has a visit {existing!r}", field="label", value=label
         )
+    assert row.id is not None
     visit = Visit(participant_id=row.id, label=label, visit_date=visit_date)
     session.add(visit)
     flush(session)
@@ -355,6 +372,10 @@ def add_visit(
         after=audit.snapshot(visit),
     )
     return _visit_read(visit, row.code)
+
+
+# What names a visit, and moves with it when it is merged into another.
+Moved = Specimen | PhenotypeValue | ReservedAccession
 
 
 class VisitMerge(BaseModel):
@@ -390,7 +411,7 @@ def merge_visits(
         v.variable_id: v
         for v in session.exec(select(PhenotypeValue).where(PhenotypeValue.visit_id == kept.id))
     }
-    moved: list[Specimen | PhenotypeValue | ReservedAccession] = []
+    moved: list[Moved] = []
     dropped: list[PhenotypeValue] = []
     for value in session.exec(select(PhenotypeValue).where(PhenotypeValue.visit_id == merged.id)):
         twin = kept_values.get(value.variable_id)
@@ -399,15 +420,18 @@ def merge_visits(
         elif _typed(twin) == _typed(value):
             dropped.append(value)
         else:
-            name = session.get(PhenotypeVariable, value.variable_id).name
+            name = session.get_one(PhenotypeVariable, value.variable_id).name
             raise ValidationError(
                 f"visits {kept.label!r} and {merged.label!r} of {owner.code} have different "
                 f"values of {name}: correct one of them first",
                 field="variable",
                 value=name,
             )
-    moved += session.exec(select(Specimen).where(Specimen.visit_id == merged.id))
-    moved += session.exec(select(ReservedAccession).where(ReservedAccession.visit_id == merged.id))
+    specimens = session.exec(select(Specimen).where(Specimen.visit_id == merged.id)).all()
+    kits = session.exec(
+        select(ReservedAccession).where(ReservedAccession.visit_id == merged.id)
+    ).all()
+    moved += [*specimens, *kits]
     befores = [audit.snapshot(row) for row in moved]
     for row in moved:
         row.visit_id = kept.id
@@ -417,9 +441,10 @@ def merge_visits(
         _change(row, "merge_visit", before=before, after=audit.snapshot(row), reason=reason)
         for row, before in zip(moved, befores, strict=True)
     ]
-    for row in [*dropped, merged]:  # the visit last: the dropped values name it
-        entries.append(_change(row, "delete", before=audit.snapshot(row), reason=reason))
-        session.delete(row)
+    deleted: list[PhenotypeValue | Visit] = [*dropped, merged]
+    for gone in deleted:  # the visit last: the dropped values name it
+        entries.append(_change(gone, "delete", before=audit.snapshot(gone), reason=reason))
+        session.delete(gone)
         flush(session)
     counts = Counter(type(row).__tablename__ for row in moved)
     counts["dropped_values"] = len(dropped)
@@ -450,7 +475,12 @@ def _typed(value: PhenotypeValue) -> tuple[object, ...]:
 
 
 def _change(
-    row: SQLModel, change: str, *, before: dict, after: dict | None = None, reason: str
+    row: Moved | Visit,
+    change: str,
+    *,
+    before: dict[str, Any],
+    after: dict[str, Any] | None = None,
+    reason: str,
 ) -> dict[str, object]:
     entity = row.__tablename__
     return {

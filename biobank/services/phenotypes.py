@@ -3,46 +3,30 @@
 Admins rename and retire variables rather than delete them: a variable keeps the names it had
 (saved queries, recorded exports and re-imports that use one still find it, and none is ever
 given to another variable), and a retired one keeps its values but takes no new ones.
-
-"The value at a specimen's collection" is the value of the specimen's own visit or, failing
-that, the latest value observed on or before the collection date within a window (settings:
-`phenotype_window_days`); a participant-level value (sex-like facts, classification, diagnosis
-date) applies to every specimen of the participant.
+A specimen's values at collection are `services.phenotype_at_collection`'s.
 """
 
 from __future__ import annotations
 
-import bisect
 import re
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from pydantic import BaseModel
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from biobank.db import flush, one_of
 from biobank.domain.permissions import Actor, Permission, require
-from biobank.domain.phenotypes import READERS, Spec, Stored, display, parse_value, typed
+from biobank.domain.phenotypes import Spec, Stored, display, parse_value, typed
+from biobank.domain.vocabulary import PhenotypeScope, PhenotypeType
 from biobank.errors import AlreadyExists, InvalidTransition, NotFound, ValidationError
-from biobank.models import (
-    Participant,
-    PhenotypeScope,
-    PhenotypeType,
-    PhenotypeValue,
-    PhenotypeVariable,
-    Specimen,
-    Visit,
-    utcnow,
-)
+from biobank.models import Participant, PhenotypeValue, PhenotypeVariable, Visit, utcnow
 from biobank.services import audit
 from biobank.services.participants import find_visit, get_participant_row
-from biobank.services.specimen_read import get_specimen
 
 VARIABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-DEFAULT_WINDOW_DAYS = 90
 
 
 class VariableRead(BaseModel):
@@ -106,11 +90,11 @@ def list_variables(
 ) -> list[VariableRead]:
     """The data dictionary, optionally one category; retired variables only if asked."""
     require(actor, Permission.view_inventory)
-    query = select(PhenotypeVariable).order_by(PhenotypeVariable.id)
+    query = select(PhenotypeVariable).order_by(col(PhenotypeVariable.id))
     if category:
         query = query.where(PhenotypeVariable.category == category.strip().lower())
     if not include_retired:
-        query = query.where(PhenotypeVariable.retired_at.is_(None))
+        query = query.where(col(PhenotypeVariable.retired_at).is_(None))
     return [variable_read(r) for r in session.exec(query)]
 
 
@@ -120,7 +104,7 @@ def variables_by_name(
     """Every variable under its name and under each name it had, so that what names it by an
     old name (a saved query, a recorded export, a re-import) still finds it. Retired ones only
     when asked: the REDCap import must know their names to leave them alone."""
-    rows = session.exec(select(PhenotypeVariable).order_by(PhenotypeVariable.id)).all()
+    rows = session.exec(select(PhenotypeVariable).order_by(col(PhenotypeVariable.id))).all()
     rows = [r for r in rows if include_retired or r.retired_at is None]
     found = {r.name: r for r in rows}
     for row in rows:
@@ -143,7 +127,11 @@ def _refuse_taken(session: Session, name: str, *, field: str, renaming: int | No
     """A name is never reused: not another variable's, nor one another variable had (what
     named that one by it would find this one)."""
     for variable_id, current, former in session.execute(
-        sa.select(PhenotypeVariable.id, PhenotypeVariable.name, PhenotypeVariable.former_names)
+        sa.select(
+            col(PhenotypeVariable.id),
+            col(PhenotypeVariable.name),
+            col(PhenotypeVariable.former_names),
+        )
     ):
         if variable_id == renaming:
             continue
@@ -308,14 +296,15 @@ def store_value(
         )
     if variable.scope is PhenotypeScope.participant:
         visit = None
-    where = [PhenotypeValue.variable_id == variable.id]
+    assert participant.id is not None and variable.id is not None  # stored rows
+    where = [col(PhenotypeValue.variable_id) == variable.id]
     if visit is not None:
-        where.append(PhenotypeValue.visit_id == visit.id)
+        where.append(col(PhenotypeValue.visit_id) == visit.id)
         observed_on = visit.visit_date
     else:
         where += [
-            PhenotypeValue.participant_id == participant.id,
-            PhenotypeValue.visit_id.is_(None),
+            col(PhenotypeValue.participant_id) == participant.id,
+            col(PhenotypeValue.visit_id).is_(None),
         ]
     row = session.exec(select(PhenotypeValue).where(*where)).first()
     label = visit.label if visit is not None else None
@@ -438,16 +427,16 @@ def participant_phenotypes(session: Session, *, actor: Actor, participant: str) 
     require(actor, Permission.view_inventory)
     person = get_participant_row(session, participant)
     rows = session.execute(
-        sa.select(PhenotypeValue, PhenotypeVariable, Visit.label)
-        .join(PhenotypeVariable, PhenotypeVariable.id == PhenotypeValue.variable_id)
-        .outerjoin(Visit, Visit.id == PhenotypeValue.visit_id)
-        .where(PhenotypeValue.participant_id == person.id)
+        sa.select(PhenotypeValue, PhenotypeVariable, col(Visit.label))
+        .join(PhenotypeVariable, col(PhenotypeVariable.id) == PhenotypeValue.variable_id)
+        .outerjoin(Visit, col(Visit.id) == PhenotypeValue.visit_id)
+        .where(col(PhenotypeValue.participant_id) == person.id)
         .order_by(
-            PhenotypeValue.visit_id.is_not(None),
-            PhenotypeValue.observed_on.is_not(None),  # undated first on every engine
-            PhenotypeValue.observed_on,
-            PhenotypeValue.visit_id,
-            PhenotypeVariable.id,
+            col(PhenotypeValue.visit_id).is_not(None),
+            col(PhenotypeValue.observed_on).is_not(None),  # undated first on every engine
+            col(PhenotypeValue.observed_on),
+            col(PhenotypeValue.visit_id),
+            col(PhenotypeVariable.id),
         )
     ).all()
     return [_value_read(value, variable, label) for value, variable, label in rows]
@@ -473,170 +462,18 @@ def stored_values(
     """The values stored of the `variables` (ids), of the `participants` or the `visits` given
     (ids); with `participant_level`, only the values of no visit. In no particular order."""
     query = sa.select(
-        PhenotypeValue.participant_id,
-        PhenotypeValue.visit_id,
-        PhenotypeValue.variable_id,
-        PhenotypeValue.value_number,
-        PhenotypeValue.value_text,
-        PhenotypeValue.value_date,
-    ).where(one_of(session, PhenotypeValue.variable_id, variables))
+        col(PhenotypeValue.participant_id),
+        col(PhenotypeValue.visit_id),
+        col(PhenotypeValue.variable_id),
+        col(PhenotypeValue.value_number),
+        col(PhenotypeValue.value_text),
+        col(PhenotypeValue.value_date),
+    ).where(one_of(session, col(PhenotypeValue.variable_id), variables))
     if participants is not None:
-        query = query.where(one_of(session, PhenotypeValue.participant_id, participants))
+        query = query.where(one_of(session, col(PhenotypeValue.participant_id), participants))
     if visits is not None:
-        query = query.where(one_of(session, PhenotypeValue.visit_id, visits))
+        query = query.where(one_of(session, col(PhenotypeValue.visit_id), visits))
     if participant_level:
-        query = query.where(PhenotypeValue.visit_id.is_(None))
+        query = query.where(col(PhenotypeValue.visit_id).is_(None))
     for participant_id, visit_id, variable_id, number, text, day in session.execute(query):
         yield StoredValue(participant_id, visit_id, variable_id, Stored(number, text, day))
-
-
-# --- The value at collection ------------------------------------------------------------------
-
-
-class Collected(NamedTuple):
-    """A specimen as the linkage sees it (a tuple: an export makes one per specimen)."""
-
-    specimen_id: int
-    participant_id: int
-    visit_id: int | None
-    collected_on: date | None
-
-    @classmethod
-    def of(cls, row: sa.Row) -> Collected:
-        """A row of `collection_dates_query`: the day drawn, else its visit's date, else the
-        day received. A time counts on this workstation's calendar, where it was entered
-        (SQLite cannot cast a timestamp to a date, so the day is taken here)."""
-        specimen_id, participant_id, visit_id, collected_at, visit_date, received_at = row
-        if collected_at is not None:
-            day = _local_day(collected_at)
-        elif visit_date is not None:
-            day = visit_date
-        else:
-            day = _local_day(received_at) if received_at is not None else None
-        return cls(specimen_id, participant_id, visit_id, day)
-
-
-def stored_time(column: sa.ColumnElement) -> sa.ColumnElement:
-    """A stored time read as the driver gives it (see `_local_day`), without the model
-    type's per-value conversion to an aware UTC time: a cohort reads one per specimen."""
-    return sa.type_coerce(column, sa.DateTime(timezone=True))
-
-
-def _local_day(moment: datetime) -> date:
-    """The day on this workstation's calendar of a stored time, which is UTC (and comes
-    without a zone from SQLite)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone().date()
-
-
-def collection_dates_query() -> sa.Select:
-    """What dates each specimen's collection (see `Collected.of`)."""
-    return sa.select(
-        Specimen.id,
-        Specimen.participant_id,
-        Specimen.visit_id,
-        stored_time(Specimen.collected_at),
-        Visit.visit_date,
-        stored_time(Specimen.received_at),
-    ).outerjoin(Visit, Visit.id == Specimen.visit_id)
-
-
-def values_at_collection(
-    session: Session,
-    *,
-    specimens: Iterable[Collected],
-    variables: Iterable[PhenotypeVariable],
-    window_days: int = DEFAULT_WINDOW_DAYS,
-) -> dict[int, dict[str, Any]]:
-    """For each specimen, each variable's typed value at collection (absent when none).
-    Specimens of one collection share their dict: read it, do not change it."""
-    specimens, variables = list(specimens), list(variables)
-    if not specimens or not variables:
-        return {s.specimen_id: {} for s in specimens}
-    # Plain lookups made once: the loops below run per value and per specimen.
-    kinds = {
-        v.id: (v.name, READERS[v.value_type], v.scope is PhenotypeScope.participant)
-        for v in variables
-    }
-    participants = sorted({s.participant_id for s in specimens})
-    fixed: dict[int, dict[str, Any]] = defaultdict(dict)  # participant -> its own values
-    own: dict[int, dict[str, Any]] = defaultdict(dict)  # visit -> that visit's values
-    # participant -> day -> what was observed that day (of a variable seen twice that day, the
-    # last value read)
-    dated: dict[int, dict[date, dict[str, Any]]] = defaultdict(dict)
-    for start in range(0, len(participants), 1000):
-        chunk = participants[start : start + 1000]
-        rows = session.connection().execute(  # Core rows: no ORM result layer per value
-            sa.select(
-                PhenotypeValue.participant_id,
-                PhenotypeValue.visit_id,
-                PhenotypeValue.variable_id,
-                PhenotypeValue.observed_on,
-                PhenotypeValue.value_number,
-                PhenotypeValue.value_text,
-                PhenotypeValue.value_date,
-            ).where(
-                one_of(session, PhenotypeValue.participant_id, chunk),
-                one_of(session, PhenotypeValue.variable_id, kinds),
-            )
-        )
-        for pid, visit_id, var_id, observed_on, number, text, day in rows:
-            name, read, per_participant = kinds[var_id]
-            value = read(number, text, day)
-            if per_participant:
-                fixed[pid][name] = value
-                continue
-            if visit_id is not None:
-                own[visit_id][name] = value
-            if observed_on is not None:
-                on_day = dated[pid].get(observed_on)
-                if on_day is None:
-                    on_day = dated[pid][observed_on] = {}
-                on_day[name] = value
-    days = {pid: sorted(by_day) for pid, by_day in dated.items()}  # each participant's, in order
-    window = timedelta(days=window_days)
-    result: dict[int, dict[str, Any]] = {}
-    # Specimens of one visit drawn the same day have the same values: one dict serves them all.
-    found_for: dict[tuple[int, int | None, date | None], dict[str, Any]] = {}
-    for s in specimens:
-        key = (s.participant_id, s.visit_id, s.collected_on)
-        found = found_for.get(key)
-        if found is None:
-            found = found_for[key] = dict(fixed.get(s.participant_id, ()))
-            if s.visit_id is not None:
-                found.update(own.get(s.visit_id, ()))
-            if s.collected_on is not None and s.participant_id in days:
-                # only what the specimen's own visit lacks falls back to an earlier
-                # observation: the latest within the window, day by day back from collection
-                observed, by_day = days[s.participant_id], dated[s.participant_id]
-                earliest = s.collected_on - window
-                at = bisect.bisect_right(observed, s.collected_on)
-                while at and observed[at - 1] >= earliest:
-                    at -= 1
-                    for name, value in by_day[observed[at]].items():
-                        found.setdefault(name, value)
-        result[s.specimen_id] = found
-    return result
-
-
-def specimen_phenotypes(
-    session: Session,
-    *,
-    actor: Actor,
-    accession: str,
-    window_days: int = DEFAULT_WINDOW_DAYS,
-) -> dict[str, Any]:
-    """One specimen's phenotype at collection, by variable name (aliquots share theirs)."""
-    require(actor, Permission.view_inventory)
-    if window_days < 0:
-        raise ValidationError("the window is zero or more days", field="window_days")
-    specimen = get_specimen(session, accession)
-    row = session.execute(collection_dates_query().where(Specimen.id == specimen.id)).one()
-    variables = session.exec(select(PhenotypeVariable).order_by(PhenotypeVariable.id)).all()
-    return values_at_collection(
-        session,
-        specimens=[Collected.of(row)],
-        variables=variables,
-        window_days=window_days,
-    )[specimen.id]

@@ -13,24 +13,26 @@ import csv
 import hashlib
 import io
 import re
+from _csv import Reader
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, computed_field
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from biobank.domain.identifiers import check_specimen_id, normalize_scan
 from biobank.domain.lifecycle import ALLOWED
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.domain.positions import parse_position, position_label
+from biobank.domain.vocabulary import SpecimenStatus
 from biobank.errors import ValidationError
 from biobank.inputs import SMALL_LIMIT, read_input
-from biobank.models import Specimen, SpecimenStatus, StorageUnit
-from biobank.services import audit, custody
+from biobank.models import Specimen, StorageUnit
+from biobank.services import audit, custody, slots
 from biobank.services.events import slot_text
-from biobank.services.storage import get_unit
+from biobank.services.storage import get_unit, holder_grid
 
 Status = Literal["match", "moved", "unexpected", "missing", "unread", "empty"]
 STATUSES: tuple[Status, ...] = ("match", "moved", "unexpected", "missing", "unread", "empty")
@@ -86,15 +88,17 @@ class ReconcileReport(BaseModel):
     missing: list[str]
     released: list[str]
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]  # mypy takes no decorator over a property
     @property
     def counts(self) -> dict[str, int]:
         """Positions by status, but missing counts the tubes a commit marks missing: a tube seen
         nowhere is missing even where another tube (moved or unexpected) now stands."""
-        counts = {status: sum(line.status == status for line in self.lines) for status in STATUSES}
+        counts: dict[str, int] = {
+            status: sum(line.status == status for line in self.lines) for status in STATUSES
+        }
         return counts | {"missing": len(self.missing)}
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]  # mypy takes no decorator over a property
     @property
     def in_agreement(self) -> bool:
         """Every position a match, or empty as recorded."""
@@ -146,7 +150,7 @@ def read_rack_scan(text: str) -> list[ScanRow]:
         ) from None
 
 
-def _scan_rows(reader) -> list[ScanRow]:
+def _scan_rows(reader: Reader) -> list[ScanRow]:
     """The rows a `csv.reader` of the scan gives (its `line_num` is their row)."""
     header = next(reader, None)
     if not header:
@@ -193,6 +197,7 @@ def _grid(rows: list[ScanRow], box: StorageUnit) -> dict[tuple[int, int], ScanRo
     """Each row at its (row, column) of the box: the rack must be this box, and every
     position inside the grid and given once."""
     grid: dict[tuple[int, int], ScanRow] = {}
+    size = holder_grid(box)
     for line in rows:
         if line.rack is not None and normalize_scan(line.rack) != box.barcode:
             raise ValidationError(
@@ -203,7 +208,7 @@ def _grid(rows: list[ScanRow], box: StorageUnit) -> dict[tuple[int, int], ScanRo
             )
         try:
             key = parse_position(
-                line.position, rows=box.grid_rows, cols=box.grid_cols, scheme=box.position_labels
+                line.position, rows=size[0], cols=size[1], scheme=box.position_labels
             )
         except ValidationError as error:
             raise ValidationError(
@@ -228,26 +233,27 @@ def _identify(
     tubes = {key: line for key, line in grid.items() if line.reading == "tube"}
     codes = {line.code for line in tubes.values()}
     legacy = codes | {line.raw for line in tubes.values()}
-    by_accession, by_legacy = {}, {}
+    by_accession: dict[str, Specimen] = {}
+    by_legacy: dict[str, Specimen] = {}
     if tubes:
-        for specimen in session.exec(
+        for row in session.exec(
             select(Specimen).where(
-                sa.or_(Specimen.accession_id.in_(codes), Specimen.legacy_id.in_(legacy))
+                sa.or_(col(Specimen.accession_id).in_(codes), col(Specimen.legacy_id).in_(legacy))
             )
         ):
-            by_accession[specimen.accession_id] = specimen
-            if specimen.legacy_id is not None:
-                by_legacy.setdefault(specimen.legacy_id, specimen)
+            by_accession[row.accession_id] = row
+            if row.legacy_id is not None:
+                by_legacy.setdefault(row.legacy_id, row)
     found: dict[tuple[int, int], Specimen] = {}
-    first_row: dict[int, ScanRow] = {}
+    first_row: dict[str, ScanRow] = {}  # by accession ID
     for key, line in tubes.items():
         specimen = (
             by_accession.get(line.code) or by_legacy.get(line.raw) or by_legacy.get(line.code)
         )
         if specimen is None:
             continue
-        if specimen.id in first_row:
-            earlier = first_row[specimen.id]
+        if specimen.accession_id in first_row:
+            earlier = first_row[specimen.accession_id]
             raise ValidationError(
                 f"{specimen.accession_id} is read at {earlier.position} (row {earlier.row}) "
                 f"and again at {line.position}",
@@ -255,7 +261,7 @@ def _identify(
                 value=line.raw,
                 row=line.row,
             )
-        first_row[specimen.id] = line
+        first_row[specimen.accession_id] = line
         found[key] = specimen
     return found
 
@@ -279,8 +285,10 @@ def _compare(
         for s in session.exec(select(Specimen).where(Specimen.box_id == box.id))
     }
 
+    rows, cols = holder_grid(box)
+
     def label(key: tuple[int, int]) -> str:
-        return position_label(*key, cols=box.grid_cols, scheme=box.position_labels)
+        return position_label(*key, cols=cols, scheme=box.position_labels)
 
     found_at = {s.id: key for key, s in found.items() if s.status in custody.PLACEABLE}
     plan = _Plan([], [], [], [])
@@ -303,13 +311,13 @@ def _compare(
             if out.status == "empty":
                 out.note = f"found at {label(found_at[tube.id])}"
         elif out.status != "empty":  # another tube, known or not, stands in its place
-            out.note += f"; {tube.accession_id} " + (gone(tube) or "not found: missing")
+            out.note = f"{out.note}; {tube.accession_id} {gone(tube) or 'not found: missing'}"
         elif tube.status == SpecimenStatus.checked_out:
             out.note = "checked out: its position is held"
         else:
             out.status, out.note = "missing", gone(tube)
 
-    for key in ((r, c) for r in range(1, box.grid_rows + 1) for c in range(1, box.grid_cols + 1)):
+    for key in ((r, c) for r in range(1, rows + 1) for c in range(1, cols + 1)):
         line, expected, tube = grid.get(key), recorded.get(key), found.get(key)
         out = ReconcileLine(  # unread, unless the scan says more
             position=label(key),
@@ -378,7 +386,7 @@ def reconcile_box(
     if not unit.holds_specimens:
         raise ValidationError(f"{unit.barcode} is a {unit.kind}, not a box", field="box", value=box)
     if commit:
-        unit = custody.lock_box(session, unit.id)
+        unit = slots.lock_box(session, unit)
     grid = _grid(read_rack_scan(scan), unit)
     plan = _compare(session, unit, grid, _identify(session, grid))
     report = ReconcileReport(

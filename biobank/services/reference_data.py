@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib.resources import files
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 from sqlmodel import Session
@@ -23,10 +23,23 @@ from biobank.services import audit
 from biobank.services.phenotypes import VariableRead, check_definition
 
 
+class StatementData(TypedDict):
+    code: str
+    text: str
+
+
+class ReferenceData(TypedDict):
+    statements: list[StatementData]
+    variables: list[dict[str, Any]]  # each a phenotype variable's definition, as JSON has it
+
+
 @cache
-def lupus_core() -> dict[str, Any]:
+def lupus_core() -> ReferenceData:
     """The shipped reference data (dictionary and consent statements), read once."""
-    return json.loads(files("biobank").joinpath("reference/lupus_core.json").read_text("utf-8"))
+    core: ReferenceData = json.loads(
+        files("biobank").joinpath("reference/lupus_core.json").read_text("utf-8")
+    )
+    return core
 
 
 def install_reference_data(session: Session) -> int:

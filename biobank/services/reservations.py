@@ -17,19 +17,13 @@ from datetime import date, datetime
 
 import sqlalchemy as sa
 from pydantic import BaseModel
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from biobank.db import flush, one_of
 from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.vocabulary import Role, SpecimenStatus
 from biobank.errors import InvalidTransition, NotFound, PermissionDenied, ValidationError
-from biobank.models import (
-    Role,
-    Specimen,
-    SpecimenReservation,
-    SpecimenStatus,
-    User,
-    utcnow,
-)
+from biobank.models import Specimen, SpecimenReservation, User, utcnow
 from biobank.services import audit
 from biobank.services.consent_checks import consent_decisions, known_uses, require_consent
 from biobank.services.events import record_event
@@ -38,7 +32,7 @@ from biobank.tabular import chunks
 
 BATCH = 1000
 HANDED_OVER = frozenset({SpecimenStatus.checked_out, SpecimenStatus.distributed})
-STANDING = SpecimenReservation.ended_at.is_(None)
+STANDING = col(SpecimenReservation.ended_at).is_(None)
 
 
 class ReservationSummary(BaseModel):
@@ -62,10 +56,10 @@ def _request(text: str | None) -> str:
     return request
 
 
-def standing_reservation(session: Session, specimen_id: int) -> SpecimenReservation | None:
+def standing_reservation(session: Session, specimen: Specimen) -> SpecimenReservation | None:
     """The reservation a tube is under now, if any (ended ones are history)."""
     return session.exec(
-        select(SpecimenReservation).where(SpecimenReservation.specimen_id == specimen_id, STANDING)
+        select(SpecimenReservation).where(SpecimenReservation.specimen_id == specimen.id, STANDING)
     ).first()
 
 
@@ -82,18 +76,20 @@ def reserve_specimens(
     participant's consent allows every use today. The others are left out and counted by
     reason: reserved for another request (or already for this one), not available, consent."""
     require(actor, Permission.export)
+    owner = actor.user_id
+    assert owner is not None, "a reservation is owned by a signed-in user, not the system"
     request, uses = _request(request), known_uses(session, uses)
     today = date.today()
-    taken, left_out = 0, Counter()
+    taken, left_out = 0, Counter[str]()
     for batch in chunks(specimen_ids, BATCH):
         rows = session.execute(
             select(Specimen, SpecimenReservation.request)
             .outerjoin(
                 SpecimenReservation,
-                sa.and_(SpecimenReservation.specimen_id == Specimen.id, STANDING),
+                sa.and_(col(SpecimenReservation.specimen_id) == Specimen.id, STANDING),
             )
-            .where(one_of(session, Specimen.id, batch))
-            .order_by(Specimen.id)
+            .where(one_of(session, col(Specimen.id), batch))
+            .order_by(col(Specimen.id))
         ).all()
         decisions = consent_decisions(
             session, participant_ids={s.participant_id for s, _ in rows}, uses=uses, as_of=today
@@ -116,7 +112,7 @@ def reserve_specimens(
             session.add(
                 SpecimenReservation(
                     specimen_id=specimen.id, request=request, uses=uses,
-                    owner_id=actor.user_id, export_run_id=export_run_id,
+                    owner_id=owner, export_run_id=export_run_id,
                 )
             )  # fmt: skip
             record_event(
@@ -157,7 +153,7 @@ def release_reservations(
     if bool(accessions) == bool(request and request.strip()):
         raise ValidationError("name the tubes or the request, not both", field="request")
     query = select(SpecimenReservation, Specimen).join(
-        Specimen, Specimen.id == SpecimenReservation.specimen_id
+        Specimen, col(Specimen.id) == SpecimenReservation.specimen_id
     ).where(STANDING)  # fmt: skip
     if request:
         rows = session.exec(query.where(SpecimenReservation.request == request.strip())).all()
@@ -166,7 +162,7 @@ def release_reservations(
                            value=request)  # fmt: skip
     else:
         wanted = {a.strip().upper() for a in accessions or []}
-        rows = session.exec(query.where(Specimen.accession_id.in_(wanted))).all()
+        rows = session.exec(query.where(col(Specimen.accession_id).in_(wanted))).all()
         missing = sorted(wanted - {s.accession_id for _, s in rows})
         if missing:
             refuse_misread(missing[0])  # a bad check character is a misread, not "not reserved"
@@ -216,7 +212,7 @@ def follow_status(
     the status the tube takes."""
     if specimen.status not in (SpecimenStatus.reserved, SpecimenStatus.checked_out):
         return new_status
-    reservation = standing_reservation(session, specimen.id)
+    reservation = standing_reservation(session, specimen)
     if reservation is None:
         return new_status
     if specimen.status is SpecimenStatus.reserved and new_status is SpecimenStatus.available:
@@ -257,8 +253,8 @@ def list_reservations(
     require(actor, Permission.view_inventory)
     query = (
         select(SpecimenReservation, Specimen.accession_id, User.username)
-        .join(Specimen, Specimen.id == SpecimenReservation.specimen_id)
-        .outerjoin(User, User.id == SpecimenReservation.owner_id)
+        .join(Specimen, col(Specimen.id) == SpecimenReservation.specimen_id)
+        .outerjoin(User, col(User.id) == SpecimenReservation.owner_id)
         .order_by(SpecimenReservation.request, Specimen.accession_id)
     )
     if standing_only:

@@ -27,8 +27,9 @@ from biobank.domain.identifiers import (
 )
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.models import Participant, StorageUnit, User
-from biobank.services.consent import ConsentStatusRead, consent_status, pull_item
+from biobank.services.consent import ConsentStatusRead, consent_status
 from biobank.services.kits import ReservedRead, find_reserved
+from biobank.services.pulls import pull_item
 from biobank.services.specimen_read import SpecimenRead, find_specimen
 from biobank.services.specimens import SpecimenDetail, show_specimen
 from biobank.services.storage import BoxView, UnitRead, box_view, unit_read

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
@@ -65,7 +65,7 @@ _ENUMS = ("kind", "unit", "status")
 
 
 @cache
-def _query() -> sa.Select:
+def _query() -> sa.Select[*tuple[Any, ...]]:
     """The read model's columns in `_OWN_COLUMNS + _JOINED` order, then what places the tube.
 
     Enumerations are read as their stored text (the read model's own type)."""
@@ -95,14 +95,14 @@ def _query() -> sa.Select:
 
 
 @cache
-def _by(column: str) -> sa.Select:
+def _by(column: str) -> sa.Select[*tuple[Any, ...]]:
     return _query().where(Specimen.__table__.c[column] == sa.bindparam("value"))
 
 
 _NAMES = _OWN_COLUMNS + _JOINED
 
 
-def _read(row: Sequence) -> SpecimenRead:
+def _read(row: Sequence[Any]) -> SpecimenRead:
     """The read model of one row of `_query()`."""
     fields = dict(zip(_NAMES, row[: len(_NAMES)], strict=True))
     row_, col, path, cols, labels = row[len(_NAMES) :]
@@ -144,7 +144,9 @@ def _driver_sql(dialect: sa.Dialect, column: str) -> tuple[str, bool]:
 _DRIVER_SQL: dict[tuple[str, str, str], tuple[str, bool]] = {}
 
 
-def _converted(dialect: sa.Dialect, description: Sequence, row: Sequence) -> list:
+def _converted(
+    dialect: sa.Dialect, description: Sequence[Sequence[Any]], row: Sequence[Any]
+) -> list[Any]:
     """A driver's row of `_query()` with each column's result processor applied (chosen once per
     kind of database, from the types the driver reports, as SQLAlchemy chooses them)."""
     key = (dialect.name, dialect.driver)
@@ -186,10 +188,14 @@ def specimen_read(session: Session, specimen: Specimen) -> SpecimenRead:
     return _read(row)
 
 
-def _held(session: Session, specimen: Specimen) -> tuple | None:
+# The rows a specimen's read model joins: its participant, visit, parent and box.
+_Joined = tuple[Participant, Visit | None, Specimen | None, StorageUnit | None]
+
+
+def _held(session: Session, specimen: Specimen) -> _Joined | None:
     """The participant, visit, parent and box of `specimen` (None where it has none), if the
     session holds every one of them; else None."""
-    found = []
+    found: list[object] = []
     for model, key in (
         (Participant, specimen.participant_id),
         (Visit, specimen.visit_id),
@@ -200,7 +206,7 @@ def _held(session: Session, specimen: Specimen) -> tuple | None:
         if key is not None and row is None:
             return None
         found.append(row)
-    return tuple(found)
+    return cast(_Joined, tuple(found))  # the identity map is untyped: each is of its model
 
 
 def _as_read(value: Any) -> Any:

@@ -8,17 +8,19 @@ Units sit at positions of their parent as tubes sit at positions of a box. Each 
 from __future__ import annotations
 
 import uuid
+from functools import partial
 
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.orm import aliased
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from biobank.db import flush
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.domain.positions import fill_sequence, parse_position, position_label
+from biobank.domain.vocabulary import FillOrder, PositionLabels
 from biobank.errors import AlreadyExists, NotFound, PositionOccupied, ValidationError
-from biobank.models import FillOrder, PositionLabels, Specimen, StorageUnit
+from biobank.models import Specimen, StorageUnit
 from biobank.services import audit
 from biobank.services.events import record_event
 
@@ -73,21 +75,39 @@ def get_unit(session: Session, barcode: str, *, field: str = "unit") -> StorageU
     return unit
 
 
+def grid_of(unit: StorageUnit) -> tuple[int, int] | None:
+    """A unit's (rows, columns), or None when it has no grid (the schema sets both or neither)."""
+    if unit.grid_rows is None or unit.grid_cols is None:
+        return None
+    return unit.grid_rows, unit.grid_cols
+
+
+def holder_grid(unit: StorageUnit) -> tuple[int, int]:
+    """The grid of a unit that has one: a box (one that holds tubes is made with a grid), or
+    the parent a unit has a position in."""
+    grid = grid_of(unit)
+    if grid is None:
+        raise ValidationError(f"{unit.barcode} has no grid", field="grid", value=unit.barcode)
+    return grid
+
+
 PATH_SEPARATOR = " > "
 
 
 def unit_read(session: Session, unit: StorageUnit) -> UnitRead:
-    """A unit as returned to callers, with its position in its parent as a label."""
+    """A unit as returned to callers (a stored one: it has its id), with its position in its
+    parent as a label."""
+    assert unit.id is not None
     parent = session.get(StorageUnit, unit.parent_id) if unit.parent_id else None
     position = None
-    if parent is not None and unit.position_row is not None:
+    if parent is not None and unit.position_row is not None and unit.position_col is not None:
         position = position_label(
             unit.position_row,
             unit.position_col,
-            cols=parent.grid_cols,
+            cols=holder_grid(parent)[1],
             scheme=parent.position_labels,
         )
-    has_grid = unit.grid_rows is not None
+    grid = grid_of(unit)
     return UnitRead(
         id=unit.id,
         kind=unit.kind,
@@ -96,9 +116,9 @@ def unit_read(session: Session, unit: StorageUnit) -> UnitRead:
         path=unit.path,
         parent_barcode=parent.barcode if parent else None,
         position=position,
-        grid=f"{unit.grid_rows}x{unit.grid_cols}" if has_grid else None,
+        grid=f"{grid[0]}x{grid[1]}" if grid else None,
         holds_specimens=unit.holds_specimens,
-        capacity=unit.grid_rows * unit.grid_cols if has_grid else None,
+        capacity=grid[0] * grid[1] if grid else None,
         free_slots=unit.free_slots,
         temperature_class=unit.temperature_class,
         allowed_types=unit.allowed_types,
@@ -238,33 +258,32 @@ def _position_in(
     free one; nowhere in particular when the parent has no grid."""
     if parent.holds_specimens:
         raise ValidationError(f"{parent.barcode} holds tubes, not storage units", field=field)
-    if parent.grid_rows is None:
+    grid = grid_of(parent)
+    if grid is None:
         if position is not None:
             raise ValidationError(
                 f"{parent.barcode} has no grid: give no position", field="position"
             )
         return None, None
     if position is None:
-        return _first_free_unit_position(session, parent)
-    row, col = (
+        return _first_free_unit_position(session, parent, grid)
+    row, column = (
         position
         if isinstance(position, tuple)
-        else parse_position(
-            position, rows=parent.grid_rows, cols=parent.grid_cols, scheme=parent.position_labels
-        )
+        else parse_position(position, rows=grid[0], cols=grid[1], scheme=parent.position_labels)
     )
     occupant = session.exec(
         select(StorageUnit.name).where(
             StorageUnit.parent_id == parent.id,
             StorageUnit.position_row == row,
-            StorageUnit.position_col == col,
+            StorageUnit.position_col == column,
         )
     ).first()
     if occupant is not None:
         raise PositionOccupied(
             f"{parent.name} {position} is taken by {occupant}", field="position", value=position
         )
-    return row, col
+    return row, column
 
 
 def _check_name_free(
@@ -281,7 +300,9 @@ def _check_name_free(
         )
 
 
-def _first_free_unit_position(session: Session, parent: StorageUnit) -> tuple[int, int]:
+def _first_free_unit_position(
+    session: Session, parent: StorageUnit, grid: tuple[int, int]
+) -> tuple[int, int]:
     taken = set(
         session.exec(
             select(StorageUnit.position_row, StorageUnit.position_col).where(
@@ -289,10 +310,10 @@ def _first_free_unit_position(session: Session, parent: StorageUnit) -> tuple[in
             )
         ).all()
     )
-    for row in range(1, parent.grid_rows + 1):
-        for col in range(1, parent.grid_cols + 1):
-            if (row, col) not in taken:
-                return row, col
+    for row in range(1, grid[0] + 1):
+        for column in range(1, grid[1] + 1):
+            if (row, column) not in taken:
+                return row, column
     raise ValidationError(f"{parent.barcode} ({parent.name}) is full", field="parent")
 
 
@@ -320,59 +341,45 @@ def add_freezer(
     ):
         if not 1 <= value <= 1000:
             raise ValidationError(f"{field} must be 1-1000", field=field, value=value)
-    common = {
-        "actor": actor,
-        "barcode": None,
-        "position_labels": PositionLabels.letter_number,
-        "fill_order": FillOrder.row_major,
-        "temperature_class": temperature_class,
-        "allowed_types": None,
-        "holds_specimens": False,
-    }
-    freezer = _create_unit(
+    create = partial(  # what every unit of the template shares; boxes set more
+        _create_unit,
         session,
+        actor=actor,
+        barcode=None,
+        position_labels=PositionLabels.letter_number,
+        fill_order=FillOrder.row_major,
+        temperature_class=temperature_class,
+        allowed_types=None,
+        holds_specimens=False,
+    )
+    freezer = create(
         kind="freezer",
         name=name,
         parent=get_unit(session, parent, field="parent") if parent else None,
         position=None,
         grid=(shelves, 1),
-        **common,
     )
     for s in range(1, shelves + 1):
-        shelf = _create_unit(
-            session,
-            kind="shelf",
-            name=f"Shelf {s}",
-            parent=freezer,
-            position=(s, 1),
+        shelf = create(
+            kind="shelf", name=f"Shelf {s}", parent=freezer, position=(s, 1),
             grid=(1, racks_per_shelf),
-            **common,
-        )
+        )  # fmt: skip
         for r in range(1, racks_per_shelf + 1):
-            rack = _create_unit(
-                session,
-                kind="rack",
-                name=f"Rack {r}",
-                parent=shelf,
-                position=(1, r),
+            rack = create(
+                kind="rack", name=f"Rack {r}", parent=shelf, position=(1, r),
                 grid=(boxes_per_rack, 1),
-                **common,
-            )
+            )  # fmt: skip
             for b in range(1, boxes_per_rack + 1):
-                _create_unit(
-                    session,
+                create(
                     kind="box",
                     name=f"Box {b}",
                     parent=rack,
                     position=(b, 1),
                     grid=box_grid,
-                    **{
-                        **common,
-                        "holds_specimens": True,
-                        "position_labels": PositionLabels(position_labels),
-                        "fill_order": FillOrder(fill_order),
-                        "allowed_types": allowed_types,
-                    },
+                    holds_specimens=True,
+                    position_labels=PositionLabels(position_labels),
+                    fill_order=FillOrder(fill_order),
+                    allowed_types=allowed_types,
                 )
     return unit_read(session, freezer)
 
@@ -384,12 +391,8 @@ def storage_tree(session: Session, *, actor: Actor, root: str | None = None) -> 
     if root is not None:
         top = get_unit(session, root)
         low, high = subtree_range(top)
-        query = query.where(
-            sa.or_(
-                StorageUnit.id == top.id,
-                sa.and_(StorageUnit.sort_key >= low, StorageUnit.sort_key < high),
-            )
-        )
+        key = col(StorageUnit.sort_key)
+        query = query.where(sa.or_(col(StorageUnit.id) == top.id, sa.and_(key >= low, key < high)))
     units = session.exec(query).all()
     base = min((u.sort_key.count("/") for u in units), default=0)
     return [TreeNode(depth=u.sort_key.count("/") - base, unit=unit_read(session, u)) for u in units]
@@ -405,24 +408,23 @@ def box_view(session: Session, *, actor: Actor, barcode: str) -> BoxView:
         (s.position_row, s.position_col): s
         for s in session.exec(select(Specimen).where(Specimen.box_id == box.id))
     }
+    rows, cols = holder_grid(box)
     cells = []
-    for row in range(1, box.grid_rows + 1):
-        for col in range(1, box.grid_cols + 1):
-            label = position_label(row, col, cols=box.grid_cols, scheme=box.position_labels)
-            tube = occupants.get((row, col))
+    for row in range(1, rows + 1):
+        for column in range(1, cols + 1):
+            label = position_label(row, column, cols=cols, scheme=box.position_labels)
+            tube = occupants.get((row, column))
             cells.append(
                 BoxCell(
                     row=row,
-                    col=col,
+                    col=column,
                     label=label,
                     accession_id=tube.accession_id if tube else None,
                     specimen_type=tube.specimen_type if tube else None,
                     status=tube.status.value if tube else None,
                 )
             )
-    return BoxView(
-        unit=unit_read(session, box), rows=box.grid_rows, cols=box.grid_cols, cells=cells
-    )
+    return BoxView(unit=unit_read(session, box), rows=rows, cols=cols, cells=cells)
 
 
 def move_unit(
@@ -447,13 +449,14 @@ def move_unit(
     old_key, old_path = moving.sort_key, moving.path
     with audit.audited(session, moving, actor=actor, action="storage.move",
                        entity="storage_unit", reason=reason):  # fmt: skip
-        row, col = _position_in(session, target, position, field="destination")
+        row, column = _position_in(session, target, position, field="destination")
         _check_name_free(session, target, moving.name, moving_id=moving.id)
-        moving.parent_id, moving.position_row, moving.position_col = target.id, row, col
+        moving.parent_id, moving.position_row, moving.position_col = target.id, row, column
         place_in_tree(moving, target)
+    key = col(StorageUnit.sort_key)
     session.execute(
         sa.update(StorageUnit)
-        .where(StorageUnit.sort_key >= low, StorageUnit.sort_key < high)
+        .where(key >= low, key < high)
         .values(
             sort_key=moving.sort_key + sa.func.substr(StorageUnit.sort_key, len(old_key) + 1),
             path=moving.path + sa.func.substr(StorageUnit.path, len(old_path) + 1),
@@ -462,14 +465,10 @@ def move_unit(
     )
     new_low, new_high = subtree_range(moving)
     inner = session.exec(
-        select(StorageUnit.id).where(
-            StorageUnit.sort_key >= new_low,
-            StorageUnit.sort_key < new_high,
-            StorageUnit.holds_specimens,
-        )
+        select(StorageUnit.id).where(key >= new_low, key < new_high, StorageUnit.holds_specimens)
     ).all()
     boxes = [moving.id, *inner]
-    for tube in session.exec(select(Specimen).where(Specimen.box_id.in_(boxes))):
+    for tube in session.exec(select(Specimen).where(col(Specimen.box_id).in_(boxes))):
         slot = (tube.box_id, tube.position_row, tube.position_col)
         record_event(
             session,
@@ -483,7 +482,7 @@ def move_unit(
             details={"unit": moving.barcode, "to": target.barcode},
         )
     session.expire_all()
-    return unit_read(session, session.get(StorageUnit, moving.id))
+    return unit_read(session, session.get_one(StorageUnit, moving.id))
 
 
 class UnitBranch(BaseModel):
@@ -503,36 +502,31 @@ def storage_children(
     level of the tree, so a browser opens a freezer of thousands of boxes branch by branch."""
     require(actor, Permission.view_inventory)
     top = get_unit(session, parent, field="parent") if parent else None
-    placed = StorageUnit.parent_id == top.id if top else StorageUnit.parent_id.is_(None)
+    placed = col(StorageUnit.parent_id) == top.id if top else col(StorageUnit.parent_id).is_(None)
     children = session.exec(
         select(StorageUnit).where(placed, StorageUnit.active).order_by(StorageUnit.sort_key)
     ).all()
     inner = aliased(StorageUnit)
+    key, inner_key = col(StorageUnit.sort_key), col(inner.sort_key)
     # [key, key + "0") is the unit and its subtree (see `subtree_range`).
+    in_subtree = sa.and_(inner_key >= key, inner_key < key + "0", col(inner.active))
+    size = col(inner.grid_rows) * col(inner.grid_cols)
+    # A sum coalesced with 0 is never NULL, which the stubs cannot tell: `type_coerce` says so.
+    free_slots = sa.type_coerce(sa.func.coalesce(sa.func.sum(col(inner.free_slots)), 0), sa.Integer)
     totals = {
         unit_id: (count, free, capacity)
         for unit_id, count, free, capacity in session.exec(
             select(
                 StorageUnit.id,
-                sa.func.count(inner.id),
-                sa.func.coalesce(sa.func.sum(inner.free_slots), 0),
+                sa.func.count(col(inner.id)),
+                free_slots,
                 sa.func.coalesce(
-                    sa.func.sum(
-                        sa.case((inner.holds_specimens, inner.grid_rows * inner.grid_cols), else_=0)
-                    ),
-                    0,
+                    sa.func.sum(sa.case((col(inner.holds_specimens), size), else_=0)), 0
                 ),
             )
-            .join(
-                inner,
-                sa.and_(
-                    inner.sort_key >= StorageUnit.sort_key,
-                    inner.sort_key < StorageUnit.sort_key + "0",
-                    inner.active,
-                ),
-            )
-            .where(StorageUnit.id.in_([u.id for u in children]))
-            .group_by(StorageUnit.id)
+            .join(inner, in_subtree)
+            .where(col(StorageUnit.id).in_([u.id for u in children]))
+            .group_by(col(StorageUnit.id))
         )
     }
     return [
@@ -551,7 +545,7 @@ def storage_path(session: Session, *, actor: Actor, barcode: str) -> list[UnitRe
     require(actor, Permission.view_inventory)
     trail = [get_unit(session, barcode)]
     while trail[-1].parent_id is not None:
-        trail.append(session.get(StorageUnit, trail[-1].parent_id))
+        trail.append(session.get_one(StorageUnit, trail[-1].parent_id))
     return [unit_read(session, unit) for unit in reversed(trail)]
 
 
@@ -562,7 +556,8 @@ def fill_positions(session: Session, *, actor: Actor, barcode: str) -> list[str]
     box = get_unit(session, barcode, field="box")
     if not box.holds_specimens:
         raise ValidationError(f"{box.barcode} is a {box.kind}, not a box", field="box")
+    rows, cols = holder_grid(box)
     return [
-        position_label(row, col, cols=box.grid_cols, scheme=box.position_labels)
-        for row, col in fill_sequence(box.grid_rows, box.grid_cols, box.fill_order)
+        position_label(row, column, cols=cols, scheme=box.position_labels)
+        for row, column in fill_sequence(rows, cols, box.fill_order)
     ]

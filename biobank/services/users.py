@@ -8,10 +8,11 @@ import re
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from biobank.db import flush
 from biobank.domain.permissions import SYSTEM, Actor, Permission, require
+from biobank.domain.vocabulary import Role
 from biobank.errors import (
     AlreadyExists,
     DatabaseNotReady,
@@ -19,7 +20,7 @@ from biobank.errors import (
     ValidationError,
     parse_choice,
 )
-from biobank.models import PinLockout, Role, User, UserRead
+from biobank.models import PinLockout, User, UserRead
 from biobank.services import audit
 
 BOOTSTRAP_ADMIN = "admin"
@@ -32,6 +33,7 @@ _hasher = PasswordHasher()
 
 def user_read(user: User) -> UserRead:
     """A user as returned to callers: whether a PIN is set, never its hash."""
+    assert user.id is not None
     return UserRead(
         id=user.id,
         username=user.username,
@@ -159,7 +161,7 @@ def deactivate_user(
 def lift_locks(session: Session, user: User) -> None:
     """Forget a user's wrong PINs and locks, everywhere (the caller saves the user)."""
     user.failed_pins, user.lockouts, user.locked_until = 0, 0, None
-    session.execute(sa.delete(PinLockout).where(PinLockout.user_id == user.id))
+    session.execute(sa.delete(PinLockout).where(col(PinLockout.user_id) == user.id))
 
 
 def _active_admins(session: Session) -> int:

@@ -22,9 +22,11 @@ from textual.widgets import Input, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from biobank.domain import sprec
+from biobank.domain.specimen_values import TIME_WORDS, FarFromVisit, far_from_visit
 from biobank.errors import BiobankError, NotFound, ValidationError
 from biobank.services import specimens
 from biobank.services.kits import ReservedRead
+from biobank.services.lineage import aliquot
 from biobank.services.participants import add_visit, list_participants, show_participant
 from biobank.services.scan import KitScan, ParticipantScan, Scan, UnitScan
 from biobank.services.specimen_read import SpecimenRead
@@ -112,7 +114,7 @@ def parse_time(text: str, field: str) -> datetime | None:
             parsed = datetime.fromisoformat(text)
     except ValueError:
         raise ValidationError(
-            f"{specimens.TIME_WORDS[field]} must be YYYY-MM-DD HH:MM or HH:MM",
+            f"{TIME_WORDS[field]} must be YYYY-MM-DD HH:MM or HH:MM",
             field=field,
             value=text,
         ) from None
@@ -140,7 +142,7 @@ class NewVisitPrompt(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "Back to the form", id="new_visit_no"),
     ]
 
-    def __init__(self, far: specimens.FarFromVisit) -> None:
+    def __init__(self, far: FarFromVisit) -> None:
         super().__init__()
         self.far = far
 
@@ -433,7 +435,7 @@ class AccessionScreen(FormErrors, WorkScreen):
             self.refuse(error)
             return
         visit = next((v for v in self.visits if v.label == accession["visit"]), None)
-        far = visit and specimens.far_from_visit(
+        far = visit and far_from_visit(
             visit=visit.label,
             visit_date=visit.visit_date,
             collected_at=accession["collected_at"],
@@ -474,7 +476,7 @@ class AccessionScreen(FormErrors, WorkScreen):
             )
             if aliquots is None:
                 return [primary], visit
-            made = specimens.aliquot(session, actor=actor, parent=primary.accession_id, **aliquots)
+            made = aliquot(session, actor=actor, parent=primary.accession_id, **aliquots)
             detail = specimens.show_specimen(session, actor=actor, accession=primary.accession_id)
             return [detail.specimen, *made], visit
 

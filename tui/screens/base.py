@@ -3,7 +3,7 @@ form screens share: refusals shown at the field they name."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,6 +14,11 @@ from textual.widgets import Header, Input, Static
 from biobank.errors import BiobankError
 from tui.text import plain
 from tui.widgets.key_bar import KeyBar
+
+if TYPE_CHECKING:
+    from textual import getters
+
+    from tui.app import BiobankApp
 
 
 class ScanLine(Horizontal):
@@ -31,6 +36,12 @@ class ScanLine(Horizontal):
 
 
 class WorkScreen(Screen):
+    """A signed-in screen. It opens other screens through the app (`open_specimen`,
+    `open_withdrawal`, ...), never by importing them: the app alone knows which opens what."""
+
+    if TYPE_CHECKING:
+        app = getters.app(BiobankApp)  # the app's own methods, for the type checker
+
     # Nothing takes focus by itself, so single keys act at once; "/" focuses the scan box.
     AUTO_FOCUS = ""
     BINDINGS = [  # noqa: RUF012

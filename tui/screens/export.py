@@ -23,10 +23,11 @@ from biobank.domain.permissions import Permission
 from biobank.domain.vocabulary import DeidentificationMode as Mode
 from biobank.errors import BiobankError, ValidationError
 from biobank.export.formats import DEFAULT_FORMAT, NAMES
-from biobank.services import cohorts, consent, exports
-from biobank.services.cohorts import CohortPreview, SavedQueryRead
+from biobank.services import cohort_counts, consent, exports, saved_queries
+from biobank.services.cohort_counts import CohortPreview
 from biobank.services.consent import StatementRead
 from biobank.services.exports import ExportRequest, ExportResult
+from biobank.services.saved_queries import SavedQueryRead
 from tui.screens.base import FormErrors, WorkScreen
 from tui.text import plain
 from tui.widgets.checkbox import Checkbox
@@ -253,7 +254,7 @@ class ExportScreen(FormErrors, WorkScreen):
         def load(session) -> tuple[list[StatementRead], list[SavedQueryRead]]:
             return (
                 consent.list_statements(session, actor=actor),
-                cohorts.list_saved_queries(session, actor=actor),
+                saved_queries.list_saved_queries(session, actor=actor),
             )
 
         self.app.run_db(load, self.loaded, readonly=True)
@@ -421,7 +422,7 @@ class ExportScreen(FormErrors, WorkScreen):
         actor, window = self.app.actor, self.app.settings.phenotype_window_days
         self.query_one("#counts", Static).update("Counting…")
         self.app.run_db(
-            lambda session: cohorts.preview_cohort(
+            lambda session: cohort_counts.preview_cohort(
                 session, actor=actor, query=query, saved=saved, uses=uses, window_days=window
             ),
             self.show_preview,
@@ -518,8 +519,8 @@ class ExportScreen(FormErrors, WorkScreen):
         actor = self.app.actor
 
         def save(session) -> list[SavedQueryRead]:
-            cohorts.save_query(session, actor=actor, name=name, query=query)
-            return cohorts.list_saved_queries(session, actor=actor)
+            saved_queries.save_query(session, actor=actor, name=name, query=query)
+            return saved_queries.list_saved_queries(session, actor=actor)
 
         def saved(queries: list[SavedQueryRead]) -> None:
             self.show_saved(queries)

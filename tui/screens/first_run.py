@@ -17,7 +17,6 @@ from textual.widgets import Label
 from biobank.services.demo import DEMO_USERS, DemoSummary, is_empty, seed_demo, sign_in_hint
 from biobank.services.identity import actor_for
 from biobank.services.users import BOOTSTRAP_ADMIN
-from tui.screens.sign_in import SignInScreen
 
 if TYPE_CHECKING:
     from tui.app import BiobankApp
@@ -72,8 +71,7 @@ def offer_demo(app: BiobankApp) -> None:
     def checked(empty: bool) -> None:
         if not empty:
             return
-        screen = app.screen  # not even a first key held back by the scan detector
-        if isinstance(screen, SignInScreen) and screen.untouched() and not app.detector.holding:
+        if app.at_untouched_sign_in():
             app.push_screen(FirstRunScreen(), answered)
         else:  # someone is signing in already: a y or n in a name must not answer
             app.notify("The inventory is empty: `biobank demo` loads the demo cohort", timeout=15)

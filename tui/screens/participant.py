@@ -151,8 +151,6 @@ class ParticipantScreen(WorkScreen):
 
     def action_withdraw(self) -> None:
         """Admins only: others are told so at once rather than after filling in the form."""
-        from tui.screens.withdrawal import WithdrawalScreen
-
         try:
             require(self.app.actor, Permission.manage_consent)
         except PermissionDenied as error:
@@ -160,7 +158,7 @@ class ParticipantScreen(WorkScreen):
             return
         if self.view is not None:
             statements = [s.code for s in self.view.consent.statements]
-            self.app.push_screen(WithdrawalScreen(self.code, statements))
+            self.app.open_withdrawal(self.code, statements)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.app.open_specimen(event.row_key.value)

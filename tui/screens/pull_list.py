@@ -14,8 +14,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
 
-from biobank.services import consent
-from biobank.services.consent import PullItem
+from biobank.services import pulls
+from biobank.services.pulls import PullItem
 from biobank.services.scan import Scan, SpecimenScan, UnknownScan
 from biobank.services.specimen_read import SpecimenRead
 from tui.screens.base import WorkScreen
@@ -51,7 +51,7 @@ class PullListScreen(WorkScreen):
             self.show()
 
         self.app.run_db(
-            lambda session: consent.pull_list(session, actor=self.app.actor), loaded, readonly=True
+            lambda session: pulls.pull_list(session, actor=self.app.actor), loaded, readonly=True
         )
 
     def take_scan(self, result: Scan) -> bool:
@@ -66,7 +66,7 @@ class PullListScreen(WorkScreen):
             self.app.notify(f"{accession} is pulled already", severity="warning")
             return True
         self.app.run_db(
-            lambda session: consent.pull(session, actor=self.app.actor, accession=accession),
+            lambda session: pulls.pull(session, actor=self.app.actor, accession=accession),
             self.pulled_one,
         )
         return True

@@ -20,9 +20,11 @@ from biobank.domain.dates import parse_day
 from biobank.domain.vocabulary import SpecimenStatus as Status
 from biobank.domain.vocabulary import WithdrawalDisposition as Disposition
 from biobank.errors import BiobankError, ValidationError
-from biobank.services import consent
-from biobank.services.consent import ImpactReport, PullItem, WithdrawalRead
+from biobank.services import pulls, withdrawals
+from biobank.services.consent import WithdrawalRead
+from biobank.services.pulls import PullItem
 from biobank.services.scan import Scan
+from biobank.services.withdrawals import ImpactReport
 from tui.screens.base import FormErrors, WorkScreen
 from tui.text import plain
 from tui.widgets.field_row import row
@@ -228,7 +230,7 @@ class WithdrawalScreen(FormErrors, WorkScreen):
             self.refresh_bindings()
 
         self.app.run_db(
-            lambda session: consent.review_withdrawal(session, actor=actor, **arguments),
+            lambda session: withdrawals.review_withdrawal(session, actor=actor, **arguments),
             reviewed,
             readonly=True,
             failed=self.show_at_field,
@@ -242,8 +244,8 @@ class WithdrawalScreen(FormErrors, WorkScreen):
         self.refresh_bindings()
 
         def withdraw(session) -> tuple[WithdrawalRead, list[PullItem]]:
-            withdrawal, _ = consent.withdraw(session, actor=actor, **arguments)
-            waiting = consent.pull_list(session, actor=actor, participant=self.participant)
+            withdrawal, _ = withdrawals.withdraw(session, actor=actor, **arguments)
+            waiting = pulls.pull_list(session, actor=actor, participant=self.participant)
             return withdrawal, waiting
 
         self.app.run_db(withdraw, self.withdrawn, failed=self.not_withdrawn)
@@ -278,6 +280,4 @@ class WithdrawalScreen(FormErrors, WorkScreen):
         self.app.notify(f"Consent withdrawn: {withdrawal.flagged} specimens flagged")
 
     def action_pull_list(self) -> None:
-        from tui.screens.pull_list import PullListScreen
-
-        self.app.switch_screen(PullListScreen())
+        self.app.open_pull_list(instead_of_this=True)

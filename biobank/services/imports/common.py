@@ -17,10 +17,20 @@ BATCH_ROWS = 1000
 
 T = TypeVar("T")
 
+DataRow = tuple[int, tuple[int, list[str]]]  # (row, (line, cells)): rows count from 1
+
 
 def batches(items: Iterable[T]) -> Iterator[list[T]]:
     """`items` BATCH_ROWS at a time: rows are looked up, checked and written a batch at once."""
     return chunks(items, BATCH_ROWS)
+
+
+def stored_id(row_id: int | None) -> int:
+    """The id of a row found in the database or written to it: SQLModel types every id as
+    optional, since a row has none until it is written."""
+    if row_id is None:
+        raise ValueError("the row is not written yet")
+    return row_id
 
 
 def too_many_values(cells: list[str], width: int, delimiter: str) -> str | None:
@@ -148,9 +158,10 @@ class FaultLog:
             report.notices.append(f"{len(report.faults)} of {report.fault_count} faults listed")
 
 
-def refuse_a_faulty_plan(report: ImportReport, file: str) -> None:
+def refuse_a_faulty_plan(report: ImportReport) -> None:
     """An importer writes only a plan whose check found nothing wrong."""
     if report.fault_count:
+        file = report.file or report.records  # a legacy sheet; REDCap's records
         raise ValidationError(
             f"{file} has {report.fault_count} faults in {report.faulty_rows} rows; nothing was "
             "imported",

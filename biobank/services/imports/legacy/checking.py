@@ -7,23 +7,21 @@ import re
 from datetime import date
 from pathlib import Path
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.domain.positions import parse_position
 from biobank.domain.visits import by_canonical_label
+from biobank.domain.vocabulary import PositionLabels, QuantityUnit
 from biobank.errors import ValidationError
-from biobank.models import (
-    Participant,
-    PositionLabels,
-    QuantityUnit,
-    Specimen,
-    StorageUnit,
-    Study,
-    Visit,
+from biobank.models import Participant, Specimen, StorageUnit, Study, Visit
+from biobank.services.imports.common import (
+    DataRow,
+    FaultLog,
+    ImportReport,
+    batches,
+    too_many_values,
 )
-from biobank.services.custody import check_box_accepts
-from biobank.services.imports.common import FaultLog, ImportReport, batches, too_many_values
 from biobank.services.imports.legacy.planning import (
     STORAGE_KINDS,
     ImportPlan,
@@ -41,6 +39,7 @@ from biobank.services.imports.legacy.reading import (
     quantity_unit,
     sheet_format,
 )
+from biobank.services.slots import check_box_accepts
 from biobank.services.storage import subtree_range
 from biobank.services.studies import get_study
 from biobank.tabular import new_spool, open_source, spool_batch
@@ -88,7 +87,7 @@ class _Checker:
         self.stored_units: dict[str, StorageUnit | None] = {}  # barcode → as found
         self.scratch = Scratch()
         self.legacy_rows: dict[str, int] = {}  # the current batch's legacy IDs → first row
-        self.recorded: set[str] = set()  # legacy IDs of the current batch already recorded
+        self.recorded: set[str | None] = set()  # the batch's legacy IDs already recorded
         self.spool = new_spool()
 
     def run(self) -> ImportPlan:
@@ -98,7 +97,7 @@ class _Checker:
             self.fault(None, None, None, None, "the file is empty")
         columns, unit = self.read_header(*header) if header else ({}, QuantityUnit.uL)
         try:
-            if columns:
+            if header and columns:
                 reader = RowReader(columns, self.sheet)
                 for batch in batches(enumerate(records, start=1)):
                     self.check_batch(batch, reader, width=len(header[1]))
@@ -117,7 +116,9 @@ class _Checker:
             spool=self.spool,
         )
 
-    def fault(self, row: int | None, line: int | None, name: str | None, value, reason: str):
+    def fault(
+        self, row: int | None, line: int | None, name: str | None, value: str | None, reason: str
+    ) -> None:
         """A fault of field `name` (None: of the row or the file), shown under its header."""
         column = (self.headers.get(name) or self.sheet.columns[name]) if name else None
         self.log.add(row, line, column, value, reason)
@@ -161,7 +162,7 @@ class _Checker:
             self.fault(None, line, "volume", self.headers["volume"], reason)
             return QuantityUnit.uL
 
-    def check_batch(self, batch: list, reader: RowReader, width: int) -> None:
+    def check_batch(self, batch: list[DataRow], reader: RowReader, width: int) -> None:
         read = []
         for row, (line, cells) in batch:
             faults: list[RowFault] = []
@@ -194,26 +195,27 @@ class _Checker:
         self.visit_days = {}
         met = {code: Person(None) for code in codes if code not in self.people}  # first met
         found = session.exec(
-            select(Participant.code, Participant.id, Participant.study_id).where(
-                Participant.code.in_(met)
+            select(col(Participant.code), col(Participant.id), col(Participant.study_id)).where(
+                col(Participant.code).in_(met)
             )
         ).all()
         for code, participant_id, study_id in found:
             person = met[code] = Person(participant_id)
             if study_id != self.study.id:
-                other = session.get(Study, study_id).code
+                other = session.get_one(Study, study_id).code
                 person.fault = f"participant {code} is in study {other}, not {self.study.code}"
         self.scratch.add_people(met)
         self.people |= met
         codes_by_id = {participant_id: code for code, participant_id, _ in found}
-        stored: dict[str, dict[str, tuple[int, date]]] = {}
+        stored: dict[str, dict[str, tuple[int | None, date]]] = {}
         for participant_id, label, visit_id, visit_date in session.exec(
-            select(Visit.participant_id, Visit.label, Visit.id, Visit.visit_date).where(
-                Visit.participant_id.in_(codes_by_id)
-            )
+            select(
+                col(Visit.participant_id), col(Visit.label), col(Visit.id), col(Visit.visit_date)
+            ).where(col(Visit.participant_id).in_(codes_by_id))
         ):
             stored.setdefault(codes_by_id[participant_id], {})[label] = (visit_id, visit_date)
-        known = []  # the sheet's labels are canonical: a stored visit is noted so
+        # the sheet's labels are canonical: a stored visit is noted so
+        known: list[tuple[str, str, int | None, date]] = []
         for code, visits in stored.items():
             for label, visit in by_canonical_label(visits, owner=code).items():
                 if isinstance(visit, ValidationError):
@@ -224,12 +226,13 @@ class _Checker:
         barcodes = {n.upper() for t in tubes for n in (t.freezer, t.rack, t.box)}
         barcodes -= self.stored_units.keys()
         self.stored_units |= dict.fromkeys(barcodes)
-        for unit in session.exec(select(StorageUnit).where(StorageUnit.barcode.in_(barcodes))):
+        units = select(StorageUnit).where(col(StorageUnit.barcode).in_(barcodes))
+        for unit in session.exec(units):
             self.stored_units[unit.barcode] = unit
         self.recorded = set(
             session.exec(
-                select(Specimen.legacy_id).where(
-                    Specimen.legacy_id.in_({t.legacy_id for t in tubes})
+                select(col(Specimen.legacy_id)).where(
+                    col(Specimen.legacy_id).in_({t.legacy_id for t in tubes})
                 )
             )
         )
@@ -243,12 +246,15 @@ class _Checker:
         person = self.people[tube.subject]
         if person.fault:
             faults.append(("subject", tube.subject, person.fault))
-        elif (tube.subject, tube.visit) in self.visit_clashes:
-            faults.append(("visit", tube.visit, self.visit_clashes[tube.subject, tube.visit]))
-        elif tube.visit is not None:  # a visit recorded keeps its day (`add_visits`)
+        elif tube.visit is not None:
             key = (tube.subject, tube.visit)
-            day = self.visit_days.get(key)
-            self.visit_days[key] = tube.collected_on if day is None else min(day, tube.collected_on)
+            if key in self.visit_clashes:
+                faults.append(("visit", tube.visit, self.visit_clashes[key]))
+            else:  # a visit recorded keeps its day (`add_visits`)
+                day = self.visit_days.get(key)
+                self.visit_days[key] = (
+                    tube.collected_on if day is None else min(day, tube.collected_on)
+                )
         box = self.place(tube, row, faults)
         return self.check_position(tube, box, row, faults) if box else None
 
@@ -283,14 +289,16 @@ class _Checker:
         elif parent and not (container and _inside(existing, container)):
             unit.fault = f"{barcode} is in {existing.path} in the database, not in {parent}"
         elif kind == "box":
-            unit.grid = (existing.grid_rows, existing.grid_cols, existing.position_labels)
+            rows, cols = existing.grid_rows, existing.grid_cols
+            assert rows and cols, "a unit that holds tubes has a grid"
+            unit.grid = (rows, cols, existing.position_labels)
+            tubes = select(
+                col(Specimen.accession_id), col(Specimen.position_row), col(Specimen.position_col)
+            ).where(Specimen.box_id == existing.id)
             unit.taken = {
                 (r, c): accession_id
-                for accession_id, r, c in self.session.exec(
-                    select(
-                        Specimen.accession_id, Specimen.position_row, Specimen.position_col
-                    ).where(Specimen.box_id == existing.id)
-                )
+                for accession_id, r, c in self.session.exec(tubes)
+                if r is not None and c is not None  # a tube in a box has a position
             }
         return unit
 
@@ -302,6 +310,7 @@ class _Checker:
                 check_box_accepts(box.existing, tube.specimen_type)
             except ValidationError as error:
                 faults.append(("specimen_type", tube.specimen_type, error.message))
+        assert box.grid is not None, "only a box has positions"
         rows, cols, labels = box.grid
         try:
             place = parse_position(tube.position, rows=rows, cols=cols, scheme=labels)

@@ -8,9 +8,10 @@ from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from typing import IO
+from typing import IO, Any
 
-from biobank.models import PositionLabels, QuantityUnit, StorageUnit, Study
+from biobank.domain.vocabulary import PositionLabels, QuantityUnit
+from biobank.models import StorageUnit, Study
 from biobank.services.imports import common
 from biobank.services.imports.common import ImportReport, batches
 from biobank.services.imports.legacy.reading import SheetFormat
@@ -37,9 +38,9 @@ class Scratch:
             "PRIMARY KEY (code, label))"
         )  # person and visit keep their rowid: the sheet's order, the order they are created
 
-    def _where_in(self, query: str, values: Iterable) -> list[tuple]:
+    def _where_in(self, query: str, values: Iterable[str]) -> list[tuple[Any, ...]]:
         """`query` with `{marks}` for the placeholders of one batch of `values`, run for each."""
-        found: list[tuple] = []
+        found: list[tuple[Any, ...]] = []
         for chunk in batches(values):
             marks = ", ".join("?" * len(chunk))
             found += self.file.execute(query.format(marks=marks), chunk).fetchall()
@@ -77,7 +78,7 @@ class Scratch:
         visits = {(code, label): i for code, label, i in self._where_in(query, codes)}
         return dict(people), visits
 
-    def to_create(self, table: str) -> Iterator[list[tuple]]:
+    def to_create(self, table: str) -> Iterator[list[tuple[Any, ...]]]:
         """A batch at a time, in the sheet's order, the rows of `table` without an id:
         person (rowid, code); visit (rowid, code, label, day, the participant's id)."""
         query = {
@@ -97,7 +98,8 @@ class Scratch:
         self.file.executemany(update, zip(ids, rowids, strict=True))
 
     def count_new(self, table: str) -> int:
-        return self.file.execute(f"SELECT count(*) FROM {table} WHERE id IS NULL").fetchone()[0]
+        (count,) = self.file.execute(f"SELECT count(*) FROM {table} WHERE id IS NULL").fetchone()
+        return int(count)
 
     def close(self) -> None:
         self.file.close()
@@ -119,11 +121,12 @@ class Unit:
     fault: str | None = None
     taken: dict[tuple[int, int], str] = field(default_factory=dict)  # → accession ID
     arriving: int = 0  # tubes the file puts in this box
-    first_rows: array | None = None  # the file's first row in each position (0: none yet)
+    first_rows: array[int] | None = None  # the file's first row in each position (0: none yet)
 
     def claim(self, place: tuple[int, int], row: int) -> int:
         """Note that `row` puts a tube at `place`; the earlier row that did, else 0. One
         array of rows per box: a large sheet's positions cost 4 bytes each."""
+        assert self.grid is not None, "only a box has positions"
         rows, cols, _ = self.grid
         if self.first_rows is None:
             self.first_rows = array("I", [0]) * (rows * cols)
@@ -135,7 +138,8 @@ class Unit:
         return first
 
     @property
-    def stored(self) -> StorageUnit:
+    def stored(self) -> StorageUnit | None:
+        """The unit in the database: found, or created (a box is not kept once created)."""
         return self.existing or self.created
 
 

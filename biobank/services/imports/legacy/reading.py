@@ -12,17 +12,17 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from biobank.domain.positions import parse_grid
-from biobank.domain.visits import canonical_visit_label
-from biobank.errors import ValidationError
-from biobank.inputs import read_toml
-from biobank.models import QuantityUnit
-from biobank.services.participants import PARTICIPANT_CODE
-from biobank.services.specimens import (
+from biobank.domain.specimen_values import (
     check_times,
     positive_quantity,
     specimen_type_code,
     temperature_code,
 )
+from biobank.domain.visits import canonical_visit_label
+from biobank.domain.vocabulary import QuantityUnit
+from biobank.errors import ValidationError
+from biobank.inputs import read_toml
+from biobank.services.participants import PARTICIPANT_CODE
 from biobank.stored_text import check_text
 
 FIELDS: dict[str, str] = {
@@ -286,7 +286,7 @@ class RowReader:
         """The values of one row, or None (and `faults` filled) if any is wrong."""
         found = len(faults)
         width = len(cells)
-        values = []
+        values: list[Any] = []  # each field's value as converted, or None
         for name, index, convert, optional in self.fields:
             raw = cells[index].strip() if index is not None and index < width else ""
             if not raw:
@@ -309,9 +309,8 @@ class RowReader:
             name = "time_processed" if error.field == "processed_at" else "time_collected"
             faults.append((name, cells[self.columns[name]].strip(), error.message))
             return None
-        return Tube(
-            *tube, day, collected_at, processed_at, freezer, rack, box, position, thaws or 0, notes
-        )
+        tube += [day, collected_at, processed_at, freezer, rack, box, position, thaws or 0, notes]
+        return Tube._make(tube)
 
     def utc(self, day: date, clock: time | None) -> datetime | None:
         """The lab's clock time on `day`, in UTC."""

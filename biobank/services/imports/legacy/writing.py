@@ -4,7 +4,7 @@ custody events and their audit entries."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -14,22 +14,20 @@ from sqlmodel import Session
 
 from biobank.db import insert_many, one_of, prepare_bulk_writing
 from biobank.domain.permissions import Actor, Permission, require
-from biobank.models import (
-    Participant,
-    PositionLabels,
-    Specimen,
-    SpecimenEvent,
-    SpecimenKind,
-    StorageUnit,
-    Visit,
-)
+from biobank.domain.specimen_values import sprec_code_for
+from biobank.domain.vocabulary import PositionLabels, SpecimenKind
+from biobank.models import Participant, Specimen, SpecimenEvent, StorageUnit, Visit
 from biobank.services import audit
-from biobank.services.custody import adjust_free_slots
-from biobank.services.imports.common import ImportReport, batches, refuse_a_faulty_plan
+from biobank.services.imports.common import (
+    ImportReport,
+    batches,
+    refuse_a_faulty_plan,
+    stored_id,
+)
 from biobank.services.imports.legacy.planning import STORAGE_KINDS, ImportPlan, Unit
 from biobank.services.imports.legacy.reading import Tube
+from biobank.services.slots import adjust_free_slots
 from biobank.services.specimen_ids import allocate_accession_ids
-from biobank.services.specimens import sprec_code_for
 from biobank.services.storage import place_in_tree
 from biobank.tabular import unspool
 
@@ -48,7 +46,7 @@ def write_inventory(
     writer = _Writer(session, actor, plan)
     imported = 0
     try:
-        refuse_a_faulty_plan(report, report.file)
+        refuse_a_faulty_plan(report)
         prepare_bulk_writing(session)
         writer.create_participants()
         writer.create_visits()
@@ -62,7 +60,7 @@ def write_inventory(
         plan.close()
     for unit in plan.units.values():
         if unit.existing is not None and unit.arriving:
-            adjust_free_slots(session, unit.existing.id, -unit.arriving)
+            adjust_free_slots(session, stored_id(unit.existing.id), -unit.arriving)
     return report.model_copy(update={"imported": imported})
 
 
@@ -85,9 +83,9 @@ def _sprec(specimen_type: str, delay: timedelta | None, temperature: str | None)
     )
 
 
-def _default(column: sa.Column) -> Any:
+def _default(column: sa.Column[Any]) -> Any:
     default = column.default
-    if default is None:
+    if not isinstance(default, sa.ColumnDefault):
         return None
     return default.arg if default.is_scalar else default.arg(None)  # `utcnow`: the import's time
 
@@ -116,7 +114,7 @@ class _Writer:
             return []
         insert_many(self.session, table, rows)
         wanted = [tuple(row[k] for k in key) for row in rows]
-        found: dict[tuple, int] = {}
+        found: dict[tuple[Any, ...], int] = {}
         first = table.c[key[0]]
         for chunk in batches(sorted({w[0] for w in wanted})):
             columns = (table.c.id, *(table.c[k] for k in key))
@@ -124,7 +122,16 @@ class _Writer:
             found |= {tuple(r[1:]): r[0] for r in self.session.execute(query)}
         return [found[w] for w in wanted]
 
-    def audit(self, action: str, table: sa.Table, rows, ids, reasons: Iterable[str] = ()):
+    def audit(
+        self,
+        action: str,
+        table: sa.Table,
+        rows: Sequence[dict[str, Any]],
+        ids: Sequence[int],
+        reasons: Sequence[str] = (),
+    ) -> None:
+        """The audit entries of rows written: each with its own reason, if given, else the
+        import's."""
         audit.record_many(
             self.session,
             actor=self.actor,
@@ -134,9 +141,11 @@ class _Writer:
                     "entity": table.name,
                     "entity_id": row_id,
                     "after": row | {"id": row_id},
-                    "reason": reason or self.reason,
+                    "reason": reason,
                 }
-                for row, row_id, reason in zip(rows, ids, reasons or [None] * len(ids), strict=True)
+                for row, row_id, reason in zip(
+                    rows, ids, reasons or [self.reason] * len(ids), strict=True
+                )
             ),
         )
 
@@ -203,7 +212,7 @@ class _Writer:
                 grid_cols=cols,
                 position_labels=labels,
                 holds_specimens=unit.kind == "box",
-                free_slots=rows * cols - unit.arriving if rows else None,
+                free_slots=rows * cols - unit.arriving if rows and cols else None,
             )
         )
 

@@ -9,15 +9,16 @@ from datetime import date
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.domain.phenotypes import Stored
 from biobank.domain.visits import by_canonical_label
+from biobank.domain.vocabulary import Sex
 from biobank.errors import ValidationError
 from biobank.models import Participant, Study, Visit
 from biobank.services import phenotypes
-from biobank.services.imports.common import Counts, ImportReport, batches
+from biobank.services.imports.common import DataRow, ImportReport, batches, stored_id
 from biobank.services.imports.redcap.dictionary import Dictionary
 from biobank.services.imports.redcap.faults import HIDDEN, Faults
 from biobank.services.imports.redcap.mapping import RedcapMapping, redcap_mapping
@@ -28,6 +29,7 @@ from biobank.services.imports.redcap.planning import (
     PlannedVisit,
     RedcapPlan,
     Row,
+    Tally,
     outcome_of,
 )
 from biobank.services.imports.redcap.reading import EVENT_COLUMN, RowReader
@@ -80,6 +82,7 @@ class _Checker:
         self.study = study
         self.mapping = mapping
         notices: list[str] = []
+        self.tally = tally = Tally()
         self.dictionary_source = open_source(dictionary, notices, "data dictionary")
         self.source = open_source(records, notices, "records export")
         self.report = ImportReport(
@@ -90,30 +93,38 @@ class _Checker:
             delimiter=self.source.delimiter,
             notices=notices,
             fields=0,
-            participants=Counts(),
-            identities=Counts(),
-            visits=Counts(),
-            variables=Counts(),
-            values=Counts(),
-            consents=Counts(),
+            participants=tally.participants,
+            identities=tally.identities,
+            visits=tally.visits,
+            variables=tally.variables,
+            values=tally.values,
+            consents=tally.consents,
             documents=[],
         )
         self.faults = Faults(self.report)
-        self.dictionary = Dictionary(session, self.report, self.faults, mapping)
+        self.dictionary = Dictionary(session, self.report, tally, self.faults, mapping)
         self.reader = RowReader(self.dictionary, self.faults, records.name, self.source.delimiter)
         self.people: dict[str, Person] = {}
         self.visits: dict[tuple[str, str], PlannedVisit] = {}
-        self.found: dict[str, list] = {}  # the batch's stored participants: id, study, sex, year
+        # the batch's stored participants: id, study, sex, birth year
+        self.found: dict[str, tuple[int | None, int, Sex, int | None]] = {}
         self.stored_visits: dict[tuple[str, str], tuple[int, date]] = {}
         self.visit_clashes: dict[tuple[str, str], str] = {}  # stored visits that are one
-        self.stored_values: dict[tuple[int, int], Stored] = {}  # (visit, variable) of a batch
+        # what the batch's stored visits hold: (visit, variable) → value
+        self.stored_values: dict[tuple[int | None, int], Stored] = {}
         self.spool = new_spool()
 
     def run(self) -> RedcapPlan:
         if not (self.dictionary.read(self.dictionary_source) and self.read_records()):
             self.report.notices.append("the records were not checked: fix the faults above first")
         people = PeopleCheck(
-            self.session, self.report, self.faults, self.dictionary, self.people, self.visits
+            self.session,
+            self.report,
+            self.tally,
+            self.faults,
+            self.dictionary,
+            self.people,
+            self.visits,
         )
         documents = people.run()
         self.faults.close()
@@ -140,28 +151,24 @@ class _Checker:
             self.check_batch(batch, width=len(header[1]))
         return True
 
-    def check_batch(self, batch: list, *, width: int) -> None:
+    def check_batch(self, batch: list[DataRow], *, width: int) -> None:
         """Read a batch of rows, check them against the plan so far and the database, and
         spool what writing needs while nothing is faulty."""
         rows = [self.reader.read_row(row, line, cells, width) for row, (line, cells) in batch]
         self.look_up({r.code for r in rows if r.code})
-        self.load_values(
-            [
-                self.stored_visits[k][0]
-                for r in rows
-                if (k := (r.code, r.label)) in self.stored_visits
-            ]
-        )
+        keys = [(r.code, r.label) for r in rows if r.code and r.label]
+        self.load_values([self.stored_visits[k][0] for k in keys if k in self.stored_visits])
         written: list[NewValue] = []
         for r in rows:
             if r.code and r.label:
-                self.register(r, written)
+                self.register(r, (r.code, r.label), written)
             for column, value, reason in r.faults:
                 self.faults.fault(self.report.records, r.row, r.line, column, value, reason)
         self.report.rows = batch[-1][0]
         if not self.report.fault_count:  # once a row is faulty, nothing will be written
-            visits = [(r.code, r.label) for r in rows]  # no fault: each row is a new visit
-            people = [r.code for r in rows if self.people[r.code].row == r.row]  # first rows
+            visits = keys  # no fault: each row has its record and event, and is a new visit
+            # each participant with the batch of its first row
+            people = [r.code for r in rows if r.code and self.people[r.code].row == r.row]
             spool_batch(self.spool, (len(batch), people, visits, written))
 
     def look_up(self, codes: set[str]) -> None:
@@ -169,22 +176,22 @@ class _Checker:
         new = codes - self.people.keys()
         found = self.session.execute(
             sa.select(
-                Participant.code,
-                Participant.id,
-                Participant.study_id,
-                Participant.sex,
-                Participant.birth_year,
-            ).where(Participant.code.in_(new))
+                col(Participant.code),
+                col(Participant.id),
+                col(Participant.study_id),
+                col(Participant.sex),
+                col(Participant.birth_year),
+            ).where(col(Participant.code).in_(new))
         ).all()
-        self.found = {code: row for code, *row in found}
+        self.found = {code: (i, study, sex, year) for code, i, study, sex, year in found}
         by_id = {row[1]: row[0] for row in found}
         stored: dict[str, dict[str, tuple[int, date]]] = {}
         for participant_id, label, visit_id, visit_date in self.session.execute(
-            sa.select(Visit.participant_id, Visit.label, Visit.id, Visit.visit_date).where(
-                Visit.participant_id.in_(by_id)
-            )
+            sa.select(
+                col(Visit.participant_id), col(Visit.label), col(Visit.id), col(Visit.visit_date)
+            ).where(col(Visit.participant_id).in_(by_id))
         ):
-            stored.setdefault(by_id[participant_id], {})[label] = (visit_id, visit_date)
+            stored.setdefault(by_id[participant_id], {})[label] = (stored_id(visit_id), visit_date)
         for code, visits in stored.items():  # the rows' labels are canonical: stored ones too
             for label, visit in by_canonical_label(visits, owner=code).items():
                 if isinstance(visit, ValidationError):
@@ -192,25 +199,25 @@ class _Checker:
                 else:
                     self.stored_visits[code, label] = visit
 
-    def register(self, r: Row, written: list) -> None:
-        """Add a row's participant, visit, facts and values to the plan, with the faults
-        that only the rows together (or the database) show."""
-        person = self.people.get(r.code)
+    def register(self, r: Row, key: tuple[str, str], written: list[NewValue]) -> None:
+        """Add a row's participant, visit (`key`: code and label), facts and values to the
+        plan, with the faults that only the rows together (or the database) show."""
+        code = key[0]
+        person = self.people.get(code)
         if person is None:
-            person = self.people[r.code] = Person(r.row)
-            if r.code in self.found:
-                person.id, person.study_id, person.sex, person.birth_year = self.found[r.code]
+            person = self.people[code] = Person(r.row)
+            if code in self.found:
+                person.id, person.study_id, person.sex, person.birth_year = self.found[code]
         if person.study_id not in (None, self.study.id):
-            other = self.session.get(Study, person.study_id).code
+            other = self.session.get_one(Study, person.study_id).code
             r.faults.append(
                 (
                     self.mapping.record_id,
-                    r.code,
-                    f"participant {r.code} is in study {other}, not {self.study.code}",
+                    code,
+                    f"participant {code} is in study {other}, not {self.study.code}",
                 )
             )
             return
-        key = (r.code, r.label)
         if key in self.visit_clashes:
             r.faults.append((EVENT_COLUMN, r.event, self.visit_clashes[key]))
             return
@@ -231,35 +238,37 @@ class _Checker:
             if first.value != given.value:
                 shown = HIDDEN if given.column in self.faults.phi else repr(first.raw)
                 r.faults.append((given.column, given.raw, f"row {first.row} gives {shown}"))
-        signature = r.signature
-        if signature is not None:
-            first = person.signatures.setdefault(
+        signature, consent = r.signature, self.dictionary.consent  # no consent: no signature
+        if signature is not None and consent is not None:
+            signed = person.signatures.setdefault(
                 (signature.version, signature.signed_on), signature
             )
-            if first.answers != signature.answers:
+            if signed.answers != signature.answers:
                 reason = (
-                    f"row {first.row} gives other answers for {signature.version} "
+                    f"row {signed.row} gives other answers for {signature.version} "
                     f"signed {signature.signed_on}"
                 )
-                r.faults.append((self.dictionary.consent.version, signature.version, reason))
-        self.count_values(r, visit, written)
+                r.faults.append((consent.version, signature.version, reason))
+        self.count_values(r, key, visit, written)
 
-    def count_values(self, r: Row, visit: PlannedVisit, written: list) -> None:
-        counts = self.report.values
+    def count_values(
+        self, r: Row, key: tuple[str, str], visit: PlannedVisit, written: list[NewValue]
+    ) -> None:
+        counts = self.tally.values
         for name, (stored, _) in r.values.items():
             target = self.dictionary.targets[name]
             before = (
-                self.stored_values.get((visit.id, target.variable.id))
+                self.stored_values.get((visit.id, stored_id(target.variable.id)))
                 if visit.id and target.variable
                 else None
             )
             counts.count(outcome_of(before, stored))
             if before != stored:
-                written.append((r.code, r.label, name, stored, before is None))
+                written.append((*key, name, stored, before is None))
 
     def load_values(self, visit_ids: list[int]) -> None:
         """What the batch's stored visits hold of the variables imported."""
         targets = self.dictionary.targets.values()
-        variables = [t.variable.id for t in targets if t.variable is not None]
+        variables = [stored_id(t.variable.id) for t in targets if t.variable is not None]
         found = phenotypes.stored_values(self.session, variables=variables, visits=visit_ids)
         self.stored_values = {(v.visit_id, v.variable_id): v.stored for v in found}

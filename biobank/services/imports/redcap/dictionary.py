@@ -8,24 +8,22 @@ from __future__ import annotations
 from datetime import date
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from biobank import redcap
+from biobank.domain.vocabulary import PhenotypeScope, PhenotypeType, Sex
 from biobank.errors import ValidationError
 from biobank.models import (
     ConsentDocument,
     ConsentDocumentStatement,
     ConsentStatement,
-    PhenotypeScope,
-    PhenotypeType,
     PhenotypeVariable,
-    Sex,
 )
 from biobank.services import phenotypes
 from biobank.services.imports.common import ImportReport
 from biobank.services.imports.redcap.faults import Faults
 from biobank.services.imports.redcap.mapping import RedcapMapping
-from biobank.services.imports.redcap.planning import Target
+from biobank.services.imports.redcap.planning import Tally, Target
 from biobank.tabular import Source
 
 # A REDCap type a variable of another type still takes: every integer is a decimal.
@@ -36,10 +34,16 @@ class Dictionary:
     """What the data dictionary's fields are, once `read`."""
 
     def __init__(
-        self, session: Session, report: ImportReport, faults: Faults, mapping: RedcapMapping
+        self,
+        session: Session,
+        report: ImportReport,
+        tally: Tally,
+        faults: Faults,
+        mapping: RedcapMapping,
     ):
         self.session = session
         self.report = report
+        self.tally = tally
         self.faults = faults
         self.mapping = mapping
         self.consent = mapping.consent  # None when the dictionary has no consent field
@@ -77,21 +81,9 @@ class Dictionary:
             self.role_field(mapping.visit_date, "visit_date", PhenotypeType.date, required=True)
             is not None
         )
-        sex = self.sex_field = self.role_field(mapping.sex, "sex", PhenotypeType.choice)
-        for code, label in sex.choices if sex else ():
-            match = next((s for s in Sex if s.value == label.casefold()), None)
-            if match is None:
-                allowed = ", ".join(s.value for s in Sex)
-                self.faults.fault(
-                    name,
-                    None,
-                    sex.line,
-                    sex.name,
-                    label,
-                    f"{sex.name}: the choice {code}, {label} is not a sex ({allowed})",
-                )
-            else:
-                self.sexes[code] = match
+        self.sex_field = self.role_field(mapping.sex, "sex", PhenotypeType.choice)
+        if self.sex_field is not None:
+            self.read_sexes(self.sex_field)
         self.birth_field = self.role_field(mapping.birth_year, "birth_year", PhenotypeType.integer)
         for column, field_name in mapping.identity.items():
             wanted = PhenotypeType.date if column == "date_of_birth" else None
@@ -111,9 +103,26 @@ class Dictionary:
                 self.faults.phi.add(f.name)
             else:
                 self.target(f)
-        self.report.variables.added = sum(t.variable is None for t in self.targets.values())
-        self.report.variables.unchanged = len(self.targets) - self.report.variables.added
+        self.tally.variables.added = sum(t.variable is None for t in self.targets.values())
+        self.tally.variables.unchanged = len(self.targets) - self.tally.variables.added
         return usable
+
+    def read_sexes(self, sex: redcap.Field) -> None:
+        """Which sex each choice of the sex field is."""
+        for code, label in sex.choices:
+            match = next((s for s in Sex if s.value == label.casefold()), None)
+            if match is None:
+                allowed = ", ".join(s.value for s in Sex)
+                self.faults.fault(
+                    self.report.dictionary,
+                    None,
+                    sex.line,
+                    sex.name,
+                    label,
+                    f"{sex.name}: the choice {code}, {label} is not a sex ({allowed})",
+                )
+            else:
+                self.sexes[code] = match
 
     def role_field(
         self,
@@ -142,8 +151,10 @@ class Dictionary:
                     f"no field {name!r} ({key} in the mapping) in the dictionary; not imported"
                 )
             return None
-        fits = wanted is None or found.value_type is wanted
-        if key == "birth_year":
+        if wanted is None:
+            return found
+        fits = found.value_type is wanted
+        if key == "birth_year":  # a year, or a date of birth
             fits = found.value_type in (PhenotypeType.integer, PhenotypeType.date)
         if not fits:
             self.faults.fault(
@@ -190,13 +201,20 @@ class Dictionary:
     def load_documents(self, code: str) -> dict[str, tuple[date, list[str]]]:
         documents: dict[str, tuple[date, list[str]]] = {}
         rows = self.session.execute(
-            sa.select(ConsentDocument.version, ConsentDocument.effective_on, ConsentStatement.code)
-            .join(
-                ConsentDocumentStatement, ConsentDocumentStatement.document_id == ConsentDocument.id
+            sa.select(
+                col(ConsentDocument.version),
+                col(ConsentDocument.effective_on),
+                col(ConsentStatement.code),
             )
-            .join(ConsentStatement, ConsentStatement.id == ConsentDocumentStatement.statement_id)
-            .where(ConsentDocument.code == code)
-            .order_by(ConsentDocument.id, ConsentDocumentStatement.position)
+            .join(
+                ConsentDocumentStatement,
+                col(ConsentDocumentStatement.document_id) == ConsentDocument.id,
+            )
+            .join(
+                ConsentStatement, col(ConsentStatement.id) == ConsentDocumentStatement.statement_id
+            )
+            .where(col(ConsentDocument.code) == code)
+            .order_by(col(ConsentDocument.id), col(ConsentDocumentStatement.position))
         )
         for version, effective_on, statement in rows:
             documents.setdefault(version, (effective_on, []))[1].append(statement)

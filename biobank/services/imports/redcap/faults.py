@@ -23,12 +23,20 @@ class Faults(FaultLog):
         self.phi: set[str] = set()  # fields whose values faults do not show
 
     def fault(
-        self, file: str, row: int | None, line: int | None, column: str | None, value, reason: str
+        self,
+        file: str | None,
+        row: int | None,
+        line: int | None,
+        column: str | None,
+        value: object,
+        reason: str,
     ) -> None:
-        """A fault in `file`; of an identifier, its value (and the reason's quote of it) hidden."""
+        """A fault in `file`, its value as text; of an identifier, the value (and the reason's
+        quote of it) hidden."""
         if column in self.phi and value:
             value, reason = HIDDEN, hidden(reason, value)
-        self.add(row, line, column, value, reason, file=file)
+        shown = None if value is None else str(value)
+        self.add(row, line, column, shown, reason, file=file)
 
     def close(self) -> None:
         """The faults listed by file (the dictionary's and the mapping's first), then by line."""

@@ -42,7 +42,10 @@ class RedcapMapping:
     def roles(self) -> dict[str, str]:
         """Field → what the mapping makes of it (none of these is a phenotype variable)."""
         roles = {self.record_id: "record ID", self.visit_date: "visit date"}
-        roles |= {self.sex: "sex", self.birth_year: "birth year"}
+        if self.sex is not None:
+            roles[self.sex] = "sex"
+        if self.birth_year is not None:
+            roles[self.birth_year] = "birth year"
         roles |= {name: f"identity {column}" for column, name in self.identity.items()}
         if self.consent:
             roles |= {
@@ -50,7 +53,6 @@ class RedcapMapping:
                 self.consent.signed_on: "consent date",
             }
             roles |= {name: f"consent {code}" for name, code in self.consent.statements.items()}
-        roles.pop(None, None)
         return roles
 
 
@@ -59,46 +61,43 @@ def redcap_mapping(path: Path | None = None) -> RedcapMapping:
     text = files("biobank").joinpath(DEFAULT_MAPPING).read_text("utf-8")
     settings = tomllib.loads(text) | (read_toml(path) if path is not None else {})
     where = path.name if path is not None else "redcap_mapping.toml"
-
-    def fail(key: str, reason: str, value: object = None) -> ValidationError:
-        return ValidationError(f"{where}: {key} {reason}", field="mapping", value=value or key)
-
     known = {f for f in RedcapMapping.__dataclass_fields__ if f != "file"}
     for key in settings.keys() - known:
-        raise fail(key, f"is not a setting (settings: {', '.join(sorted(known))})")
+        raise _fail(where, key, f"is not a setting (settings: {', '.join(sorted(known))})")
 
-    def name(key: str, value: object, *, required: bool = True) -> str | None:
-        if value in (None, "") and not required:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise fail(key, "must name a REDCap field", value)
-        return value.strip().lower()
+    def name(key: str, value: object) -> str:
+        return _field_name(where, key, value)
+
+    def optional_name(key: str, value: object) -> str | None:
+        return None if value in (None, "") else name(key, value)
 
     def table(key: str, value: object) -> dict[str, str]:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise fail(key, "must be a table of names", value)
+            raise _fail(where, key, "must be a table of names", value)
         return {str(k).strip(): v.strip() for k, v in value.items()}
 
     forms = settings.get("participant_forms", [])
     if not isinstance(forms, list) or not all(isinstance(f, str) for f in forms):
-        raise fail("participant_forms", "must be a list of form names", forms)
+        raise _fail(where, "participant_forms", "must be a list of form names", forms)
     identity = {
         c: name(f"identity.{c}", f)
         for c, f in table("identity", settings.get("identity", {})).items()
     }
     for column in identity.keys() - IDENTITY_LIMITS.keys():
-        raise fail(
-            f"identity.{column}", f"is not an identity column ({', '.join(IDENTITY_LIMITS)})"
+        raise _fail(
+            where,
+            f"identity.{column}",
+            f"is not an identity column ({', '.join(IDENTITY_LIMITS)})",
         )
     mapping = RedcapMapping(
         record_id=name("record_id", settings.get("record_id")),
         visit_date=name("visit_date", settings.get("visit_date")),
-        sex=name("sex", settings.get("sex"), required=False),
-        birth_year=name("birth_year", settings.get("birth_year"), required=False),
+        sex=optional_name("sex", settings.get("sex")),
+        birth_year=optional_name("birth_year", settings.get("birth_year")),
         participant_forms=frozenset(f.strip().lower() for f in forms),
         visit_labels=table("visit_labels", settings.get("visit_labels", {})),
         identity=identity,
-        consent=_consent_mapping(settings.get("consent", {}), fail, name),
+        consent=_consent_mapping(settings.get("consent", {}), where),
         file=where,
     )
     fields = [
@@ -109,33 +108,48 @@ def redcap_mapping(path: Path | None = None) -> RedcapMapping:
         fields += [mapping.consent.version, mapping.consent.signed_on, *mapping.consent.statements]
     twice = sorted({f for f in fields if fields.count(f) > 1})
     if twice:
-        raise fail("", f"names the field {twice[0]} for two things", twice[0])
+        raise _fail(where, "", f"names the field {twice[0]} for two things", twice[0])
     return mapping
 
 
-def _consent_mapping(given: object, fail, name) -> ConsentMapping | None:
+def _fail(where: str, key: str, reason: str, value: object = None) -> ValidationError:
+    """What is wrong with `key` of the mapping file `where`."""
+    return ValidationError(f"{where}: {key} {reason}", field="mapping", value=value or key)
+
+
+def _field_name(where: str, key: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(where, key, "must name a REDCap field", value)
+    return value.strip().lower()
+
+
+def _consent_mapping(given: object, where: str) -> ConsentMapping | None:
     if not isinstance(given, dict):
-        raise fail("consent", "must be a table", given)
+        raise _fail(where, "consent", "must be a table", given)
     if not given:
         return None  # `[consent]` left empty: no consent in this project
     unknown = given.keys() - {"document", "title", "version", "signed_on", "statements"}
     for key in unknown:
-        raise fail(
-            f"consent.{key}", "is not a setting (document, title, version, signed_on, statements)"
+        raise _fail(
+            where,
+            f"consent.{key}",
+            "is not a setting (document, title, version, signed_on, statements)",
         )
     statements = given.get("statements")
     if not isinstance(statements, dict) or not statements:
-        raise fail("consent.statements", "must map yes/no fields to consent statements", statements)
+        raise _fail(
+            where, "consent.statements", "must map yes/no fields to consent statements", statements
+        )
     document = given.get("document")
     if not isinstance(document, str) or not document.strip():
-        raise fail("consent.document", "must be the consent document's code", document)
+        raise _fail(where, "consent.document", "must be the consent document's code", document)
     return ConsentMapping(
         document=document.strip().upper(),
         title=str(given.get("title") or document).strip(),
-        version=name("consent.version", given.get("version")),
-        signed_on=name("consent.signed_on", given.get("signed_on")),
+        version=_field_name(where, "consent.version", given.get("version")),
+        signed_on=_field_name(where, "consent.signed_on", given.get("signed_on")),
         statements={
-            name(f"consent.statements.{f}", f): str(code).strip().upper()
+            _field_name(where, f"consent.statements.{f}", f): str(code).strip().upper()
             for f, code in statements.items()
         },
     )

@@ -8,9 +8,10 @@ from collections import defaultdict
 from datetime import date
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from biobank.domain.phenotypes import Stored
+from biobank.domain.vocabulary import PhenotypeScope
 from biobank.errors import ValidationError
 from biobank.models import (
     ConsentAnswer,
@@ -18,17 +19,18 @@ from biobank.models import (
     ConsentStatement,
     ParticipantConsent,
     ParticipantIdentity,
-    PhenotypeScope,
 )
 from biobank.services import participants, phenotypes
-from biobank.services.imports.common import ImportReport, batches
+from biobank.services.imports.common import ImportReport, batches, stored_id
 from biobank.services.imports.redcap.dictionary import Dictionary
 from biobank.services.imports.redcap.faults import Faults, hidden
+from biobank.services.imports.redcap.mapping import ConsentMapping
 from biobank.services.imports.redcap.planning import (
     Fact,
     Person,
     PlannedVisit,
     Signature,
+    Tally,
     identity_changes,
     identity_of,
     outcome_of,
@@ -42,6 +44,7 @@ class PeopleCheck:
         self,
         session: Session,
         report: ImportReport,
+        tally: Tally,
         faults: Faults,
         dictionary: Dictionary,
         people: dict[str, Person],
@@ -49,6 +52,7 @@ class PeopleCheck:
     ):
         self.session = session
         self.report = report
+        self.tally = tally
         self.faults = faults
         self.dictionary = dictionary
         self.mapping = dictionary.mapping
@@ -71,10 +75,12 @@ class PeopleCheck:
         stored = {p.id: p for p in self.people.values() if p.id is not None}
         for chunk in batches(stored):
             for identity in self.session.exec(
-                select(ParticipantIdentity).where(ParticipantIdentity.participant_id.in_(chunk))
+                select(ParticipantIdentity).where(
+                    col(ParticipantIdentity.participant_id).in_(chunk)
+                )
             ):
                 stored[identity.participant_id].identity = identity
-        mrns: dict[str, str] = {}
+        mrns: dict[str | None, str] = {}  # MRN → the record that first gives it
         for code, person in self.people.items():
             mrn = person.facts.get("mrn")
             if mrn is None:
@@ -84,24 +90,28 @@ class PeopleCheck:
                 self.person_fault(mrn, f"record {first} has the same MRN")
             if mrn.value.upper() in code:
                 self.person_fault(mrn, "a participant code must not contain the MRN")
-        for chunk in batches(mrns):
+        for given in batches(mrns):
             for participant_id, mrn in self.session.execute(
-                sa.select(ParticipantIdentity.participant_id, ParticipantIdentity.mrn).where(
-                    ParticipantIdentity.mrn.in_(chunk)
-                )
+                sa.select(
+                    col(ParticipantIdentity.participant_id), col(ParticipantIdentity.mrn)
+                ).where(col(ParticipantIdentity.mrn).in_(given))
             ):
                 person = self.people[mrns[mrn]]
                 if participant_id != person.id:
                     self.person_fault(person.facts["mrn"], "another participant has this MRN")
         participant_values = self.stored_participant_values()
-        by_visit = defaultdict(list)
+        by_visit: defaultdict[str, list[PlannedVisit]] = defaultdict(list)
         for (code, _), visit in self.visits.items():
             by_visit[code].append(visit)
         for code, person in self.people.items():
             self.check_person(code, person, by_visit[code], participant_values)
 
     def check_person(
-        self, code: str, person: Person, visits: list[PlannedVisit], participant_values
+        self,
+        code: str,
+        person: Person,
+        visits: list[PlannedVisit],
+        participant_values: dict[tuple[int, int], Stored],
     ) -> None:
         facts = person.facts
         born = facts.get("birth_year")
@@ -127,7 +137,7 @@ class PeopleCheck:
                     str(visit.visit_date),
                     "the visit date is before birth",
                 )
-            self.report.visits.count(
+            self.tally.visits.count(
                 outcome_of(visit.stored_date, visit.visit_date or visit.stored_date)
             )
         sex = facts.get("sex")
@@ -135,22 +145,22 @@ class PeopleCheck:
             person.outcome = "added"
         elif (sex and sex.value != person.sex) or (born and born.value != person.birth_year):
             person.outcome = "changed"
-        self.report.participants.count(person.outcome)
+        self.tally.participants.count(person.outcome)
         wanted = identity_of(facts)
         if wanted:
             have = person.identity
             changes = have is None or identity_changes(have, wanted)
-            self.report.identities.count(outcome_of(have, wanted if changes else have))
+            self.tally.identities.count(outcome_of(have, wanted if changes else have))
         for key, given in facts.items():
             if key.startswith("value:"):
                 target = self.dictionary.targets[key[6:]]
                 before = (
-                    participant_values.get((person.id, target.variable.id))
+                    participant_values.get((person.id, stored_id(target.variable.id)))
                     if person.id and target.variable
                     else None
                 )
                 outcome = outcome_of(before, given.value)
-                self.report.values.count(outcome)
+                self.tally.values.count(outcome)
                 if outcome != "unchanged":
                     person.new_values.append((target.field.name, outcome == "added"))
 
@@ -158,11 +168,11 @@ class PeopleCheck:
         """(participant, variable) → what is stored of the participant-level variables."""
         ids = [p.id for p in self.people.values() if p.id is not None]
         variables = [
-            t.variable.id
+            stored_id(t.variable.id)
             for t in self.dictionary.targets.values()
             if t.variable is not None and t.variable.scope is PhenotypeScope.participant
         ]
-        found = {}
+        found: dict[tuple[int, int], Stored] = {}
         for chunk in batches(ids):
             for value in phenotypes.stored_values(
                 self.session, variables=variables, participants=chunk, participant_level=True
@@ -185,17 +195,16 @@ class PeopleCheck:
             answered = {code for s in signed for code in s.answers}
             asked = [code for code in given.statements.values() if code in answered]
             self.documents[version] = (min(s.signed_on for s in signed), asked)
-        recorded = self.stored_signatures()
+        recorded = self.stored_signatures(given.document)
         for code, s in signatures:
             person = self.people[code]
             s.stored = recorded.get((person.id, s.version, s.signed_on)) if person.id else None
-            self.check_signature(s, person)
+            self.check_signature(s, person, given)
         self.report.documents = [f"{given.document} {v}" for v in self.documents]
 
-    def check_signature(self, s: Signature, person: Person) -> None:
+    def check_signature(self, s: Signature, person: Person, given: ConsentMapping) -> None:
         """One signature's dates and answers against its document, its participant and what is
         recorded of it (a signed consent is never changed)."""
-        given = self.dictionary.consent
 
         def fault(column: str, value: str, reason: str) -> None:
             self.faults.fault(self.report.records, s.row, s.line, column, value, reason)
@@ -215,13 +224,13 @@ class PeopleCheck:
                 column = s.columns.get(statement, given.version)
                 fault(column, "", f"no answer ({document} asks {statement})")
         for statement in s.answers.keys() - set(asked):
-            answer = str(int(s.answers[statement]))
-            fault(s.columns[statement], answer, f"{document} does not ask {statement}")
-        outcome = outcome_of(s.stored, s.answers)
-        if outcome != "changed":
-            self.report.consents.count(outcome)
+            shown = str(int(s.answers[statement]))
+            fault(s.columns[statement], shown, f"{document} does not ask {statement}")
+        stored = s.stored
+        if stored is None or stored == s.answers:
+            self.tally.consents.count(outcome_of(stored, s.answers))  # added, or unchanged
             return
-        differ = sorted(s.answers.items() ^ s.stored.items())
+        differ = sorted(s.answers.items() ^ stored.items())
         reason = (
             f"{document} signed {s.signed_on} is recorded with other answers "
             f"({', '.join(sorted({k for k, _ in differ}))}); a signed consent is not changed "
@@ -232,25 +241,30 @@ class PeopleCheck:
         shown = "" if answer is None else str(int(answer))
         fault(s.columns.get(statement, given.version), shown, reason)
 
-    def stored_signatures(self) -> dict[tuple[int | None, str, date], dict[str, bool]]:
-        """(participant, version, date) → answers of the document's recorded signatures."""
+    def stored_signatures(
+        self, document: str
+    ) -> dict[tuple[int | None, str, date], dict[str, bool]]:
+        """(participant, version, date) → answers of the `document`'s recorded signatures."""
         ids = [p.id for p in self.people.values() if p.id is not None and p.signatures]
         found: dict[tuple[int | None, str, date], dict[str, bool]] = defaultdict(dict)
         for chunk in batches(ids):
             for pid, version, signed_on, statement, answer in self.session.execute(
                 sa.select(
-                    ParticipantConsent.participant_id,
-                    ConsentDocument.version,
-                    ParticipantConsent.signed_on,
-                    ConsentStatement.code,
-                    ConsentAnswer.answer,
+                    col(ParticipantConsent.participant_id),
+                    col(ConsentDocument.version),
+                    col(ParticipantConsent.signed_on),
+                    col(ConsentStatement.code),
+                    col(ConsentAnswer.answer),
                 )
-                .join(ConsentDocument, ConsentDocument.id == ParticipantConsent.document_id)
-                .join(ConsentAnswer, ConsentAnswer.participant_consent_id == ParticipantConsent.id)
-                .join(ConsentStatement, ConsentStatement.id == ConsentAnswer.statement_id)
+                .join(ConsentDocument, col(ConsentDocument.id) == ParticipantConsent.document_id)
+                .join(
+                    ConsentAnswer,
+                    col(ConsentAnswer.participant_consent_id) == ParticipantConsent.id,
+                )
+                .join(ConsentStatement, col(ConsentStatement.id) == ConsentAnswer.statement_id)
                 .where(
-                    ParticipantConsent.participant_id.in_(chunk),
-                    ConsentDocument.code == self.dictionary.consent.document,
+                    col(ParticipantConsent.participant_id).in_(chunk),
+                    col(ConsentDocument.code) == document,
                 )
             ):
                 found[pid, version, signed_on][statement] = answer

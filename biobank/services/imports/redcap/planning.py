@@ -10,9 +10,10 @@ from typing import IO, Any
 
 from biobank import redcap
 from biobank.domain.phenotypes import Spec, Stored
-from biobank.models import ParticipantIdentity, PhenotypeVariable, Sex, Study
+from biobank.domain.vocabulary import Sex
+from biobank.models import ParticipantIdentity, PhenotypeVariable, Study
 from biobank.services import phenotypes
-from biobank.services.imports.common import ImportReport
+from biobank.services.imports.common import Counts, ImportReport
 from biobank.services.imports.redcap.mapping import IDENTITY_LIMITS, RedcapMapping
 
 NewValue = tuple[str, str | None, str, Stored, bool]  # participant, visit, variable, value, new?
@@ -98,6 +99,19 @@ class Row:
     values: dict[str, tuple[Stored, str]] = field(default_factory=dict)  # visit-scope
     signature: Signature | None = None
     faults: list[tuple[str | None, str | None, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """The report's counts of what the import adds, changes and leaves alone, held here too:
+    the report's are optional (a legacy sheet's report has none), these are always there."""
+
+    participants: Counts = field(default_factory=Counts)
+    identities: Counts = field(default_factory=Counts)
+    visits: Counts = field(default_factory=Counts)
+    variables: Counts = field(default_factory=Counts)
+    values: Counts = field(default_factory=Counts)
+    consents: Counts = field(default_factory=Counts)
 
 
 @dataclass

@@ -4,19 +4,20 @@ consent signature) and the faults of its cells."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
 from biobank import redcap
 from biobank.domain.phenotypes import parse_value
 from biobank.domain.visits import canonical_visit_label
+from biobank.domain.vocabulary import PhenotypeScope, PhenotypeType
 from biobank.errors import ValidationError
-from biobank.models import PhenotypeScope, PhenotypeType
 from biobank.services import consent, participants
 from biobank.services.imports.common import too_many_values
 from biobank.services.imports.redcap.dictionary import Dictionary
 from biobank.services.imports.redcap.faults import Faults, hidden
-from biobank.services.imports.redcap.mapping import IDENTITY_LIMITS
+from biobank.services.imports.redcap.mapping import IDENTITY_LIMITS, ConsentMapping
 from biobank.services.imports.redcap.planning import Fact, Row, Signature, Target
 
 EVENT_COLUMN = "redcap_event_name"
@@ -116,7 +117,7 @@ class RowReader:
         for target in d.targets.values():
             self.read_value(target, cell, r)
         if d.consent is not None:
-            r.signature = self.read_signature(cell, read, r)
+            r.signature = self.read_signature(d.consent, cell, read, r)
         return r
 
     def read_code(self, raw: str, r: Row) -> str | None:
@@ -157,7 +158,7 @@ class RowReader:
             return None
         return raw
 
-    def read_value(self, target: Target, cell, r: Row) -> None:
+    def read_value(self, target: Target, cell: Callable[[str], str], r: Row) -> None:
         f = target.field
         try:
             if f.value_type is PhenotypeType.multi_choice:
@@ -174,17 +175,23 @@ class RowReader:
             stored = parse_value(target.spec, value)
         except ValidationError as error:
             column = error.field if error.field in f.columns else f.name
-            r.faults.append((column, raw if column == f.name else error.value, error.message))
+            shown = raw if column == f.name else str(error.value)  # a checkbox's cell
+            r.faults.append((column, shown, error.message))
             return
         if (target.variable or target.definition).scope is PhenotypeScope.participant:
             r.facts[f"value:{f.name}"] = Fact(r.row, r.line, f.name, raw, stored)
         else:
             r.values[f.name] = (stored, raw)
 
-    def read_signature(self, cell, read, r: Row) -> Signature | None:
-        fields, given = self.dictionary.fields, self.dictionary.consent
-        statements = self.dictionary.statements
-        answers = {}
+    def read_signature(
+        self,
+        given: ConsentMapping,
+        cell: Callable[[str], str],
+        read: Callable[[redcap.Field], Any],
+        r: Row,
+    ) -> Signature | None:
+        fields, statements = self.dictionary.fields, self.dictionary.statements
+        answers: dict[str, bool] = {}
         for code, name in statements.items():
             answer = read(fields[name])
             if answer is not None:

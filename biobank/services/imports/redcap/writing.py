@@ -7,25 +7,30 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from biobank.db import flush, insert_many, prepare_bulk_writing
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.domain.phenotypes import Stored
+from biobank.domain.vocabulary import Sex
 from biobank.models import (
     Participant,
     ParticipantIdentity,
     PhenotypeValue,
     PhenotypeVariable,
-    Sex,
     Visit,
     utcnow,
 )
 from biobank.services import audit, consent, participants, phenotypes
-from biobank.services.imports.common import ImportReport, batches, refuse_a_faulty_plan
+from biobank.services.imports.common import (
+    ImportReport,
+    batches,
+    refuse_a_faulty_plan,
+    stored_id,
+)
 from biobank.services.imports.redcap.planning import (
     NewValue,
     Person,
@@ -36,6 +41,7 @@ from biobank.services.imports.redcap.planning import (
 from biobank.tabular import unspool
 
 SOURCE = "redcap"
+Loaded = TypeVar("Loaded", Participant, Visit)
 
 
 def write_redcap(
@@ -50,7 +56,7 @@ def write_redcap(
     written after each batch."""
     require(actor, Permission.import_data)
     report = plan.report
-    refuse_a_faulty_plan(report, report.records)
+    refuse_a_faulty_plan(report)
     writer = _Writer(session, actor, plan)
     prepare_bulk_writing(session)
     writer.create_documents()
@@ -84,6 +90,8 @@ class _Writer:
 
     def create_documents(self) -> None:
         given = self.plan.mapping.consent
+        if given is None:  # no consent in this project: no documents
+            return
         for version, (effective_on, statements) in self.plan.documents.items():
             consent.add_document(
                 self.session,
@@ -103,7 +111,13 @@ class _Writer:
                 )
                 self.variables[name] = phenotypes.get_variable(self.session, name)
 
-    def changed(self, row, action: str, before: dict, label: dict) -> None:
+    def changed(
+        self,
+        row: Participant | Visit | PhenotypeValue,
+        action: str,
+        before: dict[str, Any],
+        label: dict[str, str],
+    ) -> None:
         """Write a changed row and its audit entry: before, and after with `label` (whose the
         row is, by code and visit label)."""
         self.session.add(row)
@@ -112,7 +126,7 @@ class _Writer:
             self.session,
             actor=self.actor,
             action=action,
-            entity=row.__tablename__,
+            entity=row.__table__.name,
             entity_id=row.id,
             before=before,
             after=label | audit.snapshot(row),
@@ -143,7 +157,7 @@ class _Writer:
                     self.set_identity(person, wanted)
                 continue
             if person.outcome == "changed":
-                row = self.session.get(Participant, person.id)
+                row = self.session.get_one(Participant, person.id)
                 before = audit.snapshot(row)
                 row.sex = sex or row.sex
                 row.birth_year = born if born is not None else row.birth_year
@@ -160,7 +174,7 @@ class _Writer:
             ).first()
         )
         if identity is None:
-            identity, changes = ParticipantIdentity(participant_id=person.id), wanted
+            identity, changes = ParticipantIdentity(participant_id=stored_id(person.id)), wanted
         else:
             changes = identity_changes(identity, wanted)
         if not changes:
@@ -192,19 +206,20 @@ class _Writer:
             )
             found = {(p, label): i for i, p, label in self.session.execute(query)}
             entries = []
-            for (code, label), row in zip(new, rows, strict=True):
+            for (code, label), added in zip(new, rows, strict=True):
                 visit = plan.visits[code, label]
-                visit.id, visit.stored_date = found[row["participant_id"], label], visit.visit_date
+                visit.id = found[added["participant_id"], label]
+                visit.stored_date = visit.visit_date
                 entries.append(
                     {"action": "visit.add", "entity": "visit", "entity_id": visit.id,
-                     "after": row | {"id": visit.id}, "reason": self.reason}
+                     "after": added | {"id": visit.id}, "reason": self.reason}
                 )  # fmt: skip
             audit.record_many(self.session, actor=self.actor, entries=entries)
         for code, label in keys:
             visit = plan.visits[code, label]
             if visit.id is None or visit.visit_date in (None, visit.stored_date):
                 continue
-            row = self.session.get(Visit, visit.id)
+            row = self.session.get_one(Visit, visit.id)
             before = audit.snapshot(row)
             row.visit_date = visit.visit_date
             self.changed(row, "visit.change", before, {"participant": code})
@@ -222,14 +237,15 @@ class _Writer:
         """New values through `add_values` (one statement a participant); changed ones
         through `store_value`, which records each before and after."""
         plan = self.plan
-        people = self.loaded(Participant, {plan.people[v[0]].id for v in values})
-        visits = self.loaded(Visit, {plan.visits[v[0], v[1]].id for v in values if v[1]})
+        people = self.loaded(Participant, {stored_id(plan.people[v[0]].id) for v in values})
+        visits = self.loaded(Visit, {stored_id(plan.visits[v[0], v[1]].id) for v in values if v[1]})
         new: dict[int, list[tuple[Visit | None, PhenotypeVariable, Stored]]] = defaultdict(list)
         for code, label, name, stored, added in values:
-            person = people[plan.people[code].id]
-            visit = visits[plan.visits[code, label].id] if label is not None else None
+            person_id = stored_id(plan.people[code].id)
+            person = people[person_id]
+            visit = visits[stored_id(plan.visits[code, label].id)] if label is not None else None
             if added:
-                new[person.id].append((visit, self.variables[name], stored))
+                new[person_id].append((visit, self.variables[name], stored))
                 continue
             phenotypes.store_value(
                 self.session,
@@ -246,15 +262,18 @@ class _Writer:
                 source=SOURCE,
             )  # fmt: skip
 
-    def loaded(self, model: type[Participant] | type[Visit], ids: set[int]) -> dict[int, Any]:
+    def loaded(self, model: type[Loaded], ids: set[int]) -> dict[int, Loaded]:
         """Rows by id, a thousand per query."""
-        found: dict[int, Any] = {}
+        found: dict[int, Loaded] = {}
         for chunk in batches(sorted(ids)):
-            found |= {r.id: r for r in self.session.exec(select(model).where(model.id.in_(chunk)))}
+            rows = self.session.exec(select(model).where(col(model.id).in_(chunk)))
+            found |= {stored_id(r.id): r for r in rows}
         return found
 
     def write_signatures(self, codes: list[str]) -> None:
         given = self.plan.mapping.consent
+        if given is None:  # no consent in this project: no signatures
+            return
         for code in codes:
             for s in self.plan.people[code].signatures.values():
                 if s.stored is None:
