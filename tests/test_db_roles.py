@@ -200,5 +200,6 @@ def test_biobank_deletes_only_wrong_pin_counts():
     assert found == [
         "identity.py: session.delete(here)",  # here: a PinLockout
         "participants.py: session.delete(gone)",  # a merged visit, and its values the kept one has
-        "users.py: session.execute(sa.delete(PinLockout).where(PinLockout.user_id == user.id))",
+        "users.py: session.execute("
+        "sa.delete(PinLockout).where(col(PinLockout.user_id) == user.id))",
     ], "a new deletion: grant it in services/db_roles.py"
