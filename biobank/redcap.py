@@ -5,10 +5,14 @@ Pure: it reads the rows it is handed and knows nothing of the database; the impo
 (`services.imports.redcap`) decides what each field becomes.
 
 Field types map onto phenotype types: text with validation integer → integer, number (and
-number_Ndp) → decimal, date_ymd/mdy/dmy → date (raw exports write YYYY-MM-DD whatever the
-entry format), other text and notes → text; radio and dropdown → choice; checkbox →
-multi_choice (exported as one `field___code` column of 1/0 per choice); yesno and truefalse →
-boolean; calc → decimal; slider → integer 0-100. Descriptive and file fields hold no value.
+number_Ndp) → decimal, date_* → date, datetime_* and datetime_seconds_* → date with the time
+dropped (raw exports write YYYY-MM-DD [HH:MM[:SS]] whatever the entry format), time, email and
+the other validations and notes → text; radio and dropdown → choice; checkbox → multi_choice
+(exported as one `field___code` column of 1/0 per choice); yesno and truefalse → boolean;
+calc → decimal; slider → integer 0-100. Descriptive and file fields hold no value.
+
+A dictionary is read as REDCap writes it: the 18 headers of a CSV download, or the snake_case
+keys of the API's metadata export.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from biobank.domain.phenotypes import Spec, parse_value, typed
@@ -37,6 +41,19 @@ COLUMNS: dict[str, str] = {
     "identifier": "Identifier?",
 }
 """What is read → its header in a data dictionary (the other columns steer data entry)."""
+METADATA_KEYS: dict[str, str] = {
+    "name": "field_name",
+    "form": "form_name",
+    "field_type": "field_type",
+    "label": "field_label",
+    "choices": "select_choices_or_calculations",
+    "note": "field_note",
+    "validation": "text_validation_type_or_show_slider_number",
+    "min": "text_validation_min",
+    "max": "text_validation_max",
+    "identifier": "identifier",
+}
+"""What is read → its key in the API's metadata export (`content=metadata`)."""
 
 SKIPPED_TYPES = frozenset({"descriptive", "file"})
 CHOICE_TYPES = {"radio": PhenotypeType.choice, "dropdown": PhenotypeType.choice}
@@ -50,9 +67,34 @@ FIXED_TYPES = {
     "sql": PhenotypeType.text,  # a dropdown filled by a query: its stored keys, as text
 }
 FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-EVENT_NAME = re.compile(r"^([a-z0-9][a-z0-9_]*?)_arm_\d+$")
+FIELD_NAME_LIMIT = 100  # REDCap's own
+EVENT_NAME = re.compile(r"^([a-z0-9][a-z0-9_]*?)_arm_(\d+)$")
 NUMBER_VALIDATION = re.compile(r"^number(_\d+dp)?(_comma_decimal)?$")
-DATE_VALIDATION = re.compile(r"^date_(ymd|mdy|dmy)$")
+DATE_VALIDATION = re.compile(r"^(date|datetime|datetime_seconds)_(ymd|mdy|dmy)$")
+TEXT_VALIDATIONS = frozenset(
+    {
+        "alpha_only",
+        "email",
+        "mrn_10d",
+        "mrn_generic",
+        "phone",
+        "phone_australia",
+        "phone_france",
+        "postalcode_australia",
+        "postalcode_canada",
+        "postalcode_french",
+        "postalcode_germany",
+        "postalcode_uk",
+        "ssn",
+        "time",
+        "time_hh_mm_ss",
+        "time_mm_ss",
+        "vmrn",
+        "zipcode",
+    }
+)
+"""REDCap's built-in validations whose values are kept as written (times among them)."""
+DATETIME_LAYOUTS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
 SLIDER_RANGE = (0.0, 100.0)
 RANGED_TYPES = (PhenotypeType.integer, PhenotypeType.decimal, PhenotypeType.date)
 LABEL_LIMIT = 300
@@ -76,6 +118,20 @@ class Field:
     comma_decimal: bool = False
     identifier: bool = False
     note: str | None = None
+    validation: str = ""  # a text field's Text Validation Type
+
+    @property
+    def drops_time(self) -> bool:
+        """A datetime field, read as its date."""
+        return self.validation.startswith("datetime_")
+
+    @property
+    def custom_validation(self) -> bool:
+        """A validation none of REDCap's own: a site's addition, read as text."""
+        return self.value_type is PhenotypeType.text and self.validation not in (
+            "",
+            *TEXT_VALIDATIONS,
+        )
 
     @property
     def spec(self) -> Spec:
@@ -117,6 +173,16 @@ class Dictionary:
     def forms(self) -> set[str]:
         return {f.form for f in self.fields.values()}
 
+    @property
+    def times_dropped(self) -> list[str]:
+        """The datetime fields, whose values are read as their date."""
+        return [f.name for f in self.fields.values() if f.drops_time]
+
+    @property
+    def custom_validations(self) -> list[str]:
+        """Fields with a site's own validation, read as text: `field (validation)`."""
+        return [f"{f.name} ({f.validation})" for f in self.fields.values() if f.custom_validation]
+
 
 def checkbox_column(name: str, code: str) -> str:
     """REDCap's export column of one checkbox choice: `field___code`, the code lower-cased
@@ -151,16 +217,26 @@ def _plain(text: str) -> str:
     return plain_text(text)[:LABEL_LIMIT]
 
 
+def _day(text: str) -> date | None:
+    """The date of `YYYY-MM-DD HH:MM`, `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DD`; None if none."""
+    for layout in DATETIME_LAYOUTS:
+        try:
+            return datetime.strptime(text, layout).date()
+        except ValueError:
+            continue
+    return None
+
+
 def _bound(text: str, value_type: PhenotypeType) -> float | date | None:
     if not text:
         return None
     if value_type is PhenotypeType.date:
-        if text.casefold() == "today":
+        if text.casefold() in ("today", "now"):
             return None  # the future is refused anyway
-        try:
-            return date.fromisoformat(text)
-        except ValueError:
-            raise ValidationError(f"{text!r} is not a date (YYYY-MM-DD) or 'today'") from None
+        day = _day(text)
+        if day is None:
+            raise ValidationError(f"{text!r} is not a date (YYYY-MM-DD [HH:MM]) or 'today'")
+        return day
     try:
         return float(text.replace(",", "."))
     except ValueError:
@@ -181,7 +257,8 @@ def _value_type(field_type: str, validation: str) -> PhenotypeType:
         return PhenotypeType.decimal
     if DATE_VALIDATION.match(validation):
         return PhenotypeType.date
-    return PhenotypeType.text  # email, phone, time, datetime…: kept as written
+    # email, phone, time…, and a site's own validation (REDCap lets an admin add them): text
+    return PhenotypeType.text
 
 
 def read_dictionary(records: Iterable[tuple[int, list[str]]]) -> Dictionary:
@@ -197,10 +274,12 @@ def read_dictionary(records: Iterable[tuple[int, list[str]]]) -> Dictionary:
     keys = [_key(c) for c in cells]
     index: dict[str, int] = {}
     for name, title in COLUMNS.items():
-        if _key(title) in keys:
-            index[name] = keys.index(_key(title))
+        found = [keys.index(k) for k in (_key(title), METADATA_KEYS[name]) if k in keys]
+        if found:
+            index[name] = found[0]
         else:
-            result.problems.append(Problem(line, title, None, f"no column {title!r}"))
+            reason = f"no column {title!r} (or {METADATA_KEYS[name]!r})"
+            result.problems.append(Problem(line, title, None, reason))
     if result.problems:
         return result
     for line, cells in rows:
@@ -218,8 +297,12 @@ def _read_field(result: Dictionary, line: int, cell: Mapping[str, str]) -> None:
         if name:
             result.faulty.append(name)
 
-    if not FIELD_NAME.match(name) or len(name) > 64:
-        return problem("name", name, "a field name is 1-64 of a-z, 0-9 and '_', from a letter")
+    if not FIELD_NAME.match(name) or len(name) > FIELD_NAME_LIMIT:
+        return problem(
+            "name",
+            name,
+            f"a field name is 1-{FIELD_NAME_LIMIT} of a-z, 0-9 and '_', from a letter",
+        )
     if name in result.fields or name in result.skipped:
         return problem("name", name, "the field is listed twice")
     if not cell["form"]:
@@ -231,7 +314,8 @@ def _read_field(result: Dictionary, line: int, cell: Mapping[str, str]) -> None:
     try:
         value_type = _value_type(field_type, validation)
     except ValidationError as error:
-        return problem("field_type", cell["field_type"], error.message)
+        column = "validation" if field_type == "text" else "field_type"
+        return problem(column, cell[column], error.message)
     choices: tuple[tuple[str, str], ...] = ()
     if field_type in CHOICE_TYPES or field_type == "checkbox":
         try:
@@ -271,6 +355,7 @@ def _read_field(result: Dictionary, line: int, cell: Mapping[str, str]) -> None:
         comma_decimal=validation.endswith("_comma_decimal"),
         identifier=cell["identifier"].lower() == "y",
         note=_plain(cell["note"]) or None,
+        validation=validation,
     )
     return None
 
@@ -283,6 +368,8 @@ def read_cell(field: Field, raw: str) -> Any:
         return raw  # a raw export writes codes; a code that is another choice's label is a code
     if field.comma_decimal:
         raw = raw.replace(",", ".")
+    if field.drops_time:
+        raw = _datetime_day(field, raw).isoformat()  # then checked as any date
     spec = field.spec
     value = typed(spec, parse_value(spec, raw))
     if isinstance(value, date):
@@ -301,6 +388,17 @@ def read_cell(field: Field, raw: str) -> Any:
     return value
 
 
+def _datetime_day(field: Field, raw: str) -> date:
+    day = _day(raw)
+    if day is None:
+        raise ValidationError(
+            f"{field.name}: {raw!r} is not a date and time (YYYY-MM-DD HH:MM[:SS])",
+            field=field.name,
+            value=raw,
+        )
+    return day
+
+
 def read_checkboxes(field: Field, cells: Mapping[str, str]) -> list[str]:
     """The codes ticked, from each choice's `field___code` cell (1/0; empty: not exported)."""
     ticked = []
@@ -316,13 +414,11 @@ def read_checkboxes(field: Field, cells: Mapping[str, str]) -> list[str]:
     return ticked
 
 
-def event_name(raw: str) -> str:
-    """The event of a unique event name without its arm: `month_6_arm_1` → `month_6`."""
-    found = EVENT_NAME.match(raw.strip())
+def split_event(raw: str) -> tuple[str, int | None]:
+    """A unique event name's event and arm: `month_6_arm_1` → ("month_6", 1); a name without
+    an arm is taken as written: `month6` → ("month6", None)."""
+    name = raw.strip()
+    found = EVENT_NAME.match(name)
     if found is None:
-        raise ValidationError(
-            f"{raw!r} is not a REDCap event name like baseline_arm_1",
-            field="redcap_event_name",
-            value=raw,
-        )
-    return found.group(1)
+        return name, None
+    return found.group(1), int(found.group(2))

@@ -59,10 +59,42 @@ def test_every_lookup_path_is_indexed(db_url):
         ("storage_unit", "barcode"),
         ("participant", "code"),
         ("participant_identity", "mrn"),
+        ("participant_external_id", "value"),
         ("app_user", "username"),
         ("app_user", "badge"),
     ]:
         assert indexed(table, column), f"{table}.{column} has no index"
+    engine.dispose()
+
+
+def test_0011_keeps_the_participant_checks_and_adds_sex_other(empty_db_url):
+    """SQLite rebuilds `participant` to change its sex CHECK: the status CHECK must survive."""
+    engine = make_engine(empty_db_url)
+    migrate.upgrade(engine, "0010")
+    insert = (
+        "INSERT INTO participant (id, study_id, code, sex, status, created_at) "
+        "VALUES ({id}, 1, 'P-{id}', '{sex}', '{status}', '2026-01-01 00:00:00')"
+    )
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO study (id, code, title, id_prefix, created_at) "
+            "VALUES (1, 'S', 'S', 'S', '2026-01-01 00:00:00')"
+        )
+        connection.exec_driver_sql(insert.format(id=1, sex="female", status="active"))
+    migrate.upgrade(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(insert.format(id=2, sex="other", status="active"))
+        assert connection.exec_driver_sql("SELECT sex FROM participant WHERE id = 1").scalar() == (
+            "female"
+        )
+    for sex, status in (("bogus", "active"), ("female", "bogus")):
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+            connection.exec_driver_sql(insert.format(id=3, sex=sex, status=status))
+    migrate.downgrade(engine, "0010")  # `other` becomes unknown, as the old CHECK allows
+    with engine.begin() as connection:
+        assert connection.exec_driver_sql("SELECT sex FROM participant WHERE id = 2").scalar() == (
+            "unknown"
+        )
     engine.dispose()
 
 

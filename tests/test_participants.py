@@ -11,7 +11,9 @@ from inventory import FUTURE
 from biobank.db import uow
 from biobank.domain.vocabulary import Role
 from biobank.errors import AlreadyExists, NotFound, PermissionDenied, ValidationError
+from biobank.export.fhir import GENDERS
 from biobank.services import participants, studies
+from biobank.services.deidentification import MIABIS_SEX
 
 PHI = {"mrn": "MRN5550123", "family_name": "Zebulon", "given_name": "Quentessa"}
 
@@ -40,6 +42,25 @@ def test_generated_codes_are_pseudonymous(engine, admin, study):
     codes = {p.code for p in made}
     assert len(codes) == 20
     assert all(re.fullmatch(r"SLE-[34679ACDEFGHJKLMNPQRTUVWXY]{6}", c) for c in codes)
+
+
+def test_sex_other_is_fhir_other_and_miabis_unknown(engine, admin, study):
+    """FHIR's administrative gender has `other`; MIABIS has none, so it exports as Unknown."""
+    with uow(engine) as session:
+        made = participants.add_participant(session, actor=admin, study="SLE", sex="other")
+        shown = participants.show_participant(session, actor=admin, code=made.code)
+    assert shown.sex == "other" and shown.external_ids == []
+    assert GENDERS["other"] == "other"
+    assert dict(MIABIS_SEX)["other"] == "Unknown"
+
+
+def test_show_needs_a_code_or_a_study_and_record(engine, admin, study):
+    with uow(engine, readonly=True) as session:
+        for named in ({}, {"record": "1"}, {"code": "SLE-X", "study": "SLE", "record": "1"}):
+            with pytest.raises(ValidationError):
+                participants.show_participant(session, actor=admin, **named)
+        with pytest.raises(NotFound, match="no participant of SLE with redcap ID '1'"):
+            participants.show_participant(session, actor=admin, study="SLE", record="1")
 
 
 def test_phi_lives_only_in_the_identity_table(engine, admin, study):

@@ -53,6 +53,7 @@ from biobank.services import (
     events,
     export_runs,
     exports,
+    external_ids,
     identity,
     kits,
     label_data,
@@ -95,6 +96,9 @@ EXEMPT = {
     "after the caller's check",
     agreements.covering_agreement: "the export's check of its agreement, after the export's "
     "permission check",
+    external_ids.add_external_ids: "an import's record IDs, after the import's own check",
+    external_ids.find_by_external_id: "`show_participant` finds by record ID after its check "
+    "(the actor decides only whether a PHI ID finds anyone)",
 }
 
 DATA = Path(__file__).parent / "data"

@@ -260,7 +260,10 @@ def _edited(path: Path, target: Path, **cells: str) -> Path:
 
 def _redcap_values(engine, actor) -> dict[tuple[str, str | None], object]:
     with uow(engine, readonly=True) as session:
-        shown = phenotypes.participant_phenotypes(session, actor=actor, participant="EX-001")
+        code = participants.show_participant(
+            session, actor=actor, study="SLE", record="ex-001"
+        ).code  # the REDCap record ex-001's participant
+        shown = phenotypes.participant_phenotypes(session, actor=actor, participant=code)
     return {(v.variable, v.visit): v.value for v in shown}
 
 

@@ -138,3 +138,70 @@ def test_any_redcap_export_is_checked_row_by_row_and_nothing_is_written(
         assert fault.reason and (fault.row is None or 1 <= fault.row <= len(rows))
     with registry.connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM audit_entry")).scalar() == before
+
+
+class _Undone(Exception):
+    """Raised to roll back what an example wrote, so the next example meets the same database."""
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    garbled=st.lists(
+        st.tuples(st.integers(1, len(_REDCAP_ROWS) - 1), st.integers(0, 30), cells),
+        min_size=1,
+        max_size=6,
+    ),
+    skip_faulty=st.booleans(),
+)
+def test_a_garbled_redcap_export_is_faulted_by_row_and_written_by_whole_records(
+    registry, admin, tmp_path, garbled, skip_faulty
+):
+    """The sample export with cells replaced by anything: every fault names its row (and its
+    record, when the row has one); without skip_faulty a faulty export writes nothing, with it
+    exactly the records without a faulty row are written."""
+    rows = [list(row) for row in _REDCAP_ROWS]
+    for row, column, text in garbled:
+        rows[row][column % len(rows[row])] = text
+    path = tmp_path / "records.csv"
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+
+    def written(connection: sa.Connection) -> tuple[set[str], int, int]:
+        query = sa.text("SELECT value FROM participant_external_id")  # the records written
+        codes = set(connection.execute(query).scalars())
+        audit = connection.execute(sa.text("SELECT count(*) FROM audit_entry")).scalar_one()
+        values = connection.execute(sa.text("SELECT count(*) FROM phenotype_value")).scalar_one()
+        return codes, audit, values
+
+    with registry.connect() as connection:
+        before = written(connection)
+    with pytest.raises(_Undone), uow(registry) as session:
+        plan = redcap_import.check_redcap(
+            session,
+            actor=admin,
+            dictionary=REDCAP / "redcap_data_dictionary.csv",
+            records=path,
+            study="SLE",
+            skip_faulty=skip_faulty,
+        )
+        report = plan.report
+        for fault in report.faults:
+            assert fault.row is not None and 1 <= fault.row <= len(rows) - 1, fault
+            assert fault.record == (rows[fault.row][0].strip() or None), fault
+        if report.fault_count and not skip_faulty:
+            with pytest.raises(ValidationError, match="nothing was imported"):
+                redcap_import.write_redcap(session, actor=admin, plan=plan)
+            assert written(session.connection()) == before
+        else:
+            redcap_import.write_redcap(session, actor=admin, plan=plan)
+            faulty = {f.record for f in report.faults if f.record}
+            records = {row[0].strip() for row in rows[1:]}
+            kept = {r for r in records - faulty if r}
+            assert written(session.connection())[0] == before[0] | kept
+        raise _Undone
+    with registry.connect() as connection:
+        assert written(connection) == before

@@ -27,7 +27,7 @@ from biobank.services import (
     studies,
 )
 from biobank.services.imports import redcap
-from biobank.services.imports.common import Counts, ImportReport
+from biobank.services.imports.common import Counts, ImportReport, LeftOut, LeftOutRecord
 
 DATA = Path(__file__).parent / "data" / "redcap"
 DICTIONARY = DATA / "redcap_data_dictionary.csv"  # the samples, as the registry gave them
@@ -101,6 +101,35 @@ def _import(engine, actor, records=RECORDS, **options) -> ImportReport:
         return redcap.write_redcap(session, actor=actor, plan=plan)
 
 
+def _record_rows(rows: list[dict[str, str]], record: str) -> list[int]:
+    """The data row numbers of a record's rows."""
+    return [i + 1 for i, r in enumerate(rows) if r["record_id"] == record]
+
+
+def _without(rows: list[dict[str, str]], records: set[str]) -> list[dict[str, str]]:
+    return [r for r in rows if r["record_id"] not in records]
+
+
+def _codes(engine) -> dict[str, str]:
+    """Record ID → the participant code the import gave it (a code of ours, not the ID)."""
+    with engine.connect() as connection:
+        return dict(
+            connection.execute(
+                sa.text(
+                    "SELECT x.value, p.code FROM participant_external_id x "
+                    "JOIN participant p ON p.id = x.participant_id"
+                )
+            ).all()
+        )
+
+
+def _by_record(session, actor, record: str, study: str = "SLE", **options):
+    """The participant of a REDCap record."""
+    return participants.show_participant(
+        session, actor=actor, study=study, record=record, **options
+    )
+
+
 def _tables(engine) -> list[str]:
     return [t for t in sa.inspect(engine).get_table_names() if t != "alembic_version"]
 
@@ -154,6 +183,7 @@ def test_the_samples_import(engine, admin, study):
     assert counts["participant"] == counts["participant_identity"] == len(codes) == 24
     assert Counter(action for action, _, _ in _audit_since(engine, last)) == {
         "participant.add": 24,
+        "participant_external_id.add": 24,
         "participant_identity.add": 24,
         "visit.add": len(rows),
         "phenotype_value.add": report.values.added,
@@ -164,12 +194,17 @@ def test_the_samples_import(engine, admin, study):
     assert counts["participant_consent"] == len(signed)
     assert counts["consent_answer"] == len(signed) * 5
 
+    code = _codes(engine)
     with uow(engine, readonly=True) as session:
-        first = participants.show_participant(session, actor=admin, code="SLE0001")
+        first = _by_record(session, admin, "SLE0001")
         documents = consent.list_documents(session, actor=admin)
-        values = phenotypes.participant_phenotypes(session, actor=admin, participant="SLE0012")
-        nephritis = phenotypes.participant_phenotypes(session, actor=admin, participant="SLE0020")
-        status = consent.consent_status(session, actor=admin, participant="SLE0017")
+        values = phenotypes.participant_phenotypes(
+            session, actor=admin, participant=code["SLE0012"]
+        )
+        nephritis = phenotypes.participant_phenotypes(
+            session, actor=admin, participant=code["SLE0020"]
+        )
+        status = consent.consent_status(session, actor=admin, participant=code["SLE0017"])
         assert audit.verify_chain(session, actor=admin).entries == counts["audit_entry"]
     assert (first.sex, first.birth_year) == ("male", 1970)
     assert [(v.label, v.visit_date) for v in first.visits] == [
@@ -231,11 +266,13 @@ def test_consent_as_of_after_the_import(engine, admin, study):
         ids = {
             p.code: p.id for p in participants.list_participants(session, actor=admin, limit=100)
         }
+        codes = _codes(engine)
 
-        def decision(code: str, use: str, as_of: date):
+        def decision(record: str, use: str, as_of: date):
+            participant = ids[codes[record]]
             return consent_checks.consent_decisions(
-                session, participant_ids=[ids[code]], uses=[use], as_of=as_of
-            )[ids[code]]
+                session, participant_ids=[participant], uses=[use], as_of=as_of
+            )[participant]
 
         refused = decision("SLE0017", "GENETIC", date(2024, 1, 1))  # answered 0
         assert not refused.allowed and refused.denied == {"GENETIC": "refused"}
@@ -281,13 +318,14 @@ def test_a_changed_value_changes_that_value_and_one_audit_entry(engine, admin, s
     [(action, before, after)] = _audit_since(engine, last)
     assert action == "phenotype_value.change"
     assert (before["value_number"], after["value_number"]) == (0, 4)
+    code = _codes(engine)["SLE0002"]
     assert (after["participant"], after["variable"], after["visit"]) == (
-        "SLE0002",
+        code,
         "sledai2k",
         "month 6",
     )
     with uow(engine, readonly=True) as session:
-        values = phenotypes.participant_phenotypes(session, actor=admin, participant="SLE0002")
+        values = phenotypes.participant_phenotypes(session, actor=admin, participant=code)
     assert {(v.variable, v.visit): v.value for v in values}["sledai2k", "month 6"] == 4
 
 
@@ -319,10 +357,8 @@ def test_changed_dates_sex_and_mrn_are_updated_and_audited(engine, admin, study,
     visit = next(e for e in entries if e[0] == "visit.change")
     assert (visit[1]["visit_date"], visit[2]["visit_date"]) == ("2017-10-24", "2017-10-31")
     with uow(engine, readonly=True) as session:
-        person = participants.show_participant(
-            session, actor=admin, code="SLE0001", with_identity=True
-        )
-        values = phenotypes.participant_phenotypes(session, actor=admin, participant="SLE0001")
+        person = _by_record(session, admin, "SLE0001", with_identity=True)
+        values = phenotypes.participant_phenotypes(session, actor=admin, participant=person.code)
     assert (person.sex, person.identity.mrn) == ("female", "53464098")
     assert {v.observed_on for v in values if v.visit == "month 6"} == {date(2017, 10, 31)}
 
@@ -503,13 +539,15 @@ def test_faults_of_identifiers_do_not_quote_them(engine, admin, study, tmp_path)
     assert [v for v in (BAD_DOB, BAD_PHONE, OTHER_DOB) if v in shown] == []
 
 
-def test_a_participant_of_another_study_is_a_fault(engine, admin, study):
+def test_record_ids_are_per_study(engine, admin, study, tmp_path):
+    """A project's record IDs name its study's participants: the same IDs in another study
+    are that study's own participants (the MRNs left out: they are unique across studies)."""
     _import(engine, admin)
     with uow(engine) as session:
         studies.add_study(session, actor=admin, code="OTHER", title="Another")
-    report = _check(engine, admin, study="OTHER")
-    assert report.faulty_rows == report.rows == 47
-    assert report.faults[0].reason == "participant SLE0001 is in study SLE, not OTHER"
+    rows = [r | {"mrn": ""} for r in _rows()]
+    report = _check(engine, admin, _write(tmp_path / "other.csv", rows), study="OTHER")
+    assert report.faults == [] and report.participants == Counts(added=24)
     with pytest.raises(ValidationError, match="--study"):
         _check(engine, admin)  # two studies: name one
 
@@ -517,6 +555,158 @@ def test_a_participant_of_another_study_is_a_fault(engine, admin, study):
 def test_only_an_admin_imports(engine, actors, study):
     with pytest.raises(PermissionDenied):
         _check(engine, actors[Role.technician])
+
+
+# --- Faults per row, and skipping the faulty ------------------------------------------------
+
+
+def test_faulty_records_stop_the_import_or_are_left_out_whole(engine, admin, study, tmp_path):
+    rows = _rows()
+    month_6 = _row(rows, "SLE0010", "month_6_arm_1")
+    baseline = _row(rows, "SLE0007", "baseline_arm_1")
+    rows[month_6]["pga"], rows[baseline]["sledai2k"] = "high", "106"
+    faulty = _write(tmp_path / "faulty.csv", rows)
+    kept = _write(tmp_path / "kept.csv", _without(rows, {"SLE0010", "SLE0007"}))
+    expected = _check(engine, admin, kept)  # what importing only the other records would do
+    state = _state(engine)
+    with uow(engine) as session:
+        plan = redcap.check_redcap(session, actor=admin, dictionary=DICTIONARY, records=faulty)
+        assert plan.report.left_out is None and not plan.writable
+        with pytest.raises(ValidationError, match="nothing was imported"):
+            redcap.write_redcap(session, actor=admin, plan=plan)
+    assert _state(engine) == state  # the default: all or nothing
+
+    last = _last_audit_id(engine)
+    with uow(engine) as session:
+        plan = redcap.check_redcap(
+            session, actor=admin, dictionary=DICTIONARY, records=faulty, skip_faulty=True
+        )
+        report = redcap.write_redcap(session, actor=admin, plan=plan)
+    left = _record_rows(rows, "SLE0010") + _record_rows(rows, "SLE0007")
+    assert (report.fault_count, report.faulty_rows) == (2, 2)
+    assert report.left_out == LeftOut(
+        records=2,
+        rows=len(left),
+        listed=[
+            LeftOutRecord(
+                record="SLE0007",
+                rows=_record_rows(rows, "SLE0007"),
+                reason=f"row {baseline + 1}: sledai2k: 106 is above the maximum 105",
+            ),
+            LeftOutRecord(
+                record="SLE0010",
+                rows=_record_rows(rows, "SLE0010"),
+                reason=f"row {month_6 + 1}: pga: 'high' is not a number",
+            ),
+        ],
+    )
+    for part in ("participants", "identities", "visits", "values", "consents", "documents"):
+        assert getattr(report, part) == getattr(expected, part), part
+    *_, summary = _audit_since(engine, last)
+    assert summary == (
+        "study.import_left_out",
+        None,
+        {"records_left_out": 2, "rows_left_out": len(left), "fields_left_out": []},
+    )
+    assert _codes(engine).keys() == {r["record_id"] for r in rows} - {"SLE0010", "SLE0007"}
+    again = _check(engine, admin, kept)  # exactly the other records were written
+    assert again.values == Counts(unchanged=expected.values.added)
+    assert again.visits == Counts(unchanged=len(rows) - len(left))
+    assert again.participants == again.consents == Counts(unchanged=22)
+
+
+def test_faults_name_the_row_record_event_and_instance(engine, admin, study, tmp_path):
+    rows = _rows()
+    for r in rows:
+        r["redcap_repeat_instrument"] = r["redcap_repeat_instance"] = ""
+    at = _row(rows, "SLE0005", "month_6_arm_1")
+    rows[at]["pga"] = "high"
+    repeated = rows[_row(rows, "SLE0010", "month_12_arm_1")]
+    rows.append(repeated | {"redcap_repeat_instrument": "labs", "redcap_repeat_instance": "2"})
+    report = _check(engine, admin, _write(tmp_path / "repeating.csv", rows))
+    [pga] = [f for f in report.faults if f.row == at + 1]
+    assert (pga.line, pga.record, pga.event, pga.instance, pga.column, pga.value) == (
+        at + 2,
+        "SLE0005",
+        "month_6_arm_1",
+        None,
+        "pga",
+        "high",
+    )
+    repeating = [f for f in report.faults if f.row == len(rows)]
+    assert repeating  # a repeating row is refused, and its faults name its instance
+    assert {(f.line, f.record, f.event, f.instance) for f in repeating} == {
+        (len(rows) + 1, "SLE0010", "month_12_arm_1", 2)
+    }
+    written = json.loads(report.model_dump_json())["faults"]
+    assert set(written[-1]) == {
+        "file", "row", "line", "record", "event", "instance", "column", "value", "reason",
+    }  # fmt: skip
+
+
+def test_a_record_id_that_is_phi_is_never_shown(engine, admin, study, tmp_path):
+    text = DICTIONARY.read_text(encoding="utf-8")
+    required = "record_id,demographics,,text,Record ID,,,,,,,,y"
+    assert required in text
+    dictionary = tmp_path / "dictionary.csv"  # the record ID flagged Identifier? = y
+    dictionary.write_text(text.replace(required, required[:-3] + "y,,y"), encoding="utf-8")
+    rows = _rows()
+    rows[_row(rows, "SLE0002", "baseline_arm_1")]["sledai2k"] = "106"
+    too_long = "SLE0005" + "9" * 100
+    rows[_row(rows, "SLE0005", "month_6_arm_1")]["record_id"] = too_long  # over 100 characters
+    rows.append(dict(rows[_row(rows, "SLE0012", "baseline_arm_1")]))  # the same record and event
+    records = _write(tmp_path / "records.csv", rows)
+    report = _check(engine, admin, records, dictionary=dictionary, skip_faulty=True)
+    assert report.fault_count == 3 and {f.record for f in report.faults} == {None}
+    assert [(r.record, r.rows) for r in report.left_out.listed] == [
+        (None, _record_rows(rows, record)) for record in ("SLE0002", too_long, "SLE0012")
+    ]
+    shown = report.model_dump_json()
+    assert [r for r in ("SLE0002", too_long, "SLE0012") if r in shown] == []
+    assert "(hidden)" in {f.value for f in report.faults if f.column == "record_id"}
+
+
+def test_a_faulty_field_is_a_fault_or_left_out(engine, admin, study, tmp_path):
+    text = DICTIONARY.read_text(encoding="utf-8")
+    dictionary = tmp_path / "dictionary.csv"
+    dictionary.write_text(
+        text.replace('"1, White | 2, Black', '"1, White | 8, Martian | 2, Black'),
+        encoding="utf-8",
+    )
+    refused = _check(engine, admin, dictionary=dictionary)
+    [fault] = refused.faults
+    assert fault.column == "race" and refused.left_out is None
+    with uow(engine) as session:
+        plan = redcap.check_redcap(
+            session, actor=admin, dictionary=dictionary, records=RECORDS, skip_faulty=True
+        )
+        report = redcap.write_redcap(session, actor=admin, plan=plan)
+    assert report.left_out == LeftOut(fields={"race": fault.reason})
+    assert report.variables == Counts(unchanged=17) and report.participants == Counts(added=24)
+    with uow(engine, readonly=True) as session:
+        code = _by_record(session, admin, "SLE0012").code
+        values = phenotypes.participant_phenotypes(session, actor=admin, participant=code)
+    assert "race" not in {v.variable for v in values} and "ethnicity" in {
+        v.variable for v in values
+    }
+
+
+def test_an_unreadable_header_stops_the_import_even_skipping(engine, admin, study, tmp_path):
+    rows = [{("study_id" if k == "record_id" else k): v for k, v in r.items()} for r in _rows()]
+    state = _state(engine)
+    with uow(engine) as session:
+        plan = redcap.check_redcap(
+            session,
+            actor=admin,
+            dictionary=DICTIONARY,
+            records=_write(tmp_path / "no_record_id.csv", rows),
+            skip_faulty=True,
+        )
+        assert not plan.writable and plan.report.left_out is None
+        assert "no column 'record_id'" in {f.reason for f in plan.report.faults}
+        with pytest.raises(ValidationError, match="nothing was imported"):
+            redcap.write_redcap(session, actor=admin, plan=plan)
+    assert _state(engine) == state
 
 
 # --- Other field types and another mapping -------------------------------------------------
@@ -535,13 +725,9 @@ def test_other_field_types_become_variables(engine, admin, study):
             for v in phenotypes.list_variables(session, actor=admin)
             if v.name in ("smoking", "symptoms", "fatigue", "bmi", "comments")
         }
-        first = participants.show_participant(
-            session, actor=admin, code="EX-001", with_identity=True
-        )
-        second = participants.show_participant(
-            session, actor=admin, code="EX-002", with_identity=True
-        )
-        values = phenotypes.participant_phenotypes(session, actor=admin, participant="EX-001")
+        first = _by_record(session, admin, "ex-001", with_identity=True)  # as REDCap has it
+        second = _by_record(session, admin, "ex-002", with_identity=True)
+        values = phenotypes.participant_phenotypes(session, actor=admin, participant=first.code)
     assert {n: (v.value_type, v.scope) for n, v in made.items()} == {
         "smoking": ("choice", "participant"),
         "symptoms": ("multi_choice", "visit"),
@@ -623,9 +809,21 @@ def test_cli_lists_the_faults_and_imports_nothing(cli, tmp_path):
     faulty = _write(tmp_path / "faulty.csv", rows)
     result = cli("import", "redcap", "--dictionary", DICTIONARY, "--records", faulty, code=2)
     header, *lines = result.stdout.splitlines()
-    assert header.split() == ["FILE", "ROW", "LINE", "FIELD", "VALUE", "REASON"]
-    assert lines[0].split()[:5] == ["faulty.csv", "4", "5", "sledai2k", "106"]
-    assert lines[1].split()[:5] == ["faulty.csv", "9", "10", "pga", "high"]
+    assert header.split() == [
+        "FILE", "ROW", "LINE", "RECORD", "EVENT", "INSTANCE", "FIELD", "VALUE", "REASON",
+    ]  # fmt: skip
+    assert lines[0].split()[:7] == [
+        "faulty.csv", "4", "5", "SLE0002", "baseline_arm_1", "sledai2k", "106",
+    ]  # fmt: skip
+    assert lines[1].split()[:7] == [
+        "faulty.csv",
+        "9",
+        "10",
+        "SLE0005",
+        "month_6_arm_1",
+        "pga",
+        "high",
+    ]
     assert "2 faulty (2 faults in all); nothing was imported" in result.stderr
     assert json.loads(cli("participant", "list", "--json").stdout) == []
     mapped = cli(
@@ -640,13 +838,69 @@ def test_cli_faults_of_identifiers_do_not_quote_them(cli, tmp_path):
     files = ("--dictionary", dictionary, "--records", records, "--mapping", mapping)
     table = cli("import", "redcap", *files, code=2)
     as_json = cli("import", "redcap", *files, "--json", code=2)
-    faults = [line.split()[1:4] for line in table.stdout.splitlines()[1:]]
-    assert faults == [["1", "2", "dob"], ["1", "2", "phone"], ["2", "3", "birth_year"]]
+    faults = [line.split()[1:6] for line in table.stdout.splitlines()[1:]]
+    assert faults == [
+        ["1", "2", "ex-001", "screening_arm_1", "dob"],
+        ["1", "2", "ex-001", "screening_arm_1", "phone"],
+        ["2", "3", "ex-002", "screening_arm_1", "birth_year"],
+    ]
     assert [f["column"] for f in json.loads(as_json.stdout)["faults"]] == [
         "dob", "phone", "birth_year",
     ]  # fmt: skip
     shown = table.stdout + table.stderr + as_json.stdout + as_json.stderr
     assert [v for v in (BAD_DOB, BAD_PHONE, OTHER_DOB) if v in shown] == []
+
+
+def test_cli_skip_faulty_imports_the_other_records_and_lists_the_faulty(cli, tmp_path):
+    rows = _rows()
+    baseline = _row(rows, "SLE0002", "baseline_arm_1")
+    rows[baseline]["sledai2k"] = "106"
+    rows[_row(rows, "SLE0005", "month_6_arm_1")]["pga"] = "high"
+    files = ("--dictionary", DICTIONARY, "--records", _write(tmp_path / "faulty.csv", rows))
+    refused = json.loads(cli("import", "redcap", *files, "--json", code=2).stdout)
+    assert refused["fault_count"] == 2 and "left_out" not in refused
+    left = _record_rows(rows, "SLE0002") + _record_rows(rows, "SLE0005")
+    dry = cli("import", "redcap", *files, "--skip-faulty", "--dry-run")
+    assert dry.stdout.splitlines()[1].split()[:7] == [
+        "faulty.csv", str(baseline + 1), str(baseline + 2), "SLE0002", "baseline_arm_1",
+        "sledai2k", "106",
+    ]  # fmt: skip
+    shown_rows = ", ".join(map(str, _record_rows(rows, "SLE0002")))
+    assert (
+        f"left out: record SLE0002, rows {shown_rows} (row {baseline + 1}: sledai2k: 106 is "
+        "above the maximum 105)"
+    ) in dry.stderr
+    assert (
+        f"would import {len(rows) - len(left)} of {len(rows)} rows, leaving out 2 faulty "
+        f"records ({len(left)} rows); dry run, nothing changed"
+    ) in dry.stderr
+    assert json.loads(cli("participant", "list", "--json").stdout) == []
+    done = json.loads(cli("import", "redcap", *files, "--skip-faulty", "--json").stdout)
+    assert [(r["record"], r["rows"]) for r in done["left_out"]["listed"]] == [
+        ("SLE0002", _record_rows(rows, "SLE0002")),
+        ("SLE0005", _record_rows(rows, "SLE0005")),
+    ]
+    assert [(f["row"], f["record"], f["event"]) for f in done["faults"]] == [
+        (baseline + 1, "SLE0002", "baseline_arm_1"),
+        (_row(rows, "SLE0005", "month_6_arm_1") + 1, "SLE0005", "month_6_arm_1"),
+    ]
+    assert len(json.loads(cli("participant", "list", "--json").stdout)) == 22
+    shown = json.loads(
+        cli("participant", "show", "--study", "SLE", "--record", "SLE0001", "--json").stdout
+    )
+    assert shown["external_ids"] == [
+        {"system": "redcap", "namespace": "", "value": "SLE0001", "phi": False}
+    ]
+    cli("participant", "show", "--study", "SLE", "--record", "SLE0002", code=4)  # left out
+    unreadable = _write(
+        tmp_path / "no_record_id.csv",
+        [{("study_id" if k == "record_id" else k): v for k, v in r.items()} for r in rows],
+    )
+    stopped = cli(
+        "import", "redcap", "--dictionary", DICTIONARY, "--records", unreadable,
+        "--skip-faulty", code=2,
+    )  # fmt: skip
+    assert "nothing was imported" in stopped.stderr
 
 
 def test_the_installed_command(tmp_path):
@@ -674,5 +928,6 @@ def test_the_samples_import_into_the_demo_cohort(engine, admin):
     report = _import(engine, admin, study="SLE")
     assert report.documents == []  # 2.1 and 3.0 were there ("v2.1" in REDCap is version 2.1)
     with uow(engine, readonly=True) as session:
-        status = consent.consent_status(session, actor=admin, participant="SLE0001")
+        code = _by_record(session, admin, "SLE0001").code
+        status = consent.consent_status(session, actor=admin, participant=code)
     assert [(s.document, s.version) for s in status.signatures] == [("SLE-REGISTRY", "2.1")]

@@ -118,11 +118,18 @@ def redcap(
         "--mapping",
         help="TOML: which fields are what (default: the shipped redcap_mapping.toml).",
     ),
+    skip_faulty: bool = typer.Option(
+        False,
+        "--skip-faulty",
+        help="Import all but the records with a faulty row and the fields with a faulty "
+        "definition, and list what was left out.",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check and report; change nothing."),
     json: JsonOption = False,
 ) -> None:
     """Import a REDCap project: participants, visits, phenotypes, consent and identity; all
-    rows, or (if any row is faulty) none. Importing the same files again changes nothing."""
+    rows, or (if any row is faulty) none, or with --skip-faulty all but the faulty records.
+    Importing the same files again changes nothing."""
     given = redcap_mapping(mapping)
     with work(ctx, readonly=dry_run) as (session, actor):
         plan = check_redcap(
@@ -132,13 +139,14 @@ def redcap(
             records=records,
             study=study,
             mapping=given,
+            skip_faulty=skip_faulty,
         )
         report = plan.report
-        if not (dry_run or report.fault_count):
+        if plan.writable and not dry_run:
             with typer.progressbar(length=report.rows, label="importing", file=sys.stderr) as bar:
                 report = write_redcap(session, actor=actor, plan=plan, progress=bar.update)
     _emit_redcap(report, dry_run=dry_run, json=json)
-    if report.fault_count:
+    if not plan.writable:
         raise typer.Exit(2)
 
 
@@ -147,18 +155,31 @@ def _emit_redcap(report: ImportReport, *, dry_run: bool, json: bool) -> None:
         emit_json({"dry_run": dry_run, **report.model_dump(mode="json")})
     elif report.faults:
         emit_table(
-            ["file", "row", "line", "field", "value", "reason"],
-            [(f.file, f.row, f.line, f.column, f.value, f.reason) for f in report.faults],
+            ["file", "row", "line", "record", "event", "instance", "field", "value", "reason"],
+            [
+                (f.file, f.row, f.line, f.record, f.event, f.instance, f.column, f.value, f.reason)
+                for f in report.faults
+            ],
         )
     for notice in report.notices:
         message(f"note: {notice}")
-    if report.fault_count:
+    left_out = report.left_out
+    if report.fault_count and left_out is None:
         fine = report.rows - report.faulty_rows
         message(
             f"{report.records}: {report.rows} rows, {fine} fine, {report.faulty_rows} faulty "
             f"({report.fault_count} faults in all); nothing was imported"
         )
         return
+    if left_out is not None:
+        for field, reason in left_out.fields.items():
+            message(f"left out: field {field} ({reason})")
+        for record in left_out.listed:
+            rows = ", ".join(map(str, record.rows))
+            named = f"record {record.record}, " if record.record is not None else ""
+            message(f"left out: {named}rows {rows} ({record.reason})")
+        if left_out.records > len(left_out.listed):
+            message(f"left out: {len(left_out.listed)} of {left_out.records} records listed")
     counted = [
         (name, getattr(report, name))
         for name in ("participants", "identities", "visits", "variables", "values", "consents")
@@ -168,7 +189,17 @@ def _emit_redcap(report: ImportReport, *, dry_run: bool, json: bool) -> None:
             f"  {name:<12} {counts.added:>7} new {counts.changed:>7} changed "
             f"{counts.unchanged:>7} unchanged"
         )
-    for document in report.documents:
+    for document in report.documents or []:
         message(f"  consent document {document}: {'to be ' if dry_run else ''}created")
-    done = "checked; dry run, nothing changed" if dry_run else "imported"
-    message(f"{report.records}: all {report.rows} rows {done}")
+    if left_out is not None and (left_out.records or left_out.fields):
+        parts = [f"{left_out.records} faulty records ({left_out.rows} rows)"]
+        if left_out.fields:
+            parts.append(f"{len(left_out.fields)} faulty fields")
+        message(
+            f"{report.records}: {'would import' if dry_run else 'imported'} "
+            f"{report.rows - left_out.rows} of {report.rows} rows, leaving out "
+            f"{' and '.join(parts)}{'; dry run, nothing changed' if dry_run else ''}"
+        )
+    else:
+        done = "checked; dry run, nothing changed" if dry_run else "imported"
+        message(f"{report.records}: all {report.rows} rows {done}")

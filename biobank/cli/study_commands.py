@@ -87,13 +87,17 @@ def participant_add(
 @participant_app.command("show")
 def participant_show(
     ctx: typer.Context,
-    code: str,
+    code: str | None = typer.Argument(None, help="Participant code (or --study and --record)."),
+    study: str | None = typer.Option(None, "--study", help="Study of the --record ID."),
+    record: str | None = typer.Option(None, "--record", help="REDCap record ID, as written."),
     identity: bool = typer.Option(False, "--identity", help="Include PHI (admins only)."),
     json: JsonOption = False,
 ) -> None:
-    """Show a participant and their visits."""
+    """Show a participant, their visits and their IDs in other systems (REDCap records)."""
     with work(ctx, readonly=True) as (session, actor):
-        p = participants.show_participant(session, actor=actor, code=code, with_identity=identity)
+        p = participants.show_participant(
+            session, actor=actor, code=code, study=study, record=record, with_identity=identity
+        )
     if json:
         emit_json(p)
         return
@@ -111,8 +115,15 @@ def participant_show(
             ("name", f"{p.identity.given_name or ''} {p.identity.family_name or ''}".strip()),
             ("date of birth", p.identity.date_of_birth),
         ]
+    pairs += [(_system_name(x.system, x.namespace), x.value) for x in p.external_ids]
     pairs += [(f"visit {v.label}", v.visit_date) for v in p.visits]
     emit_record(pairs)
+
+
+def _system_name(system: str, namespace: str) -> str:
+    """How `participant show` names an external ID: "REDCap record", with its project if any."""
+    name = "REDCap record" if system == "redcap" else f"{system} ID"
+    return f"{name} ({namespace})" if namespace else name
 
 
 @participant_app.command("list")

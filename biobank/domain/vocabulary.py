@@ -12,12 +12,14 @@ class Role(enum.StrEnum):
 
 
 class Sex(enum.StrEnum):
-    """MIABIS donor sex."""
+    """Donor sex: MIABIS's four, and FHIR administrative gender's `other` (a REDCap project's
+    sex choices beyond these map to it)."""
 
     female = "female"
     male = "male"
     unknown = "unknown"
     undifferentiated = "undifferentiated"
+    other = "other"
 
 
 class ParticipantStatus(enum.StrEnum):

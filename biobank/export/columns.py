@@ -42,7 +42,7 @@ SPREC_CODE = "sprec_code"
 COLLECTED = "collected"
 QUANTITY = "quantity"
 UNIT = "unit"
-SEX = "sex"  # female | male | unknown | undifferentiated (biobank.models.Sex)
+SEX = "sex"  # female | male | unknown | undifferentiated | other (biobank.models.Sex)
 BIRTH_YEAR = "birth_year"
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")

@@ -37,7 +37,10 @@ SNOMED_TYPES = {"SER": "119364003", "PL1": "119361006", "PL2": "119361006", "CEL
 
 CONSENT_STATES = frozenset({"granted", "refused", "withdrawn", "not_asked"})
 
-GENDERS = {"female": "female", "male": "male", "unknown": "unknown", "undifferentiated": "other"}
+GENDERS = {
+    "female": "female", "male": "male", "unknown": "unknown", "undifferentiated": "other",
+    "other": "other",
+}  # fmt: skip
 
 Named = Mapping[str, Any]
 """A row read by column name, as the resources below are made."""

@@ -18,8 +18,10 @@ from biobank.models.consent import (
 )
 from biobank.models.exports import DataUseAgreement, ExportRun, ExportRunSpecimen, SavedQuery
 from biobank.models.participants import (
+    ExternalIdRead,
     IdentityRead,
     Participant,
+    ParticipantExternalId,
     ParticipantIdentity,
     ParticipantRead,
     Study,
@@ -57,9 +59,11 @@ __all__ = [
     "DataUseAgreement",
     "ExportRun",
     "ExportRunSpecimen",
+    "ExternalIdRead",
     "IdentityRead",
     "Participant",
     "ParticipantConsent",
+    "ParticipantExternalId",
     "ParticipantIdentity",
     "ParticipantRead",
     "PersonalToken",

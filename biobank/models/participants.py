@@ -66,6 +66,34 @@ class IdentityRead(SQLModel):
     other: dict[str, str] | None = None
 
 
+class ParticipantExternalId(Table, table=True):
+    """A participant's ID in another system (a REDCap record ID), kept as that system writes it:
+    case and leading zeros count. One per participant, system and namespace (a project of the
+    study); `phi` when the ID identifies the person (shown only with identity access)."""
+
+    __tablename__ = "participant_external_id"
+    __table_args__ = (
+        sa.UniqueConstraint("study_id", "system", "namespace", "value"),
+        sa.UniqueConstraint("participant_id", "system", "namespace"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    participant_id: int = Field(foreign_key="participant.id", ondelete="RESTRICT")
+    study_id: int = Field(foreign_key="study.id", ondelete="RESTRICT")
+    system: str = Field(max_length=32)
+    namespace: str = Field(default="", max_length=100, sa_column_kwargs={"server_default": ""})
+    value: str = Field(max_length=100, index=True)
+    phi: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ExternalIdRead(SQLModel):
+    system: str
+    namespace: str
+    value: str
+    phi: bool
+
+
 class Visit(Table, table=True):
     __table_args__ = (sa.UniqueConstraint("participant_id", "label"),)
 
@@ -93,3 +121,5 @@ class ParticipantRead(SQLModel):
     status: ParticipantStatus
     visits: list[VisitRead] = []
     identity: IdentityRead | None = None
+    # PHI external IDs only when the identity is read
+    external_ids: list[ExternalIdRead] = []

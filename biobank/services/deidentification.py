@@ -33,9 +33,11 @@ OLDEST_SHOWN_AGE = 89  # Safe Harbor: older ages are one group, "90+"
 
 
 # MIABIS names for coded values (the MIABIS file writes the label; the others the code).
+# MIABIS has no "other" sex (FHIR's administrative gender has): it is exported as "Unknown",
+# the nearest MIABIS says without claiming a sex the record does not give.
 MIABIS_SEX = (
     ("female", "Female"), ("male", "Male"), ("unknown", "Unknown"),
-    ("undifferentiated", "Undifferentiated"),
+    ("undifferentiated", "Undifferentiated"), ("other", "Unknown"),
 )  # fmt: skip
 MIABIS_MATERIAL = (
     ("SER", "Serum"), ("PL1", "Plasma"), ("PL2", "Plasma"), ("BLD", "Whole blood"),

@@ -19,6 +19,7 @@ from biobank.domain.visits import canonical_visit_label, visit_named
 from biobank.domain.vocabulary import ParticipantStatus, Sex
 from biobank.errors import AlreadyExists, NotFound, ValidationError, parse_choice
 from biobank.models import (
+    ExternalIdRead,
     IdentityRead,
     Participant,
     ParticipantIdentity,
@@ -32,6 +33,7 @@ from biobank.models import (
     VisitRead,
 )
 from biobank.services import audit
+from biobank.services.external_ids import external_ids_of, find_by_external_id
 from biobank.services.studies import get_study
 
 PARTICIPANT_CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,31}$")
@@ -57,6 +59,7 @@ def _read(
     study_code: str,
     visits: list[Visit] | None = None,
     identity: ParticipantIdentity | None = None,
+    external_ids: list[ExternalIdRead] | None = None,
 ) -> ParticipantRead:
     assert participant.id is not None
     return ParticipantRead(
@@ -69,6 +72,7 @@ def _read(
         status=participant.status,
         visits=[_visit_read(v, participant.code) for v in visits or []],
         identity=_identity_read(identity),
+        external_ids=external_ids or [],
     )
 
 
@@ -284,22 +288,44 @@ def _visits(session: Session, participant: Participant) -> list[Visit]:
 
 
 def show_participant(
-    session: Session, *, actor: Actor, code: str, with_identity: bool = False
+    session: Session,
+    *,
+    actor: Actor,
+    code: str | None = None,
+    study: str | None = None,
+    record: str | None = None,
+    with_identity: bool = False,
 ) -> ParticipantRead:
-    """A participant with their visits; with `with_identity` (PHI, admins only) also name,
-    MRN and date of birth."""
+    """A participant, by code or by the `study`'s REDCap `record` ID, with their visits and
+    external IDs; with `with_identity` (PHI, admins only) also name, MRN, date of birth and
+    the external IDs that are PHI."""
     require(actor, Permission.view_inventory)
     if with_identity:
         require(actor, Permission.read_phi)
-    participant = get_participant_row(session, code)
-    study = session.get_one(Study, participant.study_id)
+    if record is not None:
+        if study is None or code is not None:
+            raise ValidationError(
+                "a participant is found by code, or by study and record ID", field="record"
+            )
+        study_row = get_study(session, study)
+        participant = find_by_external_id(session, actor=actor, study=study_row, value=record)
+    elif code is not None:
+        participant = get_participant_row(session, code)
+    else:
+        raise ValidationError(
+            "name the participant: a code, or a study and record ID", field="code"
+        )
+    study_code = session.get_one(Study, participant.study_id).code
     visits = _visits(session, participant)
     identity = None
     if with_identity:
         identity = session.exec(
             select(ParticipantIdentity).where(ParticipantIdentity.participant_id == participant.id)
         ).first()
-    return _read(participant, study.code, visits, identity)
+    pid = participant.id
+    assert pid is not None
+    external = external_ids_of(session, [pid], with_phi=with_identity).get(pid)
+    return _read(participant, study_code, visits, identity, external)
 
 
 def list_participants(

@@ -2,7 +2,9 @@
 
 One function for every front end. A scan is normalised (whitespace, scanner prefix and AIM
 symbology identifier stripped, upper-cased), then tried as a specimen accession ID, a storage
-unit barcode, a legacy specimen ID, a participant code and a user badge. A string shaped like
+unit barcode, a legacy specimen ID, a participant code, a participant's ID in another system
+(a REDCap record ID: as scanned, not upper-cased, since those IDs tell case apart) and a user
+badge. A string shaped like
 an accession ID whose check character is wrong is a misread, reported as such: never as a
 different tube and never as merely "unknown".
 
@@ -28,6 +30,7 @@ from biobank.domain.identifiers import (
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.models import Participant, StorageUnit, User
 from biobank.services.consent import ConsentStatusRead, consent_status
+from biobank.services.external_ids import scanned_external_id
 from biobank.services.kits import ReservedRead, find_reserved
 from biobank.services.pulls import pull_item
 from biobank.services.specimen_read import SpecimenRead, find_specimen
@@ -177,6 +180,9 @@ def resolve_scan(
             message=f"participant {participant}",
             participant_code=participant,
         )
+    external = _by_external_id(session, scanned, code)
+    if external is not None:
+        return external
     badge = session.exec(select(User.username).where(User.badge == code, User.active)).first()
     if badge is not None:
         return BadgeScan(scanned=scanned, code=code, message=f"badge of {badge}", username=badge)
@@ -190,4 +196,30 @@ def resolve_scan(
         scanned=scanned,
         code=code,
         message=f"{unknown_code(code)} is not a known specimen, unit, participant or badge",
+    )
+
+
+def _by_external_id(session: Session, scanned: str, code: str) -> Scan | None:
+    """The participant a scanned external ID names (as written: `code` upper-cased it); an ID
+    held in several studies names none of them, and the scan says so."""
+    stripped = strip_scan(scanned)
+    written = stripped[-len(code) :] if stripped.upper().endswith(code) else code
+    found = scanned_external_id(session, written)
+    if not found:
+        return None
+    if len(found) > 1:
+        studies = ", ".join(sorted({study for _, study, _ in found}))
+        return UnknownScan(
+            scanned=scanned,
+            code=code,
+            message=f"{written} is a record ID in several studies ({studies}): "
+            "find the participant by study",
+        )
+    participant, _, system = found[0]
+    named = "REDCap record" if system == "redcap" else f"{system} ID"
+    return ParticipantScan(
+        scanned=scanned,
+        code=code,
+        message=f"participant {participant} ({named} {written})",
+        participant_code=participant,
     )

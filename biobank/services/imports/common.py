@@ -59,9 +59,10 @@ class Fault(_OwnParts):
     """One thing wrong. `row` counts a file's data rows from 1 (the header and blank lines do
     not count); `line` is the line of the file the row starts on. No row: the file as a whole.
     `column` names the column (REDCap: the field); `file`, where an import reads several, the
-    file."""
+    file; `record`, `event` and `instance`, REDCap's record (None when its ID is PHI: the row
+    stands in), event and repeat instance of the row."""
 
-    OWN: ClassVar[frozenset[str]] = frozenset({"file"})
+    OWN: ClassVar[frozenset[str]] = frozenset({"file", "record", "event", "instance"})
 
     row: int | None
     line: int | None
@@ -69,6 +70,28 @@ class Fault(_OwnParts):
     value: str | None
     reason: str
     file: str | None = None
+    record: str | None = None
+    event: str | None = None
+    instance: int | None = None
+
+
+class LeftOutRecord(BaseModel):
+    """A record an import left out, as it is in the file: its ID (None when it is PHI or
+    unreadable: its rows say which), every row of it, and why (its first fault)."""
+
+    record: str | None
+    rows: list[int]
+    reason: str
+
+
+class LeftOut(BaseModel):
+    """What an import that skips the faulty leaves out: the records with a faulty row (the
+    first MAX_LISTED_FAULTS listed) and the fields whose definition is faulty (field → why)."""
+
+    records: int = 0
+    rows: int = 0
+    listed: list[LeftOutRecord] = []
+    fields: dict[str, str] = {}
 
 
 class Counts(BaseModel):
@@ -78,8 +101,8 @@ class Counts(BaseModel):
     changed: int = 0
     unchanged: int = 0
 
-    def count(self, outcome: str) -> None:
-        setattr(self, outcome, getattr(self, outcome) + 1)
+    def count(self, outcome: str, times: int = 1) -> None:
+        setattr(self, outcome, getattr(self, outcome) + times)
 
 
 class ImportReport(_OwnParts):
@@ -90,7 +113,7 @@ class ImportReport(_OwnParts):
     OWN: ClassVar[frozenset[str]] = frozenset(
         {"file", "dictionary", "records", "fields", "new_participants", "new_visits",
          "new_units", "imported", "participants", "identities", "visits", "variables",
-         "values", "consents", "documents"}
+         "values", "consents", "documents", "left_out"}
     )  # fmt: skip
 
     file: str | None = None  # a legacy sheet
@@ -116,6 +139,7 @@ class ImportReport(_OwnParts):
     values: Counts | None = None
     consents: Counts | None = None
     documents: list[str] | None = None  # consent document versions created, "CODE version"
+    left_out: LeftOut | None = None  # REDCap with --skip-faulty
 
 
 class FaultLog:
@@ -136,6 +160,9 @@ class FaultLog:
         reason: str,
         *,
         file: str | None = None,
+        record: str | None = None,
+        event: str | None = None,
+        instance: int | None = None,
     ) -> None:
         report = self.report
         report.fault_count += 1
@@ -148,8 +175,11 @@ class FaultLog:
                 report.faulty_rows += 1
         if len(report.faults) < MAX_LISTED_FAULTS:
             report.faults.append(
-                Fault(row=row, line=line, column=column, value=value, reason=reason, file=file)
-            )
+                Fault(
+                    row=row, line=line, column=column, value=value, reason=reason, file=file,
+                    record=record, event=event, instance=instance,
+                )
+            )  # fmt: skip
 
     def close(self) -> None:
         """Say so when not every fault is listed."""

@@ -1,6 +1,7 @@
-"""Importing a REDCap project: its data dictionary and a "raw" longitudinal records export (one
-row per record per event), mapped by a small TOML file (`mapping`) onto participants, visits,
-phenotype values, consent and the PHI identity table.
+"""Importing a REDCap project: its data dictionary and a "raw" records export (classic: one
+row per record; longitudinal: one per record per event; plus a row per repeat instance), mapped
+by a small TOML file (`mapping`) onto participants (found again by their REDCap record ID, an
+external ID), visits (`visits`), phenotype values, consent and the PHI identity table.
 
 Dictionary fields become phenotype variables (`dictionary`: a field named like a variable
 already in the dictionary, now or before an admin renamed it, is matched to it, its choice
@@ -11,12 +12,14 @@ documents; fields marked `Identifier? = y` go only to the identity table (and no
 their values: `faults`).
 
 As with the legacy inventory import, checking (`checking`, `reading`, `people`) reads both
-files whole and reports every fault (file, row, line, field, value, reason) before anything is
-written, and works out what the import would add, change and leave alone (`planning`), looking
-the database up a thousand rows at a time. Writing (`writing`) then goes through the services
-each record belongs to, in the caller's one transaction, skipping what is already there:
-importing the same files again changes nothing, and a changed value is changed with its before
-and after in the audit trail.
+files whole and reports every fault (file, row, line, record, event, repeat instance, field,
+value, reason) before anything is written, and works out what the import would add, change and
+leave alone (`planning`), looking the database up a thousand rows at a time. Writing (`writing`)
+then goes through the services each record belongs to, in the caller's one transaction, skipping
+what is already there: importing the same files again changes nothing, and a changed value is
+changed with its before and after in the audit trail. Any fault stops the whole import, unless
+it skips the faulty: then every record with a faulty row and every field with a faulty
+definition is left out, listed, and the rest written (`faults`).
 """
 
 from biobank.services.imports.redcap.checking import check_redcap

@@ -1,7 +1,8 @@
 """Checking a REDCap project: its data dictionary (`dictionary`), then its records a batch of
 rows at a time (`reading`), each row against the rows before it and the database, then what
 only the whole file shows (`people`). Every fault is found before anything is written; the plan
-says what writing would add, change and leave alone."""
+says what writing would add, change and leave alone, and, for an import that skips the faulty,
+what it leaves out: the records with a faulty row and the fields with a faulty definition."""
 
 from __future__ import annotations
 
@@ -17,10 +18,17 @@ from biobank.domain.visits import by_canonical_label
 from biobank.domain.vocabulary import Sex
 from biobank.errors import ValidationError
 from biobank.models import Participant, Study, Visit
-from biobank.services import phenotypes
-from biobank.services.imports.common import DataRow, ImportReport, batches, stored_id
+from biobank.services import external_ids, phenotypes
+from biobank.services.imports.common import (
+    MAX_LISTED_FAULTS,
+    DataRow,
+    ImportReport,
+    LeftOut,
+    batches,
+    stored_id,
+)
 from biobank.services.imports.redcap.dictionary import Dictionary
-from biobank.services.imports.redcap.faults import HIDDEN, Faults
+from biobank.services.imports.redcap.faults import HIDDEN, Faults, Place
 from biobank.services.imports.redcap.mapping import RedcapMapping, redcap_mapping
 from biobank.services.imports.redcap.people import PeopleCheck
 from biobank.services.imports.redcap.planning import (
@@ -32,7 +40,7 @@ from biobank.services.imports.redcap.planning import (
     Tally,
     outcome_of,
 )
-from biobank.services.imports.redcap.reading import EVENT_COLUMN, RowReader
+from biobank.services.imports.redcap.reading import EVENT_COLUMN, INSTANCE_COLUMN, RowReader
 from biobank.services.studies import get_study
 from biobank.tabular import new_spool, open_source, spool_batch
 
@@ -45,14 +53,22 @@ def check_redcap(
     records: Path,
     study: str | None = None,
     mapping: RedcapMapping | None = None,
+    skip_faulty: bool = False,
 ) -> RedcapPlan:
     """Read and check both files, against each other and the database; write nothing.
 
     The plan's report lists every fault and what the import would do; `write_redcap`
-    writes a plan that has no fault."""
+    writes a plan that has no fault, or, with `skip_faulty`, all of it but the records with a
+    faulty row and the fields with a faulty definition (listed in the report's `left_out`).
+    A file or records header that cannot be read stops the import either way."""
     require(actor, Permission.import_data)
     return _Checker(
-        session, dictionary, records, _study(session, study), mapping or redcap_mapping()
+        session,
+        dictionary,
+        records,
+        _study(session, study),
+        mapping or redcap_mapping(),
+        skip_faulty=skip_faulty,
     ).run()
 
 
@@ -77,10 +93,13 @@ class _Checker:
         records: Path,
         study: Study,
         mapping: RedcapMapping,
+        *,
+        skip_faulty: bool,
     ):
         self.session = session
         self.study = study
         self.mapping = mapping
+        self.skip_faulty = skip_faulty
         notices: list[str] = []
         self.tally = tally = Tally()
         self.dictionary_source = open_source(dictionary, notices, "data dictionary")
@@ -108,6 +127,7 @@ class _Checker:
         self.visits: dict[tuple[str, str], PlannedVisit] = {}
         # the batch's stored participants: id, study, sex, birth year
         self.found: dict[str, tuple[int | None, int, Sex, int | None]] = {}
+        self.adopted: dict[str, int] = {}  # record → the participant its ID adopts: `adopt`
         self.stored_visits: dict[tuple[str, str], tuple[int, date]] = {}
         self.visit_clashes: dict[tuple[str, str], str] = {}  # stored visits that are one
         # what the batch's stored visits hold: (visit, variable) → value
@@ -115,7 +135,8 @@ class _Checker:
         self.spool = new_spool()
 
     def run(self) -> RedcapPlan:
-        if not (self.dictionary.read(self.dictionary_source) and self.read_records()):
+        checked = self.dictionary.read(self.dictionary_source) and self.read_records()
+        if not checked:
             self.report.notices.append("the records were not checked: fix the faults above first")
         people = PeopleCheck(
             self.session,
@@ -126,7 +147,15 @@ class _Checker:
             self.people,
             self.visits,
         )
-        documents = people.run()
+        people.check()
+        left_out = self.leave_out(checked)
+        documents = people.keep(left_out)
+        adopted = len(self.adopted.keys() - left_out)
+        if adopted:
+            self.report.notices.append(
+                f"{adopted} participants of an earlier import, coded by their record ID, keep "
+                "it as their REDCap record ID"
+            )
         self.faults.close()
         return RedcapPlan(
             report=self.report,
@@ -137,7 +166,54 @@ class _Checker:
             visits=self.visits,
             documents=documents,
             spool=self.spool,
+            checked=checked,
+            skip_faulty=self.skip_faulty,
+            left_out=left_out,
+            record_id_phi=self.faults.phi_record,
         )
+
+    def leave_out(self, checked: bool) -> frozenset[str]:
+        """The participants of the faulty records; with `skip_faulty`, the report's list of
+        what is left out (each record with every row of it)."""
+        faulty = self.faults.records
+        for (code, _), visit in self.visits.items():
+            if code in faulty:
+                faulty[code].rows.append(visit.at.row)
+        if self.skip_faulty and checked:
+            records = sorted(faulty.values(), key=lambda r: min(r.rows))
+            for record in records:
+                record.rows = sorted(set(record.rows))
+            self.report.left_out = LeftOut(
+                records=len(records),
+                rows=sum(len(r.rows) for r in records),
+                listed=records[:MAX_LISTED_FAULTS],
+                fields=self.faults.fields,
+            )
+        return frozenset(key for key in faulty if isinstance(key, str))
+
+    def leave_out_faulty_fields(self) -> None:
+        """With `skip_faulty`: a field whose definition is faulty (in the dictionary, the
+        mapping or the records' header) is left out, and the consent form with its version or
+        date field."""
+        d, faulty = self.dictionary, self.faults.fields.keys()
+        for name in faulty & d.targets.keys():
+            del d.targets[name]
+        if d.sex_field is not None and d.sex_field.name in faulty:
+            d.sex_field = None
+        if d.birth_field is not None and d.birth_field.name in faulty:
+            d.birth_field = None
+        given = d.consent
+        if given is not None:
+            if faulty & {given.version, given.signed_on, "consent.version", "consent.signed_on"}:
+                d.consent = None
+            d.statements = {
+                code: name
+                for code, name in d.statements.items()
+                if not faulty & {name, f"consent.statements.{name}"}
+            }
+        variables = self.tally.variables
+        variables.added = sum(t.variable is None for t in d.targets.values())
+        variables.unchanged = len(d.targets) - variables.added
 
     def read_records(self) -> bool:
         records = self.source.records()
@@ -145,46 +221,77 @@ class _Checker:
         if header is None:
             self.faults.fault(self.report.records, None, None, None, None, "the file is empty")
             return False
+        record_id = self.dictionary.fields[self.mapping.record_id]
+        if record_id.identifier:  # faults name the row, never the record
+            self.faults.phi_record = True
+            self.faults.phi.add(record_id.name)
         if not self.reader.read_header(*header):
             return False
+        if self.skip_faulty:
+            self.leave_out_faulty_fields()
         for batch in batches(enumerate(records, start=1)):
             self.check_batch(batch, width=len(header[1]))
         return True
 
     def check_batch(self, batch: list[DataRow], *, width: int) -> None:
         """Read a batch of rows, check them against the plan so far and the database, and
-        spool what writing needs while nothing is faulty."""
+        spool what writing needs while nothing is faulty (skipping the faulty: always, and
+        writing leaves out the faulty records)."""
         rows = [self.reader.read_row(row, line, cells, width) for row, (line, cells) in batch]
+        places = [self.place(r, cells) for r, (_, (_, cells)) in zip(rows, batch, strict=True)]
         self.look_up({r.code for r in rows if r.code})
-        keys = [(r.code, r.label) for r in rows if r.code and r.label]
+        keys = list(dict.fromkeys((r.code, r.label) for r in rows if r.code and r.label))
         self.load_values([self.stored_visits[k][0] for k in keys if k in self.stored_visits])
         written: list[NewValue] = []
-        for r in rows:
+        for r, at in zip(rows, places, strict=True):
             if r.code and r.label:
-                self.register(r, (r.code, r.label), written)
+                self.register(r, at, (r.code, r.label), written)
             for column, value, reason in r.faults:
-                self.faults.fault(self.report.records, r.row, r.line, column, value, reason)
+                self.faults.at(at, column, value, reason)
         self.report.rows = batch[-1][0]
-        if not self.report.fault_count:  # once a row is faulty, nothing will be written
-            visits = keys  # no fault: each row has its record and event, and is a new visit
+        if self.skip_faulty or not self.report.fault_count:
+            visits = keys  # a fault-free row has its record and event, and is a new visit
             # each participant with the batch of its first row
-            people = [r.code for r in rows if r.code and self.people[r.code].row == r.row]
+            people = [
+                r.code for r in rows if r.code in self.people and self.people[r.code].row == r.row
+            ]
             spool_batch(self.spool, (len(batch), people, visits, written))
 
-    def look_up(self, codes: set[str]) -> None:
-        """What the database knows of a batch's participants: each participant and its visits."""
-        new = codes - self.people.keys()
-        found = self.session.execute(
-            sa.select(
-                col(Participant.code),
-                col(Participant.id),
-                col(Participant.study_id),
-                col(Participant.sex),
-                col(Participant.birth_year),
-            ).where(col(Participant.code).in_(new))
-        ).all()
-        self.found = {code: (i, study, sex, year) for code, i, study, sex, year in found}
-        by_id = {row[1]: row[0] for row in found}
+    def place(self, r: Row, cells: list[str]) -> Place:
+        """Where a row is, as its faults name it."""
+
+        def cell(column: str) -> str:
+            index = self.reader.columns.get(column)
+            return cells[index].strip() if index is not None and index < len(cells) else ""
+
+        instance = cell(INSTANCE_COLUMN)
+        return Place(
+            r.row,
+            r.line,
+            record=cell(self.mapping.record_id) or None,
+            participant=r.code,
+            event=r.event or None,
+            instance=int(instance) if instance.isascii() and instance.isdigit() else None,
+        )
+
+    def look_up(self, records: set[str]) -> None:
+        """What the database knows of a batch's participants (found by their REDCap record ID,
+        or adopted: `adopt`): each participant and its visits."""
+        new = records - self.people.keys()
+        ids = external_ids.participants_by_external_id(self.session, study=self.study, values=new)
+        ids |= self.adopt(new - ids.keys())
+        by_id = {i: record for record, i in ids.items()}
+        self.found = {
+            by_id[i]: (i, study, sex, year)
+            for i, study, sex, year in self.session.execute(
+                sa.select(
+                    col(Participant.id),
+                    col(Participant.study_id),
+                    col(Participant.sex),
+                    col(Participant.birth_year),
+                ).where(col(Participant.id).in_(by_id))
+            )
+        }
         stored: dict[str, dict[str, tuple[int, date]]] = {}
         for participant_id, label, visit_id, visit_date in self.session.execute(
             sa.select(
@@ -192,47 +299,72 @@ class _Checker:
             ).where(col(Visit.participant_id).in_(by_id))
         ):
             stored.setdefault(by_id[participant_id], {})[label] = (stored_id(visit_id), visit_date)
-        for code, visits in stored.items():  # the rows' labels are canonical: stored ones too
-            for label, visit in by_canonical_label(visits, owner=code).items():
+        for record, visits in stored.items():  # the rows' labels are canonical: stored ones too
+            owner = self.faults.record_id(record)
+            for label, visit in by_canonical_label(visits, owner=owner).items():
                 if isinstance(visit, ValidationError):
-                    self.visit_clashes[code, label] = visit.message
+                    self.visit_clashes[record, label] = visit.message
                 else:
-                    self.stored_visits[code, label] = visit
+                    self.stored_visits[record, label] = visit
 
-    def register(self, r: Row, key: tuple[str, str], written: list[NewValue]) -> None:
-        """Add a row's participant, visit (`key`: code and label), facts and values to the
-        plan, with the faults that only the rows together (or the database) show."""
+    def adopt(self, records: set[str]) -> dict[str, int]:
+        """Records a participant of the study made by an earlier import (which coded it by its
+        record ID, upper-cased) is found by, when it has no REDCap record ID yet: record →
+        participant. Writing gives it the record ID (a record spelt as its code first)."""
+        by_code: dict[str, str] = {}
+        for record in sorted(records, key=lambda r: (r != r.upper(), r)):
+            by_code.setdefault(record.upper(), record)
+        found: dict[str, int] = {
+            code: i
+            for code, i in self.session.execute(
+                sa.select(col(Participant.code), col(Participant.id)).where(
+                    col(Participant.study_id) == self.study.id,
+                    col(Participant.code).in_(by_code),
+                )
+            )
+        }
+        taken = external_ids.have_external_id(self.session, found.values())
+        taken |= set(self.adopted.values())
+        adopted = {by_code[code]: i for code, i in found.items() if i not in taken}
+        self.adopted |= adopted
+        return adopted
+
+    def register(self, r: Row, at: Place, key: tuple[str, str], written: list[NewValue]) -> None:
+        """Add a row (`at`) with its participant, visit (`key`: code and label), facts and
+        values to the plan, with the faults that only the rows together (or the database)
+        show."""
         code = key[0]
         person = self.people.get(code)
         if person is None:
             person = self.people[code] = Person(r.row)
             if code in self.found:
                 person.id, person.study_id, person.sex, person.birth_year = self.found[code]
-        if person.study_id not in (None, self.study.id):
-            other = self.session.get_one(Study, person.study_id).code
-            r.faults.append(
-                (
-                    self.mapping.record_id,
-                    code,
-                    f"participant {code} is in study {other}, not {self.study.code}",
-                )
-            )
-            return
         if key in self.visit_clashes:
             r.faults.append((EVENT_COLUMN, r.event, self.visit_clashes[key]))
             return
         visit = self.visits.get(key)
-        if visit is not None:
-            reason = f"row {visit.row} has the same record and event ({r.code}, {r.label})"
+        if visit is not None and (r.form or "") in visit.forms:
+            reason = (
+                f"row {visit.at.row} has the same record and event "
+                f"({self.faults.record_id(code)}, {r.label})"
+            )
             r.faults.append((EVENT_COLUMN, r.event, reason))
             return
-        visit_id, stored_date = self.stored_visits.get(key, (None, None))
-        date_field = self.mapping.visit_date
-        said = any(column == date_field for column, _, _ in r.faults)  # a date that is wrong
-        if visit_id is None and r.visit_date is None and not said:
-            reason = f"visit {r.label} of {r.code} is new: it needs its date"
-            r.faults.append((date_field, "", reason))
-        visit = self.visits[key] = PlannedVisit(r.row, r.line, r.visit_date, visit_id, stored_date)
+        if visit is not None:  # a repeating instrument's first instance: its event's visit
+            visit.forms += (r.form or "",)
+        else:
+            visit_id, stored_date = self.stored_visits.get(key, (None, None))
+            visit_date = r.visit_date or self.event_date(code, r)
+            date_field = self.mapping.visit_date
+            said = any(column == date_field for column, _, _ in r.faults)  # a wrong date
+            if visit_id is None and visit_date is None and not said:
+                reason = (
+                    f"visit {r.label} of {self.faults.record_id(code)} is new: it needs its date"
+                )
+                r.faults.append((date_field, "", reason))
+            visit = self.visits[key] = PlannedVisit(
+                at, visit_date, visit_id, stored_date, (r.form or "",)
+            )
         for name, given in r.facts.items():
             first = person.facts.setdefault(name, given)
             if first.value != given.value:
@@ -249,12 +381,26 @@ class _Checker:
                     f"signed {signature.signed_on}"
                 )
                 r.faults.append((consent.version, signature.version, reason))
-        self.count_values(r, key, visit, written)
+        self.count_values(r, person, key, visit, written)
+
+    def event_date(self, code: str, r: Row) -> date | None:
+        """A repeating instrument's later instance without a date of its own: its event's."""
+        if r.form is None or r.base is None or r.base == r.label:
+            return None
+        event = self.visits.get((code, r.base))
+        if event is not None:
+            return event.visit_date or event.stored_date
+        stored = self.stored_visits.get((code, r.base))
+        return stored[1] if stored else None
 
     def count_values(
-        self, r: Row, key: tuple[str, str], visit: PlannedVisit, written: list[NewValue]
+        self,
+        r: Row,
+        person: Person,
+        key: tuple[str, str],
+        visit: PlannedVisit,
+        written: list[NewValue],
     ) -> None:
-        counts = self.tally.values
         for name, (stored, _) in r.values.items():
             target = self.dictionary.targets[name]
             before = (
@@ -262,7 +408,7 @@ class _Checker:
                 if visit.id and target.variable
                 else None
             )
-            counts.count(outcome_of(before, stored))
+            person.outcomes["values", outcome_of(before, stored)] += 1
             if before != stored:
                 written.append((*key, name, stored, before is None))
 

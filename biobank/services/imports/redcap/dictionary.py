@@ -55,6 +55,8 @@ class Dictionary:
         self.sexes: dict[str, Sex] = {}  # REDCap code → sex
         self.sex_field: redcap.Field | None = None
         self.birth_field: redcap.Field | None = None
+        # None: not in the dictionary (a classic project's visits take a date field filled)
+        self.visit_date_field: redcap.Field | None = None
         self.statements: dict[str, str] = {}  # consent statement → its (yes/no) field
         self.stored_documents: dict[str, tuple[date, list[str]]] = {}
 
@@ -71,16 +73,26 @@ class Dictionary:
             self.report.notices.append(
                 f"fields without values (descriptive, file): {', '.join(found.skipped)}"
             )
+        if found.times_dropped:
+            self.report.notices.append(
+                f"datetime fields read as dates, the time dropped: {', '.join(found.times_dropped)}"
+            )
+        if found.custom_validations:
+            self.report.notices.append(
+                "fields with a validation of this REDCap's own, read as text: "
+                + ", ".join(found.custom_validations)
+            )
         mapping, roles = self.mapping, self.mapping.roles()
         for form in sorted(mapping.participant_forms - found.forms):
             self.report.notices.append(
                 f"the mapping's participant form {form!r} is not in the dictionary"
             )
         usable = self.role_field(mapping.record_id, "record_id", required=True) is not None
-        usable &= (
-            self.role_field(mapping.visit_date, "visit_date", PhenotypeType.date, required=True)
-            is not None
-        )
+        if mapping.visit_date in found.fields:  # else a longitudinal project's header faults
+            self.visit_date_field = self.role_field(
+                mapping.visit_date, "visit_date", PhenotypeType.date
+            )
+            usable &= self.visit_date_field is not None
         self.sex_field = self.role_field(mapping.sex, "sex", PhenotypeType.choice)
         if self.sex_field is not None:
             self.read_sexes(self.sex_field)

@@ -1,6 +1,7 @@
 """The mapping of a REDCap project onto this system: which fields are the record ID, the visit
-date, the participant's sex and birth year, the identity columns and the consent form (a small
-TOML file, `biobank/reference/redcap_mapping.toml` unless another is given)."""
+date, the participant's sex and birth year, the identity columns and the consent form, and what
+a classic project's one visit per record is called (a small TOML file,
+`biobank/reference/redcap_mapping.toml` unless another is given)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
+from biobank.domain.visits import canonical_visit_label
 from biobank.errors import ValidationError
 from biobank.inputs import read_toml
 
@@ -35,6 +37,7 @@ class RedcapMapping:
     birth_year: str | None = None
     participant_forms: frozenset[str] = frozenset()
     visit_labels: dict[str, str] = field(default_factory=dict)  # event → label
+    classic_label: str = "enrolment"  # a classic project's (no events) one visit per record
     identity: dict[str, str] = field(default_factory=dict)  # identity column → field
     consent: ConsentMapping | None = None
     file: str = "redcap_mapping.toml"
@@ -96,6 +99,7 @@ def redcap_mapping(path: Path | None = None) -> RedcapMapping:
         birth_year=optional_name("birth_year", settings.get("birth_year")),
         participant_forms=frozenset(f.strip().lower() for f in forms),
         visit_labels=table("visit_labels", settings.get("visit_labels", {})),
+        classic_label=_classic_label(where, settings.get("classic_label", "enrolment")),
         identity=identity,
         consent=_consent_mapping(settings.get("consent", {}), where),
         file=where,
@@ -121,6 +125,13 @@ def _field_name(where: str, key: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _fail(where, key, "must name a REDCap field", value)
     return value.strip().lower()
+
+
+def _classic_label(where: str, value: object) -> str:
+    label = canonical_visit_label(value) if isinstance(value, str) else ""
+    if not label or len(label) > 48:  # room for a repeat instance's " <form> #N"
+        raise _fail(where, "classic_label", "must be a visit label of 1-48 characters", value)
+    return label
 
 
 def _consent_mapping(given: object, where: str) -> ConsentMapping | None:

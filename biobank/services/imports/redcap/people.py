@@ -1,6 +1,7 @@
 """What only a REDCap records export as a whole shows, once every row is read: each
 participant's identity (MRNs unique), dates and facts against each other and the database, and
-each consent signature against its document version; and what the import adds and changes."""
+each consent signature against its document version; and what the import adds and changes of
+the records it keeps (those without a faulty row, when it skips the faulty)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from biobank.models import (
 from biobank.services import participants, phenotypes
 from biobank.services.imports.common import ImportReport, batches, stored_id
 from biobank.services.imports.redcap.dictionary import Dictionary
-from biobank.services.imports.redcap.faults import Faults, hidden
+from biobank.services.imports.redcap.faults import Faults, Place, hidden
 from biobank.services.imports.redcap.mapping import ConsentMapping
 from biobank.services.imports.redcap.planning import (
     Fact,
@@ -58,16 +59,44 @@ class PeopleCheck:
         self.mapping = dictionary.mapping
         self.people = people
         self.visits = visits
+        self.places = {visit.at.row: visit.at for visit in visits.values()}
         self.documents: dict[str, tuple[date, list[str]]] = {}  # to create: see `RedcapPlan`
 
-    def run(self) -> dict[str, tuple[date, list[str]]]:
-        """Check everything; the consent document versions to create."""
+    def check(self) -> None:
+        """Check everything."""
         self.check_people()
         self.check_signatures()
+
+    def keep(self, left_out: frozenset[str]) -> dict[str, tuple[date, list[str]]]:
+        """Count what the participants not `left_out` add and change; the consent document
+        versions their signatures need, each taking effect on the earliest of them."""
+        earliest: dict[str, date] = {}
+        for code, person in self.people.items():
+            if code in left_out:
+                continue
+            self.tally.add(person.outcomes)
+            for s in person.signatures.values():
+                if s.version in self.documents:
+                    earliest[s.version] = min(s.signed_on, earliest.get(s.version, s.signed_on))
+        self.documents = {
+            version: (earliest[version], asked)
+            for version, (_, asked) in self.documents.items()
+            if version in earliest
+        }
+        given = self.dictionary.consent
+        if given is not None:
+            self.report.documents = [f"{given.document} {v}" for v in self.documents]
         return self.documents
 
-    def person_fault(self, fact: Fact, reason: str) -> None:
-        self.faults.fault(self.report.records, fact.row, fact.line, fact.column, fact.raw, reason)
+    def fault(
+        self, code: str, row: int, line: int, column: str, value: object, reason: str
+    ) -> None:
+        """A fault of one of the participant's rows."""
+        place = self.places.get(row) or Place(row, line, participant=code)
+        self.faults.at(place, column, value, reason)
+
+    def person_fault(self, code: str, fact: Fact, reason: str) -> None:
+        self.fault(code, fact.row, fact.line, fact.column, fact.raw, reason)
 
     def check_people(self) -> None:
         """Identity (MRNs unique, dates that fit), birth year against visits, and what each
@@ -87,9 +116,8 @@ class PeopleCheck:
                 continue
             first = mrns.setdefault(mrn.value, code)
             if first != code:
-                self.person_fault(mrn, f"record {first} has the same MRN")
-            if mrn.value.upper() in code:
-                self.person_fault(mrn, "a participant code must not contain the MRN")
+                named = self.faults.record_named(first, self.people[first].row)
+                self.person_fault(code, mrn, f"{named} has the same MRN")
         for given in batches(mrns):
             for participant_id, mrn in self.session.execute(
                 sa.select(
@@ -98,7 +126,9 @@ class PeopleCheck:
             ):
                 person = self.people[mrns[mrn]]
                 if participant_id != person.id:
-                    self.person_fault(person.facts["mrn"], "another participant has this MRN")
+                    self.person_fault(
+                        mrns[mrn], person.facts["mrn"], "another participant has this MRN"
+                    )
         participant_values = self.stored_participant_values()
         by_visit: defaultdict[str, list[PlannedVisit]] = defaultdict(list)
         for (code, _), visit in self.visits.items():
@@ -126,31 +156,29 @@ class PeopleCheck:
         except ValidationError as error:
             wrong = born if error.field == "birth_year" and born else dob or born
             if wrong is not None:  # a birth year's fault may quote the date of birth
-                self.person_fault(wrong, hidden(error.message, date_of_birth))
+                self.person_fault(code, wrong, hidden(error.message, date_of_birth))
+        counted = person.outcomes
         for visit in visits:
             if visit.visit_date and birth_year and visit.visit_date.year < birth_year:
-                self.faults.fault(
-                    self.report.records,
-                    visit.row,
-                    visit.line,
+                self.faults.at(
+                    visit.at,
                     self.mapping.visit_date,
                     str(visit.visit_date),
                     "the visit date is before birth",
                 )
-            self.tally.visits.count(
-                outcome_of(visit.stored_date, visit.visit_date or visit.stored_date)
-            )
+            after = visit.visit_date or visit.stored_date
+            counted["visits", outcome_of(visit.stored_date, after)] += 1
         sex = facts.get("sex")
         if person.id is None:
             person.outcome = "added"
         elif (sex and sex.value != person.sex) or (born and born.value != person.birth_year):
             person.outcome = "changed"
-        self.tally.participants.count(person.outcome)
+        counted["participants", person.outcome] += 1
         wanted = identity_of(facts)
         if wanted:
             have = person.identity
             changes = have is None or identity_changes(have, wanted)
-            self.tally.identities.count(outcome_of(have, wanted if changes else have))
+            counted["identities", outcome_of(have, wanted if changes else have)] += 1
         for key, given in facts.items():
             if key.startswith("value:"):
                 target = self.dictionary.targets[key[6:]]
@@ -160,7 +188,7 @@ class PeopleCheck:
                     else None
                 )
                 outcome = outcome_of(before, given.value)
-                self.tally.values.count(outcome)
+                counted["values", outcome] += 1
                 if outcome != "unchanged":
                     person.new_values.append((target.field.name, outcome == "added"))
 
@@ -199,15 +227,16 @@ class PeopleCheck:
         for code, s in signatures:
             person = self.people[code]
             s.stored = recorded.get((person.id, s.version, s.signed_on)) if person.id else None
-            self.check_signature(s, person, given)
-        self.report.documents = [f"{given.document} {v}" for v in self.documents]
+            self.check_signature(code, s, person, given)
 
-    def check_signature(self, s: Signature, person: Person, given: ConsentMapping) -> None:
+    def check_signature(
+        self, code: str, s: Signature, person: Person, given: ConsentMapping
+    ) -> None:
         """One signature's dates and answers against its document, its participant and what is
         recorded of it (a signed consent is never changed)."""
 
         def fault(column: str, value: str, reason: str) -> None:
-            self.faults.fault(self.report.records, s.row, s.line, column, value, reason)
+            self.fault(code, s.row, s.line, column, value, reason)
 
         document = f"{given.document} {s.version}"
         effective_on, asked = (
@@ -228,7 +257,7 @@ class PeopleCheck:
             fault(s.columns[statement], shown, f"{document} does not ask {statement}")
         stored = s.stored
         if stored is None or stored == s.answers:
-            self.tally.consents.count(outcome_of(stored, s.answers))  # added, or unchanged
+            person.outcomes["consents", outcome_of(stored, s.answers)] += 1  # added, or same
             return
         differ = sorted(s.answers.items() ^ stored.items())
         reason = (

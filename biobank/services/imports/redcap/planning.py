@@ -4,6 +4,7 @@ give, each with what is stored already)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from typing import IO, Any
@@ -14,9 +15,11 @@ from biobank.domain.vocabulary import Sex
 from biobank.models import ParticipantIdentity, PhenotypeVariable, Study
 from biobank.services import phenotypes
 from biobank.services.imports.common import Counts, ImportReport
+from biobank.services.imports.redcap.faults import Place
 from biobank.services.imports.redcap.mapping import IDENTITY_LIMITS, RedcapMapping
 
 NewValue = tuple[str, str | None, str, Stored, bool]  # participant, visit, variable, value, new?
+Outcomes = Counter[tuple[str, str]]  # (what, outcome) → how many: ("values", "added")
 
 
 @dataclass
@@ -72,17 +75,19 @@ class Person:
     identity: ParticipantIdentity | None = None
     outcome: str = "unchanged"
     new_values: list[tuple[str, bool]] = field(default_factory=list)  # (variable, added)
+    outcomes: Outcomes = field(default_factory=Counter)  # counted once its record is kept
 
 
 @dataclass
 class PlannedVisit:
-    """A visit the records name (one per record and event), and its stored date."""
+    """A visit the records name (one per record and event; `at`: its row), and its stored
+    date."""
 
-    row: int
-    line: int
+    at: Place
     visit_date: date | None  # as the file gives it
     id: int | None = None
     stored_date: date | None = None
+    forms: tuple[str, ...] = ()  # its rows': a repeating instrument's form, "" for the event's
 
 
 @dataclass
@@ -93,7 +98,9 @@ class Row:
     line: int
     code: str | None = None
     event: str = ""
-    label: str | None = None
+    label: str | None = None  # its visit (see `visits`)
+    base: str | None = None  # its event's visit (the classic project's one)
+    form: str | None = None  # a repeating instrument's row: the form it holds
     visit_date: date | None = None
     facts: dict[str, Fact] = field(default_factory=dict)
     values: dict[str, tuple[Stored, str]] = field(default_factory=dict)  # visit-scope
@@ -113,6 +120,11 @@ class Tally:
     values: Counts = field(default_factory=Counts)
     consents: Counts = field(default_factory=Counts)
 
+    def add(self, outcomes: Outcomes) -> None:
+        for (what, outcome), times in outcomes.items():
+            counts: Counts = getattr(self, what)
+            counts.count(outcome, times)
+
 
 @dataclass
 class RedcapPlan:
@@ -126,6 +138,15 @@ class RedcapPlan:
     visits: dict[tuple[str, str], PlannedVisit]
     documents: dict[str, tuple[date, list[str]]]  # new version → effective date, statements
     spool: IO[bytes]  # batches of (rows, participants, visits, [NewValue]), pickled
+    checked: bool  # the records were checked (not when the dictionary or header stops them)
+    skip_faulty: bool  # write all but the faulty records and fields
+    left_out: frozenset[str]  # the participants of faulty records
+    record_id_phi: bool = False  # the record ID identifies the person: its external ID is PHI
+
+    @property
+    def writable(self) -> bool:
+        """Nothing is faulty, or what is faulty is left out."""
+        return not self.report.fault_count or (self.skip_faulty and self.checked)
 
 
 def outcome_of(before: object, after: object) -> str:

@@ -1,6 +1,7 @@
-"""Reading a REDCap records export: its header against the data dictionary, and each row's
-cells read as its fields say, into what the row says (its participant, visit, facts, values and
-consent signature) and the faults of its cells."""
+"""Reading a REDCap records export: its header against the data dictionary (a classic project's
+has no event column), and each row's cells read as its fields say, into what the row says (its
+participant, visit, facts, values and consent signature) and the faults of its cells. Which
+visit a row is, and which fields a repeating instrument's row holds: `visits`."""
 
 from __future__ import annotations
 
@@ -13,15 +14,18 @@ from biobank.domain.phenotypes import parse_value
 from biobank.domain.visits import canonical_visit_label
 from biobank.domain.vocabulary import PhenotypeScope, PhenotypeType
 from biobank.errors import ValidationError
-from biobank.services import consent, participants
+from biobank.services import consent, external_ids
 from biobank.services.imports.common import too_many_values
 from biobank.services.imports.redcap.dictionary import Dictionary
 from biobank.services.imports.redcap.faults import Faults, hidden
 from biobank.services.imports.redcap.mapping import IDENTITY_LIMITS, ConsentMapping
 from biobank.services.imports.redcap.planning import Fact, Row, Signature, Target
+from biobank.services.imports.redcap.visits import row_visit
 
 EVENT_COLUMN = "redcap_event_name"
-REPEAT_COLUMNS = ("redcap_repeat_instrument", "redcap_repeat_instance")
+INSTRUMENT_COLUMN = "redcap_repeat_instrument"
+INSTANCE_COLUMN = "redcap_repeat_instance"
+# known, and not imported: the data access group and the survey columns
 IGNORED_COLUMNS = frozenset({"redcap_data_access_group", "redcap_survey_identifier"})
 
 
@@ -35,12 +39,18 @@ class RowReader:
         self.file = file
         self.delimiter = delimiter
         self.columns: dict[str, int] = {}
+        self.longitudinal = True  # the records have an event column
+        self.forms: set[str] = set()  # the dictionary's, once it is read
+        # the file's first event, and whether it has an arm (REDCap gives every event one)
+        self.first_event: tuple[str, bool] | None = None
+        self.dated_by: set[str] = set()  # the date fields a classic project's visits took
 
     def read_header(self, line: int, cells: list[str]) -> bool:
         """Each column's place (a column unknown or named twice is a fault, and the rows are
         still checked); False when a column the rows need is missing."""
         file = self.file
-        known = {EVENT_COLUMN, *REPEAT_COLUMNS, *IGNORED_COLUMNS, *self.dictionary.skipped}
+        known = {EVENT_COLUMN, INSTRUMENT_COLUMN, INSTANCE_COLUMN, *IGNORED_COLUMNS}
+        known |= self.dictionary.skipped
         known |= {column for f in self.dictionary.fields.values() for column in f.columns}
         for form in {f.form for f in self.dictionary.fields.values()}:
             known |= {f"{form}_complete", f"{form}_timestamp"}
@@ -55,12 +65,19 @@ class RowReader:
                     file, None, line, column, cell, "not a field of the data dictionary"
                 )
             self.columns.setdefault(column, index)
-        missing = [
-            c for c in (self.mapping.record_id, EVENT_COLUMN, self.mapping.visit_date)
-            if c not in self.columns
-        ]  # fmt: skip
+        self.longitudinal = EVENT_COLUMN in self.columns
+        self.forms = {f.form for f in self.dictionary.fields.values()}
+        date_field = self.dictionary.visit_date_field
+        needed = [self.mapping.record_id] + ([date_field.name] if date_field else [])
+        missing = [c for c in needed if c not in self.columns]
         for column in missing:
             self.faults.fault(file, None, line, column, None, f"no column {column!r}")
+        if date_field is None and self.longitudinal:  # each event's date is needed
+            name = self.mapping.visit_date
+            if name not in self.dictionary.fields:  # else its type is at fault already
+                reason = f"no field {name!r} in the data dictionary"
+                self.faults.fault(self.mapping.file, None, None, "visit_date", name, reason)
+            return False
         return not missing
 
     def read_row(self, row: int, line: int, cells: list[str], width: int) -> Row:
@@ -91,58 +108,141 @@ class RowReader:
         overflow = too_many_values(cells, width, self.delimiter)
         if overflow:
             r.faults.append((None, None, overflow))
-        for column in REPEAT_COLUMNS:
-            if cell(column):
-                r.faults.append(
-                    (column, cell(column), "repeating instruments and events are not imported")
-                )
-        r.code = self.read_code(cell(self.mapping.record_id), r)
-        r.event = cell(EVENT_COLUMN)
-        r.label = self.read_event(r.event, r)
+        r.code = self.read_record_id(cell(self.mapping.record_id), r)
+        self.read_visit(cell, r)
         d = self.dictionary
-        r.visit_date = read(d.fields[self.mapping.visit_date])
-        if d.sex_field is not None:
+
+        def held(f: redcap.Field) -> bool:
+            """A field this row holds: any, but in a repeating instrument's row its form's."""
+            return r.form is None or f.form == r.form
+
+        r.visit_date = self.read_visit_date(held, read, cell, r)
+        if d.sex_field is not None and held(d.sex_field):
             code = read(d.sex_field)
             fact("sex", d.sex_field, d.sexes.get(code) if code is not None else None)
-        if d.birth_field is not None:
+        if d.birth_field is not None and held(d.birth_field):
             year = read(d.birth_field)
             fact("birth_year", d.birth_field, year.year if isinstance(year, date) else year)
         for column, name in self.mapping.identity.items():
-            if name in self.faults.phi:
+            if name in self.faults.phi and held(d.fields[name]):
                 value = read(d.fields[name])
                 fact(column, d.fields[name], self.identity_value(column, value, cell(name), r))
         for f in d.others:
-            if read(f) is not None:
+            if held(f) and read(f) is not None:
                 fact(f"other:{f.name}", f, cell(f.name))
         for target in d.targets.values():
-            self.read_value(target, cell, r)
-        if d.consent is not None:
+            if held(target.field):
+                self.read_value(target, cell, r)
+        version = d.fields.get(d.consent.version) if d.consent is not None else None
+        if d.consent is not None and (r.form is None or (version and held(version))):
             r.signature = self.read_signature(d.consent, cell, read, r)
         return r
 
-    def read_code(self, raw: str, r: Row) -> str | None:
+    def read_visit(self, cell: Callable[[str], str], r: Row) -> None:
+        """The row's event, repeating instrument and instance, and so its visit (`visits`)."""
+        if self.longitudinal:
+            r.event = cell(EVENT_COLUMN)
+            base = self.read_event(r.event, r)
+        else:
+            base = self.mapping.classic_label
+        form = cell(INSTRUMENT_COLUMN).lower() or None
+        if form is not None and form not in self.forms:
+            r.faults.append((INSTRUMENT_COLUMN, form, "not a form of the data dictionary"))
+            return
+        raw = cell(INSTANCE_COLUMN)
+        instance = int(raw) if raw.isascii() and raw.isdigit() and int(raw) > 0 else None
+        if raw and instance is None:
+            r.faults.append((INSTANCE_COLUMN, raw, "a repeat instance is a whole number from 1"))
+            return
+        if form is not None and instance is None:
+            r.faults.append(
+                (INSTANCE_COLUMN, raw, "a repeating instrument's row needs its instance")
+            )
+            return
+        if base is None:
+            return
+        visit = row_visit(base, form=form, instance=instance)
+        if len(visit.label) > 64:
+            column = INSTRUMENT_COLUMN if form else INSTANCE_COLUMN
+            r.faults.append(
+                (column, cell(column), f"the visit {visit.label!r} is over 64 characters")
+            )
+            return
+        r.label, r.base, r.form = visit.label, visit.base, visit.form
+
+    def read_visit_date(
+        self,
+        held: Callable[[redcap.Field], bool],
+        read: Callable[[redcap.Field], Any],
+        cell: Callable[[str], str],
+        r: Row,
+    ) -> date | None:
+        """The mapping's visit date; in a repeating instrument's row, its form's first date
+        filled (none: its event's visit date); in a classic project without a visit date
+        field, the row's first date filled (told in a notice)."""
+        d = self.dictionary
+        if r.form is None and d.visit_date_field is not None:
+            day = read(d.visit_date_field)
+            return day if isinstance(day, date) else None
+
+        def quietly(f: redcap.Field) -> Any:
+            """A variable's date, its fault left to its own reading."""
+            try:
+                return redcap.read_cell(f, cell(f.name)) if cell(f.name) else None
+            except ValidationError:
+                return None
+
+        for f in d.fields.values():
+            if f.value_type is PhenotypeType.date and held(f) and self.may_date(f):
+                day = read(f) if f is d.visit_date_field else quietly(f)
+                if isinstance(day, date):
+                    if r.form is None and f.name not in self.dated_by:
+                        self.dated_by.add(f.name)
+                        self.faults.report.notices.append(
+                            f"visits dated by {f.name}, the first date filled (no field "
+                            f"{self.mapping.visit_date!r} in the data dictionary)"
+                        )
+                    return day
+        return None
+
+    def may_date(self, f: redcap.Field) -> bool:
+        """A date field that may date a visit: not an identifier (a date of birth) nor the
+        birth year's."""
+        d = self.dictionary
+        return not f.identifier and f.name not in self.faults.phi and f is not d.birth_field
+
+    def read_record_id(self, raw: str, r: Row) -> str | None:
+        """The record ID as REDCap writes it (`1` is not `01`, `a` is not `A`)."""
         name = self.mapping.record_id
         if not raw:
             r.faults.append((name, raw, "a record ID is required"))
             return None
-        code = raw.upper()
-        if not participants.PARTICIPANT_CODE.match(code):
-            r.faults.append((name, raw, "a participant code is 3-32 characters: A-Z, 0-9 and '-'"))
+        if len(raw) > external_ids.MAX_LENGTH:
+            r.faults.append((name, raw, f"a record ID is 1-{external_ids.MAX_LENGTH} characters"))
             return None
-        return code
+        return raw
 
     def read_event(self, raw: str, r: Row) -> str | None:
+        """The visit label of an event: the mapping's, else the unique event name without its
+        arm (a name without one taken as written, when the file's first event has none)."""
         if not raw:
             r.faults.append((EVENT_COLUMN, raw, "an event name is required"))
             return None
-        try:
-            name = self.mapping.visit_labels.get(raw) or redcap.event_name(raw)
-        except ValidationError as error:
-            reason = error.message + " (or an event of the mapping's [visit_labels])"
-            r.faults.append((EVENT_COLUMN, raw, reason))
-            return None
+        name = self.mapping.visit_labels.get(raw)
+        if name is None:
+            name, arm = redcap.split_event(raw)
+            if self.first_event is None:
+                self.first_event = (raw, arm is not None)
+            first, arms = self.first_event
+            if (arm is not None) != arms:
+                reason = (
+                    f"{raw!r} is not a REDCap event name like {first} (a file's events all "
+                    "end in _arm_N, or none does; or name it in the mapping's [visit_labels])"
+                )
+                r.faults.append((EVENT_COLUMN, raw, reason))
+                return None
         label = canonical_visit_label(name)
-        if len(label) > 64:
+        if not label or len(label) > 64:
             r.faults.append((EVENT_COLUMN, raw, "a visit label is 1-64 characters"))
             return None
         return label

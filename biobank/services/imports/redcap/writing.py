@@ -1,7 +1,8 @@
 """Writing a checked REDCap plan into the caller's transaction, a batch of rows at a time,
 through the services each record belongs to, skipping what is already there: importing the same
 files again changes nothing, and a changed value is changed with its before and after in the
-audit trail."""
+audit trail. A plan that skips the faulty is written without its faulty records, and the audit
+trail says how many it left out."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from biobank.models import (
     Visit,
     utcnow,
 )
-from biobank.services import audit, consent, participants, phenotypes
+from biobank.services import audit, consent, external_ids, participants, phenotypes
 from biobank.services.imports.common import (
     ImportReport,
+    LeftOut,
     batches,
     refuse_a_faulty_plan,
     stored_id,
@@ -52,16 +54,21 @@ def write_redcap(
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
     """Write a checked plan into the caller's transaction, a batch of rows at a time (each
-    participant with the batch of its first row); `progress` is told how many more rows were
-    written after each batch."""
+    participant with the batch of its first row), all of it or (skipping the faulty) all but
+    the faulty records; `progress` is told how many more rows were read after each batch."""
     require(actor, Permission.import_data)
     report = plan.report
-    refuse_a_faulty_plan(report)
+    if not plan.writable:
+        refuse_a_faulty_plan(report)
     writer = _Writer(session, actor, plan)
     prepare_bulk_writing(session)
     writer.create_documents()
     writer.create_variables()
-    for rows, people, visits, values in unspool(plan.spool):
+    left_out = plan.left_out
+    for rows, batch_people, batch_visits, batch_values in unspool(plan.spool):
+        people = [code for code in batch_people if code not in left_out]
+        visits = [key for key in batch_visits if key[0] not in left_out]
+        values = [value for value in batch_values if value[0] not in left_out]
         writer.write_people(people)
         writer.write_visits(visits)
         writer.write_values(values)
@@ -75,6 +82,8 @@ def write_redcap(
         writer.write_signatures(people)
         if progress:
             progress(rows)
+    if report.left_out is not None and (report.left_out.records or report.left_out.fields):
+        writer.record_left_out(report.left_out)
     return report
 
 
@@ -87,6 +96,24 @@ class _Writer:
         self.variables: dict[str, PhenotypeVariable] = {
             name: t.variable for name, t in plan.targets.items() if t.variable is not None
         }
+        self.codes: dict[str, str] = {}  # record ID → participant code, as each is written
+
+    def record_left_out(self, left_out: LeftOut) -> None:
+        """One audit entry for what the import left out: how many records and rows, and which
+        fields (never a record ID: it may be PHI)."""
+        audit.record(
+            self.session,
+            actor=self.actor,
+            action="study.import_left_out",
+            entity="study",
+            entity_id=self.plan.study.id,
+            after={
+                "records_left_out": left_out.records,
+                "rows_left_out": left_out.rows,
+                "fields_left_out": sorted(left_out.fields),
+            },
+            reason=self.reason,
+        )
 
     def create_documents(self) -> None:
         given = self.plan.mapping.consent
@@ -133,37 +160,51 @@ class _Writer:
             reason=self.reason,
         )
 
-    def write_people(self, codes: list[str]) -> None:
-        """New participants with their identity; changed sex, birth year and identity."""
+    def write_people(self, records: list[str]) -> None:
+        """New participants (each with a code of ours) with their identity; changed sex, birth
+        year and identity; then each new or adopted participant's record ID."""
         plan = self.plan
-        for code in codes:
-            person = plan.people[code]
+        stored = [stored_id(plan.people[r].id) for r in records if plan.people[r].id is not None]
+        have_record_id = external_ids.have_external_id(self.session, stored)
+        known = self.loaded(Participant, set(stored))
+        new_ids: list[external_ids.NewExternalId] = []
+        adopted: list[external_ids.NewExternalId] = []
+        for record in records:
+            person = plan.people[record]
             facts = person.facts
             sex = facts["sex"].value if "sex" in facts else None
             born = facts["birth_year"].value if "birth_year" in facts else None
             wanted = identity_of(facts)
             if person.id is None:
                 columns = {c: v for c, v in wanted.items() if c != "other"}
-                person.id = participants.add_participant(
+                added = participants.add_participant(
                     self.session,
                     actor=self.actor,
                     study=plan.study.code,
-                    code=code,
                     sex=sex or Sex.unknown,
                     birth_year=born,
                     **columns,
-                ).id
+                )
+                person.id, self.codes[record] = added.id, added.code
+                new_ids.append(external_ids.NewExternalId(added.id, record, plan.record_id_phi))
                 if "other" in wanted:
                     self.set_identity(person, wanted)
                 continue
+            row = known[person.id]
+            self.codes[record] = row.code
+            if person.id not in have_record_id:
+                adopted.append(external_ids.NewExternalId(person.id, record, plan.record_id_phi))
             if person.outcome == "changed":
-                row = self.session.get_one(Participant, person.id)
                 before = audit.snapshot(row)
                 row.sex = sex or row.sex
                 row.birth_year = born if born is not None else row.birth_year
-                self.changed(row, "participant.change", before, {"participant": code})
+                self.changed(row, "participant.change", before, {"participant": row.code})
             if wanted:
                 self.set_identity(person, wanted)
+        for given, reason in ((new_ids, self.reason), (adopted, f"{self.reason}: adopted by code")):
+            external_ids.add_external_ids(
+                self.session, actor=self.actor, study=plan.study, ids=given, reason=reason
+            )
 
     def set_identity(self, person: Person, wanted: dict[str, Any]) -> None:
         """Add the identity the file gives, or write what it changes; each audited."""
@@ -222,7 +263,7 @@ class _Writer:
             row = self.session.get_one(Visit, visit.id)
             before = audit.snapshot(row)
             row.visit_date = visit.visit_date
-            self.changed(row, "visit.change", before, {"participant": code})
+            self.changed(row, "visit.change", before, {"participant": self.codes[code]})
             moved = select(PhenotypeValue).where(
                 PhenotypeValue.visit_id == row.id, PhenotypeValue.observed_on != row.visit_date
             )
@@ -230,7 +271,10 @@ class _Writer:
                 before = audit.snapshot(value)
                 value.observed_on = row.visit_date
                 self.changed(
-                    value, "phenotype_value.change", before, {"participant": code, "visit": label}
+                    value,
+                    "phenotype_value.change",
+                    before,
+                    {"participant": self.codes[code], "visit": label},
                 )
 
     def write_values(self, values: list[NewValue]) -> None:
@@ -280,7 +324,7 @@ class _Writer:
                     consent.record_consent(
                         self.session,
                         actor=self.actor,
-                        participant=code,
+                        participant=self.codes[code],
                         document=given.document,
                         version=s.version,
                         signed_on=s.signed_on,
