@@ -276,6 +276,41 @@ def dag_survey() -> Project:
     return project
 
 
+def phi_unflagged() -> Project:
+    """A classic project whose PHI nobody flagged `Identifier? = y`: a phone (by its
+    validation), an e-mail address (by its label), a next of kin's name, street address, date of
+    birth and SSN (by their names), beside a weight and a drug's name that are data."""
+    fields = [
+        *_demographics(),
+        Field("enrol_date", "enrolment", validation="date_ymd"),
+        Field("home_phone", "enrolment", validation="phone"),
+        Field("contact", "enrolment", label="E-mail address"),
+        Field("nok_name", "enrolment", label="Next of kin"),
+        Field("street_address", "enrolment"),
+        Field("nok_dob", "enrolment", validation="date_ymd"),
+        Field("ssn_last4", "enrolment"),
+        Field("shape_weight", "enrolment", validation="number"),
+        Field("med_name", "enrolment", label="Drug name"),
+    ]
+    rows, visits, values = [], {}, {}
+    for n, record in enumerate(("1", "2"), start=1):
+        day = date(2024, 6, n)
+        cells: dict[str, Cell] = {
+            "sex": "1", "birth_year": "1975", "enrol_date": day.isoformat(),
+            "home_phone": f"(617) 555-010{n}", "contact": f"pat{n}@example.org",
+            "nok_name": f"Alex Doe{n}", "street_address": f"{n} Elm Street",
+            "nok_dob": f"1950-01-0{n}", "ssn_last4": f"123{n}", "shape_weight": f"7{n}.5",
+            "med_name": "hydroxychloroquine",
+        }  # fmt: skip
+        rows.append(Row(record, cells))
+        visits[record] = {"enrolment": day}
+        values[record] = {
+            ("enrolment", "shape_weight", f"7{n}.5"),
+            ("enrolment", "med_name", "hydroxychloroquine"),
+        }
+    return Project(fields, rows, visits=visits, values=values)
+
+
 SHAPES = {
     "classic": classic,
     "two_arm": two_arm,

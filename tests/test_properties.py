@@ -102,6 +102,18 @@ REDCAP = Path(__file__).parent / "data" / "redcap"
 _REDCAP_ROWS = list(csv.reader(io.StringIO((REDCAP / "redcap_records.csv").read_text("utf-8"))))
 
 
+def _garbled_export(tmp_path, garbled) -> tuple[list[list[str]], Path]:
+    """The sample REDCap export with the (row, column, text) cells replaced, as a file."""
+    rows = [list(row) for row in _REDCAP_ROWS]
+    for row, column, text in garbled:
+        rows[row][column % len(rows[row])] = text
+    path = tmp_path / "records.csv"
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+    return rows, path
+
+
 @with_database
 @given(
     garbled=st.lists(
@@ -115,13 +127,7 @@ def test_any_redcap_export_is_checked_row_by_row_and_nothing_is_written(
 ):
     """The sample export with cells replaced by anything: every fault names its row, and the
     check writes nothing."""
-    rows = [list(row) for row in _REDCAP_ROWS]
-    for row, column, text in garbled:
-        rows[row][column % len(rows[row])] = text
-    path = tmp_path / "records.csv"
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
-    path.write_text(buffer.getvalue(), encoding="utf-8")
+    rows, path = _garbled_export(tmp_path, garbled)
     with registry.connect() as connection:
         before = connection.execute(sa.text("SELECT count(*) FROM audit_entry")).scalar()
     with uow(registry, readonly=True) as session:
@@ -162,13 +168,7 @@ def test_a_garbled_redcap_export_is_faulted_by_row_and_written_by_whole_records(
     """The sample export with cells replaced by anything: every fault names its row (and its
     record, when the row has one); without skip_faulty a faulty export writes nothing, with it
     exactly the records without a faulty row are written."""
-    rows = [list(row) for row in _REDCAP_ROWS]
-    for row, column, text in garbled:
-        rows[row][column % len(rows[row])] = text
-    path = tmp_path / "records.csv"
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
-    path.write_text(buffer.getvalue(), encoding="utf-8")
+    rows, path = _garbled_export(tmp_path, garbled)
 
     def written(connection: sa.Connection) -> tuple[set[str], int, int]:
         query = sa.text("SELECT value FROM participant_external_id")  # the records written

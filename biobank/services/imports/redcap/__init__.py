@@ -8,8 +8,9 @@ already in the dictionary, now or before an admin renamed it, is matched to it, 
 codes mapped by label; the values of a retired variable are left out with a notice, since the
 project usually keeps the field an admin retired here); events become visits; the demographic
 fields the mapping names become the participant; consent fields become signed consent
-documents; fields marked `Identifier? = y` go only to the identity table (and no fault shows
-their values: `faults`).
+documents; fields marked `Identifier? = y`, and those whose validation, name or label says PHI
+(`biobank.domain.phi`), go only to the identity table (and no fault shows their values:
+`faults`).
 
 As with the legacy inventory import, checking (`checking`, `reading`, `people`) reads both
 files whole and reports every fault (file, row, line, record, event, repeat instance, field,

@@ -1,7 +1,8 @@
 """Checking a REDCap data dictionary against the mapping and the variables there are: which
-field is the record ID, the visit date, sex, birth year, identity or consent, which is an
-identifier, and which phenotype variable each other field's values go to (matched by name or a
-former name, else made from the field)."""
+field is the record ID, the visit date, sex, birth year, identity or consent, which holds PHI
+(flagged an identifier, or by its validation or name: `biobank.domain.phi`), and which
+phenotype variable each other field's values go to (matched by name or a former name, else made
+from the field)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from biobank import redcap
+from biobank.domain.phi import Phi, phi_reason
 from biobank.domain.vocabulary import PhenotypeScope, PhenotypeType, Sex
 from biobank.errors import ValidationError
 from biobank.models import (
@@ -52,6 +54,8 @@ class Dictionary:
         self.known: dict[str, PhenotypeVariable] = {}  # by name and former name, retired too
         self.targets: dict[str, Target] = {}
         self.others: list[redcap.Field] = []  # identifiers for the identity table's `other`
+        self.phi: dict[str, str] = {}  # PHI not flagged, or placed by the mapping → why
+        self.kept: dict[str, str] = {}  # PHI the mapping keeps as phenotypes → why
         self.sexes: dict[str, Sex] = {}  # REDCap code → sex
         self.sex_field: redcap.Field | None = None
         self.birth_field: redcap.Field | None = None
@@ -110,14 +114,46 @@ class Dictionary:
                         f"{f.name} is marked as an identifier; the mapping takes it as the "
                         f"{roles[f.name]}"
                     )
-            elif f.identifier:
-                self.others.append(f)
-                self.faults.phi.add(f.name)
             else:
-                self.target(f)
+                self.place(f)
+        self.notice_phi()
         self.tally.variables.added = sum(t.variable is None for t in self.targets.values())
         self.tally.variables.unchanged = len(self.targets) - self.tally.variables.added
         return usable
+
+    def place(self, f: redcap.Field) -> None:
+        """A field the mapping gives no role: PHI (flagged, or by its validation or name) to
+        the identity table's `other`, unless the mapping keeps or drops it; else a phenotype."""
+        rule = self.mapping.fields.get(f.name)
+        phi = rule.phi if rule is not None else None
+        why = "identifier" if f.identifier else phi_reason(f.name, f.label, f.validation)
+        if phi is Phi.keep:
+            if why is not None:
+                self.kept[f.name] = why
+            self.target(f)
+            return
+        if why is None and phi is None:
+            self.target(f)
+            return
+        self.faults.phi.add(f.name)  # no fault shows its values
+        if phi is not Phi.drop:
+            self.others.append(f)
+        if phi is not None or not f.identifier:  # the flagged go where the project says
+            why = why or "the mapping"
+            self.phi[f.name] = f"{why}, dropped" if phi is Phi.drop else why
+
+    def notice_phi(self) -> None:
+        """The fields the PHI rules took out of the phenotypes or the mapping kept in, by name
+        (never a value)."""
+        for f in sorted(self.mapping.fields.keys() - self.fields.keys()):
+            self.report.notices.append(f"the mapping's fields.{f} is not in the dictionary")
+        for title, found in (
+            ("PHI, not imported as phenotypes", self.phi),
+            ('PHI imported as phenotypes (phi = "keep" in the mapping)', self.kept),
+        ):
+            if found:
+                listed = ", ".join(f"{name} ({why})" for name, why in found.items())
+                self.report.notices.append(f"{title}: {listed}")
 
     def read_sexes(self, sex: redcap.Field) -> None:
         """Which sex each choice of the sex field is."""

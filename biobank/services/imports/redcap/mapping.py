@@ -1,6 +1,6 @@
 """The mapping of a REDCap project onto this system: which fields are the record ID, the visit
-date, the participant's sex and birth year, the identity columns and the consent form, and what
-a classic project's one visit per record is called (a small TOML file,
+date, the participant's sex and birth year, the identity columns and the consent form, what
+a classic project's one visit per record is called, and where a field's PHI goes (a small TOML file,
 `biobank/reference/redcap_mapping.toml` unless another is given)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
+from biobank.domain.phi import Phi
 from biobank.domain.visits import canonical_visit_label
 from biobank.errors import ValidationError
 from biobank.inputs import read_toml
@@ -28,6 +29,13 @@ class ConsentMapping:
 
 
 @dataclass(frozen=True)
+class FieldRule:
+    """What the mapping makes of one field (`[fields.<name>]`)."""
+
+    phi: Phi | None = None  # None: PHI (flagged, or by its validation or name) to identity
+
+
+@dataclass(frozen=True)
 class RedcapMapping:
     """Which REDCap fields are what (build it with `redcap_mapping`, which checks it)."""
 
@@ -40,6 +48,7 @@ class RedcapMapping:
     classic_label: str = "enrolment"  # a classic project's (no events) one visit per record
     identity: dict[str, str] = field(default_factory=dict)  # identity column → field
     consent: ConsentMapping | None = None
+    fields: dict[str, FieldRule] = field(default_factory=dict)  # field → its rule
     file: str = "redcap_mapping.toml"
 
     def roles(self) -> dict[str, str]:
@@ -102,6 +111,7 @@ def redcap_mapping(path: Path | None = None) -> RedcapMapping:
         classic_label=_classic_label(where, settings.get("classic_label", "enrolment")),
         identity=identity,
         consent=_consent_mapping(settings.get("consent", {}), where),
+        fields=_field_rules(settings.get("fields", {}), where),
         file=where,
     )
     fields = [
@@ -113,6 +123,15 @@ def redcap_mapping(path: Path | None = None) -> RedcapMapping:
     twice = sorted({f for f in fields if fields.count(f) > 1})
     if twice:
         raise _fail(where, "", f"names the field {twice[0]} for two things", twice[0])
+    roles = mapping.roles()
+    for field_name, rule in mapping.fields.items():
+        if rule.phi is not None and field_name in roles:
+            raise _fail(
+                where,
+                f"fields.{field_name}.phi",
+                f"is for a field with no other role; {field_name} is the {roles[field_name]}",
+                rule.phi,
+            )
     return mapping
 
 
@@ -132,6 +151,22 @@ def _classic_label(where: str, value: object) -> str:
     if not label or len(label) > 48:  # room for a repeat instance's " <form> #N"
         raise _fail(where, "classic_label", "must be a visit label of 1-48 characters", value)
     return label
+
+
+def _field_rules(given: object, where: str) -> dict[str, FieldRule]:
+    if not isinstance(given, dict) or not all(isinstance(r, dict) for r in given.values()):
+        raise _fail(where, "fields", "must be tables [fields.<field name>]", given)
+    rules = {}
+    for name, rule in given.items():
+        for key in rule.keys() - {"phi"}:
+            raise _fail(where, f"fields.{name}.{key}", "is not a setting (phi)")
+        phi = rule.get("phi")
+        if phi is not None and phi not in tuple(Phi):
+            allowed = ", ".join(Phi)
+            raise _fail(where, f"fields.{name}.phi", f"is {phi!r}, not one of {allowed}", phi)
+        key = _field_name(where, "fields", name)
+        rules[key] = FieldRule(phi=None if phi is None else Phi(phi))
+    return rules
 
 
 def _consent_mapping(given: object, where: str) -> ConsentMapping | None:
