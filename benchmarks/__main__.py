@@ -21,6 +21,7 @@ from benchmarks import (
     labels_bench,
     legacy,
     lookup,
+    redcap_bench,
     report,
     tui_bench,
 )
@@ -48,17 +49,19 @@ class Plan:
     starts: int
     label_runs: int
     pull_lines: int  # a pull list worked through by scanning, in the TUI
+    redcap_rows: int  # records-events of a REDCap project (and a tenth, for its memory)
 
     @classmethod
     def of(cls, quick: bool, size: int) -> Plan:
         if quick:  # for CI: a regression shows, in under two minutes for both engines
             return cls(lookups=2_000, allocations=200, accessions=100, import_rows=2_000,
                        scans=15, boxes=8, starts=3, label_runs=1,
-                       pull_lines=tui_bench.QUICK_PULL_LINES)  # fmt: skip
+                       pull_lines=tui_bench.QUICK_PULL_LINES, redcap_rows=2_000)  # fmt: skip
         # the import grows with the inventory (a tenth of it), so its memory is seen to stay flat
         return cls(lookups=5_000, allocations=500, accessions=300,
                    import_rows=max(2_000, size // 10), scans=50, boxes=20, starts=7,
-                   label_runs=3, pull_lines=tui_bench.PULL_LINES)  # fmt: skip
+                   label_runs=3, pull_lines=tui_bench.PULL_LINES,
+                   redcap_rows=max(2_000, size // 10))  # fmt: skip
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -136,6 +139,8 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Result]]:
             results += concurrency.run(db, dataset, rng=rng)
             say(f"legacy import of {plan.import_rows:,} rows")
             results += legacy.run(db, engine, dataset, rows=plan.import_rows, say=say)
+            say(f"REDCap import of {plan.redcap_rows:,} records-events, into fresh databases")
+            results += redcap_bench.run(db, rows=plan.redcap_rows, say=say)
             say("TUI views")
             results += tui_bench.run(db, dataset, rng=rng, scans=plan.scans, boxes=plan.boxes)
             say(f"TUI pull list of {plan.pull_lines:,} lines")  # last: it disposes tubes

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     audit_checkpoints_file: Path = Field(
         default_factory=lambda: config_path().parent / "audit-checkpoints.jsonl"
     )
+    # A REDCap server to import from (`biobank import redcap --api-url`): its API URL, and the
+    # project's API token, a password like the personal token (never a command-line flag).
+    redcap_api_url: str | None = None
+    redcap_token: SecretStr | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -131,9 +135,13 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
 
+SECRET_KEYS = frozenset({"token", "redcap_token"})  # passwords: only in a private file
+
+
 def _file_settings() -> dict[str, Any]:
-    """The settings file's values (none without a file). A personal token is a password: in a
-    file that others may read or change it is refused, as ssh refuses such a key."""
+    """The settings file's values (none without a file). A token (a personal one, REDCap's)
+    is a password: in a file that others may read or change it is refused, as ssh refuses such
+    a key."""
     path = config_path().expanduser()
     if not path.exists():
         return {}
@@ -142,7 +150,7 @@ def _file_settings() -> dict[str, Any]:
         values = tomllib.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as error:  # not UTF-8, not TOML, nested without end
         raise _not_toml(path, error) from None
-    if "token" in values and path.stat().st_mode & 0o077:
+    if values.keys() & SECRET_KEYS and path.stat().st_mode & 0o077:
         raise ValidationError(
             f"the settings file {path} holds a token and other accounts may read or change it: "
             f"chmod 600 {path}",

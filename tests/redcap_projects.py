@@ -319,3 +319,327 @@ SHAPES = {
     "repeating_event": repeating_event,
     "dag_survey": dag_survey,
 }
+
+
+def no_dates() -> Project:
+    """REDCap's "Longitudinal Database" template as a new project keeps it: its events hold no
+    date field, but for the enrolment date in demographics (beside a name and a date of birth),
+    so every later visit is dated by its record's first date."""
+    fields = [
+        Field("study_id", "demographics", label="Study ID"),
+        Field("date_enrolled", "demographics", label="Date subject signed consent",
+              validation="date_ymd"),
+        Field("first_name", "demographics", label="First Name"),
+        Field("dob", "demographics", label="Date of birth", validation="date_ymd"),
+        Field("gender", "demographics", "radio", label="Gender", choices="0, Female | 1, Male"),
+        Field("nd_height", "baseline_data", label="Height (cm)", validation="number"),
+        Field("nd_prealb", "visit_lab_data", label="Prealbumin (mg/dL)", validation="number"),
+        Field("nd_creat", "visit_lab_data", label="Creatinine (mg/dL)", validation="number"),
+        Field("nd_completed", "completion_data", "yesno", label="Completed the study"),
+    ]  # fmt: skip
+    rows, visits, values = [], {}, {}
+    events = ("dose_1_arm_1", "visit_1_arm_1", "final_visit_arm_1")
+    for n, record in enumerate(("1", "2", "3"), start=1):
+        day = date(2023, 9, n)
+        rows.append(Row(record, {
+            "date_enrolled": day.isoformat(), "first_name": f"Sam{n}", "dob": f"1960-0{n}-15",
+            "gender": str(n % 2), "nd_height": f"16{n}",
+        }, event="enrollment_arm_1"))  # fmt: skip
+        visits[record] = {"enrollment": day}
+        values[record] = set()
+        for event in events[:2]:
+            label = event.removesuffix("_arm_1").replace("_", " ")
+            prealb = f"{20 + n}.5"
+            cells: dict[str, Cell] = {"nd_prealb": prealb, "nd_creat": "0.9"}
+            rows.append(Row(record, cells, event=event))
+            visits[record][label] = day
+            values[record].add((label, "nd_prealb", prealb))
+        rows.append(Row(record, {"nd_completed": "1"}, event=events[2]))
+        visits[record]["final visit"] = day
+        values[record].add(("final visit", "nd_completed", "1"))
+    return Project(fields, rows, longitudinal=True, visits=visits, values=values)
+
+
+# A cell of each validation REDCap has, as a raw export writes it (dates as YYYY-MM-DD).
+VALIDATION_CELLS = {
+    "date_ymd": "2024-01-15", "date_mdy": "2024-01-16", "date_dmy": "2024-01-17",
+    "datetime_ymd": "2024-01-18 09:30", "datetime_mdy": "2024-01-19 10:45",
+    "datetime_dmy": "2024-01-20 11:00", "datetime_seconds_ymd": "2024-01-21 12:00:15",
+    "datetime_seconds_mdy": "2024-01-22 13:30:45", "datetime_seconds_dmy": "2024-01-23 14:00:00",
+    "time": "09:30", "time_hh_mm_ss": "09:30:15", "time_mm_ss": "30:15", "integer": "42",
+    "number": "3.25", "number_1dp": "3.5", "number_2dp": "3.25", "number_3dp": "3.125",
+    "number_4dp": "3.0625", "number_1dp_comma_decimal": "3,5", "number_2dp_comma_decimal": "3,25",
+    "alpha_only": "abc", "email": "pat@example.org", "phone": "(617) 555-0100",
+    "phone_australia": "02 9999 9999", "zipcode": "02139", "postalcode_canada": "K1A 0B1",
+    "postalcode_uk": "SW1A 1AA", "mrn_generic": "A123", "ssn": "123-45-6789", "vmrn": "V123",
+}  # fmt: skip
+# What each is stored as, when it is data (not PHI): dates and datetimes as their day
+VALIDATION_VALUES = {
+    "date_ymd": "2024-01-15", "datetime_seconds_dmy": "2024-01-23", "time_hh_mm_ss": "09:30:15",
+    "integer": "42", "number_4dp": "3.0625", "number_2dp_comma_decimal": "3.25",
+    "alpha_only": "abc",
+}  # fmt: skip
+
+
+def validation_types() -> Project:
+    """A classic project with a field of every REDCap validation type, and a visit date kept
+    in a datetime field: each value is read as its type (the PHI ones go to the identity
+    table), the visit dated by the datetime's day."""
+    fields = [
+        Field("record_id", "intake"),
+        Field("vt_visit_at", "intake", label="Visit date and time", validation="datetime_ymd"),
+        *(Field(f"vt_{v}", "measures", validation=v) for v in VALIDATION_CELLS),
+    ]
+    rows, visits, values = [], {}, {}
+    for n, record in enumerate(("VT-1", "VT-2"), start=1):
+        cells: dict[str, Cell] = {f"vt_{v}": cell for v, cell in VALIDATION_CELLS.items()}
+        cells["vt_visit_at"] = f"2024-02-0{n} 08:15"
+        rows.append(Row(record, cells))
+        visits[record] = {"enrolment": date(2024, 2, n)}
+        values[record] = {("enrolment", f"vt_{v}", text) for v, text in VALIDATION_VALUES.items()}
+    return Project(fields, rows, visits=visits, values=values)
+
+
+NIH_SEX = "1, Female | 2, Male | 3, Unknown or Not Reported"
+NIH_RACE = (
+    "1, American Indian or Alaska Native | 2, Asian | 3, Black or African American | "
+    "4, Native Hawaiian or Other Pacific Islander | 5, White | 6, More Than One Race"
+)
+NIH_ETHNICITY = "1, Hispanic or Latino | 2, Not Hispanic or Latino | 3, Unknown / Not Reported"
+
+
+def race_collision() -> Project:
+    """An NIH-style classic project whose `race` (a checkbox, codes 1-6) and `ethnicity` (other
+    choices) have the names of the lupus dictionary's variables but not their meaning, and
+    whose sex says "Unknown or Not Reported"."""
+    fields = [
+        Field("record_id", "demographics"),
+        Field("sex", "demographics", "radio", choices=NIH_SEX),
+        Field("birth_year", "demographics", validation="integer"),
+        Field("race", "demographics", "checkbox", label="Race", choices=NIH_RACE),
+        Field("ethnicity", "demographics", "radio", label="Ethnicity", choices=NIH_ETHNICITY),
+        Field("enrol_date", "screening", validation="date_ymd"),
+        Field("shape_bmi", "screening", validation="number"),
+    ]
+    given = {"N-1": (["5"], "2", "1"), "N-2": (["3", "5"], "1", "2"), "N-3": (["2"], "3", "3")}
+    rows, visits, values = [], {}, {}
+    for n, (record, (race, ethnicity, sex)) in enumerate(given.items(), start=1):
+        day = date(2024, 7, n)
+        cells: dict[str, Cell] = {
+            "sex": sex, "birth_year": str(1980 + n), "race": race, "ethnicity": ethnicity,
+            "enrol_date": day.isoformat(), "shape_bmi": f"2{n}.5",
+        }  # fmt: skip
+        rows.append(Row(record, cells))
+        visits[record] = {"enrolment": day}
+        values[record] = {("enrolment", "shape_bmi", f"2{n}.5")}
+    return Project(fields, rows, visits=visits, values=values)
+
+
+CONSENT_FIELDS = {
+    "consent_future": "FUTURE_RESEARCH", "consent_genetic": "GENETIC",
+    "consent_commercial": "COMMERCIAL", "consent_share": "DATA_SHARING",
+    "consent_recontact": "RECONTACT",
+}  # fmt: skip
+"""The shipped mapping's consent statements: field → statement."""
+
+
+def consent_change() -> Project:
+    """A classic project with the shipped mapping's consent form, each record signing version
+    3.0 with every answer yes; a test then changes an answer in REDCap."""
+    fields = [
+        *_demographics(),
+        Field("enrol_date", "enrolment", validation="date_ymd"),
+        Field("shape_weight", "enrolment", validation="number"),
+        Field("consent_version", "consent"),
+        Field("consent_date", "consent", validation="date_ymd"),
+        *(Field(name, "consent", "yesno") for name in CONSENT_FIELDS),
+    ]
+    rows, visits, values = [], {}, {}
+    for n, record in enumerate(("C-1", "C-2"), start=1):
+        day = date(2024, 1, 10 + n)
+        cells: dict[str, Cell] = {
+            "sex": "1", "birth_year": "1975", "enrol_date": day.isoformat(),
+            "shape_weight": f"6{n}.5", "consent_version": "3.0",
+            "consent_date": day.isoformat(), **dict.fromkeys(CONSENT_FIELDS, "1"),
+        }  # fmt: skip
+        rows.append(Row(record, cells))
+        visits[record] = {"enrolment": day}
+        values[record] = {("enrolment", "shape_weight", f"6{n}.5")}
+    return Project(fields, rows, visits=visits, values=values)
+
+
+def checkbox_negative() -> Project:
+    """A classic project with a checkbox whose "not known" choice has REDCap's negative code
+    -99 (exported as the column `shape_signs____99`), and a radio of the same codes."""
+    signs = "1, Fever | 2, Rash | -99, Not known"
+    fields = [
+        *_demographics(),
+        Field("enrol_date", "enrolment", validation="date_ymd"),
+        Field("shape_signs", "enrolment", "checkbox", label="Signs", choices=signs),
+        Field("shape_worst", "enrolment", "radio", label="Worst sign", choices=signs),
+    ]
+    ticked = {"K-1": (["1", "-99"], "1"), "K-2": (["2"], "2"), "K-3": (["-99"], "-99")}
+    rows, visits, values = [], {}, {}
+    for n, (record, (signs_ticked, worst)) in enumerate(ticked.items(), start=1):
+        day = date(2024, 8, n)
+        cells: dict[str, Cell] = {
+            "sex": "2", "birth_year": "1990", "enrol_date": day.isoformat(),
+            "shape_signs": signs_ticked, "shape_worst": worst,
+        }  # fmt: skip
+        rows.append(Row(record, cells))
+        visits[record] = {"enrolment": day}
+        values[record] = {("enrolment", "shape_worst", worst)}
+    return Project(fields, rows, visits=visits, values=values)
+
+
+# --- Missing-data codes and cleared cells: a re-import is a sync ------------------------------
+
+GRADES = "1, Mild | 2, Moderate | UNK, Unknown grade"  # UNK: a choice here, not missing
+FEVER_RASH = "1, Fever | 2, Rash"
+
+
+@dataclass
+class CodedProject(Project):
+    """A project that declares missing-data codes: REDCap exports each checkbox with a column
+    per code too (`field___nask`), 1 where the code is chosen (the checkbox's cell lists it).
+    `missing`: what importing it stores as missing, (record, visit or None, variable, code)."""
+
+    codes: tuple[str, ...] = ()
+    missing: set[tuple[str, str | None, str, str]] = field(default_factory=set)
+
+    def _extra(self, f: Field) -> list[tuple[str, str]]:
+        if f.type != "checkbox":
+            return []
+        return [(f"{f.name}___{re.sub(r'[^a-z0-9_]', '_', c.lower())}", c) for c in self.codes]
+
+    def columns(self) -> list[str]:
+        columns = super().columns()
+        for f in self.fields[1:]:
+            extra = [column for column, _ in self._extra(f)]
+            if extra:
+                at = columns.index(f.columns[-1]) + 1
+                columns[at:at] = extra
+        return columns
+
+    def record_rows(self) -> list[list[str]]:
+        columns = self.columns()
+        rows = super().record_rows()
+        for row, cells in zip(self.rows, rows, strict=True):
+            for f in self.fields[1:]:
+                given = row.cells.get(f.name)
+                ticked = given if isinstance(given, list) else []
+                if cells[columns.index(f.columns[0])] != "":  # its form is in the row
+                    for column, code in self._extra(f):
+                        cells[columns.index(column)] = str(int(code in ticked))
+        return rows
+
+
+def missing_codes() -> CodedProject:
+    """REDCap's standard missing-data codes in an integer, a number, a choice, a checkbox, a
+    text and a participant-level date (demographics is a participant form); `UNK` is also a
+    choice of shape_grade, and stays that choice."""
+    fields = [
+        *_demographics(),
+        Field("shape_onset", "demographics", validation="date_ymd"),
+        Field("visit_date", "visit", validation="date_ymd"),
+        Field("shape_score", "visit", validation="integer"),
+        Field("shape_weight", "visit", validation="number"),
+        Field("shape_grade", "visit", "radio", choices=GRADES),
+        Field("shape_symptoms", "visit", "checkbox", choices=FEVER_RASH),
+        Field("shape_note", "visit"),
+    ]
+    rows = [
+        Row("M-1", {
+            "sex": "1", "birth_year": "1980", "shape_onset": "UNK", "visit_date": "2024-03-01",
+            "shape_score": "NASK", "shape_weight": "61.5", "shape_grade": "UNK",
+            "shape_symptoms": ["NASK"], "shape_note": "NA",
+        }, event="baseline_arm_1"),
+        Row("M-1", {
+            "visit_date": "2024-09-01", "shape_score": "4", "shape_weight": "UNK",
+            "shape_grade": "2", "shape_symptoms": ["1"], "shape_note": "better",
+        }, event="month_6_arm_1"),
+        Row("M-2", {
+            "sex": "2", "birth_year": "1990", "shape_onset": "2019-05-01",
+            "visit_date": "2024-03-02", "shape_score": "3", "shape_weight": "NA",
+            "shape_grade": "NASK", "shape_symptoms": ["2"], "shape_note": "fine",
+        }, event="baseline_arm_1"),
+    ]  # fmt: skip
+    visits = {
+        "M-1": {"baseline": date(2024, 3, 1), "month 6": date(2024, 9, 1)},
+        "M-2": {"baseline": date(2024, 3, 2)},
+    }
+    values = {
+        "M-1": {
+            ("baseline", "shape_weight", "61.5"), ("baseline", "shape_grade", "UNK"),
+            ("month 6", "shape_score", "4"), ("month 6", "shape_grade", "2"),
+            ("month 6", "shape_symptoms", "1"), ("month 6", "shape_note", "better"),
+        },
+        "M-2": {
+            ("baseline", "shape_score", "3"), ("baseline", "shape_symptoms", "2"),
+            ("baseline", "shape_note", "fine"),
+        },
+    }  # fmt: skip
+    missing = {
+        ("M-1", None, "shape_onset", "UNK"), ("M-1", "baseline", "shape_score", "NASK"),
+        ("M-1", "baseline", "shape_symptoms", "NASK"), ("M-1", "baseline", "shape_note", "NA"),
+        ("M-1", "month 6", "shape_weight", "UNK"), ("M-2", "baseline", "shape_weight", "NA"),
+        ("M-2", "baseline", "shape_grade", "NASK"),
+    }  # fmt: skip
+    return CodedProject(
+        fields, rows, longitudinal=True, visits=visits, values=values,
+        codes=("NASK", "UNK", "NA"), missing=missing,
+    )  # fmt: skip
+
+
+def cleared_cell() -> Project:
+    """Rows that hold only some forms: baseline holds demographics, visit and labs, month 6
+    only visit (C-2's month 6 demographics too), and a repeating medications form's rows only
+    their form. A test blanks a cell (`""`: its form still held) and imports again."""
+    fields = [
+        *_demographics(),
+        Field("shape_onset", "demographics", validation="date_ymd"),
+        *_visit_form(),
+        Field("shape_weight", "visit", validation="number"),
+        Field("shape_symptoms", "visit", "checkbox", choices=FEVER_RASH),
+        Field("shape_crp", "labs", validation="number"),
+        Field("med_name", "medications"),
+        Field("med_dose", "medications", validation="number"),
+    ]
+    rows = [
+        Row("C-1", {
+            "sex": "1", "birth_year": "1980", "shape_onset": "2015-01-01",
+            "visit_date": "2024-03-01", "shape_score": "5", "shape_weight": "61.5",
+            "shape_symptoms": ["1"], "shape_crp": "2.5",
+        }, event="baseline_arm_1"),
+        Row("C-1", {"med_name": "hcq", "med_dose": "200"}, event="baseline_arm_1",
+            form="medications", instance=1),
+        Row("C-1", {"med_name": "pred", "med_dose": "5"}, event="baseline_arm_1",
+            form="medications", instance=2),
+        Row("C-1", {
+            "visit_date": "2024-09-01", "shape_score": "3", "shape_weight": "60",
+            "shape_symptoms": ["2"],
+        }, event="month_6_arm_1"),
+        Row("C-2", {
+            "sex": "2", "birth_year": "1990", "visit_date": "2024-03-02", "shape_score": "7",
+            "shape_weight": "70", "shape_crp": "1.5",
+        }, event="baseline_arm_1"),
+        Row("C-2", {
+            "shape_onset": "2019-01-01", "visit_date": "2024-09-02", "shape_score": "6",
+        }, event="month_6_arm_1"),
+    ]  # fmt: skip
+    visits = {
+        "C-1": {
+            "baseline": date(2024, 3, 1), "baseline medications #2": date(2024, 3, 1),
+            "month 6": date(2024, 9, 1),
+        },
+        "C-2": {"baseline": date(2024, 3, 2), "month 6": date(2024, 9, 2)},
+    }  # fmt: skip
+    values = {
+        "C-1": {
+            ("baseline", "shape_weight", "61.5"), ("baseline", "shape_crp", "2.5"),
+            ("baseline", "med_name", "hcq"), ("baseline medications #2", "med_dose", "5"),
+            ("month 6", "shape_weight", "60"),
+        },
+        "C-2": {("baseline", "shape_crp", "1.5"), ("month 6", "shape_score", "6")},
+    }  # fmt: skip
+    return Project(fields, rows, longitudinal=True, repeating=True, visits=visits, values=values)

@@ -48,6 +48,9 @@ def test_every_benchmark_runs_and_reports(engine_name, tmp_path):
         "legacy import peak memory",
         "linked export to CSV",
         "linked export peak memory",
+        "REDCap import (check + write)",
+        "REDCap import (write only)",
+        "REDCap import peak memory",
     }
     for result in results.values():
         assert result["engine"] == engine_name
@@ -68,6 +71,9 @@ def test_every_benchmark_runs_and_reports(engine_name, tmp_path):
     export = results["linked export to CSV"]["details"]
     assert 0.2 < export["share_of_specimens"] < 0.4, export
     assert export["counts"]["excluded_by_consent"] > 0, export
+    redcap = results["REDCap import (check + write)"]["details"]
+    assert redcap["records_events"] == 2000 and len(redcap["rounds"]) == 3, redcap
+    assert redcap["baseline_method"] == ("COPY" if engine_name == "postgres" else "executemany")
     assert document["machine"]["size"] == 2000
     assert "scan lookup (per scan)" in done.stdout
     assert not list(tmp_path.glob("*.sqlite*")), "a SQLite database or its copy was left"
@@ -76,4 +82,5 @@ def test_every_benchmark_runs_and_reports(engine_name, tmp_path):
 
         with psycopg.connect(postgres_base_url()) as connection:
             left = [n for (n,) in connection.execute("SELECT datname FROM pg_database")]
-        assert not {"biobank_bench_2000", "biobank_bench_2000_copy"} & set(left), left
+        ours = {"biobank_bench_2000", "biobank_bench_2000_copy", "biobank_bench_2000_redcap"}
+        assert not (ours | {"biobank_bench_2000_redcap_copy"}) & set(left), left

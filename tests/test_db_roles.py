@@ -36,7 +36,8 @@ def _expected(table: str) -> set[str]:
         return {"SELECT"}
     if table == "audit_entry":
         return {"SELECT", "INSERT"}
-    if table in ("pin_lockout", "visit", "phenotype_value"):  # where biobank deletes
+    deleted = ("pin_lockout", "visit", "phenotype_value", "phenotype_missing")
+    if table in deleted:  # where biobank deletes
         return {"SELECT", "INSERT", "UPDATE", "DELETE"}
     return {"SELECT", "INSERT", "UPDATE"}
 
@@ -200,6 +201,7 @@ def test_biobank_deletes_only_wrong_pin_counts():
     assert found == [
         "identity.py: session.delete(here)",  # here: a PinLockout
         "participants.py: session.delete(gone)",  # a merged visit, and its values the kept one has
+        "phenotypes.py: session.delete(row)",  # a value or missing-data code gone or replaced
         "users.py: session.execute("
         "sa.delete(PinLockout).where(col(PinLockout.user_id) == user.id))",
     ], "a new deletion: grant it in services/db_roles.py"

@@ -8,11 +8,28 @@ from pathlib import Path
 
 import typer
 
-from biobank.cli.common import JsonOption, emit_json, emit_table, message, work
+from biobank.cli.common import (
+    JsonOption,
+    emit_json,
+    emit_table,
+    message,
+    parse_datetime,
+    state,
+    work,
+)
 from biobank.errors import ValidationError
-from biobank.services.imports.common import ImportReport
+from biobank.services.imports.common import ImportReport, InferredMapping
 from biobank.services.imports.legacy import check_inventory, sheet_format, write_inventory
 from biobank.services.imports.redcap import check_redcap, redcap_mapping, write_redcap
+from biobank.services.imports.redcap.api import pull_redcap
+from biobank.services.imports.redcap.inference import (
+    INFERRED,
+    SHIPPED,
+    infer_mapping,
+    inferred_mapping,
+    mapping_toml,
+)
+from biobank.services.imports.redcap.mapping import mapping_settings
 
 app = typer.Typer(help="Import data kept in other systems.", no_args_is_help=True)
 
@@ -106,17 +123,41 @@ def _emit(report: ImportReport, *, dry_run: bool, json: bool) -> None:
 @app.command()
 def redcap(
     ctx: typer.Context,
-    dictionary: Path = typer.Option(..., "--dictionary", help="The REDCap data dictionary (CSV)."),
-    records: Path = typer.Option(
-        ..., "--records", help='A "raw" records export (CSV), one row per record per event.'
+    dictionary: Path | None = typer.Option(
+        None, "--dictionary", help="The REDCap data dictionary (CSV)."
+    ),
+    records: Path | None = typer.Option(
+        None, "--records", help='A "raw" records export (CSV), one row per record per event.'
+    ),
+    api_url: str | None = typer.Option(
+        None,
+        "--api-url",
+        help="Pull the project from this REDCap server's API instead (e.g. "
+        "https://redcap.example.edu/api/; default: the settings' redcap_api_url), with the token "
+        "in BIOBANK_REDCAP_TOKEN or the settings' redcap_token. Needs biobank[redcap].",
+    ),
+    since: str | None = typer.Option(
+        None,
+        "--since",
+        help="With --api-url: only the records created or changed since this date or time "
+        "(YYYY-MM-DD[ HH:MM[:SS]], the server's time); the others are left as they are.",
     ),
     study: str | None = typer.Option(
         None, "--study", help="Study to register into (default: the only study)."
     ),
-    mapping: Path | None = typer.Option(
+    mapping: str | None = typer.Option(
         None,
         "--mapping",
-        help="TOML: which fields are what (default: the shipped redcap_mapping.toml).",
+        metavar="FILE|lupus",
+        help="Which fields are what: a TOML file, or 'lupus' (the shipped lupus registry "
+        "mapping). Default: inferred from the project (the lupus one when the dictionary has "
+        "all its fields); the report says what was inferred.",
+    ),
+    write_mapping: Path | None = typer.Option(
+        None,
+        "--write-mapping",
+        help="Write the mapping (inferred, or given) to this new TOML file to edit and use with "
+        "--mapping; with --dry-run, check too, else import nothing.",
     ),
     skip_faulty: bool = typer.Option(
         False,
@@ -130,7 +171,20 @@ def redcap(
     """Import a REDCap project: participants, visits, phenotypes, consent and identity; all
     rows, or (if any row is faulty) none, or with --skip-faulty all but the faulty records.
     Importing the same files again changes nothing."""
-    given = redcap_mapping(mapping)
+    mapping_file = None if mapping in (None, SHIPPED) else Path(mapping)
+    given = None if mapping is None else redcap_mapping(mapping_file)
+    dictionary, records, names = _redcap_files(
+        ctx, dictionary, records, api_url, since, dry_run=dry_run, json=json
+    )
+    inferred = None
+    if given is None:
+        inferred = infer_mapping(dictionary, records)
+        given = inferred_mapping(inferred)
+    if write_mapping is not None:
+        files = names or (dictionary.name, records.name)
+        _write_mapping(write_mapping, inferred, mapping_file, files)
+        if not dry_run:
+            return
     with work(ctx, readonly=dry_run) as (session, actor):
         plan = check_redcap(
             session,
@@ -140,6 +194,8 @@ def redcap(
             study=study,
             mapping=given,
             skip_faulty=skip_faulty,
+            names=names,
+            inferred=inferred,
         )
         report = plan.report
         if plan.writable and not dry_run:
@@ -148,6 +204,101 @@ def redcap(
     _emit_redcap(report, dry_run=dry_run, json=json)
     if not plan.writable:
         raise typer.Exit(2)
+
+
+def _write_mapping(
+    path: Path,
+    inferred: InferredMapping | None,
+    given: Path | None,
+    files: tuple[str, str],
+) -> None:
+    """Write the mapping to a new file to edit (`--write-mapping`): the one inferred from
+    `files`, the shipped one, or the file given with the shipped settings it leaves out."""
+    if inferred is not None and inferred.mapping == INFERRED:
+        title = f"A REDCap mapping inferred from {files[0]} and {files[1]}: check it, edit it."
+    elif given is None:
+        title = "The shipped lupus registry mapping (biobank/reference/redcap_mapping.toml)."
+    else:
+        title = f"The mapping {given.name}, with the shipped lupus mapping's settings it left out."
+    settings = inferred.settings if inferred is not None else mapping_settings(given)
+    try:
+        with path.open("x", encoding="utf-8") as file:
+            file.write(mapping_toml(inferred, settings, title))
+    except OSError as error:
+        reason = "it exists" if isinstance(error, FileExistsError) else error.strerror or error
+        raise ValidationError(
+            f"cannot write the mapping to {path}: {reason}", field="write_mapping", value=str(path)
+        ) from None
+    message(f"wrote the mapping to {path}: edit it, then import with --mapping {path}")
+
+
+def _redcap_files(
+    ctx: typer.Context,
+    dictionary: Path | None,
+    records: Path | None,
+    api_url: str | None,
+    since: str | None,
+    *,
+    dry_run: bool,
+    json: bool,
+) -> tuple[Path, Path, tuple[str, str] | None]:
+    """The dictionary and the records to import, and what the report calls them: the files
+    given, or the project pulled from a REDCap server's API into a private temporary folder
+    that is removed when the command ends. A pull without records (none changed since
+    `--since`) has nothing to check: it is said, and the command ends."""
+    cli = state(ctx)
+    url = api_url or (None if dictionary or records else cli.settings.redcap_api_url)
+    if url is None:
+        if dictionary is None or records is None:
+            raise ValidationError(
+                "give --dictionary and --records, or --api-url (a REDCap server's API URL)",
+                field="api_url",
+            )
+        if since is not None:
+            raise ValidationError("--since is for --api-url", field="since", value=since)
+        return dictionary, records, None
+    if dictionary or records:
+        raise ValidationError(
+            "--api-url pulls the data dictionary and the records itself: give it without "
+            "--dictionary and --records",
+            field="api_url",
+        )
+    pulled = ctx.with_resource(
+        pull_redcap(
+            actor=cli.actor(),
+            url=url,
+            token=cli.settings.redcap_token,
+            since=parse_datetime(since, "--since"),
+        )
+    )
+    message(f"note: {pulled.summary}")
+    if not pulled.has_records:
+        if json:
+            emit_json({"dry_run": dry_run, "records": pulled.names[1], "rows": 0})
+        message(f"{pulled.names[1]}: no records; nothing to import")
+        raise typer.Exit(0)
+    return pulled.dictionary, pulled.records, pulled.names
+
+
+def _emit_inferred(inferred: InferredMapping | None) -> None:
+    """What an import without a mapping inferred, and what not (on stderr)."""
+    if inferred is None:
+        return
+    if inferred.mapping == SHIPPED:
+        message(f"mapping: the shipped lupus mapping ({inferred.why['mapping']})")
+        return
+    message("mapping: inferred from the project (--write-mapping FILE writes it to edit)")
+    for key, why in inferred.why.items():
+        table, _, name = key.partition(".")
+        value = inferred.settings.get(table)
+        if name and isinstance(value, dict):
+            value = value.get(name)
+        if isinstance(value, list):
+            value = ", ".join(value)
+        shown = f" = {value}" if isinstance(value, str) else ""
+        message(f"  inferred: {key}{shown} ({why})")
+    for key, why in inferred.not_inferred.items():
+        message(f"  not inferred: {key} ({why})")
 
 
 def _emit_redcap(report: ImportReport, *, dry_run: bool, json: bool) -> None:
@@ -161,6 +312,7 @@ def _emit_redcap(report: ImportReport, *, dry_run: bool, json: bool) -> None:
                 for f in report.faults
             ],
         )
+    _emit_inferred(report.inferred)
     for notice in report.notices:
         message(f"note: {notice}")
     left_out = report.left_out
@@ -188,7 +340,10 @@ def _emit_redcap(report: ImportReport, *, dry_run: bool, json: bool) -> None:
         message(
             f"  {name:<12} {counts.added:>7} new {counts.changed:>7} changed "
             f"{counts.unchanged:>7} unchanged"
+            + (f" {counts.withdrawn:>7} withdrawn" if counts.withdrawn else "")
+            + (f" {counts.removed:>7} removed" if counts.removed else "")
         )
+    _emit_removed(report, dry_run=dry_run)
     for document in report.documents or []:
         message(f"  consent document {document}: {'to be ' if dry_run else ''}created")
     if left_out is not None and (left_out.records or left_out.fields):
@@ -203,3 +358,19 @@ def _emit_redcap(report: ImportReport, *, dry_run: bool, json: bool) -> None:
     else:
         done = "checked; dry run, nothing changed" if dry_run else "imported"
         message(f"{report.records}: all {report.rows} rows {done}")
+
+
+def _emit_removed(report: ImportReport, *, dry_run: bool) -> None:
+    """The values a re-import removes, their cells blank in REDCap now."""
+    removed = report.removed or []
+    for gone in removed:
+        record = f"record {gone.record}, " if gone.record is not None else ""
+        event = f"event {gone.event}, " if gone.event else ""
+        instance = f"instance {gone.instance}, " if gone.instance is not None else ""
+        message(
+            f"  {'would remove' if dry_run else 'removed'}: {record}{event}{instance}"
+            f"row {gone.row}, {gone.field} (was {gone.value}; blank now)"
+        )
+    total = report.values.removed if report.values is not None else 0
+    if total > len(removed):
+        message(f"  {len(removed)} of {total} removed values listed")

@@ -29,7 +29,7 @@ from biobank.models.participants import (
     Visit,
     VisitRead,
 )
-from biobank.models.phenotypes import PhenotypeValue, PhenotypeVariable
+from biobank.models.phenotypes import PhenotypeMissing, PhenotypeValue, PhenotypeVariable
 from biobank.models.specimens import (
     ReservedAccession,
     SerialCounter,
@@ -68,6 +68,7 @@ __all__ = [
     "ParticipantRead",
     "PersonalToken",
     "PersonalTokenRead",
+    "PhenotypeMissing",
     "PhenotypeValue",
     "PhenotypeVariable",
     "PinLockout",

@@ -71,3 +71,33 @@ class PhenotypeValue(Table, table=True):
     value_date: date | None = None
     source: str | None = Field(default=None, max_length=64)
     recorded_at: datetime = Field(default_factory=utcnow)
+
+
+class PhenotypeMissing(Table, table=True):
+    """A place of a value (a visit's variable, or a participant's visit-less one) that holds no
+    value but the code of why it is missing: a REDCap missing-data code such as NASK (not
+    asked) or UNK (unknown). A table of its own, so that what reads values (cohort queries,
+    exports, values at collection) never takes a code for data. A place holds a value or a
+    missing code, never both (`services.phenotype_missing`); uniqueness as `PhenotypeValue`'s.
+    """
+
+    __tablename__ = "phenotype_missing"
+    __table_args__ = (
+        sa.Index("uq_phenotype_missing_visit", "visit_id", "variable_id", unique=True),
+        sa.Index(
+            "uq_phenotype_missing_participant",
+            "participant_id",
+            "variable_id",
+            unique=True,
+            sqlite_where=sa.text("visit_id IS NULL"),
+            postgresql_where=sa.text("visit_id IS NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    participant_id: int = Field(foreign_key="participant.id", index=True, ondelete="RESTRICT")
+    visit_id: int | None = Field(default=None, foreign_key="visit.id", ondelete="RESTRICT")
+    variable_id: int = Field(foreign_key="phenotype_variable.id", ondelete="RESTRICT")
+    code: str = Field(max_length=32)
+    source: str | None = Field(default=None, max_length=64)
+    recorded_at: datetime = Field(default_factory=utcnow)

@@ -4,7 +4,9 @@ Workstations read and write the inventory and never remove any of it, so the rol
 makes may SELECT, INSERT and UPDATE the tables but DELETE only where biobank deletes rows
 (`pin_lockout`: a user's wrong PINs at one workstation, forgotten when the right PIN comes or an
 admin lifts the lock; `visit` and `phenotype_value`: an admin's merge of two visits, which moves
-everything to the visit kept and removes the other, audited with its full snapshot), TRUNCATE
+everything to the visit kept and removes the other, audited with its full snapshot;
+`phenotype_value` and `phenotype_missing`: a value or missing-data code its source no longer
+gives, or that the other replaces, audited with what it was and why), TRUNCATE
 nothing, append to the audit trail without changing it (SELECT
 and INSERT; its triggers refuse UPDATE and DELETE even to the owner), only read the schema
 version, and change no table: it owns none, so upgrades, restores and this SQL stay with the
@@ -42,7 +44,7 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM "{role}";
 GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO "{role}";
 REVOKE UPDATE ON audit_entry FROM "{role}";
 REVOKE INSERT, UPDATE ON alembic_version FROM "{role}";
-GRANT DELETE ON pin_lockout, visit, phenotype_value TO "{role}";
+GRANT DELETE ON pin_lockout, visit, phenotype_value, phenotype_missing TO "{role}";
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{role}";
 """
 

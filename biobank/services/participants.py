@@ -24,6 +24,7 @@ from biobank.models import (
     Participant,
     ParticipantIdentity,
     ParticipantRead,
+    PhenotypeMissing,
     PhenotypeValue,
     PhenotypeVariable,
     ReservedAccession,
@@ -401,7 +402,7 @@ def add_visit(
 
 
 # What names a visit, and moves with it when it is merged into another.
-Moved = Specimen | PhenotypeValue | ReservedAccession
+Moved = Specimen | PhenotypeValue | PhenotypeMissing | ReservedAccession
 
 
 class VisitMerge(BaseModel):
@@ -423,7 +424,8 @@ def merge_visits(
     the specimens, phenotype values and kit accessions of `merge` move to `keep`, and `merge`
     is deleted, its snapshot in the audit trail. Nothing else names a visit (every foreign key
     to it restricts deletion, so a forgotten one fails loudly). A value of both visits for one
-    variable is refused, naming it, unless the two are equal."""
+    variable is refused, naming it, unless the two are equal; a missing-data code gives way to
+    a value, and to the kept visit's code (`phenotype_missing`)."""
     require(actor, Permission.manage_studies)
     if not reason.strip():
         raise ValidationError("a merge needs its reason", field="reason", value=reason)
@@ -437,12 +439,18 @@ def merge_visits(
         v.variable_id: v
         for v in session.exec(select(PhenotypeValue).where(PhenotypeValue.visit_id == kept.id))
     }
+    kept_missing = {
+        m.variable_id: m
+        for m in session.exec(select(PhenotypeMissing).where(PhenotypeMissing.visit_id == kept.id))
+    }
     moved: list[Moved] = []
-    dropped: list[PhenotypeValue] = []
+    dropped: list[PhenotypeValue | PhenotypeMissing] = []
     for value in session.exec(select(PhenotypeValue).where(PhenotypeValue.visit_id == merged.id)):
         twin = kept_values.get(value.variable_id)
         if twin is None:
             moved.append(value)
+            if value.variable_id in kept_missing:
+                dropped.append(kept_missing.pop(value.variable_id))
         elif _typed(twin) == _typed(value):
             dropped.append(value)
         else:
@@ -453,6 +461,12 @@ def merge_visits(
                 field="variable",
                 value=name,
             )
+    codes = select(PhenotypeMissing).where(PhenotypeMissing.visit_id == merged.id)
+    for code in session.exec(codes):
+        if code.variable_id in kept_values or code.variable_id in kept_missing:
+            dropped.append(code)
+        else:
+            moved.append(code)
     specimens = session.exec(select(Specimen).where(Specimen.visit_id == merged.id)).all()
     kits = session.exec(
         select(ReservedAccession).where(ReservedAccession.visit_id == merged.id)
@@ -467,7 +481,7 @@ def merge_visits(
         _change(row, "merge_visit", before=before, after=audit.snapshot(row), reason=reason)
         for row, before in zip(moved, befores, strict=True)
     ]
-    deleted: list[PhenotypeValue | Visit] = [*dropped, merged]
+    deleted: list[PhenotypeValue | PhenotypeMissing | Visit] = [*dropped, merged]
     for gone in deleted:  # the visit last: the dropped values name it
         entries.append(_change(gone, "delete", before=audit.snapshot(gone), reason=reason))
         session.delete(gone)

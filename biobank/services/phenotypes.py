@@ -3,6 +3,8 @@
 Admins rename and retire variables rather than delete them: a variable keeps the names it had
 (saved queries, recorded exports and re-imports that use one still find it, and none is ever
 given to another variable), and a retired one keeps its values but takes no new ones.
+A value's place (a visit's variable, or a participant's visit-less one) holds a value or a
+missing-data code (`services.phenotype_missing`), never both: storing a value removes the code.
 A specimen's values at collection are `services.phenotype_at_collection`'s.
 """
 
@@ -11,22 +13,31 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
-from biobank.db import flush, one_of
+from biobank.db import flush, insert_many, one_of
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.domain.phenotypes import Spec, Stored, display, parse_value, typed
 from biobank.domain.vocabulary import PhenotypeScope, PhenotypeType
 from biobank.errors import AlreadyExists, InvalidTransition, NotFound, ValidationError
-from biobank.models import Participant, PhenotypeValue, PhenotypeVariable, Visit, utcnow
+from biobank.models import (
+    Participant,
+    PhenotypeMissing,
+    PhenotypeValue,
+    PhenotypeVariable,
+    Visit,
+    utcnow,
+)
 from biobank.services import audit
 from biobank.services.participants import find_visit, get_participant_row
+from biobank.tabular import chunks
 
 VARIABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+Placed = TypeVar("Placed", PhenotypeValue, PhenotypeMissing)  # what a value's place holds
 
 
 class VariableRead(BaseModel):
@@ -242,7 +253,8 @@ def restore_variable(session: Session, *, actor: Actor, name: str, reason: str) 
     return variable_read(row)
 
 
-def _refuse_retired(variable: PhenotypeVariable) -> None:
+def refuse_retired(variable: PhenotypeVariable) -> None:
+    """A retired variable takes no new values (nor missing-data codes)."""
     if variable.retired_at is not None:
         raise ValidationError(
             f"{variable.name} is a retired variable: it takes no new values",
@@ -285,28 +297,19 @@ def store_value(
     observed_on: date | None = None,
 ) -> ChangeOutcome:
     """Add a value, or change the one already there (audited with before and after), or
-    leave an equal one alone: storing the same thing twice changes nothing."""
+    leave an equal one alone: storing the same thing twice changes nothing. A missing-data
+    code in its place is removed (audited)."""
     require(actor, Permission.record_phenotypes)
-    _refuse_retired(variable)
-    if variable.scope is PhenotypeScope.visit and visit is None:
-        raise ValidationError(
-            f"{variable.name} is recorded per visit: name the visit",
-            field="visit",
-            value=variable.name,
-        )
-    if variable.scope is PhenotypeScope.participant:
-        visit = None
+    refuse_retired(variable)
+    visit = place_visit(variable, visit)
     assert participant.id is not None and variable.id is not None  # stored rows
-    where = [col(PhenotypeValue.variable_id) == variable.id]
     if visit is not None:
-        where.append(col(PhenotypeValue.visit_id) == visit.id)
         observed_on = visit.visit_date
-    else:
-        where += [
-            col(PhenotypeValue.participant_id) == participant.id,
-            col(PhenotypeValue.visit_id).is_(None),
-        ]
-    row = session.exec(select(PhenotypeValue).where(*where)).first()
+    remove_at(
+        session, PhenotypeMissing, actor=actor, participant=participant, variable=variable,
+        visit=visit, reason="a value recorded in its place",
+    )  # fmt: skip
+    row = find_at(session, PhenotypeValue, participant=participant, variable=variable, visit=visit)
     label = visit.label if visit is not None else None
     if row is not None and _stored(row) == stored and row.observed_on == observed_on:
         return ChangeOutcome(outcome="same", value=_value_read(row, variable, label))
@@ -336,6 +339,89 @@ def store_value(
     return ChangeOutcome(outcome=outcome, value=_value_read(row, variable, label))
 
 
+def place_visit(variable: PhenotypeVariable, visit: Visit | None) -> Visit | None:
+    """The visit of a value's place: a per-visit variable's needs one, a participant-level
+    variable's is none (a visit given is not its place)."""
+    if variable.scope is PhenotypeScope.participant:
+        return None
+    if visit is None:
+        raise ValidationError(
+            f"{variable.name} is recorded per visit: name the visit",
+            field="visit",
+            value=variable.name,
+        )
+    return visit
+
+
+def find_at(
+    session: Session,
+    model: type[Placed],
+    *,
+    participant: Participant,
+    variable: PhenotypeVariable,
+    visit: Visit | None,
+) -> Placed | None:
+    """The value (or the missing-data code: `model`) of `variable` at `visit`, or the
+    participant's visit-less one."""
+    where = [col(model.variable_id) == variable.id]
+    if visit is not None:
+        where.append(col(model.visit_id) == visit.id)
+    else:
+        where += [col(model.participant_id) == participant.id, col(model.visit_id).is_(None)]
+    return session.exec(select(model).where(*where)).first()
+
+
+def remove_at(
+    session: Session,
+    model: type[Placed],
+    *,
+    actor: Actor,
+    participant: Participant,
+    variable: PhenotypeVariable,
+    visit: Visit | None,
+    reason: str,
+) -> Placed | None:
+    """Remove what a place holds of `model` (a value or a missing-data code), audited with
+    what it was and why; None when it holds none."""
+    row = find_at(session, model, participant=participant, variable=variable, visit=visit)
+    if row is None:
+        return None
+    label = visit.label if visit is not None else None
+    before = {"participant": participant.code, "variable": variable.name, "visit": label}
+    before |= audit.snapshot(row)
+    session.delete(row)
+    flush(session)
+    entity = row.__table__.name
+    audit.record(
+        session, actor=actor, action=f"{entity}.remove", entity=entity, entity_id=row.id,
+        before=before, reason=reason,
+    )  # fmt: skip
+    return row
+
+
+def remove_value(
+    session: Session,
+    *,
+    actor: Actor,
+    participant: Participant,
+    variable: PhenotypeVariable,
+    visit: Visit | None,
+    reason: str,
+) -> ValueRead | None:
+    """Remove a value (its source says it is gone: a cell cleared in REDCap), audited with
+    what it was and `reason`; None when there is none."""
+    require(actor, Permission.record_phenotypes)
+    if not reason.strip():
+        raise ValidationError("removing a value names its reason", field="reason")
+    visit = place_visit(variable, visit)
+    row = remove_at(
+        session, PhenotypeValue, actor=actor, participant=participant, variable=variable,
+        visit=visit, reason=reason.strip(),
+    )  # fmt: skip
+    label = visit.label if visit is not None else None
+    return _value_read(row, variable, label) if row is not None else None
+
+
 def add_values(
     session: Session,
     *,
@@ -344,14 +430,29 @@ def add_values(
     values: list[tuple[Visit | None, PhenotypeVariable, Stored]],
     source: str,
 ) -> int:
-    """A participant's new values in one statement, each audited as `store_value` audits an
-    addition. For bulk loads where nothing is there to change (a new participant): one at a
-    time, `store_value` looks for a value to change and flushes for each. The unique indexes
-    refuse a value that is there already."""
+    """A participant's new values: `add_many_values`."""
+    return add_many_values(
+        session, actor=actor, values=[(participant, *value) for value in values], source=source
+    )
+
+
+def add_many_values(
+    session: Session,
+    *,
+    actor: Actor,
+    values: list[tuple[Participant, Visit | None, PhenotypeVariable, Stored]],
+    source: str,
+) -> int:
+    """New values, of any participants, in one bulk insert (`insert_many`: COPY on
+    PostgreSQL, where an INSERT of many rows costs more to send than to store), each audited
+    as `store_value` audits an addition. For bulk loads where nothing is there to change (a
+    new participant): one at a time, `store_value` looks for a value (or missing-data code) to
+    change and flushes for each. The unique indexes refuse a value that is there already; the
+    caller knows no missing-data code is."""
     require(actor, Permission.record_phenotypes)
     rows = []
-    for visit, variable, stored in values:
-        _refuse_retired(variable)
+    for participant, visit, variable, stored in values:
+        refuse_retired(variable)
         if (visit is None) != (variable.scope is PhenotypeScope.participant):
             raise ValidationError(
                 f"{variable.name} is recorded per {variable.scope.value}",
@@ -374,13 +475,15 @@ def add_values(
     if not rows:
         return 0
     table = PhenotypeValue.__table__
-    inserted = session.execute(
-        sa.insert(table).returning(table.c.id, table.c.visit_id, table.c.variable_id), rows
-    )
-    ids = {(visit_id, variable_id): row_id for row_id, visit_id, variable_id in inserted}
+    insert_many(session, table, rows)
+    ids: dict[tuple[Any, ...], int] = {}  # read back by the unique keys
+    key = (table.c.participant_id, table.c.visit_id, table.c.variable_id)
+    for chunk in chunks(sorted({row["participant_id"] for row in rows}), 1000):
+        query = sa.select(table.c.id, *key).where(one_of(session, key[0], chunk))
+        ids |= {(p, visit_id, v): row_id for row_id, p, visit_id, v in session.execute(query)}
     entries = []
-    for row, (visit, variable, _) in zip(rows, values, strict=True):
-        row_id = ids[(row["visit_id"], row["variable_id"])]
+    for row, (participant, visit, variable, _) in zip(rows, values, strict=True):
+        row_id = ids[row["participant_id"], row["visit_id"], row["variable_id"]]
         after = {"participant": participant.code, "variable": variable.name, "id": row_id}
         after["visit"] = visit.label if visit else None
         entries.append(

@@ -94,15 +94,43 @@ class LeftOut(BaseModel):
     fields: dict[str, str] = {}
 
 
+class Removed(BaseModel):
+    """A value an import removes, its cell blank in the source now: the row (REDCap: the
+    record's first row, for a participant-level value every row holding it blank), its record
+    (None when the ID is PHI), event and repeat instance, the field and what is stored."""
+
+    row: int
+    record: str | None
+    event: str | None
+    instance: int | None
+    field: str
+    value: str
+
+
 class Counts(BaseModel):
     """What an import adds, changes and leaves as it is, of one kind of record."""
 
     added: int = 0
     changed: int = 0
     unchanged: int = 0
+    removed: int = 0  # blank in the source now
+    withdrawn: int = 0  # consent statements whose answer turned from yes to no
 
     def count(self, outcome: str, times: int = 1) -> None:
         setattr(self, outcome, getattr(self, outcome) + times)
+
+
+class InferredMapping(BaseModel):
+    """What a REDCap import given no mapping made of the project: the mapping it took (one
+    `inferred`, or the shipped `lupus` one when the dictionary has every field that names),
+    its settings as a mapping file holds them, why each was inferred so (setting, or
+    `table.key` → why), what could not be (→ why not), and each event's visit label."""
+
+    mapping: str
+    settings: dict[str, Any] = {}
+    why: dict[str, str] = {}
+    not_inferred: dict[str, str] = {}
+    visits: dict[str, str] = {}
 
 
 class ImportReport(_OwnParts):
@@ -113,7 +141,8 @@ class ImportReport(_OwnParts):
     OWN: ClassVar[frozenset[str]] = frozenset(
         {"file", "dictionary", "records", "fields", "new_participants", "new_visits",
          "new_units", "imported", "participants", "identities", "visits", "variables",
-         "values", "consents", "documents", "left_out"}
+         "values", "consents", "documents", "left_out", "inferred",
+         "removed"}
     )  # fmt: skip
 
     file: str | None = None  # a legacy sheet
@@ -140,6 +169,8 @@ class ImportReport(_OwnParts):
     consents: Counts | None = None
     documents: list[str] | None = None  # consent document versions created, "CODE version"
     left_out: LeftOut | None = None  # REDCap with --skip-faulty
+    removed: list[Removed] | None = None  # REDCap: the first MAX_LISTED_FAULTS values removed
+    inferred: InferredMapping | None = None  # REDCap without a mapping
 
 
 class FaultLog:

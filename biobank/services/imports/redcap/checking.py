@@ -13,16 +13,16 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from biobank.domain.permissions import Actor, Permission, require
-from biobank.domain.phenotypes import Stored
 from biobank.domain.visits import by_canonical_label
 from biobank.domain.vocabulary import Sex
 from biobank.errors import ValidationError
 from biobank.models import Participant, Study, Visit
-from biobank.services import external_ids, phenotypes
+from biobank.services import external_ids, phenotype_missing, phenotypes
 from biobank.services.imports.common import (
     MAX_LISTED_FAULTS,
     DataRow,
     ImportReport,
+    InferredMapping,
     LeftOut,
     batches,
     stored_id,
@@ -32,6 +32,8 @@ from biobank.services.imports.redcap.faults import HIDDEN, Faults, Place
 from biobank.services.imports.redcap.mapping import RedcapMapping, redcap_mapping
 from biobank.services.imports.redcap.people import PeopleCheck
 from biobank.services.imports.redcap.planning import (
+    Given,
+    Missing,
     NewValue,
     Person,
     PlannedVisit,
@@ -39,6 +41,7 @@ from biobank.services.imports.redcap.planning import (
     Row,
     Tally,
     outcome_of,
+    removal,
 )
 from biobank.services.imports.redcap.reading import EVENT_COLUMN, INSTANCE_COLUMN, RowReader
 from biobank.services.studies import get_study
@@ -54,22 +57,30 @@ def check_redcap(
     study: str | None = None,
     mapping: RedcapMapping | None = None,
     skip_faulty: bool = False,
+    names: tuple[str, str] | None = None,
+    inferred: InferredMapping | None = None,
 ) -> RedcapPlan:
     """Read and check both files, against each other and the database; write nothing.
 
     The plan's report lists every fault and what the import would do; `write_redcap`
     writes a plan that has no fault, or, with `skip_faulty`, all of it but the records with a
     faulty row and the fields with a faulty definition (listed in the report's `left_out`).
-    A file or records header that cannot be read stops the import either way."""
+    A file or records header that cannot be read stops the import either way. The report
+    names the two files by `names` where given (files pulled from a server: `api`), else by
+    their own names. Without a mapping, the shipped one; `inferred` says what `mapping` was
+    inferred from (`inference`), for the report."""
     require(actor, Permission.import_data)
-    return _Checker(
+    checker = _Checker(
         session,
         dictionary,
         records,
         _study(session, study),
         mapping or redcap_mapping(),
         skip_faulty=skip_faulty,
-    ).run()
+        names=names or (dictionary.name, records.name),
+    )
+    checker.report.inferred = inferred
+    return checker.run()
 
 
 def _study(session: Session, code: str | None) -> Study:
@@ -95,6 +106,7 @@ class _Checker:
         mapping: RedcapMapping,
         *,
         skip_faulty: bool,
+        names: tuple[str, str],
     ):
         self.session = session
         self.study = study
@@ -105,8 +117,8 @@ class _Checker:
         self.dictionary_source = open_source(dictionary, notices, "data dictionary")
         self.source = open_source(records, notices, "records export")
         self.report = ImportReport(
-            dictionary=dictionary.name,
-            records=records.name,
+            dictionary=names[0],
+            records=names[1],
             study=study.code,
             encoding=self.source.encoding,
             delimiter=self.source.delimiter,
@@ -122,7 +134,7 @@ class _Checker:
         )
         self.faults = Faults(self.report)
         self.dictionary = Dictionary(session, self.report, tally, self.faults, mapping)
-        self.reader = RowReader(self.dictionary, self.faults, records.name, self.source.delimiter)
+        self.reader = RowReader(self.dictionary, self.faults, names[1], self.source.delimiter)
         self.people: dict[str, Person] = {}
         self.visits: dict[tuple[str, str], PlannedVisit] = {}
         # the batch's stored participants: id, study, sex, birth year
@@ -130,9 +142,11 @@ class _Checker:
         self.adopted: dict[str, int] = {}  # record → the participant its ID adopts: `adopt`
         self.stored_visits: dict[tuple[str, str], tuple[int, date]] = {}
         self.visit_clashes: dict[tuple[str, str], str] = {}  # stored visits that are one
-        # what the batch's stored visits hold: (visit, variable) → value
-        self.stored_values: dict[tuple[int | None, int], Stored] = {}
+        # what the batch's stored visits hold: (visit, variable) → value or missing-data code
+        self.stored_values: dict[tuple[int | None, int], Given] = {}
         self.spool = new_spool()
+        self.first_dates: dict[str, date] = {}  # record → the date of its first dated visit
+        self.record_dated: set[str] = set()  # events whose visits took their record's date
 
     def run(self) -> RedcapPlan:
         checked = self.dictionary.read(self.dictionary_source) and self.read_records()
@@ -150,6 +164,8 @@ class _Checker:
         people.check()
         left_out = self.leave_out(checked)
         documents = people.keep(left_out)
+        removed = [x for code, p in self.people.items() if code not in left_out for x in p.removed]
+        self.report.removed = sorted(removed, key=lambda x: x.row)[:MAX_LISTED_FAULTS]
         adopted = len(self.adopted.keys() - left_out)
         if adopted:
             self.report.notices.append(
@@ -343,25 +359,37 @@ class _Checker:
             r.faults.append((EVENT_COLUMN, r.event, self.visit_clashes[key]))
             return
         visit = self.visits.get(key)
-        if visit is not None and (r.form or "") in visit.forms:
+        other_event = visit is not None and (visit.at.event or "") != r.event  # another arm's
+        if visit is not None and ((r.form or "") in visit.forms or other_event):
             reason = (
                 f"row {visit.at.row} has the same record and event "
                 f"({self.faults.record_id(code)}, {r.label})"
             )
+            if other_event:
+                reason = (
+                    f"row {visit.at.row} ({visit.at.event}) and this row are both visit "
+                    f"{r.label} of {self.faults.record_id(code)}: give each arm its own visits "
+                    "in the mapping's [arms] (or name the events in [visit_labels])"
+                )
             r.faults.append((EVENT_COLUMN, r.event, reason))
             return
         if visit is not None:  # a repeating instrument's first instance: its event's visit
             visit.forms += (r.form or "",)
         else:
             visit_id, stored_date = self.stored_visits.get(key, (None, None))
-            visit_date = r.visit_date or self.event_date(code, r)
-            date_field = self.mapping.visit_date
+            visit_date = r.visit_date or self.event_date(code, r) or self.record_date(code, r)
+            date_field = self.mapping.date_field(r.event)
             said = any(column == date_field for column, _, _ in r.faults)  # a wrong date
             if visit_id is None and visit_date is None and not said:
                 reason = (
                     f"visit {r.label} of {self.faults.record_id(code)} is new: it needs its date"
                 )
+                if self.reader.date_field(r) is None:
+                    reason += " (no date field dates its event, and its record has none before)"
                 r.faults.append((date_field, "", reason))
+            dated = visit_date or stored_date
+            if dated is not None:
+                self.first_dates.setdefault(code, dated)
             visit = self.visits[key] = PlannedVisit(
                 at, visit_date, visit_id, stored_date, (r.form or "",)
             )
@@ -381,7 +409,22 @@ class _Checker:
                     f"signed {signature.signed_on}"
                 )
                 r.faults.append((consent.version, signature.version, reason))
-        self.count_values(r, person, key, visit, written)
+        self.count_values(r, at, person, key, visit, written)
+
+    def record_date(self, code: str, r: Row) -> date | None:
+        """A visit without a date of its own, whose event no field dates: the date of its
+        record's first dated visit (REDCap exports a record's rows together, first event
+        first), told in a notice once an event."""
+        day = self.first_dates.get(code)
+        if day is None or r.form is not None or self.reader.date_field(r) is not None:
+            return None
+        if r.event not in self.record_dated:
+            self.record_dated.add(r.event)
+            event = f"of event {r.event} " if r.event else ""
+            self.report.notices.append(
+                f"visits {event}without a date of their own dated by their record's first date"
+            )
+        return day
 
     def event_date(self, code: str, r: Row) -> date | None:
         """A repeating instrument's later instance without a date of its own: its event's."""
@@ -396,21 +439,36 @@ class _Checker:
     def count_values(
         self,
         r: Row,
+        at: Place,
         person: Person,
         key: tuple[str, str],
         visit: PlannedVisit,
         written: list[NewValue],
     ) -> None:
-        for name, (stored, _) in r.values.items():
+        """What a row's values add and change in its visit, and what its blank cells remove
+        (a participant-level one's blank is weighed with the record's other rows: `people`)."""
+        for name, (given, _) in r.values.items():
+            before = self.stored(visit, name)
+            person.outcomes["values", outcome_of(before, given)] += 1
+            if before != given:
+                written.append((*key, name, given, before))
+        for name in r.blank:
             target = self.dictionary.targets[name]
-            before = (
-                self.stored_values.get((visit.id, stored_id(target.variable.id)))
-                if visit.id and target.variable
-                else None
-            )
-            person.outcomes["values", outcome_of(before, stored)] += 1
-            if before != stored:
-                written.append((*key, name, stored, before is None))
+            if target.participant_level:
+                person.blank.add(name)
+                continue
+            before = self.stored(visit, name)
+            if before is not None:
+                person.outcomes["values", "removed"] += 1
+                person.removed.append(removal(at, target, before, self.faults.phi_record))
+                written.append((*key, name, None, before))
+
+    def stored(self, visit: PlannedVisit, name: str) -> Given | None:
+        """What a stored visit holds of a field's variable."""
+        variable = self.dictionary.targets[name].variable
+        if not visit.id or variable is None:
+            return None
+        return self.stored_values.get((visit.id, stored_id(variable.id)))
 
     def load_values(self, visit_ids: list[int]) -> None:
         """What the batch's stored visits hold of the variables imported."""
@@ -418,3 +476,7 @@ class _Checker:
         variables = [stored_id(t.variable.id) for t in targets if t.variable is not None]
         found = phenotypes.stored_values(self.session, variables=variables, visits=visit_ids)
         self.stored_values = {(v.visit_id, v.variable_id): v.stored for v in found}
+        for m in phenotype_missing.stored_missing(
+            self.session, variables=variables, visits=visit_ids
+        ):
+            self.stored_values[m.visit_id, m.variable_id] = Missing(m.code)

@@ -1,11 +1,18 @@
 """Checking a REDCap data dictionary against the mapping and the variables there are: which
-field is the record ID, the visit date, sex, birth year, identity or consent, which holds PHI
-(flagged an identifier, or by its validation or name: `biobank.domain.phi`), and which
-phenotype variable each other field's values go to (matched by name or a former name, else made
-from the field)."""
+field is the record ID, the visit date, sex, birth year, identity or consent, which the mapping
+skips, which holds PHI (flagged an identifier, or by its validation or name:
+`biobank.domain.phi`), and which phenotype variable each other field's values go to.
+
+A field's variable is the one the mapping names (`[fields.<name>] variable`), else the one of
+its name or a former name, else one made from the field. A field that has the name of a
+variable of another meaning (another type, or choices that do not map onto its choices by the
+mapping or by label: `choices`) is never merged into it: unless the mapping renames or maps it,
+its values go to a variable of the project's own, `<namespace>__<field>` (the mapping's
+`namespace`, else the study's code), with a notice saying why."""
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import sqlalchemy as sa
@@ -23,8 +30,10 @@ from biobank.models import (
 )
 from biobank.services import phenotypes
 from biobank.services.imports.common import ImportReport
+from biobank.services.imports.redcap import choices
 from biobank.services.imports.redcap.faults import Faults
-from biobank.services.imports.redcap.mapping import RedcapMapping
+from biobank.services.imports.redcap.mapping import NAMESPACE_LIMIT, RedcapMapping
+from biobank.services.imports.redcap.mapping_fields import FieldRule
 from biobank.services.imports.redcap.planning import Tally, Target
 from biobank.tabular import Source
 
@@ -49,8 +58,12 @@ class Dictionary:
         self.faults = faults
         self.mapping = mapping
         self.consent = mapping.consent  # None when the dictionary has no consent field
-        self.fields: dict[str, redcap.Field] = {}
-        self.skipped: set[str] = set()  # columns of fields without values or with faults
+        self.fields: dict[str, redcap.Field] = {}  # but those the mapping skips
+        self.named: set[str] = set()  # every field the dictionary defines
+        self.forms: set[str] = set()  # every form, its fields skipped or not
+        self.skipped_forms: set[str] = set()  # forms whose every field the mapping skips
+        # columns of fields without values, with faults, or that the mapping skips
+        self.skipped: set[str] = set()
         self.known: dict[str, PhenotypeVariable] = {}  # by name and former name, retired too
         self.targets: dict[str, Target] = {}
         self.others: list[redcap.Field] = []  # identifiers for the identity table's `other`
@@ -70,7 +83,8 @@ class Dictionary:
         name = self.report.dictionary
         for p in found.problems:
             self.faults.fault(name, None, p.line, p.field, p.value, p.reason)
-        self.fields = found.fields
+        self.fields = dict(found.fields)
+        self.named, self.forms = set(found.fields), found.forms
         self.skipped = set(found.skipped) | set(found.faulty)
         self.report.fields = len(found.fields)
         if found.skipped:
@@ -87,10 +101,13 @@ class Dictionary:
                 + ", ".join(found.custom_validations)
             )
         mapping, roles = self.mapping, self.mapping.roles()
-        for form in sorted(mapping.participant_forms - found.forms):
-            self.report.notices.append(
-                f"the mapping's participant form {form!r} is not in the dictionary"
-            )
+        for key, forms in (
+            ("participant form", mapping.participant_forms),
+            ("skipped form", mapping.skip_forms),
+        ):
+            for form in sorted(forms - found.forms):
+                self.report.notices.append(f"the mapping's {key} {form!r} is not in the dictionary")
+        self.skip(roles)
         usable = self.role_field(mapping.record_id, "record_id", required=True) is not None
         if mapping.visit_date in found.fields:  # else a longitudinal project's header faults
             self.visit_date_field = self.role_field(
@@ -107,7 +124,7 @@ class Dictionary:
                 self.faults.phi.add(field_name)
         self.read_consent_fields()
         self.known = phenotypes.variables_by_name(self.session, include_retired=True)
-        for f in found.fields.values():
+        for f in self.fields.values():
             if f.name in roles:
                 if f.identifier and f.name not in self.faults.phi:
                     self.report.notices.append(
@@ -120,6 +137,20 @@ class Dictionary:
         self.tally.variables.added = sum(t.variable is None for t in self.targets.values())
         self.tally.variables.unchanged = len(self.targets) - self.tally.variables.added
         return usable
+
+    def skip(self, roles: dict[str, str]) -> None:
+        """Leave out the fields the mapping skips, by name or by form (but those it gives a
+        role: a skipped form's record ID is still the record ID); their columns are known."""
+        mapping, left = self.mapping, []
+        for f in list(self.fields.values()):
+            rule = mapping.fields.get(f.name)
+            if f.name not in roles and ((rule and rule.skip) or f.form in mapping.skip_forms):
+                del self.fields[f.name]
+                self.skipped.update(f.columns)
+                left.append(f.name)
+        if left:
+            self.skipped_forms = self.forms - {f.form for f in self.fields.values()}
+            self.report.notices.append(f"fields the mapping skips: {', '.join(left)}")
 
     def place(self, f: redcap.Field) -> None:
         """A field the mapping gives no role: PHI (flagged, or by its validation or name) to
@@ -145,7 +176,7 @@ class Dictionary:
     def notice_phi(self) -> None:
         """The fields the PHI rules took out of the phenotypes or the mapping kept in, by name
         (never a value)."""
-        for f in sorted(self.mapping.fields.keys() - self.fields.keys()):
+        for f in sorted(self.mapping.fields.keys() - self.named):
             self.report.notices.append(f"the mapping's fields.{f} is not in the dictionary")
         for title, found in (
             ("PHI, not imported as phenotypes", self.phi),
@@ -156,9 +187,12 @@ class Dictionary:
                 self.report.notices.append(f"{title}: {listed}")
 
     def read_sexes(self, sex: redcap.Field) -> None:
-        """Which sex each choice of the sex field is."""
+        """Which sex each choice of the sex field is: the mapping's `choices`, else by label
+        (`choices.SEX_LABELS`)."""
+        given = self.rule(sex).choices
+        self.stray_choices(sex, given)
         for code, label in sex.choices:
-            match = next((s for s in Sex if s.value == label.casefold()), None)
+            match = choices.sex_of(code, label, given)
             if match is None:
                 allowed = ", ".join(s.value for s in Sex)
                 self.faults.fault(
@@ -167,10 +201,29 @@ class Dictionary:
                     sex.line,
                     sex.name,
                     label,
-                    f"{sex.name}: the choice {code}, {label} is not a sex ({allowed})",
+                    f"{sex.name}: the choice {code}, {label} is not a sex ({allowed}); map it "
+                    f"in the mapping's [fields.{sex.name}] choices",
                 )
             else:
                 self.sexes[code] = match
+
+    def rule(self, f: redcap.Field) -> FieldRule:
+        return self.mapping.fields.get(f.name) or FieldRule()
+
+    def stray_choices(self, f: redcap.Field, given: dict[str, str]) -> bool:
+        """Fault each key of the mapping's `choices` for a field that is none of its choices
+        (or for a field without choices); True when there is none."""
+        key = f"fields.{f.name}.choices"
+        if given and not f.choices:
+            reason = f"{key}: {f.name} has no choices ({f.field_type})"
+            self.faults.fault(self.mapping.file, None, None, key, f.field_type, reason)
+            return False
+        strays = choices.strays(f, given)
+        listed = ", ".join(f"{code} ({label})" for code, label in f.choices)
+        for stray in strays:
+            reason = f"{key}: {stray!r} is none of the choices of {f.name} ({listed})"
+            self.faults.fault(self.mapping.file, None, None, key, stray, reason)
+        return not strays
 
     def role_field(
         self,
@@ -269,68 +322,124 @@ class Dictionary:
         return documents
 
     def target(self, f: redcap.Field) -> None:
-        """The variable a field's values go to: matched by name (or a former name), else made
-        from the field; none for a retired one."""
-        variable = self.known.get(f.name)
-        name = self.report.dictionary
-        if variable is not None:
-            if variable.retired_at is not None:
-                self.report.notices.append(
-                    f"{f.name}: the variable {variable.name} is retired; its values are not "
-                    "imported"
-                )
-                return
-            twin = next((t.field.name for t in self.targets.values() if t.variable is variable), "")
-            if twin:
-                reason = f"{f.name} and {twin} are both the variable {variable.name} (renamed)"
-                self.faults.fault(name, None, f.line, f.name, f.name, reason)
-                return
-            if variable.name != f.name:
-                self.report.notices.append(f"{f.name} is the variable {variable.name} (renamed)")
-        if variable is None:
-            scope = (
-                PhenotypeScope.participant
-                if f.form in self.mapping.participant_forms
-                else PhenotypeScope.visit
-            )
-            definition = phenotypes.VariableRead(
-                name=f.name,
-                label=f.label,
-                value_type=f.value_type,
-                scope=scope,
-                min_value=f.min_value,
-                max_value=f.max_value,
-                choices=[{"code": c, "label": label} for c, label in f.choices] or None,
-                category=f.form[:64],
-                description=f.note,
-            )
-            try:
-                phenotypes.check_definition(definition)
-            except ValidationError as error:
-                self.faults.fault(name, None, f.line, f.name, error.value, error.message)
-                return
-            self.targets[f.name] = Target(f, definition, None, {c: c for c, _ in f.choices})
+        """The variable a field's values go to (see the module): none for a retired one."""
+        rule = self.rule(f)
+        if not self.stray_choices(f, rule.choices):
             return
+        name = rule.variable or f.name
+        variable = self.known.get(name)
+        if variable is not None and variable.retired_at is None and not rule.maps:
+            _, why = self.fit(f, variable, {})
+            if why is not None:  # another meaning: the project's own variable
+                name = self.namespaced(f, variable, why)
+                variable = self.known.get(name)
+        resolved = variable.name if variable is not None else name
+        twin = next((t for t in self.targets.values() if t.definition.name == resolved), None)
+        if twin is not None:
+            reason = f"{f.name} and {twin.field.name} are both the variable {resolved}"
+            given = [n for n in (twin.field.name, f.name) if n in self.mapping.fields]
+            if any(self.mapping.fields[n].variable for n in given):
+                reason += " (the mapping's [fields] variable)"
+            else:  # one of them has the name the variable had
+                reason += " (renamed)"
+            self.faults.fault(self.report.dictionary, None, f.line, f.name, f.name, reason)
+            return
+        if variable is None:
+            self.new_target(f, name, rule)
+            return
+        if variable.retired_at is not None:
+            self.report.notices.append(
+                f"{f.name}: the variable {variable.name} is retired; its values are not imported"
+            )
+            return
+        if rule.variable is None and variable.name != name:
+            self.report.notices.append(f"{f.name} is the variable {variable.name} (renamed)")
+        codes, why = self.fit(f, variable, rule.choices)
+        if why is not None:
+            self.misfit(f, variable, rule, why)
+            return
+        self.targets[f.name] = Target(f, phenotypes.variable_read(variable), variable, codes)
+
+    def namespaced(self, f: redcap.Field, variable: PhenotypeVariable, why: str) -> str:
+        """The project's own variable for a field of another meaning than `variable`'s."""
+        namespace = self.mapping.namespace or namespace_of(self.report.study)
+        name = f"{namespace}__{f.name}"
+        self.report.notices.append(
+            f"{f.name} is imported as the variable {name}, not as {variable.name}, which is "
+            f"another meaning here: {why}"
+        )
+        return name  # over 64 characters: refused as a variable name, like any field's
+
+    def fit(
+        self, f: redcap.Field, variable: PhenotypeVariable, given: dict[str, str]
+    ) -> tuple[dict[str, str], str | None]:
+        """REDCap code → the variable's, and why the field is not the variable (None: it is)."""
+        have = PhenotypeType(variable.value_type)
+        if have is not f.value_type and (f.value_type, have) not in WIDER:
+            return {}, f"it is of type {have.value}, the field {f.value_type.value}"
+        stored = [(c["code"], c["label"]) for c in variable.choices or ()]
+        codes, unmatched = choices.fit(f, stored, given)
+        if unmatched:
+            return codes, f"it has no choice for {'; '.join(unmatched)}"
+        return codes, None
+
+    def misfit(
+        self, f: redcap.Field, variable: PhenotypeVariable, rule: FieldRule, why: str
+    ) -> None:
+        """The fault of a field the mapping (or its namespace) sends to a variable it is not:
+        each choice that does not map, or the type."""
+        file, column = self.report.dictionary, f.name
+        line: int | None = f.line
+        if rule.maps:  # the mapping's fault
+            file, line = self.mapping.file, None
+            column = f"fields.{f.name}.{'choices' if rule.choices else 'variable'}"
         have = PhenotypeType(variable.value_type)
         if have is not f.value_type and (f.value_type, have) not in WIDER:
             reason = (
-                f"the variable {f.name} is of type {have.value} here; the dictionary makes "
-                f"it {f.value_type.value}"
+                f"the variable {variable.name} is of type {have.value} here; the dictionary "
+                f"makes {'it' if variable.name == f.name else f.name} {f.value_type.value}"
             )
-            self.faults.fault(name, None, f.line, f.name, f.field_type, reason)
+            self.faults.fault(file, None, line, column, f.field_type, reason)
             return
-        codes: dict[str, str] = {}
         stored = [(c["code"], c["label"]) for c in variable.choices or ()]
-        for code, label in f.choices:
-            wanted = label.casefold()
-            match = next((c for c, lab in stored if lab.casefold() == wanted), None) or next(
-                (c for c, _ in stored if c.casefold() == wanted), None
+        allowed = ", ".join(f"{c} ({lab})" for c, lab in stored)
+        _, unmatched = choices.fit(f, stored, rule.choices)
+        whose = "the variable's" if variable.name == f.name else f"{variable.name}'s"
+        for choice in unmatched:
+            reason = f"{f.name}: the choice {choice} is none of {whose} ({allowed})"
+            self.faults.fault(file, None, line, column, choice, reason)
+
+    def new_target(self, f: redcap.Field, name: str, rule: FieldRule) -> None:
+        """A variable made from the field, under `name`, its codes as the mapping renames them."""
+        scope = (
+            PhenotypeScope.participant
+            if f.form in self.mapping.participant_forms
+            else PhenotypeScope.visit
+        )
+        codes, made = choices.recoded(f, rule.choices)
+        definition = phenotypes.VariableRead(
+            name=name,
+            label=f.label,
+            value_type=f.value_type,
+            scope=scope,
+            min_value=f.min_value,
+            max_value=f.max_value,
+            choices=made or None,
+            category=f.form[:64],
+            description=f.note,
+        )
+        try:
+            phenotypes.check_definition(definition)
+        except ValidationError as error:
+            self.faults.fault(
+                self.report.dictionary, None, f.line, f.name, error.value, error.message
             )
-            if match is None:
-                allowed = ", ".join(f"{c} ({lab})" for c, lab in stored)
-                reason = (
-                    f"{f.name}: the choice {code}, {label} is none of the variable's ({allowed})"
-                )
-                self.faults.fault(name, None, f.line, f.name, f"{code}, {label}", reason)
-            codes[code] = match or code
-        self.targets[f.name] = Target(f, phenotypes.variable_read(variable), variable, codes)
+            return
+        self.targets[f.name] = Target(f, definition, None, codes)
+
+
+def namespace_of(study: str) -> str:
+    """A study's code as the namespace of its project's own variables: `SLE-2` → `sle_2`."""
+    name = re.sub(r"[^a-z0-9]+", "_", study.lower()).strip("_")
+    name = name if name[:1].isalpha() else f"study_{name}"
+    return name[:NAMESPACE_LIMIT].rstrip("_")

@@ -11,7 +11,6 @@ from datetime import date
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from biobank.domain.phenotypes import Stored
 from biobank.domain.vocabulary import PhenotypeScope
 from biobank.errors import ValidationError
 from biobank.models import (
@@ -21,20 +20,25 @@ from biobank.models import (
     ParticipantConsent,
     ParticipantIdentity,
 )
-from biobank.services import participants, phenotypes
+from biobank.services import participants, phenotype_missing, phenotypes
 from biobank.services.imports.common import ImportReport, batches, stored_id
+from biobank.services.imports.redcap.consent_changes import ConsentChanges
 from biobank.services.imports.redcap.dictionary import Dictionary
 from biobank.services.imports.redcap.faults import Faults, Place, hidden
 from biobank.services.imports.redcap.mapping import ConsentMapping
 from biobank.services.imports.redcap.planning import (
     Fact,
+    Given,
+    Missing,
     Person,
     PlannedVisit,
     Signature,
     Tally,
+    Target,
     identity_changes,
     identity_of,
     outcome_of,
+    removal,
 )
 
 
@@ -71,6 +75,7 @@ class PeopleCheck:
         """Count what the participants not `left_out` add and change; the consent document
         versions their signatures need, each taking effect on the earliest of them."""
         earliest: dict[str, date] = {}
+        withdrawn: list[str] = []  # listed by name (and by row when the record ID is PHI)
         for code, person in self.people.items():
             if code in left_out:
                 continue
@@ -78,6 +83,15 @@ class PeopleCheck:
             for s in person.signatures.values():
                 if s.version in self.documents:
                     earliest[s.version] = min(s.signed_on, earliest.get(s.version, s.signed_on))
+                withdrawn += [
+                    f"{self.faults.record_named(code, s.row)} {statement} as of {day} "
+                    f"({s.columns[statement]})"
+                    for statement, day in s.withdrawn.items()
+                ]
+        if withdrawn:
+            self.report.notices.append(
+                "consent withdrawn, an answer turned from yes to no: " + "; ".join(withdrawn)
+            )
         self.documents = {
             version: (earliest[version], asked)
             for version, (_, asked) in self.documents.items()
@@ -141,7 +155,7 @@ class PeopleCheck:
         code: str,
         person: Person,
         visits: list[PlannedVisit],
-        participant_values: dict[tuple[int, int], Stored],
+        participant_values: dict[tuple[int, int], Given],
     ) -> None:
         facts = person.facts
         born = facts.get("birth_year")
@@ -162,7 +176,7 @@ class PeopleCheck:
             if visit.visit_date and birth_year and visit.visit_date.year < birth_year:
                 self.faults.at(
                     visit.at,
-                    self.mapping.visit_date,
+                    self.mapping.date_field(visit.at.event or ""),
                     str(visit.visit_date),
                     "the visit date is before birth",
                 )
@@ -179,33 +193,48 @@ class PeopleCheck:
             have = person.identity
             changes = have is None or identity_changes(have, wanted)
             counted["identities", outcome_of(have, wanted if changes else have)] += 1
-        for key, given in facts.items():
-            if key.startswith("value:"):
-                target = self.dictionary.targets[key[6:]]
-                before = (
-                    participant_values.get((person.id, stored_id(target.variable.id)))
-                    if person.id and target.variable
-                    else None
-                )
-                outcome = outcome_of(before, given.value)
-                counted["values", outcome] += 1
-                if outcome != "unchanged":
-                    person.new_values.append((target.field.name, outcome == "added"))
 
-    def stored_participant_values(self) -> dict[tuple[int, int], Stored]:
-        """(participant, variable) → what is stored of the participant-level variables."""
+        def stored(target: Target) -> Given | None:
+            if not person.id or target.variable is None:
+                return None
+            return participant_values.get((person.id, stored_id(target.variable.id)))
+
+        given_names = [key[6:] for key in facts if key.startswith("value:")]
+        for name in given_names:
+            target = self.dictionary.targets[name]
+            before = stored(target)
+            outcome = outcome_of(before, facts[f"value:{name}"].value)
+            counted["values", outcome] += 1
+            if outcome != "unchanged":
+                person.new_values.append((name, before))
+        place = self.places.get(person.row)
+        for name in sorted(person.blank.difference(given_names)):  # blank in every row holding it
+            target = self.dictionary.targets[name]
+            before = stored(target)
+            if before is not None and place is not None:  # no place: a faulty record
+                counted["values", "removed"] += 1
+                person.new_values.append((name, before))
+                person.removed.append(removal(place, target, before, self.faults.phi_record))
+
+    def stored_participant_values(self) -> dict[tuple[int, int], Given]:
+        """(participant, variable) → what is stored of the participant-level variables: a
+        value or a missing-data code."""
         ids = [p.id for p in self.people.values() if p.id is not None]
         variables = [
             stored_id(t.variable.id)
             for t in self.dictionary.targets.values()
             if t.variable is not None and t.variable.scope is PhenotypeScope.participant
         ]
-        found: dict[tuple[int, int], Stored] = {}
+        found: dict[tuple[int, int], Given] = {}
         for chunk in batches(ids):
             for value in phenotypes.stored_values(
                 self.session, variables=variables, participants=chunk, participant_level=True
             ):
                 found[value.participant_id, value.variable_id] = value.stored
+            for m in phenotype_missing.stored_missing(
+                self.session, variables=variables, participants=chunk, participant_level=True
+            ):
+                found[m.participant_id, m.variable_id] = Missing(m.code)
         return found
 
     def check_signatures(self) -> None:
@@ -227,13 +256,21 @@ class PeopleCheck:
         for code, s in signatures:
             person = self.people[code]
             s.stored = recorded.get((person.id, s.version, s.signed_on)) if person.id else None
-            self.check_signature(code, s, person, given)
+        changes = ConsentChanges(self.session, self.people)
+        for code, s in signatures:
+            self.check_signature(code, s, self.people[code], given, changes)
 
     def check_signature(
-        self, code: str, s: Signature, person: Person, given: ConsentMapping
+        self,
+        code: str,
+        s: Signature,
+        person: Person,
+        given: ConsentMapping,
+        changes: ConsentChanges,
     ) -> None:
         """One signature's dates and answers against its document, its participant and what is
-        recorded of it (a signed consent is never changed)."""
+        recorded of it: a signed consent is never changed, but an answer turned from yes to no
+        is a withdrawal of that statement (`consent_changes`)."""
 
         def fault(column: str, value: str, reason: str) -> None:
             self.fault(code, s.row, s.line, column, value, reason)
@@ -256,19 +293,39 @@ class PeopleCheck:
             shown = str(int(s.answers[statement]))
             fault(s.columns[statement], shown, f"{document} does not ask {statement}")
         stored = s.stored
-        if stored is None or stored == s.answers:
-            person.outcomes["consents", outcome_of(stored, s.answers)] += 1  # added, or same
+        differ = sorted({k for k, _ in s.answers.items() ^ (stored or s.answers).items()})
+        withdrawing = given.on_change == "withdraw"
+        # what no withdrawal says: a "no" (or none) that is "yes" now, an answer gone
+        other = [k for k in differ if stored and (not stored.get(k) or k not in s.answers)]
+        if stored is not None and differ and (other or not withdrawing):
+            hint = (
+                "an answer turned from no to yes needs a new signature (a new version or date)"
+                if other
+                else 'the mapping\'s [consent] on_change = "refuse" leaves a withdrawal to you'
+            )
+            reason = (
+                f"{document} signed {s.signed_on} is recorded with other answers "
+                f"({', '.join(differ)}); a signed consent is not changed by an import: {hint}"
+            )
+            statement = (other or differ)[0]
+            answer = s.answers.get(statement)
+            shown = "" if answer is None else str(int(answer))
+            fault(s.columns.get(statement, given.version), shown, reason)
             return
-        differ = sorted(s.answers.items() ^ stored.items())
-        reason = (
-            f"{document} signed {s.signed_on} is recorded with other answers "
-            f"({', '.join(sorted({k for k, _ in differ}))}); a signed consent is not changed "
-            "by an import"
-        )
-        statement = differ[0][0]
-        answer = s.answers.get(statement)
-        shown = "" if answer is None else str(int(answer))
-        fault(s.columns.get(statement, given.version), shown, reason)
+        person.outcomes["consents", "added" if stored is None else "unchanged"] += 1
+        for statement, day in changes.turned(person, s).items():
+            if day is not None and withdrawing:
+                s.withdrawn[statement] = day
+                person.outcomes["consents", "withdrawn"] += 1
+                continue
+            reason = (
+                f"{statement} turned from yes to no; the mapping's [consent] on_change = "
+                '"refuse" leaves a withdrawal to you'
+                if day is not None
+                else f"{statement} is granted by a later signature; the answer of {document} "
+                f"signed {s.signed_on} is not changed by an import"
+            )
+            fault(s.columns[statement], "0", reason)
 
     def stored_signatures(
         self, document: str

@@ -7,18 +7,29 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 from typing import IO, Any
 
 from biobank import redcap
-from biobank.domain.phenotypes import Spec, Stored
-from biobank.domain.vocabulary import Sex
+from biobank.domain.phenotypes import Spec, Stored, display
+from biobank.domain.vocabulary import PhenotypeScope, Sex
 from biobank.models import ParticipantIdentity, PhenotypeVariable, Study
 from biobank.services import phenotypes
-from biobank.services.imports.common import Counts, ImportReport
+from biobank.services.imports.common import Counts, ImportReport, Removed
 from biobank.services.imports.redcap.faults import Place
 from biobank.services.imports.redcap.mapping import IDENTITY_LIMITS, RedcapMapping
 
-NewValue = tuple[str, str | None, str, Stored, bool]  # participant, visit, variable, value, new?
+
+@dataclass(frozen=True)
+class Missing:
+    """A value missing with reason: the missing-data code a cell holds (`mapping`)."""
+
+    code: str
+
+
+Given = Stored | Missing  # what a cell gives a value's place, or what the place holds
+# participant, visit, variable, what the file gives (None: a cell blank now), what is stored
+NewValue = tuple[str, str | None, str, Given | None, Given | None]
 Outcomes = Counter[tuple[str, str]]  # (what, outcome) → how many: ("values", "added")
 
 
@@ -32,9 +43,14 @@ class Target:
     variable: PhenotypeVariable | None
     codes: dict[str, str]
 
-    @property
+    @cached_property
     def spec(self) -> Spec:
+        """Worked out once: every cell of the field is read against it."""
         return Spec.of(self.variable or self.definition)
+
+    @property
+    def participant_level(self) -> bool:
+        return (self.variable or self.definition).scope is PhenotypeScope.participant
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,8 @@ class Signature:
     answers: dict[str, bool]  # statement → answer
     columns: dict[str, str]  # statement → field
     stored: dict[str, bool] | None = None  # the same signature, already recorded
+    # statement → the day it is withdrawn: an answer turned from yes to no (`people`)
+    withdrawn: dict[str, date] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,7 +92,9 @@ class Person:
     signatures: dict[tuple[str, date], Signature] = field(default_factory=dict)
     identity: ParticipantIdentity | None = None
     outcome: str = "unchanged"
-    new_values: list[tuple[str, bool]] = field(default_factory=list)  # (variable, added)
+    new_values: list[tuple[str, Given | None]] = field(default_factory=list)  # (variable, stored)
+    blank: set[str] = field(default_factory=set)  # participant-level: a row holding it blank
+    removed: list[Removed] = field(default_factory=list)  # what its blank cells remove
     outcomes: Outcomes = field(default_factory=Counter)  # counted once its record is kept
 
 
@@ -103,7 +123,8 @@ class Row:
     form: str | None = None  # a repeating instrument's row: the form it holds
     visit_date: date | None = None
     facts: dict[str, Fact] = field(default_factory=dict)
-    values: dict[str, tuple[Stored, str]] = field(default_factory=dict)  # visit-scope
+    values: dict[str, tuple[Given, str]] = field(default_factory=dict)  # visit-scope
+    blank: list[str] = field(default_factory=list)  # fields of forms it holds, left blank
     signature: Signature | None = None
     faults: list[tuple[str | None, str | None, str]] = field(default_factory=list)
 
@@ -152,6 +173,19 @@ class RedcapPlan:
 def outcome_of(before: object, after: object) -> str:
     """What importing `after` over what is stored (`before`; None: nothing) does."""
     return "added" if before is None else "unchanged" if before == after else "changed"
+
+
+def removal(at: Place, target: Target, before: Given, phi_record: bool) -> Removed:
+    """The report's entry of a value a blank cell at `at` removes (no record ID that is PHI)."""
+    shown = before.code if isinstance(before, Missing) else display(target.spec, before)
+    return Removed(
+        row=at.row,
+        record=None if phi_record else at.record,
+        event=at.event,
+        instance=at.instance,
+        field=target.field.name,
+        value=shown,
+    )
 
 
 def identity_of(facts: dict[str, Fact]) -> dict[str, Any]:

@@ -1,7 +1,17 @@
 """Reading a REDCap records export: its header against the data dictionary (a classic project's
 has no event column), and each row's cells read as its fields say, into what the row says (its
 participant, visit, facts, values and consent signature) and the faults of its cells. Which
-visit a row is, and which fields a repeating instrument's row holds: `visits`."""
+visit a row is, and which fields a repeating instrument's row holds: `visits`.
+
+A phenotype field's cell holds a value, a missing-data code (the mapping's `missing_codes`,
+whatever the field's type, a choice field's own code first; a checkbox's in its extra
+`field___code` column, as REDCap exports it), or nothing. Blank in a row that holds the field's
+form, it says the value is gone (`Row.blank`: re-importing is a sync). A repeating
+instrument's row holds its form only; any other row holds a form when its `<form>_complete`
+or `<form>_timestamp` cell is filled (REDCap fills them in the rows of the events that have
+the form and leaves them blank in the others) or one of the form's fields is (a checkbox
+ticked: some exports write 0 in every row). The project's form-event mapping is not read:
+these cells say the same of the rows the file has."""
 
 from __future__ import annotations
 
@@ -12,14 +22,14 @@ from typing import Any
 from biobank import redcap
 from biobank.domain.phenotypes import parse_value
 from biobank.domain.visits import canonical_visit_label
-from biobank.domain.vocabulary import PhenotypeScope, PhenotypeType
+from biobank.domain.vocabulary import PhenotypeType
 from biobank.errors import ValidationError
 from biobank.services import consent, external_ids
 from biobank.services.imports.common import too_many_values
 from biobank.services.imports.redcap.dictionary import Dictionary
 from biobank.services.imports.redcap.faults import Faults, hidden
 from biobank.services.imports.redcap.mapping import IDENTITY_LIMITS, ConsentMapping
-from biobank.services.imports.redcap.planning import Fact, Row, Signature, Target
+from biobank.services.imports.redcap.planning import Fact, Given, Missing, Row, Signature, Target
 from biobank.services.imports.redcap.visits import row_visit
 
 EVENT_COLUMN = "redcap_event_name"
@@ -44,6 +54,11 @@ class RowReader:
         # the file's first event, and whether it has an arm (REDCap gives every event one)
         self.first_event: tuple[str, bool] | None = None
         self.dated_by: set[str] = set()  # the date fields a classic project's visits took
+        self.event_dates: dict[str, redcap.Field] = {}  # event → its own visit date field
+        # a checkbox's missing-data code columns (column → code), as REDCap exports them
+        self.missing_columns: dict[str, dict[str, str]] = {}
+        # form → the columns (and whether a checkbox's) whose filled cell says a row holds it
+        self.form_columns: dict[str, list[tuple[int, bool]]] = {}
 
     def read_header(self, line: int, cells: list[str]) -> bool:
         """Each column's place (a column unknown or named twice is a fault, and the rows are
@@ -52,8 +67,17 @@ class RowReader:
         known = {EVENT_COLUMN, INSTRUMENT_COLUMN, INSTANCE_COLUMN, *IGNORED_COLUMNS}
         known |= self.dictionary.skipped
         known |= {column for f in self.dictionary.fields.values() for column in f.columns}
-        for form in {f.form for f in self.dictionary.fields.values()}:
+        for form in self.dictionary.forms:
             known |= {f"{form}_complete", f"{form}_timestamp"}
+        for f in self.dictionary.fields.values():
+            if f.value_type is PhenotypeType.multi_choice:
+                own = {code for code, _ in f.choices}
+                self.missing_columns[f.name] = {
+                    redcap.checkbox_column(f.name, code): code
+                    for code in self.mapping.missing_codes
+                    if code not in own
+                }
+                known |= self.missing_columns[f.name].keys()
         for index, cell in enumerate(cells):
             column = cell.strip().lower()
             if not column:
@@ -66,19 +90,59 @@ class RowReader:
                 )
             self.columns.setdefault(column, index)
         self.longitudinal = EVENT_COLUMN in self.columns
-        self.forms = {f.form for f in self.dictionary.fields.values()}
+        self.forms = self.dictionary.forms  # a skipped form's too
+        self.form_columns = self.read_form_columns()
         date_field = self.dictionary.visit_date_field
-        needed = [self.mapping.record_id] + ([date_field.name] if date_field else [])
+        self.event_dates = self.read_event_dates()
+        dates = [f.name for f in (date_field, *self.event_dates.values()) if f is not None]
+        needed = [self.mapping.record_id, *dict.fromkeys(dates)]
         missing = [c for c in needed if c not in self.columns]
         for column in missing:
             self.faults.fault(file, None, line, column, None, f"no column {column!r}")
-        if date_field is None and self.longitudinal:  # each event's date is needed
+        if date_field is None and self.longitudinal and self.mapping.visit_date is not None:
             name = self.mapping.visit_date
             if name not in self.dictionary.fields:  # else its type is at fault already
                 reason = f"no field {name!r} in the data dictionary"
                 self.faults.fault(self.mapping.file, None, None, "visit_date", name, reason)
             return False
         return not missing
+
+    def read_form_columns(self) -> dict[str, list[tuple[int, bool]]]:
+        """Each form's columns whose filled cell says a row holds the form (its status, survey
+        timestamp and fields, but the record ID, which every row fills)."""
+        found: dict[str, list[tuple[int, bool]]] = {}
+        for form in self.forms:
+            signs = [f"{form}_complete", f"{form}_timestamp"]
+            found[form] = [(self.columns[c], False) for c in signs if c in self.columns]
+        for f in self.dictionary.fields.values():
+            if f.name != self.mapping.record_id:
+                checkbox = f.value_type is PhenotypeType.multi_choice
+                found[f.form] += [
+                    (self.columns[c], checkbox) for c in f.columns if c in self.columns
+                ]
+        return found
+
+    def holds(self, form: str, cells: list[str]) -> bool:
+        """Whether a row that is not a repeating instrument's holds `form` (see above)."""
+        for index, checkbox in self.form_columns[form]:
+            filled = cells[index].strip() if index < len(cells) else ""
+            if filled == "1" or (filled and not checkbox):
+                return True
+        return False
+
+    def read_event_dates(self) -> dict[str, redcap.Field]:
+        """The mapping's `[event_dates]`: each event's visit date field, if it is a date."""
+        found = {}
+        for event, name in self.mapping.event_dates.items():
+            key = f"event_dates.{event}"
+            f = self.dictionary.role_field(name, key, PhenotypeType.date, required=True)
+            if f is not None:
+                found[event] = f
+        return found
+
+    def date_field(self, r: Row) -> redcap.Field | None:
+        """The field that dates the visit of a row's event, if the mapping names one."""
+        return self.event_dates.get(r.event, self.dictionary.visit_date_field)
 
     def read_row(self, row: int, line: int, cells: list[str], width: int) -> Row:
         """Every cell of one row checked against its field; faults collected, none raised."""
@@ -116,6 +180,16 @@ class RowReader:
             """A field this row holds: any, but in a repeating instrument's row its form's."""
             return r.form is None or f.form == r.form
 
+        holding: dict[str, bool] = {}
+
+        def holds(form: str) -> bool:
+            """Whether the row holds `form`: its blank cells say a value is gone."""
+            if r.form is not None:
+                return form == r.form
+            if form not in holding:
+                holding[form] = self.holds(form, cells)
+            return holding[form]
+
         r.visit_date = self.read_visit_date(held, read, cell, r)
         if d.sex_field is not None and held(d.sex_field):
             code = read(d.sex_field)
@@ -132,7 +206,7 @@ class RowReader:
                 fact(f"other:{f.name}", f, cell(f.name))
         for target in d.targets.values():
             if held(target.field):
-                self.read_value(target, cell, r)
+                self.read_value(target, cell, r, holds)
         version = d.fields.get(d.consent.version) if d.consent is not None else None
         if d.consent is not None and (r.form is None or (version and held(version))):
             r.signature = self.read_signature(d.consent, cell, read, r)
@@ -149,6 +223,8 @@ class RowReader:
         if form is not None and form not in self.forms:
             r.faults.append((INSTRUMENT_COLUMN, form, "not a form of the data dictionary"))
             return
+        if form in self.dictionary.skipped_forms:
+            return  # a row of a form the mapping skips: no visit, nothing read
         raw = cell(INSTANCE_COLUMN)
         instance = int(raw) if raw.isascii() and raw.isdigit() and int(raw) > 0 else None
         if raw and instance is None:
@@ -177,12 +253,14 @@ class RowReader:
         cell: Callable[[str], str],
         r: Row,
     ) -> date | None:
-        """The mapping's visit date; in a repeating instrument's row, its form's first date
-        filled (none: its event's visit date); in a classic project without a visit date
-        field, the row's first date filled (told in a notice)."""
+        """The mapping's visit date (the event's own, or the project's); in a repeating
+        instrument's row, its form's first date filled (none: its event's visit date); in a
+        project without a visit date field, the row's first date filled (told in a notice;
+        none: the record's first date, `checking`)."""
         d = self.dictionary
-        if r.form is None and d.visit_date_field is not None:
-            day = read(d.visit_date_field)
+        given = self.date_field(r)
+        if r.form is None and given is not None:
+            day = read(given)
             return day if isinstance(day, date) else None
 
         def quietly(f: redcap.Field) -> Any:
@@ -194,13 +272,15 @@ class RowReader:
 
         for f in d.fields.values():
             if f.value_type is PhenotypeType.date and held(f) and self.may_date(f):
-                day = read(f) if f is d.visit_date_field else quietly(f)
+                day = read(f) if f is given else quietly(f)
                 if isinstance(day, date):
                     if r.form is None and f.name not in self.dated_by:
                         self.dated_by.add(f.name)
+                        named = self.mapping.visit_date
+                        why = f"no field {named!r} in the data dictionary" if named else ""
                         self.faults.report.notices.append(
-                            f"visits dated by {f.name}, the first date filled (no field "
-                            f"{self.mapping.visit_date!r} in the data dictionary)"
+                            f"visits dated by {f.name}, the first date filled "
+                            f"({why or 'the mapping names no visit date field'})"
                         )
                     return day
         return None
@@ -231,6 +311,8 @@ class RowReader:
         name = self.mapping.visit_labels.get(raw)
         if name is None:
             name, arm = redcap.split_event(raw)
+            if arm in self.mapping.arms:  # the arm's own visits: "baseline extension"
+                name = f"{name} {self.mapping.arms[arm]}"
             if self.first_event is None:
                 self.first_event = (raw, arm is not None)
             first, arms = self.first_event
@@ -258,30 +340,65 @@ class RowReader:
             return None
         return raw
 
-    def read_value(self, target: Target, cell: Callable[[str], str], r: Row) -> None:
+    def read_value(
+        self,
+        target: Target,
+        cell: Callable[[str], str],
+        r: Row,
+        holds: Callable[[str], bool],
+    ) -> None:
+        """A field's value, its missing-data code, or (in a row holding its form) its blank."""
         f = target.field
+        missing_columns = self.missing_columns.get(f.name, {})
+        given: Given | None = None
         try:
             if f.value_type is PhenotypeType.multi_choice:
                 raw = ",".join(cell(c) for c in f.columns)
                 value: Any = redcap.read_checkboxes(f, {c: cell(c) for c in f.columns})
-                value = [target.codes[c] for c in value] or None
+                value = list(dict.fromkeys(target.codes[c] for c in value)) or None
+                given = self.checkbox_missing(f, missing_columns, cell, ticked=bool(value))
             else:
                 raw = cell(f.name)
-                value = redcap.read_cell(f, raw) if raw else None
+                own = f.value_type is PhenotypeType.choice and raw in dict(f.choices)
+                if raw in self.mapping.missing_codes and not own:
+                    given = Missing(raw)
+                value = redcap.read_cell(f, raw) if raw and given is None else None
                 if f.value_type is PhenotypeType.choice and value is not None:
                     value = target.codes[value]
-            if value is None:
-                return
-            stored = parse_value(target.spec, value)
+            if value is not None:
+                given = parse_value(target.spec, value)
         except ValidationError as error:
-            column = error.field if error.field in f.columns else f.name
+            checkbox = error.field in f.columns or error.field in missing_columns
+            column = error.field if checkbox else f.name
             shown = raw if column == f.name else str(error.value)  # a checkbox's cell
             r.faults.append((column, shown, error.message))
             return
-        if (target.variable or target.definition).scope is PhenotypeScope.participant:
-            r.facts[f"value:{f.name}"] = Fact(r.row, r.line, f.name, raw, stored)
+        if given is None:
+            if holds(f.form):
+                r.blank.append(f.name)
+        elif target.participant_level:
+            r.facts[f"value:{f.name}"] = Fact(r.row, r.line, f.name, raw, given)
         else:
-            r.values[f.name] = (stored, raw)
+            r.values[f.name] = (given, raw)
+
+    @staticmethod
+    def checkbox_missing(
+        f: redcap.Field, columns: dict[str, str], cell: Callable[[str], str], *, ticked: bool
+    ) -> Missing | None:
+        """A checkbox's missing-data code: its column ticked, alone."""
+        found: Missing | None = None
+        for column, code in columns.items():
+            raw = cell(column)
+            if raw not in ("", "0", "1"):
+                raise ValidationError(
+                    f"{column}: {raw!r} is not 1 (ticked) or 0", field=column, value=raw
+                )
+            if raw == "1":
+                if ticked or found is not None:
+                    reason = f"{f.name}: the missing-data code {code} is ticked with another box"
+                    raise ValidationError(reason, field=column, value=raw)
+                found = Missing(code)
+        return found
 
     def read_signature(
         self,

@@ -1,8 +1,10 @@
 """Writing a checked REDCap plan into the caller's transaction, a batch of rows at a time,
 through the services each record belongs to, skipping what is already there: importing the same
 files again changes nothing, and a changed value is changed with its before and after in the
-audit trail. A plan that skips the faulty is written without its faulty records, and the audit
-trail says how many it left out."""
+audit trail, as is a missing-data code taking a value's place or the other way round; a value
+(or code) whose cell is blank now is removed, audited with what it was and why. A plan that
+skips the faulty is written without its faulty records, and the audit trail says how many it
+left out."""
 
 from __future__ import annotations
 
@@ -13,10 +15,10 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from biobank.db import flush, insert_many, prepare_bulk_writing
+from biobank.db import flush, insert_many, one_of, prepare_bulk_writing
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.domain.phenotypes import Stored
-from biobank.domain.vocabulary import Sex
+from biobank.domain.vocabulary import ParticipantStatus, Sex
 from biobank.models import (
     Participant,
     ParticipantIdentity,
@@ -25,7 +27,15 @@ from biobank.models import (
     Visit,
     utcnow,
 )
-from biobank.services import audit, consent, external_ids, participants, phenotypes
+from biobank.services import (
+    audit,
+    consent,
+    external_ids,
+    participants,
+    phenotype_missing,
+    phenotypes,
+    withdrawals,
+)
 from biobank.services.imports.common import (
     ImportReport,
     LeftOut,
@@ -34,6 +44,8 @@ from biobank.services.imports.common import (
     stored_id,
 )
 from biobank.services.imports.redcap.planning import (
+    Given,
+    Missing,
     NewValue,
     Person,
     RedcapPlan,
@@ -71,12 +83,12 @@ def write_redcap(
         values = [value for value in batch_values if value[0] not in left_out]
         writer.write_people(people)
         writer.write_visits(visits)
-        writer.write_values(values)
-        writer.write_values(
-            [
-                (code, None, name, plan.people[code].facts[f"value:{name}"].value, added)
+        writer.write_values(  # the visits' values and the participants' own, in one go
+            values
+            + [
+                (code, None, name, _given(plan.people[code], name), before)
                 for code in people
-                for name, added in plan.people[code].new_values
+                for name, before in plan.people[code].new_values
             ]
         )
         writer.write_signatures(people)
@@ -87,12 +99,19 @@ def write_redcap(
     return report
 
 
+def _given(person: Person, name: str) -> Given | None:
+    """What the file gives of a participant-level field: None when it is blank now."""
+    fact = person.facts.get(f"value:{name}")
+    return fact.value if fact is not None else None
+
+
 class _Writer:
     def __init__(self, session: Session, actor: Actor, plan: RedcapPlan):
         self.session = session
         self.actor = actor
         self.plan = plan
         self.reason = f"REDCap import of {plan.report.records}"
+        self.cleared = f"blank in REDCap project export {plan.report.records}"
         self.variables: dict[str, PhenotypeVariable] = {
             name: t.variable for name, t in plan.targets.items() if t.variable is not None
         }
@@ -136,7 +155,8 @@ class _Writer:
                 phenotypes.add_variable(
                     self.session, actor=self.actor, definition=target.definition
                 )
-                self.variables[name] = phenotypes.get_variable(self.session, name)
+                variable = target.definition.name  # the field's name, unless renamed
+                self.variables[name] = phenotypes.get_variable(self.session, variable)
 
     def changed(
         self,
@@ -167,33 +187,22 @@ class _Writer:
         stored = [stored_id(plan.people[r].id) for r in records if plan.people[r].id is not None]
         have_record_id = external_ids.have_external_id(self.session, stored)
         known = self.loaded(Participant, set(stored))
-        new_ids: list[external_ids.NewExternalId] = []
+        new_ids = self.add_people([r for r in records if plan.people[r].id is None])
         adopted: list[external_ids.NewExternalId] = []
         for record in records:
             person = plan.people[record]
+            if record in self.codes:  # just added
+                continue
             facts = person.facts
             sex = facts["sex"].value if "sex" in facts else None
             born = facts["birth_year"].value if "birth_year" in facts else None
             wanted = identity_of(facts)
-            if person.id is None:
-                columns = {c: v for c, v in wanted.items() if c != "other"}
-                added = participants.add_participant(
-                    self.session,
-                    actor=self.actor,
-                    study=plan.study.code,
-                    sex=sex or Sex.unknown,
-                    birth_year=born,
-                    **columns,
-                )
-                person.id, self.codes[record] = added.id, added.code
-                new_ids.append(external_ids.NewExternalId(added.id, record, plan.record_id_phi))
-                if "other" in wanted:
-                    self.set_identity(person, wanted)
-                continue
-            row = known[person.id]
+            row = known[stored_id(person.id)]
             self.codes[record] = row.code
             if person.id not in have_record_id:
-                adopted.append(external_ids.NewExternalId(person.id, record, plan.record_id_phi))
+                adopted.append(
+                    external_ids.NewExternalId(stored_id(person.id), record, plan.record_id_phi)
+                )
             if person.outcome == "changed":
                 before = audit.snapshot(row)
                 row.sex = sex or row.sex
@@ -205,6 +214,97 @@ class _Writer:
             external_ids.add_external_ids(
                 self.session, actor=self.actor, study=plan.study, ids=given, reason=reason
             )
+
+    def add_people(self, records: list[str]) -> list[external_ids.NewExternalId]:
+        """New participants in bulk (one statement each for them and their identities), each
+        with a code of ours, audited as `participants.add_participant` audits them; the record
+        IDs they are to be given."""
+        if not records:
+            return []
+        plan, now = self.plan, utcnow()
+        require(self.actor, Permission.register_participants)
+        wanted = {r: identity_of(plan.people[r].facts) for r in records}
+        if any(wanted.values()):
+            require(self.actor, Permission.read_phi)
+        codes = self.new_codes(records, {r: w.get("mrn") for r, w in wanted.items()})
+        table = Participant.__table__
+        rows = []
+        for record in records:
+            facts = plan.people[record].facts
+            rows.append(
+                {"study_id": plan.study.id, "code": codes[record],
+                 "sex": facts["sex"].value if "sex" in facts else Sex.unknown,
+                 "birth_year": facts["birth_year"].value if "birth_year" in facts else None,
+                 "enrolled_on": None, "status": ParticipantStatus.active, "created_at": now}
+            )  # fmt: skip
+        ids = self.inserted(table, rows, table.c.code)
+        identities = []
+        for record in records:
+            person = plan.people[record]
+            person.id, self.codes[record] = ids[codes[record]], codes[record]
+            if wanted[record]:
+                empty = dict.fromkeys(["mrn", "family_name", "given_name", "date_of_birth"])
+                identities.append(empty | {"other": None} | wanted[record])
+                identities[-1]["participant_id"] = person.id
+        self.audit_added("participant.add", table, rows, ids, "code")
+        table = ParticipantIdentity.__table__
+        found = self.inserted(table, identities, table.c.participant_id)
+        self.audit_added("participant_identity.add", table, identities, found, "participant_id")
+        return [
+            external_ids.NewExternalId(ids[codes[record]], record, plan.record_id_phi)
+            for record in records
+        ]
+
+    def new_codes(self, records: list[str], mrns: dict[str, Any]) -> dict[str, str]:
+        """Record → a new pseudonymous code (`participants.new_participant_code`): none taken,
+        drawn twice, or holding the participant's MRN."""
+        codes: dict[str, str] = {}
+        while len(codes) < len(records):
+            drawn = {
+                r: participants.new_participant_code(self.plan.study.code)
+                for r in records
+                if r not in codes
+            }
+            column = col(Participant.code)
+            query = sa.select(column).where(one_of(self.session, column, drawn.values()))
+            taken = set(self.session.execute(query).scalars()) | set(codes.values())
+            for record, code in drawn.items():
+                mrn = mrns.get(record)
+                if code not in taken and not (mrn and mrn.upper() in code):
+                    codes[record] = code
+                    taken.add(code)
+        return codes
+
+    def inserted(
+        self, table: sa.Table, rows: list[dict[str, Any]], key: sa.Column[Any]
+    ) -> dict[Any, int]:
+        """Insert rows in one statement; each one's new id by its unique key, read back."""
+        if not rows:
+            return {}
+        insert_many(self.session, table, rows)
+        query = sa.select(key, table.c.id).where(
+            one_of(self.session, key, [row[key.key] for row in rows])
+        )
+        return {k: i for k, i in self.session.execute(query)}
+
+    def audit_added(
+        self,
+        action: str,
+        table: sa.Table,
+        rows: list[dict[str, Any]],
+        ids: dict[Any, int],
+        key: str,
+    ) -> None:
+        """Each added row's audit entry, its `after` the whole row, as `audit.snapshot`."""
+        audit.record_many(
+            self.session,
+            actor=self.actor,
+            entries=(
+                {"action": action, "entity": table.name, "entity_id": ids[row[key]],
+                 "after": row | {"id": ids[row[key]]}, "reason": self.reason}
+                for row in rows
+            ),
+        )  # fmt: skip
 
     def set_identity(self, person: Person, wanted: dict[str, Any]) -> None:
         """Add the identity the file gives, or write what it changes; each audited."""
@@ -278,33 +378,46 @@ class _Writer:
                 )
 
     def write_values(self, values: list[NewValue]) -> None:
-        """New values through `add_values` (one statement a participant); changed ones
-        through `store_value`, which records each before and after."""
-        plan = self.plan
+        """New values in one statement (`add_many_values`), missing-data codes in one a
+        participant (`add_missing`); the others one at a time, each audited with what was
+        there: a changed value through `store_value`, a code through `record_missing` (each
+        removes the other), a cell blank now through `remove_value` or `remove_missing`."""
+        plan, session, actor = self.plan, self.session, self.actor
         people = self.loaded(Participant, {stored_id(plan.people[v[0]].id) for v in values})
         visits = self.loaded(Visit, {stored_id(plan.visits[v[0], v[1]].id) for v in values if v[1]})
-        new: dict[int, list[tuple[Visit | None, PhenotypeVariable, Stored]]] = defaultdict(list)
-        for code, label, name, stored, added in values:
+        new: list[tuple[Participant, Visit | None, PhenotypeVariable, Stored]] = []
+        codes: dict[int, list[tuple[Visit | None, PhenotypeVariable, str]]] = defaultdict(list)
+        for code, label, name, given, before in values:
             person_id = stored_id(plan.people[code].id)
-            person = people[person_id]
+            person, variable = people[person_id], self.variables[name]
             visit = visits[stored_id(plan.visits[code, label].id)] if label is not None else None
-            if added:
-                new[person_id].append((visit, self.variables[name], stored))
-                continue
-            phenotypes.store_value(
-                self.session,
-                actor=self.actor,
-                participant=person,
-                variable=self.variables[name],
-                visit=visit,
-                stored=stored,
-                source=SOURCE,
+            if before is None and isinstance(given, Stored):
+                new.append((person, visit, variable, given))
+            elif before is None and isinstance(given, Missing):
+                codes[person_id].append((visit, variable, given.code))
+            elif given is None:
+                remove = (
+                    phenotype_missing.remove_missing
+                    if isinstance(before, Missing)
+                    else phenotypes.remove_value
+                )
+                remove(session, actor=actor, participant=person, variable=variable, visit=visit,
+                       reason=self.cleared)  # fmt: skip
+            elif isinstance(given, Missing):
+                phenotype_missing.record_missing(
+                    session, actor=actor, participant=person, variable=variable, visit=visit,
+                    code=given.code, source=SOURCE, reason=self.reason,
+                )  # fmt: skip
+            else:
+                phenotypes.store_value(
+                    session, actor=actor, participant=person, variable=variable, visit=visit,
+                    stored=given, source=SOURCE,
+                )  # fmt: skip
+        phenotypes.add_many_values(session, actor=actor, values=new, source=SOURCE)
+        for person_id, missing in codes.items():
+            phenotype_missing.add_missing(
+                session, actor=actor, participant=people[person_id], codes=missing, source=SOURCE
             )
-        for person_id, items in new.items():
-            phenotypes.add_values(
-                self.session, actor=self.actor, participant=people[person_id], values=items,
-                source=SOURCE,
-            )  # fmt: skip
 
     def loaded(self, model: type[Loaded], ids: set[int]) -> dict[int, Loaded]:
         """Rows by id, a thousand per query."""
@@ -329,4 +442,15 @@ class _Writer:
                         version=s.version,
                         signed_on=s.signed_on,
                         answers=s.answers,
+                    )
+                for statement, day in s.withdrawn.items():  # through the withdrawal service
+                    withdrawals.withdraw(
+                        self.session,
+                        actor=self.actor,
+                        participant=self.codes[code],
+                        withdrawn_on=day,
+                        requested_by="REDCap",
+                        disposition="keep_no_use",
+                        statement=statement,
+                        reason=f"{self.reason}: {s.columns[statement]} turned from yes to no",
                     )
