@@ -28,7 +28,10 @@ import pytest
 import sqlalchemy as sa
 from cohort_seed import seed_cohort
 from conftest import ENGINES, _postgres_template, _sqlite_template
+from fake_redcap import TOKEN, FakeRedcap
 from inventory import accession_tube, participant_with_visit
+from pydantic import SecretStr
+from redcap_projects import classic
 from sqlalchemy.engine import Engine
 
 import biobank.services
@@ -62,6 +65,7 @@ from biobank.services import (
     overview,
     participants,
     phenotype_at_collection,
+    phenotype_missing,
     phenotypes,
     pulls,
     reconcile,
@@ -76,6 +80,7 @@ from biobank.services import (
 )
 from biobank.services.imports import legacy as legacy_import
 from biobank.services.imports import redcap as redcap_import
+from biobank.services.imports.redcap.api import pull_redcap
 
 T, P, A = Role.technician, Role.pi, Role.admin
 EVERYONE = frozenset({T, P, A})
@@ -99,6 +104,8 @@ EXEMPT = {
     external_ids.add_external_ids: "an import's record IDs, after the import's own check",
     external_ids.find_by_external_id: "`show_participant` finds by record ID after its check "
     "(the actor decides only whether a PHI ID finds anyone)",
+    phenotypes.remove_at: "removes a value or a missing-data code for `remove_value` and "
+    "`remove_missing`, after their check",
 }
 
 DATA = Path(__file__).parent / "data"
@@ -223,6 +230,48 @@ def _add_values(w, s, a):
     person, visit = _p0001(s)
     values = [(visit, phenotypes.get_variable(s, "c3"), Stored(number=90.0))]
     return phenotypes.add_values(s, actor=a, participant=person, values=values, source="manual")
+
+
+def _add_many_values(w, s, a):
+    person, visit = _p0001(s)
+    values = [(person, visit, phenotypes.get_variable(s, "c3"), Stored(number=90.0))]
+    return phenotypes.add_many_values(s, actor=a, values=values, source="manual")
+
+
+def _c3_at_p0001(s) -> dict[str, Any]:
+    person, visit = _p0001(s)
+    return {"participant": person, "variable": phenotypes.get_variable(s, "c3"), "visit": visit}
+
+
+def _record_missing(w, s, a):
+    return phenotype_missing.record_missing(
+        s, actor=a, **_c3_at_p0001(s), code="NASK", source="manual"
+    )
+
+
+def _remove_missing(w, s, a):
+    _record_missing(w, s, w.admin)
+    return phenotype_missing.remove_missing(s, actor=a, **_c3_at_p0001(s), reason="asked now")
+
+
+def _add_missing(w, s, a):
+    person, visit = _p0001(s)
+    codes = [(visit, phenotypes.get_variable(s, "c3"), "NASK")]
+    return phenotype_missing.add_missing(s, actor=a, participant=person, codes=codes, source="x")
+
+
+def _remove_value(w, s, a):
+    _store_value(w, s, w.admin)
+    return phenotypes.remove_value(s, actor=a, **_c3_at_p0001(s), reason="blank in REDCap")
+
+
+def _pull_redcap(w, s, a):
+    """A pull from a REDCap server on this machine: nothing is written."""
+    with (
+        FakeRedcap(classic()) as server,
+        pull_redcap(actor=a, url=server.url, token=SecretStr(TOKEN)) as pulled,
+    ):
+        return pulled.summary
 
 
 def _restore_variable(w, s, a):
@@ -421,6 +470,11 @@ CASES = [
     ),
     row(phenotypes.store_value, ADMIN, call=_store_value),
     row(phenotypes.add_values, ADMIN, call=_add_values),
+    row(phenotypes.add_many_values, ADMIN, call=_add_many_values),
+    row(phenotypes.remove_value, ADMIN, call=_remove_value),
+    row(phenotype_missing.record_missing, ADMIN, call=_record_missing),
+    row(phenotype_missing.remove_missing, ADMIN, call=_remove_missing),
+    row(phenotype_missing.add_missing, ADMIN, call=_add_missing),
     row(phenotypes.rename_variable, ADMIN, name="upcr", new_name="upcr_ratio", reason="clearer"),
     row(phenotypes.retire_variable, ADMIN, name="upcr", reason="not measured"),
     row(phenotypes.restore_variable, ADMIN, call=_restore_variable),
@@ -472,6 +526,7 @@ CASES = [
     row(legacy_import.write_inventory, ADMIN, call=_write_inventory),
     row(redcap_import.check_redcap, ADMIN, **REDCAP_FILES),
     row(redcap_import.write_redcap, ADMIN, call=_write_redcap),
+    row(pull_redcap, ADMIN, call=_pull_redcap),
     row(audit.audit_log, ADMIN),
     row(audit.verify_chain, ADMIN),
     row(consistency.check_consistency, ADMIN),
