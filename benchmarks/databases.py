@@ -78,23 +78,10 @@ class BenchDatabase:
             finally:
                 _remove_sqlite(path)
             return
-        name = f"{parsed.database}_copy"
-        admin = sa.create_engine(
-            make_url(postgres_maintenance_url()).set(drivername="postgresql+psycopg"),
-            isolation_level="AUTOCOMMIT",
-        )
-        drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-        try:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(drop)
-                connection.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{parsed.database}"')
-            yield BenchDatabase(
-                "postgres", parsed.set(database=name).render_as_string(hide_password=False)
-            )
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(drop)
-            admin.dispose()
+        with postgres_database(
+            self.url, f"{parsed.database}_copy", template=parsed.database
+        ) as copy:
+            yield copy
 
     def server_version(self) -> str:
         if self.engine_name == "sqlite":
@@ -109,6 +96,29 @@ class Unreachable(Exception):
 
 def postgres_maintenance_url() -> str:
     return os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES_URL)
+
+
+@contextmanager
+def postgres_database(
+    url: str, name: str, *, template: str | None = None
+) -> Iterator[BenchDatabase]:
+    """A database `name` beside `url`'s (empty, or a copy of `template`), dropped afterwards."""
+    admin = sa.create_engine(
+        make_url(postgres_maintenance_url()).set(drivername="postgresql+psycopg"),
+        isolation_level="AUTOCOMMIT",
+    )
+    drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    create = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(drop)
+            connection.exec_driver_sql(create)
+        url = make_url(url).set(database=name).render_as_string(hide_password=False)
+        yield BenchDatabase("postgres", url)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(drop)
+        admin.dispose()
 
 
 @contextmanager

@@ -35,7 +35,7 @@ from sqlmodel import Session, SQLModel
 
 from benchmarks.databases import BenchDatabase
 from benchmarks.dataset import STUDY, WORKSTATION, Dataset
-from benchmarks.measure import Result, memory_result, peak_mb, rss_mb
+from benchmarks.measure import Result, memory_result, peak_mb, rss_mb, share_result
 from benchmarks.raw import RawInsert
 from biobank.db import BULK_CACHE_KIB, uow
 from biobank.domain.positions import fill_sequence, position_label
@@ -84,15 +84,18 @@ def run(
         "baseline_commit_seconds": round(baseline_commit, 2),
     }
     return [
-        _result(
-            db,
-            "legacy import (check + write)",
-            rows / (check + write),
-            rows / baseline,
-            how,
-            details,
+        *(
+            share_result(
+                f"legacy import ({part})",
+                db.engine_name,
+                rows / seconds,
+                baseline=rows / baseline,
+                goal_share=GOAL_SHARE,
+                how=how,
+                details=details,
+            )
+            for part, seconds in (("check + write", check + write), ("write only", write))
         ),
-        _result(db, "legacy import (write only)", rows / write, rows / baseline, how, details),
         memory_result(
             "legacy import peak memory",
             db.engine_name,
@@ -104,23 +107,6 @@ def run(
             details={"rows": rows},
         ),
     ]
-
-
-def _result(
-    db: BenchDatabase, name: str, rate: float, baseline: float, how: str, details: dict
-) -> Result:
-    return Result(
-        benchmark=name,
-        engine=db.engine_name,
-        kind="throughput",
-        median=rate,
-        p99=None,
-        baseline=baseline,
-        goal=f"≥ {GOAL_SHARE:g}× raw",
-        passed=rate >= GOAL_SHARE * baseline,
-        how=how,
-        details=details,
-    )
 
 
 def write_sheet(path: Path, rows: int) -> None:

@@ -60,6 +60,22 @@ def memory_result(
     )  # fmt: skip
 
 
+def share_result(
+    benchmark: str,
+    engine: str,
+    rate: float,
+    *,
+    baseline: float,
+    goal_share: float,
+    how: str,
+    details: dict[str, Any],
+) -> Result:
+    """A throughput (items per second) against the raw driver's, its goal a share of that."""
+    goal = f"≥ {goal_share:g}× raw"
+    passed = rate >= goal_share * baseline
+    return Result(benchmark, engine, "throughput", rate, None, baseline, goal, passed, how, details)
+
+
 def timed(action: Callable[[T], object], items: Iterable[T], *, warmup: int = 0) -> list[float]:
     """Seconds each call took; the first `warmup` calls are run but not counted."""
     times = []

@@ -48,10 +48,10 @@ from benchmarks.databases import (
     BenchDatabase,
     Unreachable,
     bench_database,
-    postgres_maintenance_url,
+    postgres_database,
 )
 from benchmarks.dataset import STUDY, WORKSTATION
-from benchmarks.measure import Result, peak_mb, progress, rss_mb
+from benchmarks.measure import Result, peak_mb, progress, rss_mb, share_result
 from benchmarks.raw import RawInsert
 from biobank import migrate
 from biobank.bootstrap import bootstrap
@@ -176,15 +176,12 @@ def _results(
         imported = rows / _seconds(median_round["import"], part)
         baseline = rows / median_round["baseline"]["seconds"]
         found.append(
-            Result(
-                benchmark=f"REDCap import ({name})",
-                engine=engine,
-                kind="throughput",
-                median=imported,
-                p99=None,
+            share_result(
+                f"REDCap import ({name})",
+                engine,
+                imported,
                 baseline=baseline,
-                goal=f"≥ {GOAL_SHARE:g}× raw",
-                passed=imported >= GOAL_SHARE * baseline,
+                goal_share=GOAL_SHARE,
                 how=how,
                 details=details | {"median_ratio": round(median_ratio, 3)},
             )
@@ -297,26 +294,10 @@ def template_database(db: BenchDatabase, folder: Path) -> Iterator[BenchDatabase
         _prepare(template)
         yield template
         return
-    parsed = make_url(db.url)
-    name = f"{parsed.database}_redcap"
-    admin = sa.create_engine(
-        make_url(postgres_maintenance_url()).set(drivername="postgresql+psycopg"),
-        isolation_level="AUTOCOMMIT",
-    )
-    drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(drop)
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        template = BenchDatabase(
-            "postgres", parsed.set(database=name).render_as_string(hide_password=False)
-        )
+    name = f"{make_url(db.url).database}_redcap"
+    with postgres_database(db.url, name) as template:
         _prepare(template)
         yield template
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(drop)
-        admin.dispose()
 
 
 def _prepare(db: BenchDatabase) -> None:

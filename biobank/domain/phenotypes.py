@@ -20,6 +20,7 @@ from biobank.errors import ValidationError
 TEXT_LIMIT = 2000
 TRUE_WORDS = frozenset({"1", "y", "yes", "true", "t", "checked"})
 FALSE_WORDS = frozenset({"0", "n", "no", "false", "f", "unchecked"})
+YES_NO_WORDS = TRUE_WORDS | FALSE_WORDS  # built once: a boolean is read per cell
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def parse_value(spec: Spec, raw: object, *, row: int | None = None) -> Stored:
         if isinstance(raw, bool):
             return Stored(number=float(raw))
         word = str(raw).strip().casefold()
-        if word in TRUE_WORDS | FALSE_WORDS:
+        if word in YES_NO_WORDS:
             return Stored(number=1.0 if word in TRUE_WORDS else 0.0)
         raise _fail(spec, raw, f"{raw!r} is not yes/no (1/0)", row)
     if kind is PhenotypeType.date:

@@ -80,21 +80,22 @@ def snapshot(row: SQLModel, *, hide: frozenset[str] = frozenset()) -> dict[str, 
     return data
 
 
+# with `occurred_at`, the fields an entry's hash is of
+_HASHED = (
+    "actor", "workstation", "action", "entity", "entity_id", "before", "after", "reason",
+    "prev_hash",
+)  # fmt: skip
+
+
 def entry_hash(entry: AuditEntry | SimpleNamespace) -> str:
     """The SHA-256 an entry stores: of its own fields and the hash before it, so changing any
     entry, or what comes before it, shows at that entry."""
-    fields = {
-        "occurred_at": entry.occurred_at.isoformat(),
-        "actor": entry.actor,
-        "workstation": entry.workstation,
-        "action": entry.action,
-        "entity": entry.entity,
-        "entity_id": entry.entity_id,
-        "before": entry.before,
-        "after": entry.after,
-        "reason": entry.reason,
-        "prev_hash": entry.prev_hash,
-    }
+    fields = {name: getattr(entry, name) for name in _HASHED}
+    return _hash(fields, entry.occurred_at.isoformat())
+
+
+def _hash(fields: dict[str, Any], occurred_at: str) -> str:
+    fields["occurred_at"] = occurred_at
     return hashlib.sha256(_canonical_bytes(fields)).hexdigest()
 
 
@@ -191,9 +192,12 @@ def _seal(session: Session) -> None:
         sa.select(col(AuditEntry.hash)).order_by(col(AuditEntry.id).desc()).limit(1)
     ).scalar()
     prev_hash = tail or GENESIS_HASH
+    times: dict[datetime, str] = {}  # all UTC (`utcnow`); thousands of an import's share one
     for entry in entries:
         entry["prev_hash"] = prev_hash
-        entry["hash"] = prev_hash = entry_hash(SimpleNamespace(**entry))
+        at = entry["occurred_at"]
+        occurred_at = times.get(at) or times.setdefault(at, at.isoformat())
+        entry["hash"] = prev_hash = _hash({name: entry[name] for name in _HASHED}, occurred_at)
     insert_many(session, AuditEntry.__table__, entries)
 
 

@@ -450,21 +450,33 @@ def add_many_values(
     change and flushes for each. The unique indexes refuse a value that is there already; the
     caller knows no missing-data code is."""
     require(actor, Permission.record_phenotypes)
-    rows = []
+    rows, whose = [], []  # the rows, and each one's participant, variable and visit by name
+    # by `id`, each object's columns, read once: a load repeats a few thousand objects
+    seen: dict[int, tuple[Any, ...]] = {id(None): (None, None, None)}
     for participant, visit, variable, stored in values:
-        refuse_retired(variable)
-        if (visit is None) != (variable.scope is PhenotypeScope.participant):
+        if id(variable) not in seen:
+            refuse_retired(variable)
+            per_participant = variable.scope is PhenotypeScope.participant
+            seen[id(variable)] = (variable.id, variable.name, per_participant)
+        variable_id, name, per_participant = seen[id(variable)]
+        if (visit is None) != per_participant:
             raise ValidationError(
                 f"{variable.name} is recorded per {variable.scope.value}",
                 field="visit",
                 value=variable.name,
             )
+        if id(participant) not in seen:
+            seen[id(participant)] = (participant.id, participant.code)
+        if visit is not None and id(visit) not in seen:
+            seen[id(visit)] = (visit.id, visit.visit_date, visit.label)
+        participant_id, code = seen[id(participant)]
+        visit_id, observed_on, label = seen[id(visit)]
         rows.append(
             {
-                "participant_id": participant.id,
-                "visit_id": visit.id if visit else None,
-                "variable_id": variable.id,
-                "observed_on": visit.visit_date if visit else None,
+                "participant_id": participant_id,
+                "visit_id": visit_id,
+                "variable_id": variable_id,
+                "observed_on": observed_on,
                 "value_number": stored.number,
                 "value_text": stored.text,
                 "value_date": stored.day,
@@ -472,6 +484,7 @@ def add_many_values(
                 "recorded_at": utcnow(),
             }
         )
+        whose.append((code, name, label))
     if not rows:
         return 0
     table = PhenotypeValue.__table__
@@ -482,10 +495,9 @@ def add_many_values(
         query = sa.select(table.c.id, *key).where(one_of(session, key[0], chunk))
         ids |= {(p, visit_id, v): row_id for row_id, p, visit_id, v in session.execute(query)}
     entries = []
-    for row, (participant, visit, variable, _) in zip(rows, values, strict=True):
+    for row, (code, name, label) in zip(rows, whose, strict=True):
         row_id = ids[row["participant_id"], row["visit_id"], row["variable_id"]]
-        after = {"participant": participant.code, "variable": variable.name, "id": row_id}
-        after["visit"] = visit.label if visit else None
+        after = {"participant": code, "variable": name, "id": row_id, "visit": label}
         entries.append(
             {"action": "phenotype_value.add", "entity": "phenotype_value", "entity_id": row_id,
              "after": after | row}

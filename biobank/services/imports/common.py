@@ -1,9 +1,10 @@
 """What every importer shares: the report it gives (faults, notices, counts), the log its faults
-go through, the batches it reads and writes in, and the refusal to write a plan whose check
-found a fault."""
+go through, the batches it reads and writes in, the scratch file it remembers them in, and the
+refusal to write a plan whose check found a fault."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, TypeVar
 
@@ -23,6 +24,30 @@ DataRow = tuple[int, tuple[int, list[str]]]  # (row, (line, cells)): rows count 
 def batches(items: Iterable[T]) -> Iterator[list[T]]:
     """`items` BATCH_ROWS at a time: rows are looked up, checked and written a batch at once."""
     return chunks(items, BATCH_ROWS)
+
+
+class ScratchFile:
+    """What a check must remember of every row read so far, kept in a private temporary SQLite
+    file rather than in memory, so that a file of a million rows is checked and written in the
+    memory of a few batches; each importer keeps its own tables in it (`schema`)."""
+
+    def __init__(self, schema: str = "") -> None:
+        # "": a temporary file, deleted when closed; a plan may be checked in one worker
+        # thread and written in another (never by two at once)
+        self.file = sqlite3.connect("", check_same_thread=False)
+        # KiB: lookups go by key, the OS caches the file
+        self.file.executescript("PRAGMA cache_size = -256;" + schema)
+
+    def where_in(self, query: str, values: Iterable[Any]) -> list[tuple[Any, ...]]:
+        """`query` with `{marks}` for the placeholders of one batch of `values`, run for each."""
+        found: list[tuple[Any, ...]] = []
+        for chunk in batches(values):
+            marks = ", ".join("?" * len(chunk))
+            found += self.file.execute(query.format(marks=marks), chunk).fetchall()
+        return found
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def stored_id(row_id: int | None) -> int:

@@ -3,7 +3,6 @@ names, and the scratch file that remembers every row's participant, visit and le
 
 from __future__ import annotations
 
-import sqlite3
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -13,42 +12,29 @@ from typing import IO, Any
 from biobank.domain.vocabulary import PositionLabels, QuantityUnit
 from biobank.models import StorageUnit, Study
 from biobank.services.imports import common
-from biobank.services.imports.common import ImportReport, batches
+from biobank.services.imports.common import ImportReport, ScratchFile
 from biobank.services.imports.legacy.reading import SheetFormat
 
 STORAGE_KINDS = ("freezer", "rack", "box")  # outermost first; each sits in the one before
 
 
-class Scratch:
-    """What checking must remember of every row read so far, kept in a private temporary
-    SQLite file rather than in memory, so that a sheet of a million rows is checked and
-    written in the memory of a few batches: the legacy IDs seen (each with the row it was
-    first on), and the participants and visits the sheet names (each with its id once found
-    or written; a visit to create with its earliest collection day)."""
+class Scratch(ScratchFile):
+    """What checking a sheet must remember of every row read so far (`ScratchFile`): the
+    legacy IDs seen (each with the row it was first on), and the participants and visits the
+    sheet names (each with its id once found or written; a visit to create with its earliest
+    collection day)."""
 
     def __init__(self) -> None:
-        # "": a temporary file, deleted when closed; a plan may be checked in one worker
-        # thread and written in another (never by two at once)
-        self.file = sqlite3.connect("", check_same_thread=False)
-        self.file.executescript(
-            "PRAGMA cache_size = -256;"  # KiB: lookups go by key, the OS caches the file
+        super().__init__(
             "CREATE TABLE seen (id TEXT PRIMARY KEY, row INTEGER) WITHOUT ROWID;"
             "CREATE TABLE person (code TEXT PRIMARY KEY, id INTEGER, fault TEXT);"
             "CREATE TABLE visit (code TEXT, label TEXT, id INTEGER, visit_date TEXT, "
             "PRIMARY KEY (code, label))"
         )  # person and visit keep their rowid: the sheet's order, the order they are created
 
-    def _where_in(self, query: str, values: Iterable[str]) -> list[tuple[Any, ...]]:
-        """`query` with `{marks}` for the placeholders of one batch of `values`, run for each."""
-        found: list[tuple[Any, ...]] = []
-        for chunk in batches(values):
-            marks = ", ".join("?" * len(chunk))
-            found += self.file.execute(query.format(marks=marks), chunk).fetchall()
-        return found
-
     def first_rows(self, ids: set[str]) -> dict[str, int]:
         """Those of `ids` seen before, with their first rows."""
-        return dict(self._where_in("SELECT id, row FROM seen WHERE id IN ({marks})", ids))
+        return dict(self.where_in("SELECT id, row FROM seen WHERE id IN ({marks})", ids))
 
     def add_seen(self, first_rows: list[tuple[str, int]]) -> None:
         self.file.executemany("INSERT INTO seen VALUES (?, ?)", first_rows)
@@ -56,7 +42,7 @@ class Scratch:
     def people(self, codes: Iterable[str]) -> dict[str, Person]:
         """Those of `codes` met before: their ids (None: to be created) and faults."""
         query = "SELECT code, id, fault FROM person WHERE code IN ({marks})"
-        return {code: Person(i, fault) for code, i, fault in self._where_in(query, codes)}
+        return {code: Person(i, fault) for code, i, fault in self.where_in(query, codes)}
 
     def add_people(self, people: dict[str, Person]) -> None:
         rows = [(code, person.id, person.fault) for code, person in people.items()]
@@ -73,9 +59,9 @@ class Scratch:
 
     def ids(self, codes: set[str]) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
         """The ids of the participants `codes` name, and of their visits."""
-        people = self._where_in("SELECT code, id FROM person WHERE code IN ({marks})", codes)
+        people = self.where_in("SELECT code, id FROM person WHERE code IN ({marks})", codes)
         query = "SELECT code, label, id FROM visit WHERE code IN ({marks})"
-        visits = {(code, label): i for code, label, i in self._where_in(query, codes)}
+        visits = {(code, label): i for code, label, i in self.where_in(query, codes)}
         return dict(people), visits
 
     def to_create(self, table: str) -> Iterator[list[tuple[Any, ...]]]:
@@ -100,9 +86,6 @@ class Scratch:
     def count_new(self, table: str) -> int:
         (count,) = self.file.execute(f"SELECT count(*) FROM {table} WHERE id IS NULL").fetchone()
         return int(count)
-
-    def close(self) -> None:
-        self.file.close()
 
 
 @dataclass

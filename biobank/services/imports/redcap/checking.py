@@ -24,6 +24,7 @@ from biobank.services.imports.common import (
     ImportReport,
     InferredMapping,
     LeftOut,
+    ScratchFile,
     batches,
     stored_id,
 )
@@ -33,6 +34,7 @@ from biobank.services.imports.redcap.mapping import RedcapMapping, redcap_mappin
 from biobank.services.imports.redcap.people import PeopleCheck
 from biobank.services.imports.redcap.planning import (
     Given,
+    Kept,
     Missing,
     NewValue,
     Person,
@@ -135,17 +137,20 @@ class _Checker:
         self.faults = Faults(self.report)
         self.dictionary = Dictionary(session, self.report, tally, self.faults, mapping)
         self.reader = RowReader(self.dictionary, self.faults, names[1], self.source.delimiter)
-        self.people: dict[str, Person] = {}
-        self.visits: dict[tuple[str, str], PlannedVisit] = {}
+        self.scratch = ScratchFile()
+        self.people: Kept[str, Person] = Kept(self.scratch, "person", lambda code: code)
+        self.visits: Kept[tuple[str, str], PlannedVisit] = Kept(
+            self.scratch, "visit", lambda key: key[0]
+        )
         # the batch's stored participants: id, study, sex, birth year
         self.found: dict[str, tuple[int | None, int, Sex, int | None]] = {}
         self.adopted: dict[str, int] = {}  # record → the participant its ID adopts: `adopt`
+        # the batch's stored visits, and those that are one
         self.stored_visits: dict[tuple[str, str], tuple[int, date]] = {}
-        self.visit_clashes: dict[tuple[str, str], str] = {}  # stored visits that are one
+        self.visit_clashes: dict[tuple[str, str], str] = {}
         # what the batch's stored visits hold: (visit, variable) → value or missing-data code
         self.stored_values: dict[tuple[int | None, int], Given] = {}
         self.spool = new_spool()
-        self.first_dates: dict[str, date] = {}  # record → the date of its first dated visit
         self.record_dated: set[str] = set()  # events whose visits took their record's date
 
     def run(self) -> RedcapPlan:
@@ -158,14 +163,13 @@ class _Checker:
             self.tally,
             self.faults,
             self.dictionary,
+            self.scratch,
             self.people,
             self.visits,
         )
         people.check()
         left_out = self.leave_out(checked)
         documents = people.keep(left_out)
-        removed = [x for code, p in self.people.items() if code not in left_out for x in p.removed]
-        self.report.removed = sorted(removed, key=lambda x: x.row)[:MAX_LISTED_FAULTS]
         adopted = len(self.adopted.keys() - left_out)
         if adopted:
             self.report.notices.append(
@@ -192,9 +196,8 @@ class _Checker:
         """The participants of the faulty records; with `skip_faulty`, the report's list of
         what is left out (each record with every row of it)."""
         faulty = self.faults.records
-        for (code, _), visit in self.visits.items():
-            if code in faulty:
-                faulty[code].rows.append(visit.at.row)
+        for (code, _), visit in self.visits.of_records(k for k in faulty if isinstance(k, str)):
+            faulty[code].rows.append(visit.at.row)
         if self.skip_faulty and checked:
             records = sorted(faulty.values(), key=lambda r: min(r.rows))
             for record in records:
@@ -255,8 +258,10 @@ class _Checker:
         writing leaves out the faulty records)."""
         rows = [self.reader.read_row(row, line, cells, width) for row, (line, cells) in batch]
         places = [self.place(r, cells) for r, (_, (_, cells)) in zip(rows, batch, strict=True)]
+        self.people.load(r.code for r in rows if r.code)
         self.look_up({r.code for r in rows if r.code})
         keys = list(dict.fromkeys((r.code, r.label) for r in rows if r.code and r.label))
+        self.visits.load([*keys, *((r.code, r.base) for r in rows if r.code and r.base)])
         self.load_values([self.stored_visits[k][0] for k in keys if k in self.stored_visits])
         written: list[NewValue] = []
         for r, at in zip(rows, places, strict=True):
@@ -269,9 +274,13 @@ class _Checker:
             visits = keys  # a fault-free row has its record and event, and is a new visit
             # each participant with the batch of its first row
             people = [
-                r.code for r in rows if r.code in self.people and self.people[r.code].row == r.row
+                r.code
+                for r in rows
+                if r.code and r.code in self.people and self.people[r.code].row == r.row
             ]
             spool_batch(self.spool, (len(batch), people, visits, written))
+        self.people.release()
+        self.visits.release()
 
     def place(self, r: Row, cells: list[str]) -> Place:
         """Where a row is, as its faults name it."""
@@ -292,8 +301,8 @@ class _Checker:
 
     def look_up(self, records: set[str]) -> None:
         """What the database knows of a batch's participants (found by their REDCap record ID,
-        or adopted: `adopt`): each participant and its visits."""
-        new = records - self.people.keys()
+        or adopted: `adopt`, when first met): each participant and its visits."""
+        new = {record for record in records if record not in self.people}
         ids = external_ids.participants_by_external_id(self.session, study=self.study, values=new)
         ids |= self.adopt(new - ids.keys())
         by_id = {i: record for record, i in ids.items()}
@@ -308,6 +317,11 @@ class _Checker:
                 ).where(col(Participant.id).in_(by_id))
             )
         }
+        for record in records - new:  # met in an earlier batch: its visits are looked up again
+            person = self.people[record]
+            if person.id is not None:
+                by_id.setdefault(person.id, record)
+        self.stored_visits, self.visit_clashes = {}, {}
         stored: dict[str, dict[str, tuple[int, date]]] = {}
         for participant_id, label, visit_id, visit_date in self.session.execute(
             sa.select(
@@ -377,7 +391,7 @@ class _Checker:
             visit.forms += (r.form or "",)
         else:
             visit_id, stored_date = self.stored_visits.get(key, (None, None))
-            visit_date = r.visit_date or self.event_date(code, r) or self.record_date(code, r)
+            visit_date = r.visit_date or self.event_date(code, r) or self.record_date(person, r)
             date_field = self.mapping.date_field(r.event)
             said = any(column == date_field for column, _, _ in r.faults)  # a wrong date
             if visit_id is None and visit_date is None and not said:
@@ -388,8 +402,8 @@ class _Checker:
                     reason += " (no date field dates its event, and its record has none before)"
                 r.faults.append((date_field, "", reason))
             dated = visit_date or stored_date
-            if dated is not None:
-                self.first_dates.setdefault(code, dated)
+            if dated is not None and person.first_date is None:
+                person.first_date = dated
             visit = self.visits[key] = PlannedVisit(
                 at, visit_date, visit_id, stored_date, (r.form or "",)
             )
@@ -411,11 +425,11 @@ class _Checker:
                 r.faults.append((consent.version, signature.version, reason))
         self.count_values(r, at, person, key, visit, written)
 
-    def record_date(self, code: str, r: Row) -> date | None:
+    def record_date(self, person: Person, r: Row) -> date | None:
         """A visit without a date of its own, whose event no field dates: the date of its
         record's first dated visit (REDCap exports a record's rows together, first event
         first), told in a notice once an event."""
-        day = self.first_dates.get(code)
+        day = person.first_date
         if day is None or r.form is not None or self.reader.date_field(r) is not None:
             return None
         if r.event not in self.record_dated:

@@ -1,11 +1,14 @@
 """What only a REDCap records export as a whole shows, once every row is read: each
 participant's identity (MRNs unique), dates and facts against each other and the database, and
 each consent signature against its document version; and what the import adds and changes of
-the records it keeps (those without a faulty row, when it skips the faulty)."""
+the records it keeps (those without a faulty row, when it skips the faulty). The participants
+are read from the scratch file they are kept in (`Kept`) a batch at a time, in the order the
+records name them, once for each check that needs them all."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import date
 
 import sqlalchemy as sa
@@ -21,7 +24,15 @@ from biobank.models import (
     ParticipantIdentity,
 )
 from biobank.services import participants, phenotype_missing, phenotypes
-from biobank.services.imports.common import ImportReport, batches, stored_id
+from biobank.services.imports.common import (
+    BATCH_ROWS,
+    MAX_LISTED_FAULTS,
+    ImportReport,
+    Removed,
+    ScratchFile,
+    batches,
+    stored_id,
+)
 from biobank.services.imports.redcap.consent_changes import ConsentChanges
 from biobank.services.imports.redcap.dictionary import Dictionary
 from biobank.services.imports.redcap.faults import Faults, Place, hidden
@@ -29,6 +40,7 @@ from biobank.services.imports.redcap.mapping import ConsentMapping
 from biobank.services.imports.redcap.planning import (
     Fact,
     Given,
+    Kept,
     Missing,
     Person,
     PlannedVisit,
@@ -52,8 +64,9 @@ class PeopleCheck:
         tally: Tally,
         faults: Faults,
         dictionary: Dictionary,
-        people: dict[str, Person],
-        visits: dict[tuple[str, str], PlannedVisit],
+        scratch: ScratchFile,
+        people: Kept[str, Person],
+        visits: Kept[tuple[str, str], PlannedVisit],
     ):
         self.session = session
         self.report = report
@@ -61,33 +74,51 @@ class PeopleCheck:
         self.faults = faults
         self.dictionary = dictionary
         self.mapping = dictionary.mapping
+        self.scratch = scratch
         self.people = people
         self.visits = visits
-        self.places = {visit.at.row: visit.at for visit in visits.values()}
+        self.places: dict[int, Place] = {}  # the places of the visits of the participants checked
         self.documents: dict[str, tuple[date, list[str]]] = {}  # to create: see `RedcapPlan`
 
     def check(self) -> None:
         """Check everything."""
-        self.check_people()
+        self.check_mrns()
+        for chunk in self.people.chunks():
+            self.check_people(dict(chunk))
         self.check_signatures()
+
+    def load_places(self, records: Iterable[str]) -> dict[str, list[PlannedVisit]]:
+        """The visits of `records`, each record's in the order the rows name them; the places
+        of their rows (for their faults) noted."""
+        by_record: defaultdict[str, list[PlannedVisit]] = defaultdict(list)
+        for (code, _), visit in self.visits.of_records(records):
+            by_record[code].append(visit)
+        self.places = {v.at.row: v.at for visits in by_record.values() for v in visits}
+        return by_record
 
     def keep(self, left_out: frozenset[str]) -> dict[str, tuple[date, list[str]]]:
         """Count what the participants not `left_out` add and change; the consent document
         versions their signatures need, each taking effect on the earliest of them."""
         earliest: dict[str, date] = {}
         withdrawn: list[str] = []  # listed by name (and by row when the record ID is PHI)
-        for code, person in self.people.items():
-            if code in left_out:
-                continue
-            self.tally.add(person.outcomes)
-            for s in person.signatures.values():
-                if s.version in self.documents:
-                    earliest[s.version] = min(s.signed_on, earliest.get(s.version, s.signed_on))
-                withdrawn += [
-                    f"{self.faults.record_named(code, s.row)} {statement} as of {day} "
-                    f"({s.columns[statement]})"
-                    for statement, day in s.withdrawn.items()
-                ]
+        removed: list[Removed] = []  # the first listed, by row
+        for chunk in self.people.chunks(changing=False):
+            for code, person in chunk:
+                if code in left_out:
+                    continue
+                self.tally.add(person.outcomes)
+                removed += person.removed
+                for s in person.signatures.values():
+                    if s.version in self.documents:
+                        first = earliest.get(s.version, s.signed_on)
+                        earliest[s.version] = min(s.signed_on, first)
+                    withdrawn += [
+                        f"{self.faults.record_named(code, s.row)} {statement} as of {day} "
+                        f"({s.columns[statement]})"
+                        for statement, day in s.withdrawn.items()
+                    ]
+            removed = sorted(removed, key=lambda x: x.row)[:MAX_LISTED_FAULTS]
+        self.report.removed = removed
         if withdrawn:
             self.report.notices.append(
                 "consent withdrawn, an answer turned from yes to no: " + "; ".join(withdrawn)
@@ -112,42 +143,55 @@ class PeopleCheck:
     def person_fault(self, code: str, fact: Fact, reason: str) -> None:
         self.fault(code, fact.row, fact.line, fact.column, fact.raw, reason)
 
-    def check_people(self) -> None:
-        """Identity (MRNs unique, dates that fit), birth year against visits, and what each
-        participant's facts add or change."""
-        stored = {p.id: p for p in self.people.values() if p.id is not None}
-        for chunk in batches(stored):
-            for identity in self.session.exec(
-                select(ParticipantIdentity).where(
-                    col(ParticipantIdentity.participant_id).in_(chunk)
-                )
-            ):
-                stored[identity.participant_id].identity = identity
-        mrns: dict[str | None, str] = {}  # MRN → the record that first gives it
-        for code, person in self.people.items():
-            mrn = person.facts.get("mrn")
-            if mrn is None:
-                continue
-            first = mrns.setdefault(mrn.value, code)
-            if first != code:
-                named = self.faults.record_named(first, self.people[first].row)
-                self.person_fault(code, mrn, f"{named} has the same MRN")
-        for given in batches(mrns):
+    def check_mrns(self) -> None:
+        """MRNs unique: in the file (each noted, in the scratch file, with the record that
+        first gives it) and against the database."""
+        self.scratch.file.execute(
+            "CREATE TABLE mrn (value TEXT PRIMARY KEY, record TEXT, row INTEGER, id INTEGER)"
+        )
+        for chunk in self.people.chunks(changing=False):
+            given = [(code, p, p.facts["mrn"]) for code, p in chunk if "mrn" in p.facts]
+            query = "SELECT value, record, row FROM mrn WHERE value IN ({marks})"
+            found = self.scratch.where_in(query, {mrn.value for _, _, mrn in given})
+            first = {value: (code, row) for value, code, row in found}
+            for code, person, mrn in given:
+                earlier, row = first.setdefault(mrn.value, (code, person.row))
+                if earlier != code:
+                    named = self.faults.record_named(earlier, row)
+                    self.load_places([code])
+                    self.person_fault(code, mrn, f"{named} has the same MRN")
+            self.scratch.file.executemany(
+                "INSERT OR IGNORE INTO mrn VALUES (?, ?, ?, ?)",
+                [(mrn.value, code, p.row, p.id) for code, p, mrn in given],
+            )
+        query = "SELECT rowid, value, record, id FROM mrn WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        after = 0
+        while noted := self.scratch.file.execute(query, (after, BATCH_ROWS)).fetchall():
+            after = noted[-1][0]
+            mrns = {value: (code, i) for _, value, code, i in noted}
             for participant_id, mrn in self.session.execute(
                 sa.select(
                     col(ParticipantIdentity.participant_id), col(ParticipantIdentity.mrn)
-                ).where(col(ParticipantIdentity.mrn).in_(given))
+                ).where(col(ParticipantIdentity.mrn).in_(mrns))
             ):
-                person = self.people[mrns[mrn]]
-                if participant_id != person.id:
-                    self.person_fault(
-                        mrns[mrn], person.facts["mrn"], "another participant has this MRN"
-                    )
-        participant_values = self.stored_participant_values()
-        by_visit: defaultdict[str, list[PlannedVisit]] = defaultdict(list)
-        for (code, _), visit in self.visits.items():
-            by_visit[code].append(visit)
-        for code, person in self.people.items():
+                code, i = mrns[mrn]
+                if participant_id != i:
+                    self.load_places([code])
+                    mrn_fact = self.people[code].facts["mrn"]
+                    self.person_fault(code, mrn_fact, "another participant has this MRN")
+        self.people.release()
+
+    def check_people(self, people: dict[str, Person]) -> None:
+        """A batch of participants: identity (dates that fit), birth year against visits, and
+        what each participant's facts add or change."""
+        stored = {p.id: p for p in people.values() if p.id is not None}
+        for identity in self.session.exec(
+            select(ParticipantIdentity).where(col(ParticipantIdentity.participant_id).in_(stored))
+        ):
+            stored[identity.participant_id].identity = identity
+        participant_values = self.stored_participant_values([*stored])
+        by_visit = self.load_places(people)
+        for code, person in people.items():
             self.check_person(code, person, by_visit[code], participant_values)
 
     def check_person(
@@ -216,10 +260,9 @@ class PeopleCheck:
                 person.new_values.append((name, before))
                 person.removed.append(removal(place, target, before, self.faults.phi_record))
 
-    def stored_participant_values(self) -> dict[tuple[int, int], Given]:
-        """(participant, variable) → what is stored of the participant-level variables: a
-        value or a missing-data code."""
-        ids = [p.id for p in self.people.values() if p.id is not None]
+    def stored_participant_values(self, ids: list[int]) -> dict[tuple[int, int], Given]:
+        """(participant, variable) → what is stored of the participant-level variables of the
+        participants `ids`: a value or a missing-data code."""
         variables = [
             stored_id(t.variable.id)
             for t in self.dictionary.targets.values()
@@ -243,22 +286,29 @@ class PeopleCheck:
         given = self.dictionary.consent
         if given is None:
             return
-        signatures = [(code, s) for code, p in self.people.items() for s in p.signatures.values()]
-        new: dict[str, list[Signature]] = defaultdict(list)
-        for _, s in signatures:
-            if s.version not in self.dictionary.stored_documents:
-                new[s.version].append(s)
-        for version, signed in new.items():
-            answered = {code for s in signed for code in s.answers}
+        new: dict[str, tuple[date, set[str]]] = {}  # version → its earliest day, what is answered
+        for chunk in self.people.chunks(changing=False):
+            for _, p in chunk:
+                for s in p.signatures.values():
+                    if s.version not in self.dictionary.stored_documents:
+                        day, answered = new.setdefault(s.version, (s.signed_on, set()))
+                        new[s.version] = (min(day, s.signed_on), answered | s.answers.keys())
+        for version, (day, answered) in new.items():
             asked = [code for code in given.statements.values() if code in answered]
-            self.documents[version] = (min(s.signed_on for s in signed), asked)
-        recorded = self.stored_signatures(given.document)
-        for code, s in signatures:
-            person = self.people[code]
-            s.stored = recorded.get((person.id, s.version, s.signed_on)) if person.id else None
-        changes = ConsentChanges(self.session, self.people)
-        for code, s in signatures:
-            self.check_signature(code, s, self.people[code], given, changes)
+            self.documents[version] = (day, asked)
+        for chunk in self.people.chunks():
+            people = dict(chunk)
+            signatures = [(code, s) for code, p in chunk for s in p.signatures.values()]
+            if not signatures:
+                continue
+            self.load_places(people)
+            recorded = self.stored_signatures(given.document, people.values())
+            for code, s in signatures:
+                person = people[code]
+                s.stored = recorded.get((person.id, s.version, s.signed_on)) if person.id else None
+            changes = ConsentChanges(self.session, people)
+            for code, s in signatures:
+                self.check_signature(code, s, people[code], given, changes)
 
     def check_signature(
         self,
@@ -328,10 +378,11 @@ class PeopleCheck:
             fault(s.columns[statement], "0", reason)
 
     def stored_signatures(
-        self, document: str
+        self, document: str, people: Iterable[Person]
     ) -> dict[tuple[int | None, str, date], dict[str, bool]]:
-        """(participant, version, date) → answers of the `document`'s recorded signatures."""
-        ids = [p.id for p in self.people.values() if p.id is not None and p.signatures]
+        """(participant, version, date) → answers of the `document`'s recorded signatures of
+        `people`."""
+        ids = [p.id for p in people if p.id is not None and p.signatures]
         found: dict[tuple[int | None, str, date], dict[str, bool]] = defaultdict(dict)
         for chunk in batches(ids):
             for pid, version, signed_on, statement, answer in self.session.execute(

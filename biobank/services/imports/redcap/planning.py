@@ -1,21 +1,25 @@
 """What checking a REDCap project builds and writing follows: the plan, and its parts (the
 variables fields become, the participants, visits, facts and consent signatures the records
-give, each with what is stored already)."""
+give, each with what is stored already; the participants and visits kept in a scratch file,
+those of a batch of rows at a time in memory)."""
 
 from __future__ import annotations
 
+import json
+import pickle
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
-from typing import IO, Any
+from typing import IO, Any, Generic, TypeVar
 
 from biobank import redcap
 from biobank.domain.phenotypes import Spec, Stored, display
 from biobank.domain.vocabulary import PhenotypeScope, Sex
 from biobank.models import ParticipantIdentity, PhenotypeVariable, Study
 from biobank.services import phenotypes
-from biobank.services.imports.common import Counts, ImportReport, Removed
+from biobank.services.imports.common import BATCH_ROWS, Counts, ImportReport, Removed, ScratchFile
 from biobank.services.imports.redcap.faults import Place
 from biobank.services.imports.redcap.mapping import IDENTITY_LIMITS, RedcapMapping
 
@@ -31,6 +35,8 @@ Given = Stored | Missing  # what a cell gives a value's place, or what the place
 # participant, visit, variable, what the file gives (None: a cell blank now), what is stored
 NewValue = tuple[str, str | None, str, Given | None, Given | None]
 Outcomes = Counter[tuple[str, str]]  # (what, outcome) → how many: ("values", "added")
+K = TypeVar("K", str, tuple[str, str])
+V = TypeVar("V")
 
 
 @dataclass
@@ -96,6 +102,11 @@ class Person:
     blank: set[str] = field(default_factory=set)  # participant-level: a row holding it blank
     removed: list[Removed] = field(default_factory=list)  # what its blank cells remove
     outcomes: Outcomes = field(default_factory=Counter)  # counted once its record is kept
+    first_date: date | None = None  # of its first dated visit
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Kept (`Kept`) without its stored identity, a database row: writing finds it again."""
+        return self.__dict__ | {"identity": None}
 
 
 @dataclass
@@ -129,6 +140,89 @@ class Row:
     faults: list[tuple[str | None, str | None, str]] = field(default_factory=list)
 
 
+class Kept(Generic[K, V]):
+    """The participants (by record) or visits (by record and event's label) the records name,
+    kept in the check's scratch file: those in use (`load`, `get`, set) held in memory, and
+    written back with what was changed of them by `release` (a batch of rows at a time); each
+    with its record (`record`), and in the order first kept."""
+
+    def __init__(self, scratch: ScratchFile, table: str, record: Callable[[K], str]):
+        self.scratch = scratch
+        self.table = table
+        self.record: Callable[[K], str] = record
+        scratch.file.executescript(
+            f"CREATE TABLE {table} (key TEXT PRIMARY KEY, record TEXT, data BLOB);"
+            f"CREATE INDEX {table}_record ON {table} (record)"
+        )
+        self.held: dict[K, V] = {}
+        self.absent: set[K] = set()  # looked for, not kept
+
+    def load(self, keys: Iterable[K]) -> None:
+        """Hold those of `keys` kept, in one look-up a batch."""
+        wanted = {json.dumps(k): k for k in keys if k not in self.held and k not in self.absent}
+        query = f"SELECT key, data FROM {self.table} WHERE key IN ({{marks}})"
+        for key, data in self.scratch.where_in(query, wanted):
+            self.held[wanted.pop(key)] = pickle.loads(data)
+        self.absent.update(wanted.values())
+
+    def get(self, key: K) -> V | None:
+        if key not in self.held and key not in self.absent:
+            self.load([key])
+        return self.held.get(key)
+
+    def __getitem__(self, key: K) -> V:
+        found = self.get(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __contains__(self, key: K) -> bool:
+        return self.get(key) is not None
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self.held[key] = value
+        self.absent.discard(key)
+
+    def release(self) -> None:
+        """Write what is held back, and let go of it."""
+        self.scratch.file.executemany(
+            f"INSERT INTO {self.table} VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET data = excluded.data",
+            [
+                (json.dumps(k), self.record(k), pickle.dumps(v, pickle.HIGHEST_PROTOCOL))
+                for k, v in self.held.items()
+            ],
+        )
+        self.held, self.absent = {}, set()
+
+    def of_records(self, records: Iterable[str]) -> Iterator[tuple[K, V]]:
+        """Those of `records`, each record's in the order first kept (what is held is
+        released first; these are not held)."""
+        self.release()
+        query = f"SELECT key, data FROM {self.table} WHERE record IN ({{marks}}) ORDER BY rowid"
+        for key, data in self.scratch.where_in(query, records):
+            yield self.key(key), pickle.loads(data)
+
+    def chunks(self, *, changing: bool = True) -> Iterator[list[tuple[K, V]]]:
+        """All of them in the order first kept, a batch at a time, each batch held until the
+        next: what is changed of it kept (not when they are only read: not `changing`)."""
+        self.release()
+        query = f"SELECT rowid, key, data FROM {self.table} WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        after = 0
+        while found := self.scratch.file.execute(query, (after, BATCH_ROWS)).fetchall():
+            after = found[-1][0]
+            self.held = {self.key(key): pickle.loads(data) for _, key, data in found}
+            yield list(self.held.items())
+            if not changing:
+                self.held, self.absent = {}, set()
+            self.release()
+
+    def key(self, written: str) -> Any:
+        """A key as the scratch file holds it (JSON): a visit's a pair."""
+        key = json.loads(written)
+        return tuple(key) if isinstance(key, list) else key
+
+
 @dataclass(frozen=True)
 class Tally:
     """The report's counts of what the import adds, changes and leaves alone, held here too:
@@ -155,8 +249,8 @@ class RedcapPlan:
     study: Study
     mapping: RedcapMapping
     targets: dict[str, Target]
-    people: dict[str, Person]
-    visits: dict[tuple[str, str], PlannedVisit]
+    people: Kept[str, Person]
+    visits: Kept[tuple[str, str], PlannedVisit]
     documents: dict[str, tuple[date, list[str]]]  # new version → effective date, statements
     spool: IO[bytes]  # batches of (rows, participants, visits, [NewValue]), pickled
     checked: bool  # the records were checked (not when the dictionary or header stops them)

@@ -15,6 +15,7 @@ these cells say the same of the rows the file has."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -39,6 +40,35 @@ INSTANCE_COLUMN = "redcap_repeat_instance"
 IGNORED_COLUMNS = frozenset({"redcap_data_access_group", "redcap_survey_identifier"})
 
 
+SEEN_LIMIT = 4096  # the cells a field's reader remembers (a free text's are never all alike)
+# what a field's cells give: a value or missing-data code (None: blank), the cell as written,
+# or its fault (the column, the cell shown, the reason)
+Read = tuple[Given | None, str, tuple[str | None, str | None, str] | None]
+
+
+class ValueReader:
+    """One field's reading, built once from its type and choices: its columns (a checkbox's
+    own, then its missing-data code columns) and what cells read before gave, for a value
+    read alike in every row (not a date's: "in the future" moves with the day)."""
+
+    def __init__(self, target: Target, missing: dict[str, str] | None, places: dict[str, int]):
+        f = target.field
+        self.checkbox = f.value_type is PhenotypeType.multi_choice
+        self.missing = missing or {}
+        if self.checkbox:
+            self.own: frozenset[str] | tuple[str, ...] = f.columns
+            self.columns = (*f.columns, *self.missing)
+        else:  # a choice's own codes, read before the missing-data codes
+            choice = f.value_type is PhenotypeType.choice
+            self.own = frozenset(code for code, _ in f.choices if choice)
+            self.columns = (f.name,)
+        # each column's place in a row (a column the file lacks: past its end, so blank)
+        self.indexes = [places.get(column, sys.maxsize) for column in self.columns]
+        self.participant_level = target.participant_level
+        self.lasting = PhenotypeType.date not in (f.value_type, target.spec.value_type)
+        self.seen: dict[tuple[str, ...], Read] = {}
+
+
 class RowReader:
     """The records' rows read against the dictionary, once `read_header` has placed the columns."""
 
@@ -59,6 +89,7 @@ class RowReader:
         self.missing_columns: dict[str, dict[str, str]] = {}
         # form → the columns (and whether a checkbox's) whose filled cell says a row holds it
         self.form_columns: dict[str, list[tuple[int, bool]]] = {}
+        self.readers: dict[str, ValueReader] = {}  # field → its reader, built at its first cell
 
     def read_header(self, line: int, cells: list[str]) -> bool:
         """Each column's place (a column unknown or named twice is a fault, and the rows are
@@ -206,7 +237,7 @@ class RowReader:
                 fact(f"other:{f.name}", f, cell(f.name))
         for target in d.targets.values():
             if held(target.field):
-                self.read_value(target, cell, r, holds)
+                self.read_value(target, cells, r, holds)
         version = d.fields.get(d.consent.version) if d.consent is not None else None
         if d.consent is not None and (r.form is None or (version and held(version))):
             r.signature = self.read_signature(d.consent, cell, read, r)
@@ -343,24 +374,51 @@ class RowReader:
     def read_value(
         self,
         target: Target,
-        cell: Callable[[str], str],
+        cells: list[str],
         r: Row,
         holds: Callable[[str], bool],
     ) -> None:
         """A field's value, its missing-data code, or (in a row holding its form) its blank."""
         f = target.field
-        missing_columns = self.missing_columns.get(f.name, {})
+        reader = self.readers.get(f.name)
+        if reader is None:
+            missing = self.missing_columns.get(f.name)
+            reader = self.readers[f.name] = ValueReader(target, missing, self.columns)
+        n = len(cells)
+        given_cells = tuple([cells[i].strip() if i < n else "" for i in reader.indexes])
+        read = reader.seen.get(given_cells)
+        if read is None:
+            read = self.typed_value(target, reader, given_cells)
+            if reader.lasting and len(reader.seen) < SEEN_LIMIT:
+                reader.seen[given_cells] = read
+        given, raw, fault = read
+        if fault is not None:
+            r.faults.append(fault)
+        elif given is None:
+            if holds(f.form):
+                r.blank.append(f.name)
+        elif reader.participant_level:
+            r.facts[f"value:{f.name}"] = Fact(r.row, r.line, f.name, raw, given)
+        else:
+            r.values[f.name] = (given, raw)
+
+    def typed_value(self, target: Target, reader: ValueReader, cells: tuple[str, ...]) -> Read:
+        """What a field's cells (`ValueReader.columns`) give: a value or missing-data code (or
+        None) and the cell as written, or the fault."""
+        f = target.field
         given: Given | None = None
         try:
-            if f.value_type is PhenotypeType.multi_choice:
-                raw = ",".join(cell(c) for c in f.columns)
-                value: Any = redcap.read_checkboxes(f, {c: cell(c) for c in f.columns})
+            if reader.checkbox:
+                ticks = dict(zip(reader.columns, cells, strict=True))
+                raw = ",".join(cells[: len(reader.own)])
+                value: Any = redcap.read_checkboxes(f, ticks)
                 value = list(dict.fromkeys(target.codes[c] for c in value)) or None
-                given = self.checkbox_missing(f, missing_columns, cell, ticked=bool(value))
+                given = self.checkbox_missing(
+                    f, reader.missing, ticks.__getitem__, ticked=bool(value)
+                )
             else:
-                raw = cell(f.name)
-                own = f.value_type is PhenotypeType.choice and raw in dict(f.choices)
-                if raw in self.mapping.missing_codes and not own:
+                raw = cells[0]
+                if raw in self.mapping.missing_codes and raw not in reader.own:
                     given = Missing(raw)
                 value = redcap.read_cell(f, raw) if raw and given is None else None
                 if f.value_type is PhenotypeType.choice and value is not None:
@@ -368,18 +426,13 @@ class RowReader:
             if value is not None:
                 given = parse_value(target.spec, value)
         except ValidationError as error:
-            checkbox = error.field in f.columns or error.field in missing_columns
+            checkbox = reader.checkbox and (
+                error.field in reader.own or error.field in reader.missing
+            )
             column = error.field if checkbox else f.name
             shown = raw if column == f.name else str(error.value)  # a checkbox's cell
-            r.faults.append((column, shown, error.message))
-            return
-        if given is None:
-            if holds(f.form):
-                r.blank.append(f.name)
-        elif target.participant_level:
-            r.facts[f"value:{f.name}"] = Fact(r.row, r.line, f.name, raw, given)
-        else:
-            r.values[f.name] = (given, raw)
+            return None, raw, (column, shown, error.message)
+        return given, raw, None
 
     @staticmethod
     def checkbox_missing(

@@ -81,6 +81,8 @@ def write_redcap(
         people = [code for code in batch_people if code not in left_out]
         visits = [key for key in batch_visits if key[0] not in left_out]
         values = [value for value in batch_values if value[0] not in left_out]
+        plan.people.load([*people, *(key[0] for key in visits), *(v[0] for v in values)])
+        plan.visits.load([*visits, *((v[0], v[1]) for v in values if v[1] is not None)])
         writer.write_people(people)
         writer.write_visits(visits)
         writer.write_values(  # the visits' values and the participants' own, in one go
@@ -92,6 +94,8 @@ def write_redcap(
             ]
         )
         writer.write_signatures(people)
+        plan.people.release()  # the batch's participants and visits, with their new ids
+        plan.visits.release()
         if progress:
             progress(rows)
     if report.left_out is not None and (report.left_out.records or report.left_out.fields):
