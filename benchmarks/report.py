@@ -49,42 +49,24 @@ MISS_NOTES: dict[tuple[str, str], str] = {
     ),
     **dict.fromkeys(
         [("REDCap import (check + write)", "sqlite"), ("REDCap import (write only)", "sqlite")],
-        "1,287/s against 3,290/s for the raw driver's executemany of the same rows (0.39×; "
-        "writing alone 0.49×), 100,000 records-events (20,000 records × 5 events) into fresh "
+        "1,339/s against 2,912/s for the raw driver's executemany of the same rows (0.46×; "
+        "writing alone 0.55×), 100,000 records-events (20,000 records × 5 events) into fresh "
         "databases, import and baseline interleaved. A records-event writes about 25 rows: its "
         "visit, 11 values and an audit entry for each, a fifth of a participant with its "
-        "identity and record ID. Of the import's 78 s, checking takes 17 s (reading and typing "
-        "1.2M cells in Python: `reading.read_value`, `parse_value`) and writing 62 s; in a "
-        "profile at 10,000 a quarter of the write is the driver's inserts and the rest Python "
-        "for each row: the value's and its audit entry's dicts, the hash chain "
-        "(`audit._seal`), bind processing. Participants used to go in one `add_participant` "
-        "each (two fifths of the write) and values in one INSERT a participant; both now go in "
-        "bulk, a batch at a time. Not yet tried: reading "
-        "each field's cells with a reader built once from its type and choices, and audit "
-        "entries built from the rows in hand.",
+        "identity and record ID. Participants and values go in bulk a batch at a time, each "
+        "field's cells are read by a reader built once (checking halved), and audit entries "
+        "are built from the rows in hand. What is left is Python for each row written (the "
+        "value's and its audit entry's dicts, hashing the chain) and `db.insert_many`'s bind "
+        "processing of each value (about 0.7 s per 10,000 records-events); next to try: "
+        "writing the value rows as tuples in the driver's own types.",
     ),
     **dict.fromkeys(
         [("REDCap import (check + write)", "postgres"), ("REDCap import (write only)", "postgres")],
-        "953/s against 2,640/s for COPY of the same rows into a fresh database (0.36×; "
-        "writing alone 0.44×), interleaved. The values of each participant went in by one "
-        "INSERT … RETURNING of many rows (86% of the write in a profile at 10,000; psycopg "
-        "parsed each such statement anew, a third of it): they now go in one COPY a batch of "
-        "rows, their ids read back, which halved the write at 10,000. What is left is checking "
-        "(18 s of 104 s, as on SQLite) and Python for each row written (the value's and audit "
-        "entry's dicts, hashing the chain, COPY's row by row); the COPYs are about half of the "
-        "write.",
-    ),
-    **dict.fromkeys(
-        [("REDCap import peak memory", "sqlite"), ("REDCap import peak memory", "postgres")],
-        "the peak grows about 1.25 kB a records-event (SQLite 78 MB at 10,000, 193 MB at "
-        "100,000; PostgreSQL 43 and 156 MB; SQLite's 32 MB page cache while writing is the "
-        "difference). The check keeps every record's participant (its facts, each with the "
-        "cell it came from) and every records-event's planned visit (where it is in the file, "
-        "for faults) until writing, since what spans rows (a record's facts given twice, MRNs, "
-        "visit dates before birth) is found once every row is read. Flat needs those in a "
-        "private scratch SQLite file, as the legacy import keeps its participants and visits "
-        "(`imports.legacy.planning`): a restructuring of the REDCap check (`checking`, "
-        "`people`, `planning`), not a local fix.",
+        "1,040/s against 2,549/s for COPY of the same rows into a fresh database (0.41×; "
+        "writing alone 0.47×), interleaved. Values go in one COPY a batch, their ids read "
+        "back; checking costs what it costs on SQLite. What is left is Python for each row "
+        "written, as on SQLite, and COPY's row-by-row conversion; the COPYs are about half of "
+        "the write.",
     ),
 }
 
