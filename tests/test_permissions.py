@@ -479,6 +479,7 @@ CASES = [
     row(phenotypes.retire_variable, ADMIN, name="upcr", reason="not measured"),
     row(phenotypes.restore_variable, ADMIN, call=_restore_variable),
     row(phenotypes.participant_phenotypes, EVERYONE, participant="P-0001"),
+    row(phenotype_missing.participant_missing, EVERYONE, participant="P-0001"),
     row(phenotype_at_collection.specimen_phenotypes, EVERYONE, accession=TUBE),
     # cohorts and exports: PIs query and export de-identified data; identified data is admins'
     row(cohort_counts.preview_cohort, RESEARCH, query=QUERY, uses=USES),

@@ -541,3 +541,23 @@ def test_cli_dry_run_lists_the_removals(fresh_cli, tmp_path):
     assert line.replace("would remove", "removed") in done.stderr
     again = json.loads(fresh_cli("import", "redcap", *files, "--json").stdout)
     assert again["values"]["removed"] == 0 and again["removed"] == []
+
+
+def test_the_cli_lists_a_participants_missing_codes_beside_the_timeline(fresh_cli, tmp_path):
+    fresh_cli("study", "add", "RC", "--title", "REDCap sync")
+    project = missing_codes()
+    dictionary, records = project.write(tmp_path)
+    fresh_cli("import", "redcap", "--dictionary", dictionary, "--records", records, "--study", "RC")
+    shown = fresh_cli("participant", "show", "--study", "RC", "--record", "M-1", "--json")
+    code = json.loads(shown.stdout)["code"]
+    expected = {(r, visit, name, c) for r, visit, name, c in project.missing if r == "M-1"}
+    listed = json.loads(fresh_cli("phenotype", "missing", code, "--json").stdout)
+    assert {("M-1", m["visit"], m["variable"], m["code"]) for m in listed} == expected
+    assert listed[0]["visit"] is None  # participant-level first, as the timeline
+    timeline = fresh_cli("phenotype", "show", code)
+    assert f"{len(expected)} values missing with reason: biobank phenotype missing" in (
+        timeline.stderr
+    )
+    assert "NASK" not in timeline.stdout  # a code is never shown as a value
+    text = fresh_cli("phenotype", "missing", code).stdout
+    assert "shape_score" in text and "NASK" in text

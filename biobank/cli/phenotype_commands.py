@@ -16,7 +16,7 @@ from biobank.cli.common import (
     state,
     work,
 )
-from biobank.services import phenotype_at_collection, phenotypes
+from biobank.services import phenotype_at_collection, phenotype_missing, phenotypes
 from biobank.services.phenotypes import VariableRead
 
 app = typer.Typer(help="Phenotype data: the dictionary and each participant's values.")
@@ -164,12 +164,34 @@ def show(ctx: typer.Context, participant: str, json: JsonOption = False) -> None
     """A participant's values: participant-level first, then each visit's in date order."""
     with work(ctx, readonly=True) as (session, actor):
         rows = phenotypes.participant_phenotypes(session, actor=actor, participant=participant)
+        missing = phenotype_missing.participant_missing(
+            session, actor=actor, participant=participant
+        )
     if json:
         emit_json(rows)
         return
     emit_table(
         ["visit", "observed", "variable", "value", "source"],
         [(r.visit, r.observed_on, r.variable, r.display, r.source) for r in rows],
+    )
+    if missing:
+        message(
+            f"{len(missing)} values missing with reason: biobank phenotype missing {participant}"
+        )
+
+
+@app.command()
+def missing(ctx: typer.Context, participant: str, json: JsonOption = False) -> None:
+    """Where a participant's values are missing with reason (a REDCap missing-data code such as
+    NASK, not asked), in the timeline's order; cohorts and exports never take these for data."""
+    with work(ctx, readonly=True) as (session, actor):
+        rows = phenotype_missing.participant_missing(session, actor=actor, participant=participant)
+    if json:
+        emit_json(rows)
+        return
+    emit_table(
+        ["visit", "variable", "code", "source"],
+        [(r.visit, r.variable, r.code, r.source) for r in rows],
     )
 
 

@@ -31,6 +31,7 @@ from biobank.models import (
     utcnow,
 )
 from biobank.services import audit, phenotypes
+from biobank.services.participants import get_participant_row
 
 CODE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")  # what REDCap allows a missing-data code
 
@@ -228,3 +229,23 @@ def stored_missing(
         query = query.where(col(PhenotypeMissing.visit_id).is_(None))
     for participant_id, visit_id, variable_id, code in session.execute(query):
         yield StoredMissing(participant_id, visit_id, variable_id, code)
+
+
+def participant_missing(session: Session, *, actor: Actor, participant: str) -> list[MissingRead]:
+    """The places a participant's values are missing with reason, ordered as the timeline
+    (`phenotypes.participant_phenotypes`): participant-level first, then each visit's by date."""
+    require(actor, Permission.view_inventory)
+    person = get_participant_row(session, participant)
+    rows = session.execute(
+        sa.select(PhenotypeMissing, PhenotypeVariable, col(Visit.label))
+        .join(PhenotypeVariable, col(PhenotypeVariable.id) == PhenotypeMissing.variable_id)
+        .outerjoin(Visit, col(Visit.id) == PhenotypeMissing.visit_id)
+        .where(col(PhenotypeMissing.participant_id) == person.id)
+        .order_by(
+            col(PhenotypeMissing.visit_id).is_not(None),
+            col(Visit.visit_date),
+            col(PhenotypeMissing.visit_id),
+            col(PhenotypeVariable.id),
+        )
+    ).all()
+    return [_read(row, variable, label) for row, variable, label in rows]
