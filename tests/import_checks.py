@@ -59,8 +59,15 @@ def audit_since(engine, last_id: int) -> list[Entry]:
     ]
 
 
+def observation(label: str, instance: int, day: object) -> str:
+    """The place of a repeat instance's value, as the checks write it: its visit, instance
+    and the day observed."""
+    return f"{label} [{instance}] {day}"
+
+
 def participants_found(engine) -> list[tuple[dict[str, date], set[tuple[str, str, str]]]]:
-    """Each participant's visits (label → date) and visit values (label, variable, value)."""
+    """Each participant's visits (label → date) and visit values (label, or a repeat
+    instance's `observation`; variable; value)."""
     with engine.connect() as connection:
         visits = connection.execute(
             sa.text("SELECT participant_id, label, visit_date FROM visit")
@@ -68,15 +75,19 @@ def participants_found(engine) -> list[tuple[dict[str, date], set[tuple[str, str
         values = connection.execute(
             sa.text(
                 "SELECT v.participant_id, vi.label, pv.name, v.value_number, v.value_text, "
-                "v.value_date FROM phenotype_value v JOIN visit vi ON vi.id = v.visit_id "
+                "v.value_date, v.instance, v.observed_on "
+                "FROM phenotype_value v JOIN visit vi ON vi.id = v.visit_id "
                 "JOIN phenotype_variable pv ON pv.id = v.variable_id"
             )
         ).all()
     found: dict[int, tuple[dict[str, date], set[tuple[str, str, str]]]] = {}
     for participant, label, day in visits:
         found.setdefault(participant, ({}, set()))[0][label] = date.fromisoformat(str(day))
-    for participant, label, name, number, text, day in values:
-        found[participant][1].add((label, name, value_text(number, text, day)))
+    for participant, label, name, number, text, day, instance, observed in values:
+        place = (
+            observation(label, instance, date.fromisoformat(str(observed))) if instance else label
+        )
+        found[participant][1].add((place, name, value_text(number, text, day)))
     return list(found.values())
 
 

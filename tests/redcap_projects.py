@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
+from import_checks import observation
+
 HEADERS = (
     "Variable / Field Name", "Form Name", "Section Header", "Field Type", "Field Label",
     "Choices, Calculations, OR Slider Labels", "Field Note",
@@ -210,9 +212,11 @@ def _medications() -> list[Field]:
     ]
 
 
-def repeating_instrument(*, longitudinal: bool) -> Project:
-    """A repeating medications form: instance 1 in its event's visit, each later one a visit
-    of its own dated by its start (the event's date when that is blank)."""
+def repeating_instrument(*, longitudinal: bool, observed: bool = True) -> Project:
+    """A repeating medications form: each instance a dated observation in its event's visit
+    (`observed`, the default), dated by its start (the event's date when that is blank); or
+    (mapped so) instance 1 in its event's visit and each later one a visit of its own, dated
+    alike."""
     base_fields = _visit_form() if longitudinal else [
         Field("enrol_date", "enrolment", validation="date_ymd")
     ]  # fmt: skip
@@ -232,9 +236,12 @@ def repeating_instrument(*, longitudinal: bool) -> Project:
             if started:
                 med["med_start"] = started.isoformat()
             rows.append(Row(record, med, event=event, form="medications", instance=instance))
-            visit = label if instance == 1 else f"{label} medications #{instance}"
-            if instance > 1:
-                visits[record][visit] = started or day
+            if observed:
+                visit = observation(label, instance, started or day)
+            else:
+                visit = label if instance == 1 else f"{label} medications #{instance}"
+                if instance > 1:
+                    visits[record][visit] = started or day
             values[record].add((visit, "med_name", name))
     return Project(
         fields, rows, longitudinal=longitudinal, repeating=True, visits=visits, values=values
@@ -591,6 +598,11 @@ def missing_codes() -> CodedProject:
     )  # fmt: skip
 
 
+MED_1, MED_2 = (
+    observation("baseline", n, date(2024, 3, 1)) for n in (1, 2)
+)  # undated: the visit's
+
+
 def cleared_cell() -> Project:
     """Rows that hold only some forms: baseline holds demographics, visit and labs, month 6
     only visit (C-2's month 6 demographics too), and a repeating medications form's rows only
@@ -629,15 +641,14 @@ def cleared_cell() -> Project:
     ]  # fmt: skip
     visits = {
         "C-1": {
-            "baseline": date(2024, 3, 1), "baseline medications #2": date(2024, 3, 1),
-            "month 6": date(2024, 9, 1),
+            "baseline": date(2024, 3, 1), "month 6": date(2024, 9, 1),
         },
         "C-2": {"baseline": date(2024, 3, 2), "month 6": date(2024, 9, 2)},
     }  # fmt: skip
     values = {
         "C-1": {
             ("baseline", "shape_weight", "61.5"), ("baseline", "shape_crp", "2.5"),
-            ("baseline", "med_name", "hcq"), ("baseline medications #2", "med_dose", "5"),
+            (MED_1, "med_name", "hcq"), (MED_2, "med_dose", "5"),
             ("month 6", "shape_weight", "60"),
         },
         "C-2": {("baseline", "shape_crp", "1.5"), ("month 6", "shape_score", "6")},

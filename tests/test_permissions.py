@@ -234,7 +234,8 @@ def _add_values(w, s, a):
 
 def _add_many_values(w, s, a):
     person, visit = _p0001(s)
-    values = [(person, visit, phenotypes.get_variable(s, "c3"), Stored(number=90.0))]
+    c3 = phenotypes.get_variable(s, "c3")
+    values = [phenotypes.NewPhenotypeValue(person, visit, c3, Stored(number=90.0))]
     return phenotypes.add_many_values(s, actor=a, values=values, source="manual")
 
 
@@ -256,7 +257,7 @@ def _remove_missing(w, s, a):
 
 def _add_missing(w, s, a):
     person, visit = _p0001(s)
-    codes = [(visit, phenotypes.get_variable(s, "c3"), "NASK")]
+    codes = [(visit, phenotypes.get_variable(s, "c3"), "NASK", 0)]
     return phenotype_missing.add_missing(s, actor=a, participant=person, codes=codes, source="x")
 
 

@@ -356,3 +356,11 @@ def test_a_written_mapping_reads_back_as_inferred(tmp_path):
         path.write_text(mapping_toml(inferred, inferred.settings, name), encoding="utf-8")
         read = redcap.redcap_mapping(path)
         assert read == dataclasses.replace(inferred_mapping(inferred), file="mapping.toml"), name
+
+
+def test_repeating_instruments_are_written_as_observations_to_edit(tmp_path):
+    inferred = infer_mapping(*PROJECTS["repeating_instrument_classic"]().write(tmp_path))
+    assert inferred.settings["repeats"] == {"medications": "observation"}
+    written = mapping_toml(inferred, inferred.settings, "meds")
+    assert '[repeats]\nmedications = "observation"' in written
+    assert "inferred: repeats: medications: each instance a dated observation" in written

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from import_checks import audit_since, last_audit_id, value_text, written_state
-from redcap_projects import Project, cleared_cell, missing_codes
+from import_checks import audit_since, last_audit_id, observation, value_text, written_state
+from redcap_projects import MED_1, MED_2, Project, cleared_cell, missing_codes
 
 from biobank.db import uow
 from biobank.domain.cohort import CohortQuery, parse_conditions
@@ -60,7 +60,8 @@ def _import(engine, admin, files: tuple[Path, Path], *, write: bool = True, **op
 
 
 def _stored(engine) -> dict[Key, str]:
-    """What each place holds, by REDCap record: a value as text, a code as `missing:CODE`."""
+    """What each place holds, by REDCap record: a value as text, a code as `missing:CODE`; a
+    repeat instance's place named as `observation` names it (a code's: its instance only)."""
     joins = (
         "JOIN participant_external_id x ON x.participant_id = t.participant_id "
         "LEFT JOIN visit vi ON vi.id = t.visit_id "
@@ -69,15 +70,24 @@ def _stored(engine) -> dict[Key, str]:
     with engine.connect() as connection:
         values = connection.execute(
             sa.text(
-                "SELECT x.value, vi.label, pv.name, t.value_number, t.value_text, t.value_date "
-                f"FROM phenotype_value t {joins}"
+                "SELECT x.value, vi.label, pv.name, t.value_number, t.value_text, t.value_date, "
+                f"t.instance, t.observed_on FROM phenotype_value t {joins}"
             )
         ).all()
         codes = connection.execute(
-            sa.text(f"SELECT x.value, vi.label, pv.name, t.code FROM phenotype_missing t {joins}")
+            sa.text(
+                "SELECT x.value, vi.label, pv.name, t.code, t.instance "
+                f"FROM phenotype_missing t {joins}"
+            )
         ).all()
-    found = {(r, label, name): value_text(n, t, d) for r, label, name, n, t, d in values}
-    for record, label, name, code in codes:
+    found = {
+        (r, observation(label, i, date.fromisoformat(str(on))) if i else label, name): (
+            value_text(n, t, d)
+        )
+        for r, label, name, n, t, d, i, on in values
+    }
+    for record, label, name, code, instance in codes:
+        label = f"{label} [{instance}]" if instance else label
         assert (record, label, name) not in found, "a value and a code in one place"
         found[record, label, name] = f"missing:{code}"
     return found
@@ -328,7 +338,7 @@ def test_every_kind_of_cell_clears_in_a_row_holding_its_form(engine, admin, stud
     }
     gone = {
         ("C-1", "baseline", "shape_crp"), ("C-1", None, "shape_onset"),
-        ("C-1", "month 6", "shape_symptoms"), ("C-1", "baseline medications #2", "med_dose"),
+        ("C-1", "month 6", "shape_symptoms"), ("C-1", MED_2, "med_dose"),
     }  # fmt: skip
     assert _stored(engine) == {k: v for k, v in before.items() if k not in gone}
     # C-2's onset: blank at baseline, which holds demographics, given at month 6: kept
@@ -353,7 +363,7 @@ def test_rows_without_a_form_never_clear_its_values(engine, admin, study, tmp_pa
                 visit="month 6",
             )  # fmt: skip
     before = _stored(engine)
-    assert before["C-1", "baseline", "med_name"] == "hcq"  # from the medications #1 row
+    assert before["C-1", MED_1, "med_name"] == "hcq"  # from the medications #1 row
     assert before["C-1", "baseline", "shape_score"] == "5"  # from the event's row
     state = _state(engine)
     again = _import(engine, admin, files)

@@ -161,7 +161,8 @@ def set_(
 
 @app.command()
 def show(ctx: typer.Context, participant: str, json: JsonOption = False) -> None:
-    """A participant's values: participant-level first, then each visit's in date order."""
+    """A participant's values: participant-level first, then each visit's in date order (a
+    form filled in several times within a visit: each filling as `visit [N]`, on its date)."""
     with work(ctx, readonly=True) as (session, actor):
         rows = phenotypes.participant_phenotypes(session, actor=actor, participant=participant)
         missing = phenotype_missing.participant_missing(
@@ -172,7 +173,16 @@ def show(ctx: typer.Context, participant: str, json: JsonOption = False) -> None
         return
     emit_table(
         ["visit", "observed", "variable", "value", "source"],
-        [(r.visit, r.observed_on, r.variable, r.display, r.source) for r in rows],
+        [
+            (
+                f"{r.visit} [{r.instance}]" if r.instance else r.visit,
+                r.observed_on,
+                r.variable,
+                r.display,
+                r.source,
+            )
+            for r in rows
+        ],
     )
     if missing:
         message(

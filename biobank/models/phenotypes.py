@@ -42,17 +42,22 @@ class PhenotypeValue(Table, table=True):
 
     Numbers, booleans (1/0) go to `value_number`; choice codes and text to `value_text`
     (several choices joined by `|`); dates to `value_date`. One value per visit and variable,
-    and one visit-less value per participant and variable.
+    and one visit-less value per participant and variable: `instance` 0. A form filled in
+    several times within a visit (REDCap's repeating instrument: medicines, flares, lab
+    panels) gives one dated observation per filling, `instance` 1, 2, …, each with its own
+    `observed_on`; what reads "the visit's value" takes the latest observed
+    (`services.phenotype_at_collection`).
     """
 
     __tablename__ = "phenotype_value"
     __table_args__ = (
         sa.Index("ix_phenotype_value_lookup", "participant_id", "variable_id", "observed_on"),
-        sa.Index("uq_phenotype_value_visit", "visit_id", "variable_id", unique=True),
+        sa.Index("uq_phenotype_value_visit", "visit_id", "variable_id", "instance", unique=True),
         sa.Index(
             "uq_phenotype_value_participant",
             "participant_id",
             "variable_id",
+            "instance",
             unique=True,
             sqlite_where=sa.text("visit_id IS NULL"),
             postgresql_where=sa.text("visit_id IS NULL"),
@@ -65,6 +70,7 @@ class PhenotypeValue(Table, table=True):
         default=None, foreign_key="visit.id", index=True, ondelete="RESTRICT"
     )
     variable_id: int = Field(foreign_key="phenotype_variable.id", ondelete="RESTRICT")
+    instance: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     observed_on: date | None = None
     value_number: float | None = None
     value_text: str | None = None
@@ -78,16 +84,18 @@ class PhenotypeMissing(Table, table=True):
     value but the code of why it is missing: a REDCap missing-data code such as NASK (not
     asked) or UNK (unknown). A table of its own, so that what reads values (cohort queries,
     exports, values at collection) never takes a code for data. A place holds a value or a
-    missing code, never both (`services.phenotype_missing`); uniqueness as `PhenotypeValue`'s.
+    missing code, never both (`services.phenotype_missing`); uniqueness as `PhenotypeValue`'s,
+    repeat instances too.
     """
 
     __tablename__ = "phenotype_missing"
     __table_args__ = (
-        sa.Index("uq_phenotype_missing_visit", "visit_id", "variable_id", unique=True),
+        sa.Index("uq_phenotype_missing_visit", "visit_id", "variable_id", "instance", unique=True),
         sa.Index(
             "uq_phenotype_missing_participant",
             "participant_id",
             "variable_id",
+            "instance",
             unique=True,
             sqlite_where=sa.text("visit_id IS NULL"),
             postgresql_where=sa.text("visit_id IS NULL"),
@@ -98,6 +106,7 @@ class PhenotypeMissing(Table, table=True):
     participant_id: int = Field(foreign_key="participant.id", index=True, ondelete="RESTRICT")
     visit_id: int | None = Field(default=None, foreign_key="visit.id", ondelete="RESTRICT")
     variable_id: int = Field(foreign_key="phenotype_variable.id", ondelete="RESTRICT")
+    instance: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     code: str = Field(max_length=32)
     source: str | None = Field(default=None, max_length=64)
     recorded_at: datetime = Field(default_factory=utcnow)

@@ -425,7 +425,8 @@ def merge_visits(
     is deleted, its snapshot in the audit trail. Nothing else names a visit (every foreign key
     to it restricts deletion, so a forgotten one fails loudly). A value of both visits for one
     variable is refused, naming it, unless the two are equal; a missing-data code gives way to
-    a value, and to the kept visit's code (`phenotype_missing`)."""
+    a value, and to the kept visit's code (`phenotype_missing`). The repeat instances of
+    `merge` (observations of their own) follow those of `keep`, renumbered after them."""
     require(actor, Permission.manage_studies)
     if not reason.strip():
         raise ValidationError("a merge needs its reason", field="reason", value=reason)
@@ -435,17 +436,21 @@ def merge_visits(
         raise ValidationError(
             f"{keep!r} and {merge!r} are one visit, {kept.label!r}", field="merge", value=merge
         )
-    kept_values = {
-        v.variable_id: v
-        for v in session.exec(select(PhenotypeValue).where(PhenotypeValue.visit_id == kept.id))
-    }
-    kept_missing = {
-        m.variable_id: m
-        for m in session.exec(select(PhenotypeMissing).where(PhenotypeMissing.visit_id == kept.id))
-    }
+    kept_places = [
+        *session.exec(select(PhenotypeValue).where(PhenotypeValue.visit_id == kept.id)),
+        *session.exec(select(PhenotypeMissing).where(PhenotypeMissing.visit_id == kept.id)),
+    ]
+    own = [row for row in kept_places if not row.instance]  # the visit's own values and codes
+    kept_values = {v.variable_id: v for v in own if isinstance(v, PhenotypeValue)}
+    kept_missing = {m.variable_id: m for m in own if isinstance(m, PhenotypeMissing)}
+    after = max((row.instance for row in kept_places), default=0)  # renumbered after these
     moved: list[Moved] = []
     dropped: list[PhenotypeValue | PhenotypeMissing] = []
-    for value in session.exec(select(PhenotypeValue).where(PhenotypeValue.visit_id == merged.id)):
+    merged_values = session.exec(select(PhenotypeValue).where(PhenotypeValue.visit_id == merged.id))
+    for value in merged_values:
+        if value.instance:
+            moved.append(value)
+            continue
         twin = kept_values.get(value.variable_id)
         if twin is None:
             moved.append(value)
@@ -463,7 +468,9 @@ def merge_visits(
             )
     codes = select(PhenotypeMissing).where(PhenotypeMissing.visit_id == merged.id)
     for code in session.exec(codes):
-        if code.variable_id in kept_values or code.variable_id in kept_missing:
+        if code.instance:
+            moved.append(code)
+        elif code.variable_id in kept_values or code.variable_id in kept_missing:
             dropped.append(code)
         else:
             moved.append(code)
@@ -475,6 +482,8 @@ def merge_visits(
     befores = [audit.snapshot(row) for row in moved]
     for row in moved:
         row.visit_id = kept.id
+        if isinstance(row, PhenotypeValue | PhenotypeMissing) and row.instance:
+            row.instance += after
         session.add(row)
     flush(session)  # before the visit goes: the rows name it until then
     entries = [

@@ -1,7 +1,8 @@
 """A specimen's phenotype at collection: what links a tube to the participant's values.
 
-"The value at a specimen's collection" is the value of the specimen's own visit or, failing
-that, the latest value observed on or before the collection date within a window (settings:
+"The value at a specimen's collection" is the value of the specimen's own visit (of a form
+filled in several times within it, a repeat instance's: the latest observed) or, failing that,
+the latest value observed on or before the collection date within a window (settings:
 `phenotype_window_days`); a participant-level value (sex-like facts, classification, diagnosis
 date) applies to every specimen of the participant.
 """
@@ -106,6 +107,10 @@ def values_at_collection(
     participants = sorted({s.participant_id for s in specimens})
     fixed: dict[int, dict[str, Any]] = defaultdict(dict)  # participant -> its own values
     own: dict[int, dict[str, Any]] = defaultdict(dict)  # visit -> that visit's values
+    # (participant-level, participant or visit, variable) -> of a place whose value taken is a
+    # repeat instance's, that one's (observed, instance): its own value (instance 0) comes
+    # first, then the latest observed instance
+    ranks: dict[tuple[bool, int, str], tuple[date, int]] = {}
     # participant -> day -> what was observed that day (of a variable seen twice that day, the
     # last value read)
     dated: dict[int, dict[date, dict[str, Any]]] = defaultdict(dict)
@@ -120,19 +125,31 @@ def values_at_collection(
                 col(PhenotypeValue.value_number),
                 col(PhenotypeValue.value_text),
                 col(PhenotypeValue.value_date),
+                col(PhenotypeValue.instance),
             ).where(
                 one_of(session, col(PhenotypeValue.participant_id), chunk),
                 one_of(session, col(PhenotypeValue.variable_id), kinds),
             )
         )
-        for pid, visit_id, var_id, observed_on, number, text, day in rows:
+        for pid, visit_id, var_id, observed_on, number, text, day, instance in rows:
             name, read, per_participant = kinds[var_id]
             value = read(number, text, day)
+            at = pid if per_participant else visit_id  # the value's place: whose it is
+            if at is not None:
+                holder = fixed[pid] if per_participant else own[at]
+                taken = True
+                if instance or ranks:  # rare: a repeat instance's, or a place that had one
+                    place, rank = (per_participant, at, name), (observed_on or date.min, instance)
+                    if not instance:
+                        ranks.pop(place, None)
+                    elif ranks[place] > rank if place in ranks else name in holder:
+                        taken = False  # the place's own value, or a later instance's, holds
+                    else:
+                        ranks[place] = rank
+                if taken:
+                    holder[name] = value
             if per_participant:
-                fixed[pid][name] = value
                 continue
-            if visit_id is not None:
-                own[visit_id][name] = value
             if observed_on is not None:
                 on_day = dated[pid].get(observed_on)
                 if on_day is None:

@@ -40,6 +40,7 @@ class MissingRead(BaseModel):
     variable: str
     label: str
     visit: str | None
+    instance: int = 0  # as `phenotypes.ValueRead`'s
     code: str
     source: str | None
 
@@ -65,7 +66,12 @@ def check_code(code: str, *, field: str = "code") -> str:
 
 def _read(row: PhenotypeMissing, variable: PhenotypeVariable, visit: str | None) -> MissingRead:
     return MissingRead(
-        variable=variable.name, label=variable.label, visit=visit, code=row.code, source=row.source
+        variable=variable.name,
+        label=variable.label,
+        visit=visit,
+        instance=row.instance,
+        code=row.code,
+        source=row.source,
     )
 
 
@@ -79,6 +85,7 @@ def record_missing(
     code: str,
     source: str | None,
     reason: str | None = None,
+    instance: int = 0,
 ) -> MissingOutcome:
     """Record that a value is missing and why (`code`): the value there is removed, a code
     there changed, each audited; the same code again changes nothing."""
@@ -89,11 +96,12 @@ def record_missing(
     label = visit.label if visit is not None else None
     phenotypes.remove_at(
         session, PhenotypeValue, actor=actor, participant=participant, variable=variable,
-        visit=visit, reason=reason or f"missing: {code}",
+        visit=visit, instance=instance, reason=reason or f"missing: {code}",
     )  # fmt: skip
     row = phenotypes.find_at(
-        session, PhenotypeMissing, participant=participant, variable=variable, visit=visit
-    )
+        session, PhenotypeMissing, participant=participant, variable=variable, visit=visit,
+        instance=instance,
+    )  # fmt: skip
     if row is not None and row.code == code:
         return MissingOutcome(outcome="same", missing=_read(row, variable, label))
     before = audit.snapshot(row) if row is not None else None
@@ -103,6 +111,7 @@ def record_missing(
             participant_id=participant.id,
             visit_id=visit.id if visit is not None else None,
             variable_id=variable.id,
+            instance=instance,
             code=code,
         )
     row.code, row.source, row.recorded_at = code, source, utcnow()
@@ -131,6 +140,7 @@ def remove_missing(
     variable: PhenotypeVariable,
     visit: Visit | None,
     reason: str,
+    instance: int = 0,
 ) -> MissingRead | None:
     """Remove a missing-data code (its source no longer says it), audited with what it was
     and `reason`; None when there is none."""
@@ -140,7 +150,7 @@ def remove_missing(
     visit = phenotypes.place_visit(variable, visit)
     row = phenotypes.remove_at(
         session, PhenotypeMissing, actor=actor, participant=participant, variable=variable,
-        visit=visit, reason=reason.strip(),
+        visit=visit, reason=reason.strip(), instance=instance,
     )  # fmt: skip
     return _read(row, variable, visit.label if visit else None) if row is not None else None
 
@@ -150,15 +160,16 @@ def add_missing(
     *,
     actor: Actor,
     participant: Participant,
-    codes: list[tuple[Visit | None, PhenotypeVariable, str]],
+    codes: list[tuple[Visit | None, PhenotypeVariable, str, int]],
     source: str,
 ) -> int:
-    """A participant's new missing-data codes in one statement, each audited as
-    `record_missing` audits an addition: for bulk loads where the places hold nothing (the
-    unique indexes refuse a code there already; the caller knows no value is)."""
+    """A participant's new missing-data codes (visit, variable, code, instance) in one
+    statement, each audited as `record_missing` audits an addition: for bulk loads where the
+    places hold nothing (the unique indexes refuse a code there already; the caller knows no
+    value is)."""
     require(actor, Permission.record_phenotypes)
     rows = []
-    for visit, variable, code in codes:
+    for visit, variable, code, instance in codes:
         phenotypes.refuse_retired(variable)
         if (visit is None) != (variable.scope is PhenotypeScope.participant):
             raise ValidationError(
@@ -171,6 +182,7 @@ def add_missing(
                 "participant_id": participant.id,
                 "visit_id": visit.id if visit else None,
                 "variable_id": variable.id,
+                "instance": instance,
                 "code": check_code(code),
                 "source": source,
                 "recorded_at": utcnow(),
@@ -179,13 +191,12 @@ def add_missing(
     if not rows:
         return 0
     table = PhenotypeMissing.__table__
-    inserted = session.execute(
-        sa.insert(table).returning(table.c.id, table.c.visit_id, table.c.variable_id), rows
-    )
-    ids = {(visit_id, variable_id): row_id for row_id, visit_id, variable_id in inserted}
+    key = (table.c.visit_id, table.c.variable_id, table.c.instance)
+    inserted = session.execute(sa.insert(table).returning(table.c.id, *key), rows)
+    ids = {tuple(found[1:]): found[0] for found in inserted}
     entries = []
-    for row, (visit, variable, _) in zip(rows, codes, strict=True):
-        row_id = ids[row["visit_id"], row["variable_id"]]
+    for row, (visit, variable, _, _) in zip(rows, codes, strict=True):
+        row_id = ids[row["visit_id"], row["variable_id"], row["instance"]]
         after = {"participant": participant.code, "variable": variable.name, "id": row_id}
         after["visit"] = visit.label if visit else None
         entries.append(
@@ -203,6 +214,7 @@ class StoredMissing(NamedTuple):
     visit_id: int | None
     variable_id: int
     code: str
+    instance: int = 0
 
 
 def stored_missing(
@@ -220,6 +232,7 @@ def stored_missing(
         col(PhenotypeMissing.visit_id),
         col(PhenotypeMissing.variable_id),
         col(PhenotypeMissing.code),
+        col(PhenotypeMissing.instance),
     ).where(one_of(session, col(PhenotypeMissing.variable_id), variables))
     if participants is not None:
         query = query.where(one_of(session, col(PhenotypeMissing.participant_id), participants))
@@ -227,8 +240,8 @@ def stored_missing(
         query = query.where(one_of(session, col(PhenotypeMissing.visit_id), visits))
     if participant_level:
         query = query.where(col(PhenotypeMissing.visit_id).is_(None))
-    for participant_id, visit_id, variable_id, code in session.execute(query):
-        yield StoredMissing(participant_id, visit_id, variable_id, code)
+    for participant_id, visit_id, variable_id, code, instance in session.execute(query):
+        yield StoredMissing(participant_id, visit_id, variable_id, code, instance)
 
 
 def participant_missing(session: Session, *, actor: Actor, participant: str) -> list[MissingRead]:
@@ -245,6 +258,7 @@ def participant_missing(session: Session, *, actor: Actor, participant: str) -> 
             col(PhenotypeMissing.visit_id).is_not(None),
             col(Visit.visit_date),
             col(PhenotypeMissing.visit_id),
+            col(PhenotypeMissing.instance),
             col(PhenotypeVariable.id),
         )
     ).all()

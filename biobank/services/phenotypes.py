@@ -3,8 +3,10 @@
 Admins rename and retire variables rather than delete them: a variable keeps the names it had
 (saved queries, recorded exports and re-imports that use one still find it, and none is ever
 given to another variable), and a retired one keeps its values but takes no new ones.
-A value's place (a visit's variable, or a participant's visit-less one) holds a value or a
-missing-data code (`services.phenotype_missing`), never both: storing a value removes the code.
+A value's place (a visit's variable, or a participant's visit-less one, and its instance: 0,
+or the filling of a form repeated within the visit, a dated observation of its own) holds a
+value or a missing-data code (`services.phenotype_missing`), never both: storing a value
+removes the code.
 A specimen's values at collection are `services.phenotype_at_collection`'s.
 """
 
@@ -61,6 +63,7 @@ class ValueRead(BaseModel):
     variable: str
     label: str
     visit: str | None
+    instance: int = 0  # 0: the visit's value; N: the Nth filling of a repeated form
     observed_on: date | None
     value: Any
     display: str
@@ -278,6 +281,7 @@ def _value_read(
         variable=variable.name,
         label=variable.label,
         visit=visit_label,
+        instance=row.instance,
         observed_on=row.observed_on,
         value=typed(spec, stored),
         display=display(spec, stored),
@@ -295,21 +299,26 @@ def store_value(
     stored: Stored,
     source: str | None,
     observed_on: date | None = None,
+    instance: int = 0,
 ) -> ChangeOutcome:
     """Add a value, or change the one already there (audited with before and after), or
     leave an equal one alone: storing the same thing twice changes nothing. A missing-data
-    code in its place is removed (audited)."""
+    code in its place is removed (audited). A visit's value is observed on the visit's date;
+    a repeat instance's on its own (`observed_on`; none given: the visit's)."""
     require(actor, Permission.record_phenotypes)
     refuse_retired(variable)
     visit = place_visit(variable, visit)
     assert participant.id is not None and variable.id is not None  # stored rows
-    if visit is not None:
+    if visit is not None and (instance == 0 or observed_on is None):
         observed_on = visit.visit_date
     remove_at(
         session, PhenotypeMissing, actor=actor, participant=participant, variable=variable,
-        visit=visit, reason="a value recorded in its place",
+        visit=visit, instance=instance, reason="a value recorded in its place",
     )  # fmt: skip
-    row = find_at(session, PhenotypeValue, participant=participant, variable=variable, visit=visit)
+    row = find_at(
+        session, PhenotypeValue, participant=participant, variable=variable, visit=visit,
+        instance=instance,
+    )  # fmt: skip
     label = visit.label if visit is not None else None
     if row is not None and _stored(row) == stored and row.observed_on == observed_on:
         return ChangeOutcome(outcome="same", value=_value_read(row, variable, label))
@@ -320,6 +329,7 @@ def store_value(
             participant_id=participant.id,
             visit_id=visit.id if visit is not None else None,
             variable_id=variable.id,
+            instance=instance,
         )
     row.observed_on = observed_on
     row.value_number, row.value_text, row.value_date = stored.number, stored.text, stored.day
@@ -360,10 +370,11 @@ def find_at(
     participant: Participant,
     variable: PhenotypeVariable,
     visit: Visit | None,
+    instance: int = 0,
 ) -> Placed | None:
-    """The value (or the missing-data code: `model`) of `variable` at `visit`, or the
-    participant's visit-less one."""
-    where = [col(model.variable_id) == variable.id]
+    """The value (or the missing-data code: `model`) of `variable` at `visit` (or the
+    participant's visit-less one) and `instance`."""
+    where = [col(model.variable_id) == variable.id, col(model.instance) == instance]
     if visit is not None:
         where.append(col(model.visit_id) == visit.id)
     else:
@@ -380,10 +391,13 @@ def remove_at(
     variable: PhenotypeVariable,
     visit: Visit | None,
     reason: str,
+    instance: int = 0,
 ) -> Placed | None:
     """Remove what a place holds of `model` (a value or a missing-data code), audited with
     what it was and why; None when it holds none."""
-    row = find_at(session, model, participant=participant, variable=variable, visit=visit)
+    row = find_at(
+        session, model, participant=participant, variable=variable, visit=visit, instance=instance
+    )
     if row is None:
         return None
     label = visit.label if visit is not None else None
@@ -407,6 +421,7 @@ def remove_value(
     variable: PhenotypeVariable,
     visit: Visit | None,
     reason: str,
+    instance: int = 0,
 ) -> ValueRead | None:
     """Remove a value (its source says it is gone: a cell cleared in REDCap), audited with
     what it was and `reason`; None when there is none."""
@@ -416,7 +431,7 @@ def remove_value(
     visit = place_visit(variable, visit)
     row = remove_at(
         session, PhenotypeValue, actor=actor, participant=participant, variable=variable,
-        visit=visit, reason=reason.strip(),
+        visit=visit, reason=reason.strip(), instance=instance,
     )  # fmt: skip
     label = visit.label if visit is not None else None
     return _value_read(row, variable, label) if row is not None else None
@@ -432,15 +447,30 @@ def add_values(
 ) -> int:
     """A participant's new values: `add_many_values`."""
     return add_many_values(
-        session, actor=actor, values=[(participant, *value) for value in values], source=source
+        session,
+        actor=actor,
+        values=[NewPhenotypeValue(participant, *value) for value in values],
+        source=source,
     )
+
+
+class NewPhenotypeValue(NamedTuple):
+    """A value for `add_many_values`: a visit's (instance 0, observed on the visit's date) or
+    a repeat instance's, observed on its own date (none: the visit's)."""
+
+    participant: Participant
+    visit: Visit | None
+    variable: PhenotypeVariable
+    stored: Stored
+    instance: int = 0
+    observed_on: date | None = None
 
 
 def add_many_values(
     session: Session,
     *,
     actor: Actor,
-    values: list[tuple[Participant, Visit | None, PhenotypeVariable, Stored]],
+    values: list[NewPhenotypeValue],
     source: str,
 ) -> int:
     """New values, of any participants, in one bulk insert (`insert_many`: COPY on
@@ -453,7 +483,7 @@ def add_many_values(
     rows, whose = [], []  # the rows, and each one's participant, variable and visit by name
     # by `id`, each object's columns, read once: a load repeats a few thousand objects
     seen: dict[int, tuple[Any, ...]] = {id(None): (None, None, None)}
-    for participant, visit, variable, stored in values:
+    for participant, visit, variable, stored, instance, observed in values:
         if id(variable) not in seen:
             refuse_retired(variable)
             per_participant = variable.scope is PhenotypeScope.participant
@@ -470,13 +500,14 @@ def add_many_values(
         if visit is not None and id(visit) not in seen:
             seen[id(visit)] = (visit.id, visit.visit_date, visit.label)
         participant_id, code = seen[id(participant)]
-        visit_id, observed_on, label = seen[id(visit)]
+        visit_id, visit_date, label = seen[id(visit)]
         rows.append(
             {
                 "participant_id": participant_id,
                 "visit_id": visit_id,
                 "variable_id": variable_id,
-                "observed_on": observed_on,
+                "instance": instance,
+                "observed_on": observed if instance and observed else visit_date,
                 "value_number": stored.number,
                 "value_text": stored.text,
                 "value_date": stored.day,
@@ -490,13 +521,13 @@ def add_many_values(
     table = PhenotypeValue.__table__
     insert_many(session, table, rows)
     ids: dict[tuple[Any, ...], int] = {}  # read back by the unique keys
-    key = (table.c.participant_id, table.c.visit_id, table.c.variable_id)
+    key = (table.c.participant_id, table.c.visit_id, table.c.variable_id, table.c.instance)
     for chunk in chunks(sorted({row["participant_id"] for row in rows}), 1000):
         query = sa.select(table.c.id, *key).where(one_of(session, key[0], chunk))
-        ids |= {(p, visit_id, v): row_id for row_id, p, visit_id, v in session.execute(query)}
+        ids |= {tuple(found[1:]): found[0] for found in session.execute(query)}
     entries = []
     for row, (code, name, label) in zip(rows, whose, strict=True):
-        row_id = ids[row["participant_id"], row["visit_id"], row["variable_id"]]
+        row_id = ids[row["participant_id"], row["visit_id"], row["variable_id"], row["instance"]]
         after = {"participant": code, "variable": name, "id": row_id, "visit": label}
         entries.append(
             {"action": "phenotype_value.add", "entity": "phenotype_value", "entity_id": row_id,
@@ -516,14 +547,18 @@ def set_value(
     visit: str | None = None,
     observed_on: date | None = None,
     source: str = "manual",
+    instance: int = 0,
 ) -> ChangeOutcome:
-    """Record one value, checked against the dictionary."""
+    """Record one value, checked against the dictionary: a visit's own (`instance` 0), or the
+    Nth observation within it, on its own date (`observed_on`)."""
     require(actor, Permission.record_phenotypes)
     person = get_participant_row(session, participant)
     entry = get_variable(session, variable)
     visit_row = find_visit(session, person, visit) if visit else None
     if observed_on is not None and observed_on > date.today():
         raise ValidationError("the observation date is in the future", field="observed_on")
+    if instance < 0:
+        raise ValidationError("an instance is 0 (the visit's value) or more", field="instance")
     stored = parse_value(Spec.of(entry), value)
     return store_value(
         session,
@@ -534,6 +569,7 @@ def set_value(
         stored=stored,
         source=source,
         observed_on=observed_on,
+        instance=instance,
     )
 
 
@@ -551,6 +587,7 @@ def participant_phenotypes(session: Session, *, actor: Actor, participant: str) 
             col(PhenotypeValue.observed_on).is_not(None),  # undated first on every engine
             col(PhenotypeValue.observed_on),
             col(PhenotypeValue.visit_id),
+            col(PhenotypeValue.instance),
             col(PhenotypeVariable.id),
         )
     ).all()
@@ -564,6 +601,8 @@ class StoredValue(NamedTuple):
     visit_id: int | None
     variable_id: int
     stored: Stored
+    instance: int = 0
+    observed_on: date | None = None
 
 
 def stored_values(
@@ -583,6 +622,8 @@ def stored_values(
         col(PhenotypeValue.value_number),
         col(PhenotypeValue.value_text),
         col(PhenotypeValue.value_date),
+        col(PhenotypeValue.instance),
+        col(PhenotypeValue.observed_on),
     ).where(one_of(session, col(PhenotypeValue.variable_id), variables))
     if participants is not None:
         query = query.where(one_of(session, col(PhenotypeValue.participant_id), participants))
@@ -590,5 +631,16 @@ def stored_values(
         query = query.where(one_of(session, col(PhenotypeValue.visit_id), visits))
     if participant_level:
         query = query.where(col(PhenotypeValue.visit_id).is_(None))
-    for participant_id, visit_id, variable_id, number, text, day in session.execute(query):
-        yield StoredValue(participant_id, visit_id, variable_id, Stored(number, text, day))
+    for (
+        participant_id,
+        visit_id,
+        variable_id,
+        number,
+        text,
+        day,
+        instance,
+        observed,
+    ) in session.execute(query):
+        yield StoredValue(
+            participant_id, visit_id, variable_id, Stored(number, text, day), instance, observed
+        )

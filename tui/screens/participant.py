@@ -56,13 +56,14 @@ def short_label(value: ValueRead) -> str:
 
 def timeline(values: list[ValueRead]) -> Text:
     """One line per group, in the service's order: participant-level values, then each visit."""
-    groups: dict[tuple[str | None, Any], list[ValueRead]] = {}
-    for value in values:
-        key = (value.visit, value.observed_on if value.visit else None)
+    groups: dict[tuple[str | None, Any, int], list[ValueRead]] = {}
+    for value in values:  # a form filled in several times in a visit: a line per filling
+        key = (value.visit, value.observed_on if value.visit else None, value.instance)
         groups.setdefault(key, []).append(value)
     lines = []
-    for (visit, on), group in groups.items():
-        line = Text(f"{shown(visit)} {on}" if visit else "Participant", style="bold")
+    for (visit, on, instance), group in groups.items():
+        place = f"{shown(visit)} [{instance}]" if instance else shown(visit or "")
+        line = Text(f"{place} {on}" if visit else "Participant", style="bold")
         line.append(": " + shown(" · ".join(f"{short_label(v)} {v.display}" for v in group)))
         lines.append(line)
     return Text("\n").join(lines) if lines else Text("No phenotype values recorded.", "dim")

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.phenotypes import Stored
 from biobank.domain.visits import by_canonical_label
 from biobank.domain.vocabulary import Sex
 from biobank.errors import ValidationError
@@ -148,8 +149,10 @@ class _Checker:
         # the batch's stored visits, and those that are one
         self.stored_visits: dict[tuple[str, str], tuple[int, date]] = {}
         self.visit_clashes: dict[tuple[str, str], str] = {}
-        # what the batch's stored visits hold: (visit, variable) → value or missing-data code
-        self.stored_values: dict[tuple[int | None, int], Given] = {}
+        # what the batch's stored visits hold: (visit, variable, instance) → value or
+        # missing-data code, and a repeat instance's value its observation date
+        self.stored_values: dict[tuple[int | None, int, int], Given] = {}
+        self.stored_observed: dict[tuple[int | None, int, int], date | None] = {}
         self.spool = new_spool()
         self.record_dated: set[str] = set()  # events whose visits took their record's date
 
@@ -374,7 +377,7 @@ class _Checker:
             return
         visit = self.visits.get(key)
         other_event = visit is not None and (visit.at.event or "") != r.event  # another arm's
-        if visit is not None and ((r.form or "") in visit.forms or other_event):
+        if visit is not None and (r.holding in visit.forms or other_event):
             reason = (
                 f"row {visit.at.row} has the same record and event "
                 f"({self.faults.record_id(code)}, {r.label})"
@@ -387,8 +390,8 @@ class _Checker:
                 )
             r.faults.append((EVENT_COLUMN, r.event, reason))
             return
-        if visit is not None:  # a repeating instrument's first instance: its event's visit
-            visit.forms += (r.form or "",)
+        if visit is not None:  # a repeating instrument's row of its event's visit
+            visit.forms += (r.holding,)
         else:
             visit_id, stored_date = self.stored_visits.get(key, (None, None))
             visit_date = r.visit_date or self.event_date(code, r) or self.record_date(person, r)
@@ -405,7 +408,7 @@ class _Checker:
             if dated is not None and person.first_date is None:
                 person.first_date = dated
             visit = self.visits[key] = PlannedVisit(
-                at, visit_date, visit_id, stored_date, (r.form or "",)
+                at, visit_date, visit_id, stored_date, (r.holding,)
             )
         for name, given in r.facts.items():
             first = person.facts.setdefault(name, given)
@@ -460,37 +463,53 @@ class _Checker:
         written: list[NewValue],
     ) -> None:
         """What a row's values add and change in its visit, and what its blank cells remove
-        (a participant-level one's blank is weighed with the record's other rows: `people`)."""
+        (a participant-level one's blank is weighed with the record's other rows: `people`). A
+        dated observation's value whose date changed is changed too."""
+        instance = r.instance
+        observed = (r.visit_date or visit.visit_date or visit.stored_date) if instance else None
         for name, (given, _) in r.values.items():
-            before = self.stored(visit, name)
-            person.outcomes["values", outcome_of(before, given)] += 1
-            if before != given:
-                written.append((*key, name, given, before))
+            place = self.value_place(visit, name, instance)
+            before = self.stored_values.get(place) if place else None
+            moved = (  # a dated observation's value, whose date is another now
+                place is not None
+                and isinstance(before, Stored)
+                and self.stored_observed.get(place) != observed
+            )
+            person.outcomes["values", "changed" if moved else outcome_of(before, given)] += 1
+            if before != given or moved:
+                written.append((*key, name, given, before, instance, observed))
         for name in r.blank:
             target = self.dictionary.targets[name]
             if target.participant_level:
                 person.blank.add(name)
                 continue
-            before = self.stored(visit, name)
+            place = self.value_place(visit, name, instance)
+            before = self.stored_values.get(place) if place else None
             if before is not None:
                 person.outcomes["values", "removed"] += 1
                 person.removed.append(removal(at, target, before, self.faults.phi_record))
-                written.append((*key, name, None, before))
+                written.append((*key, name, None, before, instance, None))
 
-    def stored(self, visit: PlannedVisit, name: str) -> Given | None:
-        """What a stored visit holds of a field's variable."""
+    def value_place(
+        self, visit: PlannedVisit, name: str, instance: int
+    ) -> tuple[int, int, int] | None:
+        """Where a stored visit holds (or would hold) its instance of a field's variable."""
         variable = self.dictionary.targets[name].variable
         if not visit.id or variable is None:
             return None
-        return self.stored_values.get((visit.id, stored_id(variable.id)))
+        return visit.id, stored_id(variable.id), instance
 
     def load_values(self, visit_ids: list[int]) -> None:
         """What the batch's stored visits hold of the variables imported."""
         targets = self.dictionary.targets.values()
         variables = [stored_id(t.variable.id) for t in targets if t.variable is not None]
         found = phenotypes.stored_values(self.session, variables=variables, visits=visit_ids)
-        self.stored_values = {(v.visit_id, v.variable_id): v.stored for v in found}
+        self.stored_values, self.stored_observed = {}, {}
+        for v in found:
+            self.stored_values[v.visit_id, v.variable_id, v.instance] = v.stored
+            if v.instance:
+                self.stored_observed[v.visit_id, v.variable_id, v.instance] = v.observed_on
         for m in phenotype_missing.stored_missing(
             self.session, variables=variables, visits=visit_ids
         ):
-            self.stored_values[m.visit_id, m.variable_id] = Missing(m.code)
+            self.stored_values[m.visit_id, m.variable_id, m.instance] = Missing(m.code)

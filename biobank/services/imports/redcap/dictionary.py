@@ -104,6 +104,7 @@ class Dictionary:
         for key, forms in (
             ("participant form", mapping.participant_forms),
             ("skipped form", mapping.skip_forms),
+            ("repeating form", frozenset(mapping.repeats)),
         ):
             for form in sorted(forms - found.forms):
                 self.report.notices.append(f"the mapping's {key} {form!r} is not in the dictionary")

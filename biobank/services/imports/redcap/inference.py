@@ -96,6 +96,8 @@ NOTES = {  # what each setting is, for the file `mapping_toml` writes
     "consent": "The consent form: document code, title, version and signed_on fields, and "
     "[consent.statements] yes/no field → statement (FUTURE_RESEARCH, GENETIC, COMMERCIAL, "
     "DATA_SHARING, RECONTACT). Left empty: no consent imported.",
+    "repeats": 'Repeating instrument → "observation" (each instance a dated observation in its '
+    'event\'s visit) or "visit" (each instance a visit of its own).',
     "fields": '[fields.NAME]: phi = "keep", "drop" or "identity"; variable = "…"; skip = true; '
     "choices = { REDCap code or label = ours }.",
 }
@@ -136,13 +138,14 @@ def _filled(cell: str, box: bool) -> bool:
 
 def _forms_held(
     fields: dict[str, redcap.Field], records: Iterable[tuple[int, list[str]]]
-) -> tuple[bool, dict[str, set[str]]]:
-    """Whether the records have events, and the forms with a value in each event's rows (a
-    classic project's: event ""), events in the order the records first name them."""
+) -> tuple[bool, dict[str, set[str]], list[str]]:
+    """Whether the records have events, the forms with a value in each event's rows (a
+    classic project's: event ""), events in the order the records first name them, and the
+    repeating instruments, in the order met."""
     rows: Iterator[tuple[int, list[str]]] = iter(records)
     header = next(rows, None)
     if header is None:
-        return False, {}
+        return False, {}, []
     columns = {cell.strip().lower(): i for i, cell in enumerate(header[1])}
     event_at, repeat_at = columns.get(EVENT_COLUMN), columns.get(INSTRUMENT_COLUMN)
     by_form: dict[str, list[tuple[int, bool]]] = {}
@@ -151,18 +154,20 @@ def _forms_held(
         found = [(columns[c], box) for c in f.columns if c in columns]
         by_form.setdefault(f.form, []).extend(found)
     held: dict[str, set[str]] = {}
+    repeating: dict[str, None] = {}
 
     def cell(cells: list[str], at: int | None) -> str:
         return cells[at].strip() if at is not None and at < len(cells) else ""
 
     for _, cells in rows:
-        if cell(cells, repeat_at):
+        if form := cell(cells, repeat_at).lower():
+            repeating[form] = None
             continue
         forms = held.setdefault(cell(cells, event_at), set())
         for form, places in by_form.items():
             if form not in forms and any(_filled(cell(cells, i), box) for i, box in places):
                 forms.add(form)
-    return event_at is not None, held
+    return event_at is not None, held, list(repeating)
 
 
 class _Inference:
@@ -171,7 +176,7 @@ class _Inference:
     def __init__(self, found: redcap.Dictionary, records: Iterable[tuple[int, list[str]]]):
         self.fields = found.fields
         self.forms = list(dict.fromkeys(f.form for f in self.fields.values()))
-        self.longitudinal, self.held = _forms_held(self.fields, records)
+        self.longitudinal, self.held, self.repeating = _forms_held(self.fields, records)
         self.settings: dict[str, Any] = {}
         self.why: dict[str, str] = {}
         self.not_inferred: dict[str, str] = {}
@@ -188,9 +193,16 @@ class _Inference:
         visits = {event: _label(event) for event in self.held} if self.longitudinal else {}
         if visits:
             self.why["visit_labels"] = "none: each event's visit is its name without its arm"
+        if self.repeating:
+            self.settings["repeats"] = dict.fromkeys(self.repeating, "observation")
+            self.why["repeats"] = (
+                f"{', '.join(self.repeating)}: each instance a dated observation in its "
+                "event's visit"
+            )
         order = (
             "record_id", "visit_date", "sex", "birth_year", "classic_label",
-            "participant_forms", "event_dates", "visit_labels", "identity", "consent", "fields",
+            "participant_forms", "event_dates", "visit_labels", "repeats", "identity", "consent",
+            "fields",
         )  # fmt: skip
         defaults = {"classic_label": "enrolment", "visit_labels": {}, "fields": {}}
         given = defaults | self.settings

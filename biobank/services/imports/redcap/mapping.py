@@ -1,11 +1,12 @@
 """The mapping of a REDCap project onto this system: which fields are the record ID, the visit
 date, the participant's sex and birth year, the identity columns and the consent form (and
 what a consent answer turned from yes to no becomes), what a classic project's one visit per
-record and an arm's visits are called, which namespace holds the variables of fields of another
-meaning, and what single fields and forms become (`mapping_fields`: renamed, skipped, their
-choices mapped, where their PHI goes). A small TOML file,
-`biobank/reference/redcap_mapping.toml`, the "lupus" mapping, or another given; or settings
-inferred from the project itself: `inference`."""
+record and an arm's visits are called, what a repeating instrument's instances are (dated
+observations within their event's visit, or visits of their own), which namespace holds the
+variables of fields of another meaning, and what single fields and forms become
+(`mapping_fields`: renamed, skipped, their choices mapped, where their PHI goes). A small TOML
+file, `biobank/reference/redcap_mapping.toml`, the "lupus" mapping, or another given; or
+settings inferred from the project itself: `inference`."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ IDENTITY_LIMITS = {"mrn": 64, "family_name": 200, "given_name": 200, "date_of_bi
 DEFAULT_MAPPING = "reference/redcap_mapping.toml"
 NAMESPACE_LIMIT = 24  # room for "<namespace>__<field>" in a variable's 64 characters
 ON_CHANGE = ("withdraw", "refuse")  # what a consent answer turned from yes to no becomes
+# what a repeating instrument's instances are: dated observations in their event's visit (the
+# default: medicines, flares, lab panels filled in several times), or visits of their own
+REPEATS = ("observation", "visit")
 # REDCap's standard missing-data codes (Project Setup, "Missing Data Codes"): code → label
 REDCAP_MISSING_CODES = {
     "NI": "No information", "INV": "Invalid", "UNK": "Unknown", "NASK": "Not asked",
@@ -75,9 +79,15 @@ class RedcapMapping:
     skip_forms: frozenset[str] = frozenset()  # forms not imported (but their role fields)
     namespace: str | None = None  # of colliding fields' variables (None: the study's code)
     arms: dict[int, str] = field(default_factory=dict)  # arm → its visits' label suffix
+    repeats: dict[str, str] = field(default_factory=dict)  # form → "observation" or "visit"
     # a cell holding one of these codes is a value missing with reason: code → label
     missing_codes: dict[str, str] = field(default_factory=lambda: dict(REDCAP_MISSING_CODES))
     file: str = "redcap_mapping.toml"
+
+    def observed(self, form: str) -> bool:
+        """Whether a repeating instrument's instances are dated observations in their event's
+        visit (else each is a visit of its own: `visits`)."""
+        return self.repeats.get(form, REPEATS[0]) == REPEATS[0]
 
     def date_field(self, event: str) -> str | None:
         """The field that dates the visits of `event` (None: the row's or the record's first
@@ -163,6 +173,7 @@ def mapping_from_settings(settings: dict[str, Any], where: str) -> RedcapMapping
         skip_forms=form_names(where, "skip_forms", settings.get("skip_forms", [])),
         namespace=_namespace(where, settings.get("namespace")),
         arms=_arms(where, settings.get("arms", {})),
+        repeats=_repeats(where, settings.get("repeats", {})),
         missing_codes=_missing_codes(settings.get("missing_codes", REDCAP_MISSING_CODES), where),
         file=where,
     )
@@ -221,6 +232,19 @@ def _arms(where: str, given: object) -> dict[int, str]:
             raise _fail(where, key, reason, words)
         arms[int(arm)] = suffix
     return arms
+
+
+def _repeats(where: str, given: object) -> dict[str, str]:
+    """Form → what its instances are (`REPEATS`)."""
+    if not isinstance(given, dict):
+        raise _fail(
+            where, "repeats", 'must be a table of forms: medications = "observation"', given
+        )
+    for form, kind in given.items():
+        if kind not in REPEATS:
+            allowed = " or ".join(f'"{k}"' for k in REPEATS)
+            raise _fail(where, f"repeats.{form}", f"is {kind!r}, not {allowed}", kind)
+    return {str(form).strip().lower(): kind for form, kind in given.items()}
 
 
 def _consent_mapping(given: object, where: str) -> ConsentMapping | None:

@@ -273,11 +273,13 @@ class PeopleCheck:
             for value in phenotypes.stored_values(
                 self.session, variables=variables, participants=chunk, participant_level=True
             ):
-                found[value.participant_id, value.variable_id] = value.stored
+                if not value.instance:  # the import writes no repeat instance of these
+                    found[value.participant_id, value.variable_id] = value.stored
             for m in phenotype_missing.stored_missing(
                 self.session, variables=variables, participants=chunk, participant_level=True
             ):
-                found[m.participant_id, m.variable_id] = Missing(m.code)
+                if not m.instance:
+                    found[m.participant_id, m.variable_id] = Missing(m.code)
         return found
 
     def check_signatures(self) -> None:

@@ -32,8 +32,9 @@ class Missing:
 
 
 Given = Stored | Missing  # what a cell gives a value's place, or what the place holds
-# participant, visit, variable, what the file gives (None: a cell blank now), what is stored
-NewValue = tuple[str, str | None, str, Given | None, Given | None]
+# participant, visit, variable, what the file gives (None: a cell blank now), what is stored,
+# the instance (0: the visit's own value) and a repeat instance's observation date
+NewValue = tuple[str, str | None, str, Given | None, Given | None, int, date | None]
 Outcomes = Counter[tuple[str, str]]  # (what, outcome) → how many: ("values", "added")
 K = TypeVar("K", str, tuple[str, str])
 V = TypeVar("V")
@@ -118,7 +119,7 @@ class PlannedVisit:
     visit_date: date | None  # as the file gives it
     id: int | None = None
     stored_date: date | None = None
-    forms: tuple[str, ...] = ()  # its rows': a repeating instrument's form, "" for the event's
+    forms: tuple[str, ...] = ()  # what its rows hold (`Row.holding`)
 
 
 @dataclass
@@ -132,12 +133,19 @@ class Row:
     label: str | None = None  # its visit (see `visits`)
     base: str | None = None  # its event's visit (the classic project's one)
     form: str | None = None  # a repeating instrument's row: the form it holds
-    visit_date: date | None = None
+    instance: int = 0  # its values' (`visits`): 0, or a dated observation's
+    visit_date: date | None = None  # a dated observation's row: the observation's date
     facts: dict[str, Fact] = field(default_factory=dict)
     values: dict[str, tuple[Given, str]] = field(default_factory=dict)  # visit-scope
     blank: list[str] = field(default_factory=list)  # fields of forms it holds, left blank
     signature: Signature | None = None
     faults: list[tuple[str | None, str | None, str]] = field(default_factory=list)
+
+    @property
+    def holding(self) -> str:
+        """What of its visit the row holds: "" its event's forms, else its repeating form (and
+        instance, a dated observation's); two rows of a visit never hold the same."""
+        return f"{self.form} #{self.instance}" if self.instance else self.form or ""
 
 
 class Kept(Generic[K, V]):

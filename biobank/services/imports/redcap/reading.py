@@ -268,14 +268,15 @@ class RowReader:
             return
         if base is None:
             return
-        visit = row_visit(base, form=form, instance=instance)
+        observed = form is not None and self.mapping.observed(form)
+        visit = row_visit(base, form=form, instance=instance, observed=observed)
         if len(visit.label) > 64:
             column = INSTRUMENT_COLUMN if form else INSTANCE_COLUMN
             r.faults.append(
                 (column, cell(column), f"the visit {visit.label!r} is over 64 characters")
             )
             return
-        r.label, r.base, r.form = visit.label, visit.base, visit.form
+        r.label, r.base, r.form, r.instance = visit.label, visit.base, visit.form, visit.instance
 
     def read_visit_date(
         self,

@@ -88,7 +88,7 @@ def write_redcap(
         writer.write_values(  # the visits' values and the participants' own, in one go
             values
             + [
-                (code, None, name, _given(plan.people[code], name), before)
+                (code, None, name, _given(plan.people[code], name), before, 0, None)
                 for code in people
                 for name, before in plan.people[code].new_values
             ]
@@ -368,8 +368,10 @@ class _Writer:
             before = audit.snapshot(row)
             row.visit_date = visit.visit_date
             self.changed(row, "visit.change", before, {"participant": self.codes[code]})
-            moved = select(PhenotypeValue).where(
-                PhenotypeValue.visit_id == row.id, PhenotypeValue.observed_on != row.visit_date
+            moved = select(PhenotypeValue).where(  # a repeat instance's has a date of its own
+                PhenotypeValue.visit_id == row.id,
+                PhenotypeValue.instance == 0,
+                PhenotypeValue.observed_on != row.visit_date,
             )
             for value in self.session.exec(moved).all():
                 before = audit.snapshot(value)
@@ -389,16 +391,18 @@ class _Writer:
         plan, session, actor = self.plan, self.session, self.actor
         people = self.loaded(Participant, {stored_id(plan.people[v[0]].id) for v in values})
         visits = self.loaded(Visit, {stored_id(plan.visits[v[0], v[1]].id) for v in values if v[1]})
-        new: list[tuple[Participant, Visit | None, PhenotypeVariable, Stored]] = []
-        codes: dict[int, list[tuple[Visit | None, PhenotypeVariable, str]]] = defaultdict(list)
-        for code, label, name, given, before in values:
+        new: list[phenotypes.NewPhenotypeValue] = []
+        codes: dict[int, list[tuple[Visit | None, PhenotypeVariable, str, int]]] = defaultdict(list)
+        for code, label, name, given, before, instance, observed in values:
             person_id = stored_id(plan.people[code].id)
             person, variable = people[person_id], self.variables[name]
             visit = visits[stored_id(plan.visits[code, label].id)] if label is not None else None
             if before is None and isinstance(given, Stored):
-                new.append((person, visit, variable, given))
+                new.append(
+                    phenotypes.NewPhenotypeValue(person, visit, variable, given, instance, observed)
+                )
             elif before is None and isinstance(given, Missing):
-                codes[person_id].append((visit, variable, given.code))
+                codes[person_id].append((visit, variable, given.code, instance))
             elif given is None:
                 remove = (
                     phenotype_missing.remove_missing
@@ -406,16 +410,16 @@ class _Writer:
                     else phenotypes.remove_value
                 )
                 remove(session, actor=actor, participant=person, variable=variable, visit=visit,
-                       reason=self.cleared)  # fmt: skip
+                       reason=self.cleared, instance=instance)  # fmt: skip
             elif isinstance(given, Missing):
                 phenotype_missing.record_missing(
                     session, actor=actor, participant=person, variable=variable, visit=visit,
-                    code=given.code, source=SOURCE, reason=self.reason,
+                    code=given.code, source=SOURCE, reason=self.reason, instance=instance,
                 )  # fmt: skip
             else:
                 phenotypes.store_value(
                     session, actor=actor, participant=person, variable=variable, visit=visit,
-                    stored=given, source=SOURCE,
+                    stored=given, source=SOURCE, instance=instance, observed_on=observed,
                 )  # fmt: skip
         phenotypes.add_many_values(session, actor=actor, values=new, source=SOURCE)
         for person_id, missing in codes.items():
