@@ -16,6 +16,7 @@ from pathlib import Path
 
 from benchmarks import (
     allocation,
+    cli_bench,
     concurrency,
     export_bench,
     labels_bench,
@@ -150,6 +151,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Result]]:
             engine.dispose()
     if "sqlite" in args.engines:
         results.append(tui_bench.cold_start(runs=plan.starts))
+        results += cli_bench.run(rounds=plan.starts)
     progress("labels")
     results += labels_bench.run(runs=plan.label_runs)
     info = report.machine(size=size, seed=args.seed, quick=args.quick, versions=versions)

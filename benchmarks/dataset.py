@@ -385,6 +385,7 @@ def _phenotype_values(
                     "participant_id": person["id"],
                     "visit_id": visit["id"] if visit else None,
                     "variable_id": variable_id,
+                    "instance": 0,
                     "observed_on": visit["visit_date"] if visit else None,
                     "value_number": stored.number,
                     "value_text": stored.text,

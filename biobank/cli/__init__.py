@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import importlib
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -13,9 +14,13 @@ from biobank import __version__
 from biobank.cli.common import CliState, JsonOption, emit_json, message, state, work
 from biobank.errors import BiobankError
 
-# Commands and command groups by name: (module, function or Typer app). Each is imported when it
-# runs or is listed, so the workstation starts, and each command runs, without importing every
-# other command.
+if TYPE_CHECKING:
+    from typer._click import HelpFormatter
+
+# Commands and command groups by name: (module, function or Typer app). Each module is imported
+# when its command runs or its own help is asked for, and each command imports the services it
+# uses in its body: so `biobank --help`, a group's help and the workstation start without the
+# database layer, and each command without any other command's services.
 COMMANDS = {
     "scan": ("biobank.cli.specimen_commands", "scan_command"),
     "backup": ("biobank.cli.backup_commands", "backup_command"),
@@ -39,6 +44,33 @@ GROUPS = {
     "cohort": ("biobank.cli.cohort_commands", "app"),
     "export": ("biobank.cli.export_commands", "app"),
     "agreement": ("biobank.cli.agreement_commands", "app"),
+}
+# What `biobank --help` lists for each of them, without importing it: the first sentence of its
+# help (tests/test_cli_startup.py checks that the list reads as the loaded commands' would).
+SUMMARIES = {
+    "agreement": "Data use agreements (limited data sets name one).",
+    "audit": "Read and verify the tamper-evident audit trail.",
+    "backup": "Copy the whole database to FILE (SQLite's online backup, or pg_dump's custom "
+    "format).",
+    "cohort": "Cohort queries: filters, counts before export, saved queries.",
+    "config": "Show settings and where they come from.",
+    "consent": "Consent: statements, signed documents, withdrawals and the pull list.",
+    "db": "Create, upgrade and check the database schema.",
+    "export": "Consent-enforced, de-identified exports of specimens and phenotypes.",
+    "import": "Import data kept in other systems.",
+    "label": "Make labels for tubes, boxes or a collection kit: files (--format/--out) or a "
+    "printer (--printer, or the workstation's default printer when no --out is given).",
+    "participant": "Pseudonymous participants; PHI only for admins.",
+    "phenotype": "Phenotype data: the dictionary and each participant's values.",
+    "reconcile": "Compare a box/rack scanner export with the inventory, position by position.",
+    "restore": "Replace the whole database with the backup in FILE, once it is checked (schema "
+    "version, integrity, audit chain).",
+    "scan": "Resolve a scan to a specimen, box, participant or badge (exit 4 unknown, 2 misread).",
+    "specimen": "Accession specimens, split aliquots, and keep custody of tubes.",
+    "storage": "Storage units: sites, freezers, shelves, racks and boxes.",
+    "study": "Studies (protocols) and their specimen ID prefixes.",
+    "user": "Manage users, roles and PINs (admins).",
+    "visit": "Participant visits (baseline, month 6, flare…).",
 }
 
 
@@ -75,6 +107,19 @@ class BiobankGroup(TyperGroup):
             group.name = name
             return _plain_help(group)
         return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: typer.Context, formatter: HelpFormatter) -> None:
+        """The list in `--help`: a lazy command by its summary (`SUMMARIES`), not loaded; any
+        other by its own help."""
+        listed: list[tuple[str, TyperCommand | TyperGroup]] = []
+        for name in self.list_commands(ctx):
+            if name in SUMMARIES:
+                listed.append((name, TyperCommand(name=name, help=SUMMARIES[name])))
+            elif (command := self.get_command(ctx, name)) is not None and not command.hidden:
+                listed.append((name, command))
+        limit = formatter.width - 6 - max(len(name) for name, _ in listed)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, c.get_short_help_str(limit)) for name, c in listed])
 
     def invoke(self, ctx: typer.Context):
         try:

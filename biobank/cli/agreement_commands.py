@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from biobank.cli.common import JsonOption, emit_json, emit_table, message, parse_date, work
-from biobank.services import agreements
 
 app = typer.Typer(help="Data use agreements (limited data sets name one).", no_args_is_help=True)
 
@@ -22,6 +21,8 @@ def add(
     json: JsonOption = False,
 ) -> None:
     """Register a signed agreement (admins)."""
+    from biobank.services import agreements
+
     with work(ctx) as (session, actor):
         row = agreements.register_agreement(
             session, actor=actor, reference=reference, pi=pi, study=study, uses=uses,
@@ -43,6 +44,8 @@ def revoke(
     json: JsonOption = False,
 ) -> None:
     """End an agreement before it expires (admins)."""
+    from biobank.services import agreements
+
     with work(ctx) as (session, actor):
         row = agreements.revoke_agreement(session, actor=actor, reference=reference, reason=reason)
     if json:
@@ -54,6 +57,8 @@ def revoke(
 @app.command("list")
 def list_agreements(ctx: typer.Context, json: JsonOption = False) -> None:
     """The agreements (a PI sees their own)."""
+    from biobank.services import agreements
+
     with work(ctx, readonly=True) as (session, actor):
         rows = agreements.list_agreements(session, actor=actor)
     if json:

@@ -6,7 +6,6 @@ import typer
 
 from biobank.cli.common import JsonOption, emit_json, emit_table, message, state, work
 from biobank.cli.consistency_commands import check
-from biobank.services import audit, audit_anchor
 
 app = typer.Typer(help="Read and verify the tamper-evident audit trail.", no_args_is_help=True)
 
@@ -16,6 +15,8 @@ def verify(ctx: typer.Context, json: JsonOption = False) -> None:
     """Walk the hash chain and name the first entry that was altered, removed or reordered;
     then hold it to the keyed checkpoints kept outside the database (`audit checkpoint`),
     which name a truncation or a rewriting the chain alone cannot show."""
+    from biobank.services import audit, audit_anchor
+
     settings = state(ctx).settings
     key = audit_anchor.load_key(settings.audit_key_file, create=False)
     with work(ctx, readonly=True) as (session, actor):
@@ -42,6 +43,8 @@ def checkpoint(ctx: typer.Context, json: JsonOption = False) -> None:
     """Verify the chain and append its head, keyed with the audit key (made on first use,
     readable by its owner only), to the checkpoints file; the line is printed for the
     admins' records too. Run it regularly (after each backup, say)."""
+    from biobank.services import audit_anchor
+
     settings = state(ctx).settings
     key = audit_anchor.load_key(settings.audit_key_file, create=True)
     with work(ctx, readonly=True) as (session, actor):
@@ -68,6 +71,8 @@ def log(
 ) -> None:
     """Show audit entries, newest first, one line each (a reason's line breaks and control
     characters shown escaped, as \\n or \\x1b)."""
+    from biobank.services import audit
+
     with work(ctx, readonly=True) as (session, actor):
         entries = audit.audit_log(
             session, actor=actor, entity=entity, entity_id=entity_id, limit=limit

@@ -7,8 +7,6 @@ from pathlib import Path
 import typer
 
 from biobank.cli.common import JsonOption, emit_json, message, state
-from biobank.db import uow
-from biobank.services import audit_anchor, backups
 
 
 def backup_command(
@@ -18,6 +16,8 @@ def backup_command(
     json: JsonOption = False,
 ) -> None:
     """Copy the whole database to FILE (SQLite's online backup, or pg_dump's custom format)."""
+    from biobank.services import backups
+
     engine, actor = state(ctx).database().engine, state(ctx).actor()
     made = backups.backup(engine, actor=actor, path=file, replace=force)
     if json:
@@ -37,6 +37,8 @@ def restore_command(
 ) -> None:
     """Replace the whole database with the backup in FILE, once it is checked (schema version,
     integrity, audit chain)."""
+    from biobank.services import backups
+
     engine, actor = state(ctx).database().engine, state(ctx).actor()
     if not yes and not typer.confirm(
         f"Replace everything in the database with {file}?", default=False, err=True
@@ -57,6 +59,9 @@ def restore_command(
 def _mark_restore(ctx: typer.Context, engine, actor) -> None:
     """An older chain was put back on purpose: a keyed mark says so to `audit verify`, which
     would otherwise read the checkpoints after the backup as a truncation."""
+    from biobank.db import uow
+    from biobank.services import audit_anchor
+
     settings = state(ctx).settings
     key = audit_anchor.load_key(settings.audit_key_file, create=False)
     if key is None:

@@ -3,13 +3,17 @@ the counts consent leaves, and keep queries by name."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from biobank.cli.cohort_filters import Uses, cohort_filters
 from biobank.cli.common import JsonOption, emit_json, emit_table, message, parse_date, state, work
 from biobank.domain.cohort import CohortQuery, describe
-from biobank.services import cohort_counts, saved_queries
 from biobank.terminal_text import shown
+
+if TYPE_CHECKING:
+    from biobank.services import cohort_counts
 
 app = typer.Typer(help="Cohort queries: filters, counts before export, saved queries.")
 
@@ -33,6 +37,8 @@ def preview(
 ) -> None:
     """Counts before anything is written: specimens, participants, and who consent leaves out
     as of today."""
+    from biobank.services import cohort_counts
+
     settings = state(ctx).settings
     with work(ctx, readonly=True) as (session, actor):
         result = cohort_counts.preview_cohort(
@@ -88,6 +94,8 @@ def allowed_on(
 ) -> None:
     """What consent allowed on an earlier day (admins): counts, and with --list the internal
     IDs, but no data files; audited with its reason."""
+    from biobank.services import cohort_counts
+
     settings = state(ctx).settings
     with work(ctx) as (session, actor):
         result = cohort_counts.allowed_on(
@@ -123,6 +131,8 @@ def save(
     json: JsonOption = False,
 ) -> None:
     """Keep a query by name (the filters as data, never SQL)."""
+    from biobank.services import saved_queries
+
     with work(ctx) as (session, actor):
         kept = saved_queries.save_query(
             session, actor=actor, name=name, query=query, description=description,
@@ -137,6 +147,8 @@ def save(
 @app.command("list")
 def list_queries(ctx: typer.Context, json: JsonOption = False) -> None:
     """The saved queries."""
+    from biobank.services import saved_queries
+
     with work(ctx, readonly=True) as (session, actor):
         rows = saved_queries.list_saved_queries(session, actor=actor)
     if json:
@@ -159,6 +171,8 @@ def list_queries(ctx: typer.Context, json: JsonOption = False) -> None:
 @app.command()
 def show(ctx: typer.Context, name: str = typer.Argument(...), json: JsonOption = False) -> None:
     """One saved query in full."""
+    from biobank.services import saved_queries
+
     with work(ctx, readonly=True) as (session, actor):
         row = saved_queries.get_saved_query(session, actor=actor, name=name)
     if json:

@@ -18,16 +18,17 @@ from pydantic import BaseModel
 
 from biobank.domain.dates import parse_day
 from biobank.errors import AuthenticationFailed, ValidationError
-from biobank.settings import Settings, load_settings
 from biobank.terminal_text import shown, shown_json
 
-if TYPE_CHECKING:  # the database layer is imported when a command first needs it, so the
-    # terminal UI can show its sign-in screen before (see `tui.app`)
+if TYPE_CHECKING:  # the database layer, and the settings, are imported when a command first
+    # needs them: the terminal UI shows its sign-in screen before (see `tui.app`), and help
+    # is shown without them
     from sqlmodel import Session
 
     from biobank.bootstrap import OpenDatabase
     from biobank.domain.permissions import Actor
     from biobank.services.identity import Identified
+    from biobank.settings import Settings
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
@@ -41,6 +42,8 @@ class CliState:
 
     @property
     def settings(self) -> Settings:
+        from biobank.settings import load_settings
+
         if self._settings is None:
             self._settings = load_settings()
         return self._settings

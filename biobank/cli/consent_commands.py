@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -16,9 +17,10 @@ from biobank.cli.common import (
 )
 from biobank.domain.vocabulary import WithdrawalDisposition
 from biobank.errors import ConsentDenied, ValidationError
-from biobank.services import consent, pulls, withdrawals
-from biobank.services.withdrawals import ImpactReport
 from biobank.terminal_text import shown
+
+if TYPE_CHECKING:
+    from biobank.services.withdrawals import ImpactReport
 
 app = typer.Typer(help="Consent: statements, signed documents, withdrawals and the pull list.")
 statement_app = typer.Typer(help="The statements consent documents ask (FUTURE_RESEARCH, …).")
@@ -32,6 +34,8 @@ AsOf = typer.Option(None, "--as-of", help="YYYY-MM-DD (default: today).")
 @app.command("statements")
 def statements(ctx: typer.Context, json: JsonOption = False) -> None:
     """List the consent statements."""
+    from biobank.services import consent
+
     with work(ctx, readonly=True) as (session, actor):
         rows = consent.list_statements(session, actor=actor)
     if json:
@@ -43,6 +47,8 @@ def statements(ctx: typer.Context, json: JsonOption = False) -> None:
 @statement_app.command("add")
 def statement_add(ctx: typer.Context, code: str, text: str, json: JsonOption = False) -> None:
     """Add a consent statement."""
+    from biobank.services import consent
+
     with work(ctx) as (session, actor):
         added = consent.add_statement(session, actor=actor, code=code, text=text)
     if json:
@@ -54,6 +60,8 @@ def statement_add(ctx: typer.Context, code: str, text: str, json: JsonOption = F
 @app.command("documents")
 def documents(ctx: typer.Context, json: JsonOption = False) -> None:
     """List the consent documents and the statements each asks."""
+    from biobank.services import consent
+
     with work(ctx, readonly=True) as (session, actor):
         rows = consent.list_documents(session, actor=actor)
     if json:
@@ -78,6 +86,8 @@ def document_add(
     json: JsonOption = False,
 ) -> None:
     """Add a version of a consent document."""
+    from biobank.services import consent
+
     with work(ctx) as (session, actor):
         added = consent.add_document(
             session,
@@ -106,6 +116,8 @@ def sign(
     json: JsonOption = False,
 ) -> None:
     """Record a signed consent document: every statement it asks answered --yes or --no."""
+    from biobank.services import consent
+
     both = {s.strip().upper() for s in yes} & {s.strip().upper() for s in no}
     if both:
         raise ValidationError(
@@ -135,6 +147,8 @@ def status(
     ctx: typer.Context, participant: str, as_of: str | None = AsOf, json: JsonOption = False
 ) -> None:
     """Each statement's state as of a date, with the signatures and withdrawals behind it."""
+    from biobank.services import consent
+
     with work(ctx, readonly=True) as (session, actor):
         read = consent.consent_status(
             session, actor=actor, participant=participant, as_of=parse_date(as_of, "as-of")
@@ -182,6 +196,8 @@ def check(
     json: JsonOption = False,
 ) -> None:
     """Whether consent allows every use (exit 0), or not (exit 6)."""
+    from biobank.services import consent
+
     day = parse_date(as_of, "as-of")
     with work(ctx, readonly=True) as (session, actor):
         decision = consent.check_uses(
@@ -241,6 +257,8 @@ def impact(
     json: JsonOption = False,
 ) -> None:
     """What a withdrawal would touch: specimens and their descendants, distributions, exports."""
+    from biobank.services import withdrawals
+
     with work(ctx, readonly=True) as (session, actor):
         report = withdrawals.withdrawal_impact(
             session, actor=actor, participant=participant, statement=statement
@@ -271,6 +289,8 @@ def withdraw(
     json: JsonOption = False,
 ) -> None:
     """Record a withdrawal after showing what it touches; specimens are flagged, never deleted."""
+    from biobank.services import withdrawals
+
     withdrawn_on = parse_date(withdrawn, "date")
     details = {
         "participant": participant, "withdrawn_on": withdrawn_on, "requested_by": requested_by,
@@ -307,6 +327,8 @@ def pull_list(
     json: JsonOption = False,
 ) -> None:
     """The tubes to take out for destruction or return, in freezer order."""
+    from biobank.services import pulls
+
     with work(ctx, readonly=True) as (session, actor):
         rows = pulls.pull_list(session, actor=actor, participant=participant)
     if json:
@@ -329,6 +351,8 @@ def pull(
     json: JsonOption = False,
 ) -> None:
     """Take tubes of the pull list out (all or none): each disposed, its position freed."""
+    from biobank.services import pulls
+
     with work(ctx) as (session, actor):
         pulled = [pulls.pull(session, actor=actor, accession=s) for s in specimens]
     if json:

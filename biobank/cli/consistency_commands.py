@@ -7,7 +7,6 @@ import typer
 
 from biobank.cli.common import JsonOption, emit_json, message, work
 from biobank.errors import AuditChainBroken
-from biobank.services import consistency
 from biobank.terminal_text import shown
 
 app = typer.Typer(help="Check the inventory against its history.", no_args_is_help=True)
@@ -21,6 +20,8 @@ def check(ctx: typer.Context, json: JsonOption = False) -> None:
 
     Exit code: 0 when everything agrees, 9 when something does not (as for a broken chain).
     """
+    from biobank.services import consistency
+
     with work(ctx, readonly=True) as (session, actor):
         report = consistency.check_consistency(session, actor=actor)
     if json:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from biobank import migrate
-from biobank.bootstrap import FIRST_ADMIN_HINT, bootstrap, has_users
 from biobank.cli import common
 from biobank.cli.common import JsonOption, emit_json, emit_record, message, read_pin, state
 from biobank.cli.role_commands import workstation_role_command
-from biobank.db import check_connection, make_engine, opening
 from biobank.errors import ValidationError
 from biobank.redact import hide_secrets
 
@@ -17,6 +14,8 @@ app = typer.Typer(help="Create, upgrade and check the database schema.", no_args
 
 
 def _engine(ctx: typer.Context):
+    from biobank.db import check_connection, make_engine
+
     engine = make_engine(state(ctx).settings.database_url)
     check_connection(engine)
     return engine
@@ -33,6 +32,10 @@ def upgrade(
     """Migrate the database to the newest schema (creates it when empty). A database without
     users gets its first admin, `admin`: on a server with the PIN asked for here (on SQLite
     only if given), and a recovery code shown once, so no account there is left to claim."""
+    from biobank import migrate
+    from biobank.bootstrap import FIRST_ADMIN_HINT, bootstrap
+    from biobank.db import opening
+
     embedded = state(ctx).settings.is_embedded
     engine = _engine(ctx)
     try:
@@ -61,6 +64,9 @@ def upgrade(
 def _first_admin_pin(engine, revision: str, *, embedded: bool, from_stdin: bool) -> str | None:
     """The first admin's PIN, asked for before anything changes, if this upgrade makes them:
     always on a server, on the embedded file when given."""
+    from biobank import migrate
+    from biobank.bootstrap import has_users
+
     if revision not in ("head", migrate.head_revision()) or has_users(engine):
         return None
     if from_stdin:
@@ -83,6 +89,8 @@ def downgrade(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Migrate the schema back to an older revision (data in removed tables is lost)."""
+    from biobank import migrate
+
     if not yes:
         typer.confirm(
             f"Downgrade to {revision}? Data in tables or columns it removes is lost.", abort=True
@@ -98,6 +106,8 @@ def downgrade(
 @app.command()
 def current(ctx: typer.Context, json: JsonOption = False) -> None:
     """Show the schema revision of the database and the one this version needs."""
+    from biobank import migrate
+
     engine = _engine(ctx)
     try:
         revision, head = migrate.schema_state(engine)
@@ -118,6 +128,8 @@ def current(ctx: typer.Context, json: JsonOption = False) -> None:
 @app.command()
 def check(ctx: typer.Context, json: JsonOption = False) -> None:
     """Check that the database is at the newest revision and agrees with the models."""
+    from biobank import migrate
+
     engine = _engine(ctx)
     try:
         revision, head = migrate.schema_state(engine)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -13,8 +14,9 @@ from biobank.cli.common import JsonOption, emit_json, emit_table, message, parse
 from biobank.domain.cohort import CohortQuery
 from biobank.domain.vocabulary import DeidentificationMode
 from biobank.export.formats import DEFAULT_FORMAT, NAMES, known
-from biobank.services import export_runs, exports
-from biobank.services.exports import ExportRequest
+
+if TYPE_CHECKING:
+    from biobank.services import export_runs
 
 app = typer.Typer(help="Consent-enforced, de-identified exports of specimens and phenotypes.")
 
@@ -54,6 +56,9 @@ def run(
 ) -> None:
     """Select, leave out what consent does not allow, de-identify, write the files and the
     manifest last."""
+    from biobank.services import exports
+    from biobank.services.exports import ExportRequest
+
     for fmt in formats:
         try:
             known(fmt)
@@ -119,6 +124,8 @@ def replay(
 ) -> None:
     """Run an export again as recorded and say whether it comes out the same (exit 0) or
     what differs (exit 1)."""
+    from biobank.services import export_runs
+
     with work(ctx) as (session, actor):
         result = export_runs.replay_export(session, actor=actor, run_code=run_code)
     if json:
@@ -136,6 +143,8 @@ def replay(
 @app.command("list")
 def list_runs(ctx: typer.Context, json: JsonOption = False) -> None:
     """The export runs, newest first."""
+    from biobank.services import export_runs
+
     with work(ctx, readonly=True) as (session, actor):
         rows = export_runs.list_runs(session, actor=actor)
     if json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -18,18 +19,9 @@ from biobank.cli.common import (
     work,
 )
 from biobank.errors import ValidationError
-from biobank.services.imports.common import ImportReport, InferredMapping
-from biobank.services.imports.legacy import check_inventory, sheet_format, write_inventory
-from biobank.services.imports.redcap import check_redcap, redcap_mapping, write_redcap
-from biobank.services.imports.redcap.api import pull_redcap
-from biobank.services.imports.redcap.inference import (
-    INFERRED,
-    SHIPPED,
-    infer_mapping,
-    inferred_mapping,
-    mapping_toml,
-)
-from biobank.services.imports.redcap.mapping import mapping_settings
+
+if TYPE_CHECKING:
+    from biobank.services.imports.common import ImportReport, InferredMapping
 
 app = typer.Typer(help="Import data kept in other systems.", no_args_is_help=True)
 
@@ -62,6 +54,8 @@ def inventory(
     json: JsonOption = False,
 ) -> None:
     """Import a legacy inventory spreadsheet: all rows, or (if any row is faulty) none."""
+    from biobank.services.imports.legacy import check_inventory, sheet_format, write_inventory
+
     sheet = sheet_format(
         mapping,
         columns=_pairs(column),
@@ -171,6 +165,9 @@ def redcap(
     """Import a REDCap project: participants, visits, phenotypes, consent and identity; all
     rows, or (if any row is faulty) none, or with --skip-faulty all but the faulty records.
     Importing the same files again changes nothing."""
+    from biobank.services.imports.redcap import check_redcap, redcap_mapping, write_redcap
+    from biobank.services.imports.redcap.inference import SHIPPED, infer_mapping, inferred_mapping
+
     mapping_file = None if mapping in (None, SHIPPED) else Path(mapping)
     given = None if mapping is None else redcap_mapping(mapping_file)
     dictionary, records, names = _redcap_files(
@@ -214,6 +211,9 @@ def _write_mapping(
 ) -> None:
     """Write the mapping to a new file to edit (`--write-mapping`): the one inferred from
     `files`, the shipped one, or the file given with the shipped settings it leaves out."""
+    from biobank.services.imports.redcap.inference import INFERRED, mapping_toml
+    from biobank.services.imports.redcap.mapping import mapping_settings
+
     if inferred is not None and inferred.mapping == INFERRED:
         title = f"A REDCap mapping inferred from {files[0]} and {files[1]}: check it, edit it."
     elif given is None:
@@ -246,6 +246,8 @@ def _redcap_files(
     given, or the project pulled from a REDCap server's API into a private temporary folder
     that is removed when the command ends. A pull without records (none changed since
     `--since`) has nothing to check: it is said, and the command ends."""
+    from biobank.services.imports.redcap.api import pull_redcap
+
     cli = state(ctx)
     url = api_url or (None if dictionary or records else cli.settings.redcap_api_url)
     if url is None:
@@ -282,6 +284,8 @@ def _redcap_files(
 
 def _emit_inferred(inferred: InferredMapping | None) -> None:
     """What an import without a mapping inferred, and what not (on stderr)."""
+    from biobank.services.imports.redcap.inference import SHIPPED
+
     if inferred is None:
         return
     if inferred.mapping == SHIPPED:

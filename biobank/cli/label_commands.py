@@ -10,7 +10,6 @@ import typer
 
 from biobank.cli.common import message, state, work
 from biobank.errors import ValidationError
-from biobank.services import label_data
 
 
 class Format(StrEnum):
@@ -100,6 +99,8 @@ def label_command(
     """Make labels for tubes, boxes or a collection kit: files (--format/--out) or a printer
     (--printer, or the workstation's default printer when no --out is given). Only a printer
     prints: a tube's label written to a file is recorded as rendered, not printed."""
+    from biobank.services import label_data
+
     cli = state(ctx)
     settings = cli.settings
     specimens = specimens or []

@@ -3,7 +3,7 @@ variables), participants' values, and a specimen's phenotype at collection."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -16,8 +16,9 @@ from biobank.cli.common import (
     state,
     work,
 )
-from biobank.services import phenotype_at_collection, phenotype_missing, phenotypes
-from biobank.services.phenotypes import VariableRead
+
+if TYPE_CHECKING:
+    from biobank.services.phenotypes import VariableRead
 
 app = typer.Typer(help="Phenotype data: the dictionary and each participant's values.")
 variable_app = typer.Typer(help="Rename, retire or restore a dictionary variable (admins).")
@@ -59,6 +60,8 @@ def dictionary(
     json: JsonOption = False,
 ) -> None:
     """The phenotype data dictionary."""
+    from biobank.services import phenotypes
+
     with work(ctx, readonly=True) as (session, actor):
         rows = phenotypes.list_variables(
             session, actor=actor, category=category, include_retired=everything
@@ -91,6 +94,8 @@ def variable_rename(
     ctx: typer.Context, old: str, new: str, reason: str = Reason, json: JsonOption = False
 ) -> None:
     """Rename a variable: its values follow it, and its old name still finds it."""
+    from biobank.services import phenotypes
+
     with work(ctx) as (session, actor):
         renamed = phenotypes.rename_variable(
             session, actor=actor, name=old, new_name=new, reason=reason
@@ -107,6 +112,8 @@ def variable_retire(
 ) -> None:
     """Retire a variable: its values are kept, but it takes no new ones and is no longer
     queried or exported."""
+    from biobank.services import phenotypes
+
     with work(ctx) as (session, actor):
         retired = phenotypes.retire_variable(session, actor=actor, name=name, reason=reason)
     if json:
@@ -120,6 +127,8 @@ def variable_restore(
     ctx: typer.Context, name: str, reason: str = Reason, json: JsonOption = False
 ) -> None:
     """Put a retired variable back in use, with the values it kept."""
+    from biobank.services import phenotypes
+
     with work(ctx) as (session, actor):
         restored = phenotypes.restore_variable(session, actor=actor, name=name, reason=reason)
     if json:
@@ -141,6 +150,8 @@ def set_(
     json: JsonOption = False,
 ) -> None:
     """Record one value, checked against the dictionary (prints added, changed or unchanged)."""
+    from biobank.services import phenotypes
+
     with work(ctx) as (session, actor):
         change = phenotypes.set_value(
             session,
@@ -163,6 +174,8 @@ def set_(
 def show(ctx: typer.Context, participant: str, json: JsonOption = False) -> None:
     """A participant's values: participant-level first, then each visit's in date order (a
     form filled in several times within a visit: each filling as `visit [N]`, on its date)."""
+    from biobank.services import phenotype_missing, phenotypes
+
     with work(ctx, readonly=True) as (session, actor):
         rows = phenotypes.participant_phenotypes(session, actor=actor, participant=participant)
         missing = phenotype_missing.participant_missing(
@@ -194,6 +207,8 @@ def show(ctx: typer.Context, participant: str, json: JsonOption = False) -> None
 def missing(ctx: typer.Context, participant: str, json: JsonOption = False) -> None:
     """Where a participant's values are missing with reason (a REDCap missing-data code such as
     NASK, not asked), in the timeline's order; cohorts and exports never take these for data."""
+    from biobank.services import phenotype_missing
+
     with work(ctx, readonly=True) as (session, actor):
         rows = phenotype_missing.participant_missing(session, actor=actor, participant=participant)
     if json:
@@ -215,6 +230,8 @@ def at(
     json: JsonOption = False,
 ) -> None:
     """A specimen's phenotype at its collection (aliquots share their parent's)."""
+    from biobank.services import phenotype_at_collection
+
     if window_days is None:
         window_days = state(ctx).settings.phenotype_window_days
     with work(ctx, readonly=True) as (session, actor):

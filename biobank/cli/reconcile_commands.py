@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from biobank.cli.common import JsonOption, emit_json, emit_table, message, work
-from biobank.services import reconcile
 
 
 def reconcile_command(
@@ -32,6 +31,8 @@ def reconcile_command(
     Exit code: 0 when every position agrees (match or empty), 1 when there
     are differences (with --commit too: they were found, and applied).
     """
+    from biobank.services import reconcile
+
     text = reconcile.read_scan_file(scan_file)
     with work(ctx, readonly=not commit) as (session, actor):
         report = reconcile.reconcile_box(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from biobank.services.db_roles import workstation_role_sql
-
 
 def workstation_role_command(
     role: str = typer.Argument(..., help="The PostgreSQL login role to make or restrict."),
@@ -17,4 +15,6 @@ def workstation_role_command(
     `biobank db workstation-role bench | psql -d biobank`. This command reads and changes
     nothing itself.
     """
+    from biobank.services.db_roles import workstation_role_sql
+
     typer.echo(workstation_role_sql(role), nl=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from biobank.cli.common import (
@@ -15,8 +17,10 @@ from biobank.cli.common import (
     work,
 )
 from biobank.errors import ValidationError
-from biobank.services import custody, lineage, reservations, scan, specimens
-from biobank.services.specimen_read import SpecimenRead
+
+if TYPE_CHECKING:
+    from biobank.services import scan
+    from biobank.services.specimen_read import SpecimenRead
 
 app = typer.Typer(help="Accession specimens, split aliquots, and keep custody of tubes.")
 
@@ -75,6 +79,8 @@ def accession_(
     json: JsonOption = False,
 ) -> None:
     """Receive a primary specimen (and split aliquots from it, all in one transaction)."""
+    from biobank.services import lineage, specimens
+
     if (aliquots is None) != (volume is None):
         raise ValidationError("--aliquots and --volume go together", field="aliquots")
     gap_days = state(ctx).settings.visit_gap_days
@@ -131,6 +137,8 @@ def aliquot(
     json: JsonOption = False,
 ) -> None:
     """Split aliquots from a specimen (the parent's quantity goes down)."""
+    from biobank.services import lineage
+
     with work(ctx) as (session, actor):
         made = lineage.aliquot(
             session, actor=actor, parent=parent, count=count, volume=volume, destination=to
@@ -151,6 +159,8 @@ def derive(
     json: JsonOption = False,
 ) -> None:
     """Make a derivative of a new type (DNA from buffy coat)."""
+    from biobank.services import lineage
+
     with work(ctx) as (session, actor):
         made = lineage.derive(
             session,
@@ -175,6 +185,8 @@ def pool_(
     json: JsonOption = False,
 ) -> None:
     """Pool specimens of one participant into a new tube."""
+    from biobank.services import lineage
+
     parsed = []
     for item in sources:
         accession_id, _, amount = item.rpartition(":")
@@ -192,6 +204,8 @@ def pool_(
 @app.command()
 def show(ctx: typer.Context, specimen: str, json: JsonOption = False) -> None:
     """A specimen with its location and history."""
+    from biobank.services import specimens
+
     with work(ctx, readonly=True) as (session, actor):
         detail = specimens.show_specimen(session, actor=actor, accession=specimen)
     if json:
@@ -239,6 +253,8 @@ def show(ctx: typer.Context, specimen: str, json: JsonOption = False) -> None:
 @app.command("lineage")
 def lineage_(ctx: typer.Context, specimen: str, json: JsonOption = False) -> None:
     """Ancestors and descendants."""
+    from biobank.services import lineage
+
     with work(ctx, readonly=True) as (session, actor):
         tree = lineage.trace(session, actor=actor, accession=specimen)
     if json:
@@ -271,6 +287,8 @@ def move(
     json: JsonOption = False,
 ) -> None:
     """Place or move a tube."""
+    from biobank.services import custody
+
     _custody(
         ctx,
         json,
@@ -287,6 +305,8 @@ def check_out(
     ctx: typer.Context, specimen: str, reason: str | None = Reason, json: JsonOption = False
 ) -> None:
     """Take a tube out; its position stays held."""
+    from biobank.services import custody
+
     _custody(ctx, json, custody.check_out, accession=specimen, reason=reason)
 
 
@@ -300,6 +320,8 @@ def check_in(
     json: JsonOption = False,
 ) -> None:
     """Put a tube back (in its held position unless told otherwise)."""
+    from biobank.services import custody
+
     _custody(
         ctx,
         json,
@@ -316,6 +338,8 @@ def thaw(
     ctx: typer.Context, specimen: str, reason: str | None = Reason, json: JsonOption = False
 ) -> None:
     """Record a freeze-thaw cycle."""
+    from biobank.services import custody
+
     _custody(ctx, json, custody.record_thaw, accession=specimen, reason=reason)
 
 
@@ -324,6 +348,8 @@ def deplete(
     ctx: typer.Context, specimen: str, reason: str | None = Reason, json: JsonOption = False
 ) -> None:
     """Mark a tube used up."""
+    from biobank.services import custody
+
     _custody(ctx, json, custody.deplete, accession=specimen, reason=reason)
 
 
@@ -335,6 +361,8 @@ def dispose(
     json: JsonOption = False,
 ) -> None:
     """Destroy a tube; its position is freed, its record and ID kept."""
+    from biobank.services import custody
+
     _custody(ctx, json, custody.dispose, accession=specimen, reason=reason)
 
 
@@ -350,6 +378,8 @@ def distribute(
     json: JsonOption = False,
 ) -> None:
     """Send a tube out; its position is freed (exit 6 when consent does not allow a use)."""
+    from biobank.services import custody
+
     _custody(
         ctx,
         json,
@@ -372,6 +402,8 @@ def release(
     json: JsonOption = False,
 ) -> None:
     """Release reservations (their owner or an admin): the tubes are available again."""
+    from biobank.services import reservations
+
     with work(ctx) as (session, actor):
         result = reservations.release_reservations(
             session, actor=actor, accessions=specimens or None, request=request, reason=reason
@@ -391,6 +423,8 @@ def list_reservations(
     json: JsonOption = False,
 ) -> None:
     """Reserved tubes: for which request and uses, whose, since when."""
+    from biobank.services import reservations
+
     with work(ctx, readonly=True) as (session, actor):
         rows = reservations.list_reservations(
             session, actor=actor, request=request, standing_only=not ended
@@ -433,6 +467,8 @@ def scan_command(
     json: JsonOption = False,
 ) -> None:
     """Resolve a scan to a specimen, box, participant or badge (exit 4 unknown, 2 misread)."""
+    from biobank.services import scan
+
     cli = state(ctx)
     with work(ctx, lookup=True) as (session, actor):
         result = scan.resolve_scan(

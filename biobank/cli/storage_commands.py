@@ -7,7 +7,6 @@ import typer
 from biobank.cli.common import JsonOption, emit_json, emit_record, emit_table, message, work
 from biobank.domain.positions import parse_grid
 from biobank.domain.vocabulary import FillOrder, PositionLabels
-from biobank.services import storage
 from biobank.terminal_text import shown
 
 app = typer.Typer(help="Storage units: sites, freezers, shelves, racks and boxes.")
@@ -42,6 +41,8 @@ def add(
     json: JsonOption = False,
 ) -> None:
     """Add a unit; `freezer NAME --shelves N …` builds a whole freezer from the template."""
+    from biobank.services import storage
+
     allowed = [t.strip() for t in types.split(",")] if types else None
     with work(ctx) as (session, actor):
         if kind.lower() == "freezer" and shelves is not None:
@@ -88,6 +89,8 @@ def tree(
     json: JsonOption = False,
 ) -> None:
     """The storage tree with free positions per box."""
+    from biobank.services import storage
+
     with work(ctx, readonly=True) as (session, actor):
         nodes = storage.storage_tree(session, actor=actor, root=root)
     if json:
@@ -102,6 +105,8 @@ def tree(
 @app.command()
 def show(ctx: typer.Context, box: str, json: JsonOption = False) -> None:
     """Draw a box's grid with occupancy (■ available, o out, R reserved, · free)."""
+    from biobank.services import storage
+
     with work(ctx, readonly=True) as (session, actor):
         view = storage.box_view(session, actor=actor, barcode=box)
     if json:
@@ -145,6 +150,8 @@ def move(
     json: JsonOption = False,
 ) -> None:
     """Move a unit with everything in it."""
+    from biobank.services import storage
+
     with work(ctx) as (session, actor):
         moved = storage.move_unit(
             session, actor=actor, unit=unit, destination=to, position=position, reason=reason

@@ -14,7 +14,6 @@ from biobank.cli.common import (
     work,
 )
 from biobank.domain.vocabulary import Sex
-from biobank.services import participants, studies
 
 study_app = typer.Typer(help="Studies (protocols) and their specimen ID prefixes.")
 participant_app = typer.Typer(help="Pseudonymous participants; PHI only for admins.")
@@ -30,6 +29,8 @@ def study_add(
     json: JsonOption = False,
 ) -> None:
     """Add a study."""
+    from biobank.services import studies
+
     with work(ctx) as (session, actor):
         study = studies.add_study(session, actor=actor, code=code, title=title, id_prefix=prefix)
     if json:
@@ -41,6 +42,8 @@ def study_add(
 @study_app.command("list")
 def study_list(ctx: typer.Context, json: JsonOption = False) -> None:
     """List studies."""
+    from biobank.services import studies
+
     with work(ctx, readonly=True) as (session, actor):
         rows = studies.list_studies(session, actor=actor)
     if json:
@@ -64,6 +67,8 @@ def participant_add(
     json: JsonOption = False,
 ) -> None:
     """Register a participant."""
+    from biobank.services import participants
+
     with work(ctx) as (session, actor):
         participant = participants.add_participant(
             session,
@@ -94,6 +99,8 @@ def participant_show(
     json: JsonOption = False,
 ) -> None:
     """Show a participant, their visits and their IDs in other systems (REDCap records)."""
+    from biobank.services import participants
+
     with work(ctx, readonly=True) as (session, actor):
         p = participants.show_participant(
             session, actor=actor, code=code, study=study, record=record, with_identity=identity
@@ -136,6 +143,8 @@ def participant_list(
     json: JsonOption = False,
 ) -> None:
     """List participants, a page at a time."""
+    from biobank.services import participants
+
     with work(ctx, readonly=True) as (session, actor):
         rows = participants.list_participants(
             session, actor=actor, study=study, status=status, limit=limit, offset=offset
@@ -161,6 +170,8 @@ def visit_add(
     json: JsonOption = False,
 ) -> None:
     """Add a visit to a participant."""
+    from biobank.services import participants
+
     with work(ctx) as (session, actor):
         visit = participants.add_visit(
             session,
@@ -185,6 +196,8 @@ def visit_merge(
     json: JsonOption = False,
 ) -> None:
     """Make two visits of a participant one (admins only)."""
+    from biobank.services import participants
+
     with work(ctx) as (session, actor):
         merged = participants.merge_visits(
             session, actor=actor, participant=participant, keep=keep, merge=merge, reason=reason

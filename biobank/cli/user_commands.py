@@ -3,6 +3,8 @@ personal tokens and the sign-in policy."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from biobank.cli.common import (
@@ -16,8 +18,9 @@ from biobank.cli.common import (
     work,
 )
 from biobank.domain.vocabulary import Role
-from biobank.models import UserRead
-from biobank.services import identity, one_time_codes, users
+
+if TYPE_CHECKING:
+    from biobank.models import UserRead
 
 app = typer.Typer(help="Manage users, roles and PINs (admins).", no_args_is_help=True)
 
@@ -35,6 +38,8 @@ def add(
 ) -> None:
     """Add a user, with the PIN they chose, or else with an enrolment code (printed once, on
     stdout) to set their first PIN with."""
+    from biobank.services import one_time_codes, users
+
     pin = read_pin(from_stdin=pin_stdin) if (with_pin or pin_stdin) else None
     code = None
     with work(ctx) as (session, actor):
@@ -61,6 +66,8 @@ def add(
 @app.command("enrolment-code")
 def enrolment_code(ctx: typer.Context, username: str, json: JsonOption = False) -> None:
     """Give a user without a PIN a new enrolment code (admins); the one before stops working."""
+    from biobank.services import one_time_codes
+
     with work(ctx) as (session, actor):
         user, code = one_time_codes.issue_enrolment_code(session, actor=actor, username=username)
     _show_enrolment_code(user, code, json=json)
@@ -82,6 +89,8 @@ def _show_enrolment_code(user: UserRead, code: str, *, json: bool) -> None:
 @app.command("list")
 def list_(ctx: typer.Context, json: JsonOption = False) -> None:
     """List users."""
+    from biobank.services import users
+
     with work(ctx, readonly=True) as (session, actor):
         rows = users.list_users(session, actor=actor)
     if json:
@@ -116,6 +125,8 @@ def set_pin(
     """Set a user's PIN (admins for anyone, users for themselves; a user without a PIN yet,
     where sign-in is required, with the enrolment code an admin gave them). A new PIN lifts
     every lock."""
+    from biobank.services import one_time_codes, users
+
     cli = state(ctx)
     if cli.enrolling(username):
         code = read_code("Enrolment code", from_stdin=code_stdin)
@@ -145,6 +156,8 @@ def recover(
 ) -> None:
     """Get back into an admin account, locked or its PIN forgotten, with its recovery code:
     a new PIN, every lock lifted, and the next recovery code printed once (on stdout)."""
+    from biobank.services import one_time_codes
+
     cli = state(ctx)
     code = read_code("Recovery code", from_stdin=code_stdin)
     pin = read_pin(from_stdin=pin_stdin)
@@ -165,6 +178,8 @@ def recover(
 def recovery_code(ctx: typer.Context) -> None:
     """Make yourself a new recovery code (admins), printed once on stdout; the one before
     stops working. Kept on paper, it lets you back in when locked out: biobank user recover."""
+    from biobank.services import one_time_codes
+
     with work(ctx) as (session, actor):
         code = one_time_codes.issue_recovery_code(session, actor=actor)
     typer.echo(code)
@@ -178,6 +193,8 @@ def deactivate(
     reason: str | None = typer.Option(None, "--reason", help="Why (kept in the audit trail)."),
 ) -> None:
     """Deactivate a user (users are never deleted; the audit trail keeps naming them)."""
+    from biobank.services import users
+
     with work(ctx) as (session, actor):
         users.deactivate_user(session, actor=actor, username=username, reason=reason)
     message(f"deactivated {username}")
@@ -191,6 +208,8 @@ def unlock(
 ) -> None:
     """Lift a user's locks after wrong PINs, at every workstation, before they run out
     (admins)."""
+    from biobank.services import identity
+
     with work(ctx) as (session, actor):
         identity.unlock_user(session, actor=actor, username=username, reason=reason)
     message(f"unlocked {username}")
@@ -199,7 +218,9 @@ def unlock(
 @app.command("sign-in")
 def sign_in_policy(
     ctx: typer.Context,
-    policy: identity.SignInPolicy | None = typer.Argument(
+    # text, checked by the service against its choices (`identity.SignInPolicy`), so that
+    # this group's help does not import the database layer
+    policy: str | None = typer.Argument(
         None, help="required: the CLI needs a PIN or a token; trusted: naming the user is enough."
     ),
     reason: str | None = typer.Option(None, "--reason", help="Why (kept in the audit trail)."),
@@ -207,6 +228,8 @@ def sign_in_policy(
 ) -> None:
     """Show or set (admins) whether the CLI must prove who runs it. The default is `required`
     on a PostgreSQL server and `trusted` on the embedded SQLite file."""
+    from biobank.services import identity
+
     with work(ctx, readonly=policy is None) as (session, actor):
         if policy is not None:
             identity.set_sign_in_policy(session, actor=actor, policy=policy, reason=reason)
@@ -237,6 +260,8 @@ def token_create(
     """Make a personal token for yourself; the secret is printed once, on stdout. Where
     sign-in is required, a provisioning script gives the PIN with --pin-stdin: a wrong one
     counts towards the lockout as a typed one does."""
+    from biobank.services import identity
+
     state(ctx).actor(pin_stdin=pin_stdin)  # signed in before the unit of work
     with work(ctx) as (session, actor):
         token, secret = identity.create_token(session, actor=actor, label=label, days=days)
@@ -256,6 +281,8 @@ def token_list(
     json: JsonOption = False,
 ) -> None:
     """List personal tokens (never their secrets)."""
+    from biobank.services import identity
+
     with work(ctx, readonly=True) as (session, actor):
         rows = identity.list_tokens(session, actor=actor, username=username)
     if json:
@@ -281,6 +308,8 @@ def token_revoke(
     reason: str | None = typer.Option(None, "--reason", help="Why (kept in the audit trail)."),
 ) -> None:
     """Revoke a personal token (yours; admins: anyone's)."""
+    from biobank.services import identity
+
     with work(ctx) as (session, actor):
         identity.revoke_token(session, actor=actor, token_id=token_id, reason=reason)
     message(f"revoked token {token_id}")
