@@ -16,6 +16,7 @@ from pathlib import Path
 
 from benchmarks import (
     allocation,
+    audit_bench,
     cli_bench,
     concurrency,
     export_bench,
@@ -140,6 +141,12 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Result]]:
             results += concurrency.run(db, dataset, rng=rng)
             say(f"legacy import of {plan.import_rows:,} rows")
             results += legacy.run(db, engine, dataset, rows=plan.import_rows, say=say)
+            stall_rows = plan.import_rows if args.quick else audit_bench.STALL_ROWS
+            say(f"audit chain: verify, and accessions during legacy imports of {stall_rows:,}")
+            results += audit_bench.run(
+                db, engine, dataset, import_rows=stall_rows, rounds=1 if args.quick else 3,
+                quiet=10 if args.quick else 50, rng=rng, say=say,
+            )  # fmt: skip
             say(f"REDCap import of {plan.redcap_rows:,} records-events, into fresh databases")
             results += redcap_bench.run(db, rows=plan.redcap_rows, say=say)
             say("TUI views")

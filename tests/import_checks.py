@@ -45,11 +45,12 @@ def last_audit_id(engine) -> int:
 
 
 def audit_since(engine, last_id: int) -> list[Entry]:
-    """The audit entries after `last_id`, in order."""
+    """The changes recorded after `last_id`, in order (a batch's seal records none)."""
     with engine.connect() as connection:
         rows = connection.execute(
             sa.text(
-                "SELECT action, before, after, reason FROM audit_entry WHERE id > :id ORDER BY id"
+                "SELECT action, before, after, reason FROM audit_entry WHERE id > :id "
+                "AND action <> 'audit.seal' ORDER BY id"
             ),
             {"id": last_id},
         ).all()

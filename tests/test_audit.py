@@ -148,9 +148,11 @@ def test_concurrent_writers_never_fork_the_chain(engine, admin):
         assert audit.verify_chain(session, actor=admin).entries == start + 16
 
 
-def test_a_large_batch_is_sealed_in_parts_and_still_one_chain(engine, admin):
-    """`record_many` seals every SEAL_BATCH entries (flat memory for imports); the chain
-    stays one, in order, with entries recorded one by one before and after."""
+def test_a_large_unit_of_work_is_one_batch_under_one_seal(engine, admin):
+    """`record_many` writes entries as they come, every SEAL_BATCH (flat memory for imports),
+    chained among themselves from a start of their own; at commit one seal, chained onto the
+    tail, names the batch. The entries stay in order, with those recorded one by one before
+    and after."""
     before = len(_rows(engine))
     count = audit.SEAL_BATCH * 2 + 7
     with uow(engine) as session:
@@ -164,8 +166,17 @@ def test_a_large_batch_is_sealed_in_parts_and_still_one_chain(engine, admin):
         )
         users.add_user(session, actor=admin, username="last", role="pi")
     rows = _rows(engine)
-    assert len(rows) == before + count + 2
-    assert [r.entity_id for r in rows[before + 1 : before + 4]] == ["0", "1", "2"]
+    assert len(rows) == before + count + 3
+    batch, seal = rows[before:-1], rows[-1]
+    assert [r.entity_id for r in batch[1:4]] == ["0", "1", "2"]
+    assert batch[0].prev_hash.startswith(audit.BATCH_START)
+    for previous, current in itertools.pairwise(batch):
+        assert current.prev_hash == previous.hash
+    assert (seal.action, seal.prev_hash) == ("audit.seal", rows[before - 1].hash)
+    assert json.loads(seal.after) == {
+        "first": batch[0].id, "start": batch[0].prev_hash, "head": batch[-1].hash,
+        "entries": count + 2,
+    }  # fmt: skip
     with uow(engine) as session:
         assert audit.verify_chain(session, actor=admin).entries == len(rows)
 

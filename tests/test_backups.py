@@ -34,9 +34,10 @@ def test_a_backup_restored_undoes_what_came_after_and_the_chain_verifies(
 
     restored = json.loads(demo_cli("-u", "admin", "restore", str(copy), "-y", "--json").stdout)
     assert _count(db_url, "SELECT count(*) FROM app_user") == users  # the newcomer is gone
-    # the copy's chain, and the restore's own entry after it (the backup's came after the copy)
-    assert restored["audit_entries"] == made["audit_entries"]
-    assert _count(db_url, "SELECT count(*) FROM audit_entry") == made["audit_entries"] + 1
+    # the chain verified, the checkpoint appended before the copy, and the restore's own
+    # entry after it (the backup's came after the copy)
+    assert restored["audit_entries"] == made["audit_entries"] + 1
+    assert _count(db_url, "SELECT count(*) FROM audit_entry") == made["audit_entries"] + 2
     demo_cli("-u", "admin", "audit", "verify")
     again = demo_cli("-u", "admin", "backup", str(copy), code=2)
     assert "exists (replace it with --force)" in again.stderr
@@ -119,3 +120,50 @@ def test_a_corrupt_sqlite_backup_is_one_line_and_replaces_nothing(demo_cli, db_u
     refused = demo_cli("-u", "admin", "restore", str(copy), "-y", code=2)
     assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
     assert _count(db_url, "SELECT count(*) FROM audit_entry") == entries
+
+
+@pytest.fixture
+def walks(monkeypatch) -> list:
+    """The chain walks a backup or restore makes: their reports."""
+    from biobank.services import audit
+
+    made, verify = [], audit.verify_chain
+
+    def recorded(session, *, actor, incremental=False):
+        made.append(verify(session, actor=actor, incremental=incremental))
+        return made[-1]
+
+    monkeypatch.setattr(audit, "verify_chain", recorded)
+    return made
+
+
+def test_a_backup_made_here_is_checked_from_the_checkpoint_it_holds(engine, admin, tmp_path,
+                                                                    walks):  # fmt: skip
+    """The copy holds the verified checkpoint its backup appended, and this database's trail
+    its SHA-256: the restore walks only what came after that checkpoint, and the restored
+    database not again."""
+    from biobank.services import backups
+
+    copy = tmp_path / "biobank.backup"
+    made = backups.backup(engine, actor=admin, path=copy)
+    (before,) = walks
+    assert before.since is None and before.checked == before.entries == made.audit_entries
+    walks.clear()
+    restored = backups.restore(engine, actor=admin, path=copy)
+    (checked,) = walks
+    assert checked.since == before.through and checked.checked == 1  # the checkpoint alone
+    assert restored.audit_entries == checked.entries == made.audit_entries + 1
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"], indirect=True)  # a SQLite journal
+def test_a_copy_with_a_journal_beside_it_is_walked_whole(engine, admin, tmp_path, walks):
+    """Its SHA-256 does not cover what the journal holds."""
+    from biobank.services import backups
+
+    copy = tmp_path / "biobank.backup"
+    backups.backup(engine, actor=admin, path=copy)
+    (tmp_path / "biobank.backup-wal").write_bytes(b"\0" * 32)  # no valid frame: ignored
+    walks.clear()
+    backups.restore(engine, actor=admin, path=copy)
+    (checked,) = walks
+    assert checked.since is None and checked.checked == checked.entries

@@ -30,7 +30,7 @@ from sqlmodel import Session, col
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.errors import AuditChainBroken, ValidationError
 from biobank.models import AuditEntry, utcnow
-from biobank.services.audit import GENESIS_HASH, verify_chain
+from biobank.services.audit import GENESIS_HASH, entries_up_to, verify_chain
 
 KEY_BYTES = 32
 
@@ -113,7 +113,7 @@ def add_checkpoint(
     """Verify the chain, then append its head, keyed, to the checkpoints file. `kind`
     "restore" marks a restore (the caller has just verified the chain it put back)."""
     require(actor, Permission.view_audit)
-    verify_chain(session, actor=actor)
+    verify_chain(session, actor=actor, incremental=True)
     entry, digest, count = _head(session)
     checkpoint = Checkpoint(
         kind=kind, database=database_name(session), entry=entry, hash=digest, entries=count,
@@ -186,9 +186,7 @@ def check_checkpoints(
                 field="audit_entry.id",
                 value=c.entry,
             )
-        count = session.execute(
-            sa.select(sa.func.count()).select_from(AuditEntry).where(col(AuditEntry.id) <= c.entry)
-        ).scalar_one()
+        count = entries_up_to(session, through=c.entry)
         if count != c.entries:
             raise AuditChainBroken(
                 f"{c.entries} audit entries up to entry {c.entry} at the checkpoint of "

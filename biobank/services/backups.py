@@ -7,13 +7,17 @@ and a restore replaces everything, so both are for admins, and both are in the a
 (a backup's entry is written after the copy, so it describes a copy that does not hold it).
 
 A backup is written to a temporary file and renamed, so a file under the given name is
-whole. A restore first checks the copy: a database of this schema version whose audit chain
-verifies; after it, the chain is verified again on the live database.
+whole. It verifies the audit chain after the last verified checkpoint first and appends a new
+checkpoint, which the copy holds. A restore first checks the copy: a database of this schema
+version whose audit chain verifies, after the copy's own checkpoint if this database recorded
+the backup of exactly that file (its SHA-256, no journal beside it), else all of it; after the
+restore the live database's chain must end where the checked one did, and is not walked again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -28,11 +32,13 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import PoolProxiedConnection
+from sqlmodel import Session, col
 
 from biobank import migrate
 from biobank.db import make_engine, uow
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.errors import BackupFailed, ValidationError
+from biobank.models import AuditEntry
 from biobank.services import audit
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -65,7 +71,9 @@ def backup(engine: Engine, *, actor: Actor, path: Path, replace: bool = False) -
     if not path.parent.is_dir():
         raise ValidationError(f"no folder {path.parent}", field="path", value=str(path))
     with uow(engine, readonly=True) as session:
-        entries = audit.verify_chain(session, actor=actor).entries
+        verified = audit.verify_chain(session, actor=actor, incremental=True)
+    with uow(engine) as session:
+        audit.record_verified(session, actor=actor, report=verified)  # in the copy too
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
@@ -78,7 +86,7 @@ def backup(engine: Engine, *, actor: Actor, path: Path, replace: bool = False) -
         Path(temporary).unlink(missing_ok=True)
     made = BackupRead(
         path=path, engine=engine.dialect.name, bytes=path.stat().st_size, sha256=_sha256(path),
-        audit_entries=entries,
+        audit_entries=verified.entries,
     )  # fmt: skip
     with uow(engine) as session:
         audit.record(
@@ -94,22 +102,63 @@ def restore(engine: Engine, *, actor: Actor, path: Path) -> BackupRead:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ValidationError(f"no backup file {path}", field="path", value=str(path))
+    sha256 = _sha256(path)
+    since_checkpoint = _backed_up_here(engine, sha256) and not _journal_beside(path)
     if engine.dialect.name == "sqlite":
-        _restore_sqlite(engine, path, actor)
+        checked = _restore_sqlite(engine, path, actor, since_checkpoint)
     else:
-        _restore_postgres(engine, path, actor)
+        checked = _restore_postgres(engine, path, actor, since_checkpoint)
     with uow(engine) as session:
         _check_schema(engine)
-        entries = audit.verify_chain(session, actor=actor).entries
+        _holds_what_was_checked(session, checked)
         restored = BackupRead(
             path=path, engine=engine.dialect.name, bytes=path.stat().st_size,
-            sha256=_sha256(path), audit_entries=entries,
+            sha256=sha256, audit_entries=checked.entries,
         )  # fmt: skip
         audit.record(
             session, actor=actor, action="database.restore", entity="database",
             entity_id=engine.dialect.name, after=restored.model_dump(mode="json"),
         )  # fmt: skip
     return restored
+
+
+def _backed_up_here(engine: Engine, sha256: str) -> bool:
+    """Whether this database's trail records a backup of exactly these bytes: a copy made
+    here, just after its chain was verified up to the checkpoint it holds, and unchanged since,
+    whose check may start from that checkpoint. A database that cannot tell (empty, or too
+    damaged to read, which is why one restores) does not vouch for it."""
+    query = (
+        sa.select(col(AuditEntry.after))
+        .where(col(AuditEntry.entity) == "database")
+        .where(col(AuditEntry.action) == "database.backup")
+    )
+    try:
+        with engine.connect() as connection:
+            made = connection.execute(query).scalars().all()
+    except sa.exc.DBAPIError:
+        return False
+    return any(json.loads(after or "{}").get("sha256") == sha256 for after in made)
+
+
+def _journal_beside(path: Path) -> bool:
+    """A SQLite journal beside the file holds changes its SHA-256 does not cover."""
+    return any(
+        Path(f"{path}{suffix}").is_file() and Path(f"{path}{suffix}").stat().st_size > 0
+        for suffix in ("-wal", "-journal")
+    )
+
+
+def _holds_what_was_checked(session: Session, checked: audit.ChainReport) -> None:
+    """The restored database's chain ends where the checked copy's did, with as many entries:
+    it is that copy, and needs no second walk."""
+    newest = sa.select(col(AuditEntry.id), col(AuditEntry.hash)).order_by(col(AuditEntry.id).desc())
+    tail = tuple(session.execute(newest.limit(1)).first() or (0, audit.GENESIS_HASH))
+    count = session.execute(sa.select(sa.func.count()).select_from(AuditEntry)).scalar_one()
+    if (tail, count) != ((checked.through, checked.last_hash), checked.entries):
+        raise BackupFailed(
+            "the restored database's audit trail is not the one checked in the backup "
+            f"({count} entries, {checked.entries} checked): restore it again"
+        )
 
 
 def _sqlite3(connection: PoolProxiedConnection) -> sqlite3.Connection:
@@ -130,7 +179,9 @@ def _sqlite_copy(engine: Engine, target: Path) -> None:
         source.close()
 
 
-def _restore_sqlite(engine: Engine, path: Path, actor: Actor) -> None:
+def _restore_sqlite(
+    engine: Engine, path: Path, actor: Actor, since_checkpoint: bool
+) -> audit.ChainReport:
     """Take one snapshot of the backup (through SQLite, so a journal beside it counts), check
     that snapshot, and restore that same snapshot."""
     with path.open("rb") as file:
@@ -151,7 +202,7 @@ def _restore_sqlite(engine: Engine, path: Path, actor: Actor) -> None:
         finally:
             source.close()
             copy.close()
-        _check_sqlite_copy(snapshot, path, actor)
+        checked = _check_sqlite_copy(snapshot, path, actor, since_checkpoint)
         target = engine.raw_connection()
         try:
             source = sqlite3.connect(snapshot)
@@ -159,9 +210,12 @@ def _restore_sqlite(engine: Engine, path: Path, actor: Actor) -> None:
             source.close()
         finally:
             target.close()
+    return checked
 
 
-def _restore_postgres(engine: Engine, path: Path, actor: Actor) -> None:
+def _restore_postgres(
+    engine: Engine, path: Path, actor: Actor, since_checkpoint: bool
+) -> audit.ChainReport:
     """Restore a private copy of the dump into a scratch database first, check everything
     there (the schema version, the audit chain), and only then restore the same copy over the
     live database in one transaction: a dump that fails any check replaces nothing."""
@@ -179,10 +233,11 @@ def _restore_postgres(engine: Engine, path: Path, actor: Actor) -> None:
                     "--exit-on-error", str(copy))  # fmt: skip
             _check_schema(scratch)
             with uow(scratch, readonly=True) as session:
-                audit.verify_chain(session, actor=actor)
+                checked = audit.verify_chain(session, actor=actor, incremental=since_checkpoint)
         engine.dispose()  # pg_restore --clean drops the tables: no pooled session may hold them
         _run_pg(engine, "pg_restore", "--clean", "--if-exists", "--no-owner",
                 "--single-transaction", "--exit-on-error", str(copy))  # fmt: skip
+    return checked
 
 
 @contextmanager
@@ -207,7 +262,9 @@ def _scratch_database(engine: Engine) -> Iterator[Engine]:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _check_sqlite_copy(snapshot: Path, path: Path, actor: Actor) -> None:
+def _check_sqlite_copy(
+    snapshot: Path, path: Path, actor: Actor, since_checkpoint: bool
+) -> audit.ChainReport:
     """Whole, of this schema version, and its audit chain verifies."""
     checking = sa.create_engine(f"sqlite:///{snapshot}")
     try:
@@ -223,7 +280,7 @@ def _check_sqlite_copy(snapshot: Path, path: Path, actor: Actor) -> None:
             )  # fmt: skip
         _check_schema(checking)
         with uow(checking, readonly=True) as session:
-            audit.verify_chain(session, actor=actor)
+            return audit.verify_chain(session, actor=actor, incremental=since_checkpoint)
     finally:
         checking.dispose()
 
