@@ -401,38 +401,69 @@ def one_of(
 
 
 def insert_many(session: Session, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert rows of the same keys in bulk, for imports' thousands: PostgreSQL's COPY (from
-    `COPY_FROM` rows: it costs a round trip more than an INSERT), else the driver's
-    executemany.
+    """Insert rows of the same keys in bulk (`insert_rows`), for imports' thousands. Each row
+    names every column it sets: column defaults are not filled in here."""
+    if rows:
+        keys = list(rows[0])
+        insert_rows(session, table, keys, [[row[key] for key in keys] for row in rows])
+    else:
+        _refuse_in_a_lookup(session)
+
+
+def insert_rows(
+    session: Session, table: sa.Table, keys: Sequence[str], rows: list[list[Any]]
+) -> None:
+    """Insert rows, each the values of the columns `keys` names in that order, in bulk:
+    PostgreSQL's COPY (from `COPY_FROM` rows: it costs a round trip more than an INSERT), else
+    the driver's executemany. The rows are the caller's no more: their values are turned into
+    the driver's in place.
 
     Core's executemany builds and processes a parameter dict per row, which costs more than
     the database takes to store the row; here each column's bind processor is found once and
-    the driver is handed plain rows, so the values stored are those Core would store. Each
-    row names every column it sets: column defaults are not filled in here."""
+    the driver is handed plain rows, so the values stored are those Core would store."""
     _refuse_in_a_lookup(session)
     if not rows:
         return
     dialect = session.get_bind().dialect
-    keys = list(rows[0])
-    processors = [
-        (index, process)
-        for index, key in enumerate(keys)
-        if (process := table.c[key].type.dialect_impl(dialect).bind_processor(dialect))
-    ]
-    params = [[row[key] for key in keys] for row in rows]
-    for index, process in processors:
-        _processed(process, params, index)
+    for index, key in enumerate(keys):
+        process = table.c[key].type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            _processed(process, rows, index)
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(table.c[key].name) for key in keys)
     with driver_cursor(session) as cursor:
-        if dialect.name == "postgresql" and len(params) >= COPY_FROM:
+        if dialect.name == "postgresql" and len(rows) >= COPY_FROM:
             with cursor.copy(f"COPY {quote(table.name)} ({names}) FROM STDIN") as copy:
-                for values in params:
+                for values in rows:
                     copy.write_row(values)
         else:
             markers = ", ".join(["?" if dialect.paramstyle == "qmark" else "%s"] * len(keys))
             sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({markers})"
-            cursor.executemany(sql, params)
+            cursor.executemany(sql, rows)
+
+
+def new_ids(session: Session, table: sa.Table, count: int) -> list[int]:
+    """Ids for `count` new rows of `table`, for a bulk insert that names them and so reads
+    none back: PostgreSQL's drawn from the column's own sequence, as its default draws them;
+    SQLite's those past the largest, as it gives them (the unit of work holds the only
+    writer's lock, `BEGIN IMMEDIATE`, so none is taken meanwhile)."""
+    _refuse_in_a_lookup(session)
+    if count <= 0:
+        return []
+    dialect = session.get_bind().dialect
+    with driver_cursor(session) as cursor:
+        if dialect.name == "postgresql":
+            cursor.execute(  # in one array: a row each costs twice as much to fetch
+                "SELECT array_agg(nextval(q.s)) FROM generate_series(1, %s), "
+                "(SELECT pg_get_serial_sequence(%s, 'id')::regclass AS s) AS q",
+                (count, table.name),
+            )
+            ids: list[int] = cursor.fetchone()[0]
+            return ids
+        quote = dialect.identifier_preparer.quote
+        cursor.execute(f"SELECT coalesce(max(id), 0) FROM {quote(table.name)}")
+        (last,) = cursor.fetchone()
+    return list(range(last + 1, last + 1 + count))
 
 
 def _processed(process: Callable[[Any], Any], params: list[list[Any]], index: int) -> None:
@@ -442,8 +473,12 @@ def _processed(process: Callable[[Any], Any], params: list[list[Any]], index: in
     that a change of clocks repeats, are equal and may be stored apart); unhashable values
     (JSON) are processed each."""
     made: dict[Any, Any] = {}
+    last, done = object(), None  # the value before, and what it became: rows share a time
     for values in params:
         value = values[index]
+        if value is last:
+            values[index] = done
+            continue
         key = (value, value.utcoffset()) if isinstance(value, datetime) else value
         try:
             values[index] = made[key]
@@ -451,6 +486,7 @@ def _processed(process: Callable[[Any], Any], params: list[list[Any]], index: in
             values[index] = made[key] = process(value)
         except TypeError:
             values[index] = process(value)
+        last, done = value, values[index]
 
 
 _ROLLBACK_HOOKS = "biobank.after_rollback"

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
-from biobank.db import flush, insert_many, one_of
+from biobank.db import flush, insert_rows, new_ids, one_of
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.domain.phenotypes import Spec, Stored, display, parse_value, typed
 from biobank.domain.vocabulary import PhenotypeScope, PhenotypeType
@@ -36,7 +36,6 @@ from biobank.models import (
 )
 from biobank.services import audit
 from biobank.services.participants import find_visit, get_participant_row
-from biobank.tabular import chunks
 
 VARIABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 Placed = TypeVar("Placed", PhenotypeValue, PhenotypeMissing)  # what a value's place holds
@@ -466,6 +465,13 @@ class NewPhenotypeValue(NamedTuple):
     observed_on: date | None = None
 
 
+# the columns `add_many_values` writes, in its rows' order
+_VALUE_COLUMNS = (
+    "participant_id", "visit_id", "variable_id", "instance", "observed_on", "value_number",
+    "value_text", "value_date", "source", "recorded_at", "id",
+)  # fmt: skip
+
+
 def add_many_values(
     session: Session,
     *,
@@ -473,66 +479,59 @@ def add_many_values(
     values: list[NewPhenotypeValue],
     source: str,
 ) -> int:
-    """New values, of any participants, in one bulk insert (`insert_many`: COPY on
+    """New values, of any participants, in one bulk insert (`insert_rows`: COPY on
     PostgreSQL, where an INSERT of many rows costs more to send than to store), each audited
     as `store_value` audits an addition. For bulk loads where nothing is there to change (a
     new participant): one at a time, `store_value` looks for a value (or missing-data code) to
     change and flushes for each. The unique indexes refuse a value that is there already; the
     caller knows no missing-data code is."""
     require(actor, Permission.record_phenotypes)
-    rows, whose = [], []  # the rows, and each one's participant, variable and visit by name
+    table = PhenotypeValue.__table__
+    ids = iter(new_ids(session, table, len(values)))  # none to read back
+    recorded_at = utcnow()  # one bulk insert, one moment
+    rows: list[list[Any]] = []  # of `_VALUE_COLUMNS`
+    entries = []  # built before the rows are written: the audit trail has them as given
     # by `id`, each object's columns, read once: a load repeats a few thousand objects
     seen: dict[int, tuple[Any, ...]] = {id(None): (None, None, None)}
     for participant, visit, variable, stored, instance, observed in values:
-        if id(variable) not in seen:
+        found = seen.get(id(variable))
+        if found is None:
             refuse_retired(variable)
             per_participant = variable.scope is PhenotypeScope.participant
-            seen[id(variable)] = (variable.id, variable.name, per_participant)
-        variable_id, name, per_participant = seen[id(variable)]
+            found = seen[id(variable)] = (variable.id, variable.name, per_participant)
+        variable_id, name, per_participant = found
         if (visit is None) != per_participant:
             raise ValidationError(
                 f"{variable.name} is recorded per {variable.scope.value}",
                 field="visit",
                 value=variable.name,
             )
-        if id(participant) not in seen:
-            seen[id(participant)] = (participant.id, participant.code)
-        if visit is not None and id(visit) not in seen:
-            seen[id(visit)] = (visit.id, visit.visit_date, visit.label)
-        participant_id, code = seen[id(participant)]
-        visit_id, visit_date, label = seen[id(visit)]
+        found = seen.get(id(participant))
+        if found is None:
+            found = seen[id(participant)] = (participant.id, participant.code)
+        participant_id, code = found
+        found = seen.get(id(visit))
+        if found is None:
+            assert visit is not None  # no visit's columns are there from the start
+            found = seen[id(visit)] = (visit.id, visit.visit_date, visit.label)
+        visit_id, visit_date, label = found
+        row_id, observed_on = next(ids), observed if instance and observed else visit_date
+        number, text, day = stored.number, stored.text, stored.day
         rows.append(
-            {
-                "participant_id": participant_id,
-                "visit_id": visit_id,
-                "variable_id": variable_id,
-                "instance": instance,
-                "observed_on": observed if instance and observed else visit_date,
-                "value_number": stored.number,
-                "value_text": stored.text,
-                "value_date": stored.day,
-                "source": source,
-                "recorded_at": utcnow(),
-            }
-        )
-        whose.append((code, name, label))
-    if not rows:
-        return 0
-    table = PhenotypeValue.__table__
-    insert_many(session, table, rows)
-    ids: dict[tuple[Any, ...], int] = {}  # read back by the unique keys
-    key = (table.c.participant_id, table.c.visit_id, table.c.variable_id, table.c.instance)
-    for chunk in chunks(sorted({row["participant_id"] for row in rows}), 1000):
-        query = sa.select(table.c.id, *key).where(one_of(session, key[0], chunk))
-        ids |= {tuple(found[1:]): found[0] for found in session.execute(query)}
-    entries = []
-    for row, (code, name, label) in zip(rows, whose, strict=True):
-        row_id = ids[row["participant_id"], row["visit_id"], row["variable_id"], row["instance"]]
-        after = {"participant": code, "variable": name, "id": row_id, "visit": label}
-        entries.append(
-            {"action": "phenotype_value.add", "entity": "phenotype_value", "entity_id": row_id,
-             "after": after | row}
+            [participant_id, visit_id, variable_id, instance, observed_on, number, text, day,
+             source, recorded_at, row_id]
         )  # fmt: skip
+        after = {
+            "participant_id": participant_id, "visit_id": visit_id, "variable_id": variable_id,
+            "instance": instance, "observed_on": observed_on, "value_number": number,
+            "value_text": text, "value_date": day, "source": source, "recorded_at": recorded_at,
+            "id": row_id, "participant": code, "variable": name, "visit": label,
+        }  # fmt: skip
+        entries.append(
+            {"action": "phenotype_value.add", "entity": "phenotype_value",
+             "entity_id": row_id, "after": after}
+        )  # fmt: skip
+    insert_rows(session, table, _VALUE_COLUMNS, rows)  # the rows' values become the driver's
     audit.record_many(session, actor=actor, entries=entries)
     return len(rows)
 

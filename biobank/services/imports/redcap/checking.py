@@ -467,6 +467,14 @@ class _Checker:
         dated observation's value whose date changed is changed too."""
         instance = r.instance
         observed = (r.visit_date or visit.visit_date or visit.stored_date) if instance else None
+        if not visit.id:  # a new visit holds nothing yet: every value is added, none removed
+            if r.values:
+                person.outcomes["values", "added"] += len(r.values)
+            for name, (given, _) in r.values.items():
+                written.append((*key, name, given, None, instance, observed))
+            targets = self.dictionary.targets
+            person.blank.update(n for n in r.blank if targets[n].participant_level)
+            return
         for name, (given, _) in r.values.items():
             place = self.value_place(visit, name, instance)
             before = self.stored_values.get(place) if place else None

@@ -8,6 +8,7 @@ definition is faulty."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from biobank.services.imports.common import FaultLog, ImportReport, LeftOutRecord
 
@@ -33,6 +34,18 @@ class Place:
     participant: str | None = None
     event: str | None = None
     instance: int | None = None
+
+    def __reduce__(self) -> tuple[type[Place], tuple[Any, ...]]:
+        """Pickled as a tuple of its fields (a slotted frozen dataclass's own way looks its
+        fields up for each): the scratch file keeps one with every planned visit."""
+        return Place, (
+            self.row,
+            self.line,
+            self.record,
+            self.participant,
+            self.event,
+            self.instance,
+        )
 
 
 class Faults(FaultLog):

@@ -70,6 +70,11 @@ class Fact:
     raw: str
     value: Any
 
+    def __reduce__(self) -> tuple[type[Fact], tuple[Any, ...]]:
+        """Pickled as a tuple of its fields, half the work of a dataclass's own way: a
+        participant kept in the scratch file holds several, read and written back by batch."""
+        return Fact, (self.row, self.line, self.column, self.raw, self.value)
+
 
 @dataclass
 class Signature:
@@ -166,8 +171,11 @@ class Kept(Generic[K, V]):
         self.absent: set[K] = set()  # looked for, not kept
 
     def load(self, keys: Iterable[K]) -> None:
-        """Hold those of `keys` kept, in one look-up a batch."""
-        wanted = {json.dumps(k): k for k in keys if k not in self.held and k not in self.absent}
+        """Hold those of `keys` kept, in one look-up a batch (a key repeats: a record's every
+        value names it; each is encoded once)."""
+        held, absent = self.held, self.absent
+        fresh = [k for k in dict.fromkeys(keys) if k not in held and k not in absent]
+        wanted = {json.dumps(k): k for k in fresh}
         query = f"SELECT key, data FROM {self.table} WHERE key IN ({{marks}})"
         for key, data in self.scratch.where_in(query, wanted):
             self.held[wanted.pop(key)] = pickle.loads(data)

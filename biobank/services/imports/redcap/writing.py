@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from biobank.db import flush, insert_many, one_of, prepare_bulk_writing
+from biobank.db import flush, insert_many, new_ids, one_of, prepare_bulk_writing
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.domain.phenotypes import Stored
 from biobank.domain.vocabulary import ParticipantStatus, Sex
@@ -77,10 +77,11 @@ def write_redcap(
     writer.create_documents()
     writer.create_variables()
     left_out = plan.left_out
-    for rows, batch_people, batch_visits, batch_values in unspool(plan.spool):
-        people = [code for code in batch_people if code not in left_out]
-        visits = [key for key in batch_visits if key[0] not in left_out]
-        values = [value for value in batch_values if value[0] not in left_out]
+    for rows, people, visits, values in unspool(plan.spool):
+        if left_out:
+            people = [code for code in people if code not in left_out]
+            visits = [key for key in visits if key[0] not in left_out]
+            values = [value for value in values if value[0] not in left_out]
         plan.people.load([*people, *(key[0] for key in visits), *(v[0] for v in values)])
         plan.visits.load([*visits, *((v[0], v[1]) for v in values if v[1] is not None)])
         writer.write_people(people)
@@ -335,31 +336,31 @@ class _Writer:
         moves the observation date of the visit's values with it."""
         plan, table = self.plan, Visit.__table__
         new = [k for k in keys if plan.visits[k].id is None]
+        ids, now = new_ids(self.session, table, len(new)), utcnow()  # none to read back
         rows = [
             {
+                "id": visit_id,
                 "participant_id": plan.people[code].id,
                 "label": label,
                 "visit_date": plan.visits[code, label].visit_date,
-                "created_at": utcnow(),
+                "created_at": now,
             }
-            for code, label in new
+            for visit_id, (code, label) in zip(ids, new, strict=True)
         ]
         if rows:
             insert_many(self.session, table, rows)
-            query = sa.select(table.c.id, table.c.participant_id, table.c.label).where(
-                table.c.participant_id.in_({row["participant_id"] for row in rows})
-            )
-            found = {(p, label): i for i, p, label in self.session.execute(query)}
-            entries = []
-            for (code, label), added in zip(new, rows, strict=True):
-                visit = plan.visits[code, label]
-                visit.id = found[added["participant_id"], label]
-                visit.stored_date = visit.visit_date
-                entries.append(
-                    {"action": "visit.add", "entity": "visit", "entity_id": visit.id,
-                     "after": added | {"id": visit.id}, "reason": self.reason}
-                )  # fmt: skip
-            audit.record_many(self.session, actor=self.actor, entries=entries)
+            for visit_id, key in zip(ids, new, strict=True):
+                visit = plan.visits[key]
+                visit.id, visit.stored_date = visit_id, visit.visit_date
+            audit.record_many(
+                self.session,
+                actor=self.actor,
+                entries=(
+                    {"action": "visit.add", "entity": "visit", "entity_id": added["id"],
+                     "after": added, "reason": self.reason}
+                    for added in rows
+                ),
+            )  # fmt: skip
         for code, label in keys:
             visit = plan.visits[code, label]
             if visit.id is None or visit.visit_date in (None, visit.stored_date):
@@ -389,14 +390,21 @@ class _Writer:
         there: a changed value through `store_value`, a code through `record_missing` (each
         removes the other), a cell blank now through `remove_value` or `remove_missing`."""
         plan, session, actor = self.plan, self.session, self.actor
-        people = self.loaded(Participant, {stored_id(plan.people[v[0]].id) for v in values})
-        visits = self.loaded(Visit, {stored_id(plan.visits[v[0], v[1]].id) for v in values if v[1]})
+        # each record's and visit's stored id, looked up once: a visit has a dozen values
+        person_ids = {c: stored_id(plan.people[c].id) for c in dict.fromkeys(v[0] for v in values)}
+        visit_ids = {
+            (c, label): stored_id(plan.visits[c, label].id)
+            for c, label in dict.fromkeys((v[0], v[1]) for v in values)
+            if label is not None
+        }
+        people = self.loaded(Participant, set(person_ids.values()))
+        visits = self.loaded(Visit, set(visit_ids.values()))
         new: list[phenotypes.NewPhenotypeValue] = []
         codes: dict[int, list[tuple[Visit | None, PhenotypeVariable, str, int]]] = defaultdict(list)
         for code, label, name, given, before, instance, observed in values:
-            person_id = stored_id(plan.people[code].id)
+            person_id = person_ids[code]
             person, variable = people[person_id], self.variables[name]
-            visit = visits[stored_id(plan.visits[code, label].id)] if label is not None else None
+            visit = visits[visit_ids[code, label]] if label is not None else None
             if before is None and isinstance(given, Stored):
                 new.append(
                     phenotypes.NewPhenotypeValue(person, visit, variable, given, instance, observed)
