@@ -7,7 +7,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -74,6 +74,49 @@ def share_result(
     goal = f"≥ {goal_share:g}× raw"
     passed = rate >= goal_share * baseline
     return Result(benchmark, engine, "throughput", rate, None, baseline, goal, passed, how, details)
+
+
+def import_shares(
+    benchmark: str,
+    engine: str,
+    items: int,
+    rounds: list[dict[str, Any]],
+    *,
+    goal_share: float,
+    how: str,
+    details: dict[str, Any],
+) -> list[Result]:
+    """An import's rate against its baseline's, checking and writing and writing alone, each
+    from the round whose ratio is the median, with every round's ratio. A round holds the
+    import's "check_seconds" and "write_seconds" and its baseline's "seconds"."""
+    found = []
+    for part, checking in (("check + write", True), ("write only", False)):
+        seconds = [
+            r["import"]["write_seconds"] + (r["import"]["check_seconds"] if checking else 0.0)
+            for r in rounds
+        ]
+        ratios = [r["baseline"]["seconds"] / s for r, s in zip(rounds, seconds, strict=True)]
+        middle = sorted(range(len(rounds)), key=ratios.__getitem__)[len(rounds) // 2]
+        found.append(
+            share_result(
+                f"{benchmark} ({part})",
+                engine,
+                items / seconds[middle],
+                baseline=items / rounds[middle]["baseline"]["seconds"],
+                goal_share=goal_share,
+                how=how,
+                details=details
+                | {"round_ratios": [round(r, 3) for r in ratios], "median_round": middle + 1},
+            )
+        )
+    return found
+
+
+def interleaved(rounds: int, first: str, second: str) -> Iterator[tuple[str, str]]:
+    """The order of each round's two runs, each round starting with the other than the last,
+    so the machine's load, rising or falling, weighs on both alike."""
+    for n in range(rounds):
+        yield (first, second) if n % 2 == 0 else (second, first)
 
 
 def timed(action: Callable[[T], object], items: Iterable[T], *, warmup: int = 0) -> list[float]:
