@@ -1,6 +1,7 @@
 """Linked phenotype export: `exports.run_export` of about 30% of the specimens (serum collected
 since `COLLECTED_FROM`, for future research, Safe Harbor, CSV) beside a raw cursor writing the
-same join to CSV.
+same join to CSV; and the same export as FHIR Bulk Data files (`fhir-ndjson`) against the CSV
+export's rate (goal: at least half of it).
 
 Each run is a fresh child process that only runs one export: timed there (the service's in a
 committed unit of work, as the CLI runs it), and it reports its peak resident memory above what
@@ -9,7 +10,8 @@ statement through the raw driver (a server-side cursor on PostgreSQL, as the ser
 selecting the same specimens (the same filters; consent as the dataset records it, one
 signature each: a signed yes to the use and no withdrawal covering it as of the export date),
 with their participant, their parent's accession ID and every exported dictionary variable
-pivoted by conditional aggregation from their own visit's and their participant's values,
+pivoted by conditional aggregation from their own visit's and their participant's values, each
+with its observation year and days from collection (as the Safe Harbor export writes them),
 written by `csv.writer`. Service and raw runs alternate; both must write the same number of
 rows.
 """
@@ -47,11 +49,12 @@ VALUE_COLUMNS = {
 
 def run(db: BenchDatabase, dataset: Dataset) -> list[Result]:
     as_of = date.today()
-    service, raw = [], []
+    service, raw, fhir = [], [], []
     for _ in range(RUNS):
         service.append(_child(db, "service", as_of))
         raw.append(_child(db, "raw", as_of))
-    rows = {r["rows"] for r in service + raw}
+        fhir.append(_child(db, "fhir", as_of))
+    rows = {r["rows"] for r in service + raw + fhir}
     if len(rows) != 1:
         raise AssertionError(f"the export and the raw join wrote different rows: {rows}")
     exported = rows.pop()
@@ -99,6 +102,47 @@ def run(db: BenchDatabase, dataset: Dataset) -> list[Result]:
             "runs; baseline: the raw join's process",
             details=details,
         ),
+        *_fhir_results(db, fhir, rate, peak, selection.replace("CSV", "FHIR Bulk Data")),
+    ]
+
+
+def _fhir_results(
+    db: BenchDatabase, fhir: list[dict[str, Any]], csv_rate: float, csv_peak: float, selection: str
+) -> list[Result]:
+    """The same export as FHIR Bulk Data files (`--format fhir-ndjson`) against the CSV's."""
+    rate = median([r["rows"] / r["seconds"] for r in fhir])
+    peak = max(r["peak_mb"] for r in fhir)
+    details = {
+        "rows": fhir[0]["rows"],
+        "seconds": [r["seconds"] for r in fhir],
+        "peak_mb": [r["peak_mb"] for r in fhir],
+        "ndjson_bytes": fhir[0]["bytes"],
+        "csv_rows_per_second": csv_rate,
+    }
+    return [
+        Result(
+            benchmark="linked export to FHIR NDJSON",
+            engine=db.engine_name,
+            kind="throughput",
+            median=rate,
+            p99=None,
+            baseline=csv_rate,
+            goal=f"≥ {GOAL_SHARE:g}× CSV",
+            passed=rate >= GOAL_SHARE * csv_rate,
+            how=f"run_export of {selection}; specimens/s, median of {RUNS} runs each in a fresh "
+            "process; baseline: the same export to CSV",
+            details=details,
+        ),
+        memory_result(
+            "linked export to FHIR NDJSON peak memory",
+            db.engine_name,
+            peak,
+            baseline=csv_peak,
+            goal_mb=GOAL_PEAK_MB,
+            how=f"the most a process running one export of {selection} held above what it "
+            f"held before it, the highest of {RUNS} runs; baseline: the CSV export's",
+            details=details,
+        ),
     ]
 
 
@@ -112,9 +156,12 @@ def _child(db: BenchDatabase, side: str, as_of: date) -> dict[str, Any]:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def _service_export(db: BenchDatabase, as_of: date, folder: Path) -> dict[str, Any]:
+def _service_export(
+    db: BenchDatabase, as_of: date, folder: Path, fmt: str = "csv"
+) -> dict[str, Any]:
     from biobank.db import make_engine, uow
     from biobank.domain.cohort import CohortQuery
+    from biobank.export.formats import FORMATS
     from biobank.services.exports import ExportRequest, run_export
     from biobank.services.identity import actor_for
 
@@ -124,7 +171,7 @@ def _service_export(db: BenchDatabase, as_of: date, folder: Path) -> dict[str, A
     request = ExportRequest(
         query=CohortQuery(specimen_types=[SPECIMEN_TYPE], collected_from=COLLECTED_FROM),
         uses=[USE],
-        formats=["csv"],
+        formats=[fmt],
         as_of=as_of,
     )
     before = rss_mb()
@@ -132,11 +179,11 @@ def _service_export(db: BenchDatabase, as_of: date, folder: Path) -> dict[str, A
     with uow(engine) as session:
         result = run_export(session, actor=admin, request=request, directory=folder)
     seconds = time.perf_counter() - start
-    specimens_csv = next(f for f in result.files if f.name == "specimens.csv")
+    data = [f for f in result.files if f.name in FORMATS[fmt].files]
     return {
         "seconds": seconds,
-        "rows": specimens_csv.rows,
-        "bytes": specimens_csv.bytes,
+        "rows": result.counts["specimens"],
+        "bytes": sum(f.bytes for f in data),
         "counts": result.counts,
         "peak_mb": max(0.0, peak_mb() - before),
     }
@@ -147,8 +194,17 @@ def raw_join(db: BenchDatabase, connection) -> str:
     variables = connection.execute(
         "SELECT id, name, value_type FROM phenotype_variable ORDER BY id"
     ).fetchall()
+    observed = "v.observed_on"
+    if db.engine_name == "postgres":
+        year = f"EXTRACT(YEAR FROM {observed})"
+        lag = f"({observed} - CAST(s.collected_at AS DATE))"
+    else:
+        year = f"CAST(strftime('%Y', {observed}) AS INTEGER)"
+        lag = f"CAST(julianday({observed}) - julianday(date(s.collected_at)) AS INTEGER)"
     pivots = ",\n".join(
-        f'MAX(CASE WHEN v.variable_id = {var_id} THEN v.{VALUE_COLUMNS[kind]} END) AS "{name}"'
+        f'MAX(CASE WHEN v.variable_id = {var_id} THEN v.{VALUE_COLUMNS[kind]} END) AS "{name}", '
+        f'MAX(CASE WHEN v.variable_id = {var_id} THEN {year} END) AS "{name}__observed", '
+        f'MAX(CASE WHEN v.variable_id = {var_id} THEN {lag} END) AS "{name}__days_from_collection"'
         for var_id, name, kind in variables
         if kind in VALUE_COLUMNS
     )
@@ -214,7 +270,11 @@ def _raw_export(db: BenchDatabase, as_of: date, folder: Path) -> dict[str, Any]:
 
 def _main(side: str, engine_name: str, url: str, as_of: str) -> None:
     db = BenchDatabase(engine_name, url)
-    export = {"service": _service_export, "raw": _raw_export}[side]
+    export = {
+        "service": _service_export,
+        "raw": _raw_export,
+        "fhir": lambda *given: _service_export(*given, fmt="fhir-ndjson"),
+    }[side]
     with tempfile.TemporaryDirectory(prefix="biobank_export_bench_") as folder:
         print(json.dumps(export(db, date.fromisoformat(as_of), Path(folder))))
 

@@ -49,9 +49,14 @@ def test_every_benchmark_runs_and_reports(engine_name, tmp_path):
         "legacy import peak memory",
         "linked export to CSV",
         "linked export peak memory",
+        "linked export to FHIR NDJSON",
+        "linked export to FHIR NDJSON peak memory",
         "REDCap import (check + write)",
         "REDCap import (write only)",
         "REDCap import peak memory",
+        "accession during a legacy import",
+        "audit verify (whole chain)",
+        "audit verify after a day's work (incremental)",
     }
     for result in results.values():
         assert result["engine"] == engine_name
@@ -75,6 +80,10 @@ def test_every_benchmark_runs_and_reports(engine_name, tmp_path):
     redcap = results["REDCap import (check + write)"]["details"]
     assert redcap["records_events"] == 2000 and len(redcap["rounds"]) == 3, redcap
     assert redcap["baseline_method"] == ("COPY" if engine_name == "postgres" else "executemany")
+    stall = results["accession during a legacy import"]["details"]
+    assert stall["accessions_during"] > 0 and stall["p99_alone"] > 0, stall
+    incremental = results["audit verify after a day's work (incremental)"]["details"]
+    assert 0 < incremental["checked"] < incremental["entries"], incremental
     assert document["machine"]["size"] == 2000
     assert "scan lookup (per scan)" in done.stdout
     assert not list(tmp_path.glob("*.sqlite*")), "a SQLite database or its copy was left"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import random
 import subprocess
 import sys
@@ -19,7 +18,6 @@ import openpyxl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 
 from biobank.errors import ValidationError
@@ -34,6 +32,8 @@ from biobank.export import (
     write_xlsx,
 )
 from biobank.export import tabular as tabular_writers
+from biobank.export.cells import safe_rows
+from biobank.export.fhir_resources import ConsentRecord, ParticipantRecord, StatementConsent
 
 ROOT = Path(__file__).resolve().parent.parent
 LOINC = "http://loinc.org"
@@ -42,9 +42,15 @@ COLUMNS = [
     Column("participant_code", "Participant", role="participant", miabis="Sample donor ID"),
     Column("specimen_code", "Specimen", role="specimen", miabis="Sample ID"),
     Column("parent_specimen_code", "Parent specimen", role="specimen"),
-    Column("specimen_type", "Type", role="specimen", miabis="Detailed sample type"),
+    Column("specimen_type", "Type", role="specimen", miabis="Sample type"),
     Column("sprec_code", "SPREC code", role="specimen"),
-    Column("collected", "Collected", kind="year", role="specimen", miabis="Sample creation date"),
+    Column(
+        "collected",
+        "Collected",
+        kind="year",
+        role="specimen",
+        miabis="Sample creation date and time",
+    ),
     Column("quantity", "Quantity", kind="decimal", role="specimen"),
     Column("unit", "Unit", role="specimen"),
     Column("sex", "Sex", role="participant", miabis="Sex"),
@@ -65,8 +71,6 @@ COLUMNS = [
 ]
 
 KINDS = {c.name: c.kind for c in COLUMNS}
-CONSENT_STATES = ("granted", "refused", "withdrawn", "not_asked")
-STATEMENTS = ("FUTURE_RESEARCH", "GENETIC", "COMMERCIAL")
 
 
 def make_rows(count: int = 50, seed: int = 7) -> list[dict]:
@@ -109,14 +113,10 @@ def ordered(columns: list[Column], rows):
     return (tuple(r.get(c.name) for c in columns) for r in rows)
 
 
-def consents_for(rows: list[dict]) -> dict[str, dict[str, str]]:
-    codes = sorted({r["participant_code"] for r in rows})
-    return {
-        code: {s: CONSENT_STATES[(i + j) % 4] for j, s in enumerate(STATEMENTS)}
-        if i
-        else {s: "refused" for s in STATEMENTS}
-        for i, code in enumerate(codes)
-    }
+def consenting(codes):
+    """FHIR's records of these participants: consent to genetic use, no values."""
+    granted = ConsentRecord((StatementConsent("GENETIC", "granted"),))
+    return {code: ParticipantRecord((), granted) for code in codes}
 
 
 # Reading back, with one typing rule per kind -------------------------------------------------
@@ -272,23 +272,24 @@ def test_parquet_without_pyarrow_says_which_extra_to_install(tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
-def test_miabis_csv_has_only_the_miabis_columns_under_their_miabis_names(tmp_path):
+def test_miabis_csv_has_the_miabis_columns_under_their_names_with_miabis_values(tmp_path):
     rows = make_rows()
     path = tmp_path / "miabis.csv"
-    check_written(write_miabis_csv(path, COLUMNS, ordered(COLUMNS, rows)), path, 50)
+    check_written(write_miabis_csv(path, COLUMNS, ordered(COLUMNS, rows), consenting), path, 50)
     with path.open(encoding="utf-8", newline="") as file:
         lines = list(csv.reader(file))
     assert lines[0] == [
-        "Sample donor ID",
-        "Sample ID",
-        "Detailed sample type",
-        "Sample creation date",
-        "Sex",
-    ]
-    names = ["participant_code", "specimen_code", "specimen_type", "collected", "sex"]
-    assert [
-        [typed(KINDS[n], v) for n, v in zip(names, line, strict=True)] for line in lines[1:]
-    ] == [[r[n] for n in names] for r in rows]
+        "Sample donor ID", "Sex", "Sample ID", "Sample type", "Sample creation date and time",
+        "Sample content diagnosis", "Use & Access conditions", "Sample source",
+    ]  # fmt: skip
+    sexes = {"female": "Female", "male": "Male", "unknown": "Unknown", None: "Unknown"}
+    types = {"SER": "Serum", "PL1": "Plasma", "URN": "Urine", None: "Other",
+             "CEL": "Peripheral blood mononuclear cells (PBMC)"}  # fmt: skip
+    assert lines[1:] == [
+        [r["participant_code"], sexes[r["sex"]], r["specimen_code"], types[r["specimen_type"]],
+         "" if r["collected"] is None else str(r["collected"]), "", "Genetic data use", "Human"]
+        for r in rows
+    ]  # fmt: skip
 
 
 def test_the_dictionary_lists_every_column(tmp_path):
@@ -314,6 +315,35 @@ def test_the_dictionary_lists_every_column(tmp_path):
     assert entries["specimen_code"]["miabis"] == "Sample ID"
 
 
+def test_every_text_cell_is_guarded_whatever_its_column_holds_beside_it():
+    """A formula is caught in a column of plain texts, beside numbers, in a row of another
+    width; a formula after a line break is no formula (a spreadsheet reads the cell's start)."""
+    plain = [(f"P-{n}", None, n, "ok\n=not first") for n in range(2500)]
+    batch = [*plain, ("=1+1", "-cmd", 7, ""), ("@SUM(A1)", 0, "+x", None)]
+    out = list(safe_rows(batch))
+    assert out[:2500] == [list(row) for row in plain]  # nothing starts like a formula
+    assert out[2500:] == [["'=1+1", "'-cmd", 7, ""], ["'@SUM(A1)", 0, "'+x", None]]
+    assert list(safe_rows([("=a",), ("b", "=c")])) == [["'=a"], ["b", "'=c"]]
+
+
+def test_value_labels_list_every_code_and_never_a_formula(tmp_path):
+    coded = [
+        Column("ln_class", "LN class", choices=(("III", "Class III"), ("IV", "=1+1"))),
+        Column("meds", "Medications", choices=(("hcq", "HCQ"),), multiple=True),
+        Column("upcr", "UPCR", kind="decimal"),
+    ]
+    path = tmp_path / "value_labels.csv"
+    check_written(tabular_writers.write_value_labels(path, coded), path, 3)
+    with path.open(encoding="utf-8", newline="") as file:
+        rows = list(csv.reader(file))
+    assert rows == [
+        ["column", "code", "label", "multiple"],
+        ["ln_class", "III", "Class III", "False"],
+        ["ln_class", "IV", "'=1+1", "False"],
+        ["meds", "hcq", "HCQ", "True"],
+    ]
+
+
 def test_columns_are_checked_before_anything_is_written(tmp_path):
     with pytest.raises(ValidationError, match="kind 'float'"):
         Column("upcr", "UPCR", kind="float")
@@ -321,8 +351,8 @@ def test_columns_are_checked_before_anything_is_written(tmp_path):
         Column("UPCR ratio", "UPCR")
     with pytest.raises(ValidationError, match="two columns have the name 'upcr'"):
         write_csv(tmp_path / "x.csv", [*COLUMNS, Column("upcr", "again")], [])
-    with pytest.raises(ValidationError, match="no column has a MIABIS name"):
-        write_miabis_csv(tmp_path / "x.csv", [Column("upcr", "UPCR")], [])
+    with pytest.raises(ValidationError, match="a MIABIS file needs a column for Sample donor"):
+        write_miabis_csv(tmp_path / "x.csv", [Column("upcr", "UPCR")], [], consenting)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -344,179 +374,9 @@ def test_an_empty_export_still_writes_headers(tmp_path):
     assert write_parquet(tmp_path / "x.parquet", COLUMNS, []).rows == 0
     assert read_parquet(tmp_path / "x.parquet") == []
     assert pq.read_schema(tmp_path / "x.parquet").names == [c.name for c in COLUMNS]
-    written = write_fhir_bundle(tmp_path / "x.json", COLUMNS, [], {})
+    written = write_fhir_bundle(tmp_path / "x.json", COLUMNS, [], consenting)
     assert Bundle.model_validate_json((tmp_path / "x.json").read_text()).entry is None
     assert written.rows == 0
-
-
-# FHIR ----------------------------------------------------------------------------------------
-
-
-def test_fhir_bundle_validates_and_links_every_resource(tmp_path):
-    rows = make_rows()
-    consents = consents_for(rows)
-    path = tmp_path / "bundle.json"
-    check_written(write_fhir_bundle(path, COLUMNS, ordered(COLUMNS, rows), consents), path, 50)
-
-    text = path.read_text(encoding="utf-8")
-    bundle = Bundle.model_validate_json(text)
-    assert bundle.type == "collection"
-    entries = json.loads(text)["entry"]
-    for entry in entries:
-        resource = entry["resource"]
-        get_fhir_model_class(resource["resourceType"]).model_validate(resource)
-    urls = [e["fullUrl"] for e in entries]
-    assert len(set(urls)) == len(urls)
-    by_type: dict[str, list[dict]] = {}
-    for entry in entries:
-        by_type.setdefault(entry["resource"]["resourceType"], []).append(entry)
-    url_of = {e["fullUrl"]: e["resource"] for e in entries}
-
-    participants = {r["participant_code"] for r in rows}
-    patients = [e["resource"]["identifier"][0]["value"] for e in by_type["Patient"]]
-    assert sorted(patients) == sorted(participants)
-    consent_patients = [url_of[e["resource"]["patient"]["reference"]] for e in by_type["Consent"]]
-    assert sorted(p["identifier"][0]["value"] for p in consent_patients) == sorted(participants)
-
-    specimens = {e["resource"]["identifier"][0]["value"]: e for e in by_type["Specimen"]}
-    assert set(specimens) == {r["specimen_code"] for r in rows} | {"S9999"}
-    for row in rows:
-        specimen = specimens[row["specimen_code"]]["resource"]
-        subject = url_of[specimen["subject"]["reference"]]
-        assert subject["identifier"][0]["value"] == row["participant_code"]
-        if row["parent_specimen_code"]:
-            parent = url_of[specimen["parent"][0]["reference"]]
-            assert parent["resourceType"] == "Specimen"
-            assert parent["identifier"][0]["value"] == row["parent_specimen_code"]
-        else:
-            assert "parent" not in specimen
-    orphan_parent = specimens["S9999"]["resource"]
-    assert "type" not in orphan_parent and "note" in orphan_parent
-
-    observations = by_type["Observation"]
-    phenotypes = [c.name for c in COLUMNS if c.role == "phenotype"]
-    assert len(observations) == sum(r[n] is not None for r in rows for n in phenotypes)
-    for entry in observations:
-        observation = entry["resource"]
-        assert url_of[observation["specimen"]["reference"]]["resourceType"] == "Specimen"
-        assert url_of[observation["subject"]["reference"]]["resourceType"] == "Patient"
-
-
-def test_fhir_resources_carry_the_row_values(tmp_path):
-    rows = make_rows()
-    consents = consents_for(rows)
-    path = tmp_path / "bundle.json"
-    write_fhir_bundle(path, COLUMNS, ordered(COLUMNS, rows), consents)
-    entries = [e["resource"] for e in json.loads(path.read_text())["entry"]]
-    identifier = {
-        (r["resourceType"], r["identifier"][0]["value"]): r for r in entries if "identifier" in r
-    }
-
-    serum = next(r for r in rows if r["sprec_code"])
-    specimen = identifier["Specimen", serum["specimen_code"]]
-    assert specimen["type"]["coding"] == [
-        {"system": "https://doi.org/10.1089/bio.2017.0109", "code": "SER"},
-        {"system": "http://snomed.info/sct", "code": "119364003"},
-        {"system": "https://doi.org/10.1089/bio.2017.0109", "code": "SER-SST-A-B-N-A-D"},
-    ]
-    assert specimen["collection"] == {"collectedDateTime": str(serum["collected"])}
-    plasma = next(r for r in rows if r["specimen_type"] == "PL1" and r["quantity"])
-    specimen = identifier["Specimen", plasma["specimen_code"]]
-    assert specimen["container"] == [
-        {"specimenQuantity": {"value": plasma["quantity"], "unit": "µL"}}
-    ]
-
-    first = next(r for r in rows if r["participant_code"] == "X000")
-    patient = identifier["Patient", "X000"]
-    assert patient == {
-        "resourceType": "Patient",
-        "identifier": [{"system": "urn:biobank:participant", "value": "X000"}],
-        "gender": "female",
-        "birthDate": str(first["birth_year"]),
-    }
-    assert "birthDate" not in identifier["Patient", "X003"]
-    assert identifier["Patient", "X002"]["gender"] == "unknown"
-
-    observations = [r for r in entries if r["resourceType"] == "Observation"]
-
-    def observation(row, name):
-        specimen_url = next(
-            e["fullUrl"]
-            for e in json.loads(path.read_text())["entry"]
-            if e["resource"].get("identifier", [{}])[0].get("value") == row["specimen_code"]
-            and e["resource"]["resourceType"] == "Specimen"
-        )
-        return next(
-            o
-            for o in observations
-            if o["specimen"]["reference"] == specimen_url
-            and o["code"]["coding"][-1]["code"] == name
-        )
-
-    row = next(r for r in rows if r["upcr"] is not None and r["collected"] is not None)
-    upcr = observation(row, "upcr")
-    assert upcr["valueQuantity"] == {"value": row["upcr"], "unit": "g/g"}
-    assert upcr["code"]["coding"][0] == {"system": LOINC, "code": "2890-2"}
-    assert upcr["effectiveDateTime"] == str(row["collected"])
-    row = next(r for r in rows if r["ln_class"] == "IV")
-    assert observation(row, "ln_class")["valueCodeableConcept"] == {
-        "coding": [
-            {"system": "urn:biobank:phenotype:ln_class", "code": "IV", "display": "Class IV"}
-        ],
-        "text": "Class IV",
-    }
-    row = next(r for r in rows if r["ln_class"] == "II")  # not a listed choice: kept as text
-    assert observation(row, "ln_class")["valueString"] == "II"
-    row = next(r for r in rows if r["ln_biopsy"] is False)
-    assert observation(row, "ln_biopsy")["valueBoolean"] is False
-    row = next(r for r in rows if r["sledai2k"] is not None)
-    assert observation(row, "sledai2k")["valueInteger"] == row["sledai2k"]
-    row = next(r for r in rows if r["dx_date"] is not None)
-    assert observation(row, "dx_date")["valueDateTime"] == row["dx_date"].isoformat()
-    row = next(r for r in rows if r["cart_infusion_year"] is not None)
-    assert observation(row, "cart_infusion_year")["valueDateTime"] == "2023"
-
-    consent_of = {url["fullUrl"]: url["resource"] for url in json.loads(path.read_text())["entry"]}
-    for consent in (r for r in entries if r["resourceType"] == "Consent"):
-        code = consent_of[consent["patient"]["reference"]]["identifier"][0]["value"]
-        states = consents[code]
-        assert consent["status"] == ("active" if "granted" in states.values() else "inactive")
-        assert "type" not in consent["provision"]
-        assert {p["purpose"][0]["code"]: p["type"] for p in consent["provision"]["provision"]} == {
-            s: "permit" if state == "granted" else "deny" for s, state in states.items()
-        }
-    assert sum(r["resourceType"] == "Consent" and r["status"] == "inactive" for r in entries) >= 1
-
-
-def test_fhir_refuses_a_missing_consent_a_repeated_specimen_and_an_unknown_sex(tmp_path):
-    rows = make_rows()
-    consents = consents_for(rows)
-    del consents["X004"]
-    with pytest.raises(ValidationError, match="no consent given for participant X004"):
-        write_fhir_bundle(tmp_path / "bundle.json", COLUMNS, ordered(COLUMNS, rows), consents)
-    twice = [*rows, rows[0]]
-    with pytest.raises(ValidationError, match=f"specimen {rows[0]['specimen_code']} appears twice"):
-        write_fhir_bundle(
-            tmp_path / "bundle.json", COLUMNS, ordered(COLUMNS, twice), consents_for(rows)
-        )
-    rows[0]["sex"] = "F?"
-    with pytest.raises(ValidationError, match="sex 'F\\?'") as error:
-        write_fhir_bundle(
-            tmp_path / "bundle.json", COLUMNS, ordered(COLUMNS, rows), consents_for(rows)
-        )
-    assert error.value.row == 1
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_fhir_is_the_same_bytes_for_the_same_rows(tmp_path):
-    rows = make_rows()
-    first = write_fhir_bundle(
-        tmp_path / "a.json", COLUMNS, ordered(COLUMNS, rows), consents_for(rows)
-    )
-    second = write_fhir_bundle(
-        tmp_path / "b.json", COLUMNS, ordered(COLUMNS, rows), consents_for(rows)
-    )
-    assert first.sha256 == second.sha256
 
 
 # Atomic writing, progress, memory ------------------------------------------------------------
@@ -525,9 +385,11 @@ WRITERS = {
     "csv": write_csv,
     "xlsx": write_xlsx,
     "parquet": write_parquet,
-    "miabis": write_miabis_csv,
+    "miabis": lambda path, columns, rows, progress=None: write_miabis_csv(
+        path, columns, rows, consenting, progress
+    ),
     "fhir": lambda path, columns, rows, progress=None: write_fhir_bundle(
-        path, columns, rows, {f"X{n:03d}": {"GENETIC": "granted"} for n in range(12)}, progress
+        path, columns, rows, consenting, progress
     ),
 }
 

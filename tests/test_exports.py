@@ -171,9 +171,11 @@ def test_xlsx_parquet_and_fhir_say_what_the_csv_says(cohort_db, admin, tmp_path)
     table = pq.read_table(folder / "specimens.parquet").to_pylist()
 
     def same(value):
-        """A cell as all three formats can agree on it: None, a number, or text."""
+        """A cell as all three formats can agree on it: None, a boolean, a number, or text."""
         if value is None or value == "":
             return None
+        if isinstance(value, bool) or value in ("True", "False"):
+            return str(value)
         try:
             return float(value)
         except (TypeError, ValueError):
@@ -189,7 +191,7 @@ def test_xlsx_parquet_and_fhir_say_what_the_csv_says(cohort_db, admin, tmp_path)
     assert kinds.count("Specimen") == 6 and kinds.count("Patient") == kinds.count("Consent") == 3
     miabis = _csv(folder / "specimens_miabis.csv")
     assert "Sample ID" in miabis[0] and "participant_code" not in miabis[0]
-    assert {(m["Sex"], m["Material type"]) for m in miabis} == {("Female", "Serum")}
+    assert {(m["Sex"], m["Sample type"]) for m in miabis} == {("Female", "Serum")}
     people = _csv(folder / "participants.csv")
     assert sorted(int(p["specimens"]) for p in people) == [2, 2, 2]
     manifest = json.loads(result.manifest.read_text())
@@ -330,13 +332,15 @@ def test_each_registered_format_is_offered_written_under_its_file_name_and_liste
     result = _export(cohort_db, admin, tmp_path, formats=list(NAMES))
     manifest = json.loads(result.manifest.read_text())
     written = {p.name for p in result.directory.iterdir()} - {"manifest.json"}
-    registered = {FORMATS[name].file_name for name in NAMES}
-    assert set(manifest["files"]) == written == registered | {"dictionary.csv"}
+    registered = {file for name in NAMES for file in FORMATS[name].files}
+    beside = {"dictionary.csv", "value_labels.csv", "load.py", "load.R"}  # with any table
+    assert set(manifest["files"]) == written == registered | beside
     assert manifest["files"].keys() == {f.name for f in result.files}
     with uow(cohort_db, readonly=True) as session:
         run = session.exec(sa.select(ExportRun).where(ExportRun.run_code == result.run_code))
         assert run.scalar_one().formats == list(NAMES)
-    shown = " ".join(CliRunner().invoke(app, ["export", "run", "--help"]).stdout.split())
+    helped = CliRunner().invoke(app, ["export", "run", "--help"]).stdout
+    shown = " ".join(re.sub(r"-\n\s+", "-", helped).split())  # help wraps after a hyphen
     assert f"One of {', '.join(NAMES)} (repeatable; default csv)" in shown
     with pytest.raises(pydantic.ValidationError, match=f"'pdf' is not one of {', '.join(NAMES)}"):
         ExportRequest(uses=["GENETIC"], formats=["pdf"])
@@ -432,7 +436,8 @@ def test_a_run_is_on_record_before_its_files_and_listed_incomplete_until_done(
         )
         assert not done.directory.exists()  # not before the commit
     assert sorted(p.name for p in done.directory.iterdir()) == [
-        "dictionary.csv", "manifest.json", "specimens.csv",
+        "dictionary.csv", "load.R", "load.py", "manifest.json", "specimens.csv",
+        "value_labels.csv",
     ]  # fmt: skip
     with uow(cohort_db) as session, pytest.raises(ValidationError, match="still to run"):
         exports.run_export(session, actor=admin, request=request, directory=tmp_path,

@@ -11,7 +11,7 @@ from inventory import FUTURE
 from biobank.db import uow
 from biobank.domain.vocabulary import Role
 from biobank.errors import AlreadyExists, NotFound, PermissionDenied, ValidationError
-from biobank.export.fhir import GENDERS
+from biobank.export.fhir_resources import GENDERS
 from biobank.services import participants, studies
 from biobank.services.deidentification import MIABIS_SEX
 

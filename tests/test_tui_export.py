@@ -236,3 +236,23 @@ def test_consent_is_asked_as_of_today_and_a_saved_query_is_narrowed_never_widene
         app.database.engine.dispose()
 
     asyncio.run(scenario())
+
+
+def test_a_pi_exports_the_long_shape_from_the_screen(cohort_db, actors, tmp_path):
+    async def scenario():
+        app = _app(cohort_db)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _open(app, pilot, "pi1")
+            screen = app.screen
+            screen.query_one("#directory", Input).value = str(tmp_path / "out")
+            await _tick(app, pilot, screen.query_one("#long_shape", Checkbox))
+            await _keys(app, pilot, "ctrl+y")
+            [run_code] = _runs(cohort_db)
+            folder = tmp_path / "out" / run_code
+            manifest = json.loads((folder / "manifest.json").read_text())
+            assert manifest["shape"] == "long"
+            assert {"specimens.csv", "phenotype_values.csv", "load.py"} <= set(manifest["files"])
+        assert _errors(app) == []
+        app.database.engine.dispose()
+
+    asyncio.run(scenario())

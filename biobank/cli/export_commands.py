@@ -14,6 +14,7 @@ from biobank.cli.common import JsonOption, emit_json, emit_table, message, parse
 from biobank.domain.cohort import CohortQuery
 from biobank.domain.vocabulary import DeidentificationMode
 from biobank.export.formats import DEFAULT_FORMAT, NAMES, known
+from biobank.export.shapes import Shape
 
 if TYPE_CHECKING:
     from biobank.services import export_runs
@@ -36,6 +37,12 @@ def run(
         [],
         "--format",
         help=f"One of {', '.join(NAMES)} (repeatable; default {DEFAULT_FORMAT}).",
+    ),
+    shape: Shape = typer.Option(
+        Shape.wide,
+        "--shape",
+        help="Tables with a row per specimen (wide), or the specimens and a row per specimen "
+        "and phenotype value (long).",
     ),
     per_participant: bool = typer.Option(
         False, "--per-participant", help="Also one row per participant."
@@ -71,6 +78,7 @@ def run(
         uses=uses or ["FUTURE_RESEARCH"],
         mode=mode,
         formats=formats or [DEFAULT_FORMAT],
+        shape=shape,
         per_participant=per_participant,
         dua_reference=dua,
         reserve_request=reserve,

@@ -21,11 +21,12 @@ from biobank.errors import ValidationError
 from biobank.html_text import plain_text
 
 Kind = Literal["string", "integer", "decimal", "boolean", "date", "year"]
-"""The type of a column's values. `year` is an int (a de-identified date); an age that may read
-"90+" is a `string` column."""
+"""The type of a column's values. `year` is an int (a de-identified date)."""
 
-Role = Literal["specimen", "participant", "phenotype"]
-"""What a column describes; the FHIR writer turns every `phenotype` value into an Observation."""
+Role = Literal["specimen", "participant", "phenotype", "observed"]
+"""What a column describes; the FHIR writer turns every `phenotype` value into an Observation.
+An `observed` column says when the phenotype value beside it was observed (its date, or its
+days from collection: `export.names.observation_column_names`)."""
 
 Row = Sequence[Any]
 
@@ -51,8 +52,8 @@ _NAME = re.compile(r"[a-z][a-z0-9_]*")
 @dataclass(frozen=True)
 class Column:
     """One column of an export. `choices` are (code, label) pairs (dicts with `code` and `label`
-    are accepted too); `miabis` is the header in the MIABIS file, None leaves the column out of
-    it."""
+    are accepted too), `multiple` when a cell lists several codes joined by "|"; `miabis` is
+    the header in the MIABIS file, None leaves the column out of it."""
 
     name: str
     label: str
@@ -64,6 +65,7 @@ class Column:
     choices: tuple[tuple[str, str], ...] = field(default=())
     miabis: str | None = None
     description: str | None = None
+    multiple: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -124,6 +126,17 @@ DICTIONARY_HEADER = (
     "miabis",
     "description",
 )
+
+
+VALUE_LABELS_HEADER = ("column", "code", "label", "multiple")
+
+
+def value_label_rows(columns: Iterable[Column]) -> Iterator[list[Any]]:
+    """One row per code of each coded column under `VALUE_LABELS_HEADER`: what a loader
+    turns into labelled factors (R) or categoricals (pandas)."""
+    for column in columns:
+        for code, label in column.choices:
+            yield [column.name, code, label, column.multiple]
 
 
 def dictionary_rows(columns: Iterable[Column]) -> Iterator[list[str | None]]:

@@ -22,12 +22,16 @@ from biobank.errors import ValidationError
 from biobank.export.cells import safe_rows
 from biobank.export.columns import (
     DICTIONARY_HEADER,
+    VALUE_LABELS_HEADER,
     Column,
     Row,
     checked,
     dictionary_rows,
+    value_label_rows,
 )
+from biobank.export.fhir_resources import Records
 from biobank.export.files import Batches, Progress, Written, write_atomically
+from biobank.export.miabis import MiabisRows
 
 XLSX_MAX_ROWS = 1_048_575  # a worksheet's 1,048,576 rows less the header
 XLSX_MAX_TEXT = 32_767  # characters in a cell
@@ -42,27 +46,17 @@ def write_csv(
 
 
 def write_miabis_csv(
-    path: Path, columns: Iterable[Column], rows: Iterable[Row], progress: Progress | None = None
+    path: Path,
+    columns: Iterable[Column],
+    rows: Iterable[Row],
+    records: Records,
+    progress: Progress | None = None,
 ) -> Written:
-    """Only the columns with a MIABIS name, headed by it; a coded value is written as its
-    label (MIABIS names values, e.g. sex `Female`, material type `Serum`)."""
+    """The rows under MIABIS attribute names, with MIABIS values (`export.miabis`); `records`
+    gives each participant's consent (their Use & Access conditions)."""
     columns = checked(columns)
-    chosen = [(at, c) for at, c in enumerate(columns) if c.miabis]
-    if not chosen:
-        raise ValidationError("no column has a MIABIS name", field="columns")
-    labels = [dict(c.choices) if c.choices else None for _, c in chosen]
-    places = [at for at, _ in chosen]
-
-    def labelled(batch: list[Row]) -> Iterable[Row]:
-        for row in batch:
-            yield [
-                value if label is None else label.get(value, value)
-                for label, value in zip(labels, map(row.__getitem__, places), strict=True)
-            ]
-
-    return _write_delimited(
-        path, [c.miabis for _, c in chosen], len(columns), rows, progress, labelled
-    )
+    miabis = MiabisRows(columns, records)
+    return _write_delimited(path, miabis.header, len(columns), rows, progress, miabis.rows)
 
 
 def write_dictionary(path: Path, columns: Iterable[Column]) -> Written:
@@ -74,6 +68,20 @@ def write_dictionary(path: Path, columns: Iterable[Column]) -> Written:
         writer.writerow(DICTIONARY_HEADER)
         writer.writerows(safe_rows(dictionary_rows(columns)))
         return len(columns)
+
+    return write_atomically(path, write, text=True)
+
+
+def write_value_labels(path: Path, columns: Iterable[Column]) -> Written:
+    """Every coded column's codes and labels, one row each (rows counts them)."""
+    columns = checked(columns)
+
+    def write(file: IO[str]) -> int:
+        writer = csv.writer(file)
+        writer.writerow(VALUE_LABELS_HEADER)
+        rows = list(safe_rows(value_label_rows(columns)))
+        writer.writerows(rows)
+        return len(rows)
 
     return write_atomically(path, write, text=True)
 

@@ -15,31 +15,33 @@ from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
-import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
-from biobank.db import one_of
 from biobank.domain.cohort import CohortQuery, load_query
-from biobank.domain.consent import statement_status
 from biobank.domain.vocabulary import DeidentificationMode, PhenotypeScope
 from biobank.export import tabular
-from biobank.export.columns import Column
+from biobank.export.columns import Column, Kind
 from biobank.export.files import Written
 from biobank.export.formats import FORMATS
-from biobank.models import ConsentStatement, ExportRun, Participant, PhenotypeVariable
+from biobank.export.loaders import write_loaders
+from biobank.export.long import LONG_NAMES, VALUES_STEM, long_shape
+from biobank.export.shapes import Shape
+from biobank.models import ExportRun, PhenotypeVariable
 from biobank.services.cohorts import Selected, Tally, count_candidates, select_cohort
-from biobank.services.consent_checks import consent_acts
 from biobank.services.deidentification import (
     BATCH,
     deidentified_rows,
-    export_code,
     fixed_columns,
     variable_columns,
+    with_observations,
 )
+from biobank.services.fhir_records import ParticipantRecords
 from biobank.tabular import chunks, new_spool, spool_batch, unspool
 
 PARTICIPANT_FILE = "participants.csv"  # with `per_participant`: one row per participant
+VALUE_LABELS_FILE = "value_labels.csv"  # with a table format: the codes of coded columns
+TABLE_STEMS = ("specimens", VALUES_STEM)  # what the loading scripts read
 
 
 class ExportFile(BaseModel):
@@ -63,13 +65,17 @@ class ExportRecipe:
     per_participant: bool
     window_days: int
     reserved_by_run: int | None = None  # a replay of a run that reserved what it exported
+    shape: Shape = Shape.wide
 
     @classmethod
     def recorded(cls, run: ExportRun) -> ExportRecipe:
+        """A run's recipe; its shape is what its files say (a long run wrote a values table)."""
+        long = any(Path(name).stem == VALUES_STEM for name in run.files)
         return cls(
             query=load_query(run.query), uses=run.uses, as_of=run.as_of, mode=run.mode,
             key=run.code_key, formats=run.formats, per_participant=PARTICIPANT_FILE in run.files,
             window_days=run.window_days, reserved_by_run=run.id if run.reserve_request else None,
+            shape=Shape.long if long else Shape.wide,
         )  # fmt: skip
 
 
@@ -96,14 +102,24 @@ def write_export_files(
     on_batch: Callable[[list[Selected]], None] | None = None,
 ) -> WrittenExport:
     """Select the cohort, de-identify it and write every file into `target` (the dictionary
-    first): what a new export and a replay share."""
+    and the value labels first, the loading scripts last): what a new export and a replay
+    share. A long shape writes each table format's two tables (`export.long`); the others
+    take the wide rows as they are."""
     variables = _variables(session)
     phenotype_columns = variable_columns(variables, recipe.mode)
-    columns = fixed_columns(recipe.mode) + [column for _, column in phenotype_columns]
+    columns = fixed_columns(recipe.mode) + with_observations(phenotype_columns, recipe.mode)
+    described = columns
+    long = None
+    if recipe.shape is Shape.long:
+        dated: Kind = "year" if recipe.mode is DeidentificationMode.safe_harbor else "date"
+        long = long_shape(columns, dated)
+        own = [c for c in long.value_columns if c.name in LONG_NAMES]  # the codes: above
+        described = [*long.specimen_columns, *(c for _, c in phenotype_columns), *own]
     formats = [FORMATS[name] for name in dict.fromkeys(recipe.formats)]
-    consented = any(f.needs_consents for f in formats)
+    tables = any(f.table is not None for f in formats)
+    consented = any(f.needs_records for f in formats)
     tally = Tally()
-    participants: set[int] = set()  # for the consents only: the rest streams
+    participants: set[int] = set()  # for the FHIR records only: the rest streams
 
     def each_batch(batch: list[Selected]) -> None:
         if consented:
@@ -115,27 +131,47 @@ def write_export_files(
         session, _selected(session, recipe, tally, progress), key=recipe.key, mode=recipe.mode,
         phenotype_columns=phenotype_columns, on_batch=each_batch,
     )  # fmt: skip
-    # One file read once streams straight from the selection; more passes (several files,
-    # the per-participant file, the consents of every participant first) read a spool.
+    # One format read once streams straight from the selection (FHIR too: it reads each
+    # batch's participants' records as it goes); more passes (several formats, the
+    # per-participant file, a long shape's two tables) read a spool.
     spool = None
-    if len(formats) > 1 or consented or recipe.per_participant:
+    if len(formats) > 1 or recipe.per_participant or long is not None:
         spool = new_spool()
         for batch in chunks(rows, BATCH):
             spool_batch(spool, batch)
-    written = [tabular.write_dictionary(target / "dictionary.csv", columns)]
-    consents = (
-        _consents(session, participants, recipe.key, recipe.mode, recipe.as_of)
-        if consented else {}
-    )  # fmt: skip
+    written = [tabular.write_dictionary(target / "dictionary.csv", described)]
+    if tables:
+        written.append(tabular.write_value_labels(target / VALUE_LABELS_FILE, described))
+    records = ParticipantRecords(
+        session, participants, key=recipe.key, mode=recipe.mode, as_of=recipe.as_of,
+        variables=variables,
+    ) if consented else None  # fmt: skip
     for fmt in formats:
+        if long is not None and fmt.table is not None:
+            assert spool is not None  # two tables: two passes
+            specimens = fmt.files[0]
+            values = VALUES_STEM + Path(specimens).suffix
+            written += [
+                fmt.table(target / specimens, long.specimen_columns,
+                          long.specimens(_read_spool(spool))),
+                fmt.table(target / values, long.value_columns, long.values(_read_spool(spool))),
+            ]  # fmt: skip
+            continue
         each_pass = rows if spool is None else _read_spool(spool)
-        written.append(fmt.write(target / fmt.file_name, columns, each_pass, consents))
+        written.extend(fmt.write(target, columns, each_pass, records))
     if recipe.per_participant:
         assert spool is not None  # the per-participant file is one more pass: spooled
         per_person = _per_participant_columns(variables, phenotype_columns)
         written.append(_participant_file(target, spool, columns, per_person))
     if spool is not None:
         spool.close()
+    loadable = [
+        w.path.name
+        for w in written
+        if w.path.stem in TABLE_STEMS and w.path.suffix in (".csv", ".parquet")
+    ]
+    if loadable:
+        written += write_loaders(target, loadable)
     files = [
         ExportFile(name=w.path.name, rows=w.rows, sha256=w.sha256, bytes=w.bytes) for w in written
     ]
@@ -166,29 +202,6 @@ def _selected(
         window_days=recipe.window_days, tally=tally, reserved_by_run=recipe.reserved_by_run,
         progress=(lambda n: progress(n, total)) if progress else None,
     )  # fmt: skip
-
-
-def _consents(
-    session: Session, participant_ids: set[int], key: str, mode: DeidentificationMode, as_of: date
-) -> dict[str, dict[str, str]]:
-    """Each exported participant's consent per statement, for the FHIR Consent resources."""
-    statements = session.exec(select(ConsentStatement.code)).all()
-    found: dict[str, dict[str, str]] = {}
-    for chunk in chunks(sorted(participant_ids), BATCH):
-        answers, withdrawals = consent_acts(session, chunk)
-        codes: dict[int, str] = {}
-        if mode is DeidentificationMode.identified:
-            query = sa.select(col(Participant.id), col(Participant.code)).where(
-                one_of(session, col(Participant.id), chunk)
-            )
-            codes = dict(session.execute(query).all())
-        for pid in chunk:
-            code = codes.get(pid) or export_code(key, "P", pid)
-            found[code] = {
-                s: statement_status(s, answers[pid], withdrawals[pid], as_of).state.value
-                for s in statements
-            }
-    return found
 
 
 def _read_spool(spool: IO[bytes]) -> Iterator[tuple[Any, ...]]:

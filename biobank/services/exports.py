@@ -31,6 +31,7 @@ from biobank.domain.vocabulary import DeidentificationMode
 from biobank.errors import ValidationError
 from biobank.export.files import write_atomically
 from biobank.export.formats import DEFAULT_FORMAT, known
+from biobank.export.shapes import Shape
 from biobank.models import ExportRun, ExportRunSpecimen, Specimen
 from biobank.services import audit
 from biobank.services.agreements import covering_agreement
@@ -60,6 +61,7 @@ class ExportRequest(BaseModel):
     uses: list[str]
     mode: DeidentificationMode = DeidentificationMode.safe_harbor
     formats: list[FormatName] = Field(default_factory=lambda: [DEFAULT_FORMAT])
+    shape: Shape = Shape.wide  # of the tables: a row per specimen, or per specimen and value
     per_participant: bool = False
     dua_reference: str | None = None
     reserve_request: str | None = None
@@ -159,7 +161,8 @@ def begin_export(session: Session, *, actor: Actor, request: ExportRequest, dire
         session, actor=actor, action="export.start", entity="export_run", entity_id=run.id,
         after={"run": run.run_code, "query": run.query, **asked, "uses": uses,
                "consent_as_of": today.isoformat(), "mode": run.mode.value,
-               "formats": run.formats, "folder": str(target.resolve())},
+               "formats": run.formats, "shape": request.shape.value,
+               "folder": str(target.resolve())},
         reason=run.dua_reference,
     )  # fmt: skip
     return run.run_code
@@ -198,7 +201,7 @@ def run_export(
     recipe = ExportRecipe(
         query=query, uses=uses, as_of=today, mode=request.mode, key=run.code_key,
         formats=request.formats, per_participant=request.per_participant,
-        window_days=request.window_days,
+        window_days=request.window_days, shape=request.shape,
     )  # fmt: skip
     written = write_export_files(
         session, recipe, staging, progress=progress, on_batch=_recorder(session, run.id)
@@ -313,6 +316,7 @@ def _manifest(
         "consent_as_of": run.as_of.isoformat(),
         "phenotype_window_days": request.window_days,
         "mode": request.mode.value,
+        "shape": request.shape.value,
         "dua_reference": run.dua_reference,
         "reserve_request": request.reserve_request,
         "reservation": reservation.model_dump(mode="json") if reservation else None,

@@ -5,6 +5,10 @@ filled in several times within it, a repeat instance's: the latest observed) or,
 the latest value observed on or before the collection date within a window (settings:
 `phenotype_window_days`); a participant-level value (sex-like facts, classification, diagnosis
 date) applies to every specimen of the participant.
+
+Each value comes with the day it was observed (`AtCollection.observed`): a visit's value its
+observation's (its visit's date, or a repeat instance's own), a value borrowed from an earlier
+visit the day it was observed then, a participant-level value its own date if it has one.
 """
 
 from __future__ import annotations
@@ -28,9 +32,23 @@ from biobank.services.specimen_read import get_specimen
 
 DEFAULT_WINDOW_DAYS = 90
 
+Pair = tuple[Any, date | None]
+"""A value and the day it was observed."""
+
 CollectionDates = tuple[int, int, int | None, datetime | None, date | None, datetime | None]
 """What dates a specimen's collection (a row of `collection_dates_query`): the specimen, its
 participant and visit, the time drawn, the visit's date and the time received."""
+
+
+class AtCollection(dict[str, Any]):
+    """A specimen's values at collection by variable name (a dict, read as one) and `observed`:
+    by variable name, the day each value was observed (None when it has none)."""
+
+    __slots__ = ("observed",)
+
+    def __init__(self, values: dict[str, Any], observed: dict[str, date | None]) -> None:
+        super().__init__(values)
+        self.observed = observed
 
 
 class Collected(NamedTuple):
@@ -93,20 +111,21 @@ def values_at_collection(
     specimens: Iterable[Collected],
     variables: Iterable[PhenotypeVariable],
     window_days: int = DEFAULT_WINDOW_DAYS,
-) -> dict[int, dict[str, Any]]:
-    """For each specimen, each variable's typed value at collection (absent when none).
-    Specimens of one collection share their dict: read it, do not change it."""
+) -> dict[int, AtCollection]:
+    """For each specimen, each variable's typed value at collection (absent when none) and the
+    day it was observed. Specimens of one collection share theirs: read it, do not change it."""
     specimens, variables = list(specimens), list(variables)
     if not specimens or not variables:
-        return {s.specimen_id: {} for s in specimens}
+        return {s.specimen_id: AtCollection({}, {}) for s in specimens}
     # Plain lookups made once: the loops below run per value and per specimen.
     kinds = {
         v.id: (v.name, READERS[v.value_type], v.scope is PhenotypeScope.participant)
         for v in variables
     }
     participants = sorted({s.participant_id for s in specimens})
-    fixed: dict[int, dict[str, Any]] = defaultdict(dict)  # participant -> its own values
-    own: dict[int, dict[str, Any]] = defaultdict(dict)  # visit -> that visit's values
+    # participant -> its own values, visit -> that visit's values: (value, observed on) each
+    fixed: dict[int, dict[str, Pair]] = defaultdict(dict)
+    own: dict[int, dict[str, Pair]] = defaultdict(dict)
     # (participant-level, participant or visit, variable) -> of a place whose value taken is a
     # repeat instance's, that one's (observed, instance): its own value (instance 0) comes
     # first, then the latest observed instance
@@ -147,7 +166,7 @@ def values_at_collection(
                     else:
                         ranks[place] = rank
                 if taken:
-                    holder[name] = value
+                    holder[name] = (value, observed_on)
             if per_participant:
                 continue
             if observed_on is not None:
@@ -157,26 +176,34 @@ def values_at_collection(
                 on_day[name] = value
     days = {pid: sorted(by_day) for pid, by_day in dated.items()}  # each participant's, in order
     window = timedelta(days=window_days)
-    result: dict[int, dict[str, Any]] = {}
+    result: dict[int, AtCollection] = {}
     # Specimens of one visit drawn the same day have the same values: one dict serves them all.
-    found_for: dict[tuple[int, int | None, date | None], dict[str, Any]] = {}
+    found_for: dict[tuple[int, int | None, date | None], AtCollection] = {}
     for s in specimens:
         key = (s.participant_id, s.visit_id, s.collected_on)
         found = found_for.get(key)
         if found is None:
-            found = found_for[key] = dict(fixed.get(s.participant_id, ()))
+            pairs = dict(fixed.get(s.participant_id, ()))
             if s.visit_id is not None:
-                found.update(own.get(s.visit_id, ()))
+                pairs.update(own.get(s.visit_id, ()))
+            found = found_for[key] = AtCollection(
+                {name: value for name, (value, _) in pairs.items()},
+                {name: day for name, (_, day) in pairs.items()},
+            )
             if s.collected_on is not None and s.participant_id in days:
                 # only what the specimen's own visit lacks falls back to an earlier
                 # observation: the latest within the window, day by day back from collection
                 observed, by_day = days[s.participant_id], dated[s.participant_id]
                 earliest = s.collected_on - window
                 at = bisect.bisect_right(observed, s.collected_on)
+                seen = found.observed
                 while at and observed[at - 1] >= earliest:
                     at -= 1
-                    for name, value in by_day[observed[at]].items():
-                        found.setdefault(name, value)
+                    day = observed[at]
+                    for name, value in by_day[day].items():
+                        if name not in found:
+                            found[name] = value
+                            seen[name] = day
         result[s.specimen_id] = found
     return result
 
@@ -187,7 +214,7 @@ def specimen_phenotypes(
     actor: Actor,
     accession: str,
     window_days: int = DEFAULT_WINDOW_DAYS,
-) -> dict[str, Any]:
+) -> AtCollection:
     """One specimen's phenotype at collection, by variable name (aliquots share theirs)."""
     require(actor, Permission.view_inventory)
     if window_days < 0:

@@ -23,6 +23,7 @@ from biobank.domain.permissions import Permission
 from biobank.domain.vocabulary import DeidentificationMode as Mode
 from biobank.errors import BiobankError, ValidationError
 from biobank.export.formats import DEFAULT_FORMAT, NAMES
+from biobank.export.shapes import Shape
 from biobank.services import cohort_counts, consent, exports, saved_queries
 from biobank.services.cohort_counts import CohortPreview
 from biobank.services.consent import StatementRead
@@ -225,6 +226,10 @@ class ExportScreen(FormErrors, WorkScreen):
                 Checkbox("also one row per participant", id="per_participant", compact=True),
             )
             yield row(
+                "",
+                Checkbox("long: a row per specimen and value", id="long_shape", compact=True),
+            )
+            yield row(
                 "Folder", Input(str(Path.cwd()), id="directory", compact=True), field="directory"
             )
             yield row(
@@ -404,6 +409,7 @@ class ExportScreen(FormErrors, WorkScreen):
             mode=mode,
             formats=[c.name for c in self.query(".format").results(Checkbox) if c.value],
             per_participant=self.query_one("#per_participant", Checkbox).value,
+            shape=Shape.long if self.query_one("#long_shape", Checkbox).value else Shape.wide,
             dua_reference=(dua or None) if mode == Mode.limited else None,
             reserve_request=reserve or None,
             window_days=self.app.settings.phenotype_window_days,
