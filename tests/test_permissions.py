@@ -19,7 +19,7 @@ import pkgutil
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,8 @@ from biobank.services import (
     phenotypes,
     pulls,
     reconcile,
+    request_review,
+    requests,
     reservations,
     saved_queries,
     scan,
@@ -106,6 +108,11 @@ EXEMPT = {
     "(the actor decides only whether a PHI ID finds anyone)",
     phenotypes.remove_at: "removes a value or a missing-data code for `remove_value` and "
     "`remove_missing`, after their check",
+    requests.move: "moves a request for the request services, after their check",
+    requests.refuse_others: "a check itself: a PI's own requests, after the permission check",
+    reservations.release_reserved: "gives back a cancelled request's tubes, after its check",
+    reservations.release_expired: "gives back expired tubes for a review or an approval, "
+    "after their check",
 }
 
 DATA = Path(__file__).parent / "data"
@@ -322,6 +329,37 @@ def _release_own(w, s, a):
     return reservations.release_reservations(s, actor=a, request="REQ-OWN", reason="not needed")
 
 
+def _draft() -> requests.RequestDraft:
+    return requests.RequestDraft(
+        title="Serum", uses=USES, project="P", irb_reference="IRB-1",
+        irb_expires_on=date.today() + timedelta(days=30), destination_institution="Lab",
+        destination_address="1 Way", destination_contact="Dr A", cohort=QUERY,
+        lines=[requests.LineWant(specimen_type="SER")],
+    )  # fmt: skip
+
+
+def _request_of(w, s, a, *, submitted: bool = False) -> str:
+    """A request of the actor's own (a technician, who may not ask, gets the admin's)."""
+    owner = w.admin if a.role is Role.technician else a
+    code = requests.create_request(s, actor=owner, draft=_draft()).code
+    if submitted:
+        requests.submit_request(s, actor=owner, code=code)
+    return code
+
+
+def _on_own_request(service: Callable, **arguments: Any) -> Call:
+    return lambda w, s, a: service(s, actor=a, code=_request_of(w, s, a), **arguments)
+
+
+def _on_submitted(service: Callable, **arguments: Any) -> Call:
+    def call(w, s, a):
+        code = requests.create_request(s, actor=w.admin, draft=_draft()).code
+        requests.submit_request(s, actor=w.admin, code=code)
+        return service(s, actor=a, code=code, **arguments)
+
+    return call
+
+
 def _tube_id(session, legacy_id: str) -> int:
     return session.execute(sa.select(Specimen.id).where(Specimen.legacy_id == legacy_id)).scalar()
 
@@ -500,6 +538,25 @@ CASES = [
     row(reservations.release_reservations, ADMIN, variant="of_another_user", request="REQ-HELD",
         reason="request withdrawn"),
     row(reservations.list_reservations, EVERYONE),
+    # specimen requests: PIs ask and see their own; reviewers (admins) decide on any
+    row(requests.create_request, RESEARCH, call=lambda w, s, a: requests.create_request(
+        s, actor=a, draft=_draft())),
+    row(requests.show_request, RESEARCH, variant="own",
+        call=_on_own_request(requests.show_request)),
+    row(requests.show_request, ADMIN, variant="of_another_user",
+        call=_on_submitted(requests.show_request)),
+    row(requests.list_requests, RESEARCH),
+    row(requests.submit_request, RESEARCH, call=_on_own_request(requests.submit_request)),
+    row(requests.withdraw_request, RESEARCH,
+        call=_on_own_request(requests.withdraw_request, reason="grant ended")),
+    row(request_review.preview_request, RESEARCH,
+        call=_on_own_request(request_review.preview_request)),
+    row(request_review.review_request, ADMIN, call=_on_submitted(request_review.review_request)),
+    row(request_review.approve_request, ADMIN,
+        call=_on_submitted(request_review.approve_request, reason="ok")),
+    row(request_review.reject_request, ADMIN,
+        call=_on_submitted(request_review.reject_request, reason="no")),
+    row(request_review.release_expired, ADMIN),
     # data use agreements: admins register them; PIs see their own
     row(
         agreements.register_agreement, ADMIN, reference="DUA-NEW", pi="pi1", study="SLE",

@@ -44,6 +44,7 @@ GROUPS = {
     "cohort": ("biobank.cli.cohort_commands", "app"),
     "export": ("biobank.cli.export_commands", "app"),
     "agreement": ("biobank.cli.agreement_commands", "app"),
+    "request": ("biobank.cli.request_commands", "app"),
 }
 # What `biobank --help` lists for each of them, without importing it: the first sentence of its
 # help (tests/test_cli_startup.py checks that the list reads as the loaded commands' would).
@@ -65,6 +66,7 @@ SUMMARIES = {
     "reconcile": "Compare a box/rack scanner export with the inventory, position by position.",
     "restore": "Replace the whole database with the backup in FILE, once it is checked (schema "
     "version, integrity, audit chain).",
+    "request": "Specimen requests: a PI asks for tubes, a reviewer approves or rejects them.",
     "scan": "Resolve a scan to a specimen, box, participant or badge (exit 4 unknown, 2 misread).",
     "specimen": "Accession specimens, split aliquots, and keep custody of tubes.",
     "storage": "Storage units: sites, freezers, shelves, racks and boxes.",

@@ -95,3 +95,30 @@ class DeidentificationMode(enum.StrEnum):
     safe_harbor = "safe_harbor"
     limited = "limited"
     identified = "identified"
+
+
+class RequestStatus(enum.StrEnum):
+    """A specimen request's life: a PI drafts and submits it, a reviewer takes it up and
+    decides; dispatch fulfils it, and its PI (or an admin) may cancel it before then."""
+
+    draft = "draft"
+    submitted = "submitted"
+    under_review = "under_review"
+    approved = "approved"
+    partly_approved = "partly_approved"
+    rejected = "rejected"
+    fulfilled = "fulfilled"
+    cancelled = "cancelled"
+
+
+class RequestLineStatus(enum.StrEnum):
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+
+
+class RequestTake(enum.StrEnum):
+    """How many tubes of a request line a participant gives: one, or every one that fits."""
+
+    one = "one"
+    all = "all"

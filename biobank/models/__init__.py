@@ -30,6 +30,12 @@ from biobank.models.participants import (
     VisitRead,
 )
 from biobank.models.phenotypes import PhenotypeMissing, PhenotypeValue, PhenotypeVariable
+from biobank.models.requests import (
+    RequestedSpecimen,
+    RequestEvent,
+    RequestLine,
+    SpecimenRequest,
+)
 from biobank.models.specimens import (
     ReservedAccession,
     SerialCounter,
@@ -72,6 +78,9 @@ __all__ = [
     "PhenotypeValue",
     "PhenotypeVariable",
     "PinLockout",
+    "RequestEvent",
+    "RequestLine",
+    "RequestedSpecimen",
     "ReservedAccession",
     "SavedQuery",
     "SerialCounter",
@@ -79,6 +88,7 @@ __all__ = [
     "Specimen",
     "SpecimenEvent",
     "SpecimenPoolSource",
+    "SpecimenRequest",
     "SpecimenReservation",
     "StorageUnit",
     "Study",
