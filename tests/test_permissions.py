@@ -111,6 +111,10 @@ EXEMPT = {
     requests.move: "moves a request for the request services, after their check",
     requests.refuse_others: "a check itself: a PI's own requests, after the permission check",
     reservations.release_reserved: "gives back a cancelled request's tubes, after its check",
+    reservations.give_back: "gives a reserved tube back for a release, an expiry, a split or "
+    "a substitution, after their check",
+    reservations.set_aside: "reserves for `reserve_specimens` and a split at picking, after "
+    "their check",
     reservations.release_expired: "gives back expired tubes for a review or an approval, "
     "after their check",
 }

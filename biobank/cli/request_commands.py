@@ -311,3 +311,100 @@ def expire(ctx: typer.Context, json: JsonOption = False) -> None:
     for accession in released:
         print(accession)
     message(f"{len(released)} expired reservations released")
+
+
+@app.command("pick-list")
+def pick_list(
+    ctx: typer.Context, code: str = typer.Argument(...), json: JsonOption = False
+) -> None:
+    """An approved request's tubes in freezer order, so each box is opened once; tubes consent
+    no longer allows are flagged: leave them in their box."""
+    from biobank.services import request_picks
+
+    with work(ctx, readonly=True) as (session, actor):
+        found = request_picks.pick_list(session, actor=actor, code=code)
+    if json:
+        emit_json(found.model_dump(mode="json") | {"to_pick": found.to_pick})
+        return
+    emit_table(
+        ["TUBE", "LOCATION", "BOX", "POS", "LINE", "TYPE", "QUANTITY", "PICKED", "NOTE"],
+        [
+            [i.accession_id, i.location or "not placed", i.box_barcode or "", i.position or "",
+             i.line_no or "", i.specimen_type, f"{i.quantity:g} {i.unit}",
+             "yes" if i.picked else "", i.blocked or i.split or ""]
+            for i in found.items
+        ],
+    )  # fmt: skip
+    blocked = sum(1 for i in found.items if i.blocked)
+    message(
+        f"{found.code}: {found.to_pick} to pick, {sum(i.picked for i in found.items)} picked"
+        + (f"; {blocked} NOT TO PICK (consent)" if blocked else "")
+    )
+
+
+@app.command()
+def pick(
+    ctx: typer.Context,
+    code: str = typer.Argument(...),
+    tubes: list[str] = typer.Argument(..., help="The tubes scanned in hand, in any order."),
+    json: JsonOption = False,
+) -> None:
+    """Tick each tube of the request as it is scanned in hand (a tube of aliquots is split:
+    the new IDs are printed, their labels to print). A wrong tube stops, naming it; those
+    before it are picked."""
+    from biobank.services import request_picks
+
+    done = []
+    for accession in tubes:
+        with work(ctx) as (session, actor):
+            outcome = request_picks.pick(session, actor=actor, code=code, accession=accession)
+        done.append(outcome)
+        if not json:
+            made = ", ".join(a.accession_id for a in outcome.aliquots)
+            message(f"{accession}: {outcome.outcome}" + (f" into {made}" if made else ""))
+            for aliquot in outcome.aliquots:
+                print(aliquot.accession_id)
+    if json:
+        emit_json(done)
+
+
+@app.command()
+def missing(
+    ctx: typer.Context,
+    code: str = typer.Argument(...),
+    tube: str = typer.Argument(...),
+    reason: str = typer.Option("", "--reason", help="What was found instead."),
+    json: JsonOption = False,
+) -> None:
+    """A tube of the request not where the pick list says: marked missing, off the request."""
+    from biobank.services import request_picks
+
+    with work(ctx) as (session, actor):
+        read = request_picks.mark_missing(
+            session, actor=actor, code=code, accession=tube, reason=reason
+        )
+    if json:
+        emit_json(read)
+        return
+    message(f"{read.accession_id}: {read.status}; `biobank request substitute {code} {tube}` "
+            "finds a replacement")  # fmt: skip
+
+
+@app.command()
+def substitute(
+    ctx: typer.Context,
+    code: str = typer.Argument(...),
+    tube: str = typer.Argument(..., help="The tube that cannot be picked."),
+    json: JsonOption = False,
+) -> None:
+    """Replace a tube that cannot be picked with another of the same participant that meets
+    the same line."""
+    from biobank.services import request_picks
+
+    with work(ctx) as (session, actor):
+        item = request_picks.substitute(session, actor=actor, code=code, accession=tube)
+    if json:
+        emit_json(item)
+        return
+    print(item.accession_id)
+    message(f"{tube} replaced by {item.accession_id} at {item.box_barcode} {item.position}")

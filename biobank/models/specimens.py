@@ -141,6 +141,9 @@ class SpecimenReservation(Table, table=True):
         default=None, foreign_key="request_line.id", ondelete="RESTRICT"
     )
     expires_at: datetime | None = None
+    # a request's tube picked from its box (scanned in hand) for shipping, by whom
+    picked_at: datetime | None = None
+    picked_by_id: int | None = Field(default=None, foreign_key="app_user.id", ondelete="RESTRICT")
     reserved_at: datetime = Field(default_factory=utcnow)
     ended_at: datetime | None = None
     ended_by_id: int | None = Field(default=None, foreign_key="app_user.id", ondelete="RESTRICT")

@@ -80,6 +80,28 @@ def reserve_specimens(
     reason: reserved for another request (or already for this one), not available, consent.
     A specimen request's approval names the request and line, and when the tubes go back."""
     require(actor, Permission.export)
+    return set_aside(
+        session, actor=actor, specimen_ids=specimen_ids, request=request, uses=uses,
+        export_run_id=export_run_id, request_id=request_id, request_line_id=request_line_id,
+        expires_at=expires_at,
+    )  # fmt: skip
+
+
+def set_aside(
+    session: Session,
+    *,
+    actor: Actor,
+    specimen_ids: Iterable[int],
+    request: str,
+    uses: list[str],
+    export_run_id: int | None = None,
+    request_id: int | None = None,
+    request_line_id: int | None = None,
+    expires_at: datetime | None = None,
+    picked: bool = False,
+) -> ReservationSummary:
+    """`reserve_specimens`, after its caller's check (a split at picking reserves the
+    aliquots it makes for the parent's request, `picked` already)."""
     owner = actor.user_id
     assert owner is not None, "a reservation is owned by a signed-in user, not the system"
     request, uses = _request(request), known_uses(session, uses)
@@ -118,6 +140,8 @@ def reserve_specimens(
                     specimen_id=specimen.id, request=request, uses=uses,
                     owner_id=owner, export_run_id=export_run_id, request_id=request_id,
                     request_line_id=request_line_id, expires_at=expires_at,
+                    picked_at=utcnow() if picked else None,
+                    picked_by_id=actor.user_id if picked else None,
                 )
             )  # fmt: skip
             record_event(
@@ -181,12 +205,12 @@ def release_reservations(
                 value="release",
             )
     for reservation, specimen in rows:
-        _give_back(session, actor=actor, reservation=reservation, specimen=specimen,
+        give_back(session, actor=actor, reservation=reservation, specimen=specimen,
                    why=f"released: {reason.strip()}")  # fmt: skip
     return ReleaseSummary(released=sorted(s.accession_id for _, s in rows), reason=reason.strip())
 
 
-def _give_back(
+def give_back(
     session: Session,
     *,
     actor: Actor,
@@ -217,7 +241,7 @@ def release_reserved(session: Session, *, actor: Actor, request_id: int | None, 
         .where(SpecimenReservation.request_id == request_id, STANDING)
     ).all()
     for reservation, specimen in rows:
-        _give_back(session, actor=actor, reservation=reservation, specimen=specimen, why=why)
+        give_back(session, actor=actor, reservation=reservation, specimen=specimen, why=why)
     return len(rows)
 
 
@@ -228,13 +252,17 @@ def release_expired(session: Session, *, actor: Actor, now: datetime | None = No
     rows = session.exec(
         select(SpecimenReservation, Specimen)
         .join(Specimen, col(Specimen.id) == SpecimenReservation.specimen_id)
-        .where(STANDING, col(SpecimenReservation.expires_at) < now)
+        .where(
+            STANDING,
+            col(SpecimenReservation.expires_at) < now,
+            col(SpecimenReservation.picked_at).is_(None),
+        )
         .order_by(col(Specimen.accession_id))
     ).all()
     for reservation, specimen in rows:
         assert reservation.expires_at is not None
         why = f"reservation for {reservation.request} expired unpicked"
-        _give_back(session, actor=actor, reservation=reservation, specimen=specimen, why=why)
+        give_back(session, actor=actor, reservation=reservation, specimen=specimen, why=why)
     return [specimen.accession_id for _, specimen in rows]
 
 

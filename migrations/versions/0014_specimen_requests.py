@@ -5,8 +5,9 @@
 - `request_line`: what each line wants (type, quantity, aliquots, one or all per participant)
   and its decision; `requested_specimen`: the tubes a request lists;
 - `request_event`: every change of a request's state, who and why;
-- `specimen_reservation.request_id`, `request_line_id`, `expires_at`: an approval's
-  reservations name their request and line, and when they are given back unpicked.
+- `specimen_reservation.request_id`, `request_line_id`, `expires_at`, `picked_at`,
+  `picked_by_id`: an approval's reservations name their request and line, when they are given
+  back unpicked, and when and by whom each tube was picked.
 
 Revision ID: 0014
 Revises: 0013
@@ -209,6 +210,17 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("expires_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True)
         )
+        batch_op.add_column(
+            sa.Column("picked_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True)
+        )
+        batch_op.add_column(sa.Column("picked_by_id", sa.Integer(), nullable=True))
+        batch_op.create_foreign_key(
+            batch_op.f("fk_specimen_reservation_picked_by_id_app_user"),
+            "app_user",
+            ["picked_by_id"],
+            ["id"],
+            ondelete="RESTRICT",
+        )
         batch_op.create_index(
             batch_op.f("ix_specimen_reservation_request_id"), ["request_id"], unique=False
         )
@@ -240,6 +252,11 @@ def downgrade() -> None:
             batch_op.f("fk_specimen_reservation_request_line_id_request_line"), type_="foreignkey"
         )
         batch_op.drop_index(batch_op.f("ix_specimen_reservation_request_id"))
+        batch_op.drop_constraint(
+            batch_op.f("fk_specimen_reservation_picked_by_id_app_user"), type_="foreignkey"
+        )
+        batch_op.drop_column("picked_by_id")
+        batch_op.drop_column("picked_at")
         batch_op.drop_column("expires_at")
         batch_op.drop_column("request_line_id")
         batch_op.drop_column("request_id")
