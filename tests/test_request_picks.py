@@ -10,7 +10,7 @@ from datetime import date, timedelta
 
 import pytest
 import sqlalchemy as sa
-from inventory import one_shelf_freezer
+from request_flow import USES, approved, tubes_of, written_state
 from typer.testing import CliRunner
 
 from biobank.cli import app
@@ -19,76 +19,17 @@ from biobank.domain.cohort import CohortQuery
 from biobank.domain.vocabulary import Role
 from biobank.errors import ConsentDenied, InvalidTransition, ValidationError
 from biobank.services import (
-    custody,
     request_picks,
-    request_review,
     requests,
     reservations,
-    storage,
     withdrawals,
 )
 from biobank.services.requests import LineWant, RequestDraft
 
-USES = ["FUTURE_RESEARCH"]
-
-
-def _tubes(engine) -> dict[str, tuple[str, str]]:
-    """Accession → (participant, visit)."""
-    with engine.connect() as connection:
-        rows = connection.execute(
-            sa.text(
-                "SELECT s.accession_id, p.code, v.label FROM specimen s "
-                "JOIN participant p ON p.id = s.participant_id JOIN visit v ON v.id = s.visit_id"
-            )
-        ).all()
-    return {a: (p, v) for a, p, v in rows}
-
-
-@pytest.fixture
-def boxes(cohort_db, actors) -> list[str]:
-    """The cohort's tubes in two boxes, placed against accession order: box 2 first."""
-    admin = actors[Role.admin]
-    tubes = sorted(_tubes(cohort_db), reverse=True)
-    with uow(cohort_db) as session:
-        freezer = one_shelf_freezer(session, admin, "-80 #1", racks=1, boxes_per_rack=2)
-        barcodes = [
-            n.unit.barcode
-            for n in storage.storage_tree(session, actor=admin, root=freezer.barcode)
-            if n.unit.holds_specimens
-        ]
-        for number, accession in enumerate(tubes):
-            custody.move(session, actor=admin, accession=accession,
-                         destination=barcodes[number % 2])  # fmt: skip
-    return barcodes
-
-
-def _approved(engine, actors, *lines: LineWant) -> str:
-    pi, admin = actors[Role.pi], actors[Role.admin]
-    draft = RequestDraft(
-        title="Serum", uses=USES, project="P", irb_reference="IRB-1",
-        irb_expires_on=date.today() + timedelta(days=90), destination_institution="Lab",
-        destination_address="1 Way", destination_contact="Dr A",
-        cohort=CohortQuery(study="SLE"), lines=list(lines) or [LineWant(specimen_type="SER")],
-    )  # fmt: skip
-    with uow(engine) as session:
-        code = requests.create_request(session, actor=pi, draft=draft).code
-        requests.submit_request(session, actor=pi, code=code)
-    with uow(engine) as session:
-        request_review.approve_request(session, actor=admin, code=code, reason="ok", floor=0)
-    return code
-
-
-def _state(engine) -> tuple:
-    with engine.connect() as connection:
-        return (
-            connection.execute(sa.text("SELECT count(*) FROM specimen_event")).scalar(),
-            connection.execute(sa.text("SELECT max(id) FROM audit_entry")).scalar(),
-        )
-
 
 def test_the_pick_list_is_in_freezer_order_and_scans_tick_it(cohort_db, boxes, actors):
     tech = actors[Role.technician]
-    code = _approved(cohort_db, actors)
+    code = approved(cohort_db, actors)
     with uow(cohort_db, readonly=True) as session:
         listed = request_picks.pick_list(session, actor=tech, code=code)
     places = [(i.box_barcode, i.position) for i in listed.items]
@@ -108,23 +49,23 @@ def test_the_pick_list_is_in_freezer_order_and_scans_tick_it(cohort_db, boxes, a
 
 def test_a_wrong_tube_is_refused_naming_what_it_is(cohort_db, boxes, actors):
     tech, admin = actors[Role.technician], actors[Role.admin]
-    code = _approved(cohort_db, actors)
+    code = approved(cohort_db, actors)
     with uow(cohort_db, readonly=True) as session:
         mine = {
             i.accession_id for i in request_picks.pick_list(session, actor=tech, code=code).items
         }
-    spare = sorted(set(_tubes(cohort_db)) - mine)
+    spare = sorted(set(tubes_of(cohort_db)) - mine)
     with uow(cohort_db) as session:
         reservations.reserve_specimens(
             session, actor=admin, specimen_ids=[_id(session, spare[0])], request="REQ-OTHER",
             uses=USES,
         )  # fmt: skip
-    before = _state(cohort_db)
+    before = written_state(cohort_db)
     for tube, why in ((spare[0], "reserved for REQ-OTHER"), (spare[1], "(available)")):
         with uow(cohort_db) as session, pytest.raises(ValidationError, match="WRONG TUBE") as e:
             request_picks.pick(session, actor=tech, code=code, accession=tube)
         assert why in e.value.message
-    assert _state(cohort_db) == before
+    assert written_state(cohort_db) == before
 
 
 def _id(session, accession: str) -> int:
@@ -135,7 +76,7 @@ def _id(session, accession: str) -> int:
 
 def test_a_withdrawal_after_approval_is_flagged_and_its_scan_refused(cohort_db, boxes, actors):
     tech, admin = actors[Role.technician], actors[Role.admin]
-    code = _approved(cohort_db, actors)
+    code = approved(cohort_db, actors)
     with uow(cohort_db) as session:
         withdrawals.withdraw(
             session, actor=admin, participant="P-0002", withdrawn_on=date.today(),
@@ -146,15 +87,15 @@ def test_a_withdrawal_after_approval_is_flagged_and_its_scan_refused(cohort_db, 
     flagged = [i for i in listed.items if i.blocked]
     assert [i.participant_code for i in flagged] == ["P-0002"] and listed.to_pick == 3
     assert "CONSENT" in (flagged[0].blocked or "") and "do not pick" in (flagged[0].blocked or "")
-    before = _state(cohort_db)
+    before = written_state(cohort_db)
     with uow(cohort_db) as session, pytest.raises(ConsentDenied, match="will not ship"):
         request_picks.pick(session, actor=tech, code=code, accession=flagged[0].accession_id)
-    assert _state(cohort_db) == before
+    assert written_state(cohort_db) == before
 
 
 def test_a_line_of_aliquots_splits_the_tube_when_picked(cohort_db, boxes, actors):
     tech = actors[Role.technician]
-    code = _approved(
+    code = approved(
         cohort_db, actors, LineWant(specimen_type="SER", aliquots=2, aliquot_volume=100)
     )
     with uow(cohort_db, readonly=True) as session:
@@ -178,7 +119,7 @@ def test_a_line_of_aliquots_splits_the_tube_when_picked(cohort_db, boxes, actors
 
 def test_a_missing_tube_is_replaced_by_another_of_its_participant(cohort_db, boxes, actors):
     tech = actors[Role.technician]
-    code = _approved(cohort_db, actors)
+    code = approved(cohort_db, actors)
     with uow(cohort_db, readonly=True) as session:
         item = request_picks.pick_list(session, actor=tech, code=code).items[0]
     with uow(cohort_db) as session:
@@ -213,7 +154,7 @@ def test_only_an_approved_request_is_picked(cohort_db, boxes, actors):
 
 
 def test_the_cli_prints_the_pick_list_and_picks(monkeypatch, db_url, cohort_db, boxes, actors):
-    code = _approved(cohort_db, actors)
+    code = approved(cohort_db, actors)
     monkeypatch.setenv("BIOBANK_DATABASE_URL", db_url)
     runner = CliRunner()
     listed = json.loads(

@@ -122,3 +122,29 @@ class RequestTake(enum.StrEnum):
 
     one = "one"
     all = "all"
+
+
+class ShipmentStatus(enum.StrEnum):
+    """A shipment is packed (`open`), sent (`dispatched`: its tubes distributed), then the
+    receiver's confirmation recorded (`delivered`); an open one may be cancelled."""
+
+    open = "open"
+    dispatched = "dispatched"
+    delivered = "delivered"
+    cancelled = "cancelled"
+
+
+class ShippingCondition(enum.StrEnum):
+    dry_ice = "dry_ice"
+    ln2_dry_shipper = "ln2_dry_shipper"
+    cold_pack = "cold_pack"
+    ambient = "ambient"
+
+
+class ShipmentItemStatus(enum.StrEnum):
+    """A tube in a shipment: packed, sent, or taken off before dispatch because its
+    participant's consent no longer allowed the request's uses that day."""
+
+    packed = "packed"
+    dispatched = "dispatched"
+    withdrawn = "withdrawn"

@@ -36,6 +36,7 @@ from biobank.models.requests import (
     RequestLine,
     SpecimenRequest,
 )
+from biobank.models.shipments import Shipment, ShipmentItem
 from biobank.models.specimens import (
     ReservedAccession,
     SerialCounter,
@@ -84,6 +85,8 @@ __all__ = [
     "ReservedAccession",
     "SavedQuery",
     "SerialCounter",
+    "Shipment",
+    "ShipmentItem",
     "SiteSetting",
     "Specimen",
     "SpecimenEvent",

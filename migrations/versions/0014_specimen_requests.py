@@ -5,6 +5,8 @@
 - `request_line`: what each line wants (type, quantity, aliquots, one or all per participant)
   and its decision; `requested_specimen`: the tubes a request lists;
 - `request_event`: every change of a request's state, who and why;
+- `shipment`, `shipment_item`: a request's tubes packed into shipping boxes, sent by courier
+  with a manifest (its SHA-256 kept), and the receiver's confirmation;
 - `specimen_reservation.request_id`, `request_line_id`, `expires_at`, `picked_at`,
   `picked_by_id`: an approval's reservations name their request and line, when they are given
   back unpicked, and when and by whom each tube was picked.
@@ -240,9 +242,136 @@ def upgrade() -> None:
         )
 
     # ### end Alembic commands ###
+    op.create_table(
+        "shipment",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("code", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("request_id", sa.Integer(), nullable=False),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "open",
+                "dispatched",
+                "delivered",
+                "cancelled",
+                name="shipment_status",
+                native_enum=False,
+                create_constraint=True,
+                length=32,
+            ),
+            nullable=False,
+        ),
+        sa.Column("courier", sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
+        sa.Column("tracking", sqlmodel.sql.sqltypes.AutoString(length=120), nullable=True),
+        sa.Column(
+            "condition",
+            sa.Enum(
+                "dry_ice",
+                "ln2_dry_shipper",
+                "cold_pack",
+                "ambient",
+                name="shipping_condition",
+                native_enum=False,
+                create_constraint=True,
+                length=32,
+            ),
+            nullable=False,
+        ),
+        sa.Column("box_rows", sa.Integer(), nullable=False),
+        sa.Column("box_cols", sa.Integer(), nullable=False),
+        sa.Column("created_by_id", sa.Integer(), nullable=True),
+        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("dispatched_by_id", sa.Integer(), nullable=True),
+        sa.Column("dispatched_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("manifest_sha256", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+        sa.Column("confirmed_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("confirmation", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["created_by_id"],
+            ["app_user.id"],
+            name=op.f("fk_shipment_created_by_id_app_user"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["dispatched_by_id"],
+            ["app_user.id"],
+            name=op.f("fk_shipment_dispatched_by_id_app_user"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["specimen_request.id"],
+            name=op.f("fk_shipment_request_id_specimen_request"),
+            ondelete="RESTRICT",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_shipment")),
+        sa.UniqueConstraint("code", name=op.f("uq_shipment_code")),
+    )
+    with op.batch_alter_table("shipment", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_shipment_request_id"), ["request_id"], unique=False)
+
+    op.create_table(
+        "shipment_item",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("shipment_id", sa.Integer(), nullable=False),
+        sa.Column("specimen_id", sa.Integer(), nullable=False),
+        sa.Column("box_no", sa.Integer(), nullable=False),
+        sa.Column("box_row", sa.Integer(), nullable=False),
+        sa.Column("box_col", sa.Integer(), nullable=False),
+        sa.Column("quantity", sa.Float(), nullable=False),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "packed",
+                "dispatched",
+                "withdrawn",
+                name="shipment_item_status",
+                native_enum=False,
+                create_constraint=True,
+                length=32,
+            ),
+            nullable=False,
+        ),
+        sa.Column("note", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["shipment_id"],
+            ["shipment.id"],
+            name=op.f("fk_shipment_item_shipment_id_shipment"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["specimen_id"],
+            ["specimen.id"],
+            name=op.f("fk_shipment_item_specimen_id_specimen"),
+            ondelete="RESTRICT",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_shipment_item")),
+        sa.UniqueConstraint(
+            "shipment_id",
+            "box_no",
+            "box_row",
+            "box_col",
+            name=op.f("uq_shipment_item_shipment_id_box_no_box_row_box_col"),
+        ),
+        sa.UniqueConstraint(
+            "shipment_id", "specimen_id", name=op.f("uq_shipment_item_shipment_id_specimen_id")
+        ),
+    )
+    with op.batch_alter_table("shipment_item", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_shipment_item_specimen_id"), ["specimen_id"], unique=False
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("shipment_item", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_shipment_item_specimen_id"))
+
+    op.drop_table("shipment_item")
+    with op.batch_alter_table("shipment", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_shipment_request_id"))
+
+    op.drop_table("shipment")
     # ### commands auto generated by Alembic - please adjust! ###
     with op.batch_alter_table("specimen_reservation", schema=None) as batch_op:
         batch_op.drop_constraint(
