@@ -10,6 +10,7 @@ import typer
 from biobank.cli.common import JsonOption, emit_json, emit_record, emit_table, message, work
 
 if TYPE_CHECKING:
+    from biobank.services.shipment_receipt import ReceiptRead
     from biobank.services.shipments import ShipmentRead
 
 app = typer.Typer(
@@ -178,3 +179,110 @@ def list_shipments(
             for s in rows
         ],
     )  # fmt: skip
+
+
+@app.command("return")
+def return_tube(
+    ctx: typer.Context,
+    code: str = typer.Argument(..., help="The shipment that sent it."),
+    tube: str = typer.Argument(...),
+    quantity: float = typer.Option(..., "--quantity", help="What came back (the tube's unit)."),
+    to: str = typer.Option(..., "--to", help="The box (or rack, freezer) it is stored in."),
+    position: str | None = typer.Option(None, "--position", help="A1… (default: next free)."),
+    thaws: int = typer.Option(0, "--thaws", help="Freeze-thaw cycles it went through away."),
+    json: JsonOption = False,
+) -> None:
+    """A tube come back from a shipment (unused or left over): stored again, available."""
+    from biobank.services import shipments
+
+    with work(ctx) as (session, actor):
+        line = shipments.receive_return(
+            session, actor=actor, code=code, accession=tube, quantity=quantity,
+            destination=to, position=position, thaws=thaws,
+        )  # fmt: skip
+    if json:
+        emit_json(line)
+        return
+    message(f"{line.accession_id}: returned, {line.note}")
+
+
+def _receipt(made: ReceiptRead, json: bool) -> None:
+    if json:
+        emit_json(made)
+        return
+    emit_table(
+        ["SENDER'S ID", "DONOR", "TYPE", "QUANTITY", "STATUS", "OURS"],
+        [
+            [i.sender_accession, i.donor or "", i.specimen_type or "",
+             f"{i.quantity:g} {i.unit}" if i.quantity is not None else "", i.status.value,
+             i.accession_id or ""]
+            for i in made.items
+        ],
+    )  # fmt: skip
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(made.counts.items()))
+    message(f"shipment {made.shipment} ({made.request}) into {made.study}: {counts}")
+
+
+@app.command()
+def receive(
+    ctx: typer.Context,
+    manifest_file: Path = typer.Argument(..., help="The manifest.json the sender sent."),
+    study: str = typer.Option(..., "--study", help="The study its tubes join."),
+    json: JsonOption = False,
+) -> None:
+    """Receive a shipment from another biobank by its manifest (checked: an altered one, or one
+    received before, is refused); then scan each tube in with `shipment check-in`."""
+    from biobank.services import shipment_receipt
+
+    document = shipment_receipt.read_manifest(manifest_file)
+    with work(ctx) as (session, actor):
+        made = shipment_receipt.receive_manifest(
+            session, actor=actor, document=document, study=study
+        )
+    _receipt(made, json)
+
+
+@app.command("check-in")
+def check_in(
+    ctx: typer.Context,
+    code: str = typer.Argument(..., help="The received shipment (the sender's code)."),
+    tubes: list[str] = typer.Argument(..., help="The tubes, as scanned."),
+    damaged: bool = typer.Option(False, "--damaged", help="Thawed on arrival (these tubes)."),
+    to: str | None = typer.Option(None, "--to", help="The box they are stored in."),
+    json: JsonOption = False,
+) -> None:
+    """Scan received tubes in: each accessioned (and placed), or recorded as unexpected."""
+    from biobank.services import shipment_receipt
+
+    lines = []
+    for tube in tubes:
+        with work(ctx) as (session, actor):
+            line = shipment_receipt.check_in(
+                session, actor=actor, shipment=code, tube=tube, damaged=damaged, destination=to
+            )
+        lines.append(line)
+        if not json:
+            ours = f" as {line.accession_id}" if line.accession_id else ""
+            message(f"{line.sender_accession}: {line.status.value}{ours}")
+    if json:
+        emit_json(lines)
+
+
+@app.command()
+def close(ctx: typer.Context, code: str = typer.Argument(...), json: JsonOption = False) -> None:
+    """Close a received shipment: tubes never scanned are missing; its counts are final."""
+    from biobank.services import shipment_receipt
+
+    with work(ctx) as (session, actor):
+        made = shipment_receipt.close_receipt(session, actor=actor, shipment=code)
+    _receipt(made, json)
+
+
+@app.command()
+def receipt(ctx: typer.Context, code: str = typer.Argument(...), json: JsonOption = False) -> None:
+    """A received shipment: each tube and what became of it."""
+    from biobank.services import shipment_receipt
+
+    with work(ctx, readonly=True) as (session, actor):
+        made = shipment_receipt.show_receipt(session, actor=actor, shipment=code)
+    _receipt(made, json)

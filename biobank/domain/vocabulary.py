@@ -142,9 +142,22 @@ class ShippingCondition(enum.StrEnum):
 
 
 class ShipmentItemStatus(enum.StrEnum):
-    """A tube in a shipment: packed, sent, or taken off before dispatch because its
-    participant's consent no longer allowed the request's uses that day."""
+    """A tube in a shipment: packed, sent, taken off before dispatch because its
+    participant's consent no longer allowed the request's uses that day, or returned."""
 
     packed = "packed"
     dispatched = "dispatched"
     withdrawn = "withdrawn"
+    returned = "returned"  # came back, unused or left over, and was stored again
+
+
+class ReceiptItemStatus(enum.StrEnum):
+    """A tube of a shipment received from another biobank: expected (on the manifest, not yet
+    scanned), received, damaged (thawed on arrival), missing (on the manifest, never
+    scanned), or unexpected (scanned, not on the manifest)."""
+
+    expected = "expected"
+    received = "received"
+    damaged = "damaged"
+    missing = "missing"
+    unexpected = "unexpected"

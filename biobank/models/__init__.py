@@ -36,7 +36,7 @@ from biobank.models.requests import (
     RequestLine,
     SpecimenRequest,
 )
-from biobank.models.shipments import Shipment, ShipmentItem
+from biobank.models.shipments import Receipt, ReceiptItem, Shipment, ShipmentItem
 from biobank.models.specimens import (
     ReservedAccession,
     SerialCounter,
@@ -79,6 +79,8 @@ __all__ = [
     "PhenotypeValue",
     "PhenotypeVariable",
     "PinLockout",
+    "Receipt",
+    "ReceiptItem",
     "RequestEvent",
     "RequestLine",
     "RequestedSpecimen",

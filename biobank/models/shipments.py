@@ -8,7 +8,12 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Field
 
-from biobank.domain.vocabulary import ShipmentItemStatus, ShipmentStatus, ShippingCondition
+from biobank.domain.vocabulary import (
+    ReceiptItemStatus,
+    ShipmentItemStatus,
+    ShipmentStatus,
+    ShippingCondition,
+)
 from biobank.models.base import Table, enum_type, utcnow
 
 
@@ -59,3 +64,41 @@ class ShipmentItem(Table, table=True):
         default=ShipmentItemStatus.packed, sa_type=enum_type(ShipmentItemStatus)
     )
     note: str | None = None
+
+
+class Receipt(Table, table=True):
+    """A shipment received from another biobank, by its manifest (whose SHA-256 makes receiving
+    it twice impossible), its tubes accessioned into `study` as they are scanned in."""
+
+    __tablename__ = "receipt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    shipment_code: str = Field(max_length=32, index=True)  # the sender's
+    request_code: str = Field(max_length=32)
+    manifest_sha256: str = Field(max_length=64, unique=True)
+    study_id: int = Field(foreign_key="study.id", ondelete="RESTRICT")
+    received_by_id: int | None = Field(default=None, foreign_key="app_user.id", ondelete="RESTRICT")
+    received_at: datetime = Field(default_factory=utcnow)
+    closed_at: datetime | None = None
+
+
+class ReceiptItem(Table, table=True):
+    """A tube of a received shipment: as the manifest gives it, what became of it, and the
+    specimen it was accessioned as."""
+
+    __tablename__ = "receipt_item"
+    __table_args__ = (sa.UniqueConstraint("receipt_id", "sender_accession"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    receipt_id: int = Field(foreign_key="receipt.id", ondelete="RESTRICT")
+    sender_accession: str = Field(max_length=64)
+    donor: str | None = Field(default=None, max_length=32)
+    specimen_type: str | None = Field(default=None, max_length=3)
+    sprec_code: str | None = Field(default=None, max_length=40)
+    quantity: float | None = None
+    unit: str | None = Field(default=None, max_length=8)
+    freeze_thaw_count: int = 0
+    status: ReceiptItemStatus = Field(
+        default=ReceiptItemStatus.expected, sa_type=enum_type(ReceiptItemStatus)
+    )
+    specimen_id: int | None = Field(default=None, foreign_key="specimen.id", ondelete="RESTRICT")

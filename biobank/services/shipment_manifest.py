@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,8 @@ from biobank.services.specimen_read import SpecimenRead, specimens_where
 FORMAT = "biobank-shipment-manifest/1"
 ACCESSION_SYSTEM = "urn:biobank:accession"
 COLUMNS = (
-    "shipment", "request", "box", "position", "accession_id", "specimen_type", "sprec_code",
-    "quantity", "unit", "freeze_thaw_count",
+    "shipment", "request", "box", "position", "accession_id", "donor", "specimen_type",
+    "sprec_code", "quantity", "unit", "freeze_thaw_count",
 )  # fmt: skip
 
 
@@ -42,7 +43,7 @@ class Manifest(BaseModel):
         writer.writerows(
             safe_rows(
                 [head["shipment"], head["request"], i["box"], i["position"], i["accession_id"],
-                 i["specimen_type"], i["sprec_code"] or "", i["quantity"], i["unit"],
+                 i["donor"], i["specimen_type"], i["sprec_code"] or "", i["quantity"], i["unit"],
                  i["freeze_thaw_count"]]
                 for i in head["items"]
             )
@@ -107,6 +108,12 @@ class Manifest(BaseModel):
         return [*written, packing]
 
 
+def donor_code(request: str, participant: str) -> str:
+    """A tube's donor as the receiver knows them: the same for every tube of a participant in
+    one request's shipments, and nothing the receiver can link to them or to another request."""
+    return "D" + hashlib.sha256(f"{request}\n{participant}".encode()).hexdigest()[:10].upper()
+
+
 def digest(document: dict[str, Any]) -> str:
     """The SHA-256 of a manifest's content (all but its `sha256`), canonical JSON."""
     content = {k: v for k, v in document.items() if k != "sha256"}
@@ -139,10 +146,12 @@ def manifest_of(session: Session, *, shipment: Shipment, request: SpecimenReques
         "destination": f"{request.destination_institution}; {request.destination_address}; "
         f"{request.destination_contact}",
         "box_grid": [shipment.box_rows, shipment.box_cols],
+        "sent_on": date.today().isoformat(),
         "items": [
             {
                 "box": i.box_no, "position": f"{chr(ord('A') + i.box_row - 1)}{i.box_col}",
                 "accession_id": reads[i.specimen_id].accession_id,
+                "donor": donor_code(request.code, reads[i.specimen_id].participant_code),
                 "specimen_type": reads[i.specimen_id].specimen_type,
                 "sprec_code": reads[i.specimen_id].sprec_code, "quantity": i.quantity,
                 "unit": reads[i.specimen_id].unit,

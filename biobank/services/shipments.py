@@ -19,12 +19,15 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, func, select
 
 from biobank.db import flush
+from biobank.domain.lifecycle import RETURNED_FROM
 from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.specimen_values import positive_quantity
 from biobank.domain.vocabulary import (
     RequestStatus,
     ShipmentItemStatus,
     ShipmentStatus,
     ShippingCondition,
+    SpecimenStatus,
 )
 from biobank.errors import InvalidTransition, NotFound, ValidationError
 from biobank.models import (
@@ -37,6 +40,7 @@ from biobank.models import (
 )
 from biobank.services import audit, custody, reservations
 from biobank.services.consent_checks import consent_decisions
+from biobank.services.events import record_event
 from biobank.services.request_picks import PICKABLE
 from biobank.services.requests import get_request, move
 from biobank.services.shipment_manifest import Manifest, manifest_of
@@ -347,6 +351,66 @@ def confirm_delivery(session: Session, *, actor: Actor, code: str, note: str) ->
         shipment.status = ShipmentStatus.delivered
         shipment.confirmed_at, shipment.confirmation = utcnow(), note.strip()
     return shipment_read(session, shipment)
+
+
+def receive_return(
+    session: Session,
+    *,
+    actor: Actor,
+    code: str,
+    accession: str,
+    quantity: float,
+    destination: str,
+    position: str | None = None,
+    thaws: int = 0,
+    reason: str | None = None,
+) -> ShipmentLine:
+    """A tube of a sent shipment come back (unused, or what is left): available again with the
+    quantity that came back and the thaws it went through, stored at `destination`; each step
+    a custody event. Only a tube this shipment sent comes back against it."""
+    require(actor, Permission.move)
+    shipment = get_shipment(session, code)
+    tube = get_specimen(session, accession)
+    item = session.exec(
+        select(ShipmentItem).where(
+            ShipmentItem.shipment_id == shipment.id, ShipmentItem.specimen_id == tube.id
+        )
+    ).first()
+    if item is None or item.status is not ShipmentItemStatus.dispatched:
+        why = "was not sent in it" if item is None else f"is {item.status.value}"
+        raise ValidationError(f"{tube.accession_id} {why}: no return against {shipment.code}",
+                              field="specimen", value=tube.accession_id)  # fmt: skip
+    if tube.status is not RETURNED_FROM:
+        raise InvalidTransition(f"{tube.accession_id} is {tube.status.value}, not distributed",
+                                field="status", value=tube.status.value)  # fmt: skip
+    quantity = positive_quantity(quantity, "quantity")
+    if quantity > item.quantity + 1e-9:
+        raise ValidationError(
+            f"{tube.accession_id} came back with {quantity:g}, more than the {item.quantity:g} "
+            "sent", field="quantity", value=quantity,
+        )  # fmt: skip
+    if not 0 <= thaws <= 50:
+        raise ValidationError("thaws is 0-50", field="thaws", value=thaws)
+    why = reason or f"returned from {shipment.code}"
+    with audit.audited(session, tube, actor=actor, action="specimen.return",
+                       entity="specimen", reason=why):  # fmt: skip
+        before = tube.status.value
+        tube.status = SpecimenStatus.available
+        tube.quantity, tube.freeze_thaw_count = quantity, tube.freeze_thaw_count + thaws
+        tube.updated_at = utcnow()
+        record_event(
+            session, actor=actor, specimen=tube, event_type="returned", status_before=before,
+            quantity_change=round(quantity - item.quantity, 6), reason=why,
+            details={"shipment": shipment.code, "thaws": thaws},
+        )  # fmt: skip
+    custody.move(session, actor=actor, accession=tube.accession_id, destination=destination,
+                 position=position, reason=why)  # fmt: skip
+    with audit.audited(session, item, actor=actor, action="shipment.return",
+                       entity="shipment_item", reason=why):  # fmt: skip
+        item.status, item.note = ShipmentItemStatus.returned, f"{quantity:g} came back"
+    return next(
+        i for i in shipment_read(session, shipment).items if i.accession_id == tube.accession_id
+    )
 
 
 def show_shipment(session: Session, *, actor: Actor, code: str) -> ShipmentRead:

@@ -7,6 +7,8 @@
 - `request_event`: every change of a request's state, who and why;
 - `shipment`, `shipment_item`: a request's tubes packed into shipping boxes, sent by courier
   with a manifest (its SHA-256 kept), and the receiver's confirmation;
+- `receipt`, `receipt_item`: a shipment received from another biobank by its manifest, each
+  tube received, damaged, missing or unexpected, and the specimen it became;
 - `specimen_reservation.request_id`, `request_line_id`, `expires_at`, `picked_at`,
   `picked_by_id`: an approval's reservations name their request and line, when they are given
   back unpicked, and when and by whom each tube was picked.
@@ -325,6 +327,7 @@ def upgrade() -> None:
                 "packed",
                 "dispatched",
                 "withdrawn",
+                "returned",
                 name="shipment_item_status",
                 native_enum=False,
                 create_constraint=True,
@@ -361,9 +364,87 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_shipment_item_specimen_id"), ["specimen_id"], unique=False
         )
+    op.create_table(
+        "receipt",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("shipment_code", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("request_code", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("manifest_sha256", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("study_id", sa.Integer(), nullable=False),
+        sa.Column("received_by_id", sa.Integer(), nullable=True),
+        sa.Column("received_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("closed_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["received_by_id"],
+            ["app_user.id"],
+            name=op.f("fk_receipt_received_by_id_app_user"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["study_id"], ["study.id"], name=op.f("fk_receipt_study_id_study"), ondelete="RESTRICT"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_receipt")),
+        sa.UniqueConstraint("manifest_sha256", name=op.f("uq_receipt_manifest_sha256")),
+    )
+    with op.batch_alter_table("receipt", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_receipt_shipment_code"), ["shipment_code"], unique=False
+        )
+
+    op.create_table(
+        "receipt_item",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("receipt_id", sa.Integer(), nullable=False),
+        sa.Column("sender_accession", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("donor", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
+        sa.Column("specimen_type", sqlmodel.sql.sqltypes.AutoString(length=3), nullable=True),
+        sa.Column("sprec_code", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
+        sa.Column("quantity", sa.Float(), nullable=True),
+        sa.Column("unit", sqlmodel.sql.sqltypes.AutoString(length=8), nullable=True),
+        sa.Column("freeze_thaw_count", sa.Integer(), nullable=False),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "expected",
+                "received",
+                "damaged",
+                "missing",
+                "unexpected",
+                name="receipt_item_status",
+                native_enum=False,
+                create_constraint=True,
+                length=32,
+            ),
+            nullable=False,
+        ),
+        sa.Column("specimen_id", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["receipt_id"],
+            ["receipt.id"],
+            name=op.f("fk_receipt_item_receipt_id_receipt"),
+            ondelete="RESTRICT",
+        ),
+        sa.ForeignKeyConstraint(
+            ["specimen_id"],
+            ["specimen.id"],
+            name=op.f("fk_receipt_item_specimen_id_specimen"),
+            ondelete="RESTRICT",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_receipt_item")),
+        sa.UniqueConstraint(
+            "receipt_id",
+            "sender_accession",
+            name=op.f("uq_receipt_item_receipt_id_sender_accession"),
+        ),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("receipt_item")
+    with op.batch_alter_table("receipt", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_receipt_shipment_code"))
+
+    op.drop_table("receipt")
     with op.batch_alter_table("shipment_item", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_shipment_item_specimen_id"))
 
