@@ -69,11 +69,15 @@ from biobank.services import (
     phenotypes,
     pulls,
     reconcile,
+    request_picks,
+    request_reports,
     request_review,
     requests,
     reservations,
     saved_queries,
     scan,
+    shipment_receipt,
+    shipments,
     specimens,
     storage,
     studies,
@@ -364,6 +368,46 @@ def _on_submitted(service: Callable, **arguments: Any) -> Call:
     return call
 
 
+def _approved(w, s) -> tuple[str, str]:
+    """A request of the admin's, approved: its code and the first tube of its pick list."""
+    code = _request_of(w, s, w.admin, submitted=True)
+    request_review.approve_request(s, actor=w.admin, code=code, reason="ok", floor=0)
+    first = request_picks.pick_list(s, actor=w.admin, code=code).items[0].accession_id
+    return code, first
+
+
+def _packed(w, s) -> tuple[str, str]:
+    """An approved request's first tube picked and packed: the shipment and the tube."""
+    code, tube = _approved(w, s)
+    request_picks.pick(s, actor=w.admin, code=code, accession=tube)
+    shipment = shipments.create_shipment(
+        s, actor=w.admin, request=code, courier="C", condition="dry_ice"
+    ).code
+    shipments.pack(s, actor=w.admin, code=shipment, accessions=[tube])
+    return shipment, tube
+
+
+def _sent(w, s) -> tuple[str, str]:
+    shipment, tube = _packed(w, s)
+    shipments.dispatch(s, actor=w.admin, code=shipment, part=True)
+    return shipment, tube
+
+
+def _received(w, s) -> tuple[str, str]:
+    """A sent shipment's manifest received back here (as another site would): its code and
+    tube."""
+    shipment, tube = _sent(w, s)
+    document = shipments.sent_manifest(s, actor=w.admin, code=shipment).document
+    shipment_receipt.receive_manifest(s, actor=w.admin, document=document, study="SLE")
+    return shipment, tube
+
+
+def _substitute(w, s, a):
+    code, tube = _approved(w, s)
+    request_picks.mark_missing(s, actor=w.admin, code=code, accession=tube, reason="gone")
+    return request_picks.substitute(s, actor=a, code=code, accession=tube)
+
+
 def _tube_id(session, legacy_id: str) -> int:
     return session.execute(sa.select(Specimen.id).where(Specimen.legacy_id == legacy_id)).scalar()
 
@@ -561,6 +605,40 @@ CASES = [
     row(request_review.reject_request, ADMIN,
         call=_on_submitted(request_review.reject_request, reason="no")),
     row(request_review.release_expired, ADMIN),
+    row(request_reports.requests_report, ADMIN),
+    # picking and shipping: technicians pick, pack, ship and receive; everyone sees
+    row(request_picks.pick_list, EVERYONE, call=lambda w, s, a: request_picks.pick_list(
+        s, actor=a, code=_approved(w, s)[0])),
+    row(request_picks.pick, INVENTORY_WORK, call=lambda w, s, a: request_picks.pick(
+        s, actor=a, code=(found := _approved(w, s))[0], accession=found[1])),
+    row(request_picks.mark_missing, INVENTORY_WORK, call=lambda w, s, a: request_picks.mark_missing(
+        s, actor=a, code=(found := _approved(w, s))[0], accession=found[1], reason="gone")),
+    row(request_picks.substitute, INVENTORY_WORK, call=_substitute),
+    row(shipments.create_shipment, INVENTORY_WORK, call=lambda w, s, a: shipments.create_shipment(
+        s, actor=a, request=_approved(w, s)[0], courier="C", condition="ambient")),
+    row(shipments.pack, INVENTORY_WORK, call=lambda w, s, a: shipments.pack(
+        s, actor=a, code=_packed(w, s)[0], accessions=[])),
+    row(shipments.dispatch, INVENTORY_WORK, call=lambda w, s, a: shipments.dispatch(
+        s, actor=a, code=_packed(w, s)[0], part=True)),
+    row(shipments.confirm_delivery, INVENTORY_WORK, call=lambda w, s, a: (
+        shipments.confirm_delivery(s, actor=a, code=_sent(w, s)[0], note="all received"))),
+    row(shipments.receive_return, INVENTORY_WORK, call=lambda w, s, a: shipments.receive_return(
+        s, actor=a, code=(found := _sent(w, s))[0], accession=found[1], quantity=10,
+        destination=BOX)),
+    row(shipments.show_shipment, EVERYONE, call=lambda w, s, a: shipments.show_shipment(
+        s, actor=a, code=_sent(w, s)[0])),
+    row(shipments.list_shipments, EVERYONE),
+    row(shipments.sent_manifest, EVERYONE, call=lambda w, s, a: shipments.sent_manifest(
+        s, actor=a, code=_sent(w, s)[0])),
+    row(shipment_receipt.receive_manifest, INVENTORY_WORK, call=lambda w, s, a: (
+        shipment_receipt.receive_manifest(s, actor=a, study="SLE", document=shipments.sent_manifest(
+            s, actor=w.admin, code=_sent(w, s)[0]).document))),
+    row(shipment_receipt.check_in, INVENTORY_WORK, call=lambda w, s, a: shipment_receipt.check_in(
+        s, actor=a, shipment=(found := _received(w, s))[0], tube=found[1])),
+    row(shipment_receipt.close_receipt, INVENTORY_WORK, call=lambda w, s, a: (
+        shipment_receipt.close_receipt(s, actor=a, shipment=_received(w, s)[0]))),
+    row(shipment_receipt.show_receipt, EVERYONE, call=lambda w, s, a: (
+        shipment_receipt.show_receipt(s, actor=a, shipment=_received(w, s)[0]))),
     # data use agreements: admins register them; PIs see their own
     row(
         agreements.register_agreement, ADMIN, reference="DUA-NEW", pi="pi1", study="SLE",

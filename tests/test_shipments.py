@@ -24,7 +24,7 @@ from biobank.cli import app
 from biobank.db import uow
 from biobank.domain.vocabulary import RequestStatus, Role, ShipmentItemStatus
 from biobank.errors import ValidationError
-from biobank.services import request_picks, requests, shipments, withdrawals
+from biobank.services import request_picks, request_reports, requests, shipments, withdrawals
 from biobank.services.shipment_manifest import digest
 
 
@@ -173,3 +173,25 @@ def test_the_cli_ships_a_request(monkeypatch, db_url, cohort_db, boxes, actors, 
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["status"] == "dispatched"
+
+
+def test_the_report_shows_open_requests_what_was_received_and_what_expires(
+    cohort_db, boxes, actors
+):
+    first = approved(cohort_db, actors)
+    tubes = _picked(cohort_db, actors, first)
+    shipment = _packed(cohort_db, actors, first, tubes)
+    with uow(cohort_db) as session:
+        shipments.dispatch(session, actor=actors[Role.technician], code=shipment)
+    second = approved(cohort_db, actors)
+    with uow(cohort_db, readonly=True) as session:
+        found = request_reports.requests_report(session, actor=actors[Role.admin], within_days=31)
+    assert [(r.code, r.status.value) for r in found.open] == [(second, "approved")]
+    assert [(r.requester, r.requests_fulfilled, r.shipments, r.tubes) for r in found.received] == [
+        ("pi1", 1, 1, 4)
+    ]
+    assert [(o.institution, o.tubes) for o in found.out] == [("Lab", 4)]
+    assert [(e.request, e.tubes) for e in found.expiring] == [(second, 4)]
+    with uow(cohort_db, readonly=True) as session:
+        found = request_reports.requests_report(session, actor=actors[Role.admin], within_days=3)
+    assert found.expiring == []

@@ -408,3 +408,46 @@ def substitute(
         return
     print(item.accession_id)
     message(f"{tube} replaced by {item.accession_id} at {item.box_barcode} {item.position}")
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    within_days: int = typer.Option(
+        7, "--within-days", help="A reservation expiring this soon is listed."
+    ),
+    json: JsonOption = False,
+) -> None:
+    """Open requests and their ages, what each PI received, tubes out with whom, and
+    reservations about to expire (admins)."""
+    from biobank.services import request_reports
+
+    with work(ctx, readonly=True) as (session, actor):
+        found = request_reports.requests_report(session, actor=actor, within_days=within_days)
+    if json:
+        emit_json(found)
+        return
+    message("open requests")
+    emit_table(
+        ["REQUEST", "STATUS", "REQUESTER", "AGE (DAYS)", "NEEDED BY"],
+        [
+            [r.code, r.status.value.replace("_", " "), r.requester, r.age_days,
+             f"{r.needed_by}{' OVERDUE' if r.overdue else ''}" if r.needed_by else ""]
+            for r in found.open
+        ],
+    )  # fmt: skip
+    message("received, by PI")
+    emit_table(
+        ["PI", "REQUESTS FULFILLED", "SHIPMENTS", "TUBES"],
+        [[r.requester, r.requests_fulfilled, r.shipments, r.tubes] for r in found.received],
+    )
+    message("tubes out")
+    emit_table(
+        ["INSTITUTION", "SHIPMENTS", "TUBES"],
+        [[o.institution, o.shipments, o.tubes] for o in found.out],
+    )
+    message(f"reservations expiring within {within_days} days")
+    emit_table(
+        ["REQUEST", "TUBES", "FIRST EXPIRY"],
+        [[e.request, e.tubes, f"{e.first_expiry:%Y-%m-%d %H:%M}"] for e in found.expiring],
+    )
