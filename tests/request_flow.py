@@ -4,14 +4,25 @@ picking and shipping tests start from."""
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 from inventory import one_shelf_freezer
 
-from biobank.db import uow
+from biobank.bootstrap import bootstrap
+from biobank.db import make_engine, uow
 from biobank.domain.cohort import CohortQuery
 from biobank.domain.vocabulary import Role
-from biobank.services import custody, request_review, requests, storage
+from biobank.services import (
+    custody,
+    request_picks,
+    request_review,
+    requests,
+    shipments,
+    storage,
+    studies,
+)
+from biobank.services.identity import actor_for
 from biobank.services.requests import LineWant, RequestDraft
 
 USES = ["FUTURE_RESEARCH"]
@@ -68,3 +79,43 @@ def written_state(engine) -> tuple:
             connection.execute(sa.text("SELECT count(*) FROM specimen_event")).scalar(),
             connection.execute(sa.text("SELECT max(id) FROM audit_entry")).scalar(),
         )
+
+
+def send(cohort_db, actors, tmp_path) -> tuple[str, Path, list[str]]:
+    """A request of the cohort picked, packed and sent: its shipment, manifest, tubes."""
+    tech = actors[Role.technician]
+    code = approved(cohort_db, actors)
+    with uow(cohort_db, readonly=True) as session:
+        tubes = [
+            i.accession_id for i in request_picks.pick_list(session, actor=tech, code=code).items
+        ]
+    for tube in tubes:
+        with uow(cohort_db) as session:
+            request_picks.pick(session, actor=tech, code=code, accession=tube)
+    with uow(cohort_db) as session:
+        shipment = shipments.create_shipment(
+            session, actor=tech, request=code, courier="World Courier", condition="dry_ice"
+        ).code
+        shipments.pack(session, actor=tech, code=shipment, accessions=tubes)
+    with uow(cohort_db) as session:
+        done = shipments.dispatch(session, actor=tech, code=shipment)
+    done.manifest.write(tmp_path / "out" / shipment)
+    return shipment, tmp_path / "out" / shipment / "manifest.json", tubes
+
+
+def receiving_site(url: str):
+    """The receiving biobank: a database of its own (at `url`, migrated), with study EXT and
+    a box; its engine, admin and box."""
+    engine = make_engine(url)
+    bootstrap(engine)
+    with uow(engine) as session:
+        admin = actor_for(session, username="admin", workstation="receiving-bench")
+    with uow(engine) as session:
+        studies.add_study(session, actor=admin, code="EXT", title="Received serum")
+        freezer = one_shelf_freezer(session, admin, "-80 receiving")
+        box = next(
+            n.unit.barcode
+            for n in storage.storage_tree(session, actor=admin, root=freezer.barcode)
+            if n.unit.holds_specimens
+        )
+    return engine, admin, box

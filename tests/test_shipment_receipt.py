@@ -7,64 +7,16 @@ back is stored again with the quantity and thaws it came back with."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import _fresh_database
-from inventory import one_shelf_freezer
-from request_flow import approved
 from typer.testing import CliRunner
 
-from biobank.bootstrap import bootstrap
 from biobank.cli import app
-from biobank.db import make_engine, uow
+from biobank.db import uow
 from biobank.domain.vocabulary import ReceiptItemStatus, Role, ShipmentItemStatus
 from biobank.errors import AlreadyExists, ValidationError
-from biobank.services import request_picks, shipment_receipt, shipments, storage, studies
-from biobank.services.identity import actor_for
-
-
-@pytest.fixture
-def sent(cohort_db, boxes, actors, tmp_path) -> tuple[str, Path, list[str]]:
-    """A request of the cohort picked, packed and sent: its shipment, manifest, tubes."""
-    tech = actors[Role.technician]
-    code = approved(cohort_db, actors)
-    with uow(cohort_db, readonly=True) as session:
-        tubes = [
-            i.accession_id for i in request_picks.pick_list(session, actor=tech, code=code).items
-        ]
-    for tube in tubes:
-        with uow(cohort_db) as session:
-            request_picks.pick(session, actor=tech, code=code, accession=tube)
-    with uow(cohort_db) as session:
-        shipment = shipments.create_shipment(
-            session, actor=tech, request=code, courier="World Courier", condition="dry_ice"
-        ).code
-        shipments.pack(session, actor=tech, code=shipment, accessions=tubes)
-    with uow(cohort_db) as session:
-        done = shipments.dispatch(session, actor=tech, code=shipment)
-    done.manifest.write(tmp_path / "out" / shipment)
-    return shipment, tmp_path / "out" / shipment / "manifest.json", tubes
-
-
-@pytest.fixture
-def receiver(request, engine_name):
-    """The receiving biobank: a database of its own, with study EXT and a box."""
-    engine = make_engine(_fresh_database(request, engine_name, migrated=True))
-    bootstrap(engine)
-    with uow(engine) as session:
-        admin = actor_for(session, username="admin", workstation="receiving-bench")
-    with uow(engine) as session:
-        studies.add_study(session, actor=admin, code="EXT", title="Received serum")
-        freezer = one_shelf_freezer(session, admin, "-80 receiving")
-        box = next(
-            n.unit.barcode
-            for n in storage.storage_tree(session, actor=admin, root=freezer.barcode)
-            if n.unit.holds_specimens
-        )
-    yield engine, admin, box
-    engine.dispose()
+from biobank.services import shipment_receipt, shipments
 
 
 def _rows(engine, sql: str) -> list[tuple]:
