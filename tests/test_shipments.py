@@ -11,20 +11,31 @@ import json
 import os
 import subprocess
 import sys
-from datetime import date
+from datetime import date, timedelta
 
 import pypdfium2
 import pytest
 import sqlalchemy as sa
+import zxingcpp
 from fhir.resources.R4B.bundle import Bundle
+from PIL import Image
 from request_flow import approved, written_state
 from typer.testing import CliRunner
 
 from biobank.cli import app
 from biobank.db import uow
+from biobank.domain.cohort import CohortQuery
 from biobank.domain.vocabulary import RequestStatus, Role, ShipmentItemStatus
 from biobank.errors import ValidationError
-from biobank.services import request_picks, request_reports, requests, shipments, withdrawals
+from biobank.services import (
+    request_picks,
+    request_reports,
+    request_review,
+    requests,
+    shipments,
+    withdrawals,
+)
+from biobank.services.requests import LineWant, RequestDraft
 from biobank.services.shipment_manifest import digest
 
 
@@ -195,3 +206,46 @@ def test_the_report_shows_open_requests_what_was_received_and_what_expires(
     with uow(cohort_db, readonly=True) as session:
         found = request_reports.requests_report(session, actor=actors[Role.admin], within_days=3)
     assert found.expiring == []
+
+
+def test_a_relabelled_shipment_never_shows_our_ids(
+    cohort_db, boxes, actors, tmp_path, monkeypatch, db_url
+):
+    """Tubes ship under the linked export's codes: the labels (QR decoded back), the manifest
+    and its donors show none of our accession IDs or participant codes."""
+    pi, admin = actors[Role.pi], actors[Role.admin]
+    draft = RequestDraft(
+        title="Blinded serum", uses=["FUTURE_RESEARCH"], project="P", irb_reference="IRB-1",
+        irb_expires_on=date.today() + timedelta(days=90), destination_institution="Lab",
+        destination_address="1 Way", destination_contact="Dr A", relabel=True,
+        cohort=CohortQuery(study="SLE"), lines=[LineWant(specimen_type="SER")],
+    )  # fmt: skip
+    with uow(cohort_db) as session:
+        code = requests.create_request(session, actor=pi, draft=draft).code
+        requests.submit_request(session, actor=pi, code=code)
+    with uow(cohort_db) as session:
+        request_review.approve_request(session, actor=admin, code=code, reason="ok", floor=0)
+    tubes = _picked(cohort_db, actors, code)
+    shipment = _packed(cohort_db, actors, code, tubes)
+    monkeypatch.setenv("BIOBANK_DATABASE_URL", db_url)
+    made = CliRunner().invoke(
+        app, ["-u", "technician1", "label", "--shipment", shipment, "--format", "png",
+              "--out", str(tmp_path / "labels")],
+    )  # fmt: skip
+    assert made.exit_code == 0, made.stderr
+    decoded = sorted(
+        zxingcpp.read_barcodes(Image.open(png).convert("L"))[0].text
+        for png in (tmp_path / "labels").glob("*.png")
+    )
+    with uow(cohort_db, readonly=True) as session:
+        shown = shipments.show_shipment(session, actor=admin, code=shipment)
+    assert decoded == sorted(i.ship_code for i in shown.items)
+    assert not set(decoded) & set(tubes)
+    with uow(cohort_db) as session:
+        done = shipments.dispatch(session, actor=actors[Role.technician], code=shipment)
+    text = json.dumps(done.manifest.document) + done.manifest.csv_text()
+    assert [i["accession_id"] for i in done.manifest.document["items"]] == [
+        i.ship_code for i in shown.items
+    ]
+    assert not any(tube in text for tube in tubes) and "P-000" not in text
+    assert done.manifest.document["relabelled"] is True

@@ -42,6 +42,9 @@ class SpecimenRequest(Table, table=True):
     destination_address: str = Field(max_length=500)
     destination_contact: str = Field(max_length=200)
     relabel: bool = False  # ship under the export's codes, never our accession IDs
+    # the secret its shipments' codes are made with (tubes relabelled, donors on manifests, the
+    # linked exports): the same codes in every shipment and export of the request
+    code_key: str = Field(max_length=64)
     reservation_days: int = 30  # how long approved tubes stay reserved unpicked
     reviewer_id: int | None = Field(default=None, foreign_key="app_user.id", ondelete="RESTRICT")
     decided_at: datetime | None = None

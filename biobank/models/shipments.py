@@ -60,6 +60,7 @@ class ShipmentItem(Table, table=True):
     box_row: int
     box_col: int
     quantity: float
+    ship_code: str | None = Field(default=None, max_length=32)  # its label's, when relabelled
     status: ShipmentItemStatus = Field(
         default=ShipmentItemStatus.packed, sa_type=enum_type(ShipmentItemStatus)
     )

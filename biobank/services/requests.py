@@ -13,6 +13,7 @@ and approved (`request_review`), and each tube again when it is handed over (`re
 from __future__ import annotations
 
 import re
+import secrets
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -47,6 +48,7 @@ from biobank.services.reservations import STANDING, release_reserved
 from biobank.services.saved_queries import resolve_query
 from biobank.services.specimen_read import get_specimen
 
+SECRET = frozenset({"code_key"})  # shown in the audit trail only as set
 OPEN = frozenset(
     {
         RequestStatus.draft,
@@ -344,7 +346,7 @@ def move(
             value=to.value,
         )
     with audit.audited(session, request, actor=actor, action=f"request.{to.value}",
-                       entity="specimen_request", reason=reason):  # fmt: skip
+                       entity="specimen_request", reason=reason, hide=SECRET):  # fmt: skip
         request.status = to
         request.updated_at = utcnow()
     assert request.id is not None
@@ -505,6 +507,7 @@ def create_request(session: Session, *, actor: Actor, draft: RequestDraft) -> Re
         destination_address=_text(draft.destination_address, "destination_address", 500),
         destination_contact=_text(draft.destination_contact, "destination_contact", 200),
         relabel=draft.relabel, reservation_days=draft.reservation_days,
+        code_key=secrets.token_hex(16),
     )  # fmt: skip
     session.add(row)
     flush(session)
@@ -522,7 +525,7 @@ def create_request(session: Session, *, actor: Actor, draft: RequestDraft) -> Re
     audit.record(
         session, actor=actor, action="request.create", entity="specimen_request",
         entity_id=row.id,
-        after=audit.snapshot(row) | {"lines": [line.model_dump() for line in lines],
+        after=audit.snapshot(row, hide=SECRET) | {"lines": [line.model_dump() for line in lines],
                                      "accessions": sorted(t.accession_id for t in tubes)},
     )  # fmt: skip
     return request_read(session, row)

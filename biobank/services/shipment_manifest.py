@@ -21,7 +21,7 @@ from biobank.domain.vocabulary import ShipmentItemStatus
 from biobank.export.cells import safe_rows
 from biobank.models import Specimen, SpecimenRequest
 from biobank.models.shipments import Shipment, ShipmentItem
-from biobank.services.specimen_read import SpecimenRead, specimens_where
+from biobank.services.deidentification import ExportCodes
 
 FORMAT = "biobank-shipment-manifest/1"
 ACCESSION_SYSTEM = "urn:biobank:accession"
@@ -108,12 +108,6 @@ class Manifest(BaseModel):
         return [*written, packing]
 
 
-def donor_code(request: str, participant: str) -> str:
-    """A tube's donor as the receiver knows them: the same for every tube of a participant in
-    one request's shipments, and nothing the receiver can link to them or to another request."""
-    return "D" + hashlib.sha256(f"{request}\n{participant}".encode()).hexdigest()[:10].upper()
-
-
 def digest(document: dict[str, Any]) -> str:
     """The SHA-256 of a manifest's content (all but its `sha256`), canonical JSON."""
     content = {k: v for k, v in document.items() if k != "sha256"}
@@ -122,19 +116,19 @@ def digest(document: dict[str, Any]) -> str:
 
 
 def manifest_of(session: Session, *, shipment: Shipment, request: SpecimenRequest) -> Manifest:
-    """The manifest of a shipment being dispatched: its tubes still on it, box by box."""
-    items = session.exec(
-        select(ShipmentItem)
+    """The manifest of a shipment being dispatched: its tubes still on it, box by box, each by
+    its label (a relabelled tube's ship code) and its donor's code (the linked export's
+    participant code), never our participant."""
+    rows = session.exec(
+        select(ShipmentItem, Specimen)
+        .join(Specimen, col(Specimen.id) == ShipmentItem.specimen_id)
         .where(
             ShipmentItem.shipment_id == shipment.id,
             col(ShipmentItem.status) != ShipmentItemStatus.withdrawn,
         )
         .order_by(col(ShipmentItem.box_no), col(ShipmentItem.box_row), col(ShipmentItem.box_col))
     ).all()
-    reads: dict[int, SpecimenRead] = {
-        s.id: s
-        for s in specimens_where(session, col(Specimen.id).in_([i.specimen_id for i in items]))
-    }
+    codes = ExportCodes(request.code_key)
     document: dict[str, Any] = {
         "format": FORMAT,
         "shipment": shipment.code,
@@ -147,17 +141,17 @@ def manifest_of(session: Session, *, shipment: Shipment, request: SpecimenReques
         f"{request.destination_contact}",
         "box_grid": [shipment.box_rows, shipment.box_cols],
         "sent_on": date.today().isoformat(),
+        "relabelled": request.relabel,
         "items": [
             {
                 "box": i.box_no, "position": f"{chr(ord('A') + i.box_row - 1)}{i.box_col}",
-                "accession_id": reads[i.specimen_id].accession_id,
-                "donor": donor_code(request.code, reads[i.specimen_id].participant_code),
-                "specimen_type": reads[i.specimen_id].specimen_type,
-                "sprec_code": reads[i.specimen_id].sprec_code, "quantity": i.quantity,
-                "unit": reads[i.specimen_id].unit,
-                "freeze_thaw_count": reads[i.specimen_id].freeze_thaw_count,
+                "accession_id": i.ship_code or tube.accession_id,
+                "donor": codes.code("P", tube.participant_id),
+                "specimen_type": tube.specimen_type, "sprec_code": tube.sprec_code,
+                "quantity": i.quantity, "unit": tube.unit.value,
+                "freeze_thaw_count": tube.freeze_thaw_count,
             }
-            for i in items
+            for i, tube in rows
         ],
     }  # fmt: skip
     document["sha256"] = digest(document)

@@ -40,6 +40,7 @@ from biobank.models import (
 )
 from biobank.services import audit, custody, reservations
 from biobank.services.consent_checks import consent_decisions
+from biobank.services.deidentification import export_code
 from biobank.services.events import record_event
 from biobank.services.request_picks import PICKABLE
 from biobank.services.requests import get_request, move
@@ -54,6 +55,7 @@ class ShipmentLine(BaseModel):
     unit: str
     box_no: int
     position: str  # in its shipping box: A1
+    ship_code: str | None  # the label it ships under, when relabelled
     status: ShipmentItemStatus
     note: str | None
 
@@ -119,7 +121,8 @@ def shipment_read(session: Session, shipment: Shipment) -> ShipmentRead:
             ShipmentLine(
                 accession_id=tube.accession_id, specimen_type=tube.specimen_type,
                 quantity=item.quantity, unit=tube.unit.value, box_no=item.box_no,
-                position=_position(item.box_row, item.box_col), status=item.status,
+                position=_position(item.box_row, item.box_col), ship_code=item.ship_code,
+                status=item.status,
                 note=item.note,
             )
             for item, tube in _items(session, shipment)
@@ -225,8 +228,10 @@ def pack(session: Session, *, actor: Actor, code: str, accessions: list[str]) ->
                                   field="specimen", value=tube.accession_id)  # fmt: skip
         box, r, c = next(places)
         assert shipment.id is not None and tube.id is not None
+        ship_code = export_code(request.code_key, "S", tube.id) if request.relabel else None
         item = ShipmentItem(shipment_id=shipment.id, specimen_id=tube.id, box_no=box,
-                            box_row=r, box_col=c, quantity=tube.quantity)  # fmt: skip
+                            box_row=r, box_col=c, quantity=tube.quantity,
+                            ship_code=ship_code)  # fmt: skip
         session.add(item)
         flush(session)
         audit.record(session, actor=actor, action="shipment.pack", entity="shipment_item",

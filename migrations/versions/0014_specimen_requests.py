@@ -77,6 +77,7 @@ def upgrade() -> None:
             "destination_contact", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False
         ),
         sa.Column("relabel", sa.Boolean(), nullable=False),
+        sa.Column("code_key", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("reservation_days", sa.Integer(), nullable=False),
         sa.Column("reviewer_id", sa.Integer(), nullable=True),
         sa.Column("decided_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
@@ -321,6 +322,7 @@ def upgrade() -> None:
         sa.Column("box_row", sa.Integer(), nullable=False),
         sa.Column("box_col", sa.Integer(), nullable=False),
         sa.Column("quantity", sa.Float(), nullable=False),
+        sa.Column("ship_code", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column(
             "status",
             sa.Enum(
