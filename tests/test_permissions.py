@@ -368,17 +368,18 @@ def _on_submitted(service: Callable, **arguments: Any) -> Call:
     return call
 
 
-def _approved(w, s) -> tuple[str, str]:
-    """A request of the admin's, approved: its code and the first tube of its pick list."""
-    code = _request_of(w, s, w.admin, submitted=True)
+def _approved(w, s, owner: Actor | None = None) -> tuple[str, str]:
+    """A request of the `owner`'s (the admin's unless given), approved: its code and the first
+    tube of its pick list."""
+    code = _request_of(w, s, owner or w.admin, submitted=True)
     request_review.approve_request(s, actor=w.admin, code=code, reason="ok", floor=0)
     first = request_picks.pick_list(s, actor=w.admin, code=code).items[0].accession_id
     return code, first
 
 
-def _packed(w, s) -> tuple[str, str]:
+def _packed(w, s, owner: Actor | None = None) -> tuple[str, str]:
     """An approved request's first tube picked and packed: the shipment and the tube."""
-    code, tube = _approved(w, s)
+    code, tube = _approved(w, s, owner)
     request_picks.pick(s, actor=w.admin, code=code, accession=tube)
     shipment = shipments.create_shipment(
         s, actor=w.admin, request=code, courier="C", condition="dry_ice"
@@ -387,8 +388,8 @@ def _packed(w, s) -> tuple[str, str]:
     return shipment, tube
 
 
-def _sent(w, s) -> tuple[str, str]:
-    shipment, tube = _packed(w, s)
+def _sent(w, s, owner: Actor | None = None) -> tuple[str, str]:
+    shipment, tube = _packed(w, s, owner)
     shipments.dispatch(s, actor=w.admin, code=shipment, part=True)
     return shipment, tube
 
@@ -400,6 +401,21 @@ def _received(w, s) -> tuple[str, str]:
     document = shipments.sent_manifest(s, actor=w.admin, code=shipment).document
     shipment_receipt.receive_manifest(s, actor=w.admin, document=document, study="SLE")
     return shipment, tube
+
+
+def _shipment_labels(w, s, a):
+    code = requests.create_request(
+        s, actor=w.admin, draft=_draft().model_copy(update={"relabel": True})
+    ).code
+    requests.submit_request(s, actor=w.admin, code=code)
+    request_review.approve_request(s, actor=w.admin, code=code, reason="ok", floor=0)
+    tube = request_picks.pick_list(s, actor=w.admin, code=code).items[0].accession_id
+    request_picks.pick(s, actor=w.admin, code=code, accession=tube)
+    shipment = shipments.create_shipment(
+        s, actor=w.admin, request=code, courier="C", condition="dry_ice"
+    ).code
+    shipments.pack(s, actor=w.admin, code=shipment, accessions=[tube])
+    return label_data.shipment_labels(s, actor=a, code=shipment)
 
 
 def _substitute(w, s, a):
@@ -628,6 +644,9 @@ CASES = [
     row(shipments.show_shipment, EVERYONE, call=lambda w, s, a: shipments.show_shipment(
         s, actor=a, code=_sent(w, s)[0])),
     row(shipments.list_shipments, EVERYONE),
+    row(shipments.linked_export, RESEARCH, call=lambda w, s, a: shipments.linked_export(
+        s, actor=a, code=_sent(w, s, a)[0], directory=w.exports)),
+    row(label_data.shipment_labels, INVENTORY_WORK, call=_shipment_labels),
     row(shipments.sent_manifest, EVERYONE, call=lambda w, s, a: shipments.sent_manifest(
         s, actor=a, code=_sent(w, s)[0])),
     row(shipment_receipt.receive_manifest, INVENTORY_WORK, call=lambda w, s, a: (

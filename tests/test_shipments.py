@@ -26,7 +26,7 @@ from biobank.cli import app
 from biobank.db import uow
 from biobank.domain.cohort import CohortQuery
 from biobank.domain.vocabulary import RequestStatus, Role, ShipmentItemStatus
-from biobank.errors import ValidationError
+from biobank.errors import PermissionDenied, ValidationError
 from biobank.services import (
     request_picks,
     request_reports,
@@ -249,3 +249,14 @@ def test_a_relabelled_shipment_never_shows_our_ids(
     ]
     assert not any(tube in text for tube in tubes) and "P-000" not in text
     assert done.manifest.document["relabelled"] is True
+    with uow(cohort_db) as session, pytest.raises(PermissionDenied):
+        shipments.linked_export(session, actor=actors[Role.technician], code=shipment,
+                                directory=tmp_path / "export")  # fmt: skip
+    with uow(cohort_db) as session:
+        result = shipments.linked_export(
+            session, actor=pi, code=shipment, directory=tmp_path / "export"
+        )
+    rows = list(csv.DictReader((result.directory / "specimens.csv").open(encoding="utf-8")))
+    assert sorted(r["specimen_code"] for r in rows) == decoded  # the labels' codes
+    donors = {i["accession_id"]: i["donor"] for i in done.manifest.document["items"]}
+    assert {r["specimen_code"]: r["participant_code"] for r in rows} == donors

@@ -286,3 +286,26 @@ def receipt(ctx: typer.Context, code: str = typer.Argument(...), json: JsonOptio
     with work(ctx, readonly=True) as (session, actor):
         made = shipment_receipt.show_receipt(session, actor=actor, shipment=code)
     _receipt(made, json)
+
+
+@app.command("export")
+def export_shipment(
+    ctx: typer.Context,
+    code: str = typer.Argument(...),
+    to: Path = typer.Option(..., "--to", help="Folder the export's own folder is made in."),
+    formats: list[str] = typer.Option([], "--format", help="csv, xlsx, parquet, … (repeatable)."),
+    json: JsonOption = False,
+) -> None:
+    """The request's linked phenotype export for exactly the tubes a shipment sent, under the
+    codes its labels and manifest use (the request's PI, or an admin)."""
+    from biobank.services import shipments
+
+    with work(ctx) as (session, actor):
+        result = shipments.linked_export(
+            session, actor=actor, code=code, directory=to, formats=formats or None
+        )
+    if json:
+        emit_json(result)
+        return
+    print(result.directory)
+    message(f"{result.run_code}: {result.counts.get('specimens', 0)} specimens of {code}")

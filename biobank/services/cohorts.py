@@ -25,12 +25,14 @@ from sqlmodel import Session, col, func, select
 from biobank.domain.cohort import CohortQuery, Condition, Group
 from biobank.domain.phenotypes import READERS, Spec, parse_value, typed
 from biobank.domain.specimen_values import specimen_type_code
-from biobank.domain.vocabulary import Sex, SpecimenStatus
+from biobank.domain.vocabulary import Sex, ShipmentItemStatus, SpecimenStatus
 from biobank.errors import NotFound, ValidationError
 from biobank.models import (
     ExportRunSpecimen,
     Participant,
     PhenotypeVariable,
+    Shipment,
+    ShipmentItem,
     Specimen,
     StorageUnit,
     Study,
@@ -267,6 +269,16 @@ def _base_query(
     if query.study:
         studies = sa.select(col(Study.id)).where(col(Study.code) == query.study)
         stmt = stmt.where(col(Participant.study_id).in_(studies))
+    if query.shipment:
+        sent = (
+            sa.select(col(ShipmentItem.specimen_id))
+            .join(Shipment, col(Shipment.id) == ShipmentItem.shipment_id)
+            .where(
+                col(Shipment.code) == query.shipment.strip().upper(),
+                col(ShipmentItem.status) != ShipmentItemStatus.withdrawn,
+            )
+        )
+        stmt = stmt.where(col(Specimen.id).in_(sent))
     if query.storage:
         unit = get_unit(session, query.storage)
         low, high = subtree_range(unit)

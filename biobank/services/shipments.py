@@ -13,12 +13,14 @@ nothing of it is left reserved. Technicians pack and ship; everything is audited
 from __future__ import annotations
 
 from datetime import date, datetime
+from pathlib import Path
 
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Session, col, func, select
 
 from biobank.db import flush
+from biobank.domain.cohort import CohortQuery
 from biobank.domain.lifecycle import RETURNED_FROM
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.domain.specimen_values import positive_quantity
@@ -42,8 +44,9 @@ from biobank.services import audit, custody, reservations
 from biobank.services.consent_checks import consent_decisions
 from biobank.services.deidentification import export_code
 from biobank.services.events import record_event
+from biobank.services.exports import ExportRequest, ExportResult, run_export
 from biobank.services.request_picks import PICKABLE
-from biobank.services.requests import get_request, move
+from biobank.services.requests import get_request, move, refuse_others
 from biobank.services.shipment_manifest import Manifest, manifest_of
 from biobank.services.specimen_read import get_specimen
 
@@ -340,6 +343,35 @@ def sent_manifest(session: Session, *, actor: Actor, code: str) -> Manifest:
             field="shipment", value=shipment.code,
         )  # fmt: skip
     return made
+
+
+def linked_export(
+    session: Session,
+    *,
+    actor: Actor,
+    code: str,
+    directory: Path,
+    formats: list[str] | None = None,
+) -> ExportResult:
+    """The request's phenotype export for exactly the tubes a shipment sent, de-identified
+    (Safe Harbor), consent asked today as for every export, its codes the request's: the
+    specimen codes its relabelled tubes ship under, the donors its manifest names. Its PI's
+    (or an admin's), through the one export path."""
+    require(actor, Permission.export)
+    shipment = get_shipment(session, code)
+    request = session.get_one(SpecimenRequest, shipment.request_id)
+    refuse_others(actor, request)
+    if shipment.dispatched_at is None:
+        raise InvalidTransition(f"shipment {shipment.code} is not sent", field="shipment",
+                                value=shipment.code)  # fmt: skip
+    statuses = [s.value for s in SpecimenStatus]
+    asked = ExportRequest.model_validate(
+        {"query": CohortQuery(shipment=shipment.code, statuses=statuses), "uses": request.uses}
+        | ({"formats": formats} if formats else {})
+    )
+    return run_export(
+        session, actor=actor, request=asked, directory=directory, code_key=request.code_key
+    )
 
 
 def confirm_delivery(session: Session, *, actor: Actor, code: str, note: str) -> ShipmentRead:
