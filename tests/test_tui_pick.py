@@ -23,16 +23,16 @@ from tui.app import BiobankApp
 from tui.screens.pick_list import PickListScreen
 
 
-def _app(db_url, admin) -> BiobankApp:
+def _app(db_url, admin, **settings_given) -> BiobankApp:
     """The demo with its freezer of serum (users tech, PIN 1111, and admin)."""
     database = open_database(Settings(database_url=db_url))
     with uow(database.engine) as session:
         seed_demo(session, actor=admin, participants=6, seed=1, with_specimens=True)
-    settings = Settings(database_url=db_url, workstation="bench-1")
+    settings = Settings(database_url=db_url, workstation="bench-1", **settings_given)
     return BiobankApp(settings=settings, database=database)
 
 
-def _approved(engine, admin) -> str:
+def _approved(engine, admin, **line) -> str:
     """A request for one tube per participant of the demo's commonest placed type."""
     with engine.connect() as connection:
         kinds = Counter(
@@ -46,7 +46,7 @@ def _approved(engine, admin) -> str:
         title="Demo tubes", uses=["FUTURE_RESEARCH"], project="P", irb_reference="IRB-1",
         irb_expires_on=date.today() + timedelta(days=90), destination_institution="Lab",
         destination_address="1 Way", destination_contact="Dr A",
-        cohort=CohortQuery(specimen_types=[kind]), lines=[LineWant(specimen_type=kind)],
+        cohort=CohortQuery(specimen_types=[kind]), lines=[LineWant(specimen_type=kind, **line)],
     )  # fmt: skip
     with uow(engine) as session:
         code = requests.create_request(session, actor=admin, draft=draft).code
@@ -104,3 +104,43 @@ def test_a_technician_picks_a_request_by_scanning(db_url, admin):
         assert picked == len(order)
 
     asyncio.run(scenario())
+
+
+def test_a_tube_of_aliquots_is_split_when_picked_and_their_labels_printed(db_url, admin, tmp_path):
+    printed = tmp_path / "printed"
+    printed.mkdir()
+    printers = {"bench": {"kind": "pdf-folder", "folder": str(printed)}}
+    app = _app(db_url, admin, printers=printers, default_printer="bench")
+    engine = app.database.engine
+    code = _approved(engine, admin, aliquots=2, aliquot_volume=10)
+
+    async def scenario() -> tuple[str, list[str]]:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await sign_in(app, pilot)
+            await pilot.press("ctrl+k")
+            await settle(app, pilot)
+            screen = app.screen
+            await type_text(app, pilot, code)
+            table = screen.query_one("#pick-lines")
+            first = table.keys[0]
+            assert "2 × 10 aliquots" in str(table.rows[first][5])
+            await scan(app, pilot, first)
+            await settle(app, pilot)
+            assert first not in table.rows  # its aliquots took its line
+            made = [key for key in table.keys if str(table.rows[key][-1]) == "✓ picked"]
+            notes = " ".join(n.message for n in app._notifications)
+            assert "split into" in notes and all(a in notes for a in made), notes
+            return first, made
+
+    first, made = asyncio.run(scenario())
+    assert len(made) == 2
+    assert len(list(printed.iterdir())) == 1  # one job, both labels
+    for accession in made:
+        assert (
+            _count(
+                engine,
+                "SELECT count(*) FROM specimen c JOIN specimen p ON p.id = c.parent_id "
+                f"WHERE c.accession_id = '{accession}' AND p.accession_id = '{first}'",
+            )
+            == 1
+        )

@@ -1,6 +1,6 @@
 """Picking a specimen request at the freezer: type the request's code, then scan each tube as it
 comes out of its box, in the list's freezer order. The right tube is ticked (a tube of a line
-of aliquots is split: its aliquots take its line, their labels to print); a wrong tube, or one
+of aliquots is split: its aliquots take its line, their labels printed); a wrong tube, or one
 whose consent was withdrawn since approval, is refused loudly (the bell, the title flashes red,
 an error names it) and nothing changes. Lines whose consent no longer allows the request are
 marked DO NOT PICK from the start.
@@ -19,6 +19,7 @@ from biobank.errors import BiobankError
 from biobank.services import request_picks
 from biobank.services.request_picks import PickItem, PickList, PickOutcome
 from biobank.services.scan import Scan, SpecimenScan, UnknownScan
+from tui.printing import print_specimen_labels
 from tui.screens.base import WorkScreen
 from tui.text import plain
 from tui.widgets.line_table import LineTable
@@ -104,13 +105,11 @@ class PickListScreen(WorkScreen):
 
     def picked(self, outcome: PickOutcome) -> None:
         table = self.query_one(LineTable)
-        if outcome.outcome == "split":
-            self.app.notify(
-                f"split into {', '.join(a.accession_id for a in outcome.aliquots)}: print "
-                "their labels (Ctrl+J)",
-                title="Picked",
-            )
-            self.action_refresh()  # the aliquots take the parent's line
+        if outcome.outcome == "split":  # the aliquots take the parent's line, their labels out
+            made = [a.accession_id for a in outcome.aliquots]
+            self.app.notify(f"split into {', '.join(made)}", title="Picked")
+            self.action_refresh()
+            print_specimen_labels(self.app, made)
             return
         item = outcome.item
         if item.accession_id not in self.items:
