@@ -25,7 +25,6 @@ from biobank.models import (
     Specimen,
     SpecimenRequest,
     SpecimenReservation,
-    StorageUnit,
     utcnow,
 )
 from biobank.services import audit, custody, lineage, reservations
@@ -34,6 +33,7 @@ from biobank.services.events import record_event
 from biobank.services.request_selection import needed
 from biobank.services.requests import get_request
 from biobank.services.specimen_read import SpecimenRead, get_specimen, specimens_where
+from biobank.services.storage import in_freezer_order
 
 PICKABLE = frozenset({RequestStatus.approved, RequestStatus.partly_approved})
 
@@ -87,7 +87,7 @@ def _items(
     session: Session, request: SpecimenRequest, where: sa.ColumnElement[bool] | None = None
 ) -> list[PickItem]:
     """The request's standing reservations as pick-list lines, in freezer order."""
-    query = (
+    query = in_freezer_order(
         sa.select(
             col(Specimen.id),
             col(SpecimenReservation.picked_at),
@@ -97,15 +97,7 @@ def _items(
         )
         .join(Specimen, col(Specimen.id) == SpecimenReservation.specimen_id)
         .outerjoin(RequestLine, col(RequestLine.id) == SpecimenReservation.request_line_id)
-        .outerjoin(StorageUnit, col(StorageUnit.id) == Specimen.box_id)
         .where(col(SpecimenReservation.request_id) == request.id, reservations.STANDING)
-        .order_by(
-            col(StorageUnit.sort_key).is_(None),
-            col(StorageUnit.sort_key),
-            col(Specimen.position_row),
-            col(Specimen.position_col),
-            col(Specimen.accession_id),
-        )
     )
     if where is not None:
         query = query.where(where)

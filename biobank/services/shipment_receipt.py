@@ -148,7 +148,8 @@ def receive_manifest(
     return _read(session, receipt)
 
 
-def _open_receipt(session: Session, shipment: str) -> Receipt:
+def _receipt(session: Session, shipment: str) -> Receipt:
+    """The latest receipt of a shipment by its (the sender's) code."""
     receipt = session.exec(
         select(Receipt)
         .where(Receipt.shipment_code == shipment.strip().upper())
@@ -157,6 +158,11 @@ def _open_receipt(session: Session, shipment: str) -> Receipt:
     if receipt is None:
         raise NotFound(f"no shipment {shipment.strip()!r} received", field="shipment",
                        value=shipment)  # fmt: skip
+    return receipt
+
+
+def _open_receipt(session: Session, shipment: str) -> Receipt:
+    receipt = _receipt(session, shipment)
     if receipt.closed_at is not None:
         raise InvalidTransition(f"the receipt of {receipt.shipment_code} is closed",
                                 field="shipment", value=receipt.shipment_code)  # fmt: skip
@@ -271,12 +277,4 @@ def close_receipt(session: Session, *, actor: Actor, shipment: str) -> ReceiptRe
 
 def show_receipt(session: Session, *, actor: Actor, shipment: str) -> ReceiptRead:
     require(actor, Permission.view_inventory)
-    receipt = session.exec(
-        select(Receipt)
-        .where(Receipt.shipment_code == shipment.strip().upper())
-        .order_by(col(Receipt.id).desc())
-    ).first()
-    if receipt is None:
-        raise NotFound(f"no shipment {shipment.strip()!r} received", field="shipment",
-                       value=shipment)  # fmt: skip
-    return _read(session, receipt)
+    return _read(session, _receipt(session, shipment))

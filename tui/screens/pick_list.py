@@ -18,7 +18,7 @@ from textual.widgets import Input, Static
 from biobank.errors import BiobankError
 from biobank.services import request_picks
 from biobank.services.request_picks import PickItem, PickList, PickOutcome
-from biobank.services.scan import Scan, SpecimenScan, UnknownScan
+from biobank.services.scan import Scan, scanned_tube
 from tui.printing import print_specimen_labels
 from tui.screens.base import WorkScreen
 from tui.text import plain
@@ -73,13 +73,9 @@ class PickListScreen(WorkScreen):
         )
 
     def take_scan(self, result: Scan) -> bool:
-        match result:
-            case SpecimenScan(specimen=specimen):
-                accession = specimen.accession_id
-            case UnknownScan(code=code) if code:
-                accession = code
-            case _:
-                return False
+        accession = scanned_tube(result)
+        if accession is None:
+            return False
         if not self.code or not self.items:
             self.refused(f"{accession}: load a request's pick list first")
             return True

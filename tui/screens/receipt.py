@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.widgets import Input, Static
 
 from biobank.services import shipment_receipt
-from biobank.services.scan import BoxScan, Scan, SpecimenScan, UnknownScan
+from biobank.services.scan import BoxScan, Scan, SpecimenScan, scanned_tube
 from biobank.services.shipment_receipt import ReceiptLine, ReceiptRead
 from tui.screens.base import WorkScreen
 from tui.text import plain
@@ -74,17 +74,13 @@ class ReceiptScreen(WorkScreen):
         )
 
     def take_scan(self, result: Scan) -> bool:
-        match result:
-            case BoxScan(unit=unit):
-                self.box = unit.barcode
-                self.prompt()
-                return True
-            case SpecimenScan(specimen=specimen):
-                tube = specimen.legacy_id or specimen.accession_id
-            case UnknownScan(code=code) if code:
-                tube = code
-            case _:
-                return False
+        if isinstance(result, BoxScan):
+            self.box = result.unit.barcode
+            self.prompt()
+            return True
+        tube = result.code if isinstance(result, SpecimenScan) else scanned_tube(result)
+        if tube is None:
+            return False
         if not self.code or not self.lines:
             self.app.bell()
             self.app.notify("Type the shipment's code first", severity="error")
