@@ -41,8 +41,9 @@ def _count(
 ) -> CohortPreview:  # fmt: skip
     tally = Tally()
     for selected in select_cohort(
-        session, query=query, uses=uses, as_of=as_of, window_days=window_days, tally=tally
-    ):
+        session, query=query, uses=uses, as_of=as_of, window_days=window_days, tally=tally,
+        values_of=strata.variables() if strata is not None else (),
+    ):  # fmt: skip
         if listed is not None:
             listed.append((selected.specimen.accession_id, selected.specimen.participant_code))
         if strata is not None:

@@ -70,6 +70,10 @@ class StrataCounter:
         self.people: dict[str, dict[str, set[int]]] = {name: defaultdict(set) for name in by}
         self.visits: set[int] = set()
 
+    def variables(self) -> list[str]:
+        """The dictionary variables it breaks down by (their values at collection)."""
+        return [name for name in self.by if name not in FIXED]
+
     def add(self, selected: Selected) -> None:
         for name in self.by:
             for value in self._values(name, selected):
