@@ -206,7 +206,7 @@ def release_reservations(
             )
     for reservation, specimen in rows:
         give_back(session, actor=actor, reservation=reservation, specimen=specimen,
-                   why=f"released: {reason.strip()}")  # fmt: skip
+                  why=f"released: {reason.strip()}", reason=reason.strip())  # fmt: skip
     return ReleaseSummary(released=sorted(s.accession_id for _, s in rows), reason=reason.strip())
 
 
@@ -217,18 +217,21 @@ def give_back(
     reservation: SpecimenReservation,
     specimen: Specimen,
     why: str,
+    reason: str | None = None,
 ) -> None:
-    """End a reservation and make its tube available again (unless it is out: a checked-out
-    tube's reservation ends, and its check-in makes it available), each audited, an event."""
+    """End a reservation (`why`) and make its tube available again (unless it is out: a
+    checked-out tube's reservation ends, and its check-in makes it available), each audited,
+    an event with `reason` (`why` unless given)."""
     end_reservation(session, actor=actor, reservation=reservation, why=why)
     if specimen.status is SpecimenStatus.reserved:
+        reason = reason or why
         with audit.audited(session, specimen, actor=actor, action="specimen.release",
-                           entity="specimen", reason=why):  # fmt: skip
+                           entity="specimen", reason=reason):  # fmt: skip
             specimen.status = SpecimenStatus.available
             specimen.updated_at = utcnow()
             record_event(
                 session, actor=actor, specimen=specimen, event_type="released",
-                status_before=SpecimenStatus.reserved.value, reason=why,
+                status_before=SpecimenStatus.reserved.value, reason=reason,
                 details={"request": reservation.request},
             )  # fmt: skip
 
