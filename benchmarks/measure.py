@@ -130,6 +130,24 @@ def timed(action: Callable[[T], object], items: Iterable[T], *, warmup: int = 0)
     return times
 
 
+def interleaved(
+    actions: dict[str, Callable[[T], object]], items: Iterable[T], *, warmup: int = 0
+) -> dict[str, list[float]]:
+    """Seconds each action took on each item, the actions taking turns item by item (each
+    item starting with the next one), so the machine's load weighs on all of them alike; the
+    first `warmup` items are run but not counted."""
+    times: dict[str, list[float]] = {name: [] for name in actions}
+    order = list(actions.items())
+    for n, item in enumerate(items):
+        turn = order[n % len(order) :] + order[: n % len(order)]
+        for name, action in turn:
+            start = time.perf_counter()
+            action(item)
+            if n >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
 def rss_mb() -> float:
     """Resident now (the peak so far may be higher: imports come and go)."""
     pages = int(Path("/proc/self/statm").read_text().split()[1])

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     # How far a specimen's collection may lie from its visit's date before accession asks for
     # `--force` (CLI) or a new visit (workstation): a 2019 tube on a 2023 visit is a slip.
     visit_gap_days: int = Field(default=30, ge=0)
+    # How many tubes of each type a participant keeps when a specimen request takes from
+    # them (by default the last one is never sent away).
+    request_floor: int = Field(default=1, ge=0)
+    # A cohort preview's breakdown suppresses a stratum of fewer specimens or participants than
+    # this, in de-identified modes.
+    small_cell: int = Field(default=5, ge=1)
     # Specimen labels show the participant's pseudonymous code only where this is on.
     labels_show_participant: bool = False
     default_printer: str | None = None

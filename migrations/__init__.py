@@ -2,4 +2,4 @@
 
 # The newest revision. A database stamped with it is current, known without loading Alembic
 # (`biobank.migrate.ensure_current`); tests/test_migrations.py checks it against the scripts.
-HEAD = "0013"
+HEAD = "0014"

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from cohort_seed import seed_cohort
+from request_flow import place_in_boxes, receiving_site, send
 from sqlalchemy.engine import Engine, make_url
 from typer.testing import CliRunner
 
@@ -213,6 +214,27 @@ def actors(engine, admin) -> dict[Role, Actor]:
 def cohort_db(engine, admin) -> Engine:
     """Five participants with phenotypes, consent, PHI and serum (tests/cohort_seed.py)."""
     return seed_cohort(engine, admin)
+
+
+@pytest.fixture
+def boxes(cohort_db, actors) -> list[str]:
+    """The cohort's serum placed in two boxes of a freezer (tests/request_flow.py)."""
+    return place_in_boxes(cohort_db, actors)
+
+
+@pytest.fixture
+def sent(cohort_db, boxes, actors, tmp_path):
+    """A request of the cohort picked, packed and sent: its shipment, manifest and tubes."""
+    return send(cohort_db, actors, tmp_path)
+
+
+@pytest.fixture
+def receiver(request, engine_name):
+    """The receiving biobank: a database of its own, with study EXT and a box; its engine,
+    admin and box."""
+    engine, admin, box = receiving_site(_fresh_database(request, engine_name, migrated=True))
+    yield engine, admin, box
+    engine.dispose()
 
 
 @pytest.fixture

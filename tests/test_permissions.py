@@ -19,7 +19,7 @@ import pkgutil
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -69,9 +69,15 @@ from biobank.services import (
     phenotypes,
     pulls,
     reconcile,
+    request_picks,
+    request_reports,
+    request_review,
+    requests,
     reservations,
     saved_queries,
     scan,
+    shipment_receipt,
+    shipments,
     specimens,
     storage,
     studies,
@@ -106,6 +112,15 @@ EXEMPT = {
     "(the actor decides only whether a PHI ID finds anyone)",
     phenotypes.remove_at: "removes a value or a missing-data code for `remove_value` and "
     "`remove_missing`, after their check",
+    requests.move: "moves a request for the request services, after their check",
+    requests.refuse_others: "a check itself: a PI's own requests, after the permission check",
+    reservations.release_reserved: "gives back a cancelled request's tubes, after its check",
+    reservations.give_back: "gives a reserved tube back for a release, an expiry, a split or "
+    "a substitution, after their check",
+    reservations.set_aside: "reserves for `reserve_specimens` and a split at picking, after "
+    "their check",
+    reservations.release_expired: "gives back expired tubes for a review or an approval, "
+    "after their check",
 }
 
 DATA = Path(__file__).parent / "data"
@@ -322,6 +337,93 @@ def _release_own(w, s, a):
     return reservations.release_reservations(s, actor=a, request="REQ-OWN", reason="not needed")
 
 
+def _draft() -> requests.RequestDraft:
+    return requests.RequestDraft(
+        title="Serum", uses=USES, project="P", irb_reference="IRB-1",
+        irb_expires_on=date.today() + timedelta(days=30), destination_institution="Lab",
+        destination_address="1 Way", destination_contact="Dr A", cohort=QUERY,
+        lines=[requests.LineWant(specimen_type="SER")],
+    )  # fmt: skip
+
+
+def _request_of(w, s, a, *, submitted: bool = False) -> str:
+    """A request of the actor's own (a technician, who may not ask, gets the admin's)."""
+    owner = w.admin if a.role is Role.technician else a
+    code = requests.create_request(s, actor=owner, draft=_draft()).code
+    if submitted:
+        requests.submit_request(s, actor=owner, code=code)
+    return code
+
+
+def _on_own_request(service: Callable, **arguments: Any) -> Call:
+    return lambda w, s, a: service(s, actor=a, code=_request_of(w, s, a), **arguments)
+
+
+def _on_submitted(service: Callable, **arguments: Any) -> Call:
+    def call(w, s, a):
+        code = requests.create_request(s, actor=w.admin, draft=_draft()).code
+        requests.submit_request(s, actor=w.admin, code=code)
+        return service(s, actor=a, code=code, **arguments)
+
+    return call
+
+
+def _approved(w, s, owner: Actor | None = None) -> tuple[str, str]:
+    """A request of the `owner`'s (the admin's unless given), approved: its code and the first
+    tube of its pick list."""
+    code = _request_of(w, s, owner or w.admin, submitted=True)
+    request_review.approve_request(s, actor=w.admin, code=code, reason="ok", floor=0)
+    first = request_picks.pick_list(s, actor=w.admin, code=code).items[0].accession_id
+    return code, first
+
+
+def _packed(w, s, owner: Actor | None = None) -> tuple[str, str]:
+    """An approved request's first tube picked and packed: the shipment and the tube."""
+    code, tube = _approved(w, s, owner)
+    request_picks.pick(s, actor=w.admin, code=code, accession=tube)
+    shipment = shipments.create_shipment(
+        s, actor=w.admin, request=code, courier="C", condition="dry_ice"
+    ).code
+    shipments.pack(s, actor=w.admin, code=shipment, accessions=[tube])
+    return shipment, tube
+
+
+def _sent(w, s, owner: Actor | None = None) -> tuple[str, str]:
+    shipment, tube = _packed(w, s, owner)
+    shipments.dispatch(s, actor=w.admin, code=shipment, part=True)
+    return shipment, tube
+
+
+def _received(w, s) -> tuple[str, str]:
+    """A sent shipment's manifest received back here (as another site would): its code and
+    tube."""
+    shipment, tube = _sent(w, s)
+    document = shipments.sent_manifest(s, actor=w.admin, code=shipment).document
+    shipment_receipt.receive_manifest(s, actor=w.admin, document=document, study="SLE")
+    return shipment, tube
+
+
+def _shipment_labels(w, s, a):
+    code = requests.create_request(
+        s, actor=w.admin, draft=_draft().model_copy(update={"relabel": True})
+    ).code
+    requests.submit_request(s, actor=w.admin, code=code)
+    request_review.approve_request(s, actor=w.admin, code=code, reason="ok", floor=0)
+    tube = request_picks.pick_list(s, actor=w.admin, code=code).items[0].accession_id
+    request_picks.pick(s, actor=w.admin, code=code, accession=tube)
+    shipment = shipments.create_shipment(
+        s, actor=w.admin, request=code, courier="C", condition="dry_ice"
+    ).code
+    shipments.pack(s, actor=w.admin, code=shipment, accessions=[tube])
+    return label_data.shipment_labels(s, actor=a, code=shipment)
+
+
+def _substitute(w, s, a):
+    code, tube = _approved(w, s)
+    request_picks.mark_missing(s, actor=w.admin, code=code, accession=tube, reason="gone")
+    return request_picks.substitute(s, actor=a, code=code, accession=tube)
+
+
 def _tube_id(session, legacy_id: str) -> int:
     return session.execute(sa.select(Specimen.id).where(Specimen.legacy_id == legacy_id)).scalar()
 
@@ -500,6 +602,62 @@ CASES = [
     row(reservations.release_reservations, ADMIN, variant="of_another_user", request="REQ-HELD",
         reason="request withdrawn"),
     row(reservations.list_reservations, EVERYONE),
+    # specimen requests: PIs ask and see their own; reviewers (admins) decide on any
+    row(requests.create_request, RESEARCH, call=lambda w, s, a: requests.create_request(
+        s, actor=a, draft=_draft())),
+    row(requests.show_request, RESEARCH, variant="own",
+        call=_on_own_request(requests.show_request)),
+    row(requests.show_request, ADMIN, variant="of_another_user",
+        call=_on_submitted(requests.show_request)),
+    row(requests.list_requests, RESEARCH),
+    row(requests.submit_request, RESEARCH, call=_on_own_request(requests.submit_request)),
+    row(requests.withdraw_request, RESEARCH,
+        call=_on_own_request(requests.withdraw_request, reason="grant ended")),
+    row(request_review.preview_request, RESEARCH,
+        call=_on_own_request(request_review.preview_request)),
+    row(request_review.review_request, ADMIN, call=_on_submitted(request_review.review_request)),
+    row(request_review.approve_request, ADMIN,
+        call=_on_submitted(request_review.approve_request, reason="ok")),
+    row(request_review.reject_request, ADMIN,
+        call=_on_submitted(request_review.reject_request, reason="no")),
+    row(request_review.release_expired, ADMIN),
+    row(request_reports.requests_report, ADMIN),
+    # picking and shipping: technicians pick, pack, ship and receive; everyone sees
+    row(request_picks.pick_list, EVERYONE, call=lambda w, s, a: request_picks.pick_list(
+        s, actor=a, code=_approved(w, s)[0])),
+    row(request_picks.pick, INVENTORY_WORK, call=lambda w, s, a: request_picks.pick(
+        s, actor=a, code=(found := _approved(w, s))[0], accession=found[1])),
+    row(request_picks.mark_missing, INVENTORY_WORK, call=lambda w, s, a: request_picks.mark_missing(
+        s, actor=a, code=(found := _approved(w, s))[0], accession=found[1], reason="gone")),
+    row(request_picks.substitute, INVENTORY_WORK, call=_substitute),
+    row(shipments.create_shipment, INVENTORY_WORK, call=lambda w, s, a: shipments.create_shipment(
+        s, actor=a, request=_approved(w, s)[0], courier="C", condition="ambient")),
+    row(shipments.pack, INVENTORY_WORK, call=lambda w, s, a: shipments.pack(
+        s, actor=a, code=_packed(w, s)[0], accessions=[])),
+    row(shipments.dispatch, INVENTORY_WORK, call=lambda w, s, a: shipments.dispatch(
+        s, actor=a, code=_packed(w, s)[0], part=True)),
+    row(shipments.confirm_delivery, INVENTORY_WORK, call=lambda w, s, a: (
+        shipments.confirm_delivery(s, actor=a, code=_sent(w, s)[0], note="all received"))),
+    row(shipments.receive_return, INVENTORY_WORK, call=lambda w, s, a: shipments.receive_return(
+        s, actor=a, code=(found := _sent(w, s))[0], accession=found[1], quantity=10,
+        destination=BOX)),
+    row(shipments.show_shipment, EVERYONE, call=lambda w, s, a: shipments.show_shipment(
+        s, actor=a, code=_sent(w, s)[0])),
+    row(shipments.list_shipments, EVERYONE),
+    row(shipments.linked_export, RESEARCH, call=lambda w, s, a: shipments.linked_export(
+        s, actor=a, code=_sent(w, s, a)[0], directory=w.exports)),
+    row(label_data.shipment_labels, INVENTORY_WORK, call=_shipment_labels),
+    row(shipments.sent_manifest, EVERYONE, call=lambda w, s, a: shipments.sent_manifest(
+        s, actor=a, code=_sent(w, s)[0])),
+    row(shipment_receipt.receive_manifest, INVENTORY_WORK, call=lambda w, s, a: (
+        shipment_receipt.receive_manifest(s, actor=a, study="SLE", document=shipments.sent_manifest(
+            s, actor=w.admin, code=_sent(w, s)[0]).document))),
+    row(shipment_receipt.check_in, INVENTORY_WORK, call=lambda w, s, a: shipment_receipt.check_in(
+        s, actor=a, shipment=(found := _received(w, s))[0], tube=found[1])),
+    row(shipment_receipt.close_receipt, INVENTORY_WORK, call=lambda w, s, a: (
+        shipment_receipt.close_receipt(s, actor=a, shipment=_received(w, s)[0]))),
+    row(shipment_receipt.show_receipt, EVERYONE, call=lambda w, s, a: (
+        shipment_receipt.show_receipt(s, actor=a, shipment=_received(w, s)[0]))),
     # data use agreements: admins register them; PIs see their own
     row(
         agreements.register_agreement, ADMIN, reference="DUA-NEW", pi="pi1", study="SLE",

@@ -96,10 +96,22 @@ class BiobankApp(App):
         Binding("ctrl+j", "print_queue", "Print queue", id="print_queue"),
         Binding("ctrl+o", "pull_list", "Pull list (consent withdrawals)", id="pull_list"),
         Binding("ctrl+t", "export", "Export for a cohort", id="export"),
+        Binding("ctrl+k", "pick_request", "Pick a specimen request", id="pick_request"),
+        Binding("ctrl+b", "receive_shipment", "Receive a shipment", id="receive_shipment"),
     ]
     # What needs someone signed in: before that, these keys are neither shown nor run.
     SIGNED_IN_ACTIONS = frozenset(
-        {"lock", "freezers", "accession", "reconcile", "print_queue", "pull_list", "export"}
+        {
+            "lock",
+            "freezers",
+            "accession",
+            "reconcile",
+            "print_queue",
+            "pull_list",
+            "export",
+            "pick_request",
+            "receive_shipment",
+        }
     )
 
     def __init__(
@@ -517,6 +529,18 @@ class BiobankApp(App):
     def action_pull_list(self) -> None:
         if self.actor is not None:
             self.open_pull_list()
+
+    def action_receive_shipment(self) -> None:
+        from tui.screens.receipt import ReceiptScreen
+
+        if self.actor is not None and not isinstance(self.screen, ReceiptScreen):
+            self.push_screen(ReceiptScreen())
+
+    def action_pick_request(self) -> None:
+        from tui.screens.pick_list import PickListScreen
+
+        if self.actor is not None and not isinstance(self.screen, PickListScreen):
+            self.push_screen(PickListScreen())
 
     def action_export(self) -> None:
         """PIs and admins: others are told so at once rather than after filling in the form."""

@@ -44,6 +44,8 @@ GROUPS = {
     "cohort": ("biobank.cli.cohort_commands", "app"),
     "export": ("biobank.cli.export_commands", "app"),
     "agreement": ("biobank.cli.agreement_commands", "app"),
+    "request": ("biobank.cli.request_commands", "app"),
+    "shipment": ("biobank.cli.shipment_commands", "app"),
 }
 # What `biobank --help` lists for each of them, without importing it: the first sentence of its
 # help (tests/test_cli_startup.py checks that the list reads as the loaded commands' would).
@@ -65,7 +67,9 @@ SUMMARIES = {
     "reconcile": "Compare a box/rack scanner export with the inventory, position by position.",
     "restore": "Replace the whole database with the backup in FILE, once it is checked (schema "
     "version, integrity, audit chain).",
+    "request": "Specimen requests: a PI asks for tubes, a reviewer approves or rejects them.",
     "scan": "Resolve a scan to a specimen, box, participant or badge (exit 4 unknown, 2 misread).",
+    "shipment": "Shipments: a request's picked tubes packed, sent with a manifest, confirmed.",
     "specimen": "Accession specimens, split aliquots, and keep custody of tubes.",
     "storage": "Storage units: sites, freezers, shelves, racks and boxes.",
     "study": "Studies (protocols) and their specimen ID prefixes.",

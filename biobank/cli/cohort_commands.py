@@ -33,13 +33,24 @@ def preview(
     window_days: int | None = typer.Option(
         None, "--window-days", help="How far back a value at collection may reach."
     ),
+    by: list[str] = typer.Option(
+        [],
+        "--by",
+        help="Counts per stratum: sex, age-band, type, visit or a variable "
+        "(repeatable); small cells suppressed unless --identified.",
+    ),
+    identified: bool = typer.Option(
+        False, "--identified", help="Show every count, small cells too (admins)."
+    ),
     json: JsonOption = False,
 ) -> None:
     """Counts before anything is written: specimens, participants, and who consent leaves out
-    as of today."""
+    as of today; with --by, per stratum."""
+    from biobank.domain.vocabulary import DeidentificationMode
     from biobank.services import cohort_counts
 
     settings = state(ctx).settings
+    mode = DeidentificationMode.identified if identified else DeidentificationMode.safe_harbor
     with work(ctx, readonly=True) as (session, actor):
         result = cohort_counts.preview_cohort(
             session,
@@ -49,10 +60,20 @@ def preview(
             uses=uses or ["FUTURE_RESEARCH"],
             as_of=parse_date(as_of, "as_of"),
             window_days=settings.phenotype_window_days if window_days is None else window_days,
-        )
+            by=by, small_cell=settings.small_cell, mode=mode,
+        )  # fmt: skip
     if json:
         emit_json(result)
         return
+    for breakdown in result.breakdowns:
+        emit_table(
+            [breakdown.by.upper(), "SPECIMENS", "PARTICIPANTS"],
+            [
+                [s.value, s.specimens if s.specimens is not None else "suppressed",
+                 s.participants if s.participants is not None else "suppressed"]
+                for s in breakdown.strata
+            ],
+        )  # fmt: skip
     _show_counts(result)
 
 

@@ -62,6 +62,12 @@ _OPTIONS: dict[str, tuple[Any, object]] = {  # name: (annotation, default)
         Annotated[str | None, typer.Option("--study", help="Only this study's participants.")],
         None,
     ),
+    "shipment": (
+        Annotated[
+            str | None, typer.Option("--shipment", help="Only the tubes this shipment sent.")
+        ],
+        None,
+    ),
     "storage": (
         Annotated[str | None, typer.Option("--storage", help="Only under this unit (barcode).")],
         None,

@@ -84,6 +84,9 @@ def label_command(
     specimens: list[str] = typer.Argument(None, help="Accession IDs of the tubes to label."),
     box: list[str] = typer.Option([], "--box", help="Barcode of a box (repeatable)."),
     kit: str | None = typer.Option(None, "--kit", help="Visit label: print a collection kit."),
+    shipment: str | None = typer.Option(
+        None, "--shipment", help="A relabelled shipment: its tubes under their ship codes."
+    ),
     participant: str | None = typer.Option(None, "--participant", help="The kit's participant."),
     count: int = typer.Option(4, "--count", "-n", help="Tubes in the kit."),
     kit_type: str | None = typer.Option(None, "--type", help="The kit tubes' SPREC type."),
@@ -104,9 +107,10 @@ def label_command(
     cli = state(ctx)
     settings = cli.settings
     specimens = specimens or []
-    if sum(bool(x) for x in (specimens, box, kit)) != 1:
+    if sum(bool(x) for x in (specimens, box, kit, shipment)) != 1:
         raise ValidationError(
-            "label either specimens, --box BOX or --kit VISIT (one of them)", field="labels"
+            "label either specimens, --box BOX, --kit VISIT or --shipment SHP (one of them)",
+            field="labels",
         )
     if kit and not participant:
         raise ValidationError("--kit needs --participant", field="participant")
@@ -135,6 +139,8 @@ def label_command(
         else:
             if box:
                 made = label_data.box_labels(session, actor=actor, barcodes=box)
+            elif shipment:
+                made = label_data.shipment_labels(session, actor=actor, code=shipment)
             else:
                 made = label_data.kit_labels(
                     session,

@@ -81,6 +81,7 @@ class CohortQuery(BaseModel):
     max_freeze_thaws: int | None = Field(default=None, ge=0)
     storage: str | None = None  # a unit's barcode: everything stored under it
     study: str | None = None  # a study's code: its participants only
+    shipment: str | None = None  # a shipment's code: the tubes it sent only
     sex: list[str] = []
     min_age: int | None = Field(default=None, ge=0, le=130)  # at collection, in whole years
     max_age: int | None = Field(default=None, ge=0, le=130)
@@ -98,7 +99,7 @@ class CohortQuery(BaseModel):
 _SETS = ("specimen_types", "statuses", "sex")  # both hold: what the two lists share
 _LOWER_BOUNDS = ("min_quantity", "collected_from", "min_age")  # both hold: the higher
 _UPPER_BOUNDS = ("collected_to", "max_freeze_thaws", "max_age")  # both hold: the lower
-_PLACES = ("storage", "study")  # one place each: two different ones cannot both hold
+_PLACES = ("storage", "study", "shipment")  # one each: two different ones cannot both hold
 
 
 def narrowed(saved: CohortQuery, filters: CohortQuery) -> CohortQuery:

@@ -1,7 +1,8 @@
 """The specimen status lifecycle, in one place: which status may follow which.
 
 `missing` is for a tube not found where it should be (reconciliation); `quarantined` holds a
-tube whose quality or consent is in question. `disposed` is final.
+tube whose quality or consent is in question. `disposed` is final; `distributed` too, but
+for a return against its shipment (`RETURNED_FROM`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ ALLOWED: dict[S, frozenset[S]] = {
     S.distributed: frozenset(),
     S.disposed: frozenset(),
 }  # fmt: skip
+
+# The one way back from a final state: a distributed tube returned against the shipment that
+# sent it (`services.shipments.receive_return`), never by any other change of status.
+RETURNED_FROM = S.distributed
 
 # A tube in one of these states occupies its slot (checked out: the slot is held for it).
 IN_STORAGE = frozenset({S.available, S.reserved, S.checked_out, S.quarantined, S.depleted})

@@ -27,6 +27,8 @@ class Permission(enum.StrEnum):
     manage_users = "manage_users"
     view_audit = "view_audit"
     back_up = "back_up"  # and restore: a backup holds PHI, a restore replaces everything
+    request_specimens = "request_specimens"  # ask for tubes: a PI's own requests
+    review_requests = "review_requests"  # take up, approve or reject any request
 
     @property
     def description(self) -> str:
@@ -35,6 +37,7 @@ class Permission(enum.StrEnum):
             "export_identified": "export identified data",
             "view_audit": "read the audit trail",
             "back_up": "back up or restore the database",
+            "review_requests": "review specimen requests",
         }
         return special.get(self.value, self.value.replace("_", " "))
 
@@ -54,6 +57,7 @@ MATRIX: dict[Role, frozenset[Permission]] = {
             Permission.view_inventory,
             Permission.query,
             Permission.export,
+            Permission.request_specimens,
         }
     ),
     Role.admin: frozenset(Permission),

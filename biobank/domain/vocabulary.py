@@ -95,3 +95,69 @@ class DeidentificationMode(enum.StrEnum):
     safe_harbor = "safe_harbor"
     limited = "limited"
     identified = "identified"
+
+
+class RequestStatus(enum.StrEnum):
+    """A specimen request's life: a PI drafts and submits it, a reviewer takes it up and
+    decides; dispatch fulfils it, and its PI (or an admin) may cancel it before then."""
+
+    draft = "draft"
+    submitted = "submitted"
+    under_review = "under_review"
+    approved = "approved"
+    partly_approved = "partly_approved"
+    rejected = "rejected"
+    fulfilled = "fulfilled"
+    cancelled = "cancelled"
+
+
+class RequestLineStatus(enum.StrEnum):
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+
+
+class RequestTake(enum.StrEnum):
+    """How many tubes of a request line a participant gives: one, or every one that fits."""
+
+    one = "one"
+    all = "all"
+
+
+class ShipmentStatus(enum.StrEnum):
+    """A shipment is packed (`open`), sent (`dispatched`: its tubes distributed), then the
+    receiver's confirmation recorded (`delivered`); an open one may be cancelled."""
+
+    open = "open"
+    dispatched = "dispatched"
+    delivered = "delivered"
+    cancelled = "cancelled"
+
+
+class ShippingCondition(enum.StrEnum):
+    dry_ice = "dry_ice"
+    ln2_dry_shipper = "ln2_dry_shipper"
+    cold_pack = "cold_pack"
+    ambient = "ambient"
+
+
+class ShipmentItemStatus(enum.StrEnum):
+    """A tube in a shipment: packed, sent, taken off before dispatch because its
+    participant's consent no longer allowed the request's uses that day, or returned."""
+
+    packed = "packed"
+    dispatched = "dispatched"
+    withdrawn = "withdrawn"
+    returned = "returned"  # came back, unused or left over, and was stored again
+
+
+class ReceiptItemStatus(enum.StrEnum):
+    """A tube of a shipment received from another biobank: expected (on the manifest, not yet
+    scanned), received, damaged (thawed on arrival), missing (on the manifest, never
+    scanned), or unexpected (scanned, not on the manifest)."""
+
+    expected = "expected"
+    received = "received"
+    damaged = "damaged"
+    missing = "missing"
+    unexpected = "unexpected"

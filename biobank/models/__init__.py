@@ -30,6 +30,13 @@ from biobank.models.participants import (
     VisitRead,
 )
 from biobank.models.phenotypes import PhenotypeMissing, PhenotypeValue, PhenotypeVariable
+from biobank.models.requests import (
+    RequestedSpecimen,
+    RequestEvent,
+    RequestLine,
+    SpecimenRequest,
+)
+from biobank.models.shipments import Receipt, ReceiptItem, Shipment, ShipmentItem
 from biobank.models.specimens import (
     ReservedAccession,
     SerialCounter,
@@ -72,13 +79,21 @@ __all__ = [
     "PhenotypeValue",
     "PhenotypeVariable",
     "PinLockout",
+    "Receipt",
+    "ReceiptItem",
+    "RequestEvent",
+    "RequestLine",
+    "RequestedSpecimen",
     "ReservedAccession",
     "SavedQuery",
     "SerialCounter",
+    "Shipment",
+    "ShipmentItem",
     "SiteSetting",
     "Specimen",
     "SpecimenEvent",
     "SpecimenPoolSource",
+    "SpecimenRequest",
     "SpecimenReservation",
     "StorageUnit",
     "Study",

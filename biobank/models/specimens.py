@@ -132,6 +132,18 @@ class SpecimenReservation(Table, table=True):
     export_run_id: int | None = Field(
         default=None, foreign_key="export_run.id", ondelete="RESTRICT"
     )
+    # set by a specimen request's approval: the request, the line the tube meets, and when an
+    # unpicked tube is given back
+    request_id: int | None = Field(
+        default=None, foreign_key="specimen_request.id", index=True, ondelete="RESTRICT"
+    )
+    request_line_id: int | None = Field(
+        default=None, foreign_key="request_line.id", ondelete="RESTRICT"
+    )
+    expires_at: datetime | None = None
+    # a request's tube picked from its box (scanned in hand) for shipping, by whom
+    picked_at: datetime | None = None
+    picked_by_id: int | None = Field(default=None, foreign_key="app_user.id", ondelete="RESTRICT")
     reserved_at: datetime = Field(default_factory=utcnow)
     ended_at: datetime | None = None
     ended_by_id: int | None = Field(default=None, foreign_key="app_user.id", ondelete="RESTRICT")

@@ -10,12 +10,17 @@ from sqlmodel import Session
 
 from biobank.domain.cohort import CohortQuery
 from biobank.domain.permissions import Actor, Permission, require
+from biobank.domain.vocabulary import DeidentificationMode
 from biobank.errors import ValidationError
 from biobank.services import audit
+from biobank.services.cohort_strata import Breakdown, StrataCounter, check_strata
 from biobank.services.cohorts import Tally, select_cohort
 from biobank.services.consent_checks import judged_today, known_uses
 from biobank.services.phenotype_at_collection import DEFAULT_WINDOW_DAYS
+from biobank.services.phenotypes import variables_by_name
 from biobank.services.saved_queries import resolve_query
+
+SMALL_CELL = 5  # the settings' `small_cell` unless set
 
 
 class CohortPreview(BaseModel):
@@ -27,18 +32,22 @@ class CohortPreview(BaseModel):
     uses: list[str]
     as_of: date
     query: CohortQuery
+    breakdowns: list[Breakdown] = []  # counts per stratum, asked with `by`
 
 
 def _count(
     session: Session, query: CohortQuery, uses: list[str], as_of: date, window_days: int,
-    listed: list[tuple[str, str]] | None = None,
+    listed: list[tuple[str, str]] | None = None, strata: StrataCounter | None = None,
 ) -> CohortPreview:  # fmt: skip
     tally = Tally()
     for selected in select_cohort(
-        session, query=query, uses=uses, as_of=as_of, window_days=window_days, tally=tally
-    ):
+        session, query=query, uses=uses, as_of=as_of, window_days=window_days, tally=tally,
+        values_of=strata.variables() if strata is not None else (),
+    ):  # fmt: skip
         if listed is not None:
             listed.append((selected.specimen.accession_id, selected.specimen.participant_code))
+        if strata is not None:
+            strata.add(selected)
     return CohortPreview(
         specimens=tally.specimens,
         participants=tally.participants,
@@ -60,13 +69,27 @@ def preview_cohort(
     uses: list[str],
     as_of: date | None = None,
     window_days: int = DEFAULT_WINDOW_DAYS,
+    by: list[str] | None = None,
+    small_cell: int = SMALL_CELL,
+    mode: DeidentificationMode = DeidentificationMode.safe_harbor,
 ) -> CohortPreview:
     """The counts a PI sees before exporting: specimens, participants, and who consent left
-    out, by reason, as of today. Nothing is written."""
+    out, by reason, as of today; with `by`, per stratum too (`cohort_strata`: small cells
+    suppressed unless `mode` is identified, an admin's). Nothing is written."""
     require(actor, Permission.query)
+    if mode is DeidentificationMode.identified:
+        require(actor, Permission.export_identified)
+    if small_cell < 1:
+        raise ValidationError("the small-cell threshold is 1 or more", field="small_cell")
     as_of = judged_today(as_of, what="a cohort preview")
     query, _ = resolve_query(session, actor=actor, query=query, saved=saved)
-    return _count(session, query, uses, as_of, window_days)
+    strata = StrataCounter(check_strata(by, variables_by_name(session))) if by else None
+    preview = _count(session, query, uses, as_of, window_days, strata=strata)
+    if strata is not None:
+        preview.breakdowns = strata.breakdowns(
+            session, small_cell=small_cell, suppress=mode is not DeidentificationMode.identified
+        )
+    return preview
 
 
 class ConsentReport(CohortPreview):

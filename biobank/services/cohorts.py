@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import operator
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, NamedTuple
@@ -25,17 +25,20 @@ from sqlmodel import Session, col, func, select
 from biobank.domain.cohort import CohortQuery, Condition, Group
 from biobank.domain.phenotypes import READERS, Spec, parse_value, typed
 from biobank.domain.specimen_values import specimen_type_code
-from biobank.domain.vocabulary import Sex, SpecimenStatus
+from biobank.domain.vocabulary import Sex, ShipmentItemStatus, SpecimenStatus
 from biobank.errors import NotFound, ValidationError
 from biobank.models import (
     ExportRunSpecimen,
     Participant,
     PhenotypeVariable,
+    Shipment,
+    ShipmentItem,
     Specimen,
     StorageUnit,
     Study,
     Visit,
 )
+from biobank.services.cohort_prefilter import narrowing
 from biobank.services.consent_checks import consent_decisions, known_uses
 from biobank.services.phenotype_at_collection import (
     DEFAULT_WINDOW_DAYS,
@@ -267,6 +270,16 @@ def _base_query(
     if query.study:
         studies = sa.select(col(Study.id)).where(col(Study.code) == query.study)
         stmt = stmt.where(col(Participant.study_id).in_(studies))
+    if query.shipment:
+        sent = (
+            sa.select(col(ShipmentItem.specimen_id))
+            .join(Shipment, col(Shipment.id) == ShipmentItem.shipment_id)
+            .where(
+                col(Shipment.code) == query.shipment.strip().upper(),
+                col(ShipmentItem.status) != ShipmentItemStatus.withdrawn,
+            )
+        )
+        stmt = stmt.where(col(Specimen.id).in_(sent))
     if query.storage:
         unit = get_unit(session, query.storage)
         low, high = subtree_range(unit)
@@ -312,8 +325,11 @@ def count_candidates(
     session: Session, query: CohortQuery, reserved_by_run: int | None = None
 ) -> int:
     """How many specimens pass the database's filters: the length of a progress bar."""
-    query = prepare(session, query).query
-    stmt = _base_query(session, query, reserved_by_run).order_by(None)
+    prepared = prepare(session, query)
+    stmt = _base_query(session, prepared.query, reserved_by_run).order_by(None)
+    narrowed = narrowing(prepared.conditions, prepared.variables)
+    if narrowed is not None:
+        stmt = stmt.where(narrowed)
     return session.exec(select(func.count()).select_from(stmt.subquery())).one()
 
 
@@ -400,16 +416,28 @@ def select_cohort(
     tally: Tally | None = None,
     progress: Callable[[int], None] | None = None,
     reserved_by_run: int | None = None,
+    values_of: Collection[str] | None = None,
 ) -> Iterator[Selected]:
     """The specimens of the cohort, participant by participant, with every variable's value at
-    collection; `tally` counts them and the consent exclusions as they go by, `progress` hears
-    how many candidates (see `count_candidates`) each step went through."""
+    collection (or only those `values_of` names, beside the conditions' own: a count needs no
+    more); `tally` counts them and the consent exclusions as they go by, `progress` hears how
+    many candidates (see `count_candidates`) each step went through. The conditions narrow
+    the candidates in the database first (`cohort_prefilter`)."""
     prepared = prepare(session, query)
     uses = known_uses(session, uses)
     query, tally = prepared.query, tally if tally is not None else Tally()
     variables = list(prepared.variables.values())
+    if values_of is not None:
+        wanted = set(values_of) | (
+            prepared.conditions.variables() if prepared.conditions else set()
+        )
+        variables = [v for v in variables if v.name in wanted]
     ever_variables = [prepared.variables[n] for n in _ever_variables(prepared.conditions)]
-    for chunk in _chunks(session, _base_query(session, query, reserved_by_run)):
+    candidates = _base_query(session, query, reserved_by_run)
+    narrowed = narrowing(prepared.conditions, prepared.variables)
+    if narrowed is not None:
+        candidates = candidates.where(narrowed)
+    for chunk in _chunks(session, candidates):
         if progress:
             progress(len(chunk))
         kept = []  # (collection, age at it, row) of the specimens the dates and ages let by

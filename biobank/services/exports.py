@@ -135,11 +135,19 @@ def _new_folder(path: Path) -> Path:
     return path
 
 
-def begin_export(session: Session, *, actor: Actor, request: ExportRequest, directory: Path) -> str:
+def begin_export(
+    session: Session,
+    *,
+    actor: Actor,
+    request: ExportRequest,
+    directory: Path,
+    code_key: str | None = None,
+) -> str:
     """Record a new export as started, before anything is written: the guard is passed and
     the run (who, query, uses, consent date, mode) is on record once the caller commits, so
     an export killed part-way is still listed (`export list`: incomplete) and audited. Returns
-    its run code, for `run_export`."""
+    its run code, for `run_export`. `code_key`: the secret its codes are made with, when they
+    must be a specimen request's (its shipments' labels); else a new one."""
     today = date.today()
     uses, query, asked = _check(session, actor, request, today)
     assert actor.user_id is not None  # the front ends run exports for a signed-in user
@@ -149,7 +157,7 @@ def begin_export(session: Session, *, actor: Actor, request: ExportRequest, dire
         dua_reference=request.dua_reference if request.mode is DeidentificationMode.limited
         else None,
         reserve_request=request.reserve_request, software_version=__version__, counts={},
-        exclusions={}, files={}, manifest_sha256="", code_key=secrets.token_hex(16),
+        exclusions={}, files={}, manifest_sha256="", code_key=code_key or secrets.token_hex(16),
         as_of=today, window_days=request.window_days,
     )  # fmt: skip
     target = Path(directory) / run.run_code
@@ -183,12 +191,15 @@ def run_export(
     directory: Path,
     started: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    code_key: str | None = None,
 ) -> ExportResult:
     """Select as of today, de-identify and write the files, record what the run included
     (and, with `reserve_request`, reserve it for that request), then the manifest. `started`
     is the run `begin_export` recorded (the front ends commit it first); without it the run
     is begun here, in the caller's transaction. The folder appears once this is committed."""
-    run_code = started or begin_export(session, actor=actor, request=request, directory=directory)
+    run_code = started or begin_export(
+        session, actor=actor, request=request, directory=directory, code_key=code_key
+    )
     run = _run_to_finish(session, actor, run_code)
     assert run.id is not None  # a stored row
     today = date.today()

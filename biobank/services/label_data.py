@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from biobank.domain.permissions import Actor, Permission, require
-from biobank.errors import ValidationError
-from biobank.models import SpecimenEvent
+from biobank.errors import NotFound, ValidationError
+from biobank.models import Shipment, ShipmentItem, Specimen, SpecimenEvent
 from biobank.services import audit
 from biobank.services.events import record_event
 from biobank.services.kits import reserve_kit
@@ -44,6 +44,28 @@ def specimen_labels(
             )
         )
     return labels
+
+
+def shipment_labels(session: Session, *, actor: Actor, code: str) -> list[SpecimenLabel]:
+    """The labels a relabelled shipment's tubes ship under: the linked export's specimen code
+    and the type, nothing else (no date, no participant), so the receiving lab never sees our
+    IDs; only the biobank links them back."""
+    require(actor, Permission.print_labels)
+    shipment = session.exec(select(Shipment).where(Shipment.code == code.strip().upper())).first()
+    if shipment is None:
+        raise NotFound(f"no shipment {code.strip()!r}", field="shipment", value=code)
+    rows = session.exec(
+        select(ShipmentItem.ship_code, Specimen.specimen_type)
+        .join(Specimen, col(Specimen.id) == ShipmentItem.specimen_id)
+        .where(ShipmentItem.shipment_id == shipment.id)
+        .order_by(col(ShipmentItem.box_no), col(ShipmentItem.box_row), col(ShipmentItem.box_col))
+    ).all()
+    if not rows or any(ship_code is None for ship_code, _ in rows):
+        raise ValidationError(
+            f"shipment {shipment.code}'s request is not relabelled: its tubes ship under their "
+            "own labels", field="shipment", value=shipment.code,
+        )  # fmt: skip
+    return [SpecimenLabel(ship_code, specimen_type=kind) for ship_code, kind in rows if ship_code]
 
 
 def box_labels(session: Session, *, actor: Actor, barcodes: list[str]) -> list[BoxLabel]:

@@ -12,10 +12,11 @@ from sqlmodel import Session, col
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.domain.vocabulary import SpecimenStatus, WithdrawalDisposition
 from biobank.errors import ValidationError
-from biobank.models import ConsentWithdrawal, Specimen, StorageUnit
+from biobank.models import ConsentWithdrawal, Specimen
 from biobank.services.custody import dispose
 from biobank.services.participants import get_participant_row
 from biobank.services.specimen_read import SpecimenRead, get_specimen, specimens_where
+from biobank.services.storage import in_freezer_order
 from biobank.services.withdrawals import PULLED_DISPOSITIONS
 
 # Already out of the freezer: nothing left to pull.
@@ -53,17 +54,7 @@ def _pull_query() -> sa.Select[int | None, WithdrawalDisposition, date]:
 def pull_list(session: Session, *, actor: Actor, participant: str | None = None) -> list[PullItem]:
     """The tubes to take out for destruction or return, in freezer order (box, position)."""
     require(actor, Permission.view_inventory)
-    query = (
-        _pull_query()
-        .outerjoin(StorageUnit, col(StorageUnit.id) == Specimen.box_id)
-        .order_by(
-            col(StorageUnit.sort_key).is_(None),
-            col(StorageUnit.sort_key),
-            col(Specimen.position_row),
-            col(Specimen.position_col),
-            col(Specimen.accession_id),
-        )
-    )
+    query = in_freezer_order(_pull_query())
     if participant is not None:
         person = get_participant_row(session, participant)
         query = query.where(col(Specimen.participant_id) == person.id)

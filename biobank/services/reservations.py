@@ -71,11 +71,37 @@ def reserve_specimens(
     request: str,
     uses: list[str],
     export_run_id: int | None = None,
+    request_id: int | None = None,
+    request_line_id: int | None = None,
+    expires_at: datetime | None = None,
 ) -> ReservationSummary:
     """Reserve these tubes for `request`, a batch at a time: available ones whose
     participant's consent allows every use today. The others are left out and counted by
-    reason: reserved for another request (or already for this one), not available, consent."""
+    reason: reserved for another request (or already for this one), not available, consent.
+    A specimen request's approval names the request and line, and when the tubes go back."""
     require(actor, Permission.export)
+    return set_aside(
+        session, actor=actor, specimen_ids=specimen_ids, request=request, uses=uses,
+        export_run_id=export_run_id, request_id=request_id, request_line_id=request_line_id,
+        expires_at=expires_at,
+    )  # fmt: skip
+
+
+def set_aside(
+    session: Session,
+    *,
+    actor: Actor,
+    specimen_ids: Iterable[int],
+    request: str,
+    uses: list[str],
+    export_run_id: int | None = None,
+    request_id: int | None = None,
+    request_line_id: int | None = None,
+    expires_at: datetime | None = None,
+    picked: bool = False,
+) -> ReservationSummary:
+    """`reserve_specimens`, after its caller's check (a split at picking reserves the
+    aliquots it makes for the parent's request, `picked` already)."""
     owner = actor.user_id
     assert owner is not None, "a reservation is owned by a signed-in user, not the system"
     request, uses = _request(request), known_uses(session, uses)
@@ -112,7 +138,10 @@ def reserve_specimens(
             session.add(
                 SpecimenReservation(
                     specimen_id=specimen.id, request=request, uses=uses,
-                    owner_id=owner, export_run_id=export_run_id,
+                    owner_id=owner, export_run_id=export_run_id, request_id=request_id,
+                    request_line_id=request_line_id, expires_at=expires_at,
+                    picked_at=utcnow() if picked else None,
+                    picked_by_id=actor.user_id if picked else None,
                 )
             )  # fmt: skip
             record_event(
@@ -176,19 +205,68 @@ def release_reservations(
                 value="release",
             )
     for reservation, specimen in rows:
-        end_reservation(session, actor=actor, reservation=reservation,
-                        why=f"released: {reason.strip()}")  # fmt: skip
-        if specimen.status is SpecimenStatus.reserved:
-            with audit.audited(session, specimen, actor=actor, action="specimen.release",
-                               entity="specimen", reason=reason.strip()):  # fmt: skip
-                specimen.status = SpecimenStatus.available
-                specimen.updated_at = utcnow()
-                record_event(
-                    session, actor=actor, specimen=specimen, event_type="released",
-                    status_before=SpecimenStatus.reserved.value, reason=reason.strip(),
-                    details={"request": reservation.request},
-                )  # fmt: skip
+        give_back(session, actor=actor, reservation=reservation, specimen=specimen,
+                  why=f"released: {reason.strip()}", reason=reason.strip())  # fmt: skip
     return ReleaseSummary(released=sorted(s.accession_id for _, s in rows), reason=reason.strip())
+
+
+def give_back(
+    session: Session,
+    *,
+    actor: Actor,
+    reservation: SpecimenReservation,
+    specimen: Specimen,
+    why: str,
+    reason: str | None = None,
+) -> None:
+    """End a reservation (`why`) and make its tube available again (unless it is out: a
+    checked-out tube's reservation ends, and its check-in makes it available), each audited,
+    an event with `reason` (`why` unless given)."""
+    end_reservation(session, actor=actor, reservation=reservation, why=why)
+    if specimen.status is SpecimenStatus.reserved:
+        reason = reason or why
+        with audit.audited(session, specimen, actor=actor, action="specimen.release",
+                           entity="specimen", reason=reason):  # fmt: skip
+            specimen.status = SpecimenStatus.available
+            specimen.updated_at = utcnow()
+            record_event(
+                session, actor=actor, specimen=specimen, event_type="released",
+                status_before=SpecimenStatus.reserved.value, reason=reason,
+                details={"request": reservation.request},
+            )  # fmt: skip
+
+
+def release_reserved(session: Session, *, actor: Actor, request_id: int | None, why: str) -> int:
+    """Give back every tube a specimen request holds now (it was cancelled); how many."""
+    rows = session.exec(
+        select(SpecimenReservation, Specimen)
+        .join(Specimen, col(Specimen.id) == SpecimenReservation.specimen_id)
+        .where(SpecimenReservation.request_id == request_id, STANDING)
+    ).all()
+    for reservation, specimen in rows:
+        give_back(session, actor=actor, reservation=reservation, specimen=specimen, why=why)
+    return len(rows)
+
+
+def release_expired(session: Session, *, actor: Actor, now: datetime | None = None) -> list[str]:
+    """Give back the tubes whose reservation has expired unpicked (a specimen request's
+    approval sets when): each an event with why. The tubes, by accession ID."""
+    now = now or utcnow()
+    rows = session.exec(
+        select(SpecimenReservation, Specimen)
+        .join(Specimen, col(Specimen.id) == SpecimenReservation.specimen_id)
+        .where(
+            STANDING,
+            col(SpecimenReservation.expires_at) < now,
+            col(SpecimenReservation.picked_at).is_(None),
+        )
+        .order_by(col(Specimen.accession_id))
+    ).all()
+    for reservation, specimen in rows:
+        assert reservation.expires_at is not None
+        why = f"reservation for {reservation.request} expired unpicked"
+        give_back(session, actor=actor, reservation=reservation, specimen=specimen, why=why)
+    return [specimen.accession_id for _, specimen in rows]
 
 
 def end_reservation(

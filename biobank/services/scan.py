@@ -107,6 +107,18 @@ Scan = (
 )  # fmt: skip
 
 
+def scanned_tube(result: Scan) -> str | None:
+    """The tube ID a scan gives a list worked through by scanning (a pull list, a pick list,
+    a receipt): a tube of ours, or a code this inventory does not know (another biobank's
+    label, a wrong tube) for the list's service to judge; None for anything else."""
+    match result:
+        case SpecimenScan(specimen=specimen):
+            return specimen.accession_id
+        case UnknownScan(code=code) if code:
+            return code
+    return None
+
+
 def specimen_view(session: Session, *, actor: Actor, accession: str) -> SpecimenView:
     """The tube and its participant's consent, in the one unit of work a scan costs."""
     detail = show_specimen(session, actor=actor, accession=accession)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from functools import partial
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel
@@ -92,6 +93,22 @@ def holder_grid(unit: StorageUnit) -> tuple[int, int]:
 
 
 PATH_SEPARATOR = " > "
+
+
+Selecting = TypeVar("Selecting", bound=sa.Select[*tuple[Any, ...]])
+
+
+def in_freezer_order(query: Selecting) -> Selecting:
+    """`query` (over specimens) in the order a technician walks the freezers: freezer, shelf,
+    rack, box (the storage tree's sort key), then position; unplaced tubes last. A list in
+    this order opens each box once (the pull list, a request's pick list)."""
+    return query.outerjoin(StorageUnit, col(StorageUnit.id) == Specimen.box_id).order_by(
+        col(StorageUnit.sort_key).is_(None),
+        col(StorageUnit.sort_key),
+        col(Specimen.position_row),
+        col(Specimen.position_col),
+        col(Specimen.accession_id),
+    )
 
 
 def unit_read(session: Session, unit: StorageUnit) -> UnitRead:

@@ -108,9 +108,28 @@ def preview_text(preview: CohortPreview) -> Text:
             style="bold",
         ),
         *_exclusions(preview.exclusions),
+        *_breakdowns(preview),
         Text("Ctrl+Y exports them; nothing is written yet."),
     ]
     return Text("\n").join(lines)
+
+
+BREAKDOWNS = ("sex", "age-band", "type")  # what the preview shows the cohort by
+
+
+def _breakdowns(preview: CohortPreview) -> list[Text]:
+    """A line per breakdown: each stratum's specimens (participants), a small cell
+    suppressed."""
+    lines = []
+    for breakdown in preview.breakdowns:
+        cells = [
+            f"{s.value} {s.specimens} ({s.participants})"
+            if s.specimens is not None
+            else f"{s.value} suppressed"
+            for s in breakdown.strata
+        ]
+        lines.append(plain(f"By {breakdown.by}: " + ", ".join(cells)))
+    return lines
 
 
 def result_text(result: ExportResult) -> Text:
@@ -425,11 +444,20 @@ class ExportScreen(FormErrors, WorkScreen):
         except ValidationError as error:
             self.refuse(error)
             return
-        actor, window = self.app.actor, self.app.settings.phenotype_window_days
+        actor, settings = self.app.actor, self.app.settings
+        mode = self.query_one("#mode", Select).value
         self.query_one("#counts", Static).update("Counting…")
         self.app.run_db(
             lambda session: cohort_counts.preview_cohort(
-                session, actor=actor, query=query, saved=saved, uses=uses, window_days=window
+                session,
+                actor=actor,
+                query=query,
+                saved=saved,
+                uses=uses,
+                window_days=settings.phenotype_window_days,
+                by=list(BREAKDOWNS),
+                small_cell=settings.small_cell,
+                mode=mode if isinstance(mode, Mode) else Mode.safe_harbor,
             ),
             self.show_preview,
             readonly=True,

@@ -16,7 +16,7 @@ from textual.widgets import Static
 
 from biobank.services import pulls
 from biobank.services.pulls import PullItem
-from biobank.services.scan import Scan, SpecimenScan, UnknownScan
+from biobank.services.scan import Scan, scanned_tube
 from biobank.services.specimen_read import SpecimenRead
 from tui.screens.base import WorkScreen
 from tui.text import plain
@@ -55,13 +55,9 @@ class PullListScreen(WorkScreen):
         )
 
     def take_scan(self, result: Scan) -> bool:
-        match result:
-            case SpecimenScan(specimen=specimen):
-                accession = specimen.accession_id
-            case UnknownScan(code=code) if code:
-                accession = code
-            case _:
-                return False
+        accession = scanned_tube(result)
+        if accession is None:
+            return False
         if accession in self.pulled:
             self.app.notify(f"{accession} is pulled already", severity="warning")
             return True
