@@ -18,6 +18,7 @@ from benchmarks import (
     allocation,
     audit_bench,
     cli_bench,
+    cohort_bench,
     concurrency,
     export_bench,
     labels_bench,
@@ -25,6 +26,7 @@ from benchmarks import (
     lookup,
     redcap_bench,
     report,
+    request_bench,
     tui_bench,
 )
 from benchmarks.databases import ENGINES, POSTGRES_ENV, Unreachable, bench_database
@@ -52,18 +54,21 @@ class Plan:
     label_runs: int
     pull_lines: int  # a pull list worked through by scanning, in the TUI
     redcap_rows: int  # records-events of a REDCap project (and a tenth, for its memory)
+    request_lines: int  # tubes of a specimen request's pick list
 
     @classmethod
     def of(cls, quick: bool, size: int) -> Plan:
         if quick:  # for CI: a regression shows, in under two minutes for both engines
             return cls(lookups=2_000, allocations=200, accessions=100, import_rows=2_000,
                        scans=15, boxes=8, starts=3, label_runs=1,
-                       pull_lines=tui_bench.QUICK_PULL_LINES, redcap_rows=2_000)  # fmt: skip
+                       pull_lines=tui_bench.QUICK_PULL_LINES, redcap_rows=2_000,
+                       request_lines=request_bench.QUICK_LINES)  # fmt: skip
         # the import grows with the inventory (a tenth of it), so its memory is seen to stay flat
         return cls(lookups=5_000, allocations=500, accessions=300,
                    import_rows=max(2_000, size // 10), scans=50, boxes=20, starts=7,
                    label_runs=3, pull_lines=tui_bench.PULL_LINES,
-                   redcap_rows=max(2_000, size // 10))  # fmt: skip
+                   redcap_rows=max(2_000, size // 10),
+                   request_lines=request_bench.LINES)  # fmt: skip
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -149,6 +154,12 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Result]]:
             )  # fmt: skip
             say(f"REDCap import of {plan.redcap_rows:,} records-events, into fresh databases")
             results += redcap_bench.run(db, rows=plan.redcap_rows, say=say)
+            say(f"cohort preview with phenotype conditions x {cohort_bench.RUNS}")
+            results += cohort_bench.run(db, engine, dataset)
+            say(f"a specimen request of {plan.request_lines:,} tubes: pick list and scans")
+            results += request_bench.run(
+                db, engine, dataset, lines=plan.request_lines, scans=plan.scans, rng=rng
+            )
             say("TUI views")
             results += tui_bench.run(db, dataset, rng=rng, scans=plan.scans, boxes=plan.boxes)
             say(f"TUI pull list of {plan.pull_lines:,} lines")  # last: it disposes tubes

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from benchmarks.databases import BenchDatabase
 from benchmarks.dataset import Dataset
-from benchmarks.measure import Result, interleaved, median, p99
+from benchmarks.measure import Result, median, p99, timed_in_turns
 from biobank.db import uow
 from biobank.services.scan import resolve_scan
 from biobank.services.specimen_read import _OWN_COLUMNS
@@ -39,7 +39,7 @@ def run(
             _check(resolve_scan(session, actor=actor, scanned=code))
 
     with closing(db.connect()) as connection, uow(engine, readonly=True) as session:
-        runs = interleaved(
+        runs = timed_in_turns(
             {
                 "per scan": per_scan,
                 "one session": lambda code: _check(

@@ -130,7 +130,7 @@ def timed(action: Callable[[T], object], items: Iterable[T], *, warmup: int = 0)
     return times
 
 
-def interleaved(
+def timed_in_turns(
     actions: dict[str, Callable[[T], object]], items: Iterable[T], *, warmup: int = 0
 ) -> dict[str, list[float]]:
     """Seconds each action took on each item, the actions taking turns item by item (each

@@ -79,7 +79,7 @@ def run(
     )
     return [
         Result(
-            benchmark=f"request: pick list of {len(order):,} tubes",
+            benchmark="request: pick list",
             engine=db.engine_name, kind="latency", median=median(listed), p99=max(listed),
             baseline=median(raw_listed), goal=f"≤ {LIST_GOAL_SECONDS:g} s",
             passed=median(listed) <= LIST_GOAL_SECONDS,
@@ -105,7 +105,9 @@ def _approved(engine: Engine, dataset: Dataset, lines: int, rng: random.Random) 
         admin = actor_for(session, username="admin", workstation="bench")
     chosen: list[str] = []
     with uow(engine, readonly=True) as session:
-        while len(chosen) < lines:
+        for _ in range(20):  # a small inventory may hold fewer: the request takes those
+            if len(chosen) >= lines:
+                break
             drawn = dataset.random_accession_ids(lines, rng)
             tubes = [get_specimen(session, code) for code in dict.fromkeys(drawn)]
             tubes = [t for t in tubes if t.status.value == "available" and t.box_id is not None]

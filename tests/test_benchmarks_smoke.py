@@ -57,6 +57,9 @@ def test_every_benchmark_runs_and_reports(engine_name, tmp_path):
         "accession during a legacy import",
         "audit verify (whole chain)",
         "audit verify after a day's work (incremental)",
+        "cohort preview with phenotype conditions",
+        "request: pick list",
+        "request: pick scan",
     }
     for result in results.values():
         assert result["engine"] == engine_name

@@ -94,6 +94,9 @@ def test_a_request_is_packed_sent_and_fulfilled(cohort_db, boxes, actors, tmp_pa
     )
     kinds = [e.resource.__resource_type__ for e in bundle.entry]
     assert kinds == ["Task"] + ["Specimen"] * 4
+    serum = bundle.entry[1].resource
+    assert serum.type.coding[0].system == "http://snomed.info/sct"
+    assert serum.collection.quantity.system == "http://unitsofmeasure.org"
     pdf = pypdfium2.PdfDocument(tmp_path / shipment / "packing-list.pdf")
     assert len(pdf) == 1
     assert tubes[0] in pdf[0].get_textpage().get_text_range()

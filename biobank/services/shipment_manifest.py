@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from biobank.domain.vocabulary import ShipmentItemStatus
+from biobank.export import fhir_terms
 from biobank.export.cells import safe_rows
 from biobank.models import Specimen, SpecimenRequest
 from biobank.models.shipments import Shipment, ShipmentItem
@@ -59,8 +60,8 @@ class Manifest(BaseModel):
                 "id": f"specimen-{n}",
                 "identifier": [{"system": ACCESSION_SYSTEM, "value": i["accession_id"]}],
                 "status": "available",
-                "type": {"text": i["specimen_type"]},
-                "collection": {"quantity": {"value": i["quantity"], "unit": i["unit"]}},
+                "type": fhir_terms.specimen_type(i["specimen_type"]),
+                "collection": {"quantity": _quantity(i["quantity"], i["unit"])},
                 "note": [{"text": f"box {i['box']} position {i['position']}"}],
             }
             for n, i in enumerate(head["items"], start=1)
@@ -106,6 +107,13 @@ class Manifest(BaseModel):
         packing = folder / "packing-list.pdf"
         packing.write_bytes(packing_list(self.document))
         return [*written, packing]
+
+
+def _quantity(value: float, unit: str) -> dict[str, Any]:
+    """A tube's quantity, with its UCUM code where the table has one."""
+    code = fhir_terms.ucum(unit)
+    found: dict[str, Any] = {"value": value, "unit": unit}
+    return found | ({"system": fhir_terms.UCUM_SYSTEM, "code": code} if code else {})
 
 
 def digest(document: dict[str, Any]) -> str:
