@@ -162,6 +162,7 @@ class _Undone(Exception):
     ),
     skip_faulty=st.booleans(),
 )
+@example(garbled=[(1, 24, "\x1b")], skip_faulty=False)  # an escape in the consent version
 def test_a_garbled_redcap_export_is_faulted_by_row_and_written_by_whole_records(
     registry, admin, tmp_path, garbled, skip_faulty
 ):

@@ -32,6 +32,7 @@ from biobank.services.imports.redcap.faults import Faults, hidden
 from biobank.services.imports.redcap.mapping import IDENTITY_LIMITS, ConsentMapping
 from biobank.services.imports.redcap.planning import Fact, Given, Missing, Row, Signature, Target
 from biobank.services.imports.redcap.visits import row_visit
+from biobank.stored_text import check_text
 
 EVENT_COLUMN = "redcap_event_name"
 INSTRUMENT_COLUMN = "redcap_repeat_instrument"
@@ -475,11 +476,15 @@ class RowReader:
             r.faults.append(
                 (given.version, version, "a consent needs the version of the form signed")
             )
-        elif len(version) > 32:
-            r.faults.append((given.version, version, "a version is 1-32 characters"))
+        else:
+            try:  # as the document's version will be stored: 1-32 characters, no control one
+                check_text(given.version, version, 32)
+            except ValidationError as error:
+                r.faults.append((given.version, version, error.message))
+                version = ""
         if not signed_raw:
             r.faults.append((given.signed_on, signed_raw, "a consent needs the date it was signed"))
-        if not version or len(version) > 32 or signed_on is None:
+        if not version or signed_on is None:
             return None
         version = consent.document_version(version)
         return Signature(r.row, r.line, version, signed_on, answers, statements)
