@@ -34,14 +34,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from sqlmodel import SQLModel
 
 from benchmarks.databases import (
     ENGINES,
@@ -51,11 +50,11 @@ from benchmarks.databases import (
     postgres_database,
 )
 from benchmarks.dataset import STUDY, WORKSTATION
-from benchmarks.measure import Result, peak_mb, progress, rss_mb, share_result
-from benchmarks.raw import RawInsert
+from benchmarks.measure import Result, import_shares, interleaved, peak_mb, progress, rss_mb
+from benchmarks.raw import BULK_METHOD, bulk_write, written_rows
 from biobank import migrate
 from biobank.bootstrap import bootstrap
-from biobank.db import BULK_CACHE_KIB, make_engine, uow
+from biobank.db import make_engine, uow
 from biobank.services.identity import actor_for
 from biobank.services.imports.redcap import check_redcap, redcap_mapping, write_redcap
 from biobank.services.studies import add_study
@@ -118,18 +117,17 @@ def run(db: BenchDatabase, *, rows: int, say: Callable[[str], None]) -> list[Res
             smaller = _child(fresh, tenth, small)
         rounds = []
         written: dict[sa.Table, list[tuple]] = {}
-        for n in range(ROUNDS):
+        for n, order in enumerate(interleaved(ROUNDS, "import", "baseline")):
             say(f"REDCap import of {rows:,} records-events: round {n + 1} of {ROUNDS}")
-            order = ("import", "baseline") if n % 2 == 0 else ("baseline", "import")
             timed: dict[str, Any] = {}
             for step in order:
                 with template.scratch_copy() as fresh:
                     if step == "import":
                         timed[step] = _child(fresh, big, rows)
                         if not written:
-                            written = _written(template, fresh)
+                            written = written_rows(template, fresh)
                     else:
-                        timed[step] = _raw_insert(fresh, written)
+                        timed[step] = bulk_write(fresh, written)
             rounds.append(timed)
     return _results(db.engine_name, rows, small, rounds, smaller, written)
 
@@ -142,10 +140,7 @@ def _results(
     smaller: dict[str, Any],
     written: dict[sa.Table, list[tuple]],
 ) -> list[Result]:
-    def ratio(r: dict[str, Any], part: str) -> float:
-        return r["baseline"]["seconds"] / _seconds(r["import"], part)
-
-    method = "COPY" if engine == "postgres" else "executemany"
+    method = BULK_METHOD[engine]
     tables = {t.name: len(r) for t, r in written.items()}
     how = (
         f"check_redcap + write_redcap of a longitudinal project of {rows:,} records-events "
@@ -169,23 +164,9 @@ def _results(
             for r in rounds
         ],
     }
-    found = []
-    for name, part in (("check + write", "all"), ("write only", "write")):
-        median_round = sorted(rounds, key=lambda r: ratio(r, part))[len(rounds) // 2]
-        median_ratio = statistics.median(ratio(r, part) for r in rounds)
-        imported = rows / _seconds(median_round["import"], part)
-        baseline = rows / median_round["baseline"]["seconds"]
-        found.append(
-            share_result(
-                f"REDCap import ({name})",
-                engine,
-                imported,
-                baseline=baseline,
-                goal_share=GOAL_SHARE,
-                how=how,
-                details=details | {"median_ratio": round(median_ratio, 3)},
-            )
-        )
+    found = import_shares(
+        "REDCap import", engine, rows, rounds, goal_share=GOAL_SHARE, how=how, details=details
+    )
     peak = statistics.median(r["import"]["peak_mb"] for r in rounds)
     grown = peak / smaller["peak_mb"] if smaller["peak_mb"] else None
     found.append(
@@ -205,16 +186,13 @@ def _results(
             details={
                 "records_events": rows,
                 "smaller_records_events": small,
-                "smaller_rows_per_second": round(small / _seconds(smaller, "all")),
+                "smaller_rows_per_second": round(
+                    small / (smaller["check_seconds"] + smaller["write_seconds"])
+                ),
             },
         )
     )
     return found
-
-
-def _seconds(imported: dict[str, Any], part: str) -> float:
-    seconds: float = imported["write_seconds"]
-    return seconds + imported["check_seconds"] if part == "all" else seconds
 
 
 def write_project(folder: Path, rows: int, *, seed: int = 1) -> tuple[Path, Path]:
@@ -355,65 +333,6 @@ def _import(db: BenchDatabase, folder: Path) -> dict[str, Any]:
         "values": report.values.added,
         "peak_mb": max(0.0, peak_mb() - before),
     }
-
-
-def _written(template: BenchDatabase, imported: BenchDatabase) -> dict[sa.Table, list[tuple]]:
-    """Every row the import wrote (the rows of `imported` beyond those of `template`), table by
-    table, parents first, as the raw driver's parameters; every table's count checked."""
-    tables = SQLModel.metadata.sorted_tables
-    counts, last = {}, {}
-    engine = make_engine(template.url)
-    with engine.connect() as connection:
-        for t in tables:
-            counts[t] = connection.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-            if "id" in t.c:
-                last[t] = connection.execute(sa.select(sa.func.max(t.c.id))).scalar() or 0
-    engine.dispose()
-    engine = make_engine(imported.url)
-    written: dict[sa.Table, list[tuple]] = {}
-    with engine.connect() as connection:
-        for t in tables:
-            count = connection.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-            if t not in last:
-                if count != counts[t]:
-                    raise AssertionError(f"the import wrote rows of {t.name}, which has no id")
-                continue
-            insert = RawInsert(imported, t, with_id=True)
-            found = [
-                insert.params(dict(row._mapping))
-                for row in connection.execute(sa.select(t).where(t.c.id > last[t]).order_by(t.c.id))
-            ]
-            if len(found) != count - counts[t]:
-                raise AssertionError(f"{t.name}: {count - counts[t]} new rows, {len(found)} read")
-            if found:
-                written[t] = found
-    engine.dispose()
-    return written
-
-
-def _raw_insert(db: BenchDatabase, written: dict[sa.Table, list[tuple]]) -> dict[str, float]:
-    """Seconds the raw driver takes to write the rows in one transaction and commit them
-    (SQLite: executemany; PostgreSQL: COPY), and how many of them the commit took."""
-    with closing(db.connect()) as connection:
-        cursor = connection.cursor()
-        if db.engine_name == "sqlite":
-            cursor.execute(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
-        start = time.perf_counter()
-        if db.engine_name == "sqlite":
-            cursor.execute("BEGIN IMMEDIATE")
-        for table, params in written.items():
-            insert = RawInsert(db, table, with_id=True)
-            if db.engine_name == "sqlite":
-                cursor.executemany(insert.sql, params)
-                continue
-            names = ", ".join(c.name for c in insert.columns)
-            with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
-                for values in params:
-                    copy.write_row(values)
-        committing = time.perf_counter()
-        connection.commit()
-        done = time.perf_counter()
-    return {"seconds": done - start, "commit_seconds": done - committing}
 
 
 def main(argv: list[str] | None = None) -> int:
