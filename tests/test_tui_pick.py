@@ -144,3 +144,44 @@ def test_a_tube_of_aliquots_is_split_when_picked_and_their_labels_printed(db_url
             )
             == 1
         )
+
+
+def test_a_tube_not_found_is_marked_missing_and_replaced(db_url, admin):
+    app = _app(db_url, admin)
+    engine = app.database.engine
+    code = _approved(engine, admin)
+
+    async def scenario() -> tuple[str, list[str]]:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await sign_in(app, pilot)
+            await pilot.press("ctrl+k")
+            await settle(app, pilot)
+            screen = app.screen
+            await type_text(app, pilot, code)
+            table = screen.query_one("#pick-lines")
+            gone = table.marked
+            assert gone == table.keys[0]
+            await pilot.press("m")
+            await settle(app, pilot)
+            assert gone not in table.rows
+            await pilot.press("s")
+            await settle(app, pilot)
+            notes = " ".join(n.message for n in app._notifications)
+            assert f"{gone} replaced by" in notes, notes
+            return gone, list(table.keys)
+
+    gone, listed = asyncio.run(scenario())
+    assert (
+        _count(
+            engine,
+            f"SELECT count(*) FROM specimen WHERE accession_id = '{gone}' AND status = 'missing'",
+        )
+        == 1
+    )
+    new = _count(
+        engine,
+        "SELECT min(s.accession_id) FROM specimen s JOIN specimen_reservation r "
+        "ON r.specimen_id = s.id WHERE r.ended_at IS NULL AND s.participant_id = "
+        f"(SELECT participant_id FROM specimen WHERE accession_id = '{gone}')",
+    )
+    assert new in listed

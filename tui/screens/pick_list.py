@@ -3,7 +3,9 @@ comes out of its box, in the list's freezer order. The right tube is ticked (a t
 of aliquots is split: its aliquots take its line, their labels printed); a wrong tube, or one
 whose consent was withdrawn since approval, is refused loudly (the bell, the title flashes red,
 an error names it) and nothing changes. Lines whose consent no longer allows the request are
-marked DO NOT PICK from the start.
+marked DO NOT PICK from the start. A tube not where the list says is marked missing with `m`
+(the next one to pick: it leaves the request), and `s` then replaces it with another tube of its
+participant that meets the same line.
 
 The list is drawn a line at a time (`LineTable`); a scan redraws its own line and the counts.
 """
@@ -30,12 +32,17 @@ PICKED_COLUMN = COLUMNS.index("picked")
 
 class PickListScreen(WorkScreen):
     SCAN_HELP = "tick the scanned tube on the request's pick list"
-    BINDINGS = [Binding("r", "refresh", "Refresh", id="refresh_pick_list")]  # noqa: RUF012
+    BINDINGS = [  # noqa: RUF012
+        Binding("r", "refresh", "Refresh", id="refresh_pick_list"),
+        Binding("m", "missing", "Next tube missing", id="pick_missing"),
+        Binding("s", "substitute", "Replace the missing tube", id="pick_substitute"),
+    ]
 
     def __init__(self, code: str | None = None) -> None:
         super().__init__()
         self.code = code
         self.items: dict[str, PickItem] = {}  # by accession ID, in freezer order
+        self.missing: str | None = None  # the tube last marked missing, to replace
 
     def compose_body(self) -> ComposeResult:
         yield Static("Pick a request", id="pick-title", classes="title")
@@ -98,6 +105,46 @@ class PickListScreen(WorkScreen):
         title = self.query_one("#pick-title", Static)
         title.add_class("refused")
         self.set_timer(1.5, lambda: title.remove_class("refused"))
+
+    def action_missing(self) -> None:
+        """The next tube to pick is not in its place: missing, off the request."""
+        tube = self.query_one(LineTable).marked
+        if not self.code or tube is None:
+            return
+        code = self.code
+
+        def done(_: object) -> None:
+            self.missing = tube
+            self.app.notify(f"{tube} marked missing: press s to replace it", severity="warning")
+            self.action_refresh()
+
+        self.app.run_db(
+            lambda session: request_picks.mark_missing(
+                session, actor=self.app.actor, code=code, accession=tube,
+                reason=f"not found when picking {code}",
+            ),
+            done,
+        )  # fmt: skip
+
+    def action_substitute(self) -> None:
+        """Replace the tube last marked missing with another of its participant's."""
+        if not self.code or self.missing is None:
+            self.app.notify("Mark a tube missing first (m)", severity="warning")
+            return
+        code, tube = self.code, self.missing
+
+        def done(item: PickItem) -> None:
+            self.missing = None
+            where = " ".join(p for p in (item.box_barcode, item.position) if p) or "not placed"
+            self.app.notify(f"{tube} replaced by {item.accession_id} at {where}")
+            self.action_refresh()
+
+        self.app.run_db(
+            lambda session: request_picks.substitute(
+                session, actor=self.app.actor, code=code, accession=tube
+            ),
+            done,
+        )
 
     def picked(self, outcome: PickOutcome) -> None:
         table = self.query_one(LineTable)
