@@ -1,6 +1,7 @@
 """Export file writers. They know nothing of the database or of de-identification: the export
-service hands them columns and already de-identified rows, and each writer streams the rows
-into one file, written atomically, and reports its row count and SHA-256."""
+service hands them columns and already de-identified rows (and, for FHIR and MIABIS, the
+participants' records), and each writer streams them into its files (one table, or FHIR Bulk
+Data's file per resource type), written atomically, reporting each one's rows and SHA-256."""
 
 from biobank.export.columns import Column, Kind, Role, Row
 from biobank.export.fhir import write_fhir_bundle

@@ -43,11 +43,14 @@ def _table(name: str, file_name: str, write: TableWriter, *, reshaped: bool = Tr
         write(folder / file_name, columns, rows)], table=write if reshaped else None)  # fmt: skip
 
 
-def _fhir(
+def _with_records(
     name: str,
     files: tuple[str, ...],
     write: Callable[[Path, list[Column], Iterable[Row], Records], list[Written]],
 ) -> Format:
+    """A format that reads the participants' records beside the rows (FHIR's resources,
+    MIABIS's Use & Access conditions from consent)."""
+
     def with_records(
         folder: Path, columns: list[Column], rows: Iterable[Row], records: Records | None
     ) -> list[Written]:
@@ -63,17 +66,17 @@ FORMATS: dict[str, Format] = {
         _table("csv", "specimens.csv", write_csv),
         _table("xlsx", "specimens.xlsx", write_xlsx),
         _table("parquet", "specimens.parquet", write_parquet),
-        _fhir(
+        _with_records(
             "fhir",
             ("bundle.json",),
             lambda folder, *given: [write_fhir_bundle(folder / "bundle.json", *given)],
         ),
-        _fhir(  # a table, with each participant's consent (Use & Access conditions)
+        _with_records(  # a table, with each participant's consent (Use & Access conditions)
             "miabis",
             ("specimens_miabis.csv",),
             lambda folder, *given: [write_miabis_csv(folder / "specimens_miabis.csv", *given)],
         ),
-        _fhir("fhir-ndjson", NDJSON_FILES, write_fhir_ndjson),  # FHIR Bulk Data
+        _with_records("fhir-ndjson", NDJSON_FILES, write_fhir_ndjson),  # FHIR Bulk Data
     )
 }
 NAMES: tuple[str, ...] = tuple(FORMATS)
