@@ -20,7 +20,7 @@ from biobank.models import (
     User,
     utcnow,
 )
-from biobank.services.requests import OPEN
+from biobank.services.requests import OPEN, age_days
 from biobank.services.reservations import STANDING
 
 
@@ -75,7 +75,7 @@ def requests_report(
     opened = [
         OpenRequest(
             code=r.code, status=r.status, requester=names.get(r.requester_id, "?"),
-            age_days=(today - r.created_at.date()).days, needed_by=r.needed_by,
+            age_days=age_days(r.created_at), needed_by=r.needed_by,
             overdue=r.needed_by is not None and r.needed_by < today,
         )
         for r in rows

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import date
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import sqlalchemy as sa
 from pydantic import BaseModel
@@ -111,7 +111,16 @@ def wants(line: RequestLine) -> str:
     return what + (", one per participant" if line.take is RequestTake.one else ", every tube")
 
 
-def needed(line: RequestLine) -> float | None:
+class Wanting(Protocol):
+    """A line as asked (`requests.LineWant`) or as stored (`RequestLine`)."""
+
+    min_quantity: float | None
+    aliquots: int | None
+    aliquot_volume: float | None
+
+
+def needed(line: Wanting) -> float | None:
+    """The quantity a tube must hold to meet the line: its minimum, or its aliquots."""
     split = (line.aliquots or 0) * (line.aliquot_volume or 0)
     return max(line.min_quantity or 0, split) or None
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,6 +44,7 @@ from biobank.models import (
 )
 from biobank.services import audit
 from biobank.services.consent_checks import consent_decisions, known_uses
+from biobank.services.request_selection import needed
 from biobank.services.reservations import STANDING, release_reserved
 from biobank.services.saved_queries import resolve_query
 from biobank.services.specimen_read import get_specimen
@@ -85,12 +86,6 @@ class LineWant(BaseModel):
     aliquots: int | None = Field(default=None, ge=1, le=100)
     aliquot_volume: float | None = None
     take: RequestTake = RequestTake.one
-
-    @property
-    def needed(self) -> float | None:
-        """The quantity a tube must hold to meet the line."""
-        split = self.aliquots * self.aliquot_volume if self.aliquots and self.aliquot_volume else 0
-        return max(self.min_quantity or 0, split) or None
 
 
 LINE = re.compile(
@@ -249,8 +244,9 @@ def _usernames(session: Session, ids: set[int | None]) -> dict[int | None, str]:
     return {i: name for i, name in rows}
 
 
-def _age(moment: datetime) -> int:
-    return (utcnow() - (moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo))).days
+def age_days(moment: datetime) -> int:
+    """Whole days since a stored time (UTC; SQLite gives it back without its zone)."""
+    return (utcnow() - (moment if moment.tzinfo else moment.replace(tzinfo=UTC))).days
 
 
 def request_read(session: Session, row: SpecimenRequest) -> RequestRead:
@@ -279,7 +275,7 @@ def request_read(session: Session, row: SpecimenRequest) -> RequestRead:
         accessions=list(accessions),
         lines=[LineRead.model_validate(line, from_attributes=True) for line in lines],
         reserved_tubes=_reserved_counts(session, [row.id]).get(row.id, 0),
-        age_days=_age(row.created_at),
+        age_days=age_days(row.created_at),
         events=[
             EventRead(
                 status_before=e.status_before, status_after=e.status_after,
@@ -318,7 +314,7 @@ def list_requests(
         RequestSummary(
             code=r.code, title=r.title, requester=names.get(r.requester_id, "?"), status=r.status,
             needed_by=r.needed_by, reserved_tubes=reserved.get(r.id or 0, 0),
-            age_days=_age(r.created_at),
+            age_days=age_days(r.created_at),
         )
         for r in rows
     ]  # fmt: skip
@@ -446,11 +442,11 @@ def _listed(
                 field="accessions", value=tube.accession_id,
             )  # fmt: skip
         for number, line in enumerate(draft.lines, start=1):
-            needed = line.needed
-            if needed is not None and tube.quantity is not None and tube.quantity < needed:
+            need = needed(line)
+            if need is not None and tube.quantity is not None and tube.quantity < need:
                 raise ValidationError(
                     f"{tube.accession_id} holds {tube.quantity:g} {tube.unit}, less "
-                    f"than line {number} needs ({needed:g})",
+                    f"than line {number} needs ({need:g})",
                     field="accessions", value=tube.accession_id,
                 )  # fmt: skip
     return list(tubes.values())

@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
-from biobank.domain.vocabulary import ShipmentItemStatus
+from biobank.domain.positions import position_label
+from biobank.domain.vocabulary import PositionLabels, ShipmentItemStatus
 from biobank.export import fhir_terms
 from biobank.export.cells import safe_rows
 from biobank.models import Specimen, SpecimenRequest
@@ -116,6 +117,11 @@ def _quantity(value: float, unit: str) -> dict[str, Any]:
     return found | ({"system": fhir_terms.UCUM_SYSTEM, "code": code} if code else {})
 
 
+def box_place(row: int, col: int, cols: int) -> str:
+    """A place in a shipping box as its grid labels it: A1, B3…"""
+    return position_label(row, col, cols=cols, scheme=PositionLabels.letter_number)
+
+
 def digest(document: dict[str, Any]) -> str:
     """The SHA-256 of a manifest's content (all but its `sha256`), canonical JSON."""
     content = {k: v for k, v in document.items() if k != "sha256"}
@@ -152,7 +158,7 @@ def manifest_of(session: Session, *, shipment: Shipment, request: SpecimenReques
         "relabelled": request.relabel,
         "items": [
             {
-                "box": i.box_no, "position": f"{chr(ord('A') + i.box_row - 1)}{i.box_col}",
+                "box": i.box_no, "position": box_place(i.box_row, i.box_col, shipment.box_cols),
                 "accession_id": i.ship_code or tube.accession_id,
                 "donor": codes.code("P", tube.participant_id),
                 "specimen_type": tube.specimen_type, "sprec_code": tube.sprec_code,
@@ -203,7 +209,7 @@ def packing_list(document: dict[str, Any]) -> bytes:
             for c in range(cols):
                 x, y = left + c * cell_w, top + r * cell_h
                 pdf.rect(x, y, cell_w, cell_h)
-                place = f"{chr(ord('A') + r)}{c + 1}"
+                place = box_place(r + 1, c + 1, cols)
                 item = at.get(place)
                 pdf.set_xy(x, y + 0.5)
                 pdf.cell(cell_w, 2.5, place)

@@ -47,7 +47,7 @@ from biobank.services.events import record_event
 from biobank.services.exports import ExportRequest, ExportResult, run_export
 from biobank.services.request_picks import PICKABLE
 from biobank.services.requests import get_request, move, refuse_others
-from biobank.services.shipment_manifest import Manifest, manifest_of
+from biobank.services.shipment_manifest import Manifest, box_place, manifest_of
 from biobank.services.specimen_read import get_specimen
 
 
@@ -87,10 +87,6 @@ class Dispatched(BaseModel):
     manifest: Manifest
 
 
-def _position(row: int, col_: int) -> str:
-    return f"{chr(ord('A') + row - 1)}{col_}"
-
-
 def get_shipment(session: Session, code: str) -> Shipment:
     row = session.exec(select(Shipment).where(Shipment.code == code.strip().upper())).first()
     if row is None:
@@ -124,7 +120,8 @@ def shipment_read(session: Session, shipment: Shipment) -> ShipmentRead:
             ShipmentLine(
                 accession_id=tube.accession_id, specimen_type=tube.specimen_type,
                 quantity=item.quantity, unit=tube.unit.value, box_no=item.box_no,
-                position=_position(item.box_row, item.box_col), ship_code=item.ship_code,
+                position=box_place(item.box_row, item.box_col, shipment.box_cols),
+                ship_code=item.ship_code,
                 status=item.status,
                 note=item.note,
             )
