@@ -3,9 +3,10 @@ answered as REDCap answers the calls an import makes. Each call is a POST of a f
 `content` (project, metadata, event, formEventMapping, repeatingFormsEvents, record) and
 `format` (csv or json; errors come in the format asked). A wrong token is refused (403), a
 classic project has no events to list (400), and `dateRangeBegin` (YYYY-MM-DD HH:MM:SS, else
-400) keeps the records changed after it (`changed`: each record's last change). No records
-is an empty answer, as REDCap gives it. Each call's form but its token is kept (`calls`), and
-`broken` makes every answer one status, content type and body."""
+400) keeps the records changed after it (`changed`: each record's last change); `records[i]`
+keeps the records listed and `fields[i]` the fields (the record ID, event and repeat columns
+always). No records is an empty answer, as REDCap gives it. Each call's form but its token
+is kept (`calls`), and `broken` makes every answer one status, content type and body."""
 
 from __future__ import annotations
 
@@ -133,15 +134,29 @@ class FakeRedcap:
         if begin is not None and not re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", begin):
             return _error(400, fmt, f"The value of dateRangeBegin ({begin}) is not valid")
         after = datetime.fromisoformat(begin) if begin else None
+        listed = _listed(form, "records")
         p = self.project
         kept = [
-            cells
+            dict(zip(p.columns(), cells, strict=True))
             for row, cells in zip(p.rows, p.record_rows(), strict=True)
-            if after is None or self.changed[row.record] > after
+            if (after is None or self.changed[row.record] > after)
+            and (not listed or row.record in listed)
         ]
         if not kept:
             return 200, CSV, ""
-        return _table("csv", [dict(zip(p.columns(), c, strict=True)) for c in kept])
+        if fields := _listed(form, "fields"):
+            kept = [{k: v for k, v in c.items() if _of(k, fields)} for c in kept]
+        return _table("csv", kept)
+
+
+def _of(column: str, fields: list[str]) -> bool:
+    """Whether a column is one of `fields`' (a checkbox's each choice's) or REDCap's own."""
+    return column.startswith("redcap_") or column.split("___")[0] in fields
+
+
+def _listed(form: dict[str, str], key: str) -> list[str]:
+    """A list as PyCap sends it: `key[0]`, `key[1]`, …"""
+    return [v for k, v in form.items() if re.fullmatch(rf"{key}\[\d+\]", k)]
 
 
 def _arm(event: str) -> int:

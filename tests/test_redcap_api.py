@@ -27,7 +27,9 @@ from biobank.errors import BiobankError, PermissionDenied, ValidationError
 from biobank.services import studies
 from biobank.services.imports import redcap
 from biobank.services.imports.common import Counts, ImportReport
+from biobank.services.imports.redcap import api
 from biobank.services.imports.redcap.api import PulledProject, pull_redcap
+from biobank.services.imports.redcap.inference import infer_mapping
 from biobank.settings import config_path, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,11 +145,30 @@ def test_the_pull_brings_the_setup_and_leaves_no_file(tmp_path):
     assert pulled.summary == (
         f'pulled the REDCap project "Two arms" (longitudinal, 4 events) from {server.url}'
     )
+    assert setup.held()["screening_arm_1"] == {"demographics", "visit"}
     asked = [call["content"] for call in server.calls]
-    assert asked == ["project", "event", "formEventMapping", "metadata", "metadata", "record"]
-    record = server.calls[-1]
+    assert asked == [
+        "project", "metadata", "event", "formEventMapping", "metadata", "record", "record"
+    ]  # fmt: skip
+    ids, record = server.calls[-2:]
+    assert [k for k in ids if k.startswith("fields[")] == ["fields[0]"]  # the record IDs
     assert (record["format"], record["type"], record["rawOrLabel"]) == ("csv", "flat", "raw")
-    assert "dateRangeBegin" not in record
+    assert "dateRangeBegin" not in ids and "dateRangeBegin" not in record
+
+
+def test_the_records_come_a_batch_of_records_at_a_time(monkeypatch):
+    """A registry's records are exported in batches (one export of all times out on a large
+    REDCap server): the file is the one export it would have been."""
+    project = two_arm()
+    with FakeRedcap(project) as server, _pull(server.url) as pulled:
+        whole = pulled.records.read_text("utf-8")
+    monkeypatch.setattr(api, "BATCH_RECORDS", 1)
+    server = FakeRedcap(project)
+    with server, _pull(server.url) as pulled:
+        batched = pulled.records.read_text("utf-8")
+    assert batched == whole and whole.count("\n") == len(project.rows) + 1
+    batches = [c for c in server.calls if any(k.startswith("records[") for k in c)]
+    assert [c["records[0]"] for c in batches] == list(dict.fromkeys(r.record for r in project.rows))
 
 
 @pytest.mark.parametrize(
@@ -164,8 +185,10 @@ def test_a_classic_project_has_no_events_and_repeats_are_listed(project, repeati
     with FakeRedcap(project) as server, _pull(server.url) as pulled:
         assert pulled.setup.repeating == repeating
         assert f"({summary})" in pulled.summary
-    if not project.longitudinal:
-        assert pulled.setup.events == () and pulled.setup.forms == {}
+    if not project.longitudinal:  # its one event holds every form
+        assert pulled.setup.events == () and pulled.setup.forms == {"": tuple(project.forms)}
+        held = {form for _, form in repeating}
+        assert pulled.setup.held() == {"": set(project.forms) - held}
         assert "event" not in [call["content"] for call in server.calls]
 
 
@@ -182,7 +205,7 @@ def test_since_pulls_only_the_records_changed_and_leaves_the_others(engine, admi
         with _pull(server.url, since=since) as pulled:
             report = _import(engine, admin, pulled)
             summary = pulled.summary
-    assert server.calls[-1]["dateRangeBegin"] == f"{since:%Y-%m-%d %H:%M:%S}"
+    assert server.calls[-2]["dateRangeBegin"] == f"{since:%Y-%m-%d %H:%M:%S}"  # the IDs
     assert f"only the records created or changed since {since:%Y-%m-%d %H:%M:%S}" in summary
     assert report.faults == [] and report.rows == 2  # B-1's two events
     assert report.participants == Counts(unchanged=1)
@@ -204,7 +227,7 @@ def test_since_takes_a_date_or_a_time_and_refuses_the_future():
             _pull(server.url, since=datetime.now() + timedelta(hours=2)).__enter__()
     local = utc.astimezone().replace(tzinfo=None)
     assert begins == ["2024-05-01 00:00:00", f"{local:%Y-%m-%d %H:%M:%S}"]
-    assert len(server.calls) == 12  # the refused pull asked nothing
+    assert len(server.calls) == 13  # the refused pull asked nothing
 
 
 def _closed_port() -> int:
@@ -440,3 +463,12 @@ def test_the_command_as_a_subprocess(tmp_path, served):
     assert "HTTP 403: You do not have permissions (check the API token" in denied.stderr
     for result in (done, denied):
         assert TOKEN not in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_the_pull_infers_from_the_projects_setup_as_from_its_files(tmp_path, shape):
+    project = SHAPES[shape]()
+    files = project.write(tmp_path)
+    with FakeRedcap(project) as server, _pull(server.url) as pulled:
+        inferred = infer_mapping(pulled.dictionary, pulled.records, pulled.setup)
+    assert inferred.settings == infer_mapping(*files).settings

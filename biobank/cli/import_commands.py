@@ -22,6 +22,7 @@ from biobank.errors import ValidationError
 
 if TYPE_CHECKING:
     from biobank.services.imports.common import ImportReport, InferredMapping
+    from biobank.services.imports.redcap.api import PulledProject
 
 app = typer.Typer(help="Import data kept in other systems.", no_args_is_help=True)
 
@@ -170,12 +171,14 @@ def redcap(
 
     mapping_file = None if mapping in (None, SHIPPED) else Path(mapping)
     given = None if mapping is None else redcap_mapping(mapping_file)
-    dictionary, records, names = _redcap_files(
+    dictionary, records, pulled = _redcap_files(
         ctx, dictionary, records, api_url, since, dry_run=dry_run, json=json
     )
+    names = pulled.names if pulled is not None else None
+    setup = pulled.setup if pulled is not None else None
     inferred = None
     if given is None:
-        inferred = infer_mapping(dictionary, records)
+        inferred = infer_mapping(dictionary, records, setup)
         given = inferred_mapping(inferred)
     if write_mapping is not None:
         files = names or (dictionary.name, records.name)
@@ -241,11 +244,12 @@ def _redcap_files(
     *,
     dry_run: bool,
     json: bool,
-) -> tuple[Path, Path, tuple[str, str] | None]:
-    """The dictionary and the records to import, and what the report calls them: the files
-    given, or the project pulled from a REDCap server's API into a private temporary folder
-    that is removed when the command ends. A pull without records (none changed since
-    `--since`) has nothing to check: it is said, and the command ends."""
+) -> tuple[Path, Path, PulledProject | None]:
+    """The dictionary and the records to import: the files given, or the project pulled from a
+    REDCap server's API into a private temporary folder that is removed when the command ends
+    (and then the pull, with what the report calls them and the project's setup). A pull
+    without records (none changed since `--since`) has nothing to check: it is said, and the
+    command ends."""
     from biobank.services.imports.redcap.api import pull_redcap
 
     cli = state(ctx)
@@ -279,7 +283,7 @@ def _redcap_files(
             emit_json({"dry_run": dry_run, "records": pulled.names[1], "rows": 0})
         message(f"{pulled.names[1]}: no records; nothing to import")
         raise typer.Exit(0)
-    return pulled.dictionary, pulled.records, pulled.names
+    return pulled.dictionary, pulled.records, pulled
 
 
 def _emit_inferred(inferred: InferredMapping | None) -> None:

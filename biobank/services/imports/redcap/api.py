@@ -10,10 +10,16 @@ machine only, and a redirect is refused rather than followed (it could carry the
 elsewhere). `since` pulls only the records created or changed since then (REDCap's
 `dateRangeBegin`, in the server's time, taken as this workstation's): a partial sync, which
 leaves the records it does not pull as they are (an import never takes a record absent from
-its records as removed)."""
+its records as removed).
+
+The records come `BATCH_RECORDS` records at a time, as REDCap's own guidance has large
+projects exported (one export of a whole registry times out on the server, and would be held
+whole in memory here): first the record IDs, then each batch's rows appended to the file."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import tempfile
@@ -21,8 +27,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
@@ -32,6 +39,7 @@ from biobank.errors import BiobankError, ValidationError
 from biobank.redact import MASK, hide_secrets
 
 TOKEN_SETTING = "the environment variable BIOBANK_REDCAP_TOKEN or the settings file's redcap_token"
+BATCH_RECORDS = 500  # records per export call
 TIMEOUT = (15, 900)  # seconds to connect, and to wait for an answer (a large export takes long)
 LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 _TOKEN = re.compile(r"[0-9A-Za-z]{32}")  # a project's API token (REDCap's: hexadecimal)
@@ -42,14 +50,25 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class RedcapSetup:
     """What the server says of a project beside its data dictionary. A classic project has no
-    events; `repeating` pairs an event (blank in a classic project) with the form that repeats
-    in it (blank where the whole event repeats)."""
+    events: its one event, "", holds every form; `repeating` pairs an event (blank in a classic
+    project) with the form that repeats in it (blank where the whole event repeats)."""
 
     title: str
     longitudinal: bool
     events: tuple[str, ...]  # unique event names, in the server's order
     forms: dict[str, tuple[str, ...]]  # unique event name → the forms it holds
     repeating: tuple[tuple[str, str], ...]
+
+    def held(self) -> dict[str, frozenset[str]]:
+        """The forms each event's rows hold, but for the rows of a repeating instrument: a
+        field of them left blank in such a row is blank in REDCap, even when the whole form
+        is (its data deleted), which the records alone cannot tell from a form the event does
+        not have."""
+        repeats = set(self.repeating)
+        return {
+            event: frozenset(form for form in forms if (event, form) not in repeats)
+            for event, forms in self.forms.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -129,24 +148,45 @@ def pull_redcap(
                 f"the REDCap server at {shown}, asked for its {what}: {reason}", field="api_url"
             ) from None
 
-    setup = _setup(project, ask)
-    ask("data dictionary", lambda: _fields(project.metadata))  # PyCap's list of the fields
+    info = ask("project information", lambda: _one(project.export_project_info()))
+    fields = ask("data dictionary", lambda: _rows(project.metadata, "field_name", "form_name"))
+    setup = _setup(project, ask, info, tuple(dict.fromkeys(str(f["form_name"]) for f in fields)))
     dictionary = ask("data dictionary", lambda: project.export_metadata(format_type="csv"))
-    records = ask(
-        "records",
-        lambda: project.export_records(
-            format_type="csv",
-            raw_or_label="raw",
-            raw_or_label_headers="raw",
-            event_name="unique",
-            date_begin=begin,
-        ),
-    )
     with tempfile.TemporaryDirectory(prefix="biobank-redcap-") as folder:  # mode 0700
         paths = Path(folder, "metadata.csv"), Path(folder, "records.csv")
-        for path, text in zip(paths, (dictionary, records), strict=True):
-            path.write_text(text, encoding="utf-8", newline="")
-        yield PulledProject(shown, begin, *paths, bool(records.strip()), setup)
+        paths[0].write_text(dictionary, encoding="utf-8", newline="")
+        with paths[1].open("w", encoding="utf-8", newline="") as file:
+            pulled = _write_records(project, ask, file, begin)
+        yield PulledProject(shown, begin, *paths, pulled, setup)
+
+
+def _write_records(
+    project: Any, ask: Callable[[str, Callable[[], Any]], Any], file: IO[str], begin: Any
+) -> bool:
+    """The records created or changed since `begin` (all without it), written to `file` as one
+    export a batch of records at a time; False when there are none."""
+    raw = {"format_type": "csv", "raw_or_label": "raw", "event_name": "unique"}
+    ids_export = ask(
+        "record IDs",
+        lambda: project.export_records(fields=[project.def_field], date_begin=begin, **raw),
+    )
+    ids = list(dict.fromkeys(row[0] for row in list(csv.reader(io.StringIO(ids_export)))[1:]))
+    header = None
+    for start in range(0, len(ids), BATCH_RECORDS):
+        batch = ids[start : start + BATCH_RECORDS]
+        text = ask(
+            f"records {start + 1:,}–{start + len(batch):,} of {len(ids):,}",
+            partial(project.export_records, records=batch, raw_or_label_headers="raw", **raw),
+        )
+        first, _, rows = text.partition("\n")
+        if header is not None and first != header:
+            raise BiobankError(
+                "the REDCap project's fields changed during the pull: pull it again",
+                field="api_url",
+            )
+        file.write(text if header is None else rows)
+        header = first
+    return bool(ids)
 
 
 def api_url(url: str) -> str:
@@ -202,14 +242,20 @@ def _since(since: datetime | None) -> datetime | None:
     return local
 
 
-def _setup(project: Any, ask: Callable[[str, Callable[[], Any]], Any]) -> RedcapSetup:
-    """The project's information, and, where it has them, its events, their forms and its
-    repeating instruments and events (a classic project's events are refused, not empty)."""
-    info = ask("project information", lambda: _one(project.export_project_info()))
+def _setup(
+    project: Any,
+    ask: Callable[[str, Callable[[], Any]], Any],
+    info: dict[str, Any],
+    instruments: tuple[str, ...],
+) -> RedcapSetup:
+    """The project's setup by its information (`info`): where it has them, its events, their
+    forms and its repeating instruments and events (a classic project's events are refused,
+    not empty: its one event holds all its `instruments`)."""
     longitudinal = _flag(info.get("is_longitudinal"))
     events: tuple[str, ...] = ()
-    forms: dict[str, tuple[str, ...]] = {}
+    forms: dict[str, tuple[str, ...]] = {"": instruments}
     if longitudinal:
+        forms = {}
         listed = ask("events", lambda: _rows(project.export_events(), "unique_event_name"))
         events = tuple(str(e["unique_event_name"]) for e in listed)
         mapped = ask(
@@ -296,11 +342,6 @@ def _rows(answer: Any, *keys: str) -> list[dict[str, Any]]:
     ):
         raise _Refused(f"the answer is not REDCap's (rows of {', '.join(keys)})")
     return answer
-
-
-def _fields(metadata: Any) -> None:
-    """PyCap lists the fields to export from the JSON data dictionary: it must be one."""
-    _rows(metadata, "field_name", "form_name")
 
 
 def _flag(value: Any) -> bool:

@@ -3,9 +3,10 @@ never wrote one imports at once, and learns from the report (and `--write-mappin
 taken for what, and what was not.
 
 The shipped lupus mapping is taken when the dictionary has every field it names, so a project
-of that shape imports as it always has. Otherwise, from the data dictionary and one pass over
-the records (which forms hold values in each event's rows; the rows of a repeating instrument
-are left out, as their dates are their own):
+of that shape imports as it always has. Otherwise, from the data dictionary and the forms each
+event holds (a project pulled from its server: its form-event mapping, `RedcapSetup`; files:
+one pass over the records, the forms that hold values in each event's rows), the rows of a
+repeating instrument left out, as their dates are their own:
 
 - the record ID is the dictionary's first field, as REDCap makes it;
 - each event's visit date is a date field (date_* or datetime_* validation; not an identifier
@@ -42,6 +43,7 @@ from biobank.domain.phi import phi_reason
 from biobank.domain.visits import canonical_visit_label
 from biobank.domain.vocabulary import PhenotypeType, Sex
 from biobank.services.imports.common import InferredMapping
+from biobank.services.imports.redcap.api import RedcapSetup
 from biobank.services.imports.redcap.choices import sex_of
 from biobank.services.imports.redcap.mapping import (
     RedcapMapping,
@@ -103,10 +105,13 @@ NOTES = {  # what each setting is, for the file `mapping_toml` writes
 }
 
 
-def infer_mapping(dictionary: Path, records: Path) -> InferredMapping:
-    """The mapping of a project's two files (see the module): the shipped one when the
-    dictionary has every field it names, else one inferred. A dictionary without a readable
-    field gets the shipped one too, and the check then says what is wrong with it."""
+def infer_mapping(
+    dictionary: Path, records: Path, setup: RedcapSetup | None = None
+) -> InferredMapping:
+    """The mapping of a project's two files (see the module), and its `setup` where its server
+    gave it: the shipped one when the dictionary has every field it names, else one inferred.
+    A dictionary without a readable field gets the shipped one too, and the check then says
+    what is wrong with it."""
     notices: list[str] = []  # the check reports the files' own
     found = redcap.read_dictionary(open_source(dictionary, notices, "data dictionary").records())
     if not found.fields or redcap_mapping().roles().keys() <= found.fields.keys():
@@ -116,8 +121,12 @@ def infer_mapping(dictionary: Path, records: Path) -> InferredMapping:
             else "the data dictionary has no field to infer one from"
         )
         return InferredMapping(mapping=SHIPPED, settings=mapping_settings(), why={"mapping": why})
+    if setup is not None:
+        held = {event: set(forms) for event, forms in setup.held().items()}
+        repeating = list(dict.fromkeys(form for _, form in setup.repeating if form))
+        return _Inference(found, (setup.longitudinal, held, repeating)).run()
     source = open_source(records, notices, "records export")
-    return _Inference(found, source.records()).run()
+    return _Inference(found, _forms_held(found.fields, source.records())).run()
 
 
 def inferred_mapping(inferred: InferredMapping) -> RedcapMapping:
@@ -171,12 +180,15 @@ def _forms_held(
 
 
 class _Inference:
-    """One inference: each setting in turn, each taking fields the ones before did not."""
+    """One inference: each setting in turn, each taking fields the ones before did not, from
+    the dictionary and the project's forms `held` (see `_forms_held`)."""
 
-    def __init__(self, found: redcap.Dictionary, records: Iterable[tuple[int, list[str]]]):
+    def __init__(
+        self, found: redcap.Dictionary, held: tuple[bool, dict[str, set[str]], list[str]]
+    ):
         self.fields = found.fields
         self.forms = list(dict.fromkeys(f.form for f in self.fields.values()))
-        self.longitudinal, self.held, self.repeating = _forms_held(self.fields, records)
+        self.longitudinal, self.held, self.repeating = held
         self.settings: dict[str, Any] = {}
         self.why: dict[str, str] = {}
         self.not_inferred: dict[str, str] = {}
