@@ -7,6 +7,7 @@ back is stored again with the quantity and thaws it came back with."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import sqlalchemy as sa
@@ -92,6 +93,12 @@ def test_a_manifest_altered_or_received_twice_is_refused(sent, receiver, tmp_pat
     not_json.write_text("box 1: four tubes")
     with pytest.raises(ValidationError, match="not a shipment manifest"):
         shipment_receipt.read_manifest(not_json)
+    pipe = tmp_path / "manifest.json.pipe"
+    os.mkfifo(pipe)  # named by mistake: refused at once, not waited on
+    for wrong in (pipe, tmp_path, tmp_path / "absent.json"):
+        with pytest.raises(ValidationError, match=f"shipment manifest {wrong}") as refused:
+            shipment_receipt.read_manifest(wrong)
+        assert refused.value.field == "manifest"
 
 
 def test_a_tube_comes_back_and_is_stored_again(sent, cohort_db, boxes, actors):

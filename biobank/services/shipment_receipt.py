@@ -26,6 +26,7 @@ from biobank.db import flush
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.domain.vocabulary import ReceiptItemStatus
 from biobank.errors import AlreadyExists, InvalidTransition, NotFound, ValidationError
+from biobank.inputs import IMPORT_LIMIT, read_input
 from biobank.models import Participant, Receipt, ReceiptItem, Specimen, Study, utcnow
 from biobank.services import audit, custody, external_ids, participants, specimens
 from biobank.services.shipment_manifest import FORMAT, digest
@@ -55,9 +56,11 @@ class ReceiptRead(BaseModel):
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    """A manifest file as sent (`manifest.json`), or a ValidationError saying why not."""
+    """A manifest file as sent (`manifest.json`), or a ValidationError saying why not (a pipe
+    or a device named instead is refused, not read for ever: `read_input`)."""
+    data = read_input(path, IMPORT_LIMIT, "shipment manifest", field="manifest")
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValidationError(f"{path.name} is not a shipment manifest: {error}",
                               field="manifest", value=path.name) from None  # fmt: skip
