@@ -57,13 +57,14 @@ def place_in_boxes(cohort_db, actors) -> list[str]:
     return barcodes
 
 
-def approved(engine, actors, *lines: LineWant) -> str:
+def approved(engine, actors, *lines: LineWant, relabel: bool = False) -> str:
     pi, admin = actors[Role.pi], actors[Role.admin]
     draft = RequestDraft(
         title="Serum", uses=USES, project="P", irb_reference="IRB-1",
         irb_expires_on=date.today() + timedelta(days=90), destination_institution="Lab",
         destination_address="1 Way", destination_contact="Dr A",
         cohort=CohortQuery(study="SLE"), lines=list(lines) or [LineWant(specimen_type="SER")],
+        relabel=relabel,
     )  # fmt: skip
     with uow(engine) as session:
         code = requests.create_request(session, actor=pi, draft=draft).code
@@ -81,10 +82,11 @@ def written_state(engine) -> tuple:
         )
 
 
-def send(cohort_db, actors, tmp_path) -> tuple[str, Path, list[str]]:
-    """A request of the cohort picked, packed and sent: its shipment, manifest, tubes."""
+def send(cohort_db, actors, tmp_path, *, relabel: bool = False) -> tuple[str, Path, list[str]]:
+    """A request of the cohort picked, packed and sent (`relabel`: under the request's codes):
+    its shipment, manifest, tubes."""
     tech = actors[Role.technician]
-    code = approved(cohort_db, actors)
+    code = approved(cohort_db, actors, relabel=relabel)
     with uow(cohort_db, readonly=True) as session:
         tubes = [
             i.accession_id for i in request_picks.pick_list(session, actor=tech, code=code).items

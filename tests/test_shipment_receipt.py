@@ -11,12 +11,13 @@ import os
 
 import pytest
 import sqlalchemy as sa
+from request_flow import send
 from typer.testing import CliRunner
 
 from biobank.cli import app
 from biobank.db import uow
 from biobank.domain.vocabulary import ReceiptItemStatus, Role, ShipmentItemStatus
-from biobank.errors import AlreadyExists, ValidationError
+from biobank.errors import AlreadyExists, NotFound, ValidationError
 from biobank.services import shipment_receipt, shipments
 
 
@@ -124,6 +125,26 @@ def test_a_tube_comes_back_and_is_stored_again(sent, cohort_db, boxes, actors):
                                  quantity=100, destination=boxes[0])  # fmt: skip
     events = _rows(cohort_db, "SELECT count(*) FROM specimen_event WHERE event_type = 'returned'")
     assert events == [(1,)]
+
+
+def test_a_relabelled_tube_comes_back_by_the_label_it_shipped_under(
+    cohort_db, boxes, actors, tmp_path
+):
+    shipment, manifest, tubes = send(cohort_db, actors, tmp_path, relabel=True)
+    shipped = {i["accession_id"]: i for i in json.loads(manifest.read_text())["items"]}
+    label = next(iter(shipped))  # S-…: the request's code for the tube, not our ID
+    assert label.startswith("S-") and label not in tubes
+    tech = actors[Role.technician]
+    with uow(cohort_db) as session, pytest.raises(NotFound, match="S-WRONG"):
+        shipments.receive_return(session, actor=tech, code=shipment, accession="S-WRONG",
+                                 destination=boxes[0])  # fmt: skip
+    with uow(cohort_db) as session:  # scanned as it came back, lower-case from a scanner
+        line = shipments.receive_return(session, actor=tech, code=shipment,
+                                        accession=label.lower(), destination=boxes[0])  # fmt: skip
+    assert line.ship_code == label and line.status is ShipmentItemStatus.returned
+    (row,) = _rows(cohort_db, "SELECT status, quantity FROM specimen WHERE accession_id = "
+                              f"'{line.accession_id}'")  # fmt: skip
+    assert row == ("available", shipped[label]["quantity"])  # all that was sent came back
 
 
 def test_the_cli_receives_and_checks_in(sent, receiver, monkeypatch):

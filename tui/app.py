@@ -98,6 +98,7 @@ class BiobankApp(App):
         Binding("ctrl+t", "export", "Export for a cohort", id="export"),
         Binding("ctrl+k", "pick_request", "Pick a specimen request", id="pick_request"),
         Binding("ctrl+b", "receive_shipment", "Receive a shipment", id="receive_shipment"),
+        Binding("ctrl+g", "shipment_return", "Tubes back from a shipment", id="shipment_return"),
     ]
     # What needs someone signed in: before that, these keys are neither shown nor run.
     SIGNED_IN_ACTIONS = frozenset(
@@ -111,6 +112,7 @@ class BiobankApp(App):
             "export",
             "pick_request",
             "receive_shipment",
+            "shipment_return",
         }
     )
 
@@ -535,6 +537,12 @@ class BiobankApp(App):
 
         if self.actor is not None and not isinstance(self.screen, ReceiptScreen):
             self.push_screen(ReceiptScreen())
+
+    def action_shipment_return(self) -> None:
+        from tui.screens.shipment_return import ReturnScreen
+
+        if self.actor is not None and not isinstance(self.screen, ReturnScreen):
+            self.push_screen(ReturnScreen())
 
     def action_pick_request(self) -> None:
         from tui.screens.pick_list import PickListScreen

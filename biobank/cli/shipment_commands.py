@@ -185,8 +185,10 @@ def list_shipments(
 def return_tube(
     ctx: typer.Context,
     code: str = typer.Argument(..., help="The shipment that sent it."),
-    tube: str = typer.Argument(...),
-    quantity: float = typer.Option(..., "--quantity", help="What came back (the tube's unit)."),
+    tube: str = typer.Argument(..., help="Its ID here, or the label it shipped under."),
+    quantity: float | None = typer.Option(
+        None, "--quantity", help="What came back, in the tube's unit (default: all sent)."
+    ),
     to: str = typer.Option(..., "--to", help="The box (or rack, freezer) it is stored in."),
     position: str | None = typer.Option(None, "--position", help="A1… (default: next free)."),
     thaws: int = typer.Option(0, "--thaws", help="Freeze-thaw cycles it went through away."),

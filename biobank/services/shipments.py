@@ -393,23 +393,38 @@ def receive_return(
     actor: Actor,
     code: str,
     accession: str,
-    quantity: float,
     destination: str,
+    quantity: float | None = None,
     position: str | None = None,
     thaws: int = 0,
     reason: str | None = None,
 ) -> ShipmentLine:
     """A tube of a sent shipment come back (unused, or what is left): available again with the
-    quantity that came back and the thaws it went through, stored at `destination`; each step
-    a custody event. Only a tube this shipment sent comes back against it."""
+    quantity that came back (None: all that was sent) and the thaws it went through, stored
+    at `destination`; each step a custody event. The tube is named by its ID here or by the
+    label it shipped under (a relabelled request's `S-…`, as it comes back). Only a tube this
+    shipment sent comes back against it."""
     require(actor, Permission.move)
     shipment = get_shipment(session, code)
-    tube = get_specimen(session, accession)
-    item = session.exec(
+    shipped = session.exec(
         select(ShipmentItem).where(
-            ShipmentItem.shipment_id == shipment.id, ShipmentItem.specimen_id == tube.id
+            ShipmentItem.shipment_id == shipment.id,
+            ShipmentItem.ship_code == accession.strip().upper(),
         )
     ).first()
+    tube = (
+        session.get_one(Specimen, shipped.specimen_id)
+        if shipped is not None
+        else get_specimen(session, accession)
+    )
+    item = (
+        shipped
+        or session.exec(
+            select(ShipmentItem).where(
+                ShipmentItem.shipment_id == shipment.id, ShipmentItem.specimen_id == tube.id
+            )
+        ).first()
+    )
     if item is None or item.status is not ShipmentItemStatus.dispatched:
         why = "was not sent in it" if item is None else f"is {item.status.value}"
         raise ValidationError(f"{tube.accession_id} {why}: no return against {shipment.code}",
@@ -417,7 +432,7 @@ def receive_return(
     if tube.status is not RETURNED_FROM:
         raise InvalidTransition(f"{tube.accession_id} is {tube.status.value}, not distributed",
                                 field="status", value=tube.status.value)  # fmt: skip
-    quantity = positive_quantity(quantity, "quantity")
+    quantity = item.quantity if quantity is None else positive_quantity(quantity, "quantity")
     if quantity > item.quantity + 1e-9:
         raise ValidationError(
             f"{tube.accession_id} came back with {quantity:g}, more than the {item.quantity:g} "
