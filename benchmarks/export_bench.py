@@ -1,7 +1,7 @@
 """Linked phenotype export: `exports.run_export` of about 30% of the specimens (serum collected
 since `COLLECTED_FROM`, for future research, Safe Harbor, CSV) beside a raw cursor writing the
-same join to CSV; and the same export as FHIR Bulk Data files (`fhir-ndjson`) against the CSV
-export's rate (goal: at least half of it).
+same join to CSV; and the same export as XLSX and as FHIR Bulk Data files (`fhir-ndjson`), each
+against the CSV export's rate (goal: at least half of it) and with its own peak memory.
 
 Each run is a fresh child process that only runs one export: timed there (the service's in a
 committed unit of work, as the CLI runs it), and it reports its peak resident memory above what
@@ -12,8 +12,8 @@ signature each: a signed yes to the use and no withdrawal covering it as of the 
 with their participant, their parent's accession ID and every exported dictionary variable
 pivoted by conditional aggregation from their own visit's and their participant's values, each
 with its observation year and days from collection (as the Safe Harbor export writes them),
-written by `csv.writer`. Service and raw runs alternate; both must write the same number of
-rows.
+written by `csv.writer`. The CSV, raw, XLSX and FHIR runs alternate, round by round; all must
+write the same number of rows.
 """
 
 from __future__ import annotations
@@ -49,12 +49,13 @@ VALUE_COLUMNS = {
 
 def run(db: BenchDatabase, dataset: Dataset) -> list[Result]:
     as_of = date.today()
-    service, raw, fhir = [], [], []
+    service, raw, xlsx, fhir = [], [], [], []
     for _ in range(RUNS):
         service.append(_child(db, "service", as_of))
         raw.append(_child(db, "raw", as_of))
+        xlsx.append(_child(db, "xlsx", as_of))
         fhir.append(_child(db, "fhir", as_of))
-    rows = {r["rows"] for r in service + raw + fhir}
+    rows = {r["rows"] for r in service + raw + xlsx + fhir}
     if len(rows) != 1:
         raise AssertionError(f"the export and the raw join wrote different rows: {rows}")
     exported = rows.pop()
@@ -102,26 +103,34 @@ def run(db: BenchDatabase, dataset: Dataset) -> list[Result]:
             "runs; baseline: the raw join's process",
             details=details,
         ),
-        *_fhir_results(db, fhir, rate, peak, selection.replace("CSV", "FHIR Bulk Data")),
+        *_against_csv(db, "XLSX", xlsx, rate, peak, selection.replace("CSV", "XLSX")),
+        *_against_csv(
+            db, "FHIR NDJSON", fhir, rate, peak, selection.replace("CSV", "FHIR Bulk Data")
+        ),
     ]
 
 
-def _fhir_results(
-    db: BenchDatabase, fhir: list[dict[str, Any]], csv_rate: float, csv_peak: float, selection: str
+def _against_csv(
+    db: BenchDatabase,
+    label: str,
+    runs: list[dict[str, Any]],
+    csv_rate: float,
+    csv_peak: float,
+    selection: str,
 ) -> list[Result]:
-    """The same export as FHIR Bulk Data files (`--format fhir-ndjson`) against the CSV's."""
-    rate = median([r["rows"] / r["seconds"] for r in fhir])
-    peak = max(r["peak_mb"] for r in fhir)
+    """The same export in another format (`label`) against the CSV's rate and peak."""
+    rate = median([r["rows"] / r["seconds"] for r in runs])
+    peak = max(r["peak_mb"] for r in runs)
     details = {
-        "rows": fhir[0]["rows"],
-        "seconds": [r["seconds"] for r in fhir],
-        "peak_mb": [r["peak_mb"] for r in fhir],
-        "ndjson_bytes": fhir[0]["bytes"],
+        "rows": runs[0]["rows"],
+        "seconds": [r["seconds"] for r in runs],
+        "peak_mb": [r["peak_mb"] for r in runs],
+        "bytes": runs[0]["bytes"],
         "csv_rows_per_second": csv_rate,
     }
     return [
         Result(
-            benchmark="linked export to FHIR NDJSON",
+            benchmark=f"linked export to {label}",
             engine=db.engine_name,
             kind="throughput",
             median=rate,
@@ -134,7 +143,7 @@ def _fhir_results(
             details=details,
         ),
         memory_result(
-            "linked export to FHIR NDJSON peak memory",
+            f"linked export to {label} peak memory",
             db.engine_name,
             peak,
             baseline=csv_peak,
@@ -273,6 +282,7 @@ def _main(side: str, engine_name: str, url: str, as_of: str) -> None:
     export = {
         "service": _service_export,
         "raw": _raw_export,
+        "xlsx": lambda *given: _service_export(*given, fmt="xlsx"),
         "fhir": lambda *given: _service_export(*given, fmt="fhir-ndjson"),
     }[side]
     with tempfile.TemporaryDirectory(prefix="biobank_export_bench_") as folder:

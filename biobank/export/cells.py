@@ -1,7 +1,8 @@
 """Spreadsheet-safe cells: a text that a spreadsheet would read as a formula is written with a
 leading apostrophe (OWASP's rule against CSV injection), so that opening an export never runs
-one. Every CSV or XLSX writer passes its rows through `safe_rows`, and a header too unless it is
-made of column names (snake_case, so safe).
+one. Every CSV writer passes its rows through `safe_rows`, and a header too unless it is made of
+column names (snake_case, so safe); the XLSX writer (`export.spreadsheetml`) each text cell
+through `safe_text`.
 
 Only text is looked at: numbers, booleans and dates are written as they are. A text that is a
 plain number literal ("-5", "+3.2", "-1e-3") is left alone too: a spreadsheet reads it as that

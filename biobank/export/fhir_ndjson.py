@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from biobank.export.columns import Column, Row
-from biobank.export.fhir_resources import Records, Resources, json_text
+from biobank.export.fhir_resources import Records, Resources, json_bytes
 from biobank.export.files import Progress, Written, _cannot_write
 
 RESOURCE_TYPES = ("Patient", "Condition", "Observation", "Consent", "Specimen")
@@ -42,7 +42,7 @@ def write_fhir_ndjson(
         for kind in RESOURCE_TYPES:
             outputs[kind] = _Output(folder / f"{kind}.ndjson")
         for kind, _id, resource in resources:
-            outputs[kind].write(json_text(resource))
+            outputs[kind].write(json_bytes(resource))
         for output in outputs.values():
             output.finish()
         return [output.publish() for output in outputs.values()]
@@ -66,8 +66,8 @@ class _Output:
         self._bytes = 0
         self._lines = 0
 
-    def write(self, line: str) -> None:
-        data = f"{line}\n".encode()
+    def write(self, line: bytes) -> None:
+        data = line + b"\n"
         self._file.write(data)
         self._digest.update(data)
         self._bytes += len(data)

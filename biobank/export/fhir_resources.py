@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple
 
+import orjson
+
 from biobank.errors import ValidationError
 from biobank.export import columns as fixed
 from biobank.export.columns import Column, Row, checked
@@ -154,12 +156,13 @@ _CONSENT_FRAME = {
 
 def resource_id(kind: str, *codes: str) -> str:
     """The RFC 4122 name-based (version 5) UUID of the resource's codes, as `uuid.uuid5` makes
-    it (tested) without building a `UUID`: an export makes one per resource and reference."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE + "/".join((kind, *codes)).encode()).digest())
-    digest[6] = digest[6] & 0x0F | 0x50  # version 5
-    digest[8] = digest[8] & 0x3F | 0x80  # RFC 4122 variant
-    text = digest[:16].hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    it (tested) without building a `UUID`: an export makes one per resource and reference. The
+    version is the 13th hex digit; the variant, the top bits of the 17th."""
+    text = hashlib.sha1(_NAMESPACE + "/".join((kind, *codes)).encode()).hexdigest()
+    return f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{_VARIANT[text[16]]}{text[17:20]}-{text[20:32]}"
+
+
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 class Resources:
@@ -184,6 +187,8 @@ class Resources:
         self._batches = Batches(rows, progress, width=len(self._names))
         self._records = records
         self._reference = reference
+        self._concepts: dict[str, tuple[dict[str, Any] | None, dict[str, Any]]] = {}
+        """Each variable's Observation category and code, made once (by its name)."""
 
     @property
     def done(self) -> int:
@@ -314,19 +319,19 @@ class Resources:
     def _observation(self, participant: str, subject: dict[str, str], value: Observed) -> Made:
         variable = value.variable
         column = variable.column
-        coding = [{"system": PHENOTYPE_SYSTEM, "code": column.name, "display": column.label}]
-        if column.code_system and column.code:
-            coding.insert(0, {"system": column.code_system, "code": column.code})
         key = (participant, column.name, value.visit or "", str(value.instance))
         observation: dict[str, Any] = {
             "resourceType": "Observation",
             "id": resource_id("Observation", *key),
             "status": "final",
         }
-        category = observation_category(variable.category)
+        concepts = self._concepts.get(column.name)
+        if concepts is None:
+            concepts = self._concepts[column.name] = _concepts(variable)
+        category, code = concepts
         if category is not None:
             observation["category"] = [category]
-        observation["code"] = {"coding": coding, "text": column.label}
+        observation["code"] = code
         observation["subject"] = subject
         if value.observed is not None:
             observation["effectiveDateTime"] = _date_time(value.observed)
@@ -436,6 +441,16 @@ def _diagnosis(variable: Variable) -> bool:
     )
 
 
+def _concepts(variable: Variable) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """A variable's Observation category (None: it has none) and code: its own code, after the
+    standard one where the dictionary gives it."""
+    column = variable.column
+    coding = [{"system": PHENOTYPE_SYSTEM, "code": column.name, "display": column.label}]
+    if column.code_system and column.code:
+        coding.insert(0, {"system": column.code_system, "code": column.code})
+    return observation_category(variable.category), {"coding": coding, "text": column.label}
+
+
 def _required(row: Mapping[str, Any], name: str, number: int) -> str:
     value = row.get(name)
     if value is None or value == "":
@@ -479,15 +494,28 @@ def _value(column: Column, value: Any) -> dict[str, Any]:
     return {"valueString": str(value)}
 
 
-_ENCODER = json.JSONEncoder(
+_CHECKER = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, check_circular=False, separators=(",", ":")
 )  # resources are trees made here: no cycle to look for
 
 
-def json_text(value: Any) -> str:
-    """One resource (or entry) as compact JSON; NaN or infinity, which JSON cannot hold, is
-    refused."""
+def json_bytes(value: Any) -> bytes:
+    """One resource (or entry) as compact JSON in UTF-8, by orjson; NaN or infinity, which JSON
+    cannot hold, is refused. orjson writes those as null, so a text with a null in it (rare: the
+    resources made here leave out what is empty) is encoded again by the standard encoder,
+    which refuses them."""
     try:
-        return _ENCODER.encode(value)
-    except ValueError as error:
+        text = orjson.dumps(value)
+    except orjson.JSONEncodeError as error:
         raise ValidationError(f"FHIR export: {error}", field="value") from None
+    if b"null" in text:
+        try:
+            _CHECKER.encode(value)
+        except ValueError as error:
+            raise ValidationError(f"FHIR export: {error}", field="value") from None
+    return text
+
+
+def json_text(value: Any) -> str:
+    """`json_bytes` as text."""
+    return json_bytes(value).decode()

@@ -1,22 +1,19 @@
 """Row-per-specimen files: CSV, XLSX, Parquet, CSV under MIABIS names, and the data dictionary.
 
 CSV cells are what Python's `csv` writes: empty for None, `True`/`False`, ISO dates, numbers as
-`repr`. XLSX and Parquet keep the types of the column kinds. Every row of a CSV or XLSX file goes
-through `cells.safe_rows`, so no text in it is ever a formula. Each writer streams (see
-`files.Batches`) and writes atomically (see `files.write_atomically`). openpyxl and pyarrow are
-imported by the writer that needs them: importing biobank stays fast, and pyarrow is an extra.
+`repr`. XLSX and Parquet keep the types of the column kinds. No text in a CSV or XLSX file is
+ever a formula: a CSV's rows go through `cells.safe_rows`, and `export.spreadsheetml`, which
+writes the XLSX, puts each text through `cells.safe_text`. Each writer streams (see
+`files.Batches`) and writes atomically (see `files.write_atomically`). pyarrow is imported by the
+writer that needs it: importing biobank stays fast, and pyarrow is an extra.
 """
 
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any
-from zipfile import ZIP_DEFLATED, ZipFile, ZipInfo
+from typing import IO
 
 from biobank.errors import ValidationError
 from biobank.export.cells import safe_rows
@@ -32,10 +29,10 @@ from biobank.export.columns import (
 from biobank.export.fhir_resources import Records
 from biobank.export.files import Batches, Progress, Written, write_atomically
 from biobank.export.miabis import MiabisRows
+from biobank.export.spreadsheetml import MAX_TEXT as XLSX_MAX_TEXT  # noqa: F401 (known by it)
+from biobank.export.spreadsheetml import Workbook
 
 XLSX_MAX_ROWS = 1_048_575  # a worksheet's 1,048,576 rows less the header
-XLSX_MAX_TEXT = 32_767  # characters in a cell
-FIXED_TIME = datetime(2000, 1, 1)  # in XLSX metadata, so the same rows give the same bytes
 
 
 def write_csv(
@@ -111,99 +108,28 @@ def write_xlsx(
     path: Path, columns: Iterable[Column], rows: Iterable[Row], progress: Progress | None = None
 ) -> Written:
     """A `data` sheet with typed cells (dates as dates) and a `dictionary` sheet."""
-    from openpyxl import Workbook
-    from openpyxl.writer.excel import ExcelWriter
-
     columns = checked(columns)
     names = [c.name for c in columns]
 
     def write(file: IO[bytes]) -> int:
-        workbook = Workbook(write_only=True)
-        data = workbook.create_sheet("data")
-        dictionary = workbook.create_sheet("dictionary")
         batches = Batches(rows, progress, width=len(columns))
-        try:
-            data.append(names)
-            for batch in batches:
-                if batches.done + len(batch) > XLSX_MAX_ROWS:
-                    raise ValidationError(
-                        f"XLSX holds at most {XLSX_MAX_ROWS:,} rows: choose CSV or Parquet",
-                        field="format",
-                        value="xlsx",
-                    )
-                _append(data, safe_rows(batch), names, first=batches.done + 1)
-            dictionary.append(DICTIONARY_HEADER)
-            _append(dictionary, safe_rows(dictionary_rows(columns)), DICTIONARY_HEADER, first=1)
-        except BaseException:
-            data.close()  # else openpyxl's sheet writers fail noisily when they are collected
-            dictionary.close()
-            raise
-        workbook.properties.created = workbook.properties.modified = FIXED_TIME
-        ExcelWriter(workbook, _SteadyZip(file, "w", ZIP_DEFLATED, allowZip64=True)).save()
+        with Workbook(file, ["data", "dictionary"]) as workbook:
+            with workbook.sheet("data") as data:
+                data.append([names], names, first=0)
+                for batch in batches:
+                    if batches.done + len(batch) > XLSX_MAX_ROWS:
+                        raise ValidationError(
+                            f"XLSX holds at most {XLSX_MAX_ROWS:,} rows: choose CSV or Parquet",
+                            field="format",
+                            value="xlsx",
+                        )
+                    data.append(batch, names, first=batches.done + 1)
+            with workbook.sheet("dictionary") as dictionary:
+                dictionary.append([DICTIONARY_HEADER], DICTIONARY_HEADER, first=0)
+                dictionary.append(dictionary_rows(columns), DICTIONARY_HEADER, first=1)
         return batches.done
 
     return write_atomically(path, write, text=False)
-
-
-def _append(sheet: Any, rows: Iterable[list[Any]], header: Sequence[str], *, first: int) -> None:
-    """Append rows of safe values (numbered from `first`), each text kept whole and as text.
-    openpyxl would cut a text longer than a cell holds (refused instead), make "#N/A" and the
-    like error values (written as text instead) and fail on a control character (refused,
-    naming the column)."""
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.cell.cell import ERROR_CODES, ILLEGAL_CHARACTERS_RE
-    from openpyxl.utils.exceptions import IllegalCharacterError
-
-    for number, values in enumerate(rows, start=first):
-        for at, value in enumerate(values):
-            if not isinstance(value, str):
-                continue
-            if len(value) > XLSX_MAX_TEXT:
-                raise ValidationError(
-                    f"{header[at]} holds {len(value):,} characters; an XLSX cell holds at most "
-                    f"{XLSX_MAX_TEXT:,}: choose CSV or Parquet",
-                    field=header[at],
-                    row=number,
-                )
-            if value in ERROR_CODES:
-                values[at] = WriteOnlyCell(sheet, value)
-                values[at].data_type = "s"
-        try:
-            sheet.append(values)
-        except IllegalCharacterError:
-            name = next(
-                n
-                for n, v in zip(header, values, strict=True)
-                if isinstance(v, str) and ILLEGAL_CHARACTERS_RE.search(v)
-            )
-            raise ValidationError(
-                f"{name} holds a control character that XLSX cannot store", field=name, row=number
-            ) from None
-
-
-class _SteadyZip(ZipFile):
-    """A zip whose entries carry a fixed time instead of the clock's, so that writing the same
-    rows again gives the same SHA-256 (a replayed export can be compared by its hashes)."""
-
-    _TIME = FIXED_TIME.timetuple()[:6]
-
-    def writestr(self, zinfo_or_arcname: Any, data: Any, *args: Any, **kwargs: Any) -> None:
-        if isinstance(zinfo_or_arcname, str):
-            zinfo_or_arcname = self._entry(zinfo_or_arcname)
-        super().writestr(zinfo_or_arcname, data, *args, **kwargs)
-
-    def write(self, filename: Any, arcname: Any = None, *args: Any, **kwargs: Any) -> None:
-        """openpyxl writes a write-only sheet from its temporary file: copy it in blocks."""
-        entry = self._entry(arcname or os.path.basename(filename))
-        entry.file_size = os.path.getsize(filename)
-        with open(filename, "rb") as source, self.open(entry, "w") as target:
-            shutil.copyfileobj(source, target, 1 << 20)
-
-    def _entry(self, name: str) -> ZipInfo:
-        entry = ZipInfo(name, date_time=self._TIME)
-        entry.compress_type = self.compression
-        entry.external_attr = 0o600 << 16
-        return entry
 
 
 def write_parquet(
