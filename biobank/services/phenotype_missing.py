@@ -159,8 +159,8 @@ def add_missing(
     session: Session,
     *,
     actor: Actor,
-    participant: Participant,
-    codes: list[tuple[Visit | None, PhenotypeVariable, str, int]],
+    participant: phenotypes.ValueOwner,
+    codes: list[tuple[phenotypes.ValueVisit | None, PhenotypeVariable, str, int]],
     source: str,
 ) -> int:
     """A participant's new missing-data codes (visit, variable, code, instance) in one

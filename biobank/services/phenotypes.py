@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel
@@ -453,12 +453,33 @@ def add_values(
     )
 
 
+class ValueOwner(Protocol):
+    """What a bulk load reads of a value's participant: its row, or those columns of it (a
+    load of thousands reads no more)."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def code(self) -> str: ...
+
+
+class ValueVisit(Protocol):
+    """What a bulk load reads of a value's visit: its row, or those columns of it."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def visit_date(self) -> date: ...
+    @property
+    def label(self) -> str: ...
+
+
 class NewPhenotypeValue(NamedTuple):
     """A value for `add_many_values`: a visit's (instance 0, observed on the visit's date) or
     a repeat instance's, observed on its own date (none: the visit's)."""
 
-    participant: Participant
-    visit: Visit | None
+    participant: ValueOwner
+    visit: ValueVisit | None
     variable: PhenotypeVariable
     stored: Stored
     instance: int = 0

@@ -29,6 +29,7 @@ from biobank.services.imports.common import (
     batches,
     stored_id,
 )
+from biobank.services.imports.heap import frozen_heap
 from biobank.services.imports.redcap.dictionary import Dictionary
 from biobank.services.imports.redcap.faults import HIDDEN, Faults, Place
 from biobank.services.imports.redcap.mapping import RedcapMapping, redcap_mapping
@@ -73,17 +74,18 @@ def check_redcap(
     their own names. Without a mapping, the shipped one; `inferred` says what `mapping` was
     inferred from (`inference`), for the report."""
     require(actor, Permission.import_data)
-    checker = _Checker(
-        session,
-        dictionary,
-        records,
-        _study(session, study),
-        mapping or redcap_mapping(),
-        skip_faulty=skip_faulty,
-        names=names or (dictionary.name, records.name),
-    )
-    checker.report.inferred = inferred
-    return checker.run()
+    with frozen_heap():
+        checker = _Checker(
+            session,
+            dictionary,
+            records,
+            _study(session, study),
+            mapping or redcap_mapping(),
+            skip_faulty=skip_faulty,
+            names=names or (dictionary.name, records.name),
+        )
+        checker.report.inferred = inferred
+        return checker.run()
 
 
 def _study(session: Session, code: str | None) -> Study:

@@ -7,8 +7,7 @@ definition is faulty."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import NamedTuple
 
 from biobank.services.imports.common import FaultLog, ImportReport, LeftOutRecord
 
@@ -22,11 +21,11 @@ def hidden(reason: str, value: object) -> str:
     return reason.replace(repr(value), HIDDEN).replace(str(value), HIDDEN)
 
 
-@dataclass(frozen=True, slots=True)
-class Place:
+class Place(NamedTuple):
     """A row of the records as its faults name it: the data row and the line it starts on, the
     record ID as written, the record's participant (None: the ID is not a participant code),
-    the event and the repeat instance."""
+    the event and the repeat instance. A tuple: the scratch file keeps one with every planned
+    visit, and a tuple pickles for a fraction of a dataclass's work."""
 
     row: int
     line: int
@@ -34,18 +33,6 @@ class Place:
     participant: str | None = None
     event: str | None = None
     instance: int | None = None
-
-    def __reduce__(self) -> tuple[type[Place], tuple[Any, ...]]:
-        """Pickled as a tuple of its fields (a slotted frozen dataclass's own way looks its
-        fields up for each): the scratch file keeps one with every planned visit."""
-        return Place, (
-            self.row,
-            self.line,
-            self.record,
-            self.participant,
-            self.event,
-            self.instance,
-        )
 
 
 class Faults(FaultLog):

@@ -183,9 +183,7 @@ class _Inference:
     """One inference: each setting in turn, each taking fields the ones before did not, from
     the dictionary and the project's forms `held` (see `_forms_held`)."""
 
-    def __init__(
-        self, found: redcap.Dictionary, held: tuple[bool, dict[str, set[str]], list[str]]
-    ):
+    def __init__(self, found: redcap.Dictionary, held: tuple[bool, dict[str, set[str]], list[str]]):
         self.fields = found.fields
         self.forms = list(dict.fromkeys(f.form for f in self.fields.values()))
         self.longitudinal, self.held, self.repeating = held

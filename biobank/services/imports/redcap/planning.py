@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
-from typing import IO, Any, Generic, TypeVar
+from typing import IO, Any, Generic, NamedTuple, TypeVar
 
 from biobank import redcap
 from biobank.domain.phenotypes import Spec, Stored, display
@@ -35,7 +35,9 @@ Given = Stored | Missing  # what a cell gives a value's place, or what the place
 # participant, visit, variable, what the file gives (None: a cell blank now), what is stored,
 # the instance (0: the visit's own value) and a repeat instance's observation date
 NewValue = tuple[str, str | None, str, Given | None, Given | None, int, date | None]
-Outcomes = Counter[tuple[str, str]]  # (what, outcome) → how many: ("values", "added")
+# (what, outcome) → how many: ("values", "added"); a defaultdict, which pickles in C (a
+# Counter's own way runs Python for each participant the scratch file keeps)
+Outcomes = defaultdict[tuple[str, str], int]
 K = TypeVar("K", str, tuple[str, str])
 V = TypeVar("V")
 
@@ -60,20 +62,16 @@ class Target:
         return (self.variable or self.definition).scope is PhenotypeScope.participant
 
 
-@dataclass(frozen=True)
-class Fact:
-    """One thing the file says of a participant, and where it first says it."""
+class Fact(NamedTuple):
+    """One thing the file says of a participant, and where it first says it. A tuple: a
+    participant kept in the scratch file holds several, pickled and read back by batch, and a
+    tuple's fields cost a fraction of a dataclass's to pickle."""
 
     row: int
     line: int
     column: str
     raw: str
     value: Any
-
-    def __reduce__(self) -> tuple[type[Fact], tuple[Any, ...]]:
-        """Pickled as a tuple of its fields, half the work of a dataclass's own way: a
-        participant kept in the scratch file holds several, read and written back by batch."""
-        return Fact, (self.row, self.line, self.column, self.raw, self.value)
 
 
 @dataclass
@@ -107,7 +105,7 @@ class Person:
     new_values: list[tuple[str, Given | None]] = field(default_factory=list)  # (variable, stored)
     blank: set[str] = field(default_factory=set)  # participant-level: a row holding it blank
     removed: list[Removed] = field(default_factory=list)  # what its blank cells remove
-    outcomes: Outcomes = field(default_factory=Counter)  # counted once its record is kept
+    outcomes: Outcomes = field(default_factory=lambda: defaultdict(int))  # once it is kept
     first_date: date | None = None  # of its first dated visit
 
     def __getstate__(self) -> dict[str, Any]:
@@ -125,6 +123,11 @@ class PlannedVisit:
     id: int | None = None
     stored_date: date | None = None
     forms: tuple[str, ...] = ()  # what its rows hold (`Row.holding`)
+
+    def __reduce__(self) -> tuple[type[PlannedVisit], tuple[Any, ...]]:
+        """Pickled as a tuple of its fields (a dataclass's own way pickles its names too): the
+        scratch file keeps one for each row, read and written back by batch."""
+        return PlannedVisit, (self.at, self.visit_date, self.id, self.stored_date, self.forms)
 
 
 @dataclass

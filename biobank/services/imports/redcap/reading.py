@@ -15,9 +15,9 @@ these cells say the same of the rows the file has."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from datetime import date
+from operator import itemgetter
 from typing import Any
 
 from biobank import redcap
@@ -49,10 +49,13 @@ Read = tuple[Given | None, str, tuple[str | None, str | None, str] | None]
 
 class ValueReader:
     """One field's reading, built once from its type and choices: its columns (a checkbox's
-    own, then its missing-data code columns) and what cells read before gave, for a value
-    read alike in every row (not a date's: "in the future" moves with the day)."""
+    own, then its missing-data code columns), taken from a row's cells in one call, and what
+    cells read before gave, for a value read alike in every row (not a date's: "in the
+    future" moves with the day)."""
 
-    def __init__(self, target: Target, missing: dict[str, str] | None, places: dict[str, int]):
+    def __init__(
+        self, target: Target, missing: dict[str, str] | None, places: dict[str, int], blank: int
+    ):
         f = target.field
         self.checkbox = f.value_type is PhenotypeType.multi_choice
         self.missing = missing or {}
@@ -63,11 +66,13 @@ class ValueReader:
             choice = f.value_type is PhenotypeType.choice
             self.own = frozenset(code for code, _ in f.choices if choice)
             self.columns = (f.name,)
-        # each column's place in a row (a column the file lacks: past its end, so blank)
-        self.indexes = [places.get(column, sys.maxsize) for column in self.columns]
+        # each column's place in a row's stripped cells (a column the file lacks: `blank`, the
+        # place past the header's, always blank); one column's cell is taken as it is, else a
+        # tuple of them
+        self.take = itemgetter(*(places.get(column, blank) for column in self.columns))
         self.participant_level = target.participant_level
         self.lasting = PhenotypeType.date not in (f.value_type, target.spec.value_type)
-        self.seen: dict[tuple[str, ...], Read] = {}
+        self.seen: dict[str | tuple[str, ...], Read] = {}  # by the cells `take` gives
 
 
 class RowReader:
@@ -179,10 +184,13 @@ class RowReader:
     def read_row(self, row: int, line: int, cells: list[str], width: int) -> Row:
         """Every cell of one row checked against its field; faults collected, none raised."""
         r = Row(row, line)
+        # the header's cells stripped, and a blank one past them (`ValueReader`)
+        stripped = [cell.strip() for cell in cells[:width]]
+        stripped += [""] * (width + 1 - len(stripped))
 
         def cell(column: str) -> str:
             index = self.columns.get(column)
-            return cells[index].strip() if index is not None and index < len(cells) else ""
+            return stripped[index] if index is not None else ""
 
         def read(f: redcap.Field) -> Any:
             raw = cell(f.name)
@@ -238,7 +246,7 @@ class RowReader:
                 fact(f"other:{f.name}", f, cell(f.name))
         for target in d.targets.values():
             if held(target.field):
-                self.read_value(target, cells, r, holds)
+                self.read_value(target, stripped, r, holds)
         version = d.fields.get(d.consent.version) if d.consent is not None else None
         if d.consent is not None and (r.form is None or (version and held(version))):
             r.signature = self.read_signature(d.consent, cell, read, r)
@@ -376,23 +384,25 @@ class RowReader:
     def read_value(
         self,
         target: Target,
-        cells: list[str],
+        stripped: list[str],
         r: Row,
         holds: Callable[[str], bool],
     ) -> None:
-        """A field's value, its missing-data code, or (in a row holding its form) its blank."""
+        """A field's value, its missing-data code, or (in a row holding its form) its blank,
+        from the row's `stripped` cells (`read_row`)."""
         f = target.field
         reader = self.readers.get(f.name)
         if reader is None:
             missing = self.missing_columns.get(f.name)
-            reader = self.readers[f.name] = ValueReader(target, missing, self.columns)
-        n = len(cells)
-        given_cells = tuple([cells[i].strip() if i < n else "" for i in reader.indexes])
-        read = reader.seen.get(given_cells)
+            blank = len(stripped) - 1
+            reader = self.readers[f.name] = ValueReader(target, missing, self.columns, blank)
+        taken = reader.take(stripped)
+        read = reader.seen.get(taken)
         if read is None:
+            given_cells = taken if isinstance(taken, tuple) else (taken,)
             read = self.typed_value(target, reader, given_cells)
             if reader.lasting and len(reader.seen) < SEEN_LIMIT:
-                reader.seen[given_cells] = read
+                reader.seen[taken] = read
         given, raw, fault = read
         if fault is not None:
             r.faults.append(fault)

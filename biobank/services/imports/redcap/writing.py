@@ -9,8 +9,9 @@ left out."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from datetime import date
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -43,6 +44,7 @@ from biobank.services.imports.common import (
     refuse_a_faulty_plan,
     stored_id,
 )
+from biobank.services.imports.heap import frozen_heap
 from biobank.services.imports.redcap.planning import (
     Given,
     Missing,
@@ -72,35 +74,36 @@ def write_redcap(
     report = plan.report
     if not plan.writable:
         refuse_a_faulty_plan(report)
-    writer = _Writer(session, actor, plan)
-    prepare_bulk_writing(session)
-    writer.create_documents()
-    writer.create_variables()
-    left_out = plan.left_out
-    for rows, people, visits, values in unspool(plan.spool):
-        if left_out:
-            people = [code for code in people if code not in left_out]
-            visits = [key for key in visits if key[0] not in left_out]
-            values = [value for value in values if value[0] not in left_out]
-        plan.people.load([*people, *(key[0] for key in visits), *(v[0] for v in values)])
-        plan.visits.load([*visits, *((v[0], v[1]) for v in values if v[1] is not None)])
-        writer.write_people(people)
-        writer.write_visits(visits)
-        writer.write_values(  # the visits' values and the participants' own, in one go
-            values
-            + [
-                (code, None, name, _given(plan.people[code], name), before, 0, None)
-                for code in people
-                for name, before in plan.people[code].new_values
-            ]
-        )
-        writer.write_signatures(people)
-        plan.people.release()  # the batch's participants and visits, with their new ids
-        plan.visits.release()
-        if progress:
-            progress(rows)
-    if report.left_out is not None and (report.left_out.records or report.left_out.fields):
-        writer.record_left_out(report.left_out)
+    with frozen_heap():
+        writer = _Writer(session, actor, plan)
+        prepare_bulk_writing(session)
+        writer.create_documents()
+        writer.create_variables()
+        left_out = plan.left_out
+        for rows, people, visits, values in unspool(plan.spool):
+            if left_out:
+                people = [code for code in people if code not in left_out]
+                visits = [key for key in visits if key[0] not in left_out]
+                values = [value for value in values if value[0] not in left_out]
+            plan.people.load([*people, *(key[0] for key in visits), *{v[0] for v in values}])
+            plan.visits.load([*visits, *{(v[0], v[1]) for v in values if v[1] is not None}])
+            writer.write_people(people)
+            writer.write_visits(visits)
+            writer.write_values(  # the visits' values and the participants' own, in one go
+                values
+                + [
+                    (code, None, name, _given(plan.people[code], name), before, 0, None)
+                    for code in people
+                    for name, before in plan.people[code].new_values
+                ]
+            )
+            writer.write_signatures(people)
+            plan.people.release()  # the batch's participants and visits, with their new ids
+            plan.visits.release()
+            if progress:
+                progress(rows)
+        if report.left_out is not None and (report.left_out.records or report.left_out.fields):
+            writer.record_left_out(report.left_out)
     return report
 
 
@@ -108,6 +111,21 @@ def _given(person: Person, name: str) -> Given | None:
     """What the file gives of a participant-level field: None when it is blank now."""
     fact = person.facts.get(f"value:{name}")
     return fact.value if fact is not None else None
+
+
+class _Owner(NamedTuple):
+    """A participant as a bulk load of its values reads it (`phenotypes.ValueOwner`)."""
+
+    id: int
+    code: str
+
+
+class _At(NamedTuple):
+    """A visit as a bulk load of its values reads it (`phenotypes.ValueVisit`)."""
+
+    id: int
+    visit_date: date
+    label: str
 
 
 class _Writer:
@@ -397,21 +415,35 @@ class _Writer:
             for c, label in dict.fromkeys((v[0], v[1]) for v in values)
             if label is not None
         }
-        people = self.loaded(Participant, set(person_ids.values()))
-        visits = self.loaded(Visit, set(visit_ids.values()))
+        people = {
+            i: _Owner(i, code)
+            for i, code in self.columns(Participant.__table__, "code", ids=set(person_ids.values()))
+        }
+        visits = {
+            i: _At(i, day, label)
+            for i, day, label in self.columns(
+                Visit.__table__, "visit_date", "label", ids=set(visit_ids.values())
+            )
+        }
         new: list[phenotypes.NewPhenotypeValue] = []
-        codes: dict[int, list[tuple[Visit | None, PhenotypeVariable, str, int]]] = defaultdict(list)
+        codes: dict[int, list[tuple[phenotypes.ValueVisit | None, PhenotypeVariable, str, int]]]
+        codes = defaultdict(list)
         for code, label, name, given, before, instance, observed in values:
             person_id = person_ids[code]
-            person, variable = people[person_id], self.variables[name]
-            visit = visits[visit_ids[code, label]] if label is not None else None
+            owner, variable = people[person_id], self.variables[name]
+            at = visits[visit_ids[code, label]] if label is not None else None
             if before is None and isinstance(given, Stored):
                 new.append(
-                    phenotypes.NewPhenotypeValue(person, visit, variable, given, instance, observed)
+                    phenotypes.NewPhenotypeValue(owner, at, variable, given, instance, observed)
                 )
-            elif before is None and isinstance(given, Missing):
-                codes[person_id].append((visit, variable, given.code, instance))
-            elif given is None:
+                continue
+            if before is None and isinstance(given, Missing):
+                codes[person_id].append((at, variable, given.code, instance))
+                continue
+            # a change, one at a time through the services, which take the rows themselves
+            person = session.get_one(Participant, person_id)
+            visit = session.get_one(Visit, at.id) if at is not None else None
+            if given is None:
                 remove = (
                     phenotype_missing.remove_missing
                     if isinstance(before, Missing)
@@ -434,6 +466,13 @@ class _Writer:
             phenotype_missing.add_missing(
                 session, actor=actor, participant=people[person_id], codes=missing, source=SOURCE
             )
+
+    def columns(self, table: sa.Table, *names: str, ids: set[int]) -> Iterator[tuple[Any, ...]]:
+        """Rows' ids and columns `names`, a thousand rows per query: what a bulk load reads of
+        them (`phenotypes.ValueOwner`, `ValueVisit`), without the cost of loading each row."""
+        for chunk in batches(sorted(ids)):
+            query = sa.select(table.c.id, *(table.c[n] for n in names))
+            yield from self.session.execute(query.where(table.c.id.in_(chunk)))
 
     def loaded(self, model: type[Loaded], ids: set[int]) -> dict[int, Loaded]:
         """Rows by id, a thousand per query."""
