@@ -58,15 +58,21 @@ def check_text(field: str, value: str, length: int | None) -> None:
 
 def _check_pending(session: Session, _context: object, _instances: object) -> None:
     for instance in (*session.new, *session.dirty):
-        state = sa.inspect(instance)
-        changed = state.attrs
-        for key, length in _string_columns(state.mapper):
-            value = getattr(instance, key)
-            if not isinstance(value, str):
-                continue
-            if instance not in session.new and not changed[key].history.has_changes():
-                continue  # only what this unit of work changes
-            check_text(key, value, length)
+        check_row(instance, new=instance in session.new)
+
+
+def check_row(instance: object, *, new: bool = True) -> None:
+    """Check the text of a row about to be written: all of a new one, what changed of a
+    stored one. A flush checks each; a service writing a row through Core checks it here."""
+    state = sa.inspect(instance)
+    changed = state.attrs
+    for key, length in _string_columns(state.mapper):
+        value = getattr(instance, key)
+        if not isinstance(value, str):
+            continue
+        if not new and not changed[key].history.has_changes():
+            continue  # only what this unit of work changes
+        check_text(key, value, length)
 
 
 def guard(session_class: type[Session]) -> None:

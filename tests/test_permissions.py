@@ -100,6 +100,7 @@ EXEMPT = {
     audit.record: "appends the caller's audit entry after the caller's own check",
     audit.record_many: "appends the caller's audit entries after the caller's own check",
     events.record_event: "appends the caller's custody event after the caller's own check",
+    events.custody_event: "makes the caller's custody event, after the caller's own check",
     specimens.record_new_specimen: "saves the tube its caller made, after the caller's check",
     audit.audited: "records the change its caller makes to a row, after the caller's own check",
     reservations.follow_status: "custody's status changes call it after their own check",

@@ -248,11 +248,14 @@ def _append(
         return
     with _tail_reader(session, batch_from) as tail:  # ready before the lock is taken
         if session.get_bind().dialect.name == "postgresql":
-            session.execute(
-                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY}
-            )
+            session.execute(_LOCK_CHAIN, {"key": _ADVISORY_LOCK_KEY})
         _chain(entries, tail() or GENESIS_HASH)
     insert_many(session, AuditEntry.__table__, entries)
+
+
+# Built once: every unit of work that changes anything runs them.
+_LOCK_CHAIN = sa.text("SELECT pg_advisory_xact_lock(:key)")
+_TAIL = sa.select(col(AuditEntry.hash)).order_by(col(AuditEntry.id).desc()).limit(1)
 
 
 @contextmanager
@@ -262,7 +265,7 @@ def _tail_reader(session: Session, batch_from: int | None) -> Iterator[Callable[
     the tail: SQLite has one writer, so all below its batch is committed; on PostgreSQL others
     commit above its first entry too, and a connection of its own reads what is committed
     (opened before the lock: that takes longer than the seal)."""
-    query = sa.select(col(AuditEntry.hash)).order_by(col(AuditEntry.id).desc()).limit(1)
+    query = _TAIL
     bind = session.get_bind()
     if batch_from is None:
         yield lambda: session.execute(query).scalar()

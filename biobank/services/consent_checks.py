@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date
+from functools import cache
 from typing import cast
 
 import sqlalchemy as sa
@@ -140,16 +141,24 @@ def require_consent(
         )
 
 
+@cache
+def _full_withdrawal() -> sa.Select[tuple[int]]:
+    """Built once: every accession asks it (building costs more than running it)."""
+    withdrawals = ConsentWithdrawal.__table__
+    return (
+        sa.select(withdrawals.c.id)
+        .where(withdrawals.c.participant_id == sa.bindparam("participant"))
+        .where(withdrawals.c.statement_id.is_(None))
+        .limit(1)
+    )
+
+
 def refuse_if_withdrawn(
     session: Session, *, participant_id: int, what: str, as_of: date | None = None
 ) -> None:
     """Refuse new work (collection, processing, taking a tube out) on the specimens of a
     participant who has withdrawn everything."""
-    any_full = select(ConsentWithdrawal.id).where(
-        ConsentWithdrawal.participant_id == participant_id,
-        col(ConsentWithdrawal.statement_id).is_(None),
-    )
-    if session.exec(any_full.limit(1)).first() is None:
+    if session.execute(_full_withdrawal(), {"participant": participant_id}).first() is None:
         return  # the common case, in one indexed look-up
     as_of = as_of or date.today()
     answers, withdrawals = consent_acts(session, [participant_id])

@@ -46,25 +46,51 @@ def record_event(
 ) -> None:
     """Add a step to a tube's custody history, in the caller's transaction: where from
     and to, the quantity and status change, who, and why."""
-    assert specimen.id is not None  # a tube is saved before its history is written
     session.add(
-        SpecimenEvent(
-            specimen_id=specimen.id,
+        custody_event(
+            actor=actor,
+            specimen=specimen,
             event_type=event_type,
-            actor_id=actor.user_id,
-            workstation=actor.workstation,
-            from_box_id=from_slot[0],
-            from_row=from_slot[1],
-            from_col=from_slot[2],
-            to_box_id=to_slot[0],
-            to_row=to_slot[1],
-            to_col=to_slot[2],
+            from_slot=from_slot,
+            to_slot=to_slot,
             quantity_change=quantity_change,
             status_before=status_before,
-            status_after=specimen.status.value,
             reason=reason,
             details=details,
         )
+    )
+
+
+def custody_event(
+    *,
+    actor: Actor,
+    specimen: Specimen,
+    event_type: str,
+    from_slot: Position = NO_POSITION,
+    to_slot: Position = NO_POSITION,
+    quantity_change: float | None = None,
+    status_before: str | None = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> SpecimenEvent:
+    """The event `record_event` adds, for a caller that writes it itself."""
+    assert specimen.id is not None  # a tube is saved before its history is written
+    return SpecimenEvent(
+        specimen_id=specimen.id,
+        event_type=event_type,
+        actor_id=actor.user_id,
+        workstation=actor.workstation,
+        from_box_id=from_slot[0],
+        from_row=from_slot[1],
+        from_col=from_slot[2],
+        to_box_id=to_slot[0],
+        to_row=to_slot[1],
+        to_col=to_slot[2],
+        quantity_change=quantity_change,
+        status_before=status_before,
+        status_after=specimen.status.value,
+        reason=reason,
+        details=details,
     )
 
 

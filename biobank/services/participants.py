@@ -7,10 +7,13 @@ import re
 import secrets
 from collections import Counter
 from datetime import date
+from functools import cache
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import Select
 
 from biobank.db import flush
 from biobank.domain.identifiers import unknown_code
@@ -114,18 +117,24 @@ def participant_visit(
         if found is None:
             raise _no_participant(code)
         return found[0], found[1], None
-    rows = session.exec(
-        select(Participant, Study, Visit)
-        .join(Study, col(Study.id) == Participant.study_id)
-        .outerjoin(Visit, col(Visit.participant_id) == Participant.id)
-        .where(named_code)
-    ).all()
+    rows = session.exec(_with_visits(), params={"code": code.strip().upper()}).all()
     if not rows:
         raise _no_participant(code)
     participant, study = rows[0][0], rows[0][1]
     visits = {row[2].label: row[2] for row in rows if row[2] is not None}
     named = visit_named(visits, label, owner=participant.code)
     return participant, study, visits[named] if named else None
+
+
+@cache
+def _with_visits() -> Select[Participant, Study, Visit]:
+    """Built once: every accession asks it (building costs more than running it)."""
+    query = (
+        select(Participant, Study, Visit)
+        .join(Study, col(Study.id) == Participant.study_id)
+        .outerjoin(Visit, col(Visit.participant_id) == Participant.id)
+    )
+    return query.where(Participant.code == sa.bindparam("code"))
 
 
 def _no_participant(code: str) -> NotFound:

@@ -11,10 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
+from biobank.db import driver_cursor, flush
 from biobank.domain.positions import fill_sequence, parse_position
 from biobank.errors import PositionOccupied, ValidationError
 from biobank.models import Specimen, StorageUnit
@@ -35,8 +41,17 @@ def lock_box(session: Session, box: StorageUnit) -> StorageUnit:
     """The box row, locked until commit on PostgreSQL (SQLite writers are serial anyway), as
     it is once locked: the copy the session read before (the destination, by barcode) is
     refreshed, as another terminal may have moved or changed the box meanwhile."""
-    query = select(StorageUnit).where(col(StorageUnit.id) == box.id).with_for_update()
-    return session.exec(query.execution_options(populate_existing=True)).one()
+    return session.exec(_locked_box(), params={"box": box.id}).one()
+
+
+# The statements every placement runs are built once (`cache`): building one costs more than
+# running it, and SQLAlchemy finds its compiled form by the statement's key.
+
+
+@cache
+def _locked_box() -> SelectOfScalar[StorageUnit]:
+    query = select(StorageUnit).where(col(StorageUnit.id) == sa.bindparam("box"))
+    return query.with_for_update().execution_options(populate_existing=True)
 
 
 def check_box_accepts(box: StorageUnit, specimen_type: str) -> None:
@@ -52,8 +67,16 @@ def check_box_accepts(box: StorageUnit, specimen_type: str) -> None:
 
 
 def _taken(session: Session, box: StorageUnit) -> set[tuple[int | None, int | None]]:
-    query = select(Specimen.position_row, Specimen.position_col).where(Specimen.box_id == box.id)
-    return {(row, column) for row, column in session.exec(query)}
+    """The positions of a box that tubes hold, read on the driver's cursor: a box's tens of
+    rows through SQLAlchemy's result layer cost more than the query. Tubes the session has
+    placed and not yet written are written first, as a query through the session would."""
+    flush(session)
+    mark = "?" if session.get_bind().dialect.paramstyle == "qmark" else "%s"
+    with driver_cursor(session) as cursor:
+        cursor.execute(
+            f"SELECT position_row, position_col FROM specimen WHERE box_id = {mark}", (box.id,)
+        )
+        return set(cursor.fetchall())
 
 
 def _free_in_box(session: Session, box: StorageUnit, count: int) -> list[Slot]:
@@ -130,30 +153,11 @@ def _slots_below(
     slots: list[Slot] = []
     passed: list[int | None] = []
     while len(slots) < count:
-        need = count - len(slots) if together else 1
-        query = (
-            select(StorageUnit)
-            .where(
-                # the partial index's condition, written out: bound as a parameter, the
-                # planners could not match it (PostgreSQL's generic plan of a prepared
-                # statement then walked the whole freezer's full boxes, ~3 ms at 12,000)
-                col(StorageUnit.free_slots) > sa.literal_column("0"),
-                col(StorageUnit.free_slots) >= need,
-                StorageUnit.sort_key >= low,
-                StorageUnit.sort_key < high,
-                StorageUnit.holds_specimens,
-                StorageUnit.active,
-            )
-            .order_by(StorageUnit.sort_key)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-        if passed:
-            query = query.where(col(StorageUnit.id).not_in(passed))
-        box = session.exec(query).first()
+        params = {"need": count - len(slots) if together else 1, "low": low, "high": high}
+        box = session.exec(_box_with_room(passed, wait=False), params=params).first()
         if box is None:
             # Every box with room is being filled at another terminal: wait for the first.
-            box = session.exec(query.with_for_update()).first()
+            box = session.exec(_box_with_room(passed, wait=True), params=params).first()
         if box is None:
             return slots
         passed.append(box.id)
@@ -163,6 +167,34 @@ def _slots_below(
         if together and len(slots) < count:
             return slots
     return slots
+
+
+def _box_with_room(passed: list[int | None], *, wait: bool) -> SelectOfScalar[StorageUnit]:
+    """The first box in physical order in [low, high) with room for `need` tubes but those
+    `passed`, locked: skipping those locked elsewhere, or (`wait`) waiting for them."""
+    query = _room_query(wait)
+    return query.where(col(StorageUnit.id).not_in(passed)) if passed else query
+
+
+@cache
+def _room_query(wait: bool) -> SelectOfScalar[StorageUnit]:
+    query = (
+        select(StorageUnit)
+        .where(
+            # the partial index's condition, written out: bound as a parameter, the planners
+            # could not match it (PostgreSQL's generic plan of a prepared statement then
+            # walked the whole freezer's full boxes, ~3 ms at 12,000)
+            col(StorageUnit.free_slots) > sa.literal_column("0"),
+            col(StorageUnit.free_slots) >= sa.bindparam("need"),
+            StorageUnit.sort_key >= sa.bindparam("low"),
+            StorageUnit.sort_key < sa.bindparam("high"),
+            StorageUnit.holds_specimens,
+            StorageUnit.active,
+        )
+        .order_by(StorageUnit.sort_key)
+        .limit(1)
+    )
+    return query.with_for_update(skip_locked=not wait)
 
 
 def resolve_destination(
@@ -229,11 +261,21 @@ def new_tube_slots(
 
 def adjust_free_slots(session: Session, box_id: int, delta: int) -> None:
     """Keep a box's count of free positions in step as a tube leaves (+1) or takes (-1) a
-    position, so finding room never scans the positions."""
-    session.execute(
-        sa.update(StorageUnit)
-        .where(col(StorageUnit.id) == box_id)
-        .values(free_slots=col(StorageUnit.free_slots) + delta)
+    position, so finding room never scans the positions. A copy of the box the session
+    holds counts alike (as an ORM update would keep it)."""
+    session.execute(_count_free(), {"box": box_id, "delta": delta})
+    held: Any = session.identity_map.get(identity_key(StorageUnit, box_id))
+    if held is not None and "free_slots" in held.__dict__ and held.free_slots is not None:
+        set_committed_value(held, "free_slots", held.free_slots + delta)
+
+
+@cache
+def _count_free() -> sa.Update:
+    units = StorageUnit.__table__
+    return (
+        sa.update(units)
+        .where(units.c.id == sa.bindparam("box"))
+        .values(free_slots=units.c.free_slots + sa.bindparam("delta"))
     )
 
 

@@ -29,21 +29,17 @@ def allocate_accession_ids(session: Session, *, prefix: str, count: int) -> list
     return ids
 
 
+# Built once: every accession takes a serial.
+_FROM_SEQUENCE = sa.text("SELECT nextval('specimen_serial') FROM generate_series(1, :n)")
+_FROM_COUNTER = sa.text(
+    "UPDATE serial_counter SET next_value = next_value + :n WHERE name = :name RETURNING next_value"
+)
+
+
 def _next_serials(session: Session, count: int) -> list[int]:
     if session.get_bind().dialect.name == "postgresql":
-        return list(
-            session.execute(
-                sa.text("SELECT nextval('specimen_serial') FROM generate_series(1, :n)"),
-                {"n": count},
-            ).scalars()
-        )
-    last = session.execute(
-        sa.text(
-            "UPDATE serial_counter SET next_value = next_value + :n WHERE name = :name "
-            "RETURNING next_value"
-        ),
-        {"n": count, "name": COUNTER},
-    ).scalar()
+        return list(session.execute(_FROM_SEQUENCE, {"n": count}).scalars())
+    last = session.execute(_FROM_COUNTER, {"n": count, "name": COUNTER}).scalar()
     if last is None:
         session.execute(
             sa.text("INSERT INTO serial_counter (name, next_value) VALUES (:name, :next)"),

@@ -8,13 +8,14 @@ Units sit at positions of their parent as tubes sit at positions of a box. Each 
 from __future__ import annotations
 
 import uuid
-from functools import partial
+from functools import cache, partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from biobank.db import flush
 from biobank.domain.permissions import Actor, Permission, require
@@ -68,12 +69,16 @@ class BoxView(BaseModel):
 
 def get_unit(session: Session, barcode: str, *, field: str = "unit") -> StorageUnit:
     """The storage unit with this barcode (any case), or NotFound naming `field`."""
-    unit = session.exec(
-        select(StorageUnit).where(StorageUnit.barcode == barcode.strip().upper())
-    ).first()
+    unit = session.exec(_by_barcode(), params={"barcode": barcode.strip().upper()}).first()
     if unit is None:
         raise NotFound(f"no storage unit with barcode {barcode!r}", field=field, value=barcode)
     return unit
+
+
+@cache
+def _by_barcode() -> SelectOfScalar[StorageUnit]:
+    """Built once: every accession into a destination asks for its unit."""
+    return select(StorageUnit).where(StorageUnit.barcode == sa.bindparam("barcode"))
 
 
 def grid_of(unit: StorageUnit) -> tuple[int, int] | None:
