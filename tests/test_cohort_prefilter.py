@@ -12,7 +12,7 @@ import pytest
 from biobank.db import uow
 from biobank.domain.cohort import CohortQuery, parse_conditions
 from biobank.domain.vocabulary import Role
-from biobank.services import cohorts, phenotypes
+from biobank.services import cohorts, phenotype_variables, phenotypes
 
 CONDITIONS = [
     "upcr >= 0.5",
@@ -59,7 +59,7 @@ def varied(cohort_db, actors):
         for code, variable, value, visit in given:
             phenotypes.set_value(session, actor=admin, participant=code, variable=variable,
                                  value=value, visit=visit)  # fmt: skip
-        known = set(phenotypes.variables_by_name(session))
+        known = set(phenotype_variables.variables_by_name(session))
     return cohort_db, known
 
 

@@ -46,6 +46,7 @@ from biobank.services import (
     export_runs,
     exports,
     lineage,
+    phenotype_variables,
     phenotypes,
     withdrawals,
 )
@@ -370,9 +371,9 @@ def test_a_variable_named_like_a_fixed_column_exports_under_a_name_of_its_own(
             ("quantity", PhenotypeScope.visit),
             ("sex", PhenotypeScope.participant),
         ):
-            phenotypes.add_variable(
+            phenotype_variables.add_variable(
                 session, actor=admin,
-                definition=phenotypes.VariableRead(
+                definition=phenotype_variables.VariableRead(
                     name=name, label=f"REDCap's {name}", value_type=PhenotypeType.integer,
                     scope=scope,
                 ),
@@ -397,10 +398,12 @@ def test_a_renamed_variable_still_answers_to_its_old_name_and_a_retired_one_is_n
     query = CohortQuery(phenotypes=parse_conditions("upcr >= 0.25"))
     before = _export(cohort_db, admin, tmp_path, query=query, formats=["csv"])
     with uow(cohort_db) as session:
-        phenotypes.rename_variable(
+        phenotype_variables.rename_variable(
             session, actor=admin, name="upcr", new_name="upcr_ratio", reason="clearer"
         )
-        phenotypes.retire_variable(session, actor=admin, name="sledai2k", reason="not scored")
+        phenotype_variables.retire_variable(
+            session, actor=admin, name="sledai2k", reason="not scored"
+        )
     after = _export(cohort_db, admin, tmp_path, query=query, formats=["csv"])
     assert after.counts == before.counts  # the old name in the query finds the renamed one
     header = _csv(after.directory / "specimens.csv")[0].keys()

@@ -66,6 +66,7 @@ from biobank.services import (
     participants,
     phenotype_at_collection,
     phenotype_missing,
+    phenotype_variables,
     phenotypes,
     pulls,
     reconcile,
@@ -237,27 +238,31 @@ def _merge_visits(w, s, a):
 def _store_value(w, s, a):
     person, visit = _p0001(s)
     return phenotypes.store_value(
-        s, actor=a, participant=person, variable=phenotypes.get_variable(s, "c3"), visit=visit,
-        stored=Stored(number=90.0), source="manual",
+        s, actor=a, participant=person, variable=phenotype_variables.get_variable(s, "c3"),
+        visit=visit, stored=Stored(number=90.0), source="manual",
     )  # fmt: skip
 
 
 def _add_values(w, s, a):
     person, visit = _p0001(s)
-    values = [(visit, phenotypes.get_variable(s, "c3"), Stored(number=90.0))]
+    values = [(visit, phenotype_variables.get_variable(s, "c3"), Stored(number=90.0))]
     return phenotypes.add_values(s, actor=a, participant=person, values=values, source="manual")
 
 
 def _add_many_values(w, s, a):
     person, visit = _p0001(s)
-    c3 = phenotypes.get_variable(s, "c3")
+    c3 = phenotype_variables.get_variable(s, "c3")
     values = [phenotypes.NewPhenotypeValue(person, visit, c3, Stored(number=90.0))]
     return phenotypes.add_many_values(s, actor=a, values=values, source="manual")
 
 
 def _c3_at_p0001(s) -> dict[str, Any]:
     person, visit = _p0001(s)
-    return {"participant": person, "variable": phenotypes.get_variable(s, "c3"), "visit": visit}
+    return {
+        "participant": person,
+        "variable": phenotype_variables.get_variable(s, "c3"),
+        "visit": visit,
+    }
 
 
 def _record_missing(w, s, a):
@@ -273,7 +278,7 @@ def _remove_missing(w, s, a):
 
 def _add_missing(w, s, a):
     person, visit = _p0001(s)
-    codes = [(visit, phenotypes.get_variable(s, "c3"), "NASK", 0)]
+    codes = [(visit, phenotype_variables.get_variable(s, "c3"), "NASK", 0)]
     return phenotype_missing.add_missing(s, actor=a, participant=person, codes=codes, source="x")
 
 
@@ -292,8 +297,8 @@ def _pull_redcap(w, s, a):
 
 
 def _restore_variable(w, s, a):
-    phenotypes.retire_variable(s, actor=w.admin, name="upcr", reason="not measured")
-    return phenotypes.restore_variable(s, actor=a, name="upcr", reason="measured again")
+    phenotype_variables.retire_variable(s, actor=w.admin, name="upcr", reason="not measured")
+    return phenotype_variables.restore_variable(s, actor=a, name="upcr", reason="measured again")
 
 
 def _legacy_plan(w, s, a):
@@ -435,7 +440,7 @@ IDENTIFIED = DeidentificationMode.identified
 # BOX-A's first two tubes swapped and A3, A4 empty: committed, two moves and T-PULL missing
 # (T-OUT is checked out, its position held).
 RACK_SCAN = f"Position,Tube ID\nA1,{SECOND_TUBE}\nA2,{TUBE}\nA3,\nA4,\n"
-NEW_VARIABLE = phenotypes.VariableRead(
+NEW_VARIABLE = phenotype_variables.VariableRead(
     name="new_score", label="New score", value_type=PhenotypeType.integer,
     scope=PhenotypeScope.visit,
 )  # fmt: skip
@@ -566,8 +571,8 @@ CASES = [
     row(storage.storage_tree, EVERYONE),
     row(overview.inventory_overview, EVERYONE),
     # phenotypes: everyone reads them, admins record them
-    row(phenotypes.list_variables, EVERYONE),
-    row(phenotypes.add_variable, ADMIN, definition=NEW_VARIABLE),
+    row(phenotype_variables.list_variables, EVERYONE),
+    row(phenotype_variables.add_variable, ADMIN, definition=NEW_VARIABLE),
     row(
         phenotypes.set_value, ADMIN, participant="P-0001", variable="upcr", value="0.4",
         visit="baseline",
@@ -579,9 +584,10 @@ CASES = [
     row(phenotype_missing.record_missing, ADMIN, call=_record_missing),
     row(phenotype_missing.remove_missing, ADMIN, call=_remove_missing),
     row(phenotype_missing.add_missing, ADMIN, call=_add_missing),
-    row(phenotypes.rename_variable, ADMIN, name="upcr", new_name="upcr_ratio", reason="clearer"),
-    row(phenotypes.retire_variable, ADMIN, name="upcr", reason="not measured"),
-    row(phenotypes.restore_variable, ADMIN, call=_restore_variable),
+    row(phenotype_variables.rename_variable, ADMIN, name="upcr", new_name="upcr_ratio",
+        reason="clearer"),
+    row(phenotype_variables.retire_variable, ADMIN, name="upcr", reason="not measured"),
+    row(phenotype_variables.restore_variable, ADMIN, call=_restore_variable),
     row(phenotypes.participant_phenotypes, EVERYONE, participant="P-0001"),
     row(phenotype_missing.participant_missing, EVERYONE, participant="P-0001"),
     row(phenotype_at_collection.specimen_phenotypes, EVERYONE, accession=TUBE),

@@ -26,7 +26,7 @@ from biobank.errors import (
 )
 from biobank.export.names import phenotype_column_names
 from biobank.models import AuditEntry
-from biobank.services import participants, phenotypes, studies
+from biobank.services import participants, phenotype_variables, phenotypes, studies
 from biobank.services.imports import redcap as redcap_import
 from biobank.services.imports.common import Counts, ImportReport
 from biobank.services.reference_data import install_reference_data
@@ -86,29 +86,39 @@ def test_a_rename_keeps_the_values_and_the_former_name_finds_the_variable(engine
     _seed(engine, admin)
     _set(engine, admin, "c3", "80")
     renamed = _call(
-        engine, phenotypes.rename_variable, admin, name="c3", new_name="c3_serum", reason=REASON
+        engine,
+        phenotype_variables.rename_variable,
+        admin,
+        name="c3",
+        new_name="c3_serum",
+        reason=REASON,
     )
     assert (renamed.name, renamed.former_names) == ("c3_serum", ["c3"])
     assert _values(engine, admin) == [("c3_serum", 80.0)]  # values hold the variable's id
     with uow(engine, readonly=True) as session:
-        known = phenotypes.variables_by_name(session)
+        known = phenotype_variables.variables_by_name(session)
         assert known["c3"] is known["c3_serum"] and known["c3"].name == "c3_serum"
         with pytest.raises(NotFound):  # the old name is not the variable's name any more
-            phenotypes.get_variable(session, "c3")
+            phenotype_variables.get_variable(session, "c3")
     [(before, after, reason)] = _audit(engine, "phenotype_variable.rename")
     assert (before["name"], before["former_names"]) == ("c3", None)
     assert (after["name"], after["former_names"], reason) == ("c3_serum", ["c3"], REASON)
     assert _set(engine, admin, "c3_serum", "85").outcome == "changed"
     # renaming back takes the name off the former names; the other stays one
     back = _call(
-        engine, phenotypes.rename_variable, admin, name="c3_serum", new_name="c3", reason="undo"
+        engine,
+        phenotype_variables.rename_variable,
+        admin,
+        name="c3_serum",
+        new_name="c3",
+        reason="undo",
     )
     assert (back.name, back.former_names) == ("c3", ["c3_serum"])
     assert _values(engine, admin) == [("c3", 85.0)]
 
 
 def test_bad_new_names_are_refused_and_change_nothing(engine, admin):
-    _call(engine, phenotypes.rename_variable, admin, name="sledai2k", new_name="sledai",
+    _call(engine, phenotype_variables.rename_variable, admin, name="sledai2k", new_name="sledai",
           reason=REASON)  # fmt: skip
     before = _audit_count(engine)
     cases = [
@@ -125,7 +135,7 @@ def test_bad_new_names_are_refused_and_change_nothing(engine, admin):
     ]
     for name, new_name, error, field, words in cases:
         with pytest.raises(error) as raised:
-            _call(engine, phenotypes.rename_variable, admin, name=name, new_name=new_name,
+            _call(engine, phenotype_variables.rename_variable, admin, name=name, new_name=new_name,
                   reason=REASON)  # fmt: skip
         assert (raised.value.field, raised.value.value) == (
             field,
@@ -134,19 +144,19 @@ def test_bad_new_names_are_refused_and_change_nothing(engine, admin):
         assert words in raised.value.message, raised.value.message
     for reason in ("", "   "):
         with pytest.raises(ValidationError) as raised:
-            _call(engine, phenotypes.rename_variable, admin, name="c3", new_name="c3_serum",
-                  reason=reason)  # fmt: skip
+            _call(engine, phenotype_variables.rename_variable, admin, name="c3",
+                  new_name="c3_serum", reason=reason)  # fmt: skip
         assert raised.value.field == "reason"
     # a new variable cannot take a former name either: what names it so finds `sledai`
-    definition = phenotypes.VariableRead(
+    definition = phenotype_variables.VariableRead(
         name="sledai2k", label="Again", value_type=PhenotypeType.integer,
         scope=PhenotypeScope.visit,
     )  # fmt: skip
     with pytest.raises(AlreadyExists, match="sledai2k was the name of phenotype variable sledai"):
-        _call(engine, phenotypes.add_variable, admin, definition=definition)
+        _call(engine, phenotype_variables.add_variable, admin, definition=definition)
     assert _audit_count(engine) == before
     with uow(engine, readonly=True) as session:
-        names = {v.name for v in phenotypes.list_variables(session, actor=admin)}
+        names = {v.name for v in phenotype_variables.list_variables(session, actor=admin)}
     assert {"c3", "upcr", "sledai"} <= names and "c3_serum" not in names
 
 
@@ -156,7 +166,9 @@ def test_bad_new_names_are_refused_and_change_nothing(engine, admin):
 def test_a_retired_variable_keeps_its_values_and_takes_no_new_ones(engine, admin):
     _seed(engine, admin)
     _set(engine, admin, "c3", "80")
-    retired = _call(engine, phenotypes.retire_variable, admin, name="c3", reason="not measured")
+    retired = _call(
+        engine, phenotype_variables.retire_variable, admin, name="c3", reason="not measured"
+    )
     assert retired.retired_at is not None
     [(before, after, reason)] = _audit(engine, "phenotype_variable.retire")
     assert (before["retired_at"], after["retired_at"] is not None) == (None, True)
@@ -168,7 +180,7 @@ def test_a_retired_variable_keeps_its_values_and_takes_no_new_ones(engine, admin
     with uow(engine) as session:  # the writers every import goes through refuse it too
         person = participants.get_participant_row(session, "SLE-0001")
         visit = participants.find_visit(session, person, "baseline")
-        c3, one = phenotypes.get_variable(session, "c3"), Stored(number=1.0)
+        c3, one = phenotype_variables.get_variable(session, "c3"), Stored(number=1.0)
         with pytest.raises(ValidationError, match="c3 is a retired variable"):
             phenotypes.add_values(
                 session, actor=admin, participant=person, values=[(visit, c3, one)], source="t"
@@ -180,36 +192,38 @@ def test_a_retired_variable_keeps_its_values_and_takes_no_new_ones(engine, admin
             )  # fmt: skip
     assert _values(engine, admin) == [("c3", 80.0)]  # kept
     with uow(engine, readonly=True) as session:
-        assert "c3" not in {v.name for v in phenotypes.list_variables(session, actor=admin)}
-        listed = phenotypes.list_variables(session, actor=admin, include_retired=True)
+        assert "c3" not in {
+            v.name for v in phenotype_variables.list_variables(session, actor=admin)
+        }
+        listed = phenotype_variables.list_variables(session, actor=admin, include_retired=True)
         assert next(v for v in listed if v.name == "c3").retired_at == retired.retired_at
-        assert "c3" not in phenotypes.variables_by_name(session)
-        assert "c3" in phenotypes.variables_by_name(session, include_retired=True)
+        assert "c3" not in phenotype_variables.variables_by_name(session)
+        assert "c3" in phenotype_variables.variables_by_name(session, include_retired=True)
     with pytest.raises(InvalidTransition, match="c3 is retired already"):
-        _call(engine, phenotypes.retire_variable, admin, name="c3", reason="again")
-    restored = _call(engine, phenotypes.restore_variable, admin, name="c3", reason="back")
+        _call(engine, phenotype_variables.retire_variable, admin, name="c3", reason="again")
+    restored = _call(engine, phenotype_variables.restore_variable, admin, name="c3", reason="back")
     assert restored.retired_at is None
     assert _set(engine, admin, "c3", "81").outcome == "changed"
     with pytest.raises(InvalidTransition, match="c3 is not retired"):
-        _call(engine, phenotypes.restore_variable, admin, name="c3", reason="again")
+        _call(engine, phenotype_variables.restore_variable, admin, name="c3", reason="again")
 
 
 def test_only_admins_rename_retire_and_restore(engine, actors):
     admin = actors[Role.admin]
-    _call(engine, phenotypes.retire_variable, admin, name="upcr", reason="not measured")
+    _call(engine, phenotype_variables.retire_variable, admin, name="upcr", reason="not measured")
     before = _audit_count(engine)
     for role in (Role.technician, Role.pi):
         calls = [
-            (phenotypes.rename_variable, {"name": "c3", "new_name": "c3_serum"}),
-            (phenotypes.retire_variable, {"name": "c3"}),
-            (phenotypes.restore_variable, {"name": "upcr"}),
+            (phenotype_variables.rename_variable, {"name": "c3", "new_name": "c3_serum"}),
+            (phenotype_variables.retire_variable, {"name": "c3"}),
+            (phenotype_variables.restore_variable, {"name": "upcr"}),
         ]
         for service, arguments in calls:
             with pytest.raises(PermissionDenied, match=rf"\({role.value}\) may not record"):
                 _call(engine, service, actors[role], reason=REASON, **arguments)
     assert _audit_count(engine) == before
     with uow(engine, readonly=True) as session:
-        known = phenotypes.variables_by_name(session, include_retired=True)
+        known = phenotype_variables.variables_by_name(session, include_retired=True)
         assert (known["c3"].name, known["c3"].retired_at, known["c3"].former_names) == (
             "c3",
             None,
@@ -219,7 +233,14 @@ def test_only_admins_rename_retire_and_restore(engine, actors):
 
 
 def test_a_renamed_core_variable_is_not_installed_again(engine, admin):
-    _call(engine, phenotypes.rename_variable, admin, name="c3", new_name="c3_serum", reason=REASON)
+    _call(
+        engine,
+        phenotype_variables.rename_variable,
+        admin,
+        name="c3",
+        new_name="c3_serum",
+        reason=REASON,
+    )
     with uow(engine) as session:  # what opening the database does
         assert install_reference_data(session) == 0
 
@@ -269,8 +290,8 @@ def _redcap_values(engine, actor) -> dict[tuple[str, str | None], object]:
 
 def test_a_re_import_after_a_rename_updates_the_renamed_variable(engine, admin, study, tmp_path):
     _redcap(engine, admin, EXTRA_RECORDS)
-    _call(engine, phenotypes.rename_variable, admin, name="fatigue", new_name="fatigue_vas",
-          reason=REASON)  # fmt: skip
+    _call(engine, phenotype_variables.rename_variable, admin, name="fatigue",
+          new_name="fatigue_vas", reason=REASON)  # fmt: skip
     changed = _edited(EXTRA_RECORDS, tmp_path / "records.csv", fatigue="40")
     report = _redcap(engine, admin, changed)
     assert report.variables == Counts(unchanged=5)
@@ -279,7 +300,9 @@ def test_a_re_import_after_a_rename_updates_the_renamed_variable(engine, admin, 
     values = _redcap_values(engine, admin)
     assert values[("fatigue_vas", "screening")] == 40 and ("fatigue", "screening") not in values
     with uow(engine, readonly=True) as session:
-        assert "fatigue" not in {v.name for v in phenotypes.list_variables(session, actor=admin)}
+        assert "fatigue" not in {
+            v.name for v in phenotype_variables.list_variables(session, actor=admin)
+        }
     # a dictionary naming the variable by both names would give it two values per visit
     both = tmp_path / "both.csv"
     lines = EXTRA_DICTIONARY.read_text(encoding="utf-8").splitlines()
@@ -293,7 +316,7 @@ def test_a_re_import_after_a_rename_updates_the_renamed_variable(engine, admin, 
 
 def test_a_retired_variables_values_are_left_out_with_a_notice(engine, admin, study, tmp_path):
     _redcap(engine, admin, EXTRA_RECORDS)
-    _call(engine, phenotypes.retire_variable, admin, name="bmi", reason="not collected")
+    _call(engine, phenotype_variables.retire_variable, admin, name="bmi", reason="not collected")
     report = _redcap(engine, admin, _edited(EXTRA_RECORDS, tmp_path / "records.csv", bmi="30.1"))
     assert "bmi: the variable bmi is retired; its values are not imported" in report.notices
     assert report.variables == Counts(unchanged=4) and report.values.changed == 0
@@ -331,7 +354,7 @@ def test_fields_named_like_export_columns_import_and_are_exported_as_var(
                      mapping=redcap_import.redcap_mapping(mapping))  # fmt: skip
     assert report.variables == Counts(added=5) and report.values == Counts(added=5)
     with uow(engine, readonly=True) as session:
-        names = [v.name for v in phenotypes.list_variables(session, actor=admin)]
+        names = [v.name for v in phenotype_variables.list_variables(session, actor=admin)]
     assert {"sex", "collected", "quantity", "unit", "var_quantity"} <= set(names)
     columns = phenotype_column_names(names)
     assert {n: columns[n] for n in ("sex", "collected", "quantity", "unit", "var_quantity")} == {
@@ -348,7 +371,7 @@ def test_fields_named_like_export_columns_import_and_are_exported_as_var(
 
 # Not a core variable: opening the database installs a missing core variable again (see the
 # expected failure above)
-SITE_CRP = phenotypes.VariableRead(
+SITE_CRP = phenotype_variables.VariableRead(
     name="crp_site", label="CRP (site lab)", value_type=PhenotypeType.decimal,
     scope=PhenotypeScope.visit, unit="mg/L", min_value=0,
 )  # fmt: skip
@@ -359,7 +382,7 @@ def cli(monkeypatch, db_url, engine, actors):
     """`cli(*args, code=0)` on a database with SLE-0001 (a baseline visit), the variable
     crp_site, and users admin, technician1 and pi1."""
     _seed(engine, actors[Role.admin])
-    _call(engine, phenotypes.add_variable, actors[Role.admin], definition=SITE_CRP)
+    _call(engine, phenotype_variables.add_variable, actors[Role.admin], definition=SITE_CRP)
     monkeypatch.setenv("BIOBANK_DATABASE_URL", db_url)
     runner = CliRunner()
 

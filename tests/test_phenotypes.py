@@ -16,7 +16,13 @@ from biobank.domain.phenotypes import Spec, Stored, display, parse_value, typed
 from biobank.domain.vocabulary import PhenotypeType, Role
 from biobank.errors import NotFound, PermissionDenied, ValidationError
 from biobank.models import AuditEntry, PhenotypeValue, PhenotypeVariable, Specimen
-from biobank.services import lineage, participants, phenotype_at_collection, phenotypes
+from biobank.services import (
+    lineage,
+    participants,
+    phenotype_at_collection,
+    phenotype_variables,
+    phenotypes,
+)
 from biobank.services.phenotype_at_collection import (
     DEFAULT_WINDOW_DAYS,
     Collected,
@@ -210,7 +216,7 @@ def test_only_admins_record_values_everyone_reads_them(engine, actors):
             shown = phenotypes.participant_phenotypes(
                 session, actor=actors[role], participant="SLE-0001"
             )
-            labs = phenotypes.list_variables(session, actor=actors[role], category="labs")
+            labs = phenotype_variables.list_variables(session, actor=actors[role], category="labs")
         assert [(v.variable, v.display) for v in shown] == [("c3", "80 mg/dL")]
         assert "c3" in {v.name for v in labs} and {v.category for v in labs} == {"labs"}
 

@@ -24,6 +24,7 @@ from biobank.services import (
     consent_checks,
     demo,
     participants,
+    phenotype_variables,
     phenotypes,
     studies,
 )
@@ -692,7 +693,7 @@ def test_other_field_types_become_variables(engine, admin, study):
     with uow(engine, readonly=True) as session:
         made = {
             v.name: v
-            for v in phenotypes.list_variables(session, actor=admin)
+            for v in phenotype_variables.list_variables(session, actor=admin)
             if v.name in ("smoking", "symptoms", "fatigue", "bmi", "comments")
         }
         first = _by_record(session, admin, "ex-001", with_identity=True)  # as REDCap has it

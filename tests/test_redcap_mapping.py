@@ -32,7 +32,7 @@ from redcap_projects import (
 
 from biobank.db import uow
 from biobank.errors import ConsentDenied, ValidationError
-from biobank.services import consent_checks, participants, phenotypes, studies
+from biobank.services import consent_checks, participants, phenotype_variables, phenotypes, studies
 from biobank.services.imports import redcap
 from biobank.services.imports.common import Counts, ImportReport
 
@@ -173,7 +173,9 @@ def test_a_field_of_another_meaning_goes_to_the_project_namespace(engine, admin,
     with uow(engine, readonly=True) as session:  # the lupus variables hold nothing of it
         lupus = phenotypes.stored_values(
             session,
-            variables=[phenotypes.get_variable(session, n).id for n in ("race", "ethnicity")],
+            variables=[
+                phenotype_variables.get_variable(session, n).id for n in ("race", "ethnicity")
+            ],
             participants=_participant_ids(engine),
             participant_level=True,
         )

@@ -23,6 +23,7 @@ from biobank.services import (
     exports,
     participants,
     phenotype_missing,
+    phenotype_variables,
     phenotypes,
     studies,
 )
@@ -420,7 +421,7 @@ def test_a_missing_code_is_never_data_to_cohorts_exports_or_the_timeline(
         person = participants.get_participant_row(session, "P-0002")
         outcome = phenotype_missing.record_missing(
             session, actor=admin, participant=person,
-            variable=phenotypes.get_variable(session, "ln_class"),
+            variable=phenotype_variables.get_variable(session, "ln_class"),
             visit=participants.find_visit(session, person, "baseline"), code="NASK",
             source="manual", reason="not asked after all",
         )  # fmt: skip
@@ -446,7 +447,7 @@ def test_a_value_and_a_code_replace_each_other_audited(cohort_db, admin):
         person = participants.get_participant_row(session, "P-0001")
         return {
             "participant": person,
-            "variable": phenotypes.get_variable(session, "upcr"),
+            "variable": phenotype_variables.get_variable(session, "upcr"),
             "visit": participants.find_visit(session, person, "month 6"),
         }
 
@@ -497,7 +498,7 @@ def test_merging_visits_moves_missing_codes(cohort_db, admin):
         for visit, name, code in ((merged, "upcr", "NASK"), (merged, "sledai2k", "UNK"),
                                   (kept, "ln_class", "NA")):  # fmt: skip
             phenotype_missing.record_missing(
-                session, actor=admin, participant=person, variable=phenotypes.get_variable(
+                session, actor=admin, participant=person, variable=phenotype_variables.get_variable(
                     session, name), visit=visit, code=code, source="manual",
             )  # fmt: skip
         phenotypes.set_value(

@@ -18,7 +18,7 @@ from biobank.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from biobank.services.phenotypes import VariableRead
+    from biobank.services.phenotype_variables import VariableRead
 
 app = typer.Typer(help="Phenotype data: the dictionary and each participant's values.")
 variable_app = typer.Typer(help="Rename, retire or restore a dictionary variable (admins).")
@@ -60,10 +60,10 @@ def dictionary(
     json: JsonOption = False,
 ) -> None:
     """The phenotype data dictionary."""
-    from biobank.services import phenotypes
+    from biobank.services import phenotype_variables
 
     with work(ctx, readonly=True) as (session, actor):
-        rows = phenotypes.list_variables(
+        rows = phenotype_variables.list_variables(
             session, actor=actor, category=category, include_retired=everything
         )
     if json:
@@ -94,10 +94,10 @@ def variable_rename(
     ctx: typer.Context, old: str, new: str, reason: str = Reason, json: JsonOption = False
 ) -> None:
     """Rename a variable: its values follow it, and its old name still finds it."""
-    from biobank.services import phenotypes
+    from biobank.services import phenotype_variables
 
     with work(ctx) as (session, actor):
-        renamed = phenotypes.rename_variable(
+        renamed = phenotype_variables.rename_variable(
             session, actor=actor, name=old, new_name=new, reason=reason
         )
     if json:
@@ -112,10 +112,12 @@ def variable_retire(
 ) -> None:
     """Retire a variable: its values are kept, but it takes no new ones and is no longer
     queried or exported."""
-    from biobank.services import phenotypes
+    from biobank.services import phenotype_variables
 
     with work(ctx) as (session, actor):
-        retired = phenotypes.retire_variable(session, actor=actor, name=name, reason=reason)
+        retired = phenotype_variables.retire_variable(
+            session, actor=actor, name=name, reason=reason
+        )
     if json:
         emit_json(retired)
         return
@@ -127,10 +129,12 @@ def variable_restore(
     ctx: typer.Context, name: str, reason: str = Reason, json: JsonOption = False
 ) -> None:
     """Put a retired variable back in use, with the values it kept."""
-    from biobank.services import phenotypes
+    from biobank.services import phenotype_variables
 
     with work(ctx) as (session, actor):
-        restored = phenotypes.restore_variable(session, actor=actor, name=name, reason=reason)
+        restored = phenotype_variables.restore_variable(
+            session, actor=actor, name=name, reason=reason
+        )
     if json:
         emit_json(restored)
         return

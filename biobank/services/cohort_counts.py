@@ -17,7 +17,7 @@ from biobank.services.cohort_strata import Breakdown, StrataCounter, check_strat
 from biobank.services.cohorts import Tally, select_cohort
 from biobank.services.consent_checks import judged_today, known_uses
 from biobank.services.phenotype_at_collection import DEFAULT_WINDOW_DAYS
-from biobank.services.phenotypes import variables_by_name
+from biobank.services.phenotype_variables import variables_by_name
 from biobank.services.saved_queries import resolve_query
 
 SMALL_CELL = 5  # the settings' `small_cell` unless set

@@ -46,7 +46,8 @@ from biobank.services.phenotype_at_collection import (
     stored_time,
     values_at_collection,
 )
-from biobank.services.phenotypes import stored_values, variables_by_name
+from biobank.services.phenotype_variables import variables_by_name
+from biobank.services.phenotypes import stored_values
 from biobank.services.storage import get_unit, subtree_range
 from biobank.services.studies import get_study
 

@@ -28,7 +28,8 @@ from biobank.services.participants import (
     add_visit,
     new_participant_code,
 )
-from biobank.services.phenotypes import add_values, get_variable
+from biobank.services.phenotype_variables import get_variable
+from biobank.services.phenotypes import add_values
 from biobank.services.specimens import accession
 from biobank.services.storage import add_freezer
 from biobank.services.studies import add_study

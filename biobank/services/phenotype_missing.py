@@ -30,7 +30,7 @@ from biobank.models import (
     Visit,
     utcnow,
 )
-from biobank.services import audit, phenotypes
+from biobank.services import audit, phenotype_variables, phenotypes
 from biobank.services.participants import get_participant_row
 
 CODE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")  # what REDCap allows a missing-data code
@@ -90,7 +90,7 @@ def record_missing(
     """Record that a value is missing and why (`code`): the value there is removed, a code
     there changed, each audited; the same code again changes nothing."""
     require(actor, Permission.record_phenotypes)
-    phenotypes.refuse_retired(variable)
+    phenotype_variables.refuse_retired(variable)
     visit = phenotypes.place_visit(variable, visit)
     code = check_code(code)
     label = visit.label if visit is not None else None
@@ -170,7 +170,7 @@ def add_missing(
     require(actor, Permission.record_phenotypes)
     rows = []
     for visit, variable, code, instance in codes:
-        phenotypes.refuse_retired(variable)
+        phenotype_variables.refuse_retired(variable)
         if (visit is None) != (variable.scope is PhenotypeScope.participant):
             raise ValidationError(
                 f"{variable.name} is recorded per {variable.scope.value}",

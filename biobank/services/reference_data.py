@@ -20,7 +20,7 @@ from biobank.db import flush
 from biobank.domain.permissions import SYSTEM
 from biobank.models import ConsentStatement, PhenotypeVariable
 from biobank.services import audit
-from biobank.services.phenotypes import VariableRead, check_definition
+from biobank.services.phenotype_variables import VariableRead, check_definition
 
 
 class StatementData(TypedDict):

@@ -28,7 +28,7 @@ from biobank.models import (
     ConsentStatement,
     PhenotypeVariable,
 )
-from biobank.services import phenotypes
+from biobank.services import phenotype_variables
 from biobank.services.imports.common import ImportReport
 from biobank.services.imports.redcap import choices
 from biobank.services.imports.redcap.faults import Faults
@@ -124,7 +124,7 @@ class Dictionary:
             if self.role_field(field_name, f"identity.{column}", wanted):
                 self.faults.phi.add(field_name)
         self.read_consent_fields()
-        self.known = phenotypes.variables_by_name(self.session, include_retired=True)
+        self.known = phenotype_variables.variables_by_name(self.session, include_retired=True)
         for f in self.fields.values():
             if f.name in roles:
                 if f.identifier and f.name not in self.faults.phi:
@@ -359,7 +359,9 @@ class Dictionary:
         if why is not None:
             self.misfit(f, variable, rule, why)
             return
-        self.targets[f.name] = Target(f, phenotypes.variable_read(variable), variable, codes)
+        self.targets[f.name] = Target(
+            f, phenotype_variables.variable_read(variable), variable, codes
+        )
 
     def namespaced(self, f: redcap.Field, variable: PhenotypeVariable, why: str) -> str:
         """The project's own variable for a field of another meaning than `variable`'s."""
@@ -418,7 +420,7 @@ class Dictionary:
             else PhenotypeScope.visit
         )
         codes, made = choices.recoded(f, rule.choices)
-        definition = phenotypes.VariableRead(
+        definition = phenotype_variables.VariableRead(
             name=name,
             label=f.label,
             value_type=f.value_type,
@@ -430,7 +432,7 @@ class Dictionary:
             description=f.note,
         )
         try:
-            phenotypes.check_definition(definition)
+            phenotype_variables.check_definition(definition)
         except ValidationError as error:
             self.faults.fault(
                 self.report.dictionary, None, f.line, f.name, error.value, error.message

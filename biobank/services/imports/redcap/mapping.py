@@ -30,7 +30,7 @@ from biobank.services.imports.redcap.mapping_fields import (
 from biobank.services.imports.redcap.mapping_fields import fail as _fail
 from biobank.services.imports.redcap.mapping_fields import field_name as _field_name
 from biobank.services.phenotype_missing import check_code
-from biobank.services.phenotypes import VARIABLE_NAME
+from biobank.services.phenotype_variables import VARIABLE_NAME
 
 IDENTITY_LIMITS = {"mrn": 64, "family_name": 200, "given_name": 200, "date_of_birth": None}
 DEFAULT_MAPPING = "reference/redcap_mapping.toml"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from biobank.domain.phi import Phi
 from biobank.errors import ValidationError
-from biobank.services.phenotypes import VARIABLE_NAME
+from biobank.services.phenotype_variables import VARIABLE_NAME
 
 RULE_KEYS = ("phi", "variable", "skip", "choices")
 

@@ -18,7 +18,7 @@ from biobank import redcap
 from biobank.domain.phenotypes import Spec, Stored, display
 from biobank.domain.vocabulary import PhenotypeScope, Sex
 from biobank.models import ParticipantIdentity, PhenotypeVariable, Study
-from biobank.services import phenotypes
+from biobank.services import phenotype_variables
 from biobank.services.imports.common import BATCH_ROWS, Counts, ImportReport, Removed, ScratchFile
 from biobank.services.imports.redcap.faults import Place
 from biobank.services.imports.redcap.mapping import IDENTITY_LIMITS, RedcapMapping
@@ -48,7 +48,7 @@ class Target:
     `codes` turns REDCap's choice codes into the variable's."""
 
     field: redcap.Field
-    definition: phenotypes.VariableRead
+    definition: phenotype_variables.VariableRead
     variable: PhenotypeVariable | None
     codes: dict[str, str]
 

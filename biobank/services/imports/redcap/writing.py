@@ -34,6 +34,7 @@ from biobank.services import (
     external_ids,
     participants,
     phenotype_missing,
+    phenotype_variables,
     phenotypes,
     withdrawals,
 )
@@ -175,11 +176,11 @@ class _Writer:
     def create_variables(self) -> None:
         for name, target in self.plan.targets.items():
             if target.variable is None:
-                phenotypes.add_variable(
+                phenotype_variables.add_variable(
                     self.session, actor=self.actor, definition=target.definition
                 )
                 variable = target.definition.name  # the field's name, unless renamed
-                self.variables[name] = phenotypes.get_variable(self.session, variable)
+                self.variables[name] = phenotype_variables.get_variable(self.session, variable)
 
     def changed(
         self,
