@@ -4,6 +4,7 @@ restore are themselves in it. A copy that is not one, or whose chain is broken, 
 before anything is replaced; only admins may do either."""
 
 import json
+import secrets
 import sqlite3
 import subprocess
 
@@ -109,6 +110,41 @@ def test_a_postgres_dump_with_a_broken_chain_replaces_nothing(
     demo_cli("-u", "admin", "restore", str(good), "-y")  # the good one still restores
 
 
+@pytest.mark.parametrize("engine_name", ["postgres"], indirect=True)  # made with psql
+def test_a_postgres_dump_that_fails_to_restore_after_its_check_replaces_nothing(
+    demo_cli, db_url, tmp_path, postgres_databases
+):
+    """The dump is restored over the live database while it is checked, in a transaction
+    committed only after the check: one that fails part way (a grant to a role this server
+    does not have, after every table was dropped and filled again) is rolled back whole."""
+    good = tmp_path / "good.dump"
+    demo_cli("-u", "admin", "backup", str(good))
+    other = make_url(postgres_databases.create())
+    server = other.set(drivername="postgresql").render_as_string(hide_password=False)
+    subprocess.run(["pg_restore", f"--dbname={server}", "--no-owner", str(good)], check=True)
+    role = f"gone_{secrets.token_hex(4)}"
+    granting = tmp_path / "granting.dump"
+    psql = ["psql", server, "-v", "ON_ERROR_STOP=1", "-qc"]
+    subprocess.run([*psql, f"CREATE ROLE {role}; GRANT SELECT ON app_user TO {role}"], check=True)
+    try:
+        subprocess.run(["pg_dump", f"--dbname={server}", "--format=custom", "--no-owner",
+                        f"--file={granting}"], check=True)  # fmt: skip
+    finally:
+        subprocess.run([*psql, f"REVOKE ALL ON app_user FROM {role}; DROP ROLE {role}"],
+                       check=True)  # fmt: skip
+    demo_cli("-u", "admin", "user", "add", "newcomer", "--role", "technician")
+    users = _count(db_url, "SELECT count(*) FROM app_user")
+    entries = _count(db_url, "SELECT count(*) FROM audit_entry")
+
+    failed = demo_cli("-u", "admin", "restore", str(granting), "-y", code=10)
+    assert "nothing was replaced" in failed.stderr and f'role "{role}"' in failed.stderr
+    assert _count(db_url, "SELECT count(*) FROM app_user") == users  # the newcomer stays
+    assert _count(db_url, "SELECT count(*) FROM audit_entry") == entries
+    scratch = f"{make_url(db_url).database}_restore_%"
+    assert _count(db_url, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{scratch}'") == 0
+    demo_cli("-u", "admin", "audit", "verify")
+
+
 @pytest.mark.parametrize("engine_name", ["sqlite"], indirect=True)
 def test_a_corrupt_sqlite_backup_is_one_line_and_replaces_nothing(demo_cli, db_url, tmp_path):
     copy = tmp_path / "biobank.backup"
@@ -119,6 +155,35 @@ def test_a_corrupt_sqlite_backup_is_one_line_and_replaces_nothing(demo_cli, db_u
     entries = _count(db_url, "SELECT count(*) FROM audit_entry")
     refused = demo_cli("-u", "admin", "restore", str(copy), "-y", code=2)
     assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert _count(db_url, "SELECT count(*) FROM audit_entry") == entries
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"], indirect=True)  # edited with sqlite3
+def test_a_sqlite_copy_changed_since_its_backup_gets_the_full_integrity_check(
+    demo_cli, db_url, tmp_path
+):
+    """A copy this database recorded, unchanged, gets SQLite's quick check; one whose bytes
+    changed since gets the full check, which also holds each index to its table: an index
+    that no longer matches its rows is refused."""
+    copy = tmp_path / "biobank.backup"
+    demo_cli("-u", "admin", "backup", str(copy))
+    connection = sqlite3.connect(copy)
+    (sql,) = connection.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'ix_specimen_status'"
+    ).fetchone()
+    with connection:
+        connection.execute("PRAGMA writable_schema = ON")
+        connection.execute(
+            "UPDATE sqlite_master SET sql = ? WHERE name = 'ix_specimen_status'",
+            (sql.replace("(status)", "(specimen_type)"),),
+        )
+    assert connection.execute("PRAGMA quick_check").fetchone() == ("ok",)
+    connection.close()
+    assert not (tmp_path / "biobank.backup-wal").exists()  # the copy's bytes alone changed
+    entries = _count(db_url, "SELECT count(*) FROM audit_entry")
+
+    refused = demo_cli("-u", "admin", "restore", str(copy), "-y", code=2)
+    assert "fails SQLite's integrity check: row 1 missing from index" in refused.stderr
     assert _count(db_url, "SELECT count(*) FROM audit_entry") == entries
 
 
