@@ -17,6 +17,7 @@ from pathlib import Path
 from benchmarks import (
     allocation,
     audit_bench,
+    backup_bench,
     cli_bench,
     cohort_bench,
     concurrency,
@@ -55,6 +56,7 @@ class Plan:
     pull_lines: int  # a pull list worked through by scanning, in the TUI
     redcap_rows: int  # records-events of a REDCap project (and a tenth, for its memory)
     request_lines: int  # tubes of a specimen request's pick list
+    backup_rounds: int  # each a backup and a restore of the whole inventory, and baselines
 
     @classmethod
     def of(cls, quick: bool, size: int) -> Plan:
@@ -62,13 +64,14 @@ class Plan:
             return cls(lookups=2_000, allocations=200, accessions=100, import_rows=2_000,
                        scans=15, boxes=8, starts=3, label_runs=1,
                        pull_lines=tui_bench.QUICK_PULL_LINES, redcap_rows=2_000,
-                       request_lines=request_bench.QUICK_LINES)  # fmt: skip
+                       request_lines=request_bench.QUICK_LINES, backup_rounds=1)  # fmt: skip
         # the import grows with the inventory (a tenth of it), so its memory is seen to stay flat
         return cls(lookups=5_000, allocations=500, accessions=300,
                    import_rows=max(2_000, size // 10), scans=50, boxes=20, starts=7,
                    label_runs=3, pull_lines=tui_bench.PULL_LINES,
                    redcap_rows=max(2_000, size // 10),
-                   request_lines=request_bench.LINES)  # fmt: skip
+                   request_lines=request_bench.LINES,
+                   backup_rounds=backup_bench.ROUNDS)  # fmt: skip
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -147,7 +150,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Result]]:
             say(f"legacy import of {plan.import_rows:,} rows")
             results += legacy.run(db, engine, dataset, rows=plan.import_rows, say=say)
             stall_rows = plan.import_rows if args.quick else audit_bench.STALL_ROWS
-            say(f"audit chain: verify, and accessions during legacy imports of {stall_rows:,}")
+            say(f"audit chain: verify, and accessions during imports of {stall_rows:,} rows")
             results += audit_bench.run(
                 db, engine, dataset, import_rows=stall_rows, rounds=1 if args.quick else 3,
                 quiet=10 if args.quick else 50, rng=rng, say=say,
@@ -162,10 +165,12 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Result]]:
             )
             say("TUI views")
             results += tui_bench.run(db, dataset, rng=rng, scans=plan.scans, boxes=plan.boxes)
+            results.append(tui_bench.cold_start_on_inventory(db, dataset, runs=plan.starts))
             say(f"TUI pull list of {plan.pull_lines:,} lines")  # last: it disposes tubes
             results += [
                 tui_bench.pull_list(db, dataset, rng=rng, lines=plan.pull_lines, scans=plan.scans)
             ]
+            results += backup_bench.run(db, rounds=plan.backup_rounds, say=say)
             engine.dispose()
     if "sqlite" in args.engines:
         results.append(tui_bench.cold_start(runs=plan.starts))

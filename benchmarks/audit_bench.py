@@ -1,10 +1,12 @@
-"""The audit chain under a lab's day: another terminal accessioning while a legacy import runs,
-and `audit verify`, whole and after a verified checkpoint.
+"""The audit chain under a lab's day: another terminal accessioning while an import runs (a
+legacy inventory sheet, a REDCap project), and `audit verify`, whole and after a verified
+checkpoint.
 
-Stall: rounds of accessions with nothing else running, then accessions while a legacy import
-runs in another process (from the moment its unit of work has begun to the moment it has
-committed), each in its own committed unit of work as at a terminal; no import, import, no
-import… so both see the same load. On PostgreSQL an import's audit entries are written under
+Stall: rounds of accessions with nothing else running, then accessions while an import runs in
+another process (from the moment its unit of work has begun to the moment it has committed),
+each in its own committed unit of work as at a terminal; no import, import, no import… so both
+see the same load. Each round imports new subjects (the REDCap project's record IDs marked by
+the round), so every round writes as much. On PostgreSQL an import's audit entries are written under
 no lock and sealed by one entry at commit; on SQLite there is one writer, and an accession
 waits for the import's whole unit of work (its bound: the import's length, refused after the
 10 s busy timeout).
@@ -36,13 +38,15 @@ from benchmarks.databases import BenchDatabase
 from benchmarks.dataset import STUDY, WORKSTATION, Dataset, accession_tube
 from benchmarks.legacy import write_sheet
 from benchmarks.measure import Result, median, p99
+from benchmarks.redcap_bench import write_project
 from biobank.db import uow
 from biobank.domain.permissions import Actor
 from biobank.errors import BiobankError
 from biobank.services import audit
 from biobank.services.identity import actor_for
 
-STALL_ROWS = 30_000  # the import a terminal waits behind, at most
+STALL_ROWS = 30_000  # the legacy import a terminal waits behind, at most
+REDCAP_STALL_ROWS = 10_000  # the REDCap import's records-events (it writes ~25 rows each)
 GOAL_STALL_P99 = 0.100
 GOAL_VERIFY_RATE = 100_000
 GOAL_INCREMENTAL = 1.0
@@ -71,8 +75,9 @@ def run(
         checkpoint = audit.verify_chain(session, actor=admin, incremental=True)
     with uow(engine) as session:
         audit.record_verified(session, actor=admin, report=checkpoint)
-    results += _stall(db, engine, dataset, rows=import_rows, rounds=rounds, quiet=quiet, rng=rng,
-                      say=say)  # fmt: skip
+    for kind, rows in (("legacy", import_rows), ("REDCap", min(import_rows, REDCAP_STALL_ROWS))):
+        results += _stall(db, engine, dataset, kind=kind, rows=rows, rounds=rounds, quiet=quiet,
+                          rng=rng, say=say)  # fmt: skip
     results.append(_incremental(db, engine, admin, since=checkpoint.through, rounds=rounds))
     return results
 
@@ -95,6 +100,7 @@ def _stall(
     engine: Engine,
     dataset: Dataset,
     *,
+    kind: str,
     rows: int,
     rounds: int,
     quiet: int,
@@ -107,12 +113,16 @@ def _stall(
     with TemporaryDirectory() as folder:
         for round_ in range(rounds):
             alone += [_accession(engine, dataset, rng) for _ in range(quiet)]
-            sheet = Path(folder) / f"stall{round_}.csv"
-            _sheet(sheet, rows, round_)
-            say(f"accessions during a legacy import of {rows:,} rows, round {round_ + 1}")
+            given = Path(folder) / f"stall{round_}"
+            if kind == "legacy":
+                given = given.with_suffix(".csv")
+                _sheet(given, rows, round_)
+            else:
+                _project(given, rows, round_)
+            say(f"accessions during a {kind} import of {rows:,} rows, round {round_ + 1}")
             child = subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.audit_bench", db.engine_name, db.url,
-                 str(sheet)],
+                 str(given)],
                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
             assert child.stdout is not None
@@ -132,9 +142,11 @@ def _stall(
         if sqlite
         else "the import's entries are written under no lock and sealed by one entry at commit"
     )
+    what = "records-events" if kind == "REDCap" else "rows"
     how = (
-        f"specimens.accession into the freezer, each committed, while a {rows:,}-row legacy "
-        f"import (check + write, one unit of work) runs in another process; {rounds} rounds, "
+        f"specimens.accession into the freezer, each committed, while a {kind} import of "
+        f"{rows:,} {what} (check + write, one unit of work) runs in another process; {rounds} "
+        "rounds, "
         f"imports took {median(imports):.1f} s (median); baseline: accessions with no import, "
         f"{quiet} before and after each round, measured in the same run (median "
         f"{median(alone) * 1000:.1f} ms, p99 {p99(alone) * 1000:.1f} ms); {bound}"
@@ -142,7 +154,7 @@ def _stall(
     details = {"accessions_during": len(during), "accessions_alone": len(alone),
                "import_seconds": imports, "p99_alone": p99(alone)}  # fmt: skip
     return [
-        Result("accession during a legacy import", db.engine_name, "latency", median(during),
+        Result(f"accession during a {kind} import", db.engine_name, "latency", median(during),
                p99(during), median(alone), None if sqlite else "p99 ≤ 100 ms",
                None if sqlite else p99(during) <= GOAL_STALL_P99, how, details),
     ]  # fmt: skip
@@ -228,11 +240,20 @@ def _raw_hashing(db: BenchDatabase, *, after: int) -> tuple[float, float]:
     return seconds, count / seconds if seconds else 0.0
 
 
-def _import(db: BenchDatabase, sheet: Path) -> None:
-    """The import a terminal waits behind, in this process: says "begun" once its unit of work
-    has begun."""
+def _project(folder: Path, rows: int, round_: int) -> None:
+    """The REDCap benchmark's project, its record IDs marked by the round."""
+    _, records = write_project(folder, rows, seed=round_ + 1)
+    header, text = records.read_text().split("\n", 1)
+    lines = (f"S{round_:02d}-{line}" if line else line for line in text.split("\n"))
+    records.write_text(f"{header}\n" + "\n".join(lines))
+
+
+def _import(db: BenchDatabase, given: Path) -> None:
+    """The import a terminal waits behind, in this process (a legacy sheet, or a REDCap
+    project's folder): says "begun" once its unit of work has begun."""
     from biobank.db import make_engine
     from biobank.services.imports import legacy as legacy_import
+    from biobank.services.imports.redcap import check_redcap, redcap_mapping, write_redcap
 
     engine = make_engine(db.url)
     with uow(engine, readonly=True) as session:
@@ -240,7 +261,16 @@ def _import(db: BenchDatabase, sheet: Path) -> None:
     with uow(engine) as session:
         session.connection()  # begun (on SQLite: the write lock taken)
         print("begun", flush=True)
-        plan = legacy_import.check_inventory(session, actor=admin, path=sheet, study=STUDY)
+        if given.is_dir():
+            project = check_redcap(
+                session, actor=admin, dictionary=given / "dictionary.csv",
+                records=given / "records.csv", study=STUDY, mapping=redcap_mapping(),
+            )  # fmt: skip
+            if not project.writable:
+                raise AssertionError(f"the project has {project.report.fault_count} faults")
+            write_redcap(session, actor=admin, plan=project)
+            return
+        plan = legacy_import.check_inventory(session, actor=admin, path=given, study=STUDY)
         legacy_import.write_inventory(session, actor=admin, plan=plan)
 
 
