@@ -61,18 +61,24 @@ def _count(engine, sql: str) -> int:
         return connection.execute(sa.text(sql)).scalar_one()
 
 
+async def _picking(app, pilot, code: str) -> PickListScreen:
+    """Signed in, Ctrl+K, the request's code typed: the pick list on screen."""
+    await sign_in(app, pilot)
+    await pilot.press("ctrl+k")
+    await settle(app, pilot)
+    screen = app.screen
+    assert isinstance(screen, PickListScreen)
+    await type_text(app, pilot, code)
+    return screen
+
+
 def test_a_technician_picks_a_request_by_scanning(db_url, admin):
     async def scenario():
         app = _app(db_url, admin)
         engine = app.database.engine
         code = _approved(engine, admin)
         async with app.run_test(size=(100, 30)) as pilot:
-            await sign_in(app, pilot)
-            await pilot.press("ctrl+k")
-            await settle(app, pilot)
-            screen = app.screen
-            assert isinstance(screen, PickListScreen)
-            await type_text(app, pilot, code.lower())
+            screen = await _picking(app, pilot, code.lower())
             table = screen.query_one("#pick-lines")
             order = list(table.keys)
             assert len(order) >= 2 and f"Pick {code}: {len(order)} to pick" in str(
@@ -116,11 +122,7 @@ def test_a_tube_of_aliquots_is_split_when_picked_and_their_labels_printed(db_url
 
     async def scenario() -> tuple[str, list[str]]:
         async with app.run_test(size=(100, 30)) as pilot:
-            await sign_in(app, pilot)
-            await pilot.press("ctrl+k")
-            await settle(app, pilot)
-            screen = app.screen
-            await type_text(app, pilot, code)
+            screen = await _picking(app, pilot, code)
             table = screen.query_one("#pick-lines")
             first = table.keys[0]
             assert "2 × 10 aliquots" in str(table.rows[first][5])
@@ -153,11 +155,7 @@ def test_a_tube_not_found_is_marked_missing_and_replaced(db_url, admin):
 
     async def scenario() -> tuple[str, list[str]]:
         async with app.run_test(size=(100, 30)) as pilot:
-            await sign_in(app, pilot)
-            await pilot.press("ctrl+k")
-            await settle(app, pilot)
-            screen = app.screen
-            await type_text(app, pilot, code)
+            screen = await _picking(app, pilot, code)
             table = screen.query_one("#pick-lines")
             gone = table.marked
             assert gone == table.keys[0]
