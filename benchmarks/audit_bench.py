@@ -241,11 +241,9 @@ def _raw_hashing(db: BenchDatabase, *, after: int) -> tuple[float, float]:
 
 
 def _project(folder: Path, rows: int, round_: int) -> None:
-    """The REDCap benchmark's project, its record IDs marked by the round."""
-    _, records = write_project(folder, rows, seed=round_ + 1)
-    header, text = records.read_text().split("\n", 1)
-    lines = (f"S{round_:02d}-{line}" if line else line for line in text.split("\n"))
-    records.write_text(f"{header}\n" + "\n".join(lines))
+    """The REDCap benchmark's project, each round's of other people than the last's: new
+    record IDs and MRNs."""
+    write_project(folder, rows, seed=round_ + 1, first=round_ * rows)
 
 
 def _import(db: BenchDatabase, given: Path) -> None:

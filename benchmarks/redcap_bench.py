@@ -195,9 +195,12 @@ def _results(
     return found
 
 
-def write_project(folder: Path, rows: int, *, seed: int = 1) -> tuple[Path, Path]:
+def write_project(
+    folder: Path, rows: int, *, seed: int = 1, first: int = 0
+) -> tuple[Path, Path]:
     """The data dictionary and a raw records export of `rows` records-events (five a record;
-    a last record has the rest), deterministic for the seed."""
+    a last record has the rest), deterministic for the seed; the records (their IDs and MRNs)
+    those of people `first` onwards, so that two projects' people are not the same."""
     folder.mkdir(parents=True, exist_ok=True)
     dictionary, records = folder / "dictionary.csv", folder / "records.csv"
     with dictionary.open("w", newline="", encoding="utf-8") as file:
@@ -221,7 +224,7 @@ def write_project(folder: Path, rows: int, *, seed: int = 1) -> tuple[Path, Path
         writer.writerow(columns)
         for n in range(rows):
             person, event = divmod(n, len(EVENTS))
-            cells = _cells(rng, person, event)
+            cells = _cells(rng, first + person, event)
             writer.writerow([cells.get(c, "") for c in columns])
     return dictionary, records
 
