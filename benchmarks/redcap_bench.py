@@ -195,9 +195,7 @@ def _results(
     return found
 
 
-def write_project(
-    folder: Path, rows: int, *, seed: int = 1, first: int = 0
-) -> tuple[Path, Path]:
+def write_project(folder: Path, rows: int, *, seed: int = 1, first: int = 0) -> tuple[Path, Path]:
     """The data dictionary and a raw records export of `rows` records-events (five a record;
     a last record has the rest), deterministic for the seed; the records (their IDs and MRNs)
     those of people `first` onwards, so that two projects' people are not the same."""

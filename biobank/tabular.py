@@ -1,7 +1,7 @@
 """Reading the files labs keep: CSV in whatever encoding and delimiter a spreadsheet or an
-export tool wrote, a record at a time in bounded memory; and the spool a checked file waits in
-before it is written. Shared by every importer so each reads files the same way and reports
-the same notices."""
+export tool wrote, or a workbook's sheet (`workbooks`), a record at a time in bounded memory;
+and the spool a checked file waits in before it is written. Shared by every importer so each
+reads files the same way and reports the same notices."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from biobank import workbooks
 from biobank.errors import ValidationError
 from biobank.inputs import IMPORT_LIMIT, checked_input
 
@@ -27,14 +28,22 @@ MAX_RECORD = 1_000_000  # characters: a REDCap export of thousands of fields fit
 
 @dataclass(frozen=True)
 class Source:
+    """A file to read: CSV in `encoding` with `delimiter`, or a workbook's `sheet` (its
+    encoding "xlsx", no delimiter)."""
+
     path: Path
     encoding: str
     delimiter: str
     what: str
+    sheet: str | None = None
 
     def records(self) -> Iterator[tuple[int, list[str]]]:
-        """(first line, cells) of each record that is not blank. A cell or a record beyond the
-        limits is refused naming its line, before it fills memory."""
+        """(first line, cells) of each record that is not blank (a workbook's: its row number).
+        A cell or a record beyond the limits is refused naming its line, before it fills
+        memory."""
+        if self.sheet is not None:
+            yield from workbooks.rows(self.path, self.what, self.sheet, MAX_RECORD)
+            return
         with (
             checked_input(self.path, IMPORT_LIMIT, self.what) as raw,
             io.TextIOWrapper(raw, encoding=self.encoding, newline="") as file,
@@ -80,9 +89,17 @@ class _Lines:
         return line
 
 
-def open_source(path: Path, notices: list[str], what: str) -> Source:
-    """A CSV file of at most IMPORT_LIMIT bytes with its encoding and delimiter found; `what` is
-    how messages name it ("sheet", "data dictionary"…)."""
+def open_source(path: Path, notices: list[str], what: str, *, sheet: str | None = None) -> Source:
+    """A CSV file of at most IMPORT_LIMIT bytes with its encoding and delimiter found, or a
+    workbook's sheet (`sheet`, else its first); `what` is how messages name it ("sheet", "data
+    dictionary"…)."""
+    with checked_input(path, IMPORT_LIMIT, what) as file:
+        head = file.read(len(workbooks.OLE_SIGNATURE))
+    if workbooks.is_workbook(head, path, what):
+        chosen = workbooks.choose_sheet(path, what, sheet, notices)
+        return Source(path, "xlsx", "", what, sheet=chosen)
+    if sheet is not None:
+        notices.append(f"{path.name} is not a workbook: it has no sheets, --sheet is ignored")
     encoding = encoding_of(path, what)
     with (
         checked_input(path, IMPORT_LIMIT, what) as raw,

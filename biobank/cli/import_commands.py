@@ -30,7 +30,7 @@ app = typer.Typer(help="Import data kept in other systems.", no_args_is_help=Tru
 @app.command()
 def inventory(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., help="CSV, one row per tube."),
+    file: Path = typer.Argument(..., help="CSV or .xlsx workbook, one row per tube."),
     study: str = typer.Option(..., "--study", help="Study to register into (must exist)."),
     mapping: Path | None = typer.Option(None, "--mapping", help="TOML: settings and [columns]."),
     column: list[str] = typer.Option(
@@ -51,6 +51,9 @@ def inventory(
     pre_temp: str | None = typer.Option(
         None, "--pre-temp", help="Temperature before centrifugation: RT, 2-10C or 35-38C."
     ),
+    sheet_name: str | None = typer.Option(
+        None, "--sheet", help="A workbook's sheet to read (default: its first)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check and report; change nothing."),
     json: JsonOption = False,
 ) -> None:
@@ -65,6 +68,7 @@ def inventory(
         timezone=timezone,
         box_grid=box_grid,
         precentrifugation_temperature=pre_temp,
+        sheet=sheet_name,
     )
     with work(ctx, readonly=dry_run) as (session, actor):
         plan = check_inventory(session, actor=actor, path=file, study=study, sheet=sheet)

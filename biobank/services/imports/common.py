@@ -62,6 +62,8 @@ def too_many_values(cells: list[str], width: int, delimiter: str) -> str | None:
     """The fault of a row with values beyond the header's columns, if it has any."""
     if not any(cell.strip() for cell in cells[width:]):
         return None
+    if not delimiter:  # a workbook's row: cells past the header's last
+        return f"{len(cells)} values for {width} columns: a value beyond the header's last column"
     return (
         f"{len(cells)} values for {width} columns (quote values holding the delimiter "
         f"{delimiter!r})"

@@ -66,7 +66,7 @@ class _Checker:
         self.study = study
         self.sheet = sheet
         notices: list[str] = []
-        self.source = open_source(path, notices, "sheet")
+        self.source = open_source(path, notices, "sheet", sheet=sheet.sheet)
         self.report = ImportReport(
             file=path.name,
             study=study.code,

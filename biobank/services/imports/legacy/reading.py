@@ -62,6 +62,7 @@ class SheetFormat:
     timezone: tzinfo | None = None  # None: this workstation's zone
     box_grid: tuple[int, int] = (9, 9)  # of the boxes the import creates
     precentrifugation_temperature: str | None = None  # None: unknown, SPREC delay X
+    sheet: str | None = None  # a workbook's sheet to read; None: its first
 
 
 def sheet_format(
@@ -73,6 +74,7 @@ def sheet_format(
     timezone: str | None = None,
     box_grid: str | None = None,
     precentrifugation_temperature: str | None = None,
+    sheet: str | None = None,
 ) -> SheetFormat:
     """The defaults, overridden by a TOML mapping file (these settings at the top level and a
     `[columns]` table of field = "Header"), overridden in turn by what is given here."""
@@ -84,6 +86,7 @@ def sheet_format(
         "timezone": timezone,
         "box_grid": box_grid,
         "precentrifugation_temperature": precentrifugation_temperature,
+        "sheet": sheet,
     }
     unknown = sorted(settings.keys() - given.keys())
     if unknown:
@@ -103,7 +106,14 @@ def sheet_format(
         precentrifugation_temperature=temperature_code(
             chosen.get("precentrifugation_temperature"), "precentrifugation_temperature"
         ),
+        sheet=_sheet_name(chosen.get("sheet")),
     )
+
+
+def _sheet_name(given: object) -> str | None:
+    if given is not None and (not isinstance(given, str) or not given.strip()):
+        raise ValidationError("sheet must name a sheet of the workbook", field="sheet", value=given)
+    return given
 
 
 def _columns(given: object) -> dict[str, str]:
@@ -243,14 +253,27 @@ def _clock(raw: str) -> time:
 
 @lru_cache(maxsize=65536)
 def _day(raw: str, pattern: str) -> date:
+    """A date in the sheet's format, or in ISO's (`2017-04-28`: how a workbook's date cells
+    read, and unambiguous whatever the sheet's format)."""
     try:
-        day = datetime.strptime(raw, pattern).date()
+        day: date | None = datetime.strptime(raw, pattern).date()
     except ValueError:
+        day = _iso_day(raw)
+    if day is None:
         example = date(2017, 4, 28).strftime(pattern)
-        raise ValidationError(f"not a date like {example} ({pattern})") from None
+        raise ValidationError(f"not a date like {example} ({pattern})")
     if day > date.today() + CLOCK_SKEW:
         raise ValidationError("the collection date is in the future")
     return day
+
+
+def _iso_day(raw: str) -> date | None:
+    if len(raw) != 10 or raw[4] != "-" or raw[7] != "-":
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        return None
 
 
 class RowReader:
