@@ -18,7 +18,7 @@ from biobank.cli import app
 from biobank.db import uow
 from biobank.domain.vocabulary import ReceiptItemStatus, Role, ShipmentItemStatus
 from biobank.errors import AlreadyExists, NotFound, ValidationError
-from biobank.services import shipment_receipt, shipments
+from biobank.services import shipment_manifest, shipment_receipt, shipments
 
 
 def _rows(engine, sql: str) -> list[tuple]:
@@ -169,3 +169,42 @@ def test_the_cli_receives_and_checks_in(sent, receiver, monkeypatch):
         runner.invoke(app, ["-u", "admin", "shipment", "receipt", shipment, "--json"]).stdout
     )
     assert shown["counts"] == {"received": 1, "expected": 3}
+
+
+def test_extracts_and_sprec_codes_arrive_as_sent(sent, receiver):
+    """A shipment of DNA (extracted by the sender: its buffy coat stays there) and serum whose
+    SPREC code the sender recorded: the DNA is a derivative with no parent here, the serum
+    keeps its code; a code that does not fit its tube is refused, naming it."""
+    shipment, manifest, _ = sent
+    engine, admin, box = receiver
+    document = shipment_receipt.read_manifest(manifest)
+    extract, serum, wrong = document["items"][:3]
+    extract |= {"specimen_type": "DNA", "sprec_code": None, "quantity": 12.5, "unit": "ug"}
+    serum |= {"specimen_type": "SER", "sprec_code": "SER-SST-A-D-N-A-A"}
+    wrong |= {"specimen_type": "SER", "sprec_code": "PL1-PED-A-D-N-A-A"}
+    document["sha256"] = shipment_manifest.digest(document)
+    with uow(engine) as session:
+        shipment_receipt.receive_manifest(session, actor=admin, document=document, study="EXT")
+    for item in (extract, serum):
+        with uow(engine) as session:
+            shipment_receipt.check_in(
+                session, actor=admin, shipment=shipment, tube=item["accession_id"], destination=box
+            )
+    with uow(engine) as session, pytest.raises(ValidationError, match="is for type PL1, not SER"):
+        shipment_receipt.check_in(
+            session, actor=admin, shipment=shipment, tube=wrong["accession_id"], destination=box
+        )
+    assert _rows(
+        engine,
+        "SELECT legacy_id, kind, specimen_type, sprec_code, quantity, unit, parent_id "
+        "FROM specimen ORDER BY id",
+    ) == [
+        (extract["accession_id"], "derivative", "DNA", None, 12.5, "ug", None),
+        (serum["accession_id"], "primary", "SER", "SER-SST-A-D-N-A-A", serum["quantity"],
+         serum["unit"], None),
+    ]  # fmt: skip
+    with uow(engine) as session:
+        lines = shipment_receipt.show_receipt(session, actor=admin, shipment=shipment).items
+    assert {line.sender_accession: line.status for line in lines}[wrong["accession_id"]] == (
+        ReceiptItemStatus.expected  # still to scan, once the sender says what it is
+    )

@@ -51,7 +51,9 @@ def _emit(reads: list[SpecimenRead], json: bool) -> None:
 def accession_(
     ctx: typer.Context,
     participant: str = typer.Option(..., "--participant", "-p"),
-    specimen_type: str = typer.Option(..., "--type", help="SPREC type: SER, PL1, BUF, CEL…"),
+    specimen_type: str = typer.Option(
+        ..., "--type", help="SPREC type: SER, PL1, BUF, CEL… (DNA, RNA: an extract received)."
+    ),
     quantity: float = typer.Option(..., "--quantity", "-q"),
     unit: str = typer.Option("uL", "--unit", help="uL, mL, mg, ug or cells."),
     visit: str | None = typer.Option(None, "--visit", "-v", help="Visit label, e.g. baseline."),

@@ -5,7 +5,8 @@ is refused, as is one received before), nothing written until it passes. Each tu
 scanned in: received, and accessioned into the receiving study under a participant of ours for
 its donor (the sender's donor code kept as that participant's external ID, so a donor's tubes
 from the request's other shipments join the same participant), the sender's ID kept as the
-tube's legacy ID (its label still scans), its freeze-thaw count as sent; damaged (thawed on
+tube's legacy ID (its label still scans), its SPREC code and freeze-thaw count as sent (an
+extract, DNA or RNA, a derivative whose parent stayed with the sender); damaged (thawed on
 arrival: accessioned, the thaw recorded); or unexpected (scanned but not on the manifest:
 recorded, not accessioned). Closing the receipt marks every tube never scanned missing; its
 counts are what the receiver tells the sender (`biobank shipment confirm` there).
@@ -232,6 +233,7 @@ def check_in(
     read = specimens.accession(
         session, actor=actor, participant=code, specimen_type=item.specimen_type,
         quantity=item.quantity, unit=item.unit, received_at=utcnow(), legacy_id=scanned,
+        sprec_code=item.sprec_code,
         destination=destination, position=position,
         notes=f"received in shipment {receipt.shipment_code} for {receipt.request_code}",
     )  # fmt: skip

@@ -21,6 +21,7 @@ from biobank.db import constraint_error, flush, insert_many
 from biobank.domain import sprec
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.domain.specimen_values import (
+    DERIVATIVE_TYPES,
     check_times,
     far_from_visit,
     positive_quantity,
@@ -156,7 +157,9 @@ def accession(
     visit_gap_days: int | None = None,
     force: bool = False,
 ) -> SpecimenRead:
-    """Receive a primary specimen for a participant's visit, optionally placing it. A tube
+    """Receive a primary specimen for a participant's visit, optionally placing it; or an
+    extract received as such (DNA, RNA, protein or cDNA from another biobank: a derivative
+    whose parent is not here, with no SPREC code of its own). A tube
     from a collection kit (`kit_id`, the scanned label) keeps the ID reserved for it. A
     collection more than `visit_gap_days` from the visit (the front ends pass their setting;
     None: not checked) is refused (`far_from_visit`) unless `force`d, and a forced one says
@@ -169,7 +172,8 @@ def accession(
     refuse_if_withdrawn(session, participant_id=owner.id, what="accession")
     if visit is not None and visit_row is None:
         raise missing_visit(owner, visit)
-    specimen_type = specimen_type_code(specimen_type)
+    specimen_type = specimen_type_code(specimen_type, derivative=True)
+    kind = SpecimenKind.derivative if specimen_type in DERIVATIVE_TYPES else SpecimenKind.primary
     reserved = None
     if kit_id is not None:
         reserved = claim_kit_tube(
@@ -249,7 +253,7 @@ def accession(
         legacy_id=legacy_id,
         participant_id=owner.id,
         visit_id=visit_row.id if visit_row else None,
-        kind=SpecimenKind.primary,
+        kind=kind,
         specimen_type=specimen_type,
         container_type=container,
         sprec_code=code,
