@@ -10,6 +10,7 @@ Each test gets its own database, copied from one migrated per run (a file copy f
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import shutil
@@ -36,6 +37,14 @@ from biobank.services.users import add_user
 
 ENGINES = ("sqlite", "postgres")
 _names = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _heap_thawed():
+    """The workstation freezes the heap at its first sign-in, for the life of its process; a
+    test's is the test's: what it froze is thawed after it, to be collected."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(autouse=True)

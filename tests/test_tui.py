@@ -1,6 +1,7 @@
 """The workstation driven as a technician would: typing at human speed, scanning in bursts."""
 
 import asyncio
+import gc
 
 import sqlalchemy as sa
 from inventory import NOW, accession_tube
@@ -38,10 +39,12 @@ def test_sign_in_shows_the_inventory_and_locks(db_url, admin, engine):
         app = make_app(db_url, admin)
         async with app.run_test() as pilot:
             assert isinstance(app.screen, SignInScreen)
+            assert gc.get_freeze_count() == 0
             await sign_in(app, pilot)
             assert isinstance(app.screen, HomeScreen) and app.actor.username == "tech"
             await settle(app, pilot)
             assert "Participants: 5" in str(app.screen.query_one("#overview", Static).content)
+            assert gc.get_freeze_count() > 0  # what start-up built, out of the collector's way
             await pilot.press("ctrl+l")
             await pilot.pause()
             assert isinstance(app.screen, SignInScreen) and app.actor is None
