@@ -281,3 +281,39 @@ def test_a_redcap_dictionary_saved_as_a_workbook_reads_as_its_download(
             reports.append(plan.report.model_dump(exclude={"dictionary"}))
     assert reports[0]["fault_count"] == 0 and reports[0]["fields"] > 10
     assert reports[1] == reports[0]
+
+
+def test_a_title_above_the_header_is_passed_over_and_said(engine, admin, study, tmp_path):
+    """Labs head their sheets: a title, a line of notes, a blank row, then the header."""
+    rows = _sample_rows()[:4]
+    path = _workbook(tmp_path / "titled.xlsx", rows, first_sheet=None)
+    book = openpyxl.load_workbook(path)
+    sheet = book["Tubes"]
+    sheet.insert_rows(1, amount=3)
+    sheet["A1"], sheet["B2"] = "Freezer inventory, lupus registry", "kept by J. Doe"
+    book.save(path)
+    report = _import(engine, admin, path)
+    assert (report.imported, report.fault_count) == (3, 0)
+    assert report.notices == [
+        "the header is on line 4: the 2 row(s) above it were not read (the first begins "
+        "'Freezer inventory, lupus registry')"
+    ]
+
+    csv_path = tmp_path / "titled.csv"  # the same sheet saved as CSV: its title too
+    sample = _sample_rows()
+    with csv_path.open("w", newline="", encoding="utf-8") as file:
+        csv.writer(file).writerows([["Inventory 2019"], [], sample[0], *sample[4:7]])
+    report = _import(engine, admin, csv_path)
+    assert report.imported == 3 and "the header is on line 3" in report.notices[0]
+
+
+def test_with_no_header_in_its_first_rows_the_first_row_is_read_as_one(
+    engine, admin, study, tmp_path
+):
+    rows = [["Tube", "Patient"], *_sample_rows()[1:3]]
+    path = tmp_path / "headless.csv"
+    with path.open("w", newline="", encoding="utf-8") as file:
+        csv.writer(file).writerows(rows)
+    report = _import(engine, admin, path)
+    assert {(f.line, f.column) for f in report.faults} >= {(1, "Sample ID"), (1, "Subject")}
+    assert report.rows == 0 and _specimens(engine) == 0

@@ -3,7 +3,9 @@ fault found before anything is written, and the plan writing follows."""
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -43,6 +45,8 @@ from biobank.services.slots import check_box_accepts
 from biobank.services.storage import subtree_range
 from biobank.services.studies import get_study
 from biobank.tabular import new_spool, open_source, spool_batch
+
+HEADER_SEARCH = 10  # rows above the header a sheet may have: a title, a note, a blank cell
 
 
 def check_inventory(
@@ -91,8 +95,7 @@ class _Checker:
         self.spool = new_spool()
 
     def run(self) -> ImportPlan:
-        records = self.source.records()
-        header = next(records, None)
+        header, records = self.find_header(self.source.records())
         if header is None:
             self.fault(None, None, None, None, "the file is empty")
         columns, unit = self.read_header(*header) if header else ({}, QuantityUnit.uL)
@@ -122,6 +125,32 @@ class _Checker:
         """A fault of field `name` (None: of the row or the file), shown under its header."""
         column = (self.headers.get(name) or self.sheet.columns[name]) if name else None
         self.log.add(row, line, column, value, reason)
+
+    def find_header(
+        self, records: Iterator[tuple[int, list[str]]]
+    ) -> tuple[tuple[int, list[str]] | None, Iterator[tuple[int, list[str]]]]:
+        """The header, and the rows after it. A lab's sheet may have a title or a note above
+        its header: within the first HEADER_SEARCH rows, the first holding every required
+        field's header is the header, and a notice says what was left above it; with none,
+        the first row is (and its missing columns are faults)."""
+        required = [h for name, h in self.sheet.columns.items() if name not in OPTIONAL_FIELDS]
+        wanted = {header_key(h) for h in required}
+        above: list[tuple[int, list[str]]] = []
+        for line, cells in records:
+            if wanted <= {header_key(cell) for cell in cells}:
+                if above:
+                    title = next(c.strip() for c in above[0][1] if c.strip())
+                    self.report.notices.append(
+                        f"the header is on line {line}: the {len(above)} row(s) above it were "
+                        f"not read (the first begins {title[:40]!r})"
+                    )
+                return (line, cells), records
+            above.append((line, cells))
+            if len(above) > HEADER_SEARCH:
+                break
+        if not above:
+            return None, records
+        return above[0], itertools.chain(above[1:], records)
 
     def read_header(self, line: int, cells: list[str]) -> tuple[dict[str, int], QuantityUnit]:
         """Each field's column; nothing if a column is missing or named twice."""
