@@ -35,7 +35,7 @@ class Source:
     encoding: str
     delimiter: str
     what: str
-    sheet: str | None = None
+    sheet: workbooks.Sheet | None = None
 
     def records(self) -> Iterator[tuple[int, list[str]]]:
         """(first line, cells) of each record that is not blank (a workbook's: its row number).

@@ -5,7 +5,8 @@ wrong sheet saved, leading zeros lost).
 
 A date cell reads as an ISO date (`2017-04-28`), a time cell as `09:30` (or `09:30:15`), a whole
 number as `250` whatever its format, a formula as the value Excel last computed for it (a
-workbook saved by a program that computes nothing has none: the cell reads blank). A workbook
+workbook saved by a program that computes nothing has none: the cell reads blank), a merged
+cell as its value in every row and column it spans, as it shows on screen. A workbook
 is a zip file: the sheet it holds is read as a stream, and refused when it unpacks to more than
 a CSV file may hold (a zip bomb). The older binary formats (.xls) and OpenDocument (.ods) are
 refused, saying how to save them.
@@ -14,15 +15,19 @@ openpyxl reads it, with defusedxml guarding its XML parser against entity expans
 
 from __future__ import annotations
 
+import re
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from biobank.errors import ValidationError
 from biobank.inputs import IMPORT_LIMIT, checked_input
+
+if TYPE_CHECKING:  # openpyxl is imported only when a workbook is read: it takes a while
+    from openpyxl.worksheet.cell_range import CellRange
 
 ZIP_SIGNATURE = b"PK\x03\x04"  # .xlsx and .ods alike
 OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Excel 97-2003's .xls
@@ -39,9 +44,16 @@ def is_workbook(head: bytes, path: Path, what: str) -> bool:
     return head.startswith(ZIP_SIGNATURE)
 
 
-def choose_sheet(path: Path, what: str, wanted: str | None, notices: list[str]) -> str:
+class Sheet(NamedTuple):
+    """A worksheet to read: its name, and its merged cells (`merged`)."""
+
+    name: str
+    merged: tuple[CellRange, ...] = ()
+
+
+def choose_sheet(path: Path, what: str, wanted: str | None, notices: list[str]) -> Sheet:
     """The sheet to read: `wanted` (its name, whatever its case), else the first; a notice
-    says which was read when the workbook has others."""
+    says which was read when the workbook has others, and which cells of it are merged."""
     names = sheet_names(path, what)
     if wanted is not None:
         found = [n for n in names if n.strip().casefold() == wanted.strip().casefold()]
@@ -51,13 +63,23 @@ def choose_sheet(path: Path, what: str, wanted: str | None, notices: list[str]) 
                 field="sheet",
                 value=wanted,
             )
-        return found[0]
-    if len(names) > 1:
+        name = found[0]
+    else:
+        name = names[0]
+        if len(names) > 1:
+            notices.append(
+                f"{path.name}: read its first sheet, {name!r}, of {_listed(names)} (name "
+                "another with --sheet)"
+            )
+    with _workbook(path, what) as book:
+        merged = merged_cells(book[name])
+    if merged:
+        shown = ", ".join(r.coord for r in merged[:3]) + (", …" if len(merged) > 3 else "")
         notices.append(
-            f"{path.name}: read its first sheet, {names[0]!r}, of {_listed(names)} (name "
-            "another with --sheet)"
+            f"{path.name}: {len(merged)} merged cells ({shown}) read as their value in every "
+            "row and column they span"
         )
-    return names[0]
+    return Sheet(name, merged)
 
 
 def sheet_names(path: Path, what: str) -> list[str]:
@@ -69,11 +91,16 @@ def sheet_names(path: Path, what: str) -> list[str]:
     return worksheets
 
 
-def rows(path: Path, what: str, sheet: str, limit: int) -> Iterator[tuple[int, list[str]]]:
+def rows(path: Path, what: str, sheet: Sheet, limit: int) -> Iterator[tuple[int, list[str]]]:
     """(row number as the spreadsheet shows it, cells as text) of each row that is not blank,
-    trailing blank cells left off; a row longer than `limit` characters is refused naming it."""
+    trailing blank cells left off; a merged cell's value in every cell it spans, as it shows;
+    a row longer than `limit` characters is refused naming it."""
+    starting: dict[int, list[CellRange]] = {}
+    for merge in sheet.merged:
+        starting.setdefault(merge.min_row, []).append(merge)
+    spanning: list[tuple[CellRange, str]] = []  # merges over the rows being read, and values
     with _workbook(path, what) as book:
-        worksheet = book[sheet]
+        worksheet = book[sheet.name]
         worksheet.reset_dimensions()  # a saved dimension may be wrong: read every cell there is
         read = enumerate(worksheet.iter_rows(values_only=True), start=1)
         number = 0
@@ -86,6 +113,8 @@ def rows(path: Path, what: str, sheet: str, limit: int) -> Iterator[tuple[int, l
                 reason = f"row {number + 1}: not readable ({error})"
                 raise _refused(path, what, reason) from None
             cells = [cell_text(value) for value in values]
+            if spanning or number in starting:
+                spanning = _spread(cells, number, spanning, starting.pop(number, []))
             while cells and not cells[-1].strip():
                 cells.pop()
             if not cells:
@@ -98,6 +127,48 @@ def rows(path: Path, what: str, sheet: str, limit: int) -> Iterator[tuple[int, l
                     value=str(path),
                 )
             yield number, cells
+
+
+def _spread(
+    cells: list[str],
+    number: int,
+    spanning: list[tuple[CellRange, str]],
+    starting: list[CellRange],
+) -> list[tuple[CellRange, str]]:
+    """Row `number`'s cells with the values of the merges over it written in (each merge's
+    value is its first cell's); the merges that go on below it."""
+    for merge in starting:
+        first = merge.min_col - 1
+        spanning.append((merge, cells[first] if first < len(cells) else ""))
+    for merge, text in spanning:
+        if len(cells) < merge.max_col:
+            cells.extend([""] * (merge.max_col - len(cells)))
+        cells[merge.min_col - 1 : merge.max_col] = [text] * (merge.max_col - merge.min_col + 1)
+    return [(merge, text) for merge, text in spanning if merge.max_row > number]
+
+
+_MERGES = re.compile(rb"<(?:[\w.-]+:)?mergeCells\b")
+_MERGE_REF = re.compile(rb'<(?:[\w.-]+:)?mergeCell\b[^>]*?\bref="([^"]+)"')
+
+
+def merged_cells(worksheet: Any) -> tuple[CellRange, ...]:
+    """A worksheet's merged cells, top to bottom and left to right. They are listed in its
+    XML after every row: its bytes are scanned for that list, rather than every cell parsed
+    twice (openpyxl reads them only when it holds the whole sheet in memory; a read-only
+    sheet's XML is its `_get_source`)."""
+    from openpyxl.worksheet.cell_range import CellRange
+
+    tail = b""
+    with worksheet._get_source() as xml:
+        while chunk := xml.read(1 << 20):
+            text = tail + chunk
+            found = _MERGES.search(text)
+            if found:  # the list, and the little that follows it
+                listed = _MERGE_REF.findall(text[found.start() :] + xml.read())
+                ranges = (CellRange(ref.decode("ascii", "replace")) for ref in listed)
+                return tuple(sorted(ranges, key=lambda r: (r.min_row, r.min_col)))
+            tail = text[-64:]
+    return ()
 
 
 def cell_text(value: Any) -> str:
@@ -128,7 +199,7 @@ def cell_text(value: Any) -> str:
 def _workbook(path: Path, what: str) -> Iterator[Any]:
     """The workbook open for reading, as a stream, through `checked_input`; refused when it
     is not one openpyxl reads, or when it unpacks to more than IMPORT_LIMIT bytes."""
-    from openpyxl import load_workbook  # only when a workbook is read: it takes a while
+    from openpyxl import load_workbook
 
     with checked_input(path, IMPORT_LIMIT, what) as file:
         try:

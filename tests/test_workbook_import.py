@@ -317,3 +317,33 @@ def test_with_no_header_in_its_first_rows_the_first_row_is_read_as_one(
     report = _import(engine, admin, path)
     assert {(f.line, f.column) for f in report.faults} >= {(1, "Sample ID"), (1, "Subject")}
     assert report.rows == 0 and _specimens(engine) == 0
+
+
+def test_a_merged_cell_reads_as_its_value_in_every_row_it_spans(engine, admin, study, tmp_path):
+    """A lab merges the freezer, rack and box cells down the rows of one box: each row reads
+    the value shown beside it."""
+    rows = _sample_rows()[:7]
+    header = rows[0]
+    freezer, rack, box = (header.index(h) + 1 for h in ("Freezer", "Rack", "Box"))
+    for row in rows[2:]:
+        row[freezer - 1] = row[rack - 1] = row[box - 1] = ""  # what a merge leaves below
+    path = _workbook(tmp_path / "merged.xlsx", rows, first_sheet=None)
+    book = openpyxl.load_workbook(path)
+    sheet = book["Tubes"]
+    for column in (freezer, rack, box):
+        sheet.merge_cells(start_row=2, end_row=7, start_column=column, end_column=column)
+    sheet.merge_cells("N2:N3")  # the first two tubes share a comment
+    sheet["N2"] = "drawn late"
+    book.save(path)
+    report = _import(engine, admin, path)
+    assert (report.imported, report.fault_count) == (6, 0)
+    assert "4 merged cells (I2:I7, J2:J7, K2:K7, …) read as their value" in report.notices[0]
+    with engine.connect() as connection:
+        found = connection.execute(
+            sa.select(Specimen.legacy_id, Specimen.notes).order_by(Specimen.id)
+        ).all()
+    later = [row[-1] or None for row in rows[3:]]  # the sheet's own comments
+    assert [notes for _, notes in found] == ["drawn late", "drawn late", *later]
+    with uow(engine, readonly=True) as session:
+        last = scan.resolve_scan(session, actor=admin, scanned=rows[6][0]).specimen
+    assert last.location.startswith("FRZ-01 > R01 > BOX-0001 ")
