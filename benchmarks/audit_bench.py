@@ -13,9 +13,10 @@ waits for the import's whole unit of work (its bound: the import's length, refus
 
 Verify: `audit.verify_chain` over the whole chain, interleaved round by round with the raw
 baseline: the same rows read with the raw driver and hashed in plain Python (the standard
-library's `json`, as the chain was first written). Then a verified checkpoint is appended,
-the day's work (the stall rounds' imports and accessions) is done, and the incremental
-verification after it is timed beside the raw baseline hashing just the new entries.
+library's `json`, as the chain was first written). Then, as after a night's verification, a
+verified checkpoint is appended, a busy day's work is done (a large sheet imported and a few
+thousand tubes accessioned), and the incremental verification after it is timed beside the
+raw baseline hashing just the new entries.
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ from biobank.domain.permissions import Actor
 from biobank.errors import BiobankError
 from biobank.services import audit
 from biobank.services.identity import actor_for
+from biobank.services.imports import legacy
 
 STALL_ROWS = 30_000  # the legacy import a terminal waits behind, at most
 REDCAP_STALL_ROWS = 10_000  # the REDCap import's records-events (it writes ~25 rows each)
+DAY_IMPORT_ROWS = 10_000  # a busy day: a large sheet imported,
+DAY_ACCESSIONS = 2_000  # and this many tubes accessioned at the terminals
 GOAL_STALL_P99 = 0.100
 GOAL_VERIFY_RATE = 100_000
 GOAL_INCREMENTAL = 1.0
@@ -78,6 +82,19 @@ def run(
     for kind, rows in (("legacy", import_rows), ("REDCap", min(import_rows, REDCAP_STALL_ROWS))):
         results += _stall(db, engine, dataset, kind=kind, rows=rows, rounds=rounds, quiet=quiet,
                           rng=rng, say=say)  # fmt: skip
+    with uow(engine, readonly=True) as session:  # the night's check, the day's work after it
+        checkpoint = audit.verify_chain(session, actor=admin, incremental=True)
+    with uow(engine) as session:
+        audit.record_verified(session, actor=admin, report=checkpoint)
+    say(f"a day's work: a {DAY_IMPORT_ROWS:,}-row sheet, {DAY_ACCESSIONS:,} accessions")
+    with TemporaryDirectory() as folder:
+        sheet = Path(folder) / "day.csv"
+        _sheet(sheet, DAY_IMPORT_ROWS, rounds)  # after the stall rounds' own
+        with uow(engine) as session:
+            plan = legacy.check_inventory(session, actor=admin, path=sheet, study=STUDY)
+            legacy.write_inventory(session, actor=admin, plan=plan)
+    for _ in range(DAY_ACCESSIONS):
+        _accession(engine, dataset, rng)
     results.append(_incremental(db, engine, admin, since=checkpoint.through, rounds=rounds))
     return results
 
@@ -206,10 +223,11 @@ def _incremental(
         times.append(time.perf_counter() - start)
         raw.append(_raw_hashing(db, after=since)[0])
     how = (
-        f"audit.verify_chain from the verified checkpoint appended before the day's work (the "
-        f"imports and accessions above): {report.checked:,} of {report.entries:,} entries "
-        f"walked; baseline: the raw driver reading and hashing the entries after the "
-        f"checkpoint in plain Python, {rounds} rounds interleaved"
+        f"audit.verify_chain from the verified checkpoint appended before a busy day's work "
+        f"(a {DAY_IMPORT_ROWS:,}-row sheet imported, {DAY_ACCESSIONS:,} tubes accessioned one "
+        f"by one): {report.checked:,} of {report.entries:,} entries walked; baseline: the raw "
+        f"driver reading and hashing the entries after the checkpoint in plain Python, "
+        f"{rounds} rounds interleaved"
     )
     return Result("audit verify after a day's work (incremental)", db.engine_name, "latency",
                   median(times), p99(times) if rounds > 1 else None, median(raw),
@@ -250,7 +268,6 @@ def _import(db: BenchDatabase, given: Path) -> None:
     """The import a terminal waits behind, in this process (a legacy sheet, or a REDCap
     project's folder): says "begun" once its unit of work has begun."""
     from biobank.db import make_engine
-    from biobank.services.imports import legacy as legacy_import
     from biobank.services.imports.redcap import check_redcap, redcap_mapping, write_redcap
 
     engine = make_engine(db.url)
@@ -268,8 +285,8 @@ def _import(db: BenchDatabase, given: Path) -> None:
                 raise AssertionError(f"the project has {project.report.fault_count} faults")
             write_redcap(session, actor=admin, plan=project)
             return
-        plan = legacy_import.check_inventory(session, actor=admin, path=given, study=STUDY)
-        legacy_import.write_inventory(session, actor=admin, plan=plan)
+        plan = legacy.check_inventory(session, actor=admin, path=given, study=STUDY)
+        legacy.write_inventory(session, actor=admin, plan=plan)
 
 
 if __name__ == "__main__":
