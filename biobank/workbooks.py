@@ -52,27 +52,30 @@ class Sheet(NamedTuple):
 
 
 def choose_sheet(path: Path, what: str, wanted: str | None, notices: list[str]) -> Sheet:
-    """The sheet to read: `wanted` (its name, whatever its case), else the first; a notice
-    says which was read when the workbook has others, and which cells of it are merged."""
-    names = sheet_names(path, what)
-    if wanted is not None:
-        found = [n for n in names if n.strip().casefold() == wanted.strip().casefold()]
-        if not found:
-            raise ValidationError(
-                f"the workbook {path} has no sheet {wanted!r} (sheets: {_listed(names)})",
-                field="sheet",
-                value=wanted,
-            )
-        name = found[0]
-    else:
-        name = names[0]
-        if len(names) > 1:
-            notices.append(
-                f"{path.name}: read its first sheet, {name!r}, of {_listed(names)} (name "
-                "another with --sheet)"
-            )
+    """The sheet to read: `wanted` (its name, whatever its case), else the first worksheet
+    (chart sheets hold no cells); a notice says which was read when the workbook has others,
+    and which cells of it are merged."""
     with _workbook(path, what) as book:
+        names: list[str] = [sheet.title for sheet in book.worksheets]
+        if not names:
+            raise _refused(path, what, "the workbook has no worksheet")
+        if wanted is None:
+            name = names[0]
+        else:
+            found = [n for n in names if n.strip().casefold() == wanted.strip().casefold()]
+            if not found:
+                raise ValidationError(
+                    f"the workbook {path} has no sheet {wanted!r} (sheets: {_listed(names)})",
+                    field="sheet",
+                    value=wanted,
+                )
+            name = found[0]
         merged = merged_cells(book[name])
+    if wanted is None and len(names) > 1:
+        notices.append(
+            f"{path.name}: read its first sheet, {name!r}, of {_listed(names)} (name another "
+            "with --sheet)"
+        )
     if merged:
         shown = ", ".join(r.coord for r in merged[:3]) + (", …" if len(merged) > 3 else "")
         notices.append(
@@ -80,15 +83,6 @@ def choose_sheet(path: Path, what: str, wanted: str | None, notices: list[str]) 
             "row and column they span"
         )
     return Sheet(name, merged)
-
-
-def sheet_names(path: Path, what: str) -> list[str]:
-    """The workbook's worksheets, in order (chart sheets hold no cells)."""
-    with _workbook(path, what) as book:
-        worksheets: list[str] = [sheet.title for sheet in book.worksheets]
-    if not worksheets:
-        raise _refused(path, what, "the workbook has no worksheet")
-    return worksheets
 
 
 def rows(path: Path, what: str, sheet: Sheet, limit: int) -> Iterator[tuple[int, list[str]]]:
