@@ -134,51 +134,74 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Result]]:
             versions["build_seconds"][engine_name] = round(time.perf_counter() - started, 1)
             rng = random.Random(args.seed)
             say(f"scan lookups x {plan.lookups:,}")
-            results += lookup.run(db, engine, dataset, lookups=plan.lookups, rng=rng)
+            results += taken(lookup.run(db, engine, dataset, lookups=plan.lookups, rng=rng))
             say(f"linked phenotype export x {export_bench.RUNS}, raw join x {export_bench.RUNS}")
-            results += export_bench.run(db, dataset)
+            results += taken(export_bench.run(db, dataset))
             say(f"allocations x {plan.allocations:,}, accessions x {plan.accessions:,}")
-            results += allocation.run(
-                db,
-                engine,
-                dataset,
-                allocations=plan.allocations,
-                accessions=min(plan.accessions, dataset.free_positions // 4),
-                rng=rng,
+            results += taken(
+                allocation.run(
+                    db,
+                    engine,
+                    dataset,
+                    allocations=plan.allocations,
+                    accessions=min(plan.accessions, dataset.free_positions // 4),
+                    rng=rng,
+                )
             )
-            results += concurrency.run(db, dataset, rng=rng)
+            results += taken(concurrency.run(db, dataset, rng=rng))
             say(f"legacy import of {plan.import_rows:,} rows")
-            results += legacy.run(db, engine, dataset, rows=plan.import_rows, say=say)
+            results += taken(legacy.run(db, engine, dataset, rows=plan.import_rows, say=say))
             stall_rows = plan.import_rows if args.quick else audit_bench.STALL_ROWS
             say(f"audit chain: verify, and accessions during imports of {stall_rows:,} rows")
-            results += audit_bench.run(
-                db, engine, dataset, import_rows=stall_rows, rounds=1 if args.quick else 3,
-                quiet=10 if args.quick else 50, rng=rng, say=say,
-            )  # fmt: skip
+            rounds, quiet = (1, 10) if args.quick else (3, 50)
+            results += taken(
+                audit_bench.run(
+                    db,
+                    engine,
+                    dataset,
+                    import_rows=stall_rows,
+                    rounds=rounds,
+                    quiet=quiet,
+                    rng=rng,
+                    say=say,
+                )
+            )
             say(f"REDCap import of {plan.redcap_rows:,} records-events, into fresh databases")
-            results += redcap_bench.run(db, rows=plan.redcap_rows, say=say)
+            results += taken(redcap_bench.run(db, rows=plan.redcap_rows, say=say))
             say(f"cohort preview with phenotype conditions x {cohort_bench.RUNS}")
-            results += cohort_bench.run(db, engine, dataset)
+            results += taken(cohort_bench.run(db, engine, dataset))
             say(f"a specimen request of {plan.request_lines:,} tubes: pick list and scans")
-            results += request_bench.run(
-                db, engine, dataset, lines=plan.request_lines, scans=plan.scans, rng=rng
+            results += taken(
+                request_bench.run(
+                    db, engine, dataset, lines=plan.request_lines, scans=plan.scans, rng=rng
+                )
             )
             say("TUI views")
-            results += tui_bench.run(db, dataset, rng=rng, scans=plan.scans, boxes=plan.boxes)
-            results.append(tui_bench.cold_start_on_inventory(db, dataset, runs=plan.starts))
+            results += taken(
+                tui_bench.run(db, dataset, rng=rng, scans=plan.scans, boxes=plan.boxes)
+            )
+            results += taken([tui_bench.cold_start_on_inventory(db, dataset, runs=plan.starts)])
             say(f"TUI pull list of {plan.pull_lines:,} lines")  # last: it disposes tubes
-            results += [
-                tui_bench.pull_list(db, dataset, rng=rng, lines=plan.pull_lines, scans=plan.scans)
-            ]
-            results += backup_bench.run(db, rounds=plan.backup_rounds, say=say)
+            results += taken(
+                [tui_bench.pull_list(db, dataset, rng=rng, lines=plan.pull_lines, scans=plan.scans)]
+            )
+            results += taken(backup_bench.run(db, rounds=plan.backup_rounds, say=say))
             engine.dispose()
     if "sqlite" in args.engines:
-        results.append(tui_bench.cold_start(runs=plan.starts))
-        results += cli_bench.run(rounds=plan.starts)
+        results += taken([tui_bench.cold_start(runs=plan.starts)])
+        results += taken(cli_bench.run(rounds=plan.starts))
     progress("labels")
-    results += labels_bench.run(runs=plan.label_runs)
+    results += taken(labels_bench.run(runs=plan.label_runs))
     info = report.machine(size=size, seed=args.seed, quick=args.quick, versions=versions)
     return info, results
+
+
+def taken(results: list[Result]) -> list[Result]:
+    """Results just measured, each with the machine's one-minute load average as it was
+    taken (the machine may be shared: other work skews a figure, and says by how much)."""
+    for result in results:
+        result.details.setdefault("load_average", round(os.getloadavg()[0], 2))
+    return results
 
 
 def _say(engine_name: str):

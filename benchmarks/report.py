@@ -20,7 +20,7 @@ from benchmarks.measure import Result, progress
 
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 HEADING = "## Performance"
-COLUMNS = ("benchmark", "engine", "median", "p99", "baseline", "ratio", "goal", "result")
+COLUMNS = ("benchmark", "engine", "median", "p99", "baseline", "ratio", "goal", "result", "load")
 
 # Why a goal is missed and what would fix it, read off profiles (cProfile, py-spy) of each
 # benchmark and timings of the alternatives, on this machine kind.
@@ -221,9 +221,16 @@ def rows(results: list[Result]) -> list[tuple[str, ...]]:
             f"{r.ratio:.2f}×" if r.ratio is not None else "–",
             r.goal or "–",
             _verdict(r),
+            _load(r),
         )
         for r in results
     ]
+
+
+def _load(result: Result) -> str:
+    """The machine's one-minute load average as the figure was taken (none recorded: –)."""
+    load = result.details.get("load_average")
+    return f"{load:.1f}" if isinstance(load, int | float) else "–"
 
 
 def table(results: list[Result]) -> str:
@@ -306,8 +313,9 @@ def readme_section(info: dict[str, Any], results: list[Result], smaller: Run | N
         "beside a raw-driver baseline measured in the same run on the same database; the ratio "
         "is service over baseline (times slower for a time, share of it for a rate, …/s, where "
         "p99 is the time of one placement, times as much for a memory peak, MB above what the "
-        "process held before). What each benchmark times is in `benchmarks/` and "
-        "in the JSON a run writes (`--json`).",
+        "process held before); load is the machine's one-minute load average as the figure "
+        "was taken (2 cores: above 2, other work was waiting for them). What each benchmark "
+        "times is in `benchmarks/` and in the JSON a run writes (`--json`).",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),

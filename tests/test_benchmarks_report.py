@@ -53,3 +53,13 @@ def test_the_readme_section_carries_the_growth_table_when_given_a_smaller_run():
     assert "| benchmark | engine | at 100,000 | at 1,000,000 | cost per 10× |" in section
     assert "| scan lookup (one session) | sqlite | 100 µs | 200 µs | 2.00× | 400 µs |" in section
     assert "at 100,000" not in report.readme_section(info, larger[1])
+
+
+def test_each_figure_shows_the_load_it_was_taken_under():
+    loaded = Result("scan lookup (one session)", "sqlite", "latency", 1e-4, None, 2e-5, "≤ 5× raw",
+                    True, details={"load_average": 2.345})  # fmt: skip
+    unrecorded = Result("labels: 1,000 to a PDF sheet", "none", "latency", 1.0, None, None, None,
+                        None)  # fmt: skip
+    assert report.COLUMNS[-1] == "load"
+    assert [row[-1] for row in report.rows([loaded, unrecorded])] == ["2.3", "–"]
+    assert "100 µs" in report.table([loaded]).splitlines()[1]
