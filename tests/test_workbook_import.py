@@ -347,3 +347,34 @@ def test_a_merged_cell_reads_as_its_value_in_every_row_it_spans(engine, admin, s
     with uow(engine, readonly=True) as session:
         last = scan.resolve_scan(session, actor=admin, scanned=rows[6][0]).specimen
     assert last.location.startswith("FRZ-01 > R01 > BOX-0001 ")
+
+
+def test_a_date_cell_holding_the_time_too_gives_the_time_collected(engine, admin, study, tmp_path):
+    """Some labs keep the draw's date and time in one cell: its time is the time collected
+    when the sheet gives none beside it, and one that disagrees with it is a fault."""
+    rows = _sample_rows()[:4]
+    header = rows[0]
+    day, clock = header.index("Date collected"), header.index("Time collected")
+    path = _workbook(tmp_path / "moments.xlsx", rows, first_sheet=None)
+    book = openpyxl.load_workbook(path)
+    sheet = book["Tubes"]
+    for number in (2, 3, 4):
+        cell = sheet.cell(row=number, column=day + 1)
+        cell.value, cell.number_format = datetime(2017, 4, 28, 9, 15), "m/d/yyyy h:mm"
+    sheet.cell(row=2, column=clock + 1).value = None  # the time only in the date's cell
+    sheet.cell(row=3, column=clock + 1).value = time(9, 15)  # the same time beside it
+    book.save(path)
+    report = _import(engine, admin, path, timezone=NEW_YORK)
+    assert [(f.row, f.column, f.value) for f in report.faults] == [
+        (3, "Date collected", "2017-04-28 09:15")  # the sample's 09:00 beside it
+    ]
+    assert "is not the time collected" in report.faults[0].reason
+    sheet.cell(row=4, column=clock + 1).value = None
+    book.save(path)
+    report = _import(engine, admin, path, timezone=NEW_YORK)
+    assert (report.imported, report.fault_count) == (3, 0)
+    with engine.connect() as connection:
+        collected = connection.execute(sa.select(Specimen.collected_at)).scalars().all()
+    assert {c.replace(tzinfo=UTC) if c.tzinfo is None else c for c in collected} == {
+        datetime(2017, 4, 28, 13, 15, tzinfo=UTC)  # 09:15 in New York
+    }

@@ -252,28 +252,33 @@ def _clock(raw: str) -> time:
 
 
 @lru_cache(maxsize=65536)
-def _day(raw: str, pattern: str) -> date:
+def _day(raw: str, pattern: str) -> tuple[date, time | None]:
     """A date in the sheet's format, or in ISO's (`2017-04-28`: how a workbook's date cells
-    read, and unambiguous whatever the sheet's format)."""
+    read, and unambiguous whatever the sheet's format), or ISO's date and time of day
+    (`2017-04-28 09:30`: a workbook's cell holding both); and that time of day, if any."""
+    day: date | None
+    clock: time | None = None
     try:
-        day: date | None = datetime.strptime(raw, pattern).date()
+        day = datetime.strptime(raw, pattern).date()
     except ValueError:
-        day = _iso_day(raw)
+        day, clock = _iso_moment(raw)
     if day is None:
         example = date(2017, 4, 28).strftime(pattern)
         raise ValidationError(f"not a date like {example} ({pattern})")
     if day > date.today() + CLOCK_SKEW:
         raise ValidationError("the collection date is in the future")
-    return day
+    return day, clock
 
 
-def _iso_day(raw: str) -> date | None:
-    if len(raw) != 10 or raw[4] != "-" or raw[7] != "-":
-        return None
+def _iso_moment(raw: str) -> tuple[date | None, time | None]:
+    """`YYYY-MM-DD`, or that and ` HH:MM[:SS]`; (None, None) for anything else."""
+    if len(raw) not in (10, 16, 19) or raw[4:5] != "-" or raw[7:8] != "-":
+        return None, None
     try:
-        return date.fromisoformat(raw)
+        moment = datetime.fromisoformat(raw)
     except ValueError:
-        return None
+        return None, None
+    return moment.date(), (moment.time() if len(raw) > 10 else None)
 
 
 class RowReader:
@@ -324,7 +329,12 @@ class RowReader:
                 values.append(None)
         if len(faults) > found:
             return None
-        *tube, day, collected, processed, freezer, rack, box, position, thaws, notes = values
+        *tube, (day, at), collected, processed, freezer, rack, box, position, thaws, notes = values
+        if at is not None and collected not in (None, at):
+            reason = f"the date's time of day, {at:%H:%M}, is not the time collected"
+            faults.append(("date_collected", cells[self.columns["date_collected"]].strip(), reason))
+            return None
+        collected = collected or at  # a date cell's time of day is when it was collected
         collected_at, processed_at = self.utc(day, collected), self.utc(day, processed)
         try:
             check_times({"collected_at": collected_at, "processed_at": processed_at})
