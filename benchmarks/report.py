@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import sqlite3
+import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,10 @@ COLUMNS = ("benchmark", "engine", "median", "p99", "baseline", "ratio", "goal", 
 MISS_NOTES: dict[tuple[str, str], str] = {
     **dict.fromkeys(
         [("8 processes placing", "postgres"), ("8 processes placing (client CPU)", "postgres")],
-        "neither the rate nor the client CPU holds. Measured at 200,000 specimens while other "
+        "neither the rate nor the client CPU holds. At 1,000,000 specimens (load average 2.7 "
+        "with the 8 processes running) 215/s against 654/s, client CPU 6.9 ms a placement "
+        "against the raw driver's 1.2 ms (5.8×), the server's 2.1 against 1.2 ms. Measured "
+        "earlier at 200,000 specimens while other "
         "work loaded the 2 cores (load average 8–13), before and after the accession path was "
         "cut, alternating: client CPU per placement fell from 16.9 ms to 11.9–12.6 ms against "
         "the raw driver's 2.3–2.8 ms (6.3× to 4.4–5.1×); one process alone spends about 8 ms "
@@ -48,7 +52,8 @@ MISS_NOTES: dict[tuple[str, str], str] = {
         "makes the rate hold is terminals on computers of their own, or at least 5 cores.",
     ),
     ("CLI: scan ID (CPU)", "sqlite"): (
-        "about 0.65 s of CPU against 0.19 s for `import sqlalchemy` (3.4×). The scan itself "
+        "0.78 s of CPU against 0.23 s for `import sqlalchemy` at 1,000,000 (3.4×; 0.65 s "
+        "against 0.19 s before). The scan itself "
         "(sign-in check, lookup, output) takes about 0.06 s and the interpreter, Typer and the "
         "settings 0.07 s; the rest is importing the database layer, which no command module "
         "imports any more before it runs (help costs 0.1–0.15 s). In a bare interpreter "
@@ -81,7 +86,13 @@ MISS_NOTES: dict[tuple[str, str], str] = {
     ),
     **dict.fromkeys(
         [("REDCap import (check + write)", "postgres"), ("REDCap import (write only)", "postgres")],
-        "656/s against 1,667/s for COPY of the same rows into a fresh database (0.39×; writing "
+        "at 1,000,000 specimens (100,000 records-events, load average 1.1) 788/s against "
+        "2,105/s (0.37×; writing alone 0.42×, round ratios 0.37–0.41): the write took "
+        "101–125 s against COPY's 47–51 s, while at 10,000 records-events (the 100,000 run) "
+        "it holds, 0.53× (0.61×), and on SQLite it holds at both sizes (0.54× at 1,000,000); "
+        "so PostgreSQL's write grows faster than the baseline's with the import's size, "
+        "which is not profiled yet at this size. Earlier: 656/s against 1,667/s for COPY of "
+        "the same rows into a fresh database (0.39×; writing "
         "alone 0.49×) at 20,000 records-events at a load average of 3; 0.48× and 0.54× "
         "(writing alone 0.57× and 0.63×) in two runs at 7–8, the round ratios 0.36–0.58. The "
         "import's CPU fell from 5.6 to 3.8 s checking and from 11.7 to 8.4 s writing; the rest "
@@ -93,13 +104,19 @@ MISS_NOTES: dict[tuple[str, str], str] = {
         "at the quick sizes (2,000 and 200 records-events) the process's fixed caches (the "
         "dictionary, the readers, the driver's) dominate both peaks; at 100,000 against 10,000 "
         "the peak is 1.08× (68.9 against 63.9 MB on SQLite, 31.7 against 29.3 MB on "
-        "PostgreSQL): flat in the number of records.",
+        "PostgreSQL): flat in the number of records; 1.07× and 1.08× in the run at "
+        "1,000,000. At 10,000 against 1,000 records-events (the run at 100,000 specimens) "
+        "SQLite's peak is 1.9× (63 against 33 MB): the import's page cache, 32 MB at most "
+        "(`db.BULK_CACHE_KIB`), fills at the larger only.",
     ),
     **dict.fromkeys(
         [
             ("legacy import (check + write)", "sqlite"),
             ("legacy import (check + write)", "postgres"),
         ],
+        "at 1,000,000 specimens (100,000 rows, load average 1.4–2.7) 0.48× on PostgreSQL "
+        "(writing alone 0.60×; round ratios 0.46–0.51), 0.58× on SQLite: checking took "
+        "3.6–4.2 s and writing 14.5–16.3 s against COPY's 8.7–9.4 s. Earlier: "
         "0.42× (SQLite) and 0.45× (PostgreSQL) at 10,000 rows under a load average of about 6, "
         "since the baseline became fair: the raw driver writes exactly the rows the import "
         "wrote, by COPY on PostgreSQL, into a copy made as the import's is, the two alternating "
@@ -111,6 +128,9 @@ MISS_NOTES: dict[tuple[str, str], str] = {
             ("TUI: cold start to a scan-ready home", "sqlite"),
             ("TUI: cold start to a scan-ready home", "postgres"),
         ],
+        "1.40 s (SQLite) and 1.59 s (PostgreSQL) at 1,000,000 specimens at a load average of "
+        "about 1 (the sign-in screen at 0.4–0.6 s, the database open at 0.9–1.3 s, the home "
+        "screen at 1.2–1.6 s; 1.3–1.7 s of the process's CPU). Earlier, "
         "1.9 s (SQLite) and 2.2 s (PostgreSQL) at 1,000,000 specimens under a load average of "
         "2 (5–7 s at 8–11), and about 2.4 s of the process's CPU at 100,000 and 1,000,000 "
         "alike: the inventory's size adds only the home screen's counts (0.06 s on SQLite; "
@@ -122,6 +142,31 @@ MISS_NOTES: dict[tuple[str, str], str] = {
         "benchmark does not wait for. What would make it hold: the lighter imports the CLI's "
         "note names (a scan's lookup on SQLAlchemy Core tables, the view and first-run services "
         "imported when first needed).",
+    ),
+    ("scan lookup (per scan)", "postgres"): (
+        "5.4× at 1,000,000 (597 µs against 110 µs) and 5.2× at 100,000: the lookup's own "
+        "time is as before (546 µs in the run of 2026-12-05, which passed at 3.1×), the raw "
+        "driver's query got quicker (178 → 110 µs). In one session the same lookup is 2.8×; "
+        "what a scan adds on its own is its unit of work: the pool's check-out with a ping, "
+        "BEGIN and the rollback that ends read-only work, each a round trip to the server. "
+        "Next: no ping for a connection the pool used in the last seconds, the read-only "
+        "transaction begun with the first query."
+    ),
+    **dict.fromkeys(
+        [
+            ("TUI: scan → specimen detail", "sqlite"),
+            ("TUI: scan → specimen detail", "postgres"),
+            ("TUI: scan → box grid", "sqlite"),
+            ("TUI: scan → box grid", "postgres"),
+            ("TUI: pull list scan → line ticked", "postgres"),
+        ],
+        "the median holds (20–42 ms), the p99 does not: 59 and 56 ms on SQLite, 138, 106 and "
+        "169 ms on PostgreSQL at 1,000,000 specimens (load average about 1), over 50 views "
+        "(20 box grids), so the p99 is the slowest one or two. Before the workstation set "
+        "its start-up heap aside from the collector at sign-in (`tui.app._settle_heap`), a "
+        "scan to the detail had a p99 of 180–210 ms; what is left is not profiled yet: the "
+        "moments a view waits, on PostgreSQL for the server, on both for a screen's refresh. "
+        "Next: trace the slow views' worker and refresh times one by one.",
     ),
     **dict.fromkeys(
         [("linked export to FHIR NDJSON", "sqlite"), ("linked export to FHIR NDJSON", "postgres")],
@@ -228,8 +273,11 @@ def rows(results: list[Result]) -> list[tuple[str, ...]]:
 
 
 def _load(result: Result) -> str:
-    """The machine's one-minute load average as the figure was taken (none recorded: –)."""
+    """The machine's one-minute load average as the figure was taken (the median of its
+    rounds' where each round recorded its own; none recorded: –)."""
     load = result.details.get("load_average")
+    if isinstance(load, list) and load:
+        load = statistics.median(load)
     return f"{load:.1f}" if isinstance(load, int | float) else "–"
 
 

@@ -1,11 +1,12 @@
 """The workstation's speed: cold start to the sign-in screen (goal ≤ 1 s), and on the inventory
 to the home screen signed in, ready to take a scan, its counts shown (goal ≤ 1 s), a scan to the
-specimen detail on screen (goal ≤ 50 ms median, at 1M specimens) and a scanned box's grid
-(goal ≤ 50 ms). A scan to the detail is timed twice: from the home screen, which brings back
-the specimen screen kept from the last scan (`BiobankApp.open_view`; the first scan builds it,
-among the warm-up scans), and tube after tube with the specimen screen open (how a rack of
-tubes is worked through). Boxes are scanned from the home screen, likewise. A long pull list
-(10,000 lines) is worked through by scanning its tubes (goal ≤ 50 ms a scan, its line ticked).
+specimen detail on screen and a scanned box's grid (goal: p99 ≤ 50 ms at 1M specimens, as every
+view's: a technician feels the slow scans, not the typical one). A scan to the detail is timed
+twice: from the home screen, which brings back the specimen screen kept from the last scan
+(`BiobankApp.open_view`; the first scan builds it, among the warm-up scans), and tube after
+tube with the specimen screen open (how a rack of tubes is worked through). Boxes are scanned
+from the home screen, likewise. A long pull list (10,000 lines) is worked through by scanning
+its tubes, each until its line is ticked.
 
 The application runs headless (`App.run_test`, as in the tests). A view counts as shown once
 its data has arrived and the screen has refreshed after it (`call_after_refresh`), so the thread
@@ -64,7 +65,8 @@ SCANS = 50
 BOXES = 20
 WARMUP = 5
 PULL_LINES, QUICK_PULL_LINES = 10_000, 500
-START_GOAL, VIEW_GOAL = 1.0, 0.050  # seconds
+START_GOAL, VIEW_GOAL = 1.0, 0.050  # seconds; a view's goal holds for its p99, not its median
+VIEW_GOAL_TEXT = f"p99 ≤ {VIEW_GOAL * 1000:g} ms"
 SIZE = (80, 24)
 POLL = 0.0005  # seconds between looks at the screen
 WORKSTATION = "benchmark"
@@ -331,8 +333,8 @@ def _view_result(
         median=median(times),
         p99=p99(times),
         baseline=median(services),
-        goal=f"≤ {VIEW_GOAL * 1000:g} ms",
-        passed=median(times) <= VIEW_GOAL,
+        goal=VIEW_GOAL_TEXT,
+        passed=p99(times) <= VIEW_GOAL,
         how=how,
         details={"views": len(times), "baseline_p99": p99(services)},
     )
@@ -469,8 +471,8 @@ def pull_list(
         median=median(times),
         p99=p99(times),
         baseline=median(services),
-        goal=f"≤ {VIEW_GOAL * 1000:g} ms",
-        passed=median(times) <= VIEW_GOAL,
+        goal=VIEW_GOAL_TEXT,
+        passed=p99(times) <= VIEW_GOAL,
         how=f"handle_scan of {scans} random tubes of a pull list of {len(items):,} lines "
         "(participants withdrawn with `destroy`), the pull list screen open, until the tube's "
         "line shows it pulled; baseline: resolve_scan and pulls.pull of other tubes of the "
