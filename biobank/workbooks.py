@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # openpyxl is imported only when a workbook is read: it takes
 ZIP_SIGNATURE = b"PK\x03\x04"  # .xlsx and .ods alike
 OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Excel 97-2003's .xls
 _ODS = b"application/vnd.oasis.opendocument.spreadsheet"
+MERGE_COLUMNS = 256  # a merge as wide as a lab's sheet, at most
 
 
 def is_workbook(head: bytes, path: Path, what: str) -> bool:
@@ -70,7 +71,15 @@ def choose_sheet(path: Path, what: str, wanted: str | None, notices: list[str]) 
                     value=wanted,
                 )
             name = found[0]
-        merged = merged_cells(book[name])
+        try:
+            merged = merged_cells(book[name])
+        except Exception as error:  # a list of merges that is no list: a part malformed
+            reason = f"its merged cells are not readable ({error})"
+            raise _refused(path, what, reason) from None
+    wide = next((m for m in merged if m.max_col - m.min_col >= MERGE_COLUMNS), None)
+    if wide is not None:  # each row it spans would be written out that wide
+        reason = f"cells {wide.coord} are merged across more than {MERGE_COLUMNS} columns"
+        raise _refused(path, what, reason)
     if wanted is None and len(names) > 1:
         notices.append(
             f"{path.name}: read its first sheet, {name!r}, of {_listed(names)} (name another "

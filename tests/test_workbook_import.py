@@ -198,6 +198,19 @@ def test_what_is_not_a_readable_workbook_is_refused(engine, admin, study, tmp_pa
         ) as caught:
             _import(engine, admin, path)
         assert caught.value.field == "file" and str(path) in caught.value.message
+    merged = _workbook(tmp_path / "merged.xlsx", _sample_rows()[:3], first_sheet=None)
+    with zipfile.ZipFile(merged) as archive:  # a merge no spreadsheet could make
+        parts = {n: archive.read(n) for n in archive.namelist()}
+    sheet = "xl/worksheets/sheet1.xml"
+    parts[sheet] = parts[sheet].replace(
+        b"</worksheet>", b'<mergeCells count="1"><mergeCell ref="A1:@@"/></mergeCells></worksheet>'
+    )
+    broken_merge = _zip(tmp_path / "broken_merge.xlsx", parts)
+    with pytest.raises(ValidationError, match="its merged cells are not readable"):
+        _import(engine, admin, broken_merge)
+    parts[sheet] = parts[sheet].replace(b"A1:@@", b"A1:XFD1048576")  # every cell there can be
+    with pytest.raises(ValidationError, match="merged across more than 256 columns"):
+        _import(engine, admin, _zip(tmp_path / "wide_merge.xlsx", parts))
     bomb = _workbook(tmp_path / "bomb.xlsx", _sample_rows()[:3], first_sheet=None)
     monkeypatch.setattr(workbooks, "IMPORT_LIMIT", 10_000)  # the sheets unpack to more
     with pytest.raises(ValidationError, match="unpacks to more than"):
