@@ -2,7 +2,7 @@
 
 SQLite (the embedded default) runs in WAL mode with foreign keys on, a busy timeout, and write
 transactions begun with `BEGIN IMMEDIATE` so two writers queue instead of failing half-way.
-PostgreSQL (shared by several workstations) pings pooled connections before use, so a restarted
+PostgreSQL (shared by several workstations) checks a pooled connection before use, so a restarted
 server costs the unit of work that was running when it went away, never the next; its sessions
 run in UTC, as every time is stored (the driver then hands back times with the plain UTC zone,
 not a zone database entry that is slow to ask for its offset).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -73,13 +74,49 @@ def make_engine(url: str) -> Engine:
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
         utc = {} if "options" in parsed.query else {"options": "-c TimeZone=UTC"}
-        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=utc)
+        engine = sa.create_engine(parsed, connect_args=utc)
     except ModuleNotFoundError as error:
         raise DatabaseUnavailable(
             f"no driver for {parsed.drivername} ({error.name} is not installed); "
             "for PostgreSQL install biobank[postgres]",
             field="database_url",
         ) from error
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: object) -> None:
+        _check_alive(engine.dialect, dbapi_connection)
+
+    return engine
+
+
+def _check_alive(dialect: sa.Dialect, dbapi_connection: Any) -> None:
+    """Check a pooled PostgreSQL connection before use without a round trip: a server that
+    ended the session (a restart, `pg_terminate_backend`) has said so on its socket, which is
+    then readable, while a connection that is well has nothing to read when idle. Only then is
+    it pinged; if the ping fails, the pool connects afresh. (SQLAlchemy's `pool_pre_ping`
+    pings every time: a round trip that costs a scan more than its own query.)"""
+    try:
+        news = _readable(dbapi_connection.fileno())
+    except (OSError, ValueError, dialect.loaded_dbapi.Error):  # closed: no socket to ask
+        raise exc.DisconnectionError() from None
+    if not news:
+        return
+    try:
+        dialect.do_ping(dbapi_connection)
+    except dialect.loaded_dbapi.Error as error:
+        if dialect.is_disconnect(error, dbapi_connection, None):
+            raise exc.DisconnectionError() from error
+        raise
+
+
+def _readable(fd: int) -> bool:
+    """Whether the socket `fd` has something to read, asked without waiting (`poll`, which
+    takes any descriptor; Windows has only `select`, for its sockets)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def check_connection(engine: Engine) -> None:

@@ -40,7 +40,7 @@ class Restart:
         base = make_url(postgres_base_url()).set(drivername="postgresql")
         with psycopg.connect(base.render_as_string(hide_password=False), autocommit=True) as c:
             c.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                 "WHERE datname = %s AND pid <> pg_backend_pid()",
                 (self.database,),
             )
@@ -136,3 +136,24 @@ def test_a_restart_under_the_tui_is_one_refused_action_then_it_reconnects(db_url
             assert audit.verify_chain(session, actor=admin).entries > 0  # raises if broken
 
     asyncio.run(scenario())
+
+
+def test_a_pooled_connection_is_pinged_only_when_the_server_has_ended_it(db_url, monkeypatch):
+    """A scan pays no round trip to learn its connection is well; one the server ended is
+    found out at checkout, before the work, and replaced."""
+    engine = make_engine(db_url)
+    pings = []
+    ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda c: pings.append(c) or ping(c))
+
+    def backend() -> int:
+        with uow(engine, lookup=True) as session:
+            return session.execute(sa.select(sa.func.pg_backend_pid())).scalar_one()
+
+    first = backend()
+    assert [backend() for _ in range(20)] == [first] * 20  # the same connection, well
+    assert pings == []
+    Restart(db_url).now()
+    assert backend() != first  # connected afresh, no error
+    assert len(pings) == 1
+    engine.dispose()
