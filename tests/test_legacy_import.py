@@ -211,42 +211,42 @@ def test_a_dry_run_changes_nothing(engine, admin, study, clean_sample):
     assert _state(engine) == before
 
 
-def test_sqlite_writes_with_a_larger_page_cache_and_gives_it_back(
+def test_an_import_writes_with_settings_of_its_own_and_gives_them_back(
     engine, admin, study, clean_sample
 ):
-    """An import's audit entries land at random places in the hash chain's indexes: SQLite
-    writes them, and commits them, with a cache that holds more of those
-    (`db.prepare_bulk_writing`); the pooled connection gets its own back as it returns, after
-    a commit or a rollback alike. PostgreSQL's cache is the server's: there the import only
-    has to work as before."""
+    """An import writes, and commits, with settings of its own (`db.prepare_bulk_writing`):
+    SQLite with a page cache that holds more of the hash chain's indexes, where its audit
+    entries land at random places; PostgreSQL with no statement prepared, so each batch's
+    reads are planned for the tables as they have grown. The pooled connection gets its own
+    back as it returns, after a commit or a rollback alike."""
     sqlite = engine.dialect.name == "sqlite"
     seen, connections = [], []
 
-    def cache(session) -> int | None:
-        if not sqlite:
-            return None
-        connections.append(session.connection().connection.dbapi_connection)
-        return session.connection().exec_driver_sql("PRAGMA cache_size").scalar()
+    def setting(connection) -> int | None:
+        if sqlite:
+            return connection.execute("PRAGMA cache_size").fetchone()[0]
+        return connection.prepare_threshold
 
-    def pooled_cache() -> int | None:
-        return connections[-1].execute("PRAGMA cache_size").fetchone()[0] if sqlite else None
+    def in_use(session) -> int | None:
+        connections.append(session.connection().connection.dbapi_connection)
+        return setting(connections[-1])
 
     def written(_rows: int, session) -> None:
-        seen.append(cache(session))
+        seen.append(in_use(session))
         if fail:
             raise RuntimeError("the terminal was switched off")
 
     for fail in (True, False):
         with pytest.raises(RuntimeError) if fail else nullcontext(), uow(engine) as session:
-            before = cache(session)
+            before = in_use(session)
             plan = legacy.check_inventory(session, actor=admin, path=clean_sample, study="SLE")
             legacy.write_inventory(
                 session, actor=admin, plan=plan, progress=lambda n, s=session: written(n, s)
             )
-            assert cache(session) == seen[-1]  # still wide until the unit of work ends
-        assert pooled_cache() == before
-    if sqlite:
-        assert set(seen) == {-BULK_CACHE_KIB} and before > -BULK_CACHE_KIB
+            assert in_use(session) == seen[-1]  # still its own until the unit of work ends
+        assert setting(connections[-1]) == before
+    assert set(seen) == ({-BULK_CACHE_KIB} if sqlite else {None})
+    assert before == (-2000 if sqlite else 5)  # the drivers' defaults
     assert _audit_actions(engine)["specimen.accessioned"] == 401
 
 
