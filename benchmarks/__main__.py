@@ -35,6 +35,10 @@ from benchmarks.dataset import build
 from benchmarks.measure import Result, progress
 from biobank.db import make_engine
 
+STEPS = (  # each a group of benchmarks, in the order a run takes them
+    "lookup", "export", "allocation", "concurrency", "legacy", "audit", "redcap", "cohort",
+    "request", "tui", "backup", "cli", "labels",
+)  # fmt: skip
 DEFAULT_SIZE = 1_000_000
 QUICK_SIZE = 20_000
 MIN_SIZE = 2_000
@@ -96,6 +100,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--from-json", type=Path, help="run nothing: report the results of an earlier --json"
     )
     parser.add_argument(
+        "--only",
+        help=f"run only these comma-separated groups of benchmarks ({', '.join(STEPS)}): to "
+        "measure again, after a change, what it bears on (then --rerun)",
+    )
+    parser.add_argument(
+        "--rerun",
+        type=Path,
+        action="append",
+        default=[],
+        help="with --from-json: a later run of some benchmarks alone (a benchmark module's "
+        "--json), whose figures take the place of the earlier run's, marked as such; repeatable",
+    )
+    parser.add_argument(
         "--compare",
         type=Path,
         help="an earlier --json run at a smaller size: add how each figure grows to the larger",
@@ -109,7 +126,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not engines:
         parser.error(f"--engines takes {', '.join(ENGINES)}, not {args.engines!r}")
     args.engines = engines
-    for given in (args.from_json, args.compare):
+    args.only = [step.strip() for step in (args.only or "").split(",") if step.strip()]
+    if set(args.only) - set(STEPS):
+        parser.error(
+            f"--only takes {', '.join(STEPS)}, not {', '.join(set(args.only) - set(STEPS))}"
+        )
+    if args.rerun and not args.from_json:
+        parser.error("--rerun takes the place of figures in an earlier run: give --from-json")
+    for given in (args.from_json, args.compare, *args.rerun):
         if given is not None and not given.is_file():
             parser.error(f"no results file {given}")
     if args.size is not None and args.size < MIN_SIZE:
@@ -119,10 +143,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> tuple[dict, list[Result]]:
     size = args.size or (QUICK_SIZE if args.quick else DEFAULT_SIZE)
-    plan = Plan.of(args.quick, size)
+    plan, steps = Plan.of(args.quick, size), args.only or STEPS
     versions: dict[str, object] = {"build_seconds": {}, "load_at_start": os.getloadavg()}
     results: list[Result] = []
-    for engine_name in args.engines:
+    on_inventory = [step for step in steps if step not in ("cli", "labels")]
+    for engine_name in args.engines if on_inventory else ():
         with bench_database(engine_name, size=size, directory=args.dir, keep=args.keep) as db:
             if engine_name == "postgres":
                 versions["postgres"] = db.server_version()
@@ -133,65 +158,84 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Result]]:
             dataset = build(engine, size=size, seed=args.seed, progress=say)
             versions["build_seconds"][engine_name] = round(time.perf_counter() - started, 1)
             rng = random.Random(args.seed)
-            say(f"scan lookups x {plan.lookups:,}")
-            results += taken(lookup.run(db, engine, dataset, lookups=plan.lookups, rng=rng))
-            say(f"linked phenotype export x {export_bench.RUNS}, raw join x {export_bench.RUNS}")
-            results += taken(export_bench.run(db, dataset))
-            say(f"allocations x {plan.allocations:,}, accessions x {plan.accessions:,}")
-            results += taken(
-                allocation.run(
-                    db,
-                    engine,
-                    dataset,
-                    allocations=plan.allocations,
-                    accessions=min(plan.accessions, dataset.free_positions // 4),
-                    rng=rng,
+            if "lookup" in steps:
+                say(f"scan lookups x {plan.lookups:,}")
+                results += taken(lookup.run(db, engine, dataset, lookups=plan.lookups, rng=rng))
+            if "export" in steps:
+                say(
+                    f"linked phenotype export x {export_bench.RUNS}, raw join x {export_bench.RUNS}"
                 )
-            )
-            results += taken(concurrency.run(db, dataset, rng=rng))
-            say(f"legacy import of {plan.import_rows:,} rows")
-            results += taken(legacy.run(db, engine, dataset, rows=plan.import_rows, say=say))
-            stall_rows = plan.import_rows if args.quick else audit_bench.STALL_ROWS
-            say(f"audit chain: verify, and accessions during imports of {stall_rows:,} rows")
-            rounds, quiet = (1, 10) if args.quick else (3, 50)
-            results += taken(
-                audit_bench.run(
-                    db,
-                    engine,
-                    dataset,
-                    import_rows=stall_rows,
-                    rounds=rounds,
-                    quiet=quiet,
-                    rng=rng,
-                    say=say,
+                results += taken(export_bench.run(db, dataset))
+            if "allocation" in steps:
+                say(f"allocations x {plan.allocations:,}, accessions x {plan.accessions:,}")
+                results += taken(
+                    allocation.run(
+                        db,
+                        engine,
+                        dataset,
+                        allocations=plan.allocations,
+                        accessions=min(plan.accessions, dataset.free_positions // 4),
+                        rng=rng,
+                    )
                 )
-            )
-            say(f"REDCap import of {plan.redcap_rows:,} records-events, into fresh databases")
-            results += taken(redcap_bench.run(db, rows=plan.redcap_rows, say=say))
-            say(f"cohort preview with phenotype conditions x {cohort_bench.RUNS}")
-            results += taken(cohort_bench.run(db, engine, dataset))
-            say(f"a specimen request of {plan.request_lines:,} tubes: pick list and scans")
-            results += taken(
-                request_bench.run(
-                    db, engine, dataset, lines=plan.request_lines, scans=plan.scans, rng=rng
+            if "concurrency" in steps:
+                results += taken(concurrency.run(db, dataset, rng=rng))
+            if "legacy" in steps:
+                say(f"legacy import of {plan.import_rows:,} rows")
+                results += taken(legacy.run(db, engine, dataset, rows=plan.import_rows, say=say))
+            if "audit" in steps:
+                stall_rows = plan.import_rows if args.quick else audit_bench.STALL_ROWS
+                say(f"audit chain: verify, and accessions during imports of {stall_rows:,} rows")
+                rounds, quiet = (1, 10) if args.quick else (3, 50)
+                results += taken(
+                    audit_bench.run(
+                        db,
+                        engine,
+                        dataset,
+                        import_rows=stall_rows,
+                        rounds=rounds,
+                        quiet=quiet,
+                        rng=rng,
+                        say=say,
+                    )
                 )
-            )
-            say("TUI views")
-            results += taken(
-                tui_bench.run(db, dataset, rng=rng, scans=plan.scans, boxes=plan.boxes)
-            )
-            results += taken([tui_bench.cold_start_on_inventory(db, dataset, runs=plan.starts)])
-            say(f"TUI pull list of {plan.pull_lines:,} lines")  # last: it disposes tubes
-            results += taken(
-                [tui_bench.pull_list(db, dataset, rng=rng, lines=plan.pull_lines, scans=plan.scans)]
-            )
-            results += taken(backup_bench.run(db, rounds=plan.backup_rounds, say=say))
+            if "redcap" in steps:
+                say(f"REDCap import of {plan.redcap_rows:,} records-events, into fresh databases")
+                results += taken(redcap_bench.run(db, rows=plan.redcap_rows, say=say))
+            if "cohort" in steps:
+                say(f"cohort preview with phenotype conditions x {cohort_bench.RUNS}")
+                results += taken(cohort_bench.run(db, engine, dataset))
+            if "request" in steps:
+                say(f"a specimen request of {plan.request_lines:,} tubes: pick list and scans")
+                results += taken(
+                    request_bench.run(
+                        db, engine, dataset, lines=plan.request_lines, scans=plan.scans, rng=rng
+                    )
+                )
+            if "tui" in steps:
+                say("TUI views")
+                results += taken(
+                    tui_bench.run(db, dataset, rng=rng, scans=plan.scans, boxes=plan.boxes)
+                )
+                results += taken([tui_bench.cold_start_on_inventory(db, dataset, runs=plan.starts)])
+                say(f"TUI pull list of {plan.pull_lines:,} lines")  # last: it disposes tubes
+                results += taken(
+                    [
+                        tui_bench.pull_list(
+                            db, dataset, rng=rng, lines=plan.pull_lines, scans=plan.scans
+                        )
+                    ]
+                )
+            if "backup" in steps:
+                results += taken(backup_bench.run(db, rounds=plan.backup_rounds, say=say))
             engine.dispose()
-    if "sqlite" in args.engines:
+    if "sqlite" in args.engines and "tui" in steps:
         results += taken([tui_bench.cold_start(runs=plan.starts)])
+    if "sqlite" in args.engines and "cli" in steps:
         results += taken(cli_bench.run(rounds=plan.starts))
-    progress("labels")
-    results += taken(labels_bench.run(runs=plan.label_runs))
+    if "labels" in steps:
+        progress("labels")
+        results += taken(labels_bench.run(runs=plan.label_runs))
     info = report.machine(size=size, seed=args.seed, quick=args.quick, versions=versions)
     return info, results
 
@@ -212,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.from_json:
         info, results = report.read_json(args.from_json)
+        results = report.rerun(results, [report.read_json(path) for path in args.rerun])
+        if args.json:
+            report.write_json(args.json, info, results)
+            progress(f"wrote {args.json}")
     else:
         try:
             info, results = run(args)

@@ -251,6 +251,22 @@ def _figure(result: Result, value: float | None) -> str:
     return _latency(value) if result.kind == "latency" else f"{value:,.0f}/s"
 
 
+RERUN = "rerun"  # a result's details: the day it was measured again alone
+RERUN_MARK = " †"
+
+
+def rerun(results: list[Result], reruns: list[Run]) -> list[Result]:
+    """A run's results, each measured again alone later (after a change that bears on it:
+    `--only`, or a benchmark module's `--json`) in the place of the earlier figure, its
+    details saying when."""
+    merged = {(r.benchmark, r.engine): r for r in results}
+    for info, later in reruns:
+        for result in later:
+            result.details[RERUN] = info["date"][:10]
+            merged[result.benchmark, result.engine] = result
+    return list(merged.values())
+
+
 def _verdict(result: Result) -> str:
     return {True: "pass", False: "MISS", None: "–"}[result.passed]
 
@@ -258,7 +274,7 @@ def _verdict(result: Result) -> str:
 def rows(results: list[Result]) -> list[tuple[str, ...]]:
     return [
         (
-            r.benchmark,
+            r.benchmark + (RERUN_MARK if RERUN in r.details else ""),
             r.engine,
             _figure(r, r.median),
             _latency(r.p99) if r.p99 is not None else "–",
@@ -369,6 +385,15 @@ def readme_section(info: dict[str, Any], results: list[Result], smaller: Run | N
         "|" + "---|" * len(COLUMNS),
         *("| " + " | ".join(row) + " |" for row in rows(results)),
     ]
+    again = sorted({r.details[RERUN] for r in results if RERUN in r.details})
+    if again:
+        lines += [
+            "",
+            f"{RERUN_MARK.strip()} Measured again on {', '.join(again)}, after a change that bears "
+            "on it, alone (`python -m benchmarks --only …`, or a benchmark module's own `--json`) "
+            "on the same machine at the size this run gives it: its figure takes the earlier "
+            "one's place.",
+        ]
     if smaller is not None:
         header = _growth_header(smaller, (info, results))
         lines += [

@@ -65,3 +65,57 @@ def test_each_figure_shows_the_load_it_was_taken_under():
                     None, details={"load_average": [0.9, 1.04, 1.3]})  # fmt: skip
     assert [row[-1] for row in report.rows([loaded, unrecorded, rounds])] == ["2.3", "–", "1.0"]
     assert "100 µs" in report.table([loaded]).splitlines()[1]
+
+
+def test_a_benchmark_measured_again_alone_takes_its_place_marked(tmp_path):
+    """A later run of one benchmark alone (after a change that bears on it) replaces the
+    full run's figure, in its place in the table, marked with when; `--rerun` writes the
+    merged results and the README section from them, and wants the run it amends."""
+    import json
+    import subprocess
+    import sys
+
+    full = _run(1_000_000, 1e-4, 10_000, 5)
+    info = full[0] | {
+        "date": "2026-11-23T00:00:00+00:00", "quick": False, "cpu": "cpu", "cores": 2,
+        "ram_gb": 4, "load_at_start": [0.1], "load_at_end": [0.2], "python": "3.11",
+        "sqlite": "3.40",
+    }  # fmt: skip
+    later = Result("linked export to CSV", "sqlite", "throughput", 20_000, None, 1.0, None, None)
+    alone = {"size": 1_000_000, "date": "2026-11-30T09:00:00+00:00"}
+    results = report.rerun(full[1], [(alone, [later])])
+    assert [r.benchmark for r in results] == [r.benchmark for r in full[1]]  # in its place
+    row = report.rows(results)[1]
+    assert row[:3] == ("linked export to CSV †", "sqlite", "20,000/s")
+    assert report.rows(results)[0][0] == "scan lookup (one session)"  # the others as they were
+    section = report.readme_section(info, results)
+    assert "| linked export to CSV † | sqlite | 20,000/s |" in section
+    assert "† Measured again on 2026-11-30" in section
+    assert "Measured again" not in report.readme_section(info, full[1])
+
+    earlier, again, merged = (tmp_path / name for name in ("full.json", "alone.json", "m.json"))
+    report.write_json(earlier, info, full[1])
+    report.write_json(again, alone, [later])
+    main = [sys.executable, "-m", "benchmarks"]
+    done = subprocess.run([*main, "--from-json", earlier, "--rerun", again, "--json", merged],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert "linked export to CSV †" in done.stdout
+    written = json.loads(merged.read_text())["results"]
+    assert written[1]["median"] == 20_000 and written[1]["details"]["rerun"] == "2026-11-30"
+    refused = subprocess.run([*main, "--rerun", again], capture_output=True, text=True)
+    assert refused.returncode == 2 and "give --from-json" in refused.stderr
+
+
+def test_only_some_benchmarks_run_when_asked(tmp_path):
+    """`--only` measures again what a change bears on, and builds no inventory for what
+    needs none (the labels)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "labels.json"
+    command = [sys.executable, "-m", "benchmarks", "--quick", "--only", "labels", "--json", out]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert "building the inventory" not in done.stderr
+    benchmarks = {r["benchmark"] for r in json.loads(out.read_text())["results"]}
+    assert benchmarks and all(name.startswith("labels: ") for name in benchmarks)
