@@ -39,6 +39,8 @@ STEPS = (  # each a group of benchmarks, in the order a run takes them
     "lookup", "export", "allocation", "concurrency", "legacy", "audit", "redcap", "cohort",
     "request", "tui", "backup", "cli", "labels",
 )  # fmt: skip
+NO_DATABASE = ("cli", "labels")  # each makes what it needs
+NO_INVENTORY = ("redcap",)  # makes fresh databases of its own beside the run's
 DEFAULT_SIZE = 1_000_000
 QUICK_SIZE = 20_000
 MIN_SIZE = 2_000
@@ -146,17 +148,18 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Result]]:
     plan, steps = Plan.of(args.quick, size), args.only or STEPS
     versions: dict[str, object] = {"build_seconds": {}, "load_at_start": os.getloadavg()}
     results: list[Result] = []
-    on_inventory = [step for step in steps if step not in ("cli", "labels")]
-    for engine_name in args.engines if on_inventory else ():
+    on_inventory = [step for step in steps if step not in NO_DATABASE + NO_INVENTORY]
+    for engine_name in args.engines if set(steps) - set(NO_DATABASE) else ():
         with bench_database(engine_name, size=size, directory=args.dir, keep=args.keep) as db:
             if engine_name == "postgres":
                 versions["postgres"] = db.server_version()
             engine = make_engine(db.url)
             say = _say(engine_name)
-            say(f"building the inventory: {size:,} specimens")
-            started = time.perf_counter()
-            dataset = build(engine, size=size, seed=args.seed, progress=say)
-            versions["build_seconds"][engine_name] = round(time.perf_counter() - started, 1)
+            if on_inventory:
+                say(f"building the inventory: {size:,} specimens")
+                started = time.perf_counter()
+                dataset = build(engine, size=size, seed=args.seed, progress=say)
+                versions["build_seconds"][engine_name] = round(time.perf_counter() - started, 1)
             rng = random.Random(args.seed)
             if "lookup" in steps:
                 say(f"scan lookups x {plan.lookups:,}")
