@@ -11,6 +11,7 @@ from tui_helpers import make_app, scan, settle, sign_in
 from biobank.db import uow
 from biobank.services import custody, specimens, storage, users
 from biobank.services import scan as scans
+from tui.app import PAINT_PERIOD
 from tui.screens import box as box_screen
 from tui.screens.box import BoxScreen
 from tui.screens.home import HomeScreen
@@ -45,6 +46,9 @@ def test_sign_in_shows_the_inventory_and_locks(db_url, admin, engine):
             await settle(app, pilot)
             assert "Participants: 5" in str(app.screen.query_one("#overview", Static).content)
             assert gc.get_freeze_count() > 0  # what start-up built, out of the collector's way
+            # a changed screen is painted within a few ms, not Textual's 1/60 s (a Textual
+            # that no longer reads the period there would leave scans' views that much slower)
+            assert app.screen._update_timer._interval == PAINT_PERIOD
             await pilot.press("ctrl+l")
             await pilot.pause()
             assert isinstance(app.screen, SignInScreen) and app.actor is None

@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
+import textual.screen
 from textual import events
 from textual.app import App
 from textual.binding import Binding
@@ -78,6 +79,14 @@ class ActionCommands(Provider):
                         help=f"key: {binding.key}",
                     )
 
+
+# Textual paints a changed screen at the next tick of a timer at its frame rate, 60 a second: a
+# view a scan opens waits for two or three ticks (its layout, then its paint), up to 50 ms on
+# top of its own work, the slowest scans' p99. At 240 it waits a few milliseconds. Only a
+# changed screen is painted, so an idle one costs nothing more, and animations keep their own
+# rate. Textual reads the period as each screen first paints, so it is set before any is.
+PAINT_PERIOD = 1 / 240
+textual.screen.UPDATE_PERIOD = PAINT_PERIOD  # type: ignore[misc]  # a Final of Textual's
 
 # Refusals that mean the view is older than the data: the view is reloaded.
 STALE_VIEW = (ConcurrentChange, PositionOccupied, InvalidTransition)
