@@ -121,3 +121,13 @@ def test_only_some_benchmarks_run_when_asked(tmp_path):
         assert "building the inventory" not in done.stderr
         benchmarks = {r["benchmark"] for r in json.loads(out.read_text())["results"]}
         assert benchmarks and all(name.startswith(prefix) for name in benchmarks), benchmarks
+
+
+def test_a_figure_measured_again_is_left_out_of_the_growth_table():
+    """The smaller run came before the change a figure was measured again for: the two do not
+    make a rate of growth."""
+    smaller, larger = _run(100_000, 1e-4, 10, 5), _run(1_000_000, 2e-4, 5, 5)
+    later = Result("scan lookup (one session)", "sqlite", "latency", 5e-5, None, None, None, None)
+    merged = report.rerun(larger[1], [({"date": "2026-11-30"}, [later])])
+    benchmarks = [row[0] for row in report.growth_rows(smaller, (larger[0], merged))]
+    assert "scan lookup (one session)" not in benchmarks and "linked export to CSV" in benchmarks
