@@ -18,8 +18,9 @@ from tui_helpers import HUMAN_GAP, make_app, settle, sign_in
 import tui.app as tui_app
 from biobank.bootstrap import FIRST_ADMIN_HINT, open_database
 from biobank.errors import DatabaseUnavailable
-from biobank.services.demo import is_empty, seed_demo
+from biobank.services.demo import seed_demo
 from biobank.services.identity import actor_for
+from biobank.services.overview import is_empty
 from biobank.settings import Settings
 from tui.app import BiobankApp
 from tui.screens.first_run import FirstRunScreen

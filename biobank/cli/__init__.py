@@ -214,7 +214,8 @@ def demo(
     json: JsonOption = False,
 ) -> None:
     """Seed a synthetic lupus cohort into an empty database (deterministic for a seed)."""
-    from biobank.services.demo import is_empty, seed_demo, sign_in_hint
+    from biobank.services.demo import seed_demo, sign_in_hint
+    from biobank.services.overview import is_empty
 
     if if_empty:
         with state(ctx).database().unit_of_work(readonly=True) as session:

@@ -12,16 +12,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TypeVar
 
-from sqlmodel import Session, func, select
+from sqlmodel import Session
 
 from biobank.domain.permissions import Actor, Permission, require
 from biobank.domain.phenotypes import Spec, parse_value
 from biobank.domain.vocabulary import Role, Sex, WithdrawalDisposition
 from biobank.errors import ValidationError
-from biobank.models import Participant, Study, User, Visit
+from biobank.models import Participant, User, Visit
 from biobank.services.consent import DocumentRead, add_document, list_documents, record_consent
 from biobank.services.custody import check_out, record_thaw
 from biobank.services.lineage import aliquot
+from biobank.services.overview import is_empty
 from biobank.services.participants import (
     CODE_ALPHABET,
     add_participant,
@@ -135,13 +136,6 @@ class _Member:
     visits: list[Visit]
     answers: dict[str, bool] = field(default_factory=dict)  # each statement's latest answer
     signed_on: date | None = None
-
-
-def is_empty(session: Session) -> bool:
-    """No study and no participant yet: the state the demo may be loaded into."""
-    studies = session.exec(select(func.count()).select_from(Study)).one()
-    participants = session.exec(select(func.count()).select_from(Participant)).one()
-    return studies == 0 and participants == 0
 
 
 def seed_demo(

@@ -1,4 +1,5 @@
-"""Counts for the home screen: what the inventory holds at a glance."""
+"""Counts for the home screen: what the inventory holds at a glance, and whether it holds
+anything yet (an empty one is offered the demo cohort)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,10 @@ def inventory_overview(session: Session, *, actor: Actor) -> Overview:
         visits=count(Visit),
         specimens_available=count(Specimen, col(Specimen.status) == SpecimenStatus.available),
     )
+
+
+def is_empty(session: Session) -> bool:
+    """No study and no participant yet: the state the demo may be loaded into."""
+    study = session.exec(select(Study.id).limit(1)).first()
+    participant = session.exec(select(Participant.id).limit(1)).first()
+    return study is None and participant is None

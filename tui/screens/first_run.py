@@ -14,14 +14,13 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label
 
-from biobank.services.demo import DEMO_USERS, DemoSummary, is_empty, seed_demo, sign_in_hint
 from biobank.services.identity import actor_for
+from biobank.services.overview import is_empty
 from biobank.services.users import BOOTSTRAP_ADMIN
 
 if TYPE_CHECKING:
+    from biobank.services.demo import DemoSummary
     from tui.app import BiobankApp
-
-_USER, _, _, _PIN = DEMO_USERS[0]
 
 
 class FirstRunScreen(ModalScreen[bool]):
@@ -37,10 +36,13 @@ class FirstRunScreen(ModalScreen[bool]):
     ]
 
     def compose(self) -> ComposeResult:
+        from biobank.services.demo import DEMO_USERS  # the demo only when the inventory is empty
+
+        user, _, _, pin = DEMO_USERS[0]
         with Vertical():
             yield Label(
                 "The inventory is empty. Load the demo cohort (synthetic lupus registry; "
-                f"sign in as {_USER} / {_PIN})? [y/n]",
+                f"sign in as {user} / {pin})? [y/n]",
                 markup=False,
             )
 
@@ -53,10 +55,14 @@ def offer_demo(app: BiobankApp) -> None:
     admin when the answer is yes."""
 
     def load(session) -> DemoSummary:
+        from biobank.services.demo import seed_demo
+
         admin = actor_for(session, username=BOOTSTRAP_ADMIN, workstation=app.settings.workstation)
         return seed_demo(session, actor=admin, with_specimens=True)
 
     def loaded(summary: DemoSummary) -> None:
+        from biobank.services.demo import sign_in_hint
+
         app.notify(
             f"Demo cohort loaded: {summary.participants} participants, {summary.visits} "
             f"visits; {sign_in_hint(summary)}",
