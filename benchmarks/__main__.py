@@ -73,8 +73,8 @@ class Plan:
                        request_lines=request_bench.QUICK_LINES, backup_rounds=1)  # fmt: skip
         # the import grows with the inventory (a tenth of it), so its memory is seen to stay flat
         return cls(lookups=5_000, allocations=500, accessions=300,
-                   import_rows=max(2_000, size // 10), scans=50, boxes=20, starts=7,
-                   label_runs=3, pull_lines=tui_bench.PULL_LINES,
+                   import_rows=max(2_000, size // 10), scans=tui_bench.SCANS,
+                   boxes=tui_bench.BOXES, starts=7, label_runs=3, pull_lines=tui_bench.PULL_LINES,
                    redcap_rows=max(2_000, size // 10),
                    request_lines=request_bench.LINES,
                    backup_rounds=backup_bench.ROUNDS)  # fmt: skip
@@ -111,8 +111,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         action="append",
         default=[],
-        help="with --from-json: a later run of some benchmarks alone (a benchmark module's "
-        "--json), whose figures take the place of the earlier run's, marked as such; repeatable",
+        help="with --from-json: a later run of some benchmarks (the --json of a run with --only, "
+        "or of one benchmark module), whose figures take the place of the earlier run's, marked "
+        "as such; repeatable",
     )
     parser.add_argument(
         "--compare",
