@@ -3,20 +3,22 @@
 Timed: `slots.find_slots` for one serum tube below the freezer (the allocation itself, in
 a unit of work that is rolled back), and a whole `specimens.accession` into the freezer in its
 own unit of work (committed). Baseline: the raw SQL that finds the first box with room, in
-physical order, on a reused cursor.
+physical order, on a reused cursor, run after each allocation and each accession (the two take
+turns, so the machine's load weighs on both alike).
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from contextlib import closing
 
 from sqlalchemy.engine import Engine
 
 from benchmarks.databases import BenchDatabase
 from benchmarks.dataset import Dataset, accession_tube
-from benchmarks.measure import Result, median, p99, timed
+from benchmarks.measure import Result, median, p99
 from biobank.db import uow
 from biobank.services.slots import find_slots
 from biobank.services.storage import get_unit, subtree_range
@@ -41,7 +43,6 @@ def run(
     with uow(engine, readonly=True) as session:
         low, high = subtree_range(get_unit(session, dataset.freezer))
     lock = " FOR UPDATE SKIP LOCKED" if db.engine_name == "postgres" else ""
-    raw = _raw(db, RAW + lock, (low, high), allocations)
 
     def allocate() -> tuple[float, str]:
         """Seconds find_slots took (loading the freezer row is not counted), and the box."""
@@ -51,9 +52,7 @@ def run(
             (slot,) = find_slots(session, target=freezer, specimen_type="SER", count=1)
             return time.perf_counter() - start, slot.box.path
 
-    allocation, boxes = zip(*(allocate() for _ in range(allocations + WARMUP)), strict=True)
-
-    def accession(_: int) -> None:
+    def accession() -> None:
         with uow(engine) as session:
             tube = accession_tube(
                 session,
@@ -64,18 +63,38 @@ def run(
         if tube.box_barcode is None:
             raise AssertionError(f"{tube.accession_id} was not placed")
 
-    full = timed(accession, range(accessions + WARMUP), warmup=WARMUP)
+    allocation: list[float] = []
+    boxes: list[str] = []
+    full: list[float] = []
+    raw: dict[str, list[float]] = {"allocation": [], "accession": []}
+    with closing(db.connect()) as connection:
+        first_box = _raw(db, connection, RAW + lock, (low, high))
+        for n in range(allocations + WARMUP):
+            seconds, box = allocate()
+            boxes.append(box)
+            raw_seconds = first_box()
+            if n >= WARMUP:
+                allocation.append(seconds)
+                raw["allocation"].append(raw_seconds)
+        for n in range(accessions + WARMUP):
+            started = time.perf_counter()
+            accession()
+            seconds = time.perf_counter() - started
+            raw_seconds = first_box()
+            if n >= WARMUP:
+                full.append(seconds)
+                raw["accession"].append(raw_seconds)
     baseline = (
         f"baseline: raw {db.engine_name} driver, SELECT of the first box with free_slots > 0 "
-        f"in sort_key order below the freezer{lock}, on a reused cursor"
+        f"in sort_key order below the freezer{lock}, on a reused cursor, after each"
     )
     where = f"the first box with room is box {dataset.first_free_box:,} of {dataset.boxes:,}"
     return [
         _result(
             db,
             "allocation in freezer (find_slots)",
-            list(allocation[WARMUP:]),
-            raw,
+            allocation,
+            raw["allocation"],
             f"find_slots for one SER tube below the freezer, {allocations:,} times, each in a "
             f"unit of work rolled back after; {where} ({boxes[-1]}); {baseline}",
         ),
@@ -83,7 +102,7 @@ def run(
             db,
             "accession into freezer (full)",
             full,
-            raw,
+            raw["accession"],
             f"specimens.accession with destination=freezer, {accessions:,} tubes, each in its "
             f"own committed unit of work; {baseline}",
         ),
@@ -105,16 +124,18 @@ def _result(db: BenchDatabase, name: str, times: list[float], raw: list[float], 
     )
 
 
-def _raw(db: BenchDatabase, query: str, params: tuple, runs: int) -> list[float]:
+def _raw(db: BenchDatabase, connection, query: str, params: tuple) -> Callable[[], float]:
+    """The baseline: seconds the raw query takes on `connection`, each time it is called."""
     query = db.sql(query)
-    with closing(db.connect()) as connection:
-        cursor = connection.cursor()
-        options = {"prepare": True} if db.engine_name == "postgres" else {}
+    cursor = connection.cursor()
+    options = {"prepare": True} if db.engine_name == "postgres" else {}
 
-        def first_box(_: int) -> None:
-            cursor.execute(query, params, **options)
-            if cursor.fetchone() is None:
-                raise AssertionError("raw allocation found no box with room")
-            connection.rollback()
+    def first_box() -> float:
+        started = time.perf_counter()
+        cursor.execute(query, params, **options)
+        if cursor.fetchone() is None:
+            raise AssertionError("raw allocation found no box with room")
+        connection.rollback()
+        return time.perf_counter() - started
 
-        return timed(first_box, range(runs + WARMUP), warmup=WARMUP)
+    return first_box

@@ -119,17 +119,6 @@ def interleaved(rounds: int, first: str, second: str) -> Iterator[tuple[str, str
         yield (first, second) if n % 2 == 0 else (second, first)
 
 
-def timed(action: Callable[[T], object], items: Iterable[T], *, warmup: int = 0) -> list[float]:
-    """Seconds each call took; the first `warmup` calls are run but not counted."""
-    times = []
-    for n, item in enumerate(items):
-        start = time.perf_counter()
-        action(item)
-        if n >= warmup:
-            times.append(time.perf_counter() - start)
-    return times
-
-
 def timed_in_turns(
     actions: dict[str, Callable[[T], object]], items: Iterable[T], *, warmup: int = 0
 ) -> dict[str, list[float]]:

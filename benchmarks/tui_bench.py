@@ -12,7 +12,8 @@ The application runs headless (`App.run_test`, as in the tests). A view counts a
 its data has arrived and the screen has refreshed after it (`call_after_refresh`), so the thread
 workers' database work, the hand-off to the UI thread, layout and rendering are all inside the
 figure. The baseline of a view is the same service calls in the same units of work without the
-UI; the baseline of a cold start is a bare interpreter start, the two taking turns.
+UI, run after each view while the app is idle; the baseline of a cold start is a bare
+interpreter start; the two take turns.
 
 `python -m benchmarks.tui_bench` builds the inventory as `python -m benchmarks` does and prints
 the table; `cold_start()` and `run()` return the results.
@@ -41,7 +42,7 @@ from textual.widget import Widget
 from benchmarks import report
 from benchmarks.databases import ENGINES, BenchDatabase, Unreachable, bench_database
 from benchmarks.dataset import BOX_GRID, Dataset, build
-from benchmarks.measure import Result, interleaved, median, p99, progress, timed
+from benchmarks.measure import Result, interleaved, median, p99, progress
 from biobank.bootstrap import OpenDatabase, open_database
 from biobank.db import make_engine
 from biobank.domain.permissions import Actor
@@ -284,51 +285,51 @@ def run(
 
     progress(f"[{db.engine_name}] TUI: {scans} scans, {boxes} box grids")
     app = BiobankApp(settings=settings, database=database)
-    scan_times, next_times, grid_times = asyncio.run(_drive(app, actor, codes, barcodes))
-    scan_services = timed(
-        lambda code: _detail_services(database, actor, code), codes, warmup=WARMUP
-    )
-    grid_services = timed(
-        lambda barcode: _grid_services(database, actor, barcode), barcodes, warmup=WARMUP
+    scan_views, next_views, grid_views = asyncio.run(
+        _drive(
+            app,
+            actor,
+            codes,
+            barcodes,
+            detail=lambda code: _detail_services(database, actor, code),
+            grid=lambda barcode: _grid_services(database, actor, barcode),
+        )
     )
     database.engine.dispose()
     return [
         _view_result(
             "TUI: scan → specimen detail",
             db,
-            scan_times,
-            scan_services,
+            scan_views,
             how=f"handle_scan of {scans} random existing IDs from the home screen (what Enter "
             "after a scanner's burst starts) until the specimen screen, kept from the last "
             "scan, has shown the detail; "
-            "baseline: resolve_scan and show_specimen, each in its read-only unit of work",
+            "baseline: resolve_scan and show_specimen, each in its read-only unit of work, after "
+            "each view",
         ),
         _view_result(
             "TUI: next tube → its detail",
             db,
-            next_times,
-            scan_services,
+            next_views,
             how=f"handle_scan of the same {scans} IDs one after another with the specimen "
             "screen open, until it shows the scanned tube's detail; baseline: resolve_scan and "
-            "show_specimen, each in its read-only unit of work",
+            "show_specimen, each in its read-only unit of work, after each view",
         ),
         _view_result(
             "TUI: scan → box grid",
             db,
-            grid_times,
-            grid_services,
+            grid_views,
             how=f"handle_scan of {boxes} random {BOX_GRID[0]}x{BOX_GRID[1]} boxes of the freezer "
             "from the home screen (a box label scanned) until its grid, in the box screen kept "
             "from the last scan, has rendered; baseline: "
-            "resolve_scan and box_view, each in its read-only unit of work",
+            "resolve_scan and box_view, each in its read-only unit of work, after each view",
         ),
     ]
 
 
-def _view_result(
-    name: str, db: BenchDatabase, views: list[View], services: list[float], *, how: str
-) -> Result:
+def _view_result(name: str, db: BenchDatabase, views: list[View], *, how: str) -> Result:
     times = [view.seconds for view in views]
+    services = [view.baseline for view in views]
     return Result(
         benchmark=name,
         engine=db.engine_name,
@@ -348,7 +349,13 @@ def _view_result(
 
 
 async def _drive(
-    app: BiobankApp, actor: Actor, codes: list[str], barcodes: list[str]
+    app: BiobankApp,
+    actor: Actor,
+    codes: list[str],
+    barcodes: list[str],
+    *,
+    detail: Callable[[str], object],
+    grid: Callable[[str], object],
 ) -> tuple[list[View], list[View], list[View]]:
     async with app.run_test(size=SIZE) as pilot:
         app.signed_in(actor)
@@ -368,16 +375,16 @@ async def _drive(
             return grids.first() if grids and grids.first().is_mounted else None
 
         scans = [
-            await _until_shown(app, pilot, lambda code=code: app.handle_scan(code), detail_of(code))
+            await _until_shown(app, pilot, code, detail_of(code), lambda code=code: detail(code))
             for code in codes
         ]
         grids = [
-            await _until_shown(app, pilot, lambda code=barcode: app.handle_scan(code), grid_of)
+            await _until_shown(app, pilot, barcode, grid_of, lambda code=barcode: grid(code))
             for barcode in barcodes
         ]
         tubes = [
             await _until_shown(
-                app, pilot, lambda code=code: app.handle_scan(code), detail_of(code), home=False
+                app, pilot, code, detail_of(code), lambda code=code: detail(code), home=False
             )
             for code in codes
         ]
@@ -388,39 +395,46 @@ async def _drive(
 class View(NamedTuple):
     """One view, timed: in all, until its data was on the screen (the worker's database work,
     the hand-off to the UI thread, routing, mounting), and the garbage collector's passes
-    meanwhile; the rest is layout and paint. The slowest views' phases go into a result's
-    details, so a slow p99 can be traced from the run that measured it."""
+    meanwhile (the rest is layout and paint); then its baseline's seconds. The slowest views'
+    phases go into a result's details, so a slow p99 can be traced from the run that measured
+    it."""
 
     seconds: float
     until_data: float
     collections: int
+    baseline: float
 
 
 async def _until_shown(
     app: BiobankApp,
     pilot,
-    start: Callable[[], object],
+    scanned: str,
     shown: Callable[[Screen], Widget | None],
+    baseline: Callable[[], object],
     *,
     home: bool = True,
 ) -> View:
-    """`start()` until the widget `shown` finds has refreshed; then back home, unless the next
-    view is to be shown from this one."""
+    """A scan until the widget `shown` finds has refreshed; then back home, unless the next
+    view is to be shown from this one; then, the app idle, `baseline` (the same service calls
+    without the UI): the two take turns view by view, so the machine's load weighs on both
+    alike."""
     collections = _collections()
     began = time.perf_counter()
-    start()
+    app.handle_scan(scanned)
     while (widget := shown(app.screen)) is None:
         await asyncio.sleep(POLL)
     until_data = time.perf_counter() - began
     refreshed = asyncio.Event()
     widget.call_after_refresh(refreshed.set)
     await refreshed.wait()
-    view = View(time.perf_counter() - began, until_data, _collections() - collections)
+    seconds, collected = time.perf_counter() - began, _collections() - collections
     if home:
         await _home(app, pilot)
     else:
         await _idle(app, pilot)
-    return view
+    started = time.perf_counter()
+    baseline()
+    return View(seconds, until_data, collected, time.perf_counter() - started)
 
 
 def _collections() -> int:
@@ -494,11 +508,16 @@ def pull_list(
         items = pulls.pull_list(session, actor=actor)
     codes = [item.accession_id for item in rng.sample(items, 2 * (scans + WARMUP))]
     app = BiobankApp(settings=settings, database=database)
-    views = asyncio.run(_drive_pull_list(app, actor, codes[: scans + WARMUP]))
-    times = [view.seconds for view in views]
-    services = timed(
-        lambda code: _pull_services(database, actor, code), codes[scans + WARMUP :], warmup=WARMUP
+    views = asyncio.run(
+        _drive_pull_list(
+            app,
+            actor,
+            list(zip(codes[: scans + WARMUP], codes[scans + WARMUP :], strict=True)),
+            baseline=lambda code: _pull_services(database, actor, code),
+        )
     )
+    times = [view.seconds for view in views]
+    services = [view.baseline for view in views]
     database.engine.dispose()
     return Result(
         benchmark="TUI: pull list scan → line ticked",
@@ -511,8 +530,8 @@ def pull_list(
         passed=p99(times) <= VIEW_GOAL,
         how=f"handle_scan of {scans} random tubes of a pull list of {len(items):,} lines "
         "(participants withdrawn with `destroy`), the pull list screen open, until the tube's "
-        "line shows it pulled; baseline: resolve_scan and pulls.pull of other tubes of the "
-        "list, each in its unit of work",
+        "line shows it pulled; baseline: resolve_scan and pulls.pull of another tube of the "
+        "list, each in its unit of work, after each view",
         details={
             "lines": len(items),
             "scans": len(times),
@@ -522,7 +541,15 @@ def pull_list(
     )
 
 
-async def _drive_pull_list(app: BiobankApp, actor: Actor, codes: list[str]) -> list[View]:
+async def _drive_pull_list(
+    app: BiobankApp,
+    actor: Actor,
+    pairs: list[tuple[str, str]],
+    *,
+    baseline: Callable[[str], object],
+) -> list[View]:
+    """Each pair's first tube scanned in the pull list screen, then its second pulled by
+    `baseline` (a tube pulled once is pulled)."""
     async with app.run_test(size=SIZE) as pilot:
         app.signed_in(actor)
         await _idle(app, pilot)
@@ -537,14 +564,14 @@ async def _drive_pull_list(app: BiobankApp, actor: Actor, codes: list[str]) -> l
         def ticked(code: str) -> Callable[[Screen], Widget | None]:
             return lambda _screen: table if code in screen.pulled else None
 
-        times = [
+        views = [
             await _until_shown(
-                app, pilot, lambda code=code: app.handle_scan(code), ticked(code), home=False
+                app, pilot, code, ticked(code), lambda other=other: baseline(other), home=False
             )
-            for code in codes
+            for code, other in pairs
         ]
         await _home(app, pilot)
-    return times[WARMUP:]
+    return views[WARMUP:]
 
 
 def _pull_services(database: OpenDatabase, actor: Actor, code: str) -> None:
