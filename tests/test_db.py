@@ -307,3 +307,20 @@ def test_a_forked_child_never_uses_its_parents_connections(tmp_path):
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     engine.dispose()
+
+
+@pytest.mark.parametrize("poll", [True, False], ids=["poll", "select only"])
+def test_a_pooled_connection_s_socket_is_asked_without_waiting(monkeypatch, poll):
+    """`db._readable` tells a socket the server has written to (it ended the session) from an
+    idle one, by `poll` where there is one and by `select` where there is not (Windows)."""
+    import select
+    import socket
+
+    if not poll:
+        monkeypatch.delattr(select, "poll", raising=False)
+    ours, server = socket.socketpair()
+    with ours, server:
+        assert not biobank.db._readable(ours.fileno())
+        server.sendall(b"E")  # the server's last words
+        assert biobank.db._readable(ours.fileno())
+        assert not biobank.db._readable(server.fileno())
