@@ -223,7 +223,10 @@ def _write_batch(session: Session) -> None:
 def _seal(session: Session) -> None:
     """Just before commit: chain a small unit of work's entries onto the tail, or write the
     rest of a large one's batch and chain its seal. Only that is serialised: PostgreSQL takes
-    an advisory lock held until the commit right after; SQLite writers are serial already."""
+    an advisory lock held until the commit right after; SQLite writers are serial already.
+    What the unit of work has pending is written first, outside the lock (and a refused
+    constraint reported as a flush reports it)."""
+    flush(session)
     pending = session.info.get(_PENDING_KEY, [])
     if _BATCH_KEY not in session.info and len(pending) <= CHAINED_AT_COMMIT:
         _append(session, session.info.pop(_PENDING_KEY, []))
@@ -243,19 +246,22 @@ def _seal(session: Session) -> None:
 def _append(
     session: Session, entries: list[dict[str, Any]], *, batch_from: int | None = None
 ) -> None:
-    """Chain `entries` onto the tail and insert them, holding the chain until commit."""
+    """Chain `entries` onto the tail and insert them, holding the chain until commit. The lock
+    and the tail's read go through the driver's cursor: every unit of work that changes
+    anything runs them, and SQLAlchemy's part in a statement costs more than the server's."""
     if not entries:
         return
     with _tail_reader(session, batch_from) as tail:  # ready before the lock is taken
         if session.get_bind().dialect.name == "postgresql":
-            session.execute(_LOCK_CHAIN, {"key": _ADVISORY_LOCK_KEY})
+            with driver_cursor(session) as cursor:
+                cursor.execute(_LOCK_CHAIN, (_ADVISORY_LOCK_KEY,), prepare=True)
         _chain(entries, tail() or GENESIS_HASH)
     insert_many(session, AuditEntry.__table__, entries)
 
 
-# Built once: every unit of work that changes anything runs them.
-_LOCK_CHAIN = sa.text("SELECT pg_advisory_xact_lock(:key)")
-_TAIL = sa.select(col(AuditEntry.hash)).order_by(col(AuditEntry.id).desc()).limit(1)
+_LOCK_CHAIN = "SELECT pg_advisory_xact_lock(%s)"
+_TAIL = "SELECT hash FROM audit_entry ORDER BY id DESC LIMIT 1"
+_TAIL_BELOW = "SELECT hash FROM audit_entry WHERE id < ? ORDER BY id DESC LIMIT 1"  # SQLite's
 
 
 @contextmanager
@@ -265,15 +271,18 @@ def _tail_reader(session: Session, batch_from: int | None) -> Iterator[Callable[
     the tail: SQLite has one writer, so all below its batch is committed; on PostgreSQL others
     commit above its first entry too, and a connection of its own reads what is committed
     (opened before the lock: that takes longer than the seal)."""
-    query = _TAIL
     bind = session.get_bind()
-    if batch_from is None:
-        yield lambda: session.execute(query).scalar()
-    elif bind.dialect.name == "sqlite":
-        yield lambda: session.execute(query.where(col(AuditEntry.id) < batch_from)).scalar()
-    else:
-        with bind.engine.execution_options(isolation_level="AUTOCOMMIT").connect() as connection:
-            yield lambda: connection.execute(query).scalar()
+    if batch_from is None or bind.dialect.name == "sqlite":
+        query, parameters = (_TAIL, ()) if batch_from is None else (_TAIL_BELOW, (batch_from,))
+        with driver_cursor(session) as cursor:
+            yield lambda: _first(cursor.execute(query, parameters).fetchone())
+        return
+    with bind.engine.execution_options(isolation_level="AUTOCOMMIT").connect() as connection:
+        yield lambda: _first(connection.exec_driver_sql(_TAIL).fetchone())
+
+
+def _first(row: Any) -> str | None:
+    return row[0] if row is not None else None
 
 
 def _chain(entries: list[dict[str, Any]], prev_hash: str) -> str:
