@@ -406,9 +406,11 @@ def readme_section(info: dict[str, Any], results: list[Result], smaller: Run | N
     misses = [r for r in results if r.passed is False]
     if misses:
         lines += ["", "Why the misses miss, from profiles, and what would fix them:", ""]
+        shared: dict[str, list[str]] = {}  # a note once, naming every miss it explains
         for r in misses:
             note = MISS_NOTES.get((r.benchmark, r.engine), "not profiled yet.")
-            lines.append(f"- {r.benchmark}, {r.engine}: {note}")
+            shared.setdefault(note, []).append(f"{r.benchmark}, {r.engine}")
+        lines += [f"- {'; '.join(names)}: {note}" for note, names in shared.items()]
     lines.append(END)
     return "\n".join(lines)
 

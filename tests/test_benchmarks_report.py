@@ -131,3 +131,26 @@ def test_a_figure_measured_again_is_left_out_of_the_growth_table():
     merged = report.rerun(larger[1], [({"date": "2026-11-30"}, [later])])
     benchmarks = [row[0] for row in report.growth_rows(smaller, (larger[0], merged))]
     assert "scan lookup (one session)" not in benchmarks and "linked export to CSV" in benchmarks
+
+
+def test_a_note_that_explains_several_misses_is_given_once_naming_them(monkeypatch):
+    info = {
+        "date": "2026-11-23T00:00:00+00:00", "size": 1_000_000, "quick": False, "cpu": "cpu",
+        "cores": 2, "ram_gb": 4, "load_at_start": [0.1], "load_at_end": [0.2],
+        "python": "3.11", "sqlite": "3.40",
+    }  # fmt: skip
+
+    def missed(name: str, engine: str = "postgres") -> Result:
+        return Result(name, engine, "latency", 0.2, 0.3, 0.01, "p99 ≤ 50 ms", False)
+
+    monkeypatch.setattr(
+        report,
+        "MISS_NOTES",
+        dict.fromkeys([("view A", "postgres"), ("view B", "postgres")], "the paint waits."),
+    )
+    section = report.readme_section(info, [missed("view A"), missed("view B"), missed("view C")])
+    notes = [line for line in section.splitlines() if line.startswith("- view")]
+    assert notes == [
+        "- view A, postgres; view B, postgres: the paint waits.",
+        "- view C, postgres: not profiled yet.",
+    ]
