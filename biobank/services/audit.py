@@ -254,7 +254,7 @@ def _append(
     with _tail_reader(session, batch_from) as tail:  # ready before the lock is taken
         if session.get_bind().dialect.name == "postgresql":
             with driver_cursor(session) as cursor:
-                cursor.execute(_LOCK_CHAIN, (_ADVISORY_LOCK_KEY,), prepare=True)
+                cursor.execute(_LOCK_CHAIN, (_ADVISORY_LOCK_KEY,))
         _chain(entries, tail() or GENESIS_HASH)
     insert_many(session, AuditEntry.__table__, entries)
 
