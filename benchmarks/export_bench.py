@@ -1,7 +1,8 @@
 """Linked phenotype export: `exports.run_export` of about 30% of the specimens (serum collected
 since `COLLECTED_FROM`, for future research, Safe Harbor, CSV) beside a raw cursor writing the
-same join to CSV; and the same export as XLSX and as FHIR Bulk Data files (`fhir-ndjson`), each
-against the CSV export's rate (goal: at least half of it) and with its own peak memory.
+same join to CSV; and the same export in every other format (`OTHER_FORMATS`: XLSX, FHIR Bulk
+Data files, a FHIR bundle, Parquet, MIABIS CSV), each against the CSV export's rate (goal: at
+least half of it) and with its own peak memory.
 
 Each run is a fresh child process that only runs one export: timed there (the service's in a
 committed unit of work, as the CLI runs it), and it reports its peak resident memory above what
@@ -12,8 +13,8 @@ signature each: a signed yes to the use and no withdrawal covering it as of the 
 with their participant, their parent's accession ID and every exported dictionary variable
 pivoted by conditional aggregation from their own visit's and their participant's values, each
 with its observation year and days from collection (as the Safe Harbor export writes them),
-written by `csv.writer`. The CSV, raw, XLSX and FHIR runs alternate, round by round; all must
-write the same number of rows.
+written by `csv.writer`. The CSV, raw and other formats' runs alternate, round by round; all
+must write the same number of rows.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ USE = "FUTURE_RESEARCH"
 SPECIMEN_TYPE = "SER"
 FETCH = 5000  # rows per server-side fetch, as `cohorts.CHUNK_SPECIMENS`
 ROOT = Path(__file__).resolve().parent.parent
+# every format but CSV (`biobank.export.formats`) → its name in the table
+OTHER_FORMATS = {
+    "xlsx": "XLSX", "fhir-ndjson": "FHIR NDJSON", "fhir": "FHIR bundle", "parquet": "Parquet",
+    "miabis": "MIABIS CSV",
+}  # fmt: skip
 VALUE_COLUMNS = {
     "integer": "value_number", "decimal": "value_number", "boolean": "value_number",
     "choice": "value_text", "multi_choice": "value_text", "date": "value_date",
@@ -49,13 +55,14 @@ VALUE_COLUMNS = {
 
 def run(db: BenchDatabase, dataset: Dataset) -> list[Result]:
     as_of = date.today()
-    service, raw, xlsx, fhir = [], [], [], []
+    runs: dict[str, list[dict[str, Any]]] = {
+        side: [] for side in ("service", "raw", *OTHER_FORMATS)
+    }
     for _ in range(RUNS):
-        service.append(_child(db, "service", as_of))
-        raw.append(_child(db, "raw", as_of))
-        xlsx.append(_child(db, "xlsx", as_of))
-        fhir.append(_child(db, "fhir", as_of))
-    rows = {r["rows"] for r in service + raw + xlsx + fhir}
+        for side, done in runs.items():
+            done.append(_child(db, side, as_of))
+    service, raw = runs["service"], runs["raw"]
+    rows = {r["rows"] for done in runs.values() for r in done}
     if len(rows) != 1:
         raise AssertionError(f"the export and the raw join wrote different rows: {rows}")
     exported = rows.pop()
@@ -103,9 +110,12 @@ def run(db: BenchDatabase, dataset: Dataset) -> list[Result]:
             "runs; baseline: the raw join's process",
             details=details,
         ),
-        *_against_csv(db, "XLSX", xlsx, rate, peak, selection.replace("CSV", "XLSX")),
-        *_against_csv(
-            db, "FHIR NDJSON", fhir, rate, peak, selection.replace("CSV", "FHIR Bulk Data")
+        *(
+            result
+            for fmt, label in OTHER_FORMATS.items()
+            for result in _against_csv(
+                db, label, runs[fmt], rate, peak, selection.replace("CSV", f"{label} ({fmt})")
+            )
         ),
     ]
 
@@ -279,12 +289,9 @@ def _raw_export(db: BenchDatabase, as_of: date, folder: Path) -> dict[str, Any]:
 
 def _main(side: str, engine_name: str, url: str, as_of: str) -> None:
     db = BenchDatabase(engine_name, url)
-    export = {
-        "service": _service_export,
-        "raw": _raw_export,
-        "xlsx": lambda *given: _service_export(*given, fmt="xlsx"),
-        "fhir": lambda *given: _service_export(*given, fmt="fhir-ndjson"),
-    }[side]
+    export = {"service": _service_export, "raw": _raw_export}.get(side) or (
+        lambda *given: _service_export(*given, fmt=side)
+    )
     with tempfile.TemporaryDirectory(prefix="biobank_export_bench_") as folder:
         print(json.dumps(export(db, date.fromisoformat(as_of), Path(folder))))
 
