@@ -154,3 +154,12 @@ def test_a_note_that_explains_several_misses_is_given_once_naming_them(monkeypat
         "- view A, postgres; view B, postgres: the paint waits.",
         "- view C, postgres: not profiled yet.",
     ]
+
+
+def test_every_format_an_export_writes_is_benchmarked():
+    """A format added to the export is added to its benchmark, or this fails."""
+    from benchmarks.export_bench import OTHER_FORMATS
+    from biobank.export.formats import DEFAULT_FORMAT, FORMATS
+
+    assert {DEFAULT_FORMAT, *OTHER_FORMATS} == set(FORMATS)
+    assert DEFAULT_FORMAT == "csv"  # the one the others are measured against
