@@ -29,152 +29,60 @@ MISS_NOTES: dict[tuple[str, str], str] = {
     **dict.fromkeys(
         [("8 processes placing", "postgres"), ("8 processes placing (client CPU)", "postgres")],
         "neither the rate nor the client CPU holds. At 1,000,000 specimens, measured again "
-        "once the pool no longer pinged each connection it hands out (load average 3.0 with "
-        "the 8 processes running): 262/s against 626/s, client CPU 5.2 ms a placement against "
-        "the raw driver's 1.2 ms (4.4×). Before, at a load average of 2.7: 215/s against "
-        "654/s, client CPU 6.9 ms against 1.2 ms (5.8×), the server's 2.1 against 1.2 ms. "
-        "Measured "
-        "earlier at 200,000 specimens while other "
-        "work loaded the 2 cores (load average 8–13), before and after the accession path was "
-        "cut, alternating: client CPU per placement fell from 16.9 ms to 11.9–12.6 ms against "
-        "the raw driver's 2.3–2.8 ms (6.3× to 4.4–5.1×); one process alone spends about 8 ms "
-        "against 1.7 ms. The rate (27–31/s against 98–111/s, 219/s against 788/s at 1,000,000 "
-        "on a quieter machine) is bound by CPU: the 8 processes and the server share 2 cores "
-        "(no retries, no double booking); the server spends about 4 ms a placement against "
-        "the raw driver's 2.5. Cut: every statement an accession runs is built once "
-        "(building one cost more than running it), the tube and its first custody event are "
-        "written by one INSERT each instead of two ORM flushes, a box's taken positions and "
-        "the audit entry go through the driver's cursor, the free count by a Core UPDATE. "
-        "Left, per accession in one process (ms of CPU on the loaded machine): the "
-        "participant, study and visits loaded as ORM objects, with the connection's "
-        "checkout, then a ping, and BEGIN, 1.7; the audit seal (advisory lock, tail, "
-        "insert) 1.2–1.5; "
-        "the destination and the box with room, both ORM objects, 1.2–1.7; the tube's INSERT "
-        "through SQLAlchemy 0.6–0.8; the serial 0.4–0.5; the consent check 0.3–0.4; the "
-        "commit 0.4; the Specimen and event objects 0.6. Next: the seal's lock and tail read "
-        "on the driver's cursor, the destination and participant read as Core rows; what "
-        "makes the rate hold is terminals on computers of their own, or at least 5 cores.",
+        "once the audit chain's lock and tail went through the driver's cursor (load average "
+        "3.5 with the 8 processes running, service and raw driver taking turns over two "
+        "rounds): 341/s against 735/s, client CPU 3.9 ms a placement against the raw "
+        "driver's 0.90 ms (4.4×), the server's 1.36 against 0.98 ms. In the full run, before "
+        "that change: 350/s against 929/s, 3.9 ms against 0.74 ms (5.3×), the server's 1.39 "
+        "against 0.85 ms: the client's own CPU did not move beyond the noise, the raw "
+        "driver's moved with the load. The rate is bound by CPU: "
+        "the 8 processes and the server share 2 cores (no retries, no double booking), and "
+        "where each terminal is a computer of its own what bounds it is the server's CPU a "
+        "placement, within 1.7× the raw driver's. Cut over time: every statement an accession "
+        "runs is built once (building one cost more than running it), the tube and its first "
+        "custody event are written by one INSERT each instead of two ORM flushes, a box's "
+        "taken positions, the audit entry and the chain's lock and tail go through the "
+        "driver's cursor, the free count by a Core UPDATE, and the pool asks a connection's "
+        "socket rather than pinging the server. Left, per accession in one process: the "
+        "participant, study and visits, the destination and the box with room loaded as ORM "
+        "objects (about a third of the CPU), the tube's INSERT through SQLAlchemy, the serial, "
+        "the consent check, the Specimen and event objects and the read model returned. What "
+        "would make it hold: the accession's reads as Core rows and its read model built from "
+        "them, a second path beside the ORM's that every accession would have to keep in "
+        "step; or terminals on computers of their own, or at least 5 cores.",
     ),
     ("CLI: scan ID (CPU)", "sqlite"): (
-        "0.78 s of CPU against 0.23 s for `import sqlalchemy` at 1,000,000 (3.4×; 0.65 s "
-        "against 0.19 s before). The scan itself "
-        "(sign-in check, lookup, output) takes about 0.06 s and the interpreter, Typer and the "
-        "settings 0.07 s; the rest is importing the database layer, which no command module "
-        "imports any more before it runs (help costs 0.1–0.15 s). In a bare interpreter "
-        "`biobank.models` costs 0.36 s: SQLAlchemy 0.14 s, its ORM and SQLModel 0.11 s, and "
-        "the SQLModel table classes 0.13 s (pydantic builds each one's validator at import); "
-        "`biobank.services.scan` adds 0.05 s (the consent, pull-list, custody and storage "
-        "services behind the views a scan opens) and `biobank.bootstrap` 0.045 s (the "
-        "first-run services: one-time codes with argon2, reference data, users), imported by "
-        "every command that opens the database. What would make it hold: a scan's lookup on "
-        "SQLAlchemy Core tables, importing neither SQLModel nor the table classes, the view "
-        "services imported when a view is asked for, and the first-run services only on a "
-        "first run."
-    ),
-    **dict.fromkeys(
-        [("REDCap import (check + write)", "sqlite"), ("REDCap import (write only)", "sqlite")],
-        "1,178/s against 2,933/s for the raw driver's executemany of the same rows (0.40×; "
-        "writing alone 0.51×) at 20,000 records-events at a load average of 3 on 2 cores; "
-        "0.42–0.46× (writing alone 0.58–0.59×) in two runs at 7–8, the round ratios 0.26–0.58 "
-        "as the load moves. The heap the import starts with is frozen while it checks and "
-        "while it writes (`imports.heap`: the collector walked the whole process some 35 times "
-        "an import), participants and planned visits pickle as tuples, each field's cells are "
-        "taken in one call, and values are written without loading their participants and "
-        "visits as ORM rows: the import's CPU fell from 4.6–6.4 s to 3.7–4.2 s checking and "
-        "from 15–17 s to 12–13 s writing 20,000 records-events. What is left is Python per "
-        "value, some 60% of the write's time (the rest the driver's): the audit entry (the "
-        "row's canonical JSON and the chain's hash), the value row and its `after`, the "
-        "scratch file's participants and visits read and written back a batch at a time; and "
-        "the reading of each row's cells. Next: a value's row and audit entry built in one "
-        "pass, their JSON from a template of the constant fields.",
-    ),
-    **dict.fromkeys(
-        [("REDCap import peak memory", "sqlite"), ("REDCap import peak memory", "postgres")],
-        "at the quick sizes (2,000 and 200 records-events) the process's fixed caches (the "
-        "dictionary, the readers, the driver's) dominate both peaks; at 100,000 against 10,000 "
-        "the peak is 1.08× (68.9 against 63.9 MB on SQLite, 31.7 against 29.3 MB on "
-        "PostgreSQL): flat in the number of records; 1.07× and 1.08× in the run at "
-        "1,000,000. At 10,000 against 1,000 records-events (the run at 100,000 specimens) "
-        "SQLite's peak is 1.9× (63 against 33 MB): the import's page cache, 32 MB at most "
-        "(`db.BULK_CACHE_KIB`), fills at the larger only.",
-    ),
-    **dict.fromkeys(
-        [
-            ("legacy import (check + write)", "sqlite"),
-            ("legacy import (check + write)", "postgres"),
-        ],
-        "at 1,000,000 specimens (100,000 rows, load average 1.4–2.7) 0.48× on PostgreSQL "
-        "(writing alone 0.60×; round ratios 0.46–0.51), 0.58× on SQLite: checking took "
-        "3.6–4.2 s and writing 14.5–16.3 s against COPY's 8.7–9.4 s. Earlier: "
-        "0.42× (SQLite) and 0.45× (PostgreSQL) at 10,000 rows under a load average of about 6, "
-        "since the baseline became fair: the raw driver writes exactly the rows the import "
-        "wrote, by COPY on PostgreSQL, into a copy made as the import's is, the two alternating "
-        "round by round (earlier figures, against executemany into a cold copy, flattered the "
-        "import up to 1.8×). Writing alone is 0.55×; the checking of each row is what is left. "
-        "Measured alone at 100,000 specimens (30,000 rows), 0.42× both before and after an "
-        "import's connection stopped preparing statements (which took the REDCap import from "
-        "0.44× to 0.55×): the server's log puts the import's COPYs at 2.1 s against the "
-        "baseline's 1.9 s, so what is left is the client's CPU, checking 1.0 s and building "
-        "the rows and their audit entries about 1.2 s of the 3.3 s of writing, while the "
-        "server waits.",
-    ),
-    **dict.fromkeys(
-        [
-            ("TUI: cold start to a scan-ready home", "sqlite"),
-            ("TUI: cold start to a scan-ready home", "postgres"),
-        ],
-        "1.07 s (SQLite) and 1.16 s (PostgreSQL) at 1,000,000 specimens, measured again once "
-        "the workstation painted a changed screen within a few milliseconds rather than at the "
-        "next of Textual's 60 ticks a second (load average 1.1–1.5): the sign-in screen at "
-        "0.33–0.37 s, the database open at 0.79–0.90 s, the home screen at 0.94–1.07 s; "
-        "1.12–1.24 s of the process's CPU, so what is left is work, not waiting. Before, at a "
-        "load average of about 1: 1.40 s and 1.59 s (the sign-in screen at 0.4–0.6 s, the "
-        "database open at 0.9–1.3 s, the home screen at 1.2–1.6 s). Earlier, "
-        "1.9 s (SQLite) and 2.2 s (PostgreSQL) at 1,000,000 specimens under a load average of "
-        "2 (5–7 s at 8–11), and about 2.4 s of the process's CPU at 100,000 and 1,000,000 "
-        "alike: the inventory's size adds only the home screen's counts (0.06 s on SQLite; "
-        "0.3 s on PostgreSQL just after a restore, before autovacuum has analyzed the tables). "
-        "The rest is the start itself: the sign-in screen at 0.6 s, then the database layer "
-        "imported behind it, 0.8 s (SQLAlchemy, SQLModel and the table classes; "
-        "`biobank.bootstrap` alone 0.58 s on a quiet machine), then the sign-in, 0.35 s (the "
-        "Argon2id PIN check). At a bench the database opens while the PIN is typed, which the "
-        "benchmark does not wait for. What would make it hold: the lighter imports the CLI's "
-        "note names (a scan's lookup on SQLAlchemy Core tables, the view and first-run services "
-        "imported when first needed).",
+        "0.99 s of CPU against 0.23 s for `import sqlalchemy` in the full run (4.3×; 0.75 s "
+        "against 0.20 s, 3.8×, measured alone on a quieter machine; 3.4× on the machine of the "
+        "run before). The scan itself (sign-in check, lookup, output) takes about 0.06 s and "
+        "the interpreter, Typer and the settings 0.07 s; the rest is importing the database "
+        "layer, which no command imports before it runs (help costs 0.1–0.17 s). In a bare "
+        "interpreter `biobank.models` costs about 0.14 s on top of SQLAlchemy and SQLModel "
+        "(the table classes' declarative mapping; their validators are built when first "
+        "used) and SQLAlchemy with SQLModel another 0.15 s, so importing the models alone "
+        "costs more than the goal allows. What would make it hold: a scan's lookup on Core "
+        "tables that import neither SQLModel nor the table classes, which would be a second "
+        "resolver beside the one every front end shares, or a resident process the command "
+        "asks; neither is worth its cost for a command a script runs, where `biobank scan` "
+        "of many IDs in one process (or the workstation) is the tool."
     ),
     **dict.fromkeys(
         [("TUI: scan → specimen detail", "postgres"), ("TUI: scan → box grid", "postgres")],
-        "the median holds (30 and 23 ms), the p99 does not: 96 and 109 ms at 1,000,000 "
-        "specimens (load average 1.1), over 50 views and 20 box grids, so the p99 is the "
-        "slowest one. Found by timing each view's phases at 100,000 (scan to worker, "
-        "database, back to the UI, routing, paint): the database work takes 5–14 ms; the "
-        "slow views waited for Textual to paint, which it does at the next tick of a timer at "
-        "60 a second, two or three ticks a view. The workstation now paints at 240 a second "
-        "(`tui.app.PAINT_PERIOD`): at 100,000 the p99 fell from 64 to 36 ms on PostgreSQL, "
-        "and at 1,000,000 every view on SQLite now holds (44, 24 and 27 ms; they were 59 and "
-        "56 ms) as does PostgreSQL's pull list (24 ms; it was 169). What is left, a slow view "
-        "in 50 on PostgreSQL at 1,000,000, is not traced yet. Next: the same phase timings "
-        "at 1,000,000 on PostgreSQL.",
-    ),
-    **dict.fromkeys(
-        [("linked export to FHIR NDJSON", "sqlite"), ("linked export to FHIR NDJSON", "postgres")],
-        "0.49–0.73× the CSV export's rate in six runs at 20,000 and 100,000 specimens under a "
-        "load average of 6–12 (five at 0.5× or more); by the process's CPU, which the load "
-        "moves less, 0.55–0.62× (4.9 s against 3.0 s for 30,477 specimens). Both share the "
-        "selection and de-identification of the rows (about 3 s); FHIR adds the participants' "
-        "records read beside them (`fhir_records`: values, consent, about 1.8 s) and a "
-        "resource per value, each encoded by orjson. Next: the records' values and consent "
-        "read on the driver's cursor rather than through SQLAlchemy's result layer.",
-    ),
-    **dict.fromkeys(
-        [("restore (whole database)", "sqlite"), ("restore (whole database)", "postgres")],
-        "at 1,000,000 specimens on a quiet machine (load average 1–3) a restore took 37 s on "
-        "SQLite (the online backup API alone: 24 s) and 71 s on PostgreSQL (pg_restore alone: "
-        "54 s); under a load average of 8–11 from other work on the 2 cores, 120 s and 139 s "
-        "(baselines 49 s and 88 s). What it adds to the baseline: on SQLite, the private copy "
-        "hashed as it is read (18 s loaded) and the quick check (12 s loaded); on PostgreSQL, "
-        "the audit trail restored into a scratch database and checked, while the live restore "
-        "runs, so the two share the cores. Safety, not speed, sets what is left.",
+        "the median holds (23 and 17 ms), the p99 does not: 139 and 127 ms over 200 views "
+        "and 100 grids at 1,000,000 specimens (load average 1.1), while tube after tube holds "
+        "(21 ms). The slowest views' phases (in the JSON) show stalls of 110–135 ms that fall "
+        "in any phase: in the database work (a view with 126 ms until its data against the "
+        "usual 5–15 ms) as often as after the data was on the screen, in layout and paint "
+        "(133 ms after data that came in 15 ms), with the collector's passes no more than in "
+        "a quick view's; the same views on SQLite in the same run hold (36 and 25 ms), and on "
+        "PostgreSQL run alone on a freshly built inventory on the same machine the same day "
+        "(`--only tui`) they held too (p99 38 and 27 ms, slowest 38 and 31 ms), as they did "
+        "run alone at 20,000 (p99 33 and 34 ms); in the full run at 100,000 the same stalls "
+        "came after the data (p99 105 and 86 ms). So the "
+        "stalls are not the views' own work but something the earlier benchmarks leave "
+        "running on the 2 cores (the server's autovacuum of the tables the imports, "
+        "accessions and pull list wrote is the likely one; not confirmed). Next: log the "
+        "server's autovacuum during the views, or run them after `VACUUM ANALYZE`, to tell.",
     ),
 }
 
