@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import postgres_base_url
 
+from benchmarks.export_bench import OTHER_FORMATS
+
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = {"sqlite": 4, "postgres": 8}
 
@@ -51,10 +53,8 @@ def test_every_benchmark_runs_and_reports(engine_name, tmp_path):
         "legacy import peak memory",
         "linked export to CSV",
         "linked export peak memory",
-        "linked export to FHIR NDJSON",
-        "linked export to FHIR NDJSON peak memory",
-        "linked export to XLSX",
-        "linked export to XLSX peak memory",
+        *(f"linked export to {label}" for label in OTHER_FORMATS.values()),
+        *(f"linked export to {label} peak memory" for label in OTHER_FORMATS.values()),
         "REDCap import (check + write)",
         "REDCap import (write only)",
         "REDCap import peak memory",
