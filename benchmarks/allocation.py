@@ -44,15 +44,20 @@ def run(
         low, high = subtree_range(get_unit(session, dataset.freezer))
     lock = " FOR UPDATE SKIP LOCKED" if db.engine_name == "postgres" else ""
 
-    def allocate() -> tuple[float, str]:
-        """Seconds find_slots took (loading the freezer row is not counted), and the box."""
+    boxes: list[str] = []
+
+    def allocate() -> float:
+        """Seconds find_slots took (loading the freezer row is not counted); the box noted."""
         with uow(engine, readonly=True) as session:
             freezer = get_unit(session, dataset.freezer)
             start = time.perf_counter()
             (slot,) = find_slots(session, target=freezer, specimen_type="SER", count=1)
-            return time.perf_counter() - start, slot.box.path
+            seconds = time.perf_counter() - start
+            boxes.append(slot.box.path)
+        return seconds
 
-    def accession() -> None:
+    def accession() -> float:
+        start = time.perf_counter()
         with uow(engine) as session:
             tube = accession_tube(
                 session,
@@ -62,28 +67,12 @@ def run(
             )
         if tube.box_barcode is None:
             raise AssertionError(f"{tube.accession_id} was not placed")
+        return time.perf_counter() - start
 
-    allocation: list[float] = []
-    boxes: list[str] = []
-    full: list[float] = []
-    raw: dict[str, list[float]] = {"allocation": [], "accession": []}
     with closing(db.connect()) as connection:
         first_box = _raw(db, connection, RAW + lock, (low, high))
-        for n in range(allocations + WARMUP):
-            seconds, box = allocate()
-            boxes.append(box)
-            raw_seconds = first_box()
-            if n >= WARMUP:
-                allocation.append(seconds)
-                raw["allocation"].append(raw_seconds)
-        for n in range(accessions + WARMUP):
-            started = time.perf_counter()
-            accession()
-            seconds = time.perf_counter() - started
-            raw_seconds = first_box()
-            if n >= WARMUP:
-                full.append(seconds)
-                raw["accession"].append(raw_seconds)
+        allocation, raw_allocation = _in_turns(allocate, first_box, allocations)
+        full, raw_accession = _in_turns(accession, first_box, accessions)
     baseline = (
         f"baseline: raw {db.engine_name} driver, SELECT of the first box with free_slots > 0 "
         f"in sort_key order below the freezer{lock}, on a reused cursor, after each"
@@ -94,7 +83,7 @@ def run(
             db,
             "allocation in freezer (find_slots)",
             allocation,
-            raw["allocation"],
+            raw_allocation,
             f"find_slots for one SER tube below the freezer, {allocations:,} times, each in a "
             f"unit of work rolled back after; {where} ({boxes[-1]}); {baseline}",
         ),
@@ -102,7 +91,7 @@ def run(
             db,
             "accession into freezer (full)",
             full,
-            raw["accession"],
+            raw_accession,
             f"specimens.accession with destination=freezer, {accessions:,} tubes, each in its "
             f"own committed unit of work; {baseline}",
         ),
@@ -122,6 +111,21 @@ def _result(db: BenchDatabase, name: str, times: list[float], raw: list[float], 
         how=how,
         details={"runs": len(times), "baseline_p99": p99(raw)},
     )
+
+
+def _in_turns(
+    timed: Callable[[], float], baseline: Callable[[], float], runs: int
+) -> tuple[list[float], list[float]]:
+    """`runs` of `timed`, each followed by `baseline`, both reporting their own seconds; the
+    first WARMUP of each are run but not counted."""
+    times: list[float] = []
+    raw: list[float] = []
+    for n in range(runs + WARMUP):
+        seconds, raw_seconds = timed(), baseline()
+        if n >= WARMUP:
+            times.append(seconds)
+            raw.append(raw_seconds)
+    return times, raw
 
 
 def _raw(db: BenchDatabase, connection, query: str, params: tuple) -> Callable[[], float]:
